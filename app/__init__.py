@@ -1,0 +1,1 @@
+"""workflow-service: multi-tenant workflows on Temporal behind one GraphQL API."""

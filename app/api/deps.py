@@ -1,0 +1,21 @@
+"""Process-wide dependencies the API builds once in its lifespan and hands to every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from app.db import SessionFactory
+from app.events.bus import EventBus
+from app.settings import Settings
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    bus: EventBus
+    temporal: Client

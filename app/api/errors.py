@@ -1,0 +1,99 @@
+"""How domain errors reach clients.
+
+Mutations return them as members of a result union (`UserError` implementations). Queries and
+subscriptions raise them as GraphQL errors whose `extensions.code` is the stable code.
+Anything unexpected is masked by MaskErrors; limiter and validation errors are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import strawberry
+from graphql import GraphQLError
+
+from app.errors import DomainError
+
+
+@strawberry.type
+class Problem:
+    path: str
+    message: str
+
+
+@strawberry.interface(description="An expected failure the client can act on.")
+class UserError:
+    code: str
+    message: str
+
+
+@strawberry.type
+class ValidationError(UserError):
+    problems: list[Problem]
+
+
+@strawberry.type
+class NotFoundError(UserError):
+    pass
+
+
+@strawberry.type
+class ForbiddenError(UserError):
+    pass
+
+
+@strawberry.type
+class ConflictError(UserError):
+    pass
+
+
+@strawberry.type
+class QuotaExceededError(UserError):
+    pass
+
+
+@strawberry.type
+class UnavailableError(UserError):
+    pass
+
+
+_TYPES: dict[str, type[UserError]] = {
+    "NOT_FOUND": NotFoundError,
+    "FORBIDDEN": ForbiddenError,
+    "CONFLICT": ConflictError,
+    "QUOTA_EXCEEDED": QuotaExceededError,
+    "UNAVAILABLE": UnavailableError,
+}
+
+
+def user_error(exc: DomainError) -> UserError:
+    if exc.code == "VALIDATION_FAILED":
+        problems = [Problem(path=p.get("path", "$"), message=p["message"]) for p in exc.details]
+        return ValidationError(code=exc.code, message=exc.message, problems=problems)
+    cls = _TYPES.get(exc.code)
+    if cls is None:
+        raise exc
+    return cls(code=exc.code, message=exc.message)
+
+
+def to_graphql_error(exc: DomainError) -> GraphQLError:
+    extensions: dict[str, object] = {"code": exc.code}
+    if exc.details:
+        extensions["problems"] = exc.details
+    return GraphQLError(exc.message, extensions=extensions)
+
+
+@contextmanager
+def graphql_errors() -> Iterator[None]:
+    """Raise domain errors as coded GraphQL errors (queries, subscriptions)."""
+    try:
+        yield
+    except DomainError as exc:
+        raise to_graphql_error(exc) from exc
+
+
+def should_mask(error: GraphQLError) -> bool:
+    """Mask only unexpected resolver exceptions; keep coded, validation and limiter errors."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)

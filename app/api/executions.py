@@ -1,0 +1,274 @@
+"""Execution types, queries, the startExecution mutation and the executionUpdates subscription."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.api.context import Context
+from app.api.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+    graphql_errors,
+    user_error,
+)
+from app.api.relay import Connection, Node, from_global_id, to_global_id
+from app.api.templates import Template, load_template_node
+from app.errors import DomainError, NotFound
+from app.events.bus import Event
+from app.executions.events import TERMINAL_EVENTS, TERMINAL_STATUSES, execution_channel
+from app.executions.service import ExecutionService, StartRequest
+from app.models import Execution as ExecutionModel
+from app.models import ExecutionEvent as EventModel
+
+CATCH_UP_BATCH = 500
+
+
+@strawberry.enum
+class ExecutionStatus(enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@strawberry.enum
+class ExecutionEventType(enum.Enum):
+    CREATED = "CREATED"
+    STARTED = "STARTED"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_COMPLETED = "STEP_COMPLETED"
+    STEP_FAILED = "STEP_FAILED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@strawberry.type(description="One transition of an execution; seq is 1, 2, 3... per execution.")
+class ExecutionEvent:
+    seq: int
+    type: ExecutionEventType
+    status: ExecutionStatus
+    progress: float = strawberry.field(description="Percent of steps done, 0-100.")
+    step_id: str | None
+    message: str | None
+    at: datetime
+
+    @classmethod
+    def from_model(cls, m: EventModel) -> ExecutionEvent:
+        return cls(
+            seq=m.seq,
+            type=ExecutionEventType(m.type),
+            status=ExecutionStatus(m.status),
+            progress=m.progress,
+            step_id=m.step_id,
+            message=m.message,
+            at=m.at,
+        )
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> ExecutionEvent:
+        return cls(
+            seq=int(data["seq"]),
+            type=ExecutionEventType(data["type"]),
+            status=ExecutionStatus(data["status"]),
+            progress=float(data["progress"]),
+            step_id=data.get("stepId"),
+            message=data.get("message"),
+            at=datetime.fromisoformat(data["at"]),
+        )
+
+
+@strawberry.type
+class Execution(Node):
+    status: ExecutionStatus
+    progress: float = strawberry.field(description="Percent of steps done, 0-100.")
+    current_step: str | None
+    params: JSON
+    result: JSON | None
+    error: str | None = strawberry.field(description="Why it failed; null unless FAILED.")
+    idempotency_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    pk: strawberry.Private[uuid.UUID]
+    template_pk: strawberry.Private[uuid.UUID]
+    version_pk: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, m: ExecutionModel) -> Execution:
+        return cls(
+            id=to_global_id("Execution", m.id),
+            status=ExecutionStatus(m.status),
+            progress=m.progress,
+            current_step=m.current_step,
+            params=m.params,
+            result=m.result,
+            error=m.error if m.status == "FAILED" else None,
+            idempotency_key=m.idempotency_key,
+            created_at=m.created_at,
+            started_at=m.started_at,
+            finished_at=m.finished_at,
+            updated_at=m.updated_at,
+            pk=m.id,
+            template_pk=m.template_id,
+            version_pk=m.template_version_id,
+        )
+
+    @strawberry.field
+    async def template(self, info: strawberry.Info[Context, None]) -> Template:
+        return await load_template_node(info, self.template_pk)
+
+    @strawberry.field(description="The template version this execution runs (fixed at start).")
+    async def template_version(self, info: strawberry.Info[Context, None]) -> int:
+        version = await info.context.loaders.versions.load(self.version_pk)
+        assert version is not None
+        return version.version
+
+    @strawberry.field(description="The audit trail, oldest first.")
+    async def events(
+        self, info: strawberry.Info[Context, None], after_seq: int = 0
+    ) -> list[ExecutionEvent]:
+        async with info.context.session() as s:
+            rows = await ExecutionService(s).events_after(self.pk, after_seq)
+        return [ExecutionEvent.from_model(r) for r in rows]
+
+
+@strawberry.input
+class StartExecutionInput:
+    template_id: strawberry.ID | None = None
+    template_name: str | None = None
+    params: JSON | None = None
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Starting twice with the same key returns the same execution."
+    )
+
+
+StartExecutionResult = Annotated[
+    Execution | ValidationError | NotFoundError | ForbiddenError | ConflictError | UnavailableError,
+    strawberry.union("StartExecutionResult"),
+]
+
+
+async def load_execution_node(info: strawberry.Info[Context, None], pk: uuid.UUID) -> Execution:
+    execution = await info.context.loaders.executions.load(pk)
+    if execution is None:
+        raise NotFound("execution not found")
+    return Execution.from_model(execution)
+
+
+@strawberry.type
+class ExecutionQuery:
+    @strawberry.field(description="The caller's executions, newest first.")
+    async def executions(
+        self,
+        info: strawberry.Info[Context, None],
+        first: int | None = 20,
+        after: str | None = None,
+        status: ExecutionStatus | None = None,
+    ) -> Connection[Execution]:
+        with graphql_errors():
+            principal = info.context.principal()
+            async with info.context.session() as s:
+                page = await ExecutionService(s).list(
+                    principal.tenant_id, status=status.value if status else None, first=first, after=after
+                )
+        return Connection.build(
+            [Execution.from_model(e) for e in page.items], page.cursors, page.has_next, after is not None
+        )
+
+    @strawberry.field
+    async def execution(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Execution:
+        with graphql_errors():
+            info.context.principal()
+            return await load_execution_node(info, from_global_id(id, "Execution")[1])
+
+
+@strawberry.type
+class ExecutionMutation:
+    @strawberry.mutation(description="Validate params and start a template's latest version.")
+    async def start_execution(
+        self, info: strawberry.Info[Context, None], input: StartExecutionInput
+    ) -> StartExecutionResult:
+        ctx = info.context
+        with graphql_errors():
+            principal = ctx.principal()
+        try:
+            template_pk = (
+                from_global_id(input.template_id, "Template")[1] if input.template_id else None
+            )
+            async with ctx.session() as s:
+                execution = await ExecutionService(s).start(
+                    principal,
+                    StartRequest(template_pk, input.template_name, input.params, input.idempotency_key),
+                    temporal=ctx.deps.temporal,
+                    publisher=ctx.deps.bus,
+                    settings=ctx.deps.settings,
+                )
+        except DomainError as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return Execution.from_model(execution)
+
+
+@strawberry.type
+class ExecutionSubscription:
+    @strawberry.subscription(
+        description=(
+            "Events of one execution: first those after afterSeq already recorded, then live "
+            "ones, each once and in order; completes after the terminal event."
+        )
+    )
+    async def execution_updates(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID, after_seq: int | None = None
+    ) -> AsyncGenerator[ExecutionEvent, None]:
+        ctx = info.context
+        with graphql_errors():
+            principal = ctx.principal()
+            pk = from_global_id(id, "Execution")[1]
+            async with ctx.session() as s:
+                await ExecutionService(s).get(principal.tenant_id, pk)
+        last = max(after_seq or 0, 0)
+        poll = ctx.deps.settings.subscription_poll_seconds
+        async with ctx.deps.bus.subscribe(execution_channel(pk)) as live:
+            # Subscribed before reading PostgreSQL, so nothing falls between the two.
+            while True:
+                async with ctx.session() as s:
+                    service = ExecutionService(s)
+                    missed = await service.events_after(pk, last, CATCH_UP_BATCH)
+                    status = (await service.get(principal.tenant_id, pk)).status if not missed else None
+                for row in missed:
+                    ctx.fresh_loaders()
+                    yield ExecutionEvent.from_model(row)
+                    last = row.seq
+                    if row.type in TERMINAL_EVENTS:
+                        return
+                if status in TERMINAL_STATUSES:
+                    return  # the terminal event was at or before afterSeq
+                if len(missed) >= CATCH_UP_BATCH:
+                    continue
+                # Live events go straight through while they follow on; anything else
+                # (a gap, a Resync after reconnect or overflow, a quiet period) re-reads PostgreSQL.
+                while True:
+                    item = await live.get(timeout=poll)
+                    if not isinstance(item, Event) or int(item.data.get("seq", 0)) > last + 1:
+                        break
+                    if int(item.data["seq"]) <= last:
+                        continue
+                    ctx.fresh_loaders()
+                    event = ExecutionEvent.from_message(item.data)
+                    yield event
+                    last = event.seq
+                    if event.type.value in TERMINAL_EVENTS:
+                        return

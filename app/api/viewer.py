@@ -1,0 +1,54 @@
+"""The caller: `viewer { tenant { id name tier } role }`."""
+
+from __future__ import annotations
+
+import enum
+
+import strawberry
+
+from app.api.context import Context
+from app.api.errors import graphql_errors
+from app.api.relay import Node, to_global_id
+from app.models import Tenant as TenantModel
+
+
+@strawberry.enum
+class Tier(enum.Enum):
+    FREE = "free"
+    PRO = "pro"
+    PREMIUM = "premium"
+    ENTERPRISE = "enterprise"
+
+
+@strawberry.enum
+class Role(enum.Enum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+@strawberry.type
+class Tenant(Node):
+    name: str
+    tier: Tier
+
+    @classmethod
+    def from_model(cls, m: TenantModel) -> Tenant:
+        return cls(id=to_global_id("Tenant", m.id), name=m.name, tier=Tier(m.tier))
+
+
+@strawberry.type
+class Viewer:
+    tenant: Tenant
+    role: Role
+
+
+@strawberry.type
+class ViewerQuery:
+    @strawberry.field(description="The tenant and role of the API key making the request.")
+    async def viewer(self, info: strawberry.Info[Context, None]) -> Viewer:
+        with graphql_errors():
+            principal = info.context.principal()
+        tenant = await info.context.loaders.tenants.load(principal.tenant_id)
+        assert tenant is not None
+        return Viewer(tenant=Tenant.from_model(tenant), role=Role(principal.role))

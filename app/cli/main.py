@@ -1,0 +1,193 @@
+"""`wfs`: api, worker, dev, migrate, seed, schema, tenant create, apikey create."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app.db import make_engine, make_sessionmaker
+from app.errors import DomainError
+from app.log_config import configure
+from app.migrate import upgrade
+from app.settings import Settings
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    configure(settings.log_level, settings.log_json)
+    return settings
+
+
+def _exit(code: int) -> None:
+    # temporalio's core can abort at interpreter exit in short-lived processes (sdk-python #300).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    code = 0
+    try:
+        asyncio.run(runner())
+    except Exception as exc:  # report and exit non-zero rather than dump a traceback
+        click.echo(f"error: {exc}", err=True)
+        code = 1
+    _exit(code)
+
+
+@click.group()
+def cli() -> None:
+    """workflow-service command line."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (API_PORT, default 8000).")
+def api(host: str | None, port: int | None) -> None:
+    """Run the GraphQL API server."""
+    from app.cli.runner import run_api
+
+    settings = _settings(api_host=host, api_port=port).require()
+    _run_until_signal(lambda stop: run_api(settings, stop))
+
+
+@cli.command()
+@click.option("--queue", default=None, help="Task queue (TEMPORAL_TASK_QUEUE, default wfs-main).")
+def worker(queue: str | None) -> None:
+    """Run a Temporal worker for template workflows and their activities."""
+    from app.cli.runner import run_worker
+
+    settings = _settings().require()
+    _run_until_signal(lambda stop: run_worker(settings, stop, queue))
+
+
+@cli.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".wfs"), show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="API port.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+def dev(state_dir: Path, port: int, host: str) -> None:
+    """Start everything not configured (PostgreSQL, Valkey, Temporal), migrate, seed, serve."""
+    from app.cli.dev import run_dev
+
+    settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
+    _exit(run_dev(settings))
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations (DATABASE_URL)."""
+    settings = _settings().require("database_url")
+    assert settings.database_url
+    upgrade(settings.database_url)
+    click.echo("migrated to head")
+    _exit(0)
+
+
+@cli.command()
+def seed() -> None:
+    """Publish the standard templates (new versions only when a spec changed)."""
+    from app.seed import seed_templates
+
+    settings = _settings().require("database_url")
+    published = _with_sessions(settings, seed_templates)
+    click.echo(f"standard templates seeded ({published} new versions)")
+    _exit(0)
+
+
+@cli.command()
+@click.option("--output", type=click.Path(path_type=Path), default=SCHEMA_PATH, show_default=True)
+def schema(output: Path) -> None:
+    """Write the GraphQL SDL (graphql/schema.graphql)."""
+    from app.api.schema import build_schema
+
+    output.write_text(build_schema().as_str() + "\n")
+    click.echo(f"wrote {output}")
+
+
+@cli.group()
+def tenant() -> None:
+    """Manage tenants."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--tier", type=click.Choice(["free", "pro", "premium", "enterprise"]), default="free",
+              show_default=True)
+def tenant_create(name: str, tier: str) -> None:
+    """Create a tenant."""
+    from app.tenants.service import TenantService
+
+    async def create(sessions: Any) -> str:
+        async with sessions() as session:
+            t = await TenantService(session).create_tenant(name, tier)
+            await session.commit()
+            return f"created tenant {t.name} ({t.tier}) id={t.id}"
+
+    click.echo(_with_sessions(_settings().require("database_url"), create))
+    _exit(0)
+
+
+@cli.group()
+def apikey() -> None:
+    """Manage API keys."""
+
+
+@apikey.command("create")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin",
+              show_default=True)
+@click.option("--name", default="cli", show_default=True, help="A label for the key.")
+def apikey_create(tenant_name: str, role: str, name: str) -> None:
+    """Create an API key; the key is printed alone on the last line, once."""
+    from app.tenants.service import TenantService
+
+    async def create(sessions: Any) -> str:
+        async with sessions() as session:
+            service = TenantService(session)
+            t = await service.get_by_name(tenant_name)
+            key, plaintext = await service.create_api_key(t, role=role, name=name)
+            await session.commit()
+            return f"created {role} key {key.prefix} for tenant {t.name}\n{plaintext}"
+
+    click.echo(_with_sessions(_settings().require("database_url"), create))
+    _exit(0)
+
+
+def _with_sessions(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        assert settings.database_url
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            return await fn(make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except DomainError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        _exit(1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except RuntimeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        _exit(1)

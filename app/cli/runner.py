@@ -1,0 +1,70 @@
+"""Long-running roles (API server, Temporal worker) as coroutines that stop on an Event.
+
+Shared by `wfs api`, `wfs worker` and `wfs dev`, which runs both in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from app.api.app import create_app
+from app.db import make_engine, make_sessionmaker
+from app.events.bus import EventBus
+from app.settings import Settings
+from app.temporal import connect, ensure_search_attributes
+
+log = structlog.get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    # The caller owns signals (and stops the server via should_exit); uvicorn's own capture
+    # would re-raise SIGINT after serve() returns.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_api(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        ws="websockets-sansio",
+        lifespan="on",
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if task.done():
+        await task
+        raise RuntimeError(f"API could not start on {settings.api_host}:{settings.api_port}")
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    server.should_exit = True
+    await task
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, task_queue: str | None = None) -> None:
+    from workers.main import build_worker, run_until  # workers import app, never the reverse
+
+    assert settings.database_url and settings.redis_url and settings.temporal_address
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    await ensure_search_attributes(client)
+    engine = make_engine(settings.database_url)
+    bus = EventBus(settings.redis_url)
+    await bus.start()
+    try:
+        worker = build_worker(client, task_queue or settings.temporal_task_queue, make_sessionmaker(engine), bus)
+        await run_until(worker, stop)
+    finally:
+        await bus.close()
+        await engine.dispose()

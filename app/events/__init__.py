@@ -1,0 +1,1 @@
+"""Live event delivery between processes (Redis pub/sub); PostgreSQL stays the source of truth."""

@@ -1,0 +1,43 @@
+"""Event types, terminal statuses and the wire shape of an execution event on the bus."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from app.models import Execution, ExecutionEvent
+
+EVENT_TYPES = (
+    "CREATED",
+    "STARTED",
+    "STEP_STARTED",
+    "STEP_COMPLETED",
+    "STEP_FAILED",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+)
+TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+TERMINAL_EVENTS = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+def execution_channel(execution_id: uuid.UUID | str) -> str:
+    return f"execution:{execution_id}"
+
+
+def tenant_channel(tenant_id: uuid.UUID | str) -> str:
+    return f"tenant:{tenant_id}:executions"
+
+
+def event_message(event: ExecutionEvent, execution: Execution) -> dict[str, Any]:
+    return {
+        "executionId": str(execution.id),
+        "tenantId": str(execution.tenant_id),
+        "seq": event.seq,
+        "type": event.type,
+        "status": event.status,
+        "progress": event.progress,
+        "stepId": event.step_id,
+        "message": event.message,
+        "at": event.at.isoformat(),
+    }

@@ -1,0 +1,85 @@
+"""SQL for executions and their events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Execution, ExecutionEvent
+
+
+class ExecutionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, execution: Execution) -> Execution:
+        self.session.add(execution)
+        await self.session.flush()
+        return execution
+
+    async def get_for_tenant(self, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Execution | None:
+        return await self.session.scalar(
+            select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant_id)
+        )
+
+    async def get_many_for_tenant(
+        self, tenant_id: uuid.UUID, ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, Execution]:
+        rows = await self.session.scalars(
+            select(Execution).where(Execution.id.in_(ids), Execution.tenant_id == tenant_id)
+        )
+        return {e.id: e for e in rows}
+
+    async def lock(self, execution_id: uuid.UUID) -> Execution | None:
+        return await self.session.scalar(
+            select(Execution).where(Execution.id == execution_id).with_for_update()
+        )
+
+    async def by_idempotency_key(self, tenant_id: uuid.UUID, key: str) -> Execution | None:
+        return await self.session.scalar(
+            select(Execution).where(Execution.tenant_id == tenant_id, Execution.idempotency_key == key)
+        )
+
+    async def list_for_tenant(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        status: str | None,
+        limit: int,
+        after: list[Any] | None,
+    ) -> list[Execution]:
+        query = select(Execution).where(Execution.tenant_id == tenant_id)
+        if status is not None:
+            query = query.where(Execution.status == status)
+        if after is not None:
+            at, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+            query = query.where(tuple_(Execution.created_at, Execution.id) < (at, last_id))
+        query = query.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit)
+        return list(await self.session.scalars(query))
+
+    async def event_by_key(self, execution_id: uuid.UUID, key: str) -> ExecutionEvent | None:
+        return await self.session.scalar(
+            select(ExecutionEvent).where(
+                ExecutionEvent.execution_id == execution_id, ExecutionEvent.key == key
+            )
+        )
+
+    async def add_event(self, event: ExecutionEvent) -> ExecutionEvent:
+        self.session.add(event)
+        await self.session.flush()
+        return event
+
+    async def events_after(
+        self, execution_id: uuid.UUID, after_seq: int, limit: int = 500
+    ) -> list[ExecutionEvent]:
+        rows = await self.session.scalars(
+            select(ExecutionEvent)
+            .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after_seq)
+            .order_by(ExecutionEvent.seq)
+            .limit(limit)
+        )
+        return list(rows)

@@ -1,0 +1,235 @@
+"""Execution rules: start (validate, persist, then start the workflow), record transitions, read.
+
+The start is the one place a service commits: the row must be durable before the workflow
+exists, so that every event the worker records has a row to attach to; the workflow start and
+the bus publish happen only after that commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
+from app.executions.events import TERMINAL_EVENTS, event_message, execution_channel, tenant_channel
+from app.executions.repository import ExecutionRepository
+from app.executions.workflow_io import WORKFLOW_NAME, EventRecord, RunInput
+from app.models import STATUSES, Execution, ExecutionEvent
+from app.models.base import utcnow
+from app.pagination import Page, check_first, decode_cursor, encode_cursor
+from app.settings import Settings
+from app.temporal import TEMPLATE_KEY, TENANT_KEY, TIER_KEY
+from app.templates.schemas import param_problems
+from app.templates.service import TemplateService
+from app.tenants.service import Principal
+
+log = structlog.get_logger(__name__)
+
+
+class Publisher(Protocol):
+    async def publish(self, channel: str, data: dict[str, Any]) -> bool: ...
+
+
+@dataclass
+class StartRequest:
+    template_id: uuid.UUID | None
+    template_name: str | None
+    params: Any
+    idempotency_key: str | None
+
+
+class ExecutionService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = ExecutionRepository(session)
+
+    async def get(self, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Execution:
+        execution = await self.repo.get_for_tenant(tenant_id, execution_id)
+        if execution is None:
+            raise NotFound("execution not found")
+        return execution
+
+    async def list(
+        self, tenant_id: uuid.UUID, *, status: str | None, first: int | None, after: str | None
+    ) -> Page[Execution]:
+        if status is not None and status not in STATUSES:
+            raise ValidationFailed(f"unknown status {status!r}")
+        limit = check_first(first)
+        rows = await self.repo.list_for_tenant(
+            tenant_id, status=status, limit=limit + 1, after=decode_cursor(after)
+        )
+        items = rows[:limit]
+        return Page(
+            items=items,
+            cursors=[encode_cursor([e.created_at.isoformat(), str(e.id)]) for e in items],
+            has_next=len(rows) > limit,
+        )
+
+    async def events_after(
+        self, execution_id: uuid.UUID, after_seq: int, limit: int = 500
+    ) -> list[ExecutionEvent]:
+        return await self.repo.events_after(execution_id, after_seq, limit)
+
+    async def start(
+        self,
+        principal: Principal,
+        request: StartRequest,
+        *,
+        temporal: Client,
+        publisher: Publisher,
+        settings: Settings,
+    ) -> Execution:
+        if principal.role == "viewer":
+            raise Forbidden("viewers cannot start executions")
+        key = request.idempotency_key
+        if key is not None and not 1 <= len(key) <= 200:
+            raise ValidationFailed("idempotencyKey must be 1-200 characters")
+        if key is not None and (existing := await self.repo.by_idempotency_key(principal.tenant_id, key)):
+            return self._same_request(existing, request)
+
+        template = await TemplateService(self.session).resolve(
+            principal.tenant_id, template_id=request.template_id, name=request.template_name
+        )
+        version, spec = await TemplateService(self.session).latest_version(template)
+        params = {} if request.params is None else request.params
+        if not isinstance(params, dict):
+            raise ValidationFailed("params must be a JSON object")
+        problems = param_problems(spec.parameters, params)
+        if problems:
+            raise ValidationFailed(
+                f"params do not match the template's parameters ({len(problems)} problems)",
+                details=problems,
+            )
+
+        execution_id = uuid.uuid4()
+        execution = Execution(
+            id=execution_id,
+            tenant_id=principal.tenant_id,
+            template_id=template.id,
+            template_version_id=version.id,
+            params=params,
+            status="PENDING",
+            progress=0.0,
+            idempotency_key=key,
+            workflow_id=f"exec-{execution_id}",
+        )
+        try:
+            await self.repo.add(execution)
+            created, _ = await self.record(
+                EventRecord(str(execution_id), "created", "CREATED", "PENDING", 0.0,
+                            message=f"{template.name} v{version.version}")
+            )
+            await self.session.commit()
+        except IntegrityError:
+            # Lost a race with the same idempotency key: the winner's execution is the answer.
+            await self.session.rollback()
+            existing = await self.repo.by_idempotency_key(principal.tenant_id, key or "")
+            if existing is None:
+                raise
+            return self._same_request(existing, request)
+        await self.publish_event(publisher, created, execution)
+
+        run_input = RunInput(
+            execution_id=str(execution_id),
+            tenant_id=str(principal.tenant_id),
+            template_name=template.name,
+            template_version=version.version,
+            params=params,
+            steps=spec.plan(
+                default_timeout=settings.step_default_timeout_seconds,
+                default_attempts=settings.step_default_max_attempts,
+            ),
+            output=spec.output,
+            max_wait_seconds=settings.max_wait_seconds,
+        )
+        try:
+            handle = await temporal.start_workflow(
+                WORKFLOW_NAME,
+                run_input,
+                id=execution.workflow_id,
+                task_queue=settings.temporal_task_queue,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(TENANT_KEY, principal.tenant_name),
+                        SearchAttributePair(TEMPLATE_KEY, template.name),
+                        SearchAttributePair(TIER_KEY, principal.tier),
+                    ]
+                ),
+            )
+            execution.run_id = handle.first_execution_run_id
+        except WorkflowAlreadyStartedError:
+            pass
+        except Exception as exc:  # Temporal unreachable or refused: mark the row, tell the caller.
+            log.warning("execution.start_failed", execution_id=str(execution_id), error=str(exc))
+            failed, _ = await self.record(
+                EventRecord(str(execution_id), "start-failed", "FAILED", "FAILED", 0.0,
+                            message="could not start the workflow", error=f"could not start the workflow: {exc}")
+            )
+            await self.session.commit()
+            await self.publish_event(publisher, failed, execution)
+            raise Unavailable("could not start the workflow; the execution is marked FAILED") from exc
+        await self.session.commit()
+        log.info("execution.started", execution_id=str(execution_id), tenant_id=str(principal.tenant_id),
+                 template=template.name, version=version.version)
+        return execution
+
+    @staticmethod
+    def _same_request(existing: Execution, request: StartRequest) -> Execution:
+        if request.template_id is not None and existing.template_id != request.template_id:
+            raise Conflict("idempotencyKey was already used for another template")
+        return existing
+
+    async def record(self, rec: EventRecord) -> tuple[ExecutionEvent, Execution]:
+        """Append a transition and update the execution row; idempotent by (execution, key).
+
+        The row lock serialises sequence numbers per execution. The caller commits.
+        """
+        execution = await self.repo.lock(uuid.UUID(rec.execution_id))
+        if execution is None:
+            raise NotFound(f"execution {rec.execution_id} not found")
+        existing = await self.repo.event_by_key(execution.id, rec.key)
+        if existing is not None:
+            return existing, execution
+        now = utcnow()
+        execution.last_seq += 1
+        execution.status = rec.status
+        execution.progress = rec.progress
+        if rec.type == "STEP_STARTED":
+            execution.current_step = rec.step_id
+        if rec.type == "STARTED" and execution.started_at is None:
+            execution.started_at = now
+        if rec.type in TERMINAL_EVENTS:
+            execution.finished_at = now
+            execution.current_step = None
+            execution.result = rec.result
+            execution.error = rec.error
+        event = await self.repo.add_event(
+            ExecutionEvent(
+                execution_id=execution.id,
+                seq=execution.last_seq,
+                key=rec.key,
+                type=rec.type,
+                status=rec.status,
+                progress=rec.progress,
+                step_id=rec.step_id,
+                message=rec.message,
+                payload=rec.payload,
+                at=now,
+            )
+        )
+        return event, execution
+
+    @staticmethod
+    async def publish_event(publisher: Publisher, event: ExecutionEvent, execution: Execution) -> None:
+        message = event_message(event, execution)
+        await publisher.publish(execution_channel(execution.id), message)
+        await publisher.publish(tenant_channel(execution.tenant_id), message)
+

@@ -1,0 +1,21 @@
+"""SQLAlchemy ORM tables. Importing this package registers every table on Base.metadata."""
+
+from app.models.ai_usage import AiUsage
+from app.models.base import Base
+from app.models.execution import STATUSES, Execution, ExecutionEvent
+from app.models.template import Template, TemplateVersion
+from app.models.tenant import ROLES, TIERS, ApiKey, Tenant
+
+__all__ = [
+    "ROLES",
+    "STATUSES",
+    "TIERS",
+    "AiUsage",
+    "ApiKey",
+    "Base",
+    "Execution",
+    "ExecutionEvent",
+    "Template",
+    "TemplateVersion",
+    "Tenant",
+]

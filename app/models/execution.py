@@ -1,0 +1,64 @@
+"""Executions of a template version and their audit trail of numbered events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, Timestamps, UUIDPk, utcnow
+
+STATUSES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED")
+
+
+class Execution(UUIDPk, Timestamps, Base):
+    __tablename__ = "executions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        CheckConstraint(f"status IN {STATUSES}", name="status"),
+        Index("ix_executions_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_executions_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("templates.id"), index=True)
+    template_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("template_versions.id"))
+    params: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(10), default="PENDING")
+    progress: Mapped[float] = mapped_column(default=0.0)
+    current_step: Mapped[str | None] = mapped_column(String(100))
+    result: Mapped[Any | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    workflow_id: Mapped[str] = mapped_column(String(200), unique=True)
+    run_id: Mapped[str | None] = mapped_column(String(100))
+    last_seq: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ExecutionEvent(Base):
+    __tablename__ = "execution_events"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "seq"),
+        # Retried recording activities carry the same key, so an event is written once.
+        UniqueConstraint("execution_id", "key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE")
+    )
+    seq: Mapped[int]
+    key: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(10))
+    progress: Mapped[float]
+    step_id: Mapped[str | None] = mapped_column(String(100))
+    message: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

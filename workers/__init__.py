@@ -1,0 +1,1 @@
+"""Temporal side: TemplateWorkflow (deterministic, no I/O), its activities, and the worker."""

@@ -1,0 +1,45 @@
+"""Builds and runs the Temporal worker with its dependencies (database, event bus)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from app.db import SessionFactory
+from app.executions.service import Publisher
+from workers.activities import TemplateActivities
+from workers.workflows import TemplateWorkflow
+
+log = structlog.get_logger(__name__)
+
+# Modules the workflow sandbox may reuse instead of re-importing on every run.
+PASSTHROUGH = ("app", "jinja2", "markupsafe", "structlog", "pydantic", "pydantic_core")
+
+
+def build_worker(
+    client: Client, task_queue: str, sessions: SessionFactory, publisher: Publisher
+) -> Worker:
+    activities = TemplateActivities(sessions, publisher)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[TemplateWorkflow],
+        activities=activities.all(),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
+        max_concurrent_workflow_task_polls=10,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+async def run_until(worker: Worker, stop: asyncio.Event) -> None:
+    async with worker:
+        log.info("worker.started", task_queue=worker.task_queue)
+        await stop.wait()
+    log.info("worker.stopped", task_queue=worker.task_queue)
