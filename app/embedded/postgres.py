@@ -52,6 +52,11 @@ SOCKET_NAME = ".s.PGSQL.5432"
 MAX_SOCKET_PATH = 107
 
 
+def _clean_env() -> dict[str, str]:
+    """Our environment without PG* variables (PGPORT would even rename the socket file)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
 def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -120,7 +125,9 @@ class EmbeddedPostgres:
             self._proc.acquire()
             try:
                 user = self._prepare()
-                self._proc.launch(self._argv(), user=user, pdeath_signal=signal.SIGINT)
+                self._proc.launch(
+                    self._argv(), env=_clean_env(), user=user, pdeath_signal=signal.SIGINT
+                )
                 self._wait_ready(deadline)
                 self.ensure_database(self.database)
             except EmbeddedServerError:
@@ -148,7 +155,9 @@ class EmbeddedPostgres:
         """Run SQL (psql script on stdin) as the superuser; return psql's output."""
         argv = [str(POSTGRES_BIN_PATH / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1"]
         argv += ["-h", str(self.socket_dir), "-U", SUPERUSER, "-d", database]
-        res = subprocess.run(argv, input=sql, capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(
+            argv, input=sql, capture_output=True, text=True, timeout=timeout, env=_clean_env()
+        )
         if res.returncode != 0:
             raise EmbeddedServerError(f"psql failed ({res.returncode}): {res.stderr.strip()}")
         return res.stdout
@@ -206,7 +215,13 @@ class EmbeddedPostgres:
         argv = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER]
         argv += ["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"]
         res = subprocess.run(
-            argv, capture_output=True, text=True, timeout=120, user=user, cwd=self.state_dir
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            user=user,
+            cwd=self.state_dir,
+            env=_clean_env(),
         )
         if res.returncode != 0:
             shutil.rmtree(self.data_dir, ignore_errors=True)
