@@ -39,8 +39,9 @@ def _start_embedded(settings: Settings) -> tuple[Settings, list[Any]]:
     if settings.redis_url is None:
         starters["redis_url"] = EmbeddedValkey(state / "valkey")
     if settings.temporal_address is None:
+        # Temporal's usual ports when free, so the UI is where its docs say.
         starters["temporal_address"] = EmbeddedTemporal(
-            state / "temporal", search_attributes=SEARCH_ATTRIBUTES
+            state / "temporal", port=7233, ui_port=8233, search_attributes=SEARCH_ATTRIBUTES
         )
     started: list[Any] = []
     updates: dict[str, Any] = {}

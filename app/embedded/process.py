@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -184,12 +185,18 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def pick_port(
     preferred: Iterable[int | None], host: str = "127.0.0.1", exclude: Iterable[int] = ()
 ) -> int:
-    """The first free port of preferred (None entries skipped), else a free ephemeral one."""
+    """The first free port of preferred (None skipped), else a free random one below the
+    ephemeral range (outgoing connections do not take it, so it can be reused next run)."""
     excluded = set(exclude)
-    for port in preferred:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    randoms = random.sample(range(20000, low), min(64, max(low - 20000, 0)))
+    for port in [*preferred, *randoms]:
         if port and port not in excluded and port_is_free(port, host):
             return port
-    while True:
+    while True:  # let the kernel choose
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
