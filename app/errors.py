@@ -40,3 +40,11 @@ class Unauthenticated(DomainError):
 
 class Unavailable(DomainError):
     code = "UNAVAILABLE"
+
+
+class RateLimited(DomainError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import text
@@ -28,8 +29,9 @@ from app.api.context import Context
 from app.api.deps import Deps
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
-from app.errors import DomainError
+from app.errors import DomainError, RateLimited
 from app.events.bus import EventBus
+from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.temporal import connect
 from app.tenants.service import TenantService
@@ -59,7 +61,20 @@ class GraphQLApp(GraphQL[Context, None]):
             header = request.headers.get("authorization")
             if header is not None:
                 await self._authenticate(ctx, header)
+                await self._limit(ctx)
         return ctx
+
+    @staticmethod
+    async def _limit(ctx: Context) -> None:
+        if ctx.principal_ is None:
+            return
+        try:
+            await ctx.deps.limiter.check(f"tenant:{ctx.principal_.tenant_id}")
+        except RateLimited as exc:
+            ctx.principal_, ctx.auth_error = None, exc
+            if ctx.response is not None:
+                ctx.response.status_code = 429
+                ctx.response.headers["Retry-After"] = str(exc.retry_after)
 
     async def on_ws_connect(self, context: Context) -> Any:
         params = context.connection_params or {}
@@ -67,6 +82,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if not isinstance(header, str):
             raise ConnectionRejectionError({"message": "missing API key in connection_init payload"})
         await self._authenticate(context, header)
+        await self._limit(context)
         if context.principal_ is None:
             message = context.auth_error.message if context.auth_error else "invalid API key"
             raise ConnectionRejectionError({"message": message})
@@ -121,12 +137,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         bus = EventBus(settings.redis_url)
         await bus.start()
         temporal = await connect(settings.temporal_address, settings.temporal_namespace)
-        holder["deps"] = Deps(settings, engine, make_sessionmaker(engine), bus, temporal)
+        redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        limiter = RateLimiter(redis, settings.rate_limit_per_minute)
+        holder["deps"] = Deps(settings, engine, make_sessionmaker(engine), bus, temporal, limiter)
         log.info("api.started")
         try:
             yield
         finally:
             await bus.close()
+            await redis.aclose()
             await engine.dispose()
             log.info("api.stopped")
 

@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from app.db import SessionFactory
 from app.events.bus import EventBus
+from app.ratelimit import RateLimiter
 from app.settings import Settings
 
 
@@ -19,3 +20,4 @@ class Deps:
     sessions: SessionFactory
     bus: EventBus
     temporal: Client
+    limiter: RateLimiter
