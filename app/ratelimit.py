@@ -37,6 +37,7 @@ class RateLimiter:
         if count > self.per_minute:
             retry_after = max(1, int((window + 1) * 60 - now))
             raise RateLimited(
-                f"rate limit of {self.per_minute} requests per minute exceeded; retry in {retry_after}s",
+                f"rate limit of {self.per_minute} requests per minute exceeded; "
+                f"retry in {retry_after}s",
                 retry_after=retry_after,
             )

@@ -88,7 +88,9 @@ async def services(state_dir: Path) -> AsyncIterator[Services]:
         vk = EmbeddedValkey(state_dir / "valkey")
         redis_url = await asyncio.to_thread(vk.start)
         started.append(vk)
-    temporal = EmbeddedTemporal(state_dir / "temporal", headless=True, search_attributes=SEARCH_ATTRIBUTES)
+    temporal = EmbeddedTemporal(
+        state_dir / "temporal", headless=True, search_attributes=SEARCH_ATTRIBUTES
+    )
     address = await asyncio.to_thread(temporal.start)
     started.append(temporal)
     try:
@@ -164,8 +166,10 @@ async def make_tenant(sessions, tier: str = "free") -> TenantKeys:  # type: igno
     async with sessions() as session:
         service = TenantService(session)
         tenant = await service.create_tenant(f"t-{tier}-{uuid.uuid4().hex[:8]}", tier)
-        keys = {role: (await service.create_api_key(tenant, role=role))[1]
-                for role in ("admin", "operator", "viewer")}
+        keys = {
+            role: (await service.create_api_key(tenant, role=role))[1]
+            for role in ("admin", "operator", "viewer")
+        }
         await session.commit()
     return TenantKeys(tenant.name, **keys)
 

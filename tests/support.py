@@ -24,8 +24,9 @@ class GraphQLClient:
     async def raw(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
-            resp = await http.post("/graphql", json={"query": query, "variables": variables or {}},
-                                   headers=headers)
+            resp = await http.post(
+                "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+            )
         assert resp.status_code == 200, resp.text
         return resp.json()
 
@@ -50,8 +51,15 @@ class Subscription:
         assert ack["type"] == "connection_ack", ack
 
     async def start(self, query: str, variables: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                       "payload": {"query": query, "variables": variables}}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": query, "variables": variables},
+                }
+            )
+        )
 
     async def collect(self, timeout: float = 60) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Messages until complete or error; returns (next payloads, final message)."""

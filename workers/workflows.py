@@ -29,7 +29,9 @@ with workflow.unsafe.imports_passed_through():
     from app.templates.expressions import ExpressionError, render
 
 # Recording must outlast a database blip, so it retries for a long time with backoff.
-RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
 RECORD_TIMEOUT = timedelta(seconds=30)
 
 
@@ -59,7 +61,9 @@ class TemplateWorkflow:
         self._input = inp
         self._total = len(inp.steps)
         self._status = "RUNNING"
-        await self._record("started", "STARTED", message=f"{inp.template_name} v{inp.template_version}")
+        await self._record(
+            "started", "STARTED", message=f"{inp.template_name} v{inp.template_version}"
+        )
         outputs: dict[str, Any] = {}
         try:
             for step in inp.steps:
@@ -67,13 +71,19 @@ class TemplateWorkflow:
                 self._done += 1
                 await self._record(f"step:{step.id}:completed", "STEP_COMPLETED", step_id=step.id)
             self._current = None
-            result = render(inp.output, self._context(inp, outputs)) if inp.output is not None else (
-                outputs[inp.steps[-1].id] if inp.steps else None
+            result = (
+                render(inp.output, self._context(inp, outputs))
+                if inp.output is not None
+                else (outputs[inp.steps[-1].id] if inp.steps else None)
             )
         except StepFailed as failed:
             self._status = "FAILED"
-            await self._record(f"step:{failed.step_id}:failed", "STEP_FAILED", step_id=failed.step_id,
-                               message=failed.message)
+            await self._record(
+                f"step:{failed.step_id}:failed",
+                "STEP_FAILED",
+                step_id=failed.step_id,
+                message=failed.message,
+            )
             await self._record("failed", "FAILED", message=failed.message, error=failed.message)
             raise ApplicationError(failed.message, type="StepFailed", non_retryable=True) from None
         except ExpressionError as exc:
@@ -93,8 +103,9 @@ class TemplateWorkflow:
 
     async def _run_step(self, inp: RunInput, step: StepPlan, outputs: dict[str, Any]) -> Any:
         self._current = step.id
-        await self._record(f"step:{step.id}:started", "STEP_STARTED", step_id=step.id,
-                           message=step.activity)
+        await self._record(
+            f"step:{step.id}:started", "STEP_STARTED", step_id=step.id, message=step.activity
+        )
         try:
             step_input = render(step.input, self._context(inp, outputs))
         except ExpressionError as exc:
@@ -118,16 +129,21 @@ class TemplateWorkflow:
                 raise
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            raise StepFailed(step.id, f"step {step.id} ({step.activity}) failed: {message}") from None
+            raise StepFailed(
+                step.id, f"step {step.id} ({step.activity}) failed: {message}"
+            ) from None
 
     async def _native(self, inp: RunInput, step: StepPlan, step_input: dict[str, Any]) -> Any:
         if step.activity == "wait.timer":
             seconds = step_input.get("seconds")
             if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-                raise StepFailed(step.id, f"step {step.id}: `seconds` must be a number, got {seconds!r}")
+                raise StepFailed(
+                    step.id, f"step {step.id}: `seconds` must be a number, got {seconds!r}"
+                )
             if not 0 <= seconds <= inp.max_wait_seconds:
                 raise StepFailed(
-                    step.id, f"step {step.id}: `seconds` must be between 0 and {inp.max_wait_seconds:g}"
+                    step.id,
+                    f"step {step.id}: `seconds` must be between 0 and {inp.max_wait_seconds:g}",
                 )
             await workflow.sleep(timedelta(seconds=seconds))
             return {"waited_seconds": seconds}

@@ -1,4 +1,5 @@
-"""The ASGI application: /graphql (HTTP, GraphiQL, graphql-transport-ws), /healthz, /readyz, /metrics.
+"""The ASGI application: /graphql (HTTP, GraphiQL, graphql-transport-ws), /healthz, /readyz
+and /metrics.
 
 The lifespan builds the engine, session factory, event bus and Temporal client once.
 """
@@ -80,7 +81,9 @@ class GraphQLApp(GraphQL[Context, None]):
         params = context.connection_params or {}
         header = params.get("authorization") or params.get("Authorization")
         if not isinstance(header, str):
-            raise ConnectionRejectionError({"message": "missing API key in connection_init payload"})
+            raise ConnectionRejectionError(
+                {"message": "missing API key in connection_init payload"}
+            )
         await self._authenticate(context, header)
         await self._limit(context)
         if context.principal_ is None:
@@ -110,8 +113,10 @@ class BodySizeLimit:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await JSONResponse({"errors": [{"message": f"request body over {self.max_bytes} bytes"}]},
-                               status_code=413)(scope, receive, send)
+            await JSONResponse(
+                {"errors": [{"message": f"request body over {self.max_bytes} bytes"}]},
+                status_code=413,
+            )(scope, receive, send)
             return
         seen = 0
 
@@ -157,8 +162,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         checks = await asyncio.gather(_check_db(deps), deps.bus.ping(), _check_temporal(deps))
         status = dict(zip(("postgres", "redis", "temporal"), checks, strict=True))
         ok = all(checks)
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": status},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": status},
+            status_code=200 if ok else 503,
+        )
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -89,7 +89,9 @@ class Context:
 
     async def _load_executions(self, ids: list[uuid.UUID]) -> list[Execution | None]:
         async with self.session() as s:
-            found = await ExecutionRepository(s).get_many_for_tenant(self.principal().tenant_id, ids)
+            found = await ExecutionRepository(s).get_many_for_tenant(
+                self.principal().tenant_id, ids
+            )
         return [found.get(i) for i in ids]
 
     async def _load_tenants(self, ids: list[uuid.UUID]) -> list[Tenant | None]:

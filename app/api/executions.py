@@ -183,10 +183,16 @@ class ExecutionQuery:
             principal = info.context.principal()
             async with info.context.session() as s:
                 page = await ExecutionService(s).list(
-                    principal.tenant_id, status=status.value if status else None, first=first, after=after
+                    principal.tenant_id,
+                    status=status.value if status else None,
+                    first=first,
+                    after=after,
                 )
         return Connection.build(
-            [Execution.from_model(e) for e in page.items], page.cursors, page.has_next, after is not None
+            [Execution.from_model(e) for e in page.items],
+            page.cursors,
+            page.has_next,
+            after is not None,
         )
 
     @strawberry.field
@@ -212,7 +218,9 @@ class ExecutionMutation:
             async with ctx.session() as s:
                 execution = await ExecutionService(s).start(
                     principal,
-                    StartRequest(template_pk, input.template_name, input.params, input.idempotency_key),
+                    StartRequest(
+                        template_pk, input.template_name, input.params, input.idempotency_key
+                    ),
                     temporal=ctx.deps.temporal,
                     publisher=ctx.deps.bus,
                     settings=ctx.deps.settings,
@@ -247,7 +255,9 @@ class ExecutionSubscription:
                 async with ctx.session() as s:
                     service = ExecutionService(s)
                     missed = await service.events_after(pk, last, CATCH_UP_BATCH)
-                    status = (await service.get(principal.tenant_id, pk)).status if not missed else None
+                    status = (
+                        (await service.get(principal.tenant_id, pk)).status if not missed else None
+                    )
                 for row in missed:
                     ctx.fresh_loaders()
                     yield ExecutionEvent.from_model(row)

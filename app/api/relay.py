@@ -19,7 +19,9 @@ class Node:
 
 
 def to_global_id(type_name: str, pk: uuid.UUID) -> strawberry.ID:
-    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("="))
+    return strawberry.ID(
+        base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
+    )
 
 
 def from_global_id(global_id: str, expected: str | None = None) -> tuple[str, uuid.UUID]:
@@ -55,7 +57,9 @@ class Connection(Generic[T]):
     page_info: PageInfo
 
     @classmethod
-    def build(cls, nodes: list[T], cursors: list[str], has_next: bool, has_previous: bool) -> Connection[T]:
+    def build(
+        cls, nodes: list[T], cursors: list[str], has_next: bool, has_previous: bool
+    ) -> Connection[T]:
         return cls(
             edges=[Edge(cursor=c, node=n) for n, c in zip(nodes, cursors, strict=True)],
             page_info=PageInfo(

@@ -65,10 +65,15 @@ class Template(Node):
     async def example_params(self, info: strawberry.Info[Context, None]) -> JSON | None:
         return (await self._spec(info)).get("example_params")
 
-    @strawberry.field(description="JSON Schema (draft 2020-12) that startExecution params must match.")
+    @strawberry.field(
+        description="JSON Schema (draft 2020-12) that startExecution params must match."
+    )
     async def parameters_schema(self, info: strawberry.Info[Context, None]) -> JSON:
         spec = await self._spec(info)
-        return spec.get("parameters", TemplateSpec.model_fields["parameters"].get_default(call_default_factory=True))
+        return spec.get(
+            "parameters",
+            TemplateSpec.model_fields["parameters"].get_default(call_default_factory=True),
+        )
 
 
 TemplateConnection = Connection[Template]
@@ -76,7 +81,9 @@ TemplateConnection = Connection[Template]
 
 @strawberry.type
 class TemplateQuery:
-    @strawberry.field(description="Templates visible to the caller: its own and the public catalog.")
+    @strawberry.field(
+        description="Templates visible to the caller: its own and the public catalog."
+    )
     async def templates(
         self, info: strawberry.Info[Context, None], first: int | None = 20, after: str | None = None
     ) -> Connection[Template]:
@@ -85,7 +92,10 @@ class TemplateQuery:
             async with info.context.session() as s:
                 page = await TemplateService(s).list(principal.tenant_id, first, after)
         return Connection.build(
-            [Template.from_model(t) for t in page.items], page.cursors, page.has_next, after is not None
+            [Template.from_model(t) for t in page.items],
+            page.cursors,
+            page.has_next,
+            after is not None,
         )
 
     @strawberry.field(description="One template by global id or by name.")
@@ -99,7 +109,9 @@ class TemplateQuery:
             principal = info.context.principal()
             pk = from_global_id(id, "Template")[1] if id is not None else None
             async with info.context.session() as s:
-                template = await TemplateService(s).resolve(principal.tenant_id, template_id=pk, name=name)
+                template = await TemplateService(s).resolve(
+                    principal.tenant_id, template_id=pk, name=name
+                )
         return Template.from_model(template)
 
 

@@ -75,7 +75,10 @@ def run_dev(settings: Settings) -> int:
     t0 = time.monotonic()
     # Ctrl-C during start-up must still stop what was started, so signals only set a flag here.
     interrupted: list[int] = []
-    previous = {s: signal.signal(s, lambda n, f: interrupted.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, lambda n, f: interrupted.append(n))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
     started: list[Any] = []
     try:
         settings, started = _start_embedded(settings)
@@ -146,7 +149,7 @@ def _banner(settings: Settings, keys: dict[str, str], seconds: float) -> None:
         "",
         f"workflow-service is ready ({seconds:.1f}s)",
         f"  GraphiQL     {base}/graphql",
-        f"  WebSocket    ws://{settings.api_host}:{settings.api_port}/graphql (graphql-transport-ws)",
+        f"  WebSocket    {base.replace('http', 'ws', 1)}/graphql (graphql-transport-ws)",
         f"  Health       {base}/healthz  {base}/readyz  {base}/metrics",
         f"  Temporal UI  {settings.temporal_ui_url or '(not started: TEMPORAL_ADDRESS is set)'}",
         f"  State        {settings.state_dir.resolve()}",

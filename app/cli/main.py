@@ -78,7 +78,9 @@ def worker(queue: str | None) -> None:
 
 
 @cli.command()
-@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".wfs"), show_default=True)
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=Path(".wfs"), show_default=True
+)
 @click.option("--port", type=int, default=8000, show_default=True, help="API port.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 def dev(state_dir: Path, port: int, host: str) -> None:
@@ -127,8 +129,12 @@ def tenant() -> None:
 
 @tenant.command("create")
 @click.argument("name")
-@click.option("--tier", type=click.Choice(["free", "pro", "premium", "enterprise"]), default="free",
-              show_default=True)
+@click.option(
+    "--tier",
+    type=click.Choice(["free", "pro", "premium", "enterprise"]),
+    default="free",
+    show_default=True,
+)
 def tenant_create(name: str, tier: str) -> None:
     """Create a tenant."""
     from app.tenants.service import TenantService
@@ -150,8 +156,9 @@ def apikey() -> None:
 
 @apikey.command("create")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
-@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin",
-              show_default=True)
+@click.option(
+    "--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin", show_default=True
+)
 @click.option("--name", default="cli", show_default=True, help="A label for the key.")
 def apikey_create(tenant_name: str, role: str, name: str) -> None:
     """Create an API key; the key is printed alone on the last line, once."""

@@ -29,7 +29,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def run_api(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+async def run_api(
+    settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
@@ -41,7 +43,7 @@ async def run_api(settings: Settings, stop: asyncio.Event, ready: asyncio.Event 
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
+    while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn exposes a flag)
         await asyncio.sleep(0.05)
     if task.done():
         await task
@@ -53,7 +55,9 @@ async def run_api(settings: Settings, stop: asyncio.Event, ready: asyncio.Event 
     await task
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event, task_queue: str | None = None) -> None:
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, task_queue: str | None = None
+) -> None:
     from workers.main import build_worker, run_until  # workers import app, never the reverse
 
     assert settings.database_url and settings.redis_url and settings.temporal_address
@@ -63,7 +67,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event, task_queue: str | 
     bus = EventBus(settings.redis_url)
     await bus.start()
     try:
-        worker = build_worker(client, task_queue or settings.temporal_task_queue, make_sessionmaker(engine), bus)
+        worker = build_worker(
+            client, task_queue or settings.temporal_task_queue, make_sessionmaker(engine), bus
+        )
         await run_until(worker, stop)
     finally:
         await bus.close()

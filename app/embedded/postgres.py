@@ -124,7 +124,7 @@ class EmbeddedPostgres:
             deadline = time.monotonic() + timeout
             self._proc.acquire()
             try:
-                user = self._prepare()
+                user = self._prepare(deadline)
                 self._proc.launch(
                     self._argv(), env=_clean_env(), user=user, pdeath_signal=signal.SIGINT
                 )
@@ -179,7 +179,7 @@ class EmbeddedPostgres:
             argv += ["-c", f"{key}={value}"]
         return argv
 
-    def _prepare(self) -> str | None:
+    def _prepare(self, deadline: float) -> str | None:
         """Create/own the dirs, initdb if needed, clear stale files; return the OS user."""
         user = self._os_user()
         if not (self.data_dir / "PG_VERSION").exists():
@@ -189,7 +189,7 @@ class EmbeddedPostgres:
             ensure_prefix_permissions(self.data_dir)
             shutil.chown(self.data_dir, user, user)
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb(user)
+            self._initdb(user, timeout=max(deadline - time.monotonic(), 1.0))
         # acquire() ended every server on this data dir, so a postmaster.pid is stale (its
         # pid may even belong to another process now, which would make postgres refuse).
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
@@ -211,14 +211,14 @@ class EmbeddedPostgres:
             ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
         return OS_USER
 
-    def _initdb(self, user: str | None) -> None:
+    def _initdb(self, user: str | None, timeout: float) -> None:
         argv = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER]
         argv += ["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"]
         res = subprocess.run(
             argv,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             user=user,
             cwd=self.state_dir,
             env=_clean_env(),

@@ -21,7 +21,9 @@ class ExecutionRepository:
         await self.session.flush()
         return execution
 
-    async def get_for_tenant(self, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Execution | None:
+    async def get_for_tenant(
+        self, tenant_id: uuid.UUID, execution_id: uuid.UUID
+    ) -> Execution | None:
         return await self.session.scalar(
             select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant_id)
         )
@@ -41,7 +43,9 @@ class ExecutionRepository:
 
     async def by_idempotency_key(self, tenant_id: uuid.UUID, key: str) -> Execution | None:
         return await self.session.scalar(
-            select(Execution).where(Execution.tenant_id == tenant_id, Execution.idempotency_key == key)
+            select(Execution).where(
+                Execution.tenant_id == tenant_id, Execution.idempotency_key == key
+            )
         )
 
     async def list_for_tenant(

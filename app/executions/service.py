@@ -26,9 +26,9 @@ from app.models import STATUSES, Execution, ExecutionEvent
 from app.models.base import utcnow
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
-from app.temporal import TEMPLATE_KEY, TENANT_KEY, TIER_KEY
 from app.templates.schemas import param_problems
 from app.templates.service import TemplateService
+from app.temporal import TEMPLATE_KEY, TENANT_KEY, TIER_KEY
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)
@@ -92,7 +92,9 @@ class ExecutionService:
         key = request.idempotency_key
         if key is not None and not 1 <= len(key) <= 200:
             raise ValidationFailed("idempotencyKey must be 1-200 characters")
-        if key is not None and (existing := await self.repo.by_idempotency_key(principal.tenant_id, key)):
+        if key is not None and (
+            existing := await self.repo.by_idempotency_key(principal.tenant_id, key)
+        ):
             return self._same_request(existing, request)
 
         template = await TemplateService(self.session).resolve(
@@ -124,8 +126,14 @@ class ExecutionService:
         try:
             await self.repo.add(execution)
             created, _ = await self.record(
-                EventRecord(str(execution_id), "created", "CREATED", "PENDING", 0.0,
-                            message=f"{template.name} v{version.version}")
+                EventRecord(
+                    str(execution_id),
+                    "created",
+                    "CREATED",
+                    "PENDING",
+                    0.0,
+                    message=f"{template.name} v{version.version}",
+                )
             )
             await self.session.commit()
         except IntegrityError:
@@ -170,15 +178,29 @@ class ExecutionService:
         except Exception as exc:  # Temporal unreachable or refused: mark the row, tell the caller.
             log.warning("execution.start_failed", execution_id=str(execution_id), error=str(exc))
             failed, _ = await self.record(
-                EventRecord(str(execution_id), "start-failed", "FAILED", "FAILED", 0.0,
-                            message="could not start the workflow", error=f"could not start the workflow: {exc}")
+                EventRecord(
+                    str(execution_id),
+                    "start-failed",
+                    "FAILED",
+                    "FAILED",
+                    0.0,
+                    message="could not start the workflow",
+                    error=f"could not start the workflow: {exc}",
+                )
             )
             await self.session.commit()
             await self.publish_event(publisher, failed, execution)
-            raise Unavailable("could not start the workflow; the execution is marked FAILED") from exc
+            raise Unavailable(
+                "could not start the workflow; the execution is marked FAILED"
+            ) from exc
         await self.session.commit()
-        log.info("execution.started", execution_id=str(execution_id), tenant_id=str(principal.tenant_id),
-                 template=template.name, version=version.version)
+        log.info(
+            "execution.started",
+            execution_id=str(execution_id),
+            tenant_id=str(principal.tenant_id),
+            template=template.name,
+            version=version.version,
+        )
         return execution
 
     @staticmethod
@@ -228,8 +250,9 @@ class ExecutionService:
         return event, execution
 
     @staticmethod
-    async def publish_event(publisher: Publisher, event: ExecutionEvent, execution: Execution) -> None:
+    async def publish_event(
+        publisher: Publisher, event: ExecutionEvent, execution: Execution
+    ) -> None:
         message = event_message(event, execution)
         await publisher.publish(execution_channel(execution.id), message)
         await publisher.publish(tenant_channel(execution.tenant_id), message)
-

@@ -26,7 +26,9 @@ class ApiKey(UUIDPk, Timestamps, Base):
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint(f"role IN {ROLES}", name="role"),)
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(20))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)

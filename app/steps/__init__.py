@@ -7,7 +7,7 @@ handled by the workflow itself (durable timers) are in `WORKFLOW_NATIVE`.
 from app.steps.data import aggregate, transform
 
 STEP_ACTIVITIES: dict[str, str] = {
-    "data.transform": "reshape a record or a list of records (pick, rename, set, upper, filter, sort)",
+    "data.transform": "reshape records: pick, rename, set, upper, lower, strip, filter, sort",
     "data.aggregate": "count, sum, min, max and average of fields over a list of records",
     "wait.timer": "durable timer: waits `seconds` (survives worker restarts)",
 }

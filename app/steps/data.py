@@ -59,7 +59,9 @@ def _apply(op: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, 
             return sorted(records, key=lambda r: _field(r, name), reverse=bool(op.get("desc")))
         except TypeError as exc:
             raise StepInputError(f"cannot sort by {name!r}: mixed or missing values") from exc
-    raise StepInputError(f"unknown op {kind!r}: use pick, rename, set, upper, lower, strip, filter or sort")
+    raise StepInputError(
+        f"unknown op {kind!r}: use pick, rename, set, upper, lower, strip, filter or sort"
+    )
 
 
 def transform(input: dict[str, Any]) -> Any:

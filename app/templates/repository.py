@@ -42,7 +42,9 @@ class TemplateRepository:
         )
 
     async def by_owner_name(self, tenant_id: uuid.UUID | None, name: str) -> Template | None:
-        owner = Template.tenant_id.is_(None) if tenant_id is None else Template.tenant_id == tenant_id
+        owner = (
+            Template.tenant_id.is_(None) if tenant_id is None else Template.tenant_id == tenant_id
+        )
         return await self.session.scalar(select(Template).where(owner, Template.name == name))
 
     async def list_visible(
@@ -50,7 +52,9 @@ class TemplateRepository:
     ) -> list[Template]:
         query = select(Template).where(visible_to(tenant_id))
         if after is not None:
-            query = query.where(tuple_(Template.name, Template.id) > (after[0], uuid.UUID(after[1])))
+            query = query.where(
+                tuple_(Template.name, Template.id) > (after[0], uuid.UUID(after[1]))
+            )
         rows = await self.session.scalars(query.order_by(Template.name, Template.id).limit(limit))
         return list(rows)
 
@@ -72,10 +76,14 @@ class TemplateRepository:
         )
 
     async def versions_by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, TemplateVersion]:
-        rows = await self.session.scalars(select(TemplateVersion).where(TemplateVersion.id.in_(ids)))
+        rows = await self.session.scalars(
+            select(TemplateVersion).where(TemplateVersion.id.in_(ids))
+        )
         return {v.id: v for v in rows}
 
-    async def latest_versions(self, template_ids: list[uuid.UUID]) -> dict[uuid.UUID, TemplateVersion]:
+    async def latest_versions(
+        self, template_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, TemplateVersion]:
         """Latest PUBLISHED version of each template."""
         rows = await self.session.scalars(
             select(TemplateVersion)

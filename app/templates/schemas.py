@@ -77,10 +77,15 @@ def validate_spec(data: Any) -> TemplateSpec:
         spec = TemplateSpec.model_validate(data)
     except PydanticValidationError as exc:
         problems = [
-            _problem("$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]), e["msg"])
+            _problem(
+                "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]),
+                e["msg"],
+            )
             for e in exc.errors()
         ]
-        raise ValidationFailed(f"invalid template spec ({len(problems)} problems)", details=problems) from exc
+        raise ValidationFailed(
+            f"invalid template spec ({len(problems)} problems)", details=problems
+        ) from exc
 
     problems: list[dict[str, str]] = []
     seen: set[str] = set()
@@ -91,7 +96,11 @@ def validate_spec(data: Any) -> TemplateSpec:
         seen.add(step.id)
         if step.activity not in STEP_ACTIVITIES:
             problems.append(
-                _problem(f"{where}.activity", f"unknown activity {step.activity!r}; known: {', '.join(sorted(STEP_ACTIVITIES))}")
+                _problem(
+                    f"{where}.activity",
+                    f"unknown activity {step.activity!r}; "
+                    f"known: {', '.join(sorted(STEP_ACTIVITIES))}",
+                )
             )
         for path, message in expressions.check(step.input):
             problems.append(_problem(f"{where}.input{path[1:]}", f"bad expression: {message}"))
@@ -106,7 +115,9 @@ def validate_spec(data: Any) -> TemplateSpec:
             for p in param_problems(spec.parameters, spec.example_params):
                 problems.append(_problem("$.example_params" + p["path"][1:], p["message"]))
     if problems:
-        raise ValidationFailed(f"invalid template spec ({len(problems)} problems)", details=problems)
+        raise ValidationFailed(
+            f"invalid template spec ({len(problems)} problems)", details=problems
+        )
     return spec
 
 

@@ -44,7 +44,9 @@ class TemplateService:
             raise ValidationFailed(f"template {template.name!r} has no published version")
         return version, TemplateSpec.model_validate(version.spec)
 
-    async def list(self, tenant_id: uuid.UUID, first: int | None, after: str | None) -> Page[Template]:
+    async def list(
+        self, tenant_id: uuid.UUID, first: int | None, after: str | None
+    ) -> Page[Template]:
         limit = check_first(first)
         rows = await self.repo.list_visible(tenant_id, limit + 1, decode_cursor(after))
         items = rows[:limit]
@@ -81,7 +83,11 @@ class TemplateService:
             if current is not None and current.spec == stored:
                 return template, current, False
         template.latest_version += 1
-        template.title, template.description, template.tags = spec.title, spec.description, spec.tags
+        template.title, template.description, template.tags = (
+            spec.title,
+            spec.description,
+            spec.tags,
+        )
         version = await self.repo.add_version(
             TemplateVersion(template_id=template.id, version=template.latest_version, spec=stored)
         )

@@ -1,4 +1,5 @@
-"""Templates every tenant can run (PUBLIC, owned by the platform), seeded by `wfs dev`/`wfs seed`."""
+"""Templates every tenant can run (PUBLIC, owned by the platform); `wfs dev` and `wfs seed`
+publish them."""
 
 from __future__ import annotations
 

@@ -52,4 +52,6 @@ class TenantRepository:
         return key
 
     async def touch_key(self, key_id: uuid.UUID, at: datetime) -> None:
-        await self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
+        await self.session.execute(
+            update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at)
+        )

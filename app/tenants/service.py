@@ -93,5 +93,9 @@ class TenantService:
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
             await self.repo.touch_key(key.id, now)
         return Principal(
-            tenant_id=tenant.id, tenant_name=tenant.name, tier=tenant.tier, role=key.role, key_id=key.id
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            tier=tenant.tier,
+            role=key.role,
+            key_id=key.id,
         )

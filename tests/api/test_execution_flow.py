@@ -24,9 +24,12 @@ ORDER = {
     "wait_seconds": 0.5,
 }
 STEP_EVENTS = [
-    ("STEP_STARTED", "normalize"), ("STEP_COMPLETED", "normalize"),
-    ("STEP_STARTED", "hold"), ("STEP_COMPLETED", "hold"),
-    ("STEP_STARTED", "totals"), ("STEP_COMPLETED", "totals"),
+    ("STEP_STARTED", "normalize"),
+    ("STEP_COMPLETED", "normalize"),
+    ("STEP_STARTED", "hold"),
+    ("STEP_COMPLETED", "hold"),
+    ("STEP_STARTED", "totals"),
+    ("STEP_COMPLETED", "totals"),
 ]
 
 
@@ -38,7 +41,9 @@ async def start(client: GraphQLClient, params: Any = ORDER, **extra: Any) -> dic
     return data["startExecution"]
 
 
-async def wait_terminal(client: GraphQLClient, execution_id: str, timeout: float = 60) -> dict[str, Any]:
+async def wait_terminal(
+    client: GraphQLClient, execution_id: str, timeout: float = 60
+) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         while True:
             execution = (await client.data(op("Execution"), {"id": execution_id}))["execution"]
@@ -51,7 +56,9 @@ def ws_url(server: str) -> str:
     return server.replace("http://", "ws://") + "/graphql"
 
 
-async def test_start_watch_and_read_result(client: GraphQLClient, server: str, tenant: TenantKeys) -> None:
+async def test_start_watch_and_read_result(
+    client: GraphQLClient, server: str, tenant: TenantKeys
+) -> None:
     sub = Subscription(ws_url(server), tenant.admin)
     await sub.connect()
     started = await start(client)

@@ -39,7 +39,8 @@ async def test_depth_limit_is_reported_not_masked(settings: Settings, tenant: Te
 async def test_oversized_request_body_is_refused(server: str, client: GraphQLClient) -> None:
     big = "{ viewer { role } }" + " " * 300_000
     async with httpx.AsyncClient(base_url=server) as http:
-        resp = await http.post("/graphql", json={"query": big},
-                               headers={"Authorization": f"Bearer {client.key}"})
+        resp = await http.post(
+            "/graphql", json={"query": big}, headers={"Authorization": f"Bearer {client.key}"}
+        )
     assert resp.status_code == 413
     assert "bytes" in resp.json()["errors"][0]["message"]

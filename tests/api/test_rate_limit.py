@@ -1,4 +1,4 @@
-"""Per-tenant rate limit: past the limit a tenant gets 429 with RATE_LIMITED; others are unaffected."""
+"""Per-tenant rate limit: past it a tenant gets 429 with RATE_LIMITED; others are unaffected."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from tests.conftest import make_tenant
 from tests.support import free_port
 
 
-async def test_tenant_over_its_limit_gets_429_and_other_tenants_do_not(settings: Settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_tenant_over_its_limit_gets_429_and_other_tenants_do_not(
+    settings: Settings, sessions
+) -> None:  # type: ignore[no-untyped-def]
     from app.cli.runner import run_api
 
     own = settings.model_copy(update={"api_port": free_port(), "rate_limit_per_minute": 5})
@@ -22,9 +24,13 @@ async def test_tenant_over_its_limit_gets_429_and_other_tenants_do_not(settings:
     busy, quiet = await make_tenant(sessions, "free"), await make_tenant(sessions, "free")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{own.api_port}") as http:
+
             async def ask(key: str) -> httpx.Response:
-                return await http.post("/graphql", json={"query": "{ viewer { role } }"},
-                                       headers={"Authorization": f"Bearer {key}"})
+                return await http.post(
+                    "/graphql",
+                    json={"query": "{ viewer { role } }"},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
 
             if time.time() % 60 > 55:  # the window is a calendar minute: don't straddle two
                 await asyncio.sleep(6)

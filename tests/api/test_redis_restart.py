@@ -22,19 +22,26 @@ OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 
 
 @pytest.fixture
-async def restartable(settings: Settings, sessions, state_dir: Path) -> AsyncIterator[tuple[str, EmbeddedValkey]]:  # type: ignore[no-untyped-def]
+async def restartable(
+    settings: Settings, sessions, state_dir: Path
+) -> AsyncIterator[tuple[str, EmbeddedValkey]]:  # type: ignore[no-untyped-def]
     from app.cli.runner import run_api, run_worker
 
     valkey = EmbeddedValkey(state_dir / f"valkey-{uuid.uuid4().hex[:6]}", port=free_port())
     redis_url = await asyncio.to_thread(valkey.start)
-    own = settings.model_copy(update={
-        "redis_url": redis_url,
-        "api_port": free_port(),
-        "temporal_task_queue": f"restart-{uuid.uuid4().hex[:8]}",
-        "subscription_poll_seconds": 60.0,
-    })
+    own = settings.model_copy(
+        update={
+            "redis_url": redis_url,
+            "api_port": free_port(),
+            "temporal_task_queue": f"restart-{uuid.uuid4().hex[:8]}",
+            "subscription_poll_seconds": 60.0,
+        }
+    )
     stop, ready = asyncio.Event(), asyncio.Event()
-    tasks = [asyncio.create_task(run_api(own, stop, ready)), asyncio.create_task(run_worker(own, stop))]
+    tasks = [
+        asyncio.create_task(run_api(own, stop, ready)),
+        asyncio.create_task(run_worker(own, stop)),
+    ]
     await asyncio.wait_for(ready.wait(), 30)
     try:
         yield f"http://127.0.0.1:{own.api_port}", valkey
@@ -50,8 +57,16 @@ async def test_subscription_survives_redis_restart(restartable, sessions) -> Non
     client = GraphQLClient(base, keys.admin)
     data = await client.data(
         (OPS / "StartExecution.graphql").read_text(),
-        {"input": {"templateName": "order-summary", "params": {
-            "customer": "Linus", "items": [{"sku": "k", "qty": 1, "price": 1}], "wait_seconds": 4}}},
+        {
+            "input": {
+                "templateName": "order-summary",
+                "params": {
+                    "customer": "Linus",
+                    "items": [{"sku": "k", "qty": 1, "price": 1}],
+                    "wait_seconds": 4,
+                },
+            }
+        },
     )
     execution_id = data["startExecution"]["id"]
     sub = Subscription(base.replace("http", "ws") + "/graphql", keys.admin)

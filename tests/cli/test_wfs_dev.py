@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,15 +23,22 @@ WFS = Path(sys.executable).parent / "wfs"
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "STATE_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "STATE_DIR")
+    }
     return env | {"LOG_LEVEL": "warning"}
 
 
 def _start(state_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [str(WFS), "dev", "--state-dir", str(state_dir), "--port", str(port)],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     out = []
     deadline = time.monotonic() + 120
@@ -79,17 +87,25 @@ async def _exercise(port: int, key: str) -> None:
         assert "graphiql" in page.text.lower()
     client = GraphQLClient(base, key)
     viewer = await client.data("{ viewer { role tenant { name tier } } }")
-    assert viewer["viewer"] == {"role": "ADMIN", "tenant": {"name": "demo-premium", "tier": "PREMIUM"}}
+    assert viewer["viewer"] == {
+        "role": "ADMIN",
+        "tenant": {"name": "demo-premium", "tier": "PREMIUM"},
+    }
     template = await client.data('{ template(name: "order-summary") { exampleParams } }')
     params = template["template"]["exampleParams"] | {"wait_seconds": 0}
     started = await client.data(
-        "mutation($p: JSON!) { startExecution(input: {templateName: \"order-summary\", params: $p})"
-        " { ... on Execution { id } } }", {"p": params})
+        'mutation($p: JSON!) { startExecution(input: {templateName: "order-summary", params: $p})'
+        " { ... on Execution { id } } }",
+        {"p": params},
+    )
     execution_id = started["startExecution"]["id"]
     async with asyncio.timeout(60):
         while True:
-            status = (await client.data("query($id: ID!) { execution(id: $id) { status } }",
-                                        {"id": execution_id}))["execution"]["status"]
+            status = (
+                await client.data(
+                    "query($id: ID!) { execution(id: $id) { status } }", {"id": execution_id}
+                )
+            )["execution"]["status"]
             if status == "COMPLETED":
                 break
             assert status in ("PENDING", "RUNNING"), status
@@ -113,14 +129,20 @@ async def test_wfs_dev_from_empty_state_then_again(tmp_path_factory: object) -> 
         await _exercise(port, keys["demo-premium"])
 
         # Another wfs command from the same state dir uses the running services.
-        created = subprocess.run(
+        created = await asyncio.to_thread(
+            subprocess.run,
             [str(WFS), "apikey", "create", "--tenant", "demo-free", "--role", "viewer"],
-            cwd=ROOT, env=_env() | {"STATE_DIR": str(state_dir)}, capture_output=True, text=True,
+            cwd=ROOT,
+            env=_env() | {"STATE_DIR": str(state_dir)},
+            capture_output=True,
+            text=True,
             timeout=60,
         )
         assert created.returncode == 0, created.stderr
         new_key = created.stdout.strip().splitlines()[-1]
-        viewer = await GraphQLClient(f"http://127.0.0.1:{port}", new_key).data("{ viewer { role } }")
+        viewer = await GraphQLClient(f"http://127.0.0.1:{port}", new_key).data(
+            "{ viewer { role } }"
+        )
         assert viewer["viewer"]["role"] == "VIEWER"
 
         await asyncio.to_thread(_stop, proc, signal.SIGINT, state_dir)
@@ -134,4 +156,4 @@ async def test_wfs_dev_from_empty_state_then_again(tmp_path_factory: object) -> 
     finally:
         for p in _ours(state_dir):
             p.kill()
-        subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+        shutil.rmtree(state_dir, ignore_errors=True)

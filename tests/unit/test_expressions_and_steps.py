@@ -32,15 +32,22 @@ def test_sandbox_blocks_attribute_escapes() -> None:
 
 
 def test_check_finds_syntax_errors_with_paths() -> None:
-    assert check({"a": "{{ ok }}", "b": ["{{ broken( }}"]}) == [("$.b[0]", check(["{{ broken( }}"])[0][1])]
+    assert check({"a": "{{ ok }}", "b": ["{{ broken( }}"]}) == [
+        ("$.b[0]", check(["{{ broken( }}"])[0][1])
+    ]
 
 
 def test_transform_ops() -> None:
     rows = [{"sku": "b", "q": 2}, {"sku": "a", "q": 1}]
-    assert transform({"data": rows, "ops": [{"op": "upper", "field": "sku"}, {"op": "sort", "by": "sku"}]}) == [
-        {"sku": "A", "q": 1}, {"sku": "B", "q": 2}]
-    assert transform({"data": {"x": 1}, "ops": [{"op": "rename", "mapping": {"x": "y"}}]}) == {"y": 1}
-    assert transform({"data": rows, "ops": [{"op": "filter", "field": "q", "equals": 2}]}) == [rows[0]]
+    assert transform(
+        {"data": rows, "ops": [{"op": "upper", "field": "sku"}, {"op": "sort", "by": "sku"}]}
+    ) == [{"sku": "A", "q": 1}, {"sku": "B", "q": 2}]
+    assert transform({"data": {"x": 1}, "ops": [{"op": "rename", "mapping": {"x": "y"}}]}) == {
+        "y": 1
+    }
+    assert transform({"data": rows, "ops": [{"op": "filter", "field": "q", "equals": 2}]}) == [
+        rows[0]
+    ]
     with pytest.raises(StepInputError, match="unknown op"):
         transform({"data": rows, "ops": [{"op": "explode"}]})
     with pytest.raises(StepInputError, match="needs field"):

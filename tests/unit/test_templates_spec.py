@@ -1,4 +1,4 @@
-"""Template spec validation reports every problem with its path; params are checked by JSON Schema."""
+"""Spec validation reports every problem with its path; params are checked by JSON Schema."""
 
 from __future__ import annotations
 

@@ -1,0 +1,20 @@
+"""ruff check and ruff format are part of the suite, so CI fails on lint."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUFF = Path(sys.executable).parent / "ruff"
+
+
+def test_ruff_check_and_format() -> None:
+    for args in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [str(RUFF), *args, "app", "workers", "tests"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
