@@ -30,7 +30,9 @@ class RateLimiter:
         name = f"{self.prefix}{key}:{window}"
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                count, _ = await pipe.incr(name).expire(name, 120).execute()
+                pipe.incr(name)
+                pipe.expire(name, 120)
+                count, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("ratelimit.unavailable", error=str(exc))
             return

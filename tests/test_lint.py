@@ -1,4 +1,4 @@
-"""ruff check and ruff format are part of the suite, so CI fails on lint."""
+"""ruff check, ruff format and mypy are part of the suite, so CI fails on them."""
 
 import subprocess
 import sys
@@ -18,3 +18,14 @@ def test_ruff_check_and_format() -> None:
             timeout=120,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_app_and_workers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "app", "workers"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

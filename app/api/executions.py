@@ -6,7 +6,7 @@ import enum
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -114,7 +114,7 @@ class Execution(Node):
             status=ExecutionStatus(m.status),
             progress=m.progress,
             current_step=m.current_step,
-            params=m.params,
+            params=cast(JSON, m.params),
             result=m.result,
             error=m.error if m.status == "FAILED" else None,
             idempotency_key=m.idempotency_key,
@@ -182,7 +182,7 @@ class ExecutionQuery:
         with graphql_errors():
             principal = info.context.principal()
             async with info.context.session() as s:
-                page = await ExecutionService(s).list(
+                page = await ExecutionService(s).list_page(
                     principal.tenant_id,
                     status=status.value if status else None,
                     first=first,

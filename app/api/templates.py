@@ -90,7 +90,7 @@ class TemplateQuery:
         with graphql_errors():
             principal = info.context.principal()
             async with info.context.session() as s:
-                page = await TemplateService(s).list(principal.tenant_id, first, after)
+                page = await TemplateService(s).list_page(principal.tenant_id, first, after)
         return Connection.build(
             [Template.from_model(t) for t in page.items],
             page.cursors,

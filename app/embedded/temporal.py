@@ -102,7 +102,7 @@ async def _probe(address: str, wanted: dict[str, int]) -> list[str]:
     missing = {n: t for n, t in wanted.items() if n not in have}
     if missing:
         await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(search_attributes=missing, namespace="default"),
+            AddSearchAttributesRequest(search_attributes=missing, namespace="default"),  # type: ignore[arg-type]
             timeout=rpc_timeout,
         )
     return list(missing)

@@ -57,7 +57,7 @@ class ExecutionService:
             raise NotFound("execution not found")
         return execution
 
-    async def list(
+    async def list_page(
         self, tenant_id: uuid.UUID, *, status: str | None, first: int | None, after: str | None
     ) -> Page[Execution]:
         if status is not None and status not in STATUSES:

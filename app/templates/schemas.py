@@ -76,7 +76,7 @@ def validate_spec(data: Any) -> TemplateSpec:
     try:
         spec = TemplateSpec.model_validate(data)
     except PydanticValidationError as exc:
-        problems = [
+        shape = [
             _problem(
                 "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]),
                 e["msg"],
@@ -84,7 +84,7 @@ def validate_spec(data: Any) -> TemplateSpec:
             for e in exc.errors()
         ]
         raise ValidationFailed(
-            f"invalid template spec ({len(problems)} problems)", details=problems
+            f"invalid template spec ({len(shape)} problems)", details=shape
         ) from exc
 
     problems: list[dict[str, str]] = []

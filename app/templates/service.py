@@ -44,7 +44,7 @@ class TemplateService:
             raise ValidationFailed(f"template {template.name!r} has no published version")
         return version, TemplateSpec.model_validate(version.spec)
 
-    async def list(
+    async def list_page(
         self, tenant_id: uuid.UUID, first: int | None, after: str | None
     ) -> Page[Template]:
         limit = check_first(first)
