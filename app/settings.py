@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     log_level: str = "info"
     log_json: bool = False
+    worker_metrics_port: int | None = None
 
     # GraphQL protection, on by default.
     graphql_max_depth: int = 12

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,14 +32,13 @@ from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
 from app.errors import DomainError, RateLimited
 from app.events.bus import EventBus
+from app.metrics import GRAPHQL_REQUESTS, RATE_LIMITED
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.temporal import connect
 from app.tenants.service import TenantService
 
 log = structlog.get_logger(__name__)
-
-REQUESTS = Counter("wfs_graphql_requests_total", "GraphQL HTTP requests", ["method"])
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -58,7 +57,7 @@ class GraphQLApp(GraphQL[Context, None]):
         deps = self._deps["deps"]
         ctx = Context(deps=deps, request=request, response=response)
         if isinstance(request, Request):
-            REQUESTS.labels(request.method).inc()
+            GRAPHQL_REQUESTS.labels(request.method).inc()
             header = request.headers.get("authorization")
             if header is not None:
                 await self._authenticate(ctx, header)
@@ -72,6 +71,7 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             await ctx.deps.limiter.check(f"tenant:{ctx.principal_.tenant_id}")
         except RateLimited as exc:
+            RATE_LIMITED.inc()
             ctx.principal_, ctx.auth_error = None, exc
             if ctx.response is not None:
                 ctx.response.status_code = 429

@@ -69,11 +69,18 @@ def api(host: str | None, port: int | None) -> None:
 
 @cli.command()
 @click.option("--queue", default=None, help="Task queue (TEMPORAL_TASK_QUEUE, default wfs-main).")
-def worker(queue: str | None) -> None:
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve /metrics (WORKER_METRICS_PORT)."
+)
+def worker(queue: str | None, metrics_port: int | None) -> None:
     """Run a Temporal worker for template workflows and their activities."""
+    from prometheus_client import start_http_server
+
     from app.cli.runner import run_worker
 
-    settings = _settings().require()
+    settings = _settings(worker_metrics_port=metrics_port).require()
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port)
     _run_until_signal(lambda stop: run_worker(settings, stop, queue))
 
 

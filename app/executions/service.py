@@ -22,6 +22,13 @@ from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFai
 from app.executions.events import TERMINAL_EVENTS, event_message, execution_channel, tenant_channel
 from app.executions.repository import ExecutionRepository
 from app.executions.workflow_io import WORKFLOW_NAME, EventRecord, RunInput
+from app.metrics import (
+    EVENT_PUBLISH_FAILURES,
+    EXECUTION_DURATION,
+    EXECUTION_EVENTS,
+    EXECUTION_START_FAILURES,
+    EXECUTIONS_STARTED,
+)
 from app.models import STATUSES, Execution, ExecutionEvent
 from app.models.base import utcnow
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
@@ -176,6 +183,7 @@ class ExecutionService:
         except WorkflowAlreadyStartedError:
             pass
         except Exception as exc:  # Temporal unreachable or refused: mark the row, tell the caller.
+            EXECUTION_START_FAILURES.inc()
             log.warning("execution.start_failed", execution_id=str(execution_id), error=str(exc))
             failed, _ = await self.record(
                 EventRecord(
@@ -194,6 +202,7 @@ class ExecutionService:
                 "could not start the workflow; the execution is marked FAILED"
             ) from exc
         await self.session.commit()
+        EXECUTIONS_STARTED.labels(principal.tier).inc()
         log.info(
             "execution.started",
             execution_id=str(execution_id),
@@ -230,9 +239,13 @@ class ExecutionService:
             execution.started_at = now
         if rec.type in TERMINAL_EVENTS:
             execution.finished_at = now
+            EXECUTION_DURATION.labels(rec.status).observe(
+                (now - (execution.started_at or execution.created_at)).total_seconds()
+            )
             execution.current_step = None
             execution.result = rec.result
             execution.error = rec.error
+        EXECUTION_EVENTS.labels(rec.type).inc()
         event = await self.repo.add_event(
             ExecutionEvent(
                 execution_id=execution.id,
@@ -254,5 +267,7 @@ class ExecutionService:
         publisher: Publisher, event: ExecutionEvent, execution: Execution
     ) -> None:
         message = event_message(event, execution)
-        await publisher.publish(execution_channel(execution.id), message)
-        await publisher.publish(tenant_channel(execution.tenant_id), message)
+        delivered = await publisher.publish(execution_channel(execution.id), message)
+        delivered &= await publisher.publish(tenant_channel(execution.tenant_id), message)
+        if not delivered:
+            EVENT_PUBLISH_FAILURES.inc()

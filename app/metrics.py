@@ -1,0 +1,29 @@
+"""Prometheus metrics of the service. The API serves them at /metrics; `wfs worker` serves
+them on --metrics-port. In `wfs dev` both roles share one process and one registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+GRAPHQL_REQUESTS = Counter("wfs_graphql_requests_total", "GraphQL HTTP requests", ["method"])
+RATE_LIMITED = Counter("wfs_rate_limited_total", "Requests refused by the per-tenant rate limit")
+EXECUTIONS_STARTED = Counter(
+    "wfs_executions_started_total", "Executions whose workflow was started", ["tier"]
+)
+EXECUTION_START_FAILURES = Counter(
+    "wfs_execution_start_failures_total",
+    "Executions marked FAILED because Temporal refused the start",
+)
+EXECUTION_EVENTS = Counter(
+    "wfs_execution_events_total", "Execution transitions recorded by workers", ["type"]
+)
+EVENT_PUBLISH_FAILURES = Counter(
+    "wfs_event_publish_failures_total",
+    "Events committed to PostgreSQL but not published to Redis (subscribers re-read them)",
+)
+EXECUTION_DURATION = Histogram(
+    "wfs_execution_duration_seconds",
+    "Start to terminal state of executions",
+    ["status"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600),
+)
