@@ -14,6 +14,7 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
+import psutil
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -91,7 +92,7 @@ def read_services_file(state_dir: Path) -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     pid = data.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
+    if not isinstance(pid, int) or not psutil.pid_exists(pid):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
@@ -105,16 +106,6 @@ def write_services_file(state_dir: Path, services: dict[str, str | None]) -> Non
 
 def remove_services_file(state_dir: Path) -> None:
     (state_dir / SERVICES_FILE).unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @lru_cache

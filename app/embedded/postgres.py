@@ -35,6 +35,8 @@ import warnings
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
+
 from app.embedded.process import EmbeddedServerError, ServerProcess
 
 with warnings.catch_warnings():  # its import asks platformdirs for XDG_RUNTIME_DIR (warns)
@@ -234,7 +236,7 @@ class EmbeddedPostgres:
             pids = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        live = [p for p in pids if isinstance(p, int) and _pid_alive(p)]
+        live = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p)]
         if live != pids:
             path.write_text(json.dumps(live))
 
@@ -263,13 +265,3 @@ class EmbeddedPostgres:
             if time.monotonic() >= deadline:
                 raise self._proc.failure("server not ready before the timeout")
             time.sleep(0.02)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
