@@ -54,12 +54,29 @@ class Settings(BaseSettings):
     max_wait_seconds: float = 7 * 24 * 3600.0
     subscription_poll_seconds: float = 5.0
 
+    # Standard step activities.
+    storage_root: Path | None = None  # files.* live here; default <state dir>/storage
+    http_allowed_hosts: list[str] = Field(default_factory=list)  # http.request refuses others
+    http_timeout_seconds: float = 30.0
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_use_tls: bool = False
+    smtp_from: str = "workflow-service@localhost"
+    for_each_batch_size: int = 200  # fan-outs larger than this run in child workflows
+
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
     ai_default_budget_usd: Decimal = Decimal("0")
+
+    @property
+    def files_root(self) -> Path:
+        return (self.storage_root or self.state_dir / "storage").resolve()
 
     def require(self, *names: str) -> Settings:
         """Fill unset service URLs from a running `wfs dev`, or explain what is missing.

@@ -27,15 +27,65 @@ class RetrySpec(BaseModel):
     max_interval_seconds: float = Field(60.0, gt=0, le=86400)
 
 
-class StepSpec(BaseModel):
+AI_TASKS = (
+    "generate_text",
+    "classify_content",
+    "summarize",
+    "extract_entities",
+    "personalize_content",
+    "optimize_timing",
+)
+TIERS = ("free", "pro", "premium", "enterprise")
+
+
+class CompensateSpec(BaseModel):
+    """A cleanup action run when the execution fails or is cancelled after this step ran."""
+
     model_config = ConfigDict(extra="forbid")
+
+    activity: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float | None = Field(None, gt=0, le=86400)
+
+
+class EnhancementSpec(BaseModel):
+    """An AI enhancement point: which task may improve this step, from which tier, and the
+    non-AI path that runs otherwise (and whenever AI fails)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    min_tier: str = "premium"
+    fallback: str = Field(min_length=1, max_length=300)
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     id: str = Field(pattern=STEP_ID_PATTERN)
     activity: str
     title: str | None = None
     input: dict[str, Any] = Field(default_factory=dict)
+    needs: list[str] = Field(default_factory=list, max_length=50)
+    when: str | None = Field(None, description="Expression; the step is SKIPPED when false.")
+    for_each: str | None = Field(
+        None, description="Expression giving a list; the step runs once per `item` (and `index`)."
+    )
+    for_each_concurrency: int = Field(10, ge=1, le=100)
     retry: RetrySpec | None = None
     timeout_seconds: float | None = Field(None, gt=0, le=86400)
+    compensate: CompensateSpec | None = None
+    enhancements: list[EnhancementSpec] = Field(default_factory=list, max_length=10)
+
+
+class ParamMigration(BaseModel):
+    """How params of the previous version map onto this version's parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rename: dict[str, str] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    drop: list[str] = Field(default_factory=list)
 
 
 class TemplateSpec(BaseModel):
@@ -45,10 +95,12 @@ class TemplateSpec(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     description: str = ""
     tags: list[str] = Field(default_factory=list, max_length=20)
+    category: str | None = Field(None, max_length=50)
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
     output: Any = None
     example_params: dict[str, Any] | None = None
+    param_migration: ParamMigration | None = None
 
     def plan(self, *, default_timeout: float, default_attempts: int) -> list[StepPlan]:
         """The steps as the workflow runs them, with defaults filled in."""
