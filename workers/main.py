@@ -13,7 +13,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from app.db import SessionFactory
 from app.executions.service import Publisher
 from workers.activities import TemplateActivities
-from workers.workflows import TemplateWorkflow
+from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[TemplateWorkflow],
+        workflows=[TemplateWorkflow, ForEachBatchWorkflow],
         activities=activities.all(),
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)

@@ -1,38 +1,58 @@
-"""TemplateWorkflow: runs a template version's steps in order.
+"""TemplateWorkflow runs a template version's steps as a dependency graph; ForEachBatchWorkflow
+runs one slice of a large fan-out as a child workflow, so a 10,000-item step stays well inside
+Temporal's history limits.
 
-Deterministic and free of I/O: step inputs are rendered here with the sandboxed Jinja2
-expressions (pure functions), timers are Temporal timers, and every transition is written by
-the `execution.record_event` activity, which commits to PostgreSQL and then publishes to Redis.
-Event keys are derived from the step and attempt, so a retried recording writes once.
+Deterministic and free of I/O: expressions are rendered here with the sandboxed Jinja2 (pure),
+waits are Temporal timers and signals, and every transition is written by the
+`execution.record_event` activity (commit to PostgreSQL, then publish to Redis). Event keys are
+derived from step ids, so a retried recording writes once.
+
+Semantics: steps whose `needs` are all finished run, in parallel; `when` false skips a step
+(its output is null); `for_each` runs the activity once per item (`item`, `index` in scope) with
+bounded concurrency; `wait.timer` sleeps; `wait.event` waits for `sendExecutionEvent`. When a
+step fails or the execution is cancelled, running steps are cancelled and the `compensate`
+actions of finished steps run in reverse order of completion.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from app.executions.workflow_io import (
+        BATCH_WORKFLOW_NAME,
+        EVENT_SIGNAL,
         RECORD_EVENT_ACTIVITY,
         WORKFLOW_NAME,
+        BatchInput,
         EventRecord,
+        ExternalEvent,
         Progress,
         RunInput,
         StepCall,
         StepPlan,
     )
-    from app.steps import WORKFLOW_NATIVE
-    from app.templates.expressions import ExpressionError, render
+    from app.templates.expressions import ExpressionError, render, wrap
 
 # Recording must outlast a database blip, so it retries for a long time with backoff.
 RECORD_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
 RECORD_TIMEOUT = timedelta(seconds=30)
+COMPENSATE_RETRY = RetryPolicy(maximum_attempts=3)
+CHILD_CONCURRENCY = 4
 
 
 class StepFailed(Exception):
@@ -42,19 +62,106 @@ class StepFailed(Exception):
         self.message = message
 
 
+async def _all_or_cancel(factories: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Run concurrently, results in order. On the first failure cancel the rest, wait for them,
+    and raise that failure (the earliest in input order that is not a cancellation)."""
+    tasks: list[asyncio.Task[Any]] = [asyncio.ensure_future(f()) for f in factories]
+    try:
+        _, pending = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:  # this workflow (or the step running us) was cancelled
+        for task in tasks:
+            task.cancel()
+        await workflow.wait(tasks)
+        raise
+    if pending:
+        for task in pending:
+            task.cancel()
+        await workflow.wait(pending)
+    errors = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+    real = [e for e in errors if e is not None and not is_cancelled_exception(e)]
+    if real or errors:
+        raise (real or errors)[0]  # type: ignore[misc]
+    return [t.result() for t in tasks]
+
+
+async def run_activity(
+    inp_ids: tuple[str, str], step: StepPlan, payload: Any, index: int | None
+) -> Any:
+    execution_id, tenant_id = inp_ids
+    try:
+        return await workflow.execute_activity(
+            step.activity,
+            StepCall(execution_id, tenant_id, step.id, payload, index),
+            start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=step.heartbeat_seconds * 3)
+            if step.heartbeat_seconds
+            else None,
+            retry_policy=RetryPolicy(
+                maximum_attempts=step.retry.max_attempts,
+                initial_interval=timedelta(seconds=step.retry.initial_interval_seconds),
+                backoff_coefficient=step.retry.backoff,
+                maximum_interval=timedelta(seconds=step.retry.max_interval_seconds),
+            ),
+        )
+    except ActivityError as exc:
+        if is_cancelled_exception(exc):
+            raise
+        cause = exc.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        where = f"step {step.id}" + (f" item {index}" if index is not None else "")
+        raise StepFailed(step.id, f"{where} ({step.activity}) failed: {message}") from None
+
+
+async def run_items(
+    ids: tuple[str, str], step: StepPlan, inputs: list[Any], first_index: int
+) -> list[Any]:
+    """One activity per input, at most `for_each_concurrency` at a time, outputs in order."""
+    gate = asyncio.Semaphore(step.for_each_concurrency)
+
+    def item(i: int, payload: Any) -> Callable[[], Awaitable[Any]]:
+        async def run() -> Any:
+            async with gate:
+                return await run_activity(ids, step, payload, first_index + i)
+
+        return run
+
+    return await _all_or_cancel([item(i, p) for i, p in enumerate(inputs)])
+
+
+@workflow.defn(name=BATCH_WORKFLOW_NAME)
+class ForEachBatchWorkflow:
+    @workflow.run
+    async def run(self, inp: BatchInput) -> list[Any]:
+        try:
+            return await run_items(
+                (inp.execution_id, inp.tenant_id), inp.step, inp.inputs, inp.first_index
+            )
+        except StepFailed as failed:
+            raise ApplicationError(failed.message, type="StepFailed", non_retryable=True) from None
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class TemplateWorkflow:
     def __init__(self) -> None:
         self._done = 0
         self._total = 0
-        self._current: str | None = None
+        self._running: list[str] = []
+        self._completed: list[str] = []
         self._status = "PENDING"
         self._input: RunInput | None = None
+        self._events: dict[str, list[Any]] = {}
 
     @workflow.query
     def progress(self) -> Progress:
-        percent = round(100.0 * self._done / self._total, 2) if self._total else 0.0
-        return Progress(self._done, self._total, self._current, percent, self._status)
+        assert self._input is not None or self._total == 0
+        order = [s.id for s in self._input.steps] if self._input else []
+        running = sorted(self._running, key=order.index)
+        current = running[0] if running else None
+        return Progress(self._done, self._total, current, self._percent(), self._status)
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def receive_event(self, event: ExternalEvent) -> None:
+        self._events.setdefault(event.name, []).append(event.payload)
 
     @workflow.run
     async def run(self, inp: RunInput) -> Any:
@@ -66,34 +173,23 @@ class TemplateWorkflow:
         )
         outputs: dict[str, Any] = {}
         try:
-            for step in inp.steps:
-                outputs[step.id] = await self._run_step(inp, step, outputs)
-                self._done += 1
-                await self._record(f"step:{step.id}:completed", "STEP_COMPLETED", step_id=step.id)
-            self._current = None
-            result = (
-                render(inp.output, self._context(inp, outputs))
-                if inp.output is not None
-                else (outputs[inp.steps[-1].id] if inp.steps else None)
-            )
+            await self._run_graph(inp, outputs)
+            result = self._result(inp, outputs)
         except StepFailed as failed:
-            self._status = "FAILED"
             await self._record(
                 f"step:{failed.step_id}:failed",
                 "STEP_FAILED",
                 step_id=failed.step_id,
                 message=failed.message,
             )
+            await self._compensate(inp, outputs)
+            self._status = "FAILED"
             await self._record("failed", "FAILED", message=failed.message, error=failed.message)
             raise ApplicationError(failed.message, type="StepFailed", non_retryable=True) from None
-        except ExpressionError as exc:
-            self._status = "FAILED"
-            message = f"output: {exc}"
-            await self._record("failed", "FAILED", message=message, error=message)
-            raise ApplicationError(message, type="StepFailed", non_retryable=True) from None
         except BaseException as exc:
             if not is_cancelled_exception(exc):
                 raise
+            await self._compensate(inp, outputs)
             self._status = "CANCELLED"
             await self._record("cancelled", "CANCELLED", message="cancelled")
             raise
@@ -101,57 +197,201 @@ class TemplateWorkflow:
         await self._record("completed", "COMPLETED", result=result)
         return result
 
+    def _result(self, inp: RunInput, outputs: dict[str, Any]) -> Any:
+        if inp.output is None:
+            return outputs.get(inp.steps[-1].id) if inp.steps else None
+        try:
+            return render(inp.output, self._context(inp, outputs))
+        except ExpressionError as exc:
+            raise StepFailed(inp.steps[-1].id, f"output: {exc}") from None
+
+    async def _run_graph(self, inp: RunInput, outputs: dict[str, Any]) -> None:
+        steps = {s.id: s for s in inp.steps}
+        order = [s.id for s in inp.steps]
+        waiting = list(order)
+        finished: set[str] = set()
+        running: dict[str, asyncio.Task[Any]] = {}
+        try:
+            while waiting or running:
+                for sid in [s for s in waiting if set(steps[s].needs) <= finished]:
+                    waiting.remove(sid)
+                    running[sid] = asyncio.create_task(self._run_step(inp, steps[sid], outputs))
+                if not running:
+                    raise StepFailed(waiting[0], f"step {waiting[0]}: its needs can never finish")
+                done, _ = await workflow.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                for sid in [s for s in order if s in running and running[s] in done]:
+                    outputs[sid] = running.pop(sid).result()
+                    finished.add(sid)
+        except BaseException:
+            for task in running.values():
+                task.cancel()
+            if running:
+                await workflow.wait(running.values())
+            raise
+
     async def _run_step(self, inp: RunInput, step: StepPlan, outputs: dict[str, Any]) -> Any:
-        self._current = step.id
+        context = self._context(inp, outputs)
+        try:
+            if step.when and not render(wrap(step.when), context):
+                self._done += 1
+                await self._record(
+                    f"step:{step.id}:skipped",
+                    "STEP_SKIPPED",
+                    step_id=step.id,
+                    message=f"when: {step.when}",
+                )
+                return None
+        except ExpressionError as exc:
+            raise StepFailed(step.id, f"step {step.id}: when: {exc}") from None
+        self._running.append(step.id)
         await self._record(
             f"step:{step.id}:started", "STEP_STARTED", step_id=step.id, message=step.activity
         )
         try:
-            step_input = render(step.input, self._context(inp, outputs))
+            if step.for_each:
+                output = await self._fan_out(inp, step, context)
+            elif step.activity in ("wait.timer", "wait.event"):
+                output = await self._wait(inp, step, self._render(step, step.input, context))
+            else:
+                output = await run_activity(
+                    (inp.execution_id, inp.tenant_id),
+                    step,
+                    self._render(step, step.input, context),
+                    None,
+                )
+        finally:
+            self._running.remove(step.id)
+        self._done += 1
+        self._completed.append(step.id)
+        await self._record(f"step:{step.id}:completed", "STEP_COMPLETED", step_id=step.id)
+        return output
+
+    @staticmethod
+    def _render(step: StepPlan, value: Any, context: dict[str, Any]) -> Any:
+        try:
+            return render(value, context)
         except ExpressionError as exc:
             raise StepFailed(step.id, f"step {step.id}: {exc}") from None
-        if step.activity in WORKFLOW_NATIVE:
-            return await self._native(inp, step, step_input)
-        try:
-            return await workflow.execute_activity(
-                step.activity,
-                StepCall(inp.execution_id, inp.tenant_id, step.id, step_input),
-                start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=step.retry.max_attempts,
-                    initial_interval=timedelta(seconds=step.retry.initial_interval_seconds),
-                    backoff_coefficient=step.retry.backoff,
-                    maximum_interval=timedelta(seconds=step.retry.max_interval_seconds),
-                ),
+
+    async def _fan_out(self, inp: RunInput, step: StepPlan, context: dict[str, Any]) -> list[Any]:
+        items = self._render(step, wrap(step.for_each or ""), context)
+        if not isinstance(items, list):
+            raise StepFailed(
+                step.id, f"step {step.id}: for_each gave {type(items).__name__}, not a list"
             )
-        except ActivityError as exc:
+        inputs = [
+            self._render(step, step.input, {**context, "item": item, "index": i})
+            for i, item in enumerate(items)
+        ]
+        ids = (inp.execution_id, inp.tenant_id)
+        size = max(1, inp.for_each_batch_size)
+        if len(inputs) <= size:
+            return await run_items(ids, step, inputs, 0)
+        gate = asyncio.Semaphore(CHILD_CONCURRENCY)
+        info = workflow.info()
+
+        def batch(k: int) -> Callable[[], Awaitable[list[Any]]]:
+            async def run() -> list[Any]:
+                async with gate:
+                    result: list[Any] = await workflow.execute_child_workflow(
+                        BATCH_WORKFLOW_NAME,
+                        BatchInput(inp.execution_id, inp.tenant_id, step, inputs[k : k + size], k),
+                        id=f"{info.workflow_id}-{step.id}-{k // size}",
+                        task_queue=info.task_queue,
+                    )
+                    return result
+
+            return run
+
+        try:
+            chunks = await _all_or_cancel([batch(k) for k in range(0, len(inputs), size)])
+        except ChildWorkflowError as exc:
             if is_cancelled_exception(exc):
                 raise
             cause = exc.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            raise StepFailed(
-                step.id, f"step {step.id} ({step.activity}) failed: {message}"
-            ) from None
+            message = cause.message if isinstance(cause, ApplicationError) else str(exc)
+            raise StepFailed(step.id, message) from None
+        return [output for chunk in chunks for output in chunk]
 
-    async def _native(self, inp: RunInput, step: StepPlan, step_input: dict[str, Any]) -> Any:
+    async def _wait(self, inp: RunInput, step: StepPlan, args: dict[str, Any]) -> Any:
+        limit = inp.max_wait_seconds
         if step.activity == "wait.timer":
-            seconds = step_input.get("seconds")
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            seconds = args.get("seconds")
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not 0 <= seconds <= limit
+            ):
                 raise StepFailed(
-                    step.id, f"step {step.id}: `seconds` must be a number, got {seconds!r}"
-                )
-            if not 0 <= seconds <= inp.max_wait_seconds:
-                raise StepFailed(
-                    step.id,
-                    f"step {step.id}: `seconds` must be between 0 and {inp.max_wait_seconds:g}",
+                    step.id, f"step {step.id}: `seconds` must be a number from 0 to {limit:g}"
                 )
             await workflow.sleep(timedelta(seconds=seconds))
             return {"waited_seconds": seconds}
-        raise StepFailed(step.id, f"step {step.id}: no workflow handler for {step.activity}")
+        name = args.get("event")
+        timeout = args.get("timeout_seconds", limit)
+        if not isinstance(name, str) or not name:
+            raise StepFailed(step.id, f"step {step.id}: `event` must name the event to wait for")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= limit
+        ):
+            raise StepFailed(
+                step.id, f"step {step.id}: `timeout_seconds` must be from 0 to {limit:g}"
+            )
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._events.get(name)), timeout=timedelta(seconds=timeout)
+            )
+        except TimeoutError:
+            if args.get("on_timeout", "fail") == "continue":
+                return {"event": name, "timed_out": True, "payload": None}
+            raise StepFailed(
+                step.id, f"step {step.id}: no {name!r} event within {timeout:g}s"
+            ) from None
+        return {"event": name, "timed_out": False, "payload": self._events[name].pop(0)}
+
+    async def _compensate(self, inp: RunInput, outputs: dict[str, Any]) -> None:
+        steps = {s.id: s for s in inp.steps}
+        todo = [steps[sid] for sid in reversed(self._completed) if steps[sid].compensate]
+        if not todo:
+            return
+        await self._record("compensating", "COMPENSATING", message=", ".join(s.id for s in todo))
+        context = self._context(inp, outputs)
+        for step in todo:
+            plan = step.compensate
+            assert plan is not None
+            try:
+                payload = render(plan.input, {**context, "output": outputs.get(step.id)})
+                await workflow.execute_activity(
+                    plan.activity,
+                    StepCall(inp.execution_id, inp.tenant_id, step.id, payload),
+                    start_to_close_timeout=timedelta(seconds=plan.timeout_seconds),
+                    retry_policy=COMPENSATE_RETRY,
+                )
+            except (ActivityError, ExpressionError) as exc:
+                cause = getattr(exc, "cause", None)
+                reason = cause.message if isinstance(cause, ApplicationError) else str(exc)
+                await self._record(
+                    f"step:{step.id}:compensation-failed",
+                    "COMPENSATION_FAILED",
+                    step_id=step.id,
+                    message=f"{plan.activity}: {reason}",
+                )
+            else:
+                await self._record(
+                    f"step:{step.id}:compensated",
+                    "STEP_COMPENSATED",
+                    step_id=step.id,
+                    message=plan.activity,
+                )
 
     @staticmethod
     def _context(inp: RunInput, outputs: dict[str, Any]) -> dict[str, Any]:
-        return {"params": inp.params, "steps": outputs, "execution": {"id": inp.execution_id}}
+        return {"params": inp.params, "steps": dict(outputs), "execution": {"id": inp.execution_id}}
+
+    def _percent(self) -> float:
+        return round(100.0 * self._done / self._total, 2) if self._total else 0.0
 
     async def _record(
         self,
@@ -164,7 +404,6 @@ class TemplateWorkflow:
         error: str | None = None,
     ) -> None:
         assert self._input is not None
-        percent = round(100.0 * self._done / self._total, 2) if self._total else 0.0
         await workflow.execute_activity(
             RECORD_EVENT_ACTIVITY,
             EventRecord(
@@ -172,7 +411,7 @@ class TemplateWorkflow:
                 key=key,
                 type=type_,
                 status=self._status,
-                progress=100.0 if type_ == "COMPLETED" else percent,
+                progress=100.0 if type_ == "COMPLETED" else self._percent(),
                 step_id=step_id,
                 message=message,
                 result=result,

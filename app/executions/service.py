@@ -164,6 +164,7 @@ class ExecutionService:
             ),
             output=spec.output,
             max_wait_seconds=settings.max_wait_seconds,
+            for_each_batch_size=settings.for_each_batch_size,
         )
         try:
             handle = await temporal.start_workflow(

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WORKFLOW_NAME = "TemplateWorkflow"
+BATCH_WORKFLOW_NAME = "ForEachBatchWorkflow"
+EVENT_SIGNAL = "execution_event"
 RECORD_EVENT_ACTIVITY = "execution.record_event"
 
 
@@ -23,12 +25,26 @@ class RetryPlan:
 
 
 @dataclass
+class CompensatePlan:
+    activity: str
+    input: dict[str, Any] = field(default_factory=dict)
+    timeout_seconds: float = 300.0
+
+
+@dataclass
 class StepPlan:
     id: str
     activity: str
     input: dict[str, Any] = field(default_factory=dict)
     retry: RetryPlan = field(default_factory=RetryPlan)
     timeout_seconds: float = 300.0
+    needs: list[str] = field(default_factory=list)
+    when: str | None = None
+    for_each: str | None = None
+    for_each_concurrency: int = 10
+    compensate: CompensatePlan | None = None
+    heartbeat_seconds: float | None = None
+    enhancements: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +57,26 @@ class RunInput:
     steps: list[StepPlan]
     output: Any = None
     max_wait_seconds: float = 7 * 24 * 3600.0
+    for_each_batch_size: int = 200
+
+
+@dataclass
+class BatchInput:
+    """One slice of a large fan-out, run as a child workflow to bound history size."""
+
+    execution_id: str
+    tenant_id: str
+    step: StepPlan
+    inputs: list[dict[str, Any]]
+    first_index: int
+
+
+@dataclass
+class ExternalEvent:
+    """Delivered by `sendExecutionEvent`; a `wait.event` step with the same name consumes it."""
+
+    name: str
+    payload: Any = None
 
 
 @dataclass
@@ -49,6 +85,7 @@ class StepCall:
     tenant_id: str
     step_id: str
     input: dict[str, Any]
+    index: int | None = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _SINGLE = re.compile(r"^\{\{(.*)\}\}$", re.DOTALL)
@@ -47,6 +47,37 @@ def check(value: Any) -> list[tuple[str, str]]:
         except TemplateError as exc:
             problems.append((path, str(exc)))
     return problems
+
+
+def step_references(value: Any) -> set[str]:
+    """Ids of steps an expression reads (`steps.x`, `steps['x']`); bad syntax reads none."""
+    found: set[str] = set()
+    for _, text in _strings(value, "$"):
+        if "{{" not in text and "{%" not in text:
+            continue
+        try:
+            tree = _ENV.parse(text)
+        except TemplateError:
+            continue
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            target = getattr(node, "node", None)
+            if not (isinstance(target, nodes.Name) and target.name == "steps"):
+                continue
+            if isinstance(node, nodes.Getattr):
+                found.add(node.attr)
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                if isinstance(node.arg.value, str):
+                    found.add(node.arg.value)
+    return found
+
+
+def has_expressions(value: Any) -> bool:
+    return any("{{" in t or "{%" in t for _, t in _strings(value, "$"))
+
+
+def wrap(expression: str) -> str:
+    """A bare expression (`when`, `for_each`) as a single-expression string."""
+    return "{{ " + expression + " }}"
 
 
 def render(value: Any, context: dict[str, Any]) -> Any:

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from app.errors import ValidationFailed
-from app.executions.workflow_io import RetryPlan, StepPlan
+from app.executions.workflow_io import CompensatePlan, RetryPlan, StepPlan
 from app.steps import STEP_ACTIVITIES
-from app.templates import expressions
+from app.templates.checks import resolved_needs, spec_problems
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,98}[a-z0-9]$"
 STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -25,17 +25,6 @@ class RetrySpec(BaseModel):
     initial_interval_seconds: float = Field(1.0, gt=0, le=3600)
     backoff: float = Field(2.0, ge=1, le=10)
     max_interval_seconds: float = Field(60.0, gt=0, le=86400)
-
-
-AI_TASKS = (
-    "generate_text",
-    "classify_content",
-    "summarize",
-    "extract_entities",
-    "personalize_content",
-    "optimize_timing",
-)
-TIERS = ("free", "pro", "premium", "enterprise")
 
 
 class CompensateSpec(BaseModel):
@@ -66,7 +55,9 @@ class StepSpec(BaseModel):
     activity: str
     title: str | None = None
     input: dict[str, Any] = Field(default_factory=dict)
-    needs: list[str] = Field(default_factory=list, max_length=50)
+    needs: list[str] | None = Field(
+        None, max_length=50, description="Steps this one waits for; absent: the previous step."
+    )
     when: str | None = Field(None, description="Expression; the step is SKIPPED when false.")
     for_each: str | None = Field(
         None, description="Expression giving a list; the step runs once per `item` (and `index`)."
@@ -103,10 +94,13 @@ class TemplateSpec(BaseModel):
     param_migration: ParamMigration | None = None
 
     def plan(self, *, default_timeout: float, default_attempts: int) -> list[StepPlan]:
-        """The steps as the workflow runs them, with defaults filled in."""
+        """The steps as the workflow runs them, with defaults and dependencies filled in."""
+        needs = resolved_needs(self)
         plans = []
         for step in self.steps:
             retry = step.retry or RetrySpec(max_attempts=default_attempts)
+            entry = STEP_ACTIVITIES.get(step.activity)
+            compensate = step.compensate
             plans.append(
                 StepPlan(
                     id=step.id,
@@ -114,6 +108,19 @@ class TemplateSpec(BaseModel):
                     input=step.input,
                     retry=RetryPlan(**retry.model_dump()),
                     timeout_seconds=step.timeout_seconds or default_timeout,
+                    needs=needs[step.id],
+                    when=step.when,
+                    for_each=step.for_each,
+                    for_each_concurrency=step.for_each_concurrency,
+                    compensate=CompensatePlan(
+                        activity=compensate.activity,
+                        input=compensate.input,
+                        timeout_seconds=compensate.timeout_seconds or default_timeout,
+                    )
+                    if compensate
+                    else None,
+                    heartbeat_seconds=getattr(entry, "heartbeat_seconds", None),
+                    enhancements=[e.model_dump() for e in step.enhancements],
                 )
             )
         return plans
@@ -139,25 +146,7 @@ def validate_spec(data: Any) -> TemplateSpec:
             f"invalid template spec ({len(shape)} problems)", details=shape
         ) from exc
 
-    problems: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for i, step in enumerate(spec.steps):
-        where = f"$.steps[{i}]"
-        if step.id in seen:
-            problems.append(_problem(f"{where}.id", f"duplicate step id {step.id!r}"))
-        seen.add(step.id)
-        if step.activity not in STEP_ACTIVITIES:
-            problems.append(
-                _problem(
-                    f"{where}.activity",
-                    f"unknown activity {step.activity!r}; "
-                    f"known: {', '.join(sorted(STEP_ACTIVITIES))}",
-                )
-            )
-        for path, message in expressions.check(step.input):
-            problems.append(_problem(f"{where}.input{path[1:]}", f"bad expression: {message}"))
-    for path, message in expressions.check(spec.output):
-        problems.append(_problem(f"$.output{path[1:]}", f"bad expression: {message}"))
+    problems = [_problem(path, message) for path, message in spec_problems(spec)]
     try:
         Draft202012Validator.check_schema(spec.parameters)
     except SchemaError as exc:

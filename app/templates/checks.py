@@ -1,0 +1,173 @@
+"""Semantic checks of a parsed template spec. Each returns (json path, message) problems so a
+spec author sees every mistake at once: unknown activities, dependency cycles, references to
+steps that may not have run, bad expressions, unknown AI tasks or tiers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jsonschema import Draft202012Validator
+
+from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
+from app.templates import expressions
+
+if TYPE_CHECKING:
+    from app.templates.schemas import StepSpec, TemplateSpec
+
+Problem = tuple[str, str]
+AI_TASKS = (
+    "generate_text",
+    "classify_content",
+    "summarize",
+    "extract_entities",
+    "personalize_content",
+    "optimize_timing",
+)
+TIERS = ("free", "pro", "premium", "enterprise")
+
+
+def resolved_needs(spec: TemplateSpec) -> dict[str, list[str]]:
+    """`needs` absent means "after the previous step" (so a plain list runs in order)."""
+    out: dict[str, list[str]] = {}
+    previous: str | None = None
+    for step in spec.steps:
+        if step.needs is None:
+            out[step.id] = [previous] if previous is not None else []
+        else:
+            out[step.id] = list(step.needs)
+        previous = step.id
+    return out
+
+
+def _ancestors(needs: dict[str, list[str]]) -> dict[str, set[str]]:
+    memo: dict[str, set[str]] = {}
+
+    def visit(node: str, trail: tuple[str, ...]) -> set[str]:
+        if node in memo:
+            return memo[node]
+        found: set[str] = set()
+        for parent in needs.get(node, []):
+            if parent in trail or parent not in needs:
+                continue
+            found |= {parent} | visit(parent, (*trail, parent))
+        memo[node] = found
+        return found
+
+    return {node: visit(node, (node,)) for node in needs}
+
+
+def _cycles(needs: dict[str, list[str]]) -> list[list[str]]:
+    """Each dependency cycle once, as the list of step ids around it."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for parent in needs.get(node, []):
+            if parent not in needs:
+                continue
+            if state.get(parent) == 1:
+                cycles.append(stack[stack.index(parent) :] + [parent])
+            elif parent not in state:
+                visit(parent)
+        stack.pop()
+        state[node] = 2
+
+    for node in needs:
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def _activity_problems(where: str, name: str, *, native_ok: bool) -> list[Problem]:
+    if name not in STEP_ACTIVITIES:
+        known = ", ".join(sorted(STEP_ACTIVITIES))
+        return [(where, f"unknown activity {name!r}; known: {known}")]
+    if not native_ok and name in WORKFLOW_NATIVE:
+        return [(where, f"{name} cannot be used here")]
+    return []
+
+
+def _literal_input_problems(where: str, step: StepSpec) -> list[Problem]:
+    """Check an input against the activity's schema when it holds no expressions."""
+    entry = STEP_ACTIVITIES.get(step.activity)
+    schema = getattr(entry, "input_schema", None)
+    if not schema or step.for_each or expressions.has_expressions(step.input):
+        return []
+    validator = Draft202012Validator(schema)
+    return [
+        (f"{where}.input{e.json_path[1:]}", e.message) for e in validator.iter_errors(step.input)
+    ]
+
+
+def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -> list[Problem]:
+    where = f"$.steps[{i}]"
+    problems = _activity_problems(f"{where}.activity", step.activity, native_ok=True)
+    if not problems:
+        problems += _literal_input_problems(where, step)
+    for field, value in (
+        ("input", step.input),
+        ("when", expressions.wrap(step.when) if step.when else None),
+        ("for_each", expressions.wrap(step.for_each) if step.for_each else None),
+    ):
+        for path, message in expressions.check(value):
+            problems.append((f"{where}.{field}{path[1:]}", f"bad expression: {message}"))
+        for ref in sorted(expressions.step_references(value)):
+            if ref not in ids:
+                problems.append((f"{where}.{field}", f"refers to unknown step {ref!r}"))
+            elif ref not in ancestors:
+                problems.append(
+                    (f"{where}.{field}", f"refers to step {ref!r}, which it does not need")
+                )
+    if step.for_each and step.activity in WORKFLOW_NATIVE:
+        problems.append((f"{where}.for_each", f"{step.activity} cannot fan out"))
+    if step.compensate is not None:
+        problems += _activity_problems(
+            f"{where}.compensate.activity", step.compensate.activity, native_ok=False
+        )
+        for path, message in expressions.check(step.compensate.input):
+            problems.append((f"{where}.compensate.input{path[1:]}", f"bad expression: {message}"))
+    for j, point in enumerate(step.enhancements):
+        if point.task not in AI_TASKS:
+            problems.append(
+                (
+                    f"{where}.enhancements[{j}].task",
+                    f"unknown AI task {point.task!r}; known: {', '.join(AI_TASKS)}",
+                )
+            )
+        if point.min_tier not in TIERS:
+            problems.append(
+                (
+                    f"{where}.enhancements[{j}].min_tier",
+                    f"unknown tier {point.min_tier!r}; known: {', '.join(TIERS)}",
+                )
+            )
+    return problems
+
+
+def spec_problems(spec: TemplateSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    ids = [s.id for s in spec.steps]
+    for i, step_id in enumerate(ids):
+        if step_id in ids[:i]:
+            problems.append((f"$.steps[{i}].id", f"duplicate step id {step_id!r}"))
+    needs = resolved_needs(spec)
+    known = set(ids)
+    for i, step in enumerate(spec.steps):
+        for j, parent in enumerate(step.needs or []):
+            if parent == step.id:
+                problems.append((f"$.steps[{i}].needs[{j}]", "a step cannot need itself"))
+            elif parent not in known:
+                problems.append((f"$.steps[{i}].needs[{j}]", f"unknown step {parent!r}"))
+    for cycle in _cycles(needs):
+        if len(cycle) > 2:  # a step needing itself is reported above
+            index = ids.index(cycle[0])
+            problems.append((f"$.steps[{index}].needs", "dependency cycle: " + " -> ".join(cycle)))
+    ancestors = _ancestors(needs)
+    for i, step in enumerate(spec.steps):
+        problems += _step_problems(i, step, ancestors.get(step.id, set()), known)
+    for path, message in expressions.check(spec.output):
+        problems.append((f"$.output{path[1:]}", f"bad expression: {message}"))
+    return problems
