@@ -127,6 +127,7 @@ def settings(services: Services, database_url: str, state_dir: Path) -> Settings
         api_port=free_port(),
         state_dir=state_dir,
         subscription_poll_seconds=1.0,
+        for_each_batch_size=50,
     )
 
 

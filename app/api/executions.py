@@ -158,6 +158,14 @@ class StartExecutionInput:
     idempotency_key: str | None = strawberry.field(
         default=None, description="Starting twice with the same key returns the same execution."
     )
+    params_version: int | None = strawberry.field(
+        default=None,
+        description=(
+            "The template version these params were written for: the param migrations of "
+            "the later versions are applied. Without it, params that do not fit the latest "
+            "version are tried as params of each older version, newest first."
+        ),
+    )
 
 
 StartExecutionResult = Annotated[
@@ -206,8 +214,40 @@ class ExecutionQuery:
             return await load_execution_node(info, from_global_id(id, "Execution")[1])
 
 
+@strawberry.input
+class SendExecutionEventInput:
+    execution_id: strawberry.ID
+    name: str = strawberry.field(description="The event a `wait.event` step waits for.")
+    payload: JSON | None = None
+
+
+SendExecutionEventResult = Annotated[
+    Execution | ValidationError | NotFoundError | ForbiddenError | ConflictError | UnavailableError,
+    strawberry.union("SendExecutionEventResult"),
+]
+
+
 @strawberry.type
 class ExecutionMutation:
+    @strawberry.mutation(
+        description="Deliver a named event (with a payload) to a running execution."
+    )
+    async def send_execution_event(
+        self, info: strawberry.Info[Context, None], input: SendExecutionEventInput
+    ) -> SendExecutionEventResult:
+        ctx = info.context
+        with graphql_errors():
+            principal = ctx.principal()
+        try:
+            pk = from_global_id(input.execution_id, "Execution")[1]
+            async with ctx.session() as s:
+                execution = await ExecutionService(s).send_event(
+                    principal, pk, input.name, input.payload, temporal=ctx.deps.temporal
+                )
+        except DomainError as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return Execution.from_model(execution)
+
     @strawberry.mutation(description="Validate params and start a template's latest version.")
     async def start_execution(
         self, info: strawberry.Info[Context, None], input: StartExecutionInput
@@ -223,7 +263,11 @@ class ExecutionMutation:
                 execution = await ExecutionService(s).start(
                     principal,
                     StartRequest(
-                        template_pk, input.template_name, input.params, input.idempotency_key
+                        template_pk,
+                        input.template_name,
+                        input.params,
+                        input.idempotency_key,
+                        input.params_version,
                     ),
                     temporal=ctx.deps.temporal,
                     publisher=ctx.deps.bus,

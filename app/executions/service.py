@@ -17,11 +17,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
-from app.executions.events import TERMINAL_EVENTS, event_message, execution_channel, tenant_channel
+from app.executions.events import (
+    TERMINAL_EVENTS,
+    TERMINAL_STATUSES,
+    event_message,
+    execution_channel,
+    tenant_channel,
+)
 from app.executions.repository import ExecutionRepository
-from app.executions.workflow_io import WORKFLOW_NAME, EventRecord, RunInput
+from app.executions.workflow_io import (
+    EVENT_SIGNAL,
+    WORKFLOW_NAME,
+    EventRecord,
+    ExternalEvent,
+    RunInput,
+)
 from app.metrics import (
     EVENT_PUBLISH_FAILURES,
     EXECUTION_DURATION,
@@ -33,7 +46,6 @@ from app.models import STATUSES, Execution, ExecutionEvent
 from app.models.base import utcnow
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
-from app.templates.schemas import param_problems
 from app.templates.service import TemplateService
 from app.temporal import TEMPLATE_KEY, TENANT_KEY, TIER_KEY
 from app.tenants.service import Principal
@@ -51,6 +63,7 @@ class StartRequest:
     template_name: str | None
     params: Any
     idempotency_key: str | None
+    params_version: int | None = None  # the template version params were written for
 
 
 class ExecutionService:
@@ -111,12 +124,9 @@ class ExecutionService:
         params = {} if request.params is None else request.params
         if not isinstance(params, dict):
             raise ValidationFailed("params must be a JSON object")
-        problems = param_problems(spec.parameters, params)
-        if problems:
-            raise ValidationFailed(
-                f"params do not match the template's parameters ({len(problems)} problems)",
-                details=problems,
-            )
+        params = await TemplateService(self.session).prepare_params(
+            template, version, params, request.params_version
+        )
 
         execution_id = uuid.uuid4()
         execution = Execution(
@@ -211,6 +221,35 @@ class ExecutionService:
             template=template.name,
             version=version.version,
         )
+        return execution
+
+    async def send_event(
+        self,
+        principal: Principal,
+        execution_id: uuid.UUID,
+        name: str,
+        payload: Any,
+        *,
+        temporal: Client,
+    ) -> Execution:
+        """Deliver a named event to a running execution (a `wait.event` step consumes it).
+
+        Events sent before the step starts waiting are kept by the workflow until it does.
+        """
+        if principal.role == "viewer":
+            raise Forbidden("viewers cannot send events to executions")
+        if not 1 <= len(name) <= 100:
+            raise ValidationFailed("event name must be 1-100 characters")
+        execution = await self.get(principal.tenant_id, execution_id)
+        if execution.status in TERMINAL_STATUSES:
+            raise Conflict(f"execution is {execution.status}; it takes no more events")
+        try:
+            await temporal.get_workflow_handle(execution.workflow_id).signal(
+                EVENT_SIGNAL, ExternalEvent(name=name, payload=payload)
+            )
+        except RPCError as exc:
+            raise Unavailable(f"could not deliver the event: {exc.message}") from exc
+        log.info("execution.event_sent", execution_id=str(execution_id), event=name)
         return execution
 
     @staticmethod

@@ -48,3 +48,75 @@ def test_example_params_must_match_the_parameters() -> None:
     assert err.value.details == [
         {"path": "$.example_params", "message": "'items' is a required property"}
     ]
+
+
+def _spec(steps: list[dict]) -> dict:
+    return {"name": "graph-check", "title": "t", "steps": steps}
+
+
+def _paths(spec: dict) -> dict[str, str]:
+    with pytest.raises(ValidationFailed) as err:
+        validate_spec(spec)
+    return {p["path"]: p["message"] for p in err.value.details}
+
+
+def test_graph_problems_are_all_reported() -> None:
+    t = {"activity": "data.transform", "input": {"data": {}, "ops": []}}
+    paths = _paths(
+        _spec(
+            [
+                {"id": "a", **t, "needs": ["c"]},
+                {"id": "b", **t, "needs": ["a", "ghost"]},
+                {"id": "c", **t, "needs": ["b"]},
+                {"id": "d", **t, "needs": ["d"]},
+                {"id": "e", **t, "needs": [], "input": {"data": "{{ steps.a }}", "ops": []}},
+                {
+                    "id": "f",
+                    **t,
+                    "needs": ["e"],
+                    "when": "steps.nope.x",
+                    "for_each": "params.items |",
+                },
+                {
+                    "id": "g",
+                    "activity": "wait.timer",
+                    "for_each": "[1]",
+                    "input": {"seconds": 1},
+                    "enhancements": [{"task": "dance", "min_tier": "gold", "fallback": "none"}],
+                    "compensate": {"activity": "wait.timer"},
+                },
+            ]
+        )
+    )
+    assert paths["$.steps[1].needs[1]"] == "unknown step 'ghost'"
+    assert "dependency cycle" in paths["$.steps[0].needs"]
+    assert {"a", "b", "c"} <= set(paths["$.steps[0].needs"].split(": ")[1].split(" -> "))
+    assert paths["$.steps[3].needs[0]"] == "a step cannot need itself"
+    assert paths["$.steps[4].input"] == "refers to step 'a', which it does not need"
+    assert paths["$.steps[5].when"] == "refers to unknown step 'nope'"
+    assert "bad expression" in paths["$.steps[5].for_each"]
+    assert paths["$.steps[6].for_each"] == "wait.timer cannot fan out"
+    assert "unknown AI task 'dance'" in paths["$.steps[6].enhancements[0].task"]
+    assert "unknown tier 'gold'" in paths["$.steps[6].enhancements[0].min_tier"]
+    assert paths["$.steps[6].compensate.activity"] == "wait.timer cannot be used here"
+
+
+def test_steps_without_needs_run_in_listed_order() -> None:
+    t = {"activity": "data.transform", "input": {"data": {}, "ops": []}}
+    spec = validate_spec(_spec([{"id": "a", **t}, {"id": "b", **t}, {"id": "c", **t, "needs": []}]))
+    plans = spec.plan(default_timeout=10, default_attempts=2)
+    assert [p.needs for p in plans] == [[], ["a"], []]
+    assert plans[0].retry.max_attempts == 2
+
+
+def test_referencing_a_transitive_ancestor_is_fine() -> None:
+    t = {"activity": "data.transform", "input": {"data": {}, "ops": []}}
+    validate_spec(
+        _spec(
+            [
+                {"id": "a", **t},
+                {"id": "b", **t},
+                {"id": "c", **t, "input": {"data": "{{ steps['a'] }}", "ops": []}},
+            ]
+        )
+    )
