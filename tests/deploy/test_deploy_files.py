@@ -34,6 +34,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import app.api.app  # noqa: F401  (registers the service's metrics in prometheus_client.REGISTRY)
+import app.executions.events as execution_events
 from app.cli.main import SCHEMA_PATH, cli
 from app.migrate import PROJECT_ROOT
 from app.settings import Settings
@@ -59,6 +60,13 @@ API_PORT = 8000
 # registry, so a renamed or removed metric fails here before it breaks a dashboard.
 APP_METRICS = {
     "wfs_graphql_requests_total",
+    "wfs_rate_limited_total",
+    "wfs_executions_started_total",
+    "wfs_execution_start_failures_total",
+    "wfs_execution_events_total",
+    "wfs_event_publish_failures_total",
+    "wfs_execution_duration_seconds_bucket",
+    "wfs_execution_duration_seconds_count",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -120,7 +128,10 @@ def wfs_context(args: list[str]) -> tuple[list[str], click.Context]:
 
 
 def wfs_invocations(argv: list[str]) -> list[list[str]]:
-    """The `wfs` argument lists a container command line runs: `wfs …` or `/bin/sh -c "wfs … && wfs …"`."""
+    """The `wfs` argument lists of a container command line.
+
+    Either `wfs …` or `/bin/sh -c "wfs … && wfs …"`.
+    """
     if argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3:
         runs = []
         for part in argv[2].split("&&"):
@@ -255,7 +266,9 @@ def test_dockerfile_uses_python_311_slim_in_every_stage() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "expected a multi-stage build (builder + runtime)"
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    minimum = int(re.fullmatch(r">=\s*3\.(\d+)", requires).group(1))  # type: ignore[union-attr]
+    floor = re.fullmatch(r">=\s*3\.(\d+)", requires)
+    assert floor, f"unexpected requires-python {requires!r}"
+    minimum = int(floor.group(1))
     for stage in stages:
         match = re.fullmatch(r"python:3\.(\d+)(?:\.\d+)?-slim(?:-\w+)?", stage.image)
         assert match, f"stage image {stage.image!r} is not python:3.X-slim"
@@ -299,7 +312,9 @@ def test_dockerfile_keeps_the_source_layout_app_migrate_needs() -> None:
     assert needed <= install_seen_after, "the project must be installed editable after the copies"
 
     copies = [copy_parts(a) for a in final.all("COPY")]
-    assert any(f.get("from") == builder.name and s == [workdir] and d == workdir for f, s, d in copies)
+    assert any(
+        f.get("from") == builder.name and s == [workdir] and d == workdir for f, s, d in copies
+    )
     assert final.all("WORKDIR")[-1] == workdir
 
 
@@ -320,8 +335,16 @@ def test_dockerfile_copy_sources_exist_and_are_not_dockerignored() -> None:
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
-    for path in (".env", ".git/config", ".venv/bin/python", ".wfs/services.json", "tests/conftest.py",
-                 "app/__pycache__/db.cpython-311.pyc", "workflow_service.egg-info/PKG-INFO"):
+    for path in (
+        ".env",
+        "app/.env",
+        ".git/config",
+        ".venv/bin/python",
+        ".wfs/services.json",
+        "tests/conftest.py",
+        "app/__pycache__/db.cpython-311.pyc",
+        "workflow_service.egg-info/PKG-INFO",
+    ):
         assert dockerignored(path), f"{path} would be sent to the Docker daemon"
     assert not dockerignored("app/api/app.py")
     assert not dockerignored("alembic/versions/0001_initial.py")
@@ -361,7 +384,9 @@ def env_dict(service: dict[str, Any]) -> dict[str, str | None]:
 
 
 def service_argv(service: dict[str, Any]) -> list[str]:
-    entrypoint = service.get("entrypoint", json.loads(dockerfile_stages()[-1].all("ENTRYPOINT")[-1]))
+    entrypoint = service.get(
+        "entrypoint", json.loads(dockerfile_stages()[-1].all("ENTRYPOINT")[-1])
+    )
     command = service.get("command", [])
     as_list = [shlex.split(x) if isinstance(x, str) else x for x in (entrypoint, command)]
     return [*as_list[0], *as_list[1]]
@@ -382,7 +407,16 @@ def test_compose_file_matches_the_compose_specification() -> None:
 
 def test_compose_has_the_expected_services() -> None:
     services = compose()["services"]
-    expected = {"postgres", "redis", "temporal", "temporal-ui", "migrate", "api", "worker", "worker-ai"}
+    expected = {
+        "postgres",
+        "redis",
+        "temporal",
+        "temporal-ui",
+        "migrate",
+        "api",
+        "worker",
+        "worker-ai",
+    }
     assert expected <= set(services)
     assert set(app_services()) == {"migrate", "api", "worker", "worker-ai"}
     assert services["postgres"]["image"].startswith("postgres:16")
@@ -553,8 +587,15 @@ def test_every_manifest_parses_and_names_itself() -> None:
             assert doc.get("apiVersion") and doc.get("kind"), path.name
             assert doc.get("metadata", {}).get("name"), f"{path.name}: {doc['kind']} without a name"
     kinds = [o["kind"] for o in k8s_objects()]
-    for kind in ("Namespace", "ConfigMap", "Secret", "Service", "HorizontalPodAutoscaler",
-                 "PodDisruptionBudget", "Job"):
+    for kind in (
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+    ):
         assert kind in kinds, f"no {kind} in deploy/k8s"
     assert kinds.count("Deployment") == 3
 
@@ -606,12 +647,14 @@ def test_workload_commands_are_real_wfs_subcommands() -> None:
             assert not container.get("args"), f"{name}: put the whole command line in `command`"
             runs = [wfs_context(args) for args in wfs_invocations(container["command"])]
             seen[name] = [(path, ctx.params) for path, ctx in runs]
-    roles = sorted((tuple(p for path, _ in runs for p in path), runs[0][1].get("queue"))
-                   for runs in seen.values())
+    roles = sorted(
+        (tuple(p for path, _ in runs for p in path), runs[0][1].get("queue") or "")
+        for runs in seen.values()
+    )
     assert roles == [
-        (("api",), None),
-        (("migrate", "seed"), None),
-        (("worker",), None),
+        (("api",), ""),
+        (("migrate", "seed"), ""),
+        (("worker",), ""),
         (("worker",), "ai"),
     ]
     (api_params,) = [runs[0][1] for runs in seen.values() if runs[0][0] == ["api"]]
@@ -633,10 +676,49 @@ def test_api_probes_and_scrape_annotations_use_the_container_port() -> None:
     assert probe("readinessProbe") == ("/readyz", API_PORT)
     if "startupProbe" in container:
         assert probe("startupProbe") == ("/healthz", API_PORT)
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == API_PORT
-    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_every_deployment_is_scraped_on_the_port_its_command_serves_metrics_on() -> None:
+    # The rules' up{…component=…} alerts need the API and both workers scraped.
+    for name, deployment in objects("Deployment").items():
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        assert annotations.get("prometheus.io/scrape") == "true", f"{name} is not scraped"
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        port = int(annotations["prometheus.io/port"])
+        container = only_container(deployment)
+        assert port in {p["containerPort"] for p in container.get("ports", [])}, name
+        ((path, ctx),) = [wfs_context(args) for args in wfs_invocations(container["command"])]
+        served = ctx.params["port"] if path == ["api"] else ctx.params.get("metrics_port")
+        assert served == port, f"{name}: scraped on {port}, `wfs {path[0]}` serves on {served}"
+
+
+def test_storage_root_is_writable_in_every_deployment() -> None:
+    env = dict(
+        arg.split("=", 1)
+        for args in dockerfile_stages()[-1].all("ENV")
+        for arg in shlex.split(args)
+        if "=" in arg
+    )
+    (configmap,) = objects("ConfigMap").values()
+    root = configmap["data"].get("STORAGE_ROOT", env.get("STORAGE_ROOT"))
+    assert root, "STORAGE_ROOT must point at a mounted volume: the root filesystem is read-only"
+    for name, deployment in objects("Deployment").items():
+        volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+        mounts = {m["mountPath"]: m for m in only_container(deployment).get("volumeMounts", [])}
+        assert root in mounts, f"{name} does not mount a volume at STORAGE_ROOT {root}"
+        assert not mounts[root].get("readOnly"), name
+        volume = volumes[mounts[root]["name"]]
+        assert "emptyDir" in volume or "persistentVolumeClaim" in volume, name
+
+
+def test_dockerfile_env_names_settings_fields() -> None:
+    system = {"PATH", "HOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+    for stage in dockerfile_stages()[-1:]:
+        for args in stage.all("ENV"):
+            for arg in shlex.split(args):
+                name = arg.split("=", 1)[0]
+                if name not in system and not name.startswith("PIP_"):
+                    assert name in SETTINGS_ENV, f"ENV {name} is not a Settings field"
 
 
 def test_env_comes_from_the_configmap_and_secret_and_names_settings_fields(
@@ -650,7 +732,11 @@ def test_env_comes_from_the_configmap_and_secret_and_names_settings_fields(
     assert REQUIRED_ENV <= config_keys | secret_keys
     # Credentials travel in the Secret only.
     assert {"DATABASE_URL", "REDIS_URL"} <= secret_keys
-    assert not {k for k in config_keys if k.endswith(("_API_KEY", "_URL")) and k != "TEMPORAL_UI_URL"}
+    credentials = {k for k in SETTINGS_ENV if k.endswith("_API_KEY")} | {
+        "DATABASE_URL",
+        "REDIS_URL",
+    }
+    assert not (config_keys & credentials), sorted(config_keys & credentials)
     for name, workload in workloads().items():
         for container in pod_spec(workload)["containers"]:
             refs = {
@@ -695,7 +781,9 @@ def test_pods_run_non_root_read_only_without_capabilities_and_with_resources() -
             assert not ctx["capabilities"].get("add"), name
             # HOME=/tmp in the image: /tmp must be writable.
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-            assert "emptyDir" in volumes[mounts["/tmp"]], name
+            assert "emptyDir" in volumes.get(mounts.get("/tmp", ""), {}), (
+                f"{name}: no /tmp emptyDir"
+            )
             resources_ = container["resources"]
             for resource in ("cpu", "memory"):
                 request = parse_quantity(resources_["requests"][resource])
@@ -722,7 +810,9 @@ def test_api_service_hpa_and_pdb_target_the_api_pods() -> None:
         if workload["kind"] == "Deployment":
             selector = workload["spec"]["selector"]["matchLabels"]
             assert selects(selector, workload["spec"]["template"]["metadata"]["labels"]), name
-    others = [w["spec"]["template"]["metadata"]["labels"] for n, w in workloads().items() if n != api_name]
+    others = [
+        w["spec"]["template"]["metadata"]["labels"] for n, w in workloads().items() if n != api_name
+    ]
 
     (service,) = objects("Service").values()
     assert selects(service["spec"]["selector"], template_labels)
@@ -802,6 +892,22 @@ def k8s_label_values() -> dict[str, set[str]]:
     }
 
 
+def metric_label_values() -> dict[tuple[str, str], set[str]]:
+    """Label values of the service's own metrics, from the code that sets them."""
+    tenant = cli.commands["tenant"]
+    assert isinstance(tenant, click.Group)
+    (tier_choice,) = [p.type for p in tenant.commands["create"].params if p.name == "tier"]
+    assert isinstance(tier_choice, click.Choice)
+    statuses = set(execution_events.TERMINAL_STATUSES)
+    duration = "wfs_execution_duration_seconds"
+    return {
+        (f"{duration}_bucket", "status"): statuses,
+        (f"{duration}_count", "status"): statuses,
+        ("wfs_execution_events_total", "type"): set(execution_events.EVENT_TYPES),
+        ("wfs_executions_started_total", "tier"): set(tier_choice.choices),
+    }
+
+
 def check_promql(expr: str, where: str) -> None:
     """Parses, uses known metric names only, and its label values name real objects."""
     try:
@@ -810,6 +916,7 @@ def check_promql(expr: str, where: str) -> None:
         pytest.fail(f"{where}: invalid PromQL {expr!r}: {exc}")
     assert found, f"{where}: no metric selector in {expr!r}"
     known_values = k8s_label_values()
+    per_metric = metric_label_values()
     pods = [f"{name}-7d9f8c6b5d-x2x4k" for name in objects("Deployment")]
     for selector in found:
         matchers = selector.matchers.matchers
@@ -824,7 +931,7 @@ def check_promql(expr: str, where: str) -> None:
                     f"{where}: pod=~{matcher.value!r} matches no pod of a Deployment"
                 )
                 continue
-            values = known_values.get(matcher.name)
+            values = per_metric.get((name, matcher.name), known_values.get(matcher.name))
             if values is None:
                 continue
             alternatives = matcher.value.split("|") if regex else [matcher.value]
@@ -833,7 +940,7 @@ def check_promql(expr: str, where: str) -> None:
                 continue
             for value in alternatives:
                 assert value in values, (
-                    f"{where}: {matcher.name}={value!r} names nothing in deploy/k8s {sorted(values)}"
+                    f"{where}: {name}{{{matcher.name}={value!r}}} is none of {sorted(values)}"
                 )
 
 
@@ -872,7 +979,8 @@ def test_alert_rule(alert: dict[str, Any]) -> None:
     allowed = {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
     assert set(alert) <= allowed, set(alert) - allowed
     check_promql(alert["expr"], name)
-    promql_parser.parse_duration(alert["for"])  # raises on a bad duration
+    if not re.fullmatch(r"0(ms|[smhdwy])", alert["for"]):  # 0 is valid in a rule, not here
+        promql_parser.parse_duration(alert["for"])  # raises on a bad duration
     assert alert["labels"]["severity"] in ("critical", "warning", "info"), name
     assert alert["annotations"]["summary"].strip(), name
     for text in alert["annotations"].values():
@@ -948,6 +1056,8 @@ def test_alert_and_dashboard_checks_catch_mistakes() -> None:
         check_promql("rate(wfs_graphql_request_total[5m])", "misspelt metric")
     with pytest.raises(AssertionError):
         check_promql('kube_deployment_status_replicas_available{deployment="wfs-workers"}', "typo")
+    with pytest.raises(AssertionError):
+        check_promql('wfs_execution_duration_seconds_count{status="SUCCEEDED"}', "no such status")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -956,9 +1066,17 @@ def test_alert_and_dashboard_checks_catch_mistakes() -> None:
 
 def test_readme_covers_the_files_and_names_only_real_settings() -> None:
     text = README.read_text()
-    for path in [*manifest_files(), K8S / "kustomization.yaml", DOCKERFILE, RULES_FILE, DASHBOARD_FILE]:
+    for path in [
+        *manifest_files(),
+        K8S / "kustomization.yaml",
+        DOCKERFILE,
+        RULES_FILE,
+        DASHBOARD_FILE,
+    ]:
         assert path.name in text, f"deploy/README.md does not mention {path.name}"
     assert "kubectl apply -k deploy/k8s" in text and "docker compose up" in text
     documented = set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]+)`", text, re.MULTILINE))
     assert REQUIRED_ENV <= documented
-    assert not (documented - SETTINGS_ENV), f"not Settings fields: {sorted(documented - SETTINGS_ENV)}"
+    assert not (documented - SETTINGS_ENV), (
+        f"not Settings fields: {sorted(documented - SETTINGS_ENV)}"
+    )
