@@ -20,6 +20,7 @@ from app.tenants.service import TenantService
 
 log = structlog.get_logger(__name__)
 DEMO_KEYS_FILE = "demo-keys.json"
+SAMPLES = Path(__file__).resolve().parent / "templates" / "samples"
 
 
 async def seed_templates(sessions: SessionFactory) -> int:
@@ -34,8 +35,25 @@ async def seed_templates(sessions: SessionFactory) -> int:
     return published
 
 
-async def seed_demo_tenants(sessions: SessionFactory, state_dir: Path) -> dict[str, str]:
-    """One tenant per tier (`demo-<tier>`) with an admin key; returns tenant name -> key."""
+def seed_sample_files(files_root: Path, tenant_id: str) -> list[str]:
+    """Put the sample documents the standard templates' example params read into a tenant's
+    storage (`samples/`), leaving files that are already there alone."""
+    target = files_root / tenant_id / "samples"
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sorted(SAMPLES.iterdir()):
+        path = target / source.name
+        if not path.exists():
+            path.write_bytes(source.read_bytes())
+            written.append(f"samples/{source.name}")
+    return written
+
+
+async def seed_demo_tenants(
+    sessions: SessionFactory, state_dir: Path, files_root: Path | None = None
+) -> dict[str, str]:
+    """One tenant per tier (`demo-<tier>`) with an admin key and, given files_root, the
+    sample files in its storage; returns tenant name -> key."""
     path = state_dir / DEMO_KEYS_FILE
     try:
         saved: dict[str, str] = json.loads(path.read_text())
@@ -47,6 +65,9 @@ async def seed_demo_tenants(sessions: SessionFactory, state_dir: Path) -> dict[s
         for tier in TIERS:
             name = f"demo-{tier}"
             key = saved.get(name)
+            tenant = await service.repo.by_name(name) or await service.create_tenant(name, tier)
+            if files_root is not None:
+                seed_sample_files(files_root, str(tenant.id))
             if key is not None:
                 try:
                     principal = await service.authenticate(f"Bearer {key}")
@@ -55,7 +76,6 @@ async def seed_demo_tenants(sessions: SessionFactory, state_dir: Path) -> dict[s
                         continue
                 except Unauthenticated:
                     pass
-            tenant = await service.repo.by_name(name) or await service.create_tenant(name, tier)
             _, keys[name] = await service.create_api_key(tenant, role="admin", name="demo")
         await session.commit()
     path.write_text(json.dumps(keys, indent=2))

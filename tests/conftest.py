@@ -22,13 +22,14 @@ import redis.asyncio as aioredis
 
 from app.db import make_engine, make_sessionmaker
 from app.embedded import EmbeddedPostgres, EmbeddedTemporal, EmbeddedValkey
+from app.embedded.mail import DevMailSink
 from app.log_config import configure
 from app.migrate import upgrade_async
 from app.seed import seed_templates
 from app.settings import Settings
 from app.temporal import SEARCH_ATTRIBUTES
 from app.tenants.service import TenantService
-from tests.support import GraphQLClient, free_port
+from tests.support import GraphQLClient, WebhookSink, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = ROOT / ".wfs-test"
@@ -118,8 +119,34 @@ async def database_url(services: Services) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(services: Services, database_url: str, state_dir: Path) -> Settings:
+def mail_sink(state_dir: Path) -> Iterator[DevMailSink]:
+    """A real SMTP server (aiosmtpd) that keeps what it receives in a Maildir."""
+    sink = DevMailSink(state_dir / "mail", port=free_port())
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def webhook_sink() -> Iterator[WebhookSink]:
+    sink = WebhookSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture(scope="session")
+def settings(
+    services: Services,
+    database_url: str,
+    state_dir: Path,
+    mail_sink: DevMailSink,
+    webhook_sink: WebhookSink,
+) -> Settings:
     return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        smtp_port=mail_sink.port,
+        http_allowed_hosts=["127.0.0.1"],
+        storage_root=state_dir / "storage",
         database_url=database_url,
         redis_url=services.redis_url,
         temporal_address=services.temporal_address,

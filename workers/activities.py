@@ -1,8 +1,11 @@
-"""Activities: thin edges that call app services. Each call owns one session and commits;
-events are published to the bus only after the commit."""
+"""Activities: thin edges that call app code. `execution.record_event` owns one session per
+call and commits before it publishes. Every standard step activity with a `run` in
+app.steps.STEP_ACTIVITIES is registered under its own name (`data.transform`, `email.send`,
+...), so templates name activities and plugins add entries to the registry."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -13,19 +16,22 @@ from app.db import SessionFactory
 from app.errors import NotFound
 from app.executions.service import ExecutionService, Publisher
 from app.executions.workflow_io import RECORD_EVENT_ACTIVITY, EventRecord, StepCall
-from app.steps import aggregate, transform
-from app.steps.data import StepInputError
+from app.settings import Settings
+from app.steps import STEP_ACTIVITIES, StepActivity, StepContext, StepInputError
+from app.steps.base import StepTransientError
 
 log = structlog.get_logger(__name__)
 
 
 class TemplateActivities:
-    def __init__(self, sessions: SessionFactory, publisher: Publisher) -> None:
+    def __init__(self, sessions: SessionFactory, publisher: Publisher, settings: Settings) -> None:
         self.sessions = sessions
         self.publisher = publisher
+        self.settings = settings
 
-    def all(self) -> list[Any]:
-        return [self.record_event, self.data_transform, self.data_aggregate]
+    def all(self) -> list[Callable[..., Awaitable[Any]]]:
+        steps = [self._step(e) for e in STEP_ACTIVITIES.values() if e.run is not None]
+        return [self.record_event, *steps]
 
     @activity.defn(name=RECORD_EVENT_ACTIVITY)
     async def record_event(self, rec: EventRecord) -> int:
@@ -40,18 +46,36 @@ class TemplateActivities:
         await ExecutionService.publish_event(self.publisher, event, execution)
         return event.seq
 
-    @activity.defn(name="data.transform")
-    async def data_transform(self, call: StepCall) -> Any:
-        return _run_pure(transform, call)
+    def _step(self, entry: StepActivity) -> Callable[[StepCall], Awaitable[Any]]:
+        run = entry.run
+        assert run is not None
 
-    @activity.defn(name="data.aggregate")
-    async def data_aggregate(self, call: StepCall) -> Any:
-        return _run_pure(aggregate, call)
+        async def execute(call: StepCall) -> Any:
+            info = activity.info()
+            ctx = StepContext(
+                tenant_id=call.tenant_id,
+                execution_id=call.execution_id,
+                step_id=call.step_id if call.index is None else f"{call.step_id}[{call.index}]",
+                attempt=info.attempt,
+                settings=self.settings,
+                sessions=self.sessions,
+                heartbeat=activity.heartbeat,
+                cancelled=activity.is_cancelled,
+                publish=self.publisher.publish,
+            )
+            try:
+                return await run(call.input, ctx)
+            except StepInputError as exc:
+                # Bad input never gets better on retry: fail the step now with the reason.
+                raise ApplicationError(str(exc), type="StepInputError", non_retryable=True) from exc
+            except StepTransientError as exc:
+                log.info(
+                    "step.transient_failure",
+                    activity=entry.name,
+                    attempt=info.attempt,
+                    error=str(exc),
+                )
+                raise ApplicationError(str(exc), type="StepTransientError") from exc
 
-
-def _run_pure(fn: Any, call: StepCall) -> Any:
-    try:
-        return fn(call.input)
-    except StepInputError as exc:
-        # Bad input never gets better on retry: fail the step now with the reason.
-        raise ApplicationError(str(exc), type="StepInputError", non_retryable=True) from exc
+        execute.__name__ = execute.__qualname__ = entry.name.replace(".", "_")
+        return activity.defn(name=entry.name)(execute)

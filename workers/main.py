@@ -12,6 +12,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from app.db import SessionFactory
 from app.executions.service import Publisher
+from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow
 
@@ -22,9 +23,13 @@ PASSTHROUGH = ("app", "jinja2", "markupsafe", "structlog", "pydantic", "pydantic
 
 
 def build_worker(
-    client: Client, task_queue: str, sessions: SessionFactory, publisher: Publisher
+    client: Client,
+    task_queue: str,
+    sessions: SessionFactory,
+    publisher: Publisher,
+    settings: Settings,
 ) -> Worker:
-    activities = TemplateActivities(sessions, publisher)
+    activities = TemplateActivities(sessions, publisher, settings)
     return Worker(
         client,
         task_queue=task_queue,

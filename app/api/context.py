@@ -22,6 +22,7 @@ from app.errors import DomainError, Unauthenticated
 from app.executions.repository import ExecutionRepository
 from app.models import Execution, Template, TemplateVersion, Tenant
 from app.templates.repository import TemplateRepository
+from app.templates.service import popularity_since
 from app.tenants.repository import TenantRepository
 from app.tenants.service import Principal
 
@@ -33,6 +34,10 @@ class Loaders:
     versions: DataLoader[uuid.UUID, TemplateVersion | None]
     executions: DataLoader[uuid.UUID, Execution | None]
     tenants: DataLoader[uuid.UUID, Tenant | None]
+    # Keyed by template id; only ever asked for templates the caller can already read.
+    template_versions: DataLoader[uuid.UUID, list[TemplateVersion]]
+    template_run_counts: DataLoader[uuid.UUID, int]
+    template_shares: DataLoader[uuid.UUID, list[str]]
 
 
 @dataclass
@@ -68,6 +73,9 @@ class Context:
             versions=DataLoader(self._load_versions),
             executions=DataLoader(self._load_executions),
             tenants=DataLoader(self._load_tenants),
+            template_versions=DataLoader(self._load_template_versions),
+            template_run_counts=DataLoader(self._load_template_run_counts),
+            template_shares=DataLoader(self._load_template_shares),
         )
         return self.loaders
 
@@ -98,3 +106,18 @@ class Context:
         async with self.session() as s:
             found = await TenantRepository(s).get_many(ids)
         return [found.get(i) for i in ids]
+
+    async def _load_template_versions(self, ids: list[uuid.UUID]) -> list[list[TemplateVersion]]:
+        async with self.session() as s:
+            found = await TemplateRepository(s).versions_of(ids)
+        return [found[i] for i in ids]
+
+    async def _load_template_run_counts(self, ids: list[uuid.UUID]) -> list[int]:
+        async with self.session() as s:
+            found = await TemplateRepository(s).run_counts(ids, popularity_since())
+        return [found.get(i, 0) for i in ids]
+
+    async def _load_template_shares(self, ids: list[uuid.UUID]) -> list[list[str]]:
+        async with self.session() as s:
+            found = await TemplateRepository(s).shared_tenant_names(ids)
+        return [found[i] for i in ids]

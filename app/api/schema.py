@@ -17,7 +17,7 @@ from app.api.executions import (
     load_execution_node,
 )
 from app.api.relay import Node, from_global_id
-from app.api.templates import Template, TemplateQuery, load_template_node
+from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
 from app.errors import NotFound
 from app.settings import Settings
@@ -47,7 +47,7 @@ class Query(ViewerQuery, TemplateQuery, ExecutionQuery, NodeQuery):
 
 
 @strawberry.type
-class Mutation(ExecutionMutation):
+class Mutation(ExecutionMutation, TemplateMutation):
     pass
 
 

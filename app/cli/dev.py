@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 def _start_embedded(settings: Settings) -> tuple[Settings, list[Any]]:
     """Start what is not configured, in parallel; returns updated settings and started servers."""
     from app.embedded import EmbeddedPostgres, EmbeddedTemporal, EmbeddedValkey
+    from app.embedded.mail import DevMailSink, listening
 
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,13 @@ def _start_embedded(settings: Settings) -> tuple[Settings, list[Any]]:
     temporal = starters.get("temporal_address")
     if temporal is not None and settings.temporal_ui_url is None:
         updates["temporal_ui_url"] = temporal.ui_url
+    if not listening(settings.smtp_host, settings.smtp_port):
+        sink = DevMailSink(state / "mail", settings.smtp_host, settings.smtp_port)
+        try:
+            sink.start()
+            started.append(sink)
+        except OSError as exc:
+            log.warning("dev.mail_sink_failed", error=str(exc))
     return settings.model_copy(update=updates), started
 
 
@@ -114,7 +122,7 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     await seed_templates(sessions)
-    keys = await seed_demo_tenants(sessions, settings.state_dir)
+    keys = await seed_demo_tenants(sessions, settings.state_dir, settings.files_root)
     await engine.dispose()
 
     stop = asyncio.Event()
@@ -152,6 +160,9 @@ def _banner(settings: Settings, keys: dict[str, str], seconds: float) -> None:
         f"  WebSocket    {base.replace('http', 'ws', 1)}/graphql (graphql-transport-ws)",
         f"  Health       {base}/healthz  {base}/readyz  {base}/metrics",
         f"  Temporal UI  {settings.temporal_ui_url or '(not started: TEMPORAL_ADDRESS is set)'}",
+        f"  Mail         SMTP {settings.smtp_host}:{settings.smtp_port}"
+        f" (dev catcher: {settings.state_dir.resolve() / 'mail'}, a Maildir)",
+        f"  Files        {settings.files_root} (one folder per tenant; samples/ for the demos)",
         f"  State        {settings.state_dir.resolve()}",
         "",
         "Demo API keys (send as `Authorization: Bearer <key>`):",

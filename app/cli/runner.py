@@ -68,7 +68,11 @@ async def run_worker(
     await bus.start()
     try:
         worker = build_worker(
-            client, task_queue or settings.temporal_task_queue, make_sessionmaker(engine), bus
+            client,
+            task_queue or settings.temporal_task_queue,
+            make_sessionmaker(engine),
+            bus,
+            settings,
         )
         await run_until(worker, stop)
     finally:

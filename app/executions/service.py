@@ -249,7 +249,7 @@ class ExecutionService:
             )
         except RPCError as exc:
             raise Unavailable(f"could not deliver the event: {exc.message}") from exc
-        log.info("execution.event_sent", execution_id=str(execution_id), event=name)
+        log.info("execution.event_sent", execution_id=str(execution_id), event_name=name)
         return execution
 
     @staticmethod

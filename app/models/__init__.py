@@ -3,6 +3,7 @@
 from app.models.ai_usage import AiUsage
 from app.models.base import Base
 from app.models.execution import STATUSES, Execution, ExecutionEvent
+from app.models.idempotency import StepIdempotency
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, Tenant
 
@@ -15,6 +16,7 @@ __all__ = [
     "Base",
     "Execution",
     "ExecutionEvent",
+    "StepIdempotency",
     "Template",
     "TemplateVersion",
     "Tenant",

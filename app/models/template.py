@@ -1,4 +1,5 @@
-"""Templates (named, owned by a tenant or by the platform) and their immutable versions."""
+"""Templates (named, owned by a tenant or by the platform), their immutable versions and the
+tenants a SHARED template is shared with."""
 
 from __future__ import annotations
 
@@ -6,14 +7,33 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    CheckConstraint,
+    Computed,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
+from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
 
 VISIBILITIES = ("PRIVATE", "SHARED", "PUBLIC")
 VERSION_STATUSES = ("PUBLISHED", "DEPRECATED")
+
+# The search document: name and title weigh most, then tags, then the description.
+# A generated column, so every writer (API, seed, a hand-written UPDATE) keeps it right.
+# `wfs_tags_text` (migration 0002) is array_to_string declared IMMUTABLE: the built-in is only
+# STABLE because some element types print differently per session settings; varchar does not.
+SEARCH_VECTOR_SQL = (
+    "setweight(to_tsvector('english'::regconfig, name), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, title), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, wfs_tags_text(tags)), 'B') || "
+    "setweight(to_tsvector('english'::regconfig, description), 'C')"
+)
 
 
 class Template(UUIDPk, Timestamps, Base):
@@ -22,21 +42,36 @@ class Template(UUIDPk, Timestamps, Base):
         # tenant_id NULL is the platform (the public catalog); names are unique per owner.
         UniqueConstraint("tenant_id", "name", postgresql_nulls_not_distinct=True),
         CheckConstraint(f"visibility IN {VISIBILITIES}", name="visibility"),
+        Index("ix_templates_search", "search", postgresql_using="gin"),
+        Index("ix_templates_tags", "tags", postgresql_using="gin"),
     )
 
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(100))
+    # title, description, tags and category are the catalog entry: those of the latest
+    # published version (of the draft until the first publish).
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(50)), default=list)
+    category: Mapped[str | None] = mapped_column(String(50), index=True)
     visibility: Mapped[str] = mapped_column(String(10), default="PRIVATE")
     latest_version: Mapped[int] = mapped_column(default=0)
+    # The spec being edited: the next version when published. NULL for platform templates.
+    draft_spec: Mapped[dict[str, Any] | None]
+    created_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    search: Mapped[Any] = deferred(
+        mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True))
+    )
 
 
 class TemplateVersion(UUIDPk, Timestamps, Base):
+    """created_at is when the version was published."""
+
     __tablename__ = "template_versions"
     __table_args__ = (
         UniqueConstraint("template_id", "version"),
@@ -47,3 +82,24 @@ class TemplateVersion(UUIDPk, Timestamps, Base):
     version: Mapped[int]
     status: Mapped[str] = mapped_column(String(12), default="PUBLISHED")
     spec: Mapped[dict[str, Any]]
+    published_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    deprecated_at: Mapped[datetime | None]
+
+
+class TemplateShare(Base):
+    """A tenant that may read and run a SHARED template it does not own."""
+
+    __tablename__ = "template_shares"
+
+    template_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    granted_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )

@@ -1,16 +1,42 @@
-"""Standard step activities: pure business logic the worker's activities call.
+"""Standard step activities, registered by the name a template step uses.
 
-`STEP_ACTIVITIES` maps each activity name a template may use to a short description. Names
-handled by the workflow itself (durable timers) are in `WORKFLOW_NATIVE`.
+`STEP_ACTIVITIES` maps every activity name a template may use to its `StepActivity` (description,
+input JSON Schema, `run`). The worker registers one Temporal activity per entry with a `run`;
+names in `WORKFLOW_NATIVE` (durable timers, events) have `run=None`: the workflow implements
+them. One module per family: data, files, http, email, wait, text (non-AI baselines of the AI
+tasks) and notify (`events.publish`); the contract is in `base`.
 """
 
+from app.steps import data, email, files, http, notify, text, wait
+from app.steps.base import (
+    StepActivity,
+    StepContext,
+    StepInputError,
+    StepTransientError,
+)
 from app.steps.data import aggregate, transform
 
-STEP_ACTIVITIES: dict[str, str] = {
-    "data.transform": "reshape records: pick, rename, set, upper, lower, strip, filter, sort",
-    "data.aggregate": "count, sum, min, max and average of fields over a list of records",
-    "wait.timer": "durable timer: waits `seconds` (survives worker restarts)",
+_FAMILIES: list[list[StepActivity]] = [
+    data.ACTIVITIES,
+    files.ACTIVITIES,
+    http.ACTIVITIES,
+    email.ACTIVITIES,
+    text.TEXT_ACTIVITIES,
+    notify.ACTIVITIES,
+    wait.ACTIVITIES,
+]
+STEP_ACTIVITIES: dict[str, StepActivity] = {
+    activity.name: activity for family in _FAMILIES for activity in family
 }
-WORKFLOW_NATIVE = frozenset({"wait.timer"})
+WORKFLOW_NATIVE = frozenset({"wait.timer", "wait.event"})
 
-__all__ = ["STEP_ACTIVITIES", "WORKFLOW_NATIVE", "aggregate", "transform"]
+__all__ = [
+    "STEP_ACTIVITIES",
+    "WORKFLOW_NATIVE",
+    "StepActivity",
+    "StepContext",
+    "StepInputError",
+    "StepTransientError",
+    "aggregate",
+    "transform",
+]

@@ -1,17 +1,55 @@
-"""`data.*` step activities: deterministic transforms over JSON records.
+"""`data.*` step activities: deterministic, pure transforms over JSON values.
 
-Invalid input raises StepInputError, which the worker turns into a non-retryable failure with
-the message shown on the execution.
+| activity | input | output |
+|---|---|---|
+| data.transform | data (object or list of objects), ops [...] | the records after the ops |
+| data.aggregate | data, fields [...], weight? | {count, <field>: {sum, min, max, avg}} |
+| data.parse | text, format csv or json, delimiter? | list of row objects (csv) or the value |
+| data.map | data (list of objects), fields {out: "in.path"} | list of new objects |
+| data.filter | data, where {field: value} or [{field, op, value}] | the matching records |
+| data.diff | source, target (lists of objects), key, ignore? | {added, removed, changed, ...} |
+
+Field names may be dotted paths into nested objects (`customer.email`). The plain functions
+(`transform`, `aggregate`, ...) hold the logic; `ACTIVITIES` wraps them for the registry.
+Invalid input raises StepInputError, which the worker turns into a non-retryable failure.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from app.steps.base import (
+    StepActivity,
+    StepContext,
+    StepInputError,
+    StepRun,
+    canonical_json,
+    define,
+)
+from app.steps.data_schemas import (
+    AGGREGATE_SCHEMA,
+    DIFF_SCHEMA,
+    FILTER_SCHEMA,
+    MAP_SCHEMA,
+    PARSE_SCHEMA,
+    TRANSFORM_SCHEMA,
+)
 
-class StepInputError(ValueError):
-    """The step's input is wrong; retrying cannot help."""
+__all__ = [
+    "ACTIVITIES",
+    "StepInputError",
+    "aggregate",
+    "diff",
+    "filter_records",
+    "map_records",
+    "parse",
+    "transform",
+]
 
 
 def _records(data: Any) -> tuple[list[dict[str, Any]], bool]:
@@ -125,3 +163,166 @@ def aggregate(input: dict[str, Any]) -> dict[str, Any]:
 def _plain(value: Decimal) -> int | float:
     value = round(value, 6)
     return int(value) if value == value.to_integral_value() else float(value)
+
+
+def parse(input: dict[str, Any]) -> Any:
+    """CSV text -> a list of objects keyed by the header row (values stay strings); JSON -> value.
+
+    Blank CSV lines are skipped; a row with more or fewer cells than the header is an error.
+    """
+    text = input["text"].removeprefix("\ufeff")  # a byte-order mark is not part of a header
+    if input["format"] == "json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise StepInputError(f"`text` is not valid JSON: {exc}") from exc
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=input.get("delimiter", ","))
+    try:
+        rows = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as exc:
+        raise StepInputError(f"`text` is not valid CSV (line {reader.line_num}): {exc}") from exc
+    if not rows:
+        return []
+    header = rows[0][1]
+    if len(set(header)) != len(header):
+        raise StepInputError(f"the CSV header repeats a column name: {header}")
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            raise StepInputError(
+                f"CSV line {line} has {len(row)} cells, the header has {len(header)}"
+            )
+    return [dict(zip(header, row, strict=True)) for _, row in rows[1:]]
+
+
+def map_records(input: dict[str, Any]) -> list[dict[str, Any]]:
+    """Build one new object per record: `{out_name: value at in.path}` (null when missing)."""
+    records, _ = _records(input["data"])
+    fields: dict[str, str] = input["fields"]
+    return [{out: _field(r, path) for out, path in fields.items()} for r in records]
+
+
+def _compare(op: str, actual: Any, expected: Any) -> bool:
+    if op == "eq":
+        return bool(actual == expected)
+    if op == "ne":
+        return bool(actual != expected)
+    if op == "in":
+        return actual in expected
+    if op == "contains":
+        if isinstance(actual, str) and isinstance(expected, str):
+            return expected in actual
+        return isinstance(actual, list | dict) and expected in actual
+    ordered = _ORDERED[op]
+    if actual is None or isinstance(actual, bool) != isinstance(expected, bool):
+        return False
+    try:
+        return ordered(actual, expected)
+    except TypeError:  # e.g. a string against a number: no match rather than an error
+        return False
+
+
+_ORDERED: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+}
+
+
+def filter_records(input: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keep the records matching every condition (a `where` object means field == value)."""
+    records, _ = _records(input["data"])
+    where = input["where"]
+    if isinstance(where, dict):
+        conditions = [{"field": k, "op": "eq", "value": v} for k, v in where.items()]
+    else:
+        conditions = where
+    return [
+        r
+        for r in records
+        if all(_compare(c["op"], _field(r, c["field"]), c.get("value")) for c in conditions)
+    ]
+
+
+def _index(records: list[dict[str, Any]], key: str, side: str) -> dict[str, dict[str, Any]]:
+    indexed: dict[str, dict[str, Any]] = {}
+    for i, record in enumerate(records):
+        value = _field(record, key)
+        if value is None:
+            raise StepInputError(f"`{side}[{i}]` has no key field {key!r}")
+        ident = canonical_json(value)  # 1, "1" and true stay different keys
+        if ident in indexed:
+            raise StepInputError(f"`{side}` has key {value!r} more than once")
+        indexed[ident] = record
+    return indexed
+
+
+def diff(input: dict[str, Any]) -> dict[str, Any]:
+    """Compare two lists of records by `key`: what was added, removed, changed, unchanged.
+
+    Order follows `target` for added and changed, `source` for removed; `fields` lists the
+    top-level fields that differ, sorted; fields in `ignore` are not compared.
+    """
+    key: str = input["key"]
+    ignore = set(input.get("ignore") or [])
+    source = _index(_records(input["source"])[0], key, "source")
+    target = _index(_records(input["target"])[0], key, "target")
+    added, changed, unchanged = [], [], 0
+    for ident, after in target.items():
+        before = source.get(ident)
+        if before is None:
+            added.append(after)
+            continue
+        names = sorted((before.keys() | after.keys()) - ignore)
+        fields = [n for n in names if n not in before or n not in after or before[n] != after[n]]
+        if fields:
+            changed.append(
+                {"key": _field(after, key), "before": before, "after": after, "fields": fields}
+            )
+        else:
+            unchanged += 1
+    removed = [record for ident, record in source.items() if ident not in target]
+    return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+
+
+def _pure(fn: Callable[[dict[str, Any]], Any]) -> StepRun:
+    async def run(input: dict[str, Any], ctx: StepContext) -> Any:
+        return fn(input)
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+ACTIVITIES: list[StepActivity] = [
+    define(
+        "data.transform",
+        "reshape records: pick, rename, set, upper, lower, strip, filter, sort",
+        TRANSFORM_SCHEMA,
+        _pure(transform),
+    ),
+    define(
+        "data.aggregate",
+        "count, sum, min, max and average of fields over a list of records",
+        AGGREGATE_SCHEMA,
+        _pure(aggregate),
+    ),
+    define("data.parse", "parse CSV (rows as objects) or JSON text", PARSE_SCHEMA, _pure(parse)),
+    define(
+        "data.map",
+        "build new objects from dotted paths of each record",
+        MAP_SCHEMA,
+        _pure(map_records),
+    ),
+    define(
+        "data.filter",
+        "keep records matching conditions (eq, ne, gt, gte, lt, lte, in, contains)",
+        FILTER_SCHEMA,
+        _pure(filter_records),
+    ),
+    define(
+        "data.diff",
+        "compare two lists of records by key: added, removed, changed, unchanged",
+        DIFF_SCHEMA,
+        _pure(diff),
+    ),
+]

@@ -1,28 +1,73 @@
-"""SQL for templates and their versions. Visibility rules are expressed here as filters."""
+"""SQL for templates, their versions and shares. Visibility rules are expressed here as filters."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Template, TemplateVersion
+from app.models import Execution, Template, TemplateVersion, Tenant
+from app.models.template import TemplateShare
+from app.templates.search import SearchCursor, TemplateFilter
+
+
+def shared_with(tenant_id: uuid.UUID) -> ColumnElement[bool]:
+    return exists().where(
+        TemplateShare.template_id == Template.id, TemplateShare.tenant_id == tenant_id
+    )
 
 
 def visible_to(tenant_id: uuid.UUID) -> ColumnElement[bool]:
-    return or_(Template.tenant_id == tenant_id, Template.visibility == "PUBLIC")
+    """Own templates (drafts too); others' PUBLIC or SHARED-with-me ones once published."""
+    return or_(
+        Template.tenant_id == tenant_id,
+        and_(
+            Template.latest_version > 0,
+            or_(
+                Template.visibility == "PUBLIC",
+                and_(Template.visibility == "SHARED", shared_with(tenant_id)),
+            ),
+        ),
+    )
+
+
+def runs_since(since: datetime) -> Any:
+    """Executions of each template row since a moment, by every tenant: a LATERAL count, so
+    only the templates that pass the filters are counted (through ix_executions_template_id)."""
+    return (
+        select(func.count().label("runs"))
+        .where(Execution.template_id == Template.id, Execution.created_at >= since)
+        .lateral("popularity")
+    )
 
 
 class TemplateRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_visible(self, tenant_id: uuid.UUID, template_id: uuid.UUID) -> Template | None:
-        return await self.session.scalar(
-            select(Template).where(Template.id == template_id, visible_to(tenant_id))
-        )
+    async def get_visible(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, *, lock: bool = False
+    ) -> Template | None:
+        query = select(Template).where(Template.id == template_id, visible_to(tenant_id))
+        if lock:
+            query = query.with_for_update(of=Template)
+        return await self.session.scalar(query)
 
     async def get_many_visible(
         self, tenant_id: uuid.UUID, ids: list[uuid.UUID]
@@ -32,14 +77,20 @@ class TemplateRepository:
         )
         return {t.id: t for t in rows}
 
-    async def by_name_visible(self, tenant_id: uuid.UUID, name: str) -> Template | None:
-        # The tenant's own template wins over a public one of the same name.
-        return await self.session.scalar(
+    async def by_name_visible(self, tenant_id: uuid.UUID, name: str) -> list[Template]:
+        """Visible templates of that name: the tenant's own first, then the platform's, then
+        the rest (at most three: enough to tell a unique match from an ambiguous one)."""
+        rows = await self.session.scalars(
             select(Template)
             .where(Template.name == name, visible_to(tenant_id))
-            .order_by(Template.tenant_id.is_(None))
-            .limit(1)
+            .order_by(
+                (Template.tenant_id == tenant_id).is_not(True),
+                Template.tenant_id.is_not(None),
+                Template.id,
+            )
+            .limit(3)
         )
+        return list(rows)
 
     async def by_owner_name(self, tenant_id: uuid.UUID | None, name: str) -> Template | None:
         owner = (
@@ -47,16 +98,56 @@ class TemplateRepository:
         )
         return await self.session.scalar(select(Template).where(owner, Template.name == name))
 
-    async def list_visible(
-        self, tenant_id: uuid.UUID, limit: int, after: list[Any] | None
-    ) -> list[Template]:
+    async def search(
+        self,
+        tenant_id: uuid.UUID,
+        criteria: TemplateFilter,
+        *,
+        since: datetime,
+        limit: int,
+        after: SearchCursor | None,
+    ) -> list[tuple[Template, Any]]:
+        """A page of visible templates with the value each one is sorted by."""
         query = select(Template).where(visible_to(tenant_id))
+        if criteria.tags:
+            query = query.where(Template.tags.contains(criteria.tags))
+        if criteria.category is not None:
+            query = query.where(Template.category == criteria.category)
+        if criteria.visibility is not None:
+            query = query.where(Template.visibility == criteria.visibility)
+        if criteria.search is not None:
+            tsquery = func.websearch_to_tsquery("english", criteria.search)
+            query = query.where(Template.search.bool_op("@@")(tsquery))
+        key: Any
+        if criteria.order == "RELEVANCE":
+            # ts_rank is real; as double precision it survives the JSON cursor exactly.
+            key = cast(func.ts_rank(Template.search, tsquery), Float)
+        elif criteria.order == "POPULARITY":
+            popularity = runs_since(since)
+            query = query.join(popularity, true())
+            key = popularity.c.runs
+        elif criteria.order == "CREATED":
+            key = Template.created_at
+        else:
+            key = Template.name
+        ascending = criteria.order == "NAME"
         if after is not None:
-            query = query.where(
-                tuple_(Template.name, Template.id) > (after[0], uuid.UUID(after[1]))
-            )
-        rows = await self.session.scalars(query.order_by(Template.name, Template.id).limit(limit))
-        return list(rows)
+            position = tuple_(key, Template.id)
+            bound = (after.key, after.id)
+            query = query.where(position > bound if ascending else position < bound)
+        order = (key, Template.id) if ascending else (key.desc(), Template.id.desc())
+        rows = await self.session.execute(query.add_columns(key).order_by(*order).limit(limit))
+        return [(row[0], row[1]) for row in rows]
+
+    async def run_counts(
+        self, template_ids: list[uuid.UUID], since: datetime
+    ) -> dict[uuid.UUID, int]:
+        rows = await self.session.execute(
+            select(Execution.template_id, func.count())
+            .where(Execution.template_id.in_(template_ids), Execution.created_at >= since)
+            .group_by(Execution.template_id)
+        )
+        return {template_id: count for template_id, count in rows.tuples()}
 
     async def add(self, template: Template) -> Template:
         self.session.add(template)
@@ -81,10 +172,39 @@ class TemplateRepository:
         )
         return {v.id: v for v in rows}
 
+    async def versions_of(
+        self, template_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, list[TemplateVersion]]:
+        """Every version of each template, oldest first."""
+        rows = await self.session.scalars(
+            select(TemplateVersion)
+            .where(TemplateVersion.template_id.in_(template_ids))
+            .order_by(TemplateVersion.template_id, TemplateVersion.version)
+        )
+        found: dict[uuid.UUID, list[TemplateVersion]] = {i: [] for i in template_ids}
+        for v in rows:
+            found[v.template_id].append(v)
+        return found
+
+    async def param_migrations(
+        self, template_id: uuid.UUID, after: int, upto: int
+    ) -> list[tuple[int, dict[str, Any] | None]]:
+        """(version, spec.param_migration) of versions after..upto, oldest first."""
+        rows = await self.session.execute(
+            select(TemplateVersion.version, TemplateVersion.spec["param_migration"])
+            .where(
+                TemplateVersion.template_id == template_id,
+                TemplateVersion.version > after,
+                TemplateVersion.version <= upto,
+            )
+            .order_by(TemplateVersion.version)
+        )
+        return [(number, migration) for number, migration in rows.tuples()]
+
     async def latest_versions(
         self, template_ids: list[uuid.UUID]
     ) -> dict[uuid.UUID, TemplateVersion]:
-        """Latest PUBLISHED version of each template."""
+        """Latest PUBLISHED (not deprecated) version of each template."""
         rows = await self.session.scalars(
             select(TemplateVersion)
             .where(
@@ -95,3 +215,44 @@ class TemplateRepository:
             .distinct(TemplateVersion.template_id)
         )
         return {v.template_id: v for v in rows}
+
+    async def tenants_by_name(self, names: list[str]) -> dict[str, Tenant]:
+        rows = await self.session.scalars(select(Tenant).where(Tenant.name.in_(names)))
+        return {t.name: t for t in rows}
+
+    async def grant(
+        self, template_id: uuid.UUID, tenant_ids: list[uuid.UUID], key_id: uuid.UUID | None
+    ) -> None:
+        if not tenant_ids:
+            return
+        await self.session.execute(
+            insert(TemplateShare)
+            .values(
+                [
+                    {"template_id": template_id, "tenant_id": t, "granted_by_key_id": key_id}
+                    for t in tenant_ids
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def revoke(self, template_id: uuid.UUID, tenant_ids: list[uuid.UUID] | None) -> None:
+        """Revoke those tenants' grants; None revokes every grant."""
+        query = delete(TemplateShare).where(TemplateShare.template_id == template_id)
+        if tenant_ids is not None:
+            query = query.where(TemplateShare.tenant_id.in_(tenant_ids))
+        await self.session.execute(query)
+
+    async def shared_tenant_names(
+        self, template_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, list[str]]:
+        rows = await self.session.execute(
+            select(TemplateShare.template_id, Tenant.name)
+            .join(Tenant, Tenant.id == TemplateShare.tenant_id)
+            .where(TemplateShare.template_id.in_(template_ids))
+            .order_by(Tenant.name)
+        )
+        found: dict[uuid.UUID, list[str]] = {i: [] for i in template_ids}
+        for template_id, name in rows.tuples():
+            found[template_id].append(name)
+        return found

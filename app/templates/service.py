@@ -1,17 +1,33 @@
-"""Template rules: visibility, resolution by id or name, publishing versions."""
+"""Template rules for reading and running: visibility, resolution by id or name, the version a
+new execution runs, param migration between versions, search, and publishing platform
+templates (`wfs seed`). Authoring by tenants is in app/templates/lifecycle.py."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound, ValidationFailed
+from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import Template, TemplateVersion
-from app.pagination import Page, check_first, decode_cursor, encode_cursor
+from app.models.base import utcnow
+from app.pagination import Page, check_first
+from app.templates.lifecycle import catalog_fields, checked_spec, migrate_params
 from app.templates.repository import TemplateRepository
-from app.templates.schemas import TemplateSpec, validate_spec
+from app.templates.schemas import TemplateSpec, param_problems
+from app.templates.search import SearchCursor, TemplateFilter
+
+log = structlog.get_logger(__name__)
+
+# POPULARITY and runCount30d: executions started in this window, by every tenant.
+POPULARITY_WINDOW = timedelta(days=30)
+
+
+def popularity_since() -> datetime:
+    return utcnow() - POPULARITY_WINDOW
 
 
 class TemplateService:
@@ -28,66 +44,143 @@ class TemplateService:
     async def resolve(
         self, tenant_id: uuid.UUID, *, template_id: uuid.UUID | None, name: str | None
     ) -> Template:
+        """By id, or by name: the tenant's own template, else the platform's, else the one
+        shared or public template of that name (another tenant's never shadows the platform's)."""
         if (template_id is None) == (name is None):
             raise ValidationFailed("give exactly one of templateId or templateName")
         if template_id is not None:
             return await self.get(tenant_id, template_id)
         assert name is not None
-        template = await self.repo.by_name_visible(tenant_id, name)
-        if template is None:
+        found = await self.repo.by_name_visible(tenant_id, name)
+        if not found:
             raise NotFound(f"template {name!r} not found")
-        return template
+        first = found[0]
+        if first.tenant_id not in (tenant_id, None) and len(found) > 1:
+            raise Conflict(f"several templates named {name!r} are visible to you: use templateId")
+        return first
 
     async def latest_version(self, template: Template) -> tuple[TemplateVersion, TemplateSpec]:
+        """The version new executions run: the latest one that is not deprecated."""
         version = (await self.repo.latest_versions([template.id])).get(template.id)
         if version is None:
-            raise ValidationFailed(f"template {template.name!r} has no published version")
+            if template.latest_version > 0:
+                raise Conflict(
+                    f"every version of template {template.name!r} is deprecated: "
+                    "nothing new can start on it"
+                )
+            raise Conflict(f"template {template.name!r} has no published version")
         return version, TemplateSpec.model_validate(version.spec)
 
-    async def list_page(
-        self, tenant_id: uuid.UUID, first: int | None, after: str | None
+    async def prepare_params(
+        self,
+        template: Template,
+        version: TemplateVersion,
+        params: dict[str, Any],
+        params_version: int | None,
+    ) -> dict[str, Any]:
+        """Params to run `version` with. params_version K says they were written for version
+        K: the param_migration of versions K+1..N apply in order. Without it, params that do
+        not validate are tried as params of N-1, N-2, ... 1; the first migration that validates
+        wins. Raises ValidationFailed with every problem (the original ones if none fits)."""
+        schema = version.spec.get("parameters", {"type": "object"})
+        target = version.version
+        if params_version is not None:
+            if not 1 <= params_version <= target:
+                raise ValidationFailed(
+                    f"paramsVersion must be between 1 and {target}",
+                    details=[
+                        {"path": "$.paramsVersion", "message": f"no version {params_version}"}
+                    ],
+                )
+            migrations = await self.repo.param_migrations(template.id, params_version, target)
+            migrated = self._migrate(params, migrations)
+            problems = param_problems(schema, migrated)
+            if problems:
+                raise ValidationFailed(
+                    f"params of version {params_version} do not match version {target}'s "
+                    f"parameters after migration ({len(problems)} problems)",
+                    details=problems,
+                )
+            return migrated
+        problems = param_problems(schema, params)
+        if not problems:
+            return params
+        migrations = await self.repo.param_migrations(template.id, 0, target) if target > 1 else []
+        for older in range(target - 1, 0, -1):
+            steps = [(n, m) for n, m in migrations if n > older]
+            if not any(m for _, m in steps):
+                continue
+            migrated = self._migrate(params, steps)
+            if not param_problems(schema, migrated):
+                log.info(
+                    "template.params_migrated",
+                    template=template.name,
+                    from_version=older,
+                    to_version=target,
+                )
+                return migrated
+        raise ValidationFailed(
+            f"params do not match the template's parameters ({len(problems)} problems)",
+            details=problems,
+        )
+
+    @staticmethod
+    def _migrate(
+        params: dict[str, Any], migrations: list[tuple[int, dict[str, Any] | None]]
+    ) -> dict[str, Any]:
+        for _, migration in migrations:
+            params = migrate_params(params, migration)
+        return params
+
+    async def search_page(
+        self, tenant_id: uuid.UUID, criteria: TemplateFilter, first: int | None, after: str | None
     ) -> Page[Template]:
         limit = check_first(first)
-        rows = await self.repo.list_visible(tenant_id, limit + 1, decode_cursor(after))
+        cursor = SearchCursor.decode(after, criteria.order)
+        rows = await self.repo.search(
+            tenant_id, criteria, since=popularity_since(), limit=limit + 1, after=cursor
+        )
         items = rows[:limit]
         return Page(
-            items=items,
-            cursors=[encode_cursor([t.name, str(t.id)]) for t in items],
+            items=[t for t, _ in items],
+            cursors=[SearchCursor(criteria.order, key, t.id).encode() for t, key in items],
             has_next=len(rows) > limit,
         )
+
+    @staticmethod
+    def problems_of(spec_data: Any) -> list[dict[str, str]]:
+        """Every problem of a spec (empty when it is valid)."""
+        try:
+            checked_spec(spec_data)
+        except ValidationFailed as exc:
+            return [{"path": p.get("path", "$"), "message": p["message"]} for p in exc.details]
+        return []
 
     async def publish(
         self, spec_data: dict[str, Any], *, tenant_id: uuid.UUID | None, visibility: str
     ) -> tuple[Template, TemplateVersion, bool]:
-        """Create or update a template and publish a new version if the spec changed.
+        """Create or update a template and publish a new version if the spec changed, in one
+        go (the standard templates, fixtures). Tenants author through TemplateAuthoring.
 
         Returns (template, latest version, whether a new version was published).
         """
-        spec = validate_spec(spec_data)
+        spec = checked_spec(spec_data)
         stored = spec.model_dump(mode="json")
         template = await self.repo.by_owner_name(tenant_id, spec.name)
         if template is None:
-            template = await self.repo.add(
-                Template(
-                    tenant_id=tenant_id,
-                    name=spec.name,
-                    title=spec.title,
-                    description=spec.description,
-                    tags=spec.tags,
-                    visibility=visibility,
-                    latest_version=0,
-                )
+            template = Template(
+                tenant_id=tenant_id, name=spec.name, visibility=visibility, latest_version=0
             )
+            catalog_fields(template, spec)
+            await self.repo.add(template)
         else:
             current = await self.repo.version(template.id, template.latest_version)
             if current is not None and current.spec == stored:
                 return template, current, False
         template.latest_version += 1
-        template.title, template.description, template.tags = (
-            spec.title,
-            spec.description,
-            spec.tags,
-        )
+        catalog_fields(template, spec)
+        # A tenant's template keeps a draft to edit next; the platform's are not edited.
+        template.draft_spec = None if tenant_id is None else {**stored, "param_migration": None}
         version = await self.repo.add_version(
             TemplateVersion(template_id=template.id, version=template.latest_version, spec=stored)
         )

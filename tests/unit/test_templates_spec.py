@@ -8,7 +8,7 @@ import pytest
 
 from app.errors import ValidationFailed
 from app.templates.schemas import param_problems, validate_spec
-from app.templates.standard import STANDARD_TEMPLATES
+from app.templates.standard import ORDER_SUMMARY, STANDARD_TEMPLATES
 
 
 @pytest.mark.parametrize("spec", STANDARD_TEMPLATES, ids=lambda s: s["name"])
@@ -19,7 +19,7 @@ def test_standard_templates_are_valid(spec: dict) -> None:
 
 
 def test_every_problem_is_reported_with_its_path() -> None:
-    spec = copy.deepcopy(STANDARD_TEMPLATES[0])
+    spec = copy.deepcopy(ORDER_SUMMARY)
     spec["steps"][0]["activity"] = "no.such"
     spec["steps"][1]["id"] = "normalize"
     spec["steps"][2]["input"]["data"] = "{{ steps.normalize | }}"
@@ -41,7 +41,7 @@ def test_shape_errors_come_from_the_model_with_paths() -> None:
 
 
 def test_example_params_must_match_the_parameters() -> None:
-    spec = copy.deepcopy(STANDARD_TEMPLATES[0])
+    spec = copy.deepcopy(ORDER_SUMMARY)
     spec["example_params"] = {"customer": "x"}
     with pytest.raises(ValidationFailed) as err:
         validate_spec(spec)

@@ -1,0 +1,115 @@
+"""The step activity contract: what an activity is, what it gets, and how it fails.
+
+An activity is a `StepActivity`: a name templates use, a JSON Schema of its input (after
+expression rendering) and an async `run(input, ctx)`. `define()` builds one and makes `run`
+check the input against the schema first, so every activity reports all input problems, with
+their paths, in one `StepInputError`.
+
+Failures: `StepInputError` is permanent (bad input or configuration; retrying cannot help);
+`StepTransientError` is retried by the step's retry policy. Anything else is a bug and is retried
+too. Cancellation surfaces as `asyncio.CancelledError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from app.db import SessionFactory
+from app.settings import Settings
+
+MAX_PROBLEM_CHARS = 300
+
+StepRun = Callable[[dict[str, Any], "StepContext"], Awaitable[Any]]
+
+
+class StepInputError(ValueError):
+    """The step's input or configuration is wrong; retrying cannot help."""
+
+
+class StepTransientError(RuntimeError):
+    """A temporary failure (network, remote 5xx, timeout); the step is retried."""
+
+
+def _no_heartbeat(*details: Any) -> None:
+    return None
+
+
+def _never_cancelled() -> bool:
+    return False
+
+
+@dataclass
+class StepContext:
+    """Who runs the step and the worker's handles, built by the worker for each call."""
+
+    tenant_id: str
+    execution_id: str
+    step_id: str
+    attempt: int
+    settings: Settings
+    sessions: SessionFactory | None  # for idempotency records; None runs without them
+    heartbeat: Callable[..., None] = field(default=_no_heartbeat)  # progress details
+    cancelled: Callable[[], bool] = field(default=_never_cancelled)  # True once cancel asked
+    # Publishes to a Redis channel (app.events.bus); False when the bus is unreachable.
+    publish: Callable[[str, dict[str, Any]], Awaitable[bool]] | None = None
+
+
+@dataclass(frozen=True)
+class StepActivity:
+    """One activity a template step may name. `run` is None for workflow-native steps."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    run: StepRun | None
+    heartbeat_seconds: float | None = None  # heartbeat timeout for long activities
+
+
+def define(
+    name: str,
+    description: str,
+    input_schema: dict[str, Any],
+    impl: StepRun | None,
+    *,
+    heartbeat_seconds: float | None = None,
+) -> StepActivity:
+    """Build a StepActivity whose `run` validates its input against `input_schema` first."""
+    Draft202012Validator.check_schema(input_schema)  # a bad schema is a bug: fail at import
+    if impl is None:
+        return StepActivity(name, description, input_schema, None, heartbeat_seconds)
+    validator = Draft202012Validator(input_schema, format_checker=FormatChecker())
+    checked_impl = impl
+
+    async def run(input: dict[str, Any], ctx: StepContext) -> Any:
+        problems = input_problems(validator, input)
+        if problems:
+            raise StepInputError(f"invalid input for {name}: " + "; ".join(problems))
+        return await checked_impl(input, ctx)
+
+    run.__name__ = run.__qualname__ = name.replace(".", "_")
+    run.__doc__ = impl.__doc__
+    return StepActivity(name, description, input_schema, run, heartbeat_seconds)
+
+
+def input_problems(validator: Draft202012Validator, input: Any) -> list[str]:
+    """Every schema violation as `$.path: message`, sorted by path so messages are stable."""
+    found = []
+    for error in validator.iter_errors(input):
+        path = "$" + "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+        )
+        message = error.message
+        if len(message) > MAX_PROBLEM_CHARS:  # messages quote the instance, which may be huge
+            message = message[: MAX_PROBLEM_CHARS - 3] + "..."
+        found.append((path, message))
+    return [f"{path}: {message}" for path, message in sorted(found)]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal values give equal text (for hashes and keys)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,200 @@
+"""`email.send`: one email over SMTP (aiosmtplib), sent at most once per idempotency key.
+
+Input: `{to, cc?, bcc?, subject, text, html?, from?, reply_to?, headers?, idempotency_key?}`;
+`to`, `cc`, `bcc` take one address or a list (`ada@example.com` or `Ada <ada@example.com>`).
+`html` is sanitised with nh3 and sent as the alternative to `text`. `from` defaults to
+SMTP_FROM. Output: `{message_id, accepted: [...], rejected: {address: "code reason"},
+deduplicated}`.
+
+Idempotency: the key is `idempotency_key` when given (per tenant), else the execution, the step
+and a hash of the message, so a retried step (or a fan-out item) finds the first run's result in
+`step_idempotency` and sends nothing. The Message-ID derives from the key, so even a repeat
+after a crash between sending and recording is recognisable downstream as the same message.
+
+Errors: connection failures, timeouts and 4xx replies are transient; 5xx replies (recipients,
+sender or message refused; authentication) and malformed addresses are permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from email import policy
+from email.errors import NonASCIILocalPartDefect
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+import aiosmtplib
+import nh3
+
+from app.settings import Settings
+from app.steps.base import (
+    StepActivity,
+    StepContext,
+    StepInputError,
+    StepTransientError,
+    canonical_json,
+    define,
+)
+from app.steps.idempotency import once
+
+SMTP_TIMEOUT_SECONDS = 30.0
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field name: printable ASCII except ':'
+_RESERVED_HEADERS = frozenset(
+    {"from", "to", "cc", "bcc", "subject", "message-id", "date", "reply-to", "sender"}
+    | {"mime-version", "content-type", "content-transfer-encoding", "return-path"}
+)
+
+
+def _address(raw: str, field: str) -> Address:
+    if "\r" in raw or "\n" in raw:
+        raise StepInputError(f"`{field}`: {raw!r} contains a line break")
+    try:
+        header = policy.default.header_factory(field, raw)
+        addresses = header.addresses  # type: ignore[attr-defined]
+    except Exception as exc:  # the parser raises IndexError and friends on some garbage
+        raise StepInputError(f"`{field}`: {raw!r} is not an email address") from exc
+    defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    if defects or len(addresses) != 1 or not addresses[0].username or not addresses[0].domain:
+        raise StepInputError(f"`{field}`: {raw!r} is not one email address")
+    return addresses[0]
+
+
+def _addresses(value: str | list[str] | None, field: str) -> list[Address]:
+    items = [value] if isinstance(value, str) else value or []
+    return [_address(item, field) for item in items]
+
+
+def _header_value(value: str, field: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise StepInputError(f"`{field}` must not contain line breaks")
+    return value
+
+
+def _build(input: dict[str, Any], sender: Address, message_id: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = _addresses(input["to"], "to")
+    if input.get("cc"):
+        message["Cc"] = _addresses(input["cc"], "cc")
+    if input.get("reply_to"):
+        message["Reply-To"] = _addresses(input["reply_to"], "reply_to")
+    message["Subject"] = _header_value(input["subject"], "subject")
+    message["Message-ID"] = message_id
+    message["Date"] = format_datetime(datetime.now(UTC))
+    for name, value in (input.get("headers") or {}).items():
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
+            raise StepInputError(f"`headers`: {name!r} cannot be set by a template")
+        message[name] = _header_value(value, f"headers.{name}")
+    message.set_content(input["text"])
+    if input.get("html"):
+        message.add_alternative(nh3.clean(input["html"]), subtype="html")
+    return message
+
+
+def _reply(code: int, text: str) -> str:
+    return f"{code} {text}".strip()
+
+
+async def _deliver(
+    message: EmailMessage, sender: str, recipients: list[str], settings: Settings
+) -> dict[str, Any]:
+    try:
+        refused, _ = await aiosmtplib.send(
+            message,
+            sender=sender,
+            recipients=recipients,
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            use_tls=settings.smtp_use_tls,
+            start_tls=settings.smtp_starttls,
+            timeout=SMTP_TIMEOUT_SECONDS,
+        )
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        replies = {r.recipient: _reply(r.code, r.message) for r in exc.recipients}
+        if any(400 <= r.code < 500 for r in exc.recipients):
+            raise StepTransientError(f"recipients refused for now: {replies}") from exc
+        raise StepInputError(f"every recipient was refused: {replies}") from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        reason = f"SMTP server replied {_reply(exc.code, exc.message)}"
+        if 400 <= exc.code < 500:
+            raise StepTransientError(reason) from exc
+        raise StepInputError(reason) from exc
+    except aiosmtplib.SMTPNotSupported as exc:
+        raise StepInputError(f"SMTP server cannot send this message: {exc}") from exc
+    except (aiosmtplib.SMTPException, OSError) as exc:  # connect, disconnect, timeout
+        raise StepTransientError(
+            f"SMTP {settings.smtp_host}:{settings.smtp_port} unavailable: {exc}"
+        ) from exc
+    return {
+        "accepted": [r for r in recipients if r not in refused],
+        "rejected": {r: _reply(reply.code, reply.message) for r, reply in refused.items()},
+    }
+
+
+def _idempotency_key(input: dict[str, Any], ctx: StepContext) -> str:
+    if input.get("idempotency_key"):
+        return f"email.send:{ctx.tenant_id}:key:{input['idempotency_key']}"
+    content = {k: v for k, v in input.items() if k != "idempotency_key"}
+    digest = hashlib.sha256(canonical_json(content).encode()).hexdigest()[:32]
+    return f"email.send:{ctx.tenant_id}:{ctx.execution_id}:{ctx.step_id}:{digest}"
+
+
+async def send_email(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Send the message once per idempotency key; see the module docstring."""
+    sender = _address(input.get("from") or ctx.settings.smtp_from, "from")
+    envelope = list(
+        dict.fromkeys(
+            a.addr_spec
+            for field in ("to", "cc", "bcc")
+            for a in _addresses(input.get(field), field)
+        )
+    )
+    key = _idempotency_key(input, ctx)
+    message_id = f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{sender.domain}>"
+    message = _build(input, sender, message_id)
+
+    async def deliver() -> dict[str, Any]:
+        sent = await _deliver(message, sender.addr_spec, envelope, ctx.settings)
+        return {"message_id": message_id, **sent}
+
+    result, deduplicated = await once(ctx.sessions, key, ctx.tenant_id, deliver)
+    return {**result, "deduplicated": deduplicated}
+
+
+_ONE_OR_MORE = {  # one address or a list of them
+    "type": ["string", "array"],
+    "minLength": 3,
+    "items": {"type": "string", "minLength": 3},
+    "minItems": 1,
+}
+
+ACTIVITY = define(
+    "email.send",
+    "send an email over SMTP (text, sanitised HTML), at most once per idempotency key",
+    {
+        "type": "object",
+        "required": ["to", "subject", "text"],
+        "additionalProperties": False,
+        "properties": {
+            "to": _ONE_OR_MORE,
+            "cc": _ONE_OR_MORE,
+            "bcc": _ONE_OR_MORE,
+            "reply_to": _ONE_OR_MORE,
+            "from": {"type": "string", "minLength": 3},
+            "subject": {"type": "string", "maxLength": 998},
+            "text": {"type": "string"},
+            "html": {"type": "string"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    },
+    send_email,
+)
+
+ACTIVITIES: list[StepActivity] = [ACTIVITY]

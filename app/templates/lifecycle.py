@@ -1,0 +1,332 @@
+"""Authoring templates: drafts, publishing immutable versions, deprecation, visibility and
+sharing, with who may do what; plus the pure parts of the lifecycle (param migration, diffs).
+
+Who may do what (checked here and in TemplateService, never in resolvers):
+- read: the owner tenant; others when the template is PUBLIC, or SHARED with them, and has a
+  published version. Anything else is NOT_FOUND, exactly like an id that does not exist.
+- run: as read, and the role is operator or admin (ExecutionService.start).
+- author (create, edit the draft, publish, deprecate, set visibility) and share: admins of the
+  owner tenant. Platform templates (tenant_id NULL) are read and run only.
+Visibility comes first: a template the caller cannot read is NOT_FOUND whatever its role, like
+an id that does not exist. Then the role, then ownership (FORBIDDEN, only for a template the
+caller can already read). createTemplate has no template to look at: the role alone decides.
+(startExecution checks the role before looking the template up, so a viewer gets FORBIDDEN for
+any id, existing or not: that says nothing about the template either.)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.models import Template, TemplateVersion
+from app.models.base import utcnow
+from app.models.template import VISIBILITIES
+from app.templates.repository import TemplateRepository
+from app.templates.schemas import TemplateSpec, validate_spec
+from app.tenants.service import Principal
+
+MAX_SHARE_NAMES = 50
+MAX_TAG_CHARS = 50
+
+
+# --- who may do what -------------------------------------------------------------------------
+
+
+def owns(principal: Principal, template: Template) -> bool:
+    return template.tenant_id is not None and template.tenant_id == principal.tenant_id
+
+
+def can_author(principal: Principal, template: Template) -> bool:
+    return principal.role == "admin" and owns(principal, template)
+
+
+def ensure_author_role(principal: Principal) -> None:
+    if principal.role != "admin":
+        raise Forbidden("only admins can author or share templates")
+
+
+def ensure_owner(principal: Principal, template: Template) -> None:
+    if template.tenant_id is None:
+        raise Forbidden("platform templates are read-only")
+    if template.tenant_id != principal.tenant_id:
+        raise Forbidden("only the owner tenant can change this template")
+
+
+# --- pure lifecycle helpers ------------------------------------------------------------------
+
+
+def checked_spec(data: Any) -> TemplateSpec:
+    """validate_spec, plus what the catalog columns need (tags of at most 50 characters)."""
+    spec = validate_spec(data)
+    long_tags = [
+        {"path": f"$.tags[{i}]", "message": f"at most {MAX_TAG_CHARS} characters"}
+        for i, tag in enumerate(spec.tags)
+        if len(tag) > MAX_TAG_CHARS
+    ]
+    if long_tags:
+        raise ValidationFailed(
+            f"invalid template spec ({len(long_tags)} problems)", details=long_tags
+        )
+    return spec
+
+
+def catalog_fields(template: Template, spec: TemplateSpec) -> None:
+    """The catalog entry (and so the search vector) follows the spec being shown."""
+    template.title = spec.title
+    template.description = spec.description
+    template.tags = spec.tags
+    template.category = spec.category
+
+
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal apart from param_migration, which belongs to the version that introduced it."""
+    return {**a, "param_migration": None} == {**b, "param_migration": None}
+
+
+def migrate_params(params: dict[str, Any], migration: dict[str, Any] | None) -> dict[str, Any]:
+    """Map params of the previous version onto a version's parameters (top-level keys):
+    rename (the new name wins if both are present), then drop, then fill defaults."""
+    if not migration:
+        return params
+    out = dict(params)
+    for old, new in (migration.get("rename") or {}).items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    for key in migration.get("drop") or []:
+        out.pop(key, None)
+    for key, value in (migration.get("defaults") or {}).items():
+        out.setdefault(key, copy.deepcopy(value))
+    return out
+
+
+@dataclass
+class StepChange:
+    step_id: str
+    fields: list[str]
+
+
+@dataclass
+class SpecDiff:
+    from_version: int
+    to_version: int
+    added_steps: list[str]
+    removed_steps: list[str]
+    changed_steps: list[StepChange]
+    changed_fields: list[str]
+    unified: str
+
+
+def diff_specs(
+    old: dict[str, Any], new: dict[str, Any], from_version: int, to_version: int
+) -> SpecDiff:
+    """Steps added, removed and changed (by id, with the keys that changed), the other
+    top-level fields that changed, and a unified diff of the specs as sorted, indented JSON."""
+    old_steps = {s["id"]: s for s in old.get("steps", [])}
+    new_steps = {s["id"]: s for s in new.get("steps", [])}
+    changed = [
+        StepChange(i, _changed_keys(old_steps[i], step))
+        for i, step in new_steps.items()
+        if i in old_steps and step != old_steps[i]
+    ]
+    fields = [k for k in _changed_keys(old, new) if k != "steps"]
+    if [i for i in old_steps if i in new_steps] != [i for i in new_steps if i in old_steps]:
+        fields.append("steps (order)")
+    unified = difflib.unified_diff(
+        json.dumps(old, indent=2, sort_keys=True).splitlines(),
+        json.dumps(new, indent=2, sort_keys=True).splitlines(),
+        fromfile=f"v{from_version}",
+        tofile=f"v{to_version}",
+        lineterm="",
+    )
+    return SpecDiff(
+        from_version=from_version,
+        to_version=to_version,
+        added_steps=[i for i in new_steps if i not in old_steps],
+        removed_steps=[i for i in old_steps if i not in new_steps],
+        changed_steps=changed,
+        changed_fields=fields,
+        unified="\n".join(unified),
+    )
+
+
+def _changed_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def diff_versions(versions: list[TemplateVersion], from_version: int, to_version: int) -> SpecDiff:
+    by_number = {v.version: v for v in versions}
+    for number in (from_version, to_version):
+        if number not in by_number:
+            raise NotFound(f"template has no version {number}")
+    return diff_specs(
+        by_number[from_version].spec, by_number[to_version].spec, from_version, to_version
+    )
+
+
+# --- authoring -------------------------------------------------------------------------------
+
+
+class TemplateAuthoring:
+    """Changes to a tenant's templates; the caller (the edge) commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = TemplateRepository(session)
+
+    async def create(
+        self, principal: Principal, spec_data: Any, visibility: str = "PRIVATE"
+    ) -> Template:
+        ensure_author_role(principal)
+        if visibility not in VISIBILITIES:
+            raise ValidationFailed(f"unknown visibility {visibility!r}")
+        spec = checked_spec(spec_data)
+        if await self.repo.by_owner_name(principal.tenant_id, spec.name) is not None:
+            raise Conflict(f"a template named {spec.name!r} already exists")
+        template = Template(
+            tenant_id=principal.tenant_id,
+            name=spec.name,
+            visibility=visibility,
+            latest_version=0,
+            draft_spec=spec.model_dump(mode="json"),
+            created_by_key_id=principal.key_id,
+        )
+        catalog_fields(template, spec)
+        try:
+            return await self.repo.add(template)
+        except IntegrityError as exc:  # lost a race with a create of the same name
+            raise Conflict(f"a template named {spec.name!r} already exists") from exc
+
+    async def update_draft(
+        self, principal: Principal, template_id: uuid.UUID, spec_data: Any
+    ) -> Template:
+        template = await self._editable(principal, template_id)
+        spec = checked_spec(spec_data)
+        if spec.name != template.name:
+            raise ValidationFailed(
+                "a template cannot be renamed",
+                details=[{"path": "$.name", "message": f"must stay {template.name!r}"}],
+            )
+        template.draft_spec = spec.model_dump(mode="json")
+        if template.latest_version == 0:
+            catalog_fields(template, spec)
+        await self.session.flush()
+        return template
+
+    async def publish(self, principal: Principal, template_id: uuid.UUID) -> Template:
+        """The draft becomes version N+1; the draft stays, minus its param_migration (which
+        described N -> N+1 and would be wrong for the next version)."""
+        template = await self._editable(principal, template_id)
+        if template.draft_spec is None:
+            raise Conflict("the template has no draft to publish")
+        spec = checked_spec(template.draft_spec)  # activities may have changed since saving
+        stored = spec.model_dump(mode="json")
+        number = template.latest_version + 1
+        if number == 1 and spec.param_migration is not None:
+            raise ValidationFailed(
+                "invalid template spec (1 problems)",
+                details=[
+                    {
+                        "path": "$.param_migration",
+                        "message": "version 1 has no earlier version to migrate params from",
+                    }
+                ],
+            )
+        current = await self.repo.version(template.id, template.latest_version)
+        if current is not None and current.status == "PUBLISHED":
+            if same_content(current.spec, stored):
+                raise Conflict(f"the draft has no changes since version {current.version}")
+        await self.repo.add_version(
+            TemplateVersion(
+                template_id=template.id,
+                version=number,
+                spec=stored,
+                published_by_key_id=principal.key_id,
+            )
+        )
+        template.latest_version = number
+        template.draft_spec = {**stored, "param_migration": None}
+        catalog_fields(template, spec)
+        await self.session.flush()
+        return template
+
+    async def deprecate(
+        self, principal: Principal, template_id: uuid.UUID, number: int
+    ) -> Template:
+        """No new executions start on that version; running ones finish on it. Idempotent."""
+        template = await self._editable(principal, template_id)
+        version = await self.repo.version(template.id, number)
+        if version is None:
+            raise NotFound(f"template has no version {number}")
+        if version.status != "DEPRECATED":
+            version.status, version.deprecated_at = "DEPRECATED", utcnow()
+            template.updated_at = utcnow()
+            await self.session.flush()
+        return template
+
+    async def set_visibility(
+        self, principal: Principal, template_id: uuid.UUID, visibility: str
+    ) -> Template:
+        """PRIVATE also revokes every share: private means the owner only, no dormant grants."""
+        if visibility not in VISIBILITIES:
+            raise ValidationFailed(f"unknown visibility {visibility!r}")
+        template = await self._editable(principal, template_id)
+        if visibility == "PRIVATE":
+            await self.repo.revoke(template.id, None)
+        template.visibility = visibility
+        await self.session.flush()
+        return template
+
+    async def share(
+        self,
+        principal: Principal,
+        template_id: uuid.UUID,
+        tenant_names: list[str],
+        *,
+        revoke: bool = False,
+    ) -> Template:
+        """Grant (or revoke) read and run to tenants by name. Granting on a PRIVATE template
+        makes it SHARED; a PUBLIC one stays PUBLIC (its grants matter if it goes SHARED)."""
+        template = await self._editable(principal, template_id)
+        names = list(dict.fromkeys(n.strip() for n in tenant_names))
+        if not 1 <= len(names) <= MAX_SHARE_NAMES:
+            raise ValidationFailed(f"give 1-{MAX_SHARE_NAMES} tenant names")
+        tenants = await self.repo.tenants_by_name(names)
+        problems = []
+        for i, name in enumerate(names):
+            tenant = tenants.get(name)
+            if tenant is None:
+                problems.append({"path": f"$.tenantNames[{i}]", "message": f"no tenant {name!r}"})
+            elif tenant.id == principal.tenant_id:
+                problems.append(
+                    {"path": f"$.tenantNames[{i}]", "message": "the owner always has access"}
+                )
+        if problems:
+            raise ValidationFailed(f"cannot share ({len(problems)} problems)", details=problems)
+        ids = [tenants[n].id for n in names]
+        if revoke:
+            await self.repo.revoke(template.id, ids)
+        else:
+            await self.repo.grant(template.id, ids, principal.key_id)
+            if template.visibility == "PRIVATE":
+                template.visibility = "SHARED"
+        template.updated_at = utcnow()
+        await self.session.flush()
+        return template
+
+    async def _editable(self, principal: Principal, template_id: uuid.UUID) -> Template:
+        template = await self.repo.get_visible(principal.tenant_id, template_id, lock=True)
+        if template is None:
+            raise NotFound("template not found")
+        ensure_author_role(principal)
+        ensure_owner(principal, template)
+        return template
