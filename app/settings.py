@@ -72,7 +72,17 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
-    ai_default_budget_usd: Decimal = Decimal("0")
+    ai_task_queue: str = "ai"  # AI activities run here (`wfs worker --queue ai`)
+    ai_timeout_seconds: float = 30.0  # per provider call
+    ai_soft_threshold: float = 0.8  # share of the budget that emits a warning event
+    ai_tier_budgets_usd: dict[str, Decimal] = Field(  # monthly default per tier
+        default_factory=lambda: {
+            "free": Decimal("0"),
+            "pro": Decimal("10"),
+            "premium": Decimal("100"),
+            "enterprise": Decimal("1000"),
+        }
+    )
 
     @property
     def files_root(self) -> Path:

@@ -29,6 +29,8 @@ def build_worker(
     publisher: Publisher,
     settings: Settings,
 ) -> Worker:
+    if task_queue == settings.ai_task_queue:
+        return build_ai_worker(client, sessions, settings)
     activities = TemplateActivities(sessions, publisher, settings)
     return Worker(
         client,
@@ -39,6 +41,21 @@ def build_worker(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
         ),
         max_concurrent_workflow_task_polls=10,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+def build_ai_worker(client: Client, sessions: SessionFactory, settings: Settings) -> Worker:
+    """Only the AI activities, on the AI queue: workflows and other steps stay elsewhere."""
+    from app.ai.wiring import build_gateway
+    from workers.ai_activities import AiActivities
+
+    gateway = build_gateway(settings, sessions)
+    return Worker(
+        client,
+        task_queue=settings.ai_task_queue,
+        activities=AiActivities(gateway, sessions, settings).all(),
+        max_concurrent_activities=50,
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
 

@@ -92,6 +92,7 @@ async def run_activity(
         return await workflow.execute_activity(
             step.activity,
             StepCall(execution_id, tenant_id, step.id, payload, index),
+            task_queue=step.task_queue,
             start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
             heartbeat_timeout=timedelta(seconds=step.heartbeat_seconds * 3)
             if step.heartbeat_seconds

@@ -22,7 +22,7 @@ from app.api.errors import (
     user_error,
 )
 from app.api.relay import Connection, Node, from_global_id, to_global_id
-from app.api.templates import Template, load_template_node
+from app.api.templates import Template
 from app.errors import DomainError, NotFound
 from app.events.bus import Event
 from app.executions.events import TERMINAL_EVENTS, TERMINAL_STATUSES, execution_channel
@@ -131,9 +131,13 @@ class Execution(Node):
             version_pk=m.template_version_id,
         )
 
-    @strawberry.field
-    async def template(self, info: strawberry.Info[Context, None]) -> Template:
-        return await load_template_node(info, self.template_pk)
+    @strawberry.field(
+        description="The template it runs; null once the template is no longer visible to you "
+        "(its owner made it private or stopped sharing it)."
+    )
+    async def template(self, info: strawberry.Info[Context, None]) -> Template | None:
+        template = await info.context.loaders.templates.load(self.template_pk)
+        return Template.from_model(template) if template is not None else None
 
     @strawberry.field(description="The template version this execution runs (fixed at start).")
     async def template_version(self, info: strawberry.Info[Context, None]) -> int:

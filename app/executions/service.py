@@ -171,6 +171,7 @@ class ExecutionService:
             steps=spec.plan(
                 default_timeout=settings.step_default_timeout_seconds,
                 default_attempts=settings.step_default_max_attempts,
+                ai_task_queue=settings.ai_task_queue,
             ),
             output=spec.output,
             max_wait_seconds=settings.max_wait_seconds,

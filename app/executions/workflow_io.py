@@ -45,6 +45,7 @@ class StepPlan:
     compensate: CompensatePlan | None = None
     heartbeat_seconds: float | None = None
     enhancements: list[dict[str, Any]] = field(default_factory=list)
+    task_queue: str | None = None  # None: the workflow's own queue; AI steps run on the AI queue
 
 
 @dataclass

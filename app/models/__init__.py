@@ -1,5 +1,6 @@
 """SQLAlchemy ORM tables. Importing this package registers every table on Base.metadata."""
 
+from app.models.ai_settings import TenantAiSettings
 from app.models.ai_usage import AiUsage
 from app.models.base import Base
 from app.models.execution import STATUSES, Execution, ExecutionEvent
@@ -20,4 +21,5 @@ __all__ = [
     "Template",
     "TemplateVersion",
     "Tenant",
+    "TenantAiSettings",
 ]

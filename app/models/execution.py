@@ -29,6 +29,8 @@ class Execution(UUIDPk, Timestamps, Base):
         CheckConstraint(f"status IN {STATUSES}", name="status"),
         Index("ix_executions_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_executions_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        # Popularity (runs in the last 30 days per template).
+        Index("ix_executions_template_created", "template_id", "created_at"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

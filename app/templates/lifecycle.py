@@ -233,7 +233,7 @@ class TemplateAuthoring:
         number = template.latest_version + 1
         if number == 1 and spec.param_migration is not None:
             raise ValidationFailed(
-                "invalid template spec (1 problems)",
+                "version 1 cannot have a param_migration",
                 details=[
                     {
                         "path": "$.param_migration",
@@ -297,12 +297,13 @@ class TemplateAuthoring:
         """Grant (or revoke) read and run to tenants by name. Granting on a PRIVATE template
         makes it SHARED; a PUBLIC one stays PUBLIC (its grants matter if it goes SHARED)."""
         template = await self._editable(principal, template_id)
-        names = list(dict.fromkeys(n.strip() for n in tenant_names))
+        given = [n.strip() for n in tenant_names]
+        names = list(dict.fromkeys(given))
         if not 1 <= len(names) <= MAX_SHARE_NAMES:
             raise ValidationFailed(f"give 1-{MAX_SHARE_NAMES} tenant names")
         tenants = await self.repo.tenants_by_name(names)
         problems = []
-        for i, name in enumerate(names):
+        for i, name in enumerate(given):
             tenant = tenants.get(name)
             if tenant is None:
                 problems.append({"path": f"$.tenantNames[{i}]", "message": f"no tenant {name!r}"})

@@ -93,7 +93,9 @@ class TemplateSpec(BaseModel):
     example_params: dict[str, Any] | None = None
     param_migration: ParamMigration | None = None
 
-    def plan(self, *, default_timeout: float, default_attempts: int) -> list[StepPlan]:
+    def plan(
+        self, *, default_timeout: float, default_attempts: int, ai_task_queue: str | None = None
+    ) -> list[StepPlan]:
         """The steps as the workflow runs them, with defaults and dependencies filled in."""
         needs = resolved_needs(self)
         plans = []
@@ -121,6 +123,7 @@ class TemplateSpec(BaseModel):
                     else None,
                     heartbeat_seconds=getattr(entry, "heartbeat_seconds", None),
                     enhancements=[e.model_dump() for e in step.enhancements],
+                    task_queue=ai_task_queue if step.activity.startswith("ai.") else None,
                 )
             )
         return plans
