@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     ai_task_queue: str = "ai"  # AI activities run here (`wfs worker --queue ai`)
     ai_timeout_seconds: float = 30.0  # per provider call
     ai_soft_threshold: float = 0.8  # share of the budget that emits a warning event
+    ai_probe_seconds: float = 30.0  # AI workers probe providers and publish health this often
     ai_tier_budgets_usd: dict[str, Decimal] = Field(  # monthly default per tier
         default_factory=lambda: {
             "free": Decimal("0"),

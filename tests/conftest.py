@@ -20,6 +20,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from app.ai.fake_llm import FakeLLM, FakeLLMServer
+from app.ai.fake_responder import task_responder
 from app.db import make_engine, make_sessionmaker
 from app.embedded import EmbeddedPostgres, EmbeddedTemporal, EmbeddedValkey
 from app.embedded.mail import DevMailSink
@@ -128,6 +130,15 @@ def mail_sink(state_dir: Path) -> Iterator[DevMailSink]:
 
 
 @pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeLLMServer]:
+    """The wire-compatible fake OpenAI/Anthropic server, answering AI tasks like a model."""
+    server = FakeLLMServer(FakeLLM(responder=task_responder))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def webhook_sink() -> Iterator[WebhookSink]:
     sink = WebhookSink()
     yield sink
@@ -141,9 +152,14 @@ def settings(
     state_dir: Path,
     mail_sink: DevMailSink,
     webhook_sink: WebhookSink,
+    fake_llm: FakeLLMServer,
 ) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
+        openai_api_key="test-openai-key",
+        openai_base_url=fake_llm.openai_base_url,
+        anthropic_api_key="test-anthropic-key",
+        anthropic_base_url=fake_llm.anthropic_base_url,
         smtp_port=mail_sink.port,
         http_allowed_hosts=["127.0.0.1"],
         storage_root=state_dir / "storage",
@@ -151,6 +167,7 @@ def settings(
         redis_url=services.redis_url,
         temporal_address=services.temporal_address,
         temporal_task_queue=f"test-{uuid.uuid4().hex[:8]}",
+        ai_task_queue=f"test-ai-{uuid.uuid4().hex[:8]}",
         api_port=free_port(),
         state_dir=state_dir,
         subscription_poll_seconds=1.0,
@@ -176,10 +193,11 @@ async def server(settings: Settings, sessions) -> AsyncIterator[str]:  # type: i
     stop, ready = asyncio.Event(), asyncio.Event()
     api = asyncio.create_task(run_api(settings, stop, ready))
     worker = asyncio.create_task(run_worker(settings, stop))
+    ai_worker = asyncio.create_task(run_worker(settings, stop, settings.ai_task_queue))
     await asyncio.wait_for(ready.wait(), 30)
     yield f"http://{settings.api_host}:{settings.api_port}"
     stop.set()
-    await asyncio.gather(api, worker)
+    await asyncio.gather(api, worker, ai_worker)
 
 
 @dataclass

@@ -10,10 +10,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from app.ai.gateway import AiGateway
 from app.db import SessionFactory
 from app.executions.service import Publisher
 from app.settings import Settings
 from workers.activities import TemplateActivities
+from workers.ai_activities import AiActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow
 
 log = structlog.get_logger(__name__)
@@ -29,8 +31,6 @@ def build_worker(
     publisher: Publisher,
     settings: Settings,
 ) -> Worker:
-    if task_queue == settings.ai_task_queue:
-        return build_ai_worker(client, sessions, settings)
     activities = TemplateActivities(sessions, publisher, settings)
     return Worker(
         client,
@@ -45,12 +45,10 @@ def build_worker(
     )
 
 
-def build_ai_worker(client: Client, sessions: SessionFactory, settings: Settings) -> Worker:
+def build_ai_worker(
+    client: Client, gateway: AiGateway, sessions: SessionFactory, settings: Settings
+) -> Worker:
     """Only the AI activities, on the AI queue: workflows and other steps stay elsewhere."""
-    from app.ai.wiring import build_gateway
-    from workers.ai_activities import AiActivities
-
-    gateway = build_gateway(settings, sessions)
     return Worker(
         client,
         task_queue=settings.ai_task_queue,

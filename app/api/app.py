@@ -144,7 +144,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         temporal = await connect(settings.temporal_address, settings.temporal_namespace)
         redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
         limiter = RateLimiter(redis, settings.rate_limit_per_minute)
-        holder["deps"] = Deps(settings, engine, make_sessionmaker(engine), bus, temporal, limiter)
+        holder["deps"] = Deps(
+            settings, engine, make_sessionmaker(engine), bus, temporal, limiter, redis
+        )
         log.info("api.started")
         try:
             yield

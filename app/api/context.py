@@ -17,10 +17,11 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
+from app.ai.repository import AiRepository
 from app.api.deps import Deps
 from app.errors import DomainError, Unauthenticated
 from app.executions.repository import ExecutionRepository
-from app.models import Execution, Template, TemplateVersion, Tenant
+from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
 from app.templates.repository import TemplateRepository
 from app.templates.service import popularity_since
 from app.tenants.repository import TenantRepository
@@ -38,6 +39,8 @@ class Loaders:
     template_versions: DataLoader[uuid.UUID, list[TemplateVersion]]
     template_run_counts: DataLoader[uuid.UUID, int]
     template_shares: DataLoader[uuid.UUID, list[str]]
+    # Keyed by execution id; only asked for executions already loaded for the caller.
+    ai_usage: DataLoader[uuid.UUID, list[AiUsage]]
 
 
 @dataclass
@@ -76,8 +79,14 @@ class Context:
             template_versions=DataLoader(self._load_template_versions),
             template_run_counts=DataLoader(self._load_template_run_counts),
             template_shares=DataLoader(self._load_template_shares),
+            ai_usage=DataLoader(self._load_ai_usage),
         )
         return self.loaders
+
+    async def _load_ai_usage(self, ids: list[uuid.UUID]) -> list[list[AiUsage]]:
+        async with self.session() as s:
+            found = await AiRepository(s).usage_for_executions(ids)
+        return [found.get(i, []) for i in ids]
 
     # Loaders scope every lookup to the caller's tenant: another tenant's id loads as None.
     async def _load_templates(self, ids: list[uuid.UUID]) -> list[Template | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -21,3 +22,4 @@ class Deps:
     bus: EventBus
     temporal: Client
     limiter: RateLimiter
+    redis: aioredis.Redis

@@ -6,7 +6,8 @@ import enum
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Annotated, Any, cast
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -29,6 +30,9 @@ from app.executions.events import TERMINAL_EVENTS, TERMINAL_STATUSES, execution_
 from app.executions.service import ExecutionService, StartRequest
 from app.models import Execution as ExecutionModel
 from app.models import ExecutionEvent as EventModel
+
+if TYPE_CHECKING:
+    from app.api.ai import AiUsageRecord
 
 CATCH_UP_BATCH = 500
 
@@ -144,6 +148,20 @@ class Execution(Node):
         version = await info.context.loaders.versions.load(self.version_pk)
         assert version is not None
         return version.version
+
+    @strawberry.field(description="Every AI call (or fallback) made for this execution.")
+    async def ai_usage(
+        self, info: strawberry.Info[Context, None]
+    ) -> list[Annotated[AiUsageRecord, strawberry.lazy("app.api.ai")]]:
+        from app.api.ai import AiUsageRecord
+
+        rows = await info.context.loaders.ai_usage.load(self.pk)
+        return [AiUsageRecord.from_model(r) for r in rows]
+
+    @strawberry.field(description="What AI cost this execution so far, in USD.")
+    async def ai_cost_usd(self, info: strawberry.Info[Context, None]) -> Decimal:
+        rows = await info.context.loaders.ai_usage.load(self.pk)
+        return sum((r.cost_usd for r in rows), Decimal(0))
 
     @strawberry.field(description="The audit trail, oldest first.")
     async def events(

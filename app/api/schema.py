@@ -7,6 +7,7 @@ from functools import partial
 import strawberry
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 
+from app.api.ai import AiMutation, AiQuery
 from app.api.context import Context
 from app.api.errors import UserError, graphql_errors, should_mask
 from app.api.executions import (
@@ -42,12 +43,12 @@ class NodeQuery:
 
 
 @strawberry.type
-class Query(ViewerQuery, TemplateQuery, ExecutionQuery, NodeQuery):
+class Query(ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, NodeQuery):
     pass
 
 
 @strawberry.type
-class Mutation(ExecutionMutation, TemplateMutation):
+class Mutation(ExecutionMutation, TemplateMutation, AiMutation):
     pass
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import uuid
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -10,6 +12,9 @@ from app.api.context import Context
 from app.api.errors import graphql_errors
 from app.api.relay import Node, to_global_id
 from app.models import Tenant as TenantModel
+
+if TYPE_CHECKING:
+    from app.api.ai import Budget
 
 
 @strawberry.enum
@@ -41,6 +46,15 @@ class Tenant(Node):
 class Viewer:
     tenant: Tenant
     role: Role
+    tenant_pk: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(description="This month's AI budget: limit, spent, reserved, remaining.")
+    async def budget(
+        self, info: strawberry.Info[Context, None]
+    ) -> Annotated[Budget, strawberry.lazy("app.api.ai")]:
+        from app.api.ai import budget_of
+
+        return await budget_of(info, self.tenant_pk)
 
 
 @strawberry.type
@@ -51,4 +65,6 @@ class ViewerQuery:
             principal = info.context.principal()
         tenant = await info.context.loaders.tenants.load(principal.tenant_id)
         assert tenant is not None
-        return Viewer(tenant=Tenant.from_model(tenant), role=Role(principal.role))
+        return Viewer(
+            tenant=Tenant.from_model(tenant), role=Role(principal.role), tenant_pk=tenant.id
+        )

@@ -71,6 +71,24 @@ def _start_embedded(settings: Settings) -> tuple[Settings, list[Any]]:
     return settings.model_copy(update=updates), started
 
 
+def _start_fake_llm(settings: Settings, started: list[Any]) -> Settings:
+    """The fake answers every AI task like a model would (valid output, tokens, cost)."""
+    from app.ai.fake_llm import FakeLLM, FakeLLMServer
+    from app.ai.fake_responder import task_responder
+
+    server = FakeLLMServer(FakeLLM(responder=task_responder))
+    server.start()
+    started.append(server)
+    return settings.model_copy(
+        update={
+            "openai_api_key": "fake-openai-key",
+            "openai_base_url": server.openai_base_url,
+            "anthropic_api_key": "fake-anthropic-key",
+            "anthropic_base_url": server.anthropic_base_url,
+        }
+    )
+
+
 def _stop_all(servers: list[Any]) -> None:
     for server in reversed(servers):
         try:
@@ -79,7 +97,7 @@ def _stop_all(servers: list[Any]) -> None:
             log.warning("dev.stop_failed", server=type(server).__name__, error=str(exc))
 
 
-def run_dev(settings: Settings) -> int:
+def run_dev(settings: Settings, *, fake_llm: bool = False) -> int:
     t0 = time.monotonic()
     # Ctrl-C during start-up must still stop what was started, so signals only set a flag here.
     interrupted: list[int] = []
@@ -90,6 +108,8 @@ def run_dev(settings: Settings) -> int:
     started: list[Any] = []
     try:
         settings, started = _start_embedded(settings)
+        if fake_llm:
+            settings = _start_fake_llm(settings, started)
         write_services_file(
             settings.state_dir,
             {
@@ -135,6 +155,7 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
     tasks = [
         asyncio.create_task(run_api(settings, stop, ready), name="api"),
         asyncio.create_task(run_worker(settings, stop), name="worker"),
+        asyncio.create_task(run_worker(settings, stop, settings.ai_task_queue), name="ai-worker"),
     ]
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait([ready_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -151,6 +172,18 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
     return 1 if failures else 0
 
 
+def _ai_line(settings: Settings) -> str:
+    providers = [
+        f"{name} ({url or 'api'})"
+        for name, key, url in (
+            ("openai", settings.openai_api_key, settings.openai_base_url),
+            ("anthropic", settings.anthropic_api_key, settings.anthropic_base_url),
+        )
+        if key
+    ]
+    return ", ".join(providers) if providers else "baseline only (no keys; try --fake-llm)"
+
+
 def _banner(settings: Settings, keys: dict[str, str], seconds: float) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     lines = [
@@ -160,6 +193,7 @@ def _banner(settings: Settings, keys: dict[str, str], seconds: float) -> None:
         f"  WebSocket    {base.replace('http', 'ws', 1)}/graphql (graphql-transport-ws)",
         f"  Health       {base}/healthz  {base}/readyz  {base}/metrics",
         f"  Temporal UI  {settings.temporal_ui_url or '(not started: TEMPORAL_ADDRESS is set)'}",
+        f"  AI           {_ai_line(settings)}",
         f"  Mail         SMTP {settings.smtp_host}:{settings.smtp_port}"
         f" (dev catcher: {settings.state_dir.resolve() / 'mail'}, a Maildir)",
         f"  Files        {settings.files_root} (one folder per tenant; samples/ for the demos)",

@@ -90,12 +90,17 @@ def worker(queue: str | None, metrics_port: int | None) -> None:
 )
 @click.option("--port", type=int, default=8000, show_default=True, help="API port.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-def dev(state_dir: Path, port: int, host: str) -> None:
+@click.option(
+    "--fake-llm",
+    is_flag=True,
+    help="Serve OpenAI and Anthropic from a local fake (no keys needed) to try the AI path.",
+)
+def dev(state_dir: Path, port: int, host: str, fake_llm: bool) -> None:
     """Start everything not configured (PostgreSQL, Valkey, Temporal), migrate, seed, serve."""
     from app.cli.dev import run_dev
 
     settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
-    _exit(run_dev(settings))
+    _exit(run_dev(settings, fake_llm=fake_llm))
 
 
 @cli.command()

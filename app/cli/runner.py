@@ -58,6 +58,11 @@ async def run_api(
 async def run_worker(
     settings: Settings, stop: asyncio.Event, task_queue: str | None = None
 ) -> None:
+    """A worker for one task queue; the AI queue gets the AI activities and their upkeep."""
+    queue = task_queue or settings.temporal_task_queue
+    if queue == settings.ai_task_queue:
+        await run_ai_worker(settings, stop)
+        return
     from workers.main import build_worker, run_until  # workers import app, never the reverse
 
     assert settings.database_url and settings.redis_url and settings.temporal_address
@@ -67,14 +72,27 @@ async def run_worker(
     bus = EventBus(settings.redis_url)
     await bus.start()
     try:
-        worker = build_worker(
-            client,
-            task_queue or settings.temporal_task_queue,
-            make_sessionmaker(engine),
-            bus,
-            settings,
-        )
+        worker = build_worker(client, queue, make_sessionmaker(engine), bus, settings)
         await run_until(worker, stop)
     finally:
         await bus.close()
+        await engine.dispose()
+
+
+async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:
+    from app.ai.wiring import build_gateway, upkeep
+    from workers.main import build_ai_worker, run_until
+
+    assert settings.database_url and settings.temporal_address
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    gateway = build_gateway(settings, sessions)
+    maintenance = asyncio.create_task(upkeep(gateway, settings, stop))
+    try:
+        await run_until(build_ai_worker(client, gateway, sessions, settings), stop)
+    finally:
+        stop.set()
+        await maintenance
+        await gateway.ledger.redis.aclose()
         await engine.dispose()

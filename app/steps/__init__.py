@@ -7,7 +7,7 @@ them. One module per family: data, files, http, email, wait, text (non-AI baseli
 tasks) and notify (`events.publish`); the contract is in `base`.
 """
 
-from app.steps import data, email, files, http, notify, text, wait
+from app.steps import ai, data, email, files, http, notify, text, wait
 from app.steps.base import (
     StepActivity,
     StepContext,
@@ -24,6 +24,7 @@ _FAMILIES: list[list[StepActivity]] = [
     text.TEXT_ACTIVITIES,
     notify.ACTIVITIES,
     wait.ACTIVITIES,
+    ai.ACTIVITIES,
 ]
 STEP_ACTIVITIES: dict[str, StepActivity] = {
     activity.name: activity for family in _FAMILIES for activity in family

@@ -24,6 +24,13 @@ HERE = {
     "Node",
     "SendExecutionEvent",
     "ExecutionUpdates",
+    # run in tests/api/test_ai_api.py
+    "AiUsage",
+    "AiUsageSummary",
+    "AiOverview",
+    "SetBudget",
+    "UpdateAiSettings",
+    "ExecutionAi",
 }
 
 

@@ -1,0 +1,119 @@
+"""The shapes every part of the AI layer agrees on: tasks, providers, results and failures.
+
+The gateway (app/ai/gateway.py) takes an AiRequest, picks a ModelChoice per tier, checks the
+budget, cache and provider health, calls a Provider with the task's TaskSpec, validates the
+output with the TaskSpec, and falls back to the task's baseline on any failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+TASKS = (
+    "generate_text",
+    "classify_content",
+    "summarize",
+    "extract_entities",
+    "personalize_content",
+    "optimize_timing",
+)
+PROVIDERS = ("openai", "anthropic", "baseline")
+
+# Why a call ended on the baseline (ai_usage.fallback_reason).
+FALLBACK_REASONS = (
+    "TIER",  # the tenant's tier does not include this task
+    "DISABLED",  # the tenant switched AI off
+    "NO_PROVIDER",  # no provider configured (no API keys)
+    "BUDGET",  # the monthly budget is exhausted
+    "BREAKER_OPEN",  # every candidate provider's circuit is open
+    "PROVIDER_ERROR",  # providers failed (errors, timeouts) after failover
+    "INVALID_OUTPUT",  # output failed validation twice
+)
+
+
+@dataclass(frozen=True)
+class AiRequest:
+    task: str
+    input: dict[str, Any]  # the task's input, checked against TaskSpec.input_schema
+    tenant_id: str
+    execution_id: str | None = None
+    step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    provider: str  # one of PROVIDERS
+    model: str  # "baseline" for the baseline provider
+
+
+@dataclass
+class ProviderResult:
+    output: dict[str, Any]  # the JSON object the model returned, NOT yet validated
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int
+    raw_text: str = ""
+
+
+class ProviderError(Exception):
+    """A provider call failed. `retryable` failures count against the provider's health and
+    trigger failover; non-retryable ones (bad request) go straight to the baseline."""
+
+    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.kind = (
+            kind  # rate_limited | server | timeout | connection | bad_request | auth | invalid_json
+        )
+        self.retryable = retryable
+
+
+class InvalidOutput(ValueError):
+    """The model's output broke the task's rules (wrong category, entity not in the text...)."""
+
+
+class TaskSpec(Protocol):
+    name: str
+    input_schema: dict[str, Any]  # JSON Schema of AiRequest.input
+    output_schema: dict[str, Any]  # JSON Schema the model is asked to follow
+
+    def messages(self, input: dict[str, Any]) -> tuple[str, str]:
+        """(system instructions, user content). User content is delimited data, never
+        spliced into the instructions."""
+
+    def validate(self, input: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
+        """The cleaned output (e.g. sanitised text), or InvalidOutput with the reason."""
+
+    def baseline(self, input: dict[str, Any]) -> dict[str, Any]:
+        """The deterministic non-AI result; always valid for validate()."""
+
+
+class Provider(Protocol):
+    name: str  # "openai" | "anthropic" | "baseline"
+
+    async def complete(
+        self, model: str, task: TaskSpec, input: dict[str, Any], *, timeout: float
+    ) -> ProviderResult: ...
+
+    async def probe(self, model: str, *, timeout: float) -> bool:
+        """A cheap health check (list models or a 1-token call)."""
+
+
+@dataclass
+class AiOutcome:
+    """What an AI activity returns to the workflow (and what ai_usage records)."""
+
+    task: str
+    output: dict[str, Any]
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    saved_usd: Decimal = Decimal(0)
+    latency_ms: int = 0
+    cached: bool = False
+    fallback_reason: str | None = None
+    outcome: str = "OK"  # OK | CACHED | FALLBACK
+    attempts: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,67 @@
+"""The fake's default answer when no rule matches: deterministic and shaped like the request.
+
+With a JSON Schema response format the answer is the smallest instance of the schema (so typed
+`parse()` helpers and output validation get past the shape); otherwise `{"echo": <the first
+50 characters of the last user message>}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MAX_DEPTH = 8  # recursive schemas ($ref cycles) stop here
+
+
+def sample_from_schema(schema: Any, *, root: Any = None, depth: int = 0) -> Any:
+    """The smallest deterministic value that a (simple) JSON Schema accepts.
+
+    Covers what structured-output schemas use: type, properties, items, enum, const,
+    anyOf/oneOf/allOf, local $ref and minItems/minLength. Anything else yields None.
+    """
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > _MAX_DEPTH:
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return sample_from_schema(target, root=root, depth=depth + 1)
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(combinator)
+        if isinstance(options, list) and options:
+            return sample_from_schema(options[0], root=root, depth=depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None and "properties" in schema:
+        kind = "object"
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {
+            name: sample_from_schema(sub, root=root, depth=depth + 1)
+            for name, sub in properties.items()
+        }
+    if kind == "array":
+        item = sample_from_schema(schema.get("items"), root=root, depth=depth + 1)
+        return [item] * int(schema.get("minItems", 0))
+    if kind == "string":
+        return "x" * int(schema.get("minLength", 0))
+    if kind in ("integer", "number"):
+        if isinstance(schema.get("minimum"), int | float):
+            return schema["minimum"]
+        if isinstance(schema.get("exclusiveMinimum"), int | float):
+            return schema["exclusiveMinimum"] + 1
+        return 0
+    if kind == "boolean":
+        return False
+    return None
+
+
+def echo_reply(last_user: str) -> dict[str, Any]:
+    """The default answer without a schema."""
+    return {"echo": last_user[:50]}

@@ -1,0 +1,299 @@
+"""The AI gateway: one call per task, never failing for want of AI.
+
+For a request it: checks the input; decides the candidates (tier, tenant switch and
+overrides, configured providers, cheaper models past the budget's soft threshold); serves a
+per-tenant cache hit at no cost; skips providers whose circuit is open; reserves the estimated
+cost in the tenant's monthly budget (refused: baseline with reason BUDGET); calls the provider,
+validates the output (one retry on invalid output, then baseline with INVALID_OUTPUT); fails
+over to the next candidate on provider errors; settles the actual cost; and records every
+outcome (calls, hits and fallbacks) as an ai_usage row. The baseline is the task's
+deterministic non-AI result.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from app.ai import metrics, pricing
+from app.ai.budget import BudgetLedger
+from app.ai.cache import AiCache
+from app.ai.contracts import (
+    AiOutcome,
+    AiRequest,
+    InvalidOutput,
+    ModelChoice,
+    Provider,
+    ProviderError,
+    ProviderResult,
+    TaskSpec,
+)
+from app.ai.health import ProviderHealth
+from app.ai.repository import AiRepository
+from app.ai.routing import candidates
+from app.ai.tasks import TASK_SPECS, InvalidInput, check_input, max_output_tokens
+from app.db import SessionFactory
+from app.models import AiUsage
+from app.models.base import utcnow
+
+log = structlog.get_logger(__name__)
+
+
+class AiInputError(ValueError):
+    """The task input is wrong: a permanent failure of the step, not a reason to fall back."""
+
+
+@dataclass(frozen=True)
+class TenantAi:
+    """What the gateway needs to know about the calling tenant."""
+
+    tier: str
+    enabled: bool
+    budget_usd: Decimal
+    overrides: dict[str, Any]
+
+
+class AiGateway:
+    def __init__(
+        self,
+        *,
+        providers: dict[str, Provider],
+        ledger: BudgetLedger,
+        cache: AiCache,
+        health: ProviderHealth,
+        sessions: SessionFactory | None,
+        timeout_seconds: float = 30.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.providers = providers
+        self.ledger, self.cache, self.health = ledger, cache, health
+        self.sessions = sessions
+        self.timeout = timeout_seconds
+        self.clock = clock
+
+    def task(self, name: str) -> TaskSpec:
+        spec = TASK_SPECS.get(name)
+        if spec is None:
+            raise AiInputError(f"unknown AI task {name!r}")
+        return spec
+
+    async def run(self, request: AiRequest, tenant: TenantAi) -> AiOutcome:
+        task = self.task(request.task)
+        try:
+            check_input(request.task, request.input)
+        except InvalidInput as exc:
+            raise AiInputError(str(exc)) from exc
+        outcome = await self._decide(request, task, tenant)
+        metrics.record_outcome(outcome)
+        await self._record(request, outcome)
+        return outcome
+
+    async def _decide(self, request: AiRequest, task: TaskSpec, tenant: TenantAi) -> AiOutcome:
+        if not tenant.enabled:
+            return self._baseline(request, task, "DISABLED")
+        status = await self.ledger.status(request.tenant_id, tenant.budget_usd)
+        near = tenant.budget_usd > 0 and status.spent_usd + status.reserved_usd >= (
+            tenant.budget_usd * Decimal(str(self.ledger.soft_threshold))
+        )
+        choices = candidates(
+            tenant.tier,
+            request.task,
+            overrides=tenant.overrides,
+            configured={p for p in self.providers if p != "baseline"},
+            near_budget=near,
+        )
+        if not choices:
+            reason = (
+                "TIER"
+                if not candidates(
+                    tenant.tier,
+                    request.task,
+                    overrides=tenant.overrides,
+                    configured={"openai", "anthropic"},
+                )
+                else "NO_PROVIDER"
+            )
+            return self._baseline(request, task, reason)
+        for choice in choices:
+            hit = await self.cache.get(request.tenant_id, request.task, choice.model, request.input)
+            if hit is not None:
+                return AiOutcome(
+                    task=request.task,
+                    output=hit.output,
+                    provider=choice.provider,
+                    model=choice.model,
+                    input_tokens=hit.input_tokens,
+                    output_tokens=hit.output_tokens,
+                    saved_usd=hit.cost_usd,
+                    cached=True,
+                    outcome="CACHED",
+                )
+        attempts: list[dict[str, Any]] = []
+        reason = "PROVIDER_ERROR"
+        for choice in choices:
+            if not self.health.allow(choice.provider, choice.model):
+                attempts.append(
+                    {"provider": choice.provider, "model": choice.model, "error": "breaker open"}
+                )
+                reason = "BREAKER_OPEN" if reason != "INVALID_OUTPUT" else reason
+                continue
+            result = await self._call(request, task, tenant, choice, attempts)
+            if isinstance(result, AiOutcome):
+                return result
+            if result == "BUDGET":
+                return self._baseline(request, task, "BUDGET", attempts)
+            reason = result
+            if result in ("INVALID_OUTPUT", "BAD_REQUEST"):
+                break
+        return self._baseline(
+            request, task, "PROVIDER_ERROR" if reason == "BAD_REQUEST" else reason, attempts
+        )
+
+    async def _call(
+        self,
+        request: AiRequest,
+        task: TaskSpec,
+        tenant: TenantAi,
+        choice: ModelChoice,
+        attempts: list[dict[str, Any]],
+    ) -> AiOutcome | str:
+        """One provider: the outcome, or why to move on (BUDGET, PROVIDER_ERROR, ...)."""
+        provider = self.providers[choice.provider]
+        size = len(str(request.input))
+        limit = max_output_tokens(task, request.input)
+        estimate = pricing.estimate(choice.provider, choice.model, size, limit)
+        tokens_in = tokens_out = latency = 0
+        spent = Decimal(0)
+        for attempt in (1, 2):  # a second try only after invalid output
+            reservation = await self.ledger.reserve(request.tenant_id, estimate, tenant.budget_usd)
+            if reservation is None:
+                return "BUDGET"
+            started = time.monotonic()
+            try:
+                result: ProviderResult = await provider.complete(
+                    choice.model, task, request.input, timeout=self.timeout
+                )
+            except ProviderError as exc:
+                await self.ledger.release(reservation)
+                self.health.record(
+                    choice.provider, choice.model, False, int((time.monotonic() - started) * 1000)
+                )
+                attempts.append(
+                    {
+                        "provider": choice.provider,
+                        "model": choice.model,
+                        "error": f"{exc.kind}: {exc}",
+                    }
+                )
+                log.warning(
+                    "ai.provider_failed",
+                    provider=choice.provider,
+                    model=choice.model,
+                    kind=exc.kind,
+                    error=str(exc),
+                )
+                return "PROVIDER_ERROR" if exc.retryable else "BAD_REQUEST"
+            self.health.record(choice.provider, choice.model, True, result.latency_ms)
+            cost = pricing.cost(
+                choice.provider, choice.model, result.input_tokens, result.output_tokens
+            )
+            budget = await self.ledger.settle(reservation, cost)
+            if getattr(budget, "crossed_soft_threshold", False):
+                log.warning(
+                    "ai.budget.soft_threshold",
+                    tenant_id=request.tenant_id,
+                    spent_usd=str(budget.spent_usd),
+                    limit_usd=str(budget.limit_usd),
+                )
+            tokens_in += result.input_tokens
+            tokens_out += result.output_tokens
+            latency += result.latency_ms
+            spent += cost
+            try:
+                output = task.validate(request.input, result.output)
+            except InvalidOutput as exc:
+                attempts.append(
+                    {
+                        "provider": choice.provider,
+                        "model": choice.model,
+                        "error": f"invalid output: {exc}",
+                        "attempt": attempt,
+                    }
+                )
+                continue
+            await self.cache.set(
+                request.tenant_id,
+                request.task,
+                choice.model,
+                request.input,
+                output,
+                cost,
+                result.input_tokens,
+                result.output_tokens,
+            )
+            return AiOutcome(
+                task=request.task,
+                output=output,
+                provider=choice.provider,
+                model=choice.model,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost_usd=spent,
+                latency_ms=latency,
+                attempts=attempts,
+            )
+        # Paid twice for unusable output: the baseline answers, the cost is still recorded.
+        outcome = self._baseline(request, task, "INVALID_OUTPUT", attempts)
+        outcome.provider, outcome.model = choice.provider, choice.model
+        outcome.input_tokens, outcome.output_tokens = tokens_in, tokens_out
+        outcome.cost_usd, outcome.latency_ms = spent, latency
+        return outcome
+
+    @staticmethod
+    def _baseline(
+        request: AiRequest,
+        task: TaskSpec,
+        reason: str,
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> AiOutcome:
+        return AiOutcome(
+            task=request.task,
+            output=task.baseline(request.input),
+            provider="baseline",
+            model="baseline",
+            fallback_reason=reason,
+            outcome="FALLBACK",
+            attempts=attempts or [],
+        )
+
+    async def _record(self, request: AiRequest, outcome: AiOutcome) -> None:
+        if self.sessions is None:
+            return
+        async with self.sessions() as session:
+            await AiRepository(session).add_usage(
+                AiUsage(
+                    tenant_id=uuid.UUID(request.tenant_id),
+                    execution_id=uuid.UUID(request.execution_id) if request.execution_id else None,
+                    step_id=request.step_id,
+                    task=request.task,
+                    provider=outcome.provider,
+                    model=outcome.model,
+                    input_tokens=outcome.input_tokens,
+                    output_tokens=outcome.output_tokens,
+                    cost_usd=outcome.cost_usd,
+                    saved_usd=outcome.saved_usd,
+                    latency_ms=outcome.latency_ms,
+                    cached=outcome.cached,
+                    fallback_reason=outcome.fallback_reason,
+                    outcome=outcome.outcome,
+                    at=self.clock(),
+                )
+            )
+            await session.commit()

@@ -1,0 +1,35 @@
+"""The model providers (contracts.Provider) and `build_providers` from settings.
+
+openai is configured when OPENAI_API_KEY is set (OPENAI_BASE_URL points it at a compatible
+server), anthropic when ANTHROPIC_API_KEY is set; baseline always is.
+"""
+
+from __future__ import annotations
+
+from app.ai.contracts import Provider
+from app.ai.providers.anthropic_provider import AnthropicProvider, map_anthropic_error
+from app.ai.providers.baseline import BaselineProvider
+from app.ai.providers.openai_provider import OpenAIProvider, map_openai_error
+from app.settings import Settings
+
+__all__ = [
+    "AnthropicProvider",
+    "BaselineProvider",
+    "OpenAIProvider",
+    "build_providers",
+    "map_anthropic_error",
+    "map_openai_error",
+]
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    """{name: provider} for every provider the settings configure, baseline included."""
+    providers: dict[str, Provider] = {}
+    if settings.openai_api_key:
+        providers["openai"] = OpenAIProvider(settings.openai_api_key, settings.openai_base_url)
+    if settings.anthropic_api_key:
+        providers["anthropic"] = AnthropicProvider(
+            settings.anthropic_api_key, settings.anthropic_base_url
+        )
+    providers["baseline"] = BaselineProvider()
+    return providers

@@ -1,0 +1,71 @@
+"""The AI tasks (contracts.TASKS) as TaskSpecs: input schema, prompt, validation and baseline.
+
+Beyond the TaskSpec protocol each spec has `check_input(input)` (InvalidInput listing every
+problem, including rules JSON Schema can't express) and `max_output_tokens(input)`.
+
+- generate_text {prompt_template, variables?, max_chars? 2000, tone?} -> {text}
+- classify_content {text, categories, keywords?, default?} -> {category, confidence}
+- summarize {text, max_sentences? 3, max_chars? 500} -> {summary}
+- extract_entities {text, types? all} -> {entities: [{type, text}]}
+- personalize_content {template, user, max_chars? 2000} -> {text}
+- optimize_timing {timezone, now, engagement_hours?, window_hours? 48} -> {send_at, reason}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.ai.contracts import TASKS, TaskSpec
+from app.ai.tasks.analysis import ENTITY_TYPES, ClassifyContent, ExtractEntities
+from app.ai.tasks.base import (
+    DATA_CLOSE,
+    DATA_OPEN,
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    BaseTask,
+    InvalidInput,
+    data_block,
+    parse_reply,
+    sanitize_text,
+)
+from app.ai.tasks.timing import OptimizeTiming
+from app.ai.tasks.writing import GenerateText, PersonalizeContent, Summarize
+
+__all__ = [
+    "DATA_CLOSE",
+    "DATA_OPEN",
+    "ENTITY_TYPES",
+    "TASK_SPECS",
+    "BaseTask",
+    "InvalidInput",
+    "check_input",
+    "max_output_tokens",
+    "data_block",
+    "parse_reply",
+    "sanitize_text",
+]
+
+_SPECS: dict[str, BaseTask] = {
+    spec.name: spec
+    for spec in (
+        GenerateText(),
+        ClassifyContent(),
+        Summarize(),
+        ExtractEntities(),
+        PersonalizeContent(),
+        OptimizeTiming(),
+    )
+}
+assert tuple(_SPECS) == TASKS, "every task in contracts.TASKS needs a spec, in order"
+TASK_SPECS: dict[str, TaskSpec] = dict(_SPECS)
+
+
+def check_input(task: str, input: dict[str, Any]) -> None:
+    """InvalidInput unless `input` is a valid input of `task` (KeyError for an unknown task)."""
+    _SPECS[task].check_input(input)
+
+
+def max_output_tokens(task: TaskSpec, input: dict[str, Any]) -> int:
+    """The task's bound for the reply's length (DEFAULT_MAX_OUTPUT_TOKENS for foreign specs)."""
+    if isinstance(task, BaseTask):
+        return task.max_output_tokens(input)
+    return DEFAULT_MAX_OUTPUT_TOKENS

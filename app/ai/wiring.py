@@ -1,0 +1,73 @@
+"""Builds the AI gateway from settings, and the AI worker's upkeep loop: active probes of every
+configured model and a health snapshot in Redis that the API's `aiProviders` reads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import redis.asyncio as aioredis
+import structlog
+
+from app.ai.budget import BudgetLedger
+from app.ai.cache import AiCache
+from app.ai.gateway import AiGateway
+from app.ai.health import ProviderHealth, publish_snapshot
+from app.ai.providers import build_providers
+from app.ai.routing import ROUTING
+from app.db import SessionFactory
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def ai_redis(settings: Settings) -> aioredis.Redis:
+    # A blocking pool: under load callers wait for a connection instead of failing at once
+    # (redis-py's default pool raises MaxConnectionsError past 100).
+    assert settings.redis_url
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=200,
+        timeout=10,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGateway:
+    redis = ai_redis(settings)
+    return AiGateway(
+        providers=build_providers(settings),
+        ledger=BudgetLedger(redis, soft_threshold=settings.ai_soft_threshold),
+        cache=AiCache(redis),
+        health=ProviderHealth(),
+        sessions=sessions,
+        timeout_seconds=settings.ai_timeout_seconds,
+    )
+
+
+async def upkeep(gateway: AiGateway, settings: Settings, stop: asyncio.Event) -> None:
+    """Until stop: probe each routed model of each configured provider, publish health."""
+    redis = gateway.ledger.redis
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    models = sorted(
+        {(c.provider, c.model) for tasks in ROUTING.values() for cs in tasks.values() for c in cs}
+    )
+    while not stop.is_set():
+        for provider_name, model in models:
+            provider = gateway.providers.get(provider_name)
+            if provider is None:
+                continue
+            started = time.monotonic()
+            ok = await provider.probe(model, timeout=5)
+            gateway.health.record(
+                provider_name, model, ok, int((time.monotonic() - started) * 1000)
+            )
+        await publish_snapshot(redis, gateway.health, worker_id)
+        try:
+            await asyncio.wait_for(stop.wait(), settings.ai_probe_seconds)
+        except TimeoutError:
+            pass

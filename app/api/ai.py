@@ -1,0 +1,307 @@
+"""AI usage, budget, providers and settings in GraphQL: `aiUsage`, `aiUsageSummary`,
+`aiProviders`, `aiSettings`, `setBudget`, `updateAiSettings`, and `viewer.budget`."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, cast
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.ai import routing
+from app.ai.budget import BudgetLedger
+from app.ai.health import read_snapshots
+from app.ai.repository import AiRepository
+from app.ai.service import AiService
+from app.api.context import Context
+from app.api.errors import ForbiddenError, ValidationError, graphql_errors, user_error
+from app.api.relay import Connection, from_global_id, to_global_id
+from app.errors import DomainError, ValidationFailed
+from app.models import AiUsage
+from app.pagination import check_first, decode_cursor, encode_cursor
+
+
+@strawberry.type
+class ExecutionRef:
+    id: strawberry.ID
+
+
+@strawberry.type(description="One AI call, cache hit or baseline fallback.")
+class AiUsageRecord:
+    task: str
+    provider: str = strawberry.field(description="openai, anthropic, or baseline (no AI).")
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    saved_usd: Decimal = strawberry.field(description="What a cache hit saved.")
+    latency_ms: int
+    cached: bool
+    fallback_reason: str | None
+    outcome: str
+    execution: ExecutionRef | None
+    step_id: str | None
+    at: datetime
+
+    @classmethod
+    def from_model(cls, m: AiUsage) -> AiUsageRecord:
+        return cls(
+            task=m.task,
+            provider=m.provider,
+            model=m.model,
+            input_tokens=m.input_tokens,
+            output_tokens=m.output_tokens,
+            cost_usd=m.cost_usd,
+            saved_usd=m.saved_usd,
+            latency_ms=m.latency_ms,
+            cached=m.cached,
+            fallback_reason=m.fallback_reason,
+            outcome=m.outcome,
+            execution=ExecutionRef(id=to_global_id("Execution", m.execution_id))
+            if m.execution_id
+            else None,
+            step_id=m.step_id,
+            at=m.at,
+        )
+
+
+@strawberry.input
+class AiUsageFilter:
+    task: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    cached: bool | None = None
+    fallback_reason: str | None = None
+    execution_id: strawberry.ID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@strawberry.enum
+class AiUsageGroup(enum.Enum):
+    DAY = "DAY"
+    MODEL = "MODEL"
+    PROVIDER = "PROVIDER"
+    TASK = "TASK"
+    TEMPLATE = "TEMPLATE"
+
+
+@strawberry.type
+class AiUsageBucket:
+    key: str
+    calls: int
+    tokens: int
+    cost_usd: Decimal
+    saved_usd: Decimal
+    cache_hit_rate: float
+    fallback_rate: float
+
+
+@strawberry.type
+class Budget:
+    limit_usd: Decimal
+    spent_usd: Decimal
+    reserved_usd: Decimal
+    remaining_usd: Decimal
+    month: str
+
+
+@strawberry.type
+class AiProviderStatus:
+    name: str
+    model: str
+    status: str = strawberry.field(description="UP, DEGRADED or DOWN, from the breaker state.")
+    breaker_state: str
+    error_rate: float
+    p95_latency_ms: float
+    calls: int
+
+
+@strawberry.type
+class ModelRoute:
+    provider: str
+    model: str
+
+
+@strawberry.type
+class TierRoute:
+    tier: str
+    task: str
+    models: list[ModelRoute]
+
+
+@strawberry.type
+class AiSettings:
+    enabled: bool
+    budget_limit_usd: Decimal
+    overrides: JSON = strawberry.field(description="{task: [{provider, model}]} of this tenant.")
+    tier_table: list[TierRoute]
+
+
+SetBudgetResult = Annotated[
+    Budget | ValidationError | ForbiddenError, strawberry.union("SetBudgetResult")
+]
+UpdateAiSettingsResult = Annotated[
+    AiSettings | ValidationError | ForbiddenError, strawberry.union("UpdateAiSettingsResult")
+]
+
+
+async def budget_of(info: strawberry.Info[Context, None], tenant_id: uuid.UUID) -> Budget:
+    ctx = info.context
+    async with ctx.session() as s:
+        tenant = await AiService(s).tenant_ai(tenant_id, ctx.deps.settings)
+    status = await ledger(ctx).status(str(tenant_id), tenant.budget_usd)
+    return Budget(
+        limit_usd=status.limit_usd,
+        spent_usd=status.spent_usd,
+        reserved_usd=status.reserved_usd,
+        remaining_usd=status.remaining_usd,
+        month=status.month,
+    )
+
+
+def ledger(ctx: Context) -> BudgetLedger:
+    return BudgetLedger(ctx.deps.redis, soft_threshold=ctx.deps.settings.ai_soft_threshold)
+
+
+async def settings_of(info: strawberry.Info[Context, None], tenant_id: uuid.UUID) -> AiSettings:
+    async with info.context.session() as s:
+        tenant = await AiService(s).tenant_ai(tenant_id, info.context.deps.settings)
+    return AiSettings(
+        enabled=tenant.enabled,
+        budget_limit_usd=tenant.budget_usd,
+        overrides=cast(JSON, tenant.overrides),
+        tier_table=[
+            TierRoute(tier=r["tier"], task=r["task"], models=[ModelRoute(**m) for m in r["models"]])
+            for r in routing.table()
+        ],
+    )
+
+
+@strawberry.type
+class AiQuery:
+    @strawberry.field(description="The tenant's AI calls, newest first.")
+    async def ai_usage(
+        self,
+        info: strawberry.Info[Context, None],
+        filter: AiUsageFilter | None = None,
+        first: int | None = 20,
+        after: str | None = None,
+    ) -> Connection[AiUsageRecord]:
+        with graphql_errors():
+            principal = info.context.principal()
+            limit = check_first(first)
+            filters: dict[str, Any] = {}
+            if filter is not None:
+                filters = {k: v for k, v in vars(filter).items() if v is not None}
+                if "execution_id" in filters:
+                    filters["execution_id"] = from_global_id(filters["execution_id"], "Execution")[
+                        1
+                    ]
+            async with info.context.session() as s:
+                rows = await AiRepository(s).list_usage(
+                    principal.tenant_id, filters, limit + 1, decode_cursor(after)
+                )
+        items = rows[:limit]
+        return Connection.build(
+            [AiUsageRecord.from_model(r) for r in items],
+            [encode_cursor([r.at.isoformat(), r.id]) for r in items],
+            len(rows) > limit,
+            after is not None,
+        )
+
+    @strawberry.field(description="Calls, tokens, cost, savings, cache hit and fallback rates.")
+    async def ai_usage_summary(
+        self,
+        info: strawberry.Info[Context, None],
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        group_by: AiUsageGroup = AiUsageGroup.DAY,
+    ) -> list[AiUsageBucket]:
+        with graphql_errors():
+            principal = info.context.principal()
+            if to <= from_:
+                raise ValidationFailed("`to` must be after `from`")
+            async with info.context.session() as s:
+                rows = await AiRepository(s).summary(principal.tenant_id, from_, to, group_by.value)
+        return [AiUsageBucket(**r) for r in rows]
+
+    @strawberry.field(description="Health of each provider/model as the AI workers see it.")
+    async def ai_providers(self, info: strawberry.Info[Context, None]) -> list[AiProviderStatus]:
+        with graphql_errors():
+            info.context.principal()
+        rows = await read_snapshots(info.context.deps.redis)
+        status = {"CLOSED": "UP", "HALF_OPEN": "DEGRADED", "OPEN": "DOWN"}
+        return [
+            AiProviderStatus(
+                name=r["provider"],
+                model=r["model"],
+                status=status.get(r["state"], "UNKNOWN"),
+                breaker_state=r["state"],
+                error_rate=r["error_rate"],
+                p95_latency_ms=r["p95_latency_ms"],
+                calls=r["calls"],
+            )
+            for r in rows
+        ]
+
+    @strawberry.field(description="The tier-to-model table and this tenant's overrides.")
+    async def ai_settings(self, info: strawberry.Info[Context, None]) -> AiSettings:
+        with graphql_errors():
+            principal = info.context.principal()
+        return await settings_of(info, principal.tenant_id)
+
+
+@strawberry.input
+class UpdateAiSettingsInput:
+    enabled: bool | None = None
+    overrides: JSON | None = strawberry.field(
+        default=None, description="{task: [{provider, model}, ...]}; {} clears them."
+    )
+
+
+@strawberry.type
+class AiMutation:
+    @strawberry.mutation(
+        description="Set the monthly AI budget in USD (admin); null: tier default."
+    )
+    async def set_budget(
+        self, info: strawberry.Info[Context, None], limit_usd: Decimal | None
+    ) -> SetBudgetResult:
+        ctx = info.context
+        with graphql_errors():
+            principal = ctx.principal()
+        try:
+            async with ctx.session() as s:
+                await AiService(s).set_budget(
+                    principal, None if limit_usd is None else str(limit_usd)
+                )
+                await s.commit()
+        except DomainError as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return await budget_of(info, principal.tenant_id)
+
+    @strawberry.mutation(description="Switch AI on or off and override models per task (admin).")
+    async def update_ai_settings(
+        self, info: strawberry.Info[Context, None], input: UpdateAiSettingsInput
+    ) -> UpdateAiSettingsResult:
+        ctx = info.context
+        with graphql_errors():
+            principal = ctx.principal()
+        try:
+            if input.overrides is not None and not isinstance(input.overrides, dict):
+                raise ValidationFailed("overrides must be an object")
+            async with ctx.session() as s:
+                await AiService(s).update_settings(
+                    principal,
+                    enabled=input.enabled,
+                    overrides=input.overrides,  # type: ignore[arg-type]
+                )
+                await s.commit()
+        except DomainError as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return await settings_of(info, principal.tenant_id)

@@ -1,0 +1,82 @@
+"""The six AI activities (`ai.generate_text`, ... `ai.optimize_timing`), served by workers on
+the AI task queue (`wfs worker --queue ai`) so AI load is isolated from the other steps.
+
+Each looks up the tenant's AI settings, runs the gateway (which answers with the baseline and
+its reason when AI is off, too expensive or failing), heartbeats while it waits, and honours
+cancellation. The step output is the task's output plus an `ai` record of how it was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from app.ai.contracts import TASKS, AiOutcome, AiRequest
+from app.ai.gateway import AiGateway, AiInputError
+from app.ai.service import AiService
+from app.db import SessionFactory
+from app.executions.workflow_io import StepCall
+from app.settings import Settings
+
+HEARTBEAT_SECONDS = 2.0
+
+
+def step_output(outcome: AiOutcome) -> dict[str, Any]:
+    return {
+        **outcome.output,
+        "ai": {
+            "provider": outcome.provider,
+            "model": outcome.model,
+            "cached": outcome.cached,
+            "fallback_reason": outcome.fallback_reason,
+            "cost_usd": str(outcome.cost_usd),
+            "saved_usd": str(outcome.saved_usd),
+            "latency_ms": outcome.latency_ms,
+            "outcome": outcome.outcome,
+        },
+    }
+
+
+class AiActivities:
+    def __init__(self, gateway: AiGateway, sessions: SessionFactory, settings: Settings) -> None:
+        self.gateway, self.sessions, self.settings = gateway, sessions, settings
+
+    def all(self) -> list[Callable[[StepCall], Awaitable[Any]]]:
+        return [self._activity(task) for task in TASKS]
+
+    async def run(self, task: str, call: StepCall) -> dict[str, Any]:
+        async with self.sessions() as session:
+            tenant = await AiService(session).tenant_ai(uuid.UUID(call.tenant_id), self.settings)
+        request = AiRequest(
+            task=task,
+            input=call.input,
+            tenant_id=call.tenant_id,
+            execution_id=call.execution_id,
+            step_id=call.step_id if call.index is None else f"{call.step_id}[{call.index}]",
+        )
+        work = asyncio.ensure_future(self.gateway.run(request, tenant))
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS)
+                if done:
+                    break
+                activity.heartbeat({"task": task})
+            outcome = work.result()
+        except AiInputError as exc:
+            raise ApplicationError(str(exc), type="StepInputError", non_retryable=True) from exc
+        finally:
+            if not work.done():  # cancelled: stop the provider call too
+                work.cancel()
+        return step_output(outcome)
+
+    def _activity(self, task: str) -> Callable[[StepCall], Awaitable[Any]]:
+        async def execute(call: StepCall) -> dict[str, Any]:
+            return await self.run(task, call)
+
+        execute.__name__ = execute.__qualname__ = f"ai_{task}_activity"
+        return activity.defn(name=f"ai.{task}")(execute)
