@@ -12,6 +12,7 @@ deterministic non-AI result.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -21,9 +22,10 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from app.ai import metrics, pricing
-from app.ai.budget import BudgetLedger
+from app.ai.budget import BudgetLedger, BudgetStatus
 from app.ai.cache import AiCache
 from app.ai.contracts import (
     AiOutcome,
@@ -44,6 +46,8 @@ from app.models import AiUsage
 from app.models.base import utcnow
 
 log = structlog.get_logger(__name__)
+# The event bus prefix (app/events/bus.py) + the tenant's AI channel.
+AI_EVENTS_CHANNEL = "wfs:tenant:{tenant_id}:ai"
 
 
 class AiInputError(ValueError):
@@ -205,13 +209,8 @@ class AiGateway:
                 choice.provider, choice.model, result.input_tokens, result.output_tokens
             )
             budget = await self.ledger.settle(reservation, cost)
-            if getattr(budget, "crossed_soft_threshold", False):
-                log.warning(
-                    "ai.budget.soft_threshold",
-                    tenant_id=request.tenant_id,
-                    spent_usd=str(budget.spent_usd),
-                    limit_usd=str(budget.limit_usd),
-                )
+            if budget.crossed_soft_threshold:
+                await self._soft_threshold_event(request.tenant_id, budget)
             tokens_in += result.input_tokens
             tokens_out += result.output_tokens
             latency += result.latency_ms
@@ -255,6 +254,30 @@ class AiGateway:
         outcome.input_tokens, outcome.output_tokens = tokens_in, tokens_out
         outcome.cost_usd, outcome.latency_ms = spent, latency
         return outcome
+
+    async def _soft_threshold_event(self, tenant_id: str, budget: BudgetStatus) -> None:
+        """Once a month per tenant: a live event on the tenant's `ai` channel (and a log line;
+        the ledger counts the metric) so frontends can warn before AI calls stop."""
+        event = {
+            "type": "AI_BUDGET_SOFT_THRESHOLD",
+            "tenantId": tenant_id,
+            "month": budget.month,
+            "limitUsd": str(budget.limit_usd),
+            "spentUsd": str(budget.spent_usd),
+            "at": self.clock().isoformat(),
+        }
+        log.warning(
+            "ai.budget.soft_threshold",
+            tenant_id=tenant_id,
+            spent_usd=event["spentUsd"],
+            limit_usd=event["limitUsd"],
+        )
+        try:
+            await self.ledger.redis.publish(
+                AI_EVENTS_CHANNEL.format(tenant_id=tenant_id), json.dumps(event)
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("ai.budget.event_not_published", error=str(exc))
 
     @staticmethod
     def _baseline(

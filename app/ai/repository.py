@@ -41,13 +41,11 @@ class AiRepository:
             await self.session.flush()
         return row
 
-    async def month_spend(self, tenant_id: uuid.UUID, since: datetime) -> Decimal:
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(AiUsage.cost_usd), 0)).where(
-                AiUsage.tenant_id == tenant_id, AiUsage.at >= since
-            )
+    async def tenants_with_usage(self, since: datetime) -> list[uuid.UUID]:
+        rows = await self.session.scalars(
+            select(AiUsage.tenant_id).where(AiUsage.at >= since).distinct()
         )
-        return Decimal(total or 0)
+        return list(rows)
 
     def _filtered(self, tenant_id: uuid.UUID, filters: dict[str, Any]) -> Select[Any]:
         query = select(AiUsage).where(AiUsage.tenant_id == tenant_id)

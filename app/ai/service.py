@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,10 +17,6 @@ from app.models import TenantAiSettings
 from app.settings import Settings
 from app.tenants.repository import TenantRepository
 from app.tenants.service import Principal
-
-
-def month_start(now: datetime) -> datetime:
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 class AiService:

@@ -11,13 +11,15 @@ import time
 import redis.asyncio as aioredis
 import structlog
 
-from app.ai.budget import BudgetLedger
+from app.ai.budget import BudgetLedger, month_bounds, month_spend
 from app.ai.cache import AiCache
 from app.ai.gateway import AiGateway
 from app.ai.health import ProviderHealth, publish_snapshot
 from app.ai.providers import build_providers
+from app.ai.repository import AiRepository
 from app.ai.routing import ROUTING
 from app.db import SessionFactory
+from app.models.base import utcnow
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -49,6 +51,19 @@ def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGate
     )
 
 
+async def reconcile_budgets(gateway: AiGateway) -> None:
+    """Set each tenant's month spend in Redis to PostgreSQL's (the source of truth), so a
+    Redis restart or flush cannot reset a budget."""
+    if gateway.sessions is None:
+        return
+    start, _ = month_bounds(utcnow())
+    async with gateway.sessions() as session:
+        tenants = await AiRepository(session).tenants_with_usage(start)
+        for tenant_id in tenants:
+            spent = await month_spend(session, tenant_id, start)
+            await gateway.ledger.reconcile(str(tenant_id), spent)
+
+
 async def upkeep(gateway: AiGateway, settings: Settings, stop: asyncio.Event) -> None:
     """Until stop: probe each routed model of each configured provider, publish health."""
     redis = gateway.ledger.redis
@@ -67,6 +82,7 @@ async def upkeep(gateway: AiGateway, settings: Settings, stop: asyncio.Event) ->
                 provider_name, model, ok, int((time.monotonic() - started) * 1000)
             )
         await publish_snapshot(redis, gateway.health, worker_id)
+        await reconcile_budgets(gateway)
         try:
             await asyncio.wait_for(stop.wait(), settings.ai_probe_seconds)
         except TimeoutError:

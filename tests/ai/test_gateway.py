@@ -232,3 +232,54 @@ async def test_bad_input_is_an_error_not_a_fallback(gateway: AiGateway, sessions
         await gateway.run(
             AiRequest("classify_content", {"text": "x", "categories": []}, tenant), PREMIUM
         )
+
+
+async def test_soft_threshold_emits_one_event_and_downgrades_models(
+    gateway: AiGateway, sessions: Any, fake_llm: FakeLLMServer, redis: aioredis.Redis
+) -> None:
+    tenant = await new_tenant(sessions)
+    marker = uuid.uuid4().hex
+    fake_llm.fake.rule(
+        contains=marker,
+        json={"category": "invoice", "confidence": 0.9},
+        usage={"input_tokens": 8000, "output_tokens": 0},
+    )
+    per_call = pricing.cost("openai", "gpt-4o", 8000, 0)  # $0.02
+    budget = TenantAi(tier="premium", enabled=True, budget_usd=per_call * 5, overrides={})
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(f"wfs:tenant:{tenant}:ai")
+    models = [
+        (await gateway.run(classify(tenant, f"{marker}-{i}"), budget)).model for i in range(4)
+    ]
+    # 80% of the budget is spent after four calls: from then on the cheaper sibling answers.
+    assert models == ["gpt-4o"] * 4
+    assert (await gateway.run(classify(tenant, f"{marker}-4"), budget)).model == "gpt-4o-mini"
+    events = []
+    async with asyncio.timeout(5):
+        while not events:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if msg:
+                events.append(msg)
+    assert b"AI_BUDGET_SOFT_THRESHOLD" in events[0]["data"]
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5) is None
+    await pubsub.aclose()
+
+
+async def test_reconcile_restores_a_lost_spend_from_postgresql(
+    gateway: AiGateway, sessions: Any, fake_llm: FakeLLMServer, redis: aioredis.Redis
+) -> None:
+    from app.ai.wiring import reconcile_budgets
+
+    tenant = await new_tenant(sessions)
+    marker = uuid.uuid4().hex
+    fake_llm.fake.rule(
+        contains=marker,
+        json={"category": "invoice", "confidence": 0.9},
+        usage={"input_tokens": 2000, "output_tokens": 100},
+    )
+    paid = await gateway.run(classify(tenant, marker), PREMIUM)
+    for key in [k async for k in redis.scan_iter(f"wfs:budget:{{{tenant}:*")]:
+        await redis.delete(key)  # Redis lost the figures (restart without persistence)
+    assert (await gateway.ledger.status(tenant, PREMIUM.budget_usd)).spent_usd == 0
+    await reconcile_budgets(gateway)
+    assert (await gateway.ledger.status(tenant, PREMIUM.budget_usd)).spent_usd == paid.cost_usd
