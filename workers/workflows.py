@@ -17,6 +17,7 @@ actions of finished steps run in reverse order of completion.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -34,9 +35,12 @@ with workflow.unsafe.imports_passed_through():
     from app.executions.workflow_io import (
         BATCH_WORKFLOW_NAME,
         EVENT_SIGNAL,
+        PAUSE_SIGNAL,
         RECORD_EVENT_ACTIVITY,
+        RESUME_SIGNAL,
         WORKFLOW_NAME,
         BatchInput,
+        Control,
         EventRecord,
         ExternalEvent,
         Progress,
@@ -53,6 +57,13 @@ RECORD_RETRY = RetryPolicy(
 RECORD_TIMEOUT = timedelta(seconds=30)
 COMPENSATE_RETRY = RetryPolicy(maximum_attempts=3)
 CHILD_CONCURRENCY = 4
+MAX_KEPT_OUTPUT = 256 * 1024  # bytes of JSON; larger outputs are recomputed on retry
+
+
+def _output_payload(output: Any) -> dict[str, Any]:
+    """A step's output kept in its event (what retryExecution reuses), unless it is large."""
+    size = len(json.dumps(output, default=str))
+    return {"output": output} if size <= MAX_KEPT_OUTPUT else {"output_truncated": size}
 
 
 class StepFailed(Exception):
@@ -151,6 +162,9 @@ class TemplateWorkflow:
         self._status = "PENDING"
         self._input: RunInput | None = None
         self._events: dict[str, list[Any]] = {}
+        self._paused_by: Control | None = None
+        self._resumed_by: Control | None = None
+        self._pauses = 0
 
     @workflow.query
     def progress(self) -> Progress:
@@ -159,6 +173,16 @@ class TemplateWorkflow:
         running = sorted(self._running, key=order.index)
         current = running[0] if running else None
         return Progress(self._done, self._total, current, self._percent(), self._status)
+
+    @workflow.signal(name=PAUSE_SIGNAL)
+    def pause(self, control: Control) -> None:
+        self._paused_by = control
+
+    @workflow.signal(name=RESUME_SIGNAL)
+    def resume(self, control: Control) -> None:
+        if self._paused_by is not None:
+            self._paused_by = None
+            self._resumed_by = control
 
     @workflow.signal(name=EVENT_SIGNAL)
     def receive_event(self, event: ExternalEvent) -> None:
@@ -172,7 +196,8 @@ class TemplateWorkflow:
         await self._record(
             "started", "STARTED", message=f"{inp.template_name} v{inp.template_version}"
         )
-        outputs: dict[str, Any] = {}
+        outputs: dict[str, Any] = dict(inp.completed)
+        self._done = len(inp.completed)
         try:
             await self._run_graph(inp, outputs)
             result = self._result(inp, outputs)
@@ -209,17 +234,27 @@ class TemplateWorkflow:
     async def _run_graph(self, inp: RunInput, outputs: dict[str, Any]) -> None:
         steps = {s.id: s for s in inp.steps}
         order = [s.id for s in inp.steps]
-        waiting = list(order)
-        finished: set[str] = set()
+        finished: set[str] = {s for s in order if s in inp.completed}
+        waiting = [s for s in order if s not in finished]
         running: dict[str, asyncio.Task[Any]] = {}
         try:
             while waiting or running:
+                if self._paused_by is not None:
+                    await self._hold()
                 for sid in [s for s in waiting if set(steps[s].needs) <= finished]:
                     waiting.remove(sid)
                     running[sid] = asyncio.create_task(self._run_step(inp, steps[sid], outputs))
                 if not running:
                     raise StepFailed(waiting[0], f"step {waiting[0]}: its needs can never finish")
-                done, _ = await workflow.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                # A pause request also wakes the loop, so PAUSED is recorded at once.
+                pause = asyncio.ensure_future(
+                    workflow.wait_condition(lambda: self._paused_by is not None)
+                )
+                done, _ = await workflow.wait(
+                    [*running.values(), pause], return_when=asyncio.FIRST_COMPLETED
+                )
+                if not pause.done():
+                    pause.cancel()
                 for sid in [s for s in order if s in running and running[s] in done]:
                     outputs[sid] = running.pop(sid).result()
                     finished.add(sid)
@@ -229,6 +264,28 @@ class TemplateWorkflow:
             if running:
                 await workflow.wait(running.values())
             raise
+
+    async def _hold(self) -> None:
+        """Paused: no new step starts; running ones finish; resume continues the graph."""
+        control = self._paused_by
+        assert control is not None
+        self._status = "PAUSED"
+        self._pauses += 1
+        await self._record(
+            f"paused:{self._pauses}",
+            "PAUSED",
+            message=control.reason or "paused",
+            payload={"actor": control.actor},
+        )
+        await workflow.wait_condition(lambda: self._paused_by is None)
+        resumed = self._resumed_by
+        self._status = "RUNNING"
+        await self._record(
+            f"resumed:{self._pauses}",
+            "RESUMED",
+            message="resumed",
+            payload={"actor": resumed.actor if resumed else "system"},
+        )
 
     async def _run_step(self, inp: RunInput, step: StepPlan, outputs: dict[str, Any]) -> Any:
         context = self._context(inp, outputs)
@@ -264,7 +321,12 @@ class TemplateWorkflow:
             self._running.remove(step.id)
         self._done += 1
         self._completed.append(step.id)
-        await self._record(f"step:{step.id}:completed", "STEP_COMPLETED", step_id=step.id)
+        await self._record(
+            f"step:{step.id}:completed",
+            "STEP_COMPLETED",
+            step_id=step.id,
+            payload=_output_payload(output),
+        )
         return output
 
     @staticmethod
@@ -403,13 +465,16 @@ class TemplateWorkflow:
         message: str | None = None,
         result: Any = None,
         error: str | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> None:
         assert self._input is not None
+        run = self._input.run_number
         await workflow.execute_activity(
             RECORD_EVENT_ACTIVITY,
             EventRecord(
                 execution_id=self._input.execution_id,
-                key=key,
+                key=key if run == 1 else f"r{run}:{key}",
+                payload={"actor": "system", **(payload or {})},
                 type=type_,
                 status=self._status,
                 progress=100.0 if type_ == "COMPLETED" else self._percent(),

@@ -58,6 +58,10 @@ class ExecutionEventType(enum.Enum):
     COMPENSATING = "COMPENSATING"
     STEP_COMPENSATED = "STEP_COMPENSATED"
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    PAUSED = "PAUSED"
+    RESUMED = "RESUMED"
+    CANCEL_REQUESTED = "CANCEL_REQUESTED"
+    RETRIED = "RETRIED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -71,6 +75,9 @@ class ExecutionEvent:
     progress: float = strawberry.field(description="Percent of steps done, 0-100.")
     step_id: str | None
     message: str | None
+    actor: str | None = strawberry.field(
+        description="Who caused it: `system`, or the role and key id of an API caller."
+    )
     at: datetime
 
     @classmethod
@@ -82,6 +89,7 @@ class ExecutionEvent:
             progress=m.progress,
             step_id=m.step_id,
             message=m.message,
+            actor=(m.payload or {}).get("actor"),
             at=m.at,
         )
 
@@ -94,6 +102,7 @@ class ExecutionEvent:
             progress=float(data["progress"]),
             step_id=data.get("stepId"),
             message=data.get("message"),
+            actor=data.get("actor"),
             at=datetime.fromisoformat(data["at"]),
         )
 
@@ -114,6 +123,7 @@ class Execution(Node):
     pk: strawberry.Private[uuid.UUID]
     template_pk: strawberry.Private[uuid.UUID]
     version_pk: strawberry.Private[uuid.UUID]
+    workflow_id: strawberry.Private[str]
 
     @classmethod
     def from_model(cls, m: ExecutionModel) -> Execution:
@@ -133,6 +143,7 @@ class Execution(Node):
             pk=m.id,
             template_pk=m.template_id,
             version_pk=m.template_version_id,
+            workflow_id=m.workflow_id,
         )
 
     @strawberry.field(
@@ -148,6 +159,24 @@ class Execution(Node):
         version = await info.context.loaders.versions.load(self.version_pk)
         assert version is not None
         return version.version
+
+    @strawberry.field(description="This execution in the Temporal Web UI, when one is known.")
+    def temporal_ui_url(self, info: strawberry.Info[Context, None]) -> str | None:
+        settings = info.context.deps.settings
+        if not settings.temporal_ui_url:
+            return None
+        return (
+            f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{settings.temporal_namespace}"
+            f"/workflows/{self.workflow_id}"
+        )
+
+    @strawberry.field(description="Each step's state, derived from the audit trail.")
+    async def steps(self, info: strawberry.Info[Context, None]) -> list[StepState]:
+        async with info.context.session() as s:
+            rows = await ExecutionService(s).events_after(self.pk, 0, 10_000)
+        version = await info.context.loaders.versions.load(self.version_pk)
+        order = [step["id"] for step in (version.spec["steps"] if version else [])]
+        return step_states(order, rows)
 
     @strawberry.field(description="Every AI call (or fallback) made for this execution.")
     async def ai_usage(
@@ -170,6 +199,65 @@ class Execution(Node):
         async with info.context.session() as s:
             rows = await ExecutionService(s).events_after(self.pk, after_seq)
         return [ExecutionEvent.from_model(r) for r in rows]
+
+
+@strawberry.enum
+class StepStatus(enum.Enum):
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+    COMPENSATED = "COMPENSATED"
+
+
+@strawberry.type
+class StepState:
+    id: str
+    status: StepStatus
+    attempts: int = strawberry.field(description="Runs of the step (a retried execution adds one).")
+    started_at: datetime | None
+    finished_at: datetime | None
+    output: JSON | None
+    error: str | None
+
+
+_STEP_STATUS = {
+    "STEP_STARTED": StepStatus.RUNNING,
+    "STEP_COMPLETED": StepStatus.COMPLETED,
+    "STEP_SKIPPED": StepStatus.SKIPPED,
+    "STEP_FAILED": StepStatus.FAILED,
+    "STEP_COMPENSATED": StepStatus.COMPENSATED,
+}
+
+
+def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
+    states = {
+        sid: StepState(
+            id=sid,
+            status=StepStatus.WAITING,
+            attempts=0,
+            started_at=None,
+            finished_at=None,
+            output=None,
+            error=None,
+        )
+        for sid in order
+    }
+    for event in events:
+        state = states.get(event.step_id or "")
+        status = _STEP_STATUS.get(event.type)
+        if state is None or status is None:
+            continue
+        state.status = status
+        if event.type == "STEP_STARTED":
+            state.attempts += 1
+            state.started_at, state.finished_at, state.error = event.at, None, None
+        elif event.type in ("STEP_COMPLETED", "STEP_SKIPPED", "STEP_FAILED"):
+            state.finished_at = event.at
+            state.output = cast(JSON, (event.payload or {}).get("output"))
+            state.error = event.message if event.type == "STEP_FAILED" else None
+    return list(states.values())
 
 
 @strawberry.input

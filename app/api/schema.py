@@ -9,6 +9,7 @@ from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimite
 
 from app.api.ai import AiMutation, AiQuery
 from app.api.context import Context
+from app.api.control import ControlMutation
 from app.api.errors import UserError, graphql_errors, should_mask
 from app.api.executions import (
     Execution,
@@ -48,7 +49,7 @@ class Query(ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, NodeQuery):
 
 
 @strawberry.type
-class Mutation(ExecutionMutation, TemplateMutation, AiMutation):
+class Mutation(ExecutionMutation, ControlMutation, TemplateMutation, AiMutation):
     pass
 
 

@@ -17,6 +17,10 @@ EVENT_TYPES = (
     "COMPENSATING",
     "STEP_COMPENSATED",
     "COMPENSATION_FAILED",
+    "PAUSED",
+    "RESUMED",
+    "CANCEL_REQUESTED",
+    "RETRIED",
     "COMPLETED",
     "FAILED",
     "CANCELLED",
@@ -43,5 +47,6 @@ def event_message(event: ExecutionEvent, execution: Execution) -> dict[str, Any]
         "progress": event.progress,
         "stepId": event.step_id,
         "message": event.message,
+        "actor": (event.payload or {}).get("actor"),
         "at": event.at.isoformat(),
     }

@@ -46,6 +46,7 @@ from app.models import STATUSES, Execution, ExecutionEvent
 from app.models.base import utcnow
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
+from app.templates.schemas import TemplateSpec
 from app.templates.service import TemplateService
 from app.temporal import TEMPLATE_KEY, TENANT_KEY, TIER_KEY
 from app.tenants.service import Principal
@@ -64,6 +65,46 @@ class StartRequest:
     params: Any
     idempotency_key: str | None
     params_version: int | None = None  # the template version params were written for
+
+
+def build_run_input(
+    execution: Execution,
+    template_name: str,
+    version_number: int,
+    spec: TemplateSpec,
+    settings: Settings,
+    *,
+    run_number: int = 1,
+    completed: dict[str, Any] | None = None,
+) -> RunInput:
+    return RunInput(
+        execution_id=str(execution.id),
+        tenant_id=str(execution.tenant_id),
+        template_name=template_name,
+        template_version=version_number,
+        params=execution.params,
+        steps=spec.plan(
+            default_timeout=settings.step_default_timeout_seconds,
+            default_attempts=settings.step_default_max_attempts,
+            ai_task_queue=settings.ai_task_queue,
+        ),
+        output=spec.output,
+        max_wait_seconds=settings.max_wait_seconds,
+        for_each_batch_size=settings.for_each_batch_size,
+        run_number=run_number,
+        completed=completed or {},
+    )
+
+
+def search_attributes(tenant_name: str, template_name: str, tier: str) -> TypedSearchAttributes:
+    """What the Temporal UI and CLI filter executions by."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(TENANT_KEY, tenant_name),
+            SearchAttributePair(TEMPLATE_KEY, template_name),
+            SearchAttributePair(TIER_KEY, tier),
+        ]
+    )
 
 
 class ExecutionService:
@@ -162,33 +203,15 @@ class ExecutionService:
             return self._same_request(existing, request)
         await self.publish_event(publisher, created, execution)
 
-        run_input = RunInput(
-            execution_id=str(execution_id),
-            tenant_id=str(principal.tenant_id),
-            template_name=template.name,
-            template_version=version.version,
-            params=params,
-            steps=spec.plan(
-                default_timeout=settings.step_default_timeout_seconds,
-                default_attempts=settings.step_default_max_attempts,
-                ai_task_queue=settings.ai_task_queue,
-            ),
-            output=spec.output,
-            max_wait_seconds=settings.max_wait_seconds,
-            for_each_batch_size=settings.for_each_batch_size,
-        )
+        run_input = build_run_input(execution, template.name, version.version, spec, settings)
         try:
             handle = await temporal.start_workflow(
                 WORKFLOW_NAME,
                 run_input,
                 id=execution.workflow_id,
                 task_queue=settings.temporal_task_queue,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(TENANT_KEY, principal.tenant_name),
-                        SearchAttributePair(TEMPLATE_KEY, template.name),
-                        SearchAttributePair(TIER_KEY, principal.tier),
-                    ]
+                search_attributes=search_attributes(
+                    principal.tenant_name, template.name, principal.tier
                 ),
             )
             execution.run_id = handle.first_execution_run_id
@@ -278,6 +301,8 @@ class ExecutionService:
             execution.current_step = rec.step_id
         if rec.type == "STARTED" and execution.started_at is None:
             execution.started_at = now
+        if rec.type == "RETRIED":
+            execution.finished_at = execution.result = execution.error = None
         if rec.type in TERMINAL_EVENTS:
             execution.finished_at = now
             EXECUTION_DURATION.labels(rec.status).observe(

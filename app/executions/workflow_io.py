@@ -13,6 +13,8 @@ from typing import Any
 WORKFLOW_NAME = "TemplateWorkflow"
 BATCH_WORKFLOW_NAME = "ForEachBatchWorkflow"
 EVENT_SIGNAL = "execution_event"
+PAUSE_SIGNAL = "pause"
+RESUME_SIGNAL = "resume"
 RECORD_EVENT_ACTIVITY = "execution.record_event"
 
 
@@ -59,6 +61,8 @@ class RunInput:
     output: Any = None
     max_wait_seconds: float = 7 * 24 * 3600.0
     for_each_batch_size: int = 200
+    run_number: int = 1  # 2, 3, ... for retryExecution: event keys get an `r<n>:` prefix
+    completed: dict[str, Any] = field(default_factory=dict)  # outputs kept from earlier runs
 
 
 @dataclass
@@ -78,6 +82,14 @@ class ExternalEvent:
 
     name: str
     payload: Any = None
+
+
+@dataclass
+class Control:
+    """A pause or resume request, with who asked."""
+
+    actor: str
+    reason: str | None = None
 
 
 @dataclass

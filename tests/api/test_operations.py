@@ -31,6 +31,8 @@ HERE = {
     "SetBudget",
     "UpdateAiSettings",
     "ExecutionAi",
+    # run in tests/workers/test_control.py
+    "ControlExecution",
 }
 
 

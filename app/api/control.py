@@ -1,0 +1,125 @@
+"""Execution control mutations: pause, resume, cancel (one or many) and retry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+
+from app.api.context import Context
+from app.api.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+    graphql_errors,
+    user_error,
+)
+from app.api.executions import Execution, ExecutionStatus
+from app.api.relay import from_global_id
+from app.errors import DomainError
+from app.executions.control import ExecutionControl
+from app.executions.service import ExecutionService
+
+ControlResult = Annotated[
+    Execution | NotFoundError | ForbiddenError | ConflictError | UnavailableError,
+    strawberry.union("ExecutionControlResult"),
+]
+
+
+@strawberry.input
+class ExecutionFilter:
+    status: ExecutionStatus | None = None
+    template_name: str | None = None
+
+
+@strawberry.type
+class CancelledExecutions:
+    count: int
+    executions: list[Execution]
+
+
+CancelManyResult = Annotated[
+    CancelledExecutions | ValidationError | ForbiddenError,
+    strawberry.union("CancelExecutionsResult"),
+]
+
+
+async def _control(
+    info: strawberry.Info[Context, None], id: strawberry.ID, action: str, reason: str | None = None
+) -> ControlResult:
+    ctx = info.context
+    with graphql_errors():
+        principal = ctx.principal()
+    try:
+        pk = from_global_id(id, "Execution")[1]
+        async with ctx.session() as s:
+            control = ExecutionControl(ExecutionService(s), ctx.deps.temporal, ctx.deps.bus)
+            if action == "pause":
+                execution = await control.pause(principal, pk, reason)
+            elif action == "resume":
+                execution = await control.resume(principal, pk)
+            elif action == "cancel":
+                execution = await control.cancel(principal, pk, reason)
+            else:
+                execution = await control.retry(principal, pk, ctx.deps.settings)
+    except DomainError as exc:
+        return user_error(exc)  # type: ignore[return-value]
+    return Execution.from_model(execution)
+
+
+@strawberry.type
+class ControlMutation:
+    @strawberry.mutation(description="Pause between steps (running steps finish); RUNNING only.")
+    async def pause_execution(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID, reason: str | None = None
+    ) -> ControlResult:
+        return await _control(info, id, "pause", reason)
+
+    @strawberry.mutation(description="Continue a PAUSED execution.")
+    async def resume_execution(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID
+    ) -> ControlResult:
+        return await _control(info, id, "resume")
+
+    @strawberry.mutation(
+        description="Cancel: compensations run, then CANCELLED; who and why are recorded."
+    )
+    async def cancel_execution(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID, reason: str | None = None
+    ) -> ControlResult:
+        return await _control(info, id, "cancel", reason)
+
+    @strawberry.mutation(
+        description="Continue a FAILED execution from its failed step, keeping completed outputs."
+    )
+    async def retry_execution(
+        self, info: strawberry.Info[Context, None], id: strawberry.ID
+    ) -> ControlResult:
+        return await _control(info, id, "retry")
+
+    @strawberry.mutation(description="Admins: cancel every active execution matching the filter.")
+    async def cancel_executions(
+        self,
+        info: strawberry.Info[Context, None],
+        filter: ExecutionFilter | None = None,
+        reason: str | None = None,
+    ) -> CancelManyResult:
+        ctx = info.context
+        with graphql_errors():
+            principal = ctx.principal()
+        try:
+            async with ctx.session() as s:
+                control = ExecutionControl(ExecutionService(s), ctx.deps.temporal, ctx.deps.bus)
+                done = await control.cancel_many(
+                    principal,
+                    status=filter.status.value if filter and filter.status else None,
+                    template_name=filter.template_name if filter else None,
+                    reason=reason,
+                )
+        except DomainError as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return CancelledExecutions(
+            count=len(done), executions=[Execution.from_model(e) for e in done]
+        )
