@@ -4,13 +4,16 @@ does what it says: files written, mails sent once, webhooks called, archives che
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from temporalio.client import Client
 
 from app.embedded.mail import DevMailSink
 from app.seed import seed_sample_files
@@ -22,6 +25,7 @@ from tests.support import GraphQLClient, WebhookSink
 from tests.workers.test_template_graph import run
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 EXAMPLES = {t["name"]: t["example_params"] for t in STANDARD_TEMPLATES}
 
 
@@ -54,7 +58,29 @@ async def _run(server: str, keys: TenantKeys, name: str, params: Any) -> tuple[l
     client = GraphQLClient(server, keys.admin)
     events, execution = await run(client, server, keys.admin, name, params)
     assert execution["status"] == "COMPLETED", execution["error"]
+    if os.environ.get("WFS_RECORD_HISTORIES"):
+        await record_history(name, execution["id"])
     return events, execution["result"]
+
+
+async def record_history(name: str, execution_id: str) -> None:
+    """`WFS_RECORD_HISTORIES=1 make test` keeps each template's first run's history for
+    tests/workers/test_replay.py (delete tests/histories/*.json first to re-record)."""
+    pk = base64.urlsafe_b64decode(execution_id + "==").decode().split(":", 1)[1]
+    temporal = await Client.connect(TEMPORAL["address"])
+    history = await temporal.get_workflow_handle(f"exec-{pk}").fetch_history()
+    path = HISTORIES / f"{name}.json"
+    if not path.exists():
+        path.write_text(history.to_json())
+
+
+TEMPORAL: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _temporal_address(settings: Settings) -> None:
+    assert settings.temporal_address
+    TEMPORAL["address"] = settings.temporal_address
 
 
 def _mails_to(sink: DevMailSink, address: str) -> list[Any]:

@@ -1,0 +1,36 @@
+"""Recorded histories of the standard templates replay against today's workflow code, so a
+change that breaks determinism fails the build. Changes to workflow logic go behind
+`workflow.patched(...)`; see docs/templates.md. Re-record with `WFS_RECORD_HISTORIES=1`
+after deleting tests/histories/*.json (only for changes that are compatible by design)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from app.templates.standard import STANDARD_TEMPLATES
+from workers.main import PASSTHROUGH
+from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+
+def test_every_standard_template_has_a_recorded_history() -> None:
+    assert {p.stem for p in HISTORIES.glob("*.json")} == {t["name"] for t in STANDARD_TEMPLATES}
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"exec-{path.stem}", path.read_text())  # noqa: ASYNC240
+    replayer = Replayer(
+        workflows=[TemplateWorkflow, ForEachBatchWorkflow],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
