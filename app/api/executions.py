@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import AsyncGenerator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -27,6 +27,7 @@ from app.api.templates import Template
 from app.errors import DomainError, NotFound
 from app.events.bus import Event
 from app.executions.events import TERMINAL_EVENTS, TERMINAL_STATUSES, execution_channel
+from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, StartRequest
 from app.models import Execution as ExecutionModel
 from app.models import ExecutionEvent as EventModel
@@ -159,6 +160,19 @@ class Execution(Node):
         version = await info.context.loaders.versions.load(self.version_pk)
         assert version is not None
         return version.version
+
+    @strawberry.field(
+        description="When it should finish: its start plus the median duration of the "
+        "template's recent completed runs; null once finished or without history."
+    )
+    async def estimated_finish_at(self, info: strawberry.Info[Context, None]) -> datetime | None:
+        if self.status.value not in ("PENDING", "RUNNING", "PAUSED"):
+            return None
+        async with info.context.session() as s:
+            typical = await ExecutionRepository(s).typical_duration(self.template_pk)
+        if typical is None:
+            return None
+        return (self.started_at or self.created_at) + timedelta(seconds=typical)
 
     @strawberry.field(description="This execution in the Temporal Web UI, when one is known.")
     def temporal_ui_url(self, info: strawberry.Info[Context, None]) -> str | None:

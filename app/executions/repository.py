@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Execution, ExecutionEvent
@@ -64,6 +64,24 @@ class ExecutionRepository:
             query = query.where(tuple_(Execution.created_at, Execution.id) < (at, last_id))
         query = query.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit)
         return list(await self.session.scalars(query))
+
+    async def typical_duration(self, template_id: uuid.UUID, limit: int = 50) -> float | None:
+        """Median seconds from start to finish of the template's recent completed runs."""
+        recent = (
+            select((func.extract("epoch", Execution.finished_at - Execution.started_at)).label("d"))
+            .where(
+                Execution.template_id == template_id,
+                Execution.status == "COMPLETED",
+                Execution.started_at.is_not(None),
+            )
+            .order_by(Execution.finished_at.desc())
+            .limit(limit)
+            .subquery()
+        )
+        value = await self.session.scalar(
+            select(func.percentile_cont(0.5).within_group(recent.c.d))
+        )
+        return float(value) if value is not None else None
 
     async def event_by_key(self, execution_id: uuid.UUID, key: str) -> ExecutionEvent | None:
         return await self.session.scalar(

@@ -240,3 +240,19 @@ async def test_executions_pagination_and_status_filter(client: GraphQLClient) ->
     assert len(seen) == len(set(seen))
     failed = await client.data(op("Executions"), {"first": 50, "status": "FAILED"})
     assert all(e["node"]["status"] == "FAILED" for e in failed["executions"]["edges"])
+
+
+async def test_estimated_finish_comes_from_past_runs(client: GraphQLClient) -> None:
+    for _ in range(2):  # history for the template (other tests add more)
+        done = await start(client, {**ORDER, "wait_seconds": 0})
+        await wait_terminal(client, done["id"])
+    running = await start(client, {**ORDER, "wait_seconds": 3})
+    query = (
+        "query($id: ID!) { execution(id: $id) { status startedAt createdAt estimatedFinishAt } }"
+    )
+    execution = (await client.data(query, {"id": running["id"]}))["execution"]
+    assert execution["estimatedFinishAt"] is not None
+    assert execution["estimatedFinishAt"] > execution["createdAt"]
+    await wait_terminal(client, running["id"])
+    finished = (await client.data(query, {"id": running["id"]}))["execution"]
+    assert finished["estimatedFinishAt"] is None
