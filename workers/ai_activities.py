@@ -20,7 +20,7 @@ from app.ai.contracts import TASKS, AiOutcome, AiRequest
 from app.ai.gateway import AiGateway, AiInputError
 from app.ai.service import AiService
 from app.db import SessionFactory
-from app.executions.workflow_io import StepCall
+from app.executions.workflow_io import DECIDE_ACTIVITY, DecideInput, Decision, StepCall
 from app.settings import Settings
 
 HEARTBEAT_SECONDS = 2.0
@@ -46,8 +46,18 @@ class AiActivities:
     def __init__(self, gateway: AiGateway, sessions: SessionFactory, settings: Settings) -> None:
         self.gateway, self.sessions, self.settings = gateway, sessions, settings
 
-    def all(self) -> list[Callable[[StepCall], Awaitable[Any]]]:
-        return [self._activity(task) for task in TASKS]
+    def all(self) -> list[Callable[..., Awaitable[Any]]]:
+        return [self.decide, *[self._activity(task) for task in TASKS]]
+
+    @activity.defn(name=DECIDE_ACTIVITY)
+    async def decide(self, request: DecideInput) -> Decision:
+        """Whether an enhancement point should use AI now; the workflow records the answer."""
+        async with self.sessions() as session:
+            tenant = await AiService(session).tenant_ai(uuid.UUID(request.tenant_id), self.settings)
+        enhance, reason = await self.gateway.should_enhance(
+            request.tenant_id, request.task, tenant, request.min_tier
+        )
+        return Decision(enhance=enhance, reason=reason)
 
     async def run(self, task: str, call: StepCall) -> dict[str, Any]:
         async with self.sessions() as session:

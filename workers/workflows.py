@@ -34,6 +34,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from app.executions.workflow_io import (
         BATCH_WORKFLOW_NAME,
+        DECIDE_ACTIVITY,
         EVENT_SIGNAL,
         PAUSE_SIGNAL,
         RECORD_EVENT_ACTIVITY,
@@ -41,6 +42,8 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_NAME,
         BatchInput,
         Control,
+        DecideInput,
+        Decision,
         EventRecord,
         ExternalEvent,
         Progress,
@@ -311,11 +314,10 @@ class TemplateWorkflow:
             elif step.activity in ("wait.timer", "wait.event"):
                 output = await self._wait(inp, step, self._render(step, step.input, context))
             else:
+                step_input = self._render(step, step.input, context)
+                step_input = await self._enhance(inp, step, context, step_input)
                 output = await run_activity(
-                    (inp.execution_id, inp.tenant_id),
-                    step,
-                    self._render(step, step.input, context),
-                    None,
+                    (inp.execution_id, inp.tenant_id), step, step_input, None
                 )
         finally:
             self._running.remove(step.id)
@@ -328,6 +330,76 @@ class TemplateWorkflow:
             payload=_output_payload(output),
         )
         return output
+
+    async def _enhance(
+        self, inp: RunInput, step: StepPlan, context: dict[str, Any], step_input: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Each active enhancement point (one with `input` and `apply`): decide (recorded in
+        the history, so a replay decides the same), run the AI task, apply its output to the
+        step input; on any failure the step keeps its plain input. Every decision is an event."""
+        active = [p for p in step.enhancements if p.get("input") is not None and p.get("apply")]
+        if not active or not workflow.patched("enhancement-points"):
+            return step_input
+        for i, point in enumerate(active):
+            task = point["task"]
+            record: dict[str, Any] = {
+                "task": task,
+                "decision": "BASELINE",
+                "provider": "baseline",
+                "model": "baseline",
+                "cost_usd": "0",
+                "fallback": None,
+            }
+            try:
+                decision: Decision = await workflow.execute_activity(
+                    DECIDE_ACTIVITY,
+                    DecideInput(inp.tenant_id, task, point.get("min_tier", "premium")),
+                    result_type=Decision,
+                    task_queue=inp.ai_task_queue,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                )
+                record["reason"] = decision.reason
+                if decision.enhance:
+                    payload = render(point["input"], context)
+                    out = await workflow.execute_activity(
+                        f"ai.{task}",
+                        StepCall(inp.execution_id, inp.tenant_id, step.id, payload),
+                        task_queue=inp.ai_task_queue,
+                        start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
+                        retry_policy=RetryPolicy(maximum_attempts=2),
+                    )
+                    ai = out.get("ai", {})
+                    step_input = {
+                        **step_input,
+                        **{field: out[key] for field, key in point["apply"].items() if key in out},
+                    }
+                    record.update(
+                        decision="AI" if ai.get("provider") != "baseline" else "BASELINE",
+                        provider=ai.get("provider"),
+                        model=ai.get("model"),
+                        cost_usd=ai.get("cost_usd", "0"),
+                        fallback=ai.get("fallback_reason"),
+                        latency_ms=ai.get("latency_ms"),
+                    )
+            except (ActivityError, ExpressionError) as exc:
+                if is_cancelled_exception(exc):
+                    raise
+                cause = getattr(exc, "cause", None) or exc
+                record.update(
+                    reason=record.get("reason", "UNAVAILABLE"),
+                    fallback="AI_ERROR",
+                    error=str(getattr(cause, "message", cause))[:300],
+                )
+            await self._record(
+                f"step:{step.id}:enhancement:{i}",
+                "STEP_ENHANCED",
+                step_id=step.id,
+                message=f"{task}: {record['decision']} ({record.get('reason')})"
+                + (f": {record['error']}" if record.get("error") else ""),
+                payload={"enhancement": record},
+            )
+        return step_input
 
     @staticmethod
     def _render(step: StepPlan, value: Any, context: dict[str, Any]) -> Any:

@@ -46,6 +46,7 @@ from app.models import AiUsage
 from app.models.base import utcnow
 
 log = structlog.get_logger(__name__)
+TIER_ORDER = ("free", "pro", "premium", "enterprise")
 # The event bus prefix (app/events/bus.py) + the tenant's AI channel.
 AI_EVENTS_CHANNEL = "wfs:tenant:{tenant_id}:ai"
 
@@ -98,6 +99,30 @@ class AiGateway:
         metrics.record_outcome(outcome)
         await self._record(request, outcome)
         return outcome
+
+    async def should_enhance(
+        self, tenant_id: str, task: str, tenant: TenantAi, min_tier: str
+    ) -> tuple[bool, str]:
+        """An enhancement point's decision: (enhance?, reason). Reasons: ENHANCE, TIER (below
+        the point's minimum tier or no model for it), DISABLED, NO_PROVIDER, BUDGET (spent),
+        PROVIDERS_DOWN (every candidate's breaker is open)."""
+        if TIER_ORDER.index(tenant.tier) < TIER_ORDER.index(min_tier):
+            return False, "TIER"
+        if not tenant.enabled:
+            return False, "DISABLED"
+        configured = {p for p in self.providers if p != "baseline"}
+        choices = candidates(tenant.tier, task, overrides=tenant.overrides, configured=configured)
+        if not choices:
+            routed = candidates(
+                tenant.tier, task, overrides=tenant.overrides, configured={"openai", "anthropic"}
+            )
+            return False, "NO_PROVIDER" if routed else "TIER"
+        status = await self.ledger.status(tenant_id, tenant.budget_usd)
+        if tenant.budget_usd >= 0 and status.spent_usd + status.reserved_usd >= tenant.budget_usd:
+            return False, "BUDGET"
+        if all(self.health.state(c.provider, c.model) == "OPEN" for c in choices):
+            return False, "PROVIDERS_DOWN"
+        return True, "ENHANCE"
 
     async def _decide(self, request: AiRequest, task: TaskSpec, tenant: TenantAi) -> AiOutcome:
         if not tenant.enabled:

@@ -59,6 +59,7 @@ class ExecutionEventType(enum.Enum):
     COMPENSATING = "COMPENSATING"
     STEP_COMPENSATED = "STEP_COMPENSATED"
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    STEP_ENHANCED = "STEP_ENHANCED"
     PAUSED = "PAUSED"
     RESUMED = "RESUMED"
     CANCEL_REQUESTED = "CANCEL_REQUESTED"
@@ -225,6 +226,17 @@ class StepStatus(enum.Enum):
     COMPENSATED = "COMPENSATED"
 
 
+@strawberry.type(description="One enhancement point's decision and what it cost.")
+class Enhancement:
+    task: str
+    decision: str = strawberry.field(description="AI or BASELINE.")
+    reason: str | None
+    provider: str | None
+    model: str | None
+    cost_usd: Decimal
+    fallback: str | None
+
+
 @strawberry.type
 class StepState:
     id: str
@@ -234,6 +246,7 @@ class StepState:
     finished_at: datetime | None
     output: JSON | None
     error: str | None
+    enhancements: list[Enhancement]
 
 
 _STEP_STATUS = {
@@ -243,6 +256,19 @@ _STEP_STATUS = {
     "STEP_FAILED": StepStatus.FAILED,
     "STEP_COMPENSATED": StepStatus.COMPENSATED,
 }
+
+
+def enhancement_of(event: EventModel) -> Enhancement:
+    e = (event.payload or {}).get("enhancement", {})
+    return Enhancement(
+        task=e.get("task", "?"),
+        decision=e.get("decision", "BASELINE"),
+        reason=e.get("reason"),
+        provider=e.get("provider"),
+        model=e.get("model"),
+        cost_usd=Decimal(e.get("cost_usd") or 0),
+        fallback=e.get("fallback"),
+    )
 
 
 def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
@@ -255,11 +281,15 @@ def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
             finished_at=None,
             output=None,
             error=None,
+            enhancements=[],
         )
         for sid in order
     }
     for event in events:
         state = states.get(event.step_id or "")
+        if state is not None and event.type == "STEP_ENHANCED":
+            state.enhancements.append(enhancement_of(event))
+            continue
         status = _STEP_STATUS.get(event.type)
         if state is None or status is None:
             continue

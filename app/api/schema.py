@@ -18,6 +18,7 @@ from app.api.executions import (
     ExecutionSubscription,
     load_execution_node,
 )
+from app.api.feeds import FeedSubscription
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
@@ -54,7 +55,7 @@ class Mutation(ExecutionMutation, ControlMutation, TemplateMutation, AiMutation)
 
 
 @strawberry.type
-class Subscription(ExecutionSubscription):
+class Subscription(ExecutionSubscription, FeedSubscription):
     pass
 
 

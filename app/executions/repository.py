@@ -38,7 +38,12 @@ class ExecutionRepository:
 
     async def lock(self, execution_id: uuid.UUID) -> Execution | None:
         return await self.session.scalar(
-            select(Execution).where(Execution.id == execution_id).with_for_update()
+            select(Execution)
+            .where(Execution.id == execution_id)
+            .with_for_update()
+            # The row may already be in this session (read before locking): refresh it, or
+            # last_seq would be stale and two writers could take the same seq.
+            .execution_options(populate_existing=True)
         )
 
     async def by_idempotency_key(self, tenant_id: uuid.UUID, key: str) -> Execution | None:

@@ -91,6 +91,7 @@ def build_run_input(
         output=spec.output,
         max_wait_seconds=settings.max_wait_seconds,
         for_each_batch_size=settings.for_each_batch_size,
+        ai_task_queue=settings.ai_task_queue,
         run_number=run_number,
         completed=completed or {},
     )

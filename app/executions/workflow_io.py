@@ -16,6 +16,7 @@ EVENT_SIGNAL = "execution_event"
 PAUSE_SIGNAL = "pause"
 RESUME_SIGNAL = "resume"
 RECORD_EVENT_ACTIVITY = "execution.record_event"
+DECIDE_ACTIVITY = "ai.decide"
 
 
 @dataclass
@@ -61,6 +62,7 @@ class RunInput:
     output: Any = None
     max_wait_seconds: float = 7 * 24 * 3600.0
     for_each_batch_size: int = 200
+    ai_task_queue: str = "ai"  # enhancement points' decisions and AI calls run there
     run_number: int = 1  # 2, 3, ... for retryExecution: event keys get an `r<n>:` prefix
     completed: dict[str, Any] = field(default_factory=dict)  # outputs kept from earlier runs
 
@@ -82,6 +84,22 @@ class ExternalEvent:
 
     name: str
     payload: Any = None
+
+
+@dataclass
+class DecideInput:
+    tenant_id: str
+    task: str
+    min_tier: str
+
+
+@dataclass
+class Decision:
+    """Whether an enhancement point runs AI, and why (kept in the history: a replay decides
+    the same)."""
+
+    enhance: bool
+    reason: str  # ENHANCE | TIER | DISABLED | BUDGET | NO_PROVIDER | PROVIDERS_DOWN
 
 
 @dataclass

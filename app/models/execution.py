@@ -31,6 +31,8 @@ class Execution(UUIDPk, Timestamps, Base):
         Index("ix_executions_tenant_status_created", "tenant_id", "status", "created_at", "id"),
         # Popularity (runs in the last 30 days per template).
         Index("ix_executions_template_created", "template_id", "created_at"),
+        # The executions feed sweeps a tenant's recently changed executions.
+        Index("ix_executions_tenant_updated", "tenant_id", "updated_at"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

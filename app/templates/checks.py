@@ -130,6 +130,14 @@ def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -
         for path, message in expressions.check(step.compensate.input):
             problems.append((f"{where}.compensate.input{path[1:]}", f"bad expression: {message}"))
     for j, point in enumerate(step.enhancements):
+        if (point.input is None) != (point.apply is None):
+            problems.append(
+                (f"{where}.enhancements[{j}]", "give both `input` and `apply`, or neither")
+            )
+        for path, message in expressions.check(point.input):
+            problems.append(
+                (f"{where}.enhancements[{j}].input{path[1:]}", f"bad expression: {message}")
+            )
         if point.task not in AI_TASKS:
             problems.append(
                 (

@@ -46,6 +46,12 @@ class EnhancementSpec(BaseModel):
     task: str
     min_tier: str = "premium"
     fallback: str = Field(min_length=1, max_length=300)
+    input: dict[str, Any] | None = Field(
+        None, description="The AI task's input (expressions over the step's scope)."
+    )
+    apply: dict[str, str] | None = Field(
+        None, description="{step input field: AI output field} set when the point enhances."
+    )
 
 
 class StepSpec(BaseModel):

@@ -33,6 +33,9 @@ HERE = {
     "ExecutionAi",
     # run in tests/workers/test_control.py
     "ControlExecution",
+    # run in tests/api/test_feeds.py
+    "ExecutionsFeed",
+    "QueueStatus",
 }
 
 
