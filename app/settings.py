@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     smtp_use_tls: bool = False
     smtp_from: str = "workflow-service@localhost"
     for_each_batch_size: int = 200  # fan-outs larger than this run in child workflows
+    # Executions a tenant may have running at once; more wait as PENDING, started in order.
+    tier_concurrency: dict[str, int] = Field(
+        default_factory=lambda: {"free": 5, "pro": 25, "premium": 100, "enterprise": 500}
+    )
 
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None

@@ -14,6 +14,8 @@ from temporalio.exceptions import ApplicationError
 
 from app.db import SessionFactory
 from app.errors import NotFound
+from app.executions.admission import Admission
+from app.executions.events import TERMINAL_EVENTS
 from app.executions.service import ExecutionService, Publisher
 from app.executions.workflow_io import RECORD_EVENT_ACTIVITY, EventRecord, StepCall
 from app.settings import Settings
@@ -44,6 +46,10 @@ class TemplateActivities:
                 raise ApplicationError(exc.message, non_retryable=True) from exc
             await session.commit()
         await ExecutionService.publish_event(self.publisher, event, execution)
+        if rec.type in TERMINAL_EVENTS:  # a slot is free: start the tenant's next queued one
+            async with self.sessions() as session:
+                admission = Admission(session, activity.client(), self.publisher, self.settings)
+                await admission.admit(execution.tenant_id)
         return event.seq
 
     def _step(self, entry: StepActivity) -> Callable[[StepCall], Awaitable[Any]]:

@@ -51,6 +51,7 @@ class ExecutionStatus(enum.Enum):
 @strawberry.enum
 class ExecutionEventType(enum.Enum):
     CREATED = "CREATED"
+    QUEUED = "QUEUED"
     STARTED = "STARTED"
     STEP_STARTED = "STEP_STARTED"
     STEP_COMPLETED = "STEP_COMPLETED"

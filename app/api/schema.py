@@ -8,6 +8,7 @@ import strawberry
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 
 from app.api.ai import AiMutation, AiQuery
+from app.api.analytics import AnalyticsQuery
 from app.api.context import Context
 from app.api.control import ControlMutation
 from app.api.errors import UserError, graphql_errors, should_mask
@@ -45,7 +46,7 @@ class NodeQuery:
 
 
 @strawberry.type
-class Query(ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, NodeQuery):
+class Query(ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, AnalyticsQuery, NodeQuery):
     pass
 
 

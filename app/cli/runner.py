@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import structlog
 import uvicorn
+from temporalio.client import Client
 
 from app.api.app import create_app
-from app.db import make_engine, make_sessionmaker
+from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.events.bus import EventBus
 from app.settings import Settings
 from app.temporal import connect, ensure_search_attributes
@@ -71,12 +72,34 @@ async def run_worker(
     engine = make_engine(settings.database_url)
     bus = EventBus(settings.redis_url)
     await bus.start()
+    sessions = make_sessionmaker(engine)
+    admissions = asyncio.create_task(admit_queued(sessions, client, bus, settings, stop))
     try:
-        worker = build_worker(client, queue, make_sessionmaker(engine), bus, settings)
+        worker = build_worker(client, queue, sessions, bus, settings)
         await run_until(worker, stop)
     finally:
+        stop.set()
+        await admissions
         await bus.close()
         await engine.dispose()
+
+
+async def admit_queued(
+    sessions: SessionFactory, client: Client, bus: EventBus, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Every few seconds, start queued executions that have a free slot (a safety net: the
+    event recorder admits the next one as soon as an execution ends)."""
+    from app.executions.admission import sweep
+
+    while not stop.is_set():
+        try:
+            await sweep(sessions, client, bus, settings)
+        except Exception as exc:  # keep sweeping; the next round retries
+            log.warning("admission.sweep_failed", error=str(exc))
+        try:
+            await asyncio.wait_for(stop.wait(), 10)
+        except TimeoutError:
+            pass
 
 
 async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:

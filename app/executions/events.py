@@ -9,6 +9,7 @@ from app.models import Execution, ExecutionEvent
 
 EVENT_TYPES = (
     "CREATED",
+    "QUEUED",
     "STARTED",
     "STEP_STARTED",
     "STEP_COMPLETED",

@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
@@ -30,7 +29,6 @@ from app.executions.events import (
 from app.executions.repository import ExecutionRepository
 from app.executions.workflow_io import (
     EVENT_SIGNAL,
-    WORKFLOW_NAME,
     EventRecord,
     ExternalEvent,
     RunInput,
@@ -40,7 +38,6 @@ from app.metrics import (
     EXECUTION_DURATION,
     EXECUTION_EVENTS,
     EXECUTION_START_FAILURES,
-    EXECUTIONS_STARTED,
 )
 from app.models import STATUSES, Execution, ExecutionEvent
 from app.models.base import utcnow
@@ -204,21 +201,28 @@ class ExecutionService:
             return self._same_request(existing, request)
         await self.publish_event(publisher, created, execution)
 
-        run_input = build_run_input(execution, template.name, version.version, spec, settings)
+        # Imported here: admission builds on this module (launching uses build_run_input).
+        from app.executions.admission import Admission, launch, tenant_lock
+
         try:
-            handle = await temporal.start_workflow(
-                WORKFLOW_NAME,
-                run_input,
-                id=execution.workflow_id,
-                task_queue=settings.temporal_task_queue,
-                search_attributes=search_attributes(
-                    principal.tenant_name, template.name, principal.tier
-                ),
-            )
-            execution.run_id = handle.first_execution_run_id
-        except WorkflowAlreadyStartedError:
-            pass
+            async with tenant_lock(self.session, principal.tenant_id):
+                admission = Admission(self.session, temporal, publisher, settings)
+                if await admission.queue_if_full(execution, principal.tier):
+                    log.info("execution.queued", execution_id=str(execution_id))
+                    return execution
+                await launch(
+                    temporal,
+                    execution,
+                    tenant_name=principal.tenant_name,
+                    tier=principal.tier,
+                    template_name=template.name,
+                    version_number=version.version,
+                    spec=spec,
+                    settings=settings,
+                )
+                await self.session.commit()
         except Exception as exc:  # Temporal unreachable or refused: mark the row, tell the caller.
+            await self.session.rollback()
             EXECUTION_START_FAILURES.inc()
             log.warning("execution.start_failed", execution_id=str(execution_id), error=str(exc))
             failed, _ = await self.record(
@@ -237,8 +241,6 @@ class ExecutionService:
             raise Unavailable(
                 "could not start the workflow; the execution is marked FAILED"
             ) from exc
-        await self.session.commit()
-        EXECUTIONS_STARTED.labels(principal.tier).inc()
         log.info(
             "execution.started",
             execution_id=str(execution_id),

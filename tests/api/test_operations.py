@@ -36,6 +36,8 @@ HERE = {
     # run in tests/api/test_feeds.py
     "ExecutionsFeed",
     "QueueStatus",
+    # run in tests/api/test_template_impact.py
+    "TemplateImpact",
 }
 
 

@@ -1,0 +1,1 @@
+"""Analytics over executions: what AI enhancement changes in a template's runs."""
