@@ -200,6 +200,38 @@ async def server(settings: Settings, sessions) -> AsyncIterator[str]:  # type: i
     await asyncio.gather(api, worker, ai_worker)
 
 
+@pytest.fixture
+async def restartable(
+    settings: Settings, sessions, state_dir: Path
+) -> AsyncIterator[tuple[str, EmbeddedValkey]]:  # type: ignore[no-untyped-def]
+    """API and worker on their own Valkey (to stop and restart) with a 60 s poll interval,
+    so a subscription can only recover through the bus's reconnect-and-resync."""
+    from app.cli.runner import run_api, run_worker
+
+    valkey = EmbeddedValkey(state_dir / f"valkey-{uuid.uuid4().hex[:6]}", port=free_port())
+    redis_url = await asyncio.to_thread(valkey.start)
+    own = settings.model_copy(
+        update={
+            "redis_url": redis_url,
+            "api_port": free_port(),
+            "temporal_task_queue": f"restart-{uuid.uuid4().hex[:8]}",
+            "subscription_poll_seconds": 60.0,
+        }
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(run_api(own, stop, ready)),
+        asyncio.create_task(run_worker(own, stop)),
+    ]
+    await asyncio.wait_for(ready.wait(), 30)
+    try:
+        yield f"http://127.0.0.1:{own.api_port}", valkey
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await asyncio.to_thread(valkey.stop)
+
+
 @dataclass
 class TenantKeys:
     name: str

@@ -5,8 +5,6 @@ the tenant's counts matching PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,11 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app.embedded import EmbeddedValkey
 from app.executions.feed import OVERLAP
 from app.settings import Settings
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import GraphQLClient, Subscription, free_port
+from tests.support import GraphQLClient, Subscription
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 ORDER = {"customer": "Feed", "items": [{"sku": "f-1", "qty": 1, "price": 2}], "wait_seconds": 0}
@@ -170,37 +167,6 @@ async def test_since_older_than_a_day_is_refused(server: str, tenant: TenantKeys
     await sub.close()
     errors = msg["payload"]["errors"] if msg["type"] == "next" else msg["payload"]
     assert errors[0]["extensions"]["code"] == "VALIDATION_FAILED", msg
-
-
-@pytest.fixture
-async def restartable(
-    settings: Settings, sessions, state_dir: Path
-) -> AsyncIterator[tuple[str, EmbeddedValkey]]:  # type: ignore[no-untyped-def]
-    """API and worker on their own Valkey (to restart) with a long poll: only Resync helps."""
-    from app.cli.runner import run_api, run_worker
-
-    valkey = EmbeddedValkey(state_dir / f"valkey-{uuid.uuid4().hex[:6]}", port=free_port())
-    redis_url = await asyncio.to_thread(valkey.start)
-    own = settings.model_copy(
-        update={
-            "redis_url": redis_url,
-            "api_port": free_port(),
-            "temporal_task_queue": f"feed-{uuid.uuid4().hex[:8]}",
-            "subscription_poll_seconds": 60.0,
-        }
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(run_api(own, stop, ready)),
-        asyncio.create_task(run_worker(own, stop)),
-    ]
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield f"http://127.0.0.1:{own.api_port}", valkey
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-        await asyncio.to_thread(valkey.stop)
 
 
 async def test_feed_survives_redis_restart(restartable, sessions) -> None:  # type: ignore[no-untyped-def]

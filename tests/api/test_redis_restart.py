@@ -7,48 +7,12 @@ poll interval, so recovery must come from the bus's reconnect-and-resync, not fr
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from app.embedded import EmbeddedValkey
-from app.settings import Settings
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import GraphQLClient, Subscription, free_port
+from tests.support import GraphQLClient, Subscription
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
-
-
-@pytest.fixture
-async def restartable(
-    settings: Settings, sessions, state_dir: Path
-) -> AsyncIterator[tuple[str, EmbeddedValkey]]:  # type: ignore[no-untyped-def]
-    from app.cli.runner import run_api, run_worker
-
-    valkey = EmbeddedValkey(state_dir / f"valkey-{uuid.uuid4().hex[:6]}", port=free_port())
-    redis_url = await asyncio.to_thread(valkey.start)
-    own = settings.model_copy(
-        update={
-            "redis_url": redis_url,
-            "api_port": free_port(),
-            "temporal_task_queue": f"restart-{uuid.uuid4().hex[:8]}",
-            "subscription_poll_seconds": 60.0,
-        }
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(run_api(own, stop, ready)),
-        asyncio.create_task(run_worker(own, stop)),
-    ]
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield f"http://127.0.0.1:{own.api_port}", valkey
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-        await asyncio.to_thread(valkey.stop)
 
 
 async def test_subscription_survives_redis_restart(restartable, sessions) -> None:  # type: ignore[no-untyped-def]
