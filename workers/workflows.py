@@ -34,7 +34,6 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from app.executions.workflow_io import (
         BATCH_WORKFLOW_NAME,
-        DECIDE_ACTIVITY,
         EVENT_SIGNAL,
         PAUSE_SIGNAL,
         RECORD_EVENT_ACTIVITY,
@@ -42,16 +41,26 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_NAME,
         BatchInput,
         Control,
-        DecideInput,
-        Decision,
         EventRecord,
         ExternalEvent,
+        ItemEnhancement,
         Progress,
         RunInput,
         StepCall,
         StepPlan,
     )
     from app.templates.expressions import ExpressionError, render, wrap
+
+from workers.enhancements import (
+    ItemPoints,
+    active_points,
+    apply,
+    call,
+    decide,
+    failed_outcome,
+    outcome_of,
+    tally,
+)
 
 # Recording must outlast a database blip, so it retries for a long time with backoff.
 RECORD_RETRY = RetryPolicy(
@@ -128,15 +137,23 @@ async def run_activity(
 
 
 async def run_items(
-    ids: tuple[str, str], step: StepPlan, inputs: list[Any], first_index: int
+    ids: tuple[str, str],
+    step: StepPlan,
+    inputs: list[Any],
+    first_index: int,
+    points: ItemPoints | None = None,
 ) -> list[Any]:
-    """One activity per input, at most `for_each_concurrency` at a time, outputs in order."""
+    """One activity per input, at most `for_each_concurrency` at a time, outputs in order;
+    with `points`, each item's enhanced points run (and are tallied there) before it."""
     gate = asyncio.Semaphore(step.for_each_concurrency)
 
     def item(i: int, payload: Any) -> Callable[[], Awaitable[Any]]:
         async def run() -> Any:
             async with gate:
-                return await run_activity(ids, step, payload, first_index + i)
+                step_input = payload
+                if points is not None:
+                    step_input = await points.enhance(ids, step, payload, first_index + i, i)
+                return await run_activity(ids, step, step_input, first_index + i)
 
         return run
 
@@ -146,13 +163,17 @@ async def run_items(
 @workflow.defn(name=BATCH_WORKFLOW_NAME)
 class ForEachBatchWorkflow:
     @workflow.run
-    async def run(self, inp: BatchInput) -> list[Any]:
+    async def run(self, inp: BatchInput) -> list[Any] | dict[str, Any]:
+        points = ItemPoints(inp.enhancements, inp.ai_task_queue) if inp.enhancements else None
         try:
-            return await run_items(
-                (inp.execution_id, inp.tenant_id), inp.step, inp.inputs, inp.first_index
+            outputs = await run_items(
+                (inp.execution_id, inp.tenant_id), inp.step, inp.inputs, inp.first_index, points
             )
         except StepFailed as failed:
             raise ApplicationError(failed.message, type="StepFailed", non_retryable=True) from None
+        if points is None:
+            return outputs
+        return {"outputs": outputs, "outcomes": points.ordered()}
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -319,6 +340,7 @@ class TemplateWorkflow:
                 output = await run_activity(
                     (inp.execution_id, inp.tenant_id), step, step_input, None
                 )
+            await self._record_ai_step(step, output)
         finally:
             self._running.remove(step.id)
         self._done += 1
@@ -334,72 +356,84 @@ class TemplateWorkflow:
     async def _enhance(
         self, inp: RunInput, step: StepPlan, context: dict[str, Any], step_input: dict[str, Any]
     ) -> dict[str, Any]:
-        """Each active enhancement point (one with `input` and `apply`): decide (recorded in
-        the history, so a replay decides the same), run the AI task, apply its output to the
-        step input; on any failure the step keeps its plain input. Every decision is an event."""
-        active = [p for p in step.enhancements if p.get("input") is not None and p.get("apply")]
+        """Each active enhancement point of a single step: decide (recorded in the history, so
+        a replay decides the same), run the AI task, apply its output to the step input; on any
+        failure the step keeps its plain input. Every decision is a STEP_ENHANCED event."""
+        active = active_points(step)
         if not active or not workflow.patched("enhancement-points"):
             return step_input
         for i, point in enumerate(active):
-            task = point["task"]
-            record: dict[str, Any] = {
-                "task": task,
-                "decision": "BASELINE",
-                "provider": "baseline",
-                "model": "baseline",
-                "cost_usd": "0",
-                "fallback": None,
-            }
-            try:
-                decision: Decision = await workflow.execute_activity(
-                    DECIDE_ACTIVITY,
-                    DecideInput(inp.tenant_id, task, point.get("min_tier", "premium")),
-                    result_type=Decision,
-                    task_queue=inp.ai_task_queue,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_attempts=3),
-                )
-                record["reason"] = decision.reason
-                if decision.enhance:
+            decision = await decide(inp.tenant_id, inp.ai_task_queue, point)
+            if isinstance(decision, str):
+                outcome = failed_outcome("UNAVAILABLE", "AI_ERROR", decision)
+            elif not decision.enhance:
+                outcome = failed_outcome(decision.reason, None)
+            else:
+                try:
                     payload = render(point["input"], context)
-                    out = await workflow.execute_activity(
-                        f"ai.{task}",
-                        StepCall(inp.execution_id, inp.tenant_id, step.id, payload),
-                        task_queue=inp.ai_task_queue,
-                        start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
-                        retry_policy=RetryPolicy(maximum_attempts=2),
+                except ExpressionError as exc:
+                    outcome = failed_outcome("ENHANCE", "INPUT_ERROR", str(exc)[:300])
+                else:
+                    call_ = StepCall(inp.execution_id, inp.tenant_id, step.id, payload)
+                    out, outcome = await call(
+                        call_, point["task"], inp.ai_task_queue, step.timeout_seconds
                     )
-                    ai = out.get("ai", {})
-                    step_input = {
-                        **step_input,
-                        **{field: out[key] for field, key in point["apply"].items() if key in out},
-                    }
-                    record.update(
-                        decision="AI" if ai.get("provider") != "baseline" else "BASELINE",
-                        provider=ai.get("provider"),
-                        model=ai.get("model"),
-                        cost_usd=ai.get("cost_usd", "0"),
-                        fallback=ai.get("fallback_reason"),
-                        latency_ms=ai.get("latency_ms"),
-                    )
-            except (ActivityError, ExpressionError) as exc:
-                if is_cancelled_exception(exc):
-                    raise
-                cause = getattr(exc, "cause", None) or exc
-                record.update(
-                    reason=record.get("reason", "UNAVAILABLE"),
-                    fallback="AI_ERROR",
-                    error=str(getattr(cause, "message", cause))[:300],
-                )
-            await self._record(
-                f"step:{step.id}:enhancement:{i}",
-                "STEP_ENHANCED",
-                step_id=step.id,
-                message=f"{task}: {record['decision']} ({record.get('reason')})"
-                + (f": {record['error']}" if record.get("error") else ""),
-                payload={"enhancement": record},
-            )
+                    if out is not None:
+                        step_input = apply(step_input, point["apply"], out)
+            await self._record_point(step, str(i), {"task": point["task"], **outcome})
         return step_input
+
+    async def _record_point(self, step: StepPlan, key: str, record: dict[str, Any]) -> None:
+        items = (
+            f" on {record['enhanced_items']} of {record['items']} items"
+            if "items" in record
+            else ""
+        )
+        error = f": {record['error']}" if record.get("error") else ""
+        decided = f"{record['task']}: {record['decision']} ({record.get('reason')})"
+        await self._record(
+            f"step:{step.id}:enhancement:{key}",
+            "STEP_ENHANCED",
+            step_id=step.id,
+            message=f"{decided}{items}{error}",
+            payload={"enhancement": record},
+        )
+
+    async def _record_ai_step(self, step: StepPlan, output: Any) -> None:
+        """An `ai.*` step is its own enhancement point: tally what its activity did."""
+        if not step.activity.startswith("ai.") or not workflow.patched("ai-step-records"):
+            return
+        fan_out = step.for_each is not None and isinstance(output, list)
+        outputs = output if fan_out else [output]
+        outcomes = [outcome_of(o.get("ai") if isinstance(o, dict) else None) for o in outputs]
+        await self._record_point(
+            step, "ai", tally(step.activity.removeprefix("ai."), outcomes, fan_out)
+        )
+
+    async def _decide_items(
+        self, inp: RunInput, step: StepPlan, context: dict[str, Any], items: list[Any]
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | ItemEnhancement]]:
+        """A fan-out step's points, decided once: (point, the baseline outcome of a point not
+        enhanced | the point's per-item AI inputs)."""
+        active = active_points(step)
+        if not active or not workflow.patched("item-enhancements"):
+            return []
+        plans: list[tuple[dict[str, Any], dict[str, Any] | ItemEnhancement]] = []
+        for point in active:
+            decision = await decide(inp.tenant_id, inp.ai_task_queue, point)
+            if isinstance(decision, str):
+                plans.append((point, failed_outcome("UNAVAILABLE", "AI_ERROR", decision)))
+            elif not decision.enhance:
+                plans.append((point, failed_outcome(decision.reason, None)))
+            else:
+                inputs: list[dict[str, Any] | None] = []
+                for i, item in enumerate(items):
+                    try:
+                        inputs.append(render(point["input"], {**context, "item": item, "index": i}))
+                    except ExpressionError:
+                        inputs.append(None)
+                plans.append((point, ItemEnhancement(point["task"], point["apply"], inputs)))
+        return plans
 
     @staticmethod
     def _render(step: StepPlan, value: Any, context: dict[str, Any]) -> Any:
@@ -418,23 +452,54 @@ class TemplateWorkflow:
             self._render(step, step.input, {**context, "item": item, "index": i})
             for i, item in enumerate(items)
         ]
+        plans = await self._decide_items(inp, step, context, items)
+        enhanced = [plan for _, plan in plans if isinstance(plan, ItemEnhancement)]
+        points = ItemPoints(enhanced, inp.ai_task_queue) if enhanced else None
         ids = (inp.execution_id, inp.tenant_id)
         size = max(1, inp.for_each_batch_size)
         if len(inputs) <= size:
-            return await run_items(ids, step, inputs, 0)
+            outputs = await run_items(ids, step, inputs, 0, points)
+            outcomes = points.ordered() if points else []
+        else:
+            outputs, outcomes = await self._fan_out_children(inp, step, inputs, enhanced)
+        by_point = iter(outcomes)
+        for i, (point, plan) in enumerate(plans):
+            if isinstance(plan, ItemEnhancement):
+                record = tally(point["task"], next(by_point), True)
+            else:
+                record = {"task": point["task"], **plan, "items": len(items), "enhanced_items": 0}
+            await self._record_point(step, str(i), record)
+        return outputs
+
+    async def _fan_out_children(
+        self, inp: RunInput, step: StepPlan, inputs: list[Any], enhanced: list[ItemEnhancement]
+    ) -> tuple[list[Any], list[list[dict[str, Any]]]]:
+        """Slices of `for_each_batch_size` items as child workflows, a few at a time:
+        (outputs in item order, each enhanced point's outcomes in item order)."""
+        size = max(1, inp.for_each_batch_size)
         gate = asyncio.Semaphore(CHILD_CONCURRENCY)
         info = workflow.info()
 
-        def batch(k: int) -> Callable[[], Awaitable[list[Any]]]:
-            async def run() -> list[Any]:
+        def batch(k: int) -> Callable[[], Awaitable[Any]]:
+            async def run() -> Any:
                 async with gate:
-                    result: list[Any] = await workflow.execute_child_workflow(
+                    sliced = [
+                        ItemEnhancement(e.task, e.apply, e.inputs[k : k + size]) for e in enhanced
+                    ]
+                    return await workflow.execute_child_workflow(
                         BATCH_WORKFLOW_NAME,
-                        BatchInput(inp.execution_id, inp.tenant_id, step, inputs[k : k + size], k),
+                        BatchInput(
+                            inp.execution_id,
+                            inp.tenant_id,
+                            step,
+                            inputs[k : k + size],
+                            k,
+                            enhancements=sliced,
+                            ai_task_queue=inp.ai_task_queue,
+                        ),
                         id=f"{info.workflow_id}-{step.id}-{k // size}",
                         task_queue=info.task_queue,
                     )
-                    return result
 
             return run
 
@@ -446,7 +511,16 @@ class TemplateWorkflow:
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(exc)
             raise StepFailed(step.id, message) from None
-        return [output for chunk in chunks for output in chunk]
+        outputs: list[Any] = []
+        outcomes: list[list[dict[str, Any]]] = [[] for _ in enhanced]
+        for chunk in chunks:
+            if isinstance(chunk, dict):  # a slice with enhanced points
+                outputs.extend(chunk["outputs"])
+                for k, point_outcomes in enumerate(chunk["outcomes"]):
+                    outcomes[k].extend(point_outcomes)
+            else:
+                outputs.extend(chunk)
+        return outputs, outcomes
 
     async def _wait(self, inp: RunInput, step: StepPlan, args: dict[str, Any]) -> Any:
         limit = inp.max_wait_seconds

@@ -70,6 +70,43 @@ class ExecutionEventType(enum.Enum):
     CANCELLED = "CANCELLED"
 
 
+@strawberry.type(description="One enhancement point's decision, what it used and what it cost.")
+class Enhancement:
+    task: str
+    decision: str = strawberry.field(description="AI or BASELINE.")
+    reason: str | None = strawberry.field(
+        description="ENHANCE (AI was tried), or why not: TIER, DISABLED, NO_PROVIDER, BUDGET, "
+        "PROVIDERS_DOWN, UNAVAILABLE."
+    )
+    provider: str | None
+    model: str | None
+    latency_ms: int | None
+    cost_usd: Decimal
+    fallback: str | None = strawberry.field(
+        description="Why a tried point used the baseline: PROVIDER_ERROR, INVALID_OUTPUT, "
+        "TIMEOUT, AI_ERROR, INPUT_ERROR..."
+    )
+    items: int | None = strawberry.field(description="On a for_each step: the items.")
+    enhanced_items: int | None = strawberry.field(
+        description="On a for_each step: the items AI improved."
+    )
+
+    @classmethod
+    def from_record(cls, e: dict[str, Any]) -> Enhancement:
+        return cls(
+            task=e.get("task", "?"),
+            decision=e.get("decision", "BASELINE"),
+            reason=e.get("reason"),
+            provider=e.get("provider"),
+            model=e.get("model"),
+            latency_ms=e.get("latency_ms"),
+            cost_usd=Decimal(e.get("cost_usd") or 0),
+            fallback=e.get("fallback"),
+            items=e.get("items"),
+            enhanced_items=e.get("enhanced_items"),
+        )
+
+
 @strawberry.type(description="One transition of an execution; seq is 1, 2, 3... per execution.")
 class ExecutionEvent:
     seq: int
@@ -80,6 +117,12 @@ class ExecutionEvent:
     message: str | None
     actor: str | None = strawberry.field(
         description="Who caused it: `system`, or the role and key id of an API caller."
+    )
+    cost_usd: Decimal = strawberry.field(
+        description="What the execution's AI calls had cost when this event was recorded, USD."
+    )
+    enhancement: Enhancement | None = strawberry.field(
+        description="On STEP_ENHANCED: the point's decision and cost."
     )
     at: datetime
 
@@ -93,6 +136,8 @@ class ExecutionEvent:
             step_id=m.step_id,
             message=m.message,
             actor=(m.payload or {}).get("actor"),
+            cost_usd=Decimal((m.payload or {}).get("cost_usd") or 0),
+            enhancement=_enhancement((m.payload or {}).get("enhancement")),
             at=m.at,
         )
 
@@ -106,8 +151,14 @@ class ExecutionEvent:
             step_id=data.get("stepId"),
             message=data.get("message"),
             actor=data.get("actor"),
+            cost_usd=Decimal(data.get("costUsd") or 0),
+            enhancement=_enhancement(data.get("enhancement")),
             at=datetime.fromisoformat(data["at"]),
         )
+
+
+def _enhancement(record: dict[str, Any] | None) -> Enhancement | None:
+    return Enhancement.from_record(record) if isinstance(record, dict) else None
 
 
 @strawberry.type
@@ -227,17 +278,6 @@ class StepStatus(enum.Enum):
     COMPENSATED = "COMPENSATED"
 
 
-@strawberry.type(description="One enhancement point's decision and what it cost.")
-class Enhancement:
-    task: str
-    decision: str = strawberry.field(description="AI or BASELINE.")
-    reason: str | None
-    provider: str | None
-    model: str | None
-    cost_usd: Decimal
-    fallback: str | None
-
-
 @strawberry.type
 class StepState:
     id: str
@@ -259,19 +299,6 @@ _STEP_STATUS = {
 }
 
 
-def enhancement_of(event: EventModel) -> Enhancement:
-    e = (event.payload or {}).get("enhancement", {})
-    return Enhancement(
-        task=e.get("task", "?"),
-        decision=e.get("decision", "BASELINE"),
-        reason=e.get("reason"),
-        provider=e.get("provider"),
-        model=e.get("model"),
-        cost_usd=Decimal(e.get("cost_usd") or 0),
-        fallback=e.get("fallback"),
-    )
-
-
 def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
     states = {
         sid: StepState(
@@ -289,7 +316,7 @@ def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
     for event in events:
         state = states.get(event.step_id or "")
         if state is not None and event.type == "STEP_ENHANCED":
-            state.enhancements.append(enhancement_of(event))
+            state.enhancements.append(Enhancement.from_record(event.payload.get("enhancement", {})))
             continue
         status = _STEP_STATUS.get(event.type)
         if state is None or status is None:

@@ -50,5 +50,7 @@ def event_message(event: ExecutionEvent, execution: Execution) -> dict[str, Any]
         "stepId": event.step_id,
         "message": event.message,
         "actor": (event.payload or {}).get("actor"),
+        "costUsd": (event.payload or {}).get("cost_usd"),
+        "enhancement": (event.payload or {}).get("enhancement"),
         "at": event.at.isoformat(),
     }

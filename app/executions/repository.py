@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Execution, ExecutionEvent
+from app.models import AiUsage, Execution, ExecutionEvent
 
 
 class ExecutionRepository:
@@ -94,6 +95,15 @@ class ExecutionRepository:
                 ExecutionEvent.execution_id == execution_id, ExecutionEvent.key == key
             )
         )
+
+    async def ai_cost(self, execution_id: uuid.UUID) -> Decimal:
+        """What the execution's AI calls have cost so far (every call, hit and fallback)."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(AiUsage.cost_usd), 0)).where(
+                AiUsage.execution_id == execution_id
+            )
+        )
+        return Decimal(total or 0)
 
     async def add_event(self, event: ExecutionEvent) -> ExecutionEvent:
         self.session.add(event)

@@ -325,7 +325,8 @@ class ExecutionService:
                 progress=rec.progress,
                 step_id=rec.step_id,
                 message=rec.message,
-                payload=rec.payload,
+                # The running AI cost rides on every event, so a live view shows it grow.
+                payload={**rec.payload, "cost_usd": str(await self.repo.ai_cost(execution.id))},
                 at=now,
             )
         )

@@ -68,6 +68,16 @@ class RunInput:
 
 
 @dataclass
+class ItemEnhancement:
+    """An enhancement point of a fan-out step that was decided to enhance: the AI task, how
+    its output applies, and each item's rendered task input (None: it did not render)."""
+
+    task: str
+    apply: dict[str, str]
+    inputs: list[dict[str, Any] | None]
+
+
+@dataclass
 class BatchInput:
     """One slice of a large fan-out, run as a child workflow to bound history size."""
 
@@ -76,6 +86,10 @@ class BatchInput:
     step: StepPlan
     inputs: list[dict[str, Any]]
     first_index: int
+    # Enhanced points (their inputs sliced like `inputs`); with any, the child returns
+    # {"outputs": [...], "outcomes": [[per item] per point]} instead of the outputs list.
+    enhancements: list[ItemEnhancement] = field(default_factory=list)
+    ai_task_queue: str = "ai"
 
 
 @dataclass
