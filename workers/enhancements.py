@@ -197,5 +197,18 @@ class ItemPoints:
                 payload = apply(payload, point.apply, out)
         return payload
 
+    def rejected(self, index: int, error: str) -> None:
+        """Item `index` refused its enhanced input and runs on its plain one: its AI outcomes
+        become baselines (what the calls cost stays)."""
+        for by_item in self.outcomes:
+            outcome = by_item.get(index)
+            if outcome is not None and outcome["decision"] == "AI":
+                by_item[index] = {
+                    **outcome,
+                    "decision": "BASELINE",
+                    "fallback": "STEP_REJECTED",
+                    "error": error[:300],
+                }
+
     def ordered(self) -> list[list[dict[str, Any]]]:
         return [[by_item[i] for i in sorted(by_item)] for by_item in self.outcomes]

@@ -79,10 +79,15 @@ def _output_payload(output: Any) -> dict[str, Any]:
 
 
 class StepFailed(Exception):
-    def __init__(self, step_id: str, message: str) -> None:
+    def __init__(self, step_id: str, message: str, *, input_rejected: bool = False) -> None:
         super().__init__(message)
         self.step_id = step_id
         self.message = message
+        self.input_rejected = input_rejected  # the activity refused its input (StepInputError)
+
+
+# Patch: a step that refuses its AI-enhanced input runs again on its plain input.
+REJECTED_PATCH = "baseline-on-rejected-input"
 
 
 async def _all_or_cancel(factories: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
@@ -132,8 +137,11 @@ async def run_activity(
             raise
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        rejected = isinstance(cause, ApplicationError) and cause.type == "StepInputError"
         where = f"step {step.id}" + (f" item {index}" if index is not None else "")
-        raise StepFailed(step.id, f"{where} ({step.activity}) failed: {message}") from None
+        raise StepFailed(
+            step.id, f"{where} ({step.activity}) failed: {message}", input_rejected=rejected
+        ) from None
 
 
 async def run_items(
@@ -150,10 +158,18 @@ async def run_items(
     def item(i: int, payload: Any) -> Callable[[], Awaitable[Any]]:
         async def run() -> Any:
             async with gate:
-                step_input = payload
-                if points is not None:
-                    step_input = await points.enhance(ids, step, payload, first_index + i, i)
-                return await run_activity(ids, step, step_input, first_index + i)
+                if points is None:
+                    return await run_activity(ids, step, payload, first_index + i)
+                enhanced = await points.enhance(ids, step, payload, first_index + i, i)
+                try:
+                    return await run_activity(ids, step, enhanced, first_index + i)
+                except StepFailed as failed:
+                    if enhanced is payload or not failed.input_rejected:
+                        raise
+                    if not workflow.patched(REJECTED_PATCH):
+                        raise
+                    points.rejected(first_index + i, failed.message)
+                return await run_activity(ids, step, payload, first_index + i)
 
         return run
 
@@ -335,10 +351,9 @@ class TemplateWorkflow:
             elif step.activity in ("wait.timer", "wait.event"):
                 output = await self._wait(inp, step, self._render(step, step.input, context))
             else:
-                step_input = self._render(step, step.input, context)
-                step_input = await self._enhance(inp, step, context, step_input)
-                output = await run_activity(
-                    (inp.execution_id, inp.tenant_id), step, step_input, None
+                plain = self._render(step, step.input, context)
+                output = await self._run_enhanced(
+                    inp, step, plain, await self._enhance(inp, step, context, plain)
                 )
             await self._record_ai_step(step, output)
         finally:
@@ -382,6 +397,27 @@ class TemplateWorkflow:
                         step_input = apply(step_input, point["apply"], out)
             await self._record_point(step, str(i), {"task": point["task"], **outcome})
         return step_input
+
+    async def _run_enhanced(
+        self, inp: RunInput, step: StepPlan, plain: dict[str, Any], enhanced: dict[str, Any]
+    ) -> Any:
+        """Run the step; when it refuses the input AI changed (say, a subject with a line
+        break), record that and run it on its plain input: AI output never fails a step."""
+        ids = (inp.execution_id, inp.tenant_id)
+        try:
+            return await run_activity(ids, step, enhanced, None)
+        except StepFailed as failed:
+            if (
+                enhanced is plain
+                or not failed.input_rejected
+                or not workflow.patched(REJECTED_PATCH)
+            ):
+                raise
+            error = failed.message
+        tasks = ", ".join(p["task"] for p in active_points(step))
+        rejected = failed_outcome("ENHANCE", "STEP_REJECTED", error[:300])
+        await self._record_point(step, "rejected", {"task": tasks, **rejected})
+        return await run_activity(ids, step, plain, None)
 
     async def _record_point(self, step: StepPlan, key: str, record: dict[str, Any]) -> None:
         items = (

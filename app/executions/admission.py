@@ -6,10 +6,17 @@ and is started, oldest first, as soon as one of the tenant's executions ends (th
 event recorder calls `admit`) or by the worker's periodic sweep. A PostgreSQL advisory lock
 per tenant makes counting and starting atomic, so concurrent starts cannot exceed the limit.
 
-Started workflows carry Temporal's task priority by tier (enterprise first) and the tenant as
-fairness key: a server that supports priorities (Temporal 1.29+ with the new matcher) serves
-an enterprise tenant's tasks first and shares each tier between tenants; on one that does
-not, the per-tenant limit above is what keeps a free tenant's flood from starving others.
+Started workflows carry Temporal's task priority by tier (`task_priority`: enterprise 1 ...
+free 4, lower first) and the tenant as fairness key; their activities inherit both. Verified
+on the embedded dev server (Server 1.32, tests/workers/test_temporal_priority.py): priority
+ordering is on by default (`matching.useNewMatcher`) but holds only within one task queue
+partition (4 by default), and fairness between tenants needs `matching.enableFairness: true`;
+the embedded server sets both that and one partition per queue (`DISPATCH_DYNAMIC_CONFIG` in
+app/embedded/temporal.py). There an enterprise tenant's backlogged tasks are dispatched before
+a free tier's, and tenants of one tier alternate. Other servers (production) need
+`matching.enableFairness` in their dynamic config for the fairness half and, with several
+partitions, order priorities only approximately; wherever they do not, the per-tenant limit
+above is what keeps a free tenant's flood from starving others.
 """
 
 from __future__ import annotations
@@ -59,6 +66,11 @@ async def active_count(session: AsyncSession, tenant_id: uuid.UUID) -> int:
     return int(count or 0)
 
 
+def task_priority(tier: str, tenant_name: str) -> Priority:
+    """Temporal task priority of a tenant's workflows: its tier's key, itself as fairness key."""
+    return Priority(priority_key=TIER_PRIORITY.get(tier, 5), fairness_key=tenant_name)
+
+
 async def launch(
     temporal: Client,
     execution: Execution,
@@ -78,7 +90,7 @@ async def launch(
             id=execution.workflow_id,
             task_queue=settings.temporal_task_queue,
             search_attributes=search_attributes(tenant_name, template_name, tier),
-            priority=Priority(priority_key=TIER_PRIORITY.get(tier, 5), fairness_key=tenant_name),
+            priority=task_priority(tier, tenant_name),
         )
         execution.run_id = handle.first_execution_run_id
     except WorkflowAlreadyStartedError:

@@ -69,6 +69,16 @@ def _field(record: dict[str, Any], name: str) -> Any:
     return value
 
 
+# Ops that change one string field; `squash` makes one line of it (runs of whitespace, line
+# breaks included, become one space), as for a subject line written by a model.
+STRING_OPS: dict[str, Callable[[str], str]] = {
+    "upper": str.upper,
+    "lower": str.lower,
+    "strip": str.strip,
+    "squash": lambda v: " ".join(v.split()),
+}
+
+
 def _apply(op: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kind = op.get("op")
     if kind == "pick":
@@ -79,15 +89,12 @@ def _apply(op: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, 
         return [{mapping.get(k, k): v for k, v in r.items()} for r in records]
     if kind == "set":
         return [{**r, op["field"]: op.get("value")} for r in records]
-    if kind in ("upper", "lower", "strip"):
-        name = op["field"]
-        out = []
-        for r in records:
-            v = r.get(name)
-            if isinstance(v, str):
-                v = v.upper() if kind == "upper" else v.lower() if kind == "lower" else v.strip()
-            out.append({**r, name: v})
-        return out
+    if kind in STRING_OPS:
+        name, change = op["field"], STRING_OPS[kind]
+        return [
+            {**r, name: change(r[name]) if isinstance(r.get(name), str) else r.get(name)}
+            for r in records
+        ]
     if kind == "filter":
         name, expected = op["field"], op.get("equals")
         return [r for r in records if _field(r, name) == expected]
@@ -98,7 +105,7 @@ def _apply(op: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, 
         except TypeError as exc:
             raise StepInputError(f"cannot sort by {name!r}: mixed or missing values") from exc
     raise StepInputError(
-        f"unknown op {kind!r}: use pick, rename, set, upper, lower, strip, filter or sort"
+        f"unknown op {kind!r}: use pick, rename, set, upper, lower, strip, squash, filter or sort"
     )
 
 
@@ -296,7 +303,7 @@ def _pure(fn: Callable[[dict[str, Any]], Any]) -> StepRun:
 ACTIVITIES: list[StepActivity] = [
     define(
         "data.transform",
-        "reshape records: pick, rename, set, upper, lower, strip, filter, sort",
+        "reshape records: pick, rename, set, upper, lower, strip, squash, filter, sort",
         TRANSFORM_SCHEMA,
         _pure(transform),
     ),

@@ -17,7 +17,7 @@ def _when_op(op: str, *required: str) -> dict[str, Any]:
     }
 
 
-TRANSFORM_OPS = ("pick", "rename", "set", "upper", "lower", "strip", "filter", "sort")
+TRANSFORM_OPS = ("pick", "rename", "set", "upper", "lower", "strip", "squash", "filter", "sort")
 
 TRANSFORM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -46,6 +46,7 @@ TRANSFORM_SCHEMA: dict[str, Any] = {
                     _when_op("upper", "field"),
                     _when_op("lower", "field"),
                     _when_op("strip", "field"),
+                    _when_op("squash", "field"),
                     _when_op("filter", "field"),
                     _when_op("sort", "by"),
                 ],

@@ -4,9 +4,10 @@ docker-compose.yml, deploy/Dockerfile, .dockerignore, deploy/k8s/*.yaml,
 deploy/prometheus/rules.yaml and deploy/grafana/workflow-service.json are checked against the
 code they deploy: Settings fields (app/settings.py), the `wfs` click group (app/cli/main.py),
 the metrics the service registers (prometheus_client's registry), the Temporal search
-attributes (app/temporal.py) and the project layout app/migrate.py relies on. They are also
-validated against the official Compose Specification schema (vendored by check-jsonschema) and
-the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields fail), and every
+attributes (app/temporal.py), the dev server's dispatch config (app/embedded/temporal.py) and
+the project layout app/migrate.py relies on. They are also validated against the official
+Compose Specification schema (vendored by check-jsonschema) and the Kubernetes OpenAPI
+schemas (kubernetes-validate, strict: unknown fields fail), and every
 PromQL expression is parsed by promql-parser.
 """
 
@@ -36,6 +37,7 @@ from prometheus_client import REGISTRY
 import app.api.app  # noqa: F401  (registers the service's metrics in prometheus_client.REGISTRY)
 import app.executions.events as execution_events
 from app.cli.main import SCHEMA_PATH, cli
+from app.embedded.temporal import DISPATCH_DYNAMIC_CONFIG
 from app.migrate import PROJECT_ROOT
 from app.settings import Settings
 from app.temporal import SEARCH_ATTRIBUTES
@@ -520,6 +522,14 @@ def test_compose_temporal_dev_server_registers_the_search_attributes() -> None:
         argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--search-attribute"
     )
     assert declared == SEARCH_ATTRIBUTES
+
+
+def test_compose_temporal_dev_server_dispatches_like_the_embedded_one() -> None:
+    """Tier priorities and tenant fairness need the same dynamic config as in development."""
+    command = compose()["services"]["temporal"]["command"]
+    argv = shlex.split(command) if isinstance(command, str) else command
+    pairs = [argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--dynamic-config-value"]
+    assert {key: json.loads(value) for key, value in pairs} == DISPATCH_DYNAMIC_CONFIG
 
 
 def test_compose_long_running_app_services_stop_gracefully() -> None:

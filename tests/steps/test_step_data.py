@@ -142,3 +142,11 @@ async def test_transform_and_aggregate_run_through_the_registry(make_ctx: MakeCo
     assert totals["qty"] == {"sum": 3, "min": 1, "max": 2, "avg": 1.5, "weighted_sum": 39}
     with pytest.raises(StepInputError, match=r"\$.ops\[0\]: 'by' is a required property"):
         await run_step("data.transform", {"data": rows, "ops": [{"op": "sort"}]}, make_ctx())
+
+
+async def test_squash_makes_one_line_of_a_field(make_ctx: MakeContext) -> None:
+    data = {"subject": "  Big\nnews:\t autumn \r\n update ", "n": 1}
+    out = await run_step(
+        "data.transform", {"data": data, "ops": [{"op": "squash", "field": "subject"}]}, make_ctx()
+    )
+    assert out == {"subject": "Big news: autumn update", "n": 1}

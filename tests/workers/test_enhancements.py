@@ -22,7 +22,7 @@ from app.tenants.service import TenantService
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
 from tests.workers.test_standard_templates import record_history
-from tests.workers.test_template_graph import run
+from tests.workers.test_template_graph import publish, run
 
 SPECS = {t["name"]: t for t in STANDARD_TEMPLATES}
 
@@ -236,6 +236,67 @@ async def test_premium_tenant_gets_ai_applied_to_the_step(
     assert float(point["costUsd"]) > 0
     mails = [m for m in mail_sink.messages() if marker in m.get_payload()]
     assert mails and "welcome aboard (AI)" in mails[-1].get_payload()
+
+
+def rejecting_template(marker: str, fan_out: bool) -> dict[str, Any]:
+    """An email step whose subject a premium tenant's AI rewrites, on one recipient or each."""
+    point = {
+        "task": "generate_text",
+        "min_tier": "premium",
+        "fallback": "the subject as given",
+        "input": {"prompt_template": f"Write a subject about {marker}.", "max_chars": 200},
+        "apply": {"subject": "text"},
+    }
+    step: dict[str, Any] = {
+        "id": "send",
+        "activity": "email.send",
+        "input": {
+            "to": "{{ item if item is defined else params.to[0] }}",
+            "subject": f"Plain {marker}",
+            "text": "Hello.",
+        },
+        "enhancements": [point],
+    }
+    if fan_out:
+        step["for_each"] = "params.to"
+    return {
+        "name": "rejecting",
+        "title": "AI output the step refuses",
+        "parameters": {"type": "object", "properties": {"to": {"type": "array"}}},
+        "steps": [step],
+    }
+
+
+@pytest.mark.parametrize("fan_out", [False, True], ids=["single", "for-each"])
+async def test_a_step_refusing_ai_output_runs_on_its_plain_input(
+    fan_out: bool,
+    server: str,
+    sessions: Any,
+    fake_llm: FakeLLMServer,
+    mail_sink: DevMailSink,
+) -> None:
+    """A model's subject with a line break is refused by email.send (StepInputError): the step
+    runs again on its plain input and the point records STEP_REJECTED with what it cost."""
+    marker = f"Rej{uuid.uuid4().hex[:8]}"
+    fake_llm.fake.rule(contains=marker, json={"text": "Two\nlines"}, first=True)
+    keys = await make_tenant(sessions, "premium")
+    name = await publish(sessions, keys, rejecting_template(marker, fan_out))
+    to = [f"{who}.{marker.lower()}@example.com" for who in ("ada", "grace")]
+    client = GraphQLClient(server, keys.admin)
+    _, execution = await run(client, server, keys.admin, name, {"to": to})
+    assert execution["status"] == "COMPLETED", execution["error"]
+    (send,) = execution["steps"]
+    records = send["enhancements"]
+    if fan_out:
+        (point,) = records
+        assert (point["items"], point["enhancedItems"]) == (2, 0)
+    else:
+        first, point = records  # the AI decision, then the refusal
+        assert (first["decision"], first["reason"]) == ("AI", "ENHANCE")
+    assert (point["decision"], point["fallback"]) == ("BASELINE", "STEP_REJECTED"), point
+    assert Decimal(execution["aiCostUsd"]) > 0
+    mails = [m for m in mail_sink.messages() if marker.lower() in (m["To"] or "")]
+    assert [m["Subject"] for m in mails] == [f"Plain {marker}"] * (2 if fan_out else 1)
 
 
 async def test_every_provider_failing_still_completes_on_the_baseline(
