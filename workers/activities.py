@@ -20,7 +20,8 @@ from app.executions.service import ExecutionService, Publisher
 from app.executions.workflow_io import RECORD_EVENT_ACTIVITY, EventRecord, StepCall
 from app.settings import Settings
 from app.steps import STEP_ACTIVITIES, StepActivity, StepContext, StepInputError
-from app.steps.base import StepTransientError
+from app.steps.base import LIVENESS_HEARTBEAT_SECONDS, StepTransientError
+from workers.heartbeat import Beats, heartbeating
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,7 @@ class TemplateActivities:
 
         async def execute(call: StepCall) -> Any:
             info = activity.info()
+            beats = Beats()
             ctx = StepContext(
                 tenant_id=call.tenant_id,
                 execution_id=call.execution_id,
@@ -65,12 +67,12 @@ class TemplateActivities:
                 attempt=info.attempt,
                 settings=self.settings,
                 sessions=self.sessions,
-                heartbeat=activity.heartbeat,
+                heartbeat=beats,
                 cancelled=activity.is_cancelled,
                 publish=self.publisher.publish,
             )
             try:
-                return await run(call.input, ctx)
+                return await heartbeating(run(call.input, ctx), LIVENESS_HEARTBEAT_SECONDS, beats)
             except StepInputError as exc:
                 # Bad input never gets better on retry: fail the step now with the reason.
                 raise ApplicationError(str(exc), type="StepInputError", non_retryable=True) from exc

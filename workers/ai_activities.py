@@ -8,7 +8,6 @@ cancellation. The step output is the task's output plus an `ai` record of how it
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +21,7 @@ from app.ai.service import AiService
 from app.db import SessionFactory
 from app.executions.workflow_io import DECIDE_ACTIVITY, DecideInput, Decision, StepCall
 from app.settings import Settings
+from workers.heartbeat import heartbeating
 
 HEARTBEAT_SECONDS = 2.0
 
@@ -69,19 +69,10 @@ class AiActivities:
             execution_id=call.execution_id,
             step_id=call.step_id if call.index is None else f"{call.step_id}[{call.index}]",
         )
-        work = asyncio.ensure_future(self.gateway.run(request, tenant))
-        try:
-            while True:
-                done, _ = await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS)
-                if done:
-                    break
-                activity.heartbeat({"task": task})
-            outcome = work.result()
+        try:  # cancelling the activity stops the provider call too
+            outcome = await heartbeating(self.gateway.run(request, tenant), HEARTBEAT_SECONDS)
         except AiInputError as exc:
             raise ApplicationError(str(exc), type="StepInputError", non_retryable=True) from exc
-        finally:
-            if not work.done():  # cancelled: stop the provider call too
-                work.cancel()
         return step_output(outcome)
 
     def _activity(self, task: str) -> Callable[[StepCall], Awaitable[Any]]:

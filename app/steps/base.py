@@ -59,6 +59,11 @@ class StepContext:
     publish: Callable[[str, dict[str, Any]], Awaitable[bool]] | None = None
 
 
+# Every activity-backed step heartbeats at least this often (workers/heartbeat.py) and is
+# scheduled with a heartbeat timeout of 3x, so a dead worker's step is retried within seconds.
+LIVENESS_HEARTBEAT_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class StepActivity:
     """One activity a template step may name. `run` is None for workflow-native steps."""
@@ -67,7 +72,7 @@ class StepActivity:
     description: str
     input_schema: dict[str, Any]
     run: StepRun | None
-    heartbeat_seconds: float | None = None  # heartbeat timeout for long activities
+    heartbeat_seconds: float | None = None  # heartbeat interval, if not the liveness default
 
 
 def define(

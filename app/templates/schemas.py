@@ -12,6 +12,7 @@ from pydantic import ValidationError as PydanticValidationError
 from app.errors import ValidationFailed
 from app.executions.workflow_io import CompensatePlan, RetryPlan, StepPlan
 from app.steps import STEP_ACTIVITIES
+from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
 from app.templates.checks import resolved_needs, spec_problems
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,98}[a-z0-9]$"
@@ -107,7 +108,6 @@ class TemplateSpec(BaseModel):
         plans = []
         for step in self.steps:
             retry = step.retry or RetrySpec(max_attempts=default_attempts)
-            entry = STEP_ACTIVITIES.get(step.activity)
             compensate = step.compensate
             plans.append(
                 StepPlan(
@@ -127,12 +127,21 @@ class TemplateSpec(BaseModel):
                     )
                     if compensate
                     else None,
-                    heartbeat_seconds=getattr(entry, "heartbeat_seconds", None),
+                    heartbeat_seconds=heartbeat_of(step.activity),
                     enhancements=[e.model_dump() for e in step.enhancements],
                     task_queue=ai_task_queue if step.activity.startswith("ai.") else None,
                 )
             )
         return plans
+
+
+def heartbeat_of(activity: str) -> float | None:
+    """The heartbeat interval a step's activity keeps: its own, or the liveness default for
+    every activity run by a worker (`ai.*` included); None for the workflow's own waits."""
+    entry = STEP_ACTIVITIES.get(activity)
+    if entry is None or (entry.run is None and not activity.startswith("ai.")):
+        return None
+    return entry.heartbeat_seconds or LIVENESS_HEARTBEAT_SECONDS
 
 
 def _problem(path: str, message: str) -> dict[str, str]:

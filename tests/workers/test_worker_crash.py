@@ -1,9 +1,10 @@
 """An execution survives its worker being killed mid-step: the test runs the workflow on a
 `wfs worker` subprocess, SIGKILLs it while a step's activity (`http.request` to a slow local
 server) is in flight, starts another worker on the same task queue, and checks that the
-execution completes with the right result, that the activity ran again on the new worker (after
-its start-to-close timeout), and that the audit trail is not duplicated: seq 1..N, each step
-started and completed exactly once."""
+execution completes with the right result, that the activity ran again on the new worker after
+its heartbeat timeout (every step heartbeats, so a dead worker is noticed within 3 x 5 s, not
+after the step's 300 s start-to-close timeout), and that the audit trail is not duplicated:
+seq 1..N, each step started and completed exactly once."""
 
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ from app.events.bus import EventBus
 from app.executions.service import ExecutionService, StartRequest
 from app.models import Execution, ExecutionEvent
 from app.settings import Settings
+from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
 from app.templates.service import TemplateService
 from app.tenants.service import TenantService
 from tests.conftest import TenantKeys
 from tests.workers.worker_process import WorkerProcess
 
 DELAY = 3.0  # the slow server answers after this long
-STEP_TIMEOUT = 6  # start-to-close of the slow step: how soon Temporal notices the dead worker
 
 TEMPLATE: dict[str, Any] = {
     "name": "crash",
@@ -49,7 +50,6 @@ TEMPLATE: dict[str, Any] = {
         {
             "id": "call",
             "activity": "http.request",
-            "timeout_seconds": STEP_TIMEOUT,
             "retry": {"max_attempts": 5, "initial_interval_seconds": 0.5, "backoff": 1.0},
             "input": {
                 "method": "GET",
@@ -214,7 +214,7 @@ async def test_execution_survives_its_worker_being_killed_mid_step(
     ]
     assert execution.last_seq == len(events) and execution.progress == 100.0
 
-    # Temporal's view: attempt 1 timed out (start-to-close) on the dead worker, and the retry
+    # Temporal's view: attempt 1 timed out (heartbeat) on the dead worker, and the retry
     # was started and completed by the new one.
     history = await temporal.get_workflow_handle(workflow_id).fetch_history()
     scheduled = [
@@ -237,7 +237,16 @@ async def test_execution_survives_its_worker_being_killed_mid_step(
     assert started_attrs[0].attempt == 2
     assert (
         started_attrs[0].last_failure.timeout_failure_info.timeout_type
-        == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
+        == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+    )
+    assert slow.arrivals[1] - slow.arrivals[0] < 300 / 2  # long before the step's timeout
+    scheduled_attrs = next(
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.event_id == scheduled[0]
+    )
+    assert scheduled_attrs.heartbeat_timeout.ToTimedelta().total_seconds() == (
+        3 * LIVENESS_HEARTBEAT_SECONDS
     )
     assert started_attrs[0].identity.startswith(f"{second.pid}@")
     assert completed_attrs[0].identity.startswith(f"{second.pid}@")

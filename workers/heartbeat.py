@@ -1,0 +1,44 @@
+"""Liveness heartbeats for activities.
+
+Every step activity heartbeats at least every `LIVENESS_HEARTBEAT_SECONDS` while it runs, and
+the workflow schedules it with a heartbeat timeout of three times its interval, so when a
+worker dies mid-step Temporal retries the step on another worker within seconds instead of
+after the step's whole start-to-close timeout (300 s by default). A step that heartbeats with
+progress details of its own keeps them: the liveness beat repeats the latest details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from temporalio import activity
+
+T = TypeVar("T")
+
+
+class Beats:
+    """The activity's heartbeat function for step code, remembering the latest details."""
+
+    def __init__(self) -> None:
+        self.details: tuple[Any, ...] = ()
+
+    def __call__(self, *details: Any) -> None:
+        self.details = details
+        activity.heartbeat(*details)
+
+
+async def heartbeating(work: Awaitable[T], every: float, beats: Beats | None = None) -> T:
+    """Await `work`, heartbeating every `every` seconds until it is done; cancelling the
+    activity cancels `work` too."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat(*(beats.details if beats else ()))
+    finally:
+        if not task.done():
+            task.cancel()
