@@ -69,6 +69,19 @@ class ProviderError(Exception):
         self.retryable = retryable
 
 
+class InvalidReply(ProviderError):
+    """The model answered, and was paid for, but not with a JSON object: like invalid output
+    (one more try, then the baseline), and its tokens are costed."""
+
+    def __init__(self, message: str, *, input_tokens: int, output_tokens: int, latency_ms: int):
+        super().__init__(message, kind="invalid_json", retryable=True)
+        self.input_tokens, self.output_tokens, self.latency_ms = (
+            input_tokens,
+            output_tokens,
+            latency_ms,
+        )
+
+
 class InvalidOutput(ValueError):
     """The model's output broke the task's rules (wrong category, entity not in the text...)."""
 

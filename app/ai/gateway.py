@@ -25,12 +25,13 @@ import structlog
 from redis.exceptions import RedisError
 
 from app.ai import metrics, pricing
-from app.ai.budget import BudgetLedger, BudgetStatus
+from app.ai.budget import BudgetLedger, BudgetStatus, Reservation
 from app.ai.cache import AiCache
 from app.ai.contracts import (
     AiOutcome,
     AiRequest,
     InvalidOutput,
+    InvalidReply,
     ModelChoice,
     Provider,
     ProviderError,
@@ -209,6 +210,22 @@ class AiGateway:
                 result: ProviderResult = await provider.complete(
                     choice.model, task, request.input, timeout=self.timeout
                 )
+            except InvalidReply as exc:  # answered and paid, but not JSON: like invalid output
+                self.health.record(choice.provider, choice.model, True, exc.latency_ms)
+                cost = await self._settle(request, choice, reservation, exc)
+                tokens_in += exc.input_tokens
+                tokens_out += exc.output_tokens
+                latency += exc.latency_ms
+                spent += cost
+                attempts.append(
+                    {
+                        "provider": choice.provider,
+                        "model": choice.model,
+                        "error": f"invalid output: {exc}",
+                        "attempt": attempt,
+                    }
+                )
+                continue
             except ProviderError as exc:
                 await self.ledger.release(reservation)
                 self.health.record(
@@ -230,12 +247,7 @@ class AiGateway:
                 )
                 return "PROVIDER_ERROR" if exc.retryable else "BAD_REQUEST"
             self.health.record(choice.provider, choice.model, True, result.latency_ms)
-            cost = pricing.cost(
-                choice.provider, choice.model, result.input_tokens, result.output_tokens
-            )
-            budget = await self.ledger.settle(reservation, cost)
-            if budget.crossed_soft_threshold:
-                await self._soft_threshold_event(request.tenant_id, budget)
+            cost = await self._settle(request, choice, reservation, result)
             tokens_in += result.input_tokens
             tokens_out += result.output_tokens
             latency += result.latency_ms
@@ -273,12 +285,27 @@ class AiGateway:
                 latency_ms=latency,
                 attempts=attempts,
             )
-        # Paid twice for unusable output: the baseline answers, the cost is still recorded.
+        # Paid twice for unusable output (invalid, or not JSON at all): the baseline answers,
+        # the cost is still recorded.
         outcome = self._baseline(request, task, "INVALID_OUTPUT", attempts)
         outcome.provider, outcome.model = choice.provider, choice.model
         outcome.input_tokens, outcome.output_tokens = tokens_in, tokens_out
         outcome.cost_usd, outcome.latency_ms = spent, latency
         return outcome
+
+    async def _settle(
+        self,
+        request: AiRequest,
+        choice: ModelChoice,
+        reservation: Reservation,
+        usage: ProviderResult | InvalidReply,
+    ) -> Decimal:
+        """Charge what a call cost against its reservation; returns the cost."""
+        cost = pricing.cost(choice.provider, choice.model, usage.input_tokens, usage.output_tokens)
+        budget = await self.ledger.settle(reservation, cost)
+        if budget.crossed_soft_threshold:
+            await self._soft_threshold_event(request.tenant_id, budget)
+        return cost
 
     async def _soft_threshold_event(self, tenant_id: str, budget: BudgetStatus) -> None:
         """Once a month per tenant: a live event on the tenant's `ai` channel (and a log line;

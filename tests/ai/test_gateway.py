@@ -283,3 +283,23 @@ async def test_reconcile_restores_a_lost_spend_from_postgresql(
     assert (await gateway.ledger.status(tenant, PREMIUM.budget_usd)).spent_usd == 0
     await reconcile_budgets(gateway)
     assert (await gateway.ledger.status(tenant, PREMIUM.budget_usd)).spent_usd == paid.cost_usd
+
+
+async def test_a_reply_that_is_not_json_is_paid_retried_once_then_the_baseline_answers(
+    gateway: AiGateway, sessions: Any, fake_llm: FakeLLMServer
+) -> None:
+    tenant = await new_tenant(sessions)
+    marker = uuid.uuid4().hex
+    fake_llm.fake.rule(
+        contains=marker, text="It is an invoice.", usage={"input_tokens": 80, "output_tokens": 6}
+    )
+    outcome = await gateway.run(classify(tenant, marker), PREMIUM)
+    assert (outcome.provider, outcome.fallback_reason) == ("openai", "INVALID_OUTPUT")
+    assert outcome.output["category"] == "invoice"  # the baseline's answer
+    assert (outcome.input_tokens, outcome.output_tokens) == (160, 12)
+    assert outcome.cost_usd == 2 * pricing.cost("openai", "gpt-4o", 80, 6)  # both were paid
+    assert ["not a JSON object" in a["error"] for a in outcome.attempts] == [True, True]
+    assert calls(fake_llm, marker) == 2
+    assert gateway.health.state("openai", "gpt-4o") == "CLOSED"  # the provider is fine
+    status = await gateway.ledger.status(tenant, PREMIUM.budget_usd)
+    assert (status.spent_usd, status.reserved_usd) == (outcome.cost_usd, 0)

@@ -13,7 +13,7 @@ from typing import Any
 
 import anthropic
 
-from app.ai.contracts import ProviderError, ProviderResult, TaskSpec
+from app.ai.contracts import InvalidReply, ProviderError, ProviderResult, TaskSpec
 from app.ai.providers.openai_provider import call_deadline
 from app.ai.tasks import max_output_tokens, parse_reply
 
@@ -79,10 +79,11 @@ class AnthropicProvider:
         try:
             output = parse_reply(text)
         except ValueError as exc:
-            raise ProviderError(
+            raise InvalidReply(
                 f"the reply is not a JSON object: {text[:200]!r}",
-                kind="invalid_json",
-                retryable=True,
+                input_tokens=message.usage.input_tokens,
+                output_tokens=message.usage.output_tokens,
+                latency_ms=latency_ms,
             ) from exc
         return ProviderResult(
             output=output,

@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 
-from app.ai.contracts import ProviderError, ProviderResult, TaskSpec
+from app.ai.contracts import InvalidReply, ProviderError, ProviderResult, TaskSpec
 from app.ai.tasks import parse_reply
 
 # Time the SDK may spend sleeping between its own retries (0.5 s x 2^n backoff) per retry;
@@ -99,19 +99,22 @@ class OpenAIProvider:
             raise map_openai_error(exc) from exc
         latency_ms = int((time.monotonic() - started) * 1000)
         text = (response.choices[0].message.content or "") if response.choices else ""
+        usage = response.usage
+        tokens_in = usage.prompt_tokens if usage else 0
+        tokens_out = usage.completion_tokens if usage else 0
         try:
             output = parse_reply(text)
         except ValueError as exc:
-            raise ProviderError(
+            raise InvalidReply(
                 f"the reply is not a JSON object: {text[:200]!r}",
-                kind="invalid_json",
-                retryable=True,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                latency_ms=latency_ms,
             ) from exc
-        usage = response.usage
         return ProviderResult(
             output=output,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
             latency_ms=latency_ms,
             raw_text=text,
         )
