@@ -16,7 +16,7 @@ from app.ai.providers import (
     OpenAIProvider,
     build_providers,
 )
-from app.ai.providers.openai_provider import call_deadline
+from app.ai.providers.sdk import call_deadline
 from app.ai.tasks import DATA_CLOSE, DATA_OPEN, TASK_SPECS
 from app.settings import Settings
 from tests.fakes.llm import FakeLLM, FakeLLMServer

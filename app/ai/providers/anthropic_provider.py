@@ -8,37 +8,18 @@ JSON only, and the first JSON object of the reply's text blocks is the output.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import anthropic
 
-from app.ai.contracts import InvalidReply, ProviderError, ProviderResult, TaskSpec
-from app.ai.providers.openai_provider import call_deadline
-from app.ai.tasks import max_output_tokens, parse_reply
+from app.ai.contracts import ProviderError, ProviderResult, TaskSpec
+from app.ai.providers.sdk import bounded_call, map_sdk_error, result_of
+from app.ai.tasks import max_output_tokens
 
 
 def map_anthropic_error(exc: anthropic.AnthropicError) -> ProviderError:
     """The SDK's exception as a ProviderError with our failure kind."""
-    # Order matters: APITimeoutError is an APIConnectionError; OverloadedError (529) and the
-    # other 5xx classes are InternalServerError subclasses.
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderError(str(exc), kind="timeout", retryable=True)
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(str(exc), kind="connection", retryable=True)
-    if isinstance(exc, anthropic.RateLimitError):
-        return ProviderError(str(exc), kind="rate_limited", retryable=True)
-    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
-        # Not worth retrying here, but "retryable" makes the gateway fail over to the next
-        # provider (and count it against this one's health) instead of going to the baseline.
-        return ProviderError(str(exc), kind="auth", retryable=True)
-    if isinstance(exc, anthropic.BadRequestError):
-        return ProviderError(str(exc), kind="bad_request", retryable=False)
-    if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500:
-        return ProviderError(str(exc), kind="server", retryable=True)
-    if isinstance(exc, anthropic.APIStatusError):  # 404 unknown model, 413, 422 ...
-        return ProviderError(str(exc), kind="bad_request", retryable=False)
-    return ProviderError(str(exc), kind="server", retryable=True)
+    return map_sdk_error(exc, anthropic)
 
 
 class AnthropicProvider:
@@ -57,41 +38,21 @@ class AnthropicProvider:
         self, model: str, task: TaskSpec, input: dict[str, Any], *, timeout: float
     ) -> ProviderResult:
         system, user = task.messages(input)
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(call_deadline(timeout, self.max_retries)):
-                message = await self.client.messages.create(
-                    model=model,
-                    system=system,
-                    messages=[{"role": "user", "content": user}],
-                    max_tokens=max_output_tokens(task, input),
-                    timeout=timeout,
-                )
-        except TimeoutError as exc:
-            raise ProviderError(
-                "the call and its retries took too long", kind="timeout", retryable=True
-            ) from exc
-        except anthropic.AnthropicError as exc:
-            raise map_anthropic_error(exc) from exc
-        latency_ms = int((time.monotonic() - started) * 1000)
+        message, latency_ms = await bounded_call(
+            self.client.messages.create(
+                model=model,
+                system=system,
+                messages=[{"role": "user", "content": user}],
+                max_tokens=max_output_tokens(task, input),
+                timeout=timeout,
+            ),
+            anthropic,
+            timeout=timeout,
+            max_retries=self.max_retries,
+        )
         # Thinking or other blocks may come first; only text blocks carry the answer.
         text = "".join(block.text for block in message.content if block.type == "text")
-        try:
-            output = parse_reply(text)
-        except ValueError as exc:
-            raise InvalidReply(
-                f"the reply is not a JSON object: {text[:200]!r}",
-                input_tokens=message.usage.input_tokens,
-                output_tokens=message.usage.output_tokens,
-                latency_ms=latency_ms,
-            ) from exc
-        return ProviderResult(
-            output=output,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            latency_ms=latency_ms,
-            raw_text=text,
-        )
+        return result_of(text, message.usage.input_tokens, message.usage.output_tokens, latency_ms)
 
     async def aclose(self) -> None:
         """Close the SDK client's connection pool (at shutdown)."""

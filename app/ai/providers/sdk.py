@@ -1,0 +1,100 @@
+"""What the OpenAI and Anthropic providers share: both official SDKs are generated from the
+same toolkit (Stainless), so their exceptions have the same names and meanings, and a call is
+bounded, timed and parsed the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from types import ModuleType
+from typing import TypeVar
+
+from app.ai.contracts import InvalidReply, ProviderError, ProviderResult
+from app.ai.tasks import parse_reply
+
+T = TypeVar("T")
+
+# Time the SDK may spend sleeping between its own retries (0.5 s x 2^n backoff) per retry;
+# a longer Retry-After from the server (the SDKs honour up to two minutes) is cut off.
+RETRY_ALLOWANCE_SECONDS = 1.0
+
+
+def call_deadline(timeout: float, max_retries: int) -> float:
+    """A hard bound for one complete() call: every SDK attempt plus its backoff."""
+    return timeout * (max_retries + 1) + RETRY_ALLOWANCE_SECONDS * max_retries
+
+
+def root_error(sdk: ModuleType) -> type[Exception]:
+    """The SDK's root exception class (`openai.OpenAIError`, `anthropic.AnthropicError`)."""
+    root: type[Exception] = getattr(
+        sdk, {"openai": "OpenAIError"}.get(sdk.__name__, "AnthropicError")
+    )
+    return root
+
+
+def map_sdk_error(exc: Exception, sdk: ModuleType) -> ProviderError:
+    """The SDK's (`openai` or `anthropic`) exception as a ProviderError with our failure kind.
+
+    Order matters: APITimeoutError is an APIConnectionError, and the status errors (Anthropic's
+    529 OverloadedError among the 5xx ones) are APIStatusError subclasses.
+    """
+    if isinstance(exc, sdk.APITimeoutError):
+        return ProviderError(str(exc), kind="timeout", retryable=True)
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderError(str(exc), kind="connection", retryable=True)
+    if isinstance(exc, sdk.RateLimitError):
+        return ProviderError(str(exc), kind="rate_limited", retryable=True)
+    if isinstance(exc, sdk.AuthenticationError | sdk.PermissionDeniedError):
+        # Retrying with this provider cannot help, but "retryable" here means "try the next
+        # provider": a bad or revoked key must fail over (and trip this provider's breaker)
+        # instead of sending the task straight to the baseline.
+        return ProviderError(str(exc), kind="auth", retryable=True)
+    if isinstance(exc, sdk.BadRequestError):
+        return ProviderError(str(exc), kind="bad_request", retryable=False)
+    if isinstance(exc, sdk.APIStatusError) and exc.status_code >= 500:
+        return ProviderError(str(exc), kind="server", retryable=True)
+    if isinstance(exc, sdk.APIStatusError):  # 404 unknown model, 409, 413, 422 ...
+        return ProviderError(str(exc), kind="bad_request", retryable=False)
+    # APIResponseValidationError and other SDK failures: a broken reply, worth another try.
+    return ProviderError(str(exc), kind="server", retryable=True)
+
+
+async def bounded_call(
+    call: Awaitable[T], sdk: ModuleType, *, timeout: float, max_retries: int
+) -> tuple[T, int]:
+    """(the SDK call's response, its latency in ms), within `call_deadline`; failures as
+    ProviderError."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(call_deadline(timeout, max_retries)):
+            response = await call
+    except TimeoutError as exc:
+        raise ProviderError(
+            "the call and its retries took too long", kind="timeout", retryable=True
+        ) from exc
+    except Exception as exc:
+        if not isinstance(exc, root_error(sdk)):
+            raise
+        raise map_sdk_error(exc, sdk) from exc
+    return response, int((time.monotonic() - started) * 1000)
+
+
+def result_of(text: str, input_tokens: int, output_tokens: int, latency_ms: int) -> ProviderResult:
+    """The reply's JSON object as a ProviderResult; InvalidReply (costed) when it has none."""
+    try:
+        output = parse_reply(text)
+    except ValueError as exc:
+        raise InvalidReply(
+            f"the reply is not a JSON object: {text[:200]!r}",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+        ) from exc
+    return ProviderResult(
+        output=output,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        latency_ms=latency_ms,
+        raw_text=text,
+    )
