@@ -4,7 +4,7 @@ Each server keeps all of its state in one folder (by default `.wfs/pg/`, `.wfs/v
 `.wfs/temporal/` in the project) and has the same synchronous API:
 
     pg = EmbeddedPostgres(state_dir / "pg")
-    db_url = pg.start()         # postgresql+asyncpg://postgres@/wfs?host=<socket dir>
+    db_url = pg.start()         # postgresql+asyncpg://postgres@/wfs?host=<socket dir>&port=5432
     vk = EmbeddedValkey(state_dir / "valkey")
     redis_url = vk.start()      # redis://127.0.0.1:<port>/0
     tp = EmbeddedTemporal(state_dir / "temporal", search_attributes={"WfsTenant": "Keyword"})

@@ -54,6 +54,9 @@ SOCKET_NAME = ".s.PGSQL.5432"
 MAX_SOCKET_PATH = 107
 
 
+SOCKET_PORT = 5432  # no TCP listener: the port only names the unix socket file
+
+
 def _clean_env() -> dict[str, str]:
     """Our environment without PG* variables (PGPORT would even rename the socket file)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -96,9 +99,13 @@ class EmbeddedPostgres:
         return self._socket_dir
 
     def dsn_for(self, database: str | None = None) -> str:
-        """libpq/asyncpg URL: postgresql://postgres@/<db>?host=<socket dir>."""
+        """libpq/asyncpg URL: postgresql://postgres@/<db>?host=<socket dir>&port=5432.
+
+        The port names the socket file (`.s.PGSQL.5432`); without it in the URL, asyncpg and
+        libpq take PGPORT from the environment and look for a socket that is not there."""
         host = quote(str(self.socket_dir), safe="/")
-        return f"postgresql://{SUPERUSER}@/{quote(database or self.database)}?host={host}"
+        db = quote(database or self.database)
+        return f"postgresql://{SUPERUSER}@/{db}?host={host}&port={SOCKET_PORT}"
 
     def database_url_for(self, database: str) -> str:
         """SQLAlchemy URL (asyncpg driver) for another database of this server."""
@@ -176,7 +183,7 @@ class EmbeddedPostgres:
 
     def _argv(self) -> list[str]:
         argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir)]
-        argv += ["-k", str(self.socket_dir)]
+        argv += ["-k", str(self.socket_dir), "-p", str(SOCKET_PORT)]
         for key, value in self.settings.items():
             argv += ["-c", f"{key}={value}"]
         return argv

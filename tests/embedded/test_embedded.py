@@ -132,10 +132,14 @@ async def sqlalchemy_database(url: str) -> str:
         await engine.dispose()
 
 
-def test_postgres_persists_and_stops_clean(state_dir: Path) -> None:
+def test_postgres_persists_and_stops_clean(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A laptop's PGPORT for its own PostgreSQL must not send clients to another socket file.
+    monkeypatch.setenv("PGPORT", "5999")
     pg = EmbeddedPostgres(state_dir / "pg")
     url = pg.start()
-    assert url == f"postgresql+asyncpg://postgres@/wfs?host={pg.data_dir}"
+    assert url == f"postgresql+asyncpg://postgres@/wfs?host={pg.data_dir}&port=5432"
     assert pg.is_running() and pg.start() == url  # start() on a running server: no-op
     assert asyncio.run(sqlalchemy_database(url)) == "wfs"
     asyncio.run(pg_run(pg.dsn_for(), "CREATE TABLE t AS SELECT 'kept' AS v"))
