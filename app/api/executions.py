@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from app.ai.pricing import usd
 from app.api.context import Context
 from app.api.errors import (
     ConflictError,
@@ -100,7 +101,7 @@ class Enhancement:
             provider=e.get("provider"),
             model=e.get("model"),
             latency_ms=e.get("latency_ms"),
-            cost_usd=Decimal(e.get("cost_usd") or 0),
+            cost_usd=usd(e.get("cost_usd")),
             fallback=e.get("fallback"),
             items=e.get("items"),
             enhanced_items=e.get("enhanced_items"),
@@ -136,7 +137,7 @@ class ExecutionEvent:
             step_id=m.step_id,
             message=m.message,
             actor=(m.payload or {}).get("actor"),
-            cost_usd=Decimal((m.payload or {}).get("cost_usd") or 0),
+            cost_usd=usd((m.payload or {}).get("cost_usd")),
             enhancement=_enhancement((m.payload or {}).get("enhancement")),
             at=m.at,
         )
@@ -151,7 +152,7 @@ class ExecutionEvent:
             step_id=data.get("stepId"),
             message=data.get("message"),
             actor=data.get("actor"),
-            cost_usd=Decimal(data.get("costUsd") or 0),
+            cost_usd=usd(data.get("costUsd")),
             enhancement=_enhancement(data.get("enhancement")),
             at=datetime.fromisoformat(data["at"]),
         )
@@ -257,7 +258,7 @@ class Execution(Node):
     @strawberry.field(description="What AI cost this execution so far, in USD.")
     async def ai_cost_usd(self, info: strawberry.Info[Context, None]) -> Decimal:
         rows = await info.context.loaders.ai_usage.load(self.pk)
-        return sum((r.cost_usd for r in rows), Decimal(0))
+        return usd(sum((r.cost_usd for r in rows), Decimal(0)))
 
     @strawberry.field(description="The audit trail, oldest first.")
     async def events(
