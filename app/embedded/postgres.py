@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 import psutil
 
-from app.embedded.process import EmbeddedServerError, ServerProcess
+from app.embedded.process import EmbeddedServer, EmbeddedServerError, ServerProcess
 
 with warnings.catch_warnings():  # its import asks platformdirs for XDG_RUNTIME_DIR (warns)
     warnings.simplefilter("ignore")
@@ -70,7 +70,7 @@ def _quote_ident(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """A PostgreSQL server whose state lives in state_dir (see the module docstring)."""
 
     def __init__(
@@ -116,13 +116,6 @@ class EmbeddedPostgres:
         """SQLAlchemy URL of the default database: postgresql+asyncpg://postgres@/wfs?host=..."""
         return self.database_url_for(self.database)
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    def is_running(self) -> bool:
-        return self._proc.is_running()
-
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 60) -> str:
@@ -152,13 +145,6 @@ class EmbeddedPostgres:
             self._proc.stop()
             if self._socket_dir is not None and self._socket_dir != self.data_dir:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)  # our private temp dir
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def psql(self, sql: str, database: str = "postgres", timeout: float = 30) -> str:
         """Run SQL (psql script on stdin) as the superuser; return psql's output."""

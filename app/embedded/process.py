@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 import psutil
 
@@ -314,3 +314,53 @@ class ServerProcess:
             self.pid_file.unlink(missing_ok=True)
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
+
+    def launch_on_free_ports(
+        self, pick: Callable[[set[int]], tuple[int, ...]], launch: Callable[..., None]
+    ) -> tuple[int, ...]:
+        """Take the state dir, pick ports (`pick` gets those already tried) and `launch(*ports)`;
+        when another process took a port meanwhile ("address already in use"), try other
+        ports, three times in all. Returns the ports the server runs on."""
+        tried: set[int] = set()
+        for attempt in range(3):
+            self.acquire()
+            ports = pick(tried)
+            tried.update(ports)
+            try:
+                launch(*ports)
+            except EmbeddedServerError as exc:
+                self.stop()  # no-op unless the failure left it running
+                if attempt < 2 and "address already in use" in str(exc).lower():
+                    continue  # lost a race for a port: pick others
+                raise
+            except BaseException as exc:
+                raise self.failure(f"start failed: {exc!r}") from exc
+            return ports
+        raise AssertionError("unreachable")
+
+
+class EmbeddedServer:
+    """What the embedded servers share: a ServerProcess, `pid`, `is_running`, and use as a
+    context manager (start on enter, stop on exit)."""
+
+    _proc: ServerProcess
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def is_running(self) -> bool:
+        return self._proc.is_running()
+
+    def start(self, timeout: float = 60) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from app.embedded.process import (
+    EmbeddedServer,
     EmbeddedServerError,
     ServerProcess,
     listens_on,
@@ -127,7 +128,7 @@ async def _probe(address: str, wanted: dict[str, int]) -> list[str]:
     return list(missing)
 
 
-class EmbeddedTemporal:
+class EmbeddedTemporal(EmbeddedServer):
     """A Temporal dev server whose state lives in state_dir (see the module docstring)."""
 
     def __init__(
@@ -177,13 +178,6 @@ class EmbeddedTemporal:
         """http://127.0.0.1:<ui port>, or None when headless or not started."""
         return None if self._ui_port is None else f"http://{self.ip}:{self._ui_port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    def is_running(self) -> bool:
-        return self._proc.is_running()
-
     def start(self, timeout: float = 60) -> str:
         """Start the server and wait until the frontend answers; return `address`."""
         with self._lock:
@@ -192,30 +186,23 @@ class EmbeddedTemporal:
             deadline = time.monotonic() + timeout
             self._sa_types = _indexed_value_types(self.search_attributes)
             remembered = load_ports(self.ports_file)
-            tried: set[int] = set()
-            for attempt in range(3):
-                self._proc.acquire()
+
+            def pick(tried: set[int]) -> tuple[int, ...]:
                 port = pick_port([self.preferred_port, remembered.get("port")], self.ip, tried)
-                ui_port = None
-                if not self.headless:
-                    prefs = [self.preferred_ui_port, remembered.get("ui_port")]
-                    ui_port = pick_port(prefs, self.ip, tried | {port})
-                tried |= {port, ui_port or port}
-                try:
-                    self._launch(port, ui_port, deadline)
-                except EmbeddedServerError as exc:
-                    self._proc.stop()  # no-op unless the failure left it running
-                    if attempt < 2 and "address already in use" in str(exc).lower():
-                        continue  # lost a race for a port: pick others
-                    raise
-                except BaseException as exc:
-                    raise self._proc.failure(f"start failed: {exc!r}") from exc
-                self._port, self._ui_port = port, ui_port
-                save_ports(
-                    self.ports_file, {"port": port} | ({"ui_port": ui_port} if ui_port else {})
-                )
-                return self.address
-            raise AssertionError("unreachable")
+                if self.headless:
+                    return (port,)
+                prefs = [self.preferred_ui_port, remembered.get("ui_port")]
+                return port, pick_port(prefs, self.ip, tried | {port})
+
+            ports = self._proc.launch_on_free_ports(
+                pick, lambda port, ui_port=None: self._launch(port, ui_port, deadline)
+            )
+            self._port, self._ui_port = ports[0], (ports[1] if len(ports) > 1 else None)
+            save_ports(
+                self.ports_file,
+                {"port": self._port} | ({"ui_port": self._ui_port} if self._ui_port else {}),
+            )
+            return self.address
 
     def _argv(self, port: int, ui_port: int | None) -> list[str]:
         argv = [str(temporal_binary()), "server", "start-dev", "--ip", self.ip, "--port", str(port)]
@@ -269,10 +256,3 @@ class EmbeddedTemporal:
         with self._lock:
             self._proc.stop()
             self._port = self._ui_port = None
-
-    def __enter__(self) -> EmbeddedTemporal:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

