@@ -205,6 +205,7 @@ class TemplateWorkflow:
         self._paused_by: Control | None = None
         self._resumed_by: Control | None = None
         self._pauses = 0
+        self._partial: dict[str, float] = {}  # a running fan-out step: share of items done
 
     @workflow.query
     def progress(self) -> Progress:
@@ -516,13 +517,16 @@ class TemplateWorkflow:
         gate = asyncio.Semaphore(CHILD_CONCURRENCY)
         info = workflow.info()
 
+        progress = workflow.patched("fan-out-progress")
+        finished = [0]
+
         def batch(k: int) -> Callable[[], Awaitable[Any]]:
             async def run() -> Any:
                 async with gate:
                     sliced = [
                         ItemEnhancement(e.task, e.apply, e.inputs[k : k + size]) for e in enhanced
                     ]
-                    return await workflow.execute_child_workflow(
+                    result = await workflow.execute_child_workflow(
                         BATCH_WORKFLOW_NAME,
                         BatchInput(
                             inp.execution_id,
@@ -536,6 +540,17 @@ class TemplateWorkflow:
                         id=f"{info.workflow_id}-{step.id}-{k // size}",
                         task_queue=info.task_queue,
                     )
+                if progress:  # long fan-outs show progress: one event per finished slice
+                    finished[0] += len(inputs[k : k + size])
+                    self._partial[step.id] = finished[0] / len(inputs)
+                    await self._record(
+                        f"step:{step.id}:items:{k // size}",
+                        "STEP_PROGRESS",
+                        step_id=step.id,
+                        message=f"{finished[0]} of {len(inputs)} items",
+                        payload={"items_done": finished[0], "items": len(inputs)},
+                    )
+                return result
 
             return run
 
@@ -547,6 +562,8 @@ class TemplateWorkflow:
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(exc)
             raise StepFailed(step.id, message) from None
+        finally:
+            self._partial.pop(step.id, None)
         outputs: list[Any] = []
         outcomes: list[list[dict[str, Any]]] = [[] for _ in enhanced]
         for chunk in chunks:
@@ -636,7 +653,8 @@ class TemplateWorkflow:
         return {"params": inp.params, "steps": dict(outputs), "execution": {"id": inp.execution_id}}
 
     def _percent(self) -> float:
-        return round(100.0 * self._done / self._total, 2) if self._total else 0.0
+        done = self._done + sum(self._partial.values())
+        return round(100.0 * done / self._total, 2) if self._total else 0.0
 
     async def _record(
         self,

@@ -62,6 +62,7 @@ class ExecutionEventType(enum.Enum):
     STEP_COMPENSATED = "STEP_COMPENSATED"
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
     STEP_ENHANCED = "STEP_ENHANCED"
+    STEP_PROGRESS = "STEP_PROGRESS"
     PAUSED = "PAUSED"
     RESUMED = "RESUMED"
     CANCEL_REQUESTED = "CANCEL_REQUESTED"
@@ -289,6 +290,14 @@ class StepState:
     output: JSON | None
     error: str | None
     enhancements: list[Enhancement]
+    items: int | None = strawberry.field(
+        default=None, description="A fan-out run as child workflows: its items."
+    )
+    items_done: int | None = strawberry.field(
+        default=None,
+        description="A fan-out run as child workflows: the items of its finished slices "
+        "(a STEP_PROGRESS event each).",
+    )
 
 
 _STEP_STATUS = {
@@ -316,6 +325,10 @@ def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
     }
     for event in events:
         state = states.get(event.step_id or "")
+        if state is not None and event.type == "STEP_PROGRESS":
+            state.items = (event.payload or {}).get("items")
+            state.items_done = (event.payload or {}).get("items_done")
+            continue
         if state is not None and event.type == "STEP_ENHANCED":
             state.enhancements.append(Enhancement.from_record(event.payload.get("enhancement", {})))
             continue

@@ -144,10 +144,19 @@ async def test_fan_out_in_workflow_and_in_batch_child_workflows(
 ) -> None:
     name = await publish(sessions, tenant, FAN_OUT)
     for n in (7, 120):  # batch size is 50 in tests: 120 items run as 3 child workflows
-        _, execution = await run(client, server, tenant.admin, name, {"n": n})
+        events, execution = await run(client, server, tenant.admin, name, {"n": n})
         assert execution["status"] == "COMPLETED", execution["error"]
         assert execution["result"]["count"] == n
         assert execution["result"]["sq"]["sum"] == sum(i * i for i in range(n))
+    # A fan-out in child workflows shows progress as its slices (50, 50, 20) finish.
+    progress = [e for e in events if e["type"] == "STEP_PROGRESS"]
+    done = [int(e["message"].split(" of ")[0]) for e in progress]
+    assert len(done) == 3 and done == sorted(done) and done[-1] == 120, done
+    assert {b - a for a, b in zip([0, *done], done, strict=False)} <= {50, 20}
+    assert [e["progress"] for e in progress] == sorted(e["progress"] for e in progress)
+    assert 0 < progress[0]["progress"] < progress[-1]["progress"] == 50.0  # 1 of 2 steps
+    (each,) = [s for s in execution["steps"] if s["id"] == "each"]
+    assert (each["items"], each["itemsDone"]) == (120, 120)
     assert settings.temporal_address
     temporal = await Client.connect(settings.temporal_address)
     workflow_id = f"exec-{pk(execution['id'])}"
