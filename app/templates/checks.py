@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from jsonschema import Draft202012Validator
 
+from app.ai.tasks import TASK_SPECS
 from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
 from app.templates import expressions
 
@@ -102,6 +103,32 @@ def _literal_input_problems(where: str, step: StepSpec) -> list[Problem]:
     ]
 
 
+def _apply_problems(where: str, activity: str, task: str, apply: dict[str, str]) -> list[Problem]:
+    """`apply` maps AI output fields the task has to input fields the step's activity takes."""
+    problems: list[Problem] = []
+    spec = TASK_SPECS.get(task)
+    outputs = set(spec.output_schema.get("properties", {})) if spec else set()
+    entry = STEP_ACTIVITIES.get(activity)
+    inputs = set((getattr(entry, "input_schema", None) or {}).get("properties", {}))
+    for target, source in apply.items():
+        if spec is not None and source not in outputs:
+            problems.append(
+                (
+                    f"{where}.apply.{target}",
+                    f"{task} gives no {source!r}; it gives: {', '.join(sorted(outputs))}",
+                )
+            )
+        field = target.split(".")[0]
+        if inputs and field not in inputs:
+            problems.append(
+                (
+                    f"{where}.apply.{target}",
+                    f"{activity} takes no {field!r}; it takes: {', '.join(sorted(inputs))}",
+                )
+            )
+    return problems
+
+
 def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -> list[Problem]:
     where = f"$.steps[{i}]"
     problems = _activity_problems(f"{where}.activity", step.activity, native_ok=True)
@@ -130,14 +157,21 @@ def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -
         for path, message in expressions.check(step.compensate.input):
             problems.append((f"{where}.compensate.input{path[1:]}", f"bad expression: {message}"))
     for j, point in enumerate(step.enhancements):
+        here = f"{where}.enhancements[{j}]"
         if (point.input is None) != (point.apply is None):
-            problems.append(
-                (f"{where}.enhancements[{j}]", "give both `input` and `apply`, or neither")
-            )
+            problems.append((here, "give both `input` and `apply`, or neither"))
+        elif point.apply is not None and not point.apply:
+            problems.append((f"{here}.apply", "map at least one step input field"))
+        elif point.input is not None and step.activity in WORKFLOW_NATIVE:
+            problems.append((here, f"{step.activity} has no input an AI task could improve"))
         for path, message in expressions.check(point.input):
-            problems.append(
-                (f"{where}.enhancements[{j}].input{path[1:]}", f"bad expression: {message}")
-            )
+            problems.append((f"{here}.input{path[1:]}", f"bad expression: {message}"))
+        for ref in sorted(expressions.step_references(point.input)):
+            if ref not in ancestors:
+                problems.append(
+                    (f"{here}.input", f"refers to step {ref!r}, which it does not need")
+                )
+        problems += _apply_problems(here, step.activity, point.task, point.apply or {})
         if point.task not in AI_TASKS:
             problems.append(
                 (

@@ -120,3 +120,48 @@ def test_referencing_a_transitive_ancestor_is_fine() -> None:
             ]
         )
     )
+
+
+def test_enhancement_points_are_checked_against_the_task_and_the_activity() -> None:
+    """`apply` maps a field the AI task gives to a field the step's activity takes; a point's
+    input may use only the steps the step needs; waits have no input to improve."""
+    mail = {
+        "activity": "email.send",
+        "input": {"to": "a@example.com", "subject": "s", "text": "t"},
+    }
+    point = {"task": "generate_text", "fallback": "plain", "input": {"prompt_template": "p"}}
+    paths = _paths(
+        _spec(
+            [
+                {"id": "a", "activity": "data.transform", "input": {"data": {}, "ops": []}},
+                {
+                    "id": "b",
+                    **mail,
+                    "needs": [],
+                    "enhancements": [
+                        {**point, "apply": {"subject": "summary", "body.html": "text"}},
+                        {**point, "input": {"prompt_template": "{{ steps.a }}"}, "apply": {}},
+                        {**point, "apply": {"text": "text"}},
+                    ],
+                },
+                {
+                    "id": "c",
+                    "activity": "wait.timer",
+                    "input": {"seconds": 1},
+                    "enhancements": [{**point, "apply": {"seconds": "text"}}],
+                },
+            ]
+        )
+    )
+    assert paths["$.steps[1].enhancements[0].apply.subject"] == (
+        "generate_text gives no 'summary'; it gives: text"
+    )
+    assert paths["$.steps[1].enhancements[0].apply.body.html"].startswith(
+        "email.send takes no 'body'; it takes: "
+    )
+    assert paths["$.steps[1].enhancements[1].input"] == (
+        "refers to step 'a', which it does not need"
+    )
+    assert paths["$.steps[1].enhancements[1].apply"] == "map at least one step input field"
+    assert not [p for p in paths if p.startswith("$.steps[1].enhancements[2]")]  # a good one
+    assert paths["$.steps[2].enhancements[0]"] == "wait.timer has no input an AI task could improve"
