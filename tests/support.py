@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
+from temporalio.client import Client
 
 
 def free_port() -> int:
@@ -112,3 +115,20 @@ class WebhookSink:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+
+async def record_history(name: str, execution_id: str, temporal_address: str) -> None:
+    """`WFS_RECORD_HISTORIES=1 make test` keeps a run's workflow history as
+    tests/histories/<name>.json for tests/workers/test_replay.py: `<template>` from the
+    standard-template tests, `<template>.<tier>` from the enhancement tests, `custom/<path>` for
+    other workflow paths. An existing file is kept: delete it first to re-record."""
+    pk = base64.urlsafe_b64decode(execution_id + "==").decode().split(":", 1)[1]
+    temporal = await Client.connect(temporal_address)
+    history = await temporal.get_workflow_handle(f"exec-{pk}").fetch_history()
+    path = HISTORIES / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    if not path.exists():
+        path.write_text(history.to_json())

@@ -20,7 +20,7 @@ from app.executions.service import ExecutionService, Publisher
 from app.executions.workflow_io import RECORD_EVENT_ACTIVITY, EventRecord, StepCall
 from app.settings import Settings
 from app.steps import STEP_ACTIVITIES, StepActivity, StepContext, StepInputError
-from app.steps.base import LIVENESS_HEARTBEAT_SECONDS, StepTransientError
+from app.steps.base import LIVENESS_HEARTBEAT_SECONDS, StepInputRefused, StepTransientError
 from workers.heartbeat import Beats, heartbeating
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,8 @@ class TemplateActivities:
                 return await heartbeating(run(call.input, ctx), LIVENESS_HEARTBEAT_SECONDS, beats)
             except StepInputError as exc:
                 # Bad input never gets better on retry: fail the step now with the reason.
-                raise ApplicationError(str(exc), type="StepInputError", non_retryable=True) from exc
+                kind = "StepInputRefused" if isinstance(exc, StepInputRefused) else "StepInputError"
+                raise ApplicationError(str(exc), type=kind, non_retryable=True) from exc
             except StepTransientError as exc:
                 log.info(
                     "step.transient_failure",

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
 DECIDE_TIMEOUT = timedelta(seconds=30)
 DECIDE_RETRY = RetryPolicy(maximum_attempts=3)
 AI_RETRY = RetryPolicy(maximum_attempts=2)
+AI_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 # Reasons the AI gateway gives for not trying at all (a decision, not a failed attempt).
 NOT_TRIED = frozenset({"TIER", "DISABLED", "NO_PROVIDER", "BUDGET", "PROVIDERS_DOWN"})
 
@@ -51,7 +52,10 @@ def active_points(step: StepPlan) -> list[dict[str, Any]]:
 
 
 def apply(step_input: dict[str, Any], mapping: dict[str, str], out: dict[str, Any]) -> dict:
-    """A copy of `step_input` with each mapped AI output field set (dotted paths nest)."""
+    """A copy of `step_input` with each mapped AI output field set (dotted paths nest);
+    `step_input` itself when the output has none of them."""
+    if not any(source in out for source in mapping.values()):
+        return step_input
     result = dict(step_input)
     for target, source in mapping.items():
         if source not in out:
@@ -77,14 +81,17 @@ def outcome_of(ai: dict[str, Any] | None) -> dict[str, Any]:
     provider = ai.get("provider") or "baseline"
     fallback = ai.get("fallback_reason")
     tried = provider != "baseline" or fallback not in NOT_TRIED
+    # A model that answered twice with unusable output is named (and was paid) but the task's
+    # baseline answered: that is no AI result.
+    enhanced = provider != "baseline" and not fallback
     return {
-        "decision": "AI" if provider != "baseline" else "BASELINE",
+        "decision": "AI" if enhanced else "BASELINE",
         "reason": "ENHANCE" if tried else fallback,
         "provider": provider,
         "model": ai.get("model") or "baseline",
         "cost_usd": str(ai.get("cost_usd") or "0"),
         "latency_ms": ai.get("latency_ms"),
-        "fallback": fallback if provider == "baseline" and tried else None,
+        "fallback": fallback if tried else None,
     }
 
 
@@ -108,7 +115,9 @@ def tally(task: str, outcomes: list[dict[str, Any]], items: bool) -> dict[str, A
     if not items and len(outcomes) == 1:
         return {"task": task, **outcomes[0]}
     enhanced = [o for o in outcomes if o["decision"] == "AI"]
-    first = enhanced[0] if enhanced else (outcomes[0] if outcomes else failed_outcome("", None))
+    first = (
+        enhanced[0] if enhanced else (outcomes[0] if outcomes else failed_outcome("ENHANCE", None))
+    )
     latencies = [o["latency_ms"] for o in outcomes if o.get("latency_ms") is not None]
     errors = [o["error"] for o in outcomes if o.get("error")]
     return {
@@ -155,6 +164,7 @@ async def call(
             call,
             task_queue=ai_queue,
             start_to_close_timeout=timedelta(seconds=timeout_seconds),
+            heartbeat_timeout=AI_HEARTBEAT_TIMEOUT,  # AI activities beat every 2 s
             retry_policy=AI_RETRY,
         )
     except ActivityError as exc:

@@ -1,10 +1,13 @@
 """Liveness heartbeats for activities.
 
-Every step activity heartbeats at least every `LIVENESS_HEARTBEAT_SECONDS` while it runs, and
-the workflow schedules it with a heartbeat timeout of three times its interval, so when a
-worker dies mid-step Temporal retries the step on another worker within seconds instead of
-after the step's whole start-to-close timeout (300 s by default). A step that heartbeats with
-progress details of its own keeps them: the liveness beat repeats the latest details.
+Every step activity heartbeats at least every `LIVENESS_HEARTBEAT_SECONDS` (10 s) while it
+runs, and the workflow schedules it with a heartbeat timeout of three times its interval, so
+when a worker dies mid-step Temporal retries the step on another worker within ~30 s instead of
+after the step's whole start-to-close timeout (300 s by default). Temporal's SDK sends
+heartbeats at most every 0.8 x the timeout (24 s), so a worker's event loop may stall for ~6 s
+without a live step timing out; CPU-bound steps run in a thread so it does not. A step that
+heartbeats with progress details of its own keeps them: the liveness beat repeats the latest
+details.
 """
 
 from __future__ import annotations
@@ -40,5 +43,6 @@ async def heartbeating(work: Awaitable[T], every: float, beats: Beats | None = N
                 return task.result()
             activity.heartbeat(*(beats.details if beats else ()))
     finally:
-        if not task.done():
+        if not task.done():  # the activity was cancelled: let the step code unwind first
             task.cancel()
+            await asyncio.wait({task})

@@ -83,7 +83,7 @@ class StepFailed(Exception):
         super().__init__(message)
         self.step_id = step_id
         self.message = message
-        self.input_rejected = input_rejected  # the activity refused its input (StepInputError)
+        self.input_rejected = input_rejected  # refused before it did anything (StepInputRefused)
 
 
 # Patch: a step that refuses its AI-enhanced input runs again on its plain input.
@@ -137,7 +137,7 @@ async def run_activity(
             raise
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-        rejected = isinstance(cause, ApplicationError) and cause.type == "StepInputError"
+        rejected = isinstance(cause, ApplicationError) and cause.type == "StepInputRefused"
         where = f"step {step.id}" + (f" item {index}" if index is not None else "")
         raise StepFailed(
             step.id, f"{where} ({step.activity}) failed: {message}", input_rejected=rejected
@@ -153,6 +153,8 @@ async def run_items(
 ) -> list[Any]:
     """One activity per input, at most `for_each_concurrency` at a time, outputs in order;
     with `points`, each item's enhanced points run (and are tallied there) before it."""
+    if not inputs:
+        return []  # nothing to wait for (workflow.wait refuses an empty list)
     gate = asyncio.Semaphore(step.for_each_concurrency)
 
     def item(i: int, payload: Any) -> Callable[[], Awaitable[Any]]:
@@ -164,7 +166,7 @@ async def run_items(
                 try:
                     return await run_activity(ids, step, enhanced, first_index + i)
                 except StepFailed as failed:
-                    if enhanced is payload or not failed.input_rejected:
+                    if enhanced == payload or not failed.input_rejected:
                         raise
                     if not workflow.patched(REJECTED_PATCH):
                         raise
@@ -353,12 +355,12 @@ class TemplateWorkflow:
                 output = await self._wait(inp, step, self._render(step, step.input, context))
             else:
                 plain = self._render(step, step.input, context)
-                output = await self._run_enhanced(
-                    inp, step, plain, await self._enhance(inp, step, context, plain)
-                )
+                enhanced, applied = await self._enhance(inp, step, context, plain)
+                output = await self._run_enhanced(inp, step, plain, enhanced, applied)
             await self._record_ai_step(step, output)
         finally:
             self._running.remove(step.id)
+        self._partial.pop(step.id, None)  # with the step counted done, progress never drops
         self._done += 1
         self._completed.append(step.id)
         await self._record(
@@ -371,13 +373,15 @@ class TemplateWorkflow:
 
     async def _enhance(
         self, inp: RunInput, step: StepPlan, context: dict[str, Any], step_input: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list[str]]:
         """Each active enhancement point of a single step: decide (recorded in the history, so
         a replay decides the same), run the AI task, apply its output to the step input; on any
-        failure the step keeps its plain input. Every decision is a STEP_ENHANCED event."""
+        failure the step keeps its plain input. Every decision is a STEP_ENHANCED event.
+        Returns the step input and the tasks whose output it carries."""
         active = active_points(step)
+        applied: list[str] = []
         if not active or not workflow.patched("enhancement-points"):
-            return step_input
+            return step_input, applied
         for i, point in enumerate(active):
             decision = await decide(inp.tenant_id, inp.ai_task_queue, point)
             if isinstance(decision, str):
@@ -396,28 +400,35 @@ class TemplateWorkflow:
                     )
                     if out is not None:
                         step_input = apply(step_input, point["apply"], out)
+                        applied.append(point["task"])
             await self._record_point(step, str(i), {"task": point["task"], **outcome})
-        return step_input
+        return step_input, applied
 
     async def _run_enhanced(
-        self, inp: RunInput, step: StepPlan, plain: dict[str, Any], enhanced: dict[str, Any]
+        self,
+        inp: RunInput,
+        step: StepPlan,
+        plain: dict[str, Any],
+        enhanced: dict[str, Any],
+        applied: list[str],
     ) -> Any:
-        """Run the step; when it refuses the input AI changed (say, a subject with a line
-        break), record that and run it on its plain input: AI output never fails a step."""
+        """Run the step; when it refuses (before doing anything) the input AI changed, say a
+        subject with a line break, record that and run it on its plain input: AI output never
+        fails a step. The record names the tasks whose output was dropped."""
         ids = (inp.execution_id, inp.tenant_id)
         try:
             return await run_activity(ids, step, enhanced, None)
         except StepFailed as failed:
             if (
-                enhanced is plain
+                enhanced == plain
                 or not failed.input_rejected
                 or not workflow.patched(REJECTED_PATCH)
             ):
                 raise
             error = failed.message
-        tasks = ", ".join(p["task"] for p in active_points(step))
         rejected = failed_outcome("ENHANCE", "STEP_REJECTED", error[:300])
-        await self._record_point(step, "rejected", {"task": tasks, **rejected})
+        record = {"task": ", ".join(applied), "tasks": applied, **rejected}
+        await self._record_point(step, "rejected", record)
         return await run_activity(ids, step, plain, None)
 
     async def _record_point(self, step: StepPlan, key: str, record: dict[str, Any]) -> None:
@@ -453,7 +464,7 @@ class TemplateWorkflow:
         """A fan-out step's points, decided once: (point, the baseline outcome of a point not
         enhanced | the point's per-item AI inputs)."""
         active = active_points(step)
-        if not active or not workflow.patched("item-enhancements"):
+        if not active or not items or not workflow.patched("item-enhancements"):
             return []
         plans: list[tuple[dict[str, Any], dict[str, Any] | ItemEnhancement]] = []
         for point in active:
@@ -562,8 +573,6 @@ class TemplateWorkflow:
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(exc)
             raise StepFailed(step.id, message) from None
-        finally:
-            self._partial.pop(step.id, None)
         outputs: list[Any] = []
         outcomes: list[list[dict[str, Any]]] = [[] for _ in enhanced]
         for chunk in chunks:

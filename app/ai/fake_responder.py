@@ -14,7 +14,8 @@ from typing import Any
 
 from app.ai.fake_llm import LLMRequest, default_responder
 from app.ai.tasks import TASK_SPECS
-from app.ai.tasks.base import DATA_CLOSE, DATA_OPEN
+from app.ai.tasks.base import DATA_CLOSE, DATA_OPEN, sanitize_text, truncate
+from app.ai.tasks.writing import DEFAULT_TEXT_CHARS
 
 
 def _task_of(prompt: str) -> str | None:
@@ -23,6 +24,19 @@ def _task_of(prompt: str) -> str | None:
         if instructions and instructions in prompt:
             return name
     return None
+
+
+def _answer(task: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What the task's baseline gives for the input the prompt data came from. The writing
+    tasks send their text already rendered (`prompt`, `draft`): that text is the answer."""
+    limit = data.get("max_chars", DEFAULT_TEXT_CHARS)
+    if task == "generate_text":
+        return {"text": truncate(sanitize_text(data["prompt"]), limit)}
+    if task == "personalize_content":
+        return {"text": truncate(sanitize_text(data["draft"]), limit)}
+    spec = TASK_SPECS[task]
+    known = spec.input_schema.get("properties", {})
+    return spec.baseline({k: v for k, v in data.items() if k in known})
 
 
 def task_responder(request: LLMRequest) -> Any:
@@ -36,7 +50,7 @@ def task_responder(request: LLMRequest) -> Any:
         return default_responder(request)
     try:
         data = json.loads(request.parsed.last_user[start + len(DATA_OPEN) : end])
-        answer = TASK_SPECS[task].baseline(data)
+        answer = _answer(task, data)
     except (ValueError, TypeError, KeyError):
         return default_responder(request)
     if task == "classify_content":

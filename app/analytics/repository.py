@@ -8,8 +8,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, exists, func, or_, select, true
+from sqlalchemy import ColumnElement, case, exists, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.models import AiUsage, Execution, ExecutionEvent
 
@@ -29,13 +30,29 @@ class GroupStats:
     ai_cost_usd: Decimal = Decimal(0)
 
 
-def _ai_decided() -> ColumnElement[bool]:
-    """An enhancement point of the run chose AI (recorded as a STEP_ENHANCED event)."""
-    decision = ExecutionEvent.payload["enhancement"]["decision"].astext
+def _points_recorded() -> ColumnElement[bool]:
+    """The run recorded its enhancement points (every run since `ai.*` steps are points too)."""
     return exists().where(
-        ExecutionEvent.execution_id == Execution.id,
-        ExecutionEvent.type == "STEP_ENHANCED",
-        decision == "AI",
+        ExecutionEvent.execution_id == Execution.id, ExecutionEvent.type == "STEP_ENHANCED"
+    )
+
+
+def _ai_applied() -> ColumnElement[bool]:
+    """A point of the run used AI output, on a step that did not refuse it (a refused step
+    reruns on its plain input: a STEP_ENHANCED record with fallback STEP_REJECTED)."""
+    point, refusal = aliased(ExecutionEvent), aliased(ExecutionEvent)
+    refused = exists().where(
+        refusal.execution_id == point.execution_id,
+        refusal.step_id == point.step_id,
+        refusal.type == "STEP_ENHANCED",
+        refusal.payload["enhancement"]["fallback"].astext == "STEP_REJECTED",
+        refusal.payload["enhancement"]["items"].astext.is_(None),
+    )
+    return exists().where(
+        point.execution_id == Execution.id,
+        point.type == "STEP_ENHANCED",
+        point.payload["enhancement"]["decision"].astext == "AI",
+        ~refused,
     )
 
 
@@ -52,8 +69,12 @@ class ImpactRepository:
         usage = (
             select(
                 func.coalesce(func.sum(AiUsage.cost_usd), 0).label("cost"),
-                # ai.* steps call models directly (document-processing): a non-baseline row.
-                func.coalesce(func.bool_or(AiUsage.provider != "baseline"), False).label("ai"),
+                func.coalesce(
+                    func.bool_or(
+                        (AiUsage.provider != "baseline") & AiUsage.fallback_reason.is_(None)
+                    ),
+                    False,
+                ).label("ai"),
             )
             .where(AiUsage.execution_id == Execution.id, AiUsage.tenant_id == tenant_id)
             .lateral("usage")
@@ -69,7 +90,8 @@ class ImpactRepository:
                 Execution.status,
                 seconds.label("seconds"),
                 usage.c.cost,
-                or_(usage.c.ai, _ai_decided()).label("enhanced"),
+                # Runs from before points were recorded: a model answered one of its calls.
+                case((_points_recorded(), _ai_applied()), else_=usage.c.ai).label("enhanced"),
             )
             .select_from(Execution)
             .join(usage, true())

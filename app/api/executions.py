@@ -85,8 +85,9 @@ class Enhancement:
     latency_ms: int | None
     cost_usd: Decimal
     fallback: str | None = strawberry.field(
-        description="Why a tried point used the baseline: PROVIDER_ERROR, INVALID_OUTPUT, "
-        "TIMEOUT, AI_ERROR, INPUT_ERROR..."
+        description="Why a tried point used the baseline: PROVIDER_ERROR, BREAKER_OPEN, "
+        "INVALID_OUTPUT, AI_ERROR, INPUT_ERROR, STEP_REJECTED (the step refused the AI output "
+        "and ran on its plain input)."
     )
     items: int | None = strawberry.field(description="On a for_each step: the items.")
     enhanced_items: int | None = strawberry.field(
@@ -330,15 +331,23 @@ def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
             state.items_done = (event.payload or {}).get("items_done")
             continue
         if state is not None and event.type == "STEP_ENHANCED":
-            state.enhancements.append(Enhancement.from_record(event.payload.get("enhancement", {})))
+            record = (event.payload or {}).get("enhancement", {})
+            refused = record.get("tasks") if record.get("fallback") == "STEP_REJECTED" else None
+            if refused is None:
+                state.enhancements.append(Enhancement.from_record(record))
+            else:  # the step refused the AI output of these points and ran on its plain input
+                for point in state.enhancements:
+                    if point.task in refused and point.decision == "AI":
+                        point.decision, point.fallback = "BASELINE", "STEP_REJECTED"
             continue
         status = _STEP_STATUS.get(event.type)
         if state is None or status is None:
             continue
         state.status = status
-        if event.type == "STEP_STARTED":
+        if event.type == "STEP_STARTED":  # (again, when a retried execution reruns it)
             state.attempts += 1
             state.started_at, state.finished_at, state.error = event.at, None, None
+            state.enhancements, state.items, state.items_done = [], None, None
         elif event.type in ("STEP_COMPLETED", "STEP_SKIPPED", "STEP_FAILED"):
             state.finished_at = event.at
             state.output = cast(JSON, (event.payload or {}).get("output"))

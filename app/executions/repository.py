@@ -41,7 +41,9 @@ class ExecutionRepository:
         return await self.session.scalar(
             select(Execution)
             .where(Execution.id == execution_id)
-            .with_for_update()
+            # FOR NO KEY UPDATE: serialises writers of this row but, unlike FOR UPDATE, does
+            # not block inserts that reference it (ai_usage, events) while it is held.
+            .with_for_update(key_share=True)
             # The row may already be in this session (read before locking): refresh it, or
             # last_seq would be stale and two writers could take the same seq.
             .execution_options(populate_existing=True)

@@ -12,6 +12,7 @@ from app.steps.base import (
     StepActivity,
     StepContext,
     StepInputError,
+    StepInputRefused,
     StepTransientError,
 )
 from app.steps.data import aggregate, transform
@@ -37,6 +38,7 @@ __all__ = [
     "StepActivity",
     "StepContext",
     "StepInputError",
+    "StepInputRefused",
     "StepTransientError",
     "aggregate",
     "transform",

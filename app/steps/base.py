@@ -31,6 +31,12 @@ class StepInputError(ValueError):
     """The step's input or configuration is wrong; retrying cannot help."""
 
 
+class StepInputRefused(StepInputError):
+    """The input was refused before the step did anything (its schema, a header with a line
+    break...): running the step again on other input is safe. The workflow does that when the
+    input an AI enhancement point changed is refused (it reruns on the plain input)."""
+
+
 class StepTransientError(RuntimeError):
     """A temporary failure (network, remote 5xx, timeout); the step is retried."""
 
@@ -61,7 +67,7 @@ class StepContext:
 
 # Every activity-backed step heartbeats at least this often (workers/heartbeat.py) and is
 # scheduled with a heartbeat timeout of 3x, so a dead worker's step is retried within seconds.
-LIVENESS_HEARTBEAT_SECONDS = 5.0
+LIVENESS_HEARTBEAT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ def define(
     async def run(input: dict[str, Any], ctx: StepContext) -> Any:
         problems = input_problems(validator, input)
         if problems:
-            raise StepInputError(f"invalid input for {name}: " + "; ".join(problems))
+            raise StepInputRefused(f"invalid input for {name}: " + "; ".join(problems))
         return await checked_impl(input, ctx)
 
     run.__name__ = run.__qualname__ = name.replace(".", "_")

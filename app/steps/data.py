@@ -16,6 +16,7 @@ Invalid input raises StepInputError, which the worker turns into a non-retryable
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -294,7 +295,8 @@ def diff(input: dict[str, Any]) -> dict[str, Any]:
 
 def _pure(fn: Callable[[dict[str, Any]], Any]) -> StepRun:
     async def run(input: dict[str, Any], ctx: StepContext) -> Any:
-        return fn(input)
+        # In a thread: a large input must not stall the worker's loop (and its heartbeats).
+        return await asyncio.to_thread(fn, input)
 
     run.__doc__ = fn.__doc__
     return run

@@ -35,6 +35,7 @@ from app.steps.base import (
     StepActivity,
     StepContext,
     StepInputError,
+    StepInputRefused,
     StepTransientError,
     canonical_json,
     define,
@@ -51,15 +52,15 @@ _RESERVED_HEADERS = frozenset(
 
 def _address(raw: str, field: str) -> Address:
     if "\r" in raw or "\n" in raw:
-        raise StepInputError(f"`{field}`: {raw!r} contains a line break")
+        raise StepInputRefused(f"`{field}`: {raw!r} contains a line break")
     try:
         header = policy.default.header_factory(field, raw)
         addresses = header.addresses  # type: ignore[attr-defined]
     except Exception as exc:  # the parser raises IndexError and friends on some garbage
-        raise StepInputError(f"`{field}`: {raw!r} is not an email address") from exc
+        raise StepInputRefused(f"`{field}`: {raw!r} is not an email address") from exc
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if defects or len(addresses) != 1 or not addresses[0].username or not addresses[0].domain:
-        raise StepInputError(f"`{field}`: {raw!r} is not one email address")
+        raise StepInputRefused(f"`{field}`: {raw!r} is not one email address")
     return addresses[0]
 
 
@@ -70,7 +71,7 @@ def _addresses(value: str | list[str] | None, field: str) -> list[Address]:
 
 def _header_value(value: str, field: str) -> str:
     if "\r" in value or "\n" in value:
-        raise StepInputError(f"`{field}` must not contain line breaks")
+        raise StepInputRefused(f"`{field}` must not contain line breaks")
     return value
 
 
@@ -87,7 +88,7 @@ def _build(input: dict[str, Any], sender: Address, message_id: str) -> EmailMess
     message["Date"] = format_datetime(datetime.now(UTC))
     for name, value in (input.get("headers") or {}).items():
         if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
-            raise StepInputError(f"`headers`: {name!r} cannot be set by a template")
+            raise StepInputRefused(f"`headers`: {name!r} cannot be set by a template")
         message[name] = _header_value(value, f"headers.{name}")
     message.set_content(input["text"])
     if input.get("html"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ from app.settings import Settings
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import GraphQLClient
-from tests.workers.test_standard_templates import record_history
+from tests.support import GraphQLClient, record_history
 from tests.workers.test_template_graph import publish, run
 
 SPECS = {t["name"]: t for t in STANDARD_TEMPLATES}
+OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 
 
 def points_of(name: str) -> set[tuple[str, str]]:
@@ -272,6 +273,7 @@ async def test_a_step_refusing_ai_output_runs_on_its_plain_input(
     fan_out: bool,
     server: str,
     sessions: Any,
+    settings: Settings,
     fake_llm: FakeLLMServer,
     mail_sink: DevMailSink,
 ) -> None:
@@ -283,20 +285,36 @@ async def test_a_step_refusing_ai_output_runs_on_its_plain_input(
     name = await publish(sessions, keys, rejecting_template(marker, fan_out))
     to = [f"{who}.{marker.lower()}@example.com" for who in ("ada", "grace")]
     client = GraphQLClient(server, keys.admin)
-    _, execution = await run(client, server, keys.admin, name, {"to": to})
+    events, execution = await run(client, server, keys.admin, name, {"to": to})
     assert execution["status"] == "COMPLETED", execution["error"]
+    if os.environ.get("WFS_RECORD_HISTORIES"):
+        stem = f"custom/refused-ai-{'for-each' if fan_out else 'single'}"
+        await record_history(stem, execution["id"], settings.temporal_address)
     (send,) = execution["steps"]
-    records = send["enhancements"]
+    (point,) = send["enhancements"]  # one record per point, marked as refused
+    assert (point["decision"], point["reason"]) == ("BASELINE", "ENHANCE"), point
+    assert point["fallback"] == "STEP_REJECTED" and Decimal(point["costUsd"]) > 0
     if fan_out:
-        (point,) = records
         assert (point["items"], point["enhancedItems"]) == (2, 0)
-    else:
-        first, point = records  # the AI decision, then the refusal
-        assert (first["decision"], first["reason"]) == ("AI", "ENHANCE")
-    assert (point["decision"], point["fallback"]) == ("BASELINE", "STEP_REJECTED"), point
+    else:  # the live view saw the AI decision, then the refusal
+        live = [e["enhancement"] for e in events if e["type"] == "STEP_ENHANCED"]
+        assert [(r["decision"], r["fallback"]) for r in live] == [
+            ("AI", None),
+            ("BASELINE", "STEP_REJECTED"),
+        ]
     assert Decimal(execution["aiCostUsd"]) > 0
     mails = [m for m in mail_sink.messages() if marker.lower() in (m["To"] or "")]
     assert [m["Subject"] for m in mails] == [f"Plain {marker}"] * (2 if fan_out else 1)
+    # Impact analytics count the run with the baseline ones: its result used no AI output.
+    now = datetime.now(UTC)
+    window = {
+        "templateId": execution["template"]["id"],
+        "from": (now - timedelta(hours=1)).isoformat(),
+        "to": (now + timedelta(hours=1)).isoformat(),
+    }
+    impact = await client.data((OPS / "TemplateImpact.graphql").read_text(), window)
+    groups = impact["templateImpact"]
+    assert (groups["enhanced"]["executions"], groups["baseline"]["executions"]) == (0, 1)
 
 
 async def test_every_provider_failing_still_completes_on_the_baseline(

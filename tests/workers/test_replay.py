@@ -5,6 +5,7 @@ after deleting tests/histories/*.json (only for changes that are compatible by d
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,28 @@ def test_every_standard_template_has_a_recorded_history() -> None:
     assert {f"{n}.{tier}" for n in enhanced for tier in ("free", "premium")} <= stems
 
 
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+def test_the_other_workflow_paths_have_recorded_histories() -> None:
+    """custom/: paths no standard template takes with its example params: a fan-out in child
+    workflows (with progress events) and steps refusing AI output, single and per item."""
+    assert {p.stem for p in (HISTORIES / "custom").glob("*.json")} >= {
+        "fan-out-children",
+        "refused-ai-single",
+        "refused-ai-for-each",
+    }
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(HISTORIES.rglob("*.json")),
+    ids=lambda p: str(p.relative_to(HISTORIES).with_suffix("")),
+)
 async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(f"exec-{path.stem}", path.read_text())  # noqa: ASYNC240
+    text = path.read_text()  # noqa: ASYNC240
+    # The workflow id as recorded (child workflow ids derive from it): exec-<execution id>,
+    # from the RunInput the execution started with.
+    started = WorkflowHistory.from_json("", text).events[0]
+    payload = started.workflow_execution_started_event_attributes.input.payloads[0]
+    history = WorkflowHistory.from_json(f"exec-{json.loads(payload.data)['execution_id']}", text)
     replayer = Replayer(
         workflows=[TemplateWorkflow, ForEachBatchWorkflow],
         workflow_runner=SandboxedWorkflowRunner(

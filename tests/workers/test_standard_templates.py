@@ -4,7 +4,6 @@ does what it says: files written, mails sent once, webhooks called, archives che
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from temporalio.client import Client
 
 from app.embedded.mail import DevMailSink
 from app.seed import seed_sample_files
@@ -21,11 +19,10 @@ from app.settings import Settings
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import GraphQLClient, WebhookSink
+from tests.support import GraphQLClient, WebhookSink, record_history
 from tests.workers.test_template_graph import run
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
-HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 EXAMPLES = {t["name"]: t["example_params"] for t in STANDARD_TEMPLATES}
 
 
@@ -57,20 +54,8 @@ async def _run(server: str, keys: TenantKeys, name: str, params: Any) -> tuple[l
     events, execution = await run(client, server, keys.admin, name, params)
     assert execution["status"] == "COMPLETED", execution["error"]
     if os.environ.get("WFS_RECORD_HISTORIES"):
-        await record_history(name, execution["id"])
+        await record_history(name, execution["id"], TEMPORAL["address"])
     return events, execution["result"]
-
-
-async def record_history(name: str, execution_id: str, address: str | None = None) -> None:
-    """`WFS_RECORD_HISTORIES=1 make test` keeps each template's first run's history for
-    tests/workers/test_replay.py (`<template>.json`; `<template>.<tier>.json` from the
-    enhancement tests); delete the file first to re-record."""
-    pk = base64.urlsafe_b64decode(execution_id + "==").decode().split(":", 1)[1]
-    temporal = await Client.connect(address or TEMPORAL["address"])
-    history = await temporal.get_workflow_handle(f"exec-{pk}").fetch_history()
-    path = HISTORIES / f"{name}.json"
-    if not path.exists():
-        path.write_text(history.to_json())
 
 
 TEMPORAL: dict[str, str] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from app.templates.service import TemplateService
 from app.tenants.service import TenantService
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
-from tests.support import GraphQLClient, Subscription
+from tests.support import GraphQLClient, Subscription, record_history
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 
@@ -148,6 +149,8 @@ async def test_fan_out_in_workflow_and_in_batch_child_workflows(
         assert execution["status"] == "COMPLETED", execution["error"]
         assert execution["result"]["count"] == n
         assert execution["result"]["sq"]["sum"] == sum(i * i for i in range(n))
+    if os.environ.get("WFS_RECORD_HISTORIES"):
+        await record_history("custom/fan-out-children", execution["id"], settings.temporal_address)
     # A fan-out in child workflows shows progress as its slices (50, 50, 20) finish.
     progress = [e for e in events if e["type"] == "STEP_PROGRESS"]
     done = [int(e["message"].split(" of ")[0]) for e in progress]
