@@ -137,6 +137,19 @@ async def test_email_campaign_sends_once_per_subscribed_recipient(
     assert not _mails_to(mail_sink, "linus@example.com")
 
 
+async def test_email_campaign_to_nobody_completes(
+    server: str, demo: tuple[TenantKeys, Path]
+) -> None:
+    """Every recipient unsubscribed: the fan-out has no items and the campaign still ends."""
+    keys, _ = demo
+    params = {
+        **EXAMPLES["email-campaign"],
+        "recipients": [{"email": "gone@example.com", "unsubscribed": True}],
+    }
+    _, result = await _run(server, keys, "email-campaign", params)
+    assert (result["recipients"], result["sent"], result["skipped"]) == (1, 0, 1)
+
+
 async def test_data_sync_then_resync_then_change(
     server: str, demo: tuple[TenantKeys, Path]
 ) -> None:
