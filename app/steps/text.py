@@ -12,22 +12,29 @@ back to them on any failure. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from app.ai.rules import ENTITY_PATTERNS, classify, extract_entities, summarize
 from app.steps.base import StepActivity, StepContext, define
 
+# Texts run to 1 MB: the rules run in a thread so the worker's loop (and heartbeats) go on.
+
 
 async def _classify(input: dict[str, Any], ctx: StepContext) -> Any:
-    return classify(input["text"], input["categories"], input.get("keywords"), input.get("default"))
+    return await asyncio.to_thread(
+        classify, input["text"], input["categories"], input.get("keywords"), input.get("default")
+    )
 
 
 async def _summarize(input: dict[str, Any], ctx: StepContext) -> Any:
-    return summarize(input["text"], input.get("max_sentences", 3), input.get("max_chars", 500))
+    return await asyncio.to_thread(
+        summarize, input["text"], input.get("max_sentences", 3), input.get("max_chars", 500)
+    )
 
 
 async def _extract(input: dict[str, Any], ctx: StepContext) -> Any:
-    return extract_entities(input["text"], input.get("types"))
+    return await asyncio.to_thread(extract_entities, input["text"], input.get("types"))
 
 
 TEXT = {"type": "string", "maxLength": 1_000_000}
