@@ -3,9 +3,9 @@ by `app.migrate`, or from DATABASE_URL / a running `wfs dev`."""
 
 import asyncio
 
-from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import context
 from app.db import normalise_url
 from app.models import Base
 
@@ -38,7 +38,9 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=normalise_url(_url()), target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=normalise_url(_url()), target_metadata=target_metadata, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -11,7 +11,7 @@ RUFF = Path(sys.executable).parent / "ruff"
 def test_ruff_check_and_format() -> None:
     for args in (["check"], ["format", "--check"]):
         done = subprocess.run(
-            [str(RUFF), *args, "app", "workers", "tests", "bench"],
+            [str(RUFF), *args, "app", "workers", "tests", "bench", "alembic"],
             cwd=ROOT,
             capture_output=True,
             text=True,

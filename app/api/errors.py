@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import strawberry
+from graphql import GraphQLError
 
 from app.errors import DomainError
-from graphql import GraphQLError
 
 
 @strawberry.type

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from app.api.schema import build_schema
 from graphql import build_schema as parse_sdl
 from graphql import parse
+
+from app.api.schema import build_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
