@@ -7,6 +7,10 @@ history, and wall time. Temporal's limits are 51,200 events / 50 MB per history;
 size (FOR_EACH_BATCH_SIZE, default 200) keeps the parent at a few events per child.
 
     .venv/bin/python bench/fan_out.py 100 1000 10000
+    .venv/bin/python bench/fan_out.py --ai 1000 10000   # with `wfs dev --fake-llm`
+
+With `--ai` the step has an enhancement point (`summarize`, applied per item): the decision is
+taken once and one AI call runs per item, so the table adds the items AI improved and the cost.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 from temporalio.client import Client
@@ -25,7 +30,7 @@ from temporalio.client import Client
 from app.settings import read_services_file
 
 STATE = Path(".wfs")
-SPEC = {
+SPEC: dict[str, Any] = {
     "title": "Fan-out benchmark",
     "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}},
     "steps": [
@@ -39,6 +44,13 @@ SPEC = {
     ],
     "output": {"count": "{{ steps.each | length }}"},
 }
+AI_POINT = {
+    "task": "summarize",
+    "min_tier": "pro",
+    "fallback": "no note",
+    "input": {"text": "Item {{ item }} of the fan-out benchmark. It is number {{ index }}."},
+    "apply": {"data.note": "summary"},
+}
 
 
 async def gql(http: httpx.AsyncClient, query: str, variables: dict) -> dict:
@@ -48,7 +60,7 @@ async def gql(http: httpx.AsyncClient, query: str, variables: dict) -> dict:
     return body["data"]
 
 
-async def main(sizes: list[int]) -> None:
+async def main(sizes: list[int], ai: bool) -> None:
     services = read_services_file(STATE)
     if not services:
         sys.exit("start `wfs dev` in this directory first")
@@ -62,7 +74,7 @@ async def main(sizes: list[int]) -> None:
             http,
             "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) "
             "{ __typename ... on Template { id } ... on UserError { message } } }",
-            {"i": {"spec": {**SPEC, "name": name}}},
+            {"i": {"spec": spec(name, ai)}},
         )
         template_id = created["createTemplate"]["id"]
         await gql(
@@ -70,8 +82,9 @@ async def main(sizes: list[int]) -> None:
             "mutation($i: PublishTemplateInput!) { publishTemplate(input: $i) { __typename } }",
             {"i": {"templateId": template_id}},
         )
-        print("| items | children | parent events | largest child events | seconds |")
-        print("|---:|---:|---:|---:|---:|")
+        extra = " AI items | AI cost USD |" if ai else ""
+        print("| items | children | parent events | largest child events | seconds |" + extra)
+        print("|---:|---:|---:|---:|---:|" + ("---:|---:|" if ai else ""))
         for n in sizes:
             t0 = time.monotonic()
             started = await gql(
@@ -85,7 +98,8 @@ async def main(sizes: list[int]) -> None:
                 status = (
                     await gql(
                         http,
-                        "query($id: ID!) { execution(id: $id) { status error } }",
+                        "query($id: ID!) { execution(id: $id) { status error aiCostUsd "
+                        "steps { enhancements { enhancedItems } } } }",
                         {"id": execution_id},
                     )
                 )["execution"]
@@ -102,8 +116,15 @@ async def main(sizes: list[int]) -> None:
             for child in children:
                 history = await temporal.get_workflow_handle(child.id).fetch_history()
                 largest = max(largest, len(history.events))
+            points = [p for step in status["steps"] for p in step["enhancements"]]
+            ai_columns = (
+                f" {sum(p['enhancedItems'] or 0 for p in points)} | {status['aiCostUsd']} |"
+                if ai
+                else ""
+            )
             print(
                 f"| {n} | {len(children)} | {len(parent.events)} | {largest} | {seconds:.1f} |"
+                + ai_columns
                 + (
                     ""
                     if status["status"] == "COMPLETED"
@@ -112,5 +133,13 @@ async def main(sizes: list[int]) -> None:
             )
 
 
+def spec(name: str, ai: bool) -> dict:
+    if not ai:
+        return {**SPEC, "name": name}
+    (step,) = SPEC["steps"]
+    return {**SPEC, "name": name, "steps": [{**step, "enhancements": [AI_POINT]}]}
+
+
 if __name__ == "__main__":
-    asyncio.run(main([int(a) for a in sys.argv[1:]] or [100, 1000, 10000]))
+    args = sys.argv[1:]
+    asyncio.run(main([int(a) for a in args if a != "--ai"] or [100, 1000, 10000], "--ai" in args))
