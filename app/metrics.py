@@ -17,6 +17,11 @@ EXECUTION_START_FAILURES = Counter(
 EXECUTION_EVENTS = Counter(
     "wfs_execution_events_total", "Execution transitions recorded by workers", ["type"]
 )
+ENHANCEMENT_POINTS = Counter(
+    "wfs_enhancement_points_total",
+    "Enhancement point decisions recorded by workers",
+    ["task", "decision", "reason"],
+)
 EVENT_PUBLISH_FAILURES = Counter(
     "wfs_event_publish_failures_total",
     "Events committed to PostgreSQL but not published to Redis (subscribers re-read them)",

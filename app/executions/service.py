@@ -34,6 +34,7 @@ from app.executions.workflow_io import (
     RunInput,
 )
 from app.metrics import (
+    ENHANCEMENT_POINTS,
     EVENT_PUBLISH_FAILURES,
     EXECUTION_DURATION,
     EXECUTION_EVENTS,
@@ -315,6 +316,13 @@ class ExecutionService:
             execution.result = rec.result
             execution.error = rec.error
         EXECUTION_EVENTS.labels(rec.type).inc()
+        if rec.type == "STEP_ENHANCED":
+            # Counted once per recorded point (not on the idempotent replay above). A
+            # STEP_REJECTED record's task is its applied tasks comma-joined: bounded as well.
+            point = rec.payload.get("enhancement") or {}
+            ENHANCEMENT_POINTS.labels(
+                point.get("task") or "?", point.get("decision") or "?", point.get("reason") or "?"
+            ).inc()
         event = await self.repo.add_event(
             ExecutionEvent(
                 execution_id=execution.id,

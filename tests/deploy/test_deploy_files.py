@@ -34,8 +34,12 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import app.api.app  # noqa: F401  (registers the service's metrics in prometheus_client.REGISTRY)
+# These register the service's metrics (API, workers, AI worker) in prometheus_client.REGISTRY.
+import app.ai.metrics  # noqa: F401
+import app.api.app  # noqa: F401
 import app.executions.events as execution_events
+import app.metrics  # noqa: F401
+from app.ai.contracts import FALLBACK_REASONS
 from app.cli.main import SCHEMA_PATH, cli
 from app.embedded.temporal import DISPATCH_DYNAMIC_CONFIG
 from app.migrate import PROJECT_ROOT
@@ -69,6 +73,16 @@ APP_METRICS = {
     "wfs_event_publish_failures_total",
     "wfs_execution_duration_seconds_bucket",
     "wfs_execution_duration_seconds_count",
+    "wfs_enhancement_points_total",
+    "wfs_ai_call_latency_seconds_bucket",
+    "wfs_ai_call_latency_seconds_count",
+    "wfs_ai_tokens_total",
+    "wfs_ai_cost_usd_total",
+    "wfs_ai_cache_hits_total",
+    "wfs_ai_cache_misses_total",
+    "wfs_ai_fallbacks_total",
+    "wfs_ai_breaker_state",
+    "wfs_ai_budget_soft_threshold_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -915,11 +929,13 @@ def metric_label_values() -> dict[tuple[str, str], set[str]]:
         (f"{duration}_count", "status"): statuses,
         ("wfs_execution_events_total", "type"): set(execution_events.EVENT_TYPES),
         ("wfs_executions_started_total", "tier"): set(tier_choice.choices),
+        ("wfs_ai_fallbacks_total", "reason"): set(FALLBACK_REASONS),
     }
 
 
 def check_promql(expr: str, where: str) -> None:
-    """Parses, uses known metric names only, and its label values name real objects."""
+    """Parses, uses known metric names only, and its label values name real objects (also
+    excluded ones: a misspelt value in != or !~ silently matches everything)."""
     try:
         found = list(selectors(expr))
     except ValueError as exc:
@@ -933,9 +949,9 @@ def check_promql(expr: str, where: str) -> None:
         name = selector.name or next(m.value for m in matchers if m.name == "__name__")
         assert name in KNOWN_METRICS, f"{where}: unknown metric {name!r} (see KNOWN_METRICS)"
         for matcher in matchers:
-            if matcher.op not in (promql_parser.MatchOp.Equal, promql_parser.MatchOp.Re):
-                continue
-            regex = matcher.op == promql_parser.MatchOp.Re
+            if not matcher.value:
+                continue  # label="" / label!="": absent / present, no value to check
+            regex = matcher.op in (promql_parser.MatchOp.Re, promql_parser.MatchOp.NotRe)
             if matcher.name == "pod":
                 assert any(re.fullmatch(matcher.value, pod) for pod in pods), (
                     f"{where}: pod=~{matcher.value!r} matches no pod of a Deployment"
@@ -1068,6 +1084,8 @@ def test_alert_and_dashboard_checks_catch_mistakes() -> None:
         check_promql('kube_deployment_status_replicas_available{deployment="wfs-workers"}', "typo")
     with pytest.raises(AssertionError):
         check_promql('wfs_execution_duration_seconds_count{status="SUCCEEDED"}', "no such status")
+    with pytest.raises(AssertionError):
+        check_promql('wfs_ai_fallbacks_total{reason!~"TIER|BUDGETS"}', "no such reason")
 
 
 # ----------------------------------------------------------------------------------------------
