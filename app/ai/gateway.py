@@ -206,26 +206,13 @@ class AiGateway:
             if reservation is None:
                 return "BUDGET"
             started = time.monotonic()
+            paid: ProviderResult | InvalidReply
             try:
-                result: ProviderResult = await provider.complete(
+                paid = await provider.complete(
                     choice.model, task, request.input, timeout=self.timeout
                 )
-            except InvalidReply as exc:  # answered and paid, but not JSON: like invalid output
-                self.health.record(choice.provider, choice.model, True, exc.latency_ms)
-                cost = await self._settle(request, choice, reservation, exc)
-                tokens_in += exc.input_tokens
-                tokens_out += exc.output_tokens
-                latency += exc.latency_ms
-                spent += cost
-                attempts.append(
-                    {
-                        "provider": choice.provider,
-                        "model": choice.model,
-                        "error": f"invalid output: {exc}",
-                        "attempt": attempt,
-                    }
-                )
-                continue
+            except InvalidReply as exc:  # answered and paid, but not JSON: invalid output
+                paid = exc
             except ProviderError as exc:
                 await self.ledger.release(reservation)
                 self.health.record(
@@ -246,13 +233,17 @@ class AiGateway:
                     error=str(exc),
                 )
                 return "PROVIDER_ERROR" if exc.retryable else "BAD_REQUEST"
-            self.health.record(choice.provider, choice.model, True, result.latency_ms)
-            cost = await self._settle(request, choice, reservation, result)
-            tokens_in += result.input_tokens
-            tokens_out += result.output_tokens
-            latency += result.latency_ms
+            # The provider answered (it is healthy) and the call is paid, usable or not.
+            self.health.record(choice.provider, choice.model, True, paid.latency_ms)
+            cost = await self._settle(request, choice, reservation, paid)
+            tokens_in += paid.input_tokens
+            tokens_out += paid.output_tokens
+            latency += paid.latency_ms
             spent += cost
             try:
+                if isinstance(paid, InvalidReply):
+                    raise InvalidOutput(str(paid))
+                result = paid
                 output = task.validate(request.input, result.output)
             except InvalidOutput as exc:
                 attempts.append(
