@@ -28,10 +28,12 @@ def _task_of(prompt: str) -> str | None:
 
 def _answer(task: str, data: dict[str, Any]) -> dict[str, Any]:
     """What the task's baseline gives for the input the prompt data came from. The writing
-    tasks send their text already rendered (`prompt`, `draft`): that text is the answer."""
+    tasks send their text already rendered: personalize_content answers its `draft`, and
+    generate_text the last paragraph of its `prompt` (the standard templates put the text to
+    rewrite there, so a demo reads sensibly)."""
     limit = data.get("max_chars", DEFAULT_TEXT_CHARS)
-    if task == "generate_text":
-        return {"text": truncate(sanitize_text(data["prompt"]), limit)}
+    if task == "generate_text":  # a prompt's last paragraph is the text to work on
+        return {"text": truncate(sanitize_text(data["prompt"].strip().split("\n\n")[-1]), limit)}
     if task == "personalize_content":
         return {"text": truncate(sanitize_text(data["draft"]), limit)}
     spec = TASK_SPECS[task]

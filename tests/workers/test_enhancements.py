@@ -172,7 +172,8 @@ async def test_premium_ai_output_is_applied_per_item(
     personalised text, and the composed subject is the generated one."""
     marker = f"Item{uuid.uuid4().hex[:8]}"
     fake_llm.fake.rule(
-        contains=f"Working subject: Autumn update {marker}", json={"text": f"Shipped! {marker}"}
+        contains=f"Message: Here is what we shipped this season ({marker})",
+        json={"text": f"Shipped! {marker}"},
     )
     for who in ("Ada", "Grace"):
         fake_llm.fake.rule(
