@@ -71,8 +71,8 @@ class AiActivities:
         )
         try:  # cancelling the activity stops the provider call too
             outcome = await heartbeating(self.gateway.run(request, tenant), HEARTBEAT_SECONDS)
-        except AiInputError as exc:
-            raise ApplicationError(str(exc), type="StepInputError", non_retryable=True) from exc
+        except AiInputError as exc:  # checked before any provider call: nothing was done
+            raise ApplicationError(str(exc), type="StepInputRefused", non_retryable=True) from exc
         return step_output(outcome)
 
     def _activity(self, task: str) -> Callable[[StepCall], Awaitable[Any]]:

@@ -16,9 +16,12 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import structlog
 from temporalio import activity
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
+CANCEL_GRACE_SECONDS = 5.0  # how long a cancelled step may take to unwind before we return
 
 
 class Beats:
@@ -45,4 +48,10 @@ async def heartbeating(work: Awaitable[T], every: float, beats: Beats | None = N
     finally:
         if not task.done():  # the activity was cancelled: let the step code unwind first
             task.cancel()
-            await asyncio.wait({task})
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+            if not task.done():
+                log.warning(
+                    "activity.step_ignores_cancellation", grace_seconds=CANCEL_GRACE_SECONDS
+                )
+            elif not task.cancelled() and task.exception() is not None:
+                log.info("activity.step_failed_while_cancelled", error=str(task.exception()))

@@ -398,8 +398,9 @@ class TemplateWorkflow:
                     out, outcome = await call(
                         call_, point["task"], inp.ai_task_queue, step.timeout_seconds
                     )
-                    if out is not None:
-                        step_input = apply(step_input, point["apply"], out)
+                    changed = apply(step_input, point["apply"], out) if out is not None else None
+                    if changed is not None and changed != step_input:
+                        step_input = changed
                         applied.append(point["task"])
             await self._record_point(step, str(i), {"task": point["task"], **outcome})
         return step_input, applied

@@ -38,15 +38,34 @@ def _points_recorded() -> ColumnElement[bool]:
 
 
 def _ai_applied() -> ColumnElement[bool]:
-    """A point of the run used AI output, on a step that did not refuse it (a refused step
-    reruns on its plain input: a STEP_ENHANCED record with fallback STEP_REJECTED)."""
-    point, refusal = aliased(ExecutionEvent), aliased(ExecutionEvent)
-    refused = exists().where(
-        refusal.execution_id == point.execution_id,
-        refusal.step_id == point.step_id,
-        refusal.type == "STEP_ENHANCED",
-        refusal.payload["enhancement"]["fallback"].astext == "STEP_REJECTED",
-        refusal.payload["enhancement"]["items"].astext.is_(None),
+    """A point of the execution used AI output, on a step that did not refuse it (a refused
+    step reruns on its plain input: a STEP_ENHANCED record with fallback STEP_REJECTED)."""
+    point, refusal, restart = (aliased(ExecutionEvent) for _ in range(3))
+    # The refusal must follow the point in the same run of the step (a retried execution
+    # starts the step again: a STEP_STARTED in between).
+    restarted = (
+        exists()
+        .where(
+            restart.execution_id == point.execution_id,
+            restart.step_id == point.step_id,
+            restart.type == "STEP_STARTED",
+            restart.seq > point.seq,
+            restart.seq < refusal.seq,
+        )
+        .correlate(point, refusal)
+    )
+    refused = (
+        exists()
+        .where(
+            refusal.execution_id == point.execution_id,
+            refusal.step_id == point.step_id,
+            refusal.seq > point.seq,
+            refusal.type == "STEP_ENHANCED",
+            refusal.payload["enhancement"]["fallback"].astext == "STEP_REJECTED",
+            refusal.payload["enhancement"]["items"].astext.is_(None),
+            ~restarted,
+        )
+        .correlate(point)
     )
     return exists().where(
         point.execution_id == Execution.id,

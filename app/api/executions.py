@@ -326,9 +326,10 @@ def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
     }
     for event in events:
         state = states.get(event.step_id or "")
-        if state is not None and event.type == "STEP_PROGRESS":
+        if state is not None and event.type == "STEP_PROGRESS":  # may commit out of order
             state.items = (event.payload or {}).get("items")
-            state.items_done = (event.payload or {}).get("items_done")
+            done = (event.payload or {}).get("items_done")
+            state.items_done = max(state.items_done or 0, done or 0)
             continue
         if state is not None and event.type == "STEP_ENHANCED":
             record = (event.payload or {}).get("enhancement", {})

@@ -300,7 +300,11 @@ class ExecutionService:
         now = utcnow()
         execution.last_seq += 1
         execution.status = rec.status
-        execution.progress = rec.progress
+        # Events recorded concurrently (fan-out slices) may commit out of order: progress only
+        # grows within a run (a retried run starts again from its kept steps).
+        execution.progress = (
+            rec.progress if rec.type == "RETRIED" else max(execution.progress, rec.progress)
+        )
         if rec.type == "STEP_STARTED":
             execution.current_step = rec.step_id
         if rec.type == "STARTED" and execution.started_at is None:
@@ -317,11 +321,15 @@ class ExecutionService:
             execution.error = rec.error
         EXECUTION_EVENTS.labels(rec.type).inc()
         if rec.type == "STEP_ENHANCED":
-            # Counted once per recorded point (not on the idempotent replay above). A
-            # STEP_REJECTED record's task is its applied tasks comma-joined: bounded as well.
+            # Counted once per recorded point (not on the idempotent replay above). A step that
+            # refused its AI output adds decision REJECTED (its points' AI samples stay), task
+            # being the refused tasks comma-joined: bounded as well.
             point = rec.payload.get("enhancement") or {}
+            refused = point.get("fallback") == "STEP_REJECTED" and "tasks" in point
             ENHANCEMENT_POINTS.labels(
-                point.get("task") or "?", point.get("decision") or "?", point.get("reason") or "?"
+                point.get("task") or "?",
+                "REJECTED" if refused else point.get("decision") or "?",
+                point.get("reason") or "?",
             ).inc()
         event = await self.repo.add_event(
             ExecutionEvent(

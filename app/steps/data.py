@@ -28,6 +28,7 @@ from app.steps.base import (
     StepActivity,
     StepContext,
     StepInputError,
+    StepInputRefused,
     StepRun,
     canonical_json,
     define,
@@ -296,7 +297,12 @@ def diff(input: dict[str, Any]) -> dict[str, Any]:
 def _pure(fn: Callable[[dict[str, Any]], Any]) -> StepRun:
     async def run(input: dict[str, Any], ctx: StepContext) -> Any:
         # In a thread: a large input must not stall the worker's loop (and its heartbeats).
-        return await asyncio.to_thread(fn, input)
+        try:
+            return await asyncio.to_thread(fn, input)
+        except StepInputRefused:
+            raise
+        except StepInputError as exc:  # a pure step did nothing: safe to run on other input
+            raise StepInputRefused(str(exc)) from exc
 
     run.__doc__ = fn.__doc__
     return run

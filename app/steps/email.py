@@ -50,8 +50,13 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
+def _line_breaks(value: str) -> bool:
+    """Any line boundary Python's email headers refuse (\\r, \\n, \\v, \\f, \\x85, \\u2028...)."""
+    return len(value.splitlines()) > 1 or "\r" in value or "\n" in value
+
+
 def _address(raw: str, field: str) -> Address:
-    if "\r" in raw or "\n" in raw:
+    if _line_breaks(raw):
         raise StepInputRefused(f"`{field}`: {raw!r} contains a line break")
     try:
         header = policy.default.header_factory(field, raw)
@@ -70,7 +75,7 @@ def _addresses(value: str | list[str] | None, field: str) -> list[Address]:
 
 
 def _header_value(value: str, field: str) -> str:
-    if "\r" in value or "\n" in value:
+    if _line_breaks(value):
         raise StepInputRefused(f"`{field}` must not contain line breaks")
     return value
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.db import SessionFactory
 from app.settings import Settings
-from app.steps import StepInputError, StepTransientError
+from app.steps import StepInputError, StepInputRefused, StepTransientError
 from app.steps.idempotency import StepIdempotency
 from app.tenants.service import TenantService
 from tests.steps.conftest import MakeContext
@@ -192,6 +192,11 @@ async def test_header_injection_is_refused(
         await run_step("email.send", {**base, "subject": "hi\r\nBcc: eve@example.com"}, ctx)
     with pytest.raises(StepInputError, match="cannot be set by a template"):
         await run_step("email.send", {**base, "subject": "s", "headers": {"Bcc": "e@x.y"}}, ctx)
+    # Every line boundary Python's email headers refuse is refused up front (a model may
+    # write one), as StepInputRefused: nothing was sent, so the step may run on other input.
+    for odd in ("\u2028", "\x85", "\x0b", "\x0c", "\x1e"):
+        with pytest.raises(StepInputRefused, match="line break"):
+            await run_step("email.send", {**base, "subject": f"one{odd}two"}, ctx)
     assert mailbox[0].received == []
 
 

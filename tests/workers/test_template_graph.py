@@ -154,10 +154,13 @@ async def test_fan_out_in_workflow_and_in_batch_child_workflows(
     # A fan-out in child workflows shows progress as its slices (50, 50, 20) finish.
     progress = [e for e in events if e["type"] == "STEP_PROGRESS"]
     done = [int(e["message"].split(" of ")[0]) for e in progress]
-    assert len(done) == 3 and done == sorted(done) and done[-1] == 120, done
-    assert {b - a for a, b in zip([0, *done], done, strict=False)} <= {50, 20}
-    assert [e["progress"] for e in progress] == sorted(e["progress"] for e in progress)
-    assert 0 < progress[0]["progress"] < progress[-1]["progress"] == 50.0  # 1 of 2 steps
+    # (slices finishing together may record their events in either order)
+    ordered = sorted(done)
+    assert len(set(done)) == 3 and ordered[-1] == 120, done
+    assert {b - a for a, b in zip([0, *ordered], ordered, strict=False)} <= {50, 20}
+    percents = sorted(e["progress"] for e in progress)
+    assert 0 < percents[0] < percents[-1] == 50.0  # all items of 1 of 2 steps
+    assert execution["progress"] == 100.0
     (each,) = [s for s in execution["steps"] if s["id"] == "each"]
     assert (each["items"], each["itemsDone"]) == (120, 120)
     assert settings.temporal_address
