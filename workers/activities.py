@@ -20,8 +20,8 @@ from app.executions.service import ExecutionService, Publisher
 from app.executions.workflow_io import RECORD_EVENT_ACTIVITY, EventRecord, StepCall
 from app.settings import Settings
 from app.steps import STEP_ACTIVITIES, StepActivity, StepContext, StepInputError
-from app.steps.base import LIVENESS_HEARTBEAT_SECONDS, StepInputRefused, StepTransientError
-from workers.heartbeat import Beats, heartbeating
+from app.steps.base import StepInputRefused, StepTransientError
+from workers.heartbeat import Beats, beat_every, heartbeating
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,7 @@ class TemplateActivities:
                 publish=self.publisher.publish,
             )
             try:
-                return await heartbeating(run(call.input, ctx), LIVENESS_HEARTBEAT_SECONDS, beats)
+                return await heartbeating(run(call.input, ctx), beat_every(info), beats)
             except StepInputError as exc:
                 # Bad input never gets better on retry: fail the step now with the reason.
                 kind = "StepInputRefused" if isinstance(exc, StepInputRefused) else "StepInputError"

@@ -19,9 +19,18 @@ from typing import Any, TypeVar
 import structlog
 from temporalio import activity
 
+from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
+
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 CANCEL_GRACE_SECONDS = 5.0  # how long a cancelled step may take to unwind before we return
+
+
+def beat_every(info: activity.Info, default: float = LIVENESS_HEARTBEAT_SECONDS) -> float:
+    """The pace for this attempt: a third of the heartbeat timeout it was scheduled with
+    (executions planned with another interval keep theirs), else the liveness default."""
+    timeout = info.heartbeat_timeout
+    return timeout.total_seconds() / 3 if timeout else default
 
 
 class Beats:

@@ -5,13 +5,16 @@ cancelled activity cancels the step and waits for it to unwind, but not forever.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
 import workers.heartbeat as hb
-from workers.heartbeat import Beats, heartbeating
+from workers.heartbeat import Beats, beat_every, heartbeating
 
 
 async def test_beats_while_the_step_runs_and_repeats_its_details() -> None:
@@ -80,3 +83,12 @@ async def test_a_step_ignoring_cancellation_does_not_hold_the_activity(
         with pytest.raises(asyncio.CancelledError):
             await task
     release.set()
+
+
+async def test_the_pace_is_a_third_of_the_heartbeat_timeout_it_was_scheduled_with() -> None:
+    env = ActivityEnvironment()
+    paces = []
+    for timeout in (timedelta(seconds=15), timedelta(seconds=90), None):
+        env.info = dataclasses.replace(env.info, heartbeat_timeout=timeout)
+        paces.append(env.run(lambda: beat_every(activity.info())))
+    assert paces == [5.0, 30.0, 10.0]  # the last: no timeout, the liveness default
