@@ -16,7 +16,6 @@ Invalid input raises StepInputError, which the worker turns into a non-retryable
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -32,6 +31,7 @@ from app.steps.base import (
     StepRun,
     canonical_json,
     define,
+    run_cpu,
 )
 from app.steps.data_schemas import (
     AGGREGATE_SCHEMA,
@@ -298,7 +298,7 @@ def _pure(fn: Callable[[dict[str, Any]], Any]) -> StepRun:
     async def run(input: dict[str, Any], ctx: StepContext) -> Any:
         # In a thread: a large input must not stall the worker's loop (and its heartbeats).
         try:
-            return await asyncio.to_thread(fn, input)
+            return await run_cpu(fn, input)
         except StepInputRefused:
             raise
         except StepInputError as exc:  # a pure step did nothing: safe to run on other input

@@ -12,29 +12,28 @@ back to them on any failure. Pure functions, no I/O.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from app.ai.rules import ENTITY_PATTERNS, classify, extract_entities, summarize
-from app.steps.base import StepActivity, StepContext, define
+from app.steps.base import StepActivity, StepContext, define, run_cpu
 
-# Texts run to 1 MB: the rules run in a thread so the worker's loop (and heartbeats) go on.
+# Texts run to 1 MB: the rules run on the CPU pool so the worker's loop (and heartbeats) go on.
 
 
 async def _classify(input: dict[str, Any], ctx: StepContext) -> Any:
-    return await asyncio.to_thread(
+    return await run_cpu(
         classify, input["text"], input["categories"], input.get("keywords"), input.get("default")
     )
 
 
 async def _summarize(input: dict[str, Any], ctx: StepContext) -> Any:
-    return await asyncio.to_thread(
+    return await run_cpu(
         summarize, input["text"], input.get("max_sentences", 3), input.get("max_chars", 500)
     )
 
 
 async def _extract(input: dict[str, Any], ctx: StepContext) -> Any:
-    return await asyncio.to_thread(extract_entities, input["text"], input.get("types"))
+    return await run_cpu(extract_entities, input["text"], input.get("types"))
 
 
 TEXT = {"type": "string", "maxLength": 1_000_000}
