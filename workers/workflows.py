@@ -506,19 +506,41 @@ class TemplateWorkflow:
         points = ItemPoints(enhanced, inp.ai_task_queue) if enhanced else None
         ids = (inp.execution_id, inp.tenant_id)
         size = max(1, inp.for_each_batch_size)
-        if len(inputs) <= size:
-            outputs = await run_items(ids, step, inputs, 0, points)
-            outcomes = points.ordered() if points else []
-        else:
-            outputs, outcomes = await self._fan_out_children(inp, step, inputs, enhanced)
-        by_point = iter(outcomes)
+        inline = len(inputs) <= size
+        try:
+            if inline:
+                outputs = await run_items(ids, step, inputs, 0, points)
+                outcomes = points.ordered() if points else []
+            else:
+                outputs, outcomes = await self._fan_out_children(inp, step, inputs, enhanced)
+        except StepFailed:
+            # The points are recorded as far as known: their decisions, and the AI outcomes of
+            # the items run here before the failure (a child's are lost with its failure).
+            if plans and workflow.patched("fan-out-failure-records"):
+                known = points.ordered() if points is not None and inline else None
+                await self._record_plans(step, plans, known, len(items))
+            raise
+        await self._record_plans(step, plans, outcomes, len(items))
+        return outputs
+
+    async def _record_plans(
+        self,
+        step: StepPlan,
+        plans: list[tuple[dict[str, Any], dict[str, Any] | ItemEnhancement]],
+        outcomes: list[list[dict[str, Any]]] | None,
+        items: int,
+    ) -> None:
+        """A fan-out step's STEP_ENHANCED records; with `outcomes` None (unknown), only the
+        points decided against AI."""
+        by_point = iter(outcomes or [])
         for i, (point, plan) in enumerate(plans):
             if isinstance(plan, ItemEnhancement):
+                if outcomes is None:
+                    continue
                 record = tally(point["task"], next(by_point), True)
             else:
-                record = {"task": point["task"], **plan, "items": len(items), "enhanced_items": 0}
+                record = {"task": point["task"], **plan, "items": items, "enhanced_items": 0}
             await self._record_point(step, str(i), record)
-        return outputs
 
     async def _fan_out_children(
         self, inp: RunInput, step: StepPlan, inputs: list[Any], enhanced: list[ItemEnhancement]

@@ -318,6 +318,31 @@ async def test_a_step_refusing_ai_output_runs_on_its_plain_input(
     assert (groups["enhanced"]["executions"], groups["baseline"]["executions"]) == (0, 1)
 
 
+async def test_a_failed_fan_out_still_records_its_points(
+    server: str,
+    sessions: Any,
+    settings: Settings,
+    fake_llm: FakeLLMServer,
+) -> None:
+    """One recipient's address is refused with or without AI: the step fails, and its point
+    is recorded as far as it got (the failed item: AI output refused, then the plain input)."""
+    marker = f"Bad{uuid.uuid4().hex[:8]}"
+    fake_llm.fake.rule(contains=marker, json={"text": f"AI subject {marker}"}, first=True)
+    keys = await make_tenant(sessions, "premium")
+    name = await publish(sessions, keys, rejecting_template(marker, fan_out=True))
+    client = GraphQLClient(server, keys.admin)
+    _, execution = await run(client, server, keys.admin, name, {"to": ["not an address"]})
+    assert execution["status"] == "FAILED" and "not one email address" in execution["error"]
+    if os.environ.get("WFS_RECORD_HISTORIES"):
+        await record_history("custom/fan-out-failed", execution["id"], settings.temporal_address)
+    (send,) = execution["steps"]
+    assert send["status"] == "FAILED"
+    (point,) = send["enhancements"]
+    assert (point["task"], point["items"], point["enhancedItems"]) == ("generate_text", 1, 0)
+    assert (point["decision"], point["fallback"]) == ("BASELINE", "STEP_REJECTED"), point
+    assert Decimal(point["costUsd"]) > 0
+
+
 async def test_every_provider_failing_still_completes_on_the_baseline(
     server: str, sessions: Any, fake_llm: FakeLLMServer
 ) -> None:
