@@ -135,6 +135,14 @@ def tally(task: str, outcomes: list[dict[str, Any]], items: bool) -> dict[str, A
     }
 
 
+def not_enhanced(decision: Decision | str) -> dict[str, Any] | None:
+    """The baseline outcome of a point whose decision keeps it off AI (the decision could not
+    be made: its error text; or it says no, and why); None when the point goes ahead."""
+    if isinstance(decision, str):
+        return failed_outcome("UNAVAILABLE", "AI_ERROR", decision)
+    return None if decision.enhance else failed_outcome(decision.reason, None)
+
+
 async def decide(tenant_id: str, ai_queue: str, point: dict[str, Any]) -> Decision | str:
     """The recorded decision, or the error text when the decision could not be made."""
     try:

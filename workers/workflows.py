@@ -58,6 +58,7 @@ from workers.enhancements import (
     call,
     decide,
     failed_outcome,
+    not_enhanced,
     outcome_of,
     tally,
 )
@@ -144,6 +145,27 @@ async def run_activity(
         ) from None
 
 
+async def run_refusable(
+    ids: tuple[str, str],
+    step: StepPlan,
+    enhanced: dict[str, Any],
+    plain: dict[str, Any],
+    index: int | None,
+    refused: Callable[[str], Awaitable[None]],
+) -> Any:
+    """Run the step on its AI-enhanced input; when it refuses that input before doing anything
+    (say, a subject with a line break), call `refused(message)` and run it on its plain input:
+    AI output never fails a step. Other failures fail it as usual."""
+    try:
+        return await run_activity(ids, step, enhanced, index)
+    except StepFailed as failed:
+        if enhanced == plain or not failed.input_rejected or not workflow.patched(REJECTED_PATCH):
+            raise
+        message = failed.message
+    await refused(message)
+    return await run_activity(ids, step, plain, index)
+
+
 async def run_items(
     ids: tuple[str, str],
     step: StepPlan,
@@ -163,15 +185,11 @@ async def run_items(
                 if points is None:
                     return await run_activity(ids, step, payload, first_index + i)
                 enhanced = await points.enhance(ids, step, payload, first_index + i, i)
-                try:
-                    return await run_activity(ids, step, enhanced, first_index + i)
-                except StepFailed as failed:
-                    if enhanced == payload or not failed.input_rejected:
-                        raise
-                    if not workflow.patched(REJECTED_PATCH):
-                        raise
-                    points.rejected(first_index + i, failed.message)
-                return await run_activity(ids, step, payload, first_index + i)
+
+                async def refused(message: str) -> None:
+                    points.rejected(first_index + i, message)
+
+                return await run_refusable(ids, step, enhanced, payload, first_index + i, refused)
 
         return run
 
@@ -383,12 +401,8 @@ class TemplateWorkflow:
         if not active or not workflow.patched("enhancement-points"):
             return step_input, applied
         for i, point in enumerate(active):
-            decision = await decide(inp.tenant_id, inp.ai_task_queue, point)
-            if isinstance(decision, str):
-                outcome = failed_outcome("UNAVAILABLE", "AI_ERROR", decision)
-            elif not decision.enhance:
-                outcome = failed_outcome(decision.reason, None)
-            else:
+            outcome = not_enhanced(await decide(inp.tenant_id, inp.ai_task_queue, point))
+            if outcome is None:
                 try:
                     payload = render(point["input"], context)
                 except ExpressionError as exc:
@@ -413,24 +427,16 @@ class TemplateWorkflow:
         enhanced: dict[str, Any],
         applied: list[str],
     ) -> Any:
-        """Run the step; when it refuses (before doing anything) the input AI changed, say a
-        subject with a line break, record that and run it on its plain input: AI output never
-        fails a step. The record names the tasks whose output was dropped."""
+        """Run the step (`run_refusable`); a refusal of the AI output is recorded, naming the
+        tasks whose output was dropped."""
+
+        async def refused(message: str) -> None:
+            rejected = failed_outcome("ENHANCE", "STEP_REJECTED", message[:300])
+            record = {"task": ", ".join(applied), "tasks": applied, **rejected}
+            await self._record_point(step, "rejected", record)
+
         ids = (inp.execution_id, inp.tenant_id)
-        try:
-            return await run_activity(ids, step, enhanced, None)
-        except StepFailed as failed:
-            if (
-                enhanced == plain
-                or not failed.input_rejected
-                or not workflow.patched(REJECTED_PATCH)
-            ):
-                raise
-            error = failed.message
-        rejected = failed_outcome("ENHANCE", "STEP_REJECTED", error[:300])
-        record = {"task": ", ".join(applied), "tasks": applied, **rejected}
-        await self._record_point(step, "rejected", record)
-        return await run_activity(ids, step, plain, None)
+        return await run_refusable(ids, step, enhanced, plain, None, refused)
 
     async def _record_point(self, step: StepPlan, key: str, record: dict[str, Any]) -> None:
         items = (
@@ -469,11 +475,9 @@ class TemplateWorkflow:
             return []
         plans: list[tuple[dict[str, Any], dict[str, Any] | ItemEnhancement]] = []
         for point in active:
-            decision = await decide(inp.tenant_id, inp.ai_task_queue, point)
-            if isinstance(decision, str):
-                plans.append((point, failed_outcome("UNAVAILABLE", "AI_ERROR", decision)))
-            elif not decision.enhance:
-                plans.append((point, failed_outcome(decision.reason, None)))
+            outcome = not_enhanced(await decide(inp.tenant_id, inp.ai_task_queue, point))
+            if outcome is not None:
+                plans.append((point, outcome))
             else:
                 inputs: list[dict[str, Any] | None] = []
                 for i, item in enumerate(items):
