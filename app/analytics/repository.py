@@ -61,8 +61,9 @@ def _ai_applied() -> ColumnElement[bool]:
             refusal.step_id == point.step_id,
             refusal.seq > point.seq,
             refusal.type == "STEP_ENHANCED",
+            # app.executions.events.refused_tasks, in SQL
             refusal.payload["enhancement"]["fallback"].astext == "STEP_REJECTED",
-            refusal.payload["enhancement"]["items"].astext.is_(None),
+            refusal.payload["enhancement"].has_key("tasks"),
             ~restarted,
         )
         .correlate(point)

@@ -27,7 +27,12 @@ from app.api.relay import Connection, Node, from_global_id, to_global_id
 from app.api.templates import Template
 from app.errors import DomainError, NotFound
 from app.events.bus import Event
-from app.executions.events import TERMINAL_EVENTS, TERMINAL_STATUSES, execution_channel
+from app.executions.events import (
+    TERMINAL_EVENTS,
+    TERMINAL_STATUSES,
+    execution_channel,
+    refused_tasks,
+)
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, StartRequest
 from app.models import Execution as ExecutionModel
@@ -333,7 +338,7 @@ def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
             continue
         if state is not None and event.type == "STEP_ENHANCED":
             record = (event.payload or {}).get("enhancement", {})
-            refused = record.get("tasks") if record.get("fallback") == "STEP_REJECTED" else None
+            refused = refused_tasks(record)
             if refused is None:
                 state.enhancements.append(Enhancement.from_record(record))
             else:  # the step refused the AI output of these points and ran on its plain input

@@ -32,6 +32,16 @@ TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 TERMINAL_EVENTS = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
+def refused_tasks(enhancement: dict[str, Any]) -> list[str] | None:
+    """The tasks whose AI output a step refused, when this STEP_ENHANCED record says a step
+    ran on its plain input instead (workers/workflows.py run_refusable); else None. A fan-out's
+    point records carry `items` and no `tasks`."""
+    if enhancement.get("fallback") != "STEP_REJECTED":
+        return None
+    tasks = enhancement.get("tasks")
+    return tasks if isinstance(tasks, list) else None
+
+
 def execution_channel(execution_id: uuid.UUID | str) -> str:
     return f"execution:{execution_id}"
 

@@ -24,6 +24,7 @@ from app.executions.events import (
     TERMINAL_STATUSES,
     event_message,
     execution_channel,
+    refused_tasks,
     tenant_channel,
 )
 from app.executions.repository import ExecutionRepository
@@ -325,7 +326,7 @@ class ExecutionService:
             # refused its AI output adds decision REJECTED (its points' AI samples stay), task
             # being the refused tasks comma-joined: bounded as well.
             point = rec.payload.get("enhancement") or {}
-            refused = point.get("fallback") == "STEP_REJECTED" and "tasks" in point
+            refused = refused_tasks(point) is not None
             ENHANCEMENT_POINTS.labels(
                 point.get("task") or "?",
                 "REJECTED" if refused else point.get("decision") or "?",
