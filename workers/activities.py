@@ -17,7 +17,13 @@ from app.errors import NotFound
 from app.executions.admission import Admission
 from app.executions.events import TERMINAL_EVENTS
 from app.executions.service import ExecutionService, Publisher
-from app.executions.workflow_io import RECORD_EVENT_ACTIVITY, EventRecord, StepCall
+from app.executions.workflow_io import (
+    INPUT_ERROR,
+    INPUT_REFUSED,
+    RECORD_EVENT_ACTIVITY,
+    EventRecord,
+    StepCall,
+)
 from app.settings import Settings
 from app.steps import STEP_ACTIVITIES, StepActivity, StepContext, StepInputError
 from app.steps.base import StepInputRefused, StepTransientError
@@ -75,7 +81,7 @@ class TemplateActivities:
                 return await heartbeating(run(call.input, ctx), beat_every(info), beats)
             except StepInputError as exc:
                 # Bad input never gets better on retry: fail the step now with the reason.
-                kind = "StepInputRefused" if isinstance(exc, StepInputRefused) else "StepInputError"
+                kind = INPUT_REFUSED if isinstance(exc, StepInputRefused) else INPUT_ERROR
                 raise ApplicationError(str(exc), type=kind, non_retryable=True) from exc
             except StepTransientError as exc:
                 log.info(

@@ -19,7 +19,13 @@ from app.ai.contracts import TASKS, AiOutcome, AiRequest
 from app.ai.gateway import AiGateway, AiInputError
 from app.ai.service import AiService
 from app.db import SessionFactory
-from app.executions.workflow_io import DECIDE_ACTIVITY, DecideInput, Decision, StepCall
+from app.executions.workflow_io import (
+    DECIDE_ACTIVITY,
+    INPUT_REFUSED,
+    DecideInput,
+    Decision,
+    StepCall,
+)
 from app.settings import Settings
 from workers.heartbeat import heartbeating
 
@@ -72,7 +78,7 @@ class AiActivities:
         try:  # cancelling the activity stops the provider call too
             outcome = await heartbeating(self.gateway.run(request, tenant), HEARTBEAT_SECONDS)
         except AiInputError as exc:  # checked before any provider call: nothing was done
-            raise ApplicationError(str(exc), type="StepInputRefused", non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=INPUT_REFUSED, non_retryable=True) from exc
         return step_output(outcome)
 
     def _activity(self, task: str) -> Callable[[StepCall], Awaitable[Any]]:

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from app.executions.workflow_io import (
         BATCH_WORKFLOW_NAME,
         EVENT_SIGNAL,
+        INPUT_REFUSED,
         PAUSE_SIGNAL,
         RECORD_EVENT_ACTIVITY,
         RESUME_SIGNAL,
@@ -138,7 +139,7 @@ async def run_activity(
             raise
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-        rejected = isinstance(cause, ApplicationError) and cause.type == "StepInputRefused"
+        rejected = isinstance(cause, ApplicationError) and cause.type == INPUT_REFUSED
         where = f"step {step.id}" + (f" item {index}" if index is not None else "")
         raise StepFailed(
             step.id, f"{where} ({step.activity}) failed: {message}", input_rejected=rejected

@@ -17,6 +17,10 @@ PAUSE_SIGNAL = "pause"
 RESUME_SIGNAL = "resume"
 RECORD_EVENT_ACTIVITY = "execution.record_event"
 DECIDE_ACTIVITY = "ai.decide"
+# ApplicationError types of a step's bad input: refused before the step did anything (the
+# workflow may run it again on other input), or found wrong at any point.
+INPUT_REFUSED = "StepInputRefused"
+INPUT_ERROR = "StepInputError"
 
 
 @dataclass
