@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from jsonschema import Draft202012Validator
 
+from app.ai.contracts import TASKS
 from app.ai.tasks import TASK_SPECS
 from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
 from app.templates import expressions
@@ -16,14 +17,6 @@ if TYPE_CHECKING:
     from app.templates.schemas import StepSpec, TemplateSpec
 
 Problem = tuple[str, str]
-AI_TASKS = (
-    "generate_text",
-    "classify_content",
-    "summarize",
-    "extract_entities",
-    "personalize_content",
-    "optimize_timing",
-)
 TIERS = ("free", "pro", "premium", "enterprise")
 
 
@@ -172,11 +165,11 @@ def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -
                     (f"{here}.input", f"refers to step {ref!r}, which it does not need")
                 )
         problems += _apply_problems(here, step.activity, point.task, point.apply or {})
-        if point.task not in AI_TASKS:
+        if point.task not in TASKS:
             problems.append(
                 (
                     f"{where}.enhancements[{j}].task",
-                    f"unknown AI task {point.task!r}; known: {', '.join(AI_TASKS)}",
+                    f"unknown AI task {point.task!r}; known: {', '.join(TASKS)}",
                 )
             )
         if point.min_tier not in TIERS:
