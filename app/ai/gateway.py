@@ -43,11 +43,10 @@ from app.ai.repository import AiRepository
 from app.ai.routing import candidates
 from app.ai.tasks import TASK_SPECS, InvalidInput, check_input, max_output_tokens
 from app.db import SessionFactory
-from app.models import AiUsage
+from app.models import TIERS, AiUsage
 from app.models.base import utcnow
 
 log = structlog.get_logger(__name__)
-TIER_ORDER = ("free", "pro", "premium", "enterprise")
 # The event bus prefix (app/events/bus.py) + the tenant's AI channel.
 AI_EVENTS_CHANNEL = "wfs:tenant:{tenant_id}:ai"
 
@@ -107,7 +106,7 @@ class AiGateway:
         """An enhancement point's decision: (enhance?, reason). Reasons: ENHANCE, TIER (below
         the point's minimum tier or no model for it), DISABLED, NO_PROVIDER, BUDGET (spent),
         PROVIDERS_DOWN (every candidate's breaker is open)."""
-        if TIER_ORDER.index(tenant.tier) < TIER_ORDER.index(min_tier):
+        if TIERS.index(tenant.tier) < TIERS.index(min_tier):
             return False, "TIER"
         if not tenant.enabled:
             return False, "DISABLED"

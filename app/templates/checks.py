@@ -10,6 +10,7 @@ from jsonschema import Draft202012Validator
 
 from app.ai.contracts import TASKS
 from app.ai.tasks import TASK_SPECS
+from app.models import TIERS
 from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
 from app.templates import expressions
 
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from app.templates.schemas import StepSpec, TemplateSpec
 
 Problem = tuple[str, str]
-TIERS = ("free", "pro", "premium", "enterprise")
 
 
 def resolved_needs(spec: TemplateSpec) -> dict[str, list[str]]:
