@@ -95,6 +95,7 @@ async def run_template(
     points = {
         (step["id"], p["task"]): p for step in execution["steps"] for p in step["enhancements"]
     }
+    assert set(points) == points_of(name)  # one record per point, whatever the tier
     return {"events": events, "execution": execution, "points": points, "root": root}
 
 
@@ -125,7 +126,6 @@ async def test_free_tenant_runs_every_template_on_baselines(
 ) -> None:
     marker = f"Free{uuid.uuid4().hex[:8]}"
     out = await run_template(server, sessions, settings, "free", name, marker)
-    assert set(out["points"]) == points_of(name)
     for point in out["points"].values():
         assert (point["decision"], point["reason"], point["fallback"]) == (
             "BASELINE",
@@ -144,7 +144,6 @@ async def test_premium_tenant_gets_ai_at_every_point(
     marker = f"Prem{uuid.uuid4().hex[:8]}"
     out = await run_template(server, sessions, settings, "premium", name, marker)
     points = out["points"]
-    assert set(points) == points_of(name)
     for point in points.values():
         assert (point["decision"], point["reason"], point["fallback"]) == ("AI", "ENHANCE", None)
         assert point["provider"] in ("openai", "anthropic"), point
@@ -366,7 +365,6 @@ async def test_every_provider_failing_still_completes_every_template(
     marker = f"fail{uuid.uuid4().hex[:8]}"  # lower case: some templates lower-case it
     fake_llm.fake.rule(contains=marker, status=500, first=True)
     out = await run_template(server, sessions, settings, "enterprise", name, marker)
-    assert set(out["points"]) == points_of(name)
     for point in out["points"].values():
         assert point["decision"] == "BASELINE" and Decimal(point["costUsd"]) == 0, point
         assert (point["reason"], point["fallback"]) in (
