@@ -71,6 +71,53 @@ class Settings(BaseSettings):
         default_factory=lambda: {"free": 5, "pro": 25, "premium": 100, "enterprise": 500}
     )
 
+    # Limits on what a tenant sends (docs/security.md). Every one refuses with a clear error.
+    max_spec_bytes: int = 256 * 1024  # a template spec, as compact JSON
+    max_params_bytes: int = 64 * 1024  # an execution's params, as compact JSON
+    max_json_depth: int = 32  # nesting of params, specs and step values
+    max_expression_chars: int = 4096  # one expression string in a spec
+    max_rendered_chars: int = 1_000_000  # what one expression may produce
+    max_expression_steps: int = 100_000  # loop iterations and operations of one rendering
+    max_for_each_items: int = 10_000  # items of one fan-out
+    max_step_input_bytes: int = 1024 * 1024  # a step's rendered input (under Temporal's 2 MB)
+    max_step_output_bytes: int = 1024 * 1024  # a step's output (under Temporal's 2 MB)
+    validation_timeout_seconds: float = 5.0  # JSON Schema validation of one spec or params
+    # The edge: anonymous callers are limited per client address; sockets per operation.
+    anonymous_rate_limit_per_minute: int = 60
+    key_recheck_seconds: float = 5.0  # open sockets re-check their key (revoked: closed)
+    # Tier entitlements: the most a tenant admin may set as its monthly AI budget.
+    ai_tier_max_budgets_usd: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "free": Decimal("0"),
+            "pro": Decimal("100"),
+            "premium": Decimal("1000"),
+            "enterprise": Decimal("100000"),
+        }
+    )
+    # Standard steps: mail, storage and HTTP limits per tenant.
+    email_max_recipients: int = 50  # to + cc + bcc of one message
+    email_daily_quota: dict[str, int] = Field(  # messages per tenant per UTC day, by tier
+        default_factory=lambda: {
+            "free": 100,
+            "pro": 5_000,
+            "premium": 50_000,
+            "enterprise": 500_000,
+        }
+    )
+    storage_quota_bytes: dict[str, int] = Field(  # bytes under a tenant's storage, by tier
+        default_factory=lambda: {
+            "free": 100 * 2**20,
+            "pro": 5 * 2**30,
+            "premium": 50 * 2**30,
+            "enterprise": 500 * 2**30,
+        }
+    )
+    http_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    # CIDRs http.request may reach although private/loopback/link-local (default: none)
+    http_allowed_networks: list[str] = Field(default_factory=list)
+    # Executions whose workflow closed without a terminal event are finished this often.
+    reconcile_interval_seconds: float = 30.0
+
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None
     openai_base_url: str | None = None
