@@ -55,7 +55,9 @@ async def _control(
     try:
         pk = from_global_id(id, "Execution")[1]
         async with ctx.session() as s:
-            control = ExecutionControl(ExecutionService(s), ctx.deps.temporal, ctx.deps.bus)
+            control = ExecutionControl(
+                ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
+            )
             if action == "pause":
                 execution = await control.pause(principal, pk, reason)
             elif action == "resume":
@@ -63,7 +65,7 @@ async def _control(
             elif action == "cancel":
                 execution = await control.cancel(principal, pk, reason)
             else:
-                execution = await control.retry(principal, pk, ctx.deps.settings)
+                execution = await control.retry(principal, pk)
     except DomainError as exc:
         return user_error(exc)  # type: ignore[return-value]
     return Execution.from_model(execution)
@@ -111,7 +113,9 @@ class ControlMutation:
             principal = ctx.principal()
         try:
             async with ctx.session() as s:
-                control = ExecutionControl(ExecutionService(s), ctx.deps.temporal, ctx.deps.bus)
+                control = ExecutionControl(
+                    ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
+                )
                 done = await control.cancel_many(
                     principal,
                     status=filter.status.value if filter and filter.status else None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import structlog
 import uvicorn
@@ -73,13 +73,16 @@ async def run_worker(
     bus = EventBus(settings.redis_url)
     await bus.start()
     sessions = make_sessionmaker(engine)
-    admissions = asyncio.create_task(admit_queued(sessions, client, bus, settings, stop))
+    upkeep = [
+        asyncio.create_task(admit_queued(sessions, client, bus, settings, stop)),
+        asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),
+    ]
     try:
         worker = build_worker(client, queue, sessions, bus, settings)
         await run_until(worker, stop)
     finally:
         stop.set()
-        await admissions
+        await asyncio.gather(*upkeep)
         await bus.close()
         await engine.dispose()
 
@@ -91,13 +94,32 @@ async def admit_queued(
     event recorder admits the next one as soon as an execution ends)."""
     from app.executions.admission import sweep
 
+    await every(10, lambda: sweep(sessions, client, bus, settings), "admission.sweep", stop)
+
+
+async def reconcile_lost(
+    sessions: SessionFactory, client: Client, bus: EventBus, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Every `reconcile_interval_seconds`, finish executions whose workflow was terminated,
+    timed out or lost without recording its end (app/executions/reconciler.py)."""
+    from app.executions.reconciler import Reconciler
+
+    reconciler = Reconciler(sessions, client, bus, settings)
+    await every(settings.reconcile_interval_seconds, reconciler.run_round, "reconcile", stop)
+
+
+async def every(
+    seconds: float, job: Callable[[], Awaitable[object]], name: str, stop: asyncio.Event
+) -> None:
+    """Run `job` now and then every `seconds` until `stop`; a failed round is logged and the
+    next one retries."""
     while not stop.is_set():
         try:
-            await sweep(sessions, client, bus, settings)
-        except Exception as exc:  # keep sweeping; the next round retries
-            log.warning("admission.sweep_failed", error=str(exc))
+            await job()
+        except Exception as exc:
+            log.warning(f"{name}_failed", error=str(exc))
         try:
-            await asyncio.wait_for(stop.wait(), 10)
+            await asyncio.wait_for(stop.wait(), seconds)
         except TimeoutError:
             pass
 

@@ -17,6 +17,12 @@ a free tier's, and tenants of one tier alternate. Other servers (production) nee
 `matching.enableFairness` in their dynamic config for the fairness half and, with several
 partitions, order priorities only approximately; wherever they do not, the per-tenant limit
 above is what keeps a free tenant's flood from starving others.
+
+Retries are admitted like new executions: `retryExecution` puts the execution back in the
+queue (PENDING, no run id) and `launch` starts its next run with the plan `run_plan` derives
+from the audit trail (the run number from RETRIED events, the kept outputs from the steps
+that completed). Only PENDING executions without a workflow are ever started: cancelling a
+queued one (app/executions/control.py) takes the same tenant lock and marks it CANCELLED.
 """
 
 from __future__ import annotations
@@ -24,15 +30,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
-from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
-from temporalio.common import Priority
+from temporalio.common import Priority, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from app.db import SessionFactory
+from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, Publisher, build_run_input, search_attributes
 from app.executions.workflow_io import WORKFLOW_NAME, EventRecord
 from app.metrics import EXECUTIONS_STARTED
@@ -42,33 +50,59 @@ from app.templates.schemas import TemplateSpec
 
 log = structlog.get_logger(__name__)
 TIER_PRIORITY = {"enterprise": 1, "premium": 2, "pro": 3, "free": 4}
-ACTIVE_STATUSES = ("RUNNING", "PAUSED")
 
 
 @asynccontextmanager
 async def tenant_lock(session: AsyncSession, tenant_id: uuid.UUID) -> AsyncIterator[None]:
     """Held until the session's transaction ends."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"admission:{tenant_id}"}
-    )
+    await ExecutionRepository(session).lock_tenant_admission(tenant_id)
     yield
 
 
 async def active_count(session: AsyncSession, tenant_id: uuid.UUID) -> int:
     """Started and not finished: RUNNING, PAUSED, or PENDING with a workflow already started."""
-    count = await session.scalar(
-        select(func.count()).where(
-            Execution.tenant_id == tenant_id,
-            (Execution.status.in_(ACTIVE_STATUSES))
-            | ((Execution.status == "PENDING") & Execution.run_id.is_not(None)),
-        )
-    )
-    return int(count or 0)
+    return await ExecutionRepository(session).started_count(tenant_id)
 
 
 def task_priority(tier: str, tenant_name: str) -> Priority:
     """Temporal task priority of a tenant's workflows: its tier's key, itself as fairness key."""
     return Priority(priority_key=TIER_PRIORITY.get(tier, 5), fairness_key=tenant_name)
+
+
+@dataclass
+class RunPlan:
+    """Which run of an execution starts next, and the step outputs it keeps."""
+
+    number: int = 1
+    completed: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_number(session: AsyncSession, execution_id: uuid.UUID) -> int:
+    """The execution's current run: 1, plus one per RETRIED event."""
+    return 1 + await ExecutionRepository(session).retry_count(execution_id)
+
+
+def run_key(run: int, key: str) -> str:
+    """An event key within a run: keys of later runs carry an `r<n>:` prefix, as the
+    workflow's own (workers/workflows.py), so each run records its QUEUED, CANCELLED..."""
+    return key if run == 1 else f"r{run}:{key}"
+
+
+async def run_plan(session: AsyncSession, execution_id: uuid.UUID) -> RunPlan:
+    """The plan of the execution's current run, from its audit trail: its run number, keeping
+    every step whose output a STEP_COMPLETED event holds and that was not compensated since
+    (undone steps run again)."""
+    number = await run_number(session, execution_id)
+    if number == 1:
+        return RunPlan()
+    completed: dict[str, Any] = {}
+    for event in await ExecutionRepository(session).step_outcomes(execution_id):
+        assert event.step_id is not None
+        if event.type == "STEP_COMPENSATED":
+            completed.pop(event.step_id, None)
+        elif "output" in (event.payload or {}):  # too large to keep: that step runs again
+            completed[event.step_id] = event.payload["output"]
+    return RunPlan(number, completed)
 
 
 async def launch(
@@ -81,16 +115,32 @@ async def launch(
     version_number: int,
     spec: TemplateSpec,
     settings: Settings,
+    plan: RunPlan | None = None,
 ) -> None:
     """Start the execution's workflow (its row must be committed) and set its run id."""
+    plan = plan or RunPlan()
     try:
         handle = await temporal.start_workflow(
             WORKFLOW_NAME,
-            build_run_input(execution, template_name, version_number, spec, settings),
+            build_run_input(
+                execution,
+                template_name,
+                version_number,
+                spec,
+                settings,
+                run_number=plan.number,
+                completed=plan.completed,
+            ),
             id=execution.workflow_id,
             task_queue=settings.temporal_task_queue,
             search_attributes=search_attributes(tenant_name, template_name, tier),
             priority=task_priority(tier, tenant_name),
+            # A retry reuses the workflow id. Its previous run recorded FAILED as its last act
+            # and may still be closing; only that run can be open here, so end it rather than
+            # lose the retry to WorkflowAlreadyStartedError.
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
+            if plan.number > 1
+            else WorkflowIDConflictPolicy.FAIL,
         )
         execution.run_id = handle.first_execution_run_id
     except WorkflowAlreadyStartedError:
@@ -104,6 +154,7 @@ class Admission:
     ) -> None:
         self.session, self.temporal = session, temporal
         self.publisher, self.settings = publisher, settings
+        self.repo = ExecutionRepository(session)
 
     def limit(self, tier: str) -> int:
         return self.settings.tier_concurrency.get(tier, 1)
@@ -119,61 +170,64 @@ class Admission:
             if free <= 0:
                 await self.session.commit()
                 return []
-            queued = list(
-                await self.session.scalars(
-                    select(Execution)
-                    .where(
-                        Execution.tenant_id == tenant_id,
-                        Execution.status == "PENDING",
-                        Execution.run_id.is_(None),
-                    )
-                    .order_by(Execution.created_at, Execution.id)
-                    .limit(free)
-                )
-            )
-            for execution in queued:
-                version = await self.session.get(TemplateVersion, execution.template_version_id)
-                template = await self.session.get(Template, execution.template_id)
-                assert version is not None and template is not None
-                await launch(
-                    self.temporal,
-                    execution,
-                    tenant_name=tenant.name,
-                    tier=tenant.tier,
-                    template_name=template.name,
-                    version_number=version.version,
-                    spec=TemplateSpec.model_validate(version.spec),
-                    settings=self.settings,
-                )
+            # Only PENDING executions without a workflow: cancelled ones (marked under this
+            # lock) and started ones are never started (again).
+            for execution in await self.repo.queued(tenant_id, free):
+                await self._launch(execution, tenant.name, tenant.tier)
                 started.append(execution)
             await self.session.commit()
         for execution in started:
             log.info("execution.admitted", execution_id=str(execution.id), tenant=tenant.name)
         return started
 
+    async def _launch(self, execution: Execution, tenant_name: str, tier: str) -> None:
+        version = await self.session.get(TemplateVersion, execution.template_version_id)
+        template = await self.session.get(Template, execution.template_id)
+        assert version is not None and template is not None
+        await launch(
+            self.temporal,
+            execution,
+            tenant_name=tenant_name,
+            tier=tier,
+            template_name=template.name,
+            version_number=version.version,
+            spec=TemplateSpec.model_validate(version.spec),
+            settings=self.settings,
+            plan=await run_plan(self.session, execution.id),
+        )
+
+    async def start_or_queue(self, execution: Execution, tenant_name: str, tier: str) -> bool:
+        """Start a committed, waiting execution now if its tenant has a free slot, else leave
+        it queued (with a QUEUED event) for `admit`. True when this call started it."""
+        async with tenant_lock(self.session, execution.tenant_id):
+            if await self.queue_if_full(execution, tier):
+                return False
+            await self._launch(execution, tenant_name, tier)
+            await self.session.commit()
+        log.info("execution.admitted", execution_id=str(execution.id), tenant=tenant_name)
+        return True
+
     async def queue_if_full(self, execution: Execution, tier: str) -> bool:
-        """Under the tenant lock: True (and a QUEUED event) when the tenant has no free slot.
-        The caller starts the workflow while still holding the lock, then commits."""
+        """Under the tenant lock: True when the caller must not start the execution: it has
+        no free slot (a QUEUED event says so), or it no longer waits to start (cancelled, or
+        started by the admission sweep meanwhile). The caller starts the workflow while
+        still holding the lock, then commits."""
+        await self.session.refresh(execution)
+        if execution.status != "PENDING" or execution.run_id is not None:
+            return True
         active = await active_count(self.session, execution.tenant_id)
         limit = self.limit(tier)
         if active < limit:
             return False
-        ahead = await self.session.scalar(
-            select(func.count()).where(
-                Execution.tenant_id == execution.tenant_id,
-                Execution.status == "PENDING",
-                Execution.run_id.is_(None),
-                Execution.created_at < execution.created_at,
-            )
-        )
+        ahead = await self.repo.queued_ahead(execution)
         event, _ = await ExecutionService(self.session).record(
             EventRecord(
                 str(execution.id),
-                "queued",
+                run_key(await run_number(self.session, execution.id), "queued"),
                 "QUEUED",
                 "PENDING",
-                0.0,
-                message=f"waiting for a slot: {active} of {limit} running, {ahead or 0} ahead",
+                execution.progress,
+                message=f"waiting for a slot: {active} of {limit} running, {ahead} ahead",
             )
         )
         await self.session.commit()
@@ -186,13 +240,7 @@ async def sweep(
 ) -> int:
     """Admit queued executions of every tenant that has some (after a crash, or a lost event)."""
     async with sessions() as session:
-        tenants = list(
-            await session.scalars(
-                select(Execution.tenant_id)
-                .where(Execution.status == "PENDING", Execution.run_id.is_(None))
-                .distinct()
-            )
-        )
+        tenants = await ExecutionRepository(session).tenants_with_queue()
     admitted = 0
     for tenant_id in tenants:
         async with sessions() as session:

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AiUsage, Execution, ExecutionEvent
+from app.models import AiUsage, Execution, ExecutionEvent, Template
+
+# Started and not finished: the statuses whose workflow should exist on Temporal.
+OPEN_STATUSES = ("RUNNING", "PAUSED")
+# Waiting for admission: no workflow started for its current run.
+QUEUED = (Execution.status == "PENDING") & Execution.run_id.is_(None)
+# Holding one of the tenant's slots: its workflow was started and has not finished.
+STARTED = Execution.status.in_(OPEN_STATUSES) | (
+    (Execution.status == "PENDING") & Execution.run_id.is_not(None)
+)
+
+
+@dataclass(frozen=True)
+class OpenExecution:
+    """What the reconciler needs to ask Temporal about an execution, and to page on."""
+
+    id: uuid.UUID
+    workflow_id: str
+    run_id: str | None
+    created_at: datetime
 
 
 class ExecutionRepository:
@@ -121,4 +141,99 @@ class ExecutionRepository:
             .order_by(ExecutionEvent.seq)
             .limit(limit)
         )
+        return list(rows)
+
+    async def retry_count(self, execution_id: uuid.UUID) -> int:
+        """How many times the execution was retried (its RETRIED events)."""
+        count = await self.session.scalar(
+            select(func.count()).where(
+                ExecutionEvent.execution_id == execution_id, ExecutionEvent.type == "RETRIED"
+            )
+        )
+        return int(count or 0)
+
+    async def step_outcomes(self, execution_id: uuid.UUID) -> list[ExecutionEvent]:
+        """STEP_COMPLETED and STEP_COMPENSATED events in the order they happened (a step
+        compensated in one run and completed again in the next is kept)."""
+        rows = await self.session.scalars(
+            select(ExecutionEvent)
+            .where(
+                ExecutionEvent.execution_id == execution_id,
+                ExecutionEvent.type.in_(("STEP_COMPLETED", "STEP_COMPENSATED")),
+                ExecutionEvent.step_id.is_not(None),
+            )
+            .order_by(ExecutionEvent.seq)
+        )
+        return list(rows)
+
+    async def active_ids(
+        self, tenant_id: uuid.UUID, statuses: tuple[str, ...], template_name: str | None
+    ) -> list[uuid.UUID]:
+        """The tenant's executions in one of `statuses` (bulk cancel): queued ones (PENDING,
+        no workflow) first, so cancelling the running ones cannot admit them meanwhile; then
+        oldest first."""
+        query = select(Execution.id).where(
+            Execution.tenant_id == tenant_id, Execution.status.in_(statuses)
+        )
+        if template_name is not None:
+            query = query.join(Template, Template.id == Execution.template_id).where(
+                Template.name == template_name
+            )
+        query = query.order_by(QUEUED.desc(), Execution.created_at)
+        return list(await self.session.scalars(query))
+
+    async def open_quiet_since(
+        self,
+        quiet_since: datetime,
+        *,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[OpenExecution]:
+        """Executions with a started workflow (RUNNING, PAUSED, or PENDING with a run id)
+        unchanged since `quiet_since`, in (created_at, id) order after `after`."""
+        query = select(
+            Execution.id, Execution.workflow_id, Execution.run_id, Execution.created_at
+        ).where(STARTED, Execution.updated_at < quiet_since)
+        if after is not None:
+            query = query.where(tuple_(Execution.created_at, Execution.id) > after)
+        query = query.order_by(Execution.created_at, Execution.id).limit(limit)
+        return [OpenExecution(*row) for row in await self.session.execute(query)]
+
+    async def lock_tenant_admission(self, tenant_id: uuid.UUID) -> None:
+        """Take the tenant's admission lock until the transaction ends: counting, starting,
+        queueing and cancelling queued executions of one tenant are serialised by it."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"admission:{tenant_id}"}
+        )
+
+    async def started_count(self, tenant_id: uuid.UUID) -> int:
+        """Started and not finished: RUNNING, PAUSED, or PENDING with a workflow started."""
+        count = await self.session.scalar(
+            select(func.count()).where(Execution.tenant_id == tenant_id, STARTED)
+        )
+        return int(count or 0)
+
+    async def queued(self, tenant_id: uuid.UUID, limit: int) -> list[Execution]:
+        """The tenant's executions waiting to start (PENDING, no workflow), oldest first."""
+        rows = await self.session.scalars(
+            select(Execution)
+            .where(Execution.tenant_id == tenant_id, QUEUED)
+            .order_by(Execution.created_at, Execution.id)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def queued_ahead(self, execution: Execution) -> int:
+        """Executions of the same tenant that wait to start and arrived before this one."""
+        count = await self.session.scalar(
+            select(func.count()).where(
+                Execution.tenant_id == execution.tenant_id,
+                QUEUED,
+                Execution.created_at < execution.created_at,
+            )
+        )
+        return int(count or 0)
+
+    async def tenants_with_queue(self) -> list[uuid.UUID]:
+        rows = await self.session.scalars(select(Execution.tenant_id).where(QUEUED).distinct())
         return list(rows)

@@ -1,0 +1,204 @@
+"""The reconciler: finishes executions whose workflow is gone or closed without its end recorded.
+
+A workflow records its terminal event (COMPLETED, FAILED, CANCELLED) as its last act. One that
+is terminated from the Temporal UI or CLI, times out, hits a history or payload limit, or
+vanishes in a namespace reset never does: its row would stay RUNNING and hold one of the
+tenant's concurrency slots forever. Every `reconcile_interval_seconds` the worker asks Temporal
+about executions that should have a workflow (RUNNING, PAUSED, or PENDING with a run id) and
+that have not changed for a grace period (one interval by default), and finishes those whose
+workflow is not running: FAILED with the reason ("workflow terminated", "workflow timed out",
+"workflow not found", ...), or CANCELLED when Temporal says the workflow was cancelled. The
+event is published after commit and the tenant's next queued execution is admitted.
+
+Bounded: candidates are read in pages of `PAGE_SIZE`, at most `MAX_PER_ROUND` per round, with
+`DESCRIBE_CONCURRENCY` describes in flight; a cursor carries on where the last round stopped,
+so long-running executions cannot hide the rest. A round stops when Temporal is unreachable.
+Safe with several workers: the verdict is recorded under the execution's row lock, only if the
+row is still open, and with an event key derived from its sequence (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from app.db import SessionFactory
+from app.executions.admission import Admission
+from app.executions.events import TERMINAL_STATUSES
+from app.executions.repository import OPEN_STATUSES, ExecutionRepository, OpenExecution
+from app.executions.service import ExecutionService, Publisher
+from app.executions.workflow_io import EventRecord
+from app.models import Execution, ExecutionEvent
+from app.models.base import utcnow
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+PAGE_SIZE = 100
+MAX_PER_ROUND = 1000
+DESCRIBE_CONCURRENCY = 16
+DESCRIBE_TIMEOUT = timedelta(seconds=10)
+ACTOR = "system:reconciler"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How to finish an execution whose workflow is not running, and why."""
+
+    status: str  # FAILED or CANCELLED
+    message: str
+
+
+WORKFLOW_NOT_FOUND = Verdict("FAILED", "workflow not found")
+VERDICTS = {
+    WorkflowExecutionStatus.TERMINATED: Verdict("FAILED", "workflow terminated"),
+    WorkflowExecutionStatus.TIMED_OUT: Verdict("FAILED", "workflow timed out"),
+    WorkflowExecutionStatus.FAILED: Verdict("FAILED", "workflow failed without recording its end"),
+    WorkflowExecutionStatus.COMPLETED: Verdict(
+        "FAILED", "workflow completed without recording its end"
+    ),
+    WorkflowExecutionStatus.CANCELED: Verdict("CANCELLED", "workflow cancelled"),
+    # RUNNING and CONTINUED_AS_NEW (the chain goes on in a newer run): nothing to do.
+}
+
+
+class TemporalUnreachable(Exception):
+    """Temporal did not answer: this round stops (every other describe would wait as long)."""
+
+
+def is_open(execution: Execution) -> bool:
+    """Started and not finished: its workflow should exist and be running."""
+    return execution.status in OPEN_STATUSES or (
+        execution.status == "PENDING" and execution.run_id is not None
+    )
+
+
+async def finish_lost(
+    session: AsyncSession, execution_id: uuid.UUID, verdict: Verdict, payload: dict[str, Any]
+) -> tuple[ExecutionEvent, Execution] | None:
+    """Record `verdict` as the terminal event of an execution whose workflow no longer runs,
+    unless it ended (or was queued again) meanwhile; None then. The caller commits, then
+    publishes and admits. The row lock serialises this with the recorder and other workers;
+    the key makes a replay of the same decision a no-op."""
+    execution = await ExecutionRepository(session).lock(execution_id)
+    if execution is None or execution.status in TERMINAL_STATUSES or not is_open(execution):
+        return None
+    return await ExecutionService(session).record(
+        EventRecord(
+            str(execution.id),
+            f"lost:{execution.last_seq}",
+            verdict.status,
+            verdict.status,
+            execution.progress,
+            message=verdict.message,
+            payload=payload,
+            error=verdict.message if verdict.status == "FAILED" else None,
+        )
+    )
+
+
+class Reconciler:
+    """One per worker process; `run_round` is called every `reconcile_interval_seconds`."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        temporal: Client,
+        publisher: Publisher,
+        settings: Settings,
+        *,
+        grace_seconds: float | None = None,
+    ) -> None:
+        self.sessions, self.temporal = sessions, temporal
+        self.publisher, self.settings = publisher, settings
+        # A row changed within the grace period is left alone: its workflow is probably
+        # just starting or recording, and a lost one waits at most one more round.
+        grace = settings.reconcile_interval_seconds if grace_seconds is None else grace_seconds
+        self.grace = timedelta(seconds=grace)
+        self._after: tuple[datetime, uuid.UUID] | None = None
+        self._slots = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
+
+    async def run_round(self) -> list[uuid.UUID]:
+        """Check up to MAX_PER_ROUND quiet open executions; returns the ids it finished."""
+        quiet_since = utcnow() - self.grace
+        finished: list[uuid.UUID] = []
+        checked = 0
+        while checked < MAX_PER_ROUND:
+            limit = min(PAGE_SIZE, MAX_PER_ROUND - checked)
+            async with self.sessions() as session:
+                rows = await ExecutionRepository(session).open_quiet_since(
+                    quiet_since, after=self._after, limit=limit
+                )
+            checked += len(rows)
+            try:
+                async with asyncio.TaskGroup() as group:  # the first unreachable ends them all
+                    probes = [group.create_task(self._verdict(row)) for row in rows]
+            except ExceptionGroup as failed:
+                if not all(isinstance(e, TemporalUnreachable) for e in failed.exceptions):
+                    raise
+                log.warning("reconcile.temporal_unreachable", error=str(failed.exceptions[0]))
+                break
+            # A short page is the end: the next round starts from the oldest again.
+            self._after = (rows[-1].created_at, rows[-1].id) if len(rows) == limit else None
+            for row, probe in zip(rows, probes, strict=True):
+                verdict = probe.result()
+                if verdict is not None and await self._finish(row, verdict):
+                    finished.append(row.id)
+            if self._after is None:
+                break
+        return finished
+
+    async def _verdict(self, row: OpenExecution) -> Verdict | None:
+        async with self._slots:
+            try:
+                described = await self.temporal.get_workflow_handle(row.workflow_id).describe(
+                    rpc_timeout=DESCRIBE_TIMEOUT
+                )
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    return WORKFLOW_NOT_FOUND
+                if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+                    raise TemporalUnreachable(exc.message) from exc
+                log.warning(
+                    "reconcile.describe_failed",
+                    execution_id=str(row.id),
+                    status=exc.status.name,
+                    error=exc.message,
+                )
+                return None
+            except RuntimeError as exc:  # temporalio's "Failed client connect"
+                raise TemporalUnreachable(str(exc)) from exc
+        return VERDICTS.get(described.status) if described.status is not None else None
+
+    async def _finish(self, row: OpenExecution, verdict: Verdict) -> bool:
+        payload = {"actor": ACTOR, "reason": verdict.message}
+        async with self.sessions() as session:
+            done = await finish_lost(session, row.id, verdict, payload)
+            if done is None:
+                return False
+            await session.commit()
+        event, execution = done
+        await ExecutionService.publish_event(self.publisher, event, execution)
+        log.warning(
+            "execution.reconciled",
+            execution_id=str(row.id),
+            tenant_id=str(execution.tenant_id),
+            status=verdict.status,
+            reason=verdict.message,
+        )
+        try:  # its slot is free: start the tenant's next queued execution
+            async with self.sessions() as session:
+                admission = Admission(session, self.temporal, self.publisher, self.settings)
+                await admission.admit(execution.tenant_id)
+        except Exception as exc:  # the admission sweep retries it
+            log.warning(
+                "reconcile.admit_failed", tenant_id=str(execution.tenant_id), error=str(exc)
+            )
+        return True
