@@ -2,7 +2,9 @@
 
 free: the baseline only. pro: small models. premium: standard models, failing over to a small
 model of the other provider. enterprise: the best models with cross-provider failover. A tenant
-override (aiSettings) replaces the candidates of a task. Near the budget (past the soft
+override (aiSettings) replaces the candidates of a task, but only with models its tier is
+entitled to (ALLOWED_MODELS); the rest of an override is ignored at call time, so an override
+stored before a downgrade cannot keep a higher tier's models. Near the budget (past the soft
 threshold) each model is swapped for its cheaper sibling. Candidates whose provider is not
 configured (no API key) are dropped; the baseline is always the last resort.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.ai.contracts import TASKS, ModelChoice
+from app.models import TIERS
 
 OPENAI_SMALL = ModelChoice("openai", "gpt-4o-mini")
 OPENAI_STANDARD = ModelChoice("openai", "gpt-4o")
@@ -37,6 +40,45 @@ CHEAPER: dict[ModelChoice, ModelChoice] = {
 }
 
 
+def _entitled() -> dict[str, tuple[ModelChoice, ...]]:
+    """Per tier: its routed models and their cheaper siblings, plus everything a lower tier may
+    use (entitlements only grow with the tier, so an upgrade never invalidates an override)."""
+    allowed: dict[str, tuple[ModelChoice, ...]] = {}
+    below: list[ModelChoice] = []
+    for tier in TIERS:
+        own = [m for models in ROUTING.get(tier, {}).values() for m in models]
+        for choice in [*own, *(CHEAPER.get(m, m) for m in own)]:
+            if choice not in below:
+                below.append(choice)
+        allowed[tier] = tuple(below)
+    return allowed
+
+
+# The one definition of which models a tier may use; free: none, so it cannot override at all.
+ALLOWED_MODELS: dict[str, tuple[ModelChoice, ...]] = _entitled()
+
+
+def allowed_models(tier: str) -> tuple[ModelChoice, ...]:
+    """The models a tenant of `tier` may name in an override (an unknown tier: none)."""
+    return ALLOWED_MODELS.get(tier, ())
+
+
+def _override_choices(tier: str, override: Any) -> list[ModelChoice]:
+    """The entries of a stored override that the tier is entitled to, in their order.
+
+    Overrides are checked when saved, but the tier may have dropped since (or the row predates
+    the check): whatever is not allowed now is left out rather than trusted."""
+    allowed = allowed_models(tier)
+    chosen: list[ModelChoice] = []
+    for entry in override if isinstance(override, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        choice = ModelChoice(str(entry.get("provider")), str(entry.get("model")))
+        if choice in allowed:
+            chosen.append(choice)
+    return chosen
+
+
 def candidates(
     tier: str,
     task: str,
@@ -46,11 +88,10 @@ def candidates(
     near_budget: bool = False,
 ) -> list[ModelChoice]:
     """Models to try in order (possibly empty: then only the baseline runs)."""
-    override = (overrides or {}).get(task)
-    if override:
-        chosen = [ModelChoice(o["provider"], o["model"]) for o in override]
-    else:
-        chosen = list(ROUTING.get(tier, {}).get(task, []))
+    # An override with nothing the tier may use falls back to the tier's own table.
+    chosen = _override_choices(tier, (overrides or {}).get(task)) or list(
+        ROUTING.get(tier, {}).get(task, [])
+    )
     if near_budget:
         chosen = [CHEAPER.get(c, c) for c in chosen]
     unique: list[ModelChoice] = []

@@ -1,4 +1,10 @@
-"""AI rules per tenant: the budget and settings in force, and admin changes to them."""
+"""AI rules per tenant: the budget and settings in force, and admin changes to them.
+
+Tier entitlements are enforced here and in app/ai/routing.py, never trusted from the tenant: an
+admin may override models only with those its tier allows (routing.ALLOWED_MODELS) and set a
+budget only up to its tier's maximum (settings.ai_tier_max_budgets_usd). Both are enforced again
+when the settings are used, so a stored value from a higher tier is capped after a downgrade.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.ai import pricing
-from app.ai.contracts import PROVIDERS, TASKS
+from app.ai import pricing, routing
+from app.ai.contracts import PROVIDERS, TASKS, ModelChoice
 from app.ai.gateway import TenantAi
 from app.ai.repository import AiRepository
 from app.errors import Forbidden, NotFound, ValidationFailed
@@ -29,18 +35,23 @@ class AiService:
         if tenant is None:
             raise NotFound("tenant not found")
         row = await self.repo.settings_for(tenant_id)
-        default = settings.ai_tier_budgets_usd.get(tenant.tier, Decimal(0))
+        stored = row.monthly_budget_usd if row is not None else None
+        budget = (
+            Decimal(settings.ai_tier_budgets_usd.get(tenant.tier, 0)) if stored is None else stored
+        )
         return TenantAi(
             tier=tenant.tier,
             enabled=row.enabled if row else True,
-            budget_usd=row.monthly_budget_usd
-            if row is not None and row.monthly_budget_usd is not None
-            else Decimal(default),
+            # The tier's maximum wins over what was stored (perhaps on a higher tier).
+            budget_usd=min(budget, max_budget(tenant.tier, settings)),
             overrides=dict(row.model_overrides) if row else {},
         )
 
-    async def set_budget(self, principal: Principal, limit_usd: str | None) -> TenantAiSettings:
-        """Set the tenant's monthly budget (USD); None returns to the tier default."""
+    async def set_budget(
+        self, principal: Principal, limit_usd: str | None, settings: Settings
+    ) -> TenantAiSettings:
+        """Set the tenant's monthly budget (USD), at most its tier's maximum; None returns to
+        the tier default."""
         _admin(principal)
         row = await self.repo.upsert_settings(principal.tenant_id)
         if limit_usd is None:
@@ -50,9 +61,13 @@ class AiService:
                 amount = Decimal(limit_usd)
             except InvalidOperation as exc:
                 raise ValidationFailed(f"{limit_usd!r} is not an amount in USD") from exc
-            if not amount.is_finite() or amount < 0 or amount > Decimal("1000000"):
-                raise ValidationFailed("the budget must be between 0 and 1,000,000 USD")
-            row.monthly_budget_usd = amount.quantize(Decimal("0.000001"))
+            ceiling = max_budget(principal.tier, settings)
+            if not amount.is_finite() or amount < 0 or amount > ceiling:
+                raise ValidationFailed(
+                    f"the budget must be between 0 and {ceiling:,} USD "
+                    f"(the {principal.tier} tier's maximum)"
+                )
+            row.monthly_budget_usd = amount.quantize(pricing.MICRO)
         await self.session.flush()
         return row
 
@@ -64,9 +79,14 @@ class AiService:
         if enabled is not None:
             row.enabled = enabled
         if overrides is not None:
-            row.model_overrides = _checked_overrides(overrides)
+            row.model_overrides = _checked_overrides(overrides, principal.tier)
         await self.session.flush()
         return row
+
+
+def max_budget(tier: str, settings: Settings) -> Decimal:
+    """The most a tenant of `tier` may spend on AI a month (an unknown tier: nothing)."""
+    return Decimal(settings.ai_tier_max_budgets_usd.get(tier, 0))
 
 
 def _admin(principal: Principal) -> None:
@@ -74,9 +94,12 @@ def _admin(principal: Principal) -> None:
         raise Forbidden("only admins change AI settings")
 
 
-def _checked_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """{task: [{provider, model}, ...]} with known tasks, providers and priced models."""
-    problems = []
+def _checked_overrides(overrides: dict[str, Any], tier: str) -> dict[str, Any]:
+    """{task: [{provider, model}, ...]} with known tasks, providers and priced models that the
+    tenant's tier is entitled to."""
+    allowed = routing.allowed_models(tier)
+    names = ", ".join(f"{c.provider}/{c.model}" for c in allowed) or "none"
+    problems: list[dict[str, str]] = []
     for task, models in overrides.items():
         if task not in TASKS:
             problems.append({"path": f"$.{task}", "message": f"unknown AI task {task!r}"})
@@ -84,21 +107,46 @@ def _checked_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(models, list):
             problems.append({"path": f"$.{task}", "message": "a list of {provider, model}"})
             continue
+        if models and not allowed:
+            problems.append(
+                {"path": f"$.{task}", "message": f"the {tier} tier has no models to override with"}
+            )
+            continue
+        if len(models) > len(allowed):
+            # Each allowed model at most once: also bounds the work and the problems listed.
+            problems.append(
+                {
+                    "path": f"$.{task}",
+                    "message": f"at most {len(allowed)} models on the {tier} tier "
+                    f"(allowed: {names})",
+                }
+            )
+            continue
         for i, choice in enumerate(models):
-            where = f"$.{task}[{i}]"
-            if not isinstance(choice, dict) or set(choice) != {"provider", "model"}:
-                problems.append({"path": where, "message": "expected {provider, model}"})
-            elif choice["provider"] not in PROVIDERS or choice["provider"] == "baseline":
-                problems.append(
-                    {
-                        "path": f"{where}.provider",
-                        "message": f"unknown provider {choice['provider']!r}",
-                    }
-                )
-            elif not pricing.is_priced(choice["provider"], choice["model"]):
-                problems.append(
-                    {"path": f"{where}.model", "message": f"no price for {choice['model']!r}"}
-                )
+            problem = _choice_problem(choice, allowed, tier, names)
+            if problem is not None:
+                field, message = problem
+                problems.append({"path": f"$.{task}[{i}]{field}", "message": message})
     if problems:
         raise ValidationFailed(f"invalid AI overrides ({len(problems)} problems)", details=problems)
     return overrides
+
+
+def _choice_problem(
+    choice: Any, allowed: tuple[ModelChoice, ...], tier: str, names: str
+) -> tuple[str, str] | None:
+    """What is wrong with one {provider, model} entry: (field suffix, message), or None."""
+    if (
+        not isinstance(choice, dict)
+        or set(choice) != {"provider", "model"}
+        or not all(isinstance(v, str) for v in choice.values())
+    ):
+        return "", "expected {provider, model} (strings)"
+    provider, model = choice["provider"], choice["model"]
+    if provider not in PROVIDERS or provider == "baseline":
+        return ".provider", f"unknown provider {provider[:100]!r}"
+    if not pricing.is_priced(provider, model):
+        return ".model", f"no price for {model[:100]!r}"
+    if ModelChoice(provider, model) not in allowed:
+        return ".model", f"{provider}/{model} is not included in the {tier} tier (allowed: {names})"
+    return None

@@ -16,7 +16,7 @@ from app.ai import routing
 from app.ai.budget import BudgetLedger
 from app.ai.health import read_snapshots
 from app.ai.repository import AiRepository
-from app.ai.service import AiService
+from app.ai.service import AiService, max_budget
 from app.api.context import Context
 from app.api.errors import ForbiddenError, ValidationError, graphql_errors, user_error
 from app.api.relay import Connection, from_global_id, to_global_id
@@ -137,8 +137,20 @@ class TierRoute:
 @strawberry.type
 class AiSettings:
     enabled: bool
-    budget_limit_usd: Decimal
-    overrides: JSON = strawberry.field(description="{task: [{provider, model}]} of this tenant.")
+    budget_limit_usd: Decimal = strawberry.field(
+        description="The monthly budget in force: the one set (or the tier default), at most "
+        "budgetMaxUsd."
+    )
+    budget_max_usd: Decimal = strawberry.field(
+        description="The most this tenant's tier allows as its monthly budget (setBudget)."
+    )
+    overrides: JSON = strawberry.field(
+        description="{task: [{provider, model}]} of this tenant; models not in allowedModels "
+        "are ignored (the tier's table is used)."
+    )
+    allowed_models: list[ModelRoute] = strawberry.field(
+        description="The models this tenant's tier may use in overrides (none on free)."
+    )
     tier_table: list[TierRoute]
 
 
@@ -174,7 +186,12 @@ async def settings_of(info: strawberry.Info[Context, None], tenant_id: uuid.UUID
     return AiSettings(
         enabled=tenant.enabled,
         budget_limit_usd=tenant.budget_usd,
+        budget_max_usd=max_budget(tenant.tier, info.context.deps.settings),
         overrides=cast(JSON, tenant.overrides),
+        allowed_models=[
+            ModelRoute(provider=c.provider, model=c.model)
+            for c in routing.allowed_models(tenant.tier)
+        ],
         tier_table=[
             TierRoute(tier=r["tier"], task=r["task"], models=[ModelRoute(**m) for m in r["models"]])
             for r in routing.table()
@@ -204,7 +221,7 @@ class AiQuery:
                     ]
             async with info.context.session() as s:
                 rows = await AiRepository(s).list_usage(
-                    principal.tenant_id, filters, limit + 1, decode_cursor(after)
+                    principal.tenant_id, filters, limit + 1, decode_cursor(after, "datetime", "int")
                 )
         items = rows[:limit]
         return Connection.build(
@@ -267,7 +284,8 @@ class UpdateAiSettingsInput:
 @strawberry.type
 class AiMutation:
     @strawberry.mutation(
-        description="Set the monthly AI budget in USD (admin); null: tier default."
+        description="Set the monthly AI budget in USD (admin), at most the tier's maximum "
+        "(aiSettings.budgetMaxUsd); null: tier default."
     )
     async def set_budget(
         self, info: strawberry.Info[Context, None], limit_usd: Decimal | None
@@ -278,14 +296,17 @@ class AiMutation:
         try:
             async with ctx.session() as s:
                 await AiService(s).set_budget(
-                    principal, None if limit_usd is None else str(limit_usd)
+                    principal, None if limit_usd is None else str(limit_usd), ctx.deps.settings
                 )
                 await s.commit()
         except DomainError as exc:
             return user_error(exc)  # type: ignore[return-value]
         return await budget_of(info, principal.tenant_id)
 
-    @strawberry.mutation(description="Switch AI on or off and override models per task (admin).")
+    @strawberry.mutation(
+        description="Switch AI on or off and override models per task (admin), with models "
+        "from aiSettings.allowedModels only."
+    )
     async def update_ai_settings(
         self, info: strawberry.Info[Context, None], input: UpdateAiSettingsInput
     ) -> UpdateAiSettingsResult:

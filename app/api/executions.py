@@ -235,15 +235,14 @@ class Execution(Node):
             return None
         return (self.started_at or self.created_at) + timedelta(seconds=typical)
 
-    @strawberry.field(description="This execution in the Temporal Web UI, when one is known.")
-    def temporal_ui_url(self, info: strawberry.Info[Context, None]) -> str | None:
-        settings = info.context.deps.settings
-        if not settings.temporal_ui_url:
-            return None
-        return (
-            f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{settings.temporal_namespace}"
-            f"/workflows/{self.workflow_id}"
-        )
+    @strawberry.field(
+        description="For platform operators only: always null for tenant API keys, since the "
+        "Temporal Web UI shows every tenant's workflows and payloads. Kept for compatibility."
+    )
+    def temporal_ui_url(self) -> str | None:
+        # Every API key belongs to a tenant, and no tenant is a platform operator; operators
+        # find a workflow in the UI by its id (`wfs dev` prints the UI address).
+        return None
 
     @strawberry.field(description="Each step's state, derived from the audit trail.")
     async def steps(self, info: strawberry.Info[Context, None]) -> list[StepState]:

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
@@ -20,6 +21,7 @@ from app.models import ROLES, TIERS, ApiKey, Tenant
 from app.models.base import utcnow
 from app.tenants.repository import TenantRepository
 
+log = structlog.get_logger(__name__)
 TOUCH_INTERVAL = timedelta(minutes=1)
 
 
@@ -61,6 +63,21 @@ class TenantService:
         if await self.repo.by_name(name):
             raise Conflict(f"tenant {name!r} already exists")
         return await self.repo.add(Tenant(name=name, tier=tier))
+
+    async def set_tier(self, name: str, tier: str) -> tuple[Tenant, str]:
+        """Move a tenant to another tier; returns the tenant and its previous tier.
+
+        A platform operator's action only (`wfs tenant set-tier`): no tenant credential reaches
+        it, since a tier is what the tenant pays for. What the tier entitles to (models, budget
+        maximum, concurrency) is read from the tier at use, so it applies from the next call."""
+        if tier not in TIERS:
+            raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
+        tenant = await self.get_by_name(name)
+        previous = tenant.tier
+        tenant.tier = tier
+        await self.session.flush()
+        log.info("tenant.tier_changed", tenant_id=str(tenant.id), previous=previous, tier=tier)
+        return tenant, previous
 
     async def get_by_name(self, name: str) -> Tenant:
         tenant = await self.repo.by_name(name)
