@@ -164,7 +164,7 @@ def settings(
         anthropic_api_key="test-anthropic-key",
         anthropic_base_url=fake_llm.anthropic_base_url,
         smtp_port=mail_sink.port,
-        http_allowed_hosts=["127.0.0.1"],
+        http_allowed_hosts=["127.0.0.1:*"],  # local test servers listen on ephemeral ports
         storage_root=state_dir / "storage",
         database_url=database_url,
         redis_url=services.redis_url,

@@ -1,4 +1,5 @@
-"""`wfs`: api, worker, dev, migrate, seed, schema, tenant create, apikey create."""
+"""`wfs`: api, worker, dev, migrate, seed, schema, tenant create/set-tier/verify-sender,
+apikey create."""
 
 from __future__ import annotations
 
@@ -158,6 +159,48 @@ def tenant_create(name: str, tier: str) -> None:
             return f"created tenant {t.name} ({t.tier}) id={t.id}"
 
     click.echo(_with_sessions(_settings().require("database_url"), create))
+    _exit(0)
+
+
+@tenant.command("set-tier")
+@click.argument("name")
+@click.argument("tier")
+def tenant_set_tier(name: str, tier: str) -> None:
+    """Move tenant NAME to TIER (free, pro, premium, enterprise); platform operators only.
+
+    Tenants cannot change their own tier through the API: only this command, run with the
+    database's credentials, does. Models and the AI budget maximum follow from the next call.
+    """
+    from app.tenants.service import TenantService
+
+    async def set_tier(sessions: Any) -> str:
+        async with sessions() as session:
+            t, previous = await TenantService(session).set_tier(name, tier)
+            await session.commit()
+            return f"tenant {t.name}: tier {previous} -> {t.tier}"
+
+    click.echo(_with_sessions(_settings().require("database_url"), set_tier))
+    _exit(0)
+
+
+@tenant.command("verify-sender")
+@click.argument("tenant_ref", metavar="TENANT")
+@click.argument("address")
+@click.option("--remove", is_flag=True, help="Withdraw the address instead.")
+def tenant_verify_sender(tenant_ref: str, address: str, remove: bool) -> None:
+    """Let tenant TENANT (name or id) send email from ADDRESS; platform operators only.
+
+    Verify out of band that the tenant owns the address first: recipients will trust it.
+    """
+    from app.tenants.senders import set_verified_sender
+
+    async def verify(sessions: Any) -> str:
+        async with sessions() as session:
+            t, senders = await set_verified_sender(session, tenant_ref, address, remove=remove)
+            await session.commit()
+            return f"tenant {t.name}: verified senders {', '.join(senders) or '(none)'}"
+
+    click.echo(_with_sessions(_settings().require("database_url"), verify))
     _exit(0)
 
 

@@ -1,11 +1,12 @@
-"""Tenants and their API keys (only a hash of each key is stored)."""
+"""Tenants, their API keys (only a hash of each key is stored) and their daily email counts."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk
@@ -20,6 +21,11 @@ class Tenant(UUIDPk, Timestamps, Base):
 
     name: Mapped[str] = mapped_column(String(100), unique=True)
     tier: Mapped[str] = mapped_column(String(20))
+    # Addresses `email.send` may use as `from` besides SMTP_FROM (lower-case addr-specs). Only a
+    # platform operator sets them (`wfs tenant verify-sender`), after checking the tenant owns them.
+    verified_senders: Mapped[list[str]] = mapped_column(
+        ARRAY(String(320)), default=list, server_default=text("'{}'")
+    )
 
 
 class ApiKey(UUIDPk, Timestamps, Base):
@@ -35,3 +41,31 @@ class ApiKey(UUIDPk, Timestamps, Base):
     role: Mapped[str] = mapped_column(String(20))
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+
+
+class TenantEmailDay(Base):
+    """Messages `email.send` counted for a tenant on one UTC day (its daily quota's counter).
+
+    One row per tenant and day, incremented under its row lock, so concurrent sends (a fan-out)
+    never pass the quota together; `TenantEmailCharge` says which sends were counted."""
+
+    __tablename__ = "tenant_email_days"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True)
+    sent: Mapped[int] = mapped_column(default=0)
+
+
+class TenantEmailCharge(Base):
+    """One send counted against a tenant's daily email quota, by the send's idempotency key:
+    a retried attempt of the same send finds its charge and is not counted again."""
+
+    __tablename__ = "tenant_email_charges"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    day: Mapped[date]

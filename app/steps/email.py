@@ -2,9 +2,16 @@
 
 Input: `{to, cc?, bcc?, subject, text, html?, from?, reply_to?, headers?, idempotency_key?}`;
 `to`, `cc`, `bcc` take one address or a list (`ada@example.com` or `Ada <ada@example.com>`).
-`html` is sanitised with nh3 and sent as the alternative to `text`. `from` defaults to
-SMTP_FROM. Output: `{message_id, accepted: [...], rejected: {address: "code reason"},
-deduplicated}`.
+`html` is sanitised with nh3 and sent as the alternative to `text`. Output: `{message_id,
+accepted: [...], rejected: {address: "code reason"}, deduplicated}`.
+
+Who may send what (a tenant is a stranger; the relay's reputation is everyone's):
+- `from` is SMTP_FROM (the default) or one of the tenant's verified senders
+  (app/tenants/senders.py); anything else is refused before anything is sent.
+- to + cc + bcc, deduplicated, are at most EMAIL_MAX_RECIPIENTS per message.
+- A tenant sends at most EMAIL_DAILY_QUOTA[tier] messages per UTC day (app/steps/tenant_limits.py):
+  a send is counted once per idempotency key (a retried attempt is not counted again), and one
+  over the quota fails permanently, saying the quota and when it resets.
 
 Idempotency: the key is `idempotency_key` when given (per tenant), else the execution, the step
 and a hash of the message, so a retried step (or a fan-out item) finds the first run's result in
@@ -12,7 +19,9 @@ and a hash of the message, so a retried step (or a fan-out item) finds the first
 after a crash between sending and recording is recognisable downstream as the same message.
 
 Errors: connection failures, timeouts and 4xx replies are transient; 5xx replies (recipients,
-sender or message refused; authentication) and malformed addresses are permanent.
+sender or message refused; authentication) and malformed addresses are permanent. Tenants read
+step errors, so they never name the relay: its host and port are logged, not raised, and host
+names and IP addresses in the relay's reply texts are masked.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Any
 
 import aiosmtplib
 import nh3
+import structlog
 
 from app.settings import Settings
 from app.steps.base import (
@@ -41,13 +51,30 @@ from app.steps.base import (
     define,
 )
 from app.steps.idempotency import once
+from app.steps.tenant_limits import TenantLimits, charge_email, tenant_limits
+from app.tenants.senders import sender_key
+
+log = structlog.get_logger(__name__)
 
 SMTP_TIMEOUT_SECONDS = 30.0
+MAX_REPLY_CHARS = 200
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field name: printable ASCII except ':'
 _RESERVED_HEADERS = frozenset(
     {"from", "to", "cc", "bcc", "subject", "message-id", "date", "reply-to", "sender"}
     | {"mime-version", "content-type", "content-transfer-encoding", "return-path"}
+    # Identity and trace headers: a template setting them would forge who sent the message.
+    | {"resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc", "resent-date"}
+    | {"resent-message-id", "dkim-signature", "received", "authentication-results"}
 )
+_RESERVED_PREFIXES = ("arc-", "x-original-")
+# What a relay's reply may say about the relay itself: IP addresses and host names (not the
+# domain of an address, which follows '@'). Replies are cut to MAX_REPLY_CHARS first.
+_RELAY_DETAILS = re.compile(
+    r"\b\d{1,3}(?:\.\d{1,3}){3}\b"
+    r"|(?:[0-9A-Fa-f]{0,4}:){2,}[0-9A-Fa-f.:]*"
+    r"|(?<![\w@.-])(?:[A-Za-z0-9-]+\.)+[A-Za-z][A-Za-z0-9-]*"
+)
+_RELAY_PORT = re.compile(r"\[relay\]\]?:\d{1,5}\b")  # a masked host's port goes too
 
 
 def _line_breaks(value: str) -> bool:
@@ -92,7 +119,9 @@ def _build(input: dict[str, Any], sender: Address, message_id: str) -> EmailMess
     message["Message-ID"] = message_id
     message["Date"] = format_datetime(datetime.now(UTC))
     for name, value in (input.get("headers") or {}).items():
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
+        lowered = name.lower()
+        reserved = lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIXES)
+        if not _HEADER_NAME.fullmatch(name) or reserved:
             raise StepInputRefused(f"`headers`: {name!r} cannot be set by a template")
         message[name] = _header_value(value, f"headers.{name}")
     message.set_content(input["text"])
@@ -101,8 +130,24 @@ def _build(input: dict[str, Any], sender: Address, message_id: str) -> EmailMess
     return message
 
 
-def _reply(code: int, text: str) -> str:
+def _reply(code: int, text: str, settings: Settings) -> str:
+    """A relay reply as tenants may read it: cut, with the relay's own names masked."""
+    text = text[:MAX_REPLY_CHARS]
+    for secret in (settings.smtp_host, settings.smtp_username):
+        if secret:
+            text = text.replace(secret, "[relay]")
+    text = _RELAY_PORT.sub("[relay]", _RELAY_DETAILS.sub("[relay]", text))
     return f"{code} {text}".strip()
+
+
+def _unavailable(reason: str, exc: BaseException, settings: Settings) -> StepTransientError:
+    log.warning(
+        "step.smtp_unavailable",
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        error=repr(exc),
+    )
+    return StepTransientError(f"mail relay unavailable ({reason}); the step will be retried")
 
 
 async def _deliver(
@@ -122,24 +167,28 @@ async def _deliver(
             timeout=SMTP_TIMEOUT_SECONDS,
         )
     except aiosmtplib.SMTPRecipientsRefused as exc:
-        replies = {r.recipient: _reply(r.code, r.message) for r in exc.recipients}
+        replies = {r.recipient: _reply(r.code, r.message, settings) for r in exc.recipients}
         if any(400 <= r.code < 500 for r in exc.recipients):
             raise StepTransientError(f"recipients refused for now: {replies}") from exc
         raise StepInputError(f"every recipient was refused: {replies}") from exc
     except aiosmtplib.SMTPResponseException as exc:
-        reason = f"SMTP server replied {_reply(exc.code, exc.message)}"
+        log.info("step.smtp_refused", host=settings.smtp_host, code=exc.code, reply=exc.message)
+        reason = f"the mail relay replied {_reply(exc.code, exc.message, settings)}"
         if 400 <= exc.code < 500:
             raise StepTransientError(reason) from exc
         raise StepInputError(reason) from exc
     except aiosmtplib.SMTPNotSupported as exc:
-        raise StepInputError(f"SMTP server cannot send this message: {exc}") from exc
-    except (aiosmtplib.SMTPException, OSError) as exc:  # connect, disconnect, timeout
-        raise StepTransientError(
-            f"SMTP {settings.smtp_host}:{settings.smtp_port} unavailable: {exc}"
-        ) from exc
+        log.warning("step.smtp_not_supported", host=settings.smtp_host, error=str(exc))
+        raise StepInputError("the mail relay cannot send this message") from exc
+    except aiosmtplib.SMTPTimeoutError as exc:
+        raise _unavailable("timed out", exc, settings) from exc
+    except (aiosmtplib.SMTPException, OSError) as exc:  # connect, disconnect
+        raise _unavailable("connection failed", exc, settings) from exc
     return {
         "accepted": [r for r in recipients if r not in refused],
-        "rejected": {r: _reply(reply.code, reply.message) for r, reply in refused.items()},
+        "rejected": {
+            r: _reply(reply.code, reply.message, settings) for r, reply in refused.items()
+        },
     }
 
 
@@ -151,9 +200,23 @@ def _idempotency_key(input: dict[str, Any], ctx: StepContext) -> str:
     return f"email.send:{ctx.tenant_id}:{ctx.execution_id}:{ctx.step_id}:{digest}"
 
 
-async def send_email(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-    """Send the message once per idempotency key; see the module docstring."""
-    sender = _address(input.get("from") or ctx.settings.smtp_from, "from")
+def _sender(input: dict[str, Any], settings: Settings, limits: TenantLimits) -> Address:
+    """`from`: the default, or an address verified for the tenant; refused otherwise."""
+    if not input.get("from"):
+        return _address(settings.smtp_from, "from")
+    sender = _address(input["from"], "from")
+    key = str(sender.addr_spec).lower()
+    if key != sender_key(settings.smtp_from) and key not in limits.verified_senders:
+        raise StepInputRefused(
+            f"`from`: {sender.addr_spec!r} is not a verified sender of this tenant; leave "
+            "`from` out to send from the default address, or ask the platform operator to "
+            "verify this one"
+        )
+    return sender
+
+
+def _envelope(input: dict[str, Any], settings: Settings) -> list[str]:
+    """to + cc + bcc addr-specs, deduplicated, at most EMAIL_MAX_RECIPIENTS of them."""
     envelope = list(
         dict.fromkeys(
             a.addr_spec
@@ -161,11 +224,26 @@ async def send_email(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
             for a in _addresses(input.get(field), field)
         )
     )
+    if len(envelope) > settings.email_max_recipients:
+        raise StepInputRefused(
+            f"{len(envelope)} recipients (to, cc and bcc): a message goes to at most "
+            f"{settings.email_max_recipients}; split the list, e.g. with for_each"
+        )
+    return envelope
+
+
+async def send_email(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Send the message once per idempotency key; see the module docstring."""
+    limits = await tenant_limits(ctx)
+    sender = _sender(input, ctx.settings, limits)
+    envelope = _envelope(input, ctx.settings)
     key = _idempotency_key(input, ctx)
     message_id = f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{sender.domain}>"
     message = _build(input, sender, message_id)
 
     async def deliver() -> dict[str, Any]:
+        # Counted before sending, under the send's own key: a retry is not counted twice.
+        await charge_email(ctx, key, limits.tier)
         sent = await _deliver(message, sender.addr_spec, envelope, ctx.settings)
         return {"message_id": message_id, **sent}
 

@@ -15,6 +15,10 @@ done and stopping (asyncio.CancelledError, nothing left behind) once the step is
 
 Without `overwrite`, writing where a file exists fails, unless that file already holds exactly
 the same bytes: a retried step then succeeds instead of failing on its own earlier write.
+
+Every step that adds bytes (write, copy, archive) reserves them against the tenant's storage
+quota (STORAGE_QUOTA_BYTES by tier; see app/steps/storage.py) before writing, and is refused
+with a clear error when they do not fit; deletes give the bytes back.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from pathlib import Path, PurePosixPath
@@ -30,7 +35,17 @@ from typing import Any
 from app.steps.archive import ARCHIVE_SUFFIXES, archive_format, write_archive
 from app.steps.base import StepActivity, StepContext, StepInputError, define
 from app.steps.data import parse
-from app.steps.storage import PartFile, Progress, TenantRoot, open_read, pump, sha256_file
+from app.steps.storage import (
+    PartFile,
+    Progress,
+    Quota,
+    TenantRoot,
+    charged,
+    open_read,
+    pump,
+    sha256_file,
+)
+from app.steps.tenant_limits import tenant_limits
 
 MAX_READ_BYTES = 2 * 1024 * 1024  # Temporal refuses payloads above 2 MB
 MAX_LIST_ENTRIES = 10_000
@@ -45,6 +60,19 @@ async def _root(ctx: StepContext) -> TenantRoot:
     return await asyncio.to_thread(TenantRoot(ctx.settings.files_root, ctx.tenant_id).open)
 
 
+async def _quota(ctx: StepContext) -> Quota:
+    tier = (await tenant_limits(ctx)).tier
+    return Quota(ctx.settings.storage_quota_bytes.get(tier, 0), tier)
+
+
+def _archive_bound(members: list[tuple[str, Path]], total: int) -> int:
+    """The most a zip or tar.gz of `members` (`total` bytes) can take: deflate adds well under
+    1% to incompressible data; each member adds headers (tar: 512-byte blocks and a PAX header
+    carrying the name, zip: local and central entries), and the archive end its trailer."""
+    names = sum(len(name.encode()) for name, _ in members)
+    return total + total // 100 + 4096 * len(members) + 3 * names + 64 * 1024
+
+
 def _same_bytes(path: Path, data: bytes) -> bool:
     if path.stat().st_size != len(data):
         return False
@@ -52,7 +80,9 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return hashlib.sha256(src.read()).digest() == hashlib.sha256(data).digest()
 
 
-def _write_bytes(root: TenantRoot, rel: str, data: bytes, overwrite: bool) -> dict[str, Any]:
+def _write_bytes(
+    root: TenantRoot, rel: str, data: bytes, overwrite: bool, quota: Quota
+) -> dict[str, Any]:
     target = root.resolve(rel)
     if target.is_dir():
         raise StepInputError(f"path {rel!r} is a directory")
@@ -60,13 +90,17 @@ def _write_bytes(root: TenantRoot, rel: str, data: bytes, overwrite: bool) -> di
         if not _same_bytes(target, data):
             raise StepInputError(f"path {rel!r} already exists; set overwrite: true")
     else:
-        part = PartFile(target)
+        reservation = root.reserve_write(target, len(data), quota, overwrite)
         try:
-            part.handle.write(data)
-        except BaseException:
-            part.discard()
-            raise
-        part.commit(overwrite)
+            part = PartFile(target)
+            try:
+                part.handle.write(data)
+            except BaseException:
+                part.discard()
+                raise
+            reservation.commit(functools.partial(part.place, overwrite))
+        finally:
+            reservation.release()  # nothing once committed
     digest = hashlib.sha256(data).hexdigest()
     return {"path": root.relative(target), "size": len(data), "sha256": digest}
 
@@ -80,9 +114,9 @@ async def write_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
             data = base64.b64decode(input["content_base64"], validate=True)
         except binascii.Error as exc:
             raise StepInputError(f"`content_base64` is not valid base64: {exc}") from exc
-    root = await _root(ctx)
+    root, quota = await _root(ctx), await _quota(ctx)
     return await asyncio.to_thread(
-        _write_bytes, root, input["path"], data, input.get("overwrite", False)
+        _write_bytes, root, input["path"], data, input.get("overwrite", False), quota
     )
 
 
@@ -145,23 +179,31 @@ async def copy_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         ):
             return {"path": root.relative(dst), "size": size, "sha256": digest}
         raise StepInputError(f"target {input['target']!r} already exists; set overwrite: true")
+    quota = await _quota(ctx)
+    reservation = await asyncio.to_thread(root.reserve_write, dst, size, quota, overwrite)
     hasher = hashlib.sha256()
-    part = await asyncio.to_thread(PartFile, dst)
     try:
-        reader = await asyncio.to_thread(open_read, src)
+        part = await asyncio.to_thread(PartFile, dst)
         try:
+            reader = await asyncio.to_thread(open_read, src)
+            try:
 
-            def write(chunk: bytes) -> None:
-                hasher.update(chunk)
-                part.handle.write(chunk)
+                def write(chunk: bytes) -> None:
+                    hasher.update(chunk)
+                    part.handle.write(chunk)
 
-            moved = await pump(reader.read, write, progress)
-        finally:
-            await asyncio.to_thread(reader.close)
-        await asyncio.to_thread(part.commit, overwrite)
-    except BaseException:
-        part.discard()  # a quick unlink; must run even when cancelled twice
-        raise
+                moved = await pump(reader.read, write, progress)
+            finally:
+                await asyncio.to_thread(reader.close)
+            if moved != size:  # the source changed meanwhile: hold what was really written
+                grown = reservation.written - charged(size) + charged(moved)
+                await asyncio.to_thread(reservation.resize, grown)
+            await asyncio.to_thread(reservation.commit, functools.partial(part.place, overwrite))
+        except BaseException:
+            part.discard()  # a quick unlink; must run even when cancelled twice
+            raise
+    finally:
+        reservation.release()  # a quick sum; nothing once committed
     return {"path": root.relative(dst), "size": moved, "sha256": hasher.hexdigest()}
 
 
@@ -191,8 +233,19 @@ def _delete(root: TenantRoot, input: dict[str, Any]) -> dict[str, Any]:
     found.sort(reverse=True)  # newest first; among equal times the later name counts as newer
     keep = input.get("keep_newest", 0)
     kept, doomed = found[:keep], found[keep:]
-    for _, rel in doomed:
-        root.entry(rel).unlink(missing_ok=True)
+
+    def unlink() -> int:
+        freed = 0
+        for _, rel in doomed:
+            entry = root.entry(rel)
+            try:
+                freed += charged(entry.lstat().st_size)
+                entry.unlink()
+            except FileNotFoundError:
+                pass
+        return freed
+
+    root.usage.change(unlink)
     return {"deleted": sorted(p for _, p in doomed), "kept": sorted(p for _, p in kept)}
 
 
@@ -233,20 +286,29 @@ async def archive_files(input: dict[str, Any], ctx: StepContext) -> dict[str, An
     Streams each file in chunks (heartbeats, cancellable); `sha256` and `size` describe the
     archive as written; `files` lists the member names.
     """
-    root = await _root(ctx)
+    root, quota = await _root(ctx), await _quota(ctx)
     target, fmt, members = await asyncio.to_thread(_archive_plan, root, input)
     sizes = await asyncio.to_thread(lambda: sum(real.stat().st_size for _, real in members))
+    bound = _archive_bound(members, sizes)  # reserved up front, trued up once written
+    overwrite = input.get("overwrite", False)
+    reservation = await asyncio.to_thread(root.reserve_write, target, bound, quota, overwrite)
     progress = Progress(ctx, sizes)
-    part = await asyncio.to_thread(PartFile, target)
     try:
-        await write_archive(fmt, part.handle, members, progress)
-        await asyncio.to_thread(part.close)
-        size = (await asyncio.to_thread(part.path.stat)).st_size
-        digest = await sha256_file(part.path, Progress(ctx, size))
-        await asyncio.to_thread(part.commit, input.get("overwrite", False))
-    except BaseException:
-        part.discard()  # a quick unlink; must run even when cancelled twice
-        raise
+        part = await asyncio.to_thread(PartFile, target)
+        try:
+            await write_archive(fmt, part.handle, members, progress)
+            await asyncio.to_thread(part.close)
+            size = (await asyncio.to_thread(part.path.stat)).st_size
+            written = reservation.written - charged(bound) + charged(size)
+            await asyncio.to_thread(reservation.resize, written)
+            digest = await sha256_file(part.path, Progress(ctx, size))
+            place = functools.partial(part.place, overwrite)
+            await asyncio.to_thread(reservation.commit, place)
+        except BaseException:
+            part.discard()  # a quick unlink; must run even when cancelled twice
+            raise
+    finally:
+        reservation.release()  # a quick sum; nothing once committed
     return {
         "path": root.relative(target),
         "size": size,

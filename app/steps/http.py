@@ -4,12 +4,14 @@ Input: `{method, url, headers?, params?, json? | body?, timeout_seconds?, expect
 follow_redirects?: true}`. Output: `{status, url, headers, json, text, truncated}`: `json` is the
 parsed body when the response says it is JSON, else `text` holds it; bodies are cut at 1 MiB.
 
-Reachable hosts are `settings.http_allowed_hosts`: exact names or IPs, or `*.example.com`
-(any subdomain, not example.com itself). A wildcard never matches an IP literal, so an internal
-address (127.0.0.1, 10.x, 169.254.169.254, ...) is reachable only when listed exactly. The check
-runs before any connection and again on every redirect hop (at most 5); a redirect to another
-host drops the Authorization and Cookie headers. Proxy variables from the environment are
-ignored, so nothing routes the call elsewhere.
+What a tenant's request may reach (host, port, every resolved address) is checked by
+app/steps/http_policy.py before any connection and again on every redirect hop (at most 5).
+DNS is pinned: the request connects only to the addresses that were checked (the URL is
+rewritten to the IP; the Host header, TLS SNI and certificate check keep the name), so a name
+cannot resolve to something else between the check and the connection (DNS rebinding).
+A redirect to another host drops the Authorization and Cookie headers. Proxy variables from
+the environment are ignored, so nothing routes the call elsewhere. Refusals never say which
+address a name resolved to.
 
 Errors: connection failures, timeouts, 5xx, 408, 425 and 429 are transient (retried); other
 4xx are permanent. Statuses in `expect_status` are success, and with `expect_status` set any
@@ -21,14 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import structlog
 
+from app.settings import Settings
 from app.steps.base import (
     StepActivity,
     StepContext,
@@ -37,6 +39,11 @@ from app.steps.base import (
     canonical_json,
     define,
 )
+from app.steps.http_policy import checked_url, host_allowed, is_ip_literal, resolve_checked
+
+__all__ = ["ACTIVITIES", "ACTIVITY", "MAX_RESPONSE_BYTES", "host_allowed", "pinned_request"]
+
+log = structlog.get_logger(__name__)
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_REDIRECTS = 5
@@ -54,36 +61,6 @@ KEPT_HEADERS = (
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
 
-def host_allowed(host: str, allowed: Sequence[str]) -> bool:
-    """True when `host` is listed exactly, or is a DNS name under a `*.suffix` entry."""
-    host = host.lower().rstrip(".")
-    patterns = [p.strip().lower().rstrip(".").removeprefix("[").removesuffix("]") for p in allowed]
-    if host in patterns:
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return False  # internal or not, an IP literal must be listed exactly
-    return any(p.startswith("*.") and len(p) > 2 and host.endswith(p[1:]) for p in patterns)
-
-
-def _checked_url(raw: str | httpx.URL, allowed: Sequence[str]) -> httpx.URL:
-    try:
-        url = httpx.URL(raw)
-    except httpx.InvalidURL as exc:
-        raise StepInputError(f"invalid url {str(raw)!r}: {exc}") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise StepInputError(f"url {str(raw)!r} must be an absolute http(s) URL")
-    if not host_allowed(url.host, allowed):
-        raise StepInputError(
-            f"host {url.host!r} is not allowed; the operator lists reachable hosts in "
-            "HTTP_ALLOWED_HOSTS"
-        )
-    return url
-
-
 def _idempotency_key(input: dict[str, Any], ctx: StepContext) -> str:
     request = {k: input.get(k) for k in ("method", "url", "params", "json", "body")}
     identity = canonical_json([ctx.tenant_id, ctx.execution_id, ctx.step_id, request])
@@ -99,7 +76,7 @@ async def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
     return bytes(body), False
 
 
-def _output(response: httpx.Response, body: bytes, truncated: bool) -> dict[str, Any]:
+def _output(response: httpx.Response, url: str, body: bytes, truncated: bool) -> dict[str, Any]:
     parsed: Any = None
     text: str | None = body.decode(response.encoding or "utf-8", errors="replace")
     if "json" in response.headers.get("content-type", "") and not truncated and body:
@@ -109,7 +86,7 @@ def _output(response: httpx.Response, body: bytes, truncated: bool) -> dict[str,
             pass  # says JSON but is not: hand over the text
     return {
         "status": response.status_code,
-        "url": str(response.url),
+        "url": url,  # as named, not the IP it was pinned to
         "headers": {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
         "json": parsed,
         "text": text,
@@ -136,10 +113,9 @@ class _Hop:
     """One request of the redirect chain."""
 
     method: str
-    url: httpx.URL
+    url: httpx.URL  # as the tenant (or a redirect) named it, query parameters included
     headers: httpx.Headers
     body: dict[str, Any]  # httpx.build_request keywords: json= or content=, or nothing
-    params: dict[str, Any] | None
 
 
 def _first_hop(input: dict[str, Any], ctx: StepContext) -> _Hop:
@@ -153,13 +129,15 @@ def _first_hop(input: dict[str, Any], ctx: StepContext) -> _Hop:
     body: dict[str, Any] = {"json": input["json"]} if "json" in input else {}
     if "body" in input:
         body = {"content": input["body"].encode()}
-    url = _checked_url(input["url"], ctx.settings.http_allowed_hosts)
-    return _Hop(input["method"], url, headers, body, input.get("params"))
+    url = checked_url(input["url"], ctx.settings)
+    if input.get("params"):
+        url = url.copy_merge_params(input["params"])
+    return _Hop(input["method"], url, headers, body)
 
 
-def _next_hop(response: httpx.Response, hop: _Hop, allowed: Sequence[str]) -> _Hop:
+def _next_hop(response: httpx.Response, hop: _Hop, settings: Settings) -> _Hop:
     """Where a redirect leads (checked against the allow list), as browsers follow it."""
-    target = _checked_url(response.url.join(response.headers["location"]), allowed)
+    target = checked_url(hop.url.join(response.headers["location"]), settings)
     method, body = hop.method, hop.body
     if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
         method, body = ("HEAD" if method == "HEAD" else "GET"), {}
@@ -168,22 +146,46 @@ def _next_hop(response: httpx.Response, hop: _Hop, allowed: Sequence[str]) -> _H
         headers = httpx.Headers(
             [(k, v) for k, v in headers.multi_items() if k.lower() not in _CREDENTIAL_HEADERS]
         )
-    return _Hop(method, target, headers, body, None)
+    return _Hop(method, target, headers, body)
 
 
-async def _send(client: httpx.AsyncClient, hop: _Hop) -> httpx.Response:
+def pinned_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    address: str,
+    headers: httpx.Headers | None = None,
+    **body: Any,
+) -> httpx.Request:
+    """A request for `url` that connects to `address` (a checked IP) and nowhere else: the URL
+    names the IP, while the Host header, TLS SNI and certificate check keep `url`'s host."""
+    headers = httpx.Headers(headers)
+    headers["host"] = url.netloc.decode("ascii")
+    extensions = {}
+    if url.scheme == "https" and not is_ip_literal(url.host):
+        extensions["sni_hostname"] = url.raw_host.decode("ascii")
+    return client.build_request(
+        method, url.copy_with(host=address), headers=headers, extensions=extensions, **body
+    )
+
+
+async def _send(client: httpx.AsyncClient, hop: _Hop, addresses: tuple[str, ...]) -> httpx.Response:
+    """Send `hop` to the first of its checked `addresses` that accepts the connection."""
     where = f"{hop.method} {hop.url}"
-    try:
-        req = client.build_request(
-            hop.method, hop.url, params=hop.params, headers=hop.headers, **hop.body
-        )
-        return await client.send(req, stream=True)
-    except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, UnicodeError) as exc:
-        raise StepInputError(f"cannot send {where}: {exc}") from exc
-    except httpx.TimeoutException as exc:
-        raise StepTransientError(f"{where} timed out") from exc
-    except httpx.TransportError as exc:
-        raise StepTransientError(f"{where} failed: {exc!r}") from exc
+    for tried, address in enumerate(addresses, start=1):
+        try:
+            req = pinned_request(client, hop.method, hop.url, address, hop.headers, **hop.body)
+            return await client.send(req, stream=True)
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, UnicodeError) as exc:
+            raise StepInputError(f"cannot send {where}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise StepTransientError(f"{where} timed out") from exc
+        except httpx.TransportError as exc:
+            log.info("step.http_transport_error", url=str(hop.url), error=repr(exc))
+            if isinstance(exc, httpx.ConnectError) and tried < len(addresses):
+                continue  # another checked address of the same host may answer
+            raise StepTransientError(f"{where} failed ({type(exc).__name__})") from exc
+    raise AssertionError("unreachable: resolve_checked returns at least one address")
 
 
 async def request(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
@@ -192,28 +194,32 @@ async def request(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     `timeout_seconds` (default HTTP_TIMEOUT_SECONDS) bounds the whole call, redirects and
     reading the body included.
     """
+    settings = ctx.settings
     hop = _first_hop(input, ctx)
-    timeout = input.get("timeout_seconds", ctx.settings.http_timeout_seconds)
+    timeout = input.get("timeout_seconds", settings.http_timeout_seconds)
     follow = input.get("follow_redirects", True)
     try:
-        async with (
-            asyncio.timeout(timeout),
-            httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False) as client,
-        ):
+        async with asyncio.timeout(timeout):
             for redirects in range(MAX_REDIRECTS + 1):
-                response = await _send(client, hop)
-                try:
-                    if follow and response.is_redirect and redirects < MAX_REDIRECTS:
-                        hop = _next_hop(response, hop, ctx.settings.http_allowed_hosts)
-                        continue
-                    raw, truncated = await _read_capped(response)
-                except httpx.TransportError as exc:
-                    raise StepTransientError(f"{hop.method} {hop.url}: reading failed") from exc
-                finally:
-                    await response.aclose()
+                addresses = await resolve_checked(hop.url, settings)
+                # A client per hop: a pooled connection (keyed by IP) never carries another
+                # host's request under the first host's TLS name.
+                async with httpx.AsyncClient(
+                    follow_redirects=False, timeout=timeout, trust_env=False
+                ) as client:
+                    response = await _send(client, hop, addresses)
+                    try:
+                        if follow and response.is_redirect and redirects < MAX_REDIRECTS:
+                            hop = _next_hop(response, hop, settings)
+                            continue
+                        raw, truncated = await _read_capped(response)
+                    except httpx.TransportError as exc:
+                        raise StepTransientError(f"{hop.method} {hop.url}: reading failed") from exc
+                    finally:
+                        await response.aclose()
                 if follow and response.is_redirect:
                     raise StepInputError(f"more than {MAX_REDIRECTS} redirects from {input['url']}")
-                out = _output(response, raw, truncated)
+                out = _output(response, str(hop.url), raw, truncated)
                 _check_status(response.status_code, input.get("expect_status"), out)
                 return out
     except TimeoutError as exc:

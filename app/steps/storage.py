@@ -8,26 +8,44 @@ O_NOFOLLOW, so a symlink swapped in after the check is not followed either.
 Writes go to a hidden temporary file next to the target (`.wfs-part-*`, never listed) that is
 renamed into place at the end, so readers never see half a file and a cancelled copy leaves
 nothing behind. The methods here block: callers run them with `asyncio.to_thread`.
+
+Quota: a tenant's storage holds at most STORAGE_QUOTA_BYTES[tier]. Usage counts every file,
+symlink and folder in whole 4 KiB blocks, as a disk stores them (an empty file costs a block:
+its inode), so a tenant cannot fill the disk's inodes with empty files, and the number of
+entries a walk of its root meets is at most quota / 4 KiB. Every write reserves its bytes
+first (`StorageUsage.reserve`), refused when usage plus the reservation passes the quota. Usage
+is walked from disk (hidden part files excluded: this process counts its own as reservations)
+at most every USAGE_FRESH_SECONDS per tenant and process, or every USAGE_EDGE_SECONDS once a
+write comes within 10% of the quota; in between, this process's own writes and deletes adjust
+it. So one process is exact, and several workers writing for one tenant at once overshoot by
+at most what the others write within a second of the edge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from app.steps.base import StepContext, StepInputError
 
 CHUNK_BYTES = 1024 * 1024
 PART_PREFIX = ".wfs-part-"
+BLOCK_BYTES = 4096
+USAGE_FRESH_SECONDS = 30.0
+USAGE_EDGE_SECONDS = 1.0
+_EDGE_FRACTION = 0.9
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
@@ -40,6 +58,148 @@ class FileEntry:
     def as_output(self) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.modified, UTC).isoformat().replace("+00:00", "Z")
         return {"path": self.path, "size": self.size, "modified": when}
+
+
+class Quota(NamedTuple):
+    """A tenant's storage quota and the tier it comes from (named in refusals)."""
+
+    limit: int
+    tier: str
+
+
+def charged(size: int) -> int:
+    """What `size` bytes of one file cost against the quota: whole blocks, at least one."""
+    return max(1, math.ceil(size / BLOCK_BYTES)) * BLOCK_BYTES
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1024:.0f} KiB"
+
+
+def walk_usage(real: Path) -> int:
+    """The quota usage of everything under `real` (symlinks not followed, part files left out)."""
+    total, folders = 0, [real]
+    while folders:
+        try:
+            entries = os.scandir(folders.pop())
+        except OSError:  # removed meanwhile
+            continue
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(PART_PREFIX):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+                        total += BLOCK_BYTES
+                    else:
+                        total += charged(entry.stat(follow_symlinks=False).st_size)
+                except OSError:
+                    continue
+    return total
+
+
+@dataclass
+class StorageUsage:
+    """One tenant's storage usage as this process knows it (see the module docstring).
+
+    `disk` serialises what changes the tenant's disk usage (a walk, placing a written file, a
+    delete), so a walk never sees half a change; it is taken in worker threads only. `lock`
+    guards the counters for moments, so the event loop may take it (releasing a reservation
+    while a step is being cancelled)."""
+
+    real: Path
+    on_disk: int = 0  # as last walked, plus this process's changes since
+    pending: int = 0  # reserved by this process's writes in progress
+    walked_at: float = -math.inf
+    disk: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _stale(self, adding: int, quota: int) -> bool:
+        age = time.monotonic() - self.walked_at
+        near = self.on_disk + self.pending + adding > quota * _EDGE_FRACTION
+        return age > USAGE_FRESH_SECONDS or (near and age > USAGE_EDGE_SECONDS)
+
+    def _check(self, adding: int, quota: Quota) -> None:
+        used = self.on_disk + self.pending
+        if used + adding > quota.limit:
+            raise StepInputError(
+                f"storage quota exceeded: the {quota.tier} tier stores at most "
+                f"{_size(quota.limit)} ({quota.limit} bytes); {_size(used)} are used and this "
+                f"write needs {_size(adding)} more (files and folders count in whole 4 KiB "
+                "blocks); delete files to make room"
+            )
+
+    def reserve(self, written: int, replaced: int, quota: Quota) -> Reservation:
+        """Hold what a write adds (`written` less the `replaced` file it overwrites), or raise
+        StepInputError when that passes the quota."""
+        reservation = Reservation(self, written, replaced, quota)
+        with self.disk:
+            with self.lock:
+                stale = self._stale(reservation.held, quota.limit)
+            if stale:
+                walked = walk_usage(self.real)
+                with self.lock:
+                    self.on_disk, self.walked_at = walked, time.monotonic()
+            with self.lock:
+                self._check(reservation.held, quota)
+                self.pending += reservation.held
+        return reservation
+
+    def change(self, apply: Callable[[], int]) -> None:
+        """Run `apply` (a delete; returns the bytes it freed) and count what it freed."""
+        with self.disk:
+            freed = apply()
+            with self.lock:
+                self.on_disk = max(0, self.on_disk - freed)
+
+
+_LEDGER: dict[Path, StorageUsage] = {}
+_LEDGER_LOCK = threading.Lock()
+
+
+def usage_of(real: Path) -> StorageUsage:
+    with _LEDGER_LOCK:
+        return _LEDGER.setdefault(real, StorageUsage(real))
+
+
+class Reservation:
+    """Bytes held for one write until it is placed (`commit`) or given up (`release`)."""
+
+    def __init__(self, usage: StorageUsage, written: int, replaced: int, quota: Quota) -> None:
+        self.usage, self.quota = usage, quota
+        self.written, self.replaced = written, replaced  # what the write puts, what it replaces
+        self.held = max(0, written - replaced)  # counted in usage.pending until placed
+        self.open = True
+
+    def resize(self, written: int) -> None:
+        """The write puts `written` bytes instead (an archive, once written); growing checks
+        the quota."""
+        held = max(0, written - self.replaced)
+        with self.usage.lock:
+            if held > self.held:
+                self.usage._check(held - self.held, self.quota)
+            self.usage.pending += held - self.held
+            self.written, self.held = written, held
+
+    def commit(self, place: Callable[[], int]) -> None:
+        """Run `place` (renames the file in; returns the bytes it replaced), then count it."""
+        with self.usage.disk:
+            freed = place()
+            with self.usage.lock:
+                self.usage.pending -= self.held
+                self.usage.on_disk = max(0, self.usage.on_disk + self.written - freed)
+                self.open = False
+
+    def release(self) -> None:
+        """Give the bytes back unless committed; quick, safe on the event loop."""
+        with self.usage.lock:
+            if self.open:
+                self.usage.pending -= self.held
+                self.open = False
 
 
 class TenantRoot:
@@ -85,6 +245,27 @@ class TenantRoot:
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.real).as_posix()
+
+    @property
+    def usage(self) -> StorageUsage:
+        return usage_of(self.real)
+
+    def reserve_write(
+        self, target: Path, size: int, quota: Quota, overwrite: bool = False
+    ) -> Reservation:
+        """Reserve writing `size` bytes at `target`: the file and the folders it creates, less
+        the file it replaces when `overwrite` (so rewriting a file in place fits at the quota)."""
+        folders = 0
+        parent = target.parent
+        while parent != self.real and not parent.exists():
+            folders, parent = folders + 1, parent.parent
+        replaced = 0
+        if overwrite:
+            try:
+                replaced = charged(target.lstat().st_size)
+            except FileNotFoundError:
+                pass
+        return self.usage.reserve(charged(size) + folders * BLOCK_BYTES, replaced, quota)
 
     def file(self, rel: str, what: str = "path") -> Path:
         """The real path of an existing regular file."""
@@ -157,6 +338,15 @@ class PartFile:
     def discard(self) -> None:
         self.handle.close()
         self.path.unlink(missing_ok=True)
+
+    def place(self, overwrite: bool) -> int:
+        """`commit`, returning the quota bytes of the file it replaced (for `Reservation`)."""
+        try:
+            freed = charged(self.final.lstat().st_size) if overwrite else 0
+        except FileNotFoundError:
+            freed = 0
+        self.commit(overwrite)
+        return freed
 
 
 class Progress:

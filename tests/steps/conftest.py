@@ -22,6 +22,9 @@ def step_settings(tmp_path: Path) -> Settings:
         state_dir=tmp_path / "state",
         storage_root=tmp_path / "storage",
         http_allowed_hosts=["127.0.0.1"],
+        # The local test servers listen on 127.0.0.1 at ephemeral ports, some reached by name.
+        http_allowed_ports=list(range(1024, 65536)),
+        http_allowed_networks=["127.0.0.0/8", "::1/128"],
     )
 
 
