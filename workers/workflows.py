@@ -50,7 +50,15 @@ with workflow.unsafe.imports_passed_through():
         StepCall,
         StepPlan,
     )
-    from app.templates.expressions import ExpressionError, render, wrap
+    from app.templates.expressions import (
+        Budget,
+        ExpressionError,
+        Limits,
+        Programs,
+        json_size,
+        render,
+        wrap,
+    )
 
 from workers.enhancements import (
     ItemPoints,
@@ -72,6 +80,13 @@ RECORD_TIMEOUT = timedelta(seconds=30)
 COMPENSATE_RETRY = RetryPolicy(maximum_attempts=3)
 CHILD_CONCURRENCY = 4
 MAX_KEPT_OUTPUT = 256 * 1024  # bytes of JSON; larger outputs are recomputed on retry
+# All the expressions of one execution together may do this many renderings' worth of work
+# (max_expression_steps each). Work is counted, not timed, so replays agree; the cap keeps the
+# rendering done in one workflow activation (all ready steps, all items of a fan-out) far below
+# Temporal's deadlock detector (2 s), which would otherwise fail the workflow task forever.
+EXECUTION_EXPRESSION_BUDGETS = 5
+# Patch: for_each item count and step input size limits (RunInput.limits).
+LIMITS_PATCH = "run-limits"
 
 
 def _output_payload(output: Any) -> dict[str, Any]:
@@ -227,6 +242,7 @@ class TemplateWorkflow:
         self._resumed_by: Control | None = None
         self._pauses = 0
         self._partial: dict[str, float] = {}  # a running fan-out step: share of items done
+        self._work = Budget()  # what the execution's expressions may still do (set in run)
 
     @workflow.query
     def progress(self) -> Progress:
@@ -253,6 +269,11 @@ class TemplateWorkflow:
     @workflow.run
     async def run(self, inp: RunInput) -> Any:
         self._input = inp
+        limits = Limits.of(inp.limits)
+        self._work = Budget(limits, limits.steps * EXECUTION_EXPRESSION_BUDGETS)
+        self._work.refusal = (
+            f"the execution's expressions did more work than allowed ({self._work.left} steps)"
+        )
         self._total = len(inp.steps)
         self._status = "RUNNING"
         await self._record(
@@ -289,7 +310,7 @@ class TemplateWorkflow:
         if inp.output is None:
             return outputs.get(inp.steps[-1].id) if inp.steps else None
         try:
-            return render(inp.output, self._context(inp, outputs))
+            return self._eval(inp.output, self._context(inp, outputs))
         except ExpressionError as exc:
             raise StepFailed(inp.steps[-1].id, f"output: {exc}") from None
 
@@ -352,7 +373,7 @@ class TemplateWorkflow:
     async def _run_step(self, inp: RunInput, step: StepPlan, outputs: dict[str, Any]) -> Any:
         context = self._context(inp, outputs)
         try:
-            if step.when and not render(wrap(step.when), context):
+            if step.when and not self._eval(wrap(step.when), context):
                 self._done += 1
                 await self._record(
                     f"step:{step.id}:skipped",
@@ -374,6 +395,7 @@ class TemplateWorkflow:
                 output = await self._wait(inp, step, self._render(step, step.input, context))
             else:
                 plain = self._render(step, step.input, context)
+                self._check_input(inp, step, plain)
                 enhanced, applied = await self._enhance(inp, step, context, plain)
                 output = await self._run_enhanced(inp, step, plain, enhanced, applied)
             await self._record_ai_step(step, output)
@@ -405,7 +427,7 @@ class TemplateWorkflow:
             outcome = not_enhanced(await decide(inp.tenant_id, inp.ai_task_queue, point))
             if outcome is None:
                 try:
-                    payload = render(point["input"], context)
+                    payload = self._eval(point["input"], context)
                 except ExpressionError as exc:
                     outcome = failed_outcome("ENHANCE", "INPUT_ERROR", str(exc)[:300])
                 else:
@@ -481,20 +503,63 @@ class TemplateWorkflow:
                 plans.append((point, outcome))
             else:
                 inputs: list[dict[str, Any] | None] = []
+                programs: Programs = {}
                 for i, item in enumerate(items):
                     try:
-                        inputs.append(render(point["input"], {**context, "item": item, "index": i}))
+                        scope = {**context, "item": item, "index": i}
+                        inputs.append(self._eval(point["input"], scope, programs=programs))
                     except ExpressionError:
                         inputs.append(None)
                 plans.append((point, ItemEnhancement(point["task"], point["apply"], inputs)))
         return plans
 
-    @staticmethod
-    def _render(step: StepPlan, value: Any, context: dict[str, Any]) -> Any:
+    def _eval(
+        self,
+        value: Any,
+        context: dict[str, Any],
+        *,
+        pooled: bool = True,
+        programs: Programs | None = None,
+    ) -> Any:
+        """Render within the execution's expression budget (`pooled`; else within one
+        rendering's). Whatever goes wrong is an ExpressionError, so it fails a step (or falls
+        back), never the workflow task."""
         try:
-            return render(value, context)
+            if pooled:
+                return render(value, context, pool=self._work, programs=programs)
+            return render(value, context, self._work.limits)
+        except ExpressionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a wedged workflow task is worse than any error
+            raise ExpressionError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+    def _render(
+        self,
+        step: StepPlan,
+        value: Any,
+        context: dict[str, Any],
+        programs: Programs | None = None,
+    ) -> Any:
+        try:
+            return self._eval(value, context, programs=programs)
         except ExpressionError as exc:
             raise StepFailed(step.id, f"step {step.id}: {exc}") from None
+
+    @staticmethod
+    def _check_input(inp: RunInput, step: StepPlan, payload: Any, index: int | None = None) -> int:
+        """A rendered step input must fit in a Temporal payload: refused (the step fails)
+        before it is scheduled. Returns its size (compact JSON bytes)."""
+        limit = inp.limits.max_step_input_bytes
+        where = f"step {step.id}" + (f" item {index}" if index is not None else "")
+        try:
+            size = json_size(payload, limit)
+        except (TypeError, ValueError) as exc:  # would fail the workflow task when scheduled
+            raise StepFailed(step.id, f"{where}: its input is not JSON: {exc}") from None
+        if size > limit and workflow.patched(LIMITS_PATCH):
+            raise StepFailed(
+                step.id, f"{where}: its input is more than {limit} bytes as JSON (the limit)"
+            )
+        return size
 
     async def _fan_out(self, inp: RunInput, step: StepPlan, context: dict[str, Any]) -> list[Any]:
         items = self._render(step, wrap(step.for_each or ""), context)
@@ -502,10 +567,17 @@ class TemplateWorkflow:
             raise StepFailed(
                 step.id, f"step {step.id}: for_each gave {type(items).__name__}, not a list"
             )
+        most = inp.limits.max_for_each_items
+        if len(items) > most and workflow.patched(LIMITS_PATCH):
+            raise StepFailed(
+                step.id, f"step {step.id}: for_each gave {len(items)} items; the limit is {most}"
+            )
+        programs: Programs = {}  # each string compiles once for all the items
         inputs = [
-            self._render(step, step.input, {**context, "item": item, "index": i})
+            self._render(step, step.input, {**context, "item": item, "index": i}, programs)
             for i, item in enumerate(items)
         ]
+        sizes = [self._check_input(inp, step, payload, i) for i, payload in enumerate(inputs)]
         plans = await self._decide_items(inp, step, context, items)
         enhanced = [plan for _, plan in plans if isinstance(plan, ItemEnhancement)]
         points = ItemPoints(enhanced, inp.ai_task_queue) if enhanced else None
@@ -517,6 +589,7 @@ class TemplateWorkflow:
                 outputs = await run_items(ids, step, inputs, 0, points)
                 outcomes = points.ordered() if points else []
             else:
+                self._check_batches(inp, step, sizes)
                 outputs, outcomes = await self._fan_out_children(inp, step, inputs, enhanced)
         except StepFailed:
             # The points are recorded as far as known: their decisions, and the AI outcomes of
@@ -527,6 +600,19 @@ class TemplateWorkflow:
             raise
         await self._record_plans(step, plans, outcomes, len(items))
         return outputs
+
+    @staticmethod
+    def _check_batches(inp: RunInput, step: StepPlan, sizes: list[int]) -> None:
+        """Each slice of a fan-out is one child workflow's input: it must fit in a payload."""
+        size, limit = max(1, inp.for_each_batch_size), inp.limits.max_step_input_bytes
+        for k in range(0, len(sizes), size):
+            if sum(sizes[k : k + size]) > limit and workflow.patched(LIMITS_PATCH):
+                raise StepFailed(
+                    step.id,
+                    f"step {step.id}: items {k} to {min(k + size, len(sizes)) - 1} together are"
+                    f" more than {limit} bytes as JSON (the limit for one batch of"
+                    f" {size}); make the items smaller",
+                )
 
     async def _record_plans(
         self,
@@ -661,7 +747,9 @@ class TemplateWorkflow:
             plan = step.compensate
             assert plan is not None
             try:
-                payload = render(plan.input, {**context, "output": outputs.get(step.id)})
+                # Not from the execution's budget: cleanup runs even when a step used it up.
+                scope = {**context, "output": outputs.get(step.id)}
+                payload = self._eval(plan.input, scope, pooled=False)
                 await workflow.execute_activity(
                     plan.activity,
                     StepCall(inp.execution_id, inp.tenant_id, step.id, payload),

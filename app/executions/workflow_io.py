@@ -7,7 +7,7 @@ of SQLAlchemy and other heavy imports because the workflow sandbox re-imports wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 WORKFLOW_NAME = "TemplateWorkflow"
@@ -56,6 +56,25 @@ class StepPlan:
 
 
 @dataclass
+class RunLimits:
+    """What a template's expressions and steps may cost an execution (app/settings.py, section
+    "Limits on what a tenant sends"; the defaults are the settings' defaults, which is also
+    what executions recorded before these fields existed get)."""
+
+    max_expression_chars: int = 4096
+    max_rendered_chars: int = 1_000_000
+    max_expression_steps: int = 100_000
+    max_json_depth: int = 32
+    max_for_each_items: int = 10_000
+    max_step_input_bytes: int = 1024 * 1024
+
+    @classmethod
+    def of(cls, settings: Any) -> RunLimits:
+        """From app.settings.Settings (read by name: this module imports no settings)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+@dataclass
 class RunInput:
     execution_id: str
     tenant_id: str
@@ -69,6 +88,7 @@ class RunInput:
     ai_task_queue: str = "ai"  # enhancement points' decisions and AI calls run there
     run_number: int = 1  # 2, 3, ... for retryExecution: event keys get an `r<n>:` prefix
     completed: dict[str, Any] = field(default_factory=dict)  # outputs kept from earlier runs
+    limits: RunLimits = field(default_factory=RunLimits)
 
 
 @dataclass

@@ -1,0 +1,352 @@
+"""Issue 9, expressions: a tenant's Jinja expressions can neither exhaust the service (memory,
+CPU) nor wedge an execution. Constant folding, filters, methods, `~`, namespaces, %-formats,
+powers, loops and recursion are refused with a clear ExpressionError, measured with
+tracemalloc; template validation reports them; at run time they fail the step and the
+execution ends FAILED with the message instead of retrying its workflow task forever."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from app.templates.expressions import Budget, ExpressionError, Limits, check, render
+from tests.api.test_execution_flow import wait_terminal
+from tests.conftest import TenantKeys
+from tests.support import GraphQLClient
+from tests.templates.template_kit import create, op, publish, start, unique_name
+
+CTX: dict[str, Any] = {
+    "params": {"s": "ab", "n": 3, "l": list(range(50)), "big": "x" * 100_000},
+    "steps": {"a": {"rows": [{"v": 1}, {"v": 2}]}},
+    "execution": {"id": "e-1"},
+}
+PEAK_BYTES = 4 * 2**20  # "a few MB": the bombs below would take 200 MB to 10 GB
+
+# Values too large to build: refused by check() (from constants alone) and by render(), before
+# they are built. (source, what the message says)
+BUILD_BOMBS = [
+    ("{{ 'a' * 200000000 }}", "200000000 characters"),
+    ("{{ 200000000 * 'a' }}", "200000000 characters"),
+    ("{{ [0] * 10000000 }}", "10000000 items"),
+    ("{{ 9 ** 99999 }}", "4096 bits"),
+    ("{{ 2 ** 100000 }}", "4096 bits"),
+    ("{{ 'a' | center(999999999) }}", "999999999 characters"),
+    ("{{ 'a' | indent(999999999) }}", "999999999 characters"),
+    ("{{ '%999999999d' | format(1) }}", "characters"),
+    ("{{ '%999999999d' % 1 }}", "characters"),
+    ("{{ '%.999999999f' % 1.0 }}", "characters"),
+    ("{{ 'a'.center(999999999) }}", "999999999 characters"),
+    ("{{ 'a'.ljust(999999999) }}", "999999999 characters"),
+    ("{{ 'x' | replace('', 'y' * 999) | replace('y', 'z' * 999) }}", "characters"),
+    ("{{ [[[[[0] * 100] * 100] * 100] * 100] }}", "characters"),  # shared refs: 100M items
+    ("x {{ [[[[[0] * 100] * 100] * 100] * 100] }}", "characters"),
+    ("{{ [[[[[0] * 100] * 100] * 100] * 100] | tojson }}", "characters"),
+    ("{{ [[[[[0] * 100] * 100] * 100] * 100] | string }}", "characters"),
+    ("{{ 'a' ~ [[[[0] * 100] * 100] * 100] * 100 }}", "characters"),
+    ("{{ range(10 ** 12) }}", "range of"),
+]
+# Work without end (loops, comparisons, sorting): refused by render() once the step budget is
+# spent. check() accepts them (they are well formed and cheap to compile).
+WORK_BOMBS = [
+    "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+    "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+    "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}"
+    "{% endfor %}{% endfor %}{% endfor %}",
+    "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}",
+    "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}"
+    "{% endfor %}{{ ns.l | length }}",
+    "{{ ([[[[0] * 100] * 100] * 100] * 100) == ([[[[0] * 100] * 100] * 100] * 100) }}",
+    "{% for i in range(100000) %}{{ 'x' in params.big }}{% endfor %}",
+    "{{ ((range(1000) | list) * 100) | sort | join(',') }}",
+    "{{ range(100000) | list | join(',') }}",
+    "{{ params.big * 11 }}",
+    "{% for i in range(100) %}{{ (params.big * 9) | upper | length }}{% endfor %}",
+]
+# Statements and names that cannot be bounded or would escape: refused by check() and render().
+FORBIDDEN = [
+    ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "Macro is not allowed"),
+    ("{% for x in [1] recursive %}{{ loop([x]) }}{% endfor %}", "recursive loops"),
+    ("{% include 'x' %}", "Include is not allowed"),
+    ("{% import 'x' as y %}", "Import is not allowed"),
+    ("{% set x %}{{ 'a' * 9 }}{% endset %}{{ x }}", "AssignBlock is not allowed"),
+    ("{% filter upper %}x{% endfilter %}", "FilterBlock is not allowed"),
+    ("{{ params.__class__.__mro__ }}", "names starting with `_`"),
+    ("{{ 'ab' | random }}", "no filter named 'random'"),
+    ("{{ 'a' | batch(1000000000, 'x') | list }}", "no filter named 'batch'"),
+    ("{{ '(' * 3 }}" + "{{ " + "(" * 200 + "1" + ")" * 200 + " }}", "nests"),
+    (
+        "{% for a in [1] %}{% for b in [1] %}{% for c in [1] %}{% for d in [1] %}"
+        "{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
+        "loops nest deeper than 3",
+    ),
+]
+
+
+def traced(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """fn's result (or the exception it raised) and the peak memory it allocated."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result: Any = fn()
+    except ExpressionError as exc:
+        result = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return result, peak
+
+
+@pytest.mark.parametrize(("source", "message"), BUILD_BOMBS, ids=[b[0][:40] for b in BUILD_BOMBS])
+def test_values_too_large_to_build_are_refused_before_they_are_built(
+    source: str, message: str
+) -> None:
+    problems, peak = traced(lambda: check({"input": source}))
+    assert len(problems) == 1 and problems[0][0] == "$.input", problems
+    assert message in problems[0][1]
+    assert peak < PEAK_BYTES, peak
+
+    error, peak = traced(lambda: render(source, CTX))
+    assert isinstance(error, ExpressionError) and message in str(error), error
+    assert peak < PEAK_BYTES, peak
+
+
+@pytest.mark.parametrize("source", WORK_BOMBS, ids=[b[:40] for b in WORK_BOMBS])
+def test_endless_work_is_refused_within_the_step_budget(source: str) -> None:
+    assert check({"input": source}) == []
+    limits = Limits()
+    pool = Budget(limits, limits.steps * 3)
+    error, peak = traced(lambda: render(source, CTX, pool=pool))
+    assert isinstance(error, ExpressionError), error
+    assert "more work than allowed (100000 steps)" in str(error) or "characters" in str(error)
+    # One rendering never spends more than its own budget, whatever the pool holds.
+    assert limits.steps * 2 <= pool.left <= limits.steps * 3
+    assert peak < 3 * PEAK_BYTES, peak  # values within the limits: 1M characters at most
+
+
+@pytest.mark.parametrize(("source", "message"), FORBIDDEN, ids=[f[0][:40] for f in FORBIDDEN])
+def test_unboundable_statements_and_private_names_are_refused(source: str, message: str) -> None:
+    problems = check({"input": source})
+    assert len(problems) == 1 and message in problems[0][1], problems
+    with pytest.raises(ExpressionError, match="not allowed|no filter|nest|recursive"):
+        render(source, CTX)
+
+
+def test_every_failure_is_an_expression_error_with_a_short_message() -> None:
+    ns = "{% set ns = namespace(a=[], b=[]) %}"
+    deep = "{% for i in range(3000) %}{% set ns.a = [ns.a] %}{% set ns.b = [ns.b] %}{% endfor %}"
+    cases = {
+        ns + deep + "{{ ns.a == ns.b }}": "nests too deeply",  # RecursionError in ==
+        "{{ params[params.big] }}": "has no attribute",  # a 100 KB name in the message
+        "{{ params.big ~ missing }}": "'missing' is undefined",
+        "{{ params.l.append(1) }}": "unsafe",
+        "{{ 'a'.format(1) }}": "calling format() is not allowed",
+        "{{ 1 / 0 }}": "ZeroDivisionError",
+        "{{ 2.0 ** 99999 }}": "OverflowError",
+        "{{ params.s | tojson(indent=99999) }}": "indent",
+        "x {{ params.l | map('string') }}": "cannot be printed",
+    }
+    for source, message in cases.items():
+        with pytest.raises(ExpressionError) as caught:
+            render(source, CTX)
+        text = str(caught.value)
+        assert len(text) < 450, text
+        assert "x" * 200 not in text  # values are quoted at most ~100 characters
+        assert any(m in text for m in message.split("|")), (source, text)
+
+
+def test_standard_template_expressions_still_render() -> None:
+    assert render("{{ params.l | select('odd') | list | length }}", CTX) == 25
+    assert render("{{ steps.a.rows | map(attribute='v') | list }}", CTX) == [1, 2]
+    assert render("{{ range(3) }}", CTX) == [0, 1, 2]  # ranges leave the sandbox as lists
+    assert render("{{ 'a/b/c'.split('/')[-1] ~ '!' }}", CTX) == "c!"
+    assert render("{{ (steps.a | tojson)[:9] }}", CTX) == '{"rows": '
+    assert render("{% for r in steps.a.rows %}{{ r.v }},{% endfor %}", CTX) == "1,2,"
+    assert render("{{ '%s-%03d' % ('a', 7) }}", CTX) == "a-007"
+    assert render("{{ 'x' * 1000000 }}", CTX) == "x" * 1_000_000  # exactly the limit
+
+
+def test_rejected_and_long_sources_are_not_kept_by_the_caches() -> None:
+    def many() -> None:
+        for i in range(20):  # 20 MB of sources over the length limit
+            check({"input": "{{ '" + str(i) + "' }}" + "x" * 1_000_000})
+        for i in range(160):  # more long sources than the cache holds, each compiled
+            parts = " ~ ".join(f"params.a{i}_{j}" for j in range(60))
+            check({"input": "{{ " + parts + " }}" + "y" * (4000 - len(parts))})
+
+    gc.collect()
+    tracemalloc.start()
+    many()
+    gc.collect()
+    retained = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert retained < 24 * 2**20, retained
+
+
+# Jinja-ish token soup plus the known-dangerous building blocks.
+TOKENS = [
+    "{{", "}}", "{%", "%}", "for x in", "endfor", "if", "endif", "set ns =", "ns.s =",
+    "namespace(s='ab')", "ns.s", "(", ")", "[", "]", ",", "'a'", "'%0999d'", "9", "99999",
+    "*", "**", "+", "~", "%", "//", "-", "==", " in ", " is ", "not", "range(", "params.s",
+    "params.l", "params.big", "steps.a.rows", "x", "loop.index", "| join(',')", "| center(",
+    "| tojson", "| list", "| sort", "| sum", "| string", "| indent(", "| format(", "| upper",
+    ".upper()", ".split(", ".replace(", "[0] * 99999", "'ab' * 99999", "macro", "endmacro",
+    "recursive", "| map('upper')", "| select('odd')", "defined", "none", "{", "}", ":", "=",
+]  # fmt: skip
+SOURCES = st.one_of(
+    st.lists(st.sampled_from(TOKENS), max_size=24).map(" ".join),
+    st.lists(st.sampled_from(TOKENS), min_size=1, max_size=12).map(
+        lambda t: "{{ " + " ".join(t) + " }}"
+    ),
+    st.lists(st.sampled_from(TOKENS), min_size=1, max_size=12).map(
+        lambda t: "{% for x in range(99999) %}{{ " + " ".join(t) + " }}{% endfor %}"
+    ),
+)
+
+
+@hsettings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+)
+@given(source=SOURCES)
+def test_any_source_checks_and_renders_or_fails_with_an_expression_error(source: str) -> None:
+    limits = Limits(steps=20_000, rendered_chars=200_000)
+    problems = check({"input": source}, limits)
+    assert all(isinstance(message, str) for _, message in problems)
+    pool = Budget(limits, limits.steps * 10)
+    try:
+        render({"input": source}, CTX, pool=pool)
+    except ExpressionError:
+        pass  # anything else (RecursionError, MemoryError, TypeError...) fails the test
+    assert limits.steps * 9 <= pool.left, "one rendering spent more than its budget"
+
+
+# --------------------------------------------------------------------- through the service
+
+
+async def test_validate_template_reports_the_bombs_without_allocating_them(
+    server: str, tenant: TenantKeys
+) -> None:
+    viewer = GraphQLClient(server, tenant.viewer)  # the lowest role may validate
+    spec = {
+        "name": unique_name("bomb"),
+        "title": "Bombs",
+        "parameters": {"type": "object"},
+        "steps": [
+            {
+                "id": "a",
+                "activity": "data.transform",
+                "when": "'a' | center(999999999)",
+                "for_each": "[0] * 10000000",
+                "input": {"data": "{{ 'a' * 200000000 }}", "ops": []},
+            },
+            {
+                "id": "b",
+                "activity": "data.transform",
+                "input": {"data": "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "ops": []},
+            },
+        ],
+    }
+    await viewer.data(op("ValidateTemplate"), {"spec": {**spec, "steps": spec["steps"][1:]}})
+    gc.collect()
+    tracemalloc.start()
+    result = (await viewer.data(op("ValidateTemplate"), {"spec": spec}))["validateTemplate"]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result["valid"] is False
+    found = {p["path"]: p["message"] for p in result["problems"]}
+    assert "200000000 characters" in found["$.steps[0].input.data"]
+    assert "10000000 items" in found["$.steps[0].for_each"]
+    assert "999999999 characters" in found["$.steps[0].when"]
+    assert "Macro is not allowed" in found["$.steps[1].input.data"]
+    assert peak < 32 * 2**20, peak  # the API process: no 200 MB string, no 80 MB list
+
+    created = await create(GraphQLClient(server, tenant.admin), spec)
+    assert created["__typename"] == "ValidationError", created
+
+
+def runtime_spec(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": unique_name("limits"),
+        "title": "Blows a limit at run time",
+        "parameters": {
+            "type": "object",
+            "properties": {"n": {"type": "integer"}, "s": {"type": "string"}},
+        },
+        "steps": [{"id": "boom", "activity": "data.transform", **step}],
+    }
+
+
+RUNTIME_CASES = [
+    # (step, params, what the execution's error says)
+    (
+        {"for_each": "range(params.n)", "input": {"data": {"i": "{{ item }}"}, "ops": []}},
+        {"n": 10_001},
+        "for_each gave 10001 items; the limit is 10000",
+    ),
+    (
+        {"for_each": "[0] * params.n", "input": {"data": [], "ops": []}},
+        {"n": 10_000_000},
+        "10000000 items",
+    ),
+    (
+        {"input": {"data": "{{ params.s * params.n }}", "ops": []}},
+        {"s": "ab", "n": 100_000_000},
+        "200000000 characters",
+    ),
+    (
+        {
+            "input": {
+                "data": "{% set ns = namespace(a=[], b=[]) %}{% for i in range(params.n) %}"
+                "{% set ns.a = [ns.a] %}{% set ns.b = [ns.b] %}{% endfor %}{{ ns.a == ns.b }}",
+                "ops": [],
+            }
+        },
+        {"n": 3000},
+        "nests too deeply",  # a RecursionError, which used to fail the workflow task forever
+    ),
+    (
+        {
+            "input": {
+                "data": {"a": "{{ params.s * 300000 }}", "b": "{{ params.s * 300000 }}"},
+                "ops": [],
+            }
+        },
+        {"s": "ab"},
+        "more than 1048576 bytes as JSON",
+    ),
+]
+
+
+async def test_limits_blown_at_run_time_fail_the_execution_with_the_message(
+    client: GraphQLClient, tenant: TenantKeys
+) -> None:
+    names = []
+    for step, _, _ in RUNTIME_CASES:
+        spec = runtime_spec(step)
+        created = await create(client, spec)
+        assert created["__typename"] == "Template", created
+        assert (await publish(client, created["id"]))["__typename"] == "Template"
+        names.append(spec["name"])
+    started = [
+        await start(client, templateName=name, params=params)
+        for name, (_, params, _) in zip(names, RUNTIME_CASES, strict=True)
+    ]
+    assert all(s["__typename"] == "Execution" for s in started), started
+    ended = await asyncio.gather(*(wait_terminal(client, s["id"], 90) for s in started))
+    for execution, (_, _, message) in zip(ended, RUNTIME_CASES, strict=True):
+        assert execution["status"] == "FAILED", execution
+        assert message in execution["error"], execution["error"]
+        boom = next(s for s in execution["steps"] if s["id"] == "boom")
+        assert boom["status"] == "FAILED" and message in boom["error"], boom
