@@ -6,7 +6,22 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 GRAPHQL_REQUESTS = Counter("wfs_graphql_requests_total", "GraphQL HTTP requests", ["method"])
-RATE_LIMITED = Counter("wfs_rate_limited_total", "Requests refused by the per-tenant rate limit")
+RATE_LIMITED = Counter(
+    "wfs_rate_limited_total",
+    "Operations and socket connects refused by a rate limit (per tenant or per client address)",
+)
+AUTH_FAILURES = Counter(
+    "wfs_auth_failures_total", "Key lookups that failed (malformed, unknown or revoked key)"
+)
+WS_OPERATIONS = Counter(
+    "wfs_ws_operations_total", "Operations (subscriptions, queries, mutations) sent on WebSockets"
+)
+WS_CLOSED = Counter(
+    "wfs_ws_closed_total",
+    "WebSockets the API closed by rule: revoked (key revoked or gone), oversize (message over "
+    "MAX_REQUEST_BYTES)",
+    ["reason"],
+)
 EXECUTIONS_STARTED = Counter(
     "wfs_executions_started_total", "Executions whose workflow was started", ["tier"]
 )

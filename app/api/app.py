@@ -1,48 +1,164 @@
 """The ASGI application: /graphql (HTTP, GraphiQL, graphql-transport-ws), /healthz, /readyz
 and /metrics.
 
-The lifespan builds the engine, session factory, event bus and Temporal client once.
+The lifespan builds the engine, session factory, event bus and Temporal client once. The edge
+rules for hostile callers live here and in Context.admit / schema.OperationBudget: body and
+socket message size, the socket Origin rule, and re-checking an open socket's key.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+from functools import partial
+from json import JSONDecodeError
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.driver_info import DriverInfo
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.async_base_view import AsyncBaseHTTPView
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 
 from app.api.context import Context
 from app.api.deps import Deps
+from app.api.errors import to_graphql_error
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
-from app.errors import DomainError, RateLimited
 from app.events.bus import EventBus
-from app.metrics import GRAPHQL_REQUESTS, RATE_LIMITED
+from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.temporal import connect
-from app.tenants.service import TenantService
 
 log = structlog.get_logger(__name__)
 
+CONNECTION_INIT_WAIT = timedelta(seconds=10)
+# Given once: otherwise redis-py 8 looks its own version up in the installed packages (a
+# blocking scan of sys.path) for every new connection, and a burst of requests opens many.
+REDIS_DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
+
+
+class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
+    """Strawberry's socket adapter with a size limit: a text message over `max_bytes` (the
+    same MAX_REQUEST_BYTES as an HTTP body) closes the socket with 4413 before it is decoded."""
+
+    def __init__(
+        self, view: AsyncBaseHTTPView, request: WebSocket, response: WebSocket, max_bytes: int
+    ) -> None:
+        super().__init__(view, request, response)
+        self.max_bytes = max_bytes
+
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                if len(text) > self.max_bytes or len(text.encode()) > self.max_bytes:
+                    WS_CLOSED.labels("oversize").inc()
+                    await self.close(4413, f"message over {self.max_bytes} bytes")
+                    return
+                try:
+                    message = self.view.decode_json(text)
+                except JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+                    continue
+                yield message
+        except KeyError as exc:  # a binary frame
+            raise NonTextMessageReceived from exc
+        except WebSocketDisconnect:
+            pass
+
+
+class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with the edge rules that outlive the connect: each `subscribe` is
+    admitted against the caller's rate limit before it runs (the schema's depth, alias and
+    token limits then apply as on HTTP), and once acknowledged the socket re-checks its key
+    every KEY_RECHECK_SECONDS and closes with 4403 when the key is revoked or gone."""
+
+    key_watch: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged and self.key_watch is None:
+            self.key_watch = asyncio.create_task(self._watch_key())
+            self.key_watch.add_done_callback(self._task_done)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        """Admit each operation here, in the socket's message loop, before it becomes a task:
+        a flood waits on its own admissions (one at a time per socket) and a refused operation
+        costs one Redis round trip and one `error` message, nothing more."""
+        WS_OPERATIONS.inc()
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            refusal = await self.context.admit()
+            if refusal is not None:
+                error = to_graphql_error(refusal).formatted
+                await self.send_message({"id": message["id"], "type": "error", "payload": [error]})
+                return
+        await super().handle_subscribe(message)
+
+    async def shutdown(self) -> None:
+        if self.key_watch is not None:
+            self.key_watch.cancel()
+            with suppress(asyncio.CancelledError):
+                await self.key_watch
+        await super().shutdown()
+
+    async def _watch_key(self) -> None:
+        interval = self.context.deps.settings.key_recheck_seconds
+        key_id = self.context.principal().key_id
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.context.recheck_key():
+                    break
+            except Exception as exc:  # the database is down: keep the socket, ask again later
+                log.warning("api.key_recheck_failed", error=str(exc))
+        WS_CLOSED.labels("revoked").inc()
+        log.info("api.socket_closed", reason="key revoked", key_id=str(key_id))
+        # Stop what runs for the key now, not when the client answers the close.
+        self.connection_acknowledged = False
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        with suppress(RuntimeError, WebSocketDisconnect):  # the client closed first
+            await self.websocket.close(4403, "API key revoked")
+
 
 class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our context and API-key authentication."""
+    """Strawberry's ASGI view with our context, API-key authentication and socket rules.
+
+    WebSocket Origin rule (Strawberry's check, kept explicit here): a handshake without an
+    Origin header (a non-browser client) is allowed; a browser's is allowed when its Origin is
+    this host (same origin) or one of WS_ALLOWED_ORIGINS; any other Origin is refused with 403
+    before the socket is accepted. An empty WS_ALLOWED_ORIGINS means same-origin only.
+    """
+
+    graphql_transport_ws_handler_class = GuardedTransportWSHandler
 
     def __init__(self, deps_ref: dict[str, Deps], settings: Settings) -> None:
         super().__init__(
@@ -50,59 +166,49 @@ class GraphQLApp(GraphQL[Context, None]):
             graphql_ide="graphiql" if settings.graphiql else None,
             subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
             allowed_origins=settings.ws_allowed_origins,
+            # A socket that never says who it is holds a connection: give it seconds, not a minute.
+            connection_init_wait_timeout=CONNECTION_INIT_WAIT,
+        )
+        self.websocket_adapter_class = partial(  # type: ignore[assignment]
+            LimitedWebSocketAdapter, max_bytes=settings.max_request_bytes
         )
         self._deps = deps_ref
 
+    def decode_json(self, data: str | bytes) -> object:
+        """HTTP bodies, GET variables and socket messages: nesting deeper than Python's
+        recursion limit is unparsable JSON (400, or 4400 on a socket), not a server error."""
+        try:
+            return json.loads(data)
+        except RecursionError as exc:
+            raise JSONDecodeError("JSON nested too deeply", "", 0) from exc
+
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        deps = self._deps["deps"]
-        ctx = Context(deps=deps, request=request, response=response)
+        ctx = Context(deps=self._deps["deps"], request=request, response=response)
         if isinstance(request, Request):
             GRAPHQL_REQUESTS.labels(request.method).inc()
-            header = request.headers.get("authorization")
-            if header is not None:
-                await self._authenticate(ctx, header)
-                await self._limit(ctx)
+            ctx.authorization = request.headers.get("authorization")
         return ctx
-
-    @staticmethod
-    async def _limit(ctx: Context) -> None:
-        if ctx.principal_ is None:
-            return
-        try:
-            await ctx.deps.limiter.check(f"tenant:{ctx.principal_.tenant_id}")
-        except RateLimited as exc:
-            RATE_LIMITED.inc()
-            ctx.principal_, ctx.auth_error = None, exc
-            if ctx.response is not None:
-                ctx.response.status_code = 429
-                ctx.response.headers["Retry-After"] = str(exc.retry_after)
 
     async def on_ws_connect(self, context: Context) -> Any:
         params = context.connection_params or {}
         header = params.get("authorization") or params.get("Authorization")
-        if not isinstance(header, str):
-            raise ConnectionRejectionError(
-                {"message": "missing API key in connection_init payload"}
-            )
-        await self._authenticate(context, header)
-        await self._limit(context)
-        if context.principal_ is None:
-            message = context.auth_error.message if context.auth_error else "invalid API key"
+        context.authorization = header if isinstance(header, str) else None
+        # The connect is a request too: without a valid key it spends the address's budget.
+        refusal = await context.admit()
+        if context.principal_ is None or refusal is not None:
+            error = refusal or context.auth_error
+            message = error.message if error else "missing API key in connection_init payload"
             raise ConnectionRejectionError({"message": message})
+        context.admitted_per_message = True
         return None
-
-    @staticmethod
-    async def _authenticate(ctx: Context, header: str) -> None:
-        try:
-            async with ctx.deps.sessions() as session:
-                ctx.principal_ = await TenantService(session).authenticate(header)
-                await session.commit()
-        except DomainError as exc:
-            ctx.auth_error = exc
 
 
 class BodySizeLimit:
-    """Refuse request bodies over the limit before they are read into memory (413)."""
+    """Refuse request bodies over the limit (413) before they reach the app.
+
+    A body with a Content-Length is judged by it; one without (chunked) is read here up to the
+    limit and handed on whole, so an oversize one is refused the same way, never half-read.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -112,23 +218,40 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await JSONResponse(
-                {"errors": [{"message": f"request body over {self.max_bytes} bytes"}]},
-                status_code=413,
-            )(scope, receive, send)
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+            else:  # the server holds the body to its declared length
+                await self.app(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
+        chunks: list[bytes] = []
+        seen, more = 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.max_bytes:
-                raise ValueError("request body too large")
-            return message
+                await self._refuse(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # only a disconnect can follow
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse(
+            {"errors": [{"message": f"request body over {self.max_bytes} bytes"}]},
+            status_code=413,
+        )(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -142,7 +265,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         bus = EventBus(settings.redis_url)
         await bus.start()
         temporal = await connect(settings.temporal_address, settings.temporal_namespace)
-        redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        redis = aioredis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=2, driver_info=REDIS_DRIVER
+        )
         limiter = RateLimiter(redis, settings.rate_limit_per_minute)
         holder["deps"] = Deps(
             settings, engine, make_sessionmaker(engine), bus, temporal, limiter, redis

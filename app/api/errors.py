@@ -3,6 +3,8 @@
 Mutations return them as members of a result union (`UserError` implementations). Queries and
 subscriptions raise them as GraphQL errors whose `extensions.code` is the stable code.
 Anything unexpected is masked by MaskErrors; limiter and validation errors are not.
+Every coded message leaves through `public_message`: an UNAVAILABLE error says what could not be
+done, never why (the why is another system's text: hosts, ports, RPC details); that is logged.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import strawberry
+import structlog
 from graphql import GraphQLError
 
 from app.errors import DomainError
+
+log = structlog.get_logger(__name__)
 
 
 @strawberry.type
@@ -67,6 +72,20 @@ _TYPES: dict[str, type[UserError]] = {
 }
 
 
+def public_message(exc: DomainError) -> str:
+    """The part of exc's message a tenant may read.
+
+    Services word UNAVAILABLE as "<what failed>: <the other system's error>" (Temporal's RPC
+    message names internal hosts and ports); only <what failed> leaves the service.
+    """
+    if exc.code != "UNAVAILABLE":
+        return exc.message
+    what, _, why = exc.message.partition(": ")
+    if why:
+        log.warning("api.unavailable", message=exc.message)
+    return what
+
+
 def user_error(exc: DomainError) -> UserError:
     if exc.code == "VALIDATION_FAILED":
         problems = [Problem(path=p.get("path", "$"), message=p["message"]) for p in exc.details]
@@ -74,14 +93,14 @@ def user_error(exc: DomainError) -> UserError:
     cls = _TYPES.get(exc.code)
     if cls is None:
         raise exc
-    return cls(code=exc.code, message=exc.message)
+    return cls(code=exc.code, message=public_message(exc))
 
 
 def to_graphql_error(exc: DomainError) -> GraphQLError:
     extensions: dict[str, object] = {"code": exc.code}
     if exc.details:
         extensions["problems"] = exc.details
-    return GraphQLError(exc.message, extensions=extensions)
+    return GraphQLError(public_message(exc), extensions=extensions)
 
 
 @contextmanager

@@ -1,17 +1,30 @@
-"""The schema: domain query/mutation/subscription classes composed, with limits on by default."""
+"""The schema: domain query/mutation/subscription classes composed, with limits on by default.
+
+The limits are schema extensions, so they run for every operation whatever carries it: an HTTP
+request or a `subscribe` message on a WebSocket (Strawberry runs both through the same
+extension lifecycle; tests/security/test_sec_edge.py proves it for each limit).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from functools import partial
 
 import strawberry
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from graphql import BREAK, DocumentNode, FieldNode, Visitor, visit
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 
 from app.api.ai import AiMutation, AiQuery
 from app.api.analytics import AnalyticsQuery
 from app.api.context import Context
 from app.api.control import ControlMutation
-from app.api.errors import UserError, graphql_errors, should_mask
+from app.api.errors import UserError, graphql_errors, should_mask, to_graphql_error
 from app.api.executions import (
     Execution,
     ExecutionMutation,
@@ -23,8 +36,13 @@ from app.api.feeds import FeedSubscription
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
-from app.errors import NotFound
+from app.errors import DomainError, NotFound
 from app.settings import Settings
+
+# An introspection operation is priced as this many requests: its answer is the whole schema
+# (~110 KB of JSON, tens of ms of CPU on the event loop), and anyone may ask for it (the schema
+# is public; GraphiQL asks on load, before the user has pasted a key).
+INTROSPECTION_COST = 10
 
 
 @strawberry.type
@@ -60,6 +78,48 @@ class Subscription(ExecutionSubscription, FeedSubscription):
     pass
 
 
+class _IntrospectionFinder(Visitor):
+    found = False
+
+    def enter_field(self, node: FieldNode, *_: object) -> object:
+        if node.name.value in ("__schema", "__type"):
+            self.found = True
+            return BREAK
+        return None
+
+
+def is_introspection(document: DocumentNode) -> bool:
+    finder = _IntrospectionFinder()
+    visit(document, finder)
+    return finder.found
+
+
+class OperationBudget(SchemaExtension):
+    """Every operation is counted before it is parsed, against its caller's budget
+    (Context.admit): here for HTTP, in the socket's message loop for `subscribe` messages
+    (GuardedTransportWSHandler); introspection costs INTROSPECTION_COST here for both. A
+    refused operation ends with one RATE_LIMITED error (HTTP 429; on a socket an `error`
+    message for that operation id, the socket stays open) and runs nothing."""
+
+    refusal: DomainError | None = None
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if not context.admitted_per_message:
+            self.refusal = await context.admit()
+        yield
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        # Pre-existing errors make Strawberry skip validation and answer with them.
+        execution = self.execution_context
+        document = execution.graphql_document
+        if self.refusal is None and document is not None and is_introspection(document):
+            self.refusal = await execution.context.admit(INTROSPECTION_COST - 1)
+        if self.refusal is not None:
+            execution.pre_execution_errors = [to_graphql_error(self.refusal)]
+        yield
+
+
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     return strawberry.Schema(
@@ -70,6 +130,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=[
             # Factories, not instances: an extension instance would be shared by concurrent
             # operations (MaskErrors keeps per-operation state).
+            OperationBudget,
             partial(QueryDepthLimiter, max_depth=settings.graphql_max_depth),
             partial(MaxAliasesLimiter, max_alias_count=settings.graphql_max_aliases),
             partial(MaxTokensLimiter, max_token_count=settings.graphql_max_tokens),

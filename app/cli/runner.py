@@ -40,6 +40,8 @@ async def run_api(
         log_config=None,
         access_log=False,
         ws="websockets-sansio",
+        # uvicorn would buffer socket frames up to 16 MiB before the app's own 4413 check.
+        ws_max_size=settings.max_request_bytes + 4096,
         lifespan="on",
     )
     server = _Server(config)
