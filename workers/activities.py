@@ -5,6 +5,7 @@ app.steps.STEP_ACTIVITIES is registered under its own name (`data.transform`, `e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from app.steps.base import StepInputRefused, StepTransientError
 from workers.heartbeat import Beats, beat_every, heartbeating
 
 log = structlog.get_logger(__name__)
+STEP_OUTPUT_TOO_LARGE = "StepOutputTooLarge"
 
 
 class TemplateActivities:
@@ -78,7 +80,7 @@ class TemplateActivities:
                 publish=self.publisher.publish,
             )
             try:
-                return await heartbeating(run(call.input, ctx), beat_every(info), beats)
+                output = await heartbeating(run(call.input, ctx), beat_every(info), beats)
             except StepInputError as exc:
                 # Bad input never gets better on retry: fail the step now with the reason.
                 kind = INPUT_REFUSED if isinstance(exc, StepInputRefused) else INPUT_ERROR
@@ -91,6 +93,22 @@ class TemplateActivities:
                     error=str(exc),
                 )
                 raise ApplicationError(str(exc), type="StepTransientError") from exc
+            self._check_output_size(entry.name, output)
+            return output
 
         execute.__name__ = execute.__qualname__ = entry.name.replace(".", "_")
         return activity.defn(name=entry.name)(execute)
+
+    def _check_output_size(self, name: str, output: Any) -> None:
+        """An output over the limit would fail Temporal's payload check (2 MB) on completion
+        and be retried forever; fail the step now, permanently, saying what to change."""
+        size = len(json.dumps(output, separators=(",", ":"), default=str).encode())
+        limit = self.settings.max_step_output_bytes
+        if size > limit:
+            raise ApplicationError(
+                f"{name} produced {size} bytes of output; a step's output may be at most "
+                f"{limit} bytes (MAX_STEP_OUTPUT_BYTES): read or return less, e.g. a file path "
+                "instead of its content",
+                type=STEP_OUTPUT_TOO_LARGE,
+                non_retryable=True,
+            )
