@@ -18,6 +18,8 @@ import psutil
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.executions.workflow_io import RunLimits
+
 SERVICES_FILE = "services.json"
 
 
@@ -74,12 +76,12 @@ class Settings(BaseSettings):
     # Limits on what a tenant sends (docs/security.md). Every one refuses with a clear error.
     max_spec_bytes: int = 256 * 1024  # a template spec, as compact JSON
     max_params_bytes: int = 64 * 1024  # an execution's params, as compact JSON
-    max_json_depth: int = 32  # nesting of params, specs and step values
-    max_expression_chars: int = 4096  # one expression string in a spec
-    max_rendered_chars: int = 1_000_000  # what one expression may produce
-    max_expression_steps: int = 100_000  # loop iterations and operations of one rendering
-    max_for_each_items: int = 10_000  # items of one fan-out
-    max_step_input_bytes: int = 1024 * 1024  # a step's rendered input (under Temporal's 2 MB)
+    max_json_depth: int = RunLimits.max_json_depth  # nesting of params, specs, step values
+    max_expression_chars: int = RunLimits.max_expression_chars  # a string holding expressions
+    max_rendered_chars: int = RunLimits.max_rendered_chars  # what one expression may produce
+    max_expression_steps: int = RunLimits.max_expression_steps  # work units of one rendering
+    max_for_each_items: int = RunLimits.max_for_each_items  # items of one fan-out
+    max_step_input_bytes: int = RunLimits.max_step_input_bytes  # under Temporal's 2 MB
     max_step_output_bytes: int = 1024 * 1024  # a step's output (under Temporal's 2 MB)
     validation_timeout_seconds: float = 5.0  # JSON Schema validation of one spec or params
     # The edge: anonymous callers are limited per client address; sockets per operation.

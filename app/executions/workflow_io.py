@@ -57,11 +57,11 @@ class StepPlan:
 
 @dataclass
 class RunLimits:
-    """What a template's expressions and steps may cost an execution (app/settings.py, section
-    "Limits on what a tenant sends"; the defaults are the settings' defaults, which is also
-    what executions recorded before these fields existed get)."""
+    """What a template's expressions and steps may cost an execution. These defaults are the
+    defaults of the same-named settings (app/settings.py takes them from here) and what
+    executions recorded before these fields existed get."""
 
-    max_expression_chars: int = 4096
+    max_expression_chars: int = 64 * 1024
     max_rendered_chars: int = 1_000_000
     max_expression_steps: int = 100_000
     max_json_depth: int = 32

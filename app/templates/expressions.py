@@ -39,6 +39,8 @@ from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, _PassArg
 
+from app.executions.workflow_io import RunLimits
+
 _json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _SINGLE = re.compile(r"^\{\{(.*)\}\}$", re.DOTALL)
 _QUOTE_CHARS = 100  # how much of an expression or value an error message quotes
@@ -55,13 +57,13 @@ _TOO_DEEP = "{{ nested too deeply }}"  # what _strings gives for a value past th
 
 @dataclass(frozen=True)
 class Limits:
-    """What one expression may cost. Defaults equal app.settings.Settings' defaults (the
-    workflow has no Settings; it gets the configured values through RunInput.limits)."""
+    """What one expression may cost: the configured values (Settings), or in the workflow,
+    which has no Settings, those its RunInput carries (RunLimits)."""
 
-    expression_chars: int = 4096  # one expression string
-    rendered_chars: int = 1_000_000  # what one expression (or one value in it) may produce
-    steps: int = 100_000  # units of work of one rendering
-    json_depth: int = 32  # nesting of the values rendered
+    expression_chars: int  # one string holding expressions
+    rendered_chars: int  # what one expression (or one value in it) may produce
+    steps: int  # units of work of one rendering
+    json_depth: int  # nesting of the values rendered
 
     @classmethod
     def of(cls, source: Any) -> Limits:
@@ -74,7 +76,7 @@ class Limits:
         )
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = Limits.of(RunLimits())
 
 
 class ExpressionError(ValueError):

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from app.templates.expressions import Budget, ExpressionError, Limits, check, render
+from app.templates.expressions import DEFAULT_LIMITS, Budget, ExpressionError, check, render
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
@@ -123,7 +124,7 @@ def test_values_too_large_to_build_are_refused_before_they_are_built(
 @pytest.mark.parametrize("source", WORK_BOMBS, ids=[b[:40] for b in WORK_BOMBS])
 def test_endless_work_is_refused_within_the_step_budget(source: str) -> None:
     assert check({"input": source}) == []
-    limits = Limits()
+    limits = DEFAULT_LIMITS
     pool = Budget(limits, limits.steps * 3)
     error, peak = traced(lambda: render(source, CTX, pool=pool))
     assert isinstance(error, ExpressionError), error
@@ -221,7 +222,7 @@ SOURCES = st.one_of(
 )
 @given(source=SOURCES)
 def test_any_source_checks_and_renders_or_fails_with_an_expression_error(source: str) -> None:
-    limits = Limits(steps=20_000, rendered_chars=200_000)
+    limits = replace(DEFAULT_LIMITS, steps=20_000, rendered_chars=200_000)
     problems = check({"input": source}, limits)
     assert all(isinstance(message, str) for _, message in problems)
     pool = Budget(limits, limits.steps * 10)
