@@ -33,6 +33,7 @@ from app.executions.workflow_io import (
     EventRecord,
     ExternalEvent,
     RunInput,
+    RunLimits,
 )
 from app.metrics import (
     ENHANCEMENT_POINTS,
@@ -93,6 +94,7 @@ def build_run_input(
         ai_task_queue=settings.ai_task_queue,
         run_number=run_number,
         completed=completed or {},
+        limits=RunLimits.of(settings),
     )
 
 
@@ -125,7 +127,10 @@ class ExecutionService:
             raise ValidationFailed(f"unknown status {status!r}")
         limit = check_first(first)
         rows = await self.repo.list_for_tenant(
-            tenant_id, status=status, limit=limit + 1, after=decode_cursor(after)
+            tenant_id,
+            status=status,
+            limit=limit + 1,
+            after=decode_cursor(after, "datetime", "uuid"),
         )
         items = rows[:limit]
         return Page(
@@ -165,8 +170,9 @@ class ExecutionService:
         params = {} if request.params is None else request.params
         if not isinstance(params, dict):
             raise ValidationFailed("params must be a JSON object")
+        # Capped and validated off the event loop within the settings' limits.
         params = await TemplateService(self.session).prepare_params(
-            template, version, params, request.params_version
+            template, version, params, request.params_version, settings
         )
 
         execution_id = uuid.uuid4()
@@ -235,7 +241,8 @@ class ExecutionService:
                     "FAILED",
                     0.0,
                     message="could not start the workflow",
-                    error=f"could not start the workflow: {exc}",
+                    # The tenant reads this; Temporal's text (hosts, ports) goes to the log only.
+                    error="could not start the workflow: the workflow engine is unavailable",
                 )
             )
             await self.session.commit()
@@ -277,7 +284,8 @@ class ExecutionService:
                 EVENT_SIGNAL, ExternalEvent(name=name, payload=payload)
             )
         except RPCError as exc:
-            raise Unavailable(f"could not deliver the event: {exc.message}") from exc
+            log.warning("execution.event_failed", execution_id=str(execution_id), error=exc.message)
+            raise Unavailable("could not deliver the event") from exc
         log.info("execution.event_sent", execution_id=str(execution_id), event_name=name)
         return execution
 

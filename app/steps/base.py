@@ -21,9 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.protocols import Validator
 
 from app.db import SessionFactory
+from app.jsonschemas import json_validator, schema_problems
 from app.settings import Settings
 
 MAX_PROBLEM_CHARS = 300
@@ -108,10 +109,12 @@ def define(
     heartbeat_seconds: float | None = None,
 ) -> StepActivity:
     """Build a StepActivity whose `run` validates its input against `input_schema` first."""
-    Draft202012Validator.check_schema(input_schema)  # a bad schema is a bug: fail at import
+    # A bad schema (or a pattern RE2 cannot run) is a bug: fail at import.
+    if problems := schema_problems(input_schema):
+        raise ValueError(f"input schema of {name}: {problems}")
     if impl is None:
         return StepActivity(name, description, input_schema, None, heartbeat_seconds)
-    validator = Draft202012Validator(input_schema, format_checker=FormatChecker())
+    validator = json_validator(input_schema, formats=True)
     checked_impl = impl
 
     async def run(input: dict[str, Any], ctx: StepContext) -> Any:
@@ -125,7 +128,7 @@ def define(
     return StepActivity(name, description, input_schema, run, heartbeat_seconds)
 
 
-def input_problems(validator: Draft202012Validator, input: Any) -> list[str]:
+def input_problems(validator: Validator, input: Any) -> list[str]:
     """Every schema violation as `$.path: message`, sorted by path so messages are stable."""
     found = []
     for error in validator.iter_errors(input):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jsonschema import Draft202012Validator
-
 from app.ai.contracts import TASKS
 from app.ai.tasks import TASK_SPECS
+from app.jsonschemas import instance_problems, json_validator
 from app.models import TIERS
 from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
 from app.templates import expressions
@@ -90,9 +89,9 @@ def _literal_input_problems(where: str, step: StepSpec) -> list[Problem]:
     schema = getattr(entry, "input_schema", None)
     if not schema or step.for_each or expressions.has_expressions(step.input):
         return []
-    validator = Draft202012Validator(schema)
     return [
-        (f"{where}.input{e.json_path[1:]}", e.message) for e in validator.iter_errors(step.input)
+        (f"{where}.input{p['path'][1:]}", p["message"])
+        for p in instance_problems(json_validator(schema), step.input)
     ]
 
 

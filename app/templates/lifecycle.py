@@ -30,8 +30,9 @@ from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.models import Template, TemplateVersion
 from app.models.base import utcnow
 from app.models.template import VISIBILITIES
+from app.settings import Settings
 from app.templates.repository import TemplateRepository
-from app.templates.schemas import TemplateSpec, validate_spec
+from app.templates.schemas import TemplateSpec, bounded, validate_spec, validation_deadline
 from app.tenants.service import Principal
 
 MAX_SHARE_NAMES = 50
@@ -64,9 +65,9 @@ def ensure_owner(principal: Principal, template: Template) -> None:
 # --- pure lifecycle helpers ------------------------------------------------------------------
 
 
-def checked_spec(data: Any) -> TemplateSpec:
+def checked_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
     """validate_spec, plus what the catalog columns need (tags of at most 50 characters)."""
-    spec = validate_spec(data)
+    spec = validate_spec(data, settings)
     long_tags = [
         {"path": f"$.tags[{i}]", "message": f"at most {MAX_TAG_CHARS} characters"}
         for i, tag in enumerate(spec.tags)
@@ -77,6 +78,14 @@ def checked_spec(data: Any) -> TemplateSpec:
             f"invalid template spec ({len(long_tags)} problems)", details=long_tags
         )
     return spec
+
+
+async def validated_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
+    """checked_spec off the event loop, within validation_timeout_seconds: a spec is tenant
+    input, and its checks (JSON Schema, expressions) cost CPU in proportion to it."""
+    return await bounded(
+        checked_spec, data, settings, deadline=validation_deadline(settings), settings=settings
+    )
 
 
 def catalog_fields(template: Template, spec: TemplateSpec) -> None:
@@ -177,10 +186,12 @@ def diff_versions(versions: list[TemplateVersion], from_version: int, to_version
 
 
 class TemplateAuthoring:
-    """Changes to a tenant's templates; the caller (the edge) commits."""
+    """Changes to a tenant's templates; the caller (the edge) commits. `settings` set the
+    caps on specs (their defaults without)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, settings: Settings | None = None) -> None:
         self.session = session
+        self.settings = settings
         self.repo = TemplateRepository(session)
 
     async def create(
@@ -189,7 +200,7 @@ class TemplateAuthoring:
         ensure_author_role(principal)
         if visibility not in VISIBILITIES:
             raise ValidationFailed(f"unknown visibility {visibility!r}")
-        spec = checked_spec(spec_data)
+        spec = await validated_spec(spec_data, self.settings)
         if await self.repo.by_owner_name(principal.tenant_id, spec.name) is not None:
             raise Conflict(f"a template named {spec.name!r} already exists")
         template = Template(
@@ -210,7 +221,7 @@ class TemplateAuthoring:
         self, principal: Principal, template_id: uuid.UUID, spec_data: Any
     ) -> Template:
         template = await self._editable(principal, template_id)
-        spec = checked_spec(spec_data)
+        spec = await validated_spec(spec_data, self.settings)
         if spec.name != template.name:
             raise ValidationFailed(
                 "a template cannot be renamed",
@@ -228,7 +239,8 @@ class TemplateAuthoring:
         template = await self._editable(principal, template_id)
         if template.draft_spec is None:
             raise Conflict("the template has no draft to publish")
-        spec = checked_spec(template.draft_spec)  # activities may have changed since saving
+        # Checked again: activities may have changed since saving.
+        spec = await validated_spec(template.draft_spec, self.settings)
         stored = spec.model_dump(mode="json")
         number = template.latest_version + 1
         if number == 1 and spec.param_migration is not None:

@@ -1,19 +1,29 @@
-"""The template spec (pydantic) and its validation, which reports every problem with its path."""
+"""The template spec (pydantic) and its validation, which reports every problem with its path.
+
+A spec and the params of an execution come from tenants: they are measured against the size and
+depth caps before anything recursive reads them, their JSON Schema goes through
+app.jsonschemas (no retrieval, linear keywords, a deadline), and the async entry points
+(`bounded`) run the checks off the event loop within `validation_timeout_seconds`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from app import jsonschemas
 from app.errors import ValidationFailed
 from app.executions.workflow_io import CompensatePlan, RetryPlan, StepPlan
+from app.settings import Settings
 from app.steps import STEP_ACTIVITIES
 from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
 from app.templates.checks import resolved_needs, spec_problems
+
+T = TypeVar("T")
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,98}[a-z0-9]$"
 STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -148,8 +158,63 @@ def _problem(path: str, message: str) -> dict[str, str]:
     return {"path": path, "message": message}
 
 
-def validate_spec(data: Any) -> TemplateSpec:
-    """Parse and check a spec; raises ValidationFailed listing every problem found."""
+# --- limits ----------------------------------------------------------------------------------
+
+_DEFAULTS = Settings.model_construct()  # the documented defaults, for callers without settings
+
+
+def check_spec_limits(data: Any, settings: Settings | None = None) -> None:
+    """Refuse a spec larger or deeper than the settings allow (before anything parses it)."""
+    limits = settings or _DEFAULTS
+    _refuse_over(data, "the spec", limits.max_spec_bytes, "max_spec_bytes", limits)
+
+
+def check_params_limits(params: Any, settings: Settings | None = None) -> None:
+    """Refuse params larger or deeper than the settings allow (before validation reads them)."""
+    limits = settings or _DEFAULTS
+    _refuse_over(params, "params", limits.max_params_bytes, "max_params_bytes", limits)
+
+
+def _refuse_over(value: Any, what: str, max_bytes: int, setting: str, limits: Settings) -> None:
+    problems = jsonschemas.limit_problems(
+        value,
+        what=what,
+        max_bytes=max_bytes,
+        bytes_setting=setting,
+        max_depth=limits.max_json_depth,
+    )
+    if problems:
+        raise ValidationFailed(problems[0]["message"], details=problems)
+
+
+def validation_deadline(settings: Settings | None = None) -> float:
+    """When the validation that starts now must be done (time.monotonic())."""
+    return time.monotonic() + (settings or _DEFAULTS).validation_timeout_seconds
+
+
+async def bounded(
+    fn: Callable[..., T], *args: Any, deadline: float, settings: Settings | None = None
+) -> T:
+    """`fn(*args)` off the event loop until `deadline`; past it, a clear ValidationFailed
+    (the work stops at its next JSON Schema keyword)."""
+    try:
+        return await jsonschemas.run_bounded(fn, *args, deadline=deadline)
+    except jsonschemas.ValidationTimeout as exc:
+        seconds = (settings or _DEFAULTS).validation_timeout_seconds
+        message = (
+            f"validation did not finish within {seconds:g} s "
+            "(setting validation_timeout_seconds): simplify the schema or the value"
+        )
+        raise ValidationFailed(message, details=[_problem("$", message)]) from exc
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def validate_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
+    """Parse and check a spec; raises ValidationFailed listing every problem found. The caps
+    are `settings`' (their defaults without)."""
+    check_spec_limits(data, settings)
     try:
         spec = TemplateSpec.model_validate(data)
     except PydanticValidationError as exc:
@@ -164,15 +229,17 @@ def validate_spec(data: Any) -> TemplateSpec:
             f"invalid template spec ({len(shape)} problems)", details=shape
         ) from exc
 
+    jsonschemas.check_deadline()
     problems = [_problem(path, message) for path, message in spec_problems(spec)]
-    try:
-        Draft202012Validator.check_schema(spec.parameters)
-    except SchemaError as exc:
-        problems.append(_problem("$.parameters", f"invalid JSON Schema: {exc.message}"))
-    else:
-        if spec.example_params is not None:
-            for p in param_problems(spec.parameters, spec.example_params):
-                problems.append(_problem("$.example_params" + p["path"][1:], p["message"]))
+    jsonschemas.check_deadline()
+    schema_problems = [
+        _problem("$.parameters" + p["path"][1:], p["message"])
+        for p in jsonschemas.schema_problems(spec.parameters)
+    ]
+    problems += schema_problems
+    if not schema_problems and spec.example_params is not None:
+        for p in param_problems(spec.parameters, spec.example_params):
+            problems.append(_problem("$.example_params" + p["path"][1:], p["message"]))
     if problems:
         raise ValidationFailed(
             f"invalid template spec ({len(problems)} problems)", details=problems
@@ -182,8 +249,4 @@ def validate_spec(data: Any) -> TemplateSpec:
 
 def param_problems(schema: dict[str, Any], params: Any) -> list[dict[str, str]]:
     """Every way params break the template's JSON Schema, each with its JSON path."""
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    return [
-        _problem(e.json_path, e.message)
-        for e in sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.path)))
-    ]
+    return jsonschemas.instance_problems(jsonschemas.json_validator(schema, formats=True), params)

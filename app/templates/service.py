@@ -15,9 +15,16 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import Template, TemplateVersion
 from app.models.base import utcnow
 from app.pagination import Page, check_first
-from app.templates.lifecycle import catalog_fields, checked_spec, migrate_params
+from app.settings import Settings
+from app.templates.lifecycle import catalog_fields, migrate_params, validated_spec
 from app.templates.repository import TemplateRepository
-from app.templates.schemas import TemplateSpec, param_problems
+from app.templates.schemas import (
+    TemplateSpec,
+    bounded,
+    check_params_limits,
+    param_problems,
+    validation_deadline,
+)
 from app.templates.search import SearchCursor, TemplateFilter
 
 log = structlog.get_logger(__name__)
@@ -77,11 +84,16 @@ class TemplateService:
         version: TemplateVersion,
         params: dict[str, Any],
         params_version: int | None,
+        settings: Settings | None = None,
     ) -> dict[str, Any]:
         """Params to run `version` with. params_version K says they were written for version
         K: the param_migration of versions K+1..N apply in order. Without it, params that do
         not validate are tried as params of N-1, N-2, ... 1; the first migration that validates
-        wins. Raises ValidationFailed with every problem (the original ones if none fits)."""
+        wins. Raises ValidationFailed with every problem (the original ones if none fits).
+
+        Params are tenant input: their size and depth are capped (`settings`), and every
+        check runs off the event loop within validation_timeout_seconds, all tries together."""
+        bound: dict[str, Any] = {"deadline": validation_deadline(settings), "settings": settings}
         schema = version.spec.get("parameters", {"type": "object"})
         target = version.version
         if params_version is not None:
@@ -93,8 +105,9 @@ class TemplateService:
                     ],
                 )
             migrations = await self.repo.param_migrations(template.id, params_version, target)
-            migrated = self._migrate(params, migrations)
-            problems = param_problems(schema, migrated)
+            migrated, problems = await bounded(
+                _migrated_problems, schema, params, migrations, settings, **bound
+            )
             if problems:
                 raise ValidationFailed(
                     f"params of version {params_version} do not match version {target}'s "
@@ -102,23 +115,20 @@ class TemplateService:
                     details=problems,
                 )
             return migrated
-        problems = param_problems(schema, params)
+        problems = await bounded(_checked_param_problems, schema, params, settings, **bound)
         if not problems:
             return params
         migrations = await self.repo.param_migrations(template.id, 0, target) if target > 1 else []
-        for older in range(target - 1, 0, -1):
-            steps = [(n, m) for n, m in migrations if n > older]
-            if not any(m for _, m in steps):
-                continue
-            migrated = self._migrate(params, steps)
-            if not param_problems(schema, migrated):
-                log.info(
-                    "template.params_migrated",
-                    template=template.name,
-                    from_version=older,
-                    to_version=target,
-                )
-                return migrated
+        fitting = await bounded(_first_fitting, schema, params, migrations, target, **bound)
+        if fitting is not None:
+            older, migrated = fitting
+            log.info(
+                "template.params_migrated",
+                template=template.name,
+                from_version=older,
+                to_version=target,
+            )
+            return migrated
         raise ValidationFailed(
             f"params do not match the template's parameters ({len(problems)} problems)",
             details=problems,
@@ -148,23 +158,28 @@ class TemplateService:
         )
 
     @staticmethod
-    def problems_of(spec_data: Any) -> list[dict[str, str]]:
-        """Every problem of a spec (empty when it is valid)."""
+    async def problems_of(spec_data: Any, settings: Settings | None = None) -> list[dict[str, str]]:
+        """Every problem of a spec (empty when it is valid), checked off the event loop."""
         try:
-            checked_spec(spec_data)
+            await validated_spec(spec_data, settings)
         except ValidationFailed as exc:
             return [{"path": p.get("path", "$"), "message": p["message"]} for p in exc.details]
         return []
 
     async def publish(
-        self, spec_data: dict[str, Any], *, tenant_id: uuid.UUID | None, visibility: str
+        self,
+        spec_data: dict[str, Any],
+        *,
+        tenant_id: uuid.UUID | None,
+        visibility: str,
+        settings: Settings | None = None,
     ) -> tuple[Template, TemplateVersion, bool]:
         """Create or update a template and publish a new version if the spec changed, in one
         go (the standard templates, fixtures). Tenants author through TemplateAuthoring.
 
         Returns (template, latest version, whether a new version was published).
         """
-        spec = checked_spec(spec_data)
+        spec = await validated_spec(spec_data, settings)
         stored = spec.model_dump(mode="json")
         template = await self.repo.by_owner_name(tenant_id, spec.name)
         if template is None:
@@ -185,3 +200,41 @@ class TemplateService:
             TemplateVersion(template_id=template.id, version=template.latest_version, spec=stored)
         )
         return template, version, True
+
+
+def _checked_param_problems(
+    schema: dict[str, Any], params: Any, settings: Settings | None
+) -> list[dict[str, str]]:
+    """The caps first (nothing recursive has read the params yet), then the schema."""
+    check_params_limits(params, settings)
+    return param_problems(schema, params)
+
+
+def _migrated_problems(
+    schema: dict[str, Any],
+    params: dict[str, Any],
+    migrations: list[tuple[int, dict[str, Any] | None]],
+    settings: Settings | None,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The caps, then the params migrated in order and what keeps them from validating."""
+    check_params_limits(params, settings)
+    migrated = TemplateService._migrate(params, migrations)
+    return migrated, param_problems(schema, migrated)
+
+
+def _first_fitting(
+    schema: dict[str, Any],
+    params: dict[str, Any],
+    migrations: list[tuple[int, dict[str, Any] | None]],
+    target: int,
+) -> tuple[int, dict[str, Any]] | None:
+    """Params taken as written for version target-1, target-2, ... 1 and migrated: the first
+    (version, migrated params) that validates, or None."""
+    for older in range(target - 1, 0, -1):
+        steps = [(n, m) for n, m in migrations if n > older]
+        if not any(m for _, m in steps):
+            continue
+        migrated = TemplateService._migrate(params, steps)
+        if not param_problems(schema, migrated):
+            return older, migrated
+    return None

@@ -86,7 +86,7 @@ async def _change(info: strawberry.Info[Context, None], change: Change) -> Templ
         principal = ctx.principal()
     try:
         async with ctx.session() as s:
-            template = await change(TemplateAuthoring(s), principal)
+            template = await change(TemplateAuthoring(s, ctx.deps.settings), principal)
             await s.commit()
     except DomainError as exc:
         return user_error(exc)  # type: ignore[return-value]

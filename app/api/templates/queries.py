@@ -81,12 +81,12 @@ class TemplateQuery:
         return Template.from_model(template)
 
     @strawberry.field(description="Check a template spec without saving it: every problem.")
-    def validate_template(
+    async def validate_template(
         self, info: strawberry.Info[Context, None], spec: JSON
     ) -> TemplateValidation:
         with graphql_errors():
             info.context.principal()
-        problems = TemplateService.problems_of(spec)
+        problems = await TemplateService.problems_of(spec, info.context.deps.settings)
         return TemplateValidation(
             valid=not problems,
             problems=[Problem(path=p["path"], message=p["message"]) for p in problems],
