@@ -3,7 +3,9 @@ the AI task queue (`wfs worker --queue ai`) so AI load is isolated from the othe
 
 Each looks up the tenant's AI settings, runs the gateway (which answers with the baseline and
 its reason when AI is off, too expensive or failing), heartbeats while it waits, and honours
-cancellation. The step output is the task's output plus an `ai` record of how it was made.
+cancellation. The step output is the task's output plus an `ai` record of how it was made;
+when the task read only the beginning of a long text, `ai.input_truncated` maps each cut field
+to its full length (the task read MAX_TEXT_CHARS of it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from app.ai.contracts import TASKS, AiOutcome, AiRequest
 from app.ai.gateway import AiGateway, AiInputError
 from app.ai.service import AiService
+from app.ai.tasks import truncation
 from app.db import SessionFactory
 from app.executions.workflow_io import (
     DECIDE_ACTIVITY,
@@ -32,20 +35,20 @@ from workers.heartbeat import heartbeating
 HEARTBEAT_SECONDS = 2.0
 
 
-def step_output(outcome: AiOutcome) -> dict[str, Any]:
-    return {
-        **outcome.output,
-        "ai": {
-            "provider": outcome.provider,
-            "model": outcome.model,
-            "cached": outcome.cached,
-            "fallback_reason": outcome.fallback_reason,
-            "cost_usd": str(outcome.cost_usd),
-            "saved_usd": str(outcome.saved_usd),
-            "latency_ms": outcome.latency_ms,
-            "outcome": outcome.outcome,
-        },
+def step_output(outcome: AiOutcome, truncated: dict[str, int] | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "provider": outcome.provider,
+        "model": outcome.model,
+        "cached": outcome.cached,
+        "fallback_reason": outcome.fallback_reason,
+        "cost_usd": str(outcome.cost_usd),
+        "saved_usd": str(outcome.saved_usd),
+        "latency_ms": outcome.latency_ms,
+        "outcome": outcome.outcome,
     }
+    if truncated:
+        record["input_truncated"] = truncated
+    return {**outcome.output, "ai": record}
 
 
 class AiActivities:
@@ -79,7 +82,8 @@ class AiActivities:
             outcome = await heartbeating(self.gateway.run(request, tenant), HEARTBEAT_SECONDS)
         except AiInputError as exc:  # checked before any provider call: nothing was done
             raise ApplicationError(str(exc), type=INPUT_REFUSED, non_retryable=True) from exc
-        return step_output(outcome)
+        # The gateway cut these fields the same way (and logged it); only lengths are read here.
+        return step_output(outcome, truncation(task, call.input))
 
     def _activity(self, task: str) -> Callable[[StepCall], Awaitable[Any]]:
         async def execute(call: StepCall) -> dict[str, Any]:

@@ -8,10 +8,16 @@ validates the output (one retry on invalid output, then baseline with INVALID_OU
 over to the next candidate on provider errors; settles the actual cost; and records every
 outcome (calls, hits and fallbacks) as an ai_usage row. The baseline is the task's
 deterministic non-AI result.
+
+Tenant input may be a megabyte of hostile text, and in `wfs dev` this loop also serves the API
+and the workers: every CPU-bound step on the input (checks, the cut to what the task reads, the
+cache key's hash, the prompt, the baseline, validating and sanitising the output) runs on the
+CPU pool of app/steps/base.py, never on the event loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -26,7 +32,7 @@ from redis.exceptions import RedisError
 
 from app.ai import metrics, pricing
 from app.ai.budget import BudgetLedger, BudgetStatus, Reservation
-from app.ai.cache import AiCache
+from app.ai.cache import AiCache, input_digest
 from app.ai.contracts import (
     AiOutcome,
     AiRequest,
@@ -41,10 +47,20 @@ from app.ai.contracts import (
 from app.ai.health import ProviderHealth
 from app.ai.repository import AiRepository
 from app.ai.routing import candidates
-from app.ai.tasks import TASK_SPECS, InvalidInput, check_input, max_output_tokens
+from app.ai.tasks import (
+    TASK_SPECS,
+    BaseTask,
+    InvalidInput,
+    PreparedTask,
+    bound_input,
+    check_input,
+    max_output_tokens,
+    truncation,
+)
 from app.db import SessionFactory
 from app.models import TIERS, AiUsage
 from app.models.base import utcnow
+from app.steps.base import run_cpu
 
 log = structlog.get_logger(__name__)
 # The event bus prefix (app/events/bus.py) + the tenant's AI channel.
@@ -53,6 +69,27 @@ AI_EVENTS_CHANNEL = "wfs:tenant:{tenant_id}:ai"
 
 class AiInputError(ValueError):
     """The task input is wrong: a permanent failure of the step, not a reason to fall back."""
+
+
+def _checked(task: str, input: dict[str, Any]) -> dict[str, Any]:
+    """The part of `input` the task reads, checked (InvalidInput otherwise). CPU pool."""
+    bounded = bound_input(task, input)
+    check_input(task, bounded)
+    return bounded
+
+
+def _cache_input(input: dict[str, Any]) -> dict[str, str]:
+    """What the cache hashes for `input`: its digest, computed here on the CPU pool, so the
+    cache's own hashing (on the event loop) only sees a few bytes. Inputs the cache treats as
+    equal (key order, spacing) still share an entry. CPU pool."""
+    return {"input_sha256": input_digest(input)}
+
+
+def _prepared(task: TaskSpec, input: dict[str, Any]) -> tuple[TaskSpec, int]:
+    """`task` with its prompt for `input` built (providers read it on the loop), and the input's
+    size for the cost estimate. CPU pool."""
+    prepared = PreparedTask(task, input) if isinstance(task, BaseTask) else task
+    return prepared, len(str(input))
 
 
 @dataclass(frozen=True)
@@ -92,9 +129,18 @@ class AiGateway:
     async def run(self, request: AiRequest, tenant: TenantAi) -> AiOutcome:
         task = self.task(request.task)
         try:
-            check_input(request.task, request.input)
+            bounded = await run_cpu(_checked, request.task, request.input)
         except InvalidInput as exc:
             raise AiInputError(str(exc)) from exc
+        if bounded is not request.input:
+            log.info(
+                "ai.input_truncated",
+                tenant_id=request.tenant_id,
+                execution_id=request.execution_id,
+                task=request.task,
+                fields=truncation(request.task, request.input),
+            )
+            request = dataclasses.replace(request, input=bounded)
         outcome = await self._decide(request, task, tenant)
         metrics.record_outcome(outcome)
         await self._record(request, outcome)
@@ -126,7 +172,7 @@ class AiGateway:
 
     async def _decide(self, request: AiRequest, task: TaskSpec, tenant: TenantAi) -> AiOutcome:
         if not tenant.enabled:
-            return self._baseline(request, task, "DISABLED")
+            return await self._baseline(request, task, "DISABLED")
         status = await self.ledger.status(request.tenant_id, tenant.budget_usd)
         near = tenant.budget_usd > 0 and status.spent_usd + status.reserved_usd >= (
             tenant.budget_usd * Decimal(str(self.ledger.soft_threshold))
@@ -149,9 +195,10 @@ class AiGateway:
                 )
                 else "NO_PROVIDER"
             )
-            return self._baseline(request, task, reason)
+            return await self._baseline(request, task, reason)
+        cache_input = await run_cpu(_cache_input, request.input)
         for choice in choices:
-            hit = await self.cache.get(request.tenant_id, request.task, choice.model, request.input)
+            hit = await self.cache.get(request.tenant_id, request.task, choice.model, cache_input)
             if hit is not None:
                 return AiOutcome(
                     task=request.task,
@@ -166,6 +213,7 @@ class AiGateway:
                 )
         attempts: list[dict[str, Any]] = []
         reason = "PROVIDER_ERROR"
+        prepared, size = await run_cpu(_prepared, task, request.input)
         for choice in choices:
             if not self.health.allow(choice.provider, choice.model):
                 attempts.append(
@@ -173,15 +221,17 @@ class AiGateway:
                 )
                 reason = "BREAKER_OPEN" if reason != "INVALID_OUTPUT" else reason
                 continue
-            result = await self._call(request, task, tenant, choice, attempts)
+            result = await self._call(
+                request, prepared, tenant, choice, attempts, size, cache_input
+            )
             if isinstance(result, AiOutcome):
                 return result
             if result == "BUDGET":
-                return self._baseline(request, task, "BUDGET", attempts)
+                return await self._baseline(request, task, "BUDGET", attempts)
             reason = result
             if result in ("INVALID_OUTPUT", "BAD_REQUEST"):
                 break
-        return self._baseline(
+        return await self._baseline(
             request, task, "PROVIDER_ERROR" if reason == "BAD_REQUEST" else reason, attempts
         )
 
@@ -192,10 +242,13 @@ class AiGateway:
         tenant: TenantAi,
         choice: ModelChoice,
         attempts: list[dict[str, Any]],
+        size: int,
+        cache_input: dict[str, str],
     ) -> AiOutcome | str:
-        """One provider: the outcome, or why to move on (BUDGET, PROVIDER_ERROR, ...)."""
+        """One provider: the outcome, or why to move on (BUDGET, PROVIDER_ERROR, ...).
+
+        `task` has its prompt built; `size` is the input's length for the cost estimate."""
         provider = self.providers[choice.provider]
-        size = len(str(request.input))
         limit = max_output_tokens(task, request.input)
         estimate = pricing.estimate(choice.provider, choice.model, size, limit)
         tokens_in = tokens_out = latency = 0
@@ -243,7 +296,7 @@ class AiGateway:
                 if isinstance(paid, InvalidReply):
                     raise InvalidOutput(str(paid))
                 result = paid
-                output = task.validate(request.input, result.output)
+                output = await run_cpu(task.validate, request.input, result.output)
             except InvalidOutput as exc:
                 attempts.append(
                     {
@@ -258,7 +311,7 @@ class AiGateway:
                 request.tenant_id,
                 request.task,
                 choice.model,
-                request.input,
+                cache_input,
                 output,
                 cost,
                 result.input_tokens,
@@ -277,7 +330,7 @@ class AiGateway:
             )
         # Paid twice for unusable output (invalid, or not JSON at all): the baseline answers,
         # the cost is still recorded.
-        outcome = self._baseline(request, task, "INVALID_OUTPUT", attempts)
+        outcome = await self._baseline(request, task, "INVALID_OUTPUT", attempts)
         outcome.provider, outcome.model = choice.provider, choice.model
         outcome.input_tokens, outcome.output_tokens = tokens_in, tokens_out
         outcome.cost_usd, outcome.latency_ms = spent, latency
@@ -322,7 +375,7 @@ class AiGateway:
             log.warning("ai.budget.event_not_published", error=str(exc))
 
     @staticmethod
-    def _baseline(
+    async def _baseline(
         request: AiRequest,
         task: TaskSpec,
         reason: str,
@@ -330,7 +383,7 @@ class AiGateway:
     ) -> AiOutcome:
         return AiOutcome(
             task=request.task,
-            output=task.baseline(request.input),
+            output=await run_cpu(task.baseline, request.input),
             provider="baseline",
             model="baseline",
             fallback_reason=reason,

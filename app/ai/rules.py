@@ -1,24 +1,83 @@
 """Rule-based text analysis: keyword classification, extractive summaries and pattern-based
 entity extraction. Pure and deterministic: the `text.*` step activities and the AI tasks'
-baselines (the non-AI path) both use them."""
+baselines (the non-AI path) both use them.
+
+Their input is tenant text of up to a megabyte, so every function here is linear in it. The
+callers run them on the CPU pool, but that alone does not protect the event loop: one call of
+a compiled regex holds the GIL until it returns, so a slow pattern stalls every thread."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 METHOD = "baseline"
-ENTITY_PATTERNS: dict[str, re.Pattern[str]] = {
-    "email": re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
-    "url": re.compile(r"\bhttps?://[^\s<>\"')]+"),
-    "phone": re.compile(r"(?<!\w)\+?\d{1,3}?[\s.-]?\(?\d{2,4}\)?[\s.-]\d{3,4}[\s.-]\d{3,4}(?!\w)"),
-    "date": re.compile(
-        r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|"
-        r"Aug|Sep|Oct|Nov|Dec)[a-z]* \d{4})\b"
+
+
+@dataclass(frozen=True)
+class EntityPattern:
+    """An entity regex that finds its matches in time linear in the text's length.
+
+    Python's `re` backtracks, and `finditer` retries a pattern at every position: a pattern
+    that first consumes a run of characters and then needs something after it (`local@`,
+    `1,000 USD`) reads the whole run again from each position inside it, which is quadratic
+    on `"a." * n` (40 KB took seconds). For such a pattern `start` finds the positions where a
+    match can begin and `run` the run a failed start belongs to: every later start in that run
+    reaches the same end and fails too, so the scan jumps past the run. The matches are exactly
+    those of `pattern.finditer` (same leftmost-first order), each run is read a bounded number
+    of times. Patterns built only of bounded or self-delimiting parts leave `start` unset.
+    """
+
+    pattern: re.Pattern[str]
+    start: re.Pattern[str] | None = None
+    run: re.Pattern[str] | None = None
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        if self.start is None or self.run is None:
+            yield from self.pattern.finditer(text)
+            return
+        pos = 0
+        while (candidate := self.start.search(text, pos)) is not None:
+            at = candidate.start()
+            match = self.pattern.match(text, at)
+            if match is not None:
+                yield match
+                pos = max(match.end(), at + 1)
+                continue
+            skipped = self.run.match(text, at)
+            pos = max(skipped.end() if skipped else at, at + 1)
+
+
+# Every quantified part below is either bounded ({1,3}), or stops at a character class its
+# neighbour cannot match, or is guarded by `start`/`run` above; tests/security/test_sec_cpu.py
+# runs each on 200 KB of adversarial text.
+ENTITY_PATTERNS: dict[str, EntityPattern] = {
+    "email": EntityPattern(
+        re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
+        start=re.compile(r"\b(?=[\w.+-])"),
+        run=re.compile(r"[\w.+-]+"),  # the local part can only end where the run ends
     ),
-    "money": re.compile(r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)? ?(?:USD|EUR|GBP)\b)"),
-    "percent": re.compile(r"\b\d+(?:\.\d+)?\s?%"),
+    "url": EntityPattern(re.compile(r"\bhttps?://[^\s<>\"')]+")),
+    "phone": EntityPattern(
+        re.compile(r"(?<!\w)\+?\d{1,3}?[\s.-]?\(?\d{2,4}\)?[\s.-]\d{3,4}[\s.-]\d{3,4}(?!\w)")
+    ),
+    "date": EntityPattern(
+        re.compile(
+            r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|"
+            r"Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* \d{4})\b"
+        )
+    ),
+    "money": EntityPattern(
+        re.compile(r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)? ?(?:USD|EUR|GBP)\b)"),
+        start=re.compile(r"[$€£]|\b(?=\d)"),
+        # A currency symbol is its own run; digits and commas can only be followed by the
+        # amount's tail where their run ends.
+        run=re.compile(r"[$€£]|[\d,]+"),
+    ),
+    "percent": EntityPattern(re.compile(r"\b\d+(?:\.\d+)?\s?%")),
 }
 STOPWORDS = frozenset(
     "a an and are as at be by for from has have in is it its of on or that the this to was "
@@ -35,11 +94,12 @@ def classify(
     default: str | None = None,
 ) -> dict[str, Any]:
     """The category whose name and keywords occur most often (whole words, any case)."""
-    words = Counter(_WORD.findall(text.lower()))
+    lowered = text.lower()  # once: per multi-word term it would copy the whole text again
+    words = Counter(_WORD.findall(lowered))
     scores: dict[str, int] = {}
     for category in categories:
         terms = {category.lower(), *(k.lower() for k in (keywords or {}).get(category, []))}
-        scores[category] = sum(words[t] if " " not in t else text.lower().count(t) for t in terms)
+        scores[category] = sum(words[t] if " " not in t else lowered.count(t) for t in terms)
     best = max(categories, key=lambda c: scores[c])  # max keeps the first of equal scores
     if scores[best] == 0:
         best = default if default in categories else ("other" if "other" in categories else best)

@@ -54,6 +54,16 @@ __all__ = [
 ]
 
 
+# Each op, aggregated field, mapped field and filter condition is one pass over every record,
+# so their count multiplies the work of a large `data` (both come from the tenant).
+MAX_PASSES = 200
+
+
+def _passes(name: str, items: Any) -> None:
+    if isinstance(items, list | dict) and len(items) > MAX_PASSES:
+        raise StepInputError(f"`{name}` has {len(items)} entries, more than {MAX_PASSES}")
+
+
 def _records(data: Any) -> tuple[list[dict[str, Any]], bool]:
     if isinstance(data, dict):
         return [data], True
@@ -115,6 +125,7 @@ def transform(input: dict[str, Any]) -> Any:
     """Apply `ops` in order to `data`; an object in gives an object out."""
     records, single = _records(input.get("data"))
     ops = input.get("ops") or []
+    _passes("ops", ops)
     if not isinstance(ops, list):
         raise StepInputError("`ops` must be a list")
     for op in ops:
@@ -144,6 +155,7 @@ def aggregate(input: dict[str, Any]) -> dict[str, Any]:
     """
     records, _ = _records(input.get("data"))
     fields = input.get("fields") or []
+    _passes("fields", fields)
     weight = input.get("weight")
     out: dict[str, Any] = {"count": len(records)}
     for name in fields:
@@ -207,6 +219,7 @@ def map_records(input: dict[str, Any]) -> list[dict[str, Any]]:
     """Build one new object per record: `{out_name: value at in.path}` (null when missing)."""
     records, _ = _records(input["data"])
     fields: dict[str, str] = input["fields"]
+    _passes("fields", fields)
     return [{out: _field(r, path) for out, path in fields.items()} for r in records]
 
 
@@ -238,6 +251,29 @@ _ORDERED: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+class _Members:
+    """`value in items` for a list of JSON values, in constant time for scalars.
+
+    `in` over a list is linear, so filtering n records by a list of m values would take n x m
+    comparisons (both up to the step's input size). A set answers the same for JSON scalars
+    (equal numbers hash alike: 1, 1.0 and true); lists and objects are never equal to a scalar
+    and are compared one by one, as before."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.scalars = {i for i in items if not isinstance(i, list | dict)}
+        self.others = [i for i in items if isinstance(i, list | dict)]
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, list | dict):
+            return value in self.others
+        return value in self.scalars
+
+
+def _expected(condition: dict[str, Any]) -> Any:
+    value = condition.get("value")
+    return _Members(value) if condition["op"] == "in" and isinstance(value, list) else value
+
+
 def filter_records(input: dict[str, Any]) -> list[dict[str, Any]]:
     """Keep the records matching every condition (a `where` object means field == value)."""
     records, _ = _records(input["data"])
@@ -246,10 +282,12 @@ def filter_records(input: dict[str, Any]) -> list[dict[str, Any]]:
         conditions = [{"field": k, "op": "eq", "value": v} for k, v in where.items()]
     else:
         conditions = where
+    _passes("where", conditions)
+    checks = [(c["op"], c["field"], _expected(c)) for c in conditions]
     return [
         r
         for r in records
-        if all(_compare(c["op"], _field(r, c["field"]), c.get("value")) for c in conditions)
+        if all(_compare(op, _field(r, name), expected) for op, name, expected in checks)
     ]
 
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from app.ai.rules import ENTITY_PATTERNS, classify, extract_entities, summarize
+from app.ai.tasks.analysis import KEYWORDS_SCHEMA
 from app.steps.base import StepActivity, StepContext, define, run_cpu
 
 # Texts run to 1 MB: the rules run on the CPU pool so the worker's loop (and heartbeats) go on.
+# That alone does not keep the loop free: one regex call holds the GIL until it returns, so the
+# rules' patterns are linear-time (app/ai/rules.py) and no single call runs long.
 
 
 async def _classify(input: dict[str, Any], ctx: StepContext) -> Any:
@@ -47,12 +50,14 @@ TEXT_ACTIVITIES: list[StepActivity] = [
             "additionalProperties": False,
             "properties": {
                 "text": TEXT,
-                "categories": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                "keywords": {
-                    "type": "object",
-                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                "categories": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 200,
+                    "items": {"type": "string", "maxLength": 200},
                 },
-                "default": {"type": "string"},
+                "keywords": KEYWORDS_SCHEMA,
+                "default": {"type": "string", "maxLength": 200},
             },
         },
         _classify,

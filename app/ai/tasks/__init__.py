@@ -9,6 +9,9 @@ problem, including rules JSON Schema can't express) and `max_output_tokens(input
 - extract_entities {text, types? all} -> {entities: [{type, text}]}
 - personalize_content {template, user, max_chars? 2000} -> {text}
 - optimize_timing {timezone, now, engagement_hours?, window_hours? 48} -> {send_at, reason}
+
+A task reads at most MAX_TEXT_CHARS of a text: `bounded(input)` cuts the fields a task may cut
+(`truncation(input)` says which), `check_input` refuses the rest (see tasks/base.py).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from app.ai.tasks.base import (
     DATA_CLOSE,
     DATA_OPEN,
     DEFAULT_MAX_OUTPUT_TOKENS,
+    MAX_TEXT_CHARS,
     BaseTask,
     InvalidInput,
+    PreparedTask,
     data_block,
     parse_reply,
     sanitize_text,
@@ -34,14 +39,18 @@ __all__ = [
     "DATA_CLOSE",
     "DATA_OPEN",
     "ENTITY_TYPES",
+    "MAX_TEXT_CHARS",
     "TASK_SPECS",
     "BaseTask",
     "InvalidInput",
+    "PreparedTask",
+    "bound_input",
     "check_input",
     "max_output_tokens",
     "data_block",
     "parse_reply",
     "sanitize_text",
+    "truncation",
 ]
 
 _SPECS: dict[str, BaseTask] = {
@@ -64,8 +73,19 @@ def check_input(task: str, input: dict[str, Any]) -> None:
     _SPECS[task].check_input(input)
 
 
+def bound_input(task: str, input: dict[str, Any]) -> dict[str, Any]:
+    """The part of `input` the task reads: long texts cut where the task allows (KeyError for an
+    unknown task)."""
+    return _SPECS[task].bounded(input)
+
+
+def truncation(task: str, input: dict[str, Any]) -> dict[str, int]:
+    """{field: length} of each text field `bound_input` cuts to MAX_TEXT_CHARS."""
+    return _SPECS[task].truncation(input)
+
+
 def max_output_tokens(task: TaskSpec, input: dict[str, Any]) -> int:
     """The task's bound for the reply's length (DEFAULT_MAX_OUTPUT_TOKENS for foreign specs)."""
-    if isinstance(task, BaseTask):
+    if isinstance(task, BaseTask | PreparedTask):
         return task.max_output_tokens(input)
     return DEFAULT_MAX_OUTPUT_TOKENS

@@ -2,6 +2,10 @@
 
 Their outputs only point into the input (a given category, verbatim entity texts), so
 validation is a membership check and needs no sanitising.
+
+Long texts: classify_content reads the first MAX_TEXT_CHARS characters (a document's category
+shows in its beginning; the cut is recorded in the step's `ai` record); extract_entities refuses
+a longer text, because a list of the entities of the first part would look complete and not be.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 
 from app.ai import rules
 from app.ai.contracts import InvalidOutput
-from app.ai.tasks.base import TEXT_SCHEMA, BaseTask, require_object
+from app.ai.tasks.base import TEXT_SCHEMA, BaseTask, require_object, text_size_problem
 
 ENTITY_TYPES = (
     "email",
@@ -25,12 +29,24 @@ ENTITY_TYPES = (
     "location",
 )
 MAX_ENTITIES = 500
+MAX_ENTITY_CHARS = 1000  # one entity's text in a model's answer (each is searched in the text)
+# Keyword scoring counts every multi-word term in the whole text: bound how many there are.
+KEYWORDS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": 200,
+    "additionalProperties": {
+        "type": "array",
+        "maxItems": 100,
+        "items": {"type": "string", "maxLength": 200},
+    },
+}
 
 
 class ClassifyContent(BaseTask):
     """Pick one of the given categories for a text, with a confidence."""
 
     name = "classify_content"
+    truncated_fields = ("text",)
     instructions = (
         "Classify `text` into exactly one of `categories` (copy the category's spelling). "
         "`keywords` (optional) lists words that hint at a category. If no category fits and "
@@ -49,11 +65,8 @@ class ClassifyContent(BaseTask):
                 "maxItems": 200,
                 "items": {"type": "string", "minLength": 1, "maxLength": 200},
             },
-            "keywords": {
-                "type": "object",
-                "additionalProperties": {"type": "array", "items": {"type": "string"}},
-            },
-            "default": {"type": "string"},
+            "keywords": KEYWORDS_SCHEMA,
+            "default": {"type": "string", "maxLength": 200},
         },
     }
     output_schema = {
@@ -157,6 +170,11 @@ class ExtractEntities(BaseTask):
     def _types(self, input: dict[str, Any]) -> list[str]:
         return list(input.get("types") or ENTITY_TYPES)
 
+    def input_problems(self, input: dict[str, Any]) -> list[str]:
+        return text_size_problem(
+            "text", input["text"], "extract_entities reads; split the text and extract each part"
+        )
+
     def prompt_data(self, input: dict[str, Any]) -> dict[str, Any]:
         return {"text": input["text"], "types": self._types(input)}
 
@@ -174,6 +192,8 @@ class ExtractEntities(BaseTask):
             value = entity.get("text") if isinstance(entity, dict) else None
             if not isinstance(kind, str) or not isinstance(value, str) or not value.strip():
                 problems.append(f"entities[{i}] needs a string type and a non-empty text")
+            elif len(value) > MAX_ENTITY_CHARS:
+                problems.append(f"entities[{i}] text is longer than {MAX_ENTITY_CHARS} characters")
             elif kind.strip().lower() not in wanted:
                 problems.append(f"entities[{i}] has type {kind[:40]!r}, not a requested type")
             elif value not in text:

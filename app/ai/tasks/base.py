@@ -4,6 +4,11 @@ Prompt format: the system message states the task, its rules and the JSON Schema
 the user message is one JSON document between `<<<DATA` and `DATA>>>` lines. `<` and `>` are
 written as JSON escapes inside that document, so no content can close the block early, and the
 content is never spliced into the instructions.
+
+Size: a text field may hold up to 1,000,000 characters (TEXT_SCHEMA), but a task reads at most
+MAX_TEXT_CHARS of it. Each task says what happens beyond (`truncated_fields`: cut, the rest
+ignored and the cut recorded; otherwise `input_problems` refuses). Everything here is pure and
+CPU-bound on tenant text: the gateway runs it on the CPU pool, never on the event loop.
 """
 
 from __future__ import annotations
@@ -16,15 +21,20 @@ from typing import Any
 import nh3
 from jinja2 import ChainableUndefined, StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
 
 from app.ai.contracts import InvalidOutput
+from app.jsonschemas import json_validator
 
 DATA_OPEN = "<<<DATA"
 DATA_CLOSE = "DATA>>>"
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
 MAX_RENDERED_CHARS = 100_000  # a template that renders more than this is refused
 TEXT_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 1_000_000}
+# What a task reads of one text field (~50k tokens): more costs a model call a lot and reads
+# like a whole book; what happens to a longer text is each task's choice (see the module doc).
+MAX_TEXT_CHARS = 200_000
+MAX_PROBLEM_CHARS = 300  # schema messages quote the instance, which may be a megabyte
 
 # Template authors and variables come from tenants: sandboxed, immutable, no autoescaping
 # (plain text). Strict rendering fails on a missing variable; lenient rendering (personalised
@@ -57,14 +67,18 @@ class BaseTask:
     instructions: str  # what to do and the rules, for the system prompt
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
+    # Text fields cut to MAX_TEXT_CHARS by `bounded` (the task reads their beginning only).
+    truncated_fields: tuple[str, ...] = ()
 
     @cached_property
-    def _validator(self) -> Draft202012Validator:
-        return Draft202012Validator(self.input_schema)
+    def _validator(self) -> Validator:
+        return json_validator(self.input_schema)
 
     def check_input(self, input: dict[str, Any]) -> None:
         """Raise InvalidInput listing every problem (schema first, then semantic rules)."""
-        problems = sorted(f"{e.json_path}: {e.message}" for e in self._validator.iter_errors(input))
+        problems = sorted(
+            f"{e.json_path}: {_cut(e.message)}" for e in self._validator.iter_errors(input)
+        )
         if not problems:
             problems = self.input_problems(input)
         if problems:
@@ -73,6 +87,21 @@ class BaseTask:
     def input_problems(self, input: dict[str, Any]) -> list[str]:
         """Problems JSON Schema can't express (a template that fails, an unknown time zone)."""
         return []
+
+    def truncation(self, input: dict[str, Any]) -> dict[str, int]:
+        """{field: its length} of each text field `bounded` cuts to MAX_TEXT_CHARS."""
+        return {
+            key: len(value)
+            for key in self.truncated_fields
+            if isinstance(value := input.get(key), str) and len(value) > MAX_TEXT_CHARS
+        }
+
+    def bounded(self, input: dict[str, Any]) -> dict[str, Any]:
+        """The input the task works on: `truncated_fields` cut to MAX_TEXT_CHARS."""
+        cut = self.truncation(input)
+        if not cut:
+            return input
+        return {**input, **{key: input[key][:MAX_TEXT_CHARS] for key in cut}}
 
     def max_output_tokens(self, input: dict[str, Any]) -> int:
         """An upper bound for the reply's length, for providers that need one."""
@@ -106,6 +135,57 @@ class BaseTask:
     def baseline(self, input: dict[str, Any]) -> dict[str, Any]:
         """The deterministic non-AI result (valid for validate); InvalidInput for bad input."""
         raise NotImplementedError
+
+
+class PreparedTask:
+    """A task whose prompt for one input was built beforehand (on the CPU pool).
+
+    Providers call `messages(input)` and `max_output_tokens(input)` on the event loop; for a
+    prepared task both are lookups, so a large input's checks and prompt cost the loop nothing.
+    """
+
+    def __init__(self, spec: BaseTask, input: dict[str, Any]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.input_schema, self.output_schema = spec.input_schema, spec.output_schema
+        self.prompt = spec.messages(input)
+        self.output_tokens = spec.max_output_tokens(input)
+
+    def messages(self, input: dict[str, Any]) -> tuple[str, str]:
+        return self.prompt
+
+    def max_output_tokens(self, input: dict[str, Any]) -> int:
+        return self.output_tokens
+
+    def validate(self, input: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
+        return self.spec.validate(input, output)
+
+    def baseline(self, input: dict[str, Any]) -> dict[str, Any]:
+        return self.spec.baseline(input)
+
+
+def text_size_problem(key: str, value: str, reason: str) -> list[str]:
+    """A refusal of a text field longer than MAX_TEXT_CHARS, saying why; [] when it fits."""
+    if len(value) <= MAX_TEXT_CHARS:
+        return []
+    return [f"$.{key}: has {len(value)} characters, more than the {MAX_TEXT_CHARS} {reason}"]
+
+
+def json_size_problem(key: str, value: Any, what: str) -> list[str]:
+    """A refusal of a JSON field whose compact JSON is longer than MAX_TEXT_CHARS."""
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+    if size <= MAX_TEXT_CHARS:
+        return []
+    return [f"$.{key}: is {size} characters as JSON, more than the {MAX_TEXT_CHARS} {what}"]
+
+
+def _cut(message: str) -> str:
+    """A schema message within MAX_PROBLEM_CHARS: its start and its end (where jsonschema says
+    what is wrong, after quoting the value)."""
+    if len(message) <= MAX_PROBLEM_CHARS:
+        return message
+    tail = MAX_PROBLEM_CHARS // 3
+    return message[: MAX_PROBLEM_CHARS - tail - 3] + "..." + message[-tail:]
 
 
 def data_block(data: dict[str, Any]) -> str:

@@ -1,6 +1,11 @@
 """Tasks that produce text: generate_text, personalize_content and summarize.
 
 Every text they return is plain text (HTML removed by `sanitize_text`) within `max_chars`.
+
+Long inputs: summarize reads the first MAX_TEXT_CHARS characters of `text` (a summary of the
+opening, the cut recorded in the step's `ai` record); templates are capped by their schema and
+MAX_RENDERED_CHARS; personalize_content refuses a `user` larger than MAX_TEXT_CHARS as JSON
+(it goes into the prompt whole, and cutting JSON would garble it).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from app.ai.tasks.base import (
     BaseTask,
     TemplateProblem,
     check_length,
+    json_size_problem,
     render_template,
     require_object,
     require_text,
@@ -125,6 +131,9 @@ class PersonalizeContent(BaseTask):
         return render_template(input["template"], {**user, "user": user}, strict=False)
 
     def input_problems(self, input: dict[str, Any]) -> list[str]:
+        too_big = json_size_problem("user", input["user"], "personalize_content reads")
+        if too_big:
+            return too_big
         try:
             text = self.merged(input)
         except TemplateProblem as exc:
@@ -157,6 +166,7 @@ class Summarize(BaseTask):
     """Summarise a text within sentence and character limits."""
 
     name = "summarize"
+    truncated_fields = ("text",)
     instructions = (
         "Summarise `text` faithfully in at most `max_sentences` sentences and at most "
         "`max_chars` characters, as plain text (no HTML, no markdown, no bullet points). "
