@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable, Iterator
 
 import structlog
@@ -51,11 +52,24 @@ async def run_api(
     if task.done():
         await task
         raise RuntimeError(f"API could not start on {settings.api_host}:{settings.api_port}")
+    settle_heap()
     if ready is not None:
         ready.set()
     await stop.wait()
     server.should_exit = True
     await task
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up out of the collector's reach.
+
+    A full collection holds the GIL while it walks every object: ~250 ms with the ~400,000
+    objects of a started process, a stall of the event loop that one large tenant document can
+    trigger. Frozen objects are skipped (3 us after this), and what start-up built lives as
+    long as the process anyway. Idempotent; each role calls it once it is up.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def run_worker(
@@ -81,6 +95,7 @@ async def run_worker(
     ]
     try:
         worker = build_worker(client, queue, sessions, bus, settings)
+        settle_heap()
         await run_until(worker, stop)
     finally:
         stop.set()
@@ -137,7 +152,9 @@ async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:
     gateway = build_gateway(settings, sessions)
     maintenance = asyncio.create_task(upkeep(gateway, settings, stop))
     try:
-        await run_until(build_ai_worker(client, gateway, sessions, settings), stop)
+        worker = build_ai_worker(client, gateway, sessions, settings)
+        settle_heap()
+        await run_until(worker, stop)
     finally:
         stop.set()
         await maintenance
