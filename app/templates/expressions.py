@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-from jinja2 import StrictUndefined, Undefined, nodes, pass_context
+from jinja2 import ChainableUndefined, StrictUndefined, Undefined, nodes, pass_context
 from jinja2.defaults import DEFAULT_FILTERS, DEFAULT_TESTS
 from jinja2.filters import make_attrgetter
 from jinja2.parser import Parser
@@ -733,9 +733,9 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
     intercepted_unops = frozenset({"+", "-"})
 
-    def __init__(self) -> None:
+    def __init__(self, undefined: type[Undefined] = StrictUndefined) -> None:
         super().__init__(
-            undefined=StrictUndefined,
+            undefined=undefined,
             autoescape=False,
             keep_trailing_newline=True,
             finalize=_finalize,
@@ -789,10 +789,15 @@ def _finalize(context: Context, value: Any) -> Any:
     if isinstance(value, str):
         budget.chars(len(value))
         return value
+    if isinstance(value, ChainableUndefined):  # lenient text templates: missing is empty
+        return ""
     return _to_text(value, budget)
 
 
 _ENV = _BoundedEnvironment()
+# Tenant text templates that merge optional fields (AI personalisation): a missing name or
+# field, even a chained one like `user.address.city`, renders as empty. Bounded the same way.
+_LENIENT_ENV = _BoundedEnvironment(undefined=ChainableUndefined)
 
 
 # ------------------------------------------------------------------------ checking the tree
@@ -901,23 +906,24 @@ def _helper(name: str, value: nodes.Expr, args: list[nodes.Expr]) -> nodes.Filte
     return nodes.Filter(value, name, args, [], None, None, lineno=value.lineno)
 
 
-def _compile(source: str, single: bool, limits: Limits) -> Any:
+def _compile(source: str, single: bool, limits: Limits, lenient: bool = False) -> Any:
     """Parse, check, rewrite and compile; a single expression evaluates into `result`."""
+    env = _LENIENT_ENV if lenient else _ENV
     if len(source) > limits.expression_chars:
         raise ExpressionError(
             f"the expression is {len(source)} characters; the limit is {limits.expression_chars}"
         )
     if single:
-        parser = Parser(_ENV, source, state="variable")
+        parser = Parser(env, source, state="variable")
         expr = parser.parse_expression()
         if not parser.stream.eos:
             raise ExpressionError("unexpected text after the expression")
         tree = nodes.Template([nodes.Assign(nodes.Name("result", "store"), expr)], lineno=1)
     else:
-        tree = _ENV.parse(source)
+        tree = env.parse(source)
     checked = cast(nodes.Template, _Checker(limits).visit(tree))
-    checked.set_environment(_ENV)
-    return _ENV.from_string(checked)
+    checked.set_environment(env)
+    return env.from_string(checked)
 
 
 # Only sources within the size limit reach these caches, and only the ones that compile are
@@ -927,13 +933,13 @@ _SMALL_SOURCE = 512
 
 
 @lru_cache(maxsize=1024)
-def _compiled_small(source: str, single: bool, limits: Limits) -> Any:
-    return _compile(source, single, limits)
+def _compiled_small(source: str, single: bool, limits: Limits, lenient: bool = False) -> Any:
+    return _compile(source, single, limits, lenient)
 
 
 @lru_cache(maxsize=128)
-def _compiled_large(source: str, single: bool, limits: Limits) -> Any:
-    return _compile(source, single, limits)
+def _compiled_large(source: str, single: bool, limits: Limits, lenient: bool = False) -> Any:
+    return _compile(source, single, limits, lenient)
 
 
 Programs = dict[str, tuple[Any, bool]]  # compiled expressions kept by a caller (see render)
@@ -1066,6 +1072,31 @@ def render(
         _BUDGET.reset(token)
         if pool is not None:
             pool.left -= min(start - budget.left, start)
+
+
+def render_text(
+    source: str, context: dict[str, Any], *, lenient: bool = False, limits: Limits | None = None
+) -> str:
+    """A tenant's text template (an AI prompt, a personalised message) rendered to text, with
+    the checks, limits and work budget of every expression. `lenient`: a missing name or field
+    renders as empty instead of failing. Raises ExpressionError."""
+    limits = limits or DEFAULT_LIMITS
+    budget = Budget(limits)
+    token = _BUDGET.set(budget)
+    try:
+        cache = _compiled_small if len(source) <= _SMALL_SOURCE else _compiled_large
+        program = cache(source, False, limits, lenient)
+        parts, size = [], 0
+        for part in program.root_render_func(program.new_context(dict(context))):
+            size += len(part)
+            if size > limits.rendered_chars:
+                budget.chars(size)
+            parts.append(part)
+        return "".join(parts)
+    except Exception as exc:  # noqa: BLE001 - whatever a tenant's template raises is its error
+        raise _failure(source, exc) from None
+    finally:
+        _BUDGET.reset(token)
 
 
 def _render_value(

@@ -351,3 +351,33 @@ async def test_limits_blown_at_run_time_fail_the_execution_with_the_message(
         assert message in execution["error"], execution["error"]
         boom = next(s for s in execution["steps"] if s["id"] == "boom")
         assert boom["status"] == "FAILED" and message in boom["error"], boom
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{{ 'a' * 200000000 }}",
+        "{{ 'x' | center(999999999) }}",
+        "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
+        "{{ ().__class__ }}",
+    ],
+)
+def test_ai_prompt_and_message_templates_run_in_the_same_bounded_engine(source: str) -> None:
+    """generate_text's prompt_template and personalize_content's template are tenant Jinja too:
+    they get the expression engine's refusals, strict or lenient, never a spinning thread."""
+    from app.ai.tasks.base import TemplateProblem, render_template
+
+    tracemalloc.start()
+    try:
+        for strict in (True, False):
+            with pytest.raises(TemplateProblem):
+                render_template(source, {"user": {}}, strict=strict)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+    assert (
+        render_template("Hi {{ user.name }}{{ user.address.city }}!", {"user": {}}, strict=False)
+        == "Hi !"
+    )

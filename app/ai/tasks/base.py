@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import html
 import json
-from functools import cached_property, lru_cache
+from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 import nh3
-from jinja2 import ChainableUndefined, StrictUndefined, Template
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jsonschema.protocols import Validator
 
 from app.ai.contracts import InvalidOutput
 from app.jsonschemas import json_validator
+from app.templates.expressions import DEFAULT_LIMITS, ExpressionError, render_text
 
 DATA_OPEN = "<<<DATA"
 DATA_CLOSE = "DATA>>>"
@@ -35,12 +35,6 @@ TEXT_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 1_
 # like a whole book; what happens to a longer text is each task's choice (see the module doc).
 MAX_TEXT_CHARS = 200_000
 MAX_PROBLEM_CHARS = 300  # schema messages quote the instance, which may be a megabyte
-
-# Template authors and variables come from tenants: sandboxed, immutable, no autoescaping
-# (plain text). Strict rendering fails on a missing variable; lenient rendering (personalised
-# merges) renders missing fields, even chained ones like `user.address.city`, as empty.
-_STRICT_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_LENIENT_ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
 
 
 class InvalidInput(ValueError):
@@ -245,30 +239,19 @@ def check_length(key: str, text: str, max_chars: int) -> str:
     return text
 
 
-@lru_cache(maxsize=256)
-def _compile(source: str, strict: bool) -> Template:
-    return (_STRICT_ENV if strict else _LENIENT_ENV).from_string(source)
+# What a prompt or message template may cost: the expression engine's limits, with output
+# capped at MAX_RENDERED_CHARS (a prompt is sent to a model; a megabyte of it is a mistake).
+_TEMPLATE_LIMITS = replace(DEFAULT_LIMITS, rendered_chars=MAX_RENDERED_CHARS)
 
 
 def render_template(source: str, context: dict[str, Any], *, strict: bool) -> str:
-    """Render a tenant's template in the sandbox; TemplateProblem for any failure.
-
-    Output is streamed so a runaway loop stops at MAX_RENDERED_CHARS instead of eating memory.
-    """
+    """Render a tenant's template with the bounded expression engine (the one template specs
+    use: no folding of huge constants, a counted work budget, loops and output bounded);
+    TemplateProblem for any failure. Not strict: missing fields render as empty."""
     try:
-        template = _compile(source, strict)
-        parts: list[str] = []
-        size = 0
-        for chunk in template.generate(context):
-            size += len(chunk)
-            if size > MAX_RENDERED_CHARS:
-                raise TemplateProblem(f"renders to more than {MAX_RENDERED_CHARS} characters")
-            parts.append(chunk)
-    except TemplateProblem:
-        raise
-    except Exception as exc:  # syntax, undefined, sandbox and type errors all mean bad input
-        raise TemplateProblem(f"{type(exc).__name__}: {exc}") from exc
-    return "".join(parts)
+        return render_text(source, context, lenient=not strict, limits=_TEMPLATE_LIMITS)
+    except ExpressionError as exc:
+        raise TemplateProblem(str(exc)) from exc
 
 
 def parse_reply(text: str) -> dict[str, Any]:
