@@ -14,12 +14,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
 
 STATUSES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED")
+# Holding a slot: a workflow was started and has not ended (executions.repository.STARTED).
+STARTED_SQL = "status IN ('RUNNING', 'PAUSED') OR (status = 'PENDING' AND run_id IS NOT NULL)"
 
 
 class Execution(UUIDPk, Timestamps, Base):
@@ -33,6 +36,13 @@ class Execution(UUIDPk, Timestamps, Base):
         Index("ix_executions_template_created", "template_id", "created_at"),
         # The executions feed sweeps a tenant's recently changed executions.
         Index("ix_executions_tenant_updated", "tenant_id", "updated_at"),
+        # The reconciler pages through executions whose workflow should be alive (few).
+        Index(
+            "ix_executions_started",
+            "created_at",
+            "id",
+            postgresql_where=text(STARTED_SQL),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
