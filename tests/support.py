@@ -7,6 +7,9 @@ import base64
 import json
 import socket
 import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,37 @@ import httpx
 import websockets
 from temporalio.client import Client
 
+from app.settings import Settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def own_service(
+    settings: Settings, *, worker: bool = False, **overrides: Any
+) -> AsyncIterator[str]:
+    """An API with these settings changed, running in this event loop (with `worker`, also a
+    worker on its own task queue); yields the API's base URL and stops both after."""
+    from app.cli.runner import run_api, run_worker
+
+    update: dict[str, Any] = {"api_port": free_port(), **overrides}
+    if worker:
+        update.setdefault("temporal_task_queue", f"own-{uuid.uuid4().hex[:8]}")
+    own = settings.model_copy(update=update)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(run_api(own, stop, ready))]
+    if worker:
+        tasks.append(asyncio.create_task(run_worker(own, stop)))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        yield f"http://127.0.0.1:{own.api_port}"
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
 
 
 class GraphQLClient:

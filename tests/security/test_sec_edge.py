@@ -37,7 +37,7 @@ from app.settings import Settings
 from app.temporal import connect
 from app.tenants.service import hash_key
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import free_port
+from tests.support import own_service
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 TENANT_LIMIT = 10  # operations (and socket connects) per tenant per minute
@@ -56,27 +56,18 @@ def op(name: str) -> str:
 @pytest.fixture(scope="module")
 async def edge(settings: Settings, sessions) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     """An API (no worker) with small limits; yields its base URL."""
-    from app.cli.runner import run_api
-
-    own = settings.model_copy(
-        update={
-            "api_port": free_port(),
-            "rate_limit_per_minute": TENANT_LIMIT,
-            "anonymous_rate_limit_per_minute": ANONYMOUS_LIMIT,
-            "key_recheck_seconds": RECHECK,
-            "max_request_bytes": MAX_BYTES,
-            "graphql_max_depth": 3,
-            "graphql_max_aliases": 5,
-            "graphql_max_tokens": 300,
-            "ws_allowed_origins": [ALLOWED_ORIGIN],
-        }
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    api = asyncio.create_task(run_api(own, stop, ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    yield f"http://127.0.0.1:{own.api_port}"
-    stop.set()
-    await api
+    async with own_service(
+        settings,
+        rate_limit_per_minute=TENANT_LIMIT,
+        anonymous_rate_limit_per_minute=ANONYMOUS_LIMIT,
+        key_recheck_seconds=RECHECK,
+        max_request_bytes=MAX_BYTES,
+        graphql_max_depth=3,
+        graphql_max_aliases=5,
+        graphql_max_tokens=300,
+        ws_allowed_origins=[ALLOWED_ORIGIN],
+    ) as url:
+        yield url
 
 
 async def fresh_window() -> None:

@@ -42,7 +42,7 @@ from app.models import Template, TemplateVersion
 from app.settings import Settings
 from app.tenants.repository import TenantRepository
 from tests.conftest import TenantKeys
-from tests.support import free_port
+from tests.support import own_service
 from tests.templates.template_kit import make_spec, op
 
 MAX_STALL = 0.1  # seconds the API's event loop may go without running the ticker
@@ -176,24 +176,10 @@ def silent() -> Iterator[SilentServer]:
 async def tight_api(settings: Settings, sessions: Any) -> AsyncIterator[str]:
     """An API with small caps (the defaults equal the request cap, so a spec over them cannot
     arrive over HTTP) and a short validation timeout."""
-    from app.cli.runner import run_api
-
-    own = settings.model_copy(
-        update={
-            "api_port": free_port(),
-            "max_spec_bytes": 8 * 1024,
-            "max_params_bytes": 1024,
-            "validation_timeout_seconds": 0.5,
-        }
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_api(own, stop, ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield f"http://127.0.0.1:{own.api_port}"
-    finally:
-        stop.set()
-        await task
+    async with own_service(
+        settings, max_spec_bytes=8 * 1024, max_params_bytes=1024, validation_timeout_seconds=0.5
+    ) as url:
+        yield url
 
 
 def spec_with(parameters: dict[str, Any], example_params: Any = None, **extra: Any) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import fields
 
@@ -13,7 +11,7 @@ from app.executions.workflow_io import RunLimits
 from app.settings import Settings
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
-from tests.support import GraphQLClient, free_port
+from tests.support import GraphQLClient, own_service
 from tests.templates.template_kit import make_spec, published, start
 
 OUTPUT_LIMIT = 2_000
@@ -22,26 +20,8 @@ OUTPUT_LIMIT = 2_000
 @pytest.fixture
 async def small_output_server(settings: Settings, sessions) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     """API and worker whose steps may return at most OUTPUT_LIMIT bytes."""
-    from app.cli.runner import run_api, run_worker
-
-    own = settings.model_copy(
-        update={
-            "api_port": free_port(),
-            "temporal_task_queue": f"limits-{uuid.uuid4().hex[:8]}",
-            "max_step_output_bytes": OUTPUT_LIMIT,
-        }
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(run_api(own, stop, ready)),
-        asyncio.create_task(run_worker(own, stop)),
-    ]
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield f"http://127.0.0.1:{own.api_port}"
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
+    async with own_service(settings, worker=True, max_step_output_bytes=OUTPUT_LIMIT) as url:
+        yield url
 
 
 async def test_a_step_output_over_the_limit_fails_the_step_once_and_clearly(

@@ -32,7 +32,7 @@ from app.models import TIERS
 from app.settings import Settings
 from app.tenants.service import TenantService
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import GraphQLClient, free_port
+from tests.support import GraphQLClient, own_service
 from tests.workers.test_template_graph import run
 
 WFS = Path(sys.executable).parent / "wfs"
@@ -320,19 +320,8 @@ def test_no_graphql_mutation_takes_a_tier() -> None:
 async def api_with_ui(settings: Settings, server: str) -> AsyncIterator[str]:
     """An API whose deployment has a Temporal Web UI configured (the shared one has none), on
     the same database and task queue so the suite's worker runs what it starts."""
-    from app.cli.runner import run_api
-
-    own = settings.model_copy(
-        update={"temporal_ui_url": "http://127.0.0.1:8233", "api_port": free_port()}
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_api(own, stop, ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield f"http://127.0.0.1:{own.api_port}"
-    finally:
-        stop.set()
-        await task
+    async with own_service(settings, temporal_ui_url="http://127.0.0.1:8233") as url:
+        yield url
 
 
 async def test_temporal_ui_url_is_null_for_every_tenant_key(
