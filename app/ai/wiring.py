@@ -20,6 +20,7 @@ from app.ai.repository import AiRepository
 from app.ai.routing import ROUTING
 from app.db import SessionFactory
 from app.models.base import utcnow
+from app.redis_conn import blocking_redis_client
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -29,14 +30,13 @@ def ai_redis(settings: Settings) -> aioredis.Redis:
     # A blocking pool: under load callers wait for a connection instead of failing at once
     # (redis-py's default pool raises MaxConnectionsError past 100).
     assert settings.redis_url
-    pool = aioredis.BlockingConnectionPool.from_url(
+    return blocking_redis_client(
         settings.redis_url,
         max_connections=200,
         timeout=10,
         socket_connect_timeout=2,
         socket_timeout=5,
     )
-    return aioredis.Redis(connection_pool=pool)
 
 
 def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGateway:

@@ -17,11 +17,8 @@ from functools import partial
 from json import JSONDecodeError
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.driver_info import DriverInfo
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -51,15 +48,13 @@ from app.db import make_engine, make_sessionmaker
 from app.events.bus import EventBus
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.ratelimit import RateLimiter
+from app.redis_conn import redis_client
 from app.settings import Settings
 from app.temporal import connect
 
 log = structlog.get_logger(__name__)
 
 CONNECTION_INIT_WAIT = timedelta(seconds=10)
-# Given once: otherwise redis-py 8 looks its own version up in the installed packages (a
-# blocking scan of sys.path) for every new connection, and a burst of requests opens many.
-REDIS_DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
 
 
 class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
@@ -265,9 +260,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         bus = EventBus(settings.redis_url)
         await bus.start()
         temporal = await connect(settings.temporal_address, settings.temporal_namespace)
-        redis = aioredis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=2, driver_info=REDIS_DRIVER
-        )
+        redis = redis_client(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
         limiter = RateLimiter(redis, settings.rate_limit_per_minute)
         holder["deps"] = Deps(
             settings, engine, make_sessionmaker(engine), bus, temporal, limiter, redis

@@ -36,12 +36,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from app.redis_conn import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,8 @@ class EventBus:
         timeouts: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
         # One quick retry, so a pooled connection left stale by a Redis restart gets replaced.
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)
-        self._redis = Redis.from_url(redis_url, retry=retry, **timeouts)
-        self._sub_redis = Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
+        self._redis = redis_client(redis_url, retry=retry, **timeouts)
+        self._sub_redis = redis_client(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
         self._channels: dict[str, set[Subscription]] = {}  # prefixed channel -> subscribers
         self._acks: dict[str, deque[asyncio.Future[bool]]] = {}  # SUBSCRIBEs awaiting confirm
         self._lock = asyncio.Lock()  # serialises refcount transitions and re-subscribing

@@ -12,6 +12,7 @@ from app.jsonschemas import instance_problems, json_validator
 from app.models import TIERS
 from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
 from app.templates import expressions
+from app.templates.expressions import Limits
 
 if TYPE_CHECKING:
     from app.templates.schemas import StepSpec, TemplateSpec
@@ -121,7 +122,9 @@ def _apply_problems(where: str, activity: str, task: str, apply: dict[str, str])
     return problems
 
 
-def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -> list[Problem]:
+def _step_problems(
+    i: int, step: StepSpec, ancestors: set[str], ids: set[str], limits: Limits | None
+) -> list[Problem]:
     where = f"$.steps[{i}]"
     problems = _activity_problems(f"{where}.activity", step.activity, native_ok=True)
     if not problems:
@@ -131,7 +134,7 @@ def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -
         ("when", expressions.wrap(step.when) if step.when else None),
         ("for_each", expressions.wrap(step.for_each) if step.for_each else None),
     ):
-        for path, message in expressions.check(value):
+        for path, message in expressions.check(value, limits):
             problems.append((f"{where}.{field}{path[1:]}", f"bad expression: {message}"))
         for ref in sorted(expressions.step_references(value)):
             if ref not in ids:
@@ -146,7 +149,7 @@ def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -
         problems += _activity_problems(
             f"{where}.compensate.activity", step.compensate.activity, native_ok=False
         )
-        for path, message in expressions.check(step.compensate.input):
+        for path, message in expressions.check(step.compensate.input, limits):
             problems.append((f"{where}.compensate.input{path[1:]}", f"bad expression: {message}"))
     for j, point in enumerate(step.enhancements):
         here = f"{where}.enhancements[{j}]"
@@ -156,7 +159,7 @@ def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -
             problems.append((f"{here}.apply", "map at least one step input field"))
         elif point.input is not None and step.activity in WORKFLOW_NATIVE:
             problems.append((here, f"{step.activity} has no input an AI task could improve"))
-        for path, message in expressions.check(point.input):
+        for path, message in expressions.check(point.input, limits):
             problems.append((f"{here}.input{path[1:]}", f"bad expression: {message}"))
         for ref in sorted(expressions.step_references(point.input)):
             if ref not in ancestors:
@@ -181,7 +184,9 @@ def _step_problems(i: int, step: StepSpec, ancestors: set[str], ids: set[str]) -
     return problems
 
 
-def spec_problems(spec: TemplateSpec) -> list[Problem]:
+def spec_problems(spec: TemplateSpec, limits: Limits | None = None) -> list[Problem]:
+    """Every semantic problem; expressions are checked within `limits` (the configured ones;
+    the defaults without)."""
     problems: list[Problem] = []
     ids = [s.id for s in spec.steps]
     for i, step_id in enumerate(ids):
@@ -201,7 +206,7 @@ def spec_problems(spec: TemplateSpec) -> list[Problem]:
             problems.append((f"$.steps[{index}].needs", "dependency cycle: " + " -> ".join(cycle)))
     ancestors = _ancestors(needs)
     for i, step in enumerate(spec.steps):
-        problems += _step_problems(i, step, ancestors.get(step.id, set()), known)
-    for path, message in expressions.check(spec.output):
+        problems += _step_problems(i, step, ancestors.get(step.id, set()), known, limits)
+    for path, message in expressions.check(spec.output, limits):
         problems.append((f"$.output{path[1:]}", f"bad expression: {message}"))
     return problems

@@ -22,6 +22,7 @@ from app.settings import Settings
 from app.steps import STEP_ACTIVITIES
 from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
 from app.templates.checks import resolved_needs, spec_problems
+from app.templates.expressions import Limits
 
 T = TypeVar("T")
 
@@ -230,7 +231,8 @@ def validate_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
         ) from exc
 
     jsonschemas.check_deadline()
-    problems = [_problem(path, message) for path, message in spec_problems(spec)]
+    limits = Limits.of(settings) if settings is not None else None
+    problems = [_problem(path, message) for path, message in spec_problems(spec, limits)]
     jsonschemas.check_deadline()
     schema_problems = [
         _problem("$.parameters" + p["path"][1:], p["message"])

@@ -50,3 +50,22 @@ def test_settings_take_their_defaults_from_the_run_limits() -> None:
         assert getattr(configured, field.name) == getattr(RunLimits(), field.name), field.name
     changed = Settings(_env_file=None, max_for_each_items=7)  # type: ignore[call-arg]
     assert RunLimits.of(changed).max_for_each_items == 7
+
+
+async def test_template_checks_use_the_configured_expression_limits(
+    settings: Settings,
+    sessions,
+    tenant: TenantKeys,
+    server: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """validateTemplate checks expressions with the same limits the executions run under."""
+    spec = make_spec()
+    spec["steps"][0]["input"]["note"] = "{{ params.rows | length }} rows" + " " * 300
+    query = "query($s: JSON!) { validateTemplate(spec: $s) { valid problems { path message } } }"
+    default = await GraphQLClient(server, tenant.viewer).data(query, {"s": spec})
+    assert default["validateTemplate"]["valid"], default
+    async with own_service(settings, max_expression_chars=200) as url:
+        tight = await GraphQLClient(url, tenant.viewer).data(query, {"s": spec})
+    problems = tight["validateTemplate"]["problems"]
+    assert not tight["validateTemplate"]["valid"]
+    assert any(p["path"] == "$.steps[0].input.note" and "200" in p["message"] for p in problems)
