@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # The edge: anonymous callers are limited per client address; sockets per operation.
     anonymous_rate_limit_per_minute: int = 60
     key_recheck_seconds: float = 5.0  # open sockets re-check their key (revoked: closed)
+    ws_max_sockets_per_tenant: int = 200  # open sockets of one tenant, all API replicas
+    ws_max_operations_per_socket: int = 20  # operations running at once on one socket
     # Tier entitlements: the most a tenant admin may set as its monthly AI budget.
     ai_tier_max_budgets_usd: dict[str, Decimal] = Field(
         default_factory=lambda: {
