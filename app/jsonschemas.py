@@ -18,6 +18,8 @@ it, so everything here assumes a hostile author (docs/security.md):
 - Bounded time. `run_bounded` runs a check in a small thread pool with a deadline; every
   keyword looks at the deadline of its thread, so a schema that is merely expensive (nested
   `anyOf` over shared `$defs`) stops by itself instead of burning a core after the caller left.
+- Fair share. The pool is shared by every tenant; `run_bounded` lets one tenant hold at most
+  MAX_RUNNING_PER_TENANT of its threads, and its other calls wait within their own deadline.
 - Bounded size. `limit_problems` measures depth without recursion, then the compact JSON size,
   before anything recursive touches the value.
 
@@ -32,7 +34,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fractions import Fraction
@@ -99,6 +102,51 @@ def deadline_at(deadline: float) -> Iterator[None]:
 # queued one whose deadline passes while it waits stops at its first keyword.
 _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="wfs-json")
 
+# Validations of one tenant that may hold a pool thread at once. The pool is shared by every
+# tenant: without this, one tenant's loop of expensive validations takes every thread and
+# everyone else's params queue behind it. Its other validations wait for its slot within
+# their own deadline, so it is the abusive tenant whose requests time out.
+MAX_RUNNING_PER_TENANT = 1
+
+
+class _TenantGate:
+    """The slots of one tenant on one event loop, and how many callers hold or wait for one
+    (the gate is dropped when none do, so idle tenants cost nothing)."""
+
+    def __init__(self) -> None:
+        self.slots = asyncio.Semaphore(MAX_RUNNING_PER_TENANT)
+        self.users = 0
+
+
+# Per loop: an asyncio.Semaphore belongs to the loop it first waited on.
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, _TenantGate]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _leave(gates: dict[Hashable, _TenantGate], tenant: Hashable, gate: _TenantGate) -> None:
+    gate.users -= 1
+    if gate.users == 0 and gates.get(tenant) is gate:
+        del gates[tenant]
+
+
+def _release_on(
+    loop: asyncio.AbstractEventLoop, gates: dict[Hashable, _TenantGate], tenant: Hashable
+) -> Callable[[Any], None]:
+    gate = gates[tenant]
+
+    def release(_: Any) -> None:
+        def on_loop() -> None:
+            gate.slots.release()
+            _leave(gates, tenant, gate)
+
+        try:
+            loop.call_soon_threadsafe(on_loop)
+        except RuntimeError:  # the loop closed while the thread finished: nobody waits
+            pass
+
+    return release
+
 
 def _call_before(deadline: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     with deadline_at(deadline):
@@ -106,14 +154,47 @@ def _call_before(deadline: float, fn: Callable[..., T], args: tuple[Any, ...]) -
         return fn(*args)
 
 
-async def run_bounded(fn: Callable[..., T], *args: Any, deadline: float) -> T:
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+async def run_bounded(
+    fn: Callable[..., T], *args: Any, deadline: float, tenant: Hashable | None = None
+) -> T:
     """`fn(*args)` off the event loop, bound by `deadline` (time.monotonic()). Raises
     ValidationTimeout when the deadline passes first; the thread then stops at its next
     keyword (a thread cannot be interrupted: the bound on work is that check, the linear
-    keywords and the size caps)."""
-    future = asyncio.get_running_loop().run_in_executor(_POOL, _call_before, deadline, fn, args)
+    keywords and the size caps).
+
+    `tenant` (whoever sent the work) holds at most MAX_RUNNING_PER_TENANT pool threads: its
+    other calls wait for a slot, and the wait counts against their deadline. A slot is freed
+    when the thread is done, not when the caller gives up, so a timed-out call's thread still
+    counts until it reaches its next keyword. None (trusted work: seeding, workers) skips it."""
+    loop = asyncio.get_running_loop()
+    release: Callable[[Any], None] | None = None
+    if tenant is not None:
+        gates = _GATES.setdefault(loop, {})
+        gate = gates.setdefault(tenant, _TenantGate())
+        gate.users += 1
+        try:
+            await asyncio.wait_for(gate.slots.acquire(), _remaining(deadline))
+        except BaseException as exc:
+            _leave(gates, tenant, gate)
+            if isinstance(exc, TimeoutError):
+                raise ValidationTimeout from exc
+            raise
+        release = _release_on(loop, gates, tenant)
     try:
-        return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        work = _POOL.submit(_call_before, deadline, fn, args)
+    except BaseException:
+        if release is not None:
+            release(None)
+        raise
+    if release is not None:
+        # Runs when the thread is done, or at once if the work is cancelled before it starts.
+        work.add_done_callback(release)
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(work), _remaining(deadline))
     except TimeoutError as exc:
         raise ValidationTimeout from exc
 
@@ -123,8 +204,9 @@ async def run_bounded(fn: Callable[..., T], *args: Any, deadline: float) -> T:
 
 def shape_problem(value: Any, max_depth: int) -> str | None:
     """Why the value cannot be taken as it is: containers nested deeper than max_depth (a
-    scalar is depth 0, `{}` depth 1), or NaN/Infinity (Python's json reads them; JSON and
-    PostgreSQL do not). Iterative, so a value nested past the recursion limit is measured too."""
+    scalar is depth 0, `{}` depth 1), NaN/Infinity (Python's json reads them; JSON and
+    PostgreSQL do not) or a NUL character (PostgreSQL's text and jsonb refuse it). Iterative,
+    so a value nested past the recursion limit is measured too."""
     # Level by level: the lists hold the value's own objects, so the walk allocates nothing the
     # garbage collector tracks per node.
     level: list[Any] = [value]
@@ -134,7 +216,11 @@ def shape_problem(value: Any, max_depth: int) -> str | None:
         for node in level:
             if isinstance(node, float) and not math.isfinite(node):
                 return "holds NaN or Infinity, which JSON does not have"
+            if isinstance(node, str) and "\x00" in node:
+                return "holds a NUL character (\\u0000), which PostgreSQL cannot store"
             if isinstance(node, Mapping):
+                if any("\x00" in key for key in node if isinstance(key, str)):
+                    return "holds a NUL character (\\u0000), which PostgreSQL cannot store"
                 below.extend(node.values())
             elif isinstance(node, list | tuple):
                 below.extend(node)
@@ -150,6 +236,26 @@ def compact_size(value: Any) -> int:
     """Bytes of the value as compact UTF-8 JSON (call after shape_problem: json recurses)."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+def storable(value: Any, max_depth: int, _depth: int = 0) -> Any:
+    """The value as PostgreSQL's jsonb and Temporal can always take it: NaN/Infinity become
+    null, NUL characters U+FFFD, containers past max_depth a marker string. For what is
+    recorded after the fact (events, results), where refusing would lose the record."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, Mapping | list | tuple) and _depth >= max_depth:
+        return f"(nested deeper than {max_depth} levels)"
+    if isinstance(value, Mapping):
+        return {
+            storable(str(k), max_depth): storable(v, max_depth, _depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [storable(v, max_depth, _depth + 1) for v in value]
+    return value
 
 
 def limit_problems(

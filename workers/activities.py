@@ -5,7 +5,6 @@ app.steps.STEP_ACTIVITIES is registered under its own name (`data.transform`, `e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,13 +24,14 @@ from app.executions.workflow_io import (
     EventRecord,
     StepCall,
 )
+from app.jsonschemas import compact_size, shape_problem
 from app.settings import Settings
 from app.steps import STEP_ACTIVITIES, StepActivity, StepContext, StepInputError
 from app.steps.base import StepInputRefused, StepTransientError
 from workers.heartbeat import Beats, beat_every, heartbeating
 
 log = structlog.get_logger(__name__)
-STEP_OUTPUT_TOO_LARGE = "StepOutputTooLarge"
+STEP_OUTPUT_INVALID = "StepOutputInvalid"
 
 
 class TemplateActivities:
@@ -93,22 +93,32 @@ class TemplateActivities:
                     error=str(exc),
                 )
                 raise ApplicationError(str(exc), type="StepTransientError") from exc
-            self._check_output_size(entry.name, output)
+            self._check_output(entry.name, output)
             return output
 
         execute.__name__ = execute.__qualname__ = entry.name.replace(".", "_")
         return activity.defn(name=entry.name)(execute)
 
-    def _check_output_size(self, name: str, output: Any) -> None:
-        """An output over the limit would fail Temporal's payload check (2 MB) on completion
-        and be retried forever; fail the step now, permanently, saying what to change."""
-        size = len(json.dumps(output, separators=(",", ":"), default=str).encode())
+    def _check_output(self, name: str, output: Any) -> None:
+        """What a step returns enters the workflow's history and the audit trail: NaN, NUL or
+        a value nested past MAX_JSON_DEPTH would fail them (a task retried forever), and an
+        output over the limit would fail Temporal's payload check (2 MB) on completion. Fail
+        the step now, permanently, saying what to change."""
+        shape = shape_problem(output, self.settings.max_json_depth)
+        if shape is not None:
+            raise ApplicationError(
+                f"{name} produced output that {shape}; a step's output must be plain JSON "
+                f"nested at most {self.settings.max_json_depth} levels (MAX_JSON_DEPTH)",
+                type=STEP_OUTPUT_INVALID,
+                non_retryable=True,
+            )
+        size = compact_size(output)
         limit = self.settings.max_step_output_bytes
         if size > limit:
             raise ApplicationError(
                 f"{name} produced {size} bytes of output; a step's output may be at most "
                 f"{limit} bytes (MAX_STEP_OUTPUT_BYTES): read or return less, e.g. a file path "
                 "instead of its content",
-                type=STEP_OUTPUT_TOO_LARGE,
+                type=STEP_OUTPUT_INVALID,
                 non_retryable=True,
             )

@@ -452,7 +452,12 @@ class ExecutionMutation:
             pk = from_global_id(input.execution_id, "Execution")[1]
             async with ctx.session() as s:
                 execution = await ExecutionService(s).send_event(
-                    principal, pk, input.name, input.payload, temporal=ctx.deps.temporal
+                    principal,
+                    pk,
+                    input.name,
+                    input.payload,
+                    temporal=ctx.deps.temporal,
+                    settings=ctx.deps.settings,
                 )
         except DomainError as exc:
             return user_error(exc)  # type: ignore[return-value]

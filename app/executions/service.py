@@ -8,7 +8,7 @@ the bus publish happen only after that commit.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
@@ -35,6 +35,7 @@ from app.executions.workflow_io import (
     RunInput,
     RunLimits,
 )
+from app.jsonschemas import limit_problems, storable
 from app.metrics import (
     ENHANCEMENT_POINTS,
     EVENT_PUBLISH_FAILURES,
@@ -267,15 +268,27 @@ class ExecutionService:
         payload: Any,
         *,
         temporal: Client,
+        settings: Settings,
     ) -> Execution:
         """Deliver a named event to a running execution (a `wait.event` step consumes it).
 
         Events sent before the step starts waiting are kept by the workflow until it does.
+        A payload is bounded like params (it lands in the workflow's history and in a step's
+        output).
         """
         if principal.role == "viewer":
             raise Forbidden("viewers cannot send events to executions")
         if not 1 <= len(name) <= 100:
             raise ValidationFailed("event name must be 1-100 characters")
+        problems = limit_problems(
+            {"name": name, "payload": payload},
+            what="the event",
+            max_bytes=settings.max_params_bytes,
+            bytes_setting="max_params_bytes",
+            max_depth=settings.max_json_depth,
+        )
+        if problems:
+            raise ValidationFailed(problems[0]["message"], details=problems)
         execution = await self.get(principal.tenant_id, execution_id)
         if execution.status in TERMINAL_STATUSES:
             raise Conflict(f"execution is {execution.status}; it takes no more events")
@@ -303,6 +316,7 @@ class ExecutionService:
         execution = await self.repo.lock(uuid.UUID(rec.execution_id))
         if execution is None:
             raise NotFound(f"execution {rec.execution_id} not found")
+        rec = _storable(rec)
         existing = await self.repo.event_by_key(execution.id, rec.key)
         if existing is not None:
             return existing, execution
@@ -366,3 +380,21 @@ class ExecutionService:
         delivered &= await publisher.publish(tenant_channel(execution.tenant_id), message)
         if not delivered:
             EVENT_PUBLISH_FAILURES.inc()
+
+
+# Deeper than any value a step may produce (MAX_JSON_DEPTH): what is recorded is kept whole.
+_RECORD_DEPTH = 64
+
+
+def _storable(rec: EventRecord) -> EventRecord:
+    """What happened is recorded whatever a tenant's data holds: PostgreSQL refuses NaN,
+    Infinity and NUL characters, and a refused insert would be retried forever with the
+    execution stuck RUNNING. Values are checked where they enter (params, step outputs,
+    events); this is the net behind those checks."""
+    return replace(
+        rec,
+        message=storable(rec.message, _RECORD_DEPTH),
+        payload=storable(rec.payload, _RECORD_DEPTH),
+        result=storable(rec.result, _RECORD_DEPTH),
+        error=storable(rec.error, _RECORD_DEPTH),
+    )
