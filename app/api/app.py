@@ -3,7 +3,10 @@ and /metrics.
 
 The lifespan builds the engine, session factory, event bus and Temporal client once. The edge
 rules for hostile callers live here and in Context.admit / schema.OperationBudget: body and
-socket message size, the socket Origin rule, and re-checking an open socket's key.
+socket message size, the socket Origin rule, re-checking an open socket's key, and how many
+sockets a tenant holds open (WS_MAX_SOCKETS_PER_TENANT, across replicas: over it, the
+connection_init is answered by closing the socket with 4429) and how many operations run at
+once on one socket (WS_MAX_OPERATIONS_PER_SOCKET: one more is answered with an `error`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from app.api.deps import Deps
 from app.api.errors import to_graphql_error
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
+from app.errors import QuotaExceeded
 from app.events.bus import EventBus
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.ratelimit import RateLimiter
@@ -55,6 +59,11 @@ from app.temporal import connect
 log = structlog.get_logger(__name__)
 
 CONNECTION_INIT_WAIT = timedelta(seconds=10)
+TOO_MANY_SOCKETS = 4429  # graphql-transport-ws's "too many" code, closing a refused connect
+
+
+class SocketsExhausted(Exception):
+    """The tenant already holds its most open sockets (raised by on_ws_connect)."""
 
 
 class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
@@ -91,15 +100,22 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
 
 
 class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws with the edge rules that outlive the connect: each `subscribe` is
-    admitted against the caller's rate limit before it runs (the schema's depth, alias and
-    token limits then apply as on HTTP), and once acknowledged the socket re-checks its key
-    every KEY_RECHECK_SECONDS and closes with 4403 when the key is revoked or gone."""
+    """graphql-transport-ws with the edge rules that outlive the connect: a tenant over its
+    open sockets is refused with 4429; each `subscribe` is refused past the socket's
+    operations at once, then admitted against the caller's rate limit before it runs (the
+    schema's depth, alias and token limits then apply as on HTTP); once acknowledged the socket
+    re-checks its key every KEY_RECHECK_SECONDS (renewing its place among the tenant's
+    sockets) and closes with 4403 when the key is revoked or gone."""
 
     key_watch: asyncio.Task[None] | None = None
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        await super().handle_connection_init(message)
+        try:
+            await super().handle_connection_init(message)
+        except SocketsExhausted as refused:
+            WS_CLOSED.labels("sockets").inc()
+            await self.websocket.close(TOO_MANY_SOCKETS, str(refused))
+            return
         if self.connection_acknowledged and self.key_watch is None:
             self.key_watch = asyncio.create_task(self._watch_key())
             self.key_watch.add_done_callback(self._task_done)
@@ -110,6 +126,14 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         costs one Redis round trip and one `error` message, nothing more."""
         WS_OPERATIONS.inc()
         if self.connection_acknowledged and message["id"] not in self.operations:
+            cap = self.max_subscriptions_per_connection
+            if cap is not None and len(self.operations) >= cap:  # before it spends the budget
+                await self._refuse(
+                    message["id"],
+                    f"at most {cap} operations run at once on one socket; "
+                    "complete one or open another socket",
+                )
+                return
             refusal = await self.context.admit()
             if refusal is not None:
                 error = to_graphql_error(refusal).formatted
@@ -117,18 +141,27 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return
         await super().handle_subscribe(message)
 
+    async def _refuse(self, operation_id: str, reason: str) -> None:
+        error = to_graphql_error(QuotaExceeded(reason)).formatted
+        await self.send_message({"id": operation_id, "type": "error", "payload": [error]})
+
     async def shutdown(self) -> None:
         if self.key_watch is not None:
             self.key_watch.cancel()
             with suppress(asyncio.CancelledError):
                 await self.key_watch
-        await super().shutdown()
+        try:
+            await super().shutdown()
+        finally:  # however the socket ended; a replica that dies lets the lease run out
+            await self.context.release_socket()
 
     async def _watch_key(self) -> None:
         interval = self.context.deps.settings.key_recheck_seconds
         key_id = self.context.principal().key_id
         while True:
             await asyncio.sleep(interval)
+            if self.context.socket_lease is not None:  # before the key check, which may hang
+                await self.context.socket_lease.renew()
             try:
                 if not await self.context.recheck_key():
                     break
@@ -163,6 +196,7 @@ class GraphQLApp(GraphQL[Context, None]):
             allowed_origins=settings.ws_allowed_origins,
             # A socket that never says who it is holds a connection: give it seconds, not a minute.
             connection_init_wait_timeout=CONNECTION_INIT_WAIT,
+            max_subscriptions_per_connection=settings.ws_max_operations_per_socket,
         )
         self.websocket_adapter_class = partial(  # type: ignore[assignment]
             LimitedWebSocketAdapter, max_bytes=settings.max_request_bytes
@@ -194,6 +228,10 @@ class GraphQLApp(GraphQL[Context, None]):
             error = refusal or context.auth_error
             message = error.message if error else "missing API key in connection_init payload"
             raise ConnectionRejectionError({"message": message})
+        # Last, so a refused connect holds no place; released by the handler's shutdown.
+        too_many = await context.claim_socket()
+        if too_many is not None:
+            raise SocketsExhausted(too_many)
         context.admitted_per_message = True
         return None
 

@@ -6,6 +6,9 @@ subscriptions call `fresh_loaders()` before each event; a connection outlives it
 `admit()` is the edge's one gate, called for every operation (HTTP or socket) and every socket
 connect: it authenticates the key once and counts the operation against the caller's budget,
 the tenant's with a valid key, the client address's without one (docs/security.md).
+
+`claim_socket()` gives an authenticated socket one of its tenant's WS_MAX_SOCKETS_PER_TENANT
+places, counted across API replicas in Redis (SocketLease below).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.websockets import WebSocket
@@ -28,12 +33,85 @@ from app.errors import DomainError, RateLimited, Unauthenticated, Unavailable
 from app.executions.repository import ExecutionRepository
 from app.metrics import AUTH_FAILURES, RATE_LIMITED
 from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
+from app.settings import Settings
 from app.templates.repository import TemplateRepository
 from app.templates.service import popularity_since
 from app.tenants.repository import TenantRepository
 from app.tenants.service import Principal, TenantService
 
 log = structlog.get_logger(__name__)
+
+
+# A tenant's open sockets: one sorted set per tenant, a member per socket scored with the time
+# (Redis's clock, ms) its lease runs out. Chosen over INCR/DECR: a replica that dies without
+# DECR leaves a counter too high for as long as any socket of the tenant keeps refreshing its
+# TTL, whereas each socket here has its own lease, so a dead replica's sockets stop counting
+# one lease after its last renewal, and a claim drops expired members before it counts.
+_CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local open = redis.call('ZCARD', KEYS[1])
+if open >= tonumber(ARGV[2]) then
+  return -open
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return open + 1
+"""
+# Renewal also puts back a member that went missing (Redis restarted or lost the key): the
+# socket is open, so it counts, even if that briefly puts the tenant over its cap.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+@dataclass
+class SocketLease:
+    """One open socket's place among its tenant's, held until `release` or until its lease
+    (3 x KEY_RECHECK_SECONDS, renewed at every key re-check) runs out."""
+
+    redis: Redis
+    key: str
+    member: str
+    lease_ms: int
+
+    @classmethod
+    async def claim(
+        cls, redis: Redis, tenant_id: uuid.UUID, settings: Settings
+    ) -> tuple[SocketLease | None, int]:
+        """(the lease, the tenant's open sockets with it), or (None, open sockets) when the
+        tenant already has WS_MAX_SOCKETS_PER_TENANT. Redis unreachable: let it through
+        without a lease (availability over strictness, like the rate limiter)."""
+        lease = cls(
+            redis,
+            f"wfs:ws:{tenant_id}",
+            uuid.uuid4().hex,
+            max(1000, int(3000 * settings.key_recheck_seconds)),
+        )
+        cap = settings.ws_max_sockets_per_tenant
+        try:
+            open_ = await redis.eval(_CLAIM, 1, lease.key, lease.member, cap, lease.lease_ms)
+        except (RedisError, OSError) as exc:
+            log.warning("api.sockets_unavailable", error=str(exc))
+            return None, 0
+        return (lease, int(open_)) if int(open_) > 0 else (None, -int(open_))
+
+    async def renew(self) -> None:
+        try:
+            await self.redis.eval(_RENEW, 1, self.key, self.member, self.lease_ms)
+        except (RedisError, OSError) as exc:  # the lease lasts a few renewals
+            log.warning("api.sockets_unavailable", error=str(exc))
+
+    async def release(self) -> None:
+        try:
+            await self.redis.zrem(self.key, self.member)
+        except (RedisError, OSError) as exc:  # the lease runs out by itself
+            log.warning("api.sockets_unavailable", error=str(exc))
 
 
 @dataclass
@@ -65,6 +143,8 @@ class Context:
     # Sockets admit each operation in their message loop (GuardedTransportWSHandler), so
     # the schema's OperationBudget does not count it twice.
     admitted_per_message: bool = False
+    # A socket's place among its tenant's open sockets (claim_socket), released when it ends.
+    socket_lease: SocketLease | None = None
     loaders: Loaders = field(init=False)
     _authenticated: bool = field(default=False, init=False)
 
@@ -105,6 +185,25 @@ class Context:
         if isinstance(self.auth_error, Unavailable):
             return self.auth_error
         return None
+
+    async def claim_socket(self) -> str | None:
+        """Count this (authenticated) socket among its tenant's open sockets, across replicas;
+        the refusal text when the tenant already has WS_MAX_SOCKETS_PER_TENANT, else None."""
+        cap = self.deps.settings.ws_max_sockets_per_tenant
+        if cap <= 0 or self.socket_lease is not None:
+            return None
+        tenant_id = self.principal().tenant_id
+        lease, open_ = await SocketLease.claim(self.deps.redis, tenant_id, self.deps.settings)
+        if lease is None and open_ >= cap:
+            log.info("api.socket_refused", tenant_id=str(tenant_id), open=open_, cap=cap)
+            return f"too many open sockets: this tenant has {open_}, at most {cap}; close one"
+        self.socket_lease = lease
+        return None
+
+    async def release_socket(self) -> None:
+        lease, self.socket_lease = self.socket_lease, None
+        if lease is not None:
+            await lease.release()
 
     async def recheck_key(self) -> bool:
         """Authenticate the key again (an open socket, periodically): False once it is revoked

@@ -13,8 +13,12 @@ event is published after commit and the tenant's next queued execution is admitt
 Bounded: candidates are read in pages of `PAGE_SIZE`, at most `MAX_PER_ROUND` per round, with
 `DESCRIBE_CONCURRENCY` describes in flight; a cursor carries on where the last round stopped,
 so long-running executions cannot hide the rest. A round stops when Temporal is unreachable.
-Safe with several workers: the verdict is recorded under the execution's row lock, only if the
-row is still open, and with an event key derived from its sequence (idempotent).
+Safe with several workers and against a tenant that moves on: each describe asks about the
+run the row names (its run id), and the verdict is recorded under the execution's row lock
+only if the row is still open AND unchanged since it was listed (same run id, last event seq
+and updated_at), with an event key derived from its sequence (idempotent). A page's describes
+take up to seconds; meanwhile the workflow may record its own end and the tenant retry it, so
+the row runs a new run, and a verdict about the old one must not fail the new one.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from app.db import SessionFactory
 from app.executions.admission import Admission
-from app.executions.events import TERMINAL_STATUSES
 from app.executions.repository import OPEN_STATUSES, ExecutionRepository, OpenExecution
 from app.executions.service import ExecutionService, Publisher
 from app.executions.workflow_io import EventRecord
@@ -80,15 +83,30 @@ def is_open(execution: Execution) -> bool:
     )
 
 
+def _unchanged(execution: Execution, seen: OpenExecution) -> bool:
+    """Still the row the verdict is about: same run, no event or other change since listed."""
+    now = (execution.run_id, execution.last_seq, execution.updated_at)
+    return now == (seen.run_id, seen.last_seq, seen.updated_at)
+
+
 async def finish_lost(
-    session: AsyncSession, execution_id: uuid.UUID, verdict: Verdict, payload: dict[str, Any]
+    session: AsyncSession,
+    execution_id: uuid.UUID,
+    verdict: Verdict,
+    payload: dict[str, Any],
+    *,
+    seen: OpenExecution | None = None,
 ) -> tuple[ExecutionEvent, Execution] | None:
     """Record `verdict` as the terminal event of an execution whose workflow no longer runs,
-    unless it ended (or was queued again) meanwhile; None then. The caller commits, then
+    unless it ended (or was queued again) meanwhile, or, given `seen` (the row as listed when
+    the verdict was asked for), it changed since; None then. The caller commits, then
     publishes and admits. The row lock serialises this with the recorder and other workers;
     the key makes a replay of the same decision a no-op."""
     execution = await ExecutionRepository(session).lock(execution_id)
-    if execution is None or execution.status in TERMINAL_STATUSES or not is_open(execution):
+    if execution is None or not is_open(execution):
+        return None
+    if seen is not None and not _unchanged(execution, seen):
+        log.info("reconcile.moved_on", execution_id=str(execution_id), verdict=verdict.message)
         return None
     return await ExecutionService(session).record(
         EventRecord(
@@ -102,6 +120,14 @@ async def finish_lost(
             error=verdict.message if verdict.status == "FAILED" else None,
         )
     )
+
+
+def _is_run_id(value: str | None) -> bool:
+    try:
+        uuid.UUID(value or "")
+    except ValueError:
+        return False
+    return True
 
 
 class Reconciler:
@@ -139,7 +165,7 @@ class Reconciler:
             checked += len(rows)
             try:
                 async with asyncio.TaskGroup() as group:  # the first unreachable ends them all
-                    probes = [group.create_task(self._verdict(row)) for row in rows]
+                    probes = [group.create_task(self.verdict(row)) for row in rows]
             except ExceptionGroup as failed:
                 if not all(isinstance(e, TemporalUnreachable) for e in failed.exceptions):
                     raise
@@ -149,18 +175,18 @@ class Reconciler:
             self._after = (rows[-1].created_at, rows[-1].id) if len(rows) == limit else None
             for row, probe in zip(rows, probes, strict=True):
                 verdict = probe.result()
-                if verdict is not None and await self._finish(row, verdict):
+                if verdict is not None and await self.finish(row, verdict):
                     finished.append(row.id)
             if self._after is None:
                 break
         return finished
 
-    async def _verdict(self, row: OpenExecution) -> Verdict | None:
+    async def verdict(self, row: OpenExecution) -> Verdict | None:
+        """How to finish the listed row, or None while its run is running (or Temporal gave
+        an answer that decides nothing). Raises TemporalUnreachable."""
         async with self._slots:
             try:
-                described = await self.temporal.get_workflow_handle(row.workflow_id).describe(
-                    rpc_timeout=DESCRIBE_TIMEOUT
-                )
+                status = await self._status(row)
             except RPCError as exc:
                 if exc.status == RPCStatusCode.NOT_FOUND:
                     return WORKFLOW_NOT_FOUND
@@ -175,12 +201,27 @@ class Reconciler:
                 return None
             except RuntimeError as exc:  # temporalio's "Failed client connect"
                 raise TemporalUnreachable(str(exc)) from exc
-        return VERDICTS.get(described.status) if described.status is not None else None
+        return VERDICTS.get(status) if status is not None else None
 
-    async def _finish(self, row: OpenExecution, verdict: Verdict) -> bool:
+    async def _status(self, row: OpenExecution) -> WorkflowExecutionStatus | None:
+        """The status of the run the row names, not of whatever run has the workflow id now
+        (a retry starts another one). A run id that is not one (admission's "already-started"
+        marker) asks about the latest run; so does a run that continued as new, whose chain
+        goes on in the latest."""
+        run_id = row.run_id if _is_run_id(row.run_id) else None
+        handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=run_id)
+        described = await handle.describe(rpc_timeout=DESCRIBE_TIMEOUT)
+        if described.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+            latest = self.temporal.get_workflow_handle(row.workflow_id)
+            described = await latest.describe(rpc_timeout=DESCRIBE_TIMEOUT)
+        return described.status
+
+    async def finish(self, row: OpenExecution, verdict: Verdict) -> bool:
+        """Record the verdict about the listed row, if the row is still as listed; then
+        publish and admit the tenant's next execution. False when nothing was recorded."""
         payload = {"actor": ACTOR, "reason": verdict.message}
         async with self.sessions() as session:
-            done = await finish_lost(session, row.id, verdict, payload)
+            done = await finish_lost(session, row.id, verdict, payload, seen=row)
             if done is None:
                 return False
             await session.commit()

@@ -25,12 +25,16 @@ STARTED = Execution.status.in_(OPEN_STATUSES) | (
 
 @dataclass(frozen=True)
 class OpenExecution:
-    """What the reconciler needs to ask Temporal about an execution, and to page on."""
+    """What the reconciler needs to ask Temporal about an execution and to page on, and what
+    the row looked like then (run, last event, last change): a verdict about it holds only
+    while the row is still that."""
 
     id: uuid.UUID
     workflow_id: str
     run_id: str | None
     created_at: datetime
+    last_seq: int
+    updated_at: datetime
 
 
 class ExecutionRepository:
@@ -192,7 +196,12 @@ class ExecutionRepository:
         """Executions with a started workflow (RUNNING, PAUSED, or PENDING with a run id)
         unchanged since `quiet_since`, in (created_at, id) order after `after`."""
         query = select(
-            Execution.id, Execution.workflow_id, Execution.run_id, Execution.created_at
+            Execution.id,
+            Execution.workflow_id,
+            Execution.run_id,
+            Execution.created_at,
+            Execution.last_seq,
+            Execution.updated_at,
         ).where(STARTED, Execution.updated_at < quiet_since)
         if after is not None:
             query = query.where(tuple_(Execution.created_at, Execution.id) > after)

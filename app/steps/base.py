@@ -3,7 +3,11 @@
 An activity is a `StepActivity`: a name templates use, a JSON Schema of its input (after
 expression rendering) and an async `run(input, ctx)`. `define()` builds one and makes `run`
 check the input against the schema first, so every activity reports all input problems, with
-their paths, in one `StepInputError`.
+their paths, in one `StepInputError`. A step input may be up to MAX_STEP_INPUT_BYTES (1 MiB),
+and validating that much costs tenths of a second: an input larger than about
+LOOP_VALIDATION_BYTES is validated on the CPU pool, off the worker's event loop (which also
+serves the API in `wfs dev`). An activity may add a `precheck`: cheap counts that refuse a
+huge input with the step's own message before the schema looks at it.
 
 Failures: `StepInputError` is permanent (bad input or configuration; retrying cannot help);
 `StepTransientError` is retried by the step's retry policy. Anything else is a bug and is retried
@@ -28,8 +32,13 @@ from app.jsonschemas import json_validator, schema_problems
 from app.settings import Settings
 
 MAX_PROBLEM_CHARS = 300
+# Inputs up to about this size (as compact JSON) are validated inline: a few milliseconds at
+# most; larger ones go to the CPU pool (a thread hop costs ~0.1 ms, a 1 MiB input ~0.3-1 s).
+LOOP_VALIDATION_BYTES = 64 * 1024
 
 StepRun = Callable[[dict[str, Any], "StepContext"], Awaitable[Any]]
+# Runs before the schema, on input that may not match it; raises StepInputRefused.
+StepPrecheck = Callable[[dict[str, Any], "StepContext"], None]
 
 
 class StepInputError(ValueError):
@@ -107,8 +116,10 @@ def define(
     impl: StepRun | None,
     *,
     heartbeat_seconds: float | None = None,
+    precheck: StepPrecheck | None = None,
 ) -> StepActivity:
-    """Build a StepActivity whose `run` validates its input against `input_schema` first."""
+    """Build a StepActivity whose `run` validates its input against `input_schema` first
+    (after `precheck`, if given)."""
     # A bad schema (or a pattern RE2 cannot run) is a bug: fail at import.
     if problems := schema_problems(input_schema):
         raise ValueError(f"input schema of {name}: {problems}")
@@ -118,7 +129,9 @@ def define(
     checked_impl = impl
 
     async def run(input: dict[str, Any], ctx: StepContext) -> Any:
-        problems = input_problems(validator, input)
+        if precheck is not None:
+            precheck(input, ctx)
+        problems = await validate_input(validator, input)
         if problems:
             raise StepInputRefused(f"invalid input for {name}: " + "; ".join(problems))
         return await checked_impl(input, ctx)
@@ -128,6 +141,45 @@ def define(
     return StepActivity(name, description, input_schema, run, heartbeat_seconds)
 
 
+async def validate_input(validator: Validator, input: Any) -> list[str]:
+    """`input_problems`, on the CPU pool when the input is larger than LOOP_VALIDATION_BYTES."""
+    if json_size_over(input, LOOP_VALIDATION_BYTES):
+        return await run_cpu(input_problems, validator, input)
+    return input_problems(validator, input)
+
+
+def json_size_over(value: Any, limit: int) -> bool:
+    """Whether `value` as compact JSON is (at least) about `limit` characters, without writing
+    it: each node adds its least JSON length (a string its length and quotes, a scalar a
+    character, a container its brackets, with a separator for each) and the walk stops once
+    the sum passes `limit`, so it visits at most about limit / 2 nodes however large the
+    value is (json.dumps of a 1 MiB value would take milliseconds on the loop). A container
+    is charged for its items before they are walked: one holding more than `limit` items
+    stops the walk at once. Iterative, so deep nesting is no recursion."""
+    total = 0
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, str):
+            total += len(node) + 3
+        elif isinstance(node, dict):
+            total += 2 + 2 * len(node)  # braces; a colon and a comma per entry
+            if total > limit:
+                return True
+            pending.extend(node.keys())
+            pending.extend(node.values())
+        elif isinstance(node, list | tuple):
+            total += 2 + len(node)  # brackets; a comma per item
+            if total > limit:
+                return True
+            pending.extend(node)
+        else:
+            total += 2
+        if total > limit:
+            return True
+    return False
+
+
 def input_problems(validator: Validator, input: Any) -> list[str]:
     """Every schema violation as `$.path: message`, sorted by path so messages are stable."""
     found = []
@@ -135,11 +187,18 @@ def input_problems(validator: Validator, input: Any) -> list[str]:
         path = "$" + "".join(
             f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
         )
-        message = error.message
-        if len(message) > MAX_PROBLEM_CHARS:  # messages quote the instance, which may be huge
-            message = message[: MAX_PROBLEM_CHARS - 3] + "..."
-        found.append((path, message))
+        found.append((path, _cut(error.message)))
     return [f"{path}: {message}" for path, message in sorted(found)]
+
+
+def _cut(message: str) -> str:
+    """A schema message within MAX_PROBLEM_CHARS: jsonschema quotes the instance, which may
+    be a megabyte, first and says what is wrong with it last ("... is too long"), so keep
+    both ends."""
+    if len(message) <= MAX_PROBLEM_CHARS:
+        return message
+    tail = MAX_PROBLEM_CHARS // 3
+    return message[: MAX_PROBLEM_CHARS - tail - 5] + " ... " + message[-tail:]
 
 
 def canonical_json(value: Any) -> str:

@@ -9,6 +9,8 @@ server). A free tenant has 5 slots; the executions that fill them hold a 120 s t
 - a workflow terminated, timed out or lost outside the service is finished FAILED with the
   reason by the reconciler (idempotent across concurrent reconcilers), its slot admits the next
   queued execution, and the worker process runs the reconciler by itself;
+- a reconciler verdict about a run is never applied once the row moved on (its end recorded,
+  retried, a new run started), and describes ask about the row's own run;
 - control errors shown to a tenant never carry Temporal's text (hosts, ports, workflow ids).
 """
 
@@ -30,10 +32,12 @@ from app.errors import Conflict, Unavailable
 from app.events.bus import EventBus
 from app.executions.admission import TIER_PRIORITY, sweep
 from app.executions.control import ExecutionControl
-from app.executions.reconciler import Reconciler
+from app.executions.reconciler import Reconciler, Verdict
+from app.executions.repository import ExecutionRepository, OpenExecution
 from app.executions.service import ExecutionService
 from app.executions.workflow_io import WORKFLOW_NAME
 from app.models import Execution
+from app.models.base import utcnow
 from app.settings import Settings
 from app.templates.service import TemplateService
 from app.tenants.service import Principal, TenantService
@@ -233,6 +237,74 @@ async def test_terminated_workflow_is_finished_failed_and_frees_its_slot(
     # Idempotent: later rounds add nothing.
     await asyncio.gather(*(r.run_round() for r in reconcilers))
     assert (await state(client, victim))["events"] == finished["events"]
+    await release(client, template)
+
+
+async def listed(sessions: Any, execution_id: uuid.UUID) -> OpenExecution:
+    """The row as a reconciler with no grace period lists it now."""
+    async with sessions() as session:
+        row = await session.get(Execution, execution_id)
+        assert row is not None
+        rows = await ExecutionRepository(session).open_quiet_since(
+            utcnow() + timedelta(seconds=1),
+            after=(row.created_at - timedelta(microseconds=1), uuid.UUID(int=0)),
+            limit=100,
+        )
+    (found,) = [r for r in rows if r.id == execution_id]
+    return found
+
+
+async def quiet(sessions: Any, execution_id: uuid.UUID) -> OpenExecution:
+    """The row as listed once an activity that was in flight has written what it had."""
+    before = await listed(sessions, execution_id)
+    while True:
+        await asyncio.sleep(0.5)
+        now = await listed(sessions, execution_id)
+        if now == before:
+            return now
+        before = now
+
+
+async def test_a_verdict_about_an_old_run_is_not_applied_after_the_row_moved_on(
+    server: str, sessions: Any, settings: Settings, temporal: Client, bus: EventBus
+) -> None:
+    """A round describes a page of rows (seconds) before it applies the verdicts. Here, in
+    order: the row is listed and its run's verdict computed; meanwhile its end is recorded
+    and the tenant retries, so admission starts a new run; then the verdict is applied.
+    Before: finish_lost saw an open row and failed the new, healthy run."""
+    keys, client, template = await free_tenant(server, sessions)
+    (execution_id,) = await fill_slots(client, template, 1)
+    row_id = uuid.UUID(pk(execution_id))
+    first = await temporal.get_workflow_handle(f"exec-{pk(execution_id)}").describe()
+    await temporal.get_workflow_handle(first.id, run_id=first.run_id).terminate(reason="op")
+    late, other = (Reconciler(sessions, temporal, bus, settings, grace_seconds=0) for _ in "ab")
+
+    old = await quiet(sessions, row_id)
+    assert old.run_id == first.run_id
+    verdict = await late.verdict(old)
+    assert verdict == Verdict("FAILED", "workflow terminated")
+
+    assert await other.finish(old, verdict)  # another worker records the end first...
+    assert (await state(client, execution_id))["status"] == "FAILED"
+    retried = await call(client, "RetryExecution", {"id": execution_id})  # ...the tenant retries
+    assert retried["__typename"] == "Execution", retried
+    await until(client, execution_id, lambda e: e["status"] == "RUNNING")
+    new = await listed(sessions, row_id)
+    assert new.run_id not in (None, first.run_id)
+
+    assert not await late.finish(old, verdict)  # the late verdict is about another run
+    now = await state(client, execution_id)
+    assert now["status"] == "RUNNING"
+    types = [e["type"] for e in now["events"]]
+    after_retry = types[len(types) - types[::-1].index("RETRIED") :]
+    assert not {"FAILED", "CANCELLED", "COMPLETED"} & set(after_retry), types
+    # Describes ask about the run the row names, not the latest one with the workflow id.
+    assert await late.verdict(old) == verdict
+    assert await late.verdict(new) is None
+    # Unchanged since listed, a verdict is applied (the check is not a blanket refusal).
+    assert await late.finish(await listed(sessions, row_id), Verdict("CANCELLED", "test"))
+    assert (await state(client, execution_id))["status"] == "CANCELLED"
+    await temporal.get_workflow_handle(first.id).terminate(reason="test over")
     await release(client, template)
 
 

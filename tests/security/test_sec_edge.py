@@ -4,7 +4,10 @@ Every operation on a socket counts against the tenant's rate limit and meets the
 (depth, aliases, tokens, size); a revoked or deleted key loses its open sockets within
 2 x KEY_RECHECK_SECONDS; callers without a valid key are limited per address, bad-key floods
 stop costing key lookups, introspection costs extra; an oversize chunked body is a 413; a
-cross-origin browser handshake is refused; UNAVAILABLE errors carry no internal detail.
+cross-origin browser handshake is refused; UNAVAILABLE errors carry no internal detail; a
+tenant's open sockets are capped across API replicas (4429), with a place freed by a clean
+close, a dropped connection or, for a replica that dies, its lease running out; operations at
+once on one socket are capped.
 
 Client addresses come from X-Forwarded-For (uvicorn trusts it from 127.0.0.1, as from a
 proxy), so each test's anonymous budget is its own even on a Redis shared with other runs.
@@ -13,9 +16,12 @@ proxy), so each test's anonymous budget is its own even on a Redis shared with o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import random
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -37,7 +43,7 @@ from app.settings import Settings
 from app.temporal import connect
 from app.tenants.service import hash_key
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import own_service
+from tests.support import free_port, own_service
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 TENANT_LIMIT = 10  # operations (and socket connects) per tenant per minute
@@ -47,6 +53,7 @@ MAX_BYTES = 64 * 1024
 ALLOWED_ORIGIN = "https://app.example"
 VIEWER = "{ viewer { role } }"
 HOST_PORT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}:\d+|localhost:\d+")
+WFS = Path(sys.executable).parent / "wfs"
 
 
 def op(name: str) -> str:
@@ -438,3 +445,124 @@ async def test_unavailable_errors_say_what_failed_never_the_internal_why(
     internal = Unavailable("could not reach the workflow: tcp connect error 10.0.3.7:7233")
     assert public_message(internal) == "could not reach the workflow"
     assert not HOST_PORT.search(public_message(internal))
+
+
+# -- open sockets per tenant, operations per socket ----------------------------------------
+
+SOCKET_LIMITS = {  # small caps, and a short lease (3 x the key re-check) for a dead replica
+    "ws_max_sockets_per_tenant": 3,
+    "ws_max_operations_per_socket": 2,
+    "key_recheck_seconds": 0.5,
+}
+TOO_MANY = (4429, "too many open sockets: this tenant has 3, at most 3; close one")
+
+
+@asynccontextmanager
+async def api_process(
+    settings: Settings, logs: Path, **overrides: Any
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """`wfs api` in a process of its own (a replica that can die), run in `logs` (an empty
+    folder: no .env) and writing its log there; yields its URL and process."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "TEMPORAL_ADDRESS": settings.temporal_address or "",
+        "TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        **{name.upper(): str(value) for name, value in overrides.items()},
+    }
+    with (logs / "api.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            str(WFS), "api", "--port", str(port), env=env, cwd=logs, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(60), httpx.AsyncClient(base_url=base, timeout=5) as http:
+            while True:
+                assert proc.returncode is None, (logs / "api.log").read_text()[-2000:]
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.2)
+        yield base, proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def refused_connect(base: str, key: str) -> tuple[int | None, str]:
+    """The close code and reason a socket gets instead of `connection_ack`."""
+    ws = await websockets.connect(
+        base.replace("http://", "ws://") + "/graphql",
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+    )
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": key}}))
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(10):
+            while True:
+                message = json.loads(await ws.recv())
+                assert message["type"] != "connection_ack", "over the cap, yet acknowledged"
+    return ws.close_code, ws.close_reason or ""
+
+
+async def open_when_free(base: str, key: str, timeout: float = 15) -> Socket:
+    """A socket, as soon as the tenant has a free place again (refused until then)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return await Socket.open(base, key)
+            except ConnectionClosed as refused:
+                assert refused.rcvd is not None and refused.rcvd.code == TOO_MANY[0], refused
+            await asyncio.sleep(0.3)
+
+
+async def test_open_sockets_are_capped_per_tenant_across_replicas(
+    settings: Settings, sessions, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    keys, other = await make_tenant(sessions, "pro"), await make_tenant(sessions, "pro")
+    bearer = f"Bearer {keys.viewer}"
+    async with (
+        own_service(settings, **SOCKET_LIMITS) as here,
+        api_process(settings, tmp_path, **SOCKET_LIMITS) as (there, replica),
+    ):
+        first, second = await Socket.open(here, keys.viewer), await Socket.open(here, keys.admin)
+        on_replica = await Socket.open(there, keys.viewer)
+        # The cap counts the tenant's sockets on every replica, and refuses on every replica.
+        assert await refused_connect(here, bearer) == TOO_MANY
+        assert await refused_connect(there, bearer) == TOO_MANY
+        assert await first.alive() and await on_replica.alive()  # the open ones are unharmed
+        elsewhere = await Socket.open(here, other.viewer)  # another tenant's count is its own
+        await elsewhere.ws.close()
+
+        # Operations at once on one socket: one more is refused with an error, not run.
+        for op_id in ("feed-1", "feed-2"):
+            await first.send(op_id, op("ExecutionsFeed"))  # never complete on their own
+        await first.send("third", VIEWER)
+        refused = await first.outcome("third")
+        assert refused["type"] == "error", refused
+        error = graphql_error(refused)
+        assert error["extensions"]["code"] == "QUOTA_EXCEEDED"
+        assert error["message"] == (
+            "at most 2 operations run at once on one socket; complete one or open another socket"
+        )
+        await first.ws.send(json.dumps({"id": "feed-1", "type": "complete"}))
+        await first.send("fourth", VIEWER)  # a place is free again
+        assert (await first.outcome("fourth"))["type"] == "next"
+
+        # A clean close frees a place.
+        await second.ws.close()
+        third = await open_when_free(here, keys.admin)
+        assert await refused_connect(here, bearer) == TOO_MANY
+        # So does a connection that just drops (no close frame): the server notices the end.
+        third.ws.transport.abort()
+        fourth = await open_when_free(here, keys.admin)
+        assert await refused_connect(here, bearer) == TOO_MANY
+        # A replica that dies never releases its sockets: their leases run out instead.
+        replica.kill()
+        await replica.wait()
+        fifth = await open_when_free(here, keys.admin)
+        assert await refused_connect(here, bearer) == TOO_MANY
+        for sock in (first, fourth, fifth):
+            await sock.ws.close()

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import re
 import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -634,3 +636,91 @@ def test_metadata_stays_closed_when_its_network_is_opened() -> None:
     closed = Settings(_env_file=None)  # type: ignore[call-arg]
     for raw in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "::ffff:93.184.216.34"):
         assert address_allowed(ipaddress.ip_address(raw), closed), raw
+
+
+# -- work a step input may cause on the worker's event loop ------------------------------------
+
+
+@asynccontextmanager
+async def loop_stalls() -> AsyncIterator[list[float]]:
+    """How late a 10 ms ticker woke up, each time, while the block ran."""
+    stalls: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            stalls.append(time.perf_counter() - started - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)  # the ticker is running before the block starts
+    try:
+        yield stalls
+    finally:
+        stop.set()
+        await tick
+
+
+async def test_64000_recipients_are_refused_without_stalling_the_loop(
+    mail_settings: Settings, sessions: Any, mail_sink: DevMailSink
+) -> None:
+    """1 MB of recipients, under the step input limit: before, 0.3 s of schema validation and
+    2.9 s of address parsing ran on the worker's loop before the cap was checked."""
+    tenant_id, _ = await new_tenant(sessions, "pro")
+    ctx = make_ctx(mail_settings, sessions, tenant_id)
+    many = [f"u{i}@ex.io" for i in range(64_000)]
+    spread = {"to": many[:30_000], "cc": many[30_000:60_000], "bcc": many[60_000:]}
+    same = {"to": ["ada@example.com"] * 30_000, "cc": ["Ada <ada@example.com>"] * 30_000}
+    before = len(mail_sink.messages())
+    async with loop_stalls() as stalls:
+        with pytest.raises(StepInputRefused) as counted:
+            await run_step("email.send", {"to": many, "subject": "s", "text": "t"}, ctx)
+        with pytest.raises(StepInputRefused) as spread_out:
+            await run_step("email.send", {**spread, "subject": "s", "text": "t"}, ctx)
+        # Two distinct entries (within the cap), but 30,000 of each: the schema's ceiling.
+        with pytest.raises(StepInputRefused) as repeated:
+            await run_step("email.send", {**same, "subject": "s", "text": "t"}, ctx)
+    assert str(counted.value) == (
+        "64000 recipients (to, cc and bcc): a message goes to at most 50; "
+        "split the list, e.g. with for_each"
+    )
+    assert str(spread_out.value).startswith("64000 recipients (to, cc and bcc)")
+    # Cut in the middle: the instance's start and jsonschema's verdict at the end both show.
+    assert re.fullmatch(
+        r"invalid input for email\.send: \$\.cc: \['Ada <ada@example\.com>'.{200,300} is too long"
+        r"; \$\.to: \['ada@example\.com'.{200,300} is too long",
+        str(repeated.value),
+    ), str(repeated.value)
+    assert len(mail_sink.messages()) == before
+    assert stalls and max(stalls) < 0.1, f"event loop stalled {max(stalls) * 1000:.0f} ms"
+
+
+async def test_reply_to_is_an_address_header(
+    mail_settings: Settings, sessions: Any, mail_sink: DevMailSink
+) -> None:
+    """reply_to was parsed as unstructured text, so every address in it was refused."""
+    tenant_id, _ = await new_tenant(sessions, "pro")
+    ctx = make_ctx(mail_settings, sessions, tenant_id)
+    subject = f"reply {uuid.uuid4().hex[:8]}"
+    message = {"to": ["a@example.com", "a@example.com"], "subject": subject, "text": "t"}
+    sent = await run_step("email.send", {**message, "reply_to": "Desk <desk@example.com>"}, ctx)
+    assert sent["accepted"] == ["a@example.com"]
+    (got,) = received(mail_sink, subject)
+    assert (got["Reply-To"], got["To"]) == ("Desk <desk@example.com>", "a@example.com")
+
+
+async def test_a_large_step_input_is_validated_off_the_event_loop(settings: Settings) -> None:
+    """80,000 records (900 KB as JSON, under the step input limit) take about 0.25 s to
+    validate against the data.aggregate schema: on the CPU pool, with the same answers."""
+    ctx = make_ctx(settings, None, str(uuid.uuid4()))
+    records = [{"n": i % 10} for i in range(80_000)]
+    async with loop_stalls() as stalls:
+        out = await run_step("data.aggregate", {"data": records, "fields": ["n"]}, ctx)
+        with pytest.raises(StepInputRefused) as refused:
+            await run_step("data.aggregate", {"data": [*records[1:], 5], "fields": ["n"]}, ctx)
+    assert out == {"count": 80_000, "n": {"sum": 360_000, "min": 0, "max": 9, "avg": 4.5}}
+    assert str(refused.value) == (
+        "invalid input for data.aggregate: $.data[79999]: 5 is not of type 'object'"
+    )
+    assert stalls and max(stalls) < 0.1, f"event loop stalled {max(stalls) * 1000:.0f} ms"
