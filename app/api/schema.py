@@ -8,6 +8,7 @@ extension lifecycle; tests/security/test_sec_edge.py proves it for each limit).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from functools import partial
 
 import strawberry
@@ -33,6 +34,7 @@ from app.api.executions import (
     load_execution_node,
 )
 from app.api.feeds import FeedSubscription
+from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
@@ -127,10 +129,12 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[Execution, Template, Tenant, UserError],
+        scalar_overrides={datetime: UtcDateTime},
         extensions=[
             # Factories, not instances: an extension instance would be shared by concurrent
             # operations (MaskErrors keeps per-operation state).
             OperationBudget,
+            RefuseUnstorableInput,
             partial(QueryDepthLimiter, max_depth=settings.graphql_max_depth),
             partial(MaxAliasesLimiter, max_alias_count=settings.graphql_max_aliases),
             partial(MaxTokensLimiter, max_token_count=settings.graphql_max_tokens),

@@ -148,7 +148,8 @@ def scalar_values(name: str, arg_name: str) -> st.SearchStrategy[Any]:
     if name == "Decimal":
         return st.decimals(allow_nan=False, allow_infinity=False).map(str) | text
     if name == "DateTime":
-        return st.datetimes().map(lambda d: d.isoformat() + "Z") | text
+        aware = st.datetimes().map(lambda d: d.isoformat() + "Z")
+        return aware | st.datetimes().map(lambda d: d.isoformat()) | text  # naive too
     if name == "JSON":
         return json_values() | deep_json()
     return json_values()

@@ -139,3 +139,33 @@ async def test_what_is_recorded_survives_values_postgresql_refuses(
         assert stored.payload["y"] == [None, "a\ufffdb"]
         assert stored.payload["a\ufffd"] == 1
         assert (await session.get(Execution, pk)) is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ('{ templates(search: "a\\u0000b") { edges { node { id } } } }', {}),
+        ("query($n: String) { template(name: $n) { id } }", {"n": "x\x00"}),
+        ("query($s: String) { templates(category: $s) { edges { node { id } } } }", {"s": "\x00"}),
+        ("query($s: JSON!) { validateTemplate(spec: $s) { valid } }", {"s": {"title": "a\x00"}}),
+    ],
+    ids=["literal", "name", "category", "json"],
+)
+async def test_nul_characters_are_refused_before_any_resolver_runs(
+    client: GraphQLClient, query: str, variables: dict[str, Any]
+) -> None:
+    body = await client.raw(query, variables)
+    assert body["data"] is None, body
+    assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+    assert "NUL" in body["errors"][0]["message"]
+
+
+async def test_a_time_without_offset_is_read_as_utc(client: GraphQLClient) -> None:
+    query = (
+        "query($f: DateTime!, $t: DateTime!) "
+        "{ aiUsageSummary(from: $f, to: $t, groupBy: DAY) { key calls } }"
+    )
+    naive = await client.raw(query, {"f": "2026-11-01T00:00:00", "t": "2026-12-01T00:00:00"})
+    aware = await client.raw(query, {"f": "2026-11-01T00:00:00Z", "t": "2026-12-01T00:00:00Z"})
+    assert not naive.get("errors"), naive
+    assert naive["data"] == aware["data"]
