@@ -19,7 +19,7 @@ WS_OPERATIONS = Counter(
 WS_CLOSED = Counter(
     "wfs_ws_closed_total",
     "WebSockets the API closed by rule: revoked (key revoked or gone), oversize (message over "
-    "MAX_REQUEST_BYTES)",
+    "MAX_REQUEST_BYTES), sockets (the tenant's open sockets at WS_MAX_SOCKETS_PER_TENANT)",
     ["reason"],
 )
 EXECUTIONS_STARTED = Counter(

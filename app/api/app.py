@@ -205,11 +205,14 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         """HTTP bodies, GET variables and socket messages: nesting deeper than Python's
-        recursion limit is unparsable JSON (400, or 4400 on a socket), not a server error."""
+        recursion limit, or bytes that are not UTF-8, are unparsable JSON (400, or 4400 on a
+        socket), not a server error."""
         try:
             return json.loads(data)
         except RecursionError as exc:
             raise JSONDecodeError("JSON nested too deeply", "", 0) from exc
+        except UnicodeDecodeError as exc:
+            raise JSONDecodeError("the body is not UTF-8", "", 0) from exc
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         ctx = Context(deps=self._deps["deps"], request=request, response=response)

@@ -169,3 +169,13 @@ async def test_a_time_without_offset_is_read_as_utc(client: GraphQLClient) -> No
     aware = await client.raw(query, {"f": "2026-11-01T00:00:00Z", "t": "2026-12-01T00:00:00Z"})
     assert not naive.get("errors"), naive
     assert naive["data"] == aware["data"]
+
+
+async def test_a_body_that_is_not_utf8_is_a_bad_request(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        resp = await http.post(
+            "/graphql",
+            content=b'\xff\xfe{"query": "{ viewer { role } }"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert resp.status_code == 400, resp.text
