@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import datetime
+from typing import Any
 
 import strawberry
 
@@ -117,7 +118,38 @@ def _swept_item(ctx: Context, event: EventModel, execution: ExecutionModel) -> E
     )
 
 
+class _Shared:
+    """One answer per key per second for every subscriber in this process: a tenant with
+    hundreds of `queueStatus` subscriptions costs one PostgreSQL count and two Temporal
+    describes a second, not hundreds."""
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._answers: dict[object, tuple[float, asyncio.Task[list[QueueStatus]]]] = {}
+
+    async def get(
+        self, key: object, make: Callable[[], Coroutine[Any, Any, list[QueueStatus]]]
+    ) -> list[QueueStatus]:
+        now = asyncio.get_running_loop().time()
+        found = self._answers.get(key)
+        if found is None or found[0] <= now or (found[1].done() and found[1].exception()):
+            for stale in [k for k, (until, _) in self._answers.items() if until <= now]:
+                del self._answers[stale]
+            found = (now + self.ttl, asyncio.ensure_future(make()))
+            self._answers[key] = found
+        return await asyncio.shield(found[1])
+
+
+_SHARED_STATUS = _Shared()
+
+
 async def _queue_statuses(ctx: Context, principal: Principal) -> list[QueueStatus]:
+    return await _SHARED_STATUS.get(
+        principal.tenant_id, lambda: _read_queue_statuses(ctx, principal)
+    )
+
+
+async def _read_queue_statuses(ctx: Context, principal: Principal) -> list[QueueStatus]:
     settings = ctx.deps.settings
     inspector = inspector_for(ctx.deps.temporal)
 

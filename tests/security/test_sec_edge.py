@@ -566,3 +566,41 @@ async def test_open_sockets_are_capped_per_tenant_across_replicas(
         assert await refused_connect(here, bearer) == TOO_MANY
         for sock in (first, fourth, fifth):
             await sock.ws.close()
+
+
+async def test_queue_status_subscriptions_of_a_tenant_share_one_reading(
+    server: str, tenant: TenantKeys
+) -> None:
+    """Many `queueStatus` subscriptions cost one reading a second per tenant and process:
+    subscribers started together get the same snapshot (the same `at`), not one each."""
+    import json
+
+    import websockets
+
+    ws_url = server.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(
+            json.dumps(
+                {"type": "connection_init", "payload": {"authorization": f"Bearer {tenant.viewer}"}}
+            )
+        )
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        for i in range(10):
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": str(i),
+                        "type": "subscribe",
+                        "payload": {
+                            "query": "subscription { queueStatus(intervalSeconds: 1) { at } }"
+                        },
+                    }
+                )
+            )
+        first: dict[str, str] = {}
+        async with asyncio.timeout(20):
+            while len(first) < 10:
+                msg = json.loads(await ws.recv())
+                if msg["type"] == "next" and msg["id"] not in first:
+                    first[msg["id"]] = msg["payload"]["data"]["queueStatus"][0]["at"]
+    assert len(set(first.values())) <= 2, first
