@@ -26,14 +26,17 @@ def to_global_id(type_name: str, pk: uuid.UUID) -> strawberry.ID:
 
 def from_global_id(global_id: str, expected: str | None = None) -> tuple[str, uuid.UUID]:
     """Decode a global id; a malformed or wrong-type id is NOT_FOUND (it names nothing)."""
+    shown = global_id if len(global_id) <= 100 else global_id[:100] + "…"  # echoed in errors
     try:
+        if len(global_id) > 200:  # ours are 60-70 characters
+            raise ValueError("too long")
         padded = global_id + "=" * (-len(global_id) % 4)
         type_name, _, raw = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
         pk = uuid.UUID(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise NotFound(f"no object with id {global_id!r}") from exc
+        raise NotFound(f"no object with id {shown!r}") from exc
     if expected is not None and type_name != expected:
-        raise NotFound(f"no {expected} with id {global_id!r}")
+        raise NotFound(f"no {expected} with id {shown!r}")
     return type_name, pk
 
 

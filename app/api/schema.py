@@ -62,7 +62,7 @@ class NodeQuery:
                 tenant = await info.context.loaders.tenants.load(pk)
                 assert tenant is not None
                 return Tenant.from_model(tenant)
-            raise NotFound(f"no object with id {id!r}")
+            raise NotFound("no object with this id")
 
 
 @strawberry.type
