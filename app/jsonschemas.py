@@ -35,6 +35,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -110,39 +111,80 @@ MAX_RUNNING_PER_TENANT = 1
 
 
 class _TenantGate:
-    """The slots of one tenant on one event loop, and how many callers hold or wait for one
-    (the gate is dropped when none do, so idle tenants cost nothing)."""
+    """The pool threads one tenant holds on one event loop, and its calls waiting for one in
+    arrival order. Everything here runs on the loop; a freed slot is handed to the first
+    waiter, so a newcomer never overtakes a waiting call."""
 
     def __init__(self) -> None:
-        self.slots = asyncio.Semaphore(MAX_RUNNING_PER_TENANT)
-        self.users = 0
+        self.running = 0
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    async def enter(self, timeout: float) -> None:
+        """Take a slot within `timeout` seconds, or raise TimeoutError."""
+        if self.running < MAX_RUNNING_PER_TENANT and not self.waiting:
+            self.running += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            # Shielded: on timeout or cancellation we look at `turn` ourselves, so a slot
+            # handed over just as the caller gave up is passed on, never lost.
+            await asyncio.wait_for(asyncio.shield(turn), timeout)
+        except BaseException:
+            if turn.done():
+                self.leave()
+            else:
+                turn.cancel()
+                self.waiting.remove(turn)
+            raise
+
+    def leave(self) -> None:
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot changes hands; `running` stays
+                return
+        self.running -= 1
+
+    @property
+    def idle(self) -> bool:
+        return self.running == 0 and not self.waiting
 
 
-# Per loop: an asyncio.Semaphore belongs to the loop it first waited on.
+# Per loop: the futures of waiting calls belong to their loop. Idle gates are dropped, so
+# tenants cost nothing between their validations.
 _GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, _TenantGate]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _leave(gates: dict[Hashable, _TenantGate], tenant: Hashable, gate: _TenantGate) -> None:
-    gate.users -= 1
-    if gate.users == 0 and gates.get(tenant) is gate:
-        del gates[tenant]
+async def _enter(tenant: Hashable, deadline: float) -> Callable[[Any], None]:
+    """Take one of the tenant's slots before `deadline`; returns what frees it (callable
+    from any thread, once)."""
+    loop = asyncio.get_running_loop()
+    gates = _GATES.setdefault(loop, {})
+    gate = gates.setdefault(tenant, _TenantGate())
 
+    def drop_if_idle() -> None:
+        if gate.idle and gates.get(tenant) is gate:
+            del gates[tenant]
 
-def _release_on(
-    loop: asyncio.AbstractEventLoop, gates: dict[Hashable, _TenantGate], tenant: Hashable
-) -> Callable[[Any], None]:
-    gate = gates[tenant]
+    def on_loop() -> None:
+        gate.leave()
+        drop_if_idle()
+
+    try:
+        await gate.enter(_remaining(deadline))
+    except BaseException as exc:
+        drop_if_idle()
+        if isinstance(exc, TimeoutError):
+            raise ValidationTimeout from exc
+        raise
 
     def release(_: Any) -> None:
-        def on_loop() -> None:
-            gate.slots.release()
-            _leave(gates, tenant, gate)
-
         try:
             loop.call_soon_threadsafe(on_loop)
-        except RuntimeError:  # the loop closed while the thread finished: nobody waits
+        except RuntimeError:  # the loop closed before the thread finished: nobody waits
             pass
 
     return release
@@ -170,20 +212,9 @@ async def run_bounded(
     other calls wait for a slot, and the wait counts against their deadline. A slot is freed
     when the thread is done, not when the caller gives up, so a timed-out call's thread still
     counts until it reaches its next keyword. None (trusted work: seeding, workers) skips it."""
-    loop = asyncio.get_running_loop()
     release: Callable[[Any], None] | None = None
     if tenant is not None:
-        gates = _GATES.setdefault(loop, {})
-        gate = gates.setdefault(tenant, _TenantGate())
-        gate.users += 1
-        try:
-            await asyncio.wait_for(gate.slots.acquire(), _remaining(deadline))
-        except BaseException as exc:
-            _leave(gates, tenant, gate)
-            if isinstance(exc, TimeoutError):
-                raise ValidationTimeout from exc
-            raise
-        release = _release_on(loop, gates, tenant)
+        release = await _enter(tenant, deadline)
     try:
         work = _POOL.submit(_call_before, deadline, fn, args)
     except BaseException:

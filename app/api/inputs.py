@@ -20,8 +20,9 @@ from strawberry.schema.types.base_scalars import wrap_parser
 
 from app.jsonschemas import shape_problem
 
-# Variables are checked for NUL and NaN at any depth; real limits on nesting are each field's.
-_VARIABLES_DEPTH = 256
+# Variables are checked for NUL and NaN at any depth (the walk is iterative); the limits on
+# nesting are each field's own (MAX_JSON_DEPTH for params and specs), with their messages.
+_VARIABLES_DEPTH = 1_000_000
 
 
 class _NulFinder(Visitor):

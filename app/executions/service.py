@@ -173,7 +173,12 @@ class ExecutionService:
             raise ValidationFailed("params must be a JSON object")
         # Capped and validated off the event loop within the settings' limits.
         params = await TemplateService(self.session).prepare_params(
-            template, version, params, request.params_version, settings
+            template,
+            version,
+            params,
+            request.params_version,
+            settings,
+            tenant_id=principal.tenant_id,
         )
 
         execution_id = uuid.uuid4()

@@ -20,13 +20,15 @@ import copy
 import difflib
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app import jsonschemas
+from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
 from app.models import Template, TemplateVersion
 from app.models.base import utcnow
 from app.models.template import VISIBILITIES
@@ -80,11 +82,19 @@ def checked_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
     return spec
 
 
-async def validated_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
+async def validated_spec(
+    data: Any, settings: Settings | None = None, *, tenant: uuid.UUID | None = None
+) -> TemplateSpec:
     """checked_spec off the event loop, within validation_timeout_seconds: a spec is tenant
-    input, and its checks (JSON Schema, expressions) cost CPU in proportion to it."""
+    input, and its checks (JSON Schema, expressions) cost CPU in proportion to it. `tenant`
+    (who sent it) gets its fair share of the validation pool; None is trusted (seeding)."""
     return await bounded(
-        checked_spec, data, settings, deadline=validation_deadline(settings), settings=settings
+        checked_spec,
+        data,
+        settings,
+        deadline=validation_deadline(settings),
+        settings=settings,
+        tenant=tenant,
     )
 
 
@@ -124,22 +134,42 @@ class StepChange:
     fields: list[str]
 
 
+# A line diff (difflib) costs worse than quadratic time on long runs of near-repeating lines:
+# two 10,000-value enums took 6 s, 20,000 took 41 s. Up to this many lines of indented JSON a
+# side it stays in tens of milliseconds (1,000 lines, the worst found: 20 ms); larger specs get
+# a linear list of the places that changed instead.
+MAX_DIFF_LINES = 1_000
+MAX_DIFF_CHANGES = 200  # places listed when the specs are too large for a line diff
+MAX_DIFF_VALUE_CHARS = 200  # of each value shown there (compact JSON)
+
+
 @dataclass
 class SpecDiff:
+    """What changed between two specs. Every field but `unified` is a structural comparison
+    of the parsed specs (linear); `unified` is text, computed only when asked for."""
+
     from_version: int
     to_version: int
     added_steps: list[str]
     removed_steps: list[str]
     changed_steps: list[StepChange]
     changed_fields: list[str]
-    unified: str
+    old: dict[str, Any] = field(repr=False)
+    new: dict[str, Any] = field(repr=False)
+
+    @property
+    def unified(self) -> str:
+        """A unified diff of the specs as sorted, indented JSON ("" when equal); beyond
+        MAX_DIFF_LINES a side, the changed places by JSON path. CPU-bound: off the event
+        loop, see `unified_off_loop`."""
+        return unified_diff(self.old, self.new, self.from_version, self.to_version)
 
 
 def diff_specs(
     old: dict[str, Any], new: dict[str, Any], from_version: int, to_version: int
 ) -> SpecDiff:
-    """Steps added, removed and changed (by id, with the keys that changed), the other
-    top-level fields that changed, and a unified diff of the specs as sorted, indented JSON."""
+    """Steps added, removed and changed (by id, with the keys that changed) and the other
+    top-level fields that changed, comparing the parsed specs; the text diff waits until asked."""
     old_steps = {s["id"]: s for s in old.get("steps", [])}
     new_steps = {s["id"]: s for s in new.get("steps", [])}
     changed = [
@@ -150,13 +180,6 @@ def diff_specs(
     fields = [k for k in _changed_keys(old, new) if k != "steps"]
     if [i for i in old_steps if i in new_steps] != [i for i in new_steps if i in old_steps]:
         fields.append("steps (order)")
-    unified = difflib.unified_diff(
-        json.dumps(old, indent=2, sort_keys=True).splitlines(),
-        json.dumps(new, indent=2, sort_keys=True).splitlines(),
-        fromfile=f"v{from_version}",
-        tofile=f"v{to_version}",
-        lineterm="",
-    )
     return SpecDiff(
         from_version=from_version,
         to_version=to_version,
@@ -164,8 +187,105 @@ def diff_specs(
         removed_steps=[i for i in old_steps if i not in new_steps],
         changed_steps=changed,
         changed_fields=fields,
-        unified="\n".join(unified),
+        old=old,
+        new=new,
     )
+
+
+def unified_diff(old: Any, new: Any, from_version: int, to_version: int) -> str:
+    """See SpecDiff.unified."""
+    if old == new:
+        return ""
+    names = f"v{from_version}", f"v{to_version}"
+    if not (_lines_over(old, MAX_DIFF_LINES) or _lines_over(new, MAX_DIFF_LINES)):
+        a = json.dumps(old, indent=2, sort_keys=True).splitlines()
+        b = json.dumps(new, indent=2, sort_keys=True).splitlines()
+        return "\n".join(difflib.unified_diff(a, b, *names, lineterm=""))
+    lines = [
+        f"--- {names[0]}",
+        f"+++ {names[1]}",
+        f"@@ more than {MAX_DIFF_LINES} lines of JSON: too large for a line diff; "
+        "the places that changed, by JSON path @@",
+    ]
+    total = 0
+    for path, before, after in _changes("$", old, new):
+        total += 1
+        if total <= MAX_DIFF_CHANGES:
+            lines.append(f"@@ {path} @@")
+            lines += [f"-{_shown(before)}"] if before is not _MISSING else []
+            lines += [f"+{_shown(after)}"] if after is not _MISSING else []
+    if total > MAX_DIFF_CHANGES:
+        lines.append(f"@@ ... and {total - MAX_DIFF_CHANGES} more changed places @@")
+    return "\n".join(lines)
+
+
+def _lines_over(value: Any, limit: int) -> bool:
+    """Whether `value` as indented JSON takes more than `limit` lines, counted without
+    writing it (json.dumps with an indent is the slow pure-Python encoder); stops early."""
+    lines, stack = 0, [value]
+    while stack and lines <= limit:
+        node = stack.pop()
+        if isinstance(node, dict) and node:
+            lines += 2  # the opening and closing lines; a key shares its value's line
+            stack += node.values()
+        elif isinstance(node, list) and node:
+            lines += 2
+            stack += node
+        else:
+            lines += 1
+    return lines > limit
+
+
+_MISSING: Any = object()
+
+
+def _changes(path: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
+    """(JSON path, old value, new value) of every place that differs, objects by sorted key,
+    arrays by index (`_MISSING` on the side without it). Linear in the specs, and it keeps
+    nothing per unchanged element (no garbage for the collector, which holds the GIL); the
+    recursion is as deep as the spec, which max_json_depth caps."""
+    if old == new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys()):
+            yield from _changes(f"{path}.{key}", old.get(key, _MISSING), new.get(key, _MISSING))
+    elif isinstance(old, list) and isinstance(new, list):
+        for i in range(max(len(old), len(new))):
+            before = old[i] if i < len(old) else _MISSING
+            after = new[i] if i < len(new) else _MISSING
+            if before != after:
+                yield from _changes(f"{path}[{i}]", before, after)
+    else:
+        yield path, old, new
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if len(text) <= MAX_DIFF_VALUE_CHARS:
+        return text
+    return text[: MAX_DIFF_VALUE_CHARS - 3] + "..."
+
+
+async def unified_off_loop(
+    diff: SpecDiff, settings: Settings | None = None, *, tenant: uuid.UUID | None = None
+) -> str:
+    """diff.unified on the validation pool within validation_timeout_seconds, in the fair
+    share of `tenant` (who asks): a query may ask for many diffs at once (aliases)."""
+    try:
+        return await jsonschemas.run_bounded(
+            unified_diff,
+            diff.old,
+            diff.new,
+            diff.from_version,
+            diff.to_version,
+            deadline=validation_deadline(settings),
+            tenant=tenant,
+        )
+    except jsonschemas.ValidationTimeout as exc:
+        raise Unavailable(
+            "the diff did not finish within the validation timeout "
+            "(setting validation_timeout_seconds): ask for fewer diffs at once"
+        ) from exc
 
 
 def _changed_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -200,7 +320,7 @@ class TemplateAuthoring:
         ensure_author_role(principal)
         if visibility not in VISIBILITIES:
             raise ValidationFailed(f"unknown visibility {visibility!r}")
-        spec = await validated_spec(spec_data, self.settings)
+        spec = await validated_spec(spec_data, self.settings, tenant=principal.tenant_id)
         if await self.repo.by_owner_name(principal.tenant_id, spec.name) is not None:
             raise Conflict(f"a template named {spec.name!r} already exists")
         template = Template(
@@ -221,7 +341,7 @@ class TemplateAuthoring:
         self, principal: Principal, template_id: uuid.UUID, spec_data: Any
     ) -> Template:
         template = await self._editable(principal, template_id)
-        spec = await validated_spec(spec_data, self.settings)
+        spec = await validated_spec(spec_data, self.settings, tenant=principal.tenant_id)
         if spec.name != template.name:
             raise ValidationFailed(
                 "a template cannot be renamed",
@@ -240,7 +360,7 @@ class TemplateAuthoring:
         if template.draft_spec is None:
             raise Conflict("the template has no draft to publish")
         # Checked again: activities may have changed since saving.
-        spec = await validated_spec(template.draft_spec, self.settings)
+        spec = await validated_spec(template.draft_spec, self.settings, tenant=principal.tenant_id)
         stored = spec.model_dump(mode="json")
         number = template.latest_version + 1
         if number == 1 and spec.param_migration is not None:

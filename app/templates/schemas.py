@@ -9,6 +9,7 @@ app.jsonschemas (no retrieval, linear keywords, a deadline), and the async entry
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -194,12 +195,17 @@ def validation_deadline(settings: Settings | None = None) -> float:
 
 
 async def bounded(
-    fn: Callable[..., T], *args: Any, deadline: float, settings: Settings | None = None
+    fn: Callable[..., T],
+    *args: Any,
+    deadline: float,
+    settings: Settings | None = None,
+    tenant: uuid.UUID | None = None,
 ) -> T:
     """`fn(*args)` off the event loop until `deadline`; past it, a clear ValidationFailed
-    (the work stops at its next JSON Schema keyword)."""
+    (the work stops at its next JSON Schema keyword). `tenant`, the one who sent the work,
+    gets its fair share of the validation pool (None: trusted work, no share)."""
     try:
-        return await jsonschemas.run_bounded(fn, *args, deadline=deadline)
+        return await jsonschemas.run_bounded(fn, *args, deadline=deadline, tenant=tenant)
     except jsonschemas.ValidationTimeout as exc:
         seconds = (settings or _DEFAULTS).validation_timeout_seconds
         message = (

@@ -85,6 +85,8 @@ class TemplateService:
         params: dict[str, Any],
         params_version: int | None,
         settings: Settings | None = None,
+        *,
+        tenant_id: uuid.UUID | None = None,
     ) -> dict[str, Any]:
         """Params to run `version` with. params_version K says they were written for version
         K: the param_migration of versions K+1..N apply in order. Without it, params that do
@@ -92,8 +94,13 @@ class TemplateService:
         wins. Raises ValidationFailed with every problem (the original ones if none fits).
 
         Params are tenant input: their size and depth are capped (`settings`), and every
-        check runs off the event loop within validation_timeout_seconds, all tries together."""
-        bound: dict[str, Any] = {"deadline": validation_deadline(settings), "settings": settings}
+        check runs off the event loop within validation_timeout_seconds, all tries together,
+        within the fair share of the validation pool of `tenant_id` (who starts)."""
+        bound: dict[str, Any] = {
+            "deadline": validation_deadline(settings),
+            "settings": settings,
+            "tenant": tenant_id,
+        }
         schema = version.spec.get("parameters", {"type": "object"})
         target = version.version
         if params_version is not None:
@@ -158,10 +165,13 @@ class TemplateService:
         )
 
     @staticmethod
-    async def problems_of(spec_data: Any, settings: Settings | None = None) -> list[dict[str, str]]:
-        """Every problem of a spec (empty when it is valid), checked off the event loop."""
+    async def problems_of(
+        spec_data: Any, settings: Settings | None = None, *, tenant_id: uuid.UUID | None = None
+    ) -> list[dict[str, str]]:
+        """Every problem of a spec (empty when it is valid), checked off the event loop within
+        the fair share of `tenant_id` (who asks)."""
         try:
-            await validated_spec(spec_data, settings)
+            await validated_spec(spec_data, settings, tenant=tenant_id)
         except ValidationFailed as exc:
             return [{"path": p.get("path", "$"), "message": p["message"]} for p in exc.details]
         return []

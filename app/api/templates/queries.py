@@ -85,8 +85,10 @@ class TemplateQuery:
         self, info: strawberry.Info[Context, None], spec: JSON
     ) -> TemplateValidation:
         with graphql_errors():
-            info.context.principal()
-        problems = await TemplateService.problems_of(spec, info.context.deps.settings)
+            principal = info.context.principal()
+        problems = await TemplateService.problems_of(
+            spec, info.context.deps.settings, tenant_id=principal.tenant_id
+        )
         return TemplateValidation(
             valid=not problems,
             problems=[Problem(path=p["path"], message=p["message"]) for p in problems],

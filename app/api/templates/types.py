@@ -15,7 +15,7 @@ from app.api.relay import Node, to_global_id
 from app.models import Template as TemplateModel
 from app.models import TemplateVersion as VersionModel
 from app.templates.checks import resolved_needs
-from app.templates.lifecycle import SpecDiff, can_author, diff_versions, owns
+from app.templates.lifecycle import SpecDiff, can_author, diff_versions, owns, unified_off_loop
 from app.templates.schemas import TemplateSpec
 
 
@@ -96,7 +96,16 @@ class TemplateDiff:
         description="Top-level spec fields other than steps that differ; `steps (order)` "
         "when the kept steps were reordered."
     )
-    unified: str = strawberry.field(description="Unified diff of the two specs as JSON.")
+    domain: strawberry.Private[SpecDiff]
+
+    @strawberry.field(description="Unified diff of the two specs as JSON.")
+    async def unified(self, info: strawberry.Info[Context, None]) -> str:
+        # The only costly part, so computed only when asked for, off the event loop, in the
+        # asking tenant's share of the validation pool.
+        with graphql_errors():
+            return await unified_off_loop(
+                self.domain, info.context.deps.settings, tenant=info.context.principal().tenant_id
+            )
 
     @classmethod
     def from_domain(cls, d: SpecDiff) -> TemplateDiff:
@@ -107,7 +116,7 @@ class TemplateDiff:
             removed_steps=d.removed_steps,
             changed_steps=[StepChange(step_id=c.step_id, fields=c.fields) for c in d.changed_steps],
             changed_fields=d.changed_fields,
-            unified=d.unified,
+            domain=d,
         )
 
 
