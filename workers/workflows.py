@@ -12,6 +12,16 @@ Semantics: steps whose `needs` are all finished run, in parallel; `when` false s
 bounded concurrency; `wait.timer` sleeps; `wait.event` waits for `sendExecutionEvent`. When a
 step fails or the execution is cancelled, running steps are cancelled and the `compensate`
 actions of finished steps run in reverse order of completion.
+
+Executions started before a release replay its workflow code: changed decisions sit behind
+`workflow.patched(...)` (the patch constants below). The bounded expression engine (issue 9)
+is only partly patched: the execution-wide expression pool (EXPRESSION_POOL_PATCH) and the
+fan-out and input-size limits (LIMITS_PATCH) are, so an old history is not cut short by them.
+Each rendering's own budget, the refused filters and statements (macros, `random`, `batch`,
+`str.format`...) and a failed rendering failing its step (instead of the workflow task) are
+not: an execution started before that release whose expressions used what is now refused
+fails that step on replay. Operators drain such executions (let them finish, or cancel them)
+before upgrading the workers.
 """
 
 from __future__ import annotations
@@ -81,12 +91,18 @@ COMPENSATE_RETRY = RetryPolicy(maximum_attempts=3)
 CHILD_CONCURRENCY = 4
 MAX_KEPT_OUTPUT = 256 * 1024  # bytes of JSON; larger outputs are recomputed on retry
 # All the expressions of one execution together may do this many renderings' worth of work
-# (max_expression_steps each). Work is counted, not timed, so replays agree; the cap keeps the
-# rendering done in one workflow activation (all ready steps, all items of a fan-out) far below
-# Temporal's deadlock detector (2 s), which would otherwise fail the workflow task forever.
+# (max_expression_steps each). Work is counted, not timed, so replays agree. The pool bounds
+# the *rendering* done in one workflow activation (all ready steps, all items of a fan-out) to
+# about 1 s here; compiling is not counted in it: that is bounded when the spec is validated
+# (MAX_SPEC_EXPRESSIONS, MAX_SPEC_EXPRESSION_NODES in app/templates/expressions.py: all of a
+# spec's expressions compile cold in ~0.2 s). Together they keep an activation below Temporal's
+# deadlock detector (2 s), which would otherwise fail the workflow task forever.
 EXECUTION_EXPRESSION_BUDGETS = 5
 # Patch: for_each item count and step input size limits (RunInput.limits).
 LIMITS_PATCH = "run-limits"
+# Patch: the execution-wide expression pool (EXECUTION_EXPRESSION_BUDGETS). Executions started
+# before it render each value within its own budget only, as they did, so their histories replay.
+EXPRESSION_POOL_PATCH = "expression-pool"
 
 
 def _output_payload(output: Any) -> dict[str, Any]:
@@ -243,6 +259,7 @@ class TemplateWorkflow:
         self._pauses = 0
         self._partial: dict[str, float] = {}  # a running fan-out step: share of items done
         self._work = Budget()  # what the execution's expressions may still do (set in run)
+        self._pooled = False  # whether they share that pool (EXPRESSION_POOL_PATCH)
 
     @workflow.query
     def progress(self) -> Progress:
@@ -274,6 +291,7 @@ class TemplateWorkflow:
         self._work.refusal = (
             f"the execution's expressions did more work than allowed ({self._work.left} steps)"
         )
+        self._pooled = workflow.patched(EXPRESSION_POOL_PATCH)
         self._total = len(inp.steps)
         self._status = "RUNNING"
         await self._record(
@@ -521,13 +539,13 @@ class TemplateWorkflow:
         pooled: bool = True,
         programs: Programs | None = None,
     ) -> Any:
-        """Render within the execution's expression budget (`pooled`; else within one
-        rendering's). Whatever goes wrong is an ExpressionError, so it fails a step (or falls
-        back), never the workflow task."""
+        """Render within the execution's expression budget (`pooled`, for executions started
+        with the pool; else within one rendering's). Whatever goes wrong is an ExpressionError,
+        so it fails a step (or falls back), never the workflow task."""
         try:
-            if pooled:
+            if pooled and self._pooled:
                 return render(value, context, pool=self._work, programs=programs)
-            return render(value, context, self._work.limits)
+            return render(value, context, self._work.limits, programs=programs)
         except ExpressionError:
             raise
         except Exception as exc:  # noqa: BLE001 - a wedged workflow task is worse than any error

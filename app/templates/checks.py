@@ -1,6 +1,12 @@
 """Semantic checks of a parsed template spec. Each returns (json path, message) problems so a
 spec author sees every mistake at once: unknown activities, dependency cycles, references to
-steps that may not have run, bad expressions, unknown AI tasks or tiers."""
+steps that may not have run, bad expressions, too many expressions together, unknown AI tasks
+or tiers.
+
+Checking expressions is the CPU-heavy part (each string is compiled and tried): every string
+first looks at the validation's deadline (app.jsonschemas.check_deadline), so a validation
+whose caller got "did not finish within" stops within one string instead of keeping the
+shared validation pool busy."""
 
 from __future__ import annotations
 
@@ -8,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from app.ai.contracts import TASKS
 from app.ai.tasks import TASK_SPECS
-from app.jsonschemas import instance_problems, json_validator
+from app.jsonschemas import check_deadline, instance_problems, json_validator
 from app.models import TIERS
 from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
 from app.templates import expressions
-from app.templates.expressions import Limits
+from app.templates.expressions import Limits, SpecTally
 
 if TYPE_CHECKING:
     from app.templates.schemas import StepSpec, TemplateSpec
@@ -123,7 +129,12 @@ def _apply_problems(where: str, activity: str, task: str, apply: dict[str, str])
 
 
 def _step_problems(
-    i: int, step: StepSpec, ancestors: set[str], ids: set[str], limits: Limits | None
+    i: int,
+    step: StepSpec,
+    ancestors: set[str],
+    ids: set[str],
+    limits: Limits | None,
+    tally: SpecTally,
 ) -> list[Problem]:
     where = f"$.steps[{i}]"
     problems = _activity_problems(f"{where}.activity", step.activity, native_ok=True)
@@ -134,9 +145,9 @@ def _step_problems(
         ("when", expressions.wrap(step.when) if step.when else None),
         ("for_each", expressions.wrap(step.for_each) if step.for_each else None),
     ):
-        for path, message in expressions.check(value, limits):
+        for path, message in expressions.check(value, limits, tally):
             problems.append((f"{where}.{field}{path[1:]}", f"bad expression: {message}"))
-        for ref in sorted(expressions.step_references(value)):
+        for ref in sorted(expressions.step_references(value, limits, tally)):
             if ref not in ids:
                 problems.append((f"{where}.{field}", f"refers to unknown step {ref!r}"))
             elif ref not in ancestors:
@@ -149,7 +160,7 @@ def _step_problems(
         problems += _activity_problems(
             f"{where}.compensate.activity", step.compensate.activity, native_ok=False
         )
-        for path, message in expressions.check(step.compensate.input, limits):
+        for path, message in expressions.check(step.compensate.input, limits, tally):
             problems.append((f"{where}.compensate.input{path[1:]}", f"bad expression: {message}"))
     for j, point in enumerate(step.enhancements):
         here = f"{where}.enhancements[{j}]"
@@ -159,9 +170,9 @@ def _step_problems(
             problems.append((f"{here}.apply", "map at least one step input field"))
         elif point.input is not None and step.activity in WORKFLOW_NATIVE:
             problems.append((here, f"{step.activity} has no input an AI task could improve"))
-        for path, message in expressions.check(point.input, limits):
+        for path, message in expressions.check(point.input, limits, tally):
             problems.append((f"{here}.input{path[1:]}", f"bad expression: {message}"))
-        for ref in sorted(expressions.step_references(point.input)):
+        for ref in sorted(expressions.step_references(point.input, limits, tally)):
             if ref not in ancestors:
                 problems.append(
                     (f"{here}.input", f"refers to step {ref!r}, which it does not need")
@@ -184,9 +195,12 @@ def _step_problems(
     return problems
 
 
-def spec_problems(spec: TemplateSpec, limits: Limits | None = None) -> list[Problem]:
+def spec_problems(
+    spec: TemplateSpec, limits: Limits | None = None, tally: SpecTally | None = None
+) -> list[Problem]:
     """Every semantic problem; expressions are checked within `limits` (the configured ones;
-    the defaults without)."""
+    the defaults without) and counted into `tally` (a new one, which stops at the validation's
+    deadline, without)."""
     problems: list[Problem] = []
     ids = [s.id for s in spec.steps]
     for i, step_id in enumerate(ids):
@@ -205,8 +219,10 @@ def spec_problems(spec: TemplateSpec, limits: Limits | None = None) -> list[Prob
             index = ids.index(cycle[0])
             problems.append((f"$.steps[{index}].needs", "dependency cycle: " + " -> ".join(cycle)))
     ancestors = _ancestors(needs)
+    tally = tally or SpecTally(check_deadline)
     for i, step in enumerate(spec.steps):
-        problems += _step_problems(i, step, ancestors.get(step.id, set()), known, limits)
-    for path, message in expressions.check(spec.output, limits):
+        problems += _step_problems(i, step, ancestors.get(step.id, set()), known, limits, tally)
+    for path, message in expressions.check(spec.output, limits, tally):
         problems.append((f"$.output{path[1:]}", f"bad expression: {message}"))
+    problems += [("$", message) for message in tally.problems()]
     return problems

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from jinja2 import ChainableUndefined, StrictUndefined, Undefined, nodes, pass_context
 from jinja2.defaults import DEFAULT_FILTERS, DEFAULT_TESTS
@@ -47,12 +47,22 @@ _QUOTE_CHARS = 100  # how much of an expression or value an error message quotes
 _MESSAGE_CHARS = 300  # the longest message an error carries
 _CHARS_PER_STEP = 64  # characters produced or scanned that cost one unit of work
 _MAX_INT_BITS = 4096  # integers an expression computes (about 1,200 digits)
-_MAX_NODES = 300  # nodes of one parsed expression string (compiling costs ~0.1 ms a node)
+_MAX_NODES = 300  # nodes of one parsed expression string (compiling costs 25-50 us a node)
 _MAX_DEPTH = 48  # nesting of one parsed expression string
 _MAX_LOOP_DEPTH = 3  # `for` loops inside `for` loops
 _MAX_INDENT = 16  # `tojson(indent=...)`
 _TRIAL_STEPS = 1000  # work check() spends evaluating an expression's constant parts
 _TOO_DEEP = "{{ nested too deeply }}"  # what _strings gives for a value past the depth limit
+
+# Compile time is not counted by the work budget, and a worker compiles a spec's expressions
+# inside a workflow activation (cold whenever its caches have moved on). Measured here: 25-50 us
+# a parsed node, 0.2-0.3 ms a string at least. So a spec's expressions together are capped
+# when the spec is validated (specs are immutable: what passed once passes on every worker):
+# compiling (and rendering) all of them cold takes 0.15-0.25 s here at the caps, far below
+# Temporal's 2 s deadlock detector.
+# The standard templates use at most 23 strings and 216 nodes.
+MAX_SPEC_EXPRESSIONS = 500  # strings holding expressions in one spec
+MAX_SPEC_EXPRESSION_NODES = 4000  # their parsed nodes together
 
 
 @dataclass(frozen=True)
@@ -360,22 +370,93 @@ def _binop_check(budget: Budget, op: str, left: Any, right: Any) -> None:
         _percent_check(budget, left, right)
 
 
-_PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.DOTALL)
+# The rest of a conversion after its `%` and key, as CPython reads it: flags, width, precision,
+# a length modifier (ignored) and the conversion character. Everything in it is optional, so a
+# match never backtracks: it reads each character once.
+_PERCENT_SPEC = re.compile(r"[-+ #0]*(\*|[0-9]*)(?:\.(\*|[0-9]*))?[hlL]?(.?)", re.DOTALL)
+_PERCENT_CONVERSIONS = frozenset("sradiouxXeEfFgGc")
+_MAX_FORMAT_KEY = 200  # characters of a `%(key)s` key
+_PERCENT_NUMBER = 320  # the longest number a conversion prints beyond its value's text (%f)
+
+
+def _format_key_end(fmt: str, start: int) -> int:
+    """Where the key of a `%(key)s` opened just before `start` ends (past its `)`). CPython
+    balances parentheses inside a key; the search stops after _MAX_FORMAT_KEY characters, so
+    a format of unclosed keys (`'%(' * 100000`) is read once, not from every `%(` to its end."""
+    depth, pos = 1, start
+    stop = min(len(fmt), start + _MAX_FORMAT_KEY + 1)
+    while depth:
+        close = fmt.find(")", pos, stop)
+        if close < 0:
+            raise LimitExceeded(f"a %-format key must close within {_MAX_FORMAT_KEY} characters")
+        depth += fmt.count("(", pos, close) - 1
+        pos = close + 1
+    return pos
+
+
+def _percent_specs(fmt: str) -> Iterator[tuple[str | None, str, str, str]]:
+    """(key or None, width, precision, conversion) of each conversion in `fmt`, read left to
+    right in one pass, as `str % args` reads them (`%%` prints `%` and is skipped)."""
+    pos = fmt.find("%")
+    while pos >= 0:
+        pos += 1
+        if fmt.startswith("%", pos):
+            pos = fmt.find("%", pos + 1)
+            continue
+        key = None
+        if fmt.startswith("(", pos):
+            end = _format_key_end(fmt, pos + 1)
+            key, pos = fmt[pos + 1 : end - 1], end
+        spec = cast(re.Match[str], _PERCENT_SPEC.match(fmt, pos))
+        width, precision, conversion = spec.groups(default="")
+        yield key, width, precision, conversion
+        pos = fmt.find("%", spec.end())
+
+
+def _digits(text: str) -> int:
+    return int(text or 0) if len(text) <= 18 else 10**18  # int() refuses over 4,300 digits
+
+
+def _printed_size(value: Any, conversion: str, budget: Budget) -> int:
+    """An upper bound of what one conversion prints of `value` (besides width and padding)."""
+    text = _to_text(value, budget)
+    if conversion not in "ra":
+        return len(text)
+    if not isinstance(value, str):  # data: repr() is str(), ascii() escapes what is not ASCII
+        return len(text) if conversion == "r" or text.isascii() else 10 * len(text)
+    if text.isprintable() and (conversion == "r" or text.isascii()):
+        return 2 + len(text) + text.count("\\") + text.count("'")
+    return 2 + 10 * len(text)  # `\U0001f600`: ten characters for one
 
 
 def _percent_check(budget: Budget, fmt: str, args: Any) -> None:
-    """`fmt % args`: widths, precisions and the values' text all count towards the size."""
+    """`fmt % args` (and the `format` filter), refused before it runs when its result could
+    pass the size limit: the format, then each conversion's width, precision and the text of
+    the value it prints (a keyed value each time it is printed). The format is read once
+    (linear, charged first); the count stops where `%` itself would raise."""
+    budget.chars(len(fmt))
+    budget.charge(fmt.count("%") // 4)  # one pass of the loop below per `%`
     size = len(fmt)
-    for width, precision, _ in _PERCENT.findall(fmt):
+    positional = list(args) if isinstance(args, tuple) else [args]
+    used = 0
+    for key, width, precision, conversion in _percent_specs(fmt):
         if width == "*" or precision == "*":
             raise ExpressionError("`*` widths are not allowed in % formats")
-        size += int(width or 0) + int(precision or 0) + 320  # 320: the longest float in %f
+        if conversion not in _PERCENT_CONVERSIONS:
+            break  # `%` raises here: incomplete or unknown conversion
+        if key is None:
+            if used == len(positional):
+                break  # `%` raises here: not enough arguments
+            value, used = positional[used], used + 1
+        else:
+            try:
+                value = args[key]
+            except Exception:  # noqa: BLE001 - `%` raises the same here: nothing more is printed
+                break
+        size += _digits(width) + _digits(precision) + _PERCENT_NUMBER
+        size += _printed_size(value, conversion, budget)
         if size > budget.limits.rendered_chars:
             budget.chars(size)
-    values = args.values() if isinstance(args, Mapping) else args
-    items = values if isinstance(args, tuple | Mapping) else [args]
-    for item in items:
-        size += len(_to_text(item, budget))
     budget.chars(size)
 
 
@@ -739,6 +820,11 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             autoescape=False,
             keep_trailing_newline=True,
             finalize=_finalize,
+            # Nothing here can be folded (see the module docstring), yet Jinja's optimizer
+            # would still try, once for every node and again for each node above it: compile
+            # time quadratic in nesting (measured: 100-125 us a node 45 levels deep, 25-45 us
+            # without it).
+            optimized=False,
         )
         self.filters = {**_FILTERS, **_HELPERS}
         self.tests = dict(_TESTS)
@@ -906,8 +992,9 @@ def _helper(name: str, value: nodes.Expr, args: list[nodes.Expr]) -> nodes.Filte
     return nodes.Filter(value, name, args, [], None, None, lineno=value.lineno)
 
 
-def _compile(source: str, single: bool, limits: Limits, lenient: bool = False) -> Any:
-    """Parse, check, rewrite and compile; a single expression evaluates into `result`."""
+def _compile(source: str, single: bool, limits: Limits, lenient: bool = False) -> tuple[Any, int]:
+    """Parse, check, rewrite and compile; a single expression evaluates into `result`.
+    Returns the compiled template and the number of parsed nodes (what compiling it cost)."""
     env = _LENIENT_ENV if lenient else _ENV
     if len(source) > limits.expression_chars:
         raise ExpressionError(
@@ -921,9 +1008,10 @@ def _compile(source: str, single: bool, limits: Limits, lenient: bool = False) -
         tree = nodes.Template([nodes.Assign(nodes.Name("result", "store"), expr)], lineno=1)
     else:
         tree = env.parse(source)
-    checked = cast(nodes.Template, _Checker(limits).visit(tree))
+    checker = _Checker(limits)
+    checked = cast(nodes.Template, checker.visit(tree))
     checked.set_environment(env)
-    return env.from_string(checked)
+    return env.from_string(checked), checker.count
 
 
 # Only sources within the size limit reach these caches, and only the ones that compile are
@@ -933,19 +1021,31 @@ _SMALL_SOURCE = 512
 
 
 @lru_cache(maxsize=1024)
-def _compiled_small(source: str, single: bool, limits: Limits, lenient: bool = False) -> Any:
+def _compiled_small(
+    source: str, single: bool, limits: Limits, lenient: bool = False
+) -> tuple[Any, int]:
     return _compile(source, single, limits, lenient)
 
 
 @lru_cache(maxsize=128)
-def _compiled_large(source: str, single: bool, limits: Limits, lenient: bool = False) -> Any:
+def _compiled_large(
+    source: str, single: bool, limits: Limits, lenient: bool = False
+) -> tuple[Any, int]:
     return _compile(source, single, limits, lenient)
 
 
-Programs = dict[str, tuple[Any, bool]]  # compiled expressions kept by a caller (see render)
+class Program(NamedTuple):
+    """A compiled string holding expressions."""
+
+    template: Any  # the compiled jinja2 Template
+    single: bool  # exactly one `{{ expression }}`: its value keeps its type
+    nodes: int  # parsed nodes: what compiling it cost
 
 
-def _program(text: str, limits: Limits, programs: Programs | None = None) -> tuple[Any, bool]:
+Programs = dict[str, Program]  # compiled expressions kept by a caller (see render)
+
+
+def _program(text: str, limits: Limits, programs: Programs | None = None) -> Program:
     if programs is not None and text in programs:
         return programs[text]
     if len(text) > limits.expression_chars:
@@ -955,7 +1055,9 @@ def _program(text: str, limits: Limits, programs: Programs | None = None) -> tup
     single = _SINGLE.match(text.strip())
     source = single.group(1).strip() if single and "{{" not in single.group(1) else text
     cache = _compiled_small if len(source) <= _SMALL_SOURCE else _compiled_large
-    program = (cache(source, source is not text, limits), source is not text)
+    single_expression = source is not text
+    template, count = cache(source, single_expression, limits)
+    program = Program(template, single_expression, count)
     if programs is not None:
         programs[text] = program
     return program
@@ -980,8 +1082,47 @@ def _failure(text: str, exc: BaseException) -> ExpressionError:
 # -------------------------------------------------------------------------------- public API
 
 
-def check(value: Any, limits: Limits | None = None) -> list[tuple[str, str]]:
-    """Compile every expression in value; returns (json path, error) for each bad one."""
+class SpecTally:
+    """The expressions of one spec, counted as check() meets them: strings holding expressions
+    and their parsed nodes, against MAX_SPEC_EXPRESSIONS and MAX_SPEC_EXPRESSION_NODES.
+    `before_each` runs before each string is read: a validation's deadline check, which raises
+    to stop a validation its caller has given up on."""
+
+    def __init__(self, before_each: Callable[[], None] | None = None) -> None:
+        self.before_each = before_each
+        self.strings = 0
+        self.nodes = 0
+
+    def next_string(self) -> None:
+        if self.before_each is not None:
+            self.before_each()
+
+    @property
+    def over(self) -> bool:
+        """Past a cap: the spec is refused whatever else it holds, so nothing more is compiled."""
+        return self.strings > MAX_SPEC_EXPRESSIONS or self.nodes > MAX_SPEC_EXPRESSION_NODES
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.strings > MAX_SPEC_EXPRESSIONS:
+            found.append(
+                f"the spec has {self.strings} strings holding expressions;"
+                f" the limit is {MAX_SPEC_EXPRESSIONS}"
+            )
+        if self.nodes > MAX_SPEC_EXPRESSION_NODES:
+            found.append(
+                f"the spec's expressions have more than {MAX_SPEC_EXPRESSION_NODES} parts"
+                " together (the limit: each part costs compile time on every worker)"
+            )
+        return found
+
+
+def check(
+    value: Any, limits: Limits | None = None, tally: SpecTally | None = None
+) -> list[tuple[str, str]]:
+    """Compile every expression in value; returns (json path, error) for each bad one. With
+    `tally`, the strings and their nodes are counted into it, and once it is over a cap the
+    rest are only counted."""
     limits = limits or DEFAULT_LIMITS
     problems: list[tuple[str, str]] = []
     for path, text in _strings(value, "$", limits):
@@ -990,11 +1131,22 @@ def check(value: Any, limits: Limits | None = None) -> list[tuple[str, str]]:
             continue
         if "{{" not in text and "{%" not in text:
             continue
+        if tally is not None:
+            tally.next_string()
+            tally.strings += 1
+            if tally.over:
+                continue
         try:
-            _program(text, limits)
-            _trial(text, limits)
+            program = _program(text, limits)
         except Exception as exc:  # noqa: BLE001 - every failure is a problem to report
             problems.append((path, str(_failure(text, exc))))
+            continue
+        if tally is not None:
+            tally.nodes += program.nodes
+        try:
+            _trial(text, limits)
+        except ExpressionError as exc:  # its message quotes the expression already
+            problems.append((path, str(exc)))
     return problems
 
 
@@ -1015,13 +1167,20 @@ def _trial(text: str, limits: Limits) -> None:
         _BUDGET.reset(token)
 
 
-def step_references(value: Any, limits: Limits | None = None) -> set[str]:
-    """Ids of steps an expression reads (`steps.x`, `steps['x']`); bad syntax reads none."""
+def step_references(
+    value: Any, limits: Limits | None = None, tally: SpecTally | None = None
+) -> set[str]:
+    """Ids of steps an expression reads (`steps.x`, `steps['x']`); bad syntax reads none, and
+    neither does anything once `tally` (counted by check()) is over a cap."""
     limits = limits or DEFAULT_LIMITS
     found: set[str] = set()
     for _, text in _strings(value, "$", limits):
         if ("{{" not in text and "{%" not in text) or len(text) > limits.expression_chars:
             continue
+        if tally is not None:
+            tally.next_string()
+            if tally.over:
+                break
         try:
             tree = _ENV.parse(text)
         except Exception:  # noqa: BLE001 - check() reports it; here it reads nothing
@@ -1085,7 +1244,7 @@ def render_text(
     token = _BUDGET.set(budget)
     try:
         cache = _compiled_small if len(source) <= _SMALL_SOURCE else _compiled_large
-        program = cache(source, False, limits, lenient)
+        program, _ = cache(source, False, limits, lenient)
         parts, size = [], 0
         for part in program.root_render_func(program.new_context(dict(context))):
             size += len(part)
@@ -1119,7 +1278,7 @@ def _render_string(
     if "{{" not in text and "{%" not in text:
         return text
     try:
-        program, single = _program(text, budget.limits, programs)
+        program, single, _ = _program(text, budget.limits, programs)
         ctx = program.new_context(dict(context))
         if single:
             for _ in program.root_render_func(ctx):

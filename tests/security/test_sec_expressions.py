@@ -2,27 +2,62 @@
 CPU) nor wedge an execution. Constant folding, filters, methods, `~`, namespaces, %-formats,
 powers, loops and recursion are refused with a clear ExpressionError, measured with
 tracemalloc; template validation reports them; at run time they fail the step and the
-execution ends FAILED with the message instead of retrying its workflow task forever."""
+execution ends FAILED with the message instead of retrying its workflow task forever.
+%-formats are read once, in linear time; a spec's expressions together are capped (compile
+time is not in the work budget); checking a spec stops at its deadline; executions started
+before the execution-wide pool replay without it."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import threading
 import tracemalloc
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from app.templates.expressions import DEFAULT_LIMITS, Budget, ExpressionError, check, render
+from app.errors import ValidationFailed
+from app.executions.workflow_io import RunLimits
+from app.settings import Settings
+from app.templates.checks import spec_problems
+from app.templates.expressions import (
+    DEFAULT_LIMITS,
+    MAX_SPEC_EXPRESSION_NODES,
+    MAX_SPEC_EXPRESSIONS,
+    Budget,
+    ExpressionError,
+    Limits,
+    SpecTally,
+    check,
+    render,
+)
+from app.templates.schemas import TemplateSpec, validate_spec
+from app.templates.service import TemplateService
+from app.templates.standard import STANDARD_TEMPLATES
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
 from tests.templates.template_kit import create, op, publish, start, unique_name
+from workers.main import PASSTHROUGH
+from workers.workflows import (
+    EXECUTION_EXPRESSION_BUDGETS,
+    EXPRESSION_POOL_PATCH,
+    ForEachBatchWorkflow,
+    TemplateWorkflow,
+)
 
 CTX: dict[str, Any] = {
     "params": {"s": "ab", "n": 3, "l": list(range(50)), "big": "x" * 100_000},
@@ -381,3 +416,261 @@ def test_ai_prompt_and_message_templates_run_in_the_same_bounded_engine(source: 
         render_template("Hi {{ user.name }}{{ user.address.city }}!", {"user": {}}, strict=False)
         == "Hi !"
     )
+
+
+# ------------------------------------------------------------------------- %-formats (review 1)
+
+
+class LoopGaps:
+    """The longest gap between turns of this event loop while the block runs (after a full
+    collection, so a collection the process owes anyway is not measured)."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            self.longest = max(self.longest, now - last - 0.005)
+            last = now
+
+    async def __aenter__(self) -> LoopGaps:
+        gc.collect()
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0.02)  # ticking before the abuse starts
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+def unclosed_keys(count: int) -> str:
+    """A format of `count` unclosed `%(` keys: `re` rescanned it to its end from every one
+    (quadratic, GIL held: 60,000 characters 0.45 s, 200,000 characters 5.6 s)."""
+    return "%(" * count
+
+
+async def test_percent_formats_are_read_once_without_stalling_validation_or_rendering(
+    server: str, tenant: TenantKeys
+) -> None:
+    viewer = GraphQLClient(server, tenant.viewer)  # the lowest role may validate
+    literal = "'" + unclosed_keys(30_000) + "'"  # 60,000 characters inside one expression
+    spec = {
+        "name": unique_name("percent"),
+        "title": "Unclosed %-format keys",
+        "steps": [
+            {
+                "id": f"s{i}",
+                "activity": "data.transform",
+                "input": {"data": "{{ " + literal + f" % {{}} ~ '{i}' }}}}", "ops": []},
+            }
+            for i in range(3)
+        ]
+        + [
+            {
+                "id": "short",
+                "activity": "data.transform",
+                "input": {"data": "{{ ('%(' * 300) % {} }}", "ops": []},
+            }
+        ],
+    }
+    async with LoopGaps() as gaps:
+        result = (await viewer.data(op("ValidateTemplate"), {"spec": spec}))["validateTemplate"]
+    assert gaps.longest < 0.1, gaps.longest
+    found = {p["path"]: p["message"] for p in result["problems"]}
+    assert "a %-format key must close within 200 characters" in found["$.steps[3].input.data"]
+
+    # At run time (a worker thread) and through the `format` filter: refused, no stall.
+    async with LoopGaps() as gaps:
+        for source in (
+            "{{ ('%(' * 100000) % {} }}",
+            "{{ ('%(' * 100000) | format(a=1) }}",
+            "{{ ('%(' * 100000) | format(1) }}",
+        ):
+            with pytest.raises(ExpressionError, match="key must close within 200"):
+                await asyncio.to_thread(render, source, CTX)
+    assert gaps.longest < 0.1, gaps.longest
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ('%(a)s' * 1000) % {'a': params.big} }}",
+        "{{ ('%(a)s' * 1000) | format(a=params.big) }}",
+        "{{ ('%(a)r' * 1000) % {'a': params.big} }}",
+        "{{ ('%(a)-5s' * 1000) % {'a': params.big} }}",
+    ],
+)
+def test_a_keyed_value_counts_each_time_a_format_prints_it(source: str) -> None:
+    """A key may be printed any number of times: 1,000 prints of a 100 KB value would be
+    100 MB, which used to be built before its size was checked."""
+    error, peak = traced(lambda: render(source, CTX))
+    assert isinstance(error, ExpressionError), error
+    assert "the result would be" in str(error) and "characters" in str(error), error
+    assert peak < PEAK_BYTES, peak
+
+
+FORMAT_PIECES = ["%", "%%", "(", ")", "%(a)", "%(b)", "%(a(b)c)", "s", "r", "a", "d", "f"]
+FORMAT_PIECES += ["x", "c", "5", "0", ".", "3", "-", "#", " ", "+", "l", "é", "\x00", "'"]
+FORMAT_VALUES = st.one_of(
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+    st.lists(st.text(max_size=3), max_size=3),
+)
+
+
+@hsettings(max_examples=400, deadline=None, database=None)
+@given(
+    fmt=st.lists(st.sampled_from(FORMAT_PIECES), max_size=14).map("".join),
+    args=st.one_of(
+        FORMAT_VALUES,
+        st.tuples(FORMAT_VALUES, FORMAT_VALUES, FORMAT_VALUES),
+        st.dictionaries(st.sampled_from(["a", "b", "a(b)c"]), FORMAT_VALUES, max_size=3),
+    ),
+)
+def test_a_percent_format_longer_than_the_limit_is_refused_before_it_runs(
+    fmt: str, args: Any
+) -> None:
+    """Whatever Python's own `%` prints from a format and values, the bound checked before it
+    runs is at least that long: with a limit just under the real length, it is refused."""
+    try:
+        real = len(fmt % args)
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError):
+        return
+    if real == 0:
+        return
+    limits = replace(DEFAULT_LIMITS, rendered_chars=real - 1)
+    # Sliced to nothing, so only the check before `%` runs can refuse it.
+    with pytest.raises(ExpressionError, match="the result would be"):
+        render("{{ (fmt % args)[:0] }}", {"fmt": fmt, "args": args}, limits)
+
+
+# --------------------------------------------------- the expressions of a spec together (review 2)
+
+
+def spec_with(strings: list[str]) -> dict[str, Any]:
+    """One data.transform step per 50 strings, like a real spec spreads them."""
+    steps = [
+        {
+            "id": f"s{k}",
+            "activity": "data.transform",
+            "input": {"data": {f"k{j}": t for j, t in enumerate(strings[k : k + 50])}, "ops": []},
+        }
+        for k in range(0, len(strings), 50)
+    ]
+    return {"name": unique_name("many"), "title": "Many expressions", "steps": steps}
+
+
+def spec_problems_of(spec: dict[str, Any]) -> list[dict[str, str]]:
+    try:
+        validate_spec(spec)
+    except ValidationFailed as exc:
+        return exc.details
+    return []
+
+
+def test_a_spec_whose_expressions_together_compile_too_long_is_refused() -> None:
+    """Each distinct string is compiled inside the workflow activation (the caches thrash
+    past 1,024): 6,500 small ones (the review's 258 KB spec) took 2.2 s a rendering, over
+    Temporal's 2 s deadlock detector, so the workflow task retried forever. Now capped
+    (strings, and parsed nodes together), checked when the spec is validated."""
+    many = [f"{{{{ [{i},1,2,3,4,5,6,7,8,9] }}}}" for i in range(6_500)]
+    problems = spec_problems_of(spec_with(many))
+    assert {"path": "$", "message": "the spec has 6500 strings holding expressions; the limit"
+            f" is {MAX_SPEC_EXPRESSIONS}"} in problems, problems[:3]  # fmt: skip
+
+    def deep(name: str) -> str:  # 22 nodes, 22 levels
+        return "(" * 20 + f"params.{name}" + " | upper)" * 20
+
+    large = ["{{ [" + ", ".join(deep(f"a{i}_{j}") for j in range(13)) + "] }}" for i in range(15)]
+    tally = SpecTally()
+    for source in large:
+        assert check(source, tally=tally) == []
+    assert tally.strings == 15 and tally.nodes > MAX_SPEC_EXPRESSION_NODES
+    problems = spec_problems_of(spec_with(large))
+    assert [p["path"] for p in problems] == ["$"], problems
+    assert f"more than {MAX_SPEC_EXPRESSION_NODES} parts together" in problems[0]["message"]
+
+    # Right at both caps: valid.
+    at_caps = [f"{{{{ [{i}, 1, 2, 3] }}}}" for i in range(MAX_SPEC_EXPRESSIONS)]  # 8 nodes each
+    tally = SpecTally()
+    assert spec_problems(TemplateSpec.model_validate(spec_with(at_caps)), tally=tally) == []
+    assert (tally.strings, tally.nodes) == (MAX_SPEC_EXPRESSIONS, MAX_SPEC_EXPRESSION_NODES)
+
+
+def test_standard_templates_stay_far_below_the_spec_expression_caps() -> None:
+    for data in STANDARD_TEMPLATES:
+        tally = SpecTally()
+        assert spec_problems(TemplateSpec.model_validate(data), tally=tally) == []
+        assert 0 < tally.strings <= MAX_SPEC_EXPRESSIONS // 10, (data["name"], tally.strings)
+        assert 0 < tally.nodes <= MAX_SPEC_EXPRESSION_NODES // 10, (data["name"], tally.nodes)
+
+
+# ------------------------------------------------------------- the validation deadline (review 3)
+
+
+def validation_pool_cpu() -> float:
+    """CPU seconds the validation pool's threads have used (Linux: /proc/self/task)."""
+    ticks = 0
+    for thread in threading.enumerate():
+        if thread.name.startswith("wfs-json") and thread.native_id is not None:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def test_an_abandoned_spec_validation_stops_at_its_next_expression() -> None:
+    """A spec within every cap whose expressions take ~0.65 s to check (222 strings, each
+    compiled and tried for 1,000 steps). Past the deadline its caller gets "did not finish",
+    and the thread stops too instead of keeping the shared validation pool busy."""
+    nonce = uuid.uuid4().int % 10**6  # new strings: nothing compiled by an earlier run
+    source = (
+        "{%% set ns = namespace(a=%d) %%}{%% for i in range(5000) %%}"
+        "{%% set ns.a = ns.a + i %%}{%% endfor %%}"
+    )
+    strings = [source % (nonce * 1000 + i) for i in range(MAX_SPEC_EXPRESSION_NODES // 18)]
+    settings = Settings.model_construct(validation_timeout_seconds=0.05)
+    problems = await TemplateService.problems_of(spec_with(strings), settings)
+    assert [p["message"][:40] for p in problems] == ["validation did not finish within 0.05 s "]
+    before = validation_pool_cpu()
+    await asyncio.sleep(1.0)
+    assert validation_pool_cpu() - before < 0.05  # clock ticks: 10 ms
+
+
+# --------------------------------------------- executions started before the pool (review 7)
+
+BEFORE_POOL = Path(__file__).parent / "histories" / "expressions-before-pool.json"
+
+
+async def test_an_execution_started_before_the_expression_pool_replays_without_it() -> None:
+    """Recorded by workflow code without the execution-wide pool (so no `expression-pool`
+    marker): 8 fan-out items each rendering ~800 of their 1,000 steps, 6,400 together, more
+    than the pool's 5 budgets. It replays to the same end: executions started before the
+    pool are not cut short by it on replay."""
+    text = BEFORE_POOL.read_text()
+    assert EXPRESSION_POOL_PATCH not in text
+    started = WorkflowHistory.from_json("", text).events[0]
+    inp = json.loads(started.workflow_execution_started_event_attributes.input.payloads[0].data)
+    limits = Limits.of(RunLimits(**inp["limits"]))
+    step = inp["steps"][0]
+    pool = Budget(limits, limits.steps * EXECUTION_EXPRESSION_BUDGETS)
+    with pytest.raises(ExpressionError, match="more work than allowed"):  # the premise
+        for i in range(inp["params"]["n"]):
+            render(step["input"], {"params": inp["params"], "item": i, "index": i}, pool=pool)
+
+    history = WorkflowHistory.from_json(f"exec-{inp['execution_id']}", text)
+    replayer = Replayer(
+        workflows=[TemplateWorkflow, ForEachBatchWorkflow],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
