@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gc
 import json
 import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,69 @@ async def own_service(
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+
+
+TICK_SECONDS = 0.005
+HEALTH_SECONDS = 0.2
+
+
+@dataclass
+class LoopWatch:
+    """What `loop_watch` saw while its block ran."""
+
+    worst: float = 0.0  # longest lateness of a tick (s): how much later than scheduled it woke
+    ticks: int = 0
+    healthz: list[int] = field(default_factory=list)  # status codes of the GETs to health_url
+
+
+@asynccontextmanager
+async def loop_watch(health_url: str | None = None) -> AsyncIterator[LoopWatch]:
+    """Measure this event loop's stalls while the block runs: a ticker sleeps TICK_SECONDS at a
+    time and records how late it woke up; with `health_url`, a GET to it every HEALTH_SECONDS.
+
+    It starts after a full garbage collection: one holds the GIL while it walks every object of
+    the process (about 250 ms in a test process holding the API, the workers and pytest), and it
+    comes whenever enough objects have survived since the last one, whoever allocated them.
+    That cadence is the process's, not the code under test's. (The process-level remedy,
+    gc.freeze() after startup, is in docs/security.md.)
+
+    The ticker is armed before the block starts: a thread that holds the GIL from its first
+    instruction (one long regex call does) would otherwise delay the first tick, and the stall
+    would go unmeasured. On exit the pending tick is awaited, so a stall at the end counts."""
+    watch = LoopWatch()
+    loop = asyncio.get_running_loop()
+    done, armed = asyncio.Event(), asyncio.Event()
+    # Made before measuring: making a client loads CA certificates on the event loop (~60 ms).
+    http = httpx.AsyncClient(timeout=5) if health_url else None
+
+    async def tick() -> None:
+        while not done.is_set():
+            due = loop.time() + TICK_SECONDS
+            armed.set()  # nothing awaits between here and the sleep
+            await asyncio.sleep(TICK_SECONDS)
+            watch.worst = max(watch.worst, loop.time() - due)
+            watch.ticks += 1
+
+    async def probe(http: httpx.AsyncClient, url: str) -> None:
+        while not done.is_set():
+            watch.healthz.append((await http.get(url)).status_code)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), HEALTH_SECONDS)
+
+    gc.collect()
+    tasks = [asyncio.create_task(tick())]
+    if http is not None and health_url is not None:
+        tasks.append(asyncio.create_task(probe(http, health_url)))
+    try:
+        await armed.wait()
+        yield watch
+    finally:
+        done.set()
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if http is not None:
+                await http.aclose()
 
 
 class GraphQLClient:

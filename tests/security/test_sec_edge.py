@@ -43,7 +43,7 @@ from app.settings import Settings
 from app.temporal import connect
 from app.tenants.service import hash_key
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import free_port, own_service
+from tests.support import free_port, loop_watch, own_service
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 TENANT_LIMIT = 10  # operations (and socket connects) per tenant per minute
@@ -148,25 +148,6 @@ class Socket:
                 return True
 
 
-@asynccontextmanager
-async def stall_meter() -> AsyncIterator[list[float]]:
-    """The event loop's longest stall (s) while the block runs: a 5 ms ticker's worst lateness."""
-    loop = asyncio.get_running_loop()
-    worst = [0.0]
-
-    async def tick() -> None:
-        while True:
-            before = loop.time()
-            await asyncio.sleep(0.005)
-            worst[0] = max(worst[0], loop.time() - before - 0.005)
-
-    ticker = asyncio.create_task(tick())
-    try:
-        yield worst
-    finally:
-        ticker.cancel()
-
-
 def graphql_error(message: dict[str, Any]) -> dict[str, Any]:
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
     return dict(errors[0])
@@ -199,7 +180,7 @@ async def test_every_socket_operation_counts_against_the_tenant_limit(edge: str,
 
     # A flood of `subscribe` messages: every one refused, none runs, the loop keeps ticking.
     flood = [f"f{i}" for i in range(300)]
-    async with stall_meter() as worst:
+    async with loop_watch() as watch:
         for op_id in flood:
             await sock.send(op_id, VIEWER)
         answers = {}
@@ -209,7 +190,7 @@ async def test_every_socket_operation_counts_against_the_tenant_limit(edge: str,
                 answers[message["id"]] = message
     assert {m["type"] for m in answers.values()} == {"error"}
     assert {graphql_error(m)["extensions"]["code"] for m in answers.values()} == {"RATE_LIMITED"}
-    assert worst[0] < 0.1, f"event loop stalled {worst[0] * 1000:.0f} ms"
+    assert watch.worst < 0.1, f"event loop stalled {watch.worst * 1000:.0f} ms"
     assert await sock.alive()
     await sock.ws.close()
 

@@ -16,10 +16,8 @@ import re
 import socket
 import sys
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +40,7 @@ from app.steps.base import StepInputRefused
 from app.steps.http import pinned_request
 from app.steps.http_policy import address_allowed, public_address
 from app.tenants.service import TenantService
-from tests.support import free_port
+from tests.support import free_port, loop_watch
 
 WFS = Path(sys.executable).parent / "wfs"
 
@@ -384,21 +382,10 @@ async def test_storage_usage_walk_does_not_stall_the_event_loop(
         folder.mkdir(parents=True)
         for i in range(1000):
             (folder / f"f{i}").write_bytes(b"")
-    stalls: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            started = time.perf_counter()
-            await asyncio.sleep(0.01)
-            stalls.append(time.perf_counter() - started - 0.01)
-
-    tick = asyncio.create_task(ticker())
     ctx = make_ctx(settings, sessions, tenant_id)
-    await run_step("files.write", {"path": "new.txt", "content": "x"}, ctx)  # walks 60,000
-    stop.set()
-    await tick
-    assert stalls and max(stalls) < 0.1
+    async with loop_watch() as watch:
+        await run_step("files.write", {"path": "new.txt", "content": "x"}, ctx)  # walks 60,000
+    assert watch.ticks > 0 and watch.worst < 0.1, watch
 
 
 # -- http ------------------------------------------------------------------------------------
@@ -641,27 +628,6 @@ def test_metadata_stays_closed_when_its_network_is_opened() -> None:
 # -- work a step input may cause on the worker's event loop ------------------------------------
 
 
-@asynccontextmanager
-async def loop_stalls() -> AsyncIterator[list[float]]:
-    """How late a 10 ms ticker woke up, each time, while the block ran."""
-    stalls: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            started = time.perf_counter()
-            await asyncio.sleep(0.01)
-            stalls.append(time.perf_counter() - started - 0.01)
-
-    tick = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)  # the ticker is running before the block starts
-    try:
-        yield stalls
-    finally:
-        stop.set()
-        await tick
-
-
 async def test_64000_recipients_are_refused_without_stalling_the_loop(
     mail_settings: Settings, sessions: Any, mail_sink: DevMailSink
 ) -> None:
@@ -673,7 +639,7 @@ async def test_64000_recipients_are_refused_without_stalling_the_loop(
     spread = {"to": many[:30_000], "cc": many[30_000:60_000], "bcc": many[60_000:]}
     same = {"to": ["ada@example.com"] * 30_000, "cc": ["Ada <ada@example.com>"] * 30_000}
     before = len(mail_sink.messages())
-    async with loop_stalls() as stalls:
+    async with loop_watch() as watch:
         with pytest.raises(StepInputRefused) as counted:
             await run_step("email.send", {"to": many, "subject": "s", "text": "t"}, ctx)
         with pytest.raises(StepInputRefused) as spread_out:
@@ -693,7 +659,7 @@ async def test_64000_recipients_are_refused_without_stalling_the_loop(
         str(repeated.value),
     ), str(repeated.value)
     assert len(mail_sink.messages()) == before
-    assert stalls and max(stalls) < 0.1, f"event loop stalled {max(stalls) * 1000:.0f} ms"
+    assert watch.ticks > 0 and watch.worst < 0.1, f"event loop stalled {watch.worst * 1000:.0f} ms"
 
 
 async def test_reply_to_is_an_address_header(
@@ -715,7 +681,7 @@ async def test_a_large_step_input_is_validated_off_the_event_loop(settings: Sett
     validate against the data.aggregate schema: on the CPU pool, with the same answers."""
     ctx = make_ctx(settings, None, str(uuid.uuid4()))
     records = [{"n": i % 10} for i in range(80_000)]
-    async with loop_stalls() as stalls:
+    async with loop_watch() as watch:
         out = await run_step("data.aggregate", {"data": records, "fields": ["n"]}, ctx)
         with pytest.raises(StepInputRefused) as refused:
             await run_step("data.aggregate", {"data": [*records[1:], 5], "fields": ["n"]}, ctx)
@@ -723,4 +689,4 @@ async def test_a_large_step_input_is_validated_off_the_event_loop(settings: Sett
     assert str(refused.value) == (
         "invalid input for data.aggregate: $.data[79999]: 5 is not of type 'object'"
     )
-    assert stalls and max(stalls) < 0.1, f"event loop stalled {max(stalls) * 1000:.0f} ms"
+    assert watch.ticks > 0 and watch.worst < 0.1, f"event loop stalled {watch.worst * 1000:.0f} ms"
