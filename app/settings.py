@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     max_expression_steps: int = RunLimits.max_expression_steps  # work units of one rendering
     max_for_each_items: int = RunLimits.max_for_each_items  # items of one fan-out
     max_step_input_bytes: int = RunLimits.max_step_input_bytes  # under Temporal's 2 MB
-    max_step_output_bytes: int = 1024 * 1024  # a step's output (under Temporal's 2 MB)
+    max_step_output_bytes: int = RunLimits.max_step_output_bytes  # a step's output (fan-outs too)
     validation_timeout_seconds: float = 5.0  # JSON Schema validation of one spec or params
     # The edge: anonymous callers are limited per client address; sockets per operation.
     anonymous_rate_limit_per_minute: int = 60

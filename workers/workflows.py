@@ -15,8 +15,9 @@ actions of finished steps run in reverse order of completion.
 
 Executions started before a release replay its workflow code: changed decisions sit behind
 `workflow.patched(...)` (the patch constants below). The bounded expression engine (issue 9)
-is only partly patched: the execution-wide expression pool (EXPRESSION_POOL_PATCH) and the
-fan-out and input-size limits (LIMITS_PATCH) are, so an old history is not cut short by them.
+is only partly patched: the execution-wide expression pool (EXPRESSION_POOL_PATCH), the
+fan-out and input-size limits (LIMITS_PATCH) and the limit on a fan-out's outputs together
+(FAN_OUT_OUTPUT_PATCH) are, so an old history is not cut short by them.
 Each rendering's own budget, the refused filters and statements (macros, `random`, `batch`,
 `str.format`...) and a failed rendering failing its step (instead of the workflow task) are
 not: an execution started before that release whose expressions used what is now refused
@@ -103,6 +104,18 @@ LIMITS_PATCH = "run-limits"
 # Patch: the execution-wide expression pool (EXECUTION_EXPRESSION_BUDGETS). Executions started
 # before it render each value within its own budget only, as they did, so their histories replay.
 EXPRESSION_POOL_PATCH = "expression-pool"
+# Patch: a fan-out's item outputs together are measured as they arrive, inline and in each
+# child slice, against RunLimits.max_step_output_bytes (they become one step output, which
+# goes into events and later steps' inputs); a slice's result stays under Temporal's payload
+# limit. Before it, a slice of 200 outputs of 100 KB failed its completion (20 MB over 2 MB)
+# forever, and the execution stayed RUNNING.
+FAN_OUT_OUTPUT_PATCH = "fan-out-output-limit"
+# A child slice returns its outputs in one payload, which Temporal refuses past 2 MiB
+# (2,097,152 bytes; a refused completion is retried forever): the outputs stop at
+# BATCH_OUTPUT_BYTES whatever the step's limit, the whole result (AI outcomes too) at
+# BATCH_RESULT_BYTES.
+BATCH_OUTPUT_BYTES = 1_500_000
+BATCH_RESULT_BYTES = 2_000_000
 
 
 def _output_payload(output: Any) -> dict[str, Any]:
@@ -121,6 +134,36 @@ class StepFailed(Exception):
 
 # Patch: a step that refuses its AI-enhanced input runs again on its plain input.
 REJECTED_PATCH = "baseline-on-rejected-input"
+
+
+class OutputTally:
+    """The compact JSON size of a fan-out's item outputs (a list), added up as each arrives
+    (in completion order, which the history fixes, so a replay fails at the same item). Each
+    output is measured piece by piece, never past what is left, and the step fails as soon
+    as the total passes `limit`."""
+
+    def __init__(self, step: StepPlan, limit: int, refusal: str) -> None:
+        self.step = step
+        self.limit = limit
+        self.refusal = refusal  # what the failure says after "step <id>: "
+        self.total = 2  # the list's brackets
+
+    def add(self, output: Any, index: int) -> None:
+        left = max(self.limit - self.total, 0)
+        self.total += json_size(output, left) + 1  # and its comma
+        if self.total > self.limit:
+            raise StepFailed(
+                self.step.id, f"step {self.step.id}: {self.refusal} (passed at item {index})"
+            )
+
+
+def step_output_tally(step: StepPlan, limit: int) -> OutputTally:
+    return OutputTally(
+        step,
+        limit,
+        f"its items' outputs together are more than {limit} bytes as JSON, the limit for one"
+        " step's output; make them smaller or the fan-out shorter",
+    )
 
 
 async def _all_or_cancel(factories: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
@@ -204,9 +247,11 @@ async def run_items(
     inputs: list[Any],
     first_index: int,
     points: ItemPoints | None = None,
+    tally: OutputTally | None = None,
 ) -> list[Any]:
     """One activity per input, at most `for_each_concurrency` at a time, outputs in order;
-    with `points`, each item's enhanced points run (and are tallied there) before it."""
+    with `points`, each item's enhanced points run (and are tallied there) before it; with
+    `tally`, each output is measured as it arrives (the step fails past its limit)."""
     if not inputs:
         return []  # nothing to wait for (workflow.wait refuses an empty list)
     gate = asyncio.Semaphore(step.for_each_concurrency)
@@ -215,13 +260,19 @@ async def run_items(
         async def run() -> Any:
             async with gate:
                 if points is None:
-                    return await run_activity(ids, step, payload, first_index + i)
-                enhanced = await points.enhance(ids, step, payload, first_index + i, i)
+                    output = await run_activity(ids, step, payload, first_index + i)
+                else:
+                    enhanced = await points.enhance(ids, step, payload, first_index + i, i)
 
-                async def refused(message: str) -> None:
-                    points.rejected(first_index + i, message)
+                    async def refused(message: str) -> None:
+                        points.rejected(first_index + i, message)
 
-                return await run_refusable(ids, step, enhanced, payload, first_index + i, refused)
+                    output = await run_refusable(
+                        ids, step, enhanced, payload, first_index + i, refused
+                    )
+            if tally is not None:
+                tally.add(output, first_index + i)
+            return output
 
         return run
 
@@ -233,15 +284,46 @@ class ForEachBatchWorkflow:
     @workflow.run
     async def run(self, inp: BatchInput) -> list[Any] | dict[str, Any]:
         points = ItemPoints(inp.enhancements, inp.ai_task_queue) if inp.enhancements else None
+        tally = None
+        if inp.max_output_bytes and workflow.patched(FAN_OUT_OUTPUT_PATCH):
+            tally = self._tally(inp)
         try:
             outputs = await run_items(
-                (inp.execution_id, inp.tenant_id), inp.step, inp.inputs, inp.first_index, points
+                (inp.execution_id, inp.tenant_id),
+                inp.step,
+                inp.inputs,
+                inp.first_index,
+                points,
+                tally,
             )
         except StepFailed as failed:
             raise ApplicationError(failed.message, type="StepFailed", non_retryable=True) from None
-        if points is None:
-            return outputs
-        return {"outputs": outputs, "outcomes": points.ordered()}
+        result = outputs if points is None else {"outputs": outputs, "outcomes": points.ordered()}
+        if tally is not None and json_size(result, BATCH_RESULT_BYTES) > BATCH_RESULT_BYTES:
+            # Outputs within their bound and AI outcomes together: failing here is clear,
+            # a refused completion would be retried forever.
+            message = (
+                f"step {inp.step.id}: items {inp.first_index} to"
+                f" {inp.first_index + len(inp.inputs) - 1} return more than {BATCH_RESULT_BYTES}"
+                " bytes as JSON together (the most one batch may return); make their outputs"
+                " smaller"
+            )
+            raise ApplicationError(message, type="StepFailed", non_retryable=True)
+        return result
+
+    @staticmethod
+    def _tally(inp: BatchInput) -> OutputTally:
+        """The step's limit, or a payload's when that is smaller."""
+        if inp.max_output_bytes <= BATCH_OUTPUT_BYTES:
+            return step_output_tally(inp.step, inp.max_output_bytes)
+        last = inp.first_index + len(inp.inputs) - 1
+        return OutputTally(
+            inp.step,
+            BATCH_OUTPUT_BYTES,
+            f"the outputs of items {inp.first_index} to {last} together are more than"
+            f" {BATCH_OUTPUT_BYTES} bytes as JSON, the most one batch of items may return;"
+            " make them smaller",
+        )
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -602,13 +684,15 @@ class TemplateWorkflow:
         ids = (inp.execution_id, inp.tenant_id)
         size = max(1, inp.for_each_batch_size)
         inline = len(inputs) <= size
+        limit = inp.limits.max_step_output_bytes
+        tally = step_output_tally(step, limit) if workflow.patched(FAN_OUT_OUTPUT_PATCH) else None
         try:
             if inline:
-                outputs = await run_items(ids, step, inputs, 0, points)
+                outputs = await run_items(ids, step, inputs, 0, points, tally)
                 outcomes = points.ordered() if points else []
             else:
                 self._check_batches(inp, step, sizes)
-                outputs, outcomes = await self._fan_out_children(inp, step, inputs, enhanced)
+                outputs, outcomes = await self._fan_out_children(inp, step, inputs, enhanced, tally)
         except StepFailed:
             # The points are recorded as far as known: their decisions, and the AI outcomes of
             # the items run here before the failure (a child's are lost with its failure).
@@ -652,10 +736,17 @@ class TemplateWorkflow:
             await self._record_point(step, str(i), record)
 
     async def _fan_out_children(
-        self, inp: RunInput, step: StepPlan, inputs: list[Any], enhanced: list[ItemEnhancement]
+        self,
+        inp: RunInput,
+        step: StepPlan,
+        inputs: list[Any],
+        enhanced: list[ItemEnhancement],
+        tally: OutputTally | None = None,
     ) -> tuple[list[Any], list[list[dict[str, Any]]]]:
         """Slices of `for_each_batch_size` items as child workflows, a few at a time:
-        (outputs in item order, each enhanced point's outcomes in item order)."""
+        (outputs in item order, each enhanced point's outcomes in item order). With `tally`,
+        each slice measures its own outputs (within the step's limit and a payload's), and
+        here each slice's outputs are added as it finishes."""
         size = max(1, inp.for_each_batch_size)
         gate = asyncio.Semaphore(CHILD_CONCURRENCY)
         info = workflow.info()
@@ -679,10 +770,15 @@ class TemplateWorkflow:
                             k,
                             enhancements=sliced,
                             ai_task_queue=inp.ai_task_queue,
+                            max_output_bytes=tally.limit if tally is not None else 0,
                         ),
                         id=f"{info.workflow_id}-{step.id}-{k // size}",
                         task_queue=info.task_queue,
                     )
+                if tally is not None:
+                    chunk = result["outputs"] if isinstance(result, dict) else result
+                    for j, output in enumerate(chunk):
+                        tally.add(output, k + j)
                 if progress:  # long fan-outs show progress: one event per finished slice
                     finished[0] += len(inputs[k : k + size])
                     self._partial[step.id] = finished[0] / len(inputs)

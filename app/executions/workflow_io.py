@@ -67,6 +67,8 @@ class RunLimits:
     max_json_depth: int = 32
     max_for_each_items: int = 10_000
     max_step_input_bytes: int = 1024 * 1024
+    # A step's output; a fan-out's item outputs together (they become one step output).
+    max_step_output_bytes: int = 1024 * 1024
 
     @classmethod
     def of(cls, settings: Any) -> RunLimits:
@@ -114,6 +116,9 @@ class BatchInput:
     # {"outputs": [...], "outcomes": [[per item] per point]} instead of the outputs list.
     enhancements: list[ItemEnhancement] = field(default_factory=list)
     ai_task_queue: str = "ai"
+    # Bytes of JSON the slice's item outputs may add up to (0: unchecked, slices started
+    # before the limit existed).
+    max_output_bytes: int = 0
 
 
 @dataclass

@@ -15,6 +15,8 @@ Every expression is written by a tenant, so nothing it says may exhaust the proc
   counted, never timed, so the workflow stays deterministic.
 - Anything that would build a value larger than `Limits.rendered_chars` is refused before it is
   built (repeat counts, concatenations, paddings, %-formats, joins, replacements, exponents).
+- An argument that sizes one C call (which holds the GIL: no budget interrupts it) is bounded
+  before the call: `round`'s precision, `strip`'s characters, numbers read from text.
 - Every failure (syntax, undefined names, the sandbox, a limit, RecursionError, MemoryError...)
   is an ExpressionError with a short message that quotes at most ~100 characters of the input.
 """
@@ -51,6 +53,11 @@ _MAX_NODES = 300  # nodes of one parsed expression string (compiling costs 25-50
 _MAX_DEPTH = 48  # nesting of one parsed expression string
 _MAX_LOOP_DEPTH = 3  # `for` loops inside `for` loops
 _MAX_INDENT = 16  # `tojson(indent=...)`
+# Arguments that size the work of one C call, which holds the GIL until it returns (no budget
+# can interrupt it, and a validation thread would stall the API's event loop): bounded first.
+_MAX_PRECISION = 100  # `round` computes 10**precision (10,000,000 digits: 5 s in one call)
+_MAX_NUMBER_TEXT = 4400  # a string read by `int`/`float`/`filesizeformat` (4,096 bits + signs)
+_MAX_STRIP_CHARS = 64  # `trim(chars)`, `strip(chars)`: each stripped character scans `chars`
 _TRIAL_STEPS = 1000  # work check() spends evaluating an expression's constant parts
 _TOO_DEEP = "{{ nested too deeply }}"  # what _strings gives for a value past the depth limit
 
@@ -493,10 +500,18 @@ def _compare_cost(budget: Budget, op: str, left: Any, right: Any) -> int:
 # ----------------------------------------------------------------------------- filters/tests
 
 
-def _wrap(fn: Callable[..., Any], *, cost: str = "shallow", text: bool = False) -> Any:
+def _wrap(
+    fn: Callable[..., Any],
+    *,
+    cost: str = "shallow",
+    text: bool = False,
+    check: Callable[..., None] | None = None,
+) -> Any:
     """A Jinja filter or test as a charged, never-folded (pass_context) function: lazy inputs
     are listed (counted), the input's cost is charged, text inputs are converted with bounds,
-    and a string result is checked against the size limit."""
+    `check(budget, value, *args, **kwargs)` refuses arguments that would size the work or the
+    result past the limits before the filter runs, and a string result is checked against the
+    size limit."""
     lead = _PassArg.from_obj(fn)
 
     @pass_context
@@ -504,7 +519,9 @@ def _wrap(fn: Callable[..., Any], *, cost: str = "shallow", text: bool = False) 
         budget = _budget()
         if _lazy(value):
             value = _materialize(value, budget)
-        if text and not isinstance(value, str):
+        if text and isinstance(value, Undefined):
+            value = str(value)  # as Jinja does: raises, or empty in lenient text templates
+        elif text and not isinstance(value, str):
             value = _to_text(value, budget)
         if cost == "shallow":
             budget.charge(1 + _cost(value))
@@ -517,6 +534,8 @@ def _wrap(fn: Callable[..., Any], *, cost: str = "shallow", text: bool = False) 
             budget.charge(_compare_cost(budget, cost, value, args[0] if args else None))
         else:
             budget.charge(1)
+        if check is not None:
+            check(budget, value, *args, **kwargs)
         if lead is _PassArg.context:
             result = fn(context, value, *args, **kwargs)
         elif lead is _PassArg.eval_context:
@@ -575,11 +594,46 @@ def _escape_size(budget: Budget, s: str, *_: Any) -> None:
     budget.chars(len(s) + 4 * sum(s.count(c) for c in "<>&'\""))
 
 
+def _round_args(budget: Budget, value: Any, precision: Any = 0, *_: Any, **__: Any) -> None:
+    """`round` computes 10**precision (ceil, floor, and ints rounded to negative precision),
+    and `value * 10**precision`, which repeats a string or list: a number and a bounded
+    precision only. Refusals are limits, so check() reports them from constants."""
+    if not isinstance(value, int | float):
+        raise LimitExceeded(f"round needs a number, not a {type(value).__name__}")
+    if not (isinstance(precision, int) and -_MAX_PRECISION <= precision <= _MAX_PRECISION):
+        raise LimitExceeded(
+            f"round precision must be a whole number from {-_MAX_PRECISION} to {_MAX_PRECISION}"
+        )
+
+
+def _number_args(budget: Budget, value: Any, *_: Any, **__: Any) -> None:
+    """`int`, `float`, `filesizeformat` read a string as a number: only one that could be a
+    number within the integer limit (a longer text is refused rather than parsed)."""
+    if isinstance(value, str) and len(value) > _MAX_NUMBER_TEXT:
+        raise LimitExceeded(
+            f"a number is written in at most {_MAX_NUMBER_TEXT} characters, not {len(value)}"
+        )
+
+
+def _strip_chars(chars: Any) -> None:
+    """str.strip(chars) scans `chars` for every character it strips: 1,000,000 characters
+    stripped with a 1,000,000-character `chars` take 8 s in one call."""
+    if isinstance(chars, str) and len(chars) > _MAX_STRIP_CHARS:
+        raise LimitExceeded(
+            f"strip takes at most {_MAX_STRIP_CHARS} characters to strip, not {len(chars)}"
+        )
+
+
+def _trim_args(budget: Budget, value: Any, chars: Any = None, *_: Any, **__: Any) -> None:
+    _strip_chars(chars)
+
+
 @pass_context
 def _join(context: Context, value: Any, d: Any = "", attribute: Any = None) -> str:
     budget = _budget()
     items = _materialize(value, budget) if _lazy(value) else value
-    budget.charge(1 + _cost(items))
+    # A string is joined character by character: one unit each, like a list's items.
+    budget.charge(1 + (len(items) if isinstance(items, str) else _cost(items)))
     if attribute is not None:
         getter = make_attrgetter(context.environment, attribute)
         items = [getter(item) for item in items]
@@ -645,15 +699,20 @@ def _replace(s: str, old: Any, new: Any, count: Any = None) -> str:
 # Filters an expression may use; the others (random, pprint, urlize, wordwrap, batch, slice,
 # striptags, xmlattr, ...) are nondeterministic, amplify their input or scan it with regexes.
 _SHALLOW = ("list", "reverse", "map", "select", "reject", "selectattr", "rejectattr", "items")
-_ONE = ("abs", "attr", "count", "d", "default", "filesizeformat", "first", "float", "int")
+# Every argument that sizes work or a result is bounded before the filter runs: see the
+# `check`s here, _text_filter's, and the filters written out below (join, tojson, format, sum).
+_ONE = ("abs", "attr", "count", "d", "default", "first", "last", "length")
+_NUMBERS = ("filesizeformat", "float", "int")
 _FILTERS: dict[str, Any] = {
     **{name: _wrap(DEFAULT_FILTERS[name]) for name in _SHALLOW},
-    **{name: _wrap(DEFAULT_FILTERS[name], cost="one") for name in (*_ONE, "last", "length")},
-    "round": _wrap(DEFAULT_FILTERS["round"], cost="one"),
+    **{name: _wrap(DEFAULT_FILTERS[name], cost="one") for name in _ONE},
+    **{name: _wrap(DEFAULT_FILTERS[name], cost="one", check=_number_args) for name in _NUMBERS},
+    "round": _wrap(DEFAULT_FILTERS["round"], cost="one", check=_round_args),
     **{
         name: _wrap(DEFAULT_FILTERS[name], text=True)
-        for name in ("capitalize", "lower", "upper", "title", "trim", "truncate")
+        for name in ("capitalize", "lower", "upper", "title", "truncate")
     },
+    "trim": _wrap(DEFAULT_FILTERS["trim"], text=True, check=_trim_args),
     **{name: _wrap(DEFAULT_FILTERS[name], cost="deep") for name in ("min", "max", "unique")},
     **{name: _wrap(DEFAULT_FILTERS[name], cost="sort") for name in ("sort", "dictsort")},
     "groupby": _wrap(DEFAULT_FILTERS["groupby"], cost="sort"),
@@ -677,8 +736,12 @@ def _test_cost(name: str) -> str:
     return "in" if name == "in" else "eq" if name in _EQ_TESTS else "one"
 
 
+# `lower` and `upper` test str(value): bounded text first (a list repeated in a list would
+# print as gigabytes).
 _TESTS: dict[str, Any] = {
-    name: _wrap(cast(Callable[..., Any], test), cost=_test_cost(name))
+    name: _wrap(
+        cast(Callable[..., Any], test), cost=_test_cost(name), text=name in ("lower", "upper")
+    )
     for name, test in DEFAULT_TESTS.items()
 }
 
@@ -762,7 +825,7 @@ def _str_join(budget: Budget, s: str, args: tuple[Any, ...], kwargs: dict[str, A
     if len(args) != 1 or kwargs:
         raise ExpressionError("join() takes one list")
     items = _materialize(args[0], budget) if _lazy(args[0]) else args[0]
-    budget.charge(1 + _cost(items))
+    budget.charge(1 + (len(items) if isinstance(items, str) else _cost(items)))
     if not all(isinstance(i, str) for i in items):
         raise ExpressionError("join() needs a list of strings")
     budget.chars(sum(len(i) for i in items) + len(s) * max(len(items) - 1, 0))
@@ -774,6 +837,8 @@ def _str_call(budget: Budget, s: str, args: tuple[Any, ...], kwargs: dict[str, A
     scanned = len(s) + sum(len(a) for a in args if isinstance(a, str))
     if name == "replace":
         _replace_size(budget, s, *args, **kwargs)
+    elif name in ("strip", "lstrip", "rstrip") and args:
+        _strip_chars(args[0])
     elif name in ("center", "ljust", "rjust", "zfill") and args:
         _width(budget, args[0])
     elif name in _CASE_METHODS:
@@ -841,8 +906,15 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return self.unop_table[operator](arg)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        _budget()  # never folded while compiling: keeps huge constant lookups out of the code
+        # Never folded while compiling (keeps huge constant lookups out of the code); one unit
+        # a lookup: an `attribute='a.a.a...'` of map/sort/groupby looks up each part per item
+        # (400,000 parts over 1,000 items took 62 s in a lenient text template).
+        _budget().charge(1)
         return super().getitem(obj, argument)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _budget().charge(1)
+        return super().getattr(obj, attribute)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         budget = _budget()

@@ -362,6 +362,11 @@ RUNTIME_CASES = [
         {"s": "ab"},
         "more than 1048576 bytes as JSON",
     ),
+    (  # red team H2: 10**6,000,000 held the worker's loop 2.3 s on every activation
+        {"input": {"data": "{{ 1.5 | round(params.n, 'ceil') }}", "ops": []}},
+        {"n": 6_000_000},
+        "round precision must be a whole number from -100 to 100",
+    ),
 ]
 
 
@@ -674,3 +679,112 @@ async def test_an_execution_started_before_the_expression_pool_replays_without_i
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
+
+
+# ------------------------------------------- arguments that size one C call (red team H2)
+
+# One C call holds the GIL until it returns: no work budget interrupts it, and a validation
+# thread running it stalls the API's event loop. Each argument that sizes such a call (or
+# the value it builds) is refused before the call, by render() and, from constants, by
+# check() (which tries them with 1,000 steps: the sizes here fit that where they can).
+# (source, what the message says, whether check() sees it)
+ARGUMENT_BOMBS = [
+    # 10**precision: 10,000,000 digits took 5 s in one call (validation timed out, /healthz 6 s)
+    ("{{ 1.5 | round(10000000, 'ceil') }}", "round precision must be a whole number", True),
+    ("{{ 1.5 | round(precision=10000000, method='floor') }}", "round precision", True),
+    ("{{ 1 | round(-10000000) }}", "round precision", True),  # int.__round__: 10**10000000
+    ("{{ [1.5] | map('round', 10000000, 'floor') | list }}", "round precision", True),
+    ("{{ 'ab' | round(7, 'ceil') }}", "round needs a number, not a str", True),  # 'ab' * 10**7
+    ("{{ [0, 1] | round(7, 'ceil') }}", "round needs a number, not a list", True),
+    # strip scans `chars` for every character it strips: 8 s for 1,000,000 of each
+    ("{{ 'aaa' | trim('b' * 999 ~ 'a') }}", "strip takes at most 64 characters", True),
+    ("{{ 'aaa'.strip('b' * 999 ~ 'a') }}", "strip takes at most 64 characters", True),
+    ("{{ 'aaa'.rstrip('b' * 999 ~ 'a') }}", "strip takes at most 64 characters", True),
+    ("{{ ('a' * 1000000) | trim('b' * 999999 ~ 'a') | length }}", "strip takes at most", False),
+    # numbers read from text: only what could be a number within the integer limit
+    ("{{ ('1' * 5000) | int(base=16) }}", "a number is written in at most 4400", True),
+    ("{{ ('1' * 5000) | int }}", "a number is written in at most 4400", True),
+    ("{{ ('1' * 5000) | float }}", "a number is written in at most 4400", True),
+    ("{{ ('1' * 5000) | filesizeformat }}", "a number is written in at most 4400", True),
+    # `lower`/`upper` tests print their value with str(): 100 MB here
+    ("{% set a = ['x' * 1000] * 1000 %}{{ ([a] * 100) is lower }}", "characters", False),
+    ("{% set a = ['x' * 1000] * 1000 %}{{ ([a] * 100) is upper }}", "characters", False),
+    # a string joined character by character: one unit of work each
+    ("{{ ('a' * 1000000) | join(',') }}", "more work than allowed", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "message", "checked"), ARGUMENT_BOMBS, ids=[b[0][:48] for b in ARGUMENT_BOMBS]
+)
+def test_arguments_that_size_one_call_are_refused_before_the_call(
+    source: str, message: str, checked: bool
+) -> None:
+    problems, peak = traced(lambda: check({"input": source}))
+    if checked:
+        assert [p[0] for p in problems] == ["$.input"], problems
+        assert message in problems[0][1], problems
+    assert peak < PEAK_BYTES, peak
+
+    error, peak = traced(lambda: render(source, CTX))
+    assert isinstance(error, ExpressionError) and message in str(error), error
+    assert peak < PEAK_BYTES, peak
+
+
+def test_an_attribute_path_costs_one_unit_a_part() -> None:
+    """`map(attribute='a.a.a...')` looks up every part for every item; in a lenient text
+    template (AI prompts) a missing part does not stop it: 400,000 parts over 1,000 items took
+    62 s. Each lookup now costs a unit of work."""
+    from app.templates.expressions import render_text
+
+    source = "{{ x | map(attribute='a.' * 400000) | list | length }}"
+    with pytest.raises(ExpressionError, match="more work than allowed"):
+        render_text(source, {"x": list(range(100))}, lenient=True)
+    with pytest.raises(ExpressionError, match="more work than allowed"):
+        render("{{ x | sort(attribute='a,' * 200000) }}", {"x": [{"a": 1}] * 100})
+
+
+def test_bounded_arguments_keep_their_meaning() -> None:
+    assert render("{{ 42.55 | round(1, 'floor') }}", CTX) == 42.5
+    assert render("{{ 42.55 | round(1, 'ceil') }}", CTX) == 42.6
+    assert render("{{ 1234 | round(-2) }}", CTX) == 1200
+    assert render("{{ 1.5 | round(100) }}", CTX) == 1.5
+    assert render("{{ [1.55, 2] | map('round', 1) | list }}", CTX) == [1.6, 2]
+    assert render("{{ '2a' | int(base=16) }}", CTX) == 42
+    assert render("{{ 'x' | int(7) }}", CTX) == 7
+    assert render("{{ ' 1.5 ' | float }}", CTX) == 1.5
+    assert render("{{ ('1' * 4400) | float }}", CTX) == float("inf")
+    assert render("{{ 'xxaxx' | trim('x') ~ '/' ~ '--a--'.strip('-') }}", CTX) == "a/a"
+    assert render("{{ 'ab' is lower and 'AB' is upper }}", CTX) is True
+    assert render("{{ ('a' * 1000) | join(',') | length }}", CTX) == 1999
+
+
+async def test_validating_round_bombs_as_a_viewer_does_not_stall_the_api(
+    server: str, tenant: TenantKeys
+) -> None:
+    """Red team H2: the viewer's validateTemplate of `round(10000000, 'ceil')` timed out after
+    5 s and stalled /healthz 5.9 s (the validation thread held the GIL past its timeout)."""
+    viewer = GraphQLClient(server, tenant.viewer)
+    sources = [
+        "{{ 1.5 | round(10000000, 'ceil') }}",
+        "{{ 1 | round(-10000000) }}",
+        "{{ [1.5] | map('round', 10000000, 'floor') | list }}",
+        "{{ 'aaa' | trim('b' * 999 ~ 'a') }}",
+    ]
+    spec = {
+        "name": unique_name("round"),
+        "title": "Huge precisions",
+        "parameters": {"type": "object"},
+        "steps": [
+            {"id": f"s{i}", "activity": "data.transform", "input": {"data": t, "ops": []}}
+            for i, t in enumerate(sources)
+        ],
+    }
+    async with LoopGaps() as gaps:
+        result = (await viewer.data(op("ValidateTemplate"), {"spec": spec}))["validateTemplate"]
+    assert gaps.longest < 0.1, gaps.longest
+    assert result["valid"] is False
+    found = {p["path"]: p["message"] for p in result["problems"]}
+    for i in range(3):
+        assert "round precision must be" in found[f"$.steps[{i}].input.data"], found
+    assert "strip takes at most 64" in found["$.steps[3].input.data"], found
