@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings as hypothesis_settings
 
 from app.ai.fake_llm import FakeLLM, FakeLLMServer
 from app.ai.fake_responder import task_responder
@@ -39,6 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = ROOT / ".wfs-test"
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+# Property tests draw the same examples on every run (CI and here): a failure reproduces, and
+# the suite never fails on an example only one run happened to draw. No example database.
+hypothesis_settings.register_profile("wfs", derandomize=True, database=None)
+hypothesis_settings.load_profile("wfs")
 
 
 async def _pg_answers(url: str) -> bool:
