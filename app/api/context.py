@@ -117,7 +117,6 @@ class SocketLease:
 @dataclass
 class Loaders:
     templates: DataLoader[uuid.UUID, Template | None]
-    latest_versions: DataLoader[uuid.UUID, TemplateVersion | None]
     versions: DataLoader[uuid.UUID, TemplateVersion | None]
     executions: DataLoader[uuid.UUID, Execution | None]
     tenants: DataLoader[uuid.UUID, Tenant | None]
@@ -125,6 +124,10 @@ class Loaders:
     template_versions: DataLoader[uuid.UUID, list[TemplateVersion]]
     template_run_counts: DataLoader[uuid.UUID, int]
     template_shares: DataLoader[uuid.UUID, list[str]]
+    # (template id, version number or None for the latest not deprecated): the version a
+    # caller is offered (app/templates/catalog.py); accepted versions are the caller's own.
+    offered_versions: DataLoader[tuple[uuid.UUID, int | None], TemplateVersion | None]
+    accepted_versions: DataLoader[uuid.UUID, int | None]
     # Keyed by execution id; only asked for executions already loaded for the caller.
     ai_usage: DataLoader[uuid.UUID, list[AiUsage]]
 
@@ -257,13 +260,14 @@ class Context:
     def fresh_loaders(self) -> Loaders:
         self.loaders = Loaders(
             templates=DataLoader(self._load_templates),
-            latest_versions=DataLoader(self._load_latest_versions),
             versions=DataLoader(self._load_versions),
             executions=DataLoader(self._load_executions),
             tenants=DataLoader(self._load_tenants),
             template_versions=DataLoader(self._load_template_versions),
             template_run_counts=DataLoader(self._load_template_run_counts),
             template_shares=DataLoader(self._load_template_shares),
+            offered_versions=DataLoader(self._load_offered_versions),
+            accepted_versions=DataLoader(self._load_accepted_versions),
             ai_usage=DataLoader(self._load_ai_usage),
         )
         return self.loaders
@@ -277,11 +281,6 @@ class Context:
     async def _load_templates(self, ids: list[uuid.UUID]) -> list[Template | None]:
         async with self.session() as s:
             found = await TemplateRepository(s).get_many_visible(self.principal().tenant_id, ids)
-        return [found.get(i) for i in ids]
-
-    async def _load_latest_versions(self, ids: list[uuid.UUID]) -> list[TemplateVersion | None]:
-        async with self.session() as s:
-            found = await TemplateRepository(s).latest_versions(ids)
         return [found.get(i) for i in ids]
 
     async def _load_versions(self, ids: list[uuid.UUID]) -> list[TemplateVersion | None]:
@@ -315,3 +314,15 @@ class Context:
         async with self.session() as s:
             found = await TemplateRepository(s).shared_tenant_names(ids)
         return [found[i] for i in ids]
+
+    async def _load_offered_versions(
+        self, keys: list[tuple[uuid.UUID, int | None]]
+    ) -> list[TemplateVersion | None]:
+        async with self.session() as s:
+            found = await TemplateRepository(s).offered_versions(keys)
+        return [found.get(k) for k in keys]
+
+    async def _load_accepted_versions(self, ids: list[uuid.UUID]) -> list[int | None]:
+        async with self.session() as s:
+            found = await TemplateRepository(s).accepted_versions(self.principal().tenant_id, ids)
+        return [found.get(i) for i in ids]

@@ -363,7 +363,11 @@ def step_states(order: list[str], events: list[EventModel]) -> list[StepState]:
 @strawberry.input
 class StartExecutionInput:
     template_id: strawberry.ID | None = None
-    template_name: str | None = None
+    template_name: str | None = strawberry.field(
+        default=None,
+        description="Your template, one shared with you or a platform one by bare name; "
+        "another publisher's public template by `publisher/name` (or use templateId).",
+    )
     params: JSON | None = None
     idempotency_key: str | None = strawberry.field(
         default=None, description="Starting twice with the same key returns the same execution."
@@ -463,7 +467,10 @@ class ExecutionMutation:
             return user_error(exc)  # type: ignore[return-value]
         return Execution.from_model(execution)
 
-    @strawberry.mutation(description="Validate params and start a template's latest version.")
+    @strawberry.mutation(
+        description="Validate params and start a template: your own or a platform one at its "
+        "latest version, another publisher's at the version your admin accepted."
+    )
     async def start_execution(
         self, info: strawberry.Info[Context, None], input: StartExecutionInput
     ) -> StartExecutionResult:

@@ -1,5 +1,5 @@
 """`wfs`: api, worker, dev, migrate, seed, schema, tenant create/set-tier/verify-sender,
-apikey create."""
+template reviews/approve/reject, apikey create."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,85 @@ def tenant_verify_sender(tenant_ref: str, address: str, remove: bool) -> None:
 
     click.echo(_with_sessions(_settings().require("database_url"), verify))
     _exit(0)
+
+
+@cli.group()
+def template() -> None:
+    """Review tenants' templates for the public catalog (platform operators only)."""
+
+
+@template.command("reviews")
+def template_reviews() -> None:
+    """List versions waiting for review, oldest first, with what each would let others run."""
+    from app.templates.review import CatalogReview
+
+    async def pending(sessions: Any) -> str:
+        async with sessions() as session:
+            found = await CatalogReview(session).pending()
+        lines = [
+            f"{p.template_id}  {p.publisher}/{p.name}  v{p.version}  {_summary(p.capabilities)}"
+            for p in found
+        ]
+        return "\n".join(lines) or "no template waits for review"
+
+    click.echo(_with_sessions(_settings().require("database_url"), pending))
+    _exit(0)
+
+
+@template.command("approve")
+@click.argument("template_id", type=click.UUID)
+@click.argument("version", type=int)
+def template_approve(template_id: uuid.UUID, version: int) -> None:
+    """Put VERSION of template TEMPLATE_ID in the public catalog (its public version).
+
+    Read its capabilities (`wfs template reviews`) and spec first: every tenant may run it.
+    """
+    from app.templates.review import CatalogReview
+
+    async def approve(sessions: Any) -> str:
+        async with sessions() as session:
+            t = await CatalogReview(session).approve(template_id, version)
+            await session.commit()
+            return f"template {t.name} ({t.id}): v{version} approved, public v{t.public_version}"
+
+    click.echo(_with_sessions(_settings().require("database_url"), approve))
+    _exit(0)
+
+
+@template.command("reject")
+@click.argument("template_id", type=click.UUID)
+@click.argument("version", type=int)
+@click.option("--reason", required=True, help="Shown to the owner on the version.")
+def template_reject(template_id: uuid.UUID, version: int, reason: str) -> None:
+    """Keep VERSION of template TEMPLATE_ID out of the public catalog, with a reason."""
+    from app.templates.review import CatalogReview
+
+    async def reject(sessions: Any) -> str:
+        async with sessions() as session:
+            t = await CatalogReview(session).reject(template_id, version, reason)
+            await session.commit()
+            return f"template {t.name} ({t.id}): version {version} rejected"
+
+    click.echo(_with_sessions(_settings().require("database_url"), reject))
+    _exit(0)
+
+
+def _summary(capabilities: Any) -> str:
+    """One line of what a version does: activities, then what the operator looks for."""
+    flags = [
+        name
+        for name, on in (
+            ("sends mail", capabilities.sends_mail),
+            ("reads files", capabilities.reads_files),
+            ("writes files", capabilities.writes_files),
+            ("uses AI", capabilities.uses_ai),
+        )
+        if on
+    ]
+    if capabilities.calls_hosts:
+        flags.append("calls " + ",".join(capabilities.calls_hosts))
+    effects = "; ".join(flags) or "no mail, files, hosts or AI"
+    return f"[{', '.join(capabilities.activities)}] {effects}"
 
 
 @cli.group()

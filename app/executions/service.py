@@ -164,15 +164,19 @@ class ExecutionService:
         ):
             return self._same_request(existing, request)
 
-        template = await TemplateService(self.session).resolve(
+        templates = TemplateService(self.session)
+        template = await templates.resolve(
             principal.tenant_id, template_id=request.template_id, name=request.template_name
         )
-        version, spec = await TemplateService(self.session).latest_version(template)
+        # Another publisher's template runs only at the version the tenant's admin accepted.
+        version, spec = await templates.version_to_run(
+            principal.tenant_id, template, request.template_name or template.name
+        )
         params = {} if request.params is None else request.params
         if not isinstance(params, dict):
             raise ValidationFailed("params must be a JSON object")
         # Capped and validated off the event loop within the settings' limits.
-        params = await TemplateService(self.session).prepare_params(
+        params = await templates.prepare_params(
             template,
             version,
             params,

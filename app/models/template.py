@@ -1,5 +1,6 @@
-"""Templates (named, owned by a tenant or by the platform), their immutable versions and the
-tenants a SHARED template is shared with."""
+"""Templates (named, owned by a tenant or by the platform), their immutable versions, the
+tenants a SHARED template is shared with, and the tenants that accepted another publisher's
+template (docs/templates.md, "Publishing and running others' templates")."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
 from sqlalchemy.orm import Mapped, deferred, mapped_column
@@ -23,6 +25,9 @@ from app.models.base import Base, Timestamps, UUIDPk, utcnow
 
 VISIBILITIES = ("PRIVATE", "SHARED", "PUBLIC")
 VERSION_STATUSES = ("PUBLISHED", "DEPRECATED")
+# The platform operator's review of a version offered to the public catalog; NULL: never
+# submitted (a PRIVATE or SHARED template's versions, the platform's own).
+REVIEW_STATUSES = ("PENDING", "APPROVED", "REJECTED")
 
 # The search document: name and title weigh most, then tags, then the description.
 # A generated column, so every writer (API, seed, a hand-written UPDATE) keeps it right.
@@ -58,6 +63,10 @@ class Template(UUIDPk, Timestamps, Base):
     category: Mapped[str | None] = mapped_column(String(50), index=True)
     visibility: Mapped[str] = mapped_column(String(10), default="PRIVATE")
     latest_version: Mapped[int] = mapped_column(default=0)
+    # The version other tenants see and run in the public catalog: the newest one the platform
+    # operator approved while the template is PUBLIC. NULL until then, and again once the
+    # owner makes the template PRIVATE or SHARED (withdrawn). Unused for platform templates.
+    public_version: Mapped[int | None]
     # The spec being edited: the next version when published. NULL for platform templates.
     draft_spec: Mapped[dict[str, Any] | None]
     created_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -76,6 +85,13 @@ class TemplateVersion(UUIDPk, Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("template_id", "version"),
         CheckConstraint(f"status IN {VERSION_STATUSES}", name="status"),
+        CheckConstraint(f"review_status IN {REVIEW_STATUSES}", name="review_status"),
+        # The operator's queue (`wfs template reviews`) reads only pending versions.
+        Index(
+            "ix_template_versions_pending",
+            "created_at",
+            postgresql_where=text("review_status = 'PENDING'"),
+        ),
     )
 
     template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"))
@@ -86,6 +102,10 @@ class TemplateVersion(UUIDPk, Timestamps, Base):
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
     deprecated_at: Mapped[datetime | None]
+    review_status: Mapped[str | None] = mapped_column(String(10))
+    # The operator's reason for a rejection, shown to the owner only.
+    review_note: Mapped[str | None] = mapped_column(Text)
+    reviewed_at: Mapped[datetime | None]
 
 
 class TemplateShare(Base):
@@ -101,5 +121,25 @@ class TemplateShare(Base):
     )
     granted_at: Mapped[datetime] = mapped_column(default=utcnow)
     granted_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+
+
+class TemplateAcceptance(Base):
+    """A tenant's consent to run one version of another publisher's template: its admin saw
+    what that version does (capabilities) and accepted it. Executions of that tenant run the
+    accepted version, pinned, until an admin accepts another."""
+
+    __tablename__ = "template_acceptances"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    template_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    version: Mapped[int]
+    accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    accepted_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )

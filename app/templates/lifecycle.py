@@ -2,11 +2,17 @@
 sharing, with who may do what; plus the pure parts of the lifecycle (param migration, diffs).
 
 Who may do what (checked here and in TemplateService, never in resolvers):
-- read: the owner tenant; others when the template is PUBLIC, or SHARED with them, and has a
-  published version. Anything else is NOT_FOUND, exactly like an id that does not exist.
-- run: as read, and the role is operator or admin (ExecutionService.start).
+- read: the owner tenant; the platform's templates once published; others' SHARED templates
+  shared with the caller once published; others' PUBLIC templates once the platform operator
+  approved a version (and then only the approved versions). Anything else is NOT_FOUND,
+  exactly like an id that does not exist.
+- run: as read, and the role is operator or admin (ExecutionService.start); another
+  publisher's template only at the version an admin of the caller's tenant accepted
+  (app/templates/review.py).
 - author (create, edit the draft, publish, deprecate, set visibility) and share: admins of the
-  owner tenant. Platform templates (tenant_id NULL) are read and run only.
+  owner tenant. Platform templates (tenant_id NULL) are read and run only. Asking for PUBLIC
+  puts the latest version in the platform's review queue, as does publishing a new version of
+  a PUBLIC template; no tenant template may be PUBLIC under a platform template's name.
 Visibility comes first: a template the caller cannot read is NOT_FOUND whatever its role, like
 an id that does not exist. Then the role, then ownership (FORBIDDEN, only for a template the
 caller can already read). createTemplate has no template to look at: the role alone decides.
@@ -55,6 +61,16 @@ def can_author(principal: Principal, template: Template) -> bool:
 def ensure_author_role(principal: Principal) -> None:
     if principal.role != "admin":
         raise Forbidden("only admins can author or share templates")
+
+
+async def ensure_not_platform_name(repo: TemplateRepository, name: str) -> None:
+    """The public catalog has one template per verified name: a tenant's look-alike of a
+    platform template is refused, so a bare name never meets two candidates in the catalog."""
+    if await repo.by_owner_name(None, name) is not None:
+        raise Conflict(
+            f"{name!r} is the name of a platform template: a tenant template of that name "
+            "cannot be PUBLIC (keep it PRIVATE or SHARED, or rename it)"
+        )
 
 
 def ensure_owner(principal: Principal, template: Template) -> None:
@@ -323,6 +339,8 @@ class TemplateAuthoring:
         spec = await validated_spec(spec_data, self.settings, tenant=principal.tenant_id)
         if await self.repo.by_owner_name(principal.tenant_id, spec.name) is not None:
             raise Conflict(f"a template named {spec.name!r} already exists")
+        if visibility == "PUBLIC":  # its first version goes to review when published
+            await ensure_not_platform_name(self.repo, spec.name)
         template = Template(
             tenant_id=principal.tenant_id,
             name=spec.name,
@@ -355,7 +373,8 @@ class TemplateAuthoring:
 
     async def publish(self, principal: Principal, template_id: uuid.UUID) -> Template:
         """The draft becomes version N+1; the draft stays, minus its param_migration (which
-        described N -> N+1 and would be wrong for the next version)."""
+        described N -> N+1 and would be wrong for the next version). A PUBLIC template's new
+        version waits for the platform's review; others keep seeing public_version."""
         template = await self._editable(principal, template_id)
         if template.draft_spec is None:
             raise Conflict("the template has no draft to publish")
@@ -383,6 +402,7 @@ class TemplateAuthoring:
                 version=number,
                 spec=stored,
                 published_by_key_id=principal.key_id,
+                review_status="PENDING" if template.visibility == "PUBLIC" else None,
             )
         )
         template.latest_version = number
@@ -408,15 +428,33 @@ class TemplateAuthoring:
     async def set_visibility(
         self, principal: Principal, template_id: uuid.UUID, visibility: str
     ) -> Template:
-        """PRIVATE also revokes every share: private means the owner only, no dormant grants."""
+        """PRIVATE also revokes every share: private means the owner only, no dormant grants.
+        PUBLIC is a request: the latest version waits for the platform operator's review and
+        others see the template once a version is approved. Leaving PUBLIC withdraws it from
+        the catalog (public_version and pending requests are cleared)."""
         if visibility not in VISIBILITIES:
             raise ValidationFailed(f"unknown visibility {visibility!r}")
         template = await self._editable(principal, template_id)
+        if visibility == "PUBLIC":
+            await ensure_not_platform_name(self.repo, template.name)
+            await self._submit_latest(template, again=template.visibility == "PUBLIC")
+        elif template.visibility == "PUBLIC":
+            template.public_version = None
+            await self.repo.withdraw_reviews(template.id)
         if visibility == "PRIVATE":
             await self.repo.revoke(template.id, None)
         template.visibility = visibility
+        template.updated_at = utcnow()
         await self.session.flush()
         return template
+
+    async def _submit_latest(self, template: Template, *, again: bool) -> None:
+        """Put the latest version in the review queue. `again` (already PUBLIC): only one
+        that is not already pending or approved, i.e. a rejected one is submitted anew."""
+        latest = await self.repo.version(template.id, template.latest_version)
+        if latest is None or (again and latest.review_status in ("PENDING", "APPROVED")):
+            return
+        latest.review_status, latest.review_note, latest.reviewed_at = "PENDING", None, None
 
     async def share(
         self,

@@ -1,4 +1,5 @@
-"""SQL for templates, their versions and shares. Visibility rules are expressed here as filters."""
+"""SQL for templates, their versions, shares, acceptances and the platform's review queue.
+Visibility rules are expressed here as filters (app/templates/catalog.py says what they mean)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     and_,
+    case,
     cast,
     delete,
     exists,
@@ -18,12 +20,13 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Execution, Template, TemplateVersion, Tenant
-from app.models.template import TemplateShare
+from app.models.template import TemplateAcceptance, TemplateShare
 from app.templates.search import SearchCursor, TemplateFilter
 
 
@@ -34,16 +37,47 @@ def shared_with(tenant_id: uuid.UUID) -> ColumnElement[bool]:
 
 
 def visible_to(tenant_id: uuid.UUID) -> ColumnElement[bool]:
-    """Own templates (drafts too); others' PUBLIC or SHARED-with-me ones once published."""
+    """Own templates (drafts too); the platform's once published; others' SHARED ones shared
+    with the tenant once published; others' PUBLIC ones once the platform approved a version
+    (public_version). A PUBLIC template is offered through the catalog only: a share does not
+    show it to a tenant before the review, nor its unreviewed versions after it."""
     return or_(
         Template.tenant_id == tenant_id,
+        and_(Template.tenant_id.is_(None), Template.latest_version > 0),
         and_(
+            Template.visibility == "SHARED",
             Template.latest_version > 0,
-            or_(
-                Template.visibility == "PUBLIC",
-                and_(Template.visibility == "SHARED", shared_with(tenant_id)),
-            ),
+            shared_with(tenant_id),
         ),
+        and_(
+            Template.tenant_id.is_not(None),
+            Template.visibility == "PUBLIC",
+            Template.public_version.is_not(None),
+        ),
+    )
+
+
+def bare_name_rank(tenant_id: uuid.UUID) -> ColumnElement[int]:
+    """The order a bare templateName resolves in: the tenant's own template (0), one shared
+    with it that its admin accepted (1), the platform's (2), other shared ones (3). Another
+    tenant's PUBLIC template never answers a bare name (NULL: filtered out). Accepted shares
+    come before the platform's and other shares, so a tenant that shares a template of the
+    same name unasked can neither shadow nor break a name the caller already uses."""
+    accepted = exists().where(
+        TemplateAcceptance.template_id == Template.id, TemplateAcceptance.tenant_id == tenant_id
+    )
+    return case(
+        (Template.tenant_id == tenant_id, 0),
+        (
+            and_(
+                Template.visibility == "SHARED",
+                Template.latest_version > 0,
+                shared_with(tenant_id),
+            ),
+            case((accepted, 1), else_=3),
+        ),
+        (and_(Template.tenant_id.is_(None), Template.latest_version > 0), 2),
+        else_=None,
     )
 
 
@@ -77,20 +111,17 @@ class TemplateRepository:
         )
         return {t.id: t for t in rows}
 
-    async def by_name_visible(self, tenant_id: uuid.UUID, name: str) -> list[Template]:
-        """Visible templates of that name: the tenant's own first, then the platform's, then
-        the rest (at most three: enough to tell a unique match from an ambiguous one)."""
-        rows = await self.session.scalars(
-            select(Template)
-            .where(Template.name == name, visible_to(tenant_id))
-            .order_by(
-                (Template.tenant_id == tenant_id).is_not(True),
-                Template.tenant_id.is_not(None),
-                Template.id,
-            )
+    async def by_bare_name(self, tenant_id: uuid.UUID, name: str) -> list[tuple[Template, int]]:
+        """Templates a bare name may resolve to, with their bare_name_rank, best first (at
+        most three: enough to tell a unique match from an ambiguous one)."""
+        rank = bare_name_rank(tenant_id)
+        rows = await self.session.execute(
+            select(Template, rank)
+            .where(Template.name == name, rank.is_not(None))
+            .order_by(rank, Template.id)
             .limit(3)
         )
-        return list(rows)
+        return [(t, r) for t, r in rows.tuples()]
 
     async def by_owner_name(self, tenant_id: uuid.UUID | None, name: str) -> Template | None:
         owner = (
@@ -106,8 +137,9 @@ class TemplateRepository:
         since: datetime,
         limit: int,
         after: SearchCursor | None,
-    ) -> list[tuple[Template, Any]]:
-        """A page of visible templates with the value each one is sorted by."""
+    ) -> list[tuple[Template, Any, bool]]:
+        """A page of visible templates with the value each one is sorted by and whether it
+        is verified (the platform's)."""
         query = select(Template).where(visible_to(tenant_id))
         if criteria.tags:
             query = query.where(Template.tags.contains(criteria.tags))
@@ -131,13 +163,23 @@ class TemplateRepository:
         else:
             key = Template.name
         ascending = criteria.order == "NAME"
+        # Verified (platform) templates come first in every ordering: `unverified` ascends
+        # (false first) with NAME, `verified` descends (true first) with the others.
+        verified = Template.tenant_id.is_(None)
+        first = verified.is_(False) if ascending else verified
         if after is not None:
-            position = tuple_(key, Template.id)
-            bound = (after.key, after.id)
+            position = tuple_(first, key, Template.id)
+            bound = (not after.verified if ascending else after.verified, after.key, after.id)
             query = query.where(position > bound if ascending else position < bound)
-        order = (key, Template.id) if ascending else (key.desc(), Template.id.desc())
-        rows = await self.session.execute(query.add_columns(key).order_by(*order).limit(limit))
-        return [(row[0], row[1]) for row in rows]
+        order = (
+            (first, key, Template.id)
+            if ascending
+            else (first.desc(), key.desc(), Template.id.desc())
+        )
+        rows = await self.session.execute(
+            query.add_columns(key, verified).order_by(*order).limit(limit)
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def run_counts(
         self, template_ids: list[uuid.UUID], since: datetime
@@ -215,6 +257,101 @@ class TemplateRepository:
             .distinct(TemplateVersion.template_id)
         )
         return {v.template_id: v for v in rows}
+
+    async def offered_versions(
+        self, wanted: list[tuple[uuid.UUID, int | None]]
+    ) -> dict[tuple[uuid.UUID, int | None], TemplateVersion]:
+        """For each (template id, number): that version, or with None the latest PUBLISHED
+        (not deprecated) one; one statement for the lot."""
+        latest = [t for t, n in wanted if n is None]
+        exact = [(t, n) for t, n in wanted if n is not None]
+        conditions = []
+        if latest:
+            conditions.append(
+                and_(
+                    TemplateVersion.template_id.in_(latest),
+                    TemplateVersion.status == "PUBLISHED",
+                )
+            )
+        if exact:
+            conditions.append(
+                tuple_(TemplateVersion.template_id, TemplateVersion.version).in_(exact)
+            )
+        if not conditions:
+            return {}
+        rows = await self.session.scalars(
+            select(TemplateVersion)
+            .where(or_(*conditions))
+            .order_by(TemplateVersion.template_id, TemplateVersion.version.desc())
+            .distinct(TemplateVersion.template_id)
+        )
+        found = {v.template_id: v for v in rows}
+        return {(t, n): found[t] for t, n in wanted if t in found}
+
+    async def acceptance(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID
+    ) -> TemplateAcceptance | None:
+        return await self.session.get(TemplateAcceptance, (tenant_id, template_id))
+
+    async def accepted_versions(
+        self, tenant_id: uuid.UUID, template_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, int]:
+        rows = await self.session.execute(
+            select(TemplateAcceptance.template_id, TemplateAcceptance.version).where(
+                TemplateAcceptance.tenant_id == tenant_id,
+                TemplateAcceptance.template_id.in_(template_ids),
+            )
+        )
+        return {template_id: version for template_id, version in rows.tuples()}
+
+    async def accept(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, version: int, key_id: uuid.UUID | None
+    ) -> None:
+        """Record (or move) the tenant's acceptance of the template to `version`."""
+        values = {"version": version, "accepted_at": func.now(), "accepted_by_key_id": key_id}
+        await self.session.execute(
+            insert(TemplateAcceptance)
+            .values(tenant_id=tenant_id, template_id=template_id, **values)
+            .on_conflict_do_update(
+                index_elements=[TemplateAcceptance.tenant_id, TemplateAcceptance.template_id],
+                set_=values,
+            )
+        )
+
+    async def pending_reviews(self, limit: int) -> list[tuple[TemplateVersion, Template, str]]:
+        """Versions waiting for the platform's review, oldest first, with their template and
+        publisher (tenant) name."""
+        rows = await self.session.execute(
+            select(TemplateVersion, Template, Tenant.name)
+            .join(Template, Template.id == TemplateVersion.template_id)
+            .join(Tenant, Tenant.id == Template.tenant_id)
+            .where(TemplateVersion.review_status == "PENDING")
+            .order_by(TemplateVersion.created_at, TemplateVersion.id)
+            .limit(limit)
+        )
+        return [(v, t, name) for v, t, name in rows.tuples()]
+
+    async def get_for_review(self, template_id: uuid.UUID) -> Template | None:
+        """A tenant's template, locked (the platform operator reviews any tenant's)."""
+        return await self.session.scalar(
+            select(Template)
+            .where(Template.id == template_id, Template.tenant_id.is_not(None))
+            .with_for_update()
+        )
+
+    async def withdraw_reviews(self, template_id: uuid.UUID) -> None:
+        """Pending review requests of a template that left the public catalog are void."""
+        await self.session.execute(
+            update(TemplateVersion)
+            .where(
+                TemplateVersion.template_id == template_id,
+                TemplateVersion.review_status == "PENDING",
+            )
+            .values(review_status=None)
+        )
+
+    async def tenant(self, tenant_id: uuid.UUID) -> Tenant | None:
+        return await self.session.get(Tenant, tenant_id)
 
     async def tenants_by_name(self, names: list[str]) -> dict[str, Tenant]:
         rows = await self.session.scalars(select(Tenant).where(Tenant.name.in_(names)))

@@ -1,9 +1,11 @@
 """Template search criteria and their keyset cursors (no SQL here: see the repository).
 
-Every ordering is a keyset on (sort value, id): NAME ascending; RELEVANCE (ts_rank),
-POPULARITY (executions in the last 30 days) and CREATED descending, ties broken by id in the
-same direction. A cursor carries the ordering, the sort value and the id, and is checked on
-the way in: a cursor from another ordering or with a value of the wrong type is rejected
+Verified (platform) templates come first in every ordering, so a tenant's look-alike never
+ranks above the standard template it imitates. Then every ordering is a keyset on (sort
+value, id): NAME ascending; RELEVANCE (ts_rank), POPULARITY (executions in the last 30 days)
+and CREATED descending, ties broken by id in the same direction. A cursor carries the
+ordering, the sort value, the id and whether that row was verified, and is checked on the way
+in: a cursor from another ordering or with a value of the wrong type is rejected
 rather than silently paging from the wrong place.
 """
 
@@ -63,20 +65,23 @@ class SearchCursor:
     order: str
     key: Any  # str (NAME), float (RELEVANCE), int (POPULARITY), datetime (CREATED)
     id: uuid.UUID
+    verified: bool = False  # a platform template (they come first)
 
     def encode(self) -> str:
         key = self.key.isoformat() if isinstance(self.key, datetime) else self.key
-        return encode_cursor([self.order, key, str(self.id)])
+        return encode_cursor([self.order, key, str(self.id), self.verified])
 
     @classmethod
     def decode(cls, cursor: str | None, order: str) -> SearchCursor | None:
         values = decode_cursor(cursor)
         if values is None:
             return None
-        if len(values) != 3 or values[0] != order:
+        if len(values) != 4 or values[0] != order:
             raise ValidationFailed(f"invalid cursor: not a cursor of a {order} ordering")
+        if not isinstance(values[3], bool):
+            raise ValidationFailed("invalid cursor")
         try:
-            return cls(order, _parse_key(order, values[1]), uuid.UUID(str(values[2])))
+            return cls(order, _parse_key(order, values[1]), uuid.UUID(str(values[2])), values[3])
         except (TypeError, ValueError) as exc:
             raise ValidationFailed("invalid cursor") from exc
 

@@ -1,6 +1,8 @@
-"""Template rules for reading and running: visibility, resolution by id or name, the version a
-new execution runs, param migration between versions, search, and publishing platform
-templates (`wfs seed`). Authoring by tenants is in app/templates/lifecycle.py."""
+"""Template rules for reading and running: visibility, resolution by id, bare or qualified
+name, the version a new execution runs (pinned to the accepted one for another publisher's
+template), param migration between versions, search, and publishing platform templates
+(`wfs seed`). Authoring by tenants is in app/templates/lifecycle.py; the platform's review and
+tenants' acceptances in app/templates/review.py."""
 
 from __future__ import annotations
 
@@ -11,11 +13,18 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.models import Template, TemplateVersion
 from app.models.base import utcnow
 from app.pagination import Page, check_first
 from app.settings import Settings
+from app.templates.catalog import (
+    PLATFORM_PUBLISHER,
+    Relation,
+    offered_number,
+    relation,
+    split_qualified,
+)
 from app.templates.lifecycle import catalog_fields, migrate_params, validated_spec
 from app.templates.repository import TemplateRepository
 from app.templates.schemas import (
@@ -51,23 +60,47 @@ class TemplateService:
     async def resolve(
         self, tenant_id: uuid.UUID, *, template_id: uuid.UUID | None, name: str | None
     ) -> Template:
-        """By id, or by name: the tenant's own template, else the platform's, else the one
-        shared or public template of that name (another tenant's never shadows the platform's)."""
+        """By id; by qualified name `publisher/name` (any template the tenant can read,
+        `workflow-service/...` for the platform's); or by bare name, which reaches only the
+        tenant's own template, one shared with it (those its admin accepted first) and the
+        platform's: another tenant's PUBLIC template is never reached by a bare name."""
         if (template_id is None) == (name is None):
             raise ValidationFailed("give exactly one of templateId or templateName")
         if template_id is not None:
             return await self.get(tenant_id, template_id)
         assert name is not None
-        found = await self.repo.by_name_visible(tenant_id, name)
+        publisher, bare = split_qualified(name)
+        if publisher is not None:
+            return await self._by_qualified_name(tenant_id, publisher, bare, name)
+        found = await self.repo.by_bare_name(tenant_id, name)
         if not found:
             raise NotFound(f"template {name!r} not found")
-        first = found[0]
-        if first.tenant_id not in (tenant_id, None) and len(found) > 1:
-            raise Conflict(f"several templates named {name!r} are visible to you: use templateId")
+        (first, rank), rest = found[0], found[1:]
+        # Own and platform names are unique per owner: only shares of one rank can tie.
+        if rest and rest[0][1] == rank:
+            raise Conflict(
+                f"several templates named {name!r} are shared with you: use templateId or "
+                f"a qualified name (publisher/{name})"
+            )
         return first
 
+    async def _by_qualified_name(
+        self, tenant_id: uuid.UUID, publisher: str, bare: str, name: str
+    ) -> Template:
+        if publisher == PLATFORM_PUBLISHER.name:
+            owner_id = None
+        else:
+            tenant = (await self.repo.tenants_by_name([publisher])).get(publisher)
+            if tenant is None:
+                raise NotFound(f"template {name!r} not found")
+            owner_id = tenant.id
+        template = await self.repo.by_owner_name(owner_id, bare)
+        if template is None or await self.repo.get_visible(tenant_id, template.id) is None:
+            raise NotFound(f"template {name!r} not found")
+        return template
+
     async def latest_version(self, template: Template) -> tuple[TemplateVersion, TemplateSpec]:
-        """The version new executions run: the latest one that is not deprecated."""
+        """The latest version that is not deprecated (what the owner's executions run)."""
         version = (await self.repo.latest_versions([template.id])).get(template.id)
         if version is None:
             if template.latest_version > 0:
@@ -76,6 +109,51 @@ class TemplateService:
                     "nothing new can start on it"
                 )
             raise Conflict(f"template {template.name!r} has no published version")
+        return version, TemplateSpec.model_validate(version.spec)
+
+    async def offered_version(
+        self, tenant_id: uuid.UUID, template: Template
+    ) -> TemplateVersion | None:
+        """The version a tenant sees (and accepts, for another publisher's template): the
+        approved public version of another tenant's PUBLIC template, else the latest version
+        that is not deprecated. None when there is none."""
+        number = offered_number(tenant_id, template)
+        found = await self.repo.offered_versions([(template.id, number)])
+        return found.get((template.id, number))
+
+    async def version_to_run(
+        self, tenant_id: uuid.UUID, template: Template, label: str
+    ) -> tuple[TemplateVersion, TemplateSpec]:
+        """The version a new execution of the tenant runs. Its own and the platform's
+        templates: the latest not deprecated. Another publisher's (shared or public): the
+        version the tenant's admin accepted, pinned, whatever is newer; nothing before an
+        admin accepted one. `label` names the template in messages (the name it was asked by).
+        """
+        if relation(tenant_id, template) in (Relation.OWN, Relation.PLATFORM):
+            return await self.latest_version(template)
+        offered = await self.offered_version(tenant_id, template)
+        acceptance = await self.repo.acceptance(tenant_id, template.id)
+        if acceptance is None:
+            if offered is None:
+                raise Conflict(f"template {label!r} has no version you can run")
+            owner = await self.repo.tenant(template.tenant_id) if template.tenant_id else None
+            publisher = f"another tenant ({owner.name})" if owner else "another tenant"
+            raise Forbidden(
+                f"template {label!r} is published by {publisher}: an admin of your tenant "
+                f"must accept version {offered.version} (acceptTemplate) before it can run; "
+                "its capabilities say what it does"
+            )
+        version = await self.repo.version(template.id, acceptance.version)
+        if version is not None and relation(tenant_id, template) is Relation.PUBLIC:
+            # Others may run only approved versions of a public template (accepted while it
+            # was shared is not enough).
+            version = version if version.review_status == "APPROVED" else None
+        if version is None or version.status != "PUBLISHED":
+            newer = f": accept version {offered.version}" if offered is not None else ""
+            raise Conflict(
+                f"version {acceptance.version} of template {label!r}, the one your tenant "
+                f"accepted, can no longer start{newer}"
+            )
         return version, TemplateSpec.model_validate(version.spec)
 
     async def prepare_params(
@@ -159,8 +237,8 @@ class TemplateService:
         )
         items = rows[:limit]
         return Page(
-            items=[t for t, _ in items],
-            cursors=[SearchCursor(criteria.order, key, t.id).encode() for t, key in items],
+            items=[t for t, _, _ in items],
+            cursors=[SearchCursor(criteria.order, k, t.id, v).encode() for t, k, v in items],
             has_next=len(rows) > limit,
         )
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from app.models import ROLES, TIERS, ApiKey, Tenant
 from app.models.base import utcnow
+from app.templates.catalog import PLATFORM_PUBLISHER
 from app.tenants.repository import TenantRepository
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,8 @@ class TenantService:
             raise ValidationFailed("tenant name must be 1-100 characters")
         if tier not in TIERS:
             raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
+        if name.lower() == PLATFORM_PUBLISHER.name:
+            raise Conflict(f"{name!r} is the platform's own publisher name")
         if await self.repo.by_name(name):
             raise Conflict(f"tenant {name!r} already exists")
         return await self.repo.add(Tenant(name=name, tier=tier))

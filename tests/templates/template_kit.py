@@ -7,6 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from app.api.relay import from_global_id
+from app.templates.review import CatalogReview
 from tests.support import GraphQLClient
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
@@ -99,3 +101,26 @@ async def published(
 async def start(client: GraphQLClient, **input: Any) -> dict[str, Any]:
     data = await client.data(op("StartExecution"), {"input": input})
     return data["startExecution"]
+
+
+async def accept(client: GraphQLClient, template_id: str, version: int) -> dict[str, Any]:
+    data = await client.data(
+        op("AcceptTemplate"), {"input": {"templateId": template_id, "version": version}}
+    )
+    return data["acceptTemplate"]
+
+
+async def approve(sessions: Any, template_id: str, version: int) -> None:
+    """The platform operator approves a version for the public catalog (what
+    `wfs template approve` calls)."""
+    async with sessions() as session:
+        await CatalogReview(session).approve(from_global_id(template_id, "Template")[1], version)
+        await session.commit()
+
+
+async def set_visibility(client: GraphQLClient, template_id: str, visibility: str) -> dict:
+    data = await client.data(
+        op("SetTemplateVisibility"),
+        {"input": {"templateId": template_id, "visibility": visibility}},
+    )
+    return data["setTemplateVisibility"]

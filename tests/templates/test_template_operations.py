@@ -20,6 +20,7 @@ DOCUMENTS = {
     "SearchTemplates",
     "TemplateVersions",
     "TemplateDetails",
+    "AcceptTemplate",
 }
 
 
@@ -62,6 +63,14 @@ async def test_every_template_document_runs(
     await step("TemplateVersions", {"id": template_id, "number": 2, "from": 1, "to": 2})
     await step("TemplateDetails", {"id": template_id})
     await step("ShareTemplate", {"input": {"templateId": template_id, "tenantNames": [guest.name]}})
+    guest_admin = GraphQLClient(server, guest.admin)
+    accepted = payload(
+        await run(
+            guest_admin, "AcceptTemplate", {"input": {"templateId": template_id, "version": 2}}
+        )
+    )
+    assert accepted["acceptedVersion"] == 2 and accepted["publisher"]["verified"] is False
+    ran.add("AcceptTemplate")
     await step(
         "SetTemplateVisibility", {"input": {"templateId": template_id, "visibility": "PRIVATE"}}
     )

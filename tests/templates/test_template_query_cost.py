@@ -14,7 +14,8 @@ from tests.templates.template_kit import make_spec, published, share, start, upd
 PAGE = """query($first: Int, $tags: [String!]) {
   templates(first: $first, tags: $tags, orderBy: POPULARITY) { edges { node {
     id name category visibility latestVersion currentVersion ownedByViewer sharedWith draft
-    runCount30d exampleParams parametersSchema
+    runCount30d exampleParams parametersSchema publicVersion acceptedVersion
+    publisher { name verified } qualifiedName capabilities { activities sendsMail }
     steps { id needs } enhancementPoints { stepId task }
     versions { version status publishedAt }
     v1: version(number: 1) { spec }
@@ -54,5 +55,21 @@ async def test_template_page_costs_the_same_sql_for_2_or_6_rows(
     assert all(n["sharedWith"] == [guest.name] and n["runCount30d"] == 1 for n in nodes)
     assert all(n["diff"]["changedFields"] == ["title"] for n in nodes)
     assert len(large) == len(small), (small, large)
-    # auth, the page, latest versions, all versions, run counts, shares
-    assert len(large) <= 6, large
+    assert all(n["publisher"] == {"name": owner.name, "verified": False} for n in nodes)
+    # auth, the page, offered versions, all versions, run counts, shares, publishers
+    assert len(large) <= 7, large
+
+    # The guest sees them as another publisher's: its acceptances are one more statement.
+    guest_client = GraphQLClient(server, guest.admin)
+    await guest_client.data("{ viewer { role } }")
+    with counting() as small:
+        page = await guest_client.data(PAGE, {"first": 2, "tags": [tag]})
+    with counting() as large:
+        page = await guest_client.data(PAGE, {"first": 6, "tags": [tag]})
+    nodes = [e["node"] for e in page["templates"]["edges"]]
+    assert len(nodes) == 6
+    assert all(n["acceptedVersion"] is None and n["sharedWith"] is None for n in nodes)
+    assert all(n["qualifiedName"] == f"{owner.name}/{n['name']}" for n in nodes)
+    assert len(large) == len(small), (small, large)
+    # auth, the page, offered versions, all versions, run counts, publishers, acceptances
+    assert len(large) <= 7, large

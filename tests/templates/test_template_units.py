@@ -93,8 +93,9 @@ def test_filter_defaults_and_checks() -> None:
     ],
 )
 def test_cursors_round_trip_exactly(order: str, key: object) -> None:
-    cursor = SearchCursor(order, key, uuid.uuid4())
-    assert SearchCursor.decode(cursor.encode(), order) == cursor
+    for verified in (False, True):
+        cursor = SearchCursor(order, key, uuid.uuid4(), verified)
+        assert SearchCursor.decode(cursor.encode(), order) == cursor
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_cursors_with_values_of_the_wrong_type_are_refused(order: str, key: obje
     from app.pagination import encode_cursor
 
     with pytest.raises(ValidationFailed):
-        SearchCursor.decode(encode_cursor([order, key, str(uuid.uuid4())]), order)
+        SearchCursor.decode(encode_cursor([order, key, str(uuid.uuid4()), False]), order)
 
 
 def test_a_cursor_of_another_ordering_is_refused() -> None:

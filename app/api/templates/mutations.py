@@ -1,7 +1,9 @@
-"""Template mutations: create, edit the draft, publish, deprecate a version, visibility, sharing.
+"""Template mutations: create, edit the draft, publish, deprecate a version, visibility, sharing,
+and accepting another publisher's template.
 
 Each returns the template or a UserError (ValidationError, NotFoundError, ForbiddenError,
-ConflictError). The rules are in TemplateAuthoring; these resolvers own the transaction.
+ConflictError). The rules are in TemplateAuthoring and TemplateAcceptances; these resolvers
+own the transaction.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 
 from app.api.context import Context
@@ -27,6 +30,7 @@ from app.api.templates.types import Template, TemplateVisibility
 from app.errors import DomainError
 from app.models import Template as TemplateModel
 from app.templates.lifecycle import TemplateAuthoring
+from app.templates.review import TemplateAcceptances
 from app.tenants.service import Principal
 
 TemplateResult = Annotated[
@@ -63,7 +67,16 @@ class DeprecateTemplateVersionInput:
 class SetTemplateVisibilityInput:
     template_id: strawberry.ID
     visibility: TemplateVisibility = strawberry.field(
-        description="PRIVATE also revokes every share."
+        description="PRIVATE also revokes every share. PUBLIC asks the platform to review the "
+        "latest version; others see the template once a version is approved."
+    )
+
+
+@strawberry.input
+class AcceptTemplateInput:
+    template_id: strawberry.ID
+    version: int = strawberry.field(
+        description="The version offered to you (the template's currentVersion)."
     )
 
 
@@ -81,12 +94,21 @@ def _pk(global_id: str) -> uuid.UUID:
 
 
 async def _change(info: strawberry.Info[Context, None], change: Change) -> TemplateResult:
+    return await _commit(
+        info, lambda s, p: change(TemplateAuthoring(s, info.context.deps.settings), p)
+    )
+
+
+async def _commit(
+    info: strawberry.Info[Context, None],
+    change: Callable[[AsyncSession, Principal], Awaitable[TemplateModel]],
+) -> TemplateResult:
     ctx = info.context
     with graphql_errors():
         principal = ctx.principal()
     try:
         async with ctx.session() as s:
-            template = await change(TemplateAuthoring(s, ctx.deps.settings), principal)
+            template = await change(s, principal)
             await s.commit()
     except DomainError as exc:
         return user_error(exc)  # type: ignore[return-value]
@@ -151,4 +173,17 @@ class TemplateMutation:
             lambda a, p: a.share(
                 p, _pk(input.template_id), input.tenant_names, revoke=input.revoke
             ),
+        )
+
+    @strawberry.mutation(
+        description="Consent to run another publisher's template (shared with you or public) at "
+        "the version offered to you; admins. Your executions then run that version, pinned, "
+        "until an admin accepts a newer one. Read its capabilities first."
+    )
+    async def accept_template(
+        self, info: strawberry.Info[Context, None], input: AcceptTemplateInput
+    ) -> TemplateResult:
+        return await _commit(
+            info,
+            lambda s, p: TemplateAcceptances(s).accept(p, _pk(input.template_id), input.version),
         )

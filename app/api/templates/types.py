@@ -1,4 +1,5 @@
-"""The Template node and what hangs off it: versions, diffs, steps, enhancement points."""
+"""The Template node and what hangs off it: publisher, capabilities, versions and their review,
+diffs, steps, enhancement points."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ from app.api.errors import graphql_errors
 from app.api.relay import Node, to_global_id
 from app.models import Template as TemplateModel
 from app.models import TemplateVersion as VersionModel
+from app.templates.catalog import (
+    PLATFORM_PUBLISHER,
+    Capabilities,
+    Relation,
+    capabilities_of,
+    needs_acceptance,
+    offered_number,
+    relation,
+)
 from app.templates.checks import resolved_needs
 from app.templates.lifecycle import SpecDiff, can_author, diff_versions, owns, unified_off_loop
 from app.templates.schemas import TemplateSpec
@@ -30,6 +40,49 @@ class TemplateVisibility(enum.Enum):
 class TemplateVersionStatus(enum.Enum):
     PUBLISHED = "PUBLISHED"
     DEPRECATED = "DEPRECATED"
+
+
+@strawberry.enum(description="The platform operator's review of a version offered to everyone.")
+class TemplateReviewStatus(enum.Enum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+@strawberry.type(
+    description="Who published a template: the platform (`workflow-service`, verified) or a "
+    "tenant (by its name, never verified)."
+)
+class TemplatePublisher:
+    name: str
+    verified: bool
+
+
+@strawberry.type(
+    description="What a version does with the tenant that runs it: its files, mail relay, "
+    "AI budget and the hosts it calls (compensations included). Read it before accepting "
+    "another publisher's template."
+)
+class TemplateCapabilities:
+    activities: list[str] = strawberry.field(description="Every activity its steps run.")
+    sends_mail: bool
+    reads_files: bool
+    writes_files: bool
+    calls_hosts: list[str] = strawberry.field(
+        description='Hosts of its http.request steps; "*" where an expression chooses the host.'
+    )
+    uses_ai: bool = strawberry.field(description="AI steps or enhancement points (AI budget).")
+
+    @classmethod
+    def from_domain(cls, c: Capabilities) -> TemplateCapabilities:
+        return cls(
+            activities=c.activities,
+            sends_mail=c.sends_mail,
+            reads_files=c.reads_files,
+            writes_files=c.writes_files,
+            calls_hosts=c.calls_hosts,
+            uses_ai=c.uses_ai,
+        )
 
 
 @strawberry.enum(description="How `templates` is sorted; RELEVANCE needs a search.")
@@ -66,9 +119,22 @@ class TemplateVersion:
     published_at: datetime
     deprecated_at: datetime | None
     spec: JSON
+    review_status: TemplateReviewStatus | None = strawberry.field(
+        description="The platform's review of this version for the public catalog (null: "
+        "never submitted); only for the owner tenant, null for everyone else."
+    )
+    review_note: str | None = strawberry.field(
+        description="Why the review rejected it; only for the owner tenant."
+    )
+    reviewed_at: datetime | None = strawberry.field(description="Only for the owner tenant.")
+
+    @strawberry.field(description="What this version does with the tenant that runs it.")
+    def capabilities(self) -> TemplateCapabilities:
+        return TemplateCapabilities.from_domain(capabilities_of(cast(dict[str, Any], self.spec)))
 
     @classmethod
-    def from_model(cls, m: VersionModel) -> TemplateVersion:
+    def from_model(cls, m: VersionModel, *, owner: bool) -> TemplateVersion:
+        review = m.review_status if owner else None
         return cls(
             version=m.version,
             status=TemplateVersionStatus(m.status),
@@ -76,6 +142,9 @@ class TemplateVersion:
             published_at=m.created_at,
             deprecated_at=m.deprecated_at,
             spec=cast(JSON, m.spec),
+            review_status=TemplateReviewStatus(review) if review else None,
+            review_note=m.review_note if owner else None,
+            reviewed_at=m.reviewed_at if owner else None,
         )
 
 
@@ -128,9 +197,6 @@ class Template(Node):
     tags: list[str]
     category: str | None
     visibility: TemplateVisibility
-    latest_version: int = strawberry.field(
-        description="The highest published version (0 before the first publish), deprecated or not."
-    )
     created_at: datetime
     updated_at: datetime
     model: strawberry.Private[TemplateModel]
@@ -145,35 +211,103 @@ class Template(Node):
             tags=list(m.tags),
             category=m.category,
             visibility=TemplateVisibility(m.visibility),
-            latest_version=m.latest_version,
             created_at=m.created_at,
             updated_at=m.updated_at,
             model=m,
         )
 
+    def _relation(self, info: strawberry.Info[Context, None]) -> Relation:
+        return relation(info.context.principal().tenant_id, self.model)
+
+    async def _offered(self, info: strawberry.Info[Context, None]) -> VersionModel | None:
+        number = offered_number(info.context.principal().tenant_id, self.model)
+        return await info.context.loaders.offered_versions.load((self.model.id, number))
+
     async def _spec(self, info: strawberry.Info[Context, None]) -> dict[str, Any]:
-        version = await info.context.loaders.latest_versions.load(self.model.id)
+        version = await self._offered(info)
         return version.spec if version is not None else {}
 
+    async def _versions(self, info: strawberry.Info[Context, None]) -> list[TemplateVersion]:
+        """The versions the caller may see: of another tenant's PUBLIC template, only those
+        the platform approved (the others were never offered to it)."""
+        rows = await info.context.loaders.template_versions.load(self.model.id)
+        rel = self._relation(info)
+        if rel is Relation.PUBLIC:
+            rows = [v for v in rows if v.review_status == "APPROVED"]
+        return [TemplateVersion.from_model(v, owner=rel is Relation.OWN) for v in rows]
+
     @strawberry.field(
-        description="The version startExecution runs: the latest one not deprecated; "
-        "null when there is none."
+        description="The highest published version you may see (0 before the first publish), "
+        "deprecated or not; of another tenant's PUBLIC template, its publicVersion."
+    )
+    def latest_version(self, info: strawberry.Info[Context, None]) -> int:
+        if self._relation(info) is Relation.PUBLIC:
+            return self.model.public_version or 0
+        return self.model.latest_version
+
+    @strawberry.field(description="Who published it; only the platform's templates are verified.")
+    async def publisher(self, info: strawberry.Info[Context, None]) -> TemplatePublisher:
+        if self.model.tenant_id is None:
+            return TemplatePublisher(
+                name=PLATFORM_PUBLISHER.name, verified=PLATFORM_PUBLISHER.verified
+            )
+        tenant = await info.context.loaders.tenants.load(self.model.tenant_id)
+        assert tenant is not None  # a template is deleted with its tenant
+        return TemplatePublisher(name=tenant.name, verified=False)
+
+    @strawberry.field(
+        description="`publisher/name`: reaches this template from any tenant that can read it "
+        "(templateName), where a bare name reaches only your own, shared and platform templates."
+    )
+    async def qualified_name(self, info: strawberry.Info[Context, None]) -> str:
+        return f"{(await self.publisher(info)).name}/{self.model.name}"
+
+    @strawberry.field(
+        description="The version offered to you: the latest one not deprecated; for another "
+        "tenant's PUBLIC template, its approved public version. Your own and the platform's "
+        "templates start on it; another publisher's start on acceptedVersion. Null when there "
+        "is none."
     )
     async def current_version(self, info: strawberry.Info[Context, None]) -> int | None:
-        version = await info.context.loaders.latest_versions.load(self.model.id)
+        version = await self._offered(info)
         return version.version if version is not None else None
 
-    @strawberry.field(description="Every published version, oldest first.")
-    async def versions(self, info: strawberry.Info[Context, None]) -> list[TemplateVersion]:
-        rows = await info.context.loaders.template_versions.load(self.model.id)
-        return [TemplateVersion.from_model(v) for v in rows]
+    @strawberry.field(
+        description="The version others see in the public catalog: the newest one the "
+        "platform operator approved; null until then and once the template is no longer PUBLIC."
+    )
+    def public_version(self) -> int | None:
+        return self.model.public_version if self.model.tenant_id is not None else None
 
-    @strawberry.field(description="One published version; null if there is no such version.")
+    @strawberry.field(
+        description="For another publisher's template (shared with you or public): the version "
+        "your tenant's admin accepted, which your executions run, pinned; null before any "
+        "acceptance and for your own and the platform's templates (they need none)."
+    )
+    async def accepted_version(self, info: strawberry.Info[Context, None]) -> int | None:
+        if not needs_acceptance(info.context.principal().tenant_id, self.model):
+            return None
+        return await info.context.loaders.accepted_versions.load(self.model.id)
+
+    @strawberry.field(
+        description="What the version offered to you (currentVersion) does with the tenant "
+        "that runs it; `version(number) { capabilities }` for another version."
+    )
+    async def capabilities(self, info: strawberry.Info[Context, None]) -> TemplateCapabilities:
+        return TemplateCapabilities.from_domain(capabilities_of(await self._spec(info)))
+
+    @strawberry.field(
+        description="Every published version you may see, oldest first (of another tenant's "
+        "PUBLIC template: the approved ones)."
+    )
+    async def versions(self, info: strawberry.Info[Context, None]) -> list[TemplateVersion]:
+        return await self._versions(info)
+
+    @strawberry.field(description="One version you may see; null if there is no such version.")
     async def version(
         self, info: strawberry.Info[Context, None], number: int
     ) -> TemplateVersion | None:
-        rows = await info.context.loaders.template_versions.load(self.model.id)
-        return next((TemplateVersion.from_model(v) for v in rows if v.version == number), None)
+        return next((v for v in await self._versions(info) if v.version == number), None)
 
     @strawberry.field(description="What changed from one published version to another.")
     async def diff(
@@ -183,6 +317,8 @@ class Template(Node):
         to: int,
     ) -> TemplateDiff:
         rows = await info.context.loaders.template_versions.load(self.model.id)
+        if self._relation(info) is Relation.PUBLIC:
+            rows = [v for v in rows if v.review_status == "APPROVED"]
         with graphql_errors():
             return TemplateDiff.from_domain(diff_versions(rows, from_, to))
 
@@ -215,7 +351,7 @@ class Template(Node):
     async def run_count_30d(self, info: strawberry.Info[Context, None]) -> int:
         return await info.context.loaders.template_run_counts.load(self.model.id)
 
-    @strawberry.field(description="Steps of the current version, in run order.")
+    @strawberry.field(description="Steps of currentVersion, in run order.")
     async def steps(self, info: strawberry.Info[Context, None]) -> list[TemplateStep]:
         spec = await self._spec(info)
         if not spec:
@@ -227,7 +363,7 @@ class Template(Node):
             for s in parsed.steps
         ]
 
-    @strawberry.field(description="AI enhancement points of the current version.")
+    @strawberry.field(description="AI enhancement points of currentVersion.")
     async def enhancement_points(
         self, info: strawberry.Info[Context, None]
     ) -> list[EnhancementPoint]:
