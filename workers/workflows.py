@@ -95,7 +95,7 @@ MAX_KEPT_OUTPUT = 256 * 1024  # bytes of JSON; larger outputs are recomputed on 
 # (max_expression_steps each). Work is counted, not timed, so replays agree. The pool bounds
 # the *rendering* done in one workflow activation (all ready steps, all items of a fan-out) to
 # about 1 s here; compiling is not counted in it: that is bounded when the spec is validated
-# (MAX_SPEC_EXPRESSIONS, MAX_SPEC_EXPRESSION_NODES in app/templates/expressions.py: all of a
+# (MAX_SPEC_EXPRESSIONS, MAX_SPEC_EXPRESSION_NODES in app/templates/expressions/: all of a
 # spec's expressions compile cold in ~0.2 s). Together they keep an activation below Temporal's
 # deadlock detector (2 s), which would otherwise fail the workflow task forever.
 EXECUTION_EXPRESSION_BUDGETS = 5
