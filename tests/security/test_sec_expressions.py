@@ -26,8 +26,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from app.errors import ValidationFailed
 from app.executions.workflow_io import RunLimits
@@ -51,12 +49,10 @@ from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
 from tests.templates.template_kit import create, op, publish, start, unique_name
-from workers.main import PASSTHROUGH
+from tests.workers.test_replay import assert_replays
 from workers.workflows import (
     EXECUTION_EXPRESSION_BUDGETS,
     EXPRESSION_POOL_PATCH,
-    ForEachBatchWorkflow,
-    TemplateWorkflow,
 )
 
 CTX: dict[str, Any] = {
@@ -670,15 +666,7 @@ async def test_an_execution_started_before_the_expression_pool_replays_without_i
         for i in range(inp["params"]["n"]):
             render(step["input"], {"params": inp["params"], "item": i, "index": i}, pool=pool)
 
-    history = WorkflowHistory.from_json(f"exec-{inp['execution_id']}", text)
-    replayer = Replayer(
-        workflows=[TemplateWorkflow, ForEachBatchWorkflow],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
-    )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, result.replay_failure
+    await assert_replays(text)
 
 
 # ------------------------------------------- arguments that size one C call (red team H2)

@@ -50,7 +50,11 @@ def test_the_other_workflow_paths_have_recorded_histories() -> None:
     ids=lambda p: str(p.relative_to(HISTORIES).with_suffix("")),
 )
 async def test_history_replays(path: Path) -> None:
-    text = path.read_text()  # noqa: ASYNC240
+    await assert_replays(path.read_text())  # noqa: ASYNC240
+
+
+async def assert_replays(text: str) -> None:
+    """Replay a recorded history (JSON) with today's workflow code; fail on non-determinism."""
     # The workflow id as recorded (child workflow ids derive from it): exec-<execution id>,
     # from the RunInput the execution started with.
     started = WorkflowHistory.from_json("", text).events[0]
