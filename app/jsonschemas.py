@@ -236,8 +236,8 @@ async def run_bounded(
 def shape_problem(value: Any, max_depth: int) -> str | None:
     """Why the value cannot be taken as it is: containers nested deeper than max_depth (a
     scalar is depth 0, `{}` depth 1), NaN/Infinity (Python's json reads them; JSON and
-    PostgreSQL do not) or a NUL character (PostgreSQL's text and jsonb refuse it). Iterative,
-    so a value nested past the recursion limit is measured too."""
+    PostgreSQL do not) or text PostgreSQL refuses (see text_problem). Iterative, so a value
+    nested past the recursion limit is measured too."""
     # Level by level: the lists hold the value's own objects, so the walk allocates nothing the
     # garbage collector tracks per node.
     level: list[Any] = [value]
@@ -247,11 +247,12 @@ def shape_problem(value: Any, max_depth: int) -> str | None:
         for node in level:
             if isinstance(node, float) and not math.isfinite(node):
                 return "holds NaN or Infinity, which JSON does not have"
-            if isinstance(node, str) and "\x00" in node:
-                return "holds a NUL character (\\u0000), which PostgreSQL cannot store"
+            if isinstance(node, str) and (reason := text_problem(node)):
+                return reason
             if isinstance(node, Mapping):
-                if any("\x00" in key for key in node if isinstance(key, str)):
-                    return "holds a NUL character (\\u0000), which PostgreSQL cannot store"
+                for key in node:
+                    if isinstance(key, str) and (reason := text_problem(key)):
+                        return reason
                 below.extend(node.values())
             elif isinstance(node, list | tuple):
                 below.extend(node)
@@ -263,6 +264,26 @@ def shape_problem(value: Any, max_depth: int) -> str | None:
     return None
 
 
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL's text and jsonb would refuse this string: a NUL character, or a lone
+    surrogate (U+D800-U+DFFF, which Python's json reads from `\\ud800` but which is not UTF-8);
+    None when it is fine."""
+    if "\x00" in text:
+        return "holds a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (\\ud800-\\udfff), which is not UTF-8"
+    return None
+
+
+def storable_text(text: str) -> str:
+    """The string with NUL characters and lone surrogates replaced by U+FFFD."""
+    if text_problem(text) is None:
+        return text
+    return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
+
+
 def compact_size(value: Any) -> int:
     """Bytes of the value as compact UTF-8 JSON (call after shape_problem: json recurses)."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -271,12 +292,13 @@ def compact_size(value: Any) -> int:
 
 def storable(value: Any, max_depth: int, _depth: int = 0) -> Any:
     """The value as PostgreSQL's jsonb and Temporal can always take it: NaN/Infinity become
-    null, NUL characters U+FFFD, containers past max_depth a marker string. For what is
-    recorded after the fact (events, results), where refusing would lose the record."""
+    null, NUL characters and lone surrogates U+FFFD, containers past max_depth a marker
+    string. For what is recorded after the fact (events, results), where refusing would lose
+    the record."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        return storable_text(value)
     if isinstance(value, Mapping | list | tuple) and _depth >= max_depth:
         return f"(nested deeper than {max_depth} levels)"
     if isinstance(value, Mapping):

@@ -1,9 +1,9 @@
 """What the API accepts as input text and times, for every operation (HTTP and socket).
 
-- No NUL character (U+0000), NaN or Infinity enters a resolver, in a variable or a literal of
-  the document: PostgreSQL's text and jsonb cannot store them (asyncpg raised deep inside a
-  resolver, and the caller saw a masked "Unexpected error."). Such an operation is refused
-  with one VALIDATION_FAILED error before it runs.
+- No NUL character (U+0000), lone surrogate (U+D800-U+DFFF), NaN or Infinity enters a
+  resolver, in a variable or a literal of the document: PostgreSQL's text and jsonb cannot
+  store them (asyncpg raised deep inside a resolver, and the caller saw a masked "Unexpected
+  error."). Such an operation is refused with one VALIDATION_FAILED error before it runs.
 - `DateTime` is UTC: a time given without an offset is read as UTC (comparing a naive time
   with the stored aware ones raised a TypeError, again a masked error).
 """
@@ -14,23 +14,25 @@ import datetime as dt
 from collections.abc import Iterator
 
 import strawberry
-from graphql import GraphQLError, StringValueNode, Visitor, visit
+from graphql import BREAK, GraphQLError, StringValueNode, Visitor, visit
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.types.base_scalars import wrap_parser
 
-from app.jsonschemas import shape_problem
+from app.jsonschemas import shape_problem, text_problem
 
 # Variables are checked for NUL and NaN at any depth (the walk is iterative); the limits on
 # nesting are each field's own (MAX_JSON_DEPTH for params and specs), with their messages.
 _VARIABLES_DEPTH = 1_000_000
 
 
-class _NulFinder(Visitor):
-    found = False
+class _TextFinder(Visitor):
+    """The first string literal PostgreSQL could not store, and why."""
 
-    def enter_string_value(self, node: StringValueNode, *_: object) -> None:
-        if "\x00" in node.value:
-            self.found = True
+    reason: str | None = None
+
+    def enter_string_value(self, node: StringValueNode, *_: object) -> object:
+        self.reason = text_problem(node.value)
+        return BREAK if self.reason else None
 
 
 class RefuseUnstorableInput(SchemaExtension):
@@ -42,10 +44,9 @@ class RefuseUnstorableInput(SchemaExtension):
             reason = shape_problem(execution.variables or {}, _VARIABLES_DEPTH)
             document = execution.graphql_document
             if reason is None and document is not None:
-                finder = _NulFinder()
+                finder = _TextFinder()
                 visit(document, finder)
-                if finder.found:
-                    reason = "holds a NUL character (\\u0000), which PostgreSQL cannot store"
+                reason = finder.reason
             if reason is not None:
                 execution.pre_execution_errors = [
                     GraphQLError(

@@ -12,6 +12,8 @@ from typing import Any
 from app.models.base import utcnow
 from app.steps.base import StepActivity, StepContext, StepTransientError, define
 
+RESERVED_CHANNELS = ("executions", "ai")
+
 
 def tenant_channel(tenant_id: str, channel: str) -> str:
     return f"tenant:{tenant_id}:{channel}"
@@ -42,7 +44,13 @@ ACTIVITIES: list[StepActivity] = [
             "required": ["channel", "data"],
             "additionalProperties": False,
             "properties": {
-                "channel": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,40}$"},
+                # The service's own channels of the tenant (the executions feed, AI budget
+                # warnings) are not for templates: a message there would reach their readers.
+                "channel": {
+                    "type": "string",
+                    "pattern": "^[a-z][a-z0-9_-]{0,40}$",
+                    "not": {"enum": list(RESERVED_CHANNELS)},
+                },
                 "data": {"type": "object"},
                 "require_delivery": {"type": "boolean"},
             },

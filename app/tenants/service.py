@@ -8,6 +8,7 @@ written at most once a minute per key so authentication does not turn every read
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from app.tenants.repository import TenantRepository
 
 log = structlog.get_logger(__name__)
 TOUCH_INTERVAL = timedelta(minutes=1)
+TENANT_NAME = re.compile(r"[a-z](?:-?[a-z0-9])+")
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,17 @@ class TenantService:
 
     async def create_tenant(self, name: str, tier: str) -> Tenant:
         name = name.strip()
-        if not name or len(name) > 100:
-            raise ValidationFailed("tenant name must be 1-100 characters")
-        if tier not in TIERS:
-            raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
         if name.lower() == PLATFORM_PUBLISHER.name:
             raise Conflict(f"{name!r} is the platform's own publisher name")
+        if len(name) > 100 or not TENANT_NAME.fullmatch(name):
+            # ASCII only: a tenant's name is its publisher name in the public catalog, where
+            # look-alike letters or invisible characters would let it pass for another one.
+            raise ValidationFailed(
+                "tenant name must be 2-100 characters: lower-case letters, digits and single "
+                "hyphens, starting with a letter"
+            )
+        if tier not in TIERS:
+            raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
         if await self.repo.by_name(name):
             raise Conflict(f"tenant {name!r} already exists")
         return await self.repo.add(Tenant(name=name, tier=tier))

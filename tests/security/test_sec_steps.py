@@ -18,6 +18,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -690,3 +691,22 @@ async def test_a_large_step_input_is_validated_off_the_event_loop(settings: Sett
         "invalid input for data.aggregate: $.data[79999]: 5 is not of type 'object'"
     )
     assert watch.ticks > 0 and watch.worst < 0.1, f"event loop stalled {watch.worst * 1000:.0f} ms"
+
+
+@pytest.mark.parametrize("channel", ["executions", "ai"])
+async def test_events_publish_cannot_use_the_services_own_channels(
+    settings: Settings, sessions: Any, channel: str
+) -> None:
+    """A template's message on `executions` or `ai` would reach the service's own readers
+    (every executionsFeed re-reads PostgreSQL on each one)."""
+    sent: list[str] = []
+
+    async def publish(name: str, message: Any) -> bool:  # the worker's bus, recorded
+        sent.append(name)
+        return True
+
+    ctx = replace(make_ctx(settings, sessions, str(uuid.uuid4())), publish=publish)
+    with pytest.raises(StepInputRefused):
+        await run_step("events.publish", {"channel": channel, "data": {"x": 1}}, ctx)
+    await run_step("events.publish", {"channel": "notifications", "data": {}}, ctx)
+    assert sent == [f"tenant:{ctx.tenant_id}:notifications"]

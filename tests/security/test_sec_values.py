@@ -39,9 +39,10 @@ def parse_spec(text_expr: str) -> dict[str, Any]:
     [
         ("[NaN, Infinity, 1e999]", "NaN or Infinity"),
         ('["a\\u0000b"]', "NUL character"),
+        ('["a\\ud800b"]', "lone surrogate"),
         ("[" * 900 + "]" * 900, "nested"),
     ],
-    ids=["nan", "nul", "deep"],
+    ids=["nan", "nul", "surrogate", "deep"],
 )
 async def test_a_step_output_json_cannot_carry_fails_the_step_not_the_execution(
     client: GraphQLClient, text: str, reason: str
@@ -94,6 +95,7 @@ async def test_event_payloads_are_bounded_like_params(
     refused = [
         await send('{"a": NaN}'),
         await send('{"a": "x\\u0000"}'),
+        await send('{"a": "x\\udc00"}'),
         await send(json.dumps({"a": "x" * 70_000})),
         await send("[" * 40 + "]" * 40),
     ]
@@ -128,7 +130,7 @@ async def test_what_is_recorded_survives_values_postgresql_refuses(
                 "COMPLETED",
                 100.0,
                 message="bad\x00text",
-                payload={"x": float("nan"), "y": [float("inf"), "a\x00b"], "a\x00": 1},
+                payload={"x": float("nan"), "y": [float("inf"), "a\x00b", "c\ud800"], "a\x00": 1},
             )
         )
         await session.commit()
@@ -136,7 +138,7 @@ async def test_what_is_recorded_survives_values_postgresql_refuses(
         assert stored is not None
         assert stored.message == "bad\ufffdtext"
         assert stored.payload["x"] is None
-        assert stored.payload["y"] == [None, "a\ufffdb"]
+        assert stored.payload["y"] == [None, "a\ufffdb", "c\ufffd"]
         assert stored.payload["a\ufffd"] == 1
         assert (await session.get(Execution, pk)) is not None
 
@@ -148,16 +150,32 @@ async def test_what_is_recorded_survives_values_postgresql_refuses(
         ("query($n: String) { template(name: $n) { id } }", {"n": "x\x00"}),
         ("query($s: String) { templates(category: $s) { edges { node { id } } } }", {"s": "\x00"}),
         ("query($s: JSON!) { validateTemplate(spec: $s) { valid } }", {"s": {"title": "a\x00"}}),
+        ("query($n: String) { template(name: $n) { id } }", {"n": "x\ud800"}),
+        ('{ templates(search: "a\\udc00") { edges { node { id } } } }', {}),
     ],
-    ids=["literal", "name", "category", "json"],
+    ids=["literal", "name", "category", "json", "surrogate", "surrogate-literal"],
 )
 async def test_nul_characters_are_refused_before_any_resolver_runs(
-    client: GraphQLClient, query: str, variables: dict[str, Any]
+    server: str, tenant: TenantKeys, query: str, variables: dict[str, Any]
 ) -> None:
-    body = await client.raw(query, variables)
-    assert body["data"] is None, body
-    assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
-    assert "NUL" in body["errors"][0]["message"]
+    """NUL characters and lone surrogates (text PostgreSQL cannot store) in variables or literals:
+    a typed refusal, never a masked error. (A lone surrogate escape in a literal is already a
+    syntax error for graphql-core.)"""
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        resp = await http.post(  # json.dumps escapes lone surrogates; httpx's encoder cannot
+            "/graphql",
+            content=json.dumps({"query": query, "variables": variables}),
+            headers={"Authorization": f"Bearer {tenant.admin}", "Content-Type": "application/json"},
+        )
+    body = resp.json()
+    assert resp.status_code in (200, 400) and body["data"] is None, body
+    error = body["errors"][0]
+    assert error["message"] != "Unexpected error."
+    if "extensions" in error:
+        assert error["extensions"]["code"] == "VALIDATION_FAILED"
+        assert "NUL" in error["message"] or "surrogate" in error["message"]
+    else:
+        assert "Syntax Error" in error["message"] or "Invalid" in error["message"], error
 
 
 async def test_a_time_without_offset_is_read_as_utc(client: GraphQLClient) -> None:
