@@ -212,16 +212,25 @@ def template() -> None:
 
 @template.command("reviews")
 def template_reviews() -> None:
-    """List versions waiting for review, oldest first, with what each would let others run."""
+    """List versions waiting for review, oldest first: what each would let others run, and
+    the title, description, tags and category every tenant would read and search."""
     from app.templates.review import CatalogReview
 
     async def pending(sessions: Any) -> str:
         async with sessions() as session:
             found = await CatalogReview(session).pending()
-        lines = [
-            f"{p.template_id}  {p.publisher}/{p.name}  v{p.version}  {_summary(p.capabilities)}"
-            for p in found
-        ]
+        lines = []
+        for p in found:
+            lines += [
+                f"{p.template_id}  {p.publisher}/{p.name}  v{p.version}  "
+                + _summary(p.capabilities),
+                # repr: the tenant's text cannot add lines or terminal control sequences to
+                # the operator's screen (newlines, ESC, bidi overrides show escaped).
+                f"    title: {p.title!r}",
+                f"    description: {p.description!r}",
+                f"    tags: {p.tags!r}",
+                f"    category: {p.category!r}",
+            ]
         return "\n".join(lines) or "no template waits for review"
 
     click.echo(_with_sessions(_settings().require("database_url"), pending))

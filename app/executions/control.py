@@ -32,6 +32,7 @@ from app.executions.service import ExecutionService, Publisher
 from app.executions.workflow_io import PAUSE_SIGNAL, RESUME_SIGNAL, Control, EventRecord
 from app.models import Execution
 from app.settings import Settings
+from app.templates.service import TemplateService
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)
@@ -243,6 +244,11 @@ class ExecutionControl:
             raise Conflict(
                 f"only a FAILED execution can be retried; this one is {execution.status}"
             )
+        # A retry reruns the version in the tenant's context: another publisher's version
+        # only while a new start could run it (still visible, accepted, startable).
+        await TemplateService(self.session).ensure_rerunnable(
+            execution.tenant_id, execution.template_id, execution.template_version_id
+        )
         async with tenant_lock(self.session, execution.tenant_id):
             execution = await self.repo.lock(execution.id) or execution
             if execution.status != "FAILED":  # retried concurrently

@@ -56,7 +56,8 @@ class Template(UUIDPk, Timestamps, Base):
     )
     name: Mapped[str] = mapped_column(String(100))
     # title, description, tags and category are the catalog entry: those of the latest
-    # published version (of the draft until the first publish).
+    # published version, or of `public_version` while the template is PUBLIC with an approved
+    # version (of the draft until the first publish).
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(50)), default=list)

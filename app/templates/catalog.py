@@ -91,25 +91,59 @@ class Capabilities:
     uses_ai: bool
 
 
+def active_point(point: dict[str, Any]) -> bool:
+    """Whether an enhancement point can run its AI task and apply the output: the worker's
+    own rule (workers/enhancements.py active_points), `input` present, even empty, and a
+    non-empty `apply`. An empty `input` still calls the task (and may still be billed)."""
+    return point.get("input") is not None and bool(point.get("apply"))
+
+
+# Step input fields that decide where a call goes. An active point's `apply` may set them from
+# AI output, which the template's author steers (the prompt) or the data does (injection), so
+# the spec cannot tell the destination. http.request `url` -> the host is "*". email.send
+# recipients: sendsMail is already true and capabilities list no recipients, so nothing more
+# to report; the rule is here so a future recipients field reports "any" the same way.
+ROUTING_FIELDS: dict[str, frozenset[str]] = {
+    "http.request": frozenset({"url"}),
+    "email.send": frozenset({"to", "cc", "bcc"}),
+}
+
+
+def applied_fields(step: dict[str, Any]) -> set[str]:
+    """Top-level step input fields its active enhancement points may set (`data.subject`
+    sets `data`)."""
+    return {
+        target.split(".")[0]
+        for point in step.get("enhancements") or []
+        if isinstance(point, dict) and active_point(point)
+        for target in point["apply"]
+    }
+
+
 def capabilities_of(spec: dict[str, Any]) -> Capabilities:
     """Capabilities of a stored (validated) spec."""
     calls: list[tuple[str, Any]] = []
     uses_ai = False
     for step in spec.get("steps") or []:
-        calls.append((step.get("activity", ""), step.get("input")))
+        activity = step.get("activity", "")
+        step_input = step.get("input")
+        applied = applied_fields(step)
+        # An active enhancement point spends the runner's AI budget.
+        uses_ai |= bool(applied)
+        if applied & ROUTING_FIELDS.get(activity, frozenset()):
+            step_input = None  # the AI's output may name the destination: any
+        calls.append((activity, step_input))
         compensate = step.get("compensate")
-        if compensate:
+        if compensate:  # compensations have no enhancement points
             calls.append((compensate.get("activity", ""), compensate.get("input")))
-        # An enhancement point that can apply AI output spends the runner's AI budget.
-        uses_ai |= any(e.get("input") and e.get("apply") for e in step.get("enhancements") or [])
     activities = sorted({activity for activity, _ in calls})
-    hosts = sorted({host_of(i) for a, i in calls if a == "http.request"})
+    hosts = {host_of(i) for a, i in calls if a == "http.request"}
     return Capabilities(
         activities=activities,
         sends_mail=bool(SENDS_MAIL.intersection(activities)),
         reads_files=bool(READS_FILES.intersection(activities)),
         writes_files=bool(WRITES_FILES.intersection(activities)),
-        calls_hosts=hosts,
+        calls_hosts=sorted(hosts),
         uses_ai=uses_ai or any(a.startswith("ai.") for a in activities),
     )
 

@@ -122,6 +122,28 @@ def catalog_fields(template: Template, spec: TemplateSpec) -> None:
     template.category = spec.category
 
 
+def stored_catalog_fields(template: Template, spec: dict[str, Any]) -> None:
+    """catalog_fields from a stored version's spec (model_dump'ed: every key is there)."""
+    template.title = spec.get("title") or template.name
+    template.description = spec.get("description") or ""
+    template.tags = list(spec.get("tags") or [])
+    template.category = spec.get("category")
+
+
+def shows_public_version(template: Template) -> bool:
+    """Whether the row's catalog entry (title, description, tags, category, and so the search
+    vector, which every tenant reads and searches) is that of the approved public version
+    rather than the latest one. It is while a tenant's template is PUBLIC with a version the
+    operator approved: a new version's text waits for the same review as its steps (a PENDING
+    or REJECTED version must not rename the listing, e.g. "Order Summary (official)").
+    Without an approved version nobody else sees the row: it follows the latest version."""
+    return (
+        template.tenant_id is not None
+        and template.visibility == "PUBLIC"
+        and template.public_version is not None
+    )
+
+
 def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Equal apart from param_migration, which belongs to the version that introduced it."""
     return {**a, "param_migration": None} == {**b, "param_migration": None}
@@ -407,7 +429,8 @@ class TemplateAuthoring:
         )
         template.latest_version = number
         template.draft_spec = {**stored, "param_migration": None}
-        catalog_fields(template, spec)
+        if not shows_public_version(template):  # else the new text waits for review too
+            catalog_fields(template, spec)
         await self.session.flush()
         return template
 
@@ -441,6 +464,10 @@ class TemplateAuthoring:
         elif template.visibility == "PUBLIC":
             template.public_version = None
             await self.repo.withdraw_reviews(template.id)
+            # The listing showed the public version: back to the latest one's text.
+            latest = await self.repo.version(template.id, template.latest_version)
+            if latest is not None:
+                stored_catalog_fields(template, latest.spec)
         if visibility == "PRIVATE":
             await self.repo.revoke(template.id, None)
         template.visibility = visibility

@@ -17,7 +17,7 @@ from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.models import Template, TemplateVersion
 from app.models.base import utcnow
 from app.templates.catalog import Capabilities, Relation, capabilities_of, relation
-from app.templates.lifecycle import ensure_not_platform_name
+from app.templates.lifecycle import ensure_not_platform_name, stored_catalog_fields
 from app.templates.repository import TemplateRepository
 from app.templates.service import TemplateService
 from app.tenants.service import Principal
@@ -37,6 +37,11 @@ class PendingReview:
     name: str
     version: int
     capabilities: Capabilities
+    # The version's catalog text: what every tenant reads and searches once it is approved.
+    title: str
+    description: str
+    tags: list[str]
+    category: str | None
 
 
 class CatalogReview:
@@ -51,7 +56,17 @@ class CatalogReview:
         """Versions waiting for review, oldest first."""
         rows = await self.repo.pending_reviews(limit)
         return [
-            PendingReview(t.id, publisher, t.name, v.version, capabilities_of(v.spec))
+            PendingReview(
+                t.id,
+                publisher,
+                t.name,
+                v.version,
+                capabilities_of(v.spec),
+                title=str(v.spec.get("title") or ""),
+                description=str(v.spec.get("description") or ""),
+                tags=[str(tag) for tag in v.spec.get("tags") or []],
+                category=v.spec.get("category"),
+            )
             for v, t, publisher in rows
         ]
 
@@ -65,6 +80,15 @@ class CatalogReview:
         version.review_status, version.review_note = "APPROVED", None
         version.reviewed_at = utcnow()
         template.public_version = max(template.public_version or 0, number)
+        # The listing every tenant reads and searches is the public version's text, reviewed
+        # with its steps (the newest approved one: approving an older one changes nothing).
+        public = (
+            version
+            if template.public_version == number
+            else await self.repo.version(template.id, template.public_version)
+        )
+        if public is not None:
+            stored_catalog_fields(template, public.spec)
         await self.session.flush()
         log.info("template.review_approved", template_id=str(template.id), version=number)
         return template

