@@ -130,6 +130,14 @@ class GraphQLClient:
         assert resp.status_code == 200, resp.text
         return resp.json()
 
+    async def post_body(self, body: str | bytes) -> httpx.Response:
+        """POST a body as it is (hostile JSON, bytes that are not UTF-8), with the key."""
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=60) as http:
+            return await http.post("/graphql", content=body, headers=headers)
+
     async def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         body = await self.raw(query, variables)
         assert not body.get("errors"), body["errors"]

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from app.api.schema import build_schema
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import Subscription
+from tests.support import GraphQLClient, Subscription
 
 MASKED = "Unexpected error."
 T = TypeVar("T")
@@ -332,7 +332,6 @@ async def test_global_ids_of_another_tenant_are_not_found(
     server: str, fuzz_tenant: TenantKeys, other_tenant: TenantKeys
 ) -> None:
     """An id that names another tenant's object reads as NOT_FOUND, like one that names nothing."""
-    from tests.support import GraphQLClient
 
     theirs = GraphQLClient(server, other_tenant.admin)
     tenant_id = (await theirs.data("{ viewer { tenant { id } } }"))["viewer"]["tenant"]["id"]
@@ -352,13 +351,5 @@ async def test_request_nested_beyond_python_recursion_is_refused(
         '{"query": "query($s: JSON!) { validateTemplate(spec: $s) { valid } }", '
         '"variables": {"s": ' + "[" * depth + "]" * depth + "}}"
     )
-    async with httpx.AsyncClient(base_url=server, timeout=60) as http:
-        resp = await http.post(
-            "/graphql",
-            content=body,
-            headers={
-                "Authorization": f"Bearer {fuzz_tenant.viewer}",
-                "Content-Type": "application/json",
-            },
-        )
+    resp = await GraphQLClient(server, fuzz_tenant.viewer).post_body(body)
     assert resp.status_code in (400, 413), resp.text[:300]

@@ -36,23 +36,18 @@ from sqlalchemy import select
 from app.embedded.mail import DevMailSink
 from app.models.tenant import TenantEmailDay
 from app.settings import Settings
-from app.steps import STEP_ACTIVITIES, StepContext, StepInputError, StepTransientError
+from app.steps import StepContext, StepInputError, StepTransientError
 from app.steps.base import StepInputRefused
 from app.steps.http import pinned_request
 from app.steps.http_policy import address_allowed, public_address
 from app.tenants.service import TenantService
+from tests.steps.step_support import run_step
 from tests.support import free_port, loop_watch
 
 WFS = Path(sys.executable).parent / "wfs"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-async def run_step(name: str, input: dict[str, Any], ctx: StepContext) -> Any:
-    run = STEP_ACTIVITIES[name].run
-    assert run is not None
-    return await run(input, ctx)
 
 
 def make_ctx(

@@ -8,7 +8,6 @@ import json
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
 from app.executions.service import ExecutionService
@@ -80,15 +79,7 @@ async def test_event_payloads_are_bounded_like_params(
             + payload_json
             + "}}}"
         )
-        async with httpx.AsyncClient(base_url=server, timeout=30) as http:
-            resp = await http.post(
-                "/graphql",
-                content=body,
-                headers={
-                    "Authorization": f"Bearer {tenant.admin}",
-                    "Content-Type": "application/json",
-                },
-            )
+        resp = await GraphQLClient(server, tenant.admin).post_body(body)
         assert resp.status_code in (200, 400), resp.text
         return resp.json()
 
@@ -161,12 +152,9 @@ async def test_nul_characters_are_refused_before_any_resolver_runs(
     """NUL characters and lone surrogates (text PostgreSQL cannot store) in variables or literals:
     a typed refusal, never a masked error. (A lone surrogate escape in a literal is already a
     syntax error for graphql-core.)"""
-    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
-        resp = await http.post(  # json.dumps escapes lone surrogates; httpx's encoder cannot
-            "/graphql",
-            content=json.dumps({"query": query, "variables": variables}),
-            headers={"Authorization": f"Bearer {tenant.admin}", "Content-Type": "application/json"},
-        )
+    # json.dumps escapes lone surrogates; httpx's own encoder cannot
+    body = json.dumps({"query": query, "variables": variables})
+    resp = await GraphQLClient(server, tenant.admin).post_body(body)
     body = resp.json()
     assert resp.status_code in (200, 400) and body["data"] is None, body
     error = body["errors"][0]
@@ -190,10 +178,5 @@ async def test_a_time_without_offset_is_read_as_utc(client: GraphQLClient) -> No
 
 
 async def test_a_body_that_is_not_utf8_is_a_bad_request(server: str) -> None:
-    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
-        resp = await http.post(
-            "/graphql",
-            content=b'\xff\xfe{"query": "{ viewer { role } }"}',
-            headers={"Content-Type": "application/json"},
-        )
+    resp = await GraphQLClient(server, None).post_body(b'\xff\xfe{"query": "{ viewer { role } }"}')
     assert resp.status_code == 400, resp.text
