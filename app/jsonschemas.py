@@ -290,11 +290,17 @@ def compact_size(value: Any) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def storable(value: Any, max_depth: int, _depth: int = 0) -> Any:
+def storable(value: Any, max_depth: int) -> Any:
     """The value as PostgreSQL's jsonb and Temporal can always take it: NaN/Infinity become
     null, NUL characters and lone surrogates U+FFFD, containers past max_depth a marker
     string. For what is recorded after the fact (events, results), where refusing would lose
-    the record."""
+    the record. A value that needs none of it (nearly all) is returned as it is, uncopied."""
+    if shape_problem(value, max_depth) is None:
+        return value
+    return _storable_copy(value, max_depth)
+
+
+def _storable_copy(value: Any, max_depth: int, _depth: int = 0) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
@@ -303,11 +309,11 @@ def storable(value: Any, max_depth: int, _depth: int = 0) -> Any:
         return f"(nested deeper than {max_depth} levels)"
     if isinstance(value, Mapping):
         return {
-            storable(str(k), max_depth): storable(v, max_depth, _depth + 1)
+            _storable_copy(str(k), max_depth): _storable_copy(v, max_depth, _depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [storable(v, max_depth, _depth + 1) for v in value]
+        return [_storable_copy(v, max_depth, _depth + 1) for v in value]
     return value
 
 
