@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ItemEnhancement,
         StepCall,
         StepPlan,
+        active_point,
     )
 
 DECIDE_TIMEOUT = timedelta(seconds=30)
@@ -48,7 +49,7 @@ NOT_TRIED = frozenset({"TIER", "DISABLED", "NO_PROVIDER", "BUDGET", "PROVIDERS_D
 
 
 def active_points(step: StepPlan) -> list[dict[str, Any]]:
-    return [p for p in step.enhancements if p.get("input") is not None and p.get("apply")]
+    return [p for p in step.enhancements if active_point(p)]
 
 
 def apply(step_input: dict[str, Any], mapping: dict[str, str], out: dict[str, Any]) -> dict:

@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         RunInput,
         StepCall,
         StepPlan,
+        run_key,
     )
     from app.templates.expressions import (
         Budget,
@@ -912,7 +913,7 @@ class TemplateWorkflow:
             RECORD_EVENT_ACTIVITY,
             EventRecord(
                 execution_id=self._input.execution_id,
-                key=key if run == 1 else f"r{run}:{key}",
+                key=run_key(run, key),
                 payload={"actor": "system", **(payload or {})},
                 type=type_,
                 status=self._status,

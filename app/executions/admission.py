@@ -42,7 +42,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from app.db import SessionFactory
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, Publisher, build_run_input, search_attributes
-from app.executions.workflow_io import WORKFLOW_NAME, EventRecord
+from app.executions.workflow_io import WORKFLOW_NAME, EventRecord, run_key
 from app.metrics import EXECUTIONS_STARTED
 from app.models import Execution, Template, TemplateVersion, Tenant
 from app.settings import Settings
@@ -82,12 +82,6 @@ async def run_number(session: AsyncSession, execution_id: uuid.UUID) -> int:
     return 1 + await ExecutionRepository(session).retry_count(execution_id)
 
 
-def run_key(run: int, key: str) -> str:
-    """An event key within a run: keys of later runs carry an `r<n>:` prefix, as the
-    workflow's own (workers/workflows.py), so each run records its QUEUED, CANCELLED..."""
-    return key if run == 1 else f"r{run}:{key}"
-
-
 async def run_plan(session: AsyncSession, execution_id: uuid.UUID) -> RunPlan:
     """The plan of the execution's current run, from its audit trail: its run number, keeping
     every step whose output a STEP_COMPLETED event holds and that was not compensated since
@@ -95,6 +89,11 @@ async def run_plan(session: AsyncSession, execution_id: uuid.UUID) -> RunPlan:
     number = await run_number(session, execution_id)
     if number == 1:
         return RunPlan()
+    return RunPlan(number, await kept_outputs(session, execution_id))
+
+
+async def kept_outputs(session: AsyncSession, execution_id: uuid.UUID) -> dict[str, Any]:
+    """{step id: output} of every step that completed and was not compensated since."""
     completed: dict[str, Any] = {}
     for event in await ExecutionRepository(session).step_outcomes(execution_id):
         assert event.step_id is not None
@@ -102,7 +101,7 @@ async def run_plan(session: AsyncSession, execution_id: uuid.UUID) -> RunPlan:
             completed.pop(event.step_id, None)
         elif "output" in (event.payload or {}):  # too large to keep: that step runs again
             completed[event.step_id] = event.payload["output"]
-    return RunPlan(number, completed)
+    return completed
 
 
 async def launch(
@@ -180,7 +179,9 @@ class Admission:
             log.info("execution.admitted", execution_id=str(execution.id), tenant=tenant.name)
         return started
 
-    async def _launch(self, execution: Execution, tenant_name: str, tier: str) -> None:
+    async def _launch(
+        self, execution: Execution, tenant_name: str, tier: str, plan: RunPlan | None = None
+    ) -> None:
         version = await self.session.get(TemplateVersion, execution.template_version_id)
         template = await self.session.get(Template, execution.template_id)
         assert version is not None and template is not None
@@ -193,16 +194,19 @@ class Admission:
             version_number=version.version,
             spec=TemplateSpec.model_validate(version.spec),
             settings=self.settings,
-            plan=await run_plan(self.session, execution.id),
+            plan=plan or await run_plan(self.session, execution.id),
         )
 
-    async def start_or_queue(self, execution: Execution, tenant_name: str, tier: str) -> bool:
+    async def start_or_queue(
+        self, execution: Execution, tenant_name: str, tier: str, plan: RunPlan | None = None
+    ) -> bool:
         """Start a committed, waiting execution now if its tenant has a free slot, else leave
-        it queued (with a QUEUED event) for `admit`. True when this call started it."""
+        it queued (with a QUEUED event) for `admit`. True when this call started it. `plan`:
+        the run it starts, when the caller has it (else read from the audit trail)."""
         async with tenant_lock(self.session, execution.tenant_id):
             if await self.queue_if_full(execution, tier):
                 return False
-            await self._launch(execution, tenant_name, tier)
+            await self._launch(execution, tenant_name, tier, plan)
             await self.session.commit()
         log.info("execution.admitted", execution_id=str(execution.id), tenant=tenant_name)
         return True

@@ -25,11 +25,17 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from app.errors import Conflict, Forbidden, NotFound, Unavailable
-from app.executions.admission import Admission, run_key, run_number, run_plan, tenant_lock
+from app.executions.admission import (
+    Admission,
+    RunPlan,
+    kept_outputs,
+    run_number,
+    tenant_lock,
+)
 from app.executions.reconciler import Verdict, finish_lost
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, Publisher
-from app.executions.workflow_io import PAUSE_SIGNAL, RESUME_SIGNAL, Control, EventRecord
+from app.executions.workflow_io import PAUSE_SIGNAL, RESUME_SIGNAL, Control, EventRecord, run_key
 from app.models import Execution
 from app.settings import Settings
 from app.templates.service import TemplateService
@@ -255,16 +261,19 @@ class ExecutionControl:
                 raise Conflict(
                     f"only a FAILED execution can be retried; this one is {execution.status}"
                 )
-            plan = await run_plan(self.session, execution.id)
-            run_number = plan.number + 1
+            # The next run keeps the outputs of the steps this one completed.
+            plan = RunPlan(
+                await run_number(self.session, execution.id) + 1,
+                await kept_outputs(self.session, execution.id),
+            )
             event, execution = await self.service.record(
                 EventRecord(
                     str(execution.id),
-                    f"retried:{run_number}",
+                    f"retried:{plan.number}",
                     "RETRIED",
                     "PENDING",
                     execution.progress,
-                    message=f"run {run_number}: {len(plan.completed)} steps kept",
+                    message=f"run {plan.number}: {len(plan.completed)} steps kept",
                     payload={"actor": actor_of(principal), "kept": sorted(plan.completed)},
                 )
             )
@@ -272,7 +281,9 @@ class ExecutionControl:
             await self.session.commit()
         await ExecutionService.publish_event(self.publisher, event, execution)
         try:
-            await self._admission().start_or_queue(execution, principal.tenant_name, principal.tier)
+            await self._admission().start_or_queue(
+                execution, principal.tenant_name, principal.tier, plan
+            )
         except (RPCError, RuntimeError) as exc:
             # The retry is durable (queued): the admission sweep starts it once Temporal answers.
             await self.session.rollback()

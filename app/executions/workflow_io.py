@@ -185,3 +185,15 @@ class Progress:
     current_step: str | None
     percent: float
     status: str
+
+
+def run_key(run: int, key: str) -> str:
+    """An event key within a run: keys of later runs (retries) carry an `r<n>:` prefix, so
+    each run records its own events idempotently. The workflow and the service both use it."""
+    return key if run == 1 else f"r{run}:{key}"
+
+
+def active_point(point: dict[str, Any]) -> bool:
+    """Whether an enhancement point runs its AI task and applies the output: `input` present
+    (even empty: the task is still called, and may be billed) and a non-empty `apply`."""
+    return point.get("input") is not None and bool(point.get("apply"))

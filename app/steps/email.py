@@ -262,9 +262,8 @@ def _sender(input: dict[str, Any], settings: Settings, limits: TenantLimits) -> 
 
 
 def _envelope(input: dict[str, Any], settings: Settings) -> list[str]:
-    """to + cc + bcc addr-specs, deduplicated, at most EMAIL_MAX_RECIPIENTS of them (counted
-    before parsing: see the module docstring)."""
-    _check_recipient_count(input, settings)
+    """to + cc + bcc addr-specs, deduplicated (their number was checked against
+    EMAIL_MAX_RECIPIENTS before parsing, by the step's precheck: see the module docstring)."""
     return list(
         dict.fromkeys(
             a.addr_spec for field in _RECIPIENT_FIELDS for a in _addresses(input.get(field), field)

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.executions.workflow_io import active_point
 from app.models import Template
 
 
@@ -89,13 +90,6 @@ class Capabilities:
     writes_files: bool
     calls_hosts: list[str]
     uses_ai: bool
-
-
-def active_point(point: dict[str, Any]) -> bool:
-    """Whether an enhancement point can run its AI task and apply the output: the worker's
-    own rule (workers/enhancements.py active_points), `input` present, even empty, and a
-    non-empty `apply`. An empty `input` still calls the task (and may still be billed)."""
-    return point.get("input") is not None and bool(point.get("apply"))
 
 
 # Step input fields that decide where a call goes. An active point's `apply` may set them from

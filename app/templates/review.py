@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.models import Template, TemplateVersion
 from app.models.base import utcnow
-from app.templates.catalog import Capabilities, Relation, capabilities_of, relation
+from app.templates.catalog import Capabilities, capabilities_of, needs_acceptance
 from app.templates.lifecycle import ensure_not_platform_name, stored_catalog_fields
 from app.templates.repository import TemplateRepository
 from app.templates.service import TemplateService
@@ -138,7 +138,7 @@ class TemplateAcceptances:
         template = await self.templates.get(principal.tenant_id, template_id)
         if principal.role != "admin":
             raise Forbidden("only admins can accept another publisher's template")
-        if relation(principal.tenant_id, template) in (Relation.OWN, Relation.PLATFORM):
+        if not needs_acceptance(principal.tenant_id, template):
             raise Conflict("your own templates and the platform's run without acceptance")
         offered = await self.templates.offered_version(principal.tenant_id, template)
         if offered is None:

@@ -21,6 +21,7 @@ from app.settings import Settings
 from app.templates.catalog import (
     PLATFORM_PUBLISHER,
     Relation,
+    needs_acceptance,
     offered_number,
     relation,
     split_qualified,
@@ -134,7 +135,7 @@ class TemplateService:
         version the tenant's admin accepted, pinned, whatever is newer; nothing before an
         admin accepted one. `label` names the template in messages (the name it was asked by).
         """
-        if relation(tenant_id, template) in (Relation.OWN, Relation.PLATFORM):
+        if not needs_acceptance(tenant_id, template):
             return await self.latest_version(template)
         offered = await self.offered_version(tenant_id, template)
         acceptance = await self.repo.acceptance(tenant_id, template.id)
@@ -173,7 +174,7 @@ class TemplateService:
         template = await self.repo.get_visible(tenant_id, template_id)
         if template is None:
             raise NotFound("template not found")  # as a start by id: hidden or withdrawn
-        if relation(tenant_id, template) in (Relation.OWN, Relation.PLATFORM):
+        if not needs_acceptance(tenant_id, template):
             return
         version, _ = await self.version_to_run(tenant_id, template, template.name)
         if version.id != version_id:

@@ -187,6 +187,8 @@ async def test_retry_continues_from_the_failed_step_keeping_outputs(
     assert steps.count(("STEP_STARTED", "read")) == 2
     assert [e["seq"] for e in done["events"]] == list(range(1, len(steps) + 1))
     assert ("RETRIED", None) in steps
+    retried_event = next(e for e in done["events"] if e["type"] == "RETRIED")
+    assert retried_event["message"] == "run 2: 1 steps kept"  # `stamp`, the step it keeps
     states = {s["id"]: s for s in done["steps"]}
     assert (states["stamp"]["status"], states["stamp"]["attempts"]) == ("COMPLETED", 1)
     assert (states["read"]["status"], states["read"]["attempts"]) == ("COMPLETED", 2)
