@@ -300,7 +300,13 @@ class ForEachBatchWorkflow:
         except StepFailed as failed:
             raise ApplicationError(failed.message, type="StepFailed", non_retryable=True) from None
         result = outputs if points is None else {"outputs": outputs, "outcomes": points.ordered()}
-        if tally is not None and json_size(result, BATCH_RESULT_BYTES) > BATCH_RESULT_BYTES:
+        # Outputs alone were measured as they came (at most BATCH_OUTPUT_BYTES): only with
+        # AI outcomes beside them can the whole result still pass the payload limit.
+        if (
+            tally is not None
+            and points is not None
+            and json_size(result, BATCH_RESULT_BYTES) > BATCH_RESULT_BYTES
+        ):
             # Outputs within their bound and AI outcomes together: failing here is clear,
             # a refused completion would be retried forever.
             message = (

@@ -95,7 +95,8 @@ class SocketLease:
         )
         cap = settings.ws_max_sockets_per_tenant
         try:
-            open_ = await redis.eval(_CLAIM, 1, lease.key, lease.member, cap, lease.lease_ms)
+            claim = redis.register_script(_CLAIM)  # EVALSHA: the script text is sent once
+            open_ = await claim(keys=[lease.key], args=[lease.member, cap, lease.lease_ms])
         except (RedisError, OSError) as exc:
             log.warning("api.sockets_unavailable", error=str(exc))
             return None, 0
@@ -103,7 +104,8 @@ class SocketLease:
 
     async def renew(self) -> None:
         try:
-            await self.redis.eval(_RENEW, 1, self.key, self.member, self.lease_ms)
+            renew = self.redis.register_script(_RENEW)
+            await renew(keys=[self.key], args=[self.member, self.lease_ms])
         except (RedisError, OSError) as exc:  # the lease lasts a few renewals
             log.warning("api.sockets_unavailable", error=str(exc))
 

@@ -76,7 +76,8 @@ def public_message(exc: DomainError) -> str:
     """The part of exc's message a tenant may read.
 
     Services word UNAVAILABLE as "<what failed>: <the other system's error>" (Temporal's RPC
-    message names internal hosts and ports); only <what failed> leaves the service.
+    message names internal hosts and ports); only <what failed> leaves the service. So an
+    UNAVAILABLE message of our own never uses ": " (a hint after it would be cut off).
     """
     if exc.code != "UNAVAILABLE":
         return exc.message

@@ -59,11 +59,6 @@ async def tenant_lock(session: AsyncSession, tenant_id: uuid.UUID) -> AsyncItera
     yield
 
 
-async def active_count(session: AsyncSession, tenant_id: uuid.UUID) -> int:
-    """Started and not finished: RUNNING, PAUSED, or PENDING with a workflow already started."""
-    return await ExecutionRepository(session).started_count(tenant_id)
-
-
 def task_priority(tier: str, tenant_name: str) -> Priority:
     """Temporal task priority of a tenant's workflows: its tier's key, itself as fairness key."""
     return Priority(priority_key=TIER_PRIORITY.get(tier, 5), fairness_key=tenant_name)
@@ -165,7 +160,7 @@ class Admission:
             return []
         started: list[Execution] = []
         async with tenant_lock(self.session, tenant_id):
-            free = self.limit(tenant.tier) - await active_count(self.session, tenant_id)
+            free = self.limit(tenant.tier) - await self.repo.started_count(tenant_id)
             if free <= 0:
                 await self.session.commit()
                 return []
@@ -219,7 +214,7 @@ class Admission:
         await self.session.refresh(execution)
         if execution.status != "PENDING" or execution.run_id is not None:
             return True
-        active = await active_count(self.session, execution.tenant_id)
+        active = await self.repo.started_count(execution.tenant_id)
         limit = self.limit(tier)
         if active < limit:
             return False

@@ -322,7 +322,7 @@ async def unified_off_loop(
     except jsonschemas.ValidationTimeout as exc:
         raise Unavailable(
             "the diff did not finish within the validation timeout "
-            "(setting validation_timeout_seconds): ask for fewer diffs at once"
+            "(setting validation_timeout_seconds); ask for fewer diffs at once"
         ) from exc
 
 

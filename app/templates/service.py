@@ -137,9 +137,9 @@ class TemplateService:
         """
         if not needs_acceptance(tenant_id, template):
             return await self.latest_version(template)
-        offered = await self.offered_version(tenant_id, template)
         acceptance = await self.repo.acceptance(tenant_id, template.id)
         if acceptance is None:
+            offered = await self.offered_version(tenant_id, template)
             if offered is None:
                 raise Conflict(f"template {label!r} has no version you can run")
             owner = await self.repo.tenant(template.tenant_id) if template.tenant_id else None
@@ -155,6 +155,7 @@ class TemplateService:
             # was shared is not enough).
             version = version if version.review_status == "APPROVED" else None
         if version is None or version.status != "PUBLISHED":
+            offered = await self.offered_version(tenant_id, template)
             newer = f": accept version {offered.version}" if offered is not None else ""
             raise Conflict(
                 f"version {acceptance.version} of template {label!r}, the one your tenant "

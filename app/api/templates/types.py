@@ -228,14 +228,17 @@ class Template(Node):
         version = await self._offered(info)
         return version.spec if version is not None else {}
 
-    async def _versions(self, info: strawberry.Info[Context, None]) -> list[TemplateVersion]:
+    async def _visible_rows(self, info: strawberry.Info[Context, None]) -> list[VersionModel]:
         """The versions the caller may see: of another tenant's PUBLIC template, only those
         the platform approved (the others were never offered to it)."""
         rows = await info.context.loaders.template_versions.load(self.model.id)
-        rel = self._relation(info)
-        if rel is Relation.PUBLIC:
+        if self._relation(info) is Relation.PUBLIC:
             rows = [v for v in rows if v.review_status == "APPROVED"]
-        return [TemplateVersion.from_model(v, owner=rel is Relation.OWN) for v in rows]
+        return rows
+
+    async def _versions(self, info: strawberry.Info[Context, None]) -> list[TemplateVersion]:
+        owner = self._relation(info) is Relation.OWN
+        return [TemplateVersion.from_model(v, owner=owner) for v in await self._visible_rows(info)]
 
     @strawberry.field(
         description="The highest published version you may see (0 before the first publish), "
@@ -317,9 +320,7 @@ class Template(Node):
         from_: Annotated[int, strawberry.argument(name="from")],
         to: int,
     ) -> TemplateDiff:
-        rows = await info.context.loaders.template_versions.load(self.model.id)
-        if self._relation(info) is Relation.PUBLIC:
-            rows = [v for v in rows if v.review_status == "APPROVED"]
+        rows = await self._visible_rows(info)
         with graphql_errors():
             return TemplateDiff.from_domain(diff_versions(rows, from_, to))
 
