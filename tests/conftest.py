@@ -11,6 +11,8 @@ Each session gets a fresh database (migrated with Alembic) and its own task queu
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import shutil
 import uuid
@@ -45,6 +47,35 @@ LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 # the suite never fails on an example only one run happened to draw. No example database.
 hypothesis_settings.register_profile("wfs", derandomize=True, database=None)
 hypothesis_settings.load_profile("wfs")
+
+# No test may wait forever: a hang fails that test, with the traceback of the await it hung
+# in, instead of holding CI until its own limit kills the whole run with no clue where.
+# The longest test takes about 40 s here; WFS_TEST_TIMEOUT overrides the bound.
+TEST_TIMEOUT = float(os.environ.get("WFS_TEST_TIMEOUT", "240"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run every coroutine test under `asyncio.timeout(TEST_TIMEOUT)`. pytest-asyncio reads
+    `item.obj` when the test runs, so wrapping it here bounds the test body (fixtures are
+    bounded by their own waits). Synchronous hangs are reported by faulthandler_timeout."""
+    for item in items:
+        test = getattr(item, "obj", None)
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(test):
+            if getattr(test, "is_hypothesis_test", False):
+                continue
+            item.obj = _bounded(test)
+
+
+def _bounded(test):  # type: ignore[no-untyped-def]
+    @functools.wraps(test)
+    async def bounded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            async with asyncio.timeout(TEST_TIMEOUT):
+                return await test(*args, **kwargs)
+        except TimeoutError as exc:
+            raise TimeoutError(f"the test took over {TEST_TIMEOUT:.0f} s (hung?)") from exc
+
+    return bounded
 
 
 async def _pg_answers(url: str) -> bool:
