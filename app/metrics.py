@@ -37,6 +37,12 @@ ENHANCEMENT_POINTS = Counter(
     "Enhancement point decisions recorded by workers",
     ["task", "decision", "reason"],
 )
+TRANSITIONS_REFUSED = Counter(
+    "wfs_execution_transitions_refused_total",
+    "Events not recorded because the execution's status forbids them (a late event of an "
+    "ended run): by event type and the status it met",
+    ["type", "status"],
+)
 EVENT_PUBLISH_FAILURES = Counter(
     "wfs_event_publish_failures_total",
     "Events committed to PostgreSQL but not published to Redis (subscribers re-read them)",

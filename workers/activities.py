@@ -15,8 +15,8 @@ from temporalio.exceptions import ApplicationError
 from app.db import SessionFactory
 from app.errors import NotFound
 from app.executions.admission import Admission
-from app.executions.events import TERMINAL_EVENTS
-from app.executions.service import ExecutionService, Publisher
+from app.executions.recorder import Publisher, Recorder, TransitionRefused
+from app.executions.states import TERMINAL_EVENTS
 from app.executions.workflow_io import (
     INPUT_ERROR,
     INPUT_REFUSED,
@@ -46,15 +46,24 @@ class TemplateActivities:
 
     @activity.defn(name=RECORD_EVENT_ACTIVITY)
     async def record_event(self, rec: EventRecord) -> int:
-        """Append the transition (idempotent by key), commit, then publish; returns its seq."""
+        """Append the transition (idempotent by key), commit, then publish; returns its seq.
+        A transition the execution's status no longer allows (a late event of a run that was
+        ended from outside, e.g. by the reconciler) is dropped, not retried: 0."""
         async with self.sessions() as session:
-            service = ExecutionService(session)
+            recorder = Recorder(session, self.publisher)
             try:
-                event, execution = await service.record(rec)
+                event, execution = await recorder.record(rec)
             except NotFound as exc:
                 raise ApplicationError(exc.message, non_retryable=True) from exc
-            await session.commit()
-        await ExecutionService.publish_event(self.publisher, event, execution)
+            except TransitionRefused as exc:
+                log.warning(
+                    "execution.event_refused",
+                    execution_id=rec.execution_id,
+                    type=rec.type,
+                    reason=exc.message,
+                )
+                return 0
+            await recorder.commit()
         if rec.type in TERMINAL_EVENTS:  # a slot is free: start the tenant's next queued one
             async with self.sessions() as session:
                 admission = Admission(session, activity.client(), self.publisher, self.settings)

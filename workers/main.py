@@ -12,7 +12,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from app.ai.gateway import AiGateway
 from app.db import SessionFactory
-from app.executions.service import Publisher
+from app.executions.recorder import Publisher
 from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities

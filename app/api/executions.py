@@ -27,14 +27,10 @@ from app.api.relay import Connection, Node, from_global_id, to_global_id
 from app.api.templates import Template
 from app.errors import DomainError, NotFound
 from app.events.bus import Event
-from app.executions.events import (
-    TERMINAL_EVENTS,
-    TERMINAL_STATUSES,
-    execution_channel,
-    refused_tasks,
-)
+from app.executions.events import execution_channel, refused_tasks
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, StartRequest
+from app.executions.states import TERMINAL, TERMINAL_EVENTS
 from app.models import Execution as ExecutionModel
 from app.models import ExecutionEvent as EventModel
 
@@ -534,7 +530,7 @@ class ExecutionSubscription:
                     last = row.seq
                     if row.type in TERMINAL_EVENTS:
                         return
-                if status in TERMINAL_STATUSES:
+                if status in TERMINAL:
                     return  # the terminal event was at or before afterSeq
                 if len(missed) >= CATCH_UP_BATCH:
                     continue

@@ -1,75 +1,68 @@
-"""Fair admission: per-tenant concurrency limits by tier, started in arrival order.
+"""Admission: the one path by which an execution's run starts, under its tenant's limit.
 
-A tenant may have at most `TIER_CONCURRENCY[tier]` executions started and not finished.
-Past that a new execution stays PENDING (a `QUEUED` event says so; `queueStatus` counts it)
-and is started, oldest first, as soon as one of the tenant's executions ends (the worker's
-event recorder calls `admit`) or by the worker's periodic sweep. A PostgreSQL advisory lock
-per tenant makes counting and starting atomic, so concurrent starts cannot exceed the limit.
+A tenant may have at most `tier_concurrency[tier]` executions holding a slot
+(states.holds_slot). Every run starts the same way, whether it is a new execution
+(ExecutionService.start), a retry (ExecutionControl.retry) or a queued one whose turn came
+(`admit`, called when an execution ends and by the worker's periodic sweep):
 
-Started workflows carry Temporal's task priority by tier (`task_priority`: enterprise 1 ...
-free 4, lower first) and the tenant as fairness key; their activities inherit both. Verified
-on the embedded dev server (Server 1.32, tests/workers/test_temporal_priority.py): priority
-ordering is on by default (`matching.useNewMatcher`) but holds only within one task queue
-partition (4 by default), and fairness between tenants needs `matching.enableFairness: true`;
-the embedded server sets both that and one partition per queue (`DISPATCH_DYNAMIC_CONFIG` in
-app/embedded/temporal.py). There an enterprise tenant's backlogged tasks are dispatched before
-a free tier's, and tenants of one tier alternate. Other servers (production) need
-`matching.enableFairness` in their dynamic config for the fairness half and, with several
-partitions, order priorities only approximately; wherever they do not, the per-tenant limit
-above is what keeps a free tenant's flood from starving others.
+1. `claim`, in the caller's transaction: take the tenant's admission lock (a PostgreSQL
+   advisory lock held until that transaction ends), count the slots held, and either claim
+   one for the execution (its run id becomes `CLAIMED`, which counts as holding a slot) or
+   leave it queued with a QUEUED event. Only local statements run under the lock: it is held
+   for milliseconds, never across a network call, so one tenant's starts do not queue
+   behind each other's Temporal round trips.
+2. the caller commits (the Recorder publishes CREATED/RETRIED/QUEUED after commit);
+3. `start`: the launcher starts the workflow, with no lock or transaction held, and the run id
+   it returns replaces the claim (one UPDATE). If Temporal refuses or cannot be reached, the
+   claim is released (queued again: the sweep starts it once Temporal answers) or, for a new
+   execution whose caller is waiting, the execution is marked FAILED and the caller told.
 
-Retries are admitted like new executions: `retryExecution` puts the execution back in the
-queue (PENDING, no run id) and `launch` starts its next run with the plan `run_plan` derives
-from the audit trail (the run number from RETRIED events, the kept outputs from the steps
-that completed). Only PENDING executions without a workflow are ever started: cancelling a
-queued one (app/executions/control.py) takes the same tenant lock and marks it CANCELLED.
+Queued executions are started oldest first. Started workflows carry Temporal's task priority
+by tier (launcher.task_priority: enterprise 1 ... free 4, lower first) and the tenant as
+fairness key; their activities inherit both. Verified on the embedded dev server (Server
+1.32, tests/workers/test_temporal_priority.py): priority ordering is on by default
+(`matching.useNewMatcher`) but holds only within one task queue partition (4 by default), and
+fairness between tenants needs `matching.enableFairness: true`; the embedded server sets both
+that and one partition per queue (`DISPATCH_DYNAMIC_CONFIG` in app/embedded/temporal.py).
+Other servers (production) need `matching.enableFairness` in their dynamic config for the
+fairness half; wherever they do not, the per-tenant limit is what keeps a free tenant's flood
+from starving others.
+
+A retry's next run is planned from the audit trail (`run_plan`: the run number from RETRIED
+events, the kept outputs from the steps that completed and were not compensated since).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
-from temporalio.common import Priority, WorkflowIDConflictPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from app.db import SessionFactory
+from app.executions.launcher import EngineUnavailable, Launch, Launcher, RunPlan
+from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
-from app.executions.service import ExecutionService, Publisher, build_run_input, search_attributes
-from app.executions.workflow_io import WORKFLOW_NAME, EventRecord, run_key
-from app.metrics import EXECUTIONS_STARTED
+from app.executions.states import EventType, Status, is_queued
+from app.executions.workflow_io import EventRecord, run_key
 from app.models import Execution, Template, TemplateVersion, Tenant
 from app.settings import Settings
-from app.templates.schemas import TemplateSpec
+from app.templates.service import spec_of
 
 log = structlog.get_logger(__name__)
-TIER_PRIORITY = {"enterprise": 1, "premium": 2, "pro": 3, "free": 4}
+# The run id of an execution whose slot is claimed and whose workflow is being started.
+CLAIMED = "claimed"
 
 
-@asynccontextmanager
-async def tenant_lock(session: AsyncSession, tenant_id: uuid.UUID) -> AsyncIterator[None]:
-    """Held until the session's transaction ends."""
-    await ExecutionRepository(session).lock_tenant_admission(tenant_id)
-    yield
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed execution and what its start needs (read under the lock, used after it)."""
 
-
-def task_priority(tier: str, tenant_name: str) -> Priority:
-    """Temporal task priority of a tenant's workflows: its tier's key, itself as fairness key."""
-    return Priority(priority_key=TIER_PRIORITY.get(tier, 5), fairness_key=tenant_name)
-
-
-@dataclass
-class RunPlan:
-    """Which run of an execution starts next, and the step outputs it keeps."""
-
-    number: int = 1
-    completed: dict[str, Any] = field(default_factory=dict)
+    execution: Execution
+    launch: Launch
 
 
 async def run_number(session: AsyncSession, execution_id: uuid.UUID) -> int:
@@ -92,146 +85,116 @@ async def kept_outputs(session: AsyncSession, execution_id: uuid.UUID) -> dict[s
     completed: dict[str, Any] = {}
     for event in await ExecutionRepository(session).step_outcomes(execution_id):
         assert event.step_id is not None
-        if event.type == "STEP_COMPENSATED":
+        if event.type == EventType.STEP_COMPENSATED:
             completed.pop(event.step_id, None)
         elif "output" in (event.payload or {}):  # too large to keep: that step runs again
             completed[event.step_id] = event.payload["output"]
     return completed
 
 
-async def launch(
-    temporal: Client,
-    execution: Execution,
-    *,
-    tenant_name: str,
-    tier: str,
-    template_name: str,
-    version_number: int,
-    spec: TemplateSpec,
-    settings: Settings,
-    plan: RunPlan | None = None,
-) -> None:
-    """Start the execution's workflow (its row must be committed) and set its run id."""
-    plan = plan or RunPlan()
-    try:
-        handle = await temporal.start_workflow(
-            WORKFLOW_NAME,
-            build_run_input(
-                execution,
-                template_name,
-                version_number,
-                spec,
-                settings,
-                run_number=plan.number,
-                completed=plan.completed,
-            ),
-            id=execution.workflow_id,
-            task_queue=settings.temporal_task_queue,
-            search_attributes=search_attributes(tenant_name, template_name, tier),
-            priority=task_priority(tier, tenant_name),
-            # A retry reuses the workflow id. Its previous run recorded FAILED as its last act
-            # and may still be closing; only that run can be open here, so end it rather than
-            # lose the retry to WorkflowAlreadyStartedError.
-            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
-            if plan.number > 1
-            else WorkflowIDConflictPolicy.FAIL,
-        )
-        execution.run_id = handle.first_execution_run_id
-    except WorkflowAlreadyStartedError:
-        execution.run_id = execution.run_id or "already-started"
-    EXECUTIONS_STARTED.labels(tier).inc()
-
-
 class Admission:
     def __init__(
-        self, session: AsyncSession, temporal: Client, publisher: Publisher, settings: Settings
+        self,
+        session: AsyncSession,
+        temporal: Client,
+        publisher: Publisher,
+        settings: Settings,
+        recorder: Recorder | None = None,
     ) -> None:
-        self.session, self.temporal = session, temporal
-        self.publisher, self.settings = publisher, settings
+        self.session, self.settings = session, settings
+        self.recorder = recorder or Recorder(session, publisher)
+        self.launcher = Launcher(temporal, settings)
         self.repo = ExecutionRepository(session)
 
     def limit(self, tier: str) -> int:
         return self.settings.tier_concurrency.get(tier, 1)
 
-    async def admit(self, tenant_id: uuid.UUID) -> list[Execution]:
-        """Start the tenant's oldest queued executions that fit under its limit."""
-        tenant = await self.session.get(Tenant, tenant_id)
-        if tenant is None:
-            return []
-        started: list[Execution] = []
-        async with tenant_lock(self.session, tenant_id):
-            free = self.limit(tenant.tier) - await self.repo.started_count(tenant_id)
-            if free <= 0:
-                await self.session.commit()
-                return []
-            # Only PENDING executions without a workflow: cancelled ones (marked under this
-            # lock) and started ones are never started (again).
-            for execution in await self.repo.queued(tenant_id, free):
-                await self._launch(execution, tenant.name, tenant.tier)
-                started.append(execution)
-            await self.session.commit()
-        for execution in started:
-            log.info("execution.admitted", execution_id=str(execution.id), tenant=tenant.name)
-        return started
-
-    async def _launch(
-        self, execution: Execution, tenant_name: str, tier: str, plan: RunPlan | None = None
-    ) -> None:
-        version = await self.session.get(TemplateVersion, execution.template_version_id)
-        template = await self.session.get(Template, execution.template_id)
-        assert version is not None and template is not None
-        await launch(
-            self.temporal,
-            execution,
-            tenant_name=tenant_name,
-            tier=tier,
-            template_name=template.name,
-            version_number=version.version,
-            spec=TemplateSpec.model_validate(version.spec),
-            settings=self.settings,
-            plan=plan or await run_plan(self.session, execution.id),
-        )
-
-    async def start_or_queue(
-        self, execution: Execution, tenant_name: str, tier: str, plan: RunPlan | None = None
-    ) -> bool:
-        """Start a committed, waiting execution now if its tenant has a free slot, else leave
-        it queued (with a QUEUED event) for `admit`. True when this call started it. `plan`:
-        the run it starts, when the caller has it (else read from the audit trail)."""
-        async with tenant_lock(self.session, execution.tenant_id):
-            if await self.queue_if_full(execution, tier):
-                return False
-            await self._launch(execution, tenant_name, tier, plan)
-            await self.session.commit()
-        log.info("execution.admitted", execution_id=str(execution.id), tenant=tenant_name)
-        return True
-
-    async def queue_if_full(self, execution: Execution, tier: str) -> bool:
-        """Under the tenant lock: True when the caller must not start the execution: it has
-        no free slot (a QUEUED event says so), or it no longer waits to start (cancelled, or
-        started by the admission sweep meanwhile). The caller starts the workflow while
-        still holding the lock, then commits."""
-        await self.session.refresh(execution)
-        if execution.status != "PENDING" or execution.run_id is not None:
-            return True
+    async def claim(self, execution: Execution, tier: str) -> bool:
+        """In the caller's transaction: claim one of the tenant's slots for a waiting
+        execution (True), or record that it waits (False, a QUEUED event). The tenant's lock
+        is held until the caller commits; the caller then `start`s what it claimed."""
+        assert is_queued(execution.status, execution.run_id), execution.status
+        await self.repo.lock_tenant_admission(execution.tenant_id)
         active = await self.repo.started_count(execution.tenant_id)
         limit = self.limit(tier)
         if active < limit:
-            return False
+            execution.run_id = CLAIMED
+            return True
         ahead = await self.repo.queued_ahead(execution)
-        event, _ = await ExecutionService(self.session).record(
+        await self.recorder.record(
             EventRecord(
                 str(execution.id),
                 run_key(await run_number(self.session, execution.id), "queued"),
-                "QUEUED",
-                "PENDING",
+                EventType.QUEUED,
+                Status.PENDING,
                 execution.progress,
                 message=f"waiting for a slot: {active} of {limit} running, {ahead} ahead",
             )
         )
+        return False
+
+    async def start(self, execution: Execution, launch: Launch) -> None:
+        """Start the claimed (and committed) execution's workflow and record its run id.
+        Raises EngineUnavailable after releasing the claim: the execution is queued again."""
+        try:
+            run_id = await self.launcher.start(execution, launch)
+        except EngineUnavailable:
+            await self.repo.set_run_id(execution, None, claimed=CLAIMED)
+            await self.session.commit()
+            raise
+        recorded = await self.repo.set_run_id(execution, run_id, claimed=CLAIMED)
         await self.session.commit()
-        await ExecutionService.publish_event(self.publisher, event, execution)
-        return True
+        if not recorded:
+            # Cancelled while its workflow was being started (control finished it, since no
+            # workflow could be reached yet): stop the run that just began.
+            log.info("execution.cancelled_while_starting", execution_id=str(execution.id))
+            try:
+                await self.launcher.cancel(execution)
+            except Exception as exc:  # the reconciler ends it if this did not
+                log.warning("execution.cancel_after_start_failed", error=str(exc))
+            return
+        log.info("execution.admitted", execution_id=str(execution.id), tenant=launch.tenant_name)
+
+    async def admit(self, tenant_id: uuid.UUID) -> list[Execution]:
+        """Start the tenant's oldest queued executions that fit under its limit. One that
+        Temporal does not take now stays queued (the sweep tries again)."""
+        tenant = await self.session.get(Tenant, tenant_id)
+        if tenant is None:
+            return []
+        claimed: list[Claimed] = []
+        await self.repo.lock_tenant_admission(tenant_id)  # until the commit below
+        free = self.limit(tenant.tier) - await self.repo.started_count(tenant_id)
+        if free > 0:
+            for execution in await self.repo.queued(tenant_id, free):
+                execution.run_id = CLAIMED
+                claimed.append(Claimed(execution, await self.launch_of(execution, tenant)))
+        await self.recorder.commit()  # the lock is released here, before any start
+        started = []
+        for item in claimed:
+            try:
+                await self.start(item.execution, item.launch)
+            except EngineUnavailable:
+                break  # Temporal is not answering: the rest stay queued for the sweep
+            started.append(item.execution)
+        return started
+
+    async def launch_of(
+        self, execution: Execution, tenant: Tenant, plan: RunPlan | None = None
+    ) -> Launch:
+        """What starting the execution's current run needs: its template version (parsed
+        once per process) and, for a retry, the plan its audit trail gives."""
+        version = await self.session.get(TemplateVersion, execution.template_version_id)
+        template = await self.session.get(Template, execution.template_id)
+        assert version is not None and template is not None
+        return Launch(
+            tenant_name=tenant.name,
+            tier=tenant.tier,
+            template_name=template.name,
+            version_id=version.id,
+            version_number=version.version,
+            spec=spec_of(version),
+            plan=plan or await run_plan(self.session, execution.id),
+        )
 
 
 async def sweep(

@@ -1,4 +1,4 @@
-"""Event types, terminal statuses and the wire shape of an execution event on the bus."""
+"""The bus side of execution events: channel names and the wire shape of an event."""
 
 from __future__ import annotations
 
@@ -6,30 +6,6 @@ import uuid
 from typing import Any
 
 from app.models import Execution, ExecutionEvent
-
-EVENT_TYPES = (
-    "CREATED",
-    "QUEUED",
-    "STARTED",
-    "STEP_STARTED",
-    "STEP_COMPLETED",
-    "STEP_FAILED",
-    "STEP_SKIPPED",
-    "COMPENSATING",
-    "STEP_COMPENSATED",
-    "COMPENSATION_FAILED",
-    "STEP_ENHANCED",
-    "STEP_PROGRESS",
-    "PAUSED",
-    "RESUMED",
-    "CANCEL_REQUESTED",
-    "RETRIED",
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-)
-TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
-TERMINAL_EVENTS = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
 def refused_tasks(enhancement: dict[str, Any]) -> list[str] | None:

@@ -30,14 +30,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from app.db import SessionFactory
-from app.executions.admission import Admission
-from app.executions.repository import OPEN_STATUSES, ExecutionRepository, OpenExecution
-from app.executions.service import ExecutionService, Publisher
+from app.executions.admission import CLAIMED, Admission
+from app.executions.launcher import EngineUnavailable, Launcher, WorkflowGone
+from app.executions.recorder import Publisher, Recorder
+from app.executions.repository import ExecutionRepository, OpenExecution
+from app.executions.states import EventType, Status, holds_slot
 from app.executions.workflow_io import EventRecord
 from app.models import Execution, ExecutionEvent
 from app.models.base import utcnow
@@ -47,7 +47,6 @@ log = structlog.get_logger(__name__)
 PAGE_SIZE = 100
 MAX_PER_ROUND = 1000
 DESCRIBE_CONCURRENCY = 16
-DESCRIBE_TIMEOUT = timedelta(seconds=10)
 ACTOR = "system:reconciler"
 
 
@@ -59,7 +58,7 @@ class Verdict:
     message: str
 
 
-WORKFLOW_NOT_FOUND = Verdict("FAILED", "workflow not found")
+WORKFLOW_NOT_FOUND = Verdict(Status.FAILED, "workflow not found")
 VERDICTS = {
     WorkflowExecutionStatus.TERMINATED: Verdict("FAILED", "workflow terminated"),
     WorkflowExecutionStatus.TIMED_OUT: Verdict("FAILED", "workflow timed out"),
@@ -76,13 +75,6 @@ class TemporalUnreachable(Exception):
     """Temporal did not answer: this round stops (every other describe would wait as long)."""
 
 
-def is_open(execution: Execution) -> bool:
-    """Started and not finished: its workflow should exist and be running."""
-    return execution.status in OPEN_STATUSES or (
-        execution.status == "PENDING" and execution.run_id is not None
-    )
-
-
 def _unchanged(execution: Execution, seen: OpenExecution) -> bool:
     """Still the row the verdict is about: same run, no event or other change since listed."""
     now = (execution.run_id, execution.last_seq, execution.updated_at)
@@ -90,7 +82,7 @@ def _unchanged(execution: Execution, seen: OpenExecution) -> bool:
 
 
 async def finish_lost(
-    session: AsyncSession,
+    recorder: Recorder,
     execution_id: uuid.UUID,
     verdict: Verdict,
     payload: dict[str, Any],
@@ -99,35 +91,27 @@ async def finish_lost(
 ) -> tuple[ExecutionEvent, Execution] | None:
     """Record `verdict` as the terminal event of an execution whose workflow no longer runs,
     unless it ended (or was queued again) meanwhile, or, given `seen` (the row as listed when
-    the verdict was asked for), it changed since; None then. The caller commits, then
-    publishes and admits. The row lock serialises this with the recorder and other workers;
-    the key makes a replay of the same decision a no-op."""
-    execution = await ExecutionRepository(session).lock(execution_id)
-    if execution is None or not is_open(execution):
+    the verdict was asked for), it changed since; None then. The caller commits through the
+    recorder (which publishes), then admits. The row lock serialises this with the recorder
+    and other workers; the key makes a replay of the same decision a no-op."""
+    execution = await recorder.repo.lock(execution_id)
+    if execution is None or not holds_slot(execution.status, execution.run_id):
         return None
     if seen is not None and not _unchanged(execution, seen):
         log.info("reconcile.moved_on", execution_id=str(execution_id), verdict=verdict.message)
         return None
-    return await ExecutionService(session).record(
+    return await recorder.record(
         EventRecord(
             str(execution.id),
             f"lost:{execution.last_seq}",
-            verdict.status,
+            EventType(verdict.status),
             verdict.status,
             execution.progress,
             message=verdict.message,
             payload=payload,
-            error=verdict.message if verdict.status == "FAILED" else None,
+            error=verdict.message if verdict.status == Status.FAILED else None,
         )
     )
-
-
-def _is_run_id(value: str | None) -> bool:
-    try:
-        uuid.UUID(value or "")
-    except ValueError:
-        return False
-    return True
 
 
 class Reconciler:
@@ -143,6 +127,7 @@ class Reconciler:
         grace_seconds: float | None = None,
     ) -> None:
         self.sessions, self.temporal = sessions, temporal
+        self.launcher = Launcher(temporal, settings)
         self.publisher, self.settings = publisher, settings
         # A row changed within the grace period is left alone: its workflow is probably
         # just starting or recording, and a lost one waits at most one more round.
@@ -183,63 +168,64 @@ class Reconciler:
 
     async def verdict(self, row: OpenExecution) -> Verdict | None:
         """How to finish the listed row, or None while its run is running (or Temporal gave
-        an answer that decides nothing). Raises TemporalUnreachable."""
+        an answer that decides nothing). Describes ask about the run the row names, not
+        whatever run has the workflow id now (a retry starts another one); a claim or an
+        unknown run asks about the latest. Raises TemporalUnreachable."""
         async with self._slots:
             try:
-                status = await self._status(row)
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    return WORKFLOW_NOT_FOUND
-                if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-                    raise TemporalUnreachable(exc.message) from exc
-                log.warning(
-                    "reconcile.describe_failed",
-                    execution_id=str(row.id),
-                    status=exc.status.name,
-                    error=exc.message,
-                )
+                status = await self.launcher.status(row.workflow_id, row.run_id)
+            except WorkflowGone:
+                return WORKFLOW_NOT_FOUND
+            except EngineUnavailable as exc:
+                if exc.unreachable:
+                    raise TemporalUnreachable(str(exc)) from exc
+                log.warning("reconcile.describe_failed", execution_id=str(row.id), error=str(exc))
                 return None
-            except RuntimeError as exc:  # temporalio's "Failed client connect"
-                raise TemporalUnreachable(str(exc)) from exc
         return VERDICTS.get(status) if status is not None else None
-
-    async def _status(self, row: OpenExecution) -> WorkflowExecutionStatus | None:
-        """The status of the run the row names, not of whatever run has the workflow id now
-        (a retry starts another one). A run id that is not one (admission's "already-started"
-        marker) asks about the latest run; so does a run that continued as new, whose chain
-        goes on in the latest."""
-        run_id = row.run_id if _is_run_id(row.run_id) else None
-        handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=run_id)
-        described = await handle.describe(rpc_timeout=DESCRIBE_TIMEOUT)
-        if described.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
-            latest = self.temporal.get_workflow_handle(row.workflow_id)
-            described = await latest.describe(rpc_timeout=DESCRIBE_TIMEOUT)
-        return described.status
 
     async def finish(self, row: OpenExecution, verdict: Verdict) -> bool:
         """Record the verdict about the listed row, if the row is still as listed; then
-        publish and admit the tenant's next execution. False when nothing was recorded."""
+        publish and admit the tenant's next execution. False when nothing was recorded.
+        A claimed execution whose workflow never appeared (its starter died between the
+        claim and the start) is not lost but unstarted: it is queued again instead."""
         payload = {"actor": ACTOR, "reason": verdict.message}
         async with self.sessions() as session:
-            done = await finish_lost(session, row.id, verdict, payload, seen=row)
-            if done is None:
-                return False
-            await session.commit()
-        event, execution = done
-        await ExecutionService.publish_event(self.publisher, event, execution)
-        log.warning(
-            "execution.reconciled",
-            execution_id=str(row.id),
-            tenant_id=str(execution.tenant_id),
-            status=verdict.status,
-            reason=verdict.message,
-        )
+            recorder = Recorder(session, self.publisher)
+            if row.run_id == CLAIMED and verdict == WORKFLOW_NOT_FOUND:
+                done = None
+                requeued = await self._requeue(recorder, row)
+            else:
+                requeued = False
+                done = await finish_lost(recorder, row.id, verdict, payload, seen=row)
+            await recorder.commit()
+        if done is None and not requeued:
+            return False
+        if done is not None:
+            log.warning(
+                "execution.reconciled",
+                execution_id=str(row.id),
+                tenant_id=str(done[1].tenant_id),
+                status=verdict.status,
+                reason=verdict.message,
+            )
+        tenant_id = done[1].tenant_id if done is not None else await self._tenant_of(row.id)
         try:  # its slot is free: start the tenant's next queued execution
             async with self.sessions() as session:
                 admission = Admission(session, self.temporal, self.publisher, self.settings)
-                await admission.admit(execution.tenant_id)
+                await admission.admit(tenant_id)
         except Exception as exc:  # the admission sweep retries it
-            log.warning(
-                "reconcile.admit_failed", tenant_id=str(execution.tenant_id), error=str(exc)
-            )
-        return True
+            log.warning("reconcile.admit_failed", tenant_id=str(tenant_id), error=str(exc))
+        return done is not None
+
+    async def _requeue(self, recorder: Recorder, row: OpenExecution) -> bool:
+        execution = await recorder.repo.lock(row.id)
+        if execution is None or not _unchanged(execution, row):
+            return False
+        log.warning("reconcile.requeued_claim", execution_id=str(row.id))
+        return await recorder.repo.set_run_id(execution, None, claimed=CLAIMED)
+
+    async def _tenant_of(self, execution_id: uuid.UUID) -> uuid.UUID:
+        async with self.sessions() as session:
+            execution = await session.get(Execution, execution_id)
+            assert execution is not None
+            return execution.tenant_id

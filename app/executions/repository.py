@@ -5,21 +5,20 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_
+from sqlalchemy import String, cast, func, literal, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
+from app.executions.states import ACTIVE, OPEN, Status
 from app.models import AiUsage, Execution, ExecutionEvent, Template
 
-# Started and not finished: the statuses whose workflow should exist on Temporal.
-OPEN_STATUSES = ("RUNNING", "PAUSED")
-# Waiting for admission: no workflow started for its current run.
-QUEUED = (Execution.status == "PENDING") & Execution.run_id.is_(None)
-# Holding one of the tenant's slots: its workflow was started and has not finished.
-STARTED = Execution.status.in_(OPEN_STATUSES) | (
-    (Execution.status == "PENDING") & Execution.run_id.is_not(None)
+# states.is_queued and states.holds_slot as SQL.
+QUEUED = (Execution.status == Status.PENDING.value) & Execution.run_id.is_(None)
+STARTED = Execution.status.in_([s.value for s in OPEN]) | (
+    (Execution.status == Status.PENDING.value) & Execution.run_id.is_not(None)
 )
 
 
@@ -122,19 +121,29 @@ class ExecutionRepository:
             )
         )
 
-    async def ai_cost(self, execution_id: uuid.UUID) -> Decimal:
-        """What the execution's AI calls have cost so far (every call, hit and fallback)."""
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(AiUsage.cost_usd), 0)).where(
-                AiUsage.execution_id == execution_id
-            )
+    async def add_event_once(
+        self, execution_id: uuid.UUID, *, with_ai_cost: bool, **values: Any
+    ) -> ExecutionEvent | None:
+        """Insert the event unless one with its key exists (None then), in one statement.
+        The payload gets `cost_usd`: what the execution's AI calls have cost so far, read in
+        the same statement (every event carries it, so a live view shows it grow)."""
+        cost = (
+            select(func.coalesce(func.sum(AiUsage.cost_usd), 0))
+            .where(AiUsage.execution_id == execution_id)
+            .scalar_subquery()
+            if with_ai_cost
+            else literal(0)
         )
-        return Decimal(total or 0)
-
-    async def add_event(self, event: ExecutionEvent) -> ExecutionEvent:
-        self.session.add(event)
-        await self.session.flush()
-        return event
+        payload = cast(values.pop("payload"), JSONB).op("||")(
+            func.jsonb_build_object("cost_usd", cast(cost, String))
+        )
+        statement = (
+            insert(ExecutionEvent)
+            .values(execution_id=execution_id, payload=payload, **values)
+            .on_conflict_do_nothing(index_elements=["execution_id", "key"])
+            .returning(ExecutionEvent)
+        )
+        return await self.session.scalar(statement)
 
     async def events_after(
         self, execution_id: uuid.UUID, after_seq: int, limit: int = 500
@@ -207,6 +216,27 @@ class ExecutionRepository:
             query = query.where(tuple_(Execution.created_at, Execution.id) > after)
         query = query.order_by(Execution.created_at, Execution.id).limit(limit)
         return [OpenExecution(*row) for row in await self.session.execute(query)]
+
+    async def set_run_id(self, execution: Execution, run_id: str | None, *, claimed: str) -> bool:
+        """Replace admission's claim on an execution that has not ended by the run it
+        started (or by None, releasing it), in one statement. The workflow may have recorded
+        STARTED already (RUNNING). False when the row ended meanwhile (cancelled while its
+        workflow was being started). The object follows quietly (no second write at the
+        next flush)."""
+        result = await self.session.execute(
+            update(Execution)
+            .where(
+                Execution.id == execution.id,
+                Execution.status.in_([s.value for s in ACTIVE]),
+                Execution.run_id == claimed,
+            )
+            .values(run_id=run_id)
+            .execution_options(synchronize_session=False)
+        )
+        changed = bool(result.rowcount)  # type: ignore[attr-defined]
+        if changed:
+            set_committed_value(execution, "run_id", run_id)
+        return changed
 
     async def lock_tenant_admission(self, tenant_id: uuid.UUID) -> None:
         """Take the tenant's admission lock until the transaction ends: counting, starting,

@@ -1,62 +1,39 @@
-"""Execution rules: start (validate, persist, then start the workflow), record transitions, read.
+"""Execution rules: start (validate, persist, admit, start the workflow), send events, read.
 
 The start is the one place a service commits: the row must be durable before the workflow
-exists, so that every event the worker records has a row to attach to; the workflow start and
-the bus publish happen only after that commit.
+exists, so that every event the worker records has a row to attach to. One transaction
+inserts the row, records CREATED and claims a slot (or queues it); after its commit the
+Recorder publishes, and admission starts the workflow with no lock held
+(app/executions/admission.py describes the path every run's start takes).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError
 
 from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
-from app.executions.events import (
-    TERMINAL_EVENTS,
-    TERMINAL_STATUSES,
-    event_message,
-    execution_channel,
-    refused_tasks,
-    tenant_channel,
-)
+from app.executions.admission import Admission
+from app.executions.launcher import EngineUnavailable, Launch, Launcher, WorkflowGone
+from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
-from app.executions.workflow_io import (
-    EVENT_SIGNAL,
-    EventRecord,
-    ExternalEvent,
-    RunInput,
-    RunLimits,
-)
-from app.jsonschemas import limit_problems, storable
-from app.metrics import (
-    ENHANCEMENT_POINTS,
-    EVENT_PUBLISH_FAILURES,
-    EXECUTION_DURATION,
-    EXECUTION_EVENTS,
-    EXECUTION_START_FAILURES,
-)
-from app.models import STATUSES, Execution, ExecutionEvent
-from app.models.base import utcnow
+from app.executions.states import STATUSES, TERMINAL, EventType, Status
+from app.executions.workflow_io import EVENT_SIGNAL, EventRecord, ExternalEvent
+from app.jsonschemas import limit_problems
+from app.metrics import EXECUTION_START_FAILURES
+from app.models import Execution, ExecutionEvent
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
-from app.templates.schemas import TemplateSpec
 from app.templates.service import TemplateService
-from app.temporal import TEMPLATE_KEY, TENANT_KEY, TIER_KEY
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)
-
-
-class Publisher(Protocol):
-    async def publish(self, channel: str, data: dict[str, Any]) -> bool: ...
 
 
 @dataclass
@@ -66,48 +43,6 @@ class StartRequest:
     params: Any
     idempotency_key: str | None
     params_version: int | None = None  # the template version params were written for
-
-
-def build_run_input(
-    execution: Execution,
-    template_name: str,
-    version_number: int,
-    spec: TemplateSpec,
-    settings: Settings,
-    *,
-    run_number: int = 1,
-    completed: dict[str, Any] | None = None,
-) -> RunInput:
-    return RunInput(
-        execution_id=str(execution.id),
-        tenant_id=str(execution.tenant_id),
-        template_name=template_name,
-        template_version=version_number,
-        params=execution.params,
-        steps=spec.plan(
-            default_timeout=settings.step_default_timeout_seconds,
-            default_attempts=settings.step_default_max_attempts,
-            ai_task_queue=settings.ai_task_queue,
-        ),
-        output=spec.output,
-        max_wait_seconds=settings.max_wait_seconds,
-        for_each_batch_size=settings.for_each_batch_size,
-        ai_task_queue=settings.ai_task_queue,
-        run_number=run_number,
-        completed=completed or {},
-        limits=RunLimits.of(settings),
-    )
-
-
-def search_attributes(tenant_name: str, template_name: str, tier: str) -> TypedSearchAttributes:
-    """What the Temporal UI and CLI filter executions by."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(TENANT_KEY, tenant_name),
-            SearchAttributePair(TEMPLATE_KEY, template_name),
-            SearchAttributePair(TIER_KEY, tier),
-        ]
-    )
 
 
 class ExecutionService:
@@ -192,71 +127,63 @@ class ExecutionService:
             template_id=template.id,
             template_version_id=version.id,
             params=params,
-            status="PENDING",
+            status=Status.PENDING,
             progress=0.0,
             idempotency_key=key,
             workflow_id=f"exec-{execution_id}",
         )
+        recorder = Recorder(self.session, publisher)
+        admission = Admission(self.session, temporal, publisher, settings, recorder)
         try:
             await self.repo.add(execution)
-            created, _ = await self.record(
+            await recorder.record(
                 EventRecord(
                     str(execution_id),
                     "created",
-                    "CREATED",
-                    "PENDING",
+                    EventType.CREATED,
+                    Status.PENDING,
                     0.0,
                     message=f"{template.name} v{version.version}",
-                )
+                ),
+                new=execution,
             )
-            await self.session.commit()
+            claimed = await admission.claim(execution, principal.tier)
+            await recorder.commit()
         except IntegrityError:
             # Lost a race with the same idempotency key: the winner's execution is the answer.
-            await self.session.rollback()
+            await recorder.rollback()
             existing = await self.repo.by_idempotency_key(principal.tenant_id, key or "")
             if existing is None:
                 raise
             return self._same_request(existing, request)
-        await self.publish_event(publisher, created, execution)
-
-        # Imported here: admission builds on this module (launching uses build_run_input).
-        from app.executions.admission import Admission, launch, tenant_lock
-
+        if not claimed:
+            log.info("execution.queued", execution_id=str(execution_id))
+            return execution
+        launch = Launch(
+            tenant_name=principal.tenant_name,
+            tier=principal.tier,
+            template_name=template.name,
+            version_id=version.id,
+            version_number=version.version,
+            spec=spec,
+        )
         try:
-            async with tenant_lock(self.session, principal.tenant_id):
-                admission = Admission(self.session, temporal, publisher, settings)
-                if await admission.queue_if_full(execution, principal.tier):
-                    log.info("execution.queued", execution_id=str(execution_id))
-                    return execution
-                await launch(
-                    temporal,
-                    execution,
-                    tenant_name=principal.tenant_name,
-                    tier=principal.tier,
-                    template_name=template.name,
-                    version_number=version.version,
-                    spec=spec,
-                    settings=settings,
-                )
-                await self.session.commit()
-        except Exception as exc:  # Temporal unreachable or refused: mark the row, tell the caller.
-            await self.session.rollback()
+            await admission.start(execution, launch)
+        except EngineUnavailable as exc:  # the caller waits: say so, and end the execution
             EXECUTION_START_FAILURES.inc()
-            log.warning("execution.start_failed", execution_id=str(execution_id), error=str(exc))
-            failed, _ = await self.record(
+            await recorder.record(
                 EventRecord(
                     str(execution_id),
                     "start-failed",
-                    "FAILED",
-                    "FAILED",
+                    EventType.FAILED,
+                    Status.FAILED,
                     0.0,
                     message="could not start the workflow",
-                    # The tenant reads this; Temporal's text (hosts, ports) goes to the log only.
+                    # The tenant reads this; Temporal's text (hosts, ports) is in the log only.
                     error="could not start the workflow: the workflow engine is unavailable",
                 )
             )
-            await self.session.commit()
-            await self.publish_event(publisher, failed, execution)
+            await recorder.commit()
             raise Unavailable(
                 "could not start the workflow; the execution is marked FAILED"
             ) from exc
@@ -299,14 +226,14 @@ class ExecutionService:
         if problems:
             raise ValidationFailed(problems[0]["message"], details=problems)
         execution = await self.get(principal.tenant_id, execution_id)
-        if execution.status in TERMINAL_STATUSES:
+        if execution.status in TERMINAL:
             raise Conflict(f"execution is {execution.status}; it takes no more events")
+        launcher = Launcher(temporal, settings)
         try:
-            await temporal.get_workflow_handle(execution.workflow_id).signal(
-                EVENT_SIGNAL, ExternalEvent(name=name, payload=payload)
+            await launcher.signal(
+                execution, EVENT_SIGNAL, ExternalEvent(name=name, payload=payload)
             )
-        except RPCError as exc:
-            log.warning("execution.event_failed", execution_id=str(execution_id), error=exc.message)
+        except (WorkflowGone, EngineUnavailable) as exc:
             raise Unavailable("could not deliver the event") from exc
         log.info("execution.event_sent", execution_id=str(execution_id), event_name=name)
         return execution
@@ -316,94 +243,3 @@ class ExecutionService:
         if request.template_id is not None and existing.template_id != request.template_id:
             raise Conflict("idempotencyKey was already used for another template")
         return existing
-
-    async def record(self, rec: EventRecord) -> tuple[ExecutionEvent, Execution]:
-        """Append a transition and update the execution row; idempotent by (execution, key).
-
-        The row lock serialises sequence numbers per execution. The caller commits.
-        """
-        execution = await self.repo.lock(uuid.UUID(rec.execution_id))
-        if execution is None:
-            raise NotFound(f"execution {rec.execution_id} not found")
-        rec = _storable(rec)
-        existing = await self.repo.event_by_key(execution.id, rec.key)
-        if existing is not None:
-            return existing, execution
-        now = utcnow()
-        execution.last_seq += 1
-        execution.status = rec.status
-        # Events recorded concurrently (fan-out slices) may commit out of order: progress only
-        # grows within a run (a retried run starts again from its kept steps).
-        execution.progress = (
-            rec.progress if rec.type == "RETRIED" else max(execution.progress, rec.progress)
-        )
-        if rec.type == "STEP_STARTED":
-            execution.current_step = rec.step_id
-        if rec.type == "STARTED" and execution.started_at is None:
-            execution.started_at = now
-        if rec.type == "RETRIED":
-            execution.finished_at = execution.result = execution.error = None
-        if rec.type in TERMINAL_EVENTS:
-            execution.finished_at = now
-            EXECUTION_DURATION.labels(rec.status).observe(
-                (now - (execution.started_at or execution.created_at)).total_seconds()
-            )
-            execution.current_step = None
-            execution.result = rec.result
-            execution.error = rec.error
-        EXECUTION_EVENTS.labels(rec.type).inc()
-        if rec.type == "STEP_ENHANCED":
-            # Counted once per recorded point (not on the idempotent replay above). A step that
-            # refused its AI output adds decision REJECTED (its points' AI samples stay), task
-            # being the refused tasks comma-joined: bounded as well.
-            point = rec.payload.get("enhancement") or {}
-            refused = refused_tasks(point) is not None
-            ENHANCEMENT_POINTS.labels(
-                point.get("task") or "?",
-                "REJECTED" if refused else point.get("decision") or "?",
-                point.get("reason") or "?",
-            ).inc()
-        event = await self.repo.add_event(
-            ExecutionEvent(
-                execution_id=execution.id,
-                seq=execution.last_seq,
-                key=rec.key,
-                type=rec.type,
-                status=rec.status,
-                progress=rec.progress,
-                step_id=rec.step_id,
-                message=rec.message,
-                # The running AI cost rides on every event, so a live view shows it grow.
-                payload={**rec.payload, "cost_usd": str(await self.repo.ai_cost(execution.id))},
-                at=now,
-            )
-        )
-        return event, execution
-
-    @staticmethod
-    async def publish_event(
-        publisher: Publisher, event: ExecutionEvent, execution: Execution
-    ) -> None:
-        message = event_message(event, execution)
-        delivered = await publisher.publish(execution_channel(execution.id), message)
-        delivered &= await publisher.publish(tenant_channel(execution.tenant_id), message)
-        if not delivered:
-            EVENT_PUBLISH_FAILURES.inc()
-
-
-# Deeper than any value a step may produce (MAX_JSON_DEPTH): what is recorded is kept whole.
-_RECORD_DEPTH = 64
-
-
-def _storable(rec: EventRecord) -> EventRecord:
-    """What happened is recorded whatever a tenant's data holds: PostgreSQL refuses NaN,
-    Infinity and NUL characters, and a refused insert would be retried forever with the
-    execution stuck RUNNING. Values are checked where they enter (params, step outputs,
-    events); this is the net behind those checks."""
-    return replace(
-        rec,
-        message=storable(rec.message, _RECORD_DEPTH),
-        payload=storable(rec.payload, _RECORD_DEPTH),
-        result=storable(rec.result, _RECORD_DEPTH),
-        error=storable(rec.error, _RECORD_DEPTH),
-    )

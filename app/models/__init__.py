@@ -3,14 +3,13 @@
 from app.models.ai_settings import TenantAiSettings
 from app.models.ai_usage import AiUsage
 from app.models.base import Base
-from app.models.execution import STATUSES, Execution, ExecutionEvent
+from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, Tenant
 
 __all__ = [
     "ROLES",
-    "STATUSES",
     "TIERS",
     "AiUsage",
     "ApiKey",

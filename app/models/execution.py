@@ -18,11 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.executions.states import HOLDS_SLOT_SQL, STATUSES
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
-
-STATUSES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED")
-# Holding a slot: a workflow was started and has not ended (executions.repository.STARTED).
-STARTED_SQL = "status IN ('RUNNING', 'PAUSED') OR (status = 'PENDING' AND run_id IS NOT NULL)"
 
 
 class Execution(UUIDPk, Timestamps, Base):
@@ -41,7 +38,7 @@ class Execution(UUIDPk, Timestamps, Base):
             "ix_executions_started",
             "created_at",
             "id",
-            postgresql_where=text(STARTED_SQL),
+            postgresql_where=text(HOLDS_SLOT_SQL),
         ),
     )
 

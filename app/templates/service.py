@@ -52,6 +52,22 @@ def popularity_since() -> datetime:
     return utcnow() - POPULARITY_WINDOW
 
 
+_SPECS: dict[uuid.UUID, TemplateSpec] = {}
+_SPECS_KEPT = 512
+
+
+def spec_of(version: TemplateVersion) -> TemplateSpec:
+    """The version's spec, parsed once per process: a published version's spec never changes
+    (a change is a new version), and every start and admission of it needs it parsed.
+    Bounded: the oldest parsed version is forgotten first. Callers must not modify it."""
+    spec = _SPECS.get(version.id)
+    if spec is None:
+        if len(_SPECS) >= _SPECS_KEPT:
+            _SPECS.pop(next(iter(_SPECS)))
+        spec = _SPECS[version.id] = TemplateSpec.model_validate(version.spec)
+    return spec
+
+
 class TemplateService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -115,7 +131,7 @@ class TemplateService:
                     "nothing new can start on it"
                 )
             raise Conflict(f"template {template.name!r} has no published version")
-        return version, TemplateSpec.model_validate(version.spec)
+        return version, spec_of(version)
 
     async def offered_version(
         self, tenant_id: uuid.UUID, template: Template
@@ -161,7 +177,7 @@ class TemplateService:
                 f"version {acceptance.version} of template {label!r}, the one your tenant "
                 f"accepted, can no longer start{newer}"
             )
-        return version, TemplateSpec.model_validate(version.spec)
+        return version, spec_of(version)
 
     async def ensure_rerunnable(
         self, tenant_id: uuid.UUID, template_id: uuid.UUID, version_id: uuid.UUID

@@ -1,4 +1,4 @@
-"""wfs_enhancement_points_total: ExecutionService.record counts each STEP_ENHANCED event it stores
+"""wfs_enhancement_points_total: Recorder.record counts each STEP_ENHANCED event it stores
 by the point's task, decision and reason ("?" for a missing one), and not its idempotent
 replays (a retried record_event activity)."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from app.executions.service import ExecutionService
+from app.executions.recorder import Recorder
 from app.executions.workflow_io import EventRecord
 from app.models import Execution
 from app.templates.service import TemplateService
@@ -18,7 +18,7 @@ from tests.conftest import make_tenant
 
 
 async def new_execution(sessions: Any) -> uuid.UUID:
-    """An execution row of user-onboarding, without a workflow behind it."""
+    """A RUNNING execution row of user-onboarding, without a workflow behind it."""
     keys = await make_tenant(sessions, "premium")
     async with sessions() as session:
         tenant = await TenantService(session).get_by_name(keys.name)
@@ -30,6 +30,7 @@ async def new_execution(sessions: Any) -> uuid.UUID:
             template_id=template.id,
             template_version_id=version.id,
             params={},
+            status="RUNNING",
             workflow_id=f"metrics-{uuid.uuid4()}",
         )
         session.add(execution)
@@ -39,8 +40,9 @@ async def new_execution(sessions: Any) -> uuid.UUID:
 
 async def record(sessions: Any, rec: EventRecord) -> None:
     async with sessions() as session:
-        await ExecutionService(session).record(rec)
-        await session.commit()
+        recorder = Recorder(session)
+        await recorder.record(rec)
+        await recorder.commit()
 
 
 def points(task: str, decision: str, reason: str) -> float:

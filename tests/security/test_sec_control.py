@@ -30,8 +30,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from app.cli.runner import run_worker
 from app.errors import Conflict, Unavailable
 from app.events.bus import EventBus
-from app.executions.admission import TIER_PRIORITY, sweep
+from app.executions.admission import sweep
 from app.executions.control import ExecutionControl
+from app.executions.launcher import TIER_PRIORITY
 from app.executions.reconciler import Reconciler, Verdict
 from app.executions.repository import ExecutionRepository, OpenExecution
 from app.executions.service import ExecutionService

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from app.executions.service import ExecutionService
+from app.executions.recorder import Recorder
 from app.executions.workflow_io import EventRecord
 from app.models import Execution, ExecutionEvent
+from tests.api.test_enhancement_metrics import new_execution
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
@@ -106,19 +107,14 @@ async def test_what_is_recorded_survives_values_postgresql_refuses(
 ) -> None:
     """The recorder's net: an event whose payload, message or result holds NaN, Infinity or
     NUL is stored (the values replaced), never refused and retried forever."""
-    template = await published(client, parse_spec("{{ params.text }}"))
-    started = await start(client, templateId=template["id"], params={"text": "[1]"})
-    await wait_terminal(client, started["id"])
-    from app.api.relay import from_global_id
-
-    pk = from_global_id(started["id"], "Execution")[1]
+    pk = await new_execution(sessions)  # RUNNING
     async with sessions() as session:
-        event, _ = await ExecutionService(session).record(
+        event, _ = await Recorder(session).record(
             EventRecord(
                 str(pk),
                 f"test-{uuid.uuid4().hex[:8]}",
                 "STEP_PROGRESS",
-                "COMPLETED",
+                "RUNNING",
                 100.0,
                 message="bad\x00text",
                 payload={"x": float("nan"), "y": [float("inf"), "a\x00b", "c\ud800"], "a\x00": 1},

@@ -12,7 +12,7 @@ so the order of close times is the order in which the server dispatched the back
   harness;
 - activities inherit their workflow's priority and fairness key.
 
-The priorities are the ones `app.executions.admission.task_priority` gives real executions.
+The priorities are the ones `app.executions.launcher.task_priority` gives real executions.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from temporalio.common import Priority
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from app.embedded import EmbeddedTemporal
-from app.executions.admission import TIER_PRIORITY, task_priority
+from app.executions.launcher import TIER_PRIORITY, task_priority
 
 Backlog = list[tuple[str, Priority]]
 
