@@ -13,10 +13,10 @@ import structlog
 
 from app.db import SessionFactory
 from app.errors import Unauthenticated
-from app.models import TIERS
 from app.templates.service import TemplateService
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService
+from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
 DEMO_KEYS_FILE = "demo-keys.json"

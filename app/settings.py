@@ -1,5 +1,9 @@
 """Configuration: one pydantic-settings class read from environment variables.
 
+The per-tier settings (TIER_CONCURRENCY, AI_TIER_BUDGETS_USD, AI_TIER_MAX_BUDGETS_USD,
+EMAIL_DAILY_QUOTA, STORAGE_QUOTA_BYTES) take their defaults from the tier table (app/tiers.py);
+a variable replaces the whole mapping for one deployment.
+
 Unset service URLs (DATABASE_URL, REDIS_URL, TEMPORAL_ADDRESS) mean "embedded" in `wfs dev`.
 While `wfs dev` runs it writes the URLs of the services it started to
 `<state dir>/services.json`; other `wfs` commands run from the same directory read that file
@@ -19,6 +23,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.executions.workflow_io import RunLimits
+from app.tiers import per_tier
 
 SERVICES_FILE = "services.json"
 
@@ -70,7 +75,7 @@ class Settings(BaseSettings):
     for_each_batch_size: int = 200  # fan-outs larger than this run in child workflows
     # Executions a tenant may have running at once; more wait as PENDING, started in order.
     tier_concurrency: dict[str, int] = Field(
-        default_factory=lambda: {"free": 5, "pro": 25, "premium": 100, "enterprise": 500}
+        default_factory=lambda: per_tier(lambda t: t.concurrency)
     )
 
     # Limits on what a tenant sends (docs/security.md). Every one refuses with a clear error.
@@ -91,30 +96,15 @@ class Settings(BaseSettings):
     ws_max_operations_per_socket: int = 20  # operations running at once on one socket
     # Tier entitlements: the most a tenant admin may set as its monthly AI budget.
     ai_tier_max_budgets_usd: dict[str, Decimal] = Field(
-        default_factory=lambda: {
-            "free": Decimal("0"),
-            "pro": Decimal("100"),
-            "premium": Decimal("1000"),
-            "enterprise": Decimal("100000"),
-        }
+        default_factory=lambda: per_tier(lambda t: t.ai_budget_max_usd)
     )
     # Standard steps: mail, storage and HTTP limits per tenant.
     email_max_recipients: int = 50  # to + cc + bcc of one message
     email_daily_quota: dict[str, int] = Field(  # messages per tenant per UTC day, by tier
-        default_factory=lambda: {
-            "free": 100,
-            "pro": 5_000,
-            "premium": 50_000,
-            "enterprise": 500_000,
-        }
+        default_factory=lambda: per_tier(lambda t: t.email_daily_quota)
     )
     storage_quota_bytes: dict[str, int] = Field(  # bytes under a tenant's storage, by tier
-        default_factory=lambda: {
-            "free": 100 * 2**20,
-            "pro": 5 * 2**30,
-            "premium": 50 * 2**30,
-            "enterprise": 500 * 2**30,
-        }
+        default_factory=lambda: per_tier(lambda t: t.storage_quota_bytes)
     )
     http_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     # CIDRs http.request may reach although private/loopback/link-local (default: none)
@@ -132,12 +122,7 @@ class Settings(BaseSettings):
     ai_soft_threshold: float = 0.8  # share of the budget that emits a warning event
     ai_probe_seconds: float = 30.0  # AI workers probe providers and publish health this often
     ai_tier_budgets_usd: dict[str, Decimal] = Field(  # monthly default per tier
-        default_factory=lambda: {
-            "free": Decimal("0"),
-            "pro": Decimal("10"),
-            "premium": Decimal("100"),
-            "enterprise": Decimal("1000"),
-        }
+        default_factory=lambda: per_tier(lambda t: t.ai_budget_usd)
     )
 
     @property

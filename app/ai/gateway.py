@@ -57,10 +57,11 @@ from app.ai.tasks import (
     max_output_tokens,
     truncation,
 )
+from app.cpu import run_cpu
 from app.db import SessionFactory
-from app.models import TIERS, AiUsage
+from app.models import AiUsage
 from app.models.base import utcnow
-from app.steps.base import run_cpu
+from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
 # The event bus prefix (app/events/bus.py) + the tenant's AI channel.

@@ -1,12 +1,13 @@
 """Which models a tenant's tier uses for each AI task, and the cost-aware downgrade.
 
-free: the baseline only. pro: small models. premium: standard models, failing over to a small
-model of the other provider. enterprise: the best models with cross-provider failover. A tenant
-override (aiSettings) replaces the candidates of a task, but only with models its tier is
-entitled to (ALLOWED_MODELS); the rest of an override is ignored at call time, so an override
-stored before a downgrade cannot keep a higher tier's models. Near the budget (past the soft
-threshold) each model is swapped for its cheaper sibling. Candidates whose provider is not
-configured (no API key) are dropped; the baseline is always the last resort.
+Each tier's models, in failover order, are in the tier table (app/tiers.py): free none (the
+baseline only), pro small models, premium standard ones, enterprise the best, each failing over
+to the other provider. A tenant override (aiSettings) replaces the candidates of a task, but
+only with models its tier is entitled to (ALLOWED_MODELS); the rest of an override is ignored
+at call time, so an override stored before a downgrade cannot keep a higher tier's models.
+Near the budget (past the soft threshold) each model is swapped for its cheaper sibling
+(CHEAPER). Candidates whose provider is not configured (no API key) are dropped; the baseline
+is always the last resort.
 """
 
 from __future__ import annotations
@@ -14,29 +15,21 @@ from __future__ import annotations
 from typing import Any
 
 from app.ai.contracts import TASKS, ModelChoice
-from app.models import TIERS
+from app.tiers import TIER_TABLE, TIERS
 
-OPENAI_SMALL = ModelChoice("openai", "gpt-4o-mini")
-OPENAI_STANDARD = ModelChoice("openai", "gpt-4o")
-OPENAI_BEST = ModelChoice("openai", "gpt-4.1")
-ANTHROPIC_SMALL = ModelChoice("anthropic", "claude-3-5-haiku-latest")
-ANTHROPIC_STANDARD = ModelChoice("anthropic", "claude-3-5-sonnet-latest")
-ANTHROPIC_BEST = ModelChoice("anthropic", "claude-sonnet-4-0")
-
-_BY_TIER: dict[str, list[ModelChoice]] = {
-    "free": [],
-    "pro": [OPENAI_SMALL, ANTHROPIC_SMALL],
-    "premium": [OPENAI_STANDARD, ANTHROPIC_STANDARD],
-    "enterprise": [ANTHROPIC_BEST, OPENAI_BEST],
-}
+# Each tier's models (app/tiers.py) serve every task.
 ROUTING: dict[str, dict[str, list[ModelChoice]]] = {
-    tier: {task: list(models) for task in TASKS} for tier, models in _BY_TIER.items()
+    t.name.value: {task: [ModelChoice(*m) for m in t.ai_models] for task in TASKS}
+    for t in TIER_TABLE
 }
+# Each model's cheaper sibling, used near the budget (a model without one stays).
+_OPENAI_SMALL = ModelChoice("openai", "gpt-4o-mini")
+_ANTHROPIC_SMALL = ModelChoice("anthropic", "claude-3-5-haiku-latest")
 CHEAPER: dict[ModelChoice, ModelChoice] = {
-    OPENAI_STANDARD: OPENAI_SMALL,
-    OPENAI_BEST: ModelChoice("openai", "gpt-4.1-mini"),
-    ANTHROPIC_STANDARD: ANTHROPIC_SMALL,
-    ANTHROPIC_BEST: ANTHROPIC_SMALL,
+    ModelChoice("openai", "gpt-4o"): _OPENAI_SMALL,
+    ModelChoice("openai", "gpt-4.1"): ModelChoice("openai", "gpt-4.1-mini"),
+    ModelChoice("anthropic", "claude-3-5-sonnet-latest"): _ANTHROPIC_SMALL,
+    ModelChoice("anthropic", "claude-sonnet-4-0"): _ANTHROPIC_SMALL,
 }
 
 

@@ -19,6 +19,7 @@ from app.errors import DomainError
 from app.log_config import configure
 from app.migrate import upgrade
 from app.settings import Settings
+from app.tiers import TIERS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
@@ -145,8 +146,8 @@ def tenant() -> None:
 @click.argument("name")
 @click.option(
     "--tier",
-    type=click.Choice(["free", "pro", "premium", "enterprise"]),
-    default="free",
+    type=click.Choice(TIERS),
+    default=TIERS[0],
     show_default=True,
 )
 def tenant_create(name: str, tier: str) -> None:
@@ -165,9 +166,10 @@ def tenant_create(name: str, tier: str) -> None:
 
 @tenant.command("set-tier")
 @click.argument("name")
-@click.argument("tier")
+# Any name reaches TenantService.set_tier, whose refusal of an unknown tier lists the tiers.
+@click.argument("tier", metavar="{" + "|".join(TIERS) + "}")
 def tenant_set_tier(name: str, tier: str) -> None:
-    """Move tenant NAME to TIER (free, pro, premium, enterprise); platform operators only.
+    """Move tenant NAME to a tier; platform operators only.
 
     Tenants cannot change their own tier through the API: only this command, run with the
     database's credentials, does. Models and the AI budget maximum follow from the next call.

@@ -28,6 +28,8 @@ VERSION_STATUSES = ("PUBLISHED", "DEPRECATED")
 # The platform operator's review of a version offered to the public catalog; NULL: never
 # submitted (a PRIVATE or SHARED template's versions, the platform's own).
 REVIEW_STATUSES = ("PENDING", "APPROVED", "REJECTED")
+# The publisher name of the platform's own templates (tenant_id NULL); no tenant may take it.
+PLATFORM_PUBLISHER_NAME = "workflow-service"
 
 # The search document: name and title weigh most, then tags, then the description.
 # A generated column, so every writer (API, seed, a hand-written UPDATE) keeps it right.

@@ -10,8 +10,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk
+from app.tiers import TIERS
 
-TIERS = ("free", "pro", "premium", "enterprise")
 ROLES = ("viewer", "operator", "admin")
 
 

@@ -16,17 +16,14 @@ too. Cancellation surfaces as `asyncio.CancelledError`.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
-import os
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from jsonschema.protocols import Validator
 
+from app.cpu import run_cpu
 from app.db import SessionFactory
 from app.jsonschemas import json_validator, schema_problems
 from app.settings import Settings
@@ -77,20 +74,6 @@ class StepContext:
     cancelled: Callable[[], bool] = field(default=_never_cancelled)  # True once cancel asked
     # Publishes to a Redis channel (app.events.bus); False when the bus is unreachable.
     publish: Callable[[str, dict[str, Any]], Awaitable[bool]] | None = None
-
-
-T = TypeVar("T")
-
-# CPU-bound step code (data.*, text.*) runs here, off the worker's event loop (so heartbeats and
-# other activities go on) and apart from asyncio's default executor (DNS lookups, file I/O):
-# a few large inputs queue behind each other instead of taking every thread.
-CPU_POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="wfs-cpu")
-
-
-async def run_cpu(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` on the CPU pool. A cancelled caller does not stop it (threads cannot be
-    interrupted); it finishes in the background."""
-    return await asyncio.get_running_loop().run_in_executor(CPU_POOL, functools.partial(fn, *args))
 
 
 # Every activity-backed step heartbeats at least this often (workers/heartbeat.py) and is

@@ -24,10 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.models import TIERS, Tenant
+from app.models import Tenant
 from app.models.base import utcnow
 from app.models.tenant import TenantEmailCharge, TenantEmailDay
 from app.steps.base import StepContext, StepInputError, StepTransientError
+from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from app.ai.rules import ENTITY_PATTERNS, classify, extract_entities, summarize
 from app.ai.tasks.analysis import KEYWORDS_SCHEMA
-from app.steps.base import StepActivity, StepContext, define, run_cpu
+from app.cpu import run_cpu
+from app.steps.base import StepActivity, StepContext, define
 
 # Texts run to 1 MB: the rules run on the CPU pool so the worker's loop (and heartbeats) go on.
 # That alone does not keep the loop free: one regex call holds the GIL until it returns, so the

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from app.executions.workflow_io import active_point
 from app.models import Template
+from app.models.template import PLATFORM_PUBLISHER_NAME
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Publisher:
 
 
 # The platform's own templates; no tenant is ever verified.
-PLATFORM_PUBLISHER = Publisher(name="workflow-service", verified=True)
+PLATFORM_PUBLISHER = Publisher(name=PLATFORM_PUBLISHER_NAME, verified=True)
 
 
 class Relation(StrEnum):

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from app.ai.contracts import TASKS
 from app.ai.tasks import TASK_SPECS
 from app.jsonschemas import check_deadline, instance_problems, json_validator
-from app.models import TIERS
 from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
 from app.templates import expressions
 from app.templates.expressions import Limits, SpecTally
+from app.tiers import TIERS
 
 if TYPE_CHECKING:
     from app.templates.schemas import StepSpec, TemplateSpec

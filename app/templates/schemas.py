@@ -24,6 +24,7 @@ from app.steps import STEP_ACTIVITIES
 from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
 from app.templates.checks import resolved_needs, spec_problems
 from app.templates.expressions import Limits
+from app.tiers import DEFAULT_ENHANCEMENT_TIER
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ class EnhancementSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str
-    min_tier: str = "premium"
+    min_tier: str = DEFAULT_ENHANCEMENT_TIER
     fallback: str = Field(min_length=1, max_length=300)
     input: dict[str, Any] | None = Field(
         None, description="The AI task's input (expressions over the step's scope)."

@@ -18,10 +18,11 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
-from app.models import ROLES, TIERS, ApiKey, Tenant
+from app.models import ROLES, ApiKey, Tenant
 from app.models.base import utcnow
-from app.templates.catalog import PLATFORM_PUBLISHER
+from app.models.template import PLATFORM_PUBLISHER_NAME
 from app.tenants.repository import TenantRepository
+from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
 TOUCH_INTERVAL = timedelta(minutes=1)
@@ -59,7 +60,7 @@ class TenantService:
 
     async def create_tenant(self, name: str, tier: str) -> Tenant:
         name = name.strip()
-        if name.lower() == PLATFORM_PUBLISHER.name:
+        if name.lower() == PLATFORM_PUBLISHER_NAME:
             raise Conflict(f"{name!r} is the platform's own publisher name")
         if len(name) > 100 or not TENANT_NAME.fullmatch(name):
             # ASCII only: a tenant's name is its publisher name in the public catalog, where
