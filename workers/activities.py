@@ -16,7 +16,6 @@ from app.db import SessionFactory
 from app.errors import NotFound
 from app.executions.admission import Admission
 from app.executions.recorder import Publisher, Recorder, TransitionRefused
-from app.executions.states import TERMINAL_EVENTS
 from app.executions.workflow_io import (
     INPUT_ERROR,
     INPUT_REFUSED,
@@ -25,6 +24,7 @@ from app.executions.workflow_io import (
     StepCall,
 )
 from app.jsonschemas import compact_size, shape_problem
+from app.models.states import TERMINAL_EVENTS
 from app.settings import Settings
 from app.steps import STEP_ACTIVITIES, StepActivity, StepContext, StepInputError
 from app.steps.base import StepInputRefused, StepTransientError

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         StepPlan,
         active_point,
     )
+    from app.tiers import DEFAULT_ENHANCEMENT_TIER
 
 DECIDE_TIMEOUT = timedelta(seconds=30)
 DECIDE_RETRY = RetryPolicy(maximum_attempts=3)
@@ -149,7 +150,7 @@ async def decide(tenant_id: str, ai_queue: str, point: dict[str, Any]) -> Decisi
     try:
         decision: Decision = await workflow.execute_activity(
             DECIDE_ACTIVITY,
-            DecideInput(tenant_id, point["task"], point.get("min_tier", "premium")),
+            DecideInput(tenant_id, point["task"], point.get("min_tier", DEFAULT_ENHANCEMENT_TIER)),
             result_type=Decision,
             task_queue=ai_queue,
             start_to_close_timeout=DECIDE_TIMEOUT,

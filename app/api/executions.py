@@ -30,9 +30,9 @@ from app.events.bus import Event
 from app.executions.events import execution_channel, refused_tasks
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, StartRequest
-from app.executions.states import TERMINAL, TERMINAL_EVENTS
 from app.models import Execution as ExecutionModel
 from app.models import ExecutionEvent as EventModel
+from app.models.states import TERMINAL, TERMINAL_EVENTS
 
 if TYPE_CHECKING:
     from app.api.ai import AiUsageRecord

@@ -46,9 +46,9 @@ from app.db import SessionFactory
 from app.executions.launcher import EngineUnavailable, Launch, Launcher, RunPlan
 from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
-from app.executions.states import EventType, Status, is_queued
 from app.executions.workflow_io import EventRecord, run_key
 from app.models import Execution, Template, TemplateVersion, Tenant
+from app.models.states import EventType, Status, is_queued
 from app.settings import Settings
 from app.templates.service import spec_of
 

@@ -29,9 +29,9 @@ from app.executions.reconciler import Verdict, finish_lost
 from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService
-from app.executions.states import ACTIVE, STATUSES, EventType, Status, is_queued
 from app.executions.workflow_io import PAUSE_SIGNAL, RESUME_SIGNAL, Control, EventRecord, run_key
 from app.models import Execution, Tenant
+from app.models.states import ACTIVE, STATUSES, EventType, Status, is_queued
 from app.settings import Settings
 from app.templates.service import TemplateService
 from app.tenants.service import Principal

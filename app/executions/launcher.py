@@ -32,9 +32,9 @@ from app.models import Execution
 from app.settings import Settings
 from app.templates.schemas import TemplateSpec
 from app.temporal import TEMPLATE_KEY, TENANT_KEY, TIER_KEY
+from app.tiers import priority_key
 
 log = structlog.get_logger(__name__)
-TIER_PRIORITY = {"enterprise": 1, "premium": 2, "pro": 3, "free": 4}
 RPC_TIMEOUT = timedelta(seconds=10)
 # The run id of a run whose start did not say it (it was already started by an earlier
 # attempt): describes then ask about the latest run of the workflow id.
@@ -82,7 +82,7 @@ class Launch:
 
 def task_priority(tier: str, tenant_name: str) -> Priority:
     """Temporal task priority of a tenant's workflows: its tier's key, itself as fairness key."""
-    return Priority(priority_key=TIER_PRIORITY.get(tier, 5), fairness_key=tenant_name)
+    return Priority(priority_key=priority_key(tier), fairness_key=tenant_name)
 
 
 def search_attributes(tenant_name: str, template_name: str, tier: str) -> TypedSearchAttributes:

@@ -37,10 +37,10 @@ from app.executions.admission import CLAIMED, Admission
 from app.executions.launcher import EngineUnavailable, Launcher, WorkflowGone
 from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository, OpenExecution
-from app.executions.states import EventType, Status, holds_slot
 from app.executions.workflow_io import EventRecord
 from app.models import Execution, ExecutionEvent
 from app.models.base import utcnow
+from app.models.states import EventType, Status, holds_slot
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

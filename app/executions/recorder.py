@@ -2,7 +2,7 @@
 
 Every transition (from the API, admission, control, the reconciler or a workflow's
 `execution.record_event` activity) goes through `Recorder.record`, which checks it against
-the state machine (app/executions/states.py), numbers it, updates the row and appends the
+the state machine (app/models/states.py), numbers it, updates the row and appends the
 event; `Recorder.commit` commits the caller's transaction and only then publishes what was
 recorded, in order, so a subscriber never sees an event the database could still lose.
 
@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Conflict, NotFound
 from app.executions.events import event_message, execution_channel, refused_tasks, tenant_channel
 from app.executions.repository import ExecutionRepository
-from app.executions.states import TERMINAL_EVENTS, EventType, refusal
 from app.executions.workflow_io import EventRecord
 from app.jsonschemas import storable
 from app.metrics import (
@@ -35,6 +34,7 @@ from app.metrics import (
 )
 from app.models import Execution, ExecutionEvent
 from app.models.base import utcnow
+from app.models.states import TERMINAL_EVENTS, EventType, refusal
 
 log = structlog.get_logger(__name__)
 # Deeper than any value a step may produce (MAX_JSON_DEPTH): what is recorded is kept whole.

@@ -12,8 +12,8 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.executions.states import ACTIVE, OPEN, Status
 from app.models import AiUsage, Execution, ExecutionEvent, Template
+from app.models.states import ACTIVE, OPEN, Status
 
 # states.is_queued and states.holds_slot as SQL.
 QUEUED = (Execution.status == Status.PENDING.value) & Execution.run_id.is_(None)

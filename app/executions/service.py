@@ -23,11 +23,11 @@ from app.executions.admission import Admission
 from app.executions.launcher import EngineUnavailable, Launch, Launcher, WorkflowGone
 from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
-from app.executions.states import STATUSES, TERMINAL, EventType, Status
 from app.executions.workflow_io import EVENT_SIGNAL, EventRecord, ExternalEvent
 from app.jsonschemas import limit_problems
 from app.metrics import EXECUTION_START_FAILURES
 from app.models import Execution, ExecutionEvent
+from app.models.states import STATUSES, TERMINAL, EventType, Status
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
 from app.templates.service import TemplateService

@@ -18,8 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.executions.states import HOLDS_SLOT_SQL, STATUSES
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
+from app.models.states import HOLDS_SLOT_SQL, STATUSES
 
 
 class Execution(UUIDPk, Timestamps, Base):

@@ -32,7 +32,6 @@ from app.errors import Conflict, Unavailable
 from app.events.bus import EventBus
 from app.executions.admission import sweep
 from app.executions.control import ExecutionControl
-from app.executions.launcher import TIER_PRIORITY
 from app.executions.reconciler import Reconciler, Verdict
 from app.executions.repository import ExecutionRepository, OpenExecution
 from app.executions.service import ExecutionService
@@ -42,6 +41,7 @@ from app.models.base import utcnow
 from app.settings import Settings
 from app.templates.service import TemplateService
 from app.tenants.service import Principal, TenantService
+from app.tiers import priority_key
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient, free_port
@@ -203,7 +203,7 @@ async def test_retry_is_queued_behind_the_tier_limit_and_admitted_when_a_slot_fr
     retried = await temporal.get_workflow_handle(f"exec-{pk(failed_id)}").describe()
     assert retried.run_id != first_run.run_id
     priority = retried.raw_description.workflow_execution_info.priority
-    assert (priority.priority_key, priority.fairness_key) == (TIER_PRIORITY["free"], keys.name)
+    assert (priority.priority_key, priority.fairness_key) == (priority_key("free"), keys.name)
     await release(client, template)
 
 

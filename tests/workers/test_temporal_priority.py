@@ -35,7 +35,8 @@ from temporalio.common import Priority
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from app.embedded import EmbeddedTemporal
-from app.executions.launcher import TIER_PRIORITY, task_priority
+from app.executions.launcher import task_priority
+from app.tiers import priority_key
 
 Backlog = list[tuple[str, Priority]]
 
@@ -155,10 +156,10 @@ async def test_enterprise_is_dispatched_before_a_free_backlog(temporal: Client) 
 
     assert order[0] == "enterprise", order
     # The server filed the tasks under their tiers' keys and records them on the execution.
-    assert backlogged == {TIER_PRIORITY["enterprise"]: 1, TIER_PRIORITY["free"]: 10}
+    assert backlogged == {priority_key("enterprise"): 1, priority_key("free"): 10}
     recorded = described["enterprise"].raw_description.workflow_execution_info.priority
     assert (recorded.priority_key, recorded.fairness_key) == (
-        TIER_PRIORITY["enterprise"],
+        priority_key("enterprise"),
         "t-enterprise",
     )
 
@@ -172,7 +173,7 @@ async def test_tenants_of_one_tier_share_it(temporal: Client) -> None:
     assert all(pos <= 2 * k + 2 for k, pos in enumerate(small)), order
     recorded = described["small0"].raw_description.workflow_execution_info.priority
     assert (recorded.priority_key, recorded.fairness_key) == (
-        TIER_PRIORITY["free"],
+        priority_key("free"),
         "t-free-small",
     )
 
@@ -188,7 +189,7 @@ async def test_activities_inherit_priority_and_fairness_key(temporal: Client) ->
             priority=task_priority("premium", "t-premium"),
             execution_timeout=timedelta(seconds=30),
         )
-    assert result == [str(TIER_PRIORITY["premium"]), "t-premium"]
+    assert result == [str(priority_key("premium")), "t-premium"]
 
 
 @pytest.fixture
