@@ -18,9 +18,9 @@ from app.ai.health import read_snapshots
 from app.ai.repository import AiRepository
 from app.ai.service import AiService, max_budget
 from app.api.context import Context
-from app.api.errors import ForbiddenError, ValidationError, graphql_errors, user_error
+from app.api.errors import ForbiddenError, ValidationError
 from app.api.relay import Connection, from_global_id, to_global_id
-from app.errors import DomainError, ValidationFailed
+from app.errors import ValidationFailed
 from app.models import AiUsage
 from app.pagination import check_first, decode_cursor, encode_cursor
 
@@ -209,20 +209,17 @@ class AiQuery:
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[AiUsageRecord]:
-        with graphql_errors():
-            principal = info.context.principal()
-            limit = check_first(first)
-            filters: dict[str, Any] = {}
-            if filter is not None:
-                filters = {k: v for k, v in vars(filter).items() if v is not None}
-                if "execution_id" in filters:
-                    filters["execution_id"] = from_global_id(filters["execution_id"], "Execution")[
-                        1
-                    ]
-            async with info.context.session() as s:
-                rows = await AiRepository(s).list_usage(
-                    principal.tenant_id, filters, limit + 1, decode_cursor(after, "datetime", "int")
-                )
+        principal = info.context.principal()
+        limit = check_first(first)
+        filters: dict[str, Any] = {}
+        if filter is not None:
+            filters = {k: v for k, v in vars(filter).items() if v is not None}
+            if "execution_id" in filters:
+                filters["execution_id"] = from_global_id(filters["execution_id"], "Execution")[1]
+        async with info.context.session() as s:
+            rows = await AiRepository(s).list_usage(
+                principal.tenant_id, filters, limit + 1, decode_cursor(after, "datetime", "int")
+            )
         items = rows[:limit]
         return Connection.build(
             [AiUsageRecord.from_model(r) for r in items],
@@ -239,18 +236,16 @@ class AiQuery:
         to: datetime,
         group_by: AiUsageGroup = AiUsageGroup.DAY,
     ) -> list[AiUsageBucket]:
-        with graphql_errors():
-            principal = info.context.principal()
-            if to <= from_:
-                raise ValidationFailed("`to` must be after `from`")
-            async with info.context.session() as s:
-                rows = await AiRepository(s).summary(principal.tenant_id, from_, to, group_by.value)
+        principal = info.context.principal()
+        if to <= from_:
+            raise ValidationFailed("`to` must be after `from`")
+        async with info.context.session() as s:
+            rows = await AiRepository(s).summary(principal.tenant_id, from_, to, group_by.value)
         return [AiUsageBucket(**r) for r in rows]
 
     @strawberry.field(description="Health of each provider/model as the AI workers see it.")
     async def ai_providers(self, info: strawberry.Info[Context, None]) -> list[AiProviderStatus]:
-        with graphql_errors():
-            info.context.principal()
+        info.context.principal()
         rows = await read_snapshots(info.context.deps.redis)
         status = {"CLOSED": "UP", "HALF_OPEN": "DEGRADED", "OPEN": "DOWN"}
         return [
@@ -268,8 +263,7 @@ class AiQuery:
 
     @strawberry.field(description="The tier-to-model table and this tenant's overrides.")
     async def ai_settings(self, info: strawberry.Info[Context, None]) -> AiSettings:
-        with graphql_errors():
-            principal = info.context.principal()
+        principal = info.context.principal()
         return await settings_of(info, principal.tenant_id)
 
 
@@ -291,16 +285,12 @@ class AiMutation:
         self, info: strawberry.Info[Context, None], limit_usd: Decimal | None
     ) -> SetBudgetResult:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-        try:
-            async with ctx.session() as s:
-                await AiService(s).set_budget(
-                    principal, None if limit_usd is None else str(limit_usd), ctx.deps.settings
-                )
-                await s.commit()
-        except DomainError as exc:
-            return user_error(exc)  # type: ignore[return-value]
+        principal = ctx.principal()
+        async with ctx.session() as s:
+            await AiService(s).set_budget(
+                principal, None if limit_usd is None else str(limit_usd), ctx.deps.settings
+            )
+            await s.commit()
         return await budget_of(info, principal.tenant_id)
 
     @strawberry.mutation(
@@ -311,18 +301,14 @@ class AiMutation:
         self, info: strawberry.Info[Context, None], input: UpdateAiSettingsInput
     ) -> UpdateAiSettingsResult:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-        try:
-            if input.overrides is not None and not isinstance(input.overrides, dict):
-                raise ValidationFailed("overrides must be an object")
-            async with ctx.session() as s:
-                await AiService(s).update_settings(
-                    principal,
-                    enabled=input.enabled,
-                    overrides=input.overrides,  # type: ignore[arg-type]
-                )
-                await s.commit()
-        except DomainError as exc:
-            return user_error(exc)  # type: ignore[return-value]
+        principal = ctx.principal()
+        if input.overrides is not None and not isinstance(input.overrides, dict):
+            raise ValidationFailed("overrides must be an object")
+        async with ctx.session() as s:
+            await AiService(s).update_settings(
+                principal,
+                enabled=input.enabled,
+                overrides=input.overrides,  # type: ignore[arg-type]
+            )
+            await s.commit()
         return await settings_of(info, principal.tenant_id)

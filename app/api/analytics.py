@@ -13,7 +13,6 @@ from app.ai.pricing import usd
 from app.analytics.repository import GroupStats
 from app.analytics.service import ImpactService
 from app.api.context import Context
-from app.api.errors import graphql_errors
 from app.api.relay import from_global_id
 from app.api.templates import Template
 
@@ -78,11 +77,10 @@ class AnalyticsQuery:
         from_: Annotated[datetime, strawberry.argument(name="from")],
         to: datetime,
     ) -> TemplateImpact:
-        with graphql_errors():
-            principal = info.context.principal()
-            pk = from_global_id(template_id, "Template")[1]
-            async with info.context.session() as s:
-                report = await ImpactService(s).template_impact(principal.tenant_id, pk, from_, to)
+        principal = info.context.principal()
+        pk = from_global_id(template_id, "Template")[1]
+        async with info.context.session() as s:
+            report = await ImpactService(s).template_impact(principal.tenant_id, pk, from_, to)
         return TemplateImpact(
             template=Template.from_model(report.template),
             from_=report.since,

@@ -13,12 +13,9 @@ from app.api.errors import (
     NotFoundError,
     UnavailableError,
     ValidationError,
-    graphql_errors,
-    user_error,
 )
 from app.api.executions import Execution, ExecutionStatus
 from app.api.relay import from_global_id
-from app.errors import DomainError
 from app.executions.control import ExecutionControl
 from app.executions.service import ExecutionService
 
@@ -50,24 +47,20 @@ async def _control(
     info: strawberry.Info[Context, None], id: strawberry.ID, action: str, reason: str | None = None
 ) -> ControlResult:
     ctx = info.context
-    with graphql_errors():
-        principal = ctx.principal()
-    try:
-        pk = from_global_id(id, "Execution")[1]
-        async with ctx.session() as s:
-            control = ExecutionControl(
-                ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
-            )
-            if action == "pause":
-                execution = await control.pause(principal, pk, reason)
-            elif action == "resume":
-                execution = await control.resume(principal, pk)
-            elif action == "cancel":
-                execution = await control.cancel(principal, pk, reason)
-            else:
-                execution = await control.retry(principal, pk)
-    except DomainError as exc:
-        return user_error(exc)  # type: ignore[return-value]
+    principal = ctx.principal()
+    pk = from_global_id(id, "Execution")[1]
+    async with ctx.session() as s:
+        control = ExecutionControl(
+            ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
+        )
+        if action == "pause":
+            execution = await control.pause(principal, pk, reason)
+        elif action == "resume":
+            execution = await control.resume(principal, pk)
+        elif action == "cancel":
+            execution = await control.cancel(principal, pk, reason)
+        else:
+            execution = await control.retry(principal, pk)
     return Execution.from_model(execution)
 
 
@@ -109,21 +102,17 @@ class ControlMutation:
         reason: str | None = None,
     ) -> CancelManyResult:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-        try:
-            async with ctx.session() as s:
-                control = ExecutionControl(
-                    ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
-                )
-                done = await control.cancel_many(
-                    principal,
-                    status=filter.status.value if filter and filter.status else None,
-                    template_name=filter.template_name if filter else None,
-                    reason=reason,
-                )
-        except DomainError as exc:
-            return user_error(exc)  # type: ignore[return-value]
+        principal = ctx.principal()
+        async with ctx.session() as s:
+            control = ExecutionControl(
+                ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
+            )
+            done = await control.cancel_many(
+                principal,
+                status=filter.status.value if filter and filter.status else None,
+                template_name=filter.template_name if filter else None,
+                reason=reason,
+            )
         return CancelledExecutions(
             count=len(done), executions=[Execution.from_model(e) for e in done]
         )

@@ -1,16 +1,14 @@
-"""How domain errors reach clients.
+"""How domain errors reach clients: the UserError types and the two conversions.
 
 Mutations return them as members of a result union (`UserError` implementations). Queries and
-subscriptions raise them as GraphQL errors whose `extensions.code` is the stable code.
+subscriptions raise them as GraphQL errors whose `extensions.code` is the stable code. Which of
+the two a resolver's error becomes is decided once per field (app/api/extensions.py).
 Anything unexpected is masked by MaskErrors; limiter and validation errors are not.
 Every coded message leaves through `public_message`: an UNAVAILABLE error says what could not be
 done, never why (the why is another system's text: hosts, ports, RPC details); that is logged.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import strawberry
 import structlog
@@ -87,13 +85,15 @@ def public_message(exc: DomainError) -> str:
     return what
 
 
-def user_error(exc: DomainError) -> UserError:
+def user_error(exc: DomainError) -> UserError | None:
+    """exc as a result-union member; None for a code no UserError type stands for
+    (UNAUTHENTICATED, RATE_LIMITED), which is raised as a coded error instead."""
     if exc.code == "VALIDATION_FAILED":
         problems = [Problem(path=p.get("path", "$"), message=p["message"]) for p in exc.details]
         return ValidationError(code=exc.code, message=exc.message, problems=problems)
     cls = _TYPES.get(exc.code)
     if cls is None:
-        raise exc
+        return None
     return cls(code=exc.code, message=public_message(exc))
 
 
@@ -102,15 +102,6 @@ def to_graphql_error(exc: DomainError) -> GraphQLError:
     if exc.details:
         extensions["problems"] = exc.details
     return GraphQLError(public_message(exc), extensions=extensions)
-
-
-@contextmanager
-def graphql_errors() -> Iterator[None]:
-    """Raise domain errors as coded GraphQL errors (queries, subscriptions)."""
-    try:
-        yield
-    except DomainError as exc:
-        raise to_graphql_error(exc) from exc
 
 
 def should_mask(error: GraphQLError) -> bool:

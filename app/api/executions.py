@@ -20,12 +20,10 @@ from app.api.errors import (
     NotFoundError,
     UnavailableError,
     ValidationError,
-    graphql_errors,
-    user_error,
 )
 from app.api.relay import Connection, Node, from_global_id, to_global_id
 from app.api.templates import Template
-from app.errors import DomainError, NotFound
+from app.errors import NotFound
 from app.events.bus import Event
 from app.executions.events import execution_channel, refused_tasks
 from app.executions.repository import ExecutionRepository
@@ -401,15 +399,14 @@ class ExecutionQuery:
         after: str | None = None,
         status: ExecutionStatus | None = None,
     ) -> Connection[Execution]:
-        with graphql_errors():
-            principal = info.context.principal()
-            async with info.context.session() as s:
-                page = await ExecutionService(s).list_page(
-                    principal.tenant_id,
-                    status=status.value if status else None,
-                    first=first,
-                    after=after,
-                )
+        principal = info.context.principal()
+        async with info.context.session() as s:
+            page = await ExecutionService(s).list_page(
+                principal.tenant_id,
+                status=status.value if status else None,
+                first=first,
+                after=after,
+            )
         return Connection.build(
             [Execution.from_model(e) for e in page.items],
             page.cursors,
@@ -419,9 +416,8 @@ class ExecutionQuery:
 
     @strawberry.field
     async def execution(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Execution:
-        with graphql_errors():
-            info.context.principal()
-            return await load_execution_node(info, from_global_id(id, "Execution")[1])
+        info.context.principal()
+        return await load_execution_node(info, from_global_id(id, "Execution")[1])
 
 
 @strawberry.input
@@ -446,21 +442,17 @@ class ExecutionMutation:
         self, info: strawberry.Info[Context, None], input: SendExecutionEventInput
     ) -> SendExecutionEventResult:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-        try:
-            pk = from_global_id(input.execution_id, "Execution")[1]
-            async with ctx.session() as s:
-                execution = await ExecutionService(s).send_event(
-                    principal,
-                    pk,
-                    input.name,
-                    input.payload,
-                    temporal=ctx.deps.temporal,
-                    settings=ctx.deps.settings,
-                )
-        except DomainError as exc:
-            return user_error(exc)  # type: ignore[return-value]
+        principal = ctx.principal()
+        pk = from_global_id(input.execution_id, "Execution")[1]
+        async with ctx.session() as s:
+            execution = await ExecutionService(s).send_event(
+                principal,
+                pk,
+                input.name,
+                input.payload,
+                temporal=ctx.deps.temporal,
+                settings=ctx.deps.settings,
+            )
         return Execution.from_model(execution)
 
     @strawberry.mutation(
@@ -471,28 +463,24 @@ class ExecutionMutation:
         self, info: strawberry.Info[Context, None], input: StartExecutionInput
     ) -> StartExecutionResult:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-        try:
-            template_pk = (
-                from_global_id(input.template_id, "Template")[1] if input.template_id else None
+        principal = ctx.principal()
+        template_pk = (
+            from_global_id(input.template_id, "Template")[1] if input.template_id else None
+        )
+        async with ctx.session() as s:
+            execution = await ExecutionService(s).start(
+                principal,
+                StartRequest(
+                    template_pk,
+                    input.template_name,
+                    input.params,
+                    input.idempotency_key,
+                    input.params_version,
+                ),
+                temporal=ctx.deps.temporal,
+                publisher=ctx.deps.bus,
+                settings=ctx.deps.settings,
             )
-            async with ctx.session() as s:
-                execution = await ExecutionService(s).start(
-                    principal,
-                    StartRequest(
-                        template_pk,
-                        input.template_name,
-                        input.params,
-                        input.idempotency_key,
-                        input.params_version,
-                    ),
-                    temporal=ctx.deps.temporal,
-                    publisher=ctx.deps.bus,
-                    settings=ctx.deps.settings,
-                )
-        except DomainError as exc:
-            return user_error(exc)  # type: ignore[return-value]
         return Execution.from_model(execution)
 
 
@@ -508,11 +496,10 @@ class ExecutionSubscription:
         self, info: strawberry.Info[Context, None], id: strawberry.ID, after_seq: int | None = None
     ) -> AsyncGenerator[ExecutionEvent, None]:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-            pk = from_global_id(id, "Execution")[1]
-            async with ctx.session() as s:
-                await ExecutionService(s).get(principal.tenant_id, pk)
+        principal = ctx.principal()
+        pk = from_global_id(id, "Execution")[1]
+        async with ctx.session() as s:
+            await ExecutionService(s).get(principal.tenant_id, pk)
         last = max(after_seq or 0, 0)
         poll = ctx.deps.settings.subscription_poll_seconds
         async with ctx.deps.bus.subscribe(execution_channel(pk)) as live:

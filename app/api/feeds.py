@@ -13,7 +13,6 @@ from typing import Any
 import strawberry
 
 from app.api.context import Context
-from app.api.errors import graphql_errors
 from app.api.executions import Execution, ExecutionEvent
 from app.errors import ValidationFailed
 from app.events.bus import Resync
@@ -189,9 +188,8 @@ class FeedSubscription:
         self, info: strawberry.Info[Context, None], since: datetime | None = None
     ) -> AsyncGenerator[ExecutionsFeedItem, None]:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-            feed = ExecutionFeed(ctx.deps.sessions, principal.tenant_id, since)
+        principal = ctx.principal()
+        feed = ExecutionFeed(ctx.deps.sessions, principal.tenant_id, since)
         poll = ctx.deps.settings.subscription_poll_seconds
         loop = asyncio.get_running_loop()
         async with ctx.deps.bus.subscribe(tenant_channel(principal.tenant_id)) as live:
@@ -233,12 +231,11 @@ class FeedSubscription:
         self, info: strawberry.Info[Context, None], interval_seconds: int = 5
     ) -> AsyncGenerator[list[QueueStatus], None]:
         ctx = info.context
-        with graphql_errors():
-            principal = ctx.principal()
-            if not MIN_INTERVAL <= interval_seconds <= MAX_INTERVAL:
-                raise ValidationFailed(
-                    f"intervalSeconds must be {MIN_INTERVAL}-{MAX_INTERVAL}, not {interval_seconds}"
-                )
+        principal = ctx.principal()
+        if not MIN_INTERVAL <= interval_seconds <= MAX_INTERVAL:
+            raise ValidationFailed(
+                f"intervalSeconds must be {MIN_INTERVAL}-{MAX_INTERVAL}, not {interval_seconds}"
+            )
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:

@@ -25,7 +25,7 @@ from app.api.ai import AiMutation, AiQuery
 from app.api.analytics import AnalyticsQuery
 from app.api.context import Context
 from app.api.control import ControlMutation
-from app.api.errors import UserError, graphql_errors, should_mask, to_graphql_error
+from app.api.errors import UserError, should_mask, to_graphql_error
 from app.api.executions import (
     Execution,
     ExecutionMutation,
@@ -33,6 +33,7 @@ from app.api.executions import (
     ExecutionSubscription,
     load_execution_node,
 )
+from app.api.extensions import Schema
 from app.api.feeds import FeedSubscription
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.relay import Node, from_global_id
@@ -51,18 +52,17 @@ INTROSPECTION_COST = 10
 class NodeQuery:
     @strawberry.field(description="Any object by its global id.")
     async def node(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Node:
-        with graphql_errors():
-            principal = info.context.principal()
-            type_name, pk = from_global_id(id)
-            if type_name == "Execution":
-                return await load_execution_node(info, pk)
-            if type_name == "Template":
-                return await load_template_node(info, pk)
-            if type_name == "Tenant" and pk == principal.tenant_id:
-                tenant = await info.context.loaders.tenants.load(pk)
-                assert tenant is not None
-                return Tenant.from_model(tenant)
-            raise NotFound("no object with this id")
+        principal = info.context.principal()
+        type_name, pk = from_global_id(id)
+        if type_name == "Execution":
+            return await load_execution_node(info, pk)
+        if type_name == "Template":
+            return await load_template_node(info, pk)
+        if type_name == "Tenant" and pk == principal.tenant_id:
+            tenant = await info.context.loaders.tenants.load(pk)
+            assert tenant is not None
+            return Tenant.from_model(tenant)
+        raise NotFound("no object with this id")
 
 
 @strawberry.type
@@ -124,7 +124,7 @@ class OperationBudget(SchemaExtension):
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

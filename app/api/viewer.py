@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from app.api.context import Context
-from app.api.errors import graphql_errors
 from app.api.relay import Node, to_global_id
 from app.models import Tenant as TenantModel
 
@@ -61,8 +60,7 @@ class Viewer:
 class ViewerQuery:
     @strawberry.field(description="The tenant and role of the API key making the request.")
     async def viewer(self, info: strawberry.Info[Context, None]) -> Viewer:
-        with graphql_errors():
-            principal = info.context.principal()
+        principal = info.context.principal()
         tenant = await info.context.loaders.tenants.load(principal.tenant_id)
         assert tenant is not None
         return Viewer(

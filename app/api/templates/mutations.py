@@ -22,12 +22,9 @@ from app.api.errors import (
     ForbiddenError,
     NotFoundError,
     ValidationError,
-    graphql_errors,
-    user_error,
 )
 from app.api.relay import from_global_id
 from app.api.templates.types import Template, TemplateVisibility
-from app.errors import DomainError
 from app.models import Template as TemplateModel
 from app.templates.lifecycle import TemplateAuthoring
 from app.templates.review import TemplateAcceptances
@@ -104,14 +101,10 @@ async def _commit(
     change: Callable[[AsyncSession, Principal], Awaitable[TemplateModel]],
 ) -> TemplateResult:
     ctx = info.context
-    with graphql_errors():
-        principal = ctx.principal()
-    try:
-        async with ctx.session() as s:
-            template = await change(s, principal)
-            await s.commit()
-    except DomainError as exc:
-        return user_error(exc)  # type: ignore[return-value]
+    principal = ctx.principal()
+    async with ctx.session() as s:
+        template = await change(s, principal)
+        await s.commit()
     return Template.from_model(template)
 
 

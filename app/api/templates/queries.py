@@ -8,7 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.api.context import Context
-from app.api.errors import Problem, graphql_errors
+from app.api.errors import Problem
 from app.api.relay import Connection, from_global_id
 from app.api.templates.types import Template, TemplateOrder, TemplateVisibility
 from app.errors import NotFound
@@ -44,19 +44,16 @@ class TemplateQuery:
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[Template]:
-        with graphql_errors():
-            principal = info.context.principal()
-            criteria = TemplateFilter.build(
-                search=search,
-                tags=tags,
-                category=category,
-                visibility=visibility.value if visibility else None,
-                order=order_by.value if order_by else None,
-            )
-            async with info.context.session() as s:
-                page = await TemplateService(s).search_page(
-                    principal.tenant_id, criteria, first, after
-                )
+        principal = info.context.principal()
+        criteria = TemplateFilter.build(
+            search=search,
+            tags=tags,
+            category=category,
+            visibility=visibility.value if visibility else None,
+            order=order_by.value if order_by else None,
+        )
+        async with info.context.session() as s:
+            page = await TemplateService(s).search_page(principal.tenant_id, criteria, first, after)
         return Connection.build(
             [Template.from_model(t) for t in page.items],
             page.cursors,
@@ -71,21 +68,19 @@ class TemplateQuery:
         id: strawberry.ID | None = None,
         name: str | None = None,
     ) -> Template:
-        with graphql_errors():
-            principal = info.context.principal()
-            pk = from_global_id(id, "Template")[1] if id is not None else None
-            async with info.context.session() as s:
-                template = await TemplateService(s).resolve(
-                    principal.tenant_id, template_id=pk, name=name
-                )
+        principal = info.context.principal()
+        pk = from_global_id(id, "Template")[1] if id is not None else None
+        async with info.context.session() as s:
+            template = await TemplateService(s).resolve(
+                principal.tenant_id, template_id=pk, name=name
+            )
         return Template.from_model(template)
 
     @strawberry.field(description="Check a template spec without saving it: every problem.")
     async def validate_template(
         self, info: strawberry.Info[Context, None], spec: JSON
     ) -> TemplateValidation:
-        with graphql_errors():
-            principal = info.context.principal()
+        principal = info.context.principal()
         problems = await TemplateService.problems_of(
             spec, info.context.deps.settings, tenant_id=principal.tenant_id
         )

@@ -11,7 +11,6 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.api.context import Context
-from app.api.errors import graphql_errors
 from app.api.relay import Node, to_global_id
 from app.models import Template as TemplateModel
 from app.models import TemplateVersion as VersionModel
@@ -172,10 +171,9 @@ class TemplateDiff:
     async def unified(self, info: strawberry.Info[Context, None]) -> str:
         # The only costly part, so computed only when asked for, off the event loop, in the
         # asking tenant's share of the validation pool.
-        with graphql_errors():
-            return await unified_off_loop(
-                self.domain, info.context.deps.settings, tenant=info.context.principal().tenant_id
-            )
+        return await unified_off_loop(
+            self.domain, info.context.deps.settings, tenant=info.context.principal().tenant_id
+        )
 
     @classmethod
     def from_domain(cls, d: SpecDiff) -> TemplateDiff:
@@ -321,8 +319,7 @@ class Template(Node):
         to: int,
     ) -> TemplateDiff:
         rows = await self._visible_rows(info)
-        with graphql_errors():
-            return TemplateDiff.from_domain(diff_versions(rows, from_, to))
+        return TemplateDiff.from_domain(diff_versions(rows, from_, to))
 
     @strawberry.field(
         description="The spec being edited (the next version once published); only for the "
