@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -30,7 +30,7 @@ from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, StartRequest
 from app.models import Execution as ExecutionModel
 from app.models import ExecutionEvent as EventModel
-from app.models.states import TERMINAL, TERMINAL_EVENTS
+from app.models.states import TERMINAL, TERMINAL_EVENTS, EventType, Status
 
 if TYPE_CHECKING:
     from app.api.ai import AiUsageRecord
@@ -38,37 +38,11 @@ if TYPE_CHECKING:
 CATCH_UP_BATCH = 500
 
 
-@strawberry.enum
-class ExecutionStatus(enum.Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-@strawberry.enum
-class ExecutionEventType(enum.Enum):
-    CREATED = "CREATED"
-    QUEUED = "QUEUED"
-    STARTED = "STARTED"
-    STEP_STARTED = "STEP_STARTED"
-    STEP_COMPLETED = "STEP_COMPLETED"
-    STEP_FAILED = "STEP_FAILED"
-    STEP_SKIPPED = "STEP_SKIPPED"
-    COMPENSATING = "COMPENSATING"
-    STEP_COMPENSATED = "STEP_COMPENSATED"
-    COMPENSATION_FAILED = "COMPENSATION_FAILED"
-    STEP_ENHANCED = "STEP_ENHANCED"
-    STEP_PROGRESS = "STEP_PROGRESS"
-    PAUSED = "PAUSED"
-    RESUMED = "RESUMED"
-    CANCEL_REQUESTED = "CANCEL_REQUESTED"
-    RETRIED = "RETRIED"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
+# The state machine's own enums (app/models/states.py), published as they are.
+strawberry.enum(Status, name="ExecutionStatus")
+strawberry.enum(EventType, name="ExecutionEventType")
+ExecutionStatus: TypeAlias = Status
+ExecutionEventType: TypeAlias = EventType
 
 
 @strawberry.type(description="One enhancement point's decision, what it used and what it cost.")

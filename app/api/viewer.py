@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import enum
 import uuid
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import strawberry
 
 from app.api.context import Context
 from app.api.relay import Node, to_global_id
 from app.models import Tenant as TenantModel
+from app.tiers import TierName
 
 if TYPE_CHECKING:
     from app.api.ai import Budget
 
 
-@strawberry.enum
-class Tier(enum.Enum):
-    FREE = "free"
-    PRO = "pro"
-    PREMIUM = "premium"
-    ENTERPRISE = "enterprise"
+strawberry.enum(TierName, name="Tier")  # the tier table's names (app/tiers.py)
+Tier: TypeAlias = TierName
 
 
 @strawberry.enum
