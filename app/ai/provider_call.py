@@ -34,7 +34,7 @@ from app.ai.contracts import (
 )
 from app.ai.health import ProviderHealth
 from app.ai.tasks import max_output_tokens
-from app.steps.base import run_cpu
+from app.cpu import run_cpu
 
 log = structlog.get_logger(__name__)
 # The event bus prefix (app/events/bus.py) + the tenant's AI channel.
