@@ -37,8 +37,8 @@ from prometheus_client import REGISTRY
 # These register the service's metrics (API, workers, AI worker) in prometheus_client.REGISTRY.
 import app.ai.metrics  # noqa: F401
 import app.api.app  # noqa: F401
-import app.executions.events as execution_events
 import app.metrics  # noqa: F401
+import app.models.states as execution_states
 from app.ai.contracts import FALLBACK_REASONS
 from app.cli.main import SCHEMA_PATH, cli
 from app.embedded.temporal import DISPATCH_DYNAMIC_CONFIG
@@ -922,12 +922,12 @@ def metric_label_values() -> dict[tuple[str, str], set[str]]:
     assert isinstance(tenant, click.Group)
     (tier_choice,) = [p.type for p in tenant.commands["create"].params if p.name == "tier"]
     assert isinstance(tier_choice, click.Choice)
-    statuses = set(execution_events.TERMINAL_STATUSES)
+    statuses = set(execution_states.TERMINAL)
     duration = "wfs_execution_duration_seconds"
     return {
         (f"{duration}_bucket", "status"): statuses,
         (f"{duration}_count", "status"): statuses,
-        ("wfs_execution_events_total", "type"): set(execution_events.EVENT_TYPES),
+        ("wfs_execution_events_total", "type"): set(execution_states.EVENT_TYPES),
         ("wfs_executions_started_total", "tier"): set(tier_choice.choices),
         ("wfs_ai_fallbacks_total", "reason"): set(FALLBACK_REASONS),
     }
