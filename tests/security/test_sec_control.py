@@ -165,6 +165,21 @@ async def test_cancel_racing_admission_either_cancels_queued_or_cancels_the_work
     await release(client, template)
 
 
+async def test_queued_executions_are_admitted_oldest_first_one_slot_at_a_time(
+    server: str, sessions: Any, settings: Settings
+) -> None:
+    """Admission claims the oldest queued execution for each slot that frees."""
+    keys, client, template = await free_tenant(server, sessions)
+    running = await fill_slots(client, template, settings.tier_concurrency["free"])
+    queued = [await start(client, template, LONG) for _ in range(3)]
+    for turn, execution_id in enumerate(queued):
+        assert (await call(client, "CancelExecution", {"id": running[turn]}))["status"]
+        await until(client, execution_id, lambda e: e["status"] == "RUNNING")
+        later = [(await state(client, q))["status"] for q in queued[turn + 1 :]]
+        assert later == ["PENDING"] * len(later), (turn, later)
+    await release(client, template)
+
+
 async def test_retry_is_queued_behind_the_tier_limit_and_admitted_when_a_slot_frees(
     server: str, sessions: Any, settings: Settings, temporal: Client
 ) -> None:

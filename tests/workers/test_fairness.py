@@ -7,20 +7,18 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
-
 from app.settings import Settings
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import make_tenant
 from tests.support import GraphQLClient
-from tests.workers.test_template_graph import pk, publish
+from tests.workers.test_template_graph import publish
 
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 SLOW = {
     "name": "slow",
     "title": "Hold for a moment",
     "parameters": {"type": "object"},
-    "steps": [{"id": "hold", "activity": "wait.timer", "input": {"seconds": 2}}],
+    "steps": [{"id": "hold", "activity": "wait.timer", "input": {"seconds": 4}}],
 }
 
 
@@ -54,15 +52,9 @@ async def test_flood_waits_its_turn_and_does_not_block_others(
     assert len(queued) == 3
     assert all(first(e, "QUEUED") for e in finished[limit:])
     assert not any(first(e, "QUEUED") for e in vip_done)  # the other tenant never waited
-    # Queued executions were started in arrival order (by Temporal's start times: their first
-    # STARTED events may be recorded in any order when two start together), each after an
-    # earlier one had finished.
-    temporal = await Client.connect(settings.temporal_address or "")
-    started_at = [
-        (await temporal.get_workflow_handle(f"exec-{pk(e['id'])}").describe()).start_time
-        for e in finished[limit:]
-    ]
-    assert started_at == sorted(started_at) and len(set(started_at)) == len(started_at)
+    # Each queued one started after an earlier one had finished. Admission claims queued
+    # executions oldest first (tests/security/test_sec_control.py checks that order one slot at
+    # a time); executions admitted together start concurrently, in any order on Temporal.
     starts = [first(e, "STARTED") for e in finished[limit:]]
     earliest_end = min(first(e, "COMPLETED") or "" for e in finished[:limit])
     assert all((s or "") >= earliest_end for s in starts)

@@ -27,3 +27,8 @@ EXPRESSION_POOL_PATCH = "expression-pool"
 FAN_OUT_OUTPUT_PATCH = "fan-out-output-limit"
 # Patch: a step that refuses its AI-enhanced input runs again on its plain input.
 REJECTED_PATCH = "baseline-on-rejected-input"
+# Patch: transitions are recorded by a local activity (run by this worker within the workflow
+# task, its result a marker in the history) instead of an activity scheduled through the
+# server: a 5-step run records 12 events, and each scheduled activity cost a round trip
+# through Temporal's matching service and another workflow task.
+LOCAL_RECORD_PATCH = "local-records"

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from app.templates.expressions import Budget, ExpressionError, Programs, json_size, render
 
-from workers.workflows.patches import LIMITS_PATCH
+from workers.workflows.patches import LIMITS_PATCH, LOCAL_RECORD_PATCH
 from workers.workflows.step_calls import StepFailed
 
 # Recording must outlast a database blip, so it retries for a long time with backoff.
@@ -126,7 +126,12 @@ class RunState:
     ) -> None:
         assert self._input is not None
         run = self._input.run_number
-        await workflow.execute_activity(
+        execute = (
+            workflow.execute_local_activity
+            if workflow.patched(LOCAL_RECORD_PATCH)
+            else workflow.execute_activity
+        )
+        await execute(
             RECORD_EVENT_ACTIVITY,
             EventRecord(
                 execution_id=self._input.execution_id,
