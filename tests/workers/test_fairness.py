@@ -54,7 +54,8 @@ async def test_flood_waits_its_turn_and_does_not_block_others(
     assert not any(first(e, "QUEUED") for e in vip_done)  # the other tenant never waited
     # Each queued one started after an earlier one had finished. Admission claims queued
     # executions oldest first (tests/security/test_sec_control.py checks that order one slot at
-    # a time); executions admitted together start concurrently, in any order on Temporal.
+    # a time); two admitted at about the same time by different admissions (no lock is held
+    # across the Temporal call) may reach Temporal in either order.
     starts = [first(e, "STARTED") for e in finished[limit:]]
     earliest_end = min(first(e, "COMPLETED") or "" for e in finished[:limit])
     assert all((s or "") >= earliest_end for s in starts)
