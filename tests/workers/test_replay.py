@@ -30,6 +30,8 @@ def test_every_standard_template_has_a_recorded_history() -> None:
     assert names <= stems
     enhanced = names - {"order-summary"}
     assert {f"{n}.{tier}" for n in enhanced for tier in ("free", "premium")} <= stems
+    # `<template>.local`: recorded after transitions moved to local activities (local-records).
+    assert {f"{n}.local" for n in names} <= stems
 
 
 def test_the_other_workflow_paths_have_recorded_histories() -> None:

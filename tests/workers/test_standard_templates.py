@@ -54,7 +54,10 @@ async def _run(server: str, keys: TenantKeys, name: str, params: Any) -> tuple[l
     events, execution = await run(client, server, keys.admin, name, params)
     assert execution["status"] == "COMPLETED", execution["error"]
     if os.environ.get("WFS_RECORD_HISTORIES"):
+        # `<template>.local`: today's code (events recorded by local activities); `<template>`
+        # stays as first recorded, the older paths running executions may still be on.
         await record_history(name, execution["id"], TEMPORAL["address"])
+        await record_history(f"{name}.local", execution["id"], TEMPORAL["address"])
     return events, execution["result"]
 
 
