@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".wfs")
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # On shutdown the API stops accepting, then waits this long for requests in flight (and
+    # closes open sockets) before it exits anyway: a request that never ends (a stuck client,
+    # a slow upstream) must not keep a stopping replica alive forever.
+    shutdown_grace_seconds: int = Field(default=10, ge=0)
     log_level: str = "info"
     log_json: bool = False
     worker_metrics_port: int | None = None

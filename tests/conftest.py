@@ -50,14 +50,16 @@ hypothesis_settings.load_profile("wfs")
 
 # No test may wait forever: a hang fails that test, with the traceback of the await it hung
 # in, instead of holding CI until its own limit kills the whole run with no clue where.
-# The longest test takes about 40 s here; WFS_TEST_TIMEOUT overrides the bound.
+# The longest test takes about 40 s here; WFS_TEST_TIMEOUT overrides the bound. A hang in a
+# fixture (setup, teardown) is caught by pytest-timeout (pyproject: it dumps every stack and
+# stops the run).
 TEST_TIMEOUT = float(os.environ.get("WFS_TEST_TIMEOUT", "240"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run every coroutine test under `asyncio.timeout(TEST_TIMEOUT)`. pytest-asyncio reads
     `item.obj` when the test runs, so wrapping it here bounds the test body (fixtures are
-    bounded by their own waits). Synchronous hangs are reported by faulthandler_timeout."""
+    bounded by pytest-timeout, which stops the whole run)."""
     for item in items:
         test = getattr(item, "obj", None)
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(test):

@@ -44,6 +44,7 @@ async def run_api(
         # uvicorn would buffer socket frames up to 16 MiB before the app's own 4413 check.
         ws_max_size=settings.max_request_bytes + 4096,
         lifespan="on",
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())

@@ -10,8 +10,8 @@ from app.models import Execution, ExecutionEvent
 
 def refused_tasks(enhancement: dict[str, Any]) -> list[str] | None:
     """The tasks whose AI output a step refused, when this STEP_ENHANCED record says a step
-    ran on its plain input instead (workers/workflows/step_calls.py run_refusable); else None. A fan-out's
-    point records carry `items` and no `tasks`."""
+    ran on its plain input instead (workers/workflows/step_calls.py run_refusable); else
+    None. A fan-out's point records carry `items` and no `tasks`."""
     if enhancement.get("fallback") != "STEP_REJECTED":
         return None
     tasks = enhancement.get("tasks")
