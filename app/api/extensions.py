@@ -36,15 +36,16 @@ class DomainErrors(FieldExtension):
     One instance per field: `apply` records, once at schema build, what the field returns.
     """
 
-    returns_user_errors = False
+    members: frozenset[type] = frozenset()  # the UserError types the field's union holds
     streams = False
 
     def apply(self, field: StrawberryField) -> None:
         self.streams = field.is_subscription
         kind = field.type
-        self.returns_user_errors = isinstance(kind, StrawberryUnion) and any(
-            isinstance(t, type) and issubclass(t, UserError) for t in kind.types
-        )
+        if isinstance(kind, StrawberryUnion):
+            self.members = frozenset(
+                t for t in kind.types if isinstance(t, type) and issubclass(t, UserError)
+            )
 
     def resolve(
         self, next_: SyncExtensionResolver, source: Any, info: strawberry.Info, **kwargs: Any
@@ -65,8 +66,11 @@ class DomainErrors(FieldExtension):
             return self.answer(exc)
 
     def answer(self, exc: DomainError) -> UserError:
-        member = user_error(exc) if self.returns_user_errors else None
-        if member is None:
+        """The union member for the error's code; a code the union has no member for is a
+        coded GraphQL error (Strawberry would otherwise answer with the first member of the
+        same shape: a NOT_FOUND typed ForbiddenError)."""
+        member = user_error(exc) if self.members else None
+        if member is None or type(member) not in self.members:
             raise to_graphql_error(exc) from exc
         return member
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from functools import partial
+from typing import Annotated
 
 import strawberry
 from graphql import GraphQLObjectType
 from strawberry.extensions import MaskErrors
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-from app.api.errors import should_mask
+from app.api.errors import ForbiddenError, should_mask
 from app.api.extensions import DomainErrors, Schema
 from app.api.schema import build_schema
 from app.errors import NotFound
@@ -105,3 +106,26 @@ async def test_a_mutation_without_a_key_is_refused_with_a_coded_error(server: st
     )
     assert body["data"] is None
     assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAUTHENTICATED"]
+
+
+@strawberry.type
+class Done:
+    ok: bool = True
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    def act(self) -> Annotated[Done | ForbiddenError, strawberry.union("ActResult")]:
+        raise NotFound("no such thing")
+
+
+async def test_a_code_the_mutation_union_has_no_member_for_is_a_coded_error() -> None:
+    """Before, Strawberry matched the NotFoundError instance to the first member of the same
+    shape: `__typename: "ForbiddenError"` with code NOT_FOUND."""
+    schema = Schema(query=Query, mutation=Mutation)
+    result = await schema.execute("mutation { act { __typename ... on UserError { code } } }")
+    assert result.data is None
+    assert result.errors is not None
+    assert result.errors[0].extensions == {"code": "NOT_FOUND"}
+    assert result.errors[0].message == "no such thing"
