@@ -35,10 +35,10 @@ from app.ai.contracts import (
 from app.ai.health import ProviderHealth
 from app.ai.tasks import max_output_tokens
 from app.cpu import run_cpu
+from app.events import channels
 
 log = structlog.get_logger(__name__)
 # The event bus prefix (app/events/bus.py) + the tenant's AI channel.
-AI_EVENTS_CHANNEL = "wfs:tenant:{tenant_id}:ai"
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ class ProviderCalls:
         )
         try:
             await self.ledger.redis.publish(
-                AI_EVENTS_CHANNEL.format(tenant_id=tenant_id), json.dumps(event)
+                channels.on_redis(channels.tenant(tenant_id, channels.AI)), json.dumps(event)
             )
         except (RedisError, OSError) as exc:
             log.warning("ai.budget.event_not_published", error=str(exc))

@@ -24,8 +24,9 @@ from app.api.errors import (
 from app.api.relay import Connection, Node, from_global_id, to_global_id
 from app.api.templates import Template
 from app.errors import NotFound
+from app.events import channels
 from app.events.bus import Event
-from app.executions.events import execution_channel, refused_tasks
+from app.executions.events import refused_tasks
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, StartRequest
 from app.models import Execution as ExecutionModel
@@ -476,7 +477,7 @@ class ExecutionSubscription:
             await ExecutionService(s).get(principal.tenant_id, pk)
         last = max(after_seq or 0, 0)
         poll = ctx.deps.settings.subscription_poll_seconds
-        async with ctx.deps.bus.subscribe(execution_channel(pk)) as live:
+        async with ctx.deps.bus.subscribe(channels.execution(pk)) as live:
             # Subscribed before reading PostgreSQL, so nothing falls between the two.
             while True:
                 async with ctx.session() as s:

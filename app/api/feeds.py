@@ -15,8 +15,8 @@ import strawberry
 from app.api.context import Context
 from app.api.executions import Execution, ExecutionEvent
 from app.errors import ValidationFailed
+from app.events import channels
 from app.events.bus import Resync
-from app.executions.events import tenant_channel
 from app.executions.feed import OVERLAP, ExecutionFeed, FeedRepository, Offer
 from app.models import Execution as ExecutionModel
 from app.models import ExecutionEvent as EventModel
@@ -192,7 +192,9 @@ class FeedSubscription:
         feed = ExecutionFeed(ctx.deps.sessions, principal.tenant_id, since)
         poll = ctx.deps.settings.subscription_poll_seconds
         loop = asyncio.get_running_loop()
-        async with ctx.deps.bus.subscribe(tenant_channel(principal.tenant_id)) as live:
+        async with ctx.deps.bus.subscribe(
+            channels.tenant(principal.tenant_id, channels.EXECUTIONS)
+        ) as live:
             # Subscribed before reading PostgreSQL, so nothing falls between the two.
             while True:
                 async for event, execution in feed.sweep():

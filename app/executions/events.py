@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from app.models import Execution, ExecutionEvent
@@ -16,14 +15,6 @@ def refused_tasks(enhancement: dict[str, Any]) -> list[str] | None:
         return None
     tasks = enhancement.get("tasks")
     return tasks if isinstance(tasks, list) else None
-
-
-def execution_channel(execution_id: uuid.UUID | str) -> str:
-    return f"execution:{execution_id}"
-
-
-def tenant_channel(tenant_id: uuid.UUID | str) -> str:
-    return f"tenant:{tenant_id}:executions"
 
 
 def event_message(event: ExecutionEvent, execution: Execution) -> dict[str, Any]:

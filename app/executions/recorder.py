@@ -21,7 +21,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
-from app.executions.events import event_message, execution_channel, refused_tasks, tenant_channel
+from app.events import channels
+from app.executions.events import event_message, refused_tasks
 from app.executions.repository import ExecutionRepository
 from app.executions.workflow_io import EventRecord
 from app.jsonschemas import storable
@@ -149,8 +150,10 @@ def _apply(execution: Execution, rec: EventRecord, now: Any) -> None:
 async def publish(publisher: Publisher, event: ExecutionEvent, execution: Execution) -> None:
     """Send a committed event to the execution's and the tenant's channels."""
     message = event_message(event, execution)
-    delivered = await publisher.publish(execution_channel(execution.id), message)
-    delivered &= await publisher.publish(tenant_channel(execution.tenant_id), message)
+    delivered = await publisher.publish(channels.execution(execution.id), message)
+    delivered &= await publisher.publish(
+        channels.tenant(execution.tenant_id, channels.EXECUTIONS), message
+    )
     if not delivered:
         EVENT_PUBLISH_FAILURES.inc()
 

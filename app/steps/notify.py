@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.events import channels
 from app.models.base import utcnow
 from app.steps.base import StepActivity, StepContext, StepTransientError, define
-
-RESERVED_CHANNELS = ("executions", "ai")
-
-
-def tenant_channel(tenant_id: str, channel: str) -> str:
-    return f"tenant:{tenant_id}:{channel}"
 
 
 async def publish(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
@@ -29,7 +24,7 @@ async def publish(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     }
     if ctx.publish is None:
         raise StepTransientError("no event bus in this worker")
-    delivered = await ctx.publish(tenant_channel(ctx.tenant_id, input["channel"]), message)
+    delivered = await ctx.publish(channels.tenant(ctx.tenant_id, input["channel"]), message)
     if not delivered and input.get("require_delivery", False):
         raise StepTransientError("the event bus is unreachable")
     return {**message, "delivered": delivered}
@@ -49,7 +44,7 @@ ACTIVITIES: list[StepActivity] = [
                 "channel": {
                     "type": "string",
                     "pattern": "^[a-z][a-z0-9_-]{0,40}$",
-                    "not": {"enum": list(RESERVED_CHANNELS)},
+                    "not": {"enum": list(channels.RESERVED)},
                 },
                 "data": {"type": "object"},
                 "require_delivery": {"type": "boolean"},
