@@ -19,8 +19,16 @@ def configure(level: str = "info", json: bool = False) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Plain tracebacks: structlog's ConsoleRenderer picks rich's formatter whenever `rich` is
+    # installed (import-linter brings it), and that one renders every frame's locals. A step
+    # that failed on a 200-level-deep tenant value then took 26 s to log, holding the event
+    # loop of the worker (and, in `wfs dev --processes 1`, the API's).
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

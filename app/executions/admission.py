@@ -47,7 +47,7 @@ from app.executions.launcher import EngineUnavailable, Launch, Launcher, RunPlan
 from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
 from app.executions.workflow_io import EventRecord, run_key
-from app.models import Execution, Template, TemplateVersion, Tenant
+from app.models import Execution
 from app.models.states import EventType, Status, is_queued
 from app.settings import Settings
 from app.templates.service import spec_of
@@ -158,16 +158,16 @@ class Admission:
     async def admit(self, tenant_id: uuid.UUID) -> list[Execution]:
         """Start the tenant's oldest queued executions that fit under its limit. One that
         Temporal does not take now stays queued (the sweep tries again)."""
-        tenant = await self.session.get(Tenant, tenant_id)
-        if tenant is None:
+        tier = await self.repo.tenant_tier(tenant_id)
+        if tier is None:
             return []
         claimed: list[Claimed] = []
         await self.repo.lock_tenant_admission(tenant_id)  # until the commit below
-        free = self.limit(tenant.tier) - await self.repo.started_count(tenant_id)
+        free = self.limit(tier) - await self.repo.started_count(tenant_id)
         if free > 0:
             for execution in await self.repo.queued(tenant_id, free):
                 execution.run_id = CLAIMED
-                claimed.append(Claimed(execution, await self.launch_of(execution, tenant)))
+                claimed.append(Claimed(execution, await self.launch_of(execution)))
         await self.recorder.commit()  # the lock is released here, before any start
         started = []
         for item in claimed:
@@ -178,14 +178,10 @@ class Admission:
             started.append(item.execution)
         return started
 
-    async def launch_of(
-        self, execution: Execution, tenant: Tenant, plan: RunPlan | None = None
-    ) -> Launch:
-        """What starting the execution's current run needs: its template version (parsed
-        once per process) and, for a retry, the plan its audit trail gives."""
-        version = await self.session.get(TemplateVersion, execution.template_version_id)
-        template = await self.session.get(Template, execution.template_id)
-        assert version is not None and template is not None
+    async def launch_of(self, execution: Execution, plan: RunPlan | None = None) -> Launch:
+        """What starting the execution's current run needs: its tenant, its template version
+        (parsed once per process) and, for a retry, the plan its audit trail gives."""
+        tenant, template, version = await self.repo.launch_facts(execution)
         return Launch(
             tenant_name=tenant.name,
             tier=tenant.tier,

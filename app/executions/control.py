@@ -30,7 +30,7 @@ from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService
 from app.executions.workflow_io import PAUSE_SIGNAL, RESUME_SIGNAL, Control, EventRecord, run_key
-from app.models import Execution, Tenant
+from app.models import Execution
 from app.models.states import ACTIVE, STATUSES, EventType, Status, is_queued
 from app.settings import Settings
 from app.templates.service import TemplateService
@@ -228,9 +228,7 @@ class ExecutionControl:
         )
         execution.run_id = None  # queued for its next run
         claimed = await admission.claim(execution, principal.tier)
-        tenant = await self.session.get(Tenant, execution.tenant_id)
-        assert tenant is not None
-        launch = await admission.launch_of(execution, tenant, plan) if claimed else None
+        launch = await admission.launch_of(execution, plan) if claimed else None
         await self.recorder.commit()
         if launch is not None:
             try:

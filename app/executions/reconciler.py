@@ -192,24 +192,22 @@ class Reconciler:
         async with self.sessions() as session:
             recorder = Recorder(session, self.publisher)
             if row.run_id == CLAIMED and verdict == WORKFLOW_NOT_FOUND:
-                done = None
-                requeued = await self._requeue(recorder, row)
+                done, tenant_id = None, await self._requeue(recorder, row)
             else:
-                requeued = False
                 done = await finish_lost(recorder, row.id, verdict, payload, seen=row)
+                tenant_id = done[1].tenant_id if done is not None else None
             await recorder.commit()
-        if done is None and not requeued:
+        if tenant_id is None:
             return False
         if done is not None:
             log.warning(
                 "execution.reconciled",
                 execution_id=str(row.id),
-                tenant_id=str(done[1].tenant_id),
+                tenant_id=str(tenant_id),
                 status=verdict.status,
                 reason=verdict.message,
             )
-        tenant_id = done[1].tenant_id if done is not None else await self._tenant_of(row.id)
-        try:  # its slot is free: start the tenant's next queued execution
+        try:  # a slot is free, or one more waits: start the tenant's next queued execution
             async with self.sessions() as session:
                 admission = Admission(session, self.temporal, self.publisher, self.settings)
                 await admission.admit(tenant_id)
@@ -217,15 +215,12 @@ class Reconciler:
             log.warning("reconcile.admit_failed", tenant_id=str(tenant_id), error=str(exc))
         return done is not None
 
-    async def _requeue(self, recorder: Recorder, row: OpenExecution) -> bool:
+    async def _requeue(self, recorder: Recorder, row: OpenExecution) -> uuid.UUID | None:
+        """Release the claim of a listed execution still as listed; its tenant, or None."""
         execution = await recorder.repo.lock(row.id)
         if execution is None or not _unchanged(execution, row):
-            return False
+            return None
+        if not await recorder.repo.set_run_id(execution, None, claimed=CLAIMED):
+            return None
         log.warning("reconcile.requeued_claim", execution_id=str(row.id))
-        return await recorder.repo.set_run_id(execution, None, claimed=CLAIMED)
-
-    async def _tenant_of(self, execution_id: uuid.UUID) -> uuid.UUID:
-        async with self.sessions() as session:
-            execution = await session.get(Execution, execution_id)
-            assert execution is not None
-            return execution.tenant_id
+        return execution.tenant_id

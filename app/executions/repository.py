@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.models import AiUsage, Execution, ExecutionEvent, Template
+from app.models import AiUsage, Execution, ExecutionEvent, Template, TemplateVersion, Tenant
 from app.models.states import ACTIVE, OPEN, Status
 
 # states.is_queued and states.holds_slot as SQL.
@@ -237,6 +237,21 @@ class ExecutionRepository:
         if changed:
             set_committed_value(execution, "run_id", run_id)
         return changed
+
+    async def tenant_tier(self, tenant_id: uuid.UUID) -> str | None:
+        return await self.session.scalar(select(Tenant.tier).where(Tenant.id == tenant_id))
+
+    async def launch_facts(self, execution: Execution) -> tuple[Tenant, Template, TemplateVersion]:
+        """What starting one of the execution's runs needs, in one statement."""
+        row = (
+            await self.session.execute(
+                select(Tenant, Template, TemplateVersion)
+                .join(Template, Template.id == execution.template_id)
+                .join(TemplateVersion, TemplateVersion.id == execution.template_version_id)
+                .where(Tenant.id == execution.tenant_id)
+            )
+        ).one()
+        return row[0], row[1], row[2]
 
     async def lock_tenant_admission(self, tenant_id: uuid.UUID) -> None:
         """Take the tenant's admission lock until the transaction ends: counting, starting,
