@@ -2,15 +2,18 @@
 
 Starts the services whose URLs are unset (embedded PostgreSQL, Valkey and the Temporal dev
 server with its UI, state under --state-dir), migrates, seeds the standard templates and one
-demo tenant per tier, then runs the API and a worker in this process until Ctrl-C or SIGTERM,
-and stops every child it started. It publishes its URLs in `<state dir>/services.json` so
-other `wfs` commands run from the same directory use these services.
+demo tenant per tier, then runs the API, the worker and the AI worker, each in its own child
+process by default (app/cli/dev_roles.py; `--processes 1`: all in this one), until Ctrl-C,
+SIGTERM or a role's exit, and stops every child it started. It publishes its URLs in
+`<state dir>/services.json` so other `wfs` commands run from the same directory use these
+services.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,7 +21,9 @@ from typing import Any
 import click
 import structlog
 
+from app.cli.dev_roles import ROLES, RoleProcess, serve_roles, start_processes, stop_processes
 from app.db import make_engine, make_sessionmaker
+from app.embedded.process import listens_on
 from app.migrate import upgrade
 from app.seed import seed_demo_tenants, seed_templates
 from app.settings import Settings, remove_services_file, write_services_file
@@ -97,16 +102,28 @@ def _stop_all(servers: list[Any]) -> None:
             log.warning("dev.stop_failed", server=type(server).__name__, error=str(exc))
 
 
-def run_dev(settings: Settings, *, fake_llm: bool = False) -> int:
+def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -> int:
+    """Start, serve until Ctrl-C/SIGTERM or a failure, stop; returns the exit code.
+
+    processes: 1 runs the API and both workers in this process; more runs them in child
+    processes (app/cli/dev_roles.py) that this one supervises.
+    """
     t0 = time.monotonic()
-    # Ctrl-C during start-up must still stop what was started, so signals only set a flag here.
+    # Ctrl-C during start-up must still stop what was started, so signals only set a flag here
+    # (and wake the supervisor).
     interrupted: list[int] = []
-    previous = {
-        s: signal.signal(s, lambda n, f: interrupted.append(n))
-        for s in (signal.SIGINT, signal.SIGTERM)
-    }
+    wake = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        wake.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started: list[Any] = []
+    children: list[RoleProcess] = []
     try:
+        if processes > 1:
+            children = start_processes(processes, wake)
         settings, started = _start_embedded(settings)
         if fake_llm:
             settings = _start_fake_llm(settings, started)
@@ -123,11 +140,14 @@ def run_dev(settings: Settings, *, fake_llm: bool = False) -> int:
         upgrade(settings.database_url)
         if interrupted:
             return 130
+        if children:
+            return _supervise(settings, children, t0, interrupted, wake)
         return asyncio.run(_serve(settings, t0, interrupted))
     except Exception as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     finally:
+        stop_processes(children)  # before the services they use
         remove_services_file(settings.state_dir)
         _stop_all(started)
         for sig, handler in previous.items():
@@ -135,16 +155,48 @@ def run_dev(settings: Settings, *, fake_llm: bool = False) -> int:
         click.echo("wfs dev stopped", err=True)
 
 
-async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
-    from app.cli.runner import run_api, run_worker
-
+async def _seed(settings: Settings) -> dict[str, str]:
+    """Standard templates and demo tenants; returns the demo keys."""
     assert settings.database_url
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     await seed_templates(sessions)
     keys = await seed_demo_tenants(sessions, settings.state_dir, settings.files_root)
     await engine.dispose()
+    return keys
 
+
+def _supervise(
+    settings: Settings,
+    children: list[RoleProcess],
+    t0: float,
+    interrupted: list[int],
+    wake: threading.Event,
+) -> int:
+    """Start the children, seed meanwhile, print the banner once the API listens, then wait
+    for a signal (exit 0) or a child's exit (reported, exit 1)."""
+    for child in children:
+        child.start(settings)
+    keys = asyncio.run(_seed(settings))
+    api, announced = children[0], False
+    while not interrupted:
+        wake.clear()
+        dead = [c for c in children if c.returncode() is not None]
+        if dead:
+            for c in dead:
+                message = f"{c.name} (pid {c.pid}) exited with code {c.returncode()}"
+                click.echo(f"error: {message}; stopping wfs dev", err=True)
+            return 1
+        if not announced and listens_on(api.pid, settings.api_port):
+            _banner(settings, keys, time.monotonic() - t0, children)
+            announced = True
+        wake.wait(None if announced else 0.05)
+    return 0
+
+
+async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
+    """All roles in this process (`--processes 1`)."""
+    keys = await _seed(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,24 +204,14 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
     if interrupted:
         stop.set()
     ready = asyncio.Event()
-    tasks = [
-        asyncio.create_task(run_api(settings, stop, ready), name="api"),
-        asyncio.create_task(run_worker(settings, stop), name="worker"),
-        asyncio.create_task(run_worker(settings, stop, settings.ai_task_queue), name="ai-worker"),
-    ]
+    serving = asyncio.create_task(serve_roles(settings, ROLES, stop, ready))
     ready_wait = asyncio.create_task(ready.wait())
-    await asyncio.wait([ready_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    if ready.is_set():
-        _banner(settings, keys, time.monotonic() - t0)
-    # Run until a signal, or until either role fails (then stop the other).
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
+    await asyncio.wait([ready_wait, serving], return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    for failure in failures:
-        click.echo(f"error: {failure}", err=True)
-    return 1 if failures else 0
+    if ready.is_set():
+        _banner(settings, keys, time.monotonic() - t0, [])
+    await serving  # until a signal, or a role fails (raised: exit 1)
+    return 0
 
 
 def _ai_line(settings: Settings) -> str:
@@ -184,8 +226,11 @@ def _ai_line(settings: Settings) -> str:
     return ", ".join(providers) if providers else "baseline only (no keys; try --fake-llm)"
 
 
-def _banner(settings: Settings, keys: dict[str, str], seconds: float) -> None:
+def _banner(
+    settings: Settings, keys: dict[str, str], seconds: float, children: list[RoleProcess]
+) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
+    processes = ", ".join(f"{c.name} {c.pid}" for c in children) or "all roles in this one"
     lines = [
         "",
         f"workflow-service is ready ({seconds:.1f}s)",
@@ -198,6 +243,7 @@ def _banner(settings: Settings, keys: dict[str, str], seconds: float) -> None:
         f" (dev catcher: {settings.state_dir.resolve() / 'mail'}, a Maildir)",
         f"  Files        {settings.files_root} (one folder per tenant; samples/ for the demos)",
         f"  State        {settings.state_dir.resolve()}",
+        f"  Processes    {processes} (pids; --processes / DEV_PROCESSES)",
         "",
         "Demo API keys (send as `Authorization: Bearer <key>`):",
         *[f"  {name:<17} {key}" for name, key in keys.items()],

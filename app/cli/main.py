@@ -98,12 +98,21 @@ def worker(queue: str | None, metrics_port: int | None) -> None:
     is_flag=True,
     help="Serve OpenAI and Anthropic from a local fake (no keys needed) to try the AI path.",
 )
-def dev(state_dir: Path, port: int, host: str, fake_llm: bool) -> None:
+@click.option(
+    "--processes",
+    envvar="DEV_PROCESSES",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="1: API and workers in this process; 2: API | both workers; 3: API | worker | "
+    "AI worker; more: extra main-queue workers.",
+)
+def dev(state_dir: Path, port: int, host: str, fake_llm: bool, processes: int) -> None:
     """Start everything not configured (PostgreSQL, Valkey, Temporal), migrate, seed, serve."""
     from app.cli.dev import run_dev
 
     settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
-    _exit(run_dev(settings, fake_llm=fake_llm))
+    _exit(run_dev(settings, fake_llm=fake_llm, processes=processes))
 
 
 @cli.command()

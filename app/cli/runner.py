@@ -1,6 +1,7 @@
 """Long-running roles (API server, Temporal worker) as coroutines that stop on an Event.
 
-Shared by `wfs api`, `wfs worker` and `wfs dev`, which runs both in one process.
+Shared by `wfs api`, `wfs worker` and `wfs dev` (app/cli/dev_roles.py runs them in child
+processes, or all in one with `--processes 1`), and by the tests, which run them in-process.
 """
 
 from __future__ import annotations

@@ -4,18 +4,24 @@ clean stop on SIGINT and SIGTERM; a second run reuses the state and its keys."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
+from app.cli.dev_roles import plan
+from app.embedded.process import listens_on
 from tests.support import GraphQLClient, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,32 +32,91 @@ def _env() -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "STATE_DIR")
+        if k not in ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "STATE_DIR", "DEV_PROCESSES")
     }
-    return env | {"LOG_LEVEL": "warning"}
+    # info: the children's start-up lines show their role prefix.
+    return env | {"LOG_LEVEL": "info"}
 
 
-def _start(state_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [str(WFS), "dev", "--state-dir", str(state_dir), "--port", str(port)],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    out = []
-    deadline = time.monotonic() + 120
-    assert proc.stdout is not None
+class Dev:
+    """A `wfs dev` child process; its output is read all along (a full pipe would stall it)."""
+
+    def __init__(self, state_dir: Path, port: int, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(WFS), "dev", "--state-dir", str(state_dir), "--port", str(port), *args],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> str:
+        """The output once a line matches pattern (fails if wfs dev exits first)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.output, re.MULTILINE):
+                return self.output
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        self.proc.kill()
+        raise AssertionError(f"no line matching {pattern!r}:\n{self.output}")
+
+    def family(self) -> list[psutil.Process]:
+        """wfs dev and every process under it (roles and embedded servers)."""
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
+
+    def roles(self) -> dict[str, list[psutil.Process]]:
+        """Its role children by role (the last word of `python -m app.cli.dev_roles ROLE`)."""
+        found: dict[str, list[psutil.Process]] = {}
+        for child in psutil.Process(self.proc.pid).children():
+            cmdline = child.cmdline()
+            if "app.cli.dev_roles" in cmdline:
+                role = " ".join(cmdline[cmdline.index("app.cli.dev_roles") + 1 :])
+                found.setdefault(role, []).append(child)
+        return found
+
+    def stop(self, sig: int, expect: int = 0, timeout: float = 60) -> str:
+        """Send sig, wait for the exit code, and check nothing it started is left running."""
+        family = self.family()
+        self.proc.send_signal(sig)
+        return self.wait_exit(family, expect, timeout)
+
+    def wait_exit(self, family: list[psutil.Process], expect: int, timeout: float = 60) -> str:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        assert code == expect, self.output
+        _assert_gone(family)
+        return self.output
+
+
+def _assert_gone(family: list[psutil.Process], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out.append(line)
-        if line.startswith("Ctrl-C stops everything"):
-            return proc, "".join(out)
-    proc.kill()
-    raise AssertionError("wfs dev did not become ready:\n" + "".join(out))
+        alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"left running: {[p.cmdline() for p in alive]}")
+
+
+def _start(state_dir: Path, port: int, *args: str) -> tuple[Dev, str]:
+    dev = Dev(state_dir, port, *args)
+    return dev, dev.wait_for(r"^Ctrl-C stops everything")
 
 
 def _ours(state_dir: Path) -> list[psutil.Process]:
@@ -63,17 +128,6 @@ def _ours(state_dir: Path) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
-
-
-def _stop(proc: subprocess.Popen[str], sig: int, state_dir: Path) -> str:
-    proc.send_signal(sig)
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, rest
-    deadline = time.monotonic() + 10
-    while _ours(state_dir) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _ours(state_dir), f"left running: {[p.cmdline() for p in _ours(state_dir)]}"
-    return rest
 
 
 async def _exercise(port: int, key: str) -> None:
@@ -116,17 +170,47 @@ def _keys(banner: str) -> dict[str, str]:
     return dict(re.findall(r"^\s+(demo-\w+)\s+(wfs_\S+)$", banner, re.MULTILINE))
 
 
-async def test_wfs_dev_from_empty_state_then_again(tmp_path_factory: object) -> None:
-    state_dir = ROOT / ".wfs-test" / f"dev-{os.getpid()}"
+@pytest.fixture(scope="module")
+def state_dir() -> Iterator[Path]:
+    """One state dir for the module: the later runs reuse what the first one created."""
+    path = ROOT / ".wfs-test" / f"dev-{os.getpid()}"
+    yield path
+    for p in _ours(path):
+        p.kill()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_plan_of_processes() -> None:
+    assert plan(2) == [("api", ["api"]), ("workers", ["worker", "ai-worker"])]
+    assert [name for name, _ in plan(3)] == ["api", "worker", "ai-worker"]
+    assert [name for name, _ in plan(5)] == ["api", "worker", "worker-2", "worker-3", "ai-worker"]
+
+
+async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None:
+    """From an empty state dir: API, worker and AI worker are three child processes with
+    their own pids and prefixed logs; an execution completes through them; SIGINT stops
+    them and every embedded server."""
     port = free_port()
+    dev, banner = await asyncio.to_thread(_start, state_dir, port)
     try:
-        proc, banner = await asyncio.to_thread(_start, state_dir, port)
         keys = _keys(banner)
         assert set(keys) == {"demo-free", "demo-pro", "demo-premium", "demo-enterprise"}
         assert f"http://127.0.0.1:{port}/graphql" in banner
         assert re.search(r"Temporal UI\s+http://127\.0\.0\.1:\d+", banner)
         assert (state_dir / "services.json").exists()
+
+        roles = dev.roles()
+        assert sorted(roles) == ["ai-worker", "api", "worker"]
+        pids = {p.pid for found in roles.values() for p in found}
+        assert len(pids) == 3 and dev.proc.pid not in pids
+        api = roles["api"][0]
+        assert listens_on(api.pid, port) and not listens_on(dev.proc.pid, port)
+        assert f"api {api.pid}, worker {roles['worker'][0].pid}" in banner
         await _exercise(port, keys["demo-premium"])
+        # Each role logs from its own process, under its name.
+        await asyncio.to_thread(dev.wait_for, rf"^api +\| .*Started server process \[{api.pid}\]")
+        await asyncio.to_thread(dev.wait_for, r"^worker +\| .*worker\.started.*wfs-main")
+        await asyncio.to_thread(dev.wait_for, r"^ai-worker +\| .*worker\.started.*task_queue=ai")
 
         # Another wfs command from the same state dir uses the running services.
         created = await asyncio.to_thread(
@@ -144,16 +228,46 @@ async def test_wfs_dev_from_empty_state_then_again(tmp_path_factory: object) -> 
             "{ viewer { role } }"
         )
         assert viewer["viewer"]["role"] == "VIEWER"
-
-        await asyncio.to_thread(_stop, proc, signal.SIGINT, state_dir)
-        assert not (state_dir / "services.json").exists()
-
-        # Second run: same state, same keys, stopped by SIGTERM this time.
-        proc, banner = await asyncio.to_thread(_start, state_dir, port)
-        assert _keys(banner) == keys
-        await _exercise(port, keys["demo-premium"])
-        await asyncio.to_thread(_stop, proc, signal.SIGTERM, state_dir)
     finally:
-        for p in _ours(state_dir):
-            p.kill()
-        shutil.rmtree(state_dir, ignore_errors=True)
+        await asyncio.to_thread(dev.stop, signal.SIGINT)
+    assert not (state_dir / "services.json").exists()
+    assert not _ours(state_dir)
+
+
+async def test_wfs_dev_in_one_process_reuses_state(state_dir: Path) -> None:
+    """`--processes 1`, the former mode: no role children; a second run keeps the keys."""
+    keys_file = state_dir / "demo-keys.json"
+    before = json.loads(keys_file.read_text()) if keys_file.exists() else None
+    port = free_port()
+    dev, banner = await asyncio.to_thread(_start, state_dir, port, "--processes", "1")
+    try:
+        if before is not None:
+            assert _keys(banner) == before
+        assert dev.roles() == {}
+        assert listens_on(dev.proc.pid, port)
+        await _exercise(port, _keys(banner)["demo-premium"])
+    finally:
+        await asyncio.to_thread(dev.stop, signal.SIGTERM)
+    assert not _ours(state_dir)
+
+
+async def test_wfs_dev_stops_when_a_role_dies_or_it_is_killed(state_dir: Path) -> None:
+    """A worker that dies is reported and ends wfs dev with exit 1, stopping the rest; a
+    SIGKILLed wfs dev leaves nothing behind either (children watch their stdin)."""
+    dev, _ = await asyncio.to_thread(_start, state_dir, free_port(), "--processes", "4")
+    family = dev.family()
+    try:
+        workers = dev.roles()["worker"]
+        assert len(workers) == 2
+        workers[1].kill()
+        await asyncio.to_thread(dev.wait_exit, family, 1)
+    finally:
+        dev.proc.kill()
+    died = rf"^error: worker-2 \(pid {workers[1].pid}\) exited with code -9; stopping wfs dev"
+    assert re.search(died, dev.output, re.MULTILINE), dev.output
+
+    dev, _ = await asyncio.to_thread(_start, state_dir, free_port())
+    family = dev.family()
+    dev.proc.kill()
+    await asyncio.to_thread(_assert_gone, family, 60)
+    assert not _ours(state_dir)

@@ -1,0 +1,185 @@
+"""`wfs dev`'s roles (API, worker, AI worker) run as child processes, and the child's side.
+
+One Python process runs its event loop on one core: a slow step or a large document in the
+worker stalls the API beside it. So `wfs dev` starts each role in its own process (the
+production topology, `wfs api` and `wfs worker`, in miniature) and supervises them:
+
+* A child is `python -m app.cli.dev_roles ROLE...`. It imports the roles' code first and then
+  waits for one line on stdin: the parent's resolved `Settings` as JSON (the embedded services'
+  URLs included). The parent spawns the children before it starts the embedded services, so
+  the children's second of imports overlaps that start instead of following it.
+* The child's stdin stays open as a lifeline: when it closes, the parent is gone (even after a
+  SIGKILL), and the child stops as on SIGTERM. Children run in their own session, so a
+  terminal's Ctrl-C reaches only the parent, which stops them before the services they use.
+* Each child's stdout and stderr are relayed line by line with its name as a prefix
+  (`worker    | ...`); a child that exits wakes the parent, which reports it and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import click
+
+from app.settings import Settings
+
+ROLES = ("api", "worker", "ai-worker")
+_output_lock = threading.Lock()
+
+
+def plan(processes: int) -> list[tuple[str, list[str]]]:
+    """(name, roles) of each process for `wfs dev --processes N` (N >= 2): 2 is the API and
+    one process with both workers; 3 gives the AI worker its own; more add main-queue workers."""
+    if processes == 2:
+        return [("api", ["api"]), ("workers", ["worker", "ai-worker"])]
+    workers = [("worker" if n == 1 else f"worker-{n}", ["worker"]) for n in range(1, processes - 1)]
+    return [("api", ["api"]), *workers, ("ai-worker", ["ai-worker"])]
+
+
+def _role(
+    role: str, settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None
+) -> Coroutine[Any, Any, None]:
+    from app.cli.runner import run_ai_worker, run_api, run_worker
+
+    if role == "api":
+        return run_api(settings, stop, ready)
+    if role == "worker":
+        return run_worker(settings, stop)
+    if role == "ai-worker":
+        return run_ai_worker(settings, stop)
+    raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+
+
+async def serve_roles(
+    settings: Settings,
+    roles: Sequence[str],
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run roles in this event loop until `stop`, or until one of them ends (then stop the
+    others: nothing keeps running half). Raises when a role failed; `ready` is the API's."""
+    tasks = [asyncio.create_task(_role(r, settings, stop, ready), name=r) for r in roles]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failures = [f"{t.get_name()}: {r}" for t, r in zip(tasks, results, strict=True) if r]
+    if failures:
+        raise RuntimeError("; ".join(failures))
+
+
+class RoleProcess:
+    """The parent's handle on one child: spawn, hand over settings, relay output, stop."""
+
+    def __init__(self, name: str, roles: Sequence[str], exited: threading.Event) -> None:
+        self.name = name
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "app.cli.dev_roles", *roles],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},  # prints reach the relay at once
+        )
+        self._relay = threading.Thread(
+            target=self._relay_output, args=(exited,), name=f"relay-{name}", daemon=True
+        )
+        self._relay.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def start(self, settings: Settings) -> None:
+        """Hand over the settings; the child then starts its roles."""
+        assert self.popen.stdin is not None
+        try:
+            self.popen.stdin.write(settings.model_dump_json().encode() + b"\n")
+            self.popen.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died already: the relay reports its exit
+
+    def terminate(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for the exit (SIGKILL after timeout), close the lifeline, drain the output."""
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            click.echo(f"{self.name} did not stop in {timeout:.0f}s: killed", err=True)
+            self.popen.kill()
+            self.popen.wait()
+        if self.popen.stdin is not None:
+            self.popen.stdin.close()
+        self._relay.join(5)
+
+    def _relay_output(self, exited: threading.Event) -> None:
+        assert self.popen.stdout is not None
+        prefix = f"{self.name:<9} | ".encode()
+        for line in self.popen.stdout:
+            with _output_lock:
+                click.echo(prefix + line.rstrip(b"\n") + b"\n", err=True, nl=False)
+        self.popen.wait()
+        exited.set()
+
+
+def start_processes(processes: int, exited: threading.Event) -> list[RoleProcess]:
+    return [RoleProcess(name, roles, exited) for name, roles in plan(processes)]
+
+
+def stop_processes(children: Sequence[RoleProcess], timeout: float = 15) -> None:
+    """SIGTERM them all at once (each stops gracefully, in parallel), then wait for each."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.wait(timeout)
+
+
+async def _serve_child(settings: Settings, roles: Sequence[str]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    lifeline = sys.stdin.fileno()
+
+    def on_lifeline() -> None:
+        if not os.read(lifeline, 4096):  # EOF: the parent is gone
+            loop.remove_reader(lifeline)
+            stop.set()
+
+    loop.add_reader(lifeline, on_lifeline)
+    await serve_roles(settings, roles, stop)
+
+
+def child_main(roles: Sequence[str]) -> None:
+    import app.cli.runner  # noqa: F401 - the imports overlap the parent's start
+    import workers.main  # noqa: F401
+    from app.cli.main import _exit
+    from app.log_config import configure
+
+    line = sys.stdin.buffer.readline()
+    code = 0
+    if line:  # else the parent ended before it started us
+        settings = Settings.model_validate_json(line)
+        configure(settings.log_level, settings.log_json)
+        try:
+            asyncio.run(_serve_child(settings, roles))
+        except Exception as exc:
+            click.echo(f"error: {exc}", err=True)
+            code = 1
+    _exit(code)
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])
