@@ -165,7 +165,7 @@ async def _serve_child(settings: Settings, roles: Sequence[str]) -> None:
 def child_main(roles: Sequence[str]) -> None:
     import app.cli.runner  # noqa: F401 - the imports overlap the parent's start
     import workers.main  # noqa: F401
-    from app.cli.main import _exit
+    from app.cli.process import hard_exit
     from app.log_config import configure
 
     line = sys.stdin.buffer.readline()
@@ -178,7 +178,7 @@ def child_main(roles: Sequence[str]) -> None:
         except Exception as exc:
             click.echo(f"error: {exc}", err=True)
             code = 1
-    _exit(code)
+    hard_exit(code)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,7 @@ template reviews/approve/reject, apikey create."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 import click
 
+from app.cli.process import hard_exit
 from app.db import make_engine, make_sessionmaker
 from app.errors import DomainError
 from app.log_config import configure
@@ -30,13 +29,6 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
-def _exit(code: int) -> None:
-    # temporalio's core can abort at interpreter exit in short-lived processes (sdk-python #300).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
@@ -51,7 +43,7 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     except Exception as exc:  # report and exit non-zero rather than dump a traceback
         click.echo(f"error: {exc}", err=True)
         code = 1
-    _exit(code)
+    hard_exit(code)
 
 
 @click.group()
@@ -112,7 +104,7 @@ def dev(state_dir: Path, port: int, host: str, fake_llm: bool, processes: int) -
     from app.cli.dev import run_dev
 
     settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
-    _exit(run_dev(settings, fake_llm=fake_llm, processes=processes))
+    hard_exit(run_dev(settings, fake_llm=fake_llm, processes=processes))
 
 
 @cli.command()
@@ -122,7 +114,7 @@ def migrate() -> None:
     assert settings.database_url
     upgrade(settings.database_url)
     click.echo("migrated to head")
-    _exit(0)
+    hard_exit(0)
 
 
 @cli.command()
@@ -133,7 +125,7 @@ def seed() -> None:
     settings = _settings().require("database_url")
     published = _with_sessions(settings, seed_templates)
     click.echo(f"standard templates seeded ({published} new versions)")
-    _exit(0)
+    hard_exit(0)
 
 
 @cli.command()
@@ -170,7 +162,7 @@ def tenant_create(name: str, tier: str) -> None:
             return f"created tenant {t.name} ({t.tier}) id={t.id}"
 
     click.echo(_with_sessions(_settings().require("database_url"), create))
-    _exit(0)
+    hard_exit(0)
 
 
 @tenant.command("set-tier")
@@ -192,7 +184,7 @@ def tenant_set_tier(name: str, tier: str) -> None:
             return f"tenant {t.name}: tier {previous} -> {t.tier}"
 
     click.echo(_with_sessions(_settings().require("database_url"), set_tier))
-    _exit(0)
+    hard_exit(0)
 
 
 @tenant.command("verify-sender")
@@ -213,7 +205,7 @@ def tenant_verify_sender(tenant_ref: str, address: str, remove: bool) -> None:
             return f"tenant {t.name}: verified senders {', '.join(senders) or '(none)'}"
 
     click.echo(_with_sessions(_settings().require("database_url"), verify))
-    _exit(0)
+    hard_exit(0)
 
 
 @cli.group()
@@ -245,7 +237,7 @@ def template_reviews() -> None:
         return "\n".join(lines) or "no template waits for review"
 
     click.echo(_with_sessions(_settings().require("database_url"), pending))
-    _exit(0)
+    hard_exit(0)
 
 
 @template.command("approve")
@@ -265,7 +257,7 @@ def template_approve(template_id: uuid.UUID, version: int) -> None:
             return f"template {t.name} ({t.id}): v{version} approved, public v{t.public_version}"
 
     click.echo(_with_sessions(_settings().require("database_url"), approve))
-    _exit(0)
+    hard_exit(0)
 
 
 @template.command("reject")
@@ -283,7 +275,7 @@ def template_reject(template_id: uuid.UUID, version: int, reason: str) -> None:
             return f"template {t.name} ({t.id}): version {version} rejected"
 
     click.echo(_with_sessions(_settings().require("database_url"), reject))
-    _exit(0)
+    hard_exit(0)
 
 
 def _summary(capabilities: Any) -> str:
@@ -328,7 +320,7 @@ def apikey_create(tenant_name: str, role: str, name: str) -> None:
             return f"created {role} key {key.prefix} for tenant {t.name}\n{plaintext}"
 
     click.echo(_with_sessions(_settings().require("database_url"), create))
-    _exit(0)
+    hard_exit(0)
 
 
 def _with_sessions(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -344,7 +336,7 @@ def _with_sessions(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> A
         return asyncio.run(run())
     except DomainError as exc:
         click.echo(f"error: {exc.message}", err=True)
-        _exit(1)
+        hard_exit(1)
 
 
 def main() -> None:
@@ -352,4 +344,4 @@ def main() -> None:
         cli(standalone_mode=True)
     except RuntimeError as exc:
         click.echo(f"error: {exc}", err=True)
-        _exit(1)
+        hard_exit(1)
