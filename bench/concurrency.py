@@ -15,6 +15,7 @@ from bench.harness import (
     Bench,
     RawWorker,
     check_all_completed,
+    cpu_rows,
     pool,
     raw_scope,
     row,
@@ -23,7 +24,7 @@ from bench.harness import (
     wait_count,
 )
 from bench.raw_workflows import GO_SIGNAL, StepsInput
-from bench.stack import MemorySampler
+from bench.stack import CpuMeter, MemorySampler
 
 EVENT = "go"
 
@@ -69,8 +70,10 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     async def release(i: int) -> None:
         await apis[i % len(apis)].send_event(ids[i], EVENT)
 
+    service_cpu, raw_cpu = CpuMeter(), CpuMeter()
     async with MemorySampler([bench.stack.pid]) as service_mem:
-        service = await phases(bench, n, args.clients, service_scope(template), start, release)
+        with service_cpu:
+            service = await phases(bench, n, args.clients, service_scope(template), start, release)
     async with RawWorker(bench.stack) as worker:
         prefix = f"bench-wait-{bench.run_id}-"
 
@@ -87,7 +90,8 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
 
         scope = raw_scope(worker.task_queue, prefix)
         async with MemorySampler([bench.stack.pid, worker.pid]) as raw_mem:
-            raw = await phases(bench, n, args.clients, scope, raw_start, raw_release)
+            with raw_cpu:
+                raw = await phases(bench, n, args.clients, scope, raw_start, raw_release)
     s_mib, r_mib = service_mem.mib(), raw_mem.mib()
     app = sum(v for k, v in s_mib.items() if k.startswith("wfs "))
     rows = [
@@ -98,6 +102,7 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     ]
     for name in sorted(set(s_mib) | set(r_mib)):
         rows.append(row(f"peak MiB: {name}", s_mib.get(name), r_mib.get(name)))
+    rows += cpu_rows(service_cpu, raw_cpu)
     return {
         "title": f"concurrency: {n} executions open at once per side, then released",
         "rows": rows,

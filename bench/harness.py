@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from bench.stack import Stack
+from bench.stack import CpuMeter, Stack
 
 CREATE = (
     "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) "
@@ -37,6 +37,7 @@ SEND_EVENT = (
     "mutation($i: SendExecutionEventInput!) { sendExecutionEvent(input: $i) "
     "{ __typename ... on UserError { code message } } }"
 )
+UNPOLLED = "bench-unpolled-"  # task queue prefix of raw starts no worker runs (start scenarios)
 # One `data.transform` call: the step both sides run (the service through a template, raw
 # Temporal through bench/raw_workflows.py).
 TRANSFORM_INPUT: dict[str, Any] = {
@@ -129,6 +130,12 @@ def row(
         "goal": goal,
         **extra,
     }
+
+
+def cpu_rows(service: CpuMeter, raw: CpuMeter) -> list[dict[str, Any]]:
+    """One row per process busy on either side: cores it used (this machine has 2)."""
+    s, r = service.cores(), raw.cores()
+    return [row(f"cores used: {name}", s.get(name), r.get(name)) for name in sorted(s | r)]
 
 
 def latency_rows(what: str, service: list[float], raw: list[float], goals: dict) -> list[dict]:

@@ -112,8 +112,8 @@ class Stack:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        """The root of the stack's process tree (a test running the API itself: its own)."""
+        return self.proc.pid if self.proc is not None else os.getpid()
 
     def api_pid(self) -> int:
         """The process listening on the API port (`wfs dev` itself, or a child of it)."""
@@ -202,3 +202,47 @@ class MemorySampler:
 
     def mib(self) -> dict[str, float]:
         return {k: round(v / 2**20, 1) for k, v in sorted(self.peak.items())}
+
+
+def cpu_seconds(roots: list[int]) -> dict[int, tuple[str, float]]:
+    """CPU time (user + system) so far of every process in the trees: {pid: (label, seconds)}."""
+    found: dict[int, tuple[str, float]] = {}
+    for root_pid in roots:
+        try:
+            root = psutil.Process(root_pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                found[proc.pid] = (label(proc), times.user + times.system)
+            except psutil.Error:
+                continue
+    return found
+
+
+class CpuMeter:
+    """Cores each process role used while the meter ran (summed over its windows): which one
+    is saturated says what bounds a rate. A process that ended inside a window is missed."""
+
+    def __init__(self, roots: list[int] | None = None) -> None:
+        self.roots = roots or [os.getpid()]  # the bench: clients, `wfs dev`, the raw worker
+        self.used: dict[str, float] = {}
+        self.wall = 0.0
+        self._start: dict[int, tuple[str, float]] = {}
+        self._t0 = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._start, self._t0 = cpu_seconds(self.roots), time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.monotonic() - self._t0
+        for pid, (name, seconds) in cpu_seconds(self.roots).items():
+            before = self._start.get(pid, (name, 0.0))[1]
+            self.used[name] = self.used.get(name, 0.0) + seconds - before
+
+    def cores(self, at_least: float = 0.05) -> dict[str, float]:
+        wall = self.wall or 1.0
+        return {k: round(v / wall, 2) for k, v in sorted(self.used.items()) if v / wall >= at_least}

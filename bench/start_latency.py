@@ -13,7 +13,7 @@ from argparse import Namespace
 from datetime import timedelta
 from typing import Any
 
-from bench.harness import Bench, latency_rows
+from bench.harness import UNPOLLED, Bench, latency_rows
 
 TEMPLATE = "order-summary"
 PARAMS = {"customer": "bench", "items": [{"sku": "A-1", "qty": 2, "price": 9.5}], "wait_seconds": 1}
@@ -22,7 +22,7 @@ GOALS = {50: "<= 2x raw", 99: "<= 1.5x raw"}
 
 async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     api = bench.apis["demo-enterprise"]
-    queue = f"bench-unpolled-{bench.run_id}"
+    queue = f"{UNPOLLED}{bench.run_id}"
     service_ms: list[float] = []
     raw_ms: list[float] = []
     await api.start(TEMPLATE, PARAMS)  # warm: first-use caches are not what a user meets twice

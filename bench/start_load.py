@@ -17,8 +17,8 @@ from argparse import Namespace
 from datetime import timedelta
 from typing import Any
 
-from bench.harness import Api, Bench, latency_rows, pool, row
-from bench.stack import Stack, wfs_binary
+from bench.harness import UNPOLLED, Api, Bench, cpu_rows, latency_rows, pool, row
+from bench.stack import CpuMeter, Stack, wfs_binary
 from bench.start_latency import PARAMS, TEMPLATE
 
 GOALS = {99: "< 500 ms"}
@@ -46,7 +46,7 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     extra = [f"bench-{bench.run_id}-{i}" for i in range(max(0, args.tenants - len(bench.apis)))]
     apis = bench.tenant_apis()[: args.tenants]
     apis += await asyncio.gather(*(add_tenant(bench, name) for name in extra))
-    queue = f"bench-unpolled-{bench.run_id}"
+    queue = f"{UNPOLLED}{bench.run_id}"
 
     async def service(i: int) -> None:
         await apis[i % len(apis)].start(TEMPLATE, PARAMS)
@@ -63,10 +63,12 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     service_ms: list[float] = []
     raw_ms: list[float] = []
     seconds = {"service": 0.0, "raw": 0.0}
+    cpu = {"service": CpuMeter(), "raw": CpuMeter()}
     for size in (half, args.starts - half):
         for side, call, out in (("service", service, service_ms), ("raw", raw, raw_ms)):
             t0 = time.perf_counter()
-            out += await pool(size, args.clients, call)
+            with cpu[side]:
+                out += await pool(size, args.clients, call)
             seconds[side] += time.perf_counter() - t0
     for api in apis[len(bench.apis) :]:
         await api.close()
@@ -81,5 +83,9 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
             f"start under load: {args.starts} starts from {args.clients} clients "
             f"over {len(apis)} tenants, in two alternating halves"
         ),
-        "rows": [rate, *latency_rows("start", service_ms, raw_ms, GOALS)],
+        "rows": [
+            rate,
+            *latency_rows("start", service_ms, raw_ms, GOALS),
+            *cpu_rows(cpu["service"], cpu["raw"]),
+        ],
     }

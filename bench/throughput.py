@@ -18,6 +18,7 @@ from bench.harness import (
     Bench,
     RawWorker,
     check_all_completed,
+    cpu_rows,
     pool,
     raw_scope,
     row,
@@ -26,6 +27,7 @@ from bench.harness import (
     wait_count,
 )
 from bench.raw_workflows import StepsInput
+from bench.stack import CpuMeter
 
 STEP_COUNTS = (1, 5)
 
@@ -42,7 +44,9 @@ def steps_spec(name: str, steps: int) -> dict[str, Any]:
     }
 
 
-async def rate(bench: Bench, worker: RawWorker, steps: int, args: Namespace) -> dict[str, Any]:
+async def rate(
+    bench: Bench, worker: RawWorker, steps: int, args: Namespace
+) -> list[dict[str, Any]]:
     """Alternating rounds of n executions per side; completed/s of each side over all rounds."""
     n, apis = args.executions, bench.tenant_apis()
     template = f"bench-steps{steps}-{bench.run_id}"
@@ -62,26 +66,29 @@ async def rate(bench: Bench, worker: RawWorker, steps: int, args: Namespace) -> 
         )
 
     seconds = {"service": 0.0, "raw": 0.0}
+    cpu = {"service": CpuMeter(), "raw": CpuMeter()}
     for done in range(1, args.throughput_rounds + 1):
         for side, call in (("service", service), ("raw", raw)):
             t0 = time.monotonic()
-            await pool(n, args.clients, call)
-            query = status(scopes[side], "Completed")
-            seconds[side] += await wait_count(bench.temporal, query, n * done, 600) - t0
+            with cpu[side]:
+                await pool(n, args.clients, call)
+                query = status(scopes[side], "Completed")
+                seconds[side] += await wait_count(bench.temporal, query, n * done, 600) - t0
     total = n * args.throughput_rounds
     for scope in scopes.values():
         await check_all_completed(bench.temporal, scope, total)
-    return row(
+    rate = row(
         f"{steps}-step completed/s",
         total / seconds["service"],
         total / seconds["raw"],
         ">= 0.6x raw",
     )
+    return [rate, *cpu_rows(cpu["service"], cpu["raw"])]
 
 
 async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     async with RawWorker(bench.stack) as worker:
-        rows = [await rate(bench, worker, steps, args) for steps in STEP_COUNTS]
+        rows = [r for steps in STEP_COUNTS for r in await rate(bench, worker, steps, args)]
     return {
         "title": (
             f"throughput: {args.throughput_rounds} rounds of {args.executions} executions per "
