@@ -33,7 +33,7 @@ from bench.harness import (
     status,
     wait_count,
 )
-from bench.stack import rss_bytes
+from bench.stack import CpuMeter, rss_bytes
 
 EVENT = "go"
 SUBSCRIBE = "subscription($id: ID!) { executionUpdates(id: $id) { seq type at } }"
@@ -78,6 +78,9 @@ class Watcher:
         async for raw in self.ws:
             arrived = time.time()
             msg = json.loads(raw)
+            if msg["type"] == "next" and msg["payload"].get("errors"):
+                self.ended = f"error: {msg['payload']['errors']}"
+                break
             if msg["type"] == "next":
                 self.received.append((arrived, msg["payload"]["data"]["executionUpdates"]))
             elif msg["type"] in ("complete", "error"):
@@ -137,8 +140,9 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     async def release(i: int) -> None:
         await apis[i % len(apis)].send_event(ids[i], EVENT)
 
-    await pool(n_exec, args.clients, release)
-    await asyncio.wait_for(asyncio.gather(*readers), 300)
+    with CpuMeter() as cpu:
+        await pool(n_exec, args.clients, release)
+        await asyncio.wait_for(asyncio.gather(*readers), 600)
     stop.set()
     await lag_task
     latencies = [
@@ -149,7 +153,11 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     ]
     completed = sum(1 for w in watchers if w.ended == "complete" and w.saw("COMPLETED"))
     if completed != n_subs:
-        raise RuntimeError(f"{completed} of {n_subs} subscribers saw their execution complete")
+        errors = sorted({w.ended for w in watchers if w.ended != "complete"})
+        raise RuntimeError(
+            f"{completed} of {n_subs} subscribers saw their execution complete; "
+            f"the others ended with: {errors[:3]}"
+        )
     return {
         "title": f"live updates: {n_subs} subscribers on {n_exec} running executions",
         "rows": [
@@ -161,5 +169,6 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
             row("API RSS before subscribing MiB", before / 2**20, None),
             row("API RSS with the subscribers MiB", after / 2**20, None),
             row("bench event-loop lag p99 ms", percentile(lag, 99), None, "(part of the latency)"),
+            *(row(f"cores used: {k}", v, None) for k, v in cpu.cores().items()),
         ],
     }

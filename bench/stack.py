@@ -99,7 +99,7 @@ class Stack:
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, timeout: float = 60) -> int | None:
+    def stop(self, timeout: float = 90) -> int | None:
         """SIGINT, as Ctrl-C would (it stops every child it started); SIGKILL as a last resort."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
