@@ -117,6 +117,11 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
+def rounded(value: float | None) -> float | None:
+    """One decimal, two below 10 (cores used, small rates)."""
+    return None if value is None else round(value, 2 if abs(value) < 10 else 1)
+
+
 def row(
     metric: str, service: float | None, raw: float | None, goal: str = "", **extra: Any
 ) -> dict[str, Any]:
@@ -125,8 +130,8 @@ def row(
     return {
         "metric": metric,
         "ratio": None if ratio is None else round(ratio, 2),
-        "service": None if service is None else round(service, 1),
-        "raw": None if raw is None else round(raw, 1),
+        "service": rounded(service),
+        "raw": rounded(raw),
         "goal": goal,
         **extra,
     }

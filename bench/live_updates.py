@@ -21,6 +21,7 @@ from argparse import Namespace
 from datetime import datetime
 from typing import Any
 
+import httpx
 import websockets
 
 from bench.harness import (
@@ -100,6 +101,17 @@ async def loop_lag(samples: list[float], stop: asyncio.Event, tick: float = 0.00
         samples.append((time.perf_counter() - t0 - tick) * 1000)
 
 
+async def publish_failures(api_url: str) -> float:
+    """Events committed but not published (so read again by subscribers on their next poll):
+    the counter of the process serving /metrics (the API, and workers running with it)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        text = (await http.get(f"{api_url}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("wfs_event_publish_failures_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
 async def open_all(watchers: list[Watcher], batch: int = 50) -> None:
     for i in range(0, len(watchers), batch):
         await asyncio.gather(*(w.open() for w in watchers[i : i + batch]))
@@ -140,6 +152,7 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
     async def release(i: int) -> None:
         await apis[i % len(apis)].send_event(ids[i], EVENT)
 
+    failures = await publish_failures(bench.stack.api_url)
     with CpuMeter() as cpu:
         await pool(n_exec, args.clients, release)
         await asyncio.wait_for(asyncio.gather(*readers), 600)
@@ -151,6 +164,8 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
         for arrived, e in w.received
         if datetime.fromisoformat(e["at"]).timestamp() >= released
     ]
+    failures = await publish_failures(bench.stack.api_url) - failures
+    late = sum(1 for ms in latencies if ms > 1000)
     completed = sum(1 for w in watchers if w.ended == "complete" and w.saw("COMPLETED"))
     if completed != n_subs:
         errors = sorted({w.ended for w in watchers if w.ended != "complete"})
@@ -164,6 +179,8 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
             *(row(f"event latency p{p} ms", percentile(latencies, p), None) for p in (50, 95)),
             row("event latency p99 ms", percentile(latencies, 99), None, "< 100 ms"),
             row("live events delivered", len(latencies), None),
+            row("of which later than 1 s", late, None),
+            row("events not published (metrics)", failures, None),
             row(f"subscribers that saw COMPLETED, of {n_subs}", completed, None, "all"),
             row("API RSS per subscriber KiB", (after - before) / n_subs / 1024, None),
             row("API RSS before subscribing MiB", before / 2**20, None),

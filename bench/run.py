@@ -40,7 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
 # (default, --full): the defaults keep `make bench` near 10 minutes on this 2-core machine.
 SIZES: dict[str, tuple[Any, Any]] = {
     "rounds": (100, 300),
-    "starts": (1000, 1000),
+    "starts": (500, 1000),
     "executions": (60, 1000),
     "open": (1000, 10_000),
     "subscribers": (1000, 1000),
