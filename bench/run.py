@@ -1,7 +1,7 @@
 """`make bench`: start a fresh `wfs dev`, run the scenarios, print a table per scenario and
 write the figures to bench/results/<UTC time>.json and bench/results/latest.json.
 
-    .venv/bin/python -m bench.run                      # default sizes, about 10 minutes here
+    .venv/bin/python -m bench.run                      # default sizes, 8-14 minutes here
     .venv/bin/python -m bench.run --full               # the sizes of issue 10
     .venv/bin/python -m bench.run --only start_latency,throughput --executions 50
 """
