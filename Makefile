@@ -1,17 +1,21 @@
-# The two set-up commands: `make dev` and `make test`. Both create .venv on first use.
+# The set-up commands: `make dev`, `make test` and `make bench`. Each creates .venv on first use.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: dev test install lint schema clean
+.PHONY: dev test bench install lint schema clean
 
 dev: $(INSTALLED)
 	$(BIN)/wfs dev $(ARGS)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Starts its own `wfs dev` (state in .wfs-bench/); ARGS="--only start_latency", "--full", ...
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run $(ARGS)
 
 install: $(INSTALLED)
 

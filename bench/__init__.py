@@ -1,0 +1,1 @@
+"""`make bench`: the service against raw Temporal on the same server (docs/performance.md)."""
