@@ -43,7 +43,6 @@ from app.ai.contracts import AiRequest, ModelChoice
 from app.ai.fake_llm import FakeLLM, FakeLLMServer
 from app.ai.fake_responder import task_responder
 from app.ai.gateway import AiGateway, TenantAi
-from app.ai.routing import ANTHROPIC_STANDARD, OPENAI_STANDARD
 from app.ai.service import AiService
 from app.ai.tasks import TASK_SPECS, max_output_tokens
 from app.ai.wiring import build_gateway
@@ -52,13 +51,19 @@ from app.log_config import configure
 from app.migrate import upgrade_async
 from app.settings import Settings
 from app.tenants.service import TenantService
+from app.tiers import get_tier
 
 ADMIN_DB = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY = "bench-key"
 WARMUP_ROUNDS = 10  # connection pools, the CPU pool's threads, compiled validators
 TASKS = ("summarize", "classify_content")
-PROVIDERS: dict[str, ModelChoice] = {"openai": OPENAI_STANDARD, "anthropic": ANTHROPIC_STANDARD}
+# The premium tier's models (app/tiers.py): the tier this bench's tenant is on.
+_PREMIUM = get_tier("premium")
+assert _PREMIUM is not None
+PROVIDERS: dict[str, ModelChoice] = {
+    provider: ModelChoice(provider, model) for provider, model in _PREMIUM.ai_models
+}
 PERCENTILES = (50, 95, 99)
 SUMMARY_TEXT = (
     "Order {marker} was placed on Monday and shipped on Tuesday from the Lyon warehouse. "
@@ -131,10 +136,10 @@ class DirectCalls:
 
 
 @asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
+async def fresh_database(admin_db: str) -> AsyncIterator[str]:
     """A new database on the admin URL's server, migrated; dropped (forced) afterwards."""
     name = f"wfs_bench_{uuid.uuid4().hex[:10]}"
-    admin = ADMIN_DB.replace("+asyncpg", "")
+    admin = admin_db.replace("+asyncpg", "")
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
@@ -277,19 +282,20 @@ async def forget_tenant(gateway: AiGateway, tenant_id: str) -> None:
     await redis.aclose()
 
 
-async def run(size: int = 200) -> dict:
+async def run(size: int = 200, *, admin_db: str = ADMIN_DB, redis_url: str = REDIS_URL) -> dict:
     """Scenario 6 of `make bench`: {"scenario", "rows": [{metric, service_ms, raw_ms, ratio}],
     "notes"}. `size` is the number of measured rounds (each: every task x provider). Needs
-    PostgreSQL (DATABASE_URL, else 127.0.0.1:5432) and Redis (REDIS_URL, else 127.0.0.1:6379)."""
+    PostgreSQL (DATABASE_URL, else 127.0.0.1:5432) and Redis (REDIS_URL, else 127.0.0.1:6379);
+    `make bench` passes its stack's."""
     configure("warning")
     server = FakeLLMServer(FakeLLM(responder=task_responder))
     server.start()
     try:
-        async with fresh_database() as database_url:
+        async with fresh_database(admin_db) as database_url:
             settings = Settings(
                 _env_file=None,  # type: ignore[call-arg]
                 database_url=database_url,
-                redis_url=REDIS_URL,
+                redis_url=redis_url,
                 openai_api_key=KEY,
                 openai_base_url=server.openai_base_url,
                 anthropic_api_key=KEY,

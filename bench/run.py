@@ -23,7 +23,15 @@ from typing import Any
 import psutil
 from temporalio.client import Client
 
-from bench import concurrency, fan_out, live_updates, start_latency, start_load, throughput
+from bench import (
+    ai_gateway,
+    concurrency,
+    fan_out,
+    live_updates,
+    start_latency,
+    start_load,
+    throughput,
+)
 from bench.harness import UNPOLLED, Api, Bench, count, dumps
 from bench.stack import BENCH_ENV, Stack
 
@@ -36,6 +44,11 @@ SCENARIOS: dict[str, Scenario] = {
     "concurrency": concurrency.run,
     "live_updates": live_updates.run,
     "fan_out": fan_out.run,
+    "ai_gateway": lambda bench, args: ai_gateway.run(
+        args.ai_rounds,
+        admin_db=bench.stack.services["database_url"],
+        redis_url=bench.stack.services["redis_url"],
+    ),
 }
 # (default, --full): the defaults keep `make bench` near 10 minutes on this 2-core machine.
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -46,6 +59,7 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "subscribers": (1000, 1000),
     "live_executions": (200, 1000),
     "fan_out": ([1000], [100, 1000, 10_000]),
+    "ai_rounds": (200, 500),
 }
 
 
@@ -68,6 +82,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="fan_out: one AI call per item (runs `wfs dev --fake-llm`)",
     )
+    p.add_argument("--ai-rounds", type=int, help="ai_gateway: rounds (each: 2 tasks x 2 providers)")
     p.add_argument("--state-dir", type=Path, default=ROOT / ".wfs-bench")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)

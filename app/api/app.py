@@ -52,7 +52,7 @@ from app.errors import QuotaExceeded
 from app.events.bus import EventBus
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.ratelimit import RateLimiter
-from app.redis_conn import redis_client
+from app.redis_conn import blocking_redis_client
 from app.settings import Settings
 from app.temporal import connect
 
@@ -301,7 +301,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         bus = EventBus(settings.redis_url)
         await bus.start()
         temporal = await connect(settings.temporal_address, settings.temporal_namespace)
-        redis = redis_client(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        # A blocking pool: a burst (1,000 sockets connecting, each taking its lease) waits a
+        # moment for a connection; redis-py's default pool raised "Too many connections" past
+        # 100, and the socket cap and the rate limiter then let the caller through uncounted.
+        redis = blocking_redis_client(
+            settings.redis_url,
+            max_connections=200,
+            timeout=2,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+        )
         limiter = RateLimiter(redis, settings.rate_limit_per_minute)
         holder["deps"] = Deps(
             settings, engine, make_sessionmaker(engine), bus, temporal, limiter, redis

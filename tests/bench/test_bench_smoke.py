@@ -30,6 +30,7 @@ TINY = Namespace(
     live_executions=2,
     fan_out=[60],  # over the tests' FOR_EACH_BATCH_SIZE (50): two child workflows
     fan_out_ai=False,
+    ai_rounds=2,
 )
 
 
@@ -68,3 +69,5 @@ async def test_every_scenario_runs_and_completes_everything(
     assert live["live events delivered"] >= 4 * 5  # the wait's end, 3 steps' events, COMPLETED
     (fan_out,) = results["fan_out"]["rows"]
     assert fan_out["children"] == 2
+    gateway = {r["metric"] for r in results["ai_gateway"]["rows"]}
+    assert any("cache hit" in m for m in gateway) and any("via openai" in m for m in gateway)
