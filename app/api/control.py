@@ -14,7 +14,8 @@ from app.api.errors import (
     UnavailableError,
     ValidationError,
 )
-from app.api.executions import Execution, ExecutionStatus
+from app.api.execution_events import ExecutionStatus
+from app.api.executions import Execution
 from app.api.relay import from_global_id
 from app.executions.control import ExecutionControl
 from app.executions.service import ExecutionService

@@ -13,7 +13,8 @@ from typing import Any
 import strawberry
 
 from app.api.context import Context
-from app.api.executions import Execution, ExecutionEvent
+from app.api.execution_events import ExecutionEvent
+from app.api.executions import Execution
 from app.errors import ValidationFailed
 from app.events import channels
 from app.events.bus import Resync

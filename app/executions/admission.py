@@ -133,14 +133,15 @@ class Admission:
         )
         return False
 
-    async def start(self, execution: Execution, launch: Launch) -> None:
+    async def start(self, execution: Execution, launch: Launch, *, requeue: bool = True) -> None:
         """Start the claimed (and committed) execution's workflow and record its run id.
-        Raises EngineUnavailable after releasing the claim: the execution is queued again."""
+        Raises EngineUnavailable; with `requeue` the claim is released first (queued again,
+        for the sweep), else it is the caller's to end the execution (which frees the slot)."""
         try:
             run_id = await self.launcher.start(execution, launch)
         except EngineUnavailable:
-            await self.repo.set_run_id(execution, None, claimed=CLAIMED)
-            await self.session.commit()
+            if requeue:
+                await self.release(execution)
             raise
         recorded = await self.repo.set_run_id(execution, run_id, claimed=CLAIMED)
         await self.session.commit()
@@ -154,6 +155,11 @@ class Admission:
                 log.warning("execution.cancel_after_start_failed", error=str(exc))
             return
         log.info("execution.admitted", execution_id=str(execution.id), tenant=launch.tenant_name)
+
+    async def release(self, execution: Execution) -> None:
+        """Give the claimed execution's slot back: it waits in the queue again."""
+        await self.repo.set_run_id(execution, None, claimed=CLAIMED)
+        await self.session.commit()
 
     async def admit(self, tenant_id: uuid.UUID) -> list[Execution]:
         """Start the tenant's oldest queued executions that fit under its limit. One that
@@ -169,12 +175,15 @@ class Admission:
                 execution.run_id = CLAIMED
                 claimed.append(Claimed(execution, await self.launch_of(execution)))
         await self.recorder.commit()  # the lock is released here, before any start
-        started = []
+        started: list[Execution] = []
         for item in claimed:
             try:
                 await self.start(item.execution, item.launch)
             except EngineUnavailable:
-                break  # Temporal is not answering: the rest stay queued for the sweep
+                # Temporal is not answering: the rest go back to the queue for the sweep.
+                for rest in claimed[len(started) + 1 :]:
+                    await self.release(rest.execution)
+                break
             started.append(item.execution)
         return started
 

@@ -168,8 +168,9 @@ class ExecutionService:
             spec=spec,
         )
         try:
-            await admission.start(execution, launch)
-        except EngineUnavailable as exc:  # the caller waits: say so, and end the execution
+            # Not queued again on failure: the caller is told now, and the execution ends.
+            await admission.start(execution, launch, requeue=False)
+        except EngineUnavailable as exc:
             EXECUTION_START_FAILURES.inc()
             await recorder.record(
                 EventRecord(
