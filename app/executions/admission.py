@@ -55,6 +55,9 @@ from app.templates.service import spec_of
 log = structlog.get_logger(__name__)
 # The run id of an execution whose slot is claimed and whose workflow is being started.
 CLAIMED = "claimed"
+# ...and of one cancelled in that moment, before its workflow could be reached: the start
+# that then gets through finds this instead of its claim and cancels the run it began.
+ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,8 @@ class Admission:
         recorded = await self.repo.set_run_id(execution, run_id, claimed=CLAIMED)
         await self.session.commit()
         if not recorded:
-            # Cancelled while its workflow was being started (control finished it, since no
-            # workflow could be reached yet): stop the run that just began.
+            # Cancelled while its workflow was being started (control finished it and marked
+            # the claim ABANDONED, since no workflow could be reached yet): stop the new run.
             log.info("execution.cancelled_while_starting", execution_id=str(execution.id))
             try:
                 await self.launcher.cancel(execution)

@@ -23,7 +23,13 @@ import structlog
 from temporalio.client import Client
 
 from app.errors import Conflict, Forbidden, NotFound, Unavailable
-from app.executions.admission import Admission, kept_outputs, run_number
+from app.executions.admission import (
+    ABANDONED,
+    CLAIMED,
+    Admission,
+    kept_outputs,
+    run_number,
+)
 from app.executions.launcher import EngineUnavailable, Launcher, RunPlan, WorkflowGone
 from app.executions.reconciler import Verdict, finish_lost
 from app.executions.recorder import Publisher, Recorder
@@ -159,6 +165,9 @@ class ExecutionControl:
     ) -> None:
         verdict = Verdict(Status.CANCELLED, reason or "cancelled by request")
         done = await finish_lost(self.recorder, execution.id, verdict, payload)
+        if done is not None and done[1].run_id == CLAIMED:
+            # Its workflow is being started right now: that start will stop it.
+            await self.repo.set_run_id(done[1], ABANDONED, claimed=CLAIMED)
         await self.recorder.commit()
         if done is not None:  # else it recorded its own end meanwhile
             await self._admission().admit(execution.tenant_id)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.models import AiUsage, Execution, ExecutionEvent, Template, TemplateVersion, Tenant
-from app.models.states import ACTIVE, OPEN, Status
+from app.models.states import OPEN, Status
 
 # states.is_queued and states.holds_slot as SQL.
 QUEUED = (Execution.status == Status.PENDING.value) & Execution.run_id.is_(None)
@@ -218,18 +218,13 @@ class ExecutionRepository:
         return [OpenExecution(*row) for row in await self.session.execute(query)]
 
     async def set_run_id(self, execution: Execution, run_id: str | None, *, claimed: str) -> bool:
-        """Replace admission's claim on an execution that has not ended by the run it
-        started (or by None, releasing it), in one statement. The workflow may have recorded
-        STARTED already (RUNNING). False when the row ended meanwhile (cancelled while its
-        workflow was being started). The object follows quietly (no second write at the
-        next flush)."""
+        """Replace admission's claim on an execution by the run it started, by None (released:
+        queued again) or by another marker, in one statement, whatever its status (the
+        workflow may have recorded STARTED, even its end, already). False when the claim is
+        no longer there. The object follows quietly (no second write at the next flush)."""
         result = await self.session.execute(
             update(Execution)
-            .where(
-                Execution.id == execution.id,
-                Execution.status.in_([s.value for s in ACTIVE]),
-                Execution.run_id == claimed,
-            )
+            .where(Execution.id == execution.id, Execution.run_id == claimed)
             .values(run_id=run_id)
             .execution_options(synchronize_session=False)
         )
@@ -246,6 +241,7 @@ class ExecutionRepository:
         row = (
             await self.session.execute(
                 select(Tenant, Template, TemplateVersion)
+                .select_from(Tenant)
                 .join(Template, Template.id == execution.template_id)
                 .join(TemplateVersion, TemplateVersion.id == execution.template_version_id)
                 .where(Tenant.id == execution.tenant_id)

@@ -42,19 +42,11 @@ from app.tenants.service import Principal, TenantService
 from tests.api.test_enhancement_metrics import new_execution
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys, make_tenant
+from tests.security.test_sec_control import HOLD
 from tests.support import GraphQLClient
 from tests.workers.test_control import call, start, state
 from tests.workers.test_template_graph import publish
 from workers.activities import TemplateActivities
-
-HOLD = {
-    "name": "hold",
-    "title": "Hold a slot",
-    "parameters": {"type": "object", "properties": {"hold": {"type": "number"}}},
-    "steps": [
-        {"id": "hold", "activity": "wait.timer", "input": {"seconds": "{{ params.hold }}"}},
-    ],
-}
 
 
 class HoldableProxy:
@@ -152,6 +144,22 @@ def global_id(execution_id: uuid.UUID) -> str:
     return to_global_id("Execution", execution_id)
 
 
+async def stalled_start(
+    sessions: Any, settings: Settings, bus: EventBus, proxy: Proxied
+) -> tuple[TenantKeys, str, asyncio.Task[Execution], Execution]:
+    """A new tenant's start whose Temporal call is held: the tenant, its template, the start
+    (still waiting) and its row as committed (CREATED recorded, a slot claimed)."""
+    held, temporal = proxy
+    keys = await make_tenant(sessions, "pro")
+    template = await publish(sessions, keys, HOLD)
+    principal = await principal_of(sessions, keys)
+    held.hold()
+    stalled = asyncio.create_task(
+        start_through(sessions, principal, template, temporal, bus, settings)
+    )
+    return keys, template, stalled, await claimed_row(sessions, principal.tenant_id)
+
+
 async def claimed_row(sessions: Any, tenant_id: uuid.UUID) -> Execution:
     """The tenant's execution whose slot is claimed while its workflow is being started."""
     query = select(Execution).where(Execution.tenant_id == tenant_id, Execution.run_id == CLAIMED)
@@ -173,19 +181,11 @@ async def test_a_start_waiting_on_temporal_holds_no_lock_of_its_tenant(
 ) -> None:
     """Before, admission held the tenant's advisory lock (and a connection) across the Temporal
     call: one slow start stalled every start, cancel and admission of that tenant."""
-    held, temporal = proxy
-    keys = await make_tenant(sessions, "pro")
-    template = await publish(sessions, keys, HOLD)
-    principal = await principal_of(sessions, keys)
-    held.hold()
-    stalled = asyncio.create_task(
-        start_through(sessions, principal, template, temporal, bus, settings)
-    )
-    claimed = await claimed_row(sessions, principal.tenant_id)  # committed: CREATED + claim
+    keys, template, stalled, claimed = await stalled_start(sessions, settings, bus, proxy)
     async with sessions() as session:
         free = await session.scalar(
             text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"),
-            {"key": f"admission:{principal.tenant_id}"},
+            {"key": f"admission:{claimed.tenant_id}"},
         )
         await session.rollback()
     assert free is True
@@ -195,7 +195,7 @@ async def test_a_start_waiting_on_temporal_holds_no_lock_of_its_tenant(
     other = await start(client, template, {"hold": 0})
     assert (await wait_terminal(client, other))["status"] == "COMPLETED"
     assert not stalled.done()
-    held.release()
+    proxy[0].release()
     started = await stalled
     assert started.id == claimed.id and started.run_id not in (None, CLAIMED)
     assert (await wait_terminal(client, global_id(started.id)))["status"] == "COMPLETED"
@@ -208,19 +208,11 @@ async def test_an_execution_cancelled_while_its_workflow_starts_leaves_no_run_be
     bus: EventBus,
     proxy: tuple[HoldableProxy, Client],
 ) -> None:
-    held, temporal = proxy
-    keys = await make_tenant(sessions, "pro")
-    template = await publish(sessions, keys, HOLD)
-    principal = await principal_of(sessions, keys)
-    held.hold()
-    stalled = asyncio.create_task(
-        start_through(sessions, principal, template, temporal, bus, settings)
-    )
-    claimed = await claimed_row(sessions, principal.tenant_id)
+    keys, _, stalled, claimed = await stalled_start(sessions, settings, bus, proxy)
     client = GraphQLClient(server, keys.admin)
     answer = await call(client, "CancelExecution", {"id": global_id(claimed.id), "reason": "no"})
     assert (answer["__typename"], answer["status"]) == ("Execution", "CANCELLED")
-    held.release()
+    proxy[0].release()
     await stalled  # its workflow started after all: admission stops it
     handle = (await Client.connect(settings.temporal_address or "")).get_workflow_handle(
         claimed.workflow_id
