@@ -93,7 +93,9 @@ async def run(bench: Bench, args: Namespace) -> dict[str, Any]:
             with raw_cpu:
                 raw = await phases(bench, n, args.clients, scope, raw_start, raw_release)
     s_mib, r_mib = service_mem.mib(), raw_mem.mib()
-    app = sum(v for k, v in s_mib.items() if k.startswith("wfs "))
+    # The service's Python processes: `wfs dev` (the supervisor, or everything with
+    # DEV_PROCESSES=1) and its role processes (API, worker, AI worker).
+    app = sum(v for k, v in s_mib.items() if k.startswith(("wfs ", "app.cli.dev_roles")))
     rows = [
         row(f"start {n} until all open, s", service["open"], raw["open"]),
         row("release until all completed, s", service["release"], raw["release"]),
