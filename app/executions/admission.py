@@ -58,6 +58,9 @@ CLAIMED = "claimed"
 # ...and of one cancelled in that moment, before its workflow could be reached: the start
 # that then gets through finds this instead of its claim and cancels the run it began.
 ABANDONED = "abandoned"
+# Executions one `admit` claims and starts one after another; more wait for the next event or
+# sweep (each start is a Temporal round trip, and admit runs inside a recording activity).
+ADMIT_AT_ONCE = 50
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,12 @@ class Admission:
                 await self.release(execution)
             raise
         recorded = await self.repo.set_run_id(execution, run_id, claimed=CLAIMED)
+        if not recorded and await self.repo.run_id_of(execution.id) is None:
+            # The reconciler took this slow start for a dead one and queued it again: the run
+            # exists, so the execution keeps it (a second start would find it started).
+            recorded = await self.repo.set_run_id(execution, run_id, claimed=None)
         await self.session.commit()
-        if not recorded:
+        if not recorded and await self.repo.run_id_of(execution.id) == ABANDONED:
             # Cancelled while its workflow was being started (control finished it and marked
             # the claim ABANDONED, since no workflow could be reached yet): stop the new run.
             log.info("execution.cancelled_while_starting", execution_id=str(execution.id))
@@ -172,7 +179,7 @@ class Admission:
             return []
         claimed: list[Claimed] = []
         await self.repo.lock_tenant_admission(tenant_id)  # until the commit below
-        free = self.limit(tier) - await self.repo.started_count(tenant_id)
+        free = min(self.limit(tier) - await self.repo.started_count(tenant_id), ADMIT_AT_ONCE)
         if free > 0:
             for execution in await self.repo.queued(tenant_id, free):
                 execution.run_id = CLAIMED
@@ -182,11 +189,14 @@ class Admission:
         for item in claimed:
             try:
                 await self.start(item.execution, item.launch)
-            except EngineUnavailable:
-                # Temporal is not answering: the rest go back to the queue for the sweep.
+            except BaseException as exc:
+                # Temporal is not answering (or this task is being cancelled, as a recording
+                # activity that outlives its timeout is): the rest go back to the queue.
                 for rest in claimed[len(started) + 1 :]:
                     await self.release(rest.execution)
-                break
+                if isinstance(exc, EngineUnavailable):
+                    break
+                raise
             started.append(item.execution)
         return started
 

@@ -124,6 +124,7 @@ class ExecutionControl:
         await self.repo.lock_tenant_admission(execution.tenant_id)
         execution = await self.repo.lock(execution.id) or execution
         if execution.status not in ACTIVE:
+            await self.recorder.rollback()  # and with it the tenant's lock
             raise Conflict(f"a {execution.status} execution cannot be cancelled")
         if is_queued(execution.status, execution.run_id):
             # It holds no slot and has no workflow: CANCELLED now, nobody is admitted.
@@ -153,16 +154,27 @@ class ExecutionControl:
             )
         )
         await self.recorder.commit()
+        seen_run = execution.run_id
         if not await self._cancel_workflow(execution):
             # Nothing runs that could record the end (or, claimed, its workflow is still being
             # started: admission stops it once started): finish it now and free its slot.
-            await self._finish_gone(execution, payload, reason)
+            await self._finish_gone(execution, payload, reason, seen_run)
         log.info("execution.cancel_requested", execution_id=str(execution_id), reason=reason)
         return execution
 
     async def _finish_gone(
-        self, execution: Execution, payload: dict[str, Any], reason: str | None
+        self,
+        execution: Execution,
+        payload: dict[str, Any],
+        reason: str | None,
+        seen_run: str | None,
     ) -> None:
+        current = await self.repo.lock(execution.id)
+        if current is not None and current.run_id != seen_run:
+            # Its workflow was started meanwhile (the claim became a run): cancel that run.
+            await self.recorder.rollback()
+            if await self._cancel_workflow(current):
+                return
         verdict = Verdict(Status.CANCELLED, reason or "cancelled by request")
         done = await finish_lost(self.recorder, execution.id, verdict, payload)
         if done is not None and done[1].run_id == CLAIMED:
@@ -216,6 +228,7 @@ class ExecutionControl:
         await self.repo.lock_tenant_admission(execution.tenant_id)
         execution = await self.repo.lock(execution.id) or execution
         if execution.status != Status.FAILED:  # retried concurrently
+            await self.recorder.rollback()  # and with it the tenant's lock
             raise Conflict(
                 f"only a FAILED execution can be retried; this one is {execution.status}"
             )

@@ -191,7 +191,9 @@ class Reconciler:
         payload = {"actor": ACTOR, "reason": verdict.message}
         async with self.sessions() as session:
             recorder = Recorder(session, self.publisher)
-            if row.run_id == CLAIMED and verdict == WORKFLOW_NOT_FOUND:
+            if row.run_id == CLAIMED:
+                # A claim has no run of its own to judge (the latest run under its workflow id
+                # may be the one before a retry): it is queued again.
                 done, tenant_id = None, await self._requeue(recorder, row)
             else:
                 done = await finish_lost(recorder, row.id, verdict, payload, seen=row)

@@ -217,14 +217,19 @@ class ExecutionRepository:
         query = query.order_by(Execution.created_at, Execution.id).limit(limit)
         return [OpenExecution(*row) for row in await self.session.execute(query)]
 
-    async def set_run_id(self, execution: Execution, run_id: str | None, *, claimed: str) -> bool:
+    async def set_run_id(
+        self, execution: Execution, run_id: str | None, *, claimed: str | None
+    ) -> bool:
         """Replace admission's claim on an execution by the run it started, by None (released:
         queued again) or by another marker, in one statement, whatever its status (the
         workflow may have recorded STARTED, even its end, already). False when the claim is
         no longer there. The object follows quietly (no second write at the next flush)."""
         result = await self.session.execute(
             update(Execution)
-            .where(Execution.id == execution.id, Execution.run_id == claimed)
+            .where(
+                Execution.id == execution.id,
+                Execution.run_id.is_(None) if claimed is None else Execution.run_id == claimed,
+            )
             .values(run_id=run_id)
             .execution_options(synchronize_session=False)
         )
@@ -232,6 +237,11 @@ class ExecutionRepository:
         if changed:
             set_committed_value(execution, "run_id", run_id)
         return changed
+
+    async def run_id_of(self, execution_id: uuid.UUID) -> str | None:
+        return await self.session.scalar(
+            select(Execution.run_id).where(Execution.id == execution_id)
+        )
 
     async def tenant_tier(self, tenant_id: uuid.UUID) -> str | None:
         return await self.session.scalar(select(Tenant.tier).where(Tenant.id == tenant_id))

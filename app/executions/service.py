@@ -21,7 +21,7 @@ from temporalio.client import Client
 from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
 from app.executions.admission import Admission
 from app.executions.launcher import EngineUnavailable, Launch, Launcher, WorkflowGone
-from app.executions.recorder import Publisher, Recorder
+from app.executions.recorder import Publisher, Recorder, TransitionRefused
 from app.executions.repository import ExecutionRepository
 from app.executions.workflow_io import EVENT_SIGNAL, EventRecord, ExternalEvent
 from app.jsonschemas import limit_problems
@@ -172,19 +172,22 @@ class ExecutionService:
             await admission.start(execution, launch, requeue=False)
         except EngineUnavailable as exc:
             EXECUTION_START_FAILURES.inc()
-            await recorder.record(
-                EventRecord(
-                    str(execution_id),
-                    "start-failed",
-                    EventType.FAILED,
-                    Status.FAILED,
-                    0.0,
-                    message="could not start the workflow",
-                    # The tenant reads this; Temporal's text (hosts, ports) is in the log only.
-                    error="could not start the workflow: the workflow engine is unavailable",
+            try:
+                await recorder.record(
+                    EventRecord(
+                        str(execution_id),
+                        "start-failed",
+                        EventType.FAILED,
+                        Status.FAILED,
+                        0.0,
+                        message="could not start the workflow",
+                        # The tenant reads this; Temporal's text (hosts, ports) is in the log.
+                        error="could not start the workflow: the workflow engine is unavailable",
+                    )
                 )
-            )
-            await recorder.commit()
+                await recorder.commit()
+            except TransitionRefused:  # cancelled meanwhile: it has ended already
+                await recorder.rollback()
             raise Unavailable(
                 "could not start the workflow; the execution is marked FAILED"
             ) from exc
