@@ -34,7 +34,7 @@ from app.events.bus import Event
 from app.executions.repository import ExecutionRepository
 from app.executions.service import ExecutionService, StartRequest
 from app.models import Execution as ExecutionModel
-from app.models.states import TERMINAL, TERMINAL_EVENTS
+from app.models.states import ACTIVE, TERMINAL, TERMINAL_EVENTS, Status
 
 if TYPE_CHECKING:
     from app.api.ai import AiUsageRecord
@@ -69,7 +69,7 @@ class Execution(Node):
             current_step=m.current_step,
             params=cast(JSON, m.params),
             result=m.result,
-            error=m.error if m.status == "FAILED" else None,
+            error=m.error if m.status == Status.FAILED else None,
             idempotency_key=m.idempotency_key,
             created_at=m.created_at,
             started_at=m.started_at,
@@ -100,7 +100,7 @@ class Execution(Node):
         "template's recent completed runs; null once finished or without history."
     )
     async def estimated_finish_at(self, info: strawberry.Info[Context, None]) -> datetime | None:
-        if self.status.value not in ("PENDING", "RUNNING", "PAUSED"):
+        if self.status not in ACTIVE:
             return None
         async with info.context.session() as s:
             typical = await ExecutionRepository(s).typical_duration(self.template_pk)

@@ -60,13 +60,15 @@ class Verdict:
 
 WORKFLOW_NOT_FOUND = Verdict(Status.FAILED, "workflow not found")
 VERDICTS = {
-    WorkflowExecutionStatus.TERMINATED: Verdict("FAILED", "workflow terminated"),
-    WorkflowExecutionStatus.TIMED_OUT: Verdict("FAILED", "workflow timed out"),
-    WorkflowExecutionStatus.FAILED: Verdict("FAILED", "workflow failed without recording its end"),
-    WorkflowExecutionStatus.COMPLETED: Verdict(
-        "FAILED", "workflow completed without recording its end"
+    WorkflowExecutionStatus.TERMINATED: Verdict(Status.FAILED, "workflow terminated"),
+    WorkflowExecutionStatus.TIMED_OUT: Verdict(Status.FAILED, "workflow timed out"),
+    WorkflowExecutionStatus.FAILED: Verdict(
+        Status.FAILED, "workflow failed without recording its end"
     ),
-    WorkflowExecutionStatus.CANCELED: Verdict("CANCELLED", "workflow cancelled"),
+    WorkflowExecutionStatus.COMPLETED: Verdict(
+        Status.FAILED, "workflow completed without recording its end"
+    ),
+    WorkflowExecutionStatus.CANCELED: Verdict(Status.CANCELLED, "workflow cancelled"),
     # RUNNING and CONTINUED_AS_NEW (the chain goes on in a newer run): nothing to do.
 }
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.models import AiUsage, Execution, ExecutionEvent, Template, TemplateVersion, Tenant
-from app.models.states import OPEN, Status
+from app.models.states import OPEN, EventType, Status
 
 # states.is_queued and states.holds_slot as SQL.
 QUEUED = (Execution.status == Status.PENDING.value) & Execution.run_id.is_(None)
@@ -102,7 +102,7 @@ class ExecutionRepository:
             select((func.extract("epoch", Execution.finished_at - Execution.started_at)).label("d"))
             .where(
                 Execution.template_id == template_id,
-                Execution.status == "COMPLETED",
+                Execution.status == Status.COMPLETED.value,
                 Execution.started_at.is_not(None),
             )
             .order_by(Execution.finished_at.desc())
@@ -160,7 +160,8 @@ class ExecutionRepository:
         """How many times the execution was retried (its RETRIED events)."""
         count = await self.session.scalar(
             select(func.count()).where(
-                ExecutionEvent.execution_id == execution_id, ExecutionEvent.type == "RETRIED"
+                ExecutionEvent.execution_id == execution_id,
+                ExecutionEvent.type == EventType.RETRIED.value,
             )
         )
         return int(count or 0)
@@ -172,7 +173,9 @@ class ExecutionRepository:
             select(ExecutionEvent)
             .where(
                 ExecutionEvent.execution_id == execution_id,
-                ExecutionEvent.type.in_(("STEP_COMPLETED", "STEP_COMPENSATED")),
+                ExecutionEvent.type.in_(
+                    (EventType.STEP_COMPLETED.value, EventType.STEP_COMPENSATED.value)
+                ),
                 ExecutionEvent.step_id.is_not(None),
             )
             .order_by(ExecutionEvent.seq)
