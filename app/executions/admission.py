@@ -150,12 +150,13 @@ class Admission:
                 await self.release(execution)
             raise
         recorded = await self.repo.set_run_id(execution, run_id, claimed=CLAIMED)
-        if not recorded and await self.repo.run_id_of(execution.id) is None:
+        found = None if recorded else await self.repo.run_id_of(execution.id)
+        if not recorded and found is None:
             # The reconciler took this slow start for a dead one and queued it again: the run
             # exists, so the execution keeps it (a second start would find it started).
             recorded = await self.repo.set_run_id(execution, run_id, claimed=None)
         await self.session.commit()
-        if not recorded and await self.repo.run_id_of(execution.id) == ABANDONED:
+        if not recorded and found == ABANDONED:
             # Cancelled while its workflow was being started (control finished it and marked
             # the claim ABANDONED, since no workflow could be reached yet): stop the new run.
             log.info("execution.cancelled_while_starting", execution_id=str(execution.id))
