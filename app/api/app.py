@@ -48,17 +48,19 @@ from app.api.deps import Deps
 from app.api.errors import to_graphql_error
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
-from app.errors import QuotaExceeded
+from app.errors import Forbidden, QuotaExceeded
 from app.events.bus import EventBus
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.ratelimit import RateLimiter
 from app.redis_conn import blocking_redis_client
 from app.settings import Settings
 from app.temporal import connect
+from app.tenants.service import KEY_EXPIRED, NO_TENANT, TENANT_SUSPENDED
 
 log = structlog.get_logger(__name__)
 
 CONNECTION_INIT_WAIT = timedelta(seconds=10)
+CLOSE_REASONS = (KEY_EXPIRED, TENANT_SUSPENDED)  # a 4403 close says these as they are
 TOO_MANY_SOCKETS = 4429  # graphql-transport-ws's "too many" code, closing a refused connect
 
 
@@ -168,13 +170,16 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             except Exception as exc:  # the database is down: keep the socket, ask again later
                 log.warning("api.key_recheck_failed", error=str(exc))
         WS_CLOSED.labels("revoked").inc()
-        log.info("api.socket_closed", reason="key revoked", key_id=str(key_id))
+        error = self.context.auth_error
+        # Expired and suspended say so; a revoked or deleted key is "API key revoked".
+        reason = error.message if error and error.message in CLOSE_REASONS else "API key revoked"
+        log.info("api.socket_closed", reason=reason, key_id=str(key_id))
         # Stop what runs for the key now, not when the client answers the close.
         self.connection_acknowledged = False
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
         with suppress(RuntimeError, WebSocketDisconnect):  # the client closed first
-            await self.websocket.close(4403, "API key revoked")
+            await self.websocket.close(4403, reason)
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -229,6 +234,8 @@ class GraphQLApp(GraphQL[Context, None]):
         refusal = await context.admit()
         if context.principal_ is None or refusal is not None:
             error = refusal or context.auth_error
+            if error is None and context.platform_ is not None:  # subscriptions are a tenant's
+                error = Forbidden(NO_TENANT)
             message = error.message if error else "missing API key in connection_init payload"
             raise ConnectionRejectionError({"message": message})
         # Last, so a refused connect holds no place; released by the handler's shutdown.

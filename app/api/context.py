@@ -7,6 +7,11 @@ subscriptions call `fresh_loaders()` before each event; a connection outlives it
 connect: it authenticates the key once and counts the operation against the caller's budget,
 the tenant's with a valid key, the client address's without one (docs/security.md).
 
+A platform credential (app/tenants/platform.py) authenticates as `platform_`, never as
+`principal_`: `principal()` refuses it (it has no tenant) and `platform()` refuses tenant keys,
+so each field asks for the one kind of caller it serves. It spends its own budget,
+"platform:<key id>".
+
 `claim_socket()` gives an authenticated socket one of its tenant's WS_MAX_SOCKETS_PER_TENANT
 places, counted across API replicas in Redis (SocketLease below).
 """
@@ -29,7 +34,7 @@ from strawberry.dataloader import DataLoader
 
 from app.ai.repository import AiRepository
 from app.api.deps import Deps
-from app.errors import DomainError, RateLimited, Unauthenticated, Unavailable
+from app.errors import DomainError, Forbidden, RateLimited, Unauthenticated, Unavailable
 from app.executions.repository import ExecutionRepository
 from app.metrics import AUTH_FAILURES, RATE_LIMITED
 from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
@@ -37,7 +42,7 @@ from app.settings import Settings
 from app.templates.repository import TemplateRepository
 from app.templates.service import popularity_since
 from app.tenants.repository import TenantRepository
-from app.tenants.service import Principal, TenantService
+from app.tenants.service import NO_TENANT, PlatformPrincipal, Principal, TenantService
 
 log = structlog.get_logger(__name__)
 
@@ -141,6 +146,7 @@ class Context:
     response: Any = None
     auth_error: DomainError | None = None
     principal_: Principal | None = None
+    platform_: PlatformPrincipal | None = None
     connection_params: dict[str, Any] | None = None
     # The caller's `Authorization` value (HTTP header or connection_init payload); checked
     # lazily by admit(), so a request that runs no operation costs no key lookup.
@@ -160,8 +166,21 @@ class Context:
         """The caller, or the reason there is none (missing, malformed, revoked or bad key)."""
         if self.principal_ is not None:
             return self.principal_
+        if self.platform_ is not None:
+            raise Forbidden(NO_TENANT)
         raise self.auth_error or Unauthenticated(
             "missing API key: send `Authorization: Bearer <key>`"
+        )
+
+    def platform(self) -> PlatformPrincipal:
+        """The platform operator calling, or why not: a tenant key (even an admin's) is
+        FORBIDDEN; no key, or a bad one, is the authentication error."""
+        if self.platform_ is not None:
+            return self.platform_
+        if self.principal_ is not None:
+            raise Forbidden("only a platform credential may manage tenants")
+        raise self.auth_error or Unauthenticated(
+            "missing credential: send `Authorization: Bearer wfsp_...`"
         )
 
     @property
@@ -181,6 +200,8 @@ class Context:
         settings = self.deps.settings
         if self.principal_ is not None:
             key, limit = f"tenant:{self.principal_.tenant_id}", settings.rate_limit_per_minute
+        elif self.platform_ is not None:
+            key, limit = f"platform:{self.platform_.key_id}", settings.rate_limit_per_minute
         else:
             key, limit = f"ip:{self.client_address}", settings.anonymous_rate_limit_per_minute
         try:
@@ -238,8 +259,12 @@ class Context:
             return
         try:
             async with self.deps.sessions() as session:
-                self.principal_ = await TenantService(session).authenticate(self.authorization)
+                caller = await TenantService(session).authenticate_any(self.authorization)
                 await session.commit()
+            if isinstance(caller, PlatformPrincipal):
+                self.platform_ = caller
+            else:
+                self.principal_ = caller
         except DomainError as exc:
             AUTH_FAILURES.inc()
             self.auth_error = exc

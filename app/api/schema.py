@@ -23,6 +23,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from app.api.admin import AdminMutation, AdminQuery, ApiKey, ManagedTenant, load_api_key_node
 from app.api.ai import AiMutation, AiQuery
 from app.api.analytics import AnalyticsQuery
 from app.api.context import Context
@@ -60,6 +61,8 @@ class NodeQuery:
             return await load_execution_node(info, pk)
         if type_name == "Template":
             return await load_template_node(info, pk)
+        if type_name == "ApiKey":
+            return await load_api_key_node(info, pk)
         if type_name == "Tenant" and pk == principal.tenant_id:
             tenant = await info.context.loaders.tenants.load(pk)
             assert tenant is not None
@@ -68,12 +71,14 @@ class NodeQuery:
 
 
 @strawberry.type
-class Query(ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, AnalyticsQuery, NodeQuery):
+class Query(
+    ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, AnalyticsQuery, NodeQuery, AdminQuery
+):
     pass
 
 
 @strawberry.type
-class Mutation(ExecutionMutation, ControlMutation, TemplateMutation, AiMutation):
+class Mutation(ExecutionMutation, ControlMutation, TemplateMutation, AiMutation, AdminMutation):
     pass
 
 
@@ -146,7 +151,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Execution, Template, Tenant, UserError],
+        types=[Execution, Template, Tenant, UserError, ApiKey, ManagedTenant],
         scalar_overrides={datetime: UtcDateTime},
         extensions=[
             # Factories, not instances: an extension instance would be shared by concurrent

@@ -6,7 +6,7 @@ from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
 from app.models.template import Template, TemplateVersion
-from app.models.tenant import ROLES, TIERS, ApiKey, Tenant
+from app.models.tenant import ROLES, TIERS, ApiKey, PlatformKey, Tenant
 
 __all__ = [
     "ROLES",
@@ -16,6 +16,7 @@ __all__ = [
     "Base",
     "Execution",
     "ExecutionEvent",
+    "PlatformKey",
     "StepIdempotency",
     "Template",
     "TemplateVersion",

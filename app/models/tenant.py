@@ -1,4 +1,5 @@
-"""Tenants, their API keys (only a hash of each key is stored) and their daily email counts."""
+"""Tenants, their API keys and the platform operator's credentials (only a hash of each key is
+stored), and tenants' daily email counts."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ class Tenant(UUIDPk, Timestamps, Base):
     verified_senders: Mapped[list[str]] = mapped_column(
         ARRAY(String(320)), default=list, server_default=text("'{}'")
     )
+    # Set by the platform operator: the tenant's credentials stop authenticating (its running
+    # executions keep running; nothing new starts through the API).
+    suspended_at: Mapped[datetime | None]
 
 
 class ApiKey(UUIDPk, Timestamps, Base):
@@ -39,6 +43,22 @@ class ApiKey(UUIDPk, Timestamps, Base):
     prefix: Mapped[str] = mapped_column(String(20))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(20))
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]  # None: until revoked
+    # Who made it (audit): "key:<prefix>" (through the API), "cli" or "platform:<name>".
+    created_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class PlatformKey(UUIDPk, Timestamps, Base):
+    """A platform operator's credential (`wfsp_<prefix>_<secret>`, made by `wfs platform key
+    create`): it manages tenants through the API and belongs to no tenant."""
+
+    __tablename__ = "platform_keys"
+
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
 

@@ -1,14 +1,14 @@
-"""SQL for tenants and API keys."""
+"""SQL for tenants, their API keys and the platform operator's keys."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import ApiKey, Tenant
+from app.models import ApiKey, PlatformKey, Tenant
 
 
 class TenantRepository:
@@ -40,11 +40,20 @@ class TenantRepository:
         ).first()
         return (row[0], row[1]) if row else None
 
-    async def keys_of(self, tenant_id: uuid.UUID) -> list[ApiKey]:
-        rows = await self.session.scalars(
-            select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+    async def keys_of(
+        self, tenant_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[ApiKey]:
+        """The tenant's keys oldest first (revoked and expired ones too), `limit` of them after
+        the (created_at, id) position."""
+        query = (
+            select(ApiKey)
+            .where(ApiKey.tenant_id == tenant_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+            .limit(limit)
         )
-        return list(rows)
+        if after is not None:
+            query = query.where(tuple_(ApiKey.created_at, ApiKey.id) > after)
+        return list(await self.session.scalars(query))
 
     async def add_key(self, key: ApiKey) -> ApiKey:
         self.session.add(key)
@@ -54,4 +63,57 @@ class TenantRepository:
     async def touch_key(self, key_id: uuid.UUID, at: datetime) -> None:
         await self.session.execute(
             update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at)
+        )
+
+    async def lock(self, tenant_id: uuid.UUID) -> None:
+        """Hold the tenant's row until commit: concurrent key creations count one at a time."""
+        await self.session.execute(
+            select(Tenant.id).where(Tenant.id == tenant_id).with_for_update()
+        )
+
+    async def live_key_count(self, tenant_id: uuid.UUID, now: datetime) -> int:
+        found = await self.session.scalar(
+            select(func.count())
+            .select_from(ApiKey)
+            .where(
+                ApiKey.tenant_id == tenant_id,
+                ApiKey.revoked_at.is_(None),
+                or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+            )
+        )
+        return int(found or 0)
+
+    async def key_of(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
+        return await self.session.scalar(
+            select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
+        )
+
+    async def page(self, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[Tenant]:
+        """Tenants oldest first, `limit` of them after the (created_at, id) position."""
+        query = select(Tenant).order_by(Tenant.created_at, Tenant.id).limit(limit)
+        if after is not None:
+            query = query.where(tuple_(Tenant.created_at, Tenant.id) > after)
+        return list(await self.session.scalars(query))
+
+    async def platform_key_by_hash(self, key_hash: str) -> PlatformKey | None:
+        return await self.session.scalar(
+            select(PlatformKey).where(PlatformKey.key_hash == key_hash)
+        )
+
+    async def platform_keys(self) -> list[PlatformKey]:
+        return list(
+            await self.session.scalars(select(PlatformKey).order_by(PlatformKey.created_at))
+        )
+
+    async def platform_key(self, key_id: uuid.UUID) -> PlatformKey | None:
+        return await self.session.get(PlatformKey, key_id)
+
+    async def add_platform_key(self, key: PlatformKey) -> PlatformKey:
+        self.session.add(key)
+        await self.session.flush()
+        return key
+
+    async def touch_platform_key(self, key_id: uuid.UUID, at: datetime) -> None:
+        await self.session.execute(
+            update(PlatformKey).where(PlatformKey.id == key_id).values(last_used_at=at)
         )

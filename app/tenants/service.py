@@ -3,6 +3,9 @@
 A key is `wfs_<8-char prefix>_<secret>`; only its SHA-256 is stored (the secret has 256 bits of
 entropy, so a fast hash is enough and lookups stay one indexed query). `last_used_at` is
 written at most once a minute per key so authentication does not turn every read into a write.
+A key stops authenticating when revoked, when past its `expires_at`, or while its tenant is
+suspended. The platform operator's credentials (`wfsp_...`, app/tenants/platform.py) are told
+apart by their prefix in `authenticate_any`; `authenticate` answers for tenant keys only.
 """
 
 from __future__ import annotations
@@ -12,12 +15,19 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from app.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    QuotaExceeded,
+    Unauthenticated,
+    ValidationFailed,
+)
 from app.models import ROLES, ApiKey, Tenant
 from app.models.base import utcnow
 from app.models.template import PLATFORM_PUBLISHER_NAME
@@ -27,6 +37,13 @@ from app.tiers import TIERS
 log = structlog.get_logger(__name__)
 TOUCH_INTERVAL = timedelta(minutes=1)
 TENANT_NAME = re.compile(r"[a-z](?:-?[a-z0-9])+")
+KEY_EXPIRED = "API key expired"
+TENANT_SUSPENDED = "tenant suspended: its credentials are refused until the platform resumes it"
+NO_TENANT = "a platform credential has no tenant: use a tenant's API key for tenant fields"
+PLATFORM_PREFIX = "wfsp_"
+MAX_KEY_LIFETIME = timedelta(days=730)  # an expiring key's `expires_at`, at most this far ahead
+MAX_KEYS_PER_TENANT = 100  # live (neither revoked nor expired) keys of one tenant
+MAX_KEY_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,14 @@ class Principal:
     tier: str
     role: str
     key_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class PlatformPrincipal:
+    """The platform operator, resolved from a platform credential: no tenant, no role."""
+
+    key_id: uuid.UUID
+    name: str
 
 
 def hash_key(plaintext: str) -> str:
@@ -97,27 +122,88 @@ class TenantService:
         return tenant
 
     async def create_api_key(
-        self, tenant: Tenant, role: str = "admin", name: str = "default"
+        self,
+        tenant: Tenant,
+        role: str = "admin",
+        name: str = "default",
+        *,
+        expires_at: datetime | None = None,
+        created_by: str | None = None,
     ) -> tuple[ApiKey, str]:
-        """Returns the stored key and its plaintext, which is shown once and never stored."""
+        """Returns the stored key and its plaintext, which is shown once and never stored.
+
+        Bounds (the API and the CLI alike): a printable name of 1-MAX_KEY_NAME characters, an
+        expiry in the future and at most MAX_KEY_LIFETIME ahead, at most MAX_KEYS_PER_TENANT
+        live keys (counted under the tenant's row lock, so concurrent creations cannot pass
+        the cap together)."""
         if role not in ROLES:
             raise ValidationFailed(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        name = name.strip()
+        if not 1 <= len(name) <= MAX_KEY_NAME or not name.isprintable():
+            raise ValidationFailed(
+                f"a key's name must be 1-{MAX_KEY_NAME} printable characters",
+                details=[{"path": "$.name", "message": "1-100 printable characters"}],
+            )
+        now = utcnow()
+        if expires_at is not None and not now < expires_at <= now + MAX_KEY_LIFETIME:
+            raise ValidationFailed(
+                f"expiresAt must be in the future and at most {MAX_KEY_LIFETIME.days} days ahead",
+                details=[{"path": "$.expiresAt", "message": "in the future, within 730 days"}],
+            )
+        await self.repo.lock(tenant.id)
+        if await self.repo.live_key_count(tenant.id, now) >= MAX_KEYS_PER_TENANT:
+            raise QuotaExceeded(
+                f"this tenant already has {MAX_KEYS_PER_TENANT} live API keys; revoke one first"
+            )
         prefix = secrets.token_hex(4)
         plaintext = f"wfs_{prefix}_{secrets.token_urlsafe(32)}"
         key = ApiKey(
-            tenant_id=tenant.id, name=name, prefix=prefix, key_hash=hash_key(plaintext), role=role
+            tenant_id=tenant.id,
+            name=name,
+            prefix=prefix,
+            key_hash=hash_key(plaintext),
+            role=role,
+            expires_at=expires_at,
+            created_by=created_by,
         )
         await self.repo.add_key(key)
+        log.info("api_key.created", tenant_id=str(tenant.id), key_id=str(key.id), role=role)
         return key, plaintext
 
+    async def set_suspended(self, tenant: Tenant, suspended: bool) -> Tenant:
+        """Suspend (or resume) a tenant: its keys stop authenticating at their next use, its
+        open sockets close at their next key re-check. Running executions keep running.
+        Suspending a suspended tenant keeps its first suspension time."""
+        if suspended and tenant.suspended_at is None:
+            tenant.suspended_at = utcnow()
+        elif not suspended:
+            tenant.suspended_at = None
+        await self.session.flush()
+        log.info("tenant.suspended" if suspended else "tenant.resumed", tenant_id=str(tenant.id))
+        return tenant
+
+    async def authenticate_any(self, authorization: str | None) -> Principal | PlatformPrincipal:
+        """A tenant's principal, or the platform operator's for a `wfsp_` credential."""
+        token = parse_bearer(authorization)
+        if token.startswith(PLATFORM_PREFIX):
+            return await self._authenticate_platform(token)
+        return await self.authenticate(authorization)
+
     async def authenticate(self, authorization: str | None) -> Principal:
-        found = await self.repo.key_by_hash(hash_key(parse_bearer(authorization)))
+        token = parse_bearer(authorization)
+        if token.startswith(PLATFORM_PREFIX):
+            raise Forbidden(NO_TENANT)
+        found = await self.repo.key_by_hash(hash_key(token))
         if found is None:
             raise Unauthenticated("invalid API key")
         key, tenant = found
         if key.revoked_at is not None:
             raise Unauthenticated("API key has been revoked")
         now = utcnow()
+        if key.expires_at is not None and key.expires_at <= now:
+            raise Unauthenticated(KEY_EXPIRED)
+        if tenant.suspended_at is not None:
+            raise Unauthenticated(TENANT_SUSPENDED)
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
             await self.repo.touch_key(key.id, now)
         return Principal(
@@ -127,3 +213,14 @@ class TenantService:
             role=key.role,
             key_id=key.id,
         )
+
+    async def _authenticate_platform(self, token: str) -> PlatformPrincipal:
+        key = await self.repo.platform_key_by_hash(hash_key(token))
+        if key is None:
+            raise Unauthenticated("invalid platform credential")
+        if key.revoked_at is not None:
+            raise Unauthenticated("platform credential has been revoked")
+        now = utcnow()
+        if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
+            await self.repo.touch_platform_key(key.id, now)
+        return PlatformPrincipal(key_id=key.id, name=key.name)
