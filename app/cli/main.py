@@ -1,5 +1,5 @@
 """`wfs`: api, worker, dev, migrate, seed, schema, tenant create/set-tier/verify-sender,
-template reviews/approve/reject, apikey create."""
+template reviews/approve/reject, apikey create/list/revoke, platform key create/list/revoke."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -307,20 +308,188 @@ def apikey() -> None:
     "--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin", show_default=True
 )
 @click.option("--name", default="cli", show_default=True, help="A label for the key.")
-def apikey_create(tenant_name: str, role: str, name: str) -> None:
+@click.option(
+    "--expires",
+    default=None,
+    help="When it stops working: a duration (90d, 12h, 4w) or an ISO date or date-time (UTC); "
+    "at most 730 days ahead. Default: until revoked.",
+)
+def apikey_create(tenant_name: str, role: str, name: str, expires: str | None) -> None:
     """Create an API key; the key is printed alone on the last line, once."""
+    from app.tenants.keys import parse_expiry
     from app.tenants.service import TenantService
 
     async def create(sessions: Any) -> str:
         async with sessions() as session:
             service = TenantService(session)
             t = await service.get_by_name(tenant_name)
-            key, plaintext = await service.create_api_key(t, role=role, name=name)
+            key, plaintext = await service.create_api_key(
+                t,
+                role=role,
+                name=name,
+                expires_at=parse_expiry(expires) if expires else None,
+                created_by="cli",
+            )
             await session.commit()
-            return f"created {role} key {key.prefix} for tenant {t.name}\n{plaintext}"
+            until = f", expires {key.expires_at:%Y-%m-%d %H:%M} UTC" if key.expires_at else ""
+            made = f"created {role} key {key.prefix} ({key.id}) for tenant {t.name}{until}"
+            return f"{made}\n{plaintext}"
 
     click.echo(_with_sessions(_settings().require("database_url"), create))
     hard_exit(0)
+
+
+@apikey.command("list")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+def apikey_list(tenant_name: str) -> None:
+    """List a tenant's keys, oldest first: id, prefix, role, state, dates, name (no secrets)."""
+    from app.models.base import utcnow
+    from app.tenants.keys import KeyService
+
+    async def listing(sessions: Any) -> str:
+        async with sessions() as session:
+            keys = await KeyService(session).of_tenant(tenant_name)
+        now = utcnow()
+        rows = [("ID", "PREFIX", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED", "NAME")]
+        for k in keys:
+            state = (
+                "revoked"
+                if k.revoked_at
+                else "expired"
+                if k.expires_at and k.expires_at <= now
+                else "active"
+            )
+            rows.append(
+                (
+                    str(k.id),
+                    k.prefix,
+                    k.role,
+                    state,
+                    _day(k.created_at),
+                    _day(k.expires_at),
+                    _day(k.last_used_at),
+                    repr(k.name),  # the tenant's text: no control characters on the screen
+                )
+            )
+        return _table(rows) if keys else f"tenant {tenant_name} has no API keys"
+
+    click.echo(_with_sessions(_settings().require("database_url"), listing))
+    hard_exit(0)
+
+
+@apikey.command("revoke")
+@click.argument("key_id", type=click.UUID)
+def apikey_revoke(key_id: uuid.UUID) -> None:
+    """Revoke key KEY_ID (from `wfs apikey list`); its open sockets close within seconds."""
+    from app.tenants.keys import KeyService
+
+    async def revoke(sessions: Any) -> str:
+        async with sessions() as session:
+            key = await KeyService(session).revoke_any(key_id)
+            await session.commit()
+            return f"revoked key {key.prefix} ({key.id}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+
+    click.echo(_with_sessions(_settings().require("database_url"), revoke))
+    hard_exit(0)
+
+
+@tenant.command("suspend")
+@click.argument("name")
+@click.option("--resume", is_flag=True, help="Resume the tenant instead.")
+def tenant_suspend(name: str, resume: bool) -> None:
+    """Suspend tenant NAME: its keys are refused and its open sockets close; its running
+    executions go on. `--resume` lets its keys in again."""
+    from app.tenants.service import TenantService
+
+    async def suspend(sessions: Any) -> str:
+        async with sessions() as session:
+            service = TenantService(session)
+            t = await service.set_suspended(await service.get_by_name(name), not resume)
+            await session.commit()
+            return f"tenant {t.name}: {'suspended' if t.suspended_at else 'active'}"
+
+    click.echo(_with_sessions(_settings().require("database_url"), suspend))
+    hard_exit(0)
+
+
+@cli.group()
+def platform() -> None:
+    """The platform operator's API credentials (manage tenants through GraphQL)."""
+
+
+@platform.group("key")
+def platform_key() -> None:
+    """Create, list and revoke platform credentials."""
+
+
+@platform_key.command("create")
+@click.option("--name", required=True, help="Who or what holds it (shown in `list`).")
+def platform_key_create(name: str) -> None:
+    """Create a platform credential; printed alone on the last line, once."""
+    from app.tenants.platform import PlatformKeys
+
+    async def create(sessions: Any) -> str:
+        async with sessions() as session:
+            key, plaintext = await PlatformKeys(session).create(name)
+            await session.commit()
+            return f"created platform key {key.prefix} ({key.id})\n{plaintext}"
+
+    click.echo(_with_sessions(_settings().require("database_url"), create))
+    hard_exit(0)
+
+
+@platform_key.command("list")
+def platform_key_list() -> None:
+    """List platform credentials, oldest first (no secrets)."""
+    from app.tenants.platform import PlatformKeys
+
+    async def listing(sessions: Any) -> str:
+        async with sessions() as session:
+            keys = await PlatformKeys(session).list()
+        rows = [("ID", "PREFIX", "STATE", "CREATED", "LAST USED", "NAME")]
+        for k in keys:
+            state = "revoked" if k.revoked_at else "active"
+            rows.append(
+                (
+                    str(k.id),
+                    k.prefix,
+                    state,
+                    _day(k.created_at),
+                    _day(k.last_used_at),
+                    repr(k.name),
+                )
+            )
+        return _table(rows) if keys else "no platform keys"
+
+    click.echo(_with_sessions(_settings().require("database_url"), listing))
+    hard_exit(0)
+
+
+@platform_key.command("revoke")
+@click.argument("key_id", type=click.UUID)
+def platform_key_revoke(key_id: uuid.UUID) -> None:
+    """Revoke platform credential KEY_ID; refused from its next request."""
+    from app.tenants.platform import PlatformKeys
+
+    async def revoke(sessions: Any) -> str:
+        async with sessions() as session:
+            key = await PlatformKeys(session).revoke(key_id)
+            await session.commit()
+            return f"revoked platform key {key.prefix} ({key.id})"
+
+    click.echo(_with_sessions(_settings().require("database_url"), revoke))
+    hard_exit(0)
+
+
+def _day(at: datetime | None) -> str:
+    return f"{at:%Y-%m-%d %H:%M}" if at else "-"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def _with_sessions(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
