@@ -48,14 +48,14 @@ from app.api.deps import Deps
 from app.api.errors import to_graphql_error
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
-from app.errors import Forbidden, QuotaExceeded
+from app.errors import QuotaExceeded
 from app.events.bus import EventBus
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.ratelimit import RateLimiter
 from app.redis_conn import blocking_redis_client
 from app.settings import Settings
 from app.temporal import connect
-from app.tenants.service import KEY_EXPIRED, NO_TENANT, TENANT_SUSPENDED
+from app.tenants.service import KEY_EXPIRED, TENANT_SUSPENDED
 
 log = structlog.get_logger(__name__)
 
@@ -234,8 +234,6 @@ class GraphQLApp(GraphQL[Context, None]):
         refusal = await context.admit()
         if context.principal_ is None or refusal is not None:
             error = refusal or context.auth_error
-            if error is None and context.platform_ is not None:  # subscriptions are a tenant's
-                error = Forbidden(NO_TENANT)
             message = error.message if error else "missing API key in connection_init payload"
             raise ConnectionRejectionError({"message": message})
         # Last, so a refused connect holds no place; released by the handler's shutdown.
