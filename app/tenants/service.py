@@ -147,7 +147,8 @@ class TenantService:
         now = utcnow()
         if expires_at is not None and not now < expires_at <= now + MAX_KEY_LIFETIME:
             raise ValidationFailed(
-                f"expiresAt must be in the future and at most {MAX_KEY_LIFETIME.days} days ahead",
+                "a key's expiry must be in the future and at most "
+                f"{MAX_KEY_LIFETIME.days} days ahead",
                 details=[{"path": "$.expiresAt", "message": "in the future, within 730 days"}],
             )
         await self.repo.lock(tenant.id)
