@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,35 +24,17 @@ from app.tenants.service import KEY_EXPIRED, MAX_KEYS_PER_TENANT, TenantService,
 from tests.conftest import make_tenant
 from tests.support import GraphQLClient, own_service
 
+OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 RECHECK = 0.5  # seconds between key re-checks of an open socket
 CLOSE_WITHIN = 20  # a bound on hanging, not a timing claim
 
-KEYS = """
-query Keys($first: Int, $after: String) {
-  apiKeys(first: $first, after: $after) {
-    edges { cursor node { id name role prefix createdAt expiresAt lastUsedAt revokedAt createdBy } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
-CREATE = """
-mutation Create($input: CreateApiKeyInput!) {
-  createApiKey(input: $input) {
-    __typename
-    ... on CreatedApiKey { secret apiKey { id name role prefix expiresAt createdBy } }
-    ... on UserError { code message }
-  }
-}
-"""
-REVOKE = """
-mutation Revoke($id: ID!) {
-  revokeApiKey(id: $id) {
-    __typename
-    ... on ApiKey { id revokedAt }
-    ... on UserError { code message }
-  }
-}
-"""
+
+def op(name: str) -> str:
+    """An example document of graphql/operations: the tests run what the docs show."""
+    return (OPS / f"{name}.graphql").read_text()
+
+
+KEYS, CREATE, REVOKE = (op(name) for name in ("ApiKeys", "CreateApiKey", "RevokeApiKey"))
 VIEWER = "{ viewer { role tenant { name } } }"
 FEED = "subscription { executionsFeed { execution { id } } }"
 
