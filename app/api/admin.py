@@ -166,7 +166,7 @@ class AdminQuery:
     ) -> Connection[ApiKey]:
         principal = info.context.principal()
         async with info.context.session() as s:
-            page = await KeyService(s).list(principal, first, after)
+            page = await KeyService(s).page(principal, first, after)
         nodes = [ApiKey.from_model(k) for k in page.items]
         return Connection.build(nodes, page.cursors, page.has_next, after is not None)
 

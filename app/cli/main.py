@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -445,7 +445,7 @@ def platform_key_list() -> None:
 
     async def listing(sessions: Any) -> str:
         async with sessions() as session:
-            keys = await PlatformKeys(session).list()
+            keys = await PlatformKeys(session).all()
         rows = [("ID", "PREFIX", "STATE", "CREATED", "LAST USED", "NAME")]
         for k in keys:
             state = "revoked" if k.revoked_at else "active"
@@ -485,7 +485,7 @@ def _day(at: datetime | None) -> str:
     return f"{at:%Y-%m-%d %H:%M}" if at else "-"
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows

@@ -52,7 +52,7 @@ class KeyService:
         self.session = session
         self.repo = TenantRepository(session)
 
-    async def list(
+    async def page(
         self, principal: Principal, first: int | None, after: str | None
     ) -> Page[ApiKey]:
         _admin_only(principal)

@@ -51,7 +51,7 @@ class PlatformKeys:
         log.info("platform_key.created", key_id=str(key.id))
         return key, plaintext
 
-    async def list(self) -> list[PlatformKey]:
+    async def all(self) -> list[PlatformKey]:
         return await self.repo.platform_keys()
 
     async def revoke(self, key_id: uuid.UUID) -> PlatformKey:
