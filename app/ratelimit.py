@@ -1,7 +1,8 @@
 """Request rate limits: a fixed one-minute window per key, counted in Redis.
 
 Keys are `tenant:<id>` (an authenticated caller's budget, shared by all its keys and by HTTP
-and WebSocket operations) and `ip:<address>` (callers without a valid key). Shared by every API
+and WebSocket operations), `platform:<key id>` (a platform credential's) and `ip:<address>`
+(callers without a valid key). Shared by every API
 replica. If Redis is unreachable the limiter lets requests through (availability over
 strictness) and logs it; readiness already reports Redis as down.
 """

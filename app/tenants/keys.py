@@ -75,7 +75,11 @@ class KeyService:
         tenant = await self.repo.get(principal.tenant_id)
         if tenant is None:  # deleted under an authenticated request
             raise NotFound("tenant not found")
-        creator = await self.repo.key_of(principal.tenant_id, principal.key_id)
+        creator = (  # a caller signed in another way (OIDC) made it with no key of its own
+            await self.repo.key_of(principal.tenant_id, principal.key_id)
+            if principal.key_id is not None
+            else None
+        )
         return await tenants.create_api_key(
             tenant,
             role=role,
