@@ -1,4 +1,4 @@
-"""Tenants, API keys and authentication of a bearer key.
+"""Tenants, API keys and authentication of a bearer key or access token (app/tenants/tokens.py).
 
 A key is `wfs_<8-char prefix>_<secret>`; only its SHA-256 is stored (the secret has 256 bits of
 entropy, so a fast hash is enough and lookups stay one indexed query). `last_used_at` is
@@ -12,7 +12,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,22 +22,27 @@ from app.models import ROLES, ApiKey, Tenant
 from app.models.base import utcnow
 from app.models.template import PLATFORM_PUBLISHER_NAME
 from app.tenants.repository import TenantRepository
+from app.tenants.tokens import TokenVerifier
 from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
 TOUCH_INTERVAL = timedelta(minutes=1)
 TENANT_NAME = re.compile(r"[a-z](?:-?[a-z0-9])+")
+KEY_PREFIXES = ("wfs_", "wfsp_")  # tenant and platform API keys; any other bearer is a token
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: resolved from an API key."""
+    """Who is calling: resolved from an API key, or from an identity provider's access token
+    (then `key_id` is None and `expires_at`/`subject` are the token's `exp` and `sub`)."""
 
     tenant_id: uuid.UUID
     tenant_name: str
     tier: str
     role: str
-    key_id: uuid.UUID
+    key_id: uuid.UUID | None
+    expires_at: datetime | None = None
+    subject: str | None = None
 
 
 def hash_key(plaintext: str) -> str:
@@ -110,8 +115,13 @@ class TenantService:
         await self.repo.add_key(key)
         return key, plaintext
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        found = await self.repo.key_by_hash(hash_key(parse_bearer(authorization)))
+    async def authenticate(
+        self, authorization: str | None, *, tokens: TokenVerifier | None = None
+    ) -> Principal:
+        bearer = parse_bearer(authorization)
+        if tokens is not None and not bearer.startswith(KEY_PREFIXES):
+            return await self._authenticate_token(bearer, tokens)
+        found = await self.repo.key_by_hash(hash_key(bearer))
         if found is None:
             raise Unauthenticated("invalid API key")
         key, tenant = found
@@ -126,4 +136,20 @@ class TenantService:
             tier=tenant.tier,
             role=key.role,
             key_id=key.id,
+        )
+
+    async def _authenticate_token(self, token: str, tokens: TokenVerifier) -> Principal:
+        """An identity provider's access token: the tenant is the one its claim names."""
+        claims = await tokens.verify(token)
+        tenant = await self.repo.by_name(claims.tenant)
+        if tenant is None:
+            raise Unauthenticated("unknown tenant")
+        return Principal(
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            tier=tenant.tier,
+            role=claims.role,
+            key_id=None,
+            expires_at=claims.expires_at,
+            subject=claims.subject,
         )
