@@ -192,11 +192,15 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.connection_acknowledged = False
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
+        if expired:
+            code, reason = TOKEN_EXPIRED, "token expired"
+        elif principal.key_id is None:  # e.g. its tenant is gone
+            error = self.context.auth_error
+            code, reason = 4403, f"token refused: {error.message if error else 'unknown'}"[:120]
+        else:
+            code, reason = 4403, "API key revoked"
         with suppress(RuntimeError, WebSocketDisconnect):  # the client closed first
-            if expired:
-                await self.websocket.close(TOKEN_EXPIRED, "token expired")
-            else:
-                await self.websocket.close(4403, "API key revoked")
+            await self.websocket.close(code, reason)
 
     def _token_left(self) -> float | None:
         """Seconds until the socket's access token runs out; None for an API key."""
