@@ -6,8 +6,9 @@ which check failed; the key set follows a rotation, keeps serving while the prov
 and junk `kid`s do not make the API hammer the provider; sockets accept a token in
 connection_init and close with 4401 when it expires, between key re-checks.
 
-Client addresses come from X-Forwarded-For (uvicorn trusts it from 127.0.0.1), so refused
-tokens spend an address budget of their own, not the other tests'.
+Client addresses come from X-Forwarded-For (uvicorn trusts it from 127.0.0.1), on sockets too,
+so refused tokens spend an address budget of their own, not 127.0.0.1's, which other tests'
+APIs (with small limits, on the same Redis) count in the same minute.
 """
 
 from __future__ import annotations
@@ -231,6 +232,7 @@ class Socket:
         ws = await websockets.connect(
             base.replace("http://", "ws://") + "/graphql",
             subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+            additional_headers={"X-Forwarded-For": client_ip()},
         )
         payload = {"authorization": f"Bearer {bearer}"}
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
