@@ -246,10 +246,12 @@ class Socket:
         await self.ws.send(json.dumps(message))
 
     async def closed_with(self, timeout: float) -> tuple[int | None, str]:
+        """The close code and reason; the messages received until then go to `self.seen`."""
+        self.seen: list[dict[str, Any]] = []
         with pytest.raises(ConnectionClosed):
             async with asyncio.timeout(timeout):
                 while True:
-                    await self.ws.recv()
+                    self.seen.append(json.loads(await self.ws.recv()))
         return self.ws.close_code, self.ws.close_reason or ""
 
 
@@ -268,6 +270,7 @@ async def test_socket_takes_a_token_and_closes_when_it_expires(
     # Expiry plus the leeway, far before the next key re-check (RECHECK).
     code_reason = await sock.closed_with(timeout=lifetime + LEEWAY + RECHECK / 2)
     assert code_reason == (4401, "token expired")
+    assert [m for m in sock.seen if m.get("type") == "error"] == []  # the feed ran until then
 
 
 async def test_socket_refuses_a_bad_token_on_connection_init(
