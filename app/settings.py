@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import psutil
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.executions.workflow_io import RunLimits
@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     key_recheck_seconds: float = 5.0  # open sockets re-check their key (revoked: closed)
     ws_max_sockets_per_tenant: int = 200  # open sockets of one tenant, all API replicas
     ws_max_operations_per_socket: int = 20  # operations running at once on one socket
+    # Access tokens (JWTs) from an identity provider, beside API keys (docs/security.md, "Signing
+    # in with an identity provider"). All of ISSUER, AUDIENCE and JWKS_URL, or none (keys only).
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_jwks_url: str | None = None
+    auth_tenant_claim: str = "tenant"  # the tenant's name
+    auth_role_claim: str = "role"  # viewer, operator or admin; a string or a list
+    auth_leeway_seconds: float = Field(default=60.0, ge=0, le=600)  # clock skew on exp/nbf/iat
+    auth_jwks_cache_seconds: float = Field(default=600.0, gt=0)  # keys are fetched again after
+    auth_jwks_refetch_seconds: float = Field(default=30.0, ge=0)  # unknown kid: at most this often
     # Tier entitlements: the most a tenant admin may set as its monthly AI budget.
     ai_tier_max_budgets_usd: dict[str, Decimal] = Field(
         default_factory=lambda: per_tier(lambda t: t.ai_budget_max_usd)
@@ -128,6 +138,29 @@ class Settings(BaseSettings):
     ai_tier_budgets_usd: dict[str, Decimal] = Field(  # monthly default per tier
         default_factory=lambda: per_tier(lambda t: t.ai_budget_usd)
     )
+
+    @model_validator(mode="after")
+    def _token_auth_whole(self) -> Settings:
+        self.token_auth_enabled()
+        return self
+
+    def token_auth_enabled(self) -> bool:
+        """True when AUTH_ISSUER, AUTH_AUDIENCE and AUTH_JWKS_URL are all set, False when none
+        is; a partial set refuses to start rather than silently accepting API keys only."""
+        values = {
+            "AUTH_ISSUER": self.auth_issuer,
+            "AUTH_AUDIENCE": self.auth_audience,
+            "AUTH_JWKS_URL": self.auth_jwks_url,
+        }
+        unset = [name for name, value in values.items() if not value]
+        if len(unset) == len(values):
+            return False
+        if unset:
+            raise ValueError(
+                f"access tokens need AUTH_ISSUER, AUTH_AUDIENCE and AUTH_JWKS_URL together; "
+                f"{', '.join(unset)} not set (unset all three for API keys only)"
+            )
+        return True
 
     @property
     def files_root(self) -> Path:

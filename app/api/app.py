@@ -15,7 +15,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from json import JSONDecodeError
 from typing import Any
@@ -56,12 +56,16 @@ from app.redis_conn import blocking_redis_client
 from app.settings import Settings
 from app.temporal import connect
 from app.tenants.service import KEY_EXPIRED, TENANT_SUSPENDED
+from app.tenants.tokens import TokenExpired, TokenVerifier
 
 log = structlog.get_logger(__name__)
 
 CONNECTION_INIT_WAIT = timedelta(seconds=10)
 CLOSE_REASONS = (KEY_EXPIRED, TENANT_SUSPENDED)  # a 4403 close says these as they are
 TOO_MANY_SOCKETS = 4429  # graphql-transport-ws's "too many" code, closing a refused connect
+# graphql-transport-ws's Unauthorized: graphql-ws clients do not retry it by themselves (they
+# do retry 4403); the app fetches a fresh token and subscribes again (docs/security.md).
+TOKEN_EXPIRED = 4401
 
 
 class SocketsExhausted(Exception):
@@ -158,28 +162,56 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.context.release_socket()
 
     async def _watch_key(self) -> None:
+        """Re-check the key every KEY_RECHECK_SECONDS; a token's socket also closes when the
+        token runs out (its `exp` plus AUTH_LEEWAY_SECONDS), between re-checks if need be."""
         interval = self.context.deps.settings.key_recheck_seconds
-        key_id = self.context.principal().key_id
-        while True:
-            await asyncio.sleep(interval)
+        principal = self.context.principal()
+        expired = False
+        while not expired:
+            left = self._token_left()
+            if left is not None and left <= 0:
+                expired = True
+                break
+            await asyncio.sleep(interval if left is None else min(interval, left))
+            if left is not None and left <= interval:
+                continue  # woke for the token's expiry, checked above
             if self.context.socket_lease is not None:  # before the key check, which may hang
                 await self.context.socket_lease.renew()
             try:
                 if not await self.context.recheck_key():
+                    expired = isinstance(self.context.auth_error, TokenExpired)
                     break
             except Exception as exc:  # the database is down: keep the socket, ask again later
                 log.warning("api.key_recheck_failed", error=str(exc))
-        WS_CLOSED.labels("revoked").inc()
-        error = self.context.auth_error
-        # Expired and suspended say so; a revoked or deleted key is "API key revoked".
-        reason = error.message if error and error.message in CLOSE_REASONS else "API key revoked"
-        log.info("api.socket_closed", reason=reason, key_id=str(key_id))
+        WS_CLOSED.labels("expired" if expired else "revoked").inc()
         # Stop what runs for the key now, not when the client answers the close.
         self.connection_acknowledged = False
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
+        error = self.context.auth_error
+        if expired:
+            code, reason = TOKEN_EXPIRED, "token expired"
+        elif principal.key_id is None:  # e.g. its tenant is gone or suspended
+            code, reason = 4403, f"token refused: {error.message if error else 'unknown'}"[:120]
+        else:  # expired and suspended say so; a revoked or deleted key is "API key revoked"
+            told = error is not None and error.message in CLOSE_REASONS
+            code, reason = 4403, error.message if told and error else "API key revoked"
+        log.info(
+            "api.socket_closed",
+            reason=reason,
+            key_id=str(principal.key_id) if principal.key_id else None,
+            subject=principal.subject,
+        )
         with suppress(RuntimeError, WebSocketDisconnect):  # the client closed first
-            await self.websocket.close(4403, reason)
+            await self.websocket.close(code, reason)
+
+    def _token_left(self) -> float | None:
+        """Seconds until the socket's access token runs out; None for an API key."""
+        principal = self.context.principal_
+        if principal is None or principal.expires_at is None:
+            return None
+        leeway = self.context.deps.settings.auth_leeway_seconds
+        return (principal.expires_at - datetime.now(UTC)).total_seconds() + leeway
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -317,8 +349,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             socket_timeout=2,
         )
         limiter = RateLimiter(redis, settings.rate_limit_per_minute)
+        tokens = TokenVerifier.from_settings(settings)
         holder["deps"] = Deps(
-            settings, engine, make_sessionmaker(engine), bus, temporal, limiter, redis
+            settings, engine, make_sessionmaker(engine), bus, temporal, limiter, redis, tokens
         )
         log.info("api.started")
         try:
@@ -326,6 +359,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await bus.close()
             await redis.aclose()
+            if tokens is not None:
+                await tokens.aclose()
             await engine.dispose()
             log.info("api.stopped")
 

@@ -237,7 +237,11 @@ class Context:
         propagate: the caller keeps the socket and asks again later."""
         async with self.deps.sessions() as session:
             try:
-                principal = await TenantService(session).authenticate(self.authorization)
+                principal = await TenantService(session).authenticate(
+                    self.authorization, tokens=self.deps.tokens
+                )
+            except Unavailable:  # the identity provider's keys: keep the socket, ask again
+                raise
             except DomainError as exc:
                 self.principal_, self.auth_error = None, exc
                 return False
@@ -259,7 +263,9 @@ class Context:
             return
         try:
             async with self.deps.sessions() as session:
-                caller = await TenantService(session).authenticate_any(self.authorization)
+                caller = await TenantService(session).authenticate_any(
+                    self.authorization, tokens=self.deps.tokens
+                )
                 await session.commit()
             if isinstance(caller, PlatformPrincipal):
                 self.platform_ = caller

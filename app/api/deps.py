@@ -12,6 +12,7 @@ from app.db import SessionFactory
 from app.events.bus import EventBus
 from app.ratelimit import RateLimiter
 from app.settings import Settings
+from app.tenants.tokens import TokenVerifier
 
 
 @dataclass
@@ -23,3 +24,5 @@ class Deps:
     temporal: Client
     limiter: RateLimiter
     redis: aioredis.Redis
+    # Access tokens from the identity provider (AUTH_*), or None for API keys only.
+    tokens: TokenVerifier | None = None

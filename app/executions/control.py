@@ -48,7 +48,8 @@ GONE = "the execution's workflow is no longer running"
 
 
 def actor_of(principal: Principal) -> str:
-    return f"{principal.role}:{principal.key_id}"
+    """`role:<API key id>`, or `role:sub:<subject>` for an identity provider's token."""
+    return f"{principal.role}:{principal.key_id or f'sub:{principal.subject}'}"
 
 
 class ExecutionControl:

@@ -1,4 +1,4 @@
-"""Tenants, API keys and authentication of a bearer key.
+"""Tenants, API keys and authentication of a bearer key or access token (app/tenants/tokens.py).
 
 A key is `wfs_<8-char prefix>_<secret>`; only its SHA-256 is stored (the secret has 256 bits of
 entropy, so a fast hash is enough and lookups stay one indexed query). `last_used_at` is
@@ -32,6 +32,7 @@ from app.models import ROLES, ApiKey, Tenant
 from app.models.base import utcnow
 from app.models.template import PLATFORM_PUBLISHER_NAME
 from app.tenants.repository import TenantRepository
+from app.tenants.tokens import TokenVerifier
 from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
@@ -44,17 +45,21 @@ PLATFORM_PREFIX = "wfsp_"
 MAX_KEY_LIFETIME = timedelta(days=730)  # an expiring key's `expires_at`, at most this far ahead
 MAX_KEYS_PER_TENANT = 100  # live (neither revoked nor expired) keys of one tenant
 MAX_KEY_NAME = 100
+KEY_PREFIXES = ("wfs_", PLATFORM_PREFIX)  # tenant and platform API keys; any other is a token
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: resolved from an API key."""
+    """Who is calling: resolved from an API key, or from an identity provider's access token
+    (then `key_id` is None and `expires_at`/`subject` are the token's `exp` and `sub`)."""
 
     tenant_id: uuid.UUID
     tenant_name: str
     tier: str
     role: str
-    key_id: uuid.UUID
+    key_id: uuid.UUID | None
+    expires_at: datetime | None = None
+    subject: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,17 +188,23 @@ class TenantService:
         log.info("tenant.suspended" if suspended else "tenant.resumed", tenant_id=str(tenant.id))
         return tenant
 
-    async def authenticate_any(self, authorization: str | None) -> Principal | PlatformPrincipal:
+    async def authenticate_any(
+        self, authorization: str | None, *, tokens: TokenVerifier | None = None
+    ) -> Principal | PlatformPrincipal:
         """A tenant's principal, or the platform operator's for a `wfsp_` credential."""
         token = parse_bearer(authorization)
         if token.startswith(PLATFORM_PREFIX):
             return await self._authenticate_platform(token)
-        return await self.authenticate(authorization)
+        return await self.authenticate(authorization, tokens=tokens)
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(
+        self, authorization: str | None, *, tokens: TokenVerifier | None = None
+    ) -> Principal:
         token = parse_bearer(authorization)
         if token.startswith(PLATFORM_PREFIX):
             raise Forbidden(NO_TENANT)
+        if tokens is not None and not token.startswith(KEY_PREFIXES):
+            return await self._authenticate_token(token, tokens)
         found = await self.repo.key_by_hash(hash_key(token))
         if found is None:
             raise Unauthenticated("invalid API key")
@@ -225,3 +236,21 @@ class TenantService:
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
             await self.repo.touch_platform_key(key.id, now)
         return PlatformPrincipal(key_id=key.id, name=key.name)
+
+    async def _authenticate_token(self, token: str, tokens: TokenVerifier) -> Principal:
+        """An identity provider's access token: the tenant is the one its claim names."""
+        claims = await tokens.verify(token)
+        tenant = await self.repo.by_name(claims.tenant)
+        if tenant is None:
+            raise Unauthenticated("unknown tenant")
+        if tenant.suspended_at is not None:
+            raise Unauthenticated(TENANT_SUSPENDED)
+        return Principal(
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            tier=tenant.tier,
+            role=claims.role,
+            key_id=None,
+            expires_at=claims.expires_at,
+            subject=claims.subject,
+        )
