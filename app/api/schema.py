@@ -54,8 +54,7 @@ INTROSPECTION_COST = 10
 @strawberry.type
 class NodeQuery:
     @strawberry.field(
-        description="Any object by its global id; null when the id names nothing the caller "
-        "can read (unknown, another tenant's, or not an id at all)."
+        description="Any object by its global id; null when the id names nothing you can read."
     )
     async def node(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Node | None:
         """Nullable, as Relay's object identification expects: a client refetching a deleted
