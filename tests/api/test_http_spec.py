@@ -1,9 +1,10 @@
 """GraphQL over HTTP (https://graphql.github.io/graphql-over-http/draft/): the graphql-http
 audit against the real API, and what the audit does not look at (406, the rate limit and
-field errors under `application/graphql-response+json`, the GraphiQL page).
+field errors under `application/graphql-response+json`, the GraphiQL page); and the real
+graphql-ws client set up as docs/frontend.md shows it.
 
-The audit runs in Node (tests/audit, installed by `make test` with `npm ci`); without node or
-those packages its test skips and says how to install them.
+Both run in Node (tests/audit, installed by `make test` with `npm ci`); without node or those
+packages those two tests skip and say how to install them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import own_service
+from tests.support import GraphQLClient, own_service
 
 AUDIT_DIR = Path(__file__).resolve().parents[1] / "audit"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -172,3 +173,33 @@ async def test_a_rate_limited_request_keeps_429_and_retry_after(
             assert limited.headers["content-type"] == f"{accept}; charset=utf-8"
             assert limited.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
             assert ("data" in limited.json()) == (accept == "application/json")
+
+
+async def test_graphql_ws_client_follows_an_execution_and_resumes_after_seq(
+    server: str, tenant: TenantKeys
+) -> None:
+    """The guide's graphql-ws set-up (connectionParams as a function) in the real client:
+    every event of a run once and in order until it completes; resubscribing with the afterSeq
+    of an event seen gets exactly the events after it."""
+    client = GraphQLClient(server, tenant.operator)
+    template = (await client.data('{ template(name: "order-summary") { id exampleParams } }'))[
+        "template"
+    ]
+    started = await client.data(
+        "mutation($input: StartExecutionInput!) { startExecution(input: $input) "
+        "{ ... on Execution { id } ... on UserError { code message } } }",
+        {
+            "input": {
+                "templateId": template["id"],
+                "params": {**template["exampleParams"], "wait_seconds": 0},
+            }
+        },
+    )
+    execution_id = started["startExecution"]["id"]
+    ws_url = server.replace("http", "ws", 1) + "/graphql"
+    first = await run_node("subscribe.mjs", ws_url, tenant.viewer, execution_id, "0")
+    seqs = [e["seq"] for e in first["events"]]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3, first
+    assert first["events"][-1]["type"] == "COMPLETED" and first["connects"] == 1
+    resumed = await run_node("subscribe.mjs", ws_url, tenant.viewer, execution_id, str(seqs[-3]))
+    assert resumed["events"] == first["events"][-2:]
