@@ -175,12 +175,12 @@ async def test_a_rate_limited_request_keeps_429_and_retry_after(
             assert ("data" in limited.json()) == (accept == "application/json")
 
 
-async def test_graphql_ws_client_follows_an_execution_and_resumes_after_seq(
+async def test_guide_graphql_ws_code_follows_an_execution_and_resumes_after_seq(
     server: str, tenant: TenantKeys
 ) -> None:
-    """The guide's graphql-ws set-up (connectionParams as a function) in the real client:
-    every event of a run once and in order until it completes; resubscribing with the afterSeq
-    of an event seen gets exactly the events after it."""
+    """The guide's own graphql-ws code (connectionParams as a function, followExecution) in
+    the real client: every event of a run once and in order until it completes; following
+    again from the seq of an event seen gets exactly the events after it."""
     client = GraphQLClient(server, tenant.operator)
     template = (await client.data('{ template(name: "order-summary") { id exampleParams } }'))[
         "template"
@@ -200,6 +200,6 @@ async def test_graphql_ws_client_follows_an_execution_and_resumes_after_seq(
     first = await run_node("subscribe.mjs", ws_url, tenant.viewer, execution_id, "0")
     seqs = [e["seq"] for e in first["events"]]
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3, first
-    assert first["events"][-1]["type"] == "COMPLETED" and first["connects"] == 1
+    assert first["events"][-1]["type"] == "COMPLETED"
     resumed = await run_node("subscribe.mjs", ws_url, tenant.viewer, execution_id, str(seqs[-3]))
     assert resumed["events"] == first["events"][-2:]
