@@ -241,8 +241,8 @@ class GraphQLApp(GraphQL[Context, None]):
             raise JSONDecodeError("the body is not UTF-8", "", 0) from exc
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
-        sub_response = NegotiatedResponse()
-        sub_response.status_code = None  # type: ignore[assignment]  # unset, as Strawberry's
+        sub_response = NegotiatedResponse()  # blank, as Strawberry's own: no status chosen yet
+        sub_response.status_code = None  # type: ignore[assignment]
         del sub_response.headers["content-length"]
         sub_response.graphql_media_type = negotiate(request.headers.get("accept"))
         return sub_response
