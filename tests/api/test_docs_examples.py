@@ -49,3 +49,14 @@ def test_frontend_guide_javascript_parses(tmp_path: Path) -> None:
         script.write_text(code)
         checked = subprocess.run([node, "--check", str(script)], capture_output=True, text=True)
         assert checked.returncode == 0, f"frontend.md js block {i}: {checked.stderr}"
+
+
+def test_frontend_guide_names_every_node_type() -> None:
+    """Apollo's possibleTypes in the guide lists exactly the schema's Node implementations."""
+    listed = re.search(
+        r"possibleTypes: \{ Node: \[(.*?)\] \}", (ROOT / "docs" / "frontend.md").read_text()
+    )
+    assert listed is not None
+    schema = build_schema()._schema
+    nodes = {t.name for t in schema.get_possible_types(schema.get_type("Node"))}
+    assert set(re.findall(r'"(\w+)"', listed.group(1))) == nodes
