@@ -5,13 +5,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: dev test bench install lint schema clean
+.PHONY: dev test bench install lint schema clean audit-deps
 
 dev: $(INSTALLED)
 	$(BIN)/wfs dev $(ARGS)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tests/audit (the graphql-http audit and a graphql-ws client) runs in Node 20+; without npm
+# its tests skip and say so. Installed again only when its lock file changes.
+test: audit-deps
+audit-deps: tests/audit/node_modules/.package-lock.json
+tests/audit/node_modules/.package-lock.json: tests/audit/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/audit --no-audit --no-fund; \
+	else echo "npm not found: the tests that use tests/audit will skip"; fi
 
 # Starts its own `wfs dev` (state in .wfs-bench/); ARGS="--only start_latency", "--full", ...
 bench: $(INSTALLED)
@@ -34,4 +42,4 @@ schema: $(INSTALLED)
 	$(BIN)/wfs schema
 
 clean:
-	rm -rf $(VENV) .wfs-test
+	rm -rf $(VENV) .wfs-test tests/audit/node_modules

@@ -21,6 +21,7 @@ from json import JSONDecodeError
 from typing import Any
 
 import structlog
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -42,10 +44,17 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
 )
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
 from app.api.context import Context
 from app.api.deps import Deps
 from app.api.errors import to_graphql_error
+from app.api.negotiation import (
+    APPLICATION_JSON,
+    GRAPHQL_RESPONSE_JSON,
+    negotiate,
+    request_error_status,
+)
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
 from app.errors import QuotaExceeded
@@ -214,8 +223,20 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         return (principal.expires_at - datetime.now(UTC)).total_seconds() + leeway
 
 
+class NegotiatedResponse(Response):
+    """The sub-response Strawberry hands to the context (which sets 429 and Retry-After on it),
+    carrying the response media type negotiated from the request's Accept header (None: 406)."""
+
+    graphql_media_type: str | None = None
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, API-key authentication and socket rules.
+
+    HTTP answers speak GraphQL-over-HTTP (app/api/negotiation.py): Strawberry 0.341 only knows
+    `application/json`, so the view negotiates `application/graphql-response+json` from the
+    Accept header, drops `data` and sets the status of a request error in that type, and names
+    the charset in the Content-Type.
 
     WebSocket Origin rule (Strawberry's check, kept explicit here): a handshake without an
     Origin header (a non-browser client) is allowed; a browser's is allowed when its Origin is
@@ -250,6 +271,47 @@ class GraphQLApp(GraphQL[Context, None]):
             raise JSONDecodeError("JSON nested too deeply", "", 0) from exc
         except UnicodeDecodeError as exc:
             raise JSONDecodeError("the body is not UTF-8", "", 0) from exc
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = NegotiatedResponse()  # blank, as Strawberry's own: no status chosen yet
+        sub_response.status_code = None  # type: ignore[assignment]
+        del sub_response.headers["content-length"]
+        sub_response.graphql_media_type = negotiate(request.headers.get("accept"))
+        return sub_response
+
+    async def execute_operation(  # noqa: PLR0917
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        """Refuse (406) before running anything when no acceptable media type is left; the
+        GraphiQL page (a browser's GET without a query) is served before this."""
+        if getattr(sub_response, "graphql_media_type", None) is None:
+            raise HTTPException(
+                406, "Not Acceptable: accept application/graphql-response+json or application/json"
+            )
+        return await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = getattr(sub_response, "graphql_media_type", None) or APPLICATION_JSON
+        if media_type == GRAPHQL_RESPONSE_JSON and isinstance(response_data, dict):
+            status = request_error_status(response_data)
+            if status is not None:  # never executed: the spec's response has no data entry
+                response_data.pop("data", None)
+                sub_response.status_code = sub_response.status_code or status
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = f"{media_type}; charset=utf-8"
+        return response
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         ctx = Context(deps=self._deps["deps"], request=request, response=response)

@@ -53,21 +53,29 @@ INTROSPECTION_COST = 10
 
 @strawberry.type
 class NodeQuery:
-    @strawberry.field(description="Any object by its global id.")
-    async def node(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Node:
+    @strawberry.field(
+        description="Any object by its global id; null when the id names nothing you can read."
+    )
+    async def node(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Node | None:
+        """Nullable, as Relay's object identification expects: a client refetching a deleted
+        object gets null, not an error. A malformed id is null too, as every id that names
+        nothing is (from_global_id calls it NOT_FOUND), and reveals nothing either way."""
         principal = info.context.principal()
-        type_name, pk = from_global_id(id)
-        if type_name == "Execution":
-            return await load_execution_node(info, pk)
-        if type_name == "Template":
-            return await load_template_node(info, pk)
-        if type_name == "ApiKey":
-            return await load_api_key_node(info, pk)
+        try:
+            type_name, pk = from_global_id(id)
+            if type_name == "Execution":
+                return await load_execution_node(info, pk)
+            if type_name == "Template":
+                return await load_template_node(info, pk)
+            if type_name == "ApiKey":  # a non-admin's FORBIDDEN stays an error
+                return await load_api_key_node(info, pk)
+        except NotFound:
+            return None
         if type_name == "Tenant" and pk == principal.tenant_id:
             tenant = await info.context.loaders.tenants.load(pk)
             assert tenant is not None
             return Tenant.from_model(tenant)
-        raise NotFound("no object with this id")
+        return None
 
 
 @strawberry.type
