@@ -24,9 +24,8 @@ from app.api.errors import (
     ValidationError,
 )
 from app.api.relay import Connection, Node, from_global_id, to_global_id
-from app.api.viewer import Role, Tier
+from app.api.viewer import Role, Tenant, Tier
 from app.models import ApiKey as ApiKeyModel
-from app.models import Tenant as TenantModel
 from app.tenants.keys import KeyService
 from app.tenants.platform import TenantAdministration
 
@@ -90,29 +89,9 @@ RevokeApiKeyResult = Annotated[
 ]
 
 
-@strawberry.type(description="A tenant as the platform operator sees it.")
-class ManagedTenant(Node):
-    name: str
-    tier: Tier
-    created_at: datetime
-    suspended_at: datetime | None = strawberry.field(
-        description="Set while suspended: its credentials are refused, running executions go on."
-    )
-
-    @classmethod
-    def from_model(cls, m: TenantModel) -> ManagedTenant:
-        return cls(
-            id=to_global_id("Tenant", m.id),
-            name=m.name,
-            tier=Tier(m.tier),
-            created_at=m.created_at,
-            suspended_at=m.suspended_at,
-        )
-
-
 @strawberry.type
 class CreatedTenant:
-    tenant: ManagedTenant
+    tenant: Tenant
     admin_key: CreatedApiKey | None = strawberry.field(
         description="Its first admin key, when `adminKeyName` was given."
     )
@@ -146,7 +125,7 @@ CreateTenantResult = Annotated[
     strawberry.union("CreateTenantResult"),
 ]
 ManageTenantResult = Annotated[
-    ManagedTenant | ValidationError | NotFoundError | ForbiddenError,
+    Tenant | ValidationError | NotFoundError | ForbiddenError,
     strawberry.union("ManageTenantResult"),
 ]
 
@@ -173,11 +152,11 @@ class AdminQuery:
     @strawberry.field(description="Every tenant, oldest first; platform credentials only.")
     async def tenants(
         self, info: strawberry.Info[Context, None], first: int | None = 50, after: str | None = None
-    ) -> Connection[ManagedTenant]:
+    ) -> Connection[Tenant]:
         platform = info.context.platform()
         async with info.context.session() as s:
             page = await TenantAdministration(s).page(platform, first, after)
-        nodes = [ManagedTenant.from_model(t) for t in page.items]
+        nodes = [Tenant.from_model(t) for t in page.items]
         return Connection.build(nodes, page.cursors, page.has_next, after is not None)
 
 
@@ -222,7 +201,7 @@ class AdminMutation:
         admin_key = None
         if first_key is not None:
             admin_key = CreatedApiKey(api_key=ApiKey.from_model(first_key[0]), secret=first_key[1])
-        return CreatedTenant(tenant=ManagedTenant.from_model(tenant), admin_key=admin_key)
+        return CreatedTenant(tenant=Tenant.from_model(tenant), admin_key=admin_key)
 
     @strawberry.mutation(
         description="Move a tenant to another tier (from its next call); platform credentials only."
@@ -235,7 +214,7 @@ class AdminMutation:
         async with info.context.session() as s:
             tenant = await TenantAdministration(s).set_tier(platform, pk, input.tier.value)
             await s.commit()
-        return ManagedTenant.from_model(tenant)
+        return Tenant.from_model(tenant)
 
     @strawberry.mutation(
         description="Suspend a tenant (its credentials are refused, its open sockets close, "
@@ -249,4 +228,4 @@ class AdminMutation:
         async with info.context.session() as s:
             tenant = await TenantAdministration(s).set_suspended(platform, pk, input.suspended)
             await s.commit()
-        return ManagedTenant.from_model(tenant)
+        return Tenant.from_model(tenant)

@@ -23,7 +23,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from app.api.admin import AdminMutation, AdminQuery, ApiKey, ManagedTenant, load_api_key_node
+from app.api.admin import AdminMutation, AdminQuery, ApiKey, load_api_key_node
 from app.api.ai import AiMutation, AiQuery
 from app.api.analytics import AnalyticsQuery
 from app.api.context import Context
@@ -159,7 +159,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Execution, Template, Tenant, UserError, ApiKey, ManagedTenant],
+        types=[Execution, Template, Tenant, UserError, ApiKey],
         scalar_overrides={datetime: UtcDateTime},
         extensions=[
             # Factories, not instances: an extension instance would be shared by concurrent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import strawberry
@@ -32,10 +33,20 @@ class Role(enum.Enum):
 class Tenant(Node):
     name: str
     tier: Tier
+    created_at: datetime
+    suspended_at: datetime | None = strawberry.field(
+        description="Set while suspended: its credentials are refused, running executions go on."
+    )
 
     @classmethod
     def from_model(cls, m: TenantModel) -> Tenant:
-        return cls(id=to_global_id("Tenant", m.id), name=m.name, tier=Tier(m.tier))
+        return cls(
+            id=to_global_id("Tenant", m.id),
+            name=m.name,
+            tier=Tier(m.tier),
+            created_at=m.created_at,
+            suspended_at=m.suspended_at,
+        )
 
 
 @strawberry.type

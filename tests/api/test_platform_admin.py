@@ -87,7 +87,7 @@ async def test_a_platform_credential_creates_lists_and_retiers_tenants(api: str,
     tenant_id = created["tenant"]["id"]
     moved = await platform.data(SET_TIER, {"input": {"tenant": tenant_id, "tier": "PREMIUM"}})
     assert moved["setTenantTier"] == {
-        "__typename": "ManagedTenant",
+        "__typename": "Tenant",
         "id": tenant_id,
         "tier": "PREMIUM",
     }
