@@ -3,8 +3,8 @@
 //
 // The API key: `/graphql#apiKey=KEY` (the fragment never reaches the server, so no access log
 // keeps it) or `/graphql?apiKey=KEY` put `Authorization: Bearer KEY` in the headers editor and
-// are removed from the address bar at once. GraphiQL remembers the headers editor in this
-// browser's localStorage, so later visits need no key in the URL.
+// are removed from the address bar at once. The headers are remembered in this browser's
+// localStorage, so later visits need no key in the URL.
 //
 // Queries and mutations go over HTTP with the headers editor's headers; subscriptions open one
 // graphql-transport-ws socket each and send the headers editor's Authorization in the
@@ -13,6 +13,7 @@
   "use strict";
 
   const KEY_PARAM = "apiKey";
+  const REMEMBERED_HEADERS = "wfs-graphiql:headers";
   const DEFAULT_QUERY = `# workflow-service GraphiQL. Run with Ctrl-Enter.
 # Your API key goes in the Headers tab below: {"Authorization": "Bearer <key>"}
 # (or open this page as /graphql#apiKey=<key>).
@@ -138,9 +139,15 @@ query Me {
       shouldPersistHeaders: true,
       inputValueDeprecation: true,
     };
+    // GraphiQL persists the headers editor only once it is edited (and clears its stored
+    // headers while it mounts), so a key from the URL is remembered here, and offered as the
+    // default headers on a later visit: headers edited in GraphiQL take precedence.
     if (key) {
       props.headers = JSON.stringify({ Authorization: "Bearer " + key }, null, 2);
       props.defaultEditorToolsVisibility = "headers";
+      window.localStorage.setItem(REMEMBERED_HEADERS, props.headers);
+    } else {
+      props.defaultHeaders = window.localStorage.getItem(REMEMBERED_HEADERS) || undefined;
     }
     const root = ReactDOM.createRoot(document.getElementById("graphiql"));
     root.render(React.createElement(GraphiQL, props));
