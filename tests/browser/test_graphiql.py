@@ -48,11 +48,14 @@ class Offline:
     errors: list[str] = field(default_factory=list)  # console errors (CSP violations too)
     sent: list[str] = field(default_factory=list)  # WebSocket frames the page sent
 
+    def _watch_socket(self, socket: Any) -> None:
+        socket.on("framesent", lambda data: self.sent.append(str(data)))
+
     async def page(self, url: str) -> Any:
         page = await self.context.new_page()
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("websocket", lambda ws: ws.on("framesent", lambda data: self.sent.append(str(data))))
+        page.on("websocket", self._watch_socket)
         await page.goto(url)
         await page.locator(EDITOR).wait_for(timeout=STEP_MS)
         return page
