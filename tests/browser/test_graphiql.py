@@ -30,6 +30,7 @@ RUN = ".graphiql-execute-button"
 
 @pytest.fixture(scope="module")
 async def api(settings: Settings, sessions) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    # The browser calls from 127.0.0.1, an address other tests spend anonymously too.
     async with own_service(settings, anonymous_rate_limit_per_minute=10_000) as url:
         yield url
 
