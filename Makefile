@@ -50,4 +50,4 @@ schema: $(INSTALLED)
 	$(BIN)/wfs schema
 
 clean:
-	rm -rf $(VENV) .wfs-test
+	rm -rf $(VENV) .wfs-test app/api/graphiql/vendor

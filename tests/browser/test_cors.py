@@ -98,7 +98,7 @@ async def test_another_origin_gets_neither_http_nor_the_socket(
 
 
 async def test_preflight_and_response_headers(
-    api: str, allowed_site: PageServer, foreign_site: PageServer
+    api: str, settings: Settings, allowed_site: PageServer, foreign_site: PageServer
 ) -> None:
     preflight = {
         "Access-Control-Request-Method": "POST",
@@ -129,6 +129,15 @@ async def test_preflight_and_response_headers(
         assert answered.headers["access-control-allow-origin"] == allowed_site.origin
         assert answered.headers["access-control-expose-headers"] == "Retry-After"
         assert "origin" in answered.headers["vary"].lower()
+
+        # A refusal below the CORS layer is readable by the page too (it can say why).
+        oversize = await http.post(
+            "/graphql",
+            content=b"x" * (settings.max_request_bytes + 1),
+            headers={"Origin": allowed_site.origin, "Content-Type": "application/json"},
+        )
+        assert oversize.status_code == 413
+        assert oversize.headers["access-control-allow-origin"] == allowed_site.origin
 
 
 @pytest.mark.parametrize(
