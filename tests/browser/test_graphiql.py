@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 from starlette.requests import Request
 
@@ -106,6 +107,10 @@ async def test_graphiql_runs_a_query_offline_with_the_key_from_the_url(
     await expect(page.locator(RESPONSE)).to_contain_text(keys.name, timeout=STEP_MS)
     await expect(page.locator(RESPONSE)).to_contain_text("VIEWER")
 
+    # The explorer plugin is there and draws the schema's fields.
+    await page.get_by_role("button", name=re.compile("GraphiQL Explorer")).click()
+    await expect(page.locator(".graphiql-explorer-root")).to_contain_text("viewer")
+
     # A later visit without the key: GraphiQL remembered the headers (and the query).
     again = await offline.page(f"{api}/graphql")
     await again.locator(RUN).click()
@@ -139,6 +144,14 @@ async def test_graphiql_runs_a_subscription_over_the_socket_with_the_headers_key
     assert offline.errors == []
 
 
+async def test_the_browser_enforces_the_policy(offline: Offline, api: str) -> None:
+    page = await offline.page(f"{api}/graphql")
+    # An injected inline script (what an XSS would add) does not run, and says why.
+    with pytest.raises(PlaywrightError, match="violates the following Content Security Policy"):
+        await page.add_script_tag(content="window.injected = true;")
+    assert await page.evaluate("window.injected === undefined")
+
+
 async def test_page_has_no_inline_script_and_a_strict_policy(api: str) -> None:
     async with httpx.AsyncClient(base_url=api, timeout=30) as http:
         page = await http.get("/graphql", headers={"Accept": "text/html"})
@@ -148,6 +161,9 @@ async def test_page_has_no_inline_script_and_a_strict_policy(api: str) -> None:
         assert "script-src 'self';" in policy and "style-src 'self';" in policy
         assert f"connect-src 'self' ws://{host} wss://{host};" in policy
         assert "frame-ancestors 'none'" in policy
+        # A Host that is not a host name never reaches the policy.
+        odd = await http.get("/graphql", headers={"Accept": "text/html", "Host": "x;script-src *"})
+        assert "connect-src 'self';" in odd.headers["content-security-policy"]
         assert page.headers["cache-control"] == "no-store"
         # Every script is a file of ours; no script element has a body.
         scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.text, re.S)
