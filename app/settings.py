@@ -55,8 +55,11 @@ class Settings(BaseSettings):
     graphql_max_tokens: int = 5000
     max_request_bytes: int = 256 * 1024
     rate_limit_per_minute: int = 600
+    # Exact browser origins allowed cross-origin, for HTTP (CORS) and WebSockets (app/api/cors.py).
     cors_allowed_origins: list[str] = Field(default_factory=list)
-    ws_allowed_origins: list[str] = Field(default_factory=list)
+    cors_max_age: int = Field(default=600, ge=0)  # seconds a browser may cache a preflight
+    cors_allow_credentials: bool = False  # cookies only; the Authorization header needs none
+    ws_allowed_origins: list[str] = Field(default_factory=list)  # deprecated: extra socket origins
     graphiql: bool = True
 
     # Execution defaults.

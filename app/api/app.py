@@ -47,8 +47,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
 from app.api.context import Context
+from app.api.cors import cors_middleware, socket_origins
 from app.api.deps import Deps
 from app.api.errors import to_graphql_error
+from app.api.graphiql.page import GraphiQLSite
 from app.api.negotiation import (
     APPLICATION_JSON,
     GRAPHQL_RESPONSE_JSON,
@@ -240,8 +242,11 @@ class GraphQLApp(GraphQL[Context, None]):
 
     WebSocket Origin rule (Strawberry's check, kept explicit here): a handshake without an
     Origin header (a non-browser client) is allowed; a browser's is allowed when its Origin is
-    this host (same origin) or one of WS_ALLOWED_ORIGINS; any other Origin is refused with 403
-    before the socket is accepted. An empty WS_ALLOWED_ORIGINS means same-origin only.
+    this host (same origin) or one of CORS_ALLOWED_ORIGINS (or the deprecated
+    WS_ALLOWED_ORIGINS); any other Origin is refused with 403 before the socket is accepted.
+    Empty lists mean same-origin only.
+
+    GraphiQL (GRAPHIQL=true) is our own page (app/api/graphiql), not Strawberry's CDN one.
     """
 
     graphql_transport_ws_handler_class = GuardedTransportWSHandler
@@ -251,7 +256,7 @@ class GraphQLApp(GraphQL[Context, None]):
             build_schema(settings),
             graphql_ide="graphiql" if settings.graphiql else None,
             subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
-            allowed_origins=settings.ws_allowed_origins,
+            allowed_origins=socket_origins(settings),
             # A socket that never says who it is holds a connection: give it seconds, not a minute.
             connection_init_wait_timeout=CONNECTION_INIT_WAIT,
             max_subscriptions_per_connection=settings.ws_max_operations_per_socket,
@@ -260,6 +265,10 @@ class GraphQLApp(GraphQL[Context, None]):
             LimitedWebSocketAdapter, max_bytes=settings.max_request_bytes
         )
         self._deps = deps_ref
+        self.graphiql = GraphiQLSite()
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return self.graphiql.page(request)
 
     def decode_json(self, data: str | bytes) -> object:
         """HTTP bodies, GET variables and socket messages: nesting deeper than Python's
@@ -443,6 +452,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     gql = GraphQLApp(holder, settings)
+    ide = [Route("/graphiql/{path:path}", gql.graphiql.asset)] if settings.graphiql else []
     return Starlette(
         routes=[
             Route("/graphql", gql),
@@ -450,8 +460,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            *ide,
         ],
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)],
+        middleware=[
+            cors_middleware(settings),  # outermost: refusals below (413) carry CORS headers too
+            Middleware(BodySizeLimit, max_bytes=settings.max_request_bytes),
+        ],
         lifespan=lifespan,
     )
 
