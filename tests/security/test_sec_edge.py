@@ -342,7 +342,11 @@ async def test_introspection_costs_extra(edge: str, sessions) -> None:  # type: 
 async def test_oversize_chunked_body_is_413_like_a_declared_one(
     edge: str, tenant: TenantKeys
 ) -> None:
-    headers = {"Authorization": f"Bearer {tenant.admin}", "Content-Type": "application/json"}
+    headers = {
+        "Authorization": f"Bearer {tenant.admin}",
+        "Content-Type": "application/json",
+        "X-Forwarded-For": client_ip(),
+    }
 
     def body(size: int) -> bytes:
         head = json.dumps({"query": VIEWER})[:-1].encode()
@@ -395,7 +399,7 @@ async def test_unavailable_errors_say_what_failed_never_the_internal_why(
             resp = await http.post(
                 "/graphql",
                 json={"query": document, "variables": variables},
-                headers={"Authorization": f"Bearer {keys.admin}"},
+                headers={"Authorization": f"Bearer {keys.admin}", "X-Forwarded-For": client_ip()},
             )
             return dict(resp.json()["data"])
 
