@@ -226,6 +226,15 @@ def _ai_line(settings: Settings) -> str:
     return ", ".join(providers) if providers else "baseline only (no keys; try --fake-llm)"
 
 
+def _signed_in_graphiql(base: str, keys: dict[str, str]) -> list[str]:
+    """A GraphiQL link carrying a demo key in its fragment, which never reaches the server (nor
+    its access log); the page moves it into the Authorization header and off the address bar."""
+    for name in ("demo-pro", *keys):
+        if name in keys:
+            return ["", f"GraphiQL signed in as {name}: {base}/graphql#apiKey={keys[name]}"]
+    return []
+
+
 def _banner(
     settings: Settings, keys: dict[str, str], seconds: float, children: list[RoleProcess]
 ) -> None:
@@ -247,6 +256,7 @@ def _banner(
         "",
         "Demo API keys (send as `Authorization: Bearer <key>`):",
         *[f"  {name:<17} {key}" for name, key in keys.items()],
+        *_signed_in_graphiql(base, keys),
         "",
         "Ctrl-C stops everything.",
         "",

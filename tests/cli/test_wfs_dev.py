@@ -196,6 +196,7 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
         keys = _keys(banner)
         assert set(keys) == {"demo-free", "demo-pro", "demo-premium", "demo-enterprise"}
         assert f"http://127.0.0.1:{port}/graphql" in banner
+        assert f"http://127.0.0.1:{port}/graphql#apiKey={keys['demo-pro']}" in banner
         assert re.search(r"Temporal UI\s+http://127\.0\.0\.1:\d+", banner)
         assert (state_dir / "services.json").exists()
 
