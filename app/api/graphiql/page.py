@@ -66,8 +66,8 @@ MISSING = """<!doctype html>
   <head><meta charset="utf-8"><title>GraphiQL is not installed</title></head>
   <body>
     <h1>GraphiQL's files are not installed</h1>
-    <p>This service serves GraphiQL from its own files, never from a CDN, and they are missing
-    from <code>{vendor}</code>.</p>
+    <p>This service serves GraphiQL from its own files, never from a CDN, and they are
+    missing.</p>
     <p>Get them with <code>make install</code>, or
     <code>python -m app.api.graphiql.fetch</code> (downloads the pinned npm packages and checks
     their sha512), and reload this page. The API itself works without them: POST your queries
@@ -123,12 +123,11 @@ class GraphiQLSite:
         headers = {
             "Content-Security-Policy": content_security_policy(request),
             "Cache-Control": "no-store",
-            "Referrer-Policy": "no-referrer",  # `?apiKey=` must not travel on as a Referer
+            "Referrer-Policy": "no-referrer",  # no URL of this page travels on as a Referer
             "X-Content-Type-Options": "nosniff",
         }
         if not is_complete(self.vendor):  # checked each time: a fetch later needs no restart
-            missing = MISSING.format(vendor=self.vendor)
-            return HTMLResponse(missing, status_code=503, headers=headers)
+            return HTMLResponse(MISSING, status_code=503, headers=headers)
         return HTMLResponse(page_html(), headers=headers)
 
     async def asset(self, request: Request) -> Response:

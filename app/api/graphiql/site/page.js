@@ -29,13 +29,14 @@ query Me {
 }
 `;
 
+  // Only the fragment: it never leaves the browser. A query string (`?apiKey=`) would reach
+  // every proxy's access log before this script could remove it, so it is not read.
   function takeApiKey() {
     const url = new URL(window.location.href);
     const fragment = new URLSearchParams(url.hash.slice(1));
-    const key = fragment.get(KEY_PARAM) || url.searchParams.get(KEY_PARAM);
-    if (fragment.has(KEY_PARAM) || url.searchParams.has(KEY_PARAM)) {
+    const key = fragment.get(KEY_PARAM);
+    if (fragment.has(KEY_PARAM)) {
       fragment.delete(KEY_PARAM);
-      url.searchParams.delete(KEY_PARAM);
       const rest = fragment.toString();
       url.hash = rest ? "#" + rest : "";
       window.history.replaceState(window.history.state, "", url.toString());
