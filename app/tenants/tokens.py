@@ -15,7 +15,9 @@ The key set (JWKS) is fetched with httpx, bounded in time (FETCH_TIMEOUT) and si
 (MAX_JWKS_BYTES), kept AUTH_JWKS_CACHE_SECONDS, and fetched again early when a token names a
 key it does not hold (the provider rotated its keys), but at most once per
 AUTH_JWKS_REFETCH_SECONDS, so tokens with made-up `kid`s cannot make us hammer the provider;
-callers that need a fetch while one runs wait for that one. A fetch that fails keeps the keys
+callers that need a fetch while one runs wait for that one. Keys past their cache time keep
+answering while a task fetches the new set, so a slow provider delays no request that names a
+key already held. A fetch that fails keeps the keys
 already held (a provider outage does not sign everyone out); with none held, the caller gets
 Unavailable, not Unauthenticated.
 
@@ -31,6 +33,7 @@ import ipaddress
 import json
 import math
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -85,15 +88,18 @@ class SigningKeys:
         self._keys: dict[str | None, jwt.PyJWK] | None = None
         self._fetched_at = -math.inf  # time.monotonic() of the last fetch that succeeded
         self._tried_at = -math.inf  # ... of the last fetch, whatever came of it
-        self._fetches = 0
+        self._fetches = 0  # fetches that ended: a waiter that sees it move has its answer
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def get(self, kid: str | None) -> jwt.PyJWK:
-        if self._keys is None or time.monotonic() - self._fetched_at >= self.cache_seconds:
+        if self._keys is None:  # nothing held yet: this caller has to wait for the provider
             await self._refresh()
+        elif time.monotonic() - self._fetched_at >= self.cache_seconds:
+            self._refresh_soon()  # the held keys answer meanwhile; a slow provider stalls no one
         key = self._find(kid)
-        if key is None:  # a key we have not seen yet: the provider may have rotated
+        if key is None and self._keys is not None:  # not seen yet: the provider may have rotated
             await self._refresh()
             key = self._find(kid)
         if key is not None:
@@ -103,7 +109,16 @@ class SigningKeys:
         raise Unauthenticated("unknown signing key")
 
     async def aclose(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._background
         await self._http.aclose()
+
+    def _refresh_soon(self) -> None:
+        """Refresh expired keys in a task of their own (one at a time)."""
+        if self._background is None or self._background.done():
+            self._background = asyncio.create_task(self._refresh())
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         keys = self._keys or {}
@@ -119,7 +134,6 @@ class SigningKeys:
             if self._fetches != seen or time.monotonic() - self._tried_at < self.refetch_seconds:
                 return
             self._tried_at = time.monotonic()
-            self._fetches += 1
             try:
                 keys = await self._fetch()
             except Exception as exc:  # network, HTTP status, size, JSON: keep what we hold
@@ -130,6 +144,8 @@ class SigningKeys:
                     keeping=len(self._keys or {}),
                 )
                 return
+            finally:  # counted when it ends, so whoever waited meanwhile takes this answer
+                self._fetches += 1
             self._keys, self._fetched_at = keys, time.monotonic()
             log.info("auth.jwks_fetched", url=self.url, keys=len(keys))
 

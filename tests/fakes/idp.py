@@ -30,12 +30,15 @@ class FakeIdentityProvider:
         self.requests = 0
         self.down = False
         self.delay = 0.0  # seconds before each answer
+        self.gate = threading.Event()  # cleared: every answer waits until it is set again
+        self.gate.set()
         idp = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 idp.requests += 1
                 time.sleep(idp.delay)
+                idp.gate.wait(30)
                 if idp.down or self.path != "/jwks":
                     self.send_response(503 if idp.down else 404)
                     self.end_headers()
@@ -58,6 +61,7 @@ class FakeIdentityProvider:
         self.thread.start()
 
     def close(self) -> None:
+        self.gate.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -125,7 +125,34 @@ async def test_unreachable_key_set_is_unavailable_until_it_answers(
     await asyncio.sleep(0.3)
     before = idp.requests
     assert (await verifier.verify(idp.token("acme"))).tenant == "acme"
-    assert idp.requests > before  # it did ask again, and kept the old keys
+    async with asyncio.timeout(10):  # it does ask again (in the background)...
+        while idp.requests == before:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    assert (await verifier.verify(idp.token("acme"))).tenant == "acme"  # ...and keeps the keys
+    await verifier.aclose()
+
+
+async def test_expired_keys_answer_while_a_slow_provider_is_asked_again(
+    idp: FakeIdentityProvider,
+) -> None:
+    """Past the cache time, a token whose key is held does not wait for the provider: with the
+    provider holding every answer, verification still completes (waiting would hang here)."""
+    verifier = make_verifier(idp, refetch_seconds=0.0, cache_seconds=0.2, timeout=60.0)
+    assert (await verifier.verify(idp.token("acme"))).tenant == "acme"
+    await asyncio.sleep(0.3)
+    idp.gate.clear()
+    try:
+        before = idp.requests
+        for _ in range(5):
+            async with asyncio.timeout(10):
+                assert (await verifier.verify(idp.token("acme"))).tenant == "acme"
+        async with asyncio.timeout(10):  # one refresh is in flight, not one per request
+            while idp.requests == before:
+                await asyncio.sleep(0.05)
+        assert idp.requests == before + 1
+    finally:
+        idp.gate.set()
     await verifier.aclose()
 
 
@@ -188,4 +215,21 @@ async def test_token_settings_are_all_or_nothing() -> None:
     https = full.model_copy(update={"auth_jwks_url": "https://idp.example/jwks"})
     verifier = TokenVerifier.from_settings(https)
     assert verifier is not None
+    await verifier.aclose()
+
+
+async def test_callers_waiting_on_a_fetch_take_its_answer(idp: FakeIdentityProvider) -> None:
+    """With no refetch interval at all, ten tokens naming one unknown key at once cause one
+    fetch: those that waited for it take its answer rather than fetching again in turn."""
+    verifier = make_verifier(idp, refetch_seconds=0.0)
+    await verifier.verify(idp.token("acme"))
+    before = idp.requests
+    idp.add_key("junk", publish=False)
+    idp.delay = 0.3  # the fetch is still running when the other nine arrive
+    outcomes = await asyncio.gather(
+        *(verifier.verify(idp.token("acme", kid="junk")) for _ in range(10)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, Unauthenticated) for o in outcomes), outcomes
+    assert idp.requests == before + 1
     await verifier.aclose()
