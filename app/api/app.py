@@ -66,7 +66,7 @@ from app.ratelimit import RateLimiter
 from app.redis_conn import blocking_redis_client
 from app.settings import Settings
 from app.temporal import connect
-from app.tenants.service import KEY_EXPIRED, TENANT_SUSPENDED
+from app.tenants.service import KEY_EXPIRED, NO_TENANT, TENANT_SUSPENDED
 from app.tenants.tokens import TokenExpired, TokenVerifier
 
 log = structlog.get_logger(__name__)
@@ -337,7 +337,13 @@ class GraphQLApp(GraphQL[Context, None]):
         refusal = await context.admit()
         if context.principal_ is None or refusal is not None:
             error = refusal or context.auth_error
-            message = error.message if error else "missing API key in connection_init payload"
+            if error is None and context.platform_ is not None:
+                message = NO_TENANT  # its operations are HTTP ones; sockets serve a tenant's
+            else:
+                message = error.message if error else "missing API key in connection_init payload"
+            # Strawberry closes a refused connect with 4403 "Forbidden" whatever the message;
+            # the message is for the log below.
+            log.info("api.socket_refused", reason=message)
             raise ConnectionRejectionError({"message": message})
         # Last, so a refused connect holds no place; released by the handler's shutdown.
         too_many = await context.claim_socket()
