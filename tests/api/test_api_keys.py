@@ -287,19 +287,21 @@ async def test_a_key_that_expires_makes_no_key_outliving_it(api: str, sessions) 
 
 async def waiting_on_locks(sessions, statement: str, count: int) -> None:  # type: ignore[no-untyped-def]
     """Until `count` sessions of this database wait for a lock in a `statement`... (a wait
-    that nothing but the holder's end can end: no clock involved)."""
-    while True:
-        async with sessions() as session:
-            found = await session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE :q"
-                ),
-                {"q": f"{statement}%"},
-            )
-        if found >= count:
-            return
-        await asyncio.sleep(0.05)
+    that nothing but the holder's end can end: no clock involved; CLOSE_WITHIN only bounds a
+    hang should they fail before reaching it)."""
+    async with asyncio.timeout(CLOSE_WITHIN):
+        while True:
+            async with sessions() as session:
+                found = await session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock' AND query LIKE :q"
+                    ),
+                    {"q": f"{statement}%"},
+                )
+            if found >= count:
+                return
+            await asyncio.sleep(0.05)
 
 
 async def test_concurrent_revocations_keep_the_first_time(api: str, sessions) -> None:  # type: ignore[no-untyped-def]
