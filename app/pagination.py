@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -20,6 +21,13 @@ class Page(Generic[T]):
     items: list[T]
     cursors: list[str]
     has_next: bool
+
+
+def keyset_page(rows: list[T], limit: int, key: Callable[[T], list[Any]]) -> Page[T]:
+    """The page of `rows`, fetched with `limit + 1` so that the extra row says a next page
+    exists; each item's cursor encodes `key(item)`, its position in the keyset order."""
+    items = rows[:limit]
+    return Page(items, [encode_cursor(key(item)) for item in items], has_next=len(rows) > limit)
 
 
 def encode_cursor(values: list[Any]) -> str:

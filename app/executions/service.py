@@ -28,7 +28,7 @@ from app.jsonschemas import limit_problems
 from app.metrics import EXECUTION_START_FAILURES
 from app.models import Execution, ExecutionEvent
 from app.models.states import STATUSES, TERMINAL, EventType, Status
-from app.pagination import Page, check_first, decode_cursor, encode_cursor
+from app.pagination import Page, check_first, decode_cursor, keyset_page
 from app.settings import Settings
 from app.templates.service import TemplateService
 from app.tenants.service import Principal
@@ -68,12 +68,7 @@ class ExecutionService:
             limit=limit + 1,
             after=decode_cursor(after, "datetime", "uuid"),
         )
-        items = rows[:limit]
-        return Page(
-            items=items,
-            cursors=[encode_cursor([e.created_at.isoformat(), str(e.id)]) for e in items],
-            has_next=len(rows) > limit,
-        )
+        return keyset_page(rows, limit, key=lambda e: [e.created_at.isoformat(), str(e.id)])
 
     async def events_after(
         self, execution_id: uuid.UUID, after_seq: int, limit: int = 500
