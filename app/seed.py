@@ -17,6 +17,7 @@ import structlog
 
 from app.db import SessionFactory
 from app.models.base import utcnow
+from app.steps.storage import TenantRoot
 from app.templates.service import TemplateService
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService, hash_key
@@ -24,7 +25,6 @@ from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
 DEMO_KEYS_FILE = "demo-keys.json"
-SAMPLES = Path(__file__).resolve().parent / "templates" / "samples"
 
 
 async def seed_templates(sessions: SessionFactory) -> int:
@@ -39,18 +39,12 @@ async def seed_templates(sessions: SessionFactory) -> int:
     return published
 
 
-def seed_sample_files(files_root: Path, tenant_id: str) -> list[str]:
+def seed_sample_files(files_root: Path, tenant_id: str) -> None:
     """Put the sample documents the standard templates' example params read into a tenant's
-    storage (`samples/`), leaving files that are already there alone."""
-    target = files_root / tenant_id / "samples"
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for source in sorted(SAMPLES.iterdir()):
-        path = target / source.name
-        if not path.exists():
-            path.write_bytes(source.read_bytes())
-            written.append(f"samples/{source.name}")
-    return written
+    storage (`samples/`), leaving files that are already there alone. Any tenant's storage
+    gets them when first opened (app/steps/storage.py); `wfs dev` calls this so the demo
+    tenants' folders hold them before anything runs."""
+    TenantRoot(files_root, tenant_id).open().seed_samples()
 
 
 async def seed_demo_tenants(

@@ -19,6 +19,12 @@ at most every USAGE_FRESH_SECONDS per tenant and process, or every USAGE_EDGE_SE
 write comes within 10% of the quota; in between, this process's own writes and deletes adjust
 it. So one process is exact, and several workers writing for one tenant at once overshoot by
 at most what the others write within a second of the edge.
+
+Sample files: the standard templates' example params read `samples/` (app/templates/samples).
+Opening a root copies them in whenever its `samples/` folder is missing, so every tenant has
+them on first use, whichever process (API or worker replica) opens its root first, created
+before or after this existed; nothing deletes a folder (files.delete and deleteFile remove
+files), so a tenant that deleted the sample files does not get them back.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ USAGE_FRESH_SECONDS = 30.0
 USAGE_EDGE_SECONDS = 1.0
 _EDGE_FRACTION = 0.9
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+SAMPLES = Path(__file__).resolve().parents[1] / "templates" / "samples"
+SAMPLES_FOLDER = "samples"
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,31 @@ class TenantRoot:
     def open(self) -> TenantRoot:
         self.base.mkdir(parents=True, exist_ok=True)
         self.real = self.base.resolve(strict=True)
+        if not os.path.lexists(self.real / SAMPLES_FOLDER):
+            self.seed_samples()
         return self
+
+    def seed_samples(self) -> list[str]:
+        """Copy the sample files into `samples/`, leaving any already there alone (another
+        process may be seeding at the same moment); returns the paths written. They are not
+        reserved against the quota (a few KiB); the usage is walked again on the next write."""
+        written = []
+        with self.usage.disk:
+            for source in sorted(SAMPLES.iterdir()):
+                part = PartFile(self.real / SAMPLES_FOLDER / source.name)
+                try:
+                    part.handle.write(source.read_bytes())
+                except BaseException:
+                    part.discard()
+                    raise
+                try:
+                    part.commit(overwrite=False)
+                except StepInputError:  # already there
+                    continue
+                written.append(f"{SAMPLES_FOLDER}/{source.name}")
+            with self.usage.lock:
+                self.usage.walked_at = -math.inf
+        return written
 
     @staticmethod
     def _parts(rel: str, what: str) -> tuple[str, ...]:

@@ -325,7 +325,8 @@ async def test_storage_quota_refuses_the_write_that_passes_it(
     ctx = make_ctx(storage_settings, sessions, tenant_id)
     root = storage_settings.files_root / tenant_id
     block = "x" * (4 * KIB)
-    for i in range(14):  # 56 KiB
+    # The sample files every storage starts with take 16 KiB (3 files and their folder).
+    for i in range(10):  # 40 KiB more: 56 KiB
         await run_step("files.write", {"path": f"f{i}.txt", "content": block}, ctx)
     # A write that ends exactly at the quota fits (a folder is a block too: 56 + 4 + 4 = 64).
     await run_step("files.write", {"path": "sub/last.txt", "content": block}, ctx)
@@ -361,7 +362,7 @@ async def test_storage_quota_follows_the_tier_and_counts_archives(
         "files.archive", {"paths": ["a.txt", "b.txt"], "target": "ab.tar.gz"}, ctx
     )
     assert packed["size"] < 4 * KIB
-    for target in ("c.txt", "d.txt", "e.txt"):  # 404 + 3 x 200 KiB = 1004 KiB of 1024
+    for target in ("c.txt", "d.txt", "e.txt"):  # 16 + 404 + 3 x 200 KiB = 1020 KiB of 1024
         await run_step("files.copy", {"source": "a.txt", "target": target}, ctx)
     with pytest.raises(StepInputError, match="the pro tier stores at most 1.0 MiB"):
         await run_step("files.copy", {"source": "a.txt", "target": "f.txt"}, ctx)

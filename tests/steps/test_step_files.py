@@ -19,6 +19,10 @@ from tests.steps.conftest import MakeContext
 from tests.steps.step_support import run_step
 
 
+# Every tenant's storage holds the sample files from its first use (app/steps/storage.py).
+SAMPLE_PATHS = ["samples/contract.txt", "samples/customers.csv", "samples/invoice.txt"]
+
+
 def tenant_dir(settings: Settings, tenant: str = "tenant-a") -> Path:
     return settings.files_root / tenant
 
@@ -114,7 +118,7 @@ async def test_symlinks_leading_outside_are_refused(
         await run_step("files.archive", {"paths": ["passwd"], "target": "a.zip"}, ctx)
     assert (await run_step("files.read", {"path": "alias.txt"}, ctx))["content"] == "in"
     listed = [e["path"] for e in await run_step("files.list", {}, ctx)]
-    assert listed == ["alias.txt", "inside.txt"]
+    assert listed == ["alias.txt", "inside.txt", *SAMPLE_PATHS]
     assert not (outside / "new.txt").exists()
     # Deleting a link removes the link, never what it points to.
     deleted = await run_step("files.delete", {"paths": ["passwd", "out-dir"]}, ctx)
@@ -133,7 +137,7 @@ async def test_tenants_cannot_reach_each_other(
         await run_step("files.read", {"path": "../tenant-a/secret.txt"}, b)
     with pytest.raises(StepInputError, match="cannot name a storage directory"):
         await run_step("files.read", {"path": "secret.txt"}, make_ctx("../tenant-a"))
-    assert await run_step("files.list", {}, b) == []
+    assert [e["path"] for e in await run_step("files.list", {}, b)] == SAMPLE_PATHS
     assert (tenant_dir(step_settings, "tenant-a") / "secret.txt").read_text() == "a's"
 
 
@@ -185,6 +189,7 @@ async def test_list_by_prefix_and_pattern(make_ctx: MakeContext) -> None:
         "reports/2024-01.csv",
         "reports/2024-02.csv",
         "reports/old/x.txt",
+        *SAMPLE_PATHS,
         "top.csv",
     ]
     assert everything[0]["size"] == len("reports/2024-01.csv")
@@ -192,7 +197,7 @@ async def test_list_by_prefix_and_pattern(make_ctx: MakeContext) -> None:
     by_prefix = await run_step("files.list", {"prefix": "reports/2024"}, ctx)
     assert [e["path"] for e in by_prefix] == ["reports/2024-01.csv", "reports/2024-02.csv"]
     by_pattern = await run_step("files.list", {"pattern": "*.csv"}, ctx)
-    assert len(by_pattern) == 3  # `*` spans folders
+    assert len(by_pattern) == 4  # `*` spans folders (samples/customers.csv too)
     assert await run_step("files.list", {"prefix": "nothing/here"}, ctx) == []
     with pytest.raises(StepInputError, match="more than limit 2"):
         await run_step("files.list", {"limit": 2}, ctx)
@@ -212,7 +217,7 @@ async def test_retention_keeps_the_newest(make_ctx: MakeContext, step_settings: 
         "kept": ["backups/b-1.zip", "backups/b-5.zip"],
     }
     left = sorted(e["path"] for e in await run_step("files.list", {}, ctx))
-    assert left == ["backups/b-1.zip", "backups/b-5.zip", "keep-me.txt"]
+    assert left == ["backups/b-1.zip", "backups/b-5.zip", "keep-me.txt", *SAMPLE_PATHS]
 
 
 async def test_delete_checks_every_path_first(make_ctx: MakeContext) -> None:
@@ -271,11 +276,11 @@ async def test_archive_of_its_own_folder_skips_itself_and_refuses_bad_targets(
     ctx = make_ctx()
     await run_step("files.write", {"path": "a.txt", "content": "a"}, ctx)
     first = await run_step("files.archive", {"prefix": "", "target": "all.zip"}, ctx)
-    assert first["files"] == ["a.txt"]
+    assert first["files"] == ["a.txt", *SAMPLE_PATHS]
     again = await run_step(
         "files.archive", {"prefix": "", "target": "all.zip", "overwrite": True}, ctx
     )
-    assert again["files"] == ["a.txt"]
+    assert again["files"] == ["a.txt", *SAMPLE_PATHS]
     with pytest.raises(StepInputError, match=r"\$.target: 'a.rar' does not match"):
         await run_step("files.archive", {"paths": ["a.txt"], "target": "a.rar"}, ctx)
     with pytest.raises(StepInputError, match="no files to archive"):
@@ -293,3 +298,27 @@ async def test_cancelled_archive_leaves_nothing(
     with pytest.raises(asyncio.CancelledError):
         await run_step("files.archive", {"paths": ["big.bin"], "target": "big.tar.gz"}, ctx)
     assert not (root / "big.tar.gz").exists() and no_part_files(root)
+
+
+async def test_every_tenant_gets_the_sample_files_once(
+    make_ctx: MakeContext, step_settings: Settings
+) -> None:
+    """A tenant's first use of its storage seeds samples/ (so the standard templates' example
+    params work for any tenant); a root that exists without samples/ (a tenant from before)
+    gets them too; deleted sample files stay deleted and changed ones are not overwritten."""
+    ctx = make_ctx("tenant-new")
+    read = await run_step("files.read", {"path": "samples/customers.csv", "as": "csv"}, ctx)
+    assert read["content"][0]["email"]
+    old = tenant_dir(step_settings, "tenant-old")
+    (old / "mine").mkdir(parents=True)
+    (old / "mine" / "a.txt").write_text("a")
+    listed = [e["path"] for e in await run_step("files.list", {}, make_ctx("tenant-old"))]
+    assert listed == ["mine/a.txt", *SAMPLE_PATHS]
+    await run_step("files.delete", {"path": "samples/invoice.txt"}, ctx)
+    await run_step(
+        "files.write", {"path": "samples/contract.txt", "content": "mine", "overwrite": True}, ctx
+    )
+    listed = [e["path"] for e in await run_step("files.list", {}, ctx)]
+    assert listed == ["samples/contract.txt", "samples/customers.csv"]
+    assert (tenant_dir(step_settings, "tenant-new") / "samples/contract.txt").read_text() == "mine"
+    assert no_part_files(tenant_dir(step_settings, "tenant-new"))

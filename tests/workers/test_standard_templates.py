@@ -14,7 +14,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.embedded.mail import DevMailSink
-from app.seed import seed_sample_files
 from app.settings import Settings
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService
@@ -28,12 +27,15 @@ EXAMPLES = {t["name"]: t["example_params"] for t in STANDARD_TEMPLATES}
 
 @pytest.fixture
 async def demo(sessions: Any, settings: Settings) -> tuple[TenantKeys, Path]:
-    """A tenant with the sample files in its storage, as `wfs dev` seeds them."""
+    """A new tenant as `wfs tenant create` or `createTenant` makes it: nothing in its storage
+    yet. Its first file step finds the sample files its example params read (app/steps/storage.py
+    seeds them), so every standard template runs for any tenant, not only the demo ones."""
     keys = await make_tenant(sessions, "free")
     async with sessions() as session:
         tenant = await TenantService(session).get_by_name(keys.name)
-    seed_sample_files(settings.files_root, str(tenant.id))
-    return keys, settings.files_root / str(tenant.id)
+    root = settings.files_root / str(tenant.id)
+    assert not root.exists()
+    return keys, root
 
 
 def test_there_are_seven_standard_templates_with_examples() -> None:
