@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import psutil
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.executions.workflow_io import RunLimits
@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     storage_quota_bytes: dict[str, int] = Field(  # bytes under a tenant's storage, by tier
         default_factory=lambda: per_tier(lambda t: t.storage_quota_bytes)
     )
+    # Files API (app/api/files.py): one uploaded file's size (its multipart body may be this plus
+    # MAX_REQUEST_BYTES); the key signing download URLs (unset: <state dir>/file-url-secret,
+    # made on first use; several API replicas need one set) and how long a URL works.
+    max_upload_bytes: int = Field(default=50 * 2**20, gt=0)
+    file_url_secret: SecretStr | None = None
+    file_url_ttl_seconds: int = Field(default=300, gt=0, le=24 * 3600)
     http_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     # CIDRs http.request may reach although private/loopback/link-local (default: none)
     http_allowed_networks: list[str] = Field(default_factory=list)

@@ -50,6 +50,7 @@ from app.api.context import Context
 from app.api.cors import cors_middleware, socket_origins
 from app.api.deps import Deps
 from app.api.errors import to_graphql_error
+from app.api.files import download_endpoint
 from app.api.graphiql.page import GraphiQLSite
 from app.api.negotiation import (
     APPLICATION_JSON,
@@ -77,6 +78,8 @@ TOO_MANY_SOCKETS = 4429  # graphql-transport-ws's "too many" code, closing a ref
 # graphql-transport-ws's Unauthorized: graphql-ws clients do not retry it by themselves (they
 # do retry 4403); the app fetches a fresh token and subscribes again (docs/security.md).
 TOKEN_EXPIRED = 4401
+# Headers a browser sends only after a CORS preflight, so never from another site's plain form.
+PREFLIGHTED_HEADERS = ("authorization", "apollo-require-preflight", "x-apollo-operation-name")
 
 
 class SocketsExhausted(Exception):
@@ -260,12 +263,25 @@ class GraphQLApp(GraphQL[Context, None]):
             # A socket that never says who it is holds a connection: give it seconds, not a minute.
             connection_init_wait_timeout=CONNECTION_INIT_WAIT,
             max_subscriptions_per_connection=settings.ws_max_operations_per_socket,
+            multipart_uploads_enabled=True,  # uploadFile; see parse_multipart for CSRF
         )
         self.websocket_adapter_class = partial(  # type: ignore[assignment]
             LimitedWebSocketAdapter, max_bytes=settings.max_request_bytes
         )
         self._deps = deps_ref
         self.graphiql = GraphiQLSite()
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
+        """A multipart POST is a "simple" request a page on any site can make without a
+        preflight (an HTML form): refuse one that carries no header a form cannot set, before
+        its body is read. Our callers send Authorization anyway; Apollo's clients send
+        Apollo-Require-Preflight or X-Apollo-Operation-Name."""
+        if not any(name in request.headers for name in PREFLIGHTED_HEADERS):
+            raise HTTPException(
+                400,
+                "a multipart request needs an Authorization header (or Apollo-Require-Preflight)",
+            )
+        return await super().parse_multipart(request)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return self.graphiql.page(request)
@@ -353,26 +369,45 @@ class GraphQLApp(GraphQL[Context, None]):
         return None
 
 
+class _Oversize(Exception):
+    """An upload's body passed its limit while the app was reading it."""
+
+
 class BodySizeLimit:
     """Refuse request bodies over the limit (413) before they reach the app.
 
     A body with a Content-Length is judged by it; one without (chunked) is read here up to the
     limit and handed on whole, so an oversize one is refused the same way, never half-read.
+    A multipart POST to /graphql (uploadFile) may be up to `upload_bytes`; without a
+    Content-Length it is counted as the app reads it, never held here, and refused (413) as
+    soon as it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None) -> None:
         self.app, self.max_bytes = app, max_bytes
+        self.upload_bytes = max(max_bytes, upload_bytes or 0)
+
+    def _limit(self, scope: Scope, headers: dict[bytes, bytes]) -> int:
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["path"] == "/graphql" and media_type == b"multipart/form-data":
+            return self.upload_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        limit = self._limit(scope, headers)
+        length = headers.get(b"content-length")
         if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if length.isdigit() and int(length) > limit:
+                await self._refuse(scope, receive, send, limit)
             else:  # the server holds the body to its declared length
                 await self.app(scope, receive, send)
+            return
+        if limit > self.max_bytes:
+            await self._counted(scope, receive, send, limit)
             return
         chunks: list[bytes] = []
         seen, more = 0, True
@@ -382,8 +417,8 @@ class BodySizeLimit:
                 return
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
-            if seen > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if seen > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
             more = message.get("more_body", False)
         replayed = False
@@ -397,9 +432,32 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        seen, started = 0, False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _Oversize
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _Oversize:
+            if not started:  # the app answers only once it has read the body
+                await self._refuse(scope, receive, send, limit)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         await JSONResponse(
-            {"errors": [{"message": f"request body over {self.max_bytes} bytes"}]},
+            {"errors": [{"message": f"request body over {limit} bytes"}]},
             status_code=413,
         )(scope, receive, send)
 
@@ -466,11 +524,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/files/{token}", download_endpoint(settings), name="download_file"),
             *ide,
         ],
         middleware=[
             cors_middleware(settings),  # outermost: refusals below (413) carry CORS headers too
-            Middleware(BodySizeLimit, max_bytes=settings.max_request_bytes),
+            Middleware(
+                BodySizeLimit,
+                max_bytes=settings.max_request_bytes,
+                # uploadFile: the file plus the operations, map and part headers around it
+                upload_bytes=settings.max_upload_bytes + settings.max_request_bytes,
+            ),
         ],
         lifespan=lifespan,
     )

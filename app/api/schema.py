@@ -38,6 +38,7 @@ from app.api.executions import (
 )
 from app.api.extensions import Schema
 from app.api.feeds import FeedSubscription
+from app.api.files import FileMutation, FileQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
@@ -80,13 +81,22 @@ class NodeQuery:
 
 @strawberry.type
 class Query(
-    ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, AnalyticsQuery, NodeQuery, AdminQuery
+    ViewerQuery,
+    TemplateQuery,
+    ExecutionQuery,
+    AiQuery,
+    AnalyticsQuery,
+    NodeQuery,
+    AdminQuery,
+    FileQuery,
 ):
     pass
 
 
 @strawberry.type
-class Mutation(ExecutionMutation, ControlMutation, TemplateMutation, AiMutation, AdminMutation):
+class Mutation(
+    ExecutionMutation, ControlMutation, TemplateMutation, AiMutation, AdminMutation, FileMutation
+):
     pass
 
 

@@ -57,6 +57,18 @@ SAMPLES = Path(__file__).resolve().parents[1] / "templates" / "samples"
 SAMPLES_FOLDER = "samples"
 
 
+class StorageFull(StepInputError):
+    """A write would pass the tenant's storage quota."""
+
+
+class FileExists(StepInputError):
+    """The target exists and the write may not overwrite it."""
+
+
+class NoSuchFile(StepInputError):
+    """The path names no regular file."""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # relative to the tenant root, POSIX separators
@@ -134,7 +146,7 @@ class StorageUsage:
     def _check(self, adding: int, quota: Quota) -> None:
         used = self.on_disk + self.pending
         if used + adding > quota.limit:
-            raise StepInputError(
+            raise StorageFull(
                 f"storage quota exceeded: the {quota.tier} tier stores at most "
                 f"{_size(quota.limit)} ({quota.limit} bytes); {_size(used)} are used and this "
                 f"write needs {_size(adding)} more (files and folders count in whole 4 KiB "
@@ -241,7 +253,7 @@ class TenantRoot:
                     raise
                 try:
                     part.commit(overwrite=False)
-                except StepInputError:  # already there
+                except FileExists:
                     continue
                 written.append(f"{SAMPLES_FOLDER}/{source.name}")
             with self.usage.lock:
@@ -257,6 +269,9 @@ class TenantRoot:
             raise StepInputError(f"{what} {rel!r} is absolute; paths are relative to the storage")
         if ".." in pure.parts:
             raise StepInputError(f"{what} {rel!r} contains '..'; paths must stay in the storage")
+        if any(part.startswith(PART_PREFIX) for part in pure.parts):
+            # Part files are never listed nor counted against the quota: not a name to store.
+            raise StepInputError(f"{what} {rel!r}: names starting {PART_PREFIX!r} are reserved")
         return pure.parts
 
     def _inside(self, path: Path, rel: str, what: str) -> Path:
@@ -303,7 +318,7 @@ class TenantRoot:
         """The real path of an existing regular file."""
         path = self.resolve(rel, what)
         if not path.is_file():
-            raise StepInputError(f"{what} {rel!r}: no such file")
+            raise NoSuchFile(f"{what} {rel!r}: no such file")
         return path
 
     def walk(self, prefix: str = "", pattern: str | None = None) -> list[FileEntry]:
@@ -361,7 +376,7 @@ class PartFile:
             else:
                 os.link(self.path, self.final)  # fails when the target appeared meanwhile
         except FileExistsError as exc:
-            raise StepInputError(
+            raise FileExists(
                 f"{self.final.name!r} already exists; set overwrite: true to replace it"
             ) from exc
         finally:
