@@ -124,7 +124,10 @@ class FileMutation:
     ) -> UploadFileResult:
         if not isinstance(file, UploadFile):  # a variable holding a string, not a file part
             raise ValidationFailed("`file` must be a file part of a multipart request")
-        stored = await _service(info).upload(path, file.read, file.size, overwrite)
+        try:
+            stored = await _service(info).upload(path, file.read, file.size, overwrite)
+        finally:
+            await file.close()  # its spooled temporary file, now rather than at collection
         return File.from_stored(stored)
 
     @strawberry.mutation(description="Delete one file; operators and admins.")

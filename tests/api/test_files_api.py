@@ -1,0 +1,357 @@
+"""The files API on a real API server: multipart uploads (httpx `files=`), listing and paging,
+signed download URLs, and every refusal (roles, tenants, paths, quota, size, forged URLs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from app.files import signing
+from app.settings import Settings
+from app.tenants.service import TenantService
+from tests.conftest import TenantKeys, make_tenant
+from tests.support import GraphQLClient, free_port
+
+KIB = 1024
+MAX_UPLOAD = 256 * KIB
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 4
+SAMPLE_PATHS = ["samples/contract.txt", "samples/customers.csv", "samples/invoice.txt"]
+
+UPLOAD = """
+mutation Upload($file: Upload!, $path: String!, $overwrite: Boolean! = false) {
+  uploadFile(file: $file, path: $path, overwrite: $overwrite) {
+    __typename
+    ... on File { path size contentType modifiedAt }
+    ... on UserError { code message }
+  }
+}"""
+FILES = """
+query Files($prefix: String, $first: Int, $after: String) {
+  files(prefix: $prefix, first: $first, after: $after) {
+    edges { cursor node { path size contentType } }
+    pageInfo { hasNextPage hasPreviousPage endCursor }
+  }
+}"""
+FILE = "query File($path: String!) { file(path: $path) { path size contentType url } }"
+DELETE = """
+mutation Delete($path: String!) {
+  deleteFile(path: $path) {
+    __typename
+    ... on DeletedFile { path }
+    ... on UserError { code message }
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+async def files_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "api_port": free_port(),
+            "max_upload_bytes": MAX_UPLOAD,
+            "storage_quota_bytes": {"free": 64 * KIB, "pro": 10 * 2**20},
+            "file_url_secret": None,  # made in the state dir on first use, as in `wfs dev`
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+async def api(files_settings: Settings, sessions: Any) -> AsyncIterator[str]:
+    """An API of its own (small upload and quota limits); no worker is needed."""
+    from app.cli.runner import run_api
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_api(files_settings, stop, ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    yield f"http://127.0.0.1:{files_settings.api_port}"
+    stop.set()
+    await task
+
+
+async def upload(
+    api: str,
+    key: str | None,
+    path: str,
+    content: bytes,
+    *,
+    name: str = "upload.bin",
+    overwrite: bool = False,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """One uploadFile as the GraphQL multipart request spec sends it."""
+    operations = {
+        "query": UPLOAD,
+        "variables": {"file": None, "path": path, "overwrite": overwrite},
+    }
+    sent = dict(headers or {})
+    if key:
+        sent["Authorization"] = f"Bearer {key}"
+    async with httpx.AsyncClient(base_url=api, timeout=60) as http:
+        return await http.post(
+            "/graphql",
+            data={
+                "operations": json.dumps(operations),
+                "map": json.dumps({"0": ["variables.file"]}),
+            },
+            files={"0": (name, content, "application/octet-stream")},
+            headers=sent,
+        )
+
+
+async def uploaded(api: str, key: str, path: str, content: bytes, **kw: Any) -> dict[str, Any]:
+    resp = await upload(api, key, path, content, **kw)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert not body.get("errors"), body
+    return dict(body["data"]["uploadFile"])
+
+
+async def storage_of(sessions: Any, settings: Settings, keys: TenantKeys) -> Path:
+    async with sessions() as session:
+        tenant = await TenantService(session).get_by_name(keys.name)
+    return settings.files_root / str(tenant.id)
+
+
+async def first_line(api: str, request: bytes) -> bytes:
+    """Send `request` as it is on a socket of its own; the answer's status line."""
+    reader, writer = await asyncio.open_connection(urlsplit(api).hostname, urlsplit(api).port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), 30)
+    finally:
+        writer.close()
+
+
+def no_part_files(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.startswith(".wfs-part-")]
+
+
+async def test_upload_list_download_delete(
+    api: str, tenant: TenantKeys, sessions: Any, files_settings: Settings
+) -> None:
+    done = await uploaded(api, tenant.operator, "docs/report.pdf", PDF, name="x.txt")
+    assert done["__typename"] == "File" and done["path"] == "docs/report.pdf"
+    # Sniffed from the bytes: neither the part's name nor its declared type counts.
+    assert done["size"] == len(PDF) and done["contentType"] == "application/pdf"
+    csv = await uploaded(api, tenant.admin, "docs/people.csv", b"id,name\n1,Ada\n")
+    assert csv["contentType"] == "text/csv"
+    root = await storage_of(sessions, files_settings, tenant)
+    assert (root / "docs/report.pdf").read_bytes() == PDF  # where the files.* steps read it
+    assert no_part_files(root)
+
+    client = GraphQLClient(api, tenant.viewer)  # viewers read
+    listed = (await client.data(FILES, {}))["files"]["edges"]
+    assert [e["node"]["path"] for e in listed] == [
+        "docs/people.csv",
+        "docs/report.pdf",
+        *SAMPLE_PATHS,  # every tenant's storage starts with them
+    ]
+    got = (await client.data(FILE, {"path": "docs/report.pdf"}))["file"]
+    assert got["contentType"] == "application/pdf" and got["size"] == len(PDF)
+    async with httpx.AsyncClient(timeout=30) as http:  # no key: the URL is the credential
+        resp = await http.get(got["url"])
+    assert resp.status_code == 200 and resp.content == PDF
+    assert resp.headers["content-type"] == "application/pdf"
+    assert resp.headers["content-disposition"] == "attachment; filename*=UTF-8''report.pdf"
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "no-store" in resp.headers["cache-control"]
+
+    operator = GraphQLClient(api, tenant.operator)
+    gone = (await operator.data(DELETE, {"path": "docs/report.pdf"}))["deleteFile"]
+    assert gone == {"__typename": "DeletedFile", "path": "docs/report.pdf"}
+    assert (await client.data(FILE, {"path": "docs/report.pdf"}))["file"] is None
+    again = (await operator.data(DELETE, {"path": "docs/report.pdf"}))["deleteFile"]
+    assert again["code"] == "NOT_FOUND"
+    async with httpx.AsyncClient(timeout=30) as http:  # a URL outlives no file
+        assert (await http.get(got["url"])).status_code == 404
+
+
+async def test_overwrite_only_when_asked(api: str, tenant: TenantKeys) -> None:
+    await uploaded(api, tenant.operator, "a.txt", b"first")
+    refused = await uploaded(api, tenant.operator, "a.txt", b"second")
+    assert refused["__typename"] == "ConflictError" and "overwrite" in refused["message"]
+    replaced = await uploaded(api, tenant.operator, "a.txt", b"second!", overwrite=True)
+    assert replaced["size"] == 7
+    folder = await uploaded(api, tenant.operator, "samples", b"x", overwrite=True)
+    assert folder["__typename"] == "ValidationError" and "folder" in folder["message"]
+
+
+async def test_listing_pages_by_cursor(
+    api: str, tenant: TenantKeys, sessions: Any, files_settings: Settings
+) -> None:
+    root = await storage_of(sessions, files_settings, tenant)
+    for i in range(5):
+        await uploaded(api, tenant.operator, f"page/f{i}.txt", f"file {i}".encode())
+    (root / "page" / "sub").mkdir()
+    (root / "page" / "sub" / "deep.json").write_text('{"a": 1}')
+    client = GraphQLClient(api, tenant.viewer)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = (await client.data(FILES, {"prefix": "page/", "first": 2, "after": after}))["files"]
+        seen += [e["node"]["path"] for e in page["edges"]]
+        assert page["pageInfo"]["hasPreviousPage"] is (after is not None)
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == [*(f"page/f{i}.txt" for i in range(5)), "page/sub/deep.json"]
+    deep = (await client.data(FILES, {"prefix": "page/sub/"}))["files"]["edges"]
+    assert [e["node"]["contentType"] for e in deep] == ["application/json"]
+    for bad in ("not-a-cursor", "WzEsMl0="):  # garbage; a cursor of two numbers
+        body = await client.raw(FILES, {"after": bad})
+        assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+    body = await client.raw(FILES, {"first": 101})
+    assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+
+
+async def test_signed_urls_refuse_forgery_expiry_and_escape(
+    api: str,
+    tenant: TenantKeys,
+    other_tenant: TenantKeys,
+    sessions: Any,
+    files_settings: Settings,
+) -> None:
+    await uploaded(api, tenant.operator, "private.txt", b"secret")
+    client = GraphQLClient(api, tenant.viewer)
+    url = (await client.data(FILE, {"path": "private.txt"}))["file"]["url"]
+    token = urlsplit(url).path.rsplit("/", 1)[-1]
+    root = await storage_of(sessions, files_settings, tenant)
+    victim = await storage_of(sessions, files_settings, other_tenant)
+    payload, mac = token.split(".")
+    forged = [
+        f"{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{mac}",  # payload changed
+        f"{payload}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}",  # signature changed
+        payload,  # no signature
+        "x" * 10_000,
+    ]
+    other_secret = files_settings.model_copy(update={"file_url_secret": SecretStr("not ours")})
+    forged.append(signing.sign(other_secret, root.name, "private.txt").token)
+    expired = signing.sign(files_settings, root.name, "private.txt", now=time.time() - 301)
+    # Signed with the server's own secret, still confined to the tenant named in the token.
+    escape = signing.sign(files_settings, root.name, f"../{victim.name}/samples/invoice.txt")
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        assert (await http.get(f"/files/{token}")).content == b"secret"
+        for bad in forged:
+            resp = await http.get(f"/files/{bad}")
+            assert resp.status_code == 403, bad
+            assert resp.json()["errors"][0]["message"] == "invalid download URL"
+        resp = await http.get(f"/files/{expired.token}")
+        assert resp.status_code == 403 and "expired" in resp.text
+        assert (await http.get(f"/files/{escape.token}")).status_code == 403
+        for path in ("/files/..%2F..%2Fetc%2Fpasswd", "/files/../../etc/passwd", "/files/"):
+            assert (await http.get(path)).status_code in (403, 404), path
+    assert (root / "private.txt").read_bytes() == b"secret"
+
+
+async def test_paths_are_confined(
+    api: str, tenant: TenantKeys, sessions: Any, files_settings: Settings, tmp_path: Path
+) -> None:
+    root = await storage_of(sessions, files_settings, tenant)
+    await uploaded(api, tenant.operator, "inside.txt", b"in")  # opens (creates) the root
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    for path in ("../escape.txt", "/etc/x", "a/../../x", "a\\..\\b", ".wfs-part-x", "out/x", ""):
+        refused = await uploaded(api, tenant.operator, path, b"x")
+        assert refused["__typename"] == "ValidationError", (path, refused)
+    assert list(outside.iterdir()) == []
+    client = GraphQLClient(api, tenant.operator)
+    for query, variables in ((FILE, {"path": "../x"}), (FILES, {"prefix": "../"})):
+        body = await client.raw(query, variables)
+        assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+    assert (await client.data(DELETE, {"path": "out"}))["deleteFile"]["path"] == "out"
+    assert outside.exists() and no_part_files(root)
+
+
+async def test_storage_quota_refuses_an_upload_with_a_typed_error(
+    api: str, sessions: Any, files_settings: Settings
+) -> None:
+    keys = await make_tenant(sessions, "free")  # 64 KiB here; the samples take 16
+    first = await uploaded(api, keys.operator, "big-1.bin", b"\1" * 32 * KIB)
+    assert first["__typename"] == "File"
+    full = await uploaded(api, keys.operator, "big-2.bin", b"\2" * 32 * KIB)
+    assert full["__typename"] == "QuotaExceededError" and full["code"] == "QUOTA_EXCEEDED"
+    assert "the free tier stores at most" in full["message"]
+    root = await storage_of(sessions, files_settings, keys)
+    assert not (root / "big-2.bin").exists() and no_part_files(root)
+    # Replacing a file in place adds nothing, so it still fits.
+    same = await uploaded(api, keys.operator, "big-1.bin", b"\3" * 32 * KIB, overwrite=True)
+    assert same["__typename"] == "File"
+
+
+async def test_oversize_uploads_are_refused_without_reading_them(
+    api: str, tenant: TenantKeys, sessions: Any, files_settings: Settings
+) -> None:
+    root = await storage_of(sessions, files_settings, tenant)
+    # A file one byte over MAX_UPLOAD_BYTES (its body fits the multipart cap): a typed error.
+    over = await uploaded(api, tenant.operator, "over.bin", b"x" * (MAX_UPLOAD + 1))
+    assert over["__typename"] == "ValidationError" and str(MAX_UPLOAD) in over["message"]
+    # A declared length over the cap is answered before a byte of the body is sent.
+    head = (
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n" % tenant.operator.encode()
+    )
+    status = await first_line(api, head + b"Content-Length: 10000000000\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 413"), status
+    # Chunked (no length): counted as it streams, refused once past the cap, although the
+    # body never ends (its last chunk is never sent).
+    cap = files_settings.max_upload_bytes + files_settings.max_request_bytes
+    body = b'--b\r\nContent-Disposition: form-data; name="0"; filename="f"\r\n\r\n'
+    body += b"x" * (cap + 64 * KIB)
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 8192]), body[i : i + 8192])
+        for i in range(0, len(body), 8192)
+    )
+    status = await first_line(api, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks)
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert not (root / "over.bin").exists() and no_part_files(root)
+
+
+async def test_multipart_needs_a_header_a_form_cannot_send(api: str) -> None:
+    """CSRF: a page on another site can POST multipart/form-data without a preflight, but it
+    cannot add Authorization (nor Apollo-Require-Preflight) to it."""
+    resp = await upload(api, None, "x.txt", b"x")
+    assert resp.status_code == 400 and "Authorization" in resp.text
+    anonymous = await upload(api, None, "x.txt", b"x", headers={"Apollo-Require-Preflight": "1"})
+    assert anonymous.status_code == 200 and "UNAUTHENTICATED" in anonymous.text
+
+
+async def test_viewer_cannot_upload_or_delete(api: str, tenant: TenantKeys) -> None:
+    denied = await uploaded(api, tenant.viewer, "v.txt", b"x")
+    assert denied["__typename"] == "ForbiddenError"
+    client = GraphQLClient(api, tenant.viewer)
+    gone = (await client.data(DELETE, {"path": "samples/invoice.txt"}))["deleteFile"]
+    assert gone["__typename"] == "ForbiddenError"
+    assert (await client.data(FILE, {"path": "samples/invoice.txt"}))["file"] is not None
+    assert (await client.data(FILE, {"path": "v.txt"}))["file"] is None
+
+
+async def test_another_tenant_sees_nothing(
+    api: str, tenant: TenantKeys, other_tenant: TenantKeys
+) -> None:
+    name = f"mine-{uuid.uuid4().hex[:6]}.txt"
+    await uploaded(api, tenant.operator, name, b"tenant a's")
+    other = GraphQLClient(api, other_tenant.admin)
+    listed = (await other.data(FILES, {}))["files"]["edges"]
+    assert [e["node"]["path"] for e in listed] == SAMPLE_PATHS
+    assert (await other.data(FILE, {"path": name}))["file"] is None
+    assert (await other.data(DELETE, {"path": name}))["deleteFile"]["code"] == "NOT_FOUND"
+    assert (await GraphQLClient(api, tenant.viewer).data(FILE, {"path": name}))["file"]
+
+
+async def test_a_string_is_not_a_file(api: str, tenant: TenantKeys) -> None:
+    body = await GraphQLClient(api, tenant.operator).raw(
+        UPLOAD, {"file": "not a file", "path": "s.txt"}
+    )
+    assert body["data"]["uploadFile"]["__typename"] == "ValidationError"
