@@ -27,30 +27,11 @@ MAX_UPLOAD = 256 * KIB
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 4
 SAMPLE_PATHS = ["samples/contract.txt", "samples/customers.csv", "samples/invoice.txt"]
 
-UPLOAD = """
-mutation Upload($file: Upload!, $path: String!, $overwrite: Boolean! = false) {
-  uploadFile(file: $file, path: $path, overwrite: $overwrite) {
-    __typename
-    ... on File { path size contentType modifiedAt }
-    ... on UserError { code message }
-  }
-}"""
-FILES = """
-query Files($prefix: String, $first: Int, $after: String) {
-  files(prefix: $prefix, first: $first, after: $after) {
-    edges { cursor node { path size contentType } }
-    pageInfo { hasNextPage hasPreviousPage endCursor }
-  }
-}"""
-FILE = "query File($path: String!) { file(path: $path) { path size contentType url } }"
-DELETE = """
-mutation Delete($path: String!) {
-  deleteFile(path: $path) {
-    __typename
-    ... on DeletedFile { path }
-    ... on UserError { code message }
-  }
-}"""
+OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
+# The example documents of graphql/operations (tests/api/test_operations.py counts them here).
+UPLOAD, FILES, FILE, DELETE = (
+    (OPS / f"{name}.graphql").read_text() for name in ("UploadFile", "Files", "File", "DeleteFile")
+)
 
 
 @pytest.fixture(scope="module")

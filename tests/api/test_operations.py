@@ -46,6 +46,11 @@ HERE = {
     "CreateTenant",
     "SetTenantTier",
     "SuspendTenant",
+    # run in tests/api/test_files_api.py
+    "UploadFile",
+    "Files",
+    "File",
+    "DeleteFile",
 }
 
 
