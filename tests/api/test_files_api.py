@@ -308,6 +308,31 @@ async def test_multipart_needs_a_header_a_form_cannot_send(api: str) -> None:
     assert anonymous.status_code == 200 and "UNAUTHENTICATED" in anonymous.text
 
 
+async def test_malformed_multipart_is_a_400(api: str, tenant: TenantKeys) -> None:
+    headers = {"Authorization": f"Bearer {tenant.operator}"}
+    part = 'Content-Disposition: form-data; name="{}"\r\n\r\n{}\r\n'
+    bodies = {
+        "no boundary": ("multipart/form-data", b"--x\r\n"),
+        "cut short": ("multipart/form-data; boundary=b", b"--b\r\nContent-Disp"),
+        "operations not JSON": (
+            "multipart/form-data; boundary=b",
+            f"--b\r\n{part.format('operations', '{not json')}--b--\r\n".encode(),
+        ),
+        "map names no file": (
+            "multipart/form-data; boundary=b",
+            (
+                f"--b\r\n{part.format('operations', json.dumps({'query': UPLOAD}))}"
+                f"--b\r\n{part.format('map', json.dumps({'0': ['variables.file']}))}--b--\r\n"
+            ).encode(),
+        ),
+    }
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        for what, (content_type, body) in bodies.items():
+            sent = headers | {"Content-Type": content_type}
+            resp = await http.post("/graphql", content=body, headers=sent)
+            assert resp.status_code == 400, (what, resp.status_code, resp.text)
+
+
 async def test_viewer_cannot_upload_or_delete(api: str, tenant: TenantKeys) -> None:
     denied = await uploaded(api, tenant.viewer, "v.txt", b"x")
     assert denied["__typename"] == "ForbiddenError"
