@@ -18,7 +18,6 @@ from app.steps import StepInputError
 from tests.steps.conftest import MakeContext
 from tests.steps.step_support import run_step
 
-
 # Every tenant's storage holds the sample files from its first use (app/steps/storage.py).
 SAMPLE_PATHS = ["samples/contract.txt", "samples/customers.csv", "samples/invoice.txt"]
 
