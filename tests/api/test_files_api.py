@@ -20,7 +20,7 @@ from app.files import signing
 from app.settings import Settings
 from app.tenants.service import TenantService
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import GraphQLClient, free_port
+from tests.support import GraphQLClient, own_service
 
 KIB = 1024
 MAX_UPLOAD = 256 * KIB
@@ -34,29 +34,23 @@ UPLOAD, FILES, FILE, DELETE = (
 )
 
 
-@pytest.fixture(scope="module")
-async def files_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "api_port": free_port(),
-            "max_upload_bytes": MAX_UPLOAD,
-            "storage_quota_bytes": {"free": 64 * KIB, "pro": 10 * 2**20},
-            "file_url_secret": None,  # made in the state dir on first use, as in `wfs dev`
-        }
-    )
+LIMITS: dict[str, Any] = {
+    "max_upload_bytes": MAX_UPLOAD,
+    "storage_quota_bytes": {"free": 64 * KIB, "pro": 10 * 2**20},
+}
 
 
 @pytest.fixture(scope="module")
-async def api(files_settings: Settings, sessions: Any) -> AsyncIterator[str]:
-    """An API of its own (small upload and quota limits); no worker is needed."""
-    from app.cli.runner import run_api
+def files_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update=LIMITS)
 
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_api(files_settings, stop, ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    yield f"http://127.0.0.1:{files_settings.api_port}"
-    stop.set()
-    await task
+
+@pytest.fixture(scope="module")
+async def api(settings: Settings, sessions: Any) -> AsyncIterator[str]:
+    """An API of its own with small upload and quota limits (FILE_URL_SECRET unset: made in
+    the state dir on first use, as in `wfs dev`); no worker is needed."""
+    async with own_service(settings, **LIMITS) as url:
+        yield url
 
 
 async def upload(
