@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -355,3 +358,31 @@ async def test_a_string_is_not_a_file(api: str, tenant: TenantKeys) -> None:
         UPLOAD, {"file": "not a file", "path": "s.txt"}
     )
     assert body["data"]["uploadFile"]["__typename"] == "ValidationError"
+
+
+async def test_the_readme_curl_upload_works(api: str, tenant: TenantKeys, tmp_path: Path) -> None:
+    """README, "Files": the curl command as printed, pointed at this API."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    readme = (OPS.parents[1] / "README.md").read_text()
+    found = re.search(r"\n## Files\n.*?```sh\n(.*?)```", readme, re.S)
+    assert found is not None
+    (tmp_path / "report.pdf").write_bytes(PDF)
+    command = found.group(1).replace("http://127.0.0.1:8000", api)
+    proc = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        command,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "KEY": tenant.operator},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert json.loads(out)["data"]["uploadFile"] == {
+        "__typename": "File",
+        "path": "in/report.pdf",
+        "size": len(PDF),
+        "contentType": "application/pdf",
+    }
