@@ -50,7 +50,7 @@ from app.api.context import Context
 from app.api.cors import cors_middleware, socket_origins
 from app.api.deps import Deps
 from app.api.errors import to_graphql_error
-from app.api.files import download_endpoint
+from app.api.files import BoundedFormAdapter, download_endpoint
 from app.api.graphiql.page import GraphiQLSite
 from app.api.negotiation import (
     APPLICATION_JSON,
@@ -267,6 +267,9 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.websocket_adapter_class = partial(  # type: ignore[assignment]
             LimitedWebSocketAdapter, max_bytes=settings.max_request_bytes
+        )
+        self.request_adapter_class = partial(  # type: ignore[assignment]
+            BoundedFormAdapter, field_bytes=settings.max_request_bytes
         )
         self._deps = deps_ref
         self.graphiql = GraphiQLSite()

@@ -17,6 +17,7 @@ from typing import Annotated, BinaryIO
 from urllib.parse import quote
 
 import strawberry
+from cross_web import FormData, StarletteRequestAdapter
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -35,6 +36,21 @@ from app.errors import DomainError, NotFound, ValidationFailed
 from app.files.service import FileService, StoredFile, open_download
 from app.settings import Settings
 from app.steps.storage import CHUNK_BYTES
+
+
+class BoundedFormAdapter(StarletteRequestAdapter):
+    """Strawberry's request adapter whose multipart parsing takes what uploadFile needs and no
+    more: one file part, the `operations` and `map` fields, each field at most `field_bytes`
+    (MAX_REQUEST_BYTES, as a JSON body). Starlette's defaults (1,000 fields of 1 MiB, held in
+    memory) would let one upload-sized body put that much into memory. Over a limit: 400."""
+
+    def __init__(self, request: Request, field_bytes: int) -> None:
+        super().__init__(request)
+        self.field_bytes = field_bytes
+
+    async def get_form_data(self) -> FormData:
+        form = await self._request.form(max_files=1, max_fields=2, max_part_size=self.field_bytes)
+        return FormData(files=form, form=form)
 
 
 @strawberry.type(description="A file in the tenant's storage.")

@@ -323,6 +323,33 @@ async def test_malformed_multipart_is_a_400(api: str, tenant: TenantKeys) -> Non
             ).encode(),
         ),
     }
+
+    # Otherwise valid requests past the form limits: one file, two fields (operations and
+    # map), a field no larger than MAX_REQUEST_BYTES (Starlette's defaults: 1,000 files and
+    # fields, fields of 1 MiB, held in memory).
+    def form(operations: dict[str, Any], fields: int = 0, files: int = 0) -> bytes:
+        body = f"--b\r\n{part.format('operations', json.dumps(operations))}"
+        body += f"--b\r\n{part.format('map', '{}')}"
+        body += "".join(f"--b\r\n{part.format(f'extra{i}', 'x')}" for i in range(fields))
+        file = 'Content-Disposition: form-data; name="{}"; filename="f"\r\n\r\nx\r\n'
+        body += "".join(f"--b\r\n{file.format(i)}" for i in range(files))
+        return (body + "--b--\r\n").encode()
+
+    typename = {"query": "{ __typename }"}
+    padded = typename | {"variables": {"pad": "x" * 256 * KIB}}
+    multipart = "multipart/form-data; boundary=b"
+    bodies |= {
+        "two files": (multipart, form(typename, files=2)),
+        "a third field": (multipart, form(typename, fields=1)),
+        "operations over MAX_REQUEST_BYTES": (multipart, form(padded)),
+    }
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        fits = await http.post(
+            "/graphql",
+            content=form(typename, files=1),
+            headers=headers | {"Content-Type": multipart},
+        )
+        assert fits.status_code == 200 and fits.json()["data"] == {"__typename": "Query"}
     async with httpx.AsyncClient(base_url=api, timeout=30) as http:
         for what, (content_type, body) in bodies.items():
             sent = headers | {"Content-Type": content_type}
