@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     # MAX_REQUEST_BYTES); the key signing download URLs (unset: <state dir>/file-url-secret,
     # made on first use; several API replicas need one set) and how long a URL works.
     max_upload_bytes: int = Field(default=50 * 2**20, gt=0)
-    file_url_secret: SecretStr | None = None
+    file_url_secret: SecretStr | None = Field(default=None, min_length=32)
     file_url_ttl_seconds: int = Field(default=300, gt=0, le=24 * 3600)
     http_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     # CIDRs http.request may reach although private/loopback/link-local (default: none)

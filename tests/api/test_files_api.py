@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from app.files import signing
 from app.settings import Settings
@@ -213,7 +213,7 @@ async def test_signed_urls_refuse_forgery_expiry_and_escape(
         payload,  # no signature
         "x" * 10_000,
     ]
-    other_secret = files_settings.model_copy(update={"file_url_secret": SecretStr("not ours")})
+    other_secret = files_settings.model_copy(update={"file_url_secret": SecretStr("x" * 32)})
     forged.append(signing.sign(other_secret, root.name, "private.txt").token)
     expired = signing.sign(files_settings, root.name, "private.txt", now=time.time() - 301)
     # Signed with the server's own secret, still confined to the tenant named in the token.
@@ -230,6 +230,8 @@ async def test_signed_urls_refuse_forgery_expiry_and_escape(
         for path in ("/files/..%2F..%2Fetc%2Fpasswd", "/files/../../etc/passwd", "/files/"):
             assert (await http.get(path)).status_code in (403, 404), path
     assert (root / "private.txt").read_bytes() == b"secret"
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings(_env_file=None, file_url_secret="short")  # type: ignore[call-arg]
 
 
 async def test_paths_are_confined(
