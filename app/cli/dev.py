@@ -250,7 +250,7 @@ def _banner(
         f"  AI           {_ai_line(settings)}",
         f"  Mail         SMTP {settings.smtp_host}:{settings.smtp_port}"
         f" (dev catcher: {settings.state_dir.resolve() / 'mail'}, a Maildir)",
-        f"  Files        {settings.files_root} (one folder per tenant; samples/ for the demos)",
+        f"  Files        {settings.files_root} (one folder per tenant, each with samples/)",
         f"  State        {settings.state_dir.resolve()}",
         f"  Processes    {processes} (pids; --processes / DEV_PROCESSES)",
         "",
