@@ -54,9 +54,9 @@ SELECT gen_random_uuid(), $1, ($3::uuid[])[1 + i % cardinality($3)],
     CASE WHEN i % 1000 = 0 THEN 'RUNNING' WHEN i % 1000 = 500 THEN 'PAUSED'
          WHEN i % 50 = 1 THEN 'FAILED' WHEN i % 100 = 2 THEN 'CANCELLED'
          ELSE 'COMPLETED' END,
-    100.0, $2 || '-' || i, 5, $5 - i * $6::interval, $5 - i * $6::interval,
-    $5 - i * $6::interval, $5 - i * $6::interval + interval '20 seconds'
-FROM generate_series(1, $7::int) AS i
+    100.0, $2::text || '-' || i, 5, at, at, at, at + interval '20 seconds'
+FROM generate_series(1, $7::int) AS i,
+    LATERAL (SELECT $5::timestamptz - i * $6::interval AS at) AS t
 """
 
 
@@ -86,9 +86,7 @@ async def generate(url: str, n: int) -> dict[str, Any]:
         t0 = time.monotonic()
         for i, tenant in enumerate(tenants):
             count, step = (n, STEP) if i == 0 else (max(n // 20, 1), STEP * 20)
-            await conn.execute(
-                GENERATE, tenant.id, f"bench-{i}", ids, versions, now, step, count
-            )
+            await conn.execute(GENERATE, tenant.id, f"bench-{i}", ids, versions, now, step, count)
         inserted = time.monotonic() - t0
         t0 = time.monotonic()
         await conn.execute("VACUUM ANALYZE executions")
@@ -98,6 +96,7 @@ async def generate(url: str, n: int) -> dict[str, Any]:
     return {
         "tenant": tenants[0].id,
         "template_id": ids[0],
+        "failing_template_id": ids[1],  # FAILED ones are i % 50 == 1: templates[1]
         "template_name": templates[1]["name"],
         "now": now,
         "insert_seconds": round(inserted, 1),
@@ -117,19 +116,17 @@ def shapes(facts: dict[str, Any]) -> dict[str, ExecutionCriteria]:
             created_from=now - timedelta(days=8), created_before=now - timedelta(days=7)
         ),
         "startedAfter 30 days ago": ExecutionCriteria(created_from=now - timedelta(days=30)),
-        "startedBefore 300 days ago": ExecutionCriteria(
-            created_before=now - timedelta(days=300)
-        ),
+        "startedBefore 300 days ago": ExecutionCriteria(created_before=now - timedelta(days=300)),
         'paramsContains {"customer"} (0.02%)': ExecutionCriteria(
             params_contains={"customer": "c42"}
         ),
         'paramsContains {"region"} (33%)': ExecutionCriteria(params_contains={"region": "eu"}),
         "FAILED + templateId + 30 days": ExecutionCriteria(
             statuses=("FAILED",),
-            template_id=facts["template_id"],
+            template_id=facts["failing_template_id"],
             created_from=now - timedelta(days=30),
         ),
-        "RUNNING + paramsContains region": ExecutionCriteria(
+        "RUNNING/PAUSED + region": ExecutionCriteria(
             statuses=("RUNNING", "PAUSED"), params_contains={"region": "eu"}
         ),
     }
