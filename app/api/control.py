@@ -101,12 +101,10 @@ class ControlMutation:
         ctx = info.context
         principal = ctx.principal()
         async with ctx.session() as s:
-            control = ExecutionControl(
-                ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
-            )
-            done = await control.cancel_many(
-                principal, execution_criteria(info, filter), reason=reason
-            )
+            service = ExecutionService(s)
+            criteria = await execution_criteria(info, service, filter)
+            control = ExecutionControl(service, ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings)
+            done = await control.cancel_many(principal, criteria, reason=reason)
         return CancelledExecutions(
             count=len(done), executions=[Execution.from_model(e) for e in done]
         )

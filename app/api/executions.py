@@ -34,7 +34,7 @@ from app.errors import NotFound, ValidationFailed
 from app.events import channels
 from app.events.bus import Event
 from app.executions.repository import ExecutionCriteria, ExecutionRepository
-from app.executions.service import COUNT_CAP, ExecutionService, StartRequest, criteria_of
+from app.executions.service import COUNT_CAP, ExecutionService, StartRequest
 from app.executions.service import ExecutionFilter as ExecutionFilterRequest
 from app.models import Execution as ExecutionModel
 from app.models.states import ACTIVE, TERMINAL, TERMINAL_EVENTS, Status
@@ -229,13 +229,11 @@ class ExecutionFilter:
         )
 
 
-def execution_criteria(
-    info: strawberry.Info[Context, None], filter: ExecutionFilter | None
+async def execution_criteria(
+    info: strawberry.Info[Context, None], service: ExecutionService, filter: ExecutionFilter | None
 ) -> ExecutionCriteria:
-    return criteria_of(
-        filter.request() if filter is not None else ExecutionFilterRequest(),
-        info.context.deps.settings,
-    )
+    request = filter.request() if filter is not None else ExecutionFilterRequest()
+    return await service.criteria(request, info.context.deps.settings)
 
 
 @strawberry.type(name="ExecutionConnection")
@@ -290,10 +288,11 @@ class ExecutionQuery:
             if filter is not None and filter.status:
                 raise ValidationFailed("pass the status in filter.status only")
             filter = dataclasses.replace(filter or ExecutionFilter(), status=[status])
-        criteria = execution_criteria(info, filter)
         win = window(first, after, last, before, "datetime", "uuid")
         async with info.context.session() as s:
-            page = await ExecutionService(s).list_page(principal.tenant_id, criteria, win)
+            service = ExecutionService(s)
+            criteria = await execution_criteria(info, service, filter)
+            page = await service.list_page(principal.tenant_id, criteria, win)
         nodes = [Execution.from_model(e) for e in page.items]
         base = Connection.build(nodes, page.cursors, page.has_next, page.has_previous)
         return ExecutionConnection(

@@ -10,7 +10,7 @@ Recorder publishes, and admission starts the workflow with no lock held
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +54,8 @@ MAX_TEMPLATE_NAME = 200
 
 @dataclass
 class ExecutionFilter:
-    """A filter as the tenant sent it (validated by `criteria_of`); None matches any."""
+    """A filter as the tenant sent it (checked by ExecutionService.criteria); None matches
+    any."""
 
     statuses: list[str] | None = None
     template_name: str | None = None
@@ -64,10 +65,10 @@ class ExecutionFilter:
     params_contains: Any = None
 
 
-def criteria_of(request: ExecutionFilter, settings: Settings) -> ExecutionCriteria:
-    """The filter checked: known statuses, a bounded template name, an ordered time range
-    (a time without an offset is UTC) and paramsContains a JSON object within the params
-    limits (it is sent to PostgreSQL's `@>` as it is)."""
+def _checked(request: ExecutionFilter, settings: Settings) -> ExecutionCriteria:
+    """The filter checked, its template name aside: known statuses, a bounded template name,
+    an ordered time range (a time without an offset is UTC) and paramsContains a JSON object
+    within the params limits (it is sent to PostgreSQL's `@>` as it is)."""
     statuses = None
     if request.statuses:  # null or [] match any status
         unknown = sorted(set(request.statuses) - set(STATUSES))
@@ -93,7 +94,8 @@ def criteria_of(request: ExecutionFilter, settings: Settings) -> ExecutionCriter
         )
         if problems:
             raise ValidationFailed(problems[0]["message"], details=problems)
-    return ExecutionCriteria(statuses, request.template_id, name, after, before, contains)
+    ids = (request.template_id,) if request.template_id is not None else None
+    return ExecutionCriteria(statuses, ids, after, before, contains)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -114,6 +116,17 @@ class ExecutionService:
         if execution is None:
             raise NotFound("execution not found")
         return execution
+
+    async def criteria(self, request: ExecutionFilter, settings: Settings) -> ExecutionCriteria:
+        """The filter checked (VALIDATION_FAILED otherwise), its template name resolved to ids
+        (with a templateId too: the ids both name)."""
+        criteria = _checked(request, settings)
+        if request.template_name is None:
+            return criteria
+        named = await self.repo.template_ids_named(request.template_name)
+        if criteria.template_ids is not None:
+            named = tuple(i for i in named if i in criteria.template_ids)
+        return replace(criteria, template_ids=named)
 
     async def list_page(
         self, tenant_id: uuid.UUID, criteria: ExecutionCriteria, win: Window
