@@ -163,7 +163,7 @@ async def measure(url: str, facts: dict[str, Any], repeats: int) -> list[dict[st
                     service = ExecutionService(s)
                     # As the resolver: the filter checked (a template name resolved), a page.
                     t0 = time.perf_counter()
-                    criteria = await service.criteria(request, settings)
+                    criteria = await service.criteria(tenant, request, settings)
                     page = await service.list_page(tenant, criteria, window(20, None, None, None))
                     first.append((time.perf_counter() - t0) * 1000)
                     shown = len(page.items)

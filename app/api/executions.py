@@ -193,7 +193,9 @@ class ExecutionFilter:
         default=None, description="Any of these statuses (null or empty: any status)."
     )
     template_name: str | None = strawberry.field(
-        default=None, description="Executions of templates with this name."
+        default=None,
+        description="Executions of templates with this bare name (yours, the platform's, or "
+        "another publisher's shared or public one).",
     )
     template_id: strawberry.ID | None = strawberry.field(
         default=None, description="Executions of this template (an unknown id matches none)."
@@ -233,7 +235,8 @@ async def execution_criteria(
     info: strawberry.Info[Context, None], service: ExecutionService, filter: ExecutionFilter | None
 ) -> ExecutionCriteria:
     request = filter.request() if filter is not None else ExecutionFilterRequest()
-    return await service.criteria(request, info.context.deps.settings)
+    tenant_id = info.context.principal().tenant_id
+    return await service.criteria(tenant_id, request, info.context.deps.settings)
 
 
 @strawberry.type(name="ExecutionConnection")

@@ -135,11 +135,21 @@ class ExecutionRepository:
         ).subquery()
         return int(await self.session.scalar(select(func.count()).select_from(capped)) or 0)
 
-    async def template_ids_named(self, name: str) -> tuple[uuid.UUID, ...]:
-        """Every template with this name (the tenant's, a platform one, another publisher's):
-        the filter then names ids, which the planner has statistics for (a name in a subquery
-        is guessed as common, and a rare template's page walked all of a tenant's rows)."""
-        return tuple(await self.session.scalars(select(Template.id).where(Template.name == name)))
+    async def template_ids_named(self, tenant_id: uuid.UUID, name: str) -> tuple[uuid.UUID, ...]:
+        """The templates with this name that the tenant's executions can run: its own, the
+        platform's, and other publishers' shared or public ones (not their private ones, of
+        which every tenant may have one by this name). The filter then names ids, which the
+        planner has statistics for: a name in a subquery is guessed common, and a rare
+        template's page walked all of a tenant's rows."""
+        rows = await self.session.scalars(
+            select(Template.id).where(
+                Template.name == name,
+                (Template.tenant_id == tenant_id)
+                | Template.tenant_id.is_(None)
+                | (Template.visibility != "PRIVATE"),
+            )
+        )
+        return tuple(rows)
 
     @staticmethod
     def _matching(tenant_id: uuid.UUID, criteria: ExecutionCriteria) -> list[Any]:

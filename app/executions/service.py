@@ -117,13 +117,15 @@ class ExecutionService:
             raise NotFound("execution not found")
         return execution
 
-    async def criteria(self, request: ExecutionFilter, settings: Settings) -> ExecutionCriteria:
+    async def criteria(
+        self, tenant_id: uuid.UUID, request: ExecutionFilter, settings: Settings
+    ) -> ExecutionCriteria:
         """The filter checked (VALIDATION_FAILED otherwise), its template name resolved to ids
         (with a templateId too: the ids both name)."""
         criteria = _checked(request, settings)
         if request.template_name is None:
             return criteria
-        named = await self.repo.template_ids_named(request.template_name)
+        named = await self.repo.template_ids_named(tenant_id, request.template_name)
         if criteria.template_ids is not None:
             named = tuple(i for i in named if i in criteria.template_ids)
         return replace(criteria, template_ids=named)
