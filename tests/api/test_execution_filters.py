@@ -8,9 +8,12 @@ plain Python filter over the written rows says, and another tenant's rows can ne
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, text
@@ -22,6 +25,7 @@ from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "frontend.md"
 LIST = """query($filter: ExecutionFilter, $first: Int, $after: String, $last: Int,
   $before: String) {
   executions(filter: $filter, first: $first, after: $after, last: $last, before: $before) {
@@ -404,3 +408,17 @@ async def test_cancel_executions_cancels_exactly_the_matching_active_ones(
     # A status filter narrows further; terminal statuses alone cancel nothing.
     again = (await client.data(CANCEL, {"filter": {"status": ["COMPLETED"]}}))["cancelExecutions"]
     assert again["count"] == 0
+
+
+async def test_the_frontend_guides_filter_example_runs(
+    client: GraphQLClient, tenant: TenantKeys, sessions: Any
+) -> None:
+    guide = GUIDE.read_text()  # noqa: ASYNC240 (a small local file)
+    section = guide[guide.index("## Pagination") :]
+    query = re.search(r"```graphql\n(query Executions.*?)```", section, re.S)
+    variables = re.search(r"```json\n(.*?)```", section, re.S)
+    assert query and variables
+    await write(sessions, tenant, sample())
+    body = await client.data(query.group(1), json.loads(variables.group(1)))
+    assert body["executions"]["totalCount"] == 0  # no document-processing runs here
+    assert body["executions"]["totalCountIsExact"] is True
