@@ -23,6 +23,13 @@ class Page(Generic[T]):
     has_next: bool
 
 
+def keyset_page(rows: list[T], limit: int, key: Callable[[T], list[Any]]) -> Page[T]:
+    """The page of `rows`, fetched with `limit + 1` so that the extra row says a next page
+    exists; each item's cursor encodes `key(item)`, its position in the keyset order."""
+    items = rows[:limit]
+    return Page(items, [encode_cursor(key(item)) for item in items], has_next=len(rows) > limit)
+
+
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
 

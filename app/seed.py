@@ -2,20 +2,24 @@
 
 Only hashes of API keys are stored, so the demo keys' plaintext is kept in the dev state dir
 (`demo-keys.json`, never in the database) so that a second `wfs dev` prints keys that still work.
+A saved key is kept while its hash is stored, unrevoked and unexpired, whatever its tenant's
+state: a suspended demo tenant keeps its key (refused until resumed) rather than gaining a new
+one at every start, which would reach the live-key cap and break `wfs dev`.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import structlog
 
 from app.db import SessionFactory
-from app.errors import Unauthenticated
+from app.models.base import utcnow
 from app.templates.service import TemplateService
 from app.templates.standard import STANDARD_TEMPLATES
-from app.tenants.service import TenantService
+from app.tenants.service import TenantService, hash_key
 from app.tiers import TIERS
 
 log = structlog.get_logger(__name__)
@@ -68,16 +72,23 @@ async def seed_demo_tenants(
             tenant = await service.repo.by_name(name) or await service.create_tenant(name, tier)
             if files_root is not None:
                 seed_sample_files(files_root, str(tenant.id))
-            if key is not None:
-                try:
-                    principal = await service.authenticate(f"Bearer {key}")
-                    if principal.tenant_name == name:
-                        keys[name] = key
-                        continue
-                except Unauthenticated:
-                    pass
+            if tenant.suspended_at is not None:
+                log.warning("seed.demo_tenant_suspended", tenant=name)
+            if key is not None and await _still_valid(service, key, tenant.id):
+                keys[name] = key
+                continue
             _, keys[name] = await service.create_api_key(tenant, role="admin", name="demo")
         await session.commit()
     path.write_text(json.dumps(keys, indent=2))
     path.chmod(0o600)
     return keys
+
+
+async def _still_valid(service: TenantService, key: str, tenant_id: uuid.UUID) -> bool:
+    """Whether a saved plaintext is the tenant's stored key, neither revoked nor expired."""
+    found = await service.repo.key_by_hash(hash_key(key))
+    if found is None:
+        return False
+    stored, tenant = found
+    live = stored.expires_at is None or stored.expires_at > utcnow()
+    return tenant.id == tenant_id and stored.revoked_at is None and live

@@ -42,8 +42,10 @@ class ApiKey(Node):
     )
     revoked_at: datetime | None
     created_by: str | None = strawberry.field(
-        description='"key:<prefix>" (made through the API with that key), "cli" or '
-        '"platform:<credential name>"; null for keys made before this was recorded.'
+        description='"key:<key id>" (made through the API with that key; the id as stored, '
+        'not the node ID), "sub:<subject>" (with an identity provider\'s token; a subject '
+        'over 116 characters is cut), "cli" or "platform:<credential name>"; earlier keys '
+        'may say "key:<prefix>" or null.'
     )
 
     @classmethod
@@ -76,7 +78,9 @@ class CreateApiKeyInput:
     role: Role
     expires_at: datetime | None = strawberry.field(
         default=None,
-        description="In the future, at most 730 days ahead; null: valid until revoked.",
+        description="In the future, at most 730 days ahead; null: valid until revoked. A "
+        "caller whose key expires must give one no later than its own key's; a caller with "
+        "an identity provider's token must give one.",
     )
 
 

@@ -168,7 +168,7 @@ def tenant_create(name: str, tier: str) -> None:
 
 @tenant.command("set-tier")
 @click.argument("name")
-# Any name reaches TenantService.set_tier, whose refusal of an unknown tier lists the tiers.
+# Any tier reaches TenantService.set_tier, whose refusal of an unknown tier lists the tiers.
 @click.argument("tier", metavar="{" + "|".join(TIERS) + "}")
 def tenant_set_tier(name: str, tier: str) -> None:
     """Move tenant NAME to a tier; platform operators only.
@@ -180,7 +180,8 @@ def tenant_set_tier(name: str, tier: str) -> None:
 
     async def set_tier(sessions: Any) -> str:
         async with sessions() as session:
-            t, previous = await TenantService(session).set_tier(name, tier)
+            service = TenantService(session)
+            t, previous = await service.set_tier(await service.get_by_name(name), tier)
             await session.commit()
             return f"tenant {t.name}: tier {previous} -> {t.tier}"
 

@@ -49,8 +49,10 @@ GONE = "the execution's workflow is no longer running"
 
 
 def actor_of(principal: Principal) -> str:
-    """`role:<API key id>`, or `role:sub:<subject>` for an identity provider's token."""
-    return f"{principal.role}:{principal.key_id or f'sub:{principal.subject}'}"
+    """`role:<API key id>`, or `role:sub:<subject>` for an identity provider's token (every
+    Principal has one of the two: Principal.__post_init__)."""
+    who = principal.key_id if principal.key_id is not None else f"sub:{principal.subject}"
+    return f"{principal.role}:{who}"
 
 
 class ExecutionControl:

@@ -4,6 +4,11 @@ Only admins see or change keys: a key's name, role and use are the tenant's secu
 No listing ever carries a hash or secret; the secret exists once, in create's answer.
 Revoking is idempotent: revoking a revoked key answers it as it is (its first revocation time),
 so a client that retries after a lost answer gets the same result.
+
+A credential that ends may not make one that outlives it (docs/security.md): a key with an
+expiry makes keys expiring no later; an identity provider's token (minutes) makes only keys
+with an explicit `expiresAt`. `created_by` says which credential made a key: `key:<key id>`
+or `sub:<token subject>`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Forbidden, NotFound, ValidationFailed
 from app.models import ApiKey
 from app.models.base import utcnow
-from app.pagination import Page, check_first, decode_cursor, encode_cursor
+from app.pagination import Page, check_first, decode_cursor, keyset_page
 from app.tenants.repository import TenantRepository
 from app.tenants.service import Principal, TenantService
 
@@ -26,6 +31,7 @@ log = structlog.get_logger(__name__)
 DURATION = re.compile(r"(\d{1,5})([hdw])")
 CLI_LISTED = 10_000  # live keys are capped at 100; revoked ones accumulate
 UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+CREATED_BY_CHARS = 120  # api_keys.created_by is VARCHAR(120): a very long `sub` is cut
 
 
 def parse_expiry(text: str, now: datetime | None = None) -> datetime:
@@ -63,9 +69,7 @@ class KeyService:
             limit + 1,
             (datetime.fromisoformat(position[0]), uuid.UUID(position[1])) if position else None,
         )
-        items = keys[:limit]
-        cursors = [encode_cursor([k.created_at.isoformat(), str(k.id)]) for k in items]
-        return Page(items, cursors, has_next=len(keys) > limit)
+        return keyset_page(keys, limit, key=lambda k: [k.created_at.isoformat(), str(k.id)])
 
     async def create(
         self, principal: Principal, name: str, role: str, expires_at: datetime | None
@@ -75,17 +79,26 @@ class KeyService:
         tenant = await self.repo.get(principal.tenant_id)
         if tenant is None:  # deleted under an authenticated request
             raise NotFound("tenant not found")
-        creator = (  # a caller signed in another way (OIDC) made it with no key of its own
-            await self.repo.key_of(principal.tenant_id, principal.key_id)
-            if principal.key_id is not None
-            else None
-        )
+        if principal.key_id is None:  # an identity provider's token
+            if expires_at is None:
+                raise ValidationFailed(
+                    "a key made with an access token needs an `expiresAt`: the token lasts "
+                    "minutes, a key without an expiry would outlive it for good",
+                    details=[{"path": "$.expiresAt", "message": "required with a token"}],
+                )
+            created_by = f"sub:{principal.subject}"[:CREATED_BY_CHARS]
+        else:
+            caller = await self.repo.key_of(principal.tenant_id, principal.key_id)
+            ends = caller.expires_at if caller else None
+            if ends is not None and (expires_at is None or expires_at > ends):
+                raise ValidationFailed(
+                    f"this key expires at {ends:%Y-%m-%d %H:%M:%S} UTC: a key it makes needs "
+                    "an `expiresAt` no later than that",
+                    details=[{"path": "$.expiresAt", "message": f"at most {ends.isoformat()}"}],
+                )
+            created_by = f"key:{principal.key_id}"
         return await tenants.create_api_key(
-            tenant,
-            role=role,
-            name=name,
-            expires_at=expires_at,
-            created_by=f"key:{creator.prefix}" if creator else None,
+            tenant, role=role, name=name, expires_at=expires_at, created_by=created_by
         )
 
     async def get(self, principal: Principal, key_id: uuid.UUID) -> ApiKey:
@@ -105,15 +118,13 @@ class KeyService:
 
     async def revoke_any(self, key_id: uuid.UUID) -> ApiKey:
         """Any tenant's key, for the platform operator (`wfs apikey revoke`)."""
-        key = await self.session.get(ApiKey, key_id)
+        key = await self.repo.key(key_id)
         if key is None:
             raise NotFound(f"no API key {key_id}")
         return await self._revoke(key)
 
     async def _revoke(self, key: ApiKey) -> ApiKey:
-        if key.revoked_at is None:
-            key.revoked_at = utcnow()
-            await self.session.flush()
+        if await self.repo.revoke(key):
             log.info("api_key.revoked", tenant_id=str(key.tenant_id), key_id=str(key.id))
         return key
 

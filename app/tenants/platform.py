@@ -9,24 +9,22 @@ executions; and no tenant key, admin or not, reaches these operations.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound, ValidationFailed
+from app.errors import NotFound
 from app.models import ApiKey, PlatformKey, Tenant
-from app.models.base import utcnow
-from app.pagination import Page, check_first, decode_cursor, encode_cursor
+from app.pagination import Page, check_first, decode_cursor, keyset_page
 from app.tenants.repository import TenantRepository
 from app.tenants.service import (
-    MAX_KEY_NAME,
     PLATFORM_PREFIX,
     PlatformPrincipal,
     TenantService,
-    hash_key,
+    check_key_name,
+    new_secret,
 )
 
 log = structlog.get_logger(__name__)
@@ -41,12 +39,9 @@ class PlatformKeys:
 
     async def create(self, name: str) -> tuple[PlatformKey, str]:
         """The stored key and its plaintext, shown once."""
-        name = name.strip()
-        if not 1 <= len(name) <= MAX_KEY_NAME or not name.isprintable():
-            raise ValidationFailed(f"a key's name must be 1-{MAX_KEY_NAME} printable characters")
-        prefix = secrets.token_hex(4)
-        plaintext = f"{PLATFORM_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-        key = PlatformKey(name=name, prefix=prefix, key_hash=hash_key(plaintext))
+        name = check_key_name(name)
+        prefix, plaintext, key_hash = new_secret(PLATFORM_PREFIX)
+        key = PlatformKey(name=name, prefix=prefix, key_hash=key_hash)
         await self.repo.add_platform_key(key)
         log.info("platform_key.created", key_id=str(key.id))
         return key, plaintext
@@ -59,9 +54,7 @@ class PlatformKeys:
         key = await self.repo.platform_key(key_id)
         if key is None:
             raise NotFound(f"no platform key {key_id}")
-        if key.revoked_at is None:
-            key.revoked_at = utcnow()
-            await self.session.flush()
+        if await self.repo.revoke(key):
             log.info("platform_key.revoked", key_id=str(key.id))
         return key
 
@@ -84,9 +77,7 @@ class TenantAdministration:
             limit + 1,
             (datetime.fromisoformat(position[0]), uuid.UUID(position[1])) if position else None,
         )
-        items = found[:limit]
-        cursors = [encode_cursor([t.created_at.isoformat(), str(t.id)]) for t in items]
-        return Page(items, cursors, has_next=len(found) > limit)
+        return keyset_page(found, limit, key=lambda t: [t.created_at.isoformat(), str(t.id)])
 
     async def create(
         self, by: PlatformPrincipal, name: str, tier: str, admin_key_name: str | None
@@ -103,8 +94,7 @@ class TenantAdministration:
         return tenant, first_key
 
     async def set_tier(self, _: PlatformPrincipal, tenant_id: uuid.UUID, tier: str) -> Tenant:
-        tenant = await self._get(tenant_id)
-        tenant, _previous = await self.tenants.set_tier(tenant.name, tier)
+        tenant, _previous = await self.tenants.set_tier(await self._get(tenant_id), tier)
         return tenant
 
     async def set_suspended(

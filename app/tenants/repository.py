@@ -60,15 +60,18 @@ class TenantRepository:
         await self.session.flush()
         return key
 
-    async def touch_key(self, key_id: uuid.UUID, at: datetime) -> None:
-        await self.session.execute(
-            update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at)
-        )
+    async def touch(self, key: ApiKey | PlatformKey, at: datetime) -> None:
+        """Set a tenant's or platform key's `last_used_at`."""
+        model = type(key)
+        await self.session.execute(update(model).where(model.id == key.id).values(last_used_at=at))
 
     async def lock(self, tenant_id: uuid.UUID) -> None:
-        """Hold the tenant's row until commit: concurrent key creations count one at a time."""
+        """Hold the tenant's row until commit: concurrent key creations count one at a time.
+
+        FOR NO KEY UPDATE, not FOR UPDATE: inserts that reference the tenant (executions,
+        templates, keys) take FOR KEY SHARE on its row, which only FOR UPDATE would block."""
         await self.session.execute(
-            select(Tenant.id).where(Tenant.id == tenant_id).with_for_update()
+            select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
         )
 
     async def live_key_count(self, tenant_id: uuid.UUID, now: datetime) -> int:
@@ -82,6 +85,25 @@ class TenantRepository:
             )
         )
         return int(found or 0)
+
+    async def key(self, key_id: uuid.UUID) -> ApiKey | None:
+        """Any tenant's key (the platform operator's CLI)."""
+        return await self.session.get(ApiKey, key_id)
+
+    async def revoke(self, key: ApiKey | PlatformKey) -> bool:
+        """Set a tenant's or platform key's `revoked_at` unless it has one, in one UPDATE, so
+        that of concurrent revocations the first one's time holds; then reload the key. True
+        when this call revoked it."""
+        model = type(key)
+        revoked = await self.session.scalar(
+            update(model)
+            .where(model.id == key.id, model.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+            .returning(model.id)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.refresh(key)
+        return revoked is not None
 
     async def key_of(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
         return await self.session.scalar(
@@ -112,8 +134,3 @@ class TenantRepository:
         self.session.add(key)
         await self.session.flush()
         return key
-
-    async def touch_platform_key(self, key_id: uuid.UUID, at: datetime) -> None:
-        await self.session.execute(
-            update(PlatformKey).where(PlatformKey.id == key_id).values(last_used_at=at)
-        )

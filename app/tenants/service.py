@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import (
@@ -28,7 +29,7 @@ from app.errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from app.models import ROLES, ApiKey, Tenant
+from app.models import ROLES, ApiKey, PlatformKey, Tenant
 from app.models.base import utcnow
 from app.models.template import PLATFORM_PUBLISHER_NAME
 from app.tenants.repository import TenantRepository
@@ -45,13 +46,15 @@ PLATFORM_PREFIX = "wfsp_"
 MAX_KEY_LIFETIME = timedelta(days=730)  # an expiring key's `expires_at`, at most this far ahead
 MAX_KEYS_PER_TENANT = 100  # live (neither revoked nor expired) keys of one tenant
 MAX_KEY_NAME = 100
-KEY_PREFIXES = ("wfs_", PLATFORM_PREFIX)  # tenant and platform API keys; any other is a token
+TENANT_PREFIX = "wfs_"
+KEY_PREFIXES = (TENANT_PREFIX, PLATFORM_PREFIX)  # tenant and platform keys; others: tokens
 
 
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: resolved from an API key, or from an identity provider's access token
-    (then `key_id` is None and `expires_at`/`subject` are the token's `exp` and `sub`)."""
+    (then `key_id` is None and `expires_at`/`subject` are the token's `exp` and `sub`).
+    `expires_at` is a token's only: app/api/app.py closes a socket at it as a token's expiry."""
 
     tenant_id: uuid.UUID
     tenant_name: str
@@ -60,6 +63,10 @@ class Principal:
     key_id: uuid.UUID | None
     expires_at: datetime | None = None
     subject: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.key_id is None and not self.subject:  # audit trails name one or the other
+            raise ValueError("a principal has an API key id or a token subject")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,29 @@ class PlatformPrincipal:
 
 def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def new_secret(prefix: str) -> tuple[str, str, str]:
+    """A new key `<prefix><8 hex>_<secret>`: (its 8-hex prefix, the plaintext, its hash)."""
+    short = secrets.token_hex(4)
+    plaintext = f"{prefix}{short}_{secrets.token_urlsafe(32)}"
+    return short, plaintext, hash_key(plaintext)
+
+
+def check_key_name(name: str) -> str:
+    """A tenant or platform key's name, stripped; 1-MAX_KEY_NAME printable characters."""
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_KEY_NAME or not name.isprintable():
+        raise ValidationFailed(
+            f"a key's name must be 1-{MAX_KEY_NAME} printable characters",
+            details=[{"path": "$.name", "message": f"1-{MAX_KEY_NAME} printable characters"}],
+        )
+    return name
+
+
+def check_tier(tier: str) -> None:
+    if tier not in TIERS:
+        raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
 
 
 def parse_bearer(header: str | None) -> str:
@@ -99,21 +129,21 @@ class TenantService:
                 "tenant name must be 2-100 characters: lower-case letters, digits and single "
                 "hyphens, starting with a letter"
             )
-        if tier not in TIERS:
-            raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
+        check_tier(tier)
         if await self.repo.by_name(name):
             raise Conflict(f"tenant {name!r} already exists")
-        return await self.repo.add(Tenant(name=name, tier=tier))
+        try:
+            return await self.repo.add(Tenant(name=name, tier=tier))
+        except IntegrityError as exc:  # lost a race with a create of the same name
+            raise Conflict(f"tenant {name!r} already exists") from exc
 
-    async def set_tier(self, name: str, tier: str) -> tuple[Tenant, str]:
+    async def set_tier(self, tenant: Tenant, tier: str) -> tuple[Tenant, str]:
         """Move a tenant to another tier; returns the tenant and its previous tier.
 
         A platform operator's action only (`wfs tenant set-tier`): no tenant credential reaches
         it, since a tier is what the tenant pays for. What the tier entitles to (models, budget
         maximum, concurrency) is read from the tier at use, so it applies from the next call."""
-        if tier not in TIERS:
-            raise ValidationFailed(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
-        tenant = await self.get_by_name(name)
+        check_tier(tier)
         previous = tenant.tier
         tenant.tier = tier
         await self.session.flush()
@@ -143,12 +173,7 @@ class TenantService:
         the cap together)."""
         if role not in ROLES:
             raise ValidationFailed(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
-        name = name.strip()
-        if not 1 <= len(name) <= MAX_KEY_NAME or not name.isprintable():
-            raise ValidationFailed(
-                f"a key's name must be 1-{MAX_KEY_NAME} printable characters",
-                details=[{"path": "$.name", "message": "1-100 printable characters"}],
-            )
+        name = check_key_name(name)
         now = utcnow()
         if expires_at is not None and not now < expires_at <= now + MAX_KEY_LIFETIME:
             raise ValidationFailed(
@@ -161,13 +186,12 @@ class TenantService:
             raise QuotaExceeded(
                 f"this tenant already has {MAX_KEYS_PER_TENANT} live API keys; revoke one first"
             )
-        prefix = secrets.token_hex(4)
-        plaintext = f"wfs_{prefix}_{secrets.token_urlsafe(32)}"
+        prefix, plaintext, key_hash = new_secret(TENANT_PREFIX)
         key = ApiKey(
             tenant_id=tenant.id,
             name=name,
             prefix=prefix,
-            key_hash=hash_key(plaintext),
+            key_hash=key_hash,
             role=role,
             expires_at=expires_at,
             created_by=created_by,
@@ -216,8 +240,7 @@ class TenantService:
             raise Unauthenticated(KEY_EXPIRED)
         if tenant.suspended_at is not None:
             raise Unauthenticated(TENANT_SUSPENDED)
-        if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
-            await self.repo.touch_key(key.id, now)
+        await self._touch(key, now)
         return Principal(
             tenant_id=tenant.id,
             tenant_name=tenant.name,
@@ -232,10 +255,13 @@ class TenantService:
             raise Unauthenticated("invalid platform credential")
         if key.revoked_at is not None:
             raise Unauthenticated("platform credential has been revoked")
-        now = utcnow()
-        if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
-            await self.repo.touch_platform_key(key.id, now)
+        await self._touch(key, utcnow())
         return PlatformPrincipal(key_id=key.id, name=key.name)
+
+    async def _touch(self, key: ApiKey | PlatformKey, now: datetime) -> None:
+        """Record the key's use at most once per TOUCH_INTERVAL: reads stay reads."""
+        if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
+            await self.repo.touch(key, now)
 
     async def _authenticate_token(self, token: str, tokens: TokenVerifier) -> Principal:
         """An identity provider's access token: the tenant is the one its claim names."""

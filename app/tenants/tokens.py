@@ -65,7 +65,7 @@ class TokenClaims:
 
     tenant: str  # the tenant's name, from AUTH_TENANT_CLAIM
     role: str  # one of ROLES, from AUTH_ROLE_CLAIM
-    subject: str | None  # `sub`: the user at the identity provider
+    subject: str  # `sub` (required): the user at the identity provider, named in audit trails
     expires_at: datetime  # `exp`
 
 
@@ -273,7 +273,7 @@ class TokenVerifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway_seconds,
-                options={"require": ["exp"]},
+                options={"require": ["exp", "sub"]},
             )
         except jwt.InvalidTokenError as exc:
             raise _refusal(exc) from None
@@ -315,9 +315,11 @@ def claim(claims: dict[str, Any], name: str) -> Any:
     return value
 
 
-def _subject(claims: dict[str, Any]) -> str | None:
-    sub = claims.get("sub")
-    return sub[:MAX_SUBJECT] if isinstance(sub, str) else None
+def _subject(claims: dict[str, Any]) -> str:
+    sub = claims["sub"]  # required above; PyJWT refuses a `sub` that is not a string
+    if not isinstance(sub, str) or not sub:
+        raise Unauthenticated("token has no `sub` claim")
+    return sub[:MAX_SUBJECT]
 
 
 def _expiry(claims: dict[str, Any]) -> datetime:

@@ -1,7 +1,9 @@
 """A tenant's API keys through GraphQL, on a real API with a short key re-check interval:
 admins list, create (secret shown once) and revoke keys; viewers and operators cannot; names,
 expiries and the number of live keys are bounded; revoked and expired keys are refused over HTTP
-and at a socket connect, and an open socket closes (4403) once its key is revoked or expires."""
+and at a socket connect, and an open socket closes (4403) once its key is revoked or expires.
+A key that expires makes no key outliving it; concurrent revocations keep the first time; a
+key creation's tenant lock lets inserts that reference the tenant through."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from app.models import ApiKey
 from app.models.base import utcnow
 from app.settings import Settings
+from app.tenants.repository import TenantRepository
 from app.tenants.service import KEY_EXPIRED, MAX_KEYS_PER_TENANT, TenantService, hash_key
 from tests.conftest import make_tenant
 from tests.support import GraphQLClient, own_service
@@ -123,7 +126,11 @@ async def test_an_admin_creates_a_key_whose_secret_is_shown_once_and_works(
     assert secret.startswith(f"wfs_{key['prefix']}_") and len(secret) > 40
     assert key["role"] == "OPERATOR" and key["name"] == "deploy bot"
     assert key["expiresAt"] == expires.isoformat()
-    assert key["createdBy"] == f"key:{keys.admin.split('_')[1]}"
+    async with sessions() as session:  # named by its id: an 8-hex prefix is not unique
+        creator = await session.scalar(
+            select(ApiKey.id).where(ApiKey.key_hash == hash_key(keys.admin))
+        )
+    assert key["createdBy"] == f"key:{creator}"
 
     # The secret works; only its hash is stored.
     viewer = await GraphQLClient(api, secret).data(VIEWER)
@@ -259,3 +266,77 @@ async def test_an_expired_key_is_refused_and_its_open_socket_closes(api: str, se
     listed = (await GraphQLClient(api, keys.admin).data(KEYS))["apiKeys"]["edges"]
     mine = next(e["node"] for e in listed if e["node"]["id"] == made["apiKey"]["id"])
     assert mine["revokedAt"] is None and mine["expiresAt"] is not None
+
+
+async def test_a_key_that_expires_makes_no_key_outliving_it(api: str, sessions) -> None:  # type: ignore[no-untyped-def]
+    keys = await make_tenant(sessions, "pro")
+    ends = (utcnow() + timedelta(hours=2)).replace(microsecond=0)
+    made = await create(GraphQLClient(api, keys.admin), role="ADMIN", expiresAt=ends.isoformat())
+    short = GraphQLClient(api, made["secret"])
+
+    for later in (None, (ends + timedelta(seconds=1)).isoformat()):
+        refused = await create(short, expiresAt=later)
+        assert refused["__typename"] == "ValidationError", (later, refused)
+        assert "no later than" in refused["message"], refused
+    inside = await create(short, expiresAt=ends.isoformat())
+    assert inside["__typename"] == "CreatedApiKey", inside
+    assert inside["apiKey"]["expiresAt"] == ends.isoformat()
+    # A key without an expiry is bounded only by MAX_KEY_LIFETIME, as before.
+    assert (await create(GraphQLClient(api, keys.admin)))["__typename"] == "CreatedApiKey"
+
+
+async def waiting_on_locks(sessions, statement: str, count: int) -> None:  # type: ignore[no-untyped-def]
+    """Until `count` sessions of this database wait for a lock in a `statement`... (a wait
+    that nothing but the holder's end can end: no clock involved; CLOSE_WITHIN only bounds a
+    hang should they fail before reaching it)."""
+    async with asyncio.timeout(CLOSE_WITHIN):
+        while True:
+            async with sessions() as session:
+                found = await session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock' AND query LIKE :q"
+                    ),
+                    {"q": f"{statement}%"},
+                )
+            if found >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_concurrent_revocations_keep_the_first_time(api: str, sessions) -> None:  # type: ignore[no-untyped-def]
+    keys = await make_tenant(sessions, "pro")
+    admin = GraphQLClient(api, keys.admin)
+    made = (await create(admin))["apiKey"]
+    async with sessions() as holder:
+        # Hold the key's row: both revocations read it unrevoked, then wait to write.
+        stored = await holder.scalar(
+            select(ApiKey.id).where(ApiKey.prefix == made["prefix"]).with_for_update()
+        )
+        both = asyncio.gather(*(admin.data(REVOKE, {"id": made["id"]}) for _ in range(2)))
+        await waiting_on_locks(sessions, "UPDATE api_keys", 2)
+        await holder.rollback()
+        answers = [a["revokeApiKey"] for a in await both]
+    async with sessions() as session:
+        revoked_at = await session.scalar(select(ApiKey.revoked_at).where(ApiKey.id == stored))
+    assert revoked_at is not None
+    assert [a["revokedAt"] for a in answers] == [revoked_at.isoformat()] * 2, answers
+
+
+async def test_a_key_creations_tenant_lock_lets_referencing_inserts_through(sessions) -> None:  # type: ignore[no-untyped-def]
+    keys = await make_tenant(sessions, "free")
+    async with sessions() as creating, sessions() as other:
+        repo = TenantRepository(creating)
+        tenant = await repo.by_name(keys.name)
+        assert tenant is not None
+        await repo.lock(tenant.id)  # as create_api_key holds it until its commit
+        # An insert referencing the tenant (a key here; executions and templates alike) takes
+        # FOR KEY SHARE on its row: it must not wait for the key creation's lock.
+        await other.execute(text("SET LOCAL lock_timeout = '5s'"))
+        added = await TenantRepository(other).add_key(
+            ApiKey(
+                tenant_id=tenant.id, name="x", prefix="00000000", key_hash="0" * 64, role="viewer"
+            )
+        )
+        assert added.id is not None
+        await other.rollback()

@@ -4,7 +4,8 @@ identity provider"), with a fake provider serving its key set on a real socket.
 RS256 and ES256 tokens act as their tenant and role beside API keys; every refused token says
 which check failed; the key set follows a rotation, keeps serving while the provider is down,
 and junk `kid`s do not make the API hammer the provider; sockets accept a token in
-connection_init and close with 4401 when it expires, between key re-checks.
+connection_init and close with 4401 when it expires, between key re-checks. A token (it lasts
+minutes) makes only API keys that expire, and they name it by its subject.
 
 Client addresses come from X-Forwarded-For (uvicorn trusts it from 127.0.0.1), on sockets too,
 so refused tokens spend an address budget of their own, not 127.0.0.1's, which other tests'
@@ -20,6 +21,7 @@ import hmac
 import json
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from sqlalchemy import text
 from websockets.exceptions import ConnectionClosed
 
 from app.settings import Settings
+from app.tenants.service import Principal
 from tests.conftest import TenantKeys, make_tenant
 from tests.fakes.idp import AUDIENCE, FakeIdentityProvider
 from tests.support import own_service
@@ -161,6 +164,8 @@ async def test_refused_tokens_say_which_check_failed(
         "token has no `tenant` claim": idp.token(None),
         "unknown tenant": idp.token("no-such-tenant"),
         "token has no `exp` claim": idp.token(acme.name, exp=None),
+        "token has no `sub` claim": idp.token(acme.name, sub=None),
+        "token has no `sub` claim ": idp.token(acme.name, sub=""),
         "malformed token": "header.payload.signature",
         "token over 8192 characters": idp.token(acme.name, padding="x" * 8192),
     }
@@ -307,3 +312,38 @@ async def test_socket_rechecks_its_token_and_closes_when_its_tenant_is_gone(
             await session.commit()
         closed = await sock.closed_with(timeout=recheck * 4 + 10)
         assert closed == (4403, "token refused: unknown tenant")
+
+
+async def test_a_token_makes_only_keys_that_expire_named_by_its_subject(
+    api: str, idp: FakeIdentityProvider, acme: TenantKeys
+) -> None:
+    create = (OPS / "CreateApiKey.graphql").read_text()
+    token = idp.token(acme.name, "admin", sub="alice@idp")
+    headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": client_ip()}
+
+    async def create_key(expires_at: str | None) -> dict[str, Any]:
+        variables = {"input": {"name": "ci", "role": "VIEWER", "expiresAt": expires_at}}
+        async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+            resp = await http.post(
+                "/graphql", json={"query": create, "variables": variables}, headers=headers
+            )
+        return dict(resp.json()["data"]["createApiKey"])
+
+    refused = await create_key(None)
+    assert refused["__typename"] == "ValidationError", refused
+    assert "needs an `expiresAt`" in refused["message"]
+    until = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 30 * 86400))
+    made = await create_key(until)
+    assert made["__typename"] == "CreatedApiKey", made
+    assert made["apiKey"]["createdBy"] == "sub:alice@idp"
+    assert made["apiKey"]["expiresAt"] == until
+
+
+def test_a_principal_names_a_key_or_a_subject() -> None:
+    """What audit trails (createdBy, an execution's actor) name is never `sub:None`."""
+    tenant = uuid.uuid4()
+    with pytest.raises(ValueError, match="API key id or a token subject"):
+        Principal(tenant, "acme", "pro", "admin", key_id=None)
+    with pytest.raises(ValueError):
+        Principal(tenant, "acme", "pro", "admin", key_id=None, subject="")
+    assert Principal(tenant, "acme", "pro", "admin", None, subject="alice").subject == "alice"

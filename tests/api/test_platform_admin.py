@@ -2,22 +2,27 @@
 suspends and resumes tenants; a suspended tenant's keys are refused and its open sockets close;
 tenant keys (admins too) are FORBIDDEN on platform fields; the platform credential is FORBIDDEN
 on tenant fields (it has no tenant) and spends its own rate-limit budget; revoked, it is
-refused."""
+refused. Racing creates of one name answer one tenant and one CONFLICT; racing revocations of
+a platform credential keep the first time."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import select
 
 from app.api.relay import to_global_id
+from app.models import PlatformKey, Tenant
 from app.settings import Settings
 from app.tenants.platform import PlatformKeys
+from app.tenants.repository import TenantRepository
 from app.tenants.service import NO_TENANT, TENANT_SUSPENDED
-from tests.api.test_api_keys import VIEWER, Socket, op, refused_connect
+from tests.api.test_api_keys import VIEWER, Socket, op, refused_connect, waiting_on_locks
 from tests.conftest import make_tenant
 from tests.support import GraphQLClient, own_service
 
@@ -199,3 +204,48 @@ async def test_a_revoked_platform_credential_is_refused(api: str, sessions) -> N
         "UNAUTHENTICATED",
         "invalid platform credential",
     )
+
+
+async def test_racing_creates_of_one_name_answer_a_tenant_and_a_conflict(
+    api: str, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    _, secret = await platform_key(sessions)
+    platform = GraphQLClient(api, secret)
+    name = unique("raced")
+    async with sessions() as holder:
+        # An uncommitted row of that name: both creates find no tenant, then wait on the index.
+        await TenantRepository(holder).add(Tenant(name=name, tier="free"))
+        both = asyncio.gather(
+            *(platform.data(CREATE_TENANT, {"input": {"name": name, "tier": "FREE"}}) for _ in "ab")
+        )
+        await waiting_on_locks(sessions, "INSERT INTO tenants", 2)
+        await holder.rollback()
+        answers = [a["createTenant"] for a in await both]
+    assert sorted(a["__typename"] for a in answers) == ["ConflictError", "CreatedTenant"], answers
+    conflict = next(a for a in answers if a["__typename"] == "ConflictError")
+    assert conflict["message"] == f"tenant {name!r} already exists"
+
+
+async def test_racing_revocations_of_a_platform_credential_keep_the_first_time(sessions) -> None:  # type: ignore[no-untyped-def]
+    key_id, _ = await platform_key(sessions, "raced")
+
+    async def revoke() -> PlatformKey:
+        async with sessions() as session:
+            key = await PlatformKeys(session).revoke(key_id)
+            await session.commit()
+            return key
+
+    async with sessions() as holder:
+        await holder.scalar(
+            select(PlatformKey.id).where(PlatformKey.id == key_id).with_for_update()
+        )
+        both = asyncio.gather(revoke(), revoke())
+        await waiting_on_locks(sessions, "UPDATE platform_keys", 2)
+        await holder.rollback()
+        answers = await both
+    async with sessions() as session:
+        stored = await session.scalar(
+            select(PlatformKey.revoked_at).where(PlatformKey.id == key_id)
+        )
+    assert stored is not None
+    assert [k.revoked_at for k in answers] == [stored, stored]
