@@ -74,3 +74,66 @@ def check_first(first: int | None, default: int = 20) -> int:
     if first < 0 or first > MAX_PAGE:
         raise ValidationFailed(f"`first` must be between 0 and {MAX_PAGE}")
     return first
+
+
+def check_last(last: int | None, default: int = 20) -> int:
+    if last is None:
+        return default
+    if last < 0 or last > MAX_PAGE:
+        raise ValidationFailed(f"`last` must be between 0 and {MAX_PAGE}")
+    return last
+
+
+@dataclass(frozen=True)
+class Window:
+    """The slice of a list a Relay connection asks for: `size` items past `cursor` (its
+    decoded values; None: from the list's start, or its end going backward), in the list's
+    order (`first`/`after`) or against it (`last`/`before`)."""
+
+    size: int
+    cursor: list[Any] | None
+    forward: bool
+
+
+def window(
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+    *kinds: str,
+    default: int = 20,
+) -> Window:
+    """Relay's four arguments as one Window. Mixing the directions is refused: the spec's
+    combined algorithm (after and before at once) serves no client here, and a page that is
+    cut from both ends has no honest pageInfo."""
+    if first is not None and last is not None:
+        raise ValidationFailed("pass `first` or `last`, not both")
+    backward = last is not None or before is not None
+    if backward and (first is not None or after is not None):
+        raise ValidationFailed("page forward (`first`/`after`) or backward (`last`/`before`)")
+    if backward:
+        return Window(check_last(last, default), decode_cursor(before, *kinds), forward=False)
+    return Window(check_first(first, default), decode_cursor(after, *kinds), forward=True)
+
+
+@dataclass
+class WindowPage(Page[T]):
+    has_previous: bool = False
+
+
+def window_page(
+    rows: list[T], win: Window, key: Callable[[T], list[Any]], beyond_cursor: bool
+) -> WindowPage[T]:
+    """The page from up to `win.size + 1` rows read from the cursor in the window's direction
+    (the extra row says there is more that way) and `beyond_cursor`: whether anything lies on
+    the cursor's other side, which is the page info of the other direction."""
+    items = rows[: win.size]
+    more = len(rows) > win.size
+    if not win.forward:
+        items.reverse()
+    return WindowPage(
+        items=items,
+        cursors=[encode_cursor(key(item)) for item in items],
+        has_next=more if win.forward else beyond_cursor,
+        has_previous=beyond_cursor if win.forward else more,
+    )

@@ -26,6 +26,7 @@ from temporalio.client import Client
 from bench import (
     ai_gateway,
     concurrency,
+    execution_filters,
     fan_out,
     live_updates,
     start_latency,
@@ -49,6 +50,9 @@ SCENARIOS: dict[str, Scenario] = {
         admin_db=bench.stack.services["database_url"],
         redis_url=bench.stack.services["redis_url"],
     ),
+    "execution_filters": lambda bench, args: execution_filters.run(
+        args.filter_executions, admin_db=bench.stack.services["database_url"]
+    ),
 }
 # (default, --full): the defaults keep `make bench` near 10 minutes on this 2-core machine.
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -60,6 +64,7 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "live_executions": (200, 1000),
     "fan_out": ([1000], [100, 1000, 10_000]),
     "ai_rounds": (200, 500),
+    "filter_executions": (1_000_000, 1_000_000),
 }
 
 
@@ -83,6 +88,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="fan_out: one AI call per item (runs `wfs dev --fake-llm`)",
     )
     p.add_argument("--ai-rounds", type=int, help="ai_gateway: rounds (each: 2 tasks x 2 providers)")
+    p.add_argument(
+        "--filter-executions", type=int, help="execution_filters: executions of the measured tenant"
+    )
     p.add_argument("--state-dir", type=Path, default=ROOT / ".wfs-bench")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)

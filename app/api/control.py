@@ -14,8 +14,7 @@ from app.api.errors import (
     UnavailableError,
     ValidationError,
 )
-from app.api.execution_events import ExecutionStatus
-from app.api.executions import Execution
+from app.api.executions import Execution, ExecutionFilter, execution_criteria
 from app.api.relay import from_global_id
 from app.executions.control import ExecutionControl
 from app.executions.service import ExecutionService
@@ -24,12 +23,6 @@ ControlResult = Annotated[
     Execution | NotFoundError | ForbiddenError | ConflictError | UnavailableError,
     strawberry.union("ExecutionControlResult"),
 ]
-
-
-@strawberry.input
-class ExecutionFilter:
-    status: ExecutionStatus | None = None
-    template_name: str | None = None
 
 
 @strawberry.type
@@ -95,7 +88,10 @@ class ControlMutation:
     ) -> ControlResult:
         return await _control(info, id, "retry")
 
-    @strawberry.mutation(description="Admins: cancel every active execution matching the filter.")
+    @strawberry.mutation(
+        description="Admins: cancel every active execution matching the filter "
+        "(the filter of `executions`; its statuses narrowed to PENDING, RUNNING, PAUSED)."
+    )
     async def cancel_executions(
         self,
         info: strawberry.Info[Context, None],
@@ -105,15 +101,10 @@ class ControlMutation:
         ctx = info.context
         principal = ctx.principal()
         async with ctx.session() as s:
-            control = ExecutionControl(
-                ExecutionService(s), ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings
-            )
-            done = await control.cancel_many(
-                principal,
-                status=filter.status.value if filter and filter.status else None,
-                template_name=filter.template_name if filter else None,
-                reason=reason,
-            )
+            service = ExecutionService(s)
+            criteria = await execution_criteria(info, service, filter)
+            control = ExecutionControl(service, ctx.deps.temporal, ctx.deps.bus, ctx.deps.settings)
+            done = await control.cancel_many(principal, criteria, reason=reason)
         return CancelledExecutions(
             count=len(done), executions=[Execution.from_model(e) for e in done]
         )

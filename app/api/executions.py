@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
@@ -28,13 +30,15 @@ from app.api.execution_events import (
 )
 from app.api.relay import Connection, Node, from_global_id, to_global_id
 from app.api.templates import Template
-from app.errors import NotFound
+from app.errors import NotFound, ValidationFailed
 from app.events import channels
 from app.events.bus import Event
-from app.executions.repository import ExecutionRepository
-from app.executions.service import ExecutionService, StartRequest
+from app.executions.repository import ExecutionCriteria, ExecutionRepository
+from app.executions.service import COUNT_CAP, ExecutionService, StartRequest
+from app.executions.service import ExecutionFilter as ExecutionFilterRequest
 from app.models import Execution as ExecutionModel
 from app.models.states import ACTIVE, TERMINAL, TERMINAL_EVENTS, Status
+from app.pagination import window
 
 if TYPE_CHECKING:
     from app.api.ai import AiUsageRecord
@@ -183,29 +187,122 @@ async def load_execution_node(info: strawberry.Info[Context, None], pk: uuid.UUI
     return Execution.from_model(execution)
 
 
+@strawberry.input(description="Which executions: every given field must match.")
+class ExecutionFilter:
+    status: list[ExecutionStatus] | None = strawberry.field(
+        default=None, description="Any of these statuses (null or empty: any status)."
+    )
+    template_name: str | None = strawberry.field(
+        default=None,
+        description="Executions of templates with this bare name (yours, the platform's, or "
+        "another publisher's shared or public one).",
+    )
+    template_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Executions of this template (an unknown id matches none)."
+    )
+    started_after: datetime | None = strawberry.field(
+        default=None,
+        description="Started (createdAt: when startExecution took it) at or after this time.",
+    )
+    started_before: datetime | None = strawberry.field(
+        default=None, description="Started (createdAt) before this time."
+    )
+    params_contains: JSON | None = strawberry.field(
+        default=None,
+        description="Params containing this JSON object (PostgreSQL `@>`: "
+        '`{"region": "eu"}` matches params with region "eu" and any other keys); '
+        "bounded like params.",
+    )
+
+    def request(self) -> ExecutionFilterRequest:
+        template_pk = None
+        if self.template_id is not None:
+            try:
+                template_pk = from_global_id(self.template_id, "Template")[1]
+            except NotFound as exc:
+                raise ValidationFailed("filter.templateId is not a Template id") from exc
+        return ExecutionFilterRequest(
+            statuses=[s.value for s in self.status] if self.status is not None else None,
+            template_name=self.template_name,
+            template_id=template_pk,
+            started_after=self.started_after,
+            started_before=self.started_before,
+            params_contains=self.params_contains,
+        )
+
+
+async def execution_criteria(
+    info: strawberry.Info[Context, None], service: ExecutionService, filter: ExecutionFilter | None
+) -> ExecutionCriteria:
+    request = filter.request() if filter is not None else ExecutionFilterRequest()
+    tenant_id = info.context.principal().tenant_id
+    return await service.criteria(tenant_id, request, info.context.deps.settings)
+
+
+@strawberry.type(name="ExecutionConnection")
+class ExecutionConnection(Connection[Execution]):
+    tenant_pk: strawberry.Private[uuid.UUID]
+    criteria: strawberry.Private[ExecutionCriteria]
+    counting: strawberry.Private[asyncio.Future[int] | None] = None
+
+    @strawberry.field(
+        description=f"How many executions match the filter, counted up to {COUNT_CAP:,}: "
+        "past that it is that number and totalCountIsExact is false. Counted only when asked."
+    )
+    async def total_count(self, info: strawberry.Info[Context, None]) -> int:
+        return min(await self._count(info), COUNT_CAP)
+
+    @strawberry.field(description=f"False when more than {COUNT_CAP:,} executions match.")
+    async def total_count_is_exact(self, info: strawberry.Info[Context, None]) -> bool:
+        return await self._count(info) <= COUNT_CAP
+
+    async def _count(self, info: strawberry.Info[Context, None]) -> int:
+        # One COUNT per connection, whichever of the two fields asks first.
+        if self.counting is None:
+            self.counting = asyncio.ensure_future(self._count_now(info))
+        return await self.counting
+
+    async def _count_now(self, info: strawberry.Info[Context, None]) -> int:
+        async with info.context.session() as s:
+            return await ExecutionService(s).count(self.tenant_pk, self.criteria)
+
+
 @strawberry.type
 class ExecutionQuery:
-    @strawberry.field(description="The caller's executions, newest first.")
+    @strawberry.field(
+        description="The caller's executions matching the filter, newest first (createdAt). "
+        "Page forward with first/after, backward with last/before."
+    )
     async def executions(
         self,
         info: strawberry.Info[Context, None],
-        first: int | None = 20,
+        filter: ExecutionFilter | None = None,
+        first: int | None = None,
         after: str | None = None,
-        status: ExecutionStatus | None = None,
-    ) -> Connection[Execution]:
+        last: int | None = None,
+        before: str | None = None,
+        status: Annotated[
+            ExecutionStatus | None,
+            strawberry.argument(deprecation_reason="Use filter: {status: [...]}."),
+        ] = None,
+    ) -> ExecutionConnection:
         principal = info.context.principal()
+        if status is not None:
+            if filter is not None and filter.status:
+                raise ValidationFailed("pass the status in filter.status only")
+            filter = dataclasses.replace(filter or ExecutionFilter(), status=[status])
+        win = window(first, after, last, before, "datetime", "uuid")
         async with info.context.session() as s:
-            page = await ExecutionService(s).list_page(
-                principal.tenant_id,
-                status=status.value if status else None,
-                first=first,
-                after=after,
-            )
-        return Connection.build(
-            [Execution.from_model(e) for e in page.items],
-            page.cursors,
-            page.has_next,
-            after is not None,
+            service = ExecutionService(s)
+            criteria = await execution_criteria(info, service, filter)
+            page = await service.list_page(principal.tenant_id, criteria, win)
+        nodes = [Execution.from_model(e) for e in page.items]
+        base = Connection.build(nodes, page.cursors, page.has_next, page.has_previous)
+        return ExecutionConnection(
+            edges=base.edges,
+            page_info=base.page_info,
+            tenant_pk=principal.tenant_id,
+            criteria=criteria,
         )
 
     @strawberry.field

@@ -17,6 +17,7 @@ detail is logged, the caller gets a plain sentence.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -33,7 +34,7 @@ from app.executions.admission import (
 from app.executions.launcher import EngineUnavailable, Launcher, RunPlan, WorkflowGone
 from app.executions.reconciler import Verdict, finish_lost
 from app.executions.recorder import Publisher, Recorder
-from app.executions.repository import ExecutionRepository
+from app.executions.repository import ExecutionCriteria, ExecutionRepository
 from app.executions.service import ExecutionService
 from app.executions.workflow_io import PAUSE_SIGNAL, RESUME_SIGNAL, Control, EventRecord, run_key
 from app.models import Execution
@@ -190,17 +191,18 @@ class ExecutionControl:
     async def cancel_many(
         self,
         principal: Principal,
+        criteria: ExecutionCriteria,
         *,
-        status: str | None,
-        template_name: str | None,
         reason: str | None,
     ) -> list[Execution]:
-        """Admins: cancel every active execution of the tenant that matches the filter.
-        One that cannot be reached now is left out of the answer (and logged)."""
+        """Admins: cancel every active execution of the tenant that matches the filter (its
+        statuses narrowed to the active ones). One that cannot be reached now is left out of
+        the answer (and logged)."""
         if principal.role != "admin":
             raise Forbidden("only admins cancel executions in bulk")
-        statuses = tuple(s for s in STATUSES if s in ACTIVE and status in (None, s))
-        ids = await self.repo.active_ids(principal.tenant_id, statuses, template_name)
+        wanted = criteria.statuses if criteria.statuses is not None else STATUSES
+        statuses = tuple(s for s in wanted if s in ACTIVE)
+        ids = await self.repo.active_ids(principal.tenant_id, replace(criteria, statuses=statuses))
         cancelled = []
         for execution_id in ids:
             try:

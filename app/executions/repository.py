@@ -23,6 +23,18 @@ STARTED = Execution.status.in_([s.value for s in OPEN]) | (
 
 
 @dataclass(frozen=True)
+class ExecutionCriteria:
+    """Which of a tenant's executions a list, count or bulk cancel is about; None matches
+    any. `created_from` is inclusive, `created_before` exclusive."""
+
+    statuses: tuple[str, ...] | None = None
+    template_ids: tuple[uuid.UUID, ...] | None = None
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    params_contains: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class OpenExecution:
     """What the reconciler needs to ask Temporal about an execution and to page on, and what
     the row looked like then (run, last event, last change): a verdict about it holds only
@@ -82,19 +94,78 @@ class ExecutionRepository:
     async def list_for_tenant(
         self,
         tenant_id: uuid.UUID,
+        criteria: ExecutionCriteria,
         *,
-        status: str | None,
         limit: int,
-        after: list[Any] | None,
+        cursor: list[Any] | None,
+        forward: bool = True,
     ) -> list[Execution]:
-        query = select(Execution).where(Execution.tenant_id == tenant_id)
-        if status is not None:
-            query = query.where(Execution.status == status)
-        if after is not None:
-            at, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-            query = query.where(tuple_(Execution.created_at, Execution.id) < (at, last_id))
-        query = query.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit)
+        """Up to `limit` matching executions past the cursor, newest first when `forward`,
+        oldest first when not (the caller reverses a backward page)."""
+        query = select(Execution).where(*self._matching(tenant_id, criteria))
+        if cursor is not None:
+            key = tuple_(Execution.created_at, Execution.id)
+            at = (datetime.fromisoformat(cursor[0]), uuid.UUID(cursor[1]))
+            query = query.where(key < at if forward else key > at)
+        order = (Execution.created_at, Execution.id)
+        query = query.order_by(*(c.desc() if forward else c.asc() for c in order)).limit(limit)
         return list(await self.session.scalars(query))
+
+    async def any_beyond(
+        self, tenant_id: uuid.UUID, criteria: ExecutionCriteria, cursor: list[Any], *, newer: bool
+    ) -> bool:
+        """Whether a matching execution sits at the cursor or on its `newer` (or older) side:
+        the other direction's page info, one index probe."""
+        key = tuple_(Execution.created_at, Execution.id)
+        at = (datetime.fromisoformat(cursor[0]), uuid.UUID(cursor[1]))
+        query = (
+            select(Execution.id)
+            .where(*self._matching(tenant_id, criteria), key >= at if newer else key <= at)
+            .limit(1)
+        )
+        return await self.session.scalar(query) is not None
+
+    async def count_for_tenant(
+        self, tenant_id: uuid.UUID, criteria: ExecutionCriteria, *, cap: int
+    ) -> int:
+        """How many executions match, counted up to `cap` (a count past it returns cap + 1,
+        so the caller knows there are more without reading them all)."""
+        capped = (
+            select(literal(1)).where(*self._matching(tenant_id, criteria)).limit(cap + 1)
+        ).subquery()
+        return int(await self.session.scalar(select(func.count()).select_from(capped)) or 0)
+
+    async def template_ids_named(self, tenant_id: uuid.UUID, name: str) -> tuple[uuid.UUID, ...]:
+        """The templates with this name that the tenant's executions can run: its own, the
+        platform's, and other publishers' shared or public ones (not their private ones, of
+        which every tenant may have one by this name). The filter then names ids, which the
+        planner has statistics for: a name in a subquery is guessed common, and a rare
+        template's page walked all of a tenant's rows."""
+        rows = await self.session.scalars(
+            select(Template.id).where(
+                Template.name == name,
+                (Template.tenant_id == tenant_id)
+                | Template.tenant_id.is_(None)
+                | (Template.visibility != "PRIVATE"),
+            )
+        )
+        return tuple(rows)
+
+    @staticmethod
+    def _matching(tenant_id: uuid.UUID, criteria: ExecutionCriteria) -> list[Any]:
+        """The WHERE clauses of a filter: the tenant's executions, always."""
+        where: list[Any] = [Execution.tenant_id == tenant_id]
+        if criteria.statuses is not None:
+            where.append(Execution.status.in_(criteria.statuses))
+        if criteria.template_ids is not None:
+            where.append(Execution.template_id.in_(criteria.template_ids))
+        if criteria.created_from is not None:
+            where.append(Execution.created_at >= criteria.created_from)
+        if criteria.created_before is not None:
+            where.append(Execution.created_at < criteria.created_before)
+        if criteria.params_contains is not None:
+            where.append(Execution.params.contains(criteria.params_contains))
+        return where
 
     async def typical_duration(self, template_id: uuid.UUID, limit: int = 50) -> float | None:
         """Median seconds from start to finish of the template's recent completed runs."""
@@ -183,18 +254,12 @@ class ExecutionRepository:
         return list(rows)
 
     async def active_ids(
-        self, tenant_id: uuid.UUID, statuses: tuple[str, ...], template_name: str | None
+        self, tenant_id: uuid.UUID, criteria: ExecutionCriteria
     ) -> list[uuid.UUID]:
-        """The tenant's executions in one of `statuses` (bulk cancel): queued ones (PENDING,
-        no workflow) first, so cancelling the running ones cannot admit them meanwhile; then
-        oldest first."""
-        query = select(Execution.id).where(
-            Execution.tenant_id == tenant_id, Execution.status.in_(statuses)
-        )
-        if template_name is not None:
-            query = query.join(Template, Template.id == Execution.template_id).where(
-                Template.name == template_name
-            )
+        """The tenant's executions matching the filter (bulk cancel; its statuses say which
+        are active): queued ones (PENDING, no workflow) first, so cancelling the running ones
+        cannot admit them meanwhile; then oldest first."""
+        query = select(Execution.id).where(*self._matching(tenant_id, criteria))
         query = query.order_by(QUEUED.desc(), Execution.created_at)
         return list(await self.session.scalars(query))
 

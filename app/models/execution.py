@@ -31,6 +31,17 @@ class Execution(UUIDPk, Timestamps, Base):
         Index("ix_executions_tenant_status_created", "tenant_id", "status", "created_at", "id"),
         # Popularity (runs in the last 30 days per template).
         Index("ix_executions_template_created", "template_id", "created_at"),
+        # Filtered lists (0010; bench/execution_filters.py): one template's runs of a tenant,
+        # and paramsContains (`params @> ...`).
+        Index(
+            "ix_executions_tenant_template_created", "tenant_id", "template_id", "created_at", "id"
+        ),
+        Index(
+            "ix_executions_params",
+            "params",
+            postgresql_using="gin",
+            postgresql_ops={"params": "jsonb_path_ops"},
+        ),
         # The executions feed sweeps a tenant's recently changed executions.
         Index("ix_executions_tenant_updated", "tenant_id", "updated_at"),
         # The reconciler pages through executions whose workflow should be alive (few).

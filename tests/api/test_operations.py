@@ -87,8 +87,9 @@ async def test_execution_documents_run(
         "status"
     ] == "COMPLETED"
     assert (await run(client, "Node", {"id": execution_id}))["node"]["__typename"] == "Execution"
-    listed = await run(client, "Executions", {"first": 5, "status": "COMPLETED"})
+    listed = await run(client, "Executions", {"first": 5, "filter": {"status": ["COMPLETED"]}})
     assert execution_id in {e["node"]["id"] for e in listed["executions"]["edges"]}
+    assert listed["executions"]["totalCount"] >= 1
     sent = await run(
         client, "SendExecutionEvent", {"input": {"executionId": execution_id, "name": "late"}}
     )

@@ -31,6 +31,7 @@ TINY = Namespace(
     fan_out=[60],  # over the tests' FOR_EACH_BATCH_SIZE (50): two child workflows
     fan_out_ai=False,
     ai_rounds=2,
+    filter_executions=2000,
 )
 
 
@@ -71,3 +72,6 @@ async def test_every_scenario_runs_and_completes_everything(
     assert fan_out["children"] == 2
     gateway = {r["metric"] for r in results["ai_gateway"]["rows"]}
     assert any("cache hit" in m for m in gateway) and any("via openai" in m for m in gateway)
+    filters = {r["filter"]: r for r in results["execution_filters"]["rows"]}
+    assert filters["no filter"]["matches"] == 2000
+    assert filters["no filter"]["page rows"] == 20
