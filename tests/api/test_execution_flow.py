@@ -240,7 +240,7 @@ async def test_executions_pagination_and_status_filter(client: GraphQLClient) ->
         after = page["pageInfo"]["endCursor"]
     assert seen[:3] == list(reversed(ids))  # newest first
     assert len(seen) == len(set(seen))
-    failed = await client.data(op("Executions"), {"first": 50, "status": "FAILED"})
+    failed = await client.data(op("Executions"), {"first": 50, "filter": {"status": ["FAILED"]}})
     assert all(e["node"]["status"] == "FAILED" for e in failed["executions"]["edges"])
 
 
