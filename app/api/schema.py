@@ -39,6 +39,7 @@ from app.api.executions import (
 from app.api.extensions import Schema
 from app.api.feeds import FeedSubscription
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
+from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
@@ -80,7 +81,14 @@ class NodeQuery:
 
 @strawberry.type
 class Query(
-    ViewerQuery, TemplateQuery, ExecutionQuery, AiQuery, AnalyticsQuery, NodeQuery, AdminQuery
+    ViewerQuery,
+    TemplateQuery,
+    ExecutionQuery,
+    AiQuery,
+    AnalyticsQuery,
+    NodeQuery,
+    AdminQuery,
+    NotificationQuery,
 ):
     pass
 
@@ -91,7 +99,7 @@ class Mutation(ExecutionMutation, ControlMutation, TemplateMutation, AiMutation,
 
 
 @strawberry.type
-class Subscription(ExecutionSubscription, FeedSubscription):
+class Subscription(ExecutionSubscription, FeedSubscription, NotificationSubscription):
     pass
 
 
