@@ -46,6 +46,9 @@ HERE = {
     "CreateTenant",
     "SetTenantTier",
     "SuspendTenant",
+    # run in tests/api/test_notifications.py
+    "Notifications",
+    "NotificationHistory",
 }
 
 
