@@ -7,7 +7,7 @@ import enum
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -57,7 +57,7 @@ class Notification:
             seq=m.seq,
             type=NotificationType(m.type),
             created_at=m.created_at,
-            data=m.data,
+            data=cast(JSON, m.data),
             execution_pk=m.execution_id,
         )
 
