@@ -47,14 +47,16 @@ async def _log(sessions: SessionFactory, ctx: StepContext, message: dict[str, An
     """Append the PUBLISHED notification unless this step recorded it before; its seq, or None
     (recorded before, or no such tenant any more). A database failure retries the step."""
     key = f"events.publish:{ctx.tenant_id}:{ctx.execution_id}:{ctx.step_id}"
-    tenant_id = uuid.UUID(ctx.tenant_id)
+    tenant_id, execution_id = _uuid(ctx.tenant_id), _uuid(ctx.execution_id)
+    if tenant_id is None:  # a step run outside any tenant (tools, tests): no log to write
+        return None
     data = {"channel": message["channel"], "stepId": ctx.step_id, "data": message["data"]}
     try:
         async with sessions() as session:
             if await session.get(StepIdempotency, key) is not None:
                 return None
             seq = await NotificationService(session).add(
-                tenant_id, "PUBLISHED", data, execution_id=uuid.UUID(ctx.execution_id)
+                tenant_id, "PUBLISHED", data, execution_id=execution_id
             )
             session.add(StepIdempotency(key=key, tenant_id=tenant_id, result={"seq": seq}))
             await session.commit()
@@ -63,6 +65,13 @@ async def _log(sessions: SessionFactory, ctx: StepContext, message: dict[str, An
         return None
     except (SQLAlchemyError, OSError) as exc:
         raise StepTransientError(f"could not record the notification: {exc}") from exc
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 ACTIVITIES: list[StepActivity] = [
