@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -274,3 +274,69 @@ async def test_notifications_survive_a_redis_restart(restartable: Any, sessions:
         (1, before),
         (2, during),
     ]
+
+
+async def test_concurrent_writers_never_make_a_reader_skip(sessions: Any) -> None:
+    """Writers of one tenant commit in any order and at any pace; a reader polling
+    `read_after(last)` always gets the next seqs, contiguous: none is committed out of order."""
+    keys = await make_tenant(sessions, "free")
+    tid = await tenant_id(sessions, keys)
+    writers = 12
+
+    async def write(i: int) -> int:
+        async with sessions() as session:
+            seq = await NotificationService(session).add(tid, "PUBLISHED", {"i": i})
+            await asyncio.sleep(0.01 * (i % 4))  # hold the transaction open a little
+            await session.commit()
+            return seq
+
+    async def read() -> list[int]:
+        seen: list[int] = []
+        async with asyncio.timeout(30):
+            while len(seen) < writers:
+                async with sessions() as session:
+                    rows = await NotificationService(session).read_after(
+                        tid, seen[-1] if seen else 0
+                    )
+                got = [r.seq for r in rows]
+                assert got == list(range(len(seen) + 1, len(seen) + 1 + len(got))), (seen, got)
+                seen += got
+                await asyncio.sleep(0)
+        return seen
+
+    reader = asyncio.create_task(read())
+    seqs = await asyncio.gather(*(write(i) for i in range(writers)))
+    assert sorted(seqs) == list(range(1, writers + 1))
+    assert await reader == list(range(1, writers + 1))
+
+
+async def test_retention_deletes_old_notifications_and_seqs_go_on(sessions: Any) -> None:
+    keys = await make_tenant(sessions, "free")
+    tid = await tenant_id(sessions, keys)
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        service = NotificationService(session)
+        for days in (45, 31, 2):
+            await service.add(tid, "PUBLISHED", {"days": days}, at=now - timedelta(days=days))
+        await session.commit()
+    async with sessions() as session:
+        assert await NotificationService(session).purge(30, now=now) >= 2
+        await session.commit()
+    async with sessions() as session:
+        service = NotificationService(session)
+        assert [(r.seq, r.data) for r in await service.read_after(tid, 0)] == [(3, {"days": 2})]
+        assert await service.add(tid, "PUBLISHED", {"days": 0}) == 4  # the counter stays
+        await session.rollback()
+
+
+async def test_oversized_data_is_replaced_by_its_size(sessions: Any) -> None:
+    keys = await make_tenant(sessions, "free")
+    tid = await tenant_id(sessions, keys)
+    async with sessions() as session:
+        service = NotificationService(session)
+        await service.add(tid, "PUBLISHED", {"text": "x" * 20_000, "bad": float("nan")})
+        await service.add(tid, "PUBLISHED", {"bad": float("nan"), "nul": "a\x00b"})
+        await session.commit()
+        big, odd = await service.read_after(tid, 0)
+    assert big.data == {"truncated": True, "bytes": 20_022}
+    assert odd.data == {"bad": None, "nul": "a\ufffdb"}
