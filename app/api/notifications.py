@@ -30,7 +30,9 @@ class NotificationType(enum.Enum):
         "BUDGET_THRESHOLD", description="This month's AI spend crossed the soft threshold."
     )
     BUDGET_EXHAUSTED = strawberry.enum_value(
-        "BUDGET_EXHAUSTED", description="This month's AI budget is used up: AI steps fall back."
+        "BUDGET_EXHAUSTED",
+        description="This month's AI budget cannot pay for the next AI call: AI steps fall "
+        "back to their baselines until the month ends or the budget is raised.",
     )
     PUBLISHED = strawberry.enum_value(
         "PUBLISHED", description="An `events.publish` step's message: data {channel, stepId, data}."
