@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     http_allowed_networks: list[str] = Field(default_factory=list)
     # Executions whose workflow closed without a terminal event are finished this often.
     reconcile_interval_seconds: float = 30.0
+    # Each reconciler round also deletes notifications older than this (app/notifications).
+    notification_retention_days: float = Field(default=30.0, gt=0)
 
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None

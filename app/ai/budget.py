@@ -9,16 +9,24 @@ Keys, per tenant and calendar month (UTC), expire ~40 days after their last writ
   {prefix}{<tenant>:<YYYY-MM>}:spent  settled spend
   {prefix}{<tenant>:<YYYY-MM>}:res    hash reservation id -> "<micro>:<reserved at, ms>"
   {prefix}{<tenant>:<YYYY-MM>}:soft   set once the soft threshold was crossed
+  {prefix}{<tenant>:<YYYY-MM>}:out    set once the budget was exhausted (a reservation refused,
+                                      or settled spend reaching the limit)
 (the braces are a Redis Cluster hash tag: one script's keys share a slot). Reservations older than
 the reservation TTL (a crashed worker never settled them) are dropped by the scripts.
 
 A limit < 0 means unlimited; a limit of 0 allows no AI spend. A reservation is charged to the
 month it was made in. PostgreSQL (ai_usage.cost_usd) is the source of truth: reconcile() resets
 `spent` from it, keeping live reservations. Redis errors propagate: the caller decides.
+
+Crossing the soft threshold and exhausting the budget are each told once a month per tenant,
+decided by the `soft`/`out` flags (SET NX inside the scripts): with `notices` the ledger appends
+BUDGET_THRESHOLD / BUDGET_EXHAUSTED to the tenant's notification log (app/notifications) and
+wakes its readers. If that write fails the flag is dropped again, so the next call retries it.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,11 +34,16 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ai.metrics import AI_BUDGET_SOFT_THRESHOLD
+from app.db import SessionFactory
+from app.events import channels
 from app.models.ai_usage import AiUsage
+from app.notifications.service import NotificationService, wake_message
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +66,8 @@ local function live_reserved(key, cutoff)
   return total
 end
 """
-# KEYS: spent, res. ARGV: id, amount, limit (-1 unlimited), now ms, reservation ttl ms, key ttl s.
+# KEYS: spent, res, out. ARGV: id, amount, limit (-1 unlimited), now ms, reservation ttl ms,
+# key ttl s. Returns {granted, spent, reserved, out flag set now}.
 _RESERVE = (
     _LIVE_RESERVED
     + """
@@ -61,14 +75,17 @@ local reserved = live_reserved(KEYS[2], tonumber(ARGV[4]) - tonumber(ARGV[5]))
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 if limit >= 0 and spent + reserved + amount > limit then
-  return {0, spent, reserved}
+  local out = 0
+  if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[6]) then out = 1 end
+  return {0, spent, reserved, out}
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-return {1, spent, reserved + amount}
+return {1, spent, reserved + amount, 0}
 """
 )
-# KEYS: spent, res, soft. ARGV: id, actual, soft threshold (-1 none), now ms, res ttl ms, key ttl s.
+# KEYS: spent, res, soft, out. ARGV: id, actual, soft threshold (-1 none), now ms, res ttl ms,
+# key ttl s, limit (-1 none). Returns {spent, reserved, soft flag set now, out flag set now}.
 _SETTLE = (
     _LIVE_RESERVED
     + """
@@ -81,7 +98,12 @@ local crossed = 0
 if threshold >= 0 and spent >= threshold then
   if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[6]) then crossed = 1 end
 end
-return {spent, reserved, crossed}
+local limit = tonumber(ARGV[7])
+local out = 0
+if limit >= 0 and spent >= limit then
+  if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then out = 1 end
+end
+return {spent, reserved, crossed, out}
 """
 )
 # KEYS: spent, res. ARGV: now ms, reservation ttl ms.
@@ -102,6 +124,7 @@ class BudgetStatus:
     remaining_usd: Decimal  # Decimal("Infinity") when unlimited; never below 0
     month: str  # "YYYY-MM"
     crossed_soft_threshold: bool = False  # set only by the settle() that crossed it
+    exhausted_now: bool = False  # set only by the call that exhausted it (once a month)
 
 
 @dataclass
@@ -157,17 +180,18 @@ class BudgetLedger:
         soft_threshold: float | Decimal = 0.8,
         prefix: str = "wfs:budget:",
         reservation_ttl_seconds: float = 15 * 60,
+        notices: BudgetNotices | None = None,
     ) -> None:
-        self.redis, self.prefix = redis, prefix
+        self.redis, self.prefix, self.notices = redis, prefix, notices
         self.soft_threshold = Decimal(str(soft_threshold))
         self.reservation_ttl_ms = int(reservation_ttl_seconds * 1000)
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
         self._status = redis.register_script(_STATUS)
 
-    def _keys(self, tenant_id: str, month: str) -> tuple[str, str, str]:
+    def _keys(self, tenant_id: str, month: str) -> tuple[str, str, str, str]:
         base = f"{self.prefix}{{{tenant_id}:{month}}}:"
-        return base + "spent", base + "res", base + "soft"
+        return base + "spent", base + "res", base + "soft", base + "out"
 
     async def reserve(
         self, tenant_id: str, amount: Decimal, limit: Decimal, now: datetime | None = None
@@ -180,12 +204,12 @@ class BudgetLedger:
             return None
         at = _utc(now)
         month = month_of(at)
-        spent_key, res_key, _ = self._keys(tenant_id, month)
+        spent_key, res_key, _, out_key = self._keys(tenant_id, month)
         micro = to_micro(amount, ROUND_CEILING)
         limit_micro = -1 if limit < 0 else to_micro(limit, ROUND_FLOOR)
         reservation_id = uuid.uuid4().hex
-        granted, _, _ = await self._reserve(
-            keys=[spent_key, res_key],
+        granted, spent, reserved, out = await self._reserve(
+            keys=[spent_key, res_key, out_key],
             args=[
                 reservation_id,
                 micro,
@@ -196,6 +220,9 @@ class BudgetLedger:
             ],
         )
         if not granted:
+            if out:
+                status = _make_status(limit, spent, reserved, month, exhausted=True)
+                await self._notify(tenant_id, "BUDGET_EXHAUSTED", status, out_key)
             return None
         return Reservation(tenant_id, month, from_micro(micro), reservation_id, limit)
 
@@ -206,11 +233,11 @@ class BudgetLedger:
         Call it once per reservation: a second call would charge again."""
         if actual < 0:
             raise ValueError("an actual cost must be >= 0")
-        spent_key, res_key, soft_key = self._keys(reservation.tenant_id, reservation.month)
+        keys = self._keys(reservation.tenant_id, reservation.month)
         limit = reservation.limit_usd
         threshold = -1 if limit <= 0 else to_micro(limit * self.soft_threshold, ROUND_CEILING)
-        spent, reserved, crossed = await self._settle(
-            keys=[spent_key, res_key, soft_key],
+        spent, reserved, crossed, out = await self._settle(
+            keys=list(keys),
             args=[
                 reservation.id,
                 to_micro(actual),
@@ -218,6 +245,7 @@ class BudgetLedger:
                 _ms(_utc(now)),
                 self.reservation_ttl_ms,
                 KEY_TTL_SECONDS,
+                -1 if limit < 0 else to_micro(limit, ROUND_FLOOR),
             ],
         )
         if crossed:
@@ -229,11 +257,21 @@ class BudgetLedger:
                 spent_usd=str(from_micro(spent)),
                 limit_usd=str(limit),
             )
-        return _make_status(limit, spent, reserved, reservation.month, bool(crossed))
+        status = _make_status(limit, spent, reserved, reservation.month, bool(crossed), bool(out))
+        if crossed:
+            await self._notify(reservation.tenant_id, "BUDGET_THRESHOLD", status, keys[2])
+        if out:
+            await self._notify(reservation.tenant_id, "BUDGET_EXHAUSTED", status, keys[3])
+        return status
+
+    async def _notify(self, tenant_id: str, type: str, status: BudgetStatus, flag: str) -> None:
+        """Tell the tenant's notification log; on failure drop `flag`, so it is told later."""
+        if self.notices is not None and not await self.notices.notify(tenant_id, type, status):
+            await self.redis.delete(flag)
 
     async def release(self, reservation: Reservation) -> None:
         """Give a failed call's reservation back."""
-        _, res_key, _ = self._keys(reservation.tenant_id, reservation.month)
+        res_key = self._keys(reservation.tenant_id, reservation.month)[1]
         await self.redis.hdel(res_key, reservation.id)
 
     async def status(
@@ -242,7 +280,7 @@ class BudgetLedger:
         """This month's figures against `limit`."""
         at = _utc(now)
         month = month_of(at)
-        spent_key, res_key, _ = self._keys(tenant_id, month)
+        spent_key, res_key, _, _ = self._keys(tenant_id, month)
         spent, reserved = await self._status(
             keys=[spent_key, res_key], args=[_ms(at), self.reservation_ttl_ms]
         )
@@ -254,19 +292,55 @@ class BudgetLedger:
         """Set this month's spend to the PostgreSQL figure (see month_spend), keeping live
         reservations. A call settled in Redis but not yet committed to PostgreSQL is undercounted
         until the next reconcile."""
-        spent_key, _, _ = self._keys(tenant_id, month_of(now))
+        spent_key = self._keys(tenant_id, month_of(now))[0]
         await self.redis.set(spent_key, to_micro(spent_from_db), ex=KEY_TTL_SECONDS)
 
 
 def _make_status(
-    limit: Decimal, spent: int, reserved: int, month: str, crossed: bool = False
+    limit: Decimal,
+    spent: int,
+    reserved: int,
+    month: str,
+    crossed: bool = False,
+    exhausted: bool = False,
 ) -> BudgetStatus:
     spent_usd, reserved_usd = from_micro(spent), from_micro(reserved)
     if limit < 0:
         remaining = Decimal("Infinity")
     else:
         remaining = max(Decimal(0), limit - spent_usd - reserved_usd)
-    return BudgetStatus(limit, spent_usd, reserved_usd, remaining, month, crossed)
+    return BudgetStatus(limit, spent_usd, reserved_usd, remaining, month, crossed, exhausted)
+
+
+class BudgetNotices:
+    """Appends BUDGET_THRESHOLD / BUDGET_EXHAUSTED to a tenant's notification log, then wakes
+    its live readers (on `redis`, the ledger's client, under the bus's channel prefix)."""
+
+    def __init__(self, sessions: SessionFactory, redis: aioredis.Redis) -> None:
+        self.sessions, self.redis = sessions, redis
+
+    async def notify(self, tenant_id: str, type: str, status: BudgetStatus) -> bool:
+        """True once the notification is committed (the wake-up may still fail: readers poll)."""
+        data = {
+            "month": status.month,
+            "limitUsd": str(status.limit_usd),
+            "spentUsd": str(status.spent_usd),
+        }
+        try:
+            async with self.sessions() as session:
+                seq = await NotificationService(session).add(uuid.UUID(tenant_id), type, data)
+                await session.commit()
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            log.warning("ai.budget.notification_failed", tenant_id=tenant_id, error=str(exc))
+            return False
+        try:
+            await self.redis.publish(
+                channels.on_redis(channels.notifications(tenant_id)),
+                json.dumps(wake_message(tenant_id, seq)),
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("ai.budget.notification_wake_failed", error=str(exc))
+        return True
 
 
 async def month_spend(

@@ -11,7 +11,7 @@ import time
 import redis.asyncio as aioredis
 import structlog
 
-from app.ai.budget import BudgetLedger, month_bounds, month_spend
+from app.ai.budget import BudgetLedger, BudgetNotices, month_bounds, month_spend
 from app.ai.cache import AiCache
 from app.ai.gateway import AiGateway
 from app.ai.health import ProviderHealth, publish_snapshot
@@ -43,7 +43,11 @@ def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGate
     redis = ai_redis(settings)
     return AiGateway(
         providers=build_providers(settings),
-        ledger=BudgetLedger(redis, soft_threshold=settings.ai_soft_threshold),
+        ledger=BudgetLedger(
+            redis,
+            soft_threshold=settings.ai_soft_threshold,
+            notices=BudgetNotices(sessions, redis) if sessions is not None else None,
+        ),
         cache=AiCache(redis),
         health=ProviderHealth(),
         sessions=sessions,

@@ -40,6 +40,7 @@ from app.api.extensions import Schema
 from app.api.feeds import FeedSubscription
 from app.api.files import FileMutation, FileQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
+from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
@@ -89,6 +90,7 @@ class Query(
     NodeQuery,
     AdminQuery,
     FileQuery,
+    NotificationQuery,
 ):
     pass
 
@@ -101,7 +103,7 @@ class Mutation(
 
 
 @strawberry.type
-class Subscription(ExecutionSubscription, FeedSubscription):
+class Subscription(ExecutionSubscription, FeedSubscription, NotificationSubscription):
     pass
 
 

@@ -41,6 +41,7 @@ from app.executions.workflow_io import EventRecord
 from app.models import Execution, ExecutionEvent
 from app.models.base import utcnow
 from app.models.states import EventType, Status, holds_slot
+from app.notifications.service import NotificationService
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -139,7 +140,9 @@ class Reconciler:
         self._slots = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
 
     async def run_round(self) -> list[uuid.UUID]:
-        """Check up to MAX_PER_ROUND quiet open executions; returns the ids it finished."""
+        """Check up to MAX_PER_ROUND quiet open executions; returns the ids it finished.
+        Also deletes a batch of notifications past their retention."""
+        await self.purge_notifications()
         quiet_since = utcnow() - self.grace
         finished: list[uuid.UUID] = []
         checked = 0
@@ -167,6 +170,17 @@ class Reconciler:
             if self._after is None:
                 break
         return finished
+
+    async def purge_notifications(self) -> int:
+        """Delete up to PURGE_BATCH notifications older than NOTIFICATION_RETENTION_DAYS."""
+        async with self.sessions() as session:
+            deleted = await NotificationService(session).purge(
+                self.settings.notification_retention_days
+            )
+            await session.commit()
+        if deleted:
+            log.info("notifications.purged", count=deleted)
+        return deleted
 
     async def verdict(self, row: OpenExecution) -> Verdict | None:
         """How to finish the listed row, or None while its run is running (or Temporal gave

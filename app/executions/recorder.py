@@ -5,6 +5,9 @@ Every transition (from the API, admission, control, the reconciler or a workflow
 the state machine (app/models/states.py), numbers it, updates the row and appends the
 event; `Recorder.commit` commits the caller's transaction and only then publishes what was
 recorded, in order, so a subscriber never sees an event the database could still lose.
+A terminal event (COMPLETED, FAILED, CANCELLED) also appends to the tenant's notification log
+(app/notifications) in the same transaction, just before the commit (the log's per-tenant
+counter lock is then held for the commit only), and wakes its live readers after it.
 
 Per event: one locking read of the row, one INSERT of the event (idempotent by key through
 ON CONFLICT, the running AI cost read inside it), one UPDATE of the row at flush. A row this
@@ -35,9 +38,12 @@ from app.metrics import (
 )
 from app.models import Execution, ExecutionEvent
 from app.models.base import utcnow
-from app.models.states import TERMINAL_EVENTS, EventType, refusal
+from app.models.states import TERMINAL_EVENTS, EventType, Status, refusal
+from app.notifications.service import NotificationService, wake
 
 log = structlog.get_logger(__name__)
+# A FAILED execution's error as its notification carries it (the execution has it whole).
+_NOTIFIED_ERROR_CHARS = 1000
 # Deeper than any value a step may produce (MAX_JSON_DEPTH): what is recorded is kept whole.
 _RECORD_DEPTH = 64
 
@@ -98,16 +104,42 @@ class Recorder:
         return event, execution
 
     async def commit(self) -> None:
-        """Commit the caller's transaction, then publish what it recorded, in order."""
+        """Commit the caller's transaction (with the notifications of the executions it
+        ended), then publish what it recorded, in order."""
+        notified = [await _notify(self.session, e, x) for e, x in self._unpublished if _ends(e)]
         await self.session.commit()
         recorded, self._unpublished = self._unpublished, []
         if self.publisher is not None:
             for event, execution in recorded:
                 await publish(self.publisher, event, execution)
+            for tenant_id, seq in notified:
+                if not await wake(self.publisher.publish, tenant_id, seq):
+                    EVENT_PUBLISH_FAILURES.inc()
 
     async def rollback(self) -> None:
         await self.session.rollback()
         self._unpublished = []
+
+
+def _ends(event: ExecutionEvent) -> bool:
+    return event.type in TERMINAL_EVENTS
+
+
+async def _notify(
+    session: AsyncSession, event: ExecutionEvent, execution: Execution
+) -> tuple[uuid.UUID, int]:
+    """Append the tenant's EXECUTION_<status> notification; (tenant, seq) to wake after commit."""
+    data: dict[str, Any] = {"status": event.status}
+    if event.status == Status.FAILED:
+        data["error"] = (execution.error or "")[:_NOTIFIED_ERROR_CHARS]
+    seq = await NotificationService(session).add(
+        execution.tenant_id,
+        f"EXECUTION_{event.type}",
+        data,
+        execution_id=execution.id,
+        at=event.at,
+    )
+    return execution.tenant_id, seq
 
 
 def _apply(execution: Execution, rec: EventRecord, now: Any) -> None:

@@ -5,6 +5,7 @@ from app.models.ai_usage import AiUsage
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
+from app.models.notification import Notification, NotificationCounter
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, PlatformKey, Tenant
 
@@ -16,6 +17,8 @@ __all__ = [
     "Base",
     "Execution",
     "ExecutionEvent",
+    "Notification",
+    "NotificationCounter",
     "PlatformKey",
     "StepIdempotency",
     "Template",

@@ -51,6 +51,9 @@ HERE = {
     "Files",
     "File",
     "DeleteFile",
+    # run in tests/api/test_notifications.py
+    "Notifications",
+    "NotificationHistory",
 }
 
 
