@@ -43,6 +43,7 @@ from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
+from app.api.webhooks import WebhookMutation, WebhookQuery
 from app.errors import DomainError, NotFound
 from app.settings import Settings
 
@@ -89,12 +90,20 @@ class Query(
     NodeQuery,
     AdminQuery,
     NotificationQuery,
+    WebhookQuery,
 ):
     pass
 
 
 @strawberry.type
-class Mutation(ExecutionMutation, ControlMutation, TemplateMutation, AiMutation, AdminMutation):
+class Mutation(
+    ExecutionMutation,
+    ControlMutation,
+    TemplateMutation,
+    AiMutation,
+    AdminMutation,
+    WebhookMutation,
+):
     pass
 
 
