@@ -159,6 +159,22 @@ def _service(info: strawberry.Info[Context, None], session: object) -> WebhookSe
     return WebhookService(session, info.context.deps.settings)  # type: ignore[arg-type]
 
 
+async def load_webhook_node(info: strawberry.Info[Context, None], pk: uuid.UUID) -> Webhook:
+    """`node(id)` for a Webhook: the caller's tenant's, for admins."""
+    principal = info.context.principal()
+    async with info.context.session() as s:
+        return Webhook.from_model(await _service(info, s).get(principal, pk))
+
+
+async def load_delivery_node(
+    info: strawberry.Info[Context, None], pk: uuid.UUID
+) -> WebhookDelivery:
+    """`node(id)` for a WebhookDelivery: the caller's tenant's, for admins."""
+    principal = info.context.principal()
+    async with info.context.session() as s:
+        return WebhookDelivery.from_model(await _service(info, s).delivery(principal, pk))
+
+
 @strawberry.type
 class WebhookQuery:
     @strawberry.field(description="Your tenant's webhooks, oldest first; admins only.")

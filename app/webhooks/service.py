@@ -146,13 +146,17 @@ class WebhookService:
         rows = await self.repo.deliveries(webhook.id, _keyset(after), limit + 1)
         return keyset_page(rows, limit, key=lambda d: [d.created_at.isoformat(), str(d.id)])
 
-    async def redeliver(self, principal: Principal, delivery_id: uuid.UUID) -> WebhookDelivery:
-        """A new delivery of the same message (same webhook-id header, same body), started by
-        the dispatcher's next round."""
+    async def delivery(self, principal: Principal, delivery_id: uuid.UUID) -> WebhookDelivery:
         _admin_only(principal)
         delivery = await self.repo.delivery(principal.tenant_id, delivery_id)
         if delivery is None:
             raise NotFound("no such webhook delivery")
+        return delivery
+
+    async def redeliver(self, principal: Principal, delivery_id: uuid.UUID) -> WebhookDelivery:
+        """A new delivery of the same message (same webhook-id header, same body), started by
+        the dispatcher's next round."""
+        delivery = await self.delivery(principal, delivery_id)
         webhook = await self.get(principal, delivery.webhook_id)
         if not webhook.enabled:
             raise Conflict("the webhook is disabled: enable it first")

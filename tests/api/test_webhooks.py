@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 from standardwebhooks import Webhook as Verifier
+from temporalio.client import Client
 
 from app.errors import QuotaExceeded
+from app.models import Webhook
 from app.models.base import utcnow
 from app.notifications.service import NotificationService
 from app.settings import Settings
 from app.tenants.service import Principal, TenantService
+from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.policy import DestinationRefused
 from app.webhooks.repository import WebhookRepository
 from app.webhooks.sender import WebhookSender
@@ -168,6 +171,9 @@ async def test_execution_completed_is_delivered_once_signed(
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND", body
     redo = await other.data(op("RedeliverWebhook"), {"deliveryId": row["id"]})
     assert redo["redeliverWebhook"]["code"] == "NOT_FOUND"
+    node = "query($id: ID!) { node(id: $id) { ... on Webhook { url } } }"
+    assert (await client.data(node, {"id": webhook["id"]}))["node"] == {"url": mine.url}
+    assert (await other.data(node, {"id": webhook["id"]}))["node"] is None
 
 
 async def test_failed_attempt_is_retried_logged_and_redelivered(
@@ -346,3 +352,41 @@ async def test_webhooks_per_tenant_are_bounded(
         with pytest.raises(QuotaExceeded):
             await service.create(admin_of(owner), receiver().url, ["execution.failed"])
         await session.rollback()
+
+
+async def test_dispatching_twice_delivers_once(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """Two workers dispatching at once, and a round that reads the same notifications again
+    (its cursor rewound), make one delivery per (webhook, seq) and start it once; only the
+    events the webhook wants become deliveries."""
+    endpoint = receiver()
+    owner = await tenant_uuid(sessions, tenant)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), endpoint.url, ["events.published"]
+        )
+        await session.commit()
+    wanted = [await publish(sessions, owner, {"n": 1})]
+    async with sessions() as session:
+        await NotificationService(session).add(owner, "EXECUTION_COMPLETED", {"status": "x"})
+        await session.commit()
+    wanted.append(await publish(sessions, owner, {"n": 2}))
+
+    temporal = await Client.connect(settings.temporal_address or "")
+    workers = [Dispatcher(sessions, temporal, settings) for _ in "ab"]
+    await asyncio.gather(*(w.dispatch(webhook.id) for w in workers))
+    async with sessions() as session:
+        rewound = await session.get(Webhook, webhook.id, with_for_update=True)
+        assert rewound is not None and rewound.last_seq == wanted[-1]
+        rewound.last_seq = 0
+        await session.commit()
+    await workers[0].dispatch(webhook.id)
+    await asyncio.gather(*(w.start_pending() for w in workers))
+
+    requests = await endpoint.wait_for(2)
+    await asyncio.sleep(2)  # the session's own dispatcher polls meanwhile
+    assert sorted(json.loads(r["body"])["data"]["seq"] for r in requests) == wanted
+    async with sessions() as session:
+        rows = await WebhookRepository(session).deliveries(webhook.id, None, 10)
+    assert sorted(r.seq for r in rows) == wanted
