@@ -5,7 +5,11 @@ every delivery with the `standardwebhooks` package, PostgreSQL and Temporal."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
+import shutil
+import subprocess
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +34,9 @@ from app.webhooks.service import WebhookService
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
 
-OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
+ROOT = Path(__file__).resolve().parents[2]
+OPS = ROOT / "graphql" / "operations"
+GUIDE = ROOT / "docs" / "webhooks.md"
 ORDER = {"customer": "Ada", "items": [{"sku": "n-1", "qty": 1, "price": 3}], "wait_seconds": 0}
 
 
@@ -390,3 +396,67 @@ async def test_dispatching_twice_delivers_once(
     async with sessions() as session:
         rows = await WebhookRepository(session).deliveries(webhook.id, None, 10)
     assert sorted(r.seq for r in rows) == wanted
+
+
+NODE_HARNESS = """
+import { verifyWebhook } from "./verify.mjs";
+const input = JSON.parse(await new Promise((done) => {
+  let text = "";
+  process.stdin.on("data", (c) => (text += c));
+  process.stdin.on("end", () => done(text));
+}));
+try {
+  const body = Buffer.from(input.body, "base64");
+  console.log(JSON.stringify(verifyWebhook(input.secret, input.headers, body)));
+} catch (error) { console.log(JSON.stringify({ refused: error.message })); }
+"""
+
+
+def guide_block(language: str) -> str:
+    [block] = re.findall(rf"```{language}\n(.*?)```", GUIDE.read_text(), re.S)
+    return block
+
+
+async def test_the_guides_verifiers_accept_a_real_delivery(
+    server: str, tenant: TenantKeys, sessions: Any, receiver: Any, tmp_path: Path
+) -> None:
+    """docs/webhooks.md's Python and Node.js verifiers, run as written on a real delivery:
+    they return the payload, and refuse it once a byte of the body changes."""
+    endpoint = receiver()
+    client = GraphQLClient(server, tenant.admin)
+    secret = (await create(client, endpoint.url, ["EVENTS_PUBLISHED"]))["secret"]
+    await publish(sessions, await tenant_uuid(sessions, tenant), {"hello": "world"})
+    [request] = await endpoint.wait_for(1)
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    tampered = request["body"].replace(b"world", b"World")
+
+    namespace: dict[str, Any] = {}
+    exec(guide_block("python"), namespace)  # noqa: S102 (the guide's own example)
+    payload = namespace["verify_webhook"](secret, headers, request["body"])
+    assert payload["data"]["data"] == {"hello": "world"}
+    with pytest.raises(Exception, match="signature"):
+        namespace["verify_webhook"](secret, headers, tampered)
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    (tmp_path / "verify.mjs").write_text(guide_block("js"))
+    (tmp_path / "harness.mjs").write_text(NODE_HARNESS)
+
+    def run_node(body: bytes) -> dict[str, Any]:
+        stdin = json.dumps(
+            {"secret": secret, "headers": headers, "body": base64.b64encode(body).decode()}
+        )
+        done = subprocess.run(
+            [node, str(tmp_path / "harness.mjs")],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert await asyncio.to_thread(run_node, request["body"]) == payload
+    refused = await asyncio.to_thread(run_node, tampered)
+    assert refused == {"refused": "no valid webhook signature"}
