@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.context import Context
 from app.api.errors import (
@@ -155,8 +156,8 @@ RedeliverWebhookResult = Annotated[
 ]
 
 
-def _service(info: strawberry.Info[Context, None], session: object) -> WebhookService:
-    return WebhookService(session, info.context.deps.settings)  # type: ignore[arg-type]
+def _service(info: strawberry.Info[Context, None], session: AsyncSession) -> WebhookService:
+    return WebhookService(session, info.context.deps.settings)
 
 
 async def load_webhook_node(info: strawberry.Info[Context, None], pk: uuid.UUID) -> Webhook:

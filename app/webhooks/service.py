@@ -102,7 +102,9 @@ class WebhookService:
             raise NotFound("no such webhook")
         return webhook
 
-    async def page(self, principal: Principal, first: int | None, after: str | None) -> Page:
+    async def page(
+        self, principal: Principal, first: int | None, after: str | None
+    ) -> Page[Webhook]:
         _admin_only(principal)
         limit = check_first(first)
         rows = await self.repo.page(principal.tenant_id, _keyset(after), limit + 1)
