@@ -1,11 +1,12 @@
 """The dispatcher: turns new notifications into deliveries and starts their workflows.
 
 Every WEBHOOK_DISPATCH_INTERVAL_SECONDS the worker runs `run_round`:
-1. For each enabled webhook, under its row lock (SKIP LOCKED: another worker busy with it
-   moves it on), read the tenant's notifications after the webhook's `last_seq`
-   (NotificationService.read_after), insert a delivery row for each one whose event the webhook
-   wants (unique per (webhook, seq)), and advance `last_seq`, in one transaction: a worker that
-   dies before the commit leaves nothing done, after it nothing undone.
+1. For each enabled webhook behind its tenant's log (one query finds them), under its row lock
+   (SKIP LOCKED: another worker busy with it moves it on), read the tenant's notifications
+   after the webhook's `last_seq` (NotificationService.read_after), insert a delivery row for
+   each one whose event the webhook wants (unique per (webhook, seq)), and advance `last_seq`,
+   in one transaction: a worker that dies before the commit leaves nothing done, after it
+   nothing undone.
 2. Start a delivery workflow for every row not yet started, with a workflow id derived from
    (webhook id, seq) and REJECT_DUPLICATE, so a row is delivered by one workflow even when two
    workers (or a retried round) start it; then mark the rows started. A crash between the two
@@ -40,10 +41,10 @@ class Dispatcher:
         self.sessions, self.temporal, self.settings = sessions, temporal, settings
 
     async def run_round(self) -> int:
-        """Dispatch every enabled webhook, then start unstarted deliveries; returns how many
-        workflows were started."""
+        """Dispatch every enabled webhook with new notifications, then start unstarted
+        deliveries; returns how many workflows were started."""
         async with self.sessions() as session:
-            webhook_ids = await WebhookRepository(session).enabled_ids()
+            webhook_ids = await WebhookRepository(session).behind_ids()
         for webhook_id in webhook_ids:
             await self.dispatch(webhook_id)
         return await self.start_pending()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,9 @@ from typing import Any
 
 import pytest
 from standardwebhooks import Webhook as Verifier
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from app.errors import QuotaExceeded
 from app.models import Webhook
@@ -33,10 +36,16 @@ from app.webhooks.sender import WebhookSender
 from app.webhooks.service import WebhookService
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
+from workers.main import PASSTHROUGH
+from workers.workflows import WebhookDeliveryWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "graphql" / "operations"
 GUIDE = ROOT / "docs" / "webhooks.md"
+# A delivery that failed once and then succeeded, replayed against today's workflow code (not
+# under tests/histories: those are execution histories). Re-record: delete it, run the retry
+# test with WFS_RECORD_HISTORIES=1.
+RETRIED_HISTORY = Path(__file__).resolve().parent / "webhook_histories" / "delivery-retried.json"
 ORDER = {"customer": "Ada", "items": [{"sku": "n-1", "qty": 1, "price": 3}], "wait_seconds": 0}
 
 
@@ -182,8 +191,26 @@ async def test_execution_completed_is_delivered_once_signed(
     assert (await other.data(node, {"id": webhook["id"]}))["node"] is None
 
 
+async def assert_replays(history: WorkflowHistory) -> None:
+    replayer = Replayer(
+        workflows=[WebhookDeliveryWorkflow],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+
+
+async def test_recorded_delivery_history_replays() -> None:
+    """A delivery workflow recorded earlier (a failed attempt, a retry, delivered) replays
+    against today's code: a change that breaks determinism fails here."""
+    text = RETRIED_HISTORY.read_text()  # noqa: ASYNC240
+    await assert_replays(WorkflowHistory.from_json("webhook-recorded", text))
+
+
 async def test_failed_attempt_is_retried_logged_and_redelivered(
-    server: str, tenant: TenantKeys, sessions: Any, receiver: Any
+    server: str, settings: Settings, tenant: TenantKeys, sessions: Any, receiver: Any
 ) -> None:
     endpoint = receiver([500])
     client = GraphQLClient(server, tenant.admin)
@@ -199,6 +226,13 @@ async def test_failed_attempt_is_retried_logged_and_redelivered(
     assert payload["data"]["data"] == {"order": 42} and payload["data"]["executionId"] is None
     [row] = await wait_deliveries(client, webhook_id, 1)
     assert (row["attempts"], row["statusCode"], row["error"]) == (2, 200, None)
+    pk = base64.urlsafe_b64decode(webhook_id + "==").decode().split(":", 1)[1]
+    temporal = await Client.connect(settings.temporal_address or "")
+    history = await temporal.get_workflow_handle(f"webhook-{pk}-{seq}").fetch_history()
+    await assert_replays(history)
+    if os.environ.get("WFS_RECORD_HISTORIES") == "1" and not RETRIED_HISTORY.exists():
+        RETRIED_HISTORY.parent.mkdir(exist_ok=True)
+        RETRIED_HISTORY.write_text(history.to_json())
 
     redo = await client.data(op("RedeliverWebhook"), {"deliveryId": row["id"]})
     assert redo["redeliverWebhook"]["redelivery"] is True, redo
