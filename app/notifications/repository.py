@@ -54,7 +54,6 @@ class NotificationRepository:
             insert(Notification)
             .from_select(["tenant_id", "seq", "type", "execution_id", "data", "created_at"], row)
             .returning(Notification.seq)
-            .add_cte(counter)
         )
         seq = await self.session.scalar(statement)
         assert seq is not None

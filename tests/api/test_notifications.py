@@ -15,6 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.ai.budget import BudgetLedger, BudgetNotices
+from app.api.relay import from_global_id
+from app.models import Execution as ExecutionModel
 from app.notifications.service import NotificationService
 from app.settings import Settings
 from app.templates.service import TemplateService
@@ -264,7 +266,13 @@ async def test_notifications_survive_a_redis_restart(restartable: Any, sessions:
     # and polling (60 s here) cannot be what brings it.
     port = valkey.port
     await asyncio.to_thread(valkey.stop)
-    await asyncio.sleep(5)
+    pk = from_global_id(during, "Execution")[1]
+    async with asyncio.timeout(60):  # it ends while Redis is away (read from PostgreSQL)
+        while True:
+            async with sessions() as session:
+                if (await session.get(ExecutionModel, pk)).status == "COMPLETED":
+                    break
+            await asyncio.sleep(0.2)
     await asyncio.to_thread(valkey.start)
     assert valkey.port == port
     (second,) = await receive(sub, 1)
