@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 30.0
     # Each reconciler round also deletes notifications older than this (app/notifications).
     notification_retention_days: float = Field(default=30.0, gt=0)
+    # Outbound webhooks (app/webhooks, docs/webhooks.md).
+    webhook_dispatch_interval_seconds: float = Field(default=5.0, gt=0)  # the dispatcher's poll
+    webhook_max_per_tenant: int = Field(default=20, ge=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)  # one delivery attempt
+    webhook_max_attempts: int = Field(default=10, ge=1, le=50)  # then the delivery is FAILED
+    webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)  # doubles per attempt
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)  # the longest wait
 
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None

@@ -216,6 +216,8 @@ def settings(
         api_port=free_port(),
         state_dir=state_dir,
         subscription_poll_seconds=1.0,
+        webhook_dispatch_interval_seconds=0.5,  # deliveries start within a second
+        webhook_retry_initial_seconds=0.2,
         for_each_batch_size=50,
         # Every test calls from 127.0.0.1 and many send bad credentials on purpose: at the
         # default 60 a minute they would spend one shared budget and refuse later tests' valid

@@ -16,7 +16,8 @@ from app.executions.recorder import Publisher
 from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities
-from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow
+from workers.webhook_activities import WebhookActivities
+from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -32,11 +33,12 @@ def build_worker(
     settings: Settings,
 ) -> Worker:
     activities = TemplateActivities(sessions, publisher, settings)
+    webhooks = WebhookActivities(sessions, settings)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[TemplateWorkflow, ForEachBatchWorkflow],
-        activities=activities.all(),
+        workflows=[TemplateWorkflow, ForEachBatchWorkflow, WebhookDeliveryWorkflow],
+        activities=[*activities.all(), *webhooks.all()],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
         ),

@@ -44,6 +44,14 @@ from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
+from app.api.webhooks import (
+    Webhook,
+    WebhookDelivery,
+    WebhookMutation,
+    WebhookQuery,
+    load_delivery_node,
+    load_webhook_node,
+)
 from app.errors import DomainError, NotFound
 from app.settings import Settings
 
@@ -71,6 +79,10 @@ class NodeQuery:
                 return await load_template_node(info, pk)
             if type_name == "ApiKey":  # a non-admin's FORBIDDEN stays an error
                 return await load_api_key_node(info, pk)
+            if type_name == "Webhook":  # admins only, as ApiKey
+                return await load_webhook_node(info, pk)
+            if type_name == "WebhookDelivery":
+                return await load_delivery_node(info, pk)
         except NotFound:
             return None
         if type_name == "Tenant" and pk == principal.tenant_id:
@@ -91,13 +103,20 @@ class Query(
     AdminQuery,
     FileQuery,
     NotificationQuery,
+    WebhookQuery,
 ):
     pass
 
 
 @strawberry.type
 class Mutation(
-    ExecutionMutation, ControlMutation, TemplateMutation, AiMutation, AdminMutation, FileMutation
+    ExecutionMutation,
+    ControlMutation,
+    TemplateMutation,
+    AiMutation,
+    AdminMutation,
+    FileMutation,
+    WebhookMutation,
 ):
     pass
 
@@ -171,7 +190,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Execution, Template, Tenant, UserError, ApiKey],
+        types=[Execution, Template, Tenant, UserError, ApiKey, Webhook, WebhookDelivery],
         scalar_overrides={datetime: UtcDateTime},
         extensions=[
             # Factories, not instances: an extension instance would be shared by concurrent

@@ -94,6 +94,7 @@ async def run_worker(
     upkeep = [
         asyncio.create_task(admit_queued(sessions, client, bus, settings, stop)),
         asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),
+        asyncio.create_task(dispatch_webhooks(sessions, client, settings, stop)),
     ]
     try:
         worker = build_worker(client, queue, sessions, bus, settings)
@@ -125,6 +126,17 @@ async def reconcile_lost(
 
     reconciler = Reconciler(sessions, client, bus, settings)
     await every(settings.reconcile_interval_seconds, reconciler.run_round, "reconcile", stop)
+
+
+async def dispatch_webhooks(
+    sessions: SessionFactory, client: Client, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Every `webhook_dispatch_interval_seconds`, turn new notifications into webhook
+    deliveries and start their workflows (app/webhooks/dispatcher.py)."""
+    from app.webhooks.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(sessions, client, settings)
+    await every(settings.webhook_dispatch_interval_seconds, dispatcher.run_round, "webhooks", stop)
 
 
 async def every(

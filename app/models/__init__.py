@@ -8,6 +8,7 @@ from app.models.idempotency import StepIdempotency
 from app.models.notification import Notification, NotificationCounter
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, PlatformKey, Tenant
+from app.models.webhook import Webhook, WebhookDelivery
 
 __all__ = [
     "ROLES",
@@ -25,4 +26,6 @@ __all__ = [
     "TemplateVersion",
     "Tenant",
     "TenantAiSettings",
+    "Webhook",
+    "WebhookDelivery",
 ]

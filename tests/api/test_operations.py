@@ -54,6 +54,13 @@ HERE = {
     # run in tests/api/test_notifications.py
     "Notifications",
     "NotificationHistory",
+    # run in tests/api/test_webhooks.py
+    "CreateWebhook",
+    "Webhooks",
+    "UpdateWebhook",
+    "DeleteWebhook",
+    "WebhookDeliveries",
+    "RedeliverWebhook",
 }
 
 

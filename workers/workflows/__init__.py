@@ -1,6 +1,7 @@
 """The Temporal workflows: TemplateWorkflow runs a template version's steps as a dependency
 graph (template.py); ForEachBatchWorkflow runs one slice of a large fan-out as a child workflow
 (batch.py), so a 10,000-item step stays well inside Temporal's history limits.
+WebhookDeliveryWorkflow (webhook.py) delivers one outbound webhook with retries.
 
 TemplateWorkflow is built from parts, each a base class: RunState (state.py: the execution's
 state, rendering expressions within its budget, recording events), Enhancing (enhancing.py:
@@ -39,6 +40,7 @@ from workers.workflows.template import (
     MAX_KEPT_OUTPUT,
     TemplateWorkflow,
 )
+from workers.workflows.webhook import WebhookDeliveryWorkflow
 
 __all__ = [
     "BATCH_OUTPUT_BYTES",
@@ -57,6 +59,7 @@ __all__ = [
     "OutputTally",
     "StepFailed",
     "TemplateWorkflow",
+    "WebhookDeliveryWorkflow",
     "run_activity",
     "run_items",
     "run_refusable",
