@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,3 +29,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def bound_statement_time(session: AsyncSession, seconds: float) -> None:
+    """Cancel any statement of this transaction that runs (or waits on a lock) longer than
+    `seconds`: for upkeep that must never stall the loop it runs in."""
+    statement = text("SELECT set_config('statement_timeout', :ms, true)")
+    await session.execute(statement, {"ms": str(max(1, int(seconds * 1000)))})

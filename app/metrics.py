@@ -53,3 +53,8 @@ EXECUTION_DURATION = Histogram(
     ["status"],
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600),
 )
+UPKEEP_FAILURES = Counter(
+    "wfs_upkeep_failures_total",
+    "Periodic upkeep (retention purges) that failed or timed out; the next round retries",
+    ["job"],
+)

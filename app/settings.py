@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 30.0
     # Each reconciler round also deletes notifications older than this (app/notifications).
     notification_retention_days: float = Field(default=30.0, gt=0)
+    # Records of steps with outside effects (emails, events.publish) dedupe activity retries;
+    # older ones are deleted by the worker (app/steps/idempotency.py).
+    step_idempotency_retention_days: float = Field(default=30.0, gt=0)
     # Outbound webhooks (app/webhooks, docs/webhooks.md).
     webhook_dispatch_interval_seconds: float = Field(default=5.0, gt=0)  # the dispatcher's poll
     webhook_max_per_tenant: int = Field(default=20, ge=0)

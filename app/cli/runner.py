@@ -95,6 +95,7 @@ async def run_worker(
         asyncio.create_task(admit_queued(sessions, client, bus, settings, stop)),
         asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),
         asyncio.create_task(dispatch_webhooks(sessions, client, settings, stop)),
+        asyncio.create_task(purge_step_records(sessions, settings, stop)),
     ]
     try:
         worker = build_worker(client, queue, sessions, bus, settings)
@@ -126,6 +127,22 @@ async def reconcile_lost(
 
     reconciler = Reconciler(sessions, client, bus, settings)
     await every(settings.reconcile_interval_seconds, reconciler.run_round, "reconcile", stop)
+
+
+async def purge_step_records(
+    sessions: SessionFactory, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Every `reconcile_interval_seconds`, delete a batch of step idempotency records past
+    STEP_IDEMPOTENCY_RETENTION_DAYS (app/steps/idempotency.py)."""
+    from app.steps import idempotency
+
+    days = settings.step_idempotency_retention_days
+    await every(
+        settings.reconcile_interval_seconds,
+        lambda: idempotency.purge(sessions, days),
+        "step_idempotency.purge",
+        stop,
+    )
 
 
 async def dispatch_webhooks(

@@ -30,14 +30,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from app.db import SessionFactory
+from app.db import SessionFactory, bound_statement_time
 from app.executions.admission import CLAIMED, Admission
 from app.executions.launcher import EngineUnavailable, Launcher, WorkflowGone
 from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository, OpenExecution
 from app.executions.workflow_io import EventRecord
+from app.metrics import UPKEEP_FAILURES
 from app.models import Execution, ExecutionEvent
 from app.models.base import utcnow
 from app.models.states import EventType, Status, holds_slot
@@ -48,6 +50,7 @@ log = structlog.get_logger(__name__)
 PAGE_SIZE = 100
 MAX_PER_ROUND = 1000
 DESCRIBE_CONCURRENCY = 16
+PURGE_TIMEOUT_SECONDS = 10.0
 ACTOR = "system:reconciler"
 
 
@@ -128,6 +131,7 @@ class Reconciler:
         settings: Settings,
         *,
         grace_seconds: float | None = None,
+        purge_timeout_seconds: float = PURGE_TIMEOUT_SECONDS,
     ) -> None:
         self.sessions, self.temporal = sessions, temporal
         self.launcher = Launcher(temporal, settings)
@@ -138,10 +142,11 @@ class Reconciler:
         self.grace = timedelta(seconds=grace)
         self._after: tuple[datetime, uuid.UUID] | None = None
         self._slots = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
+        self.purge_timeout = purge_timeout_seconds
 
     async def run_round(self) -> list[uuid.UUID]:
         """Check up to MAX_PER_ROUND quiet open executions; returns the ids it finished.
-        Also deletes a batch of notifications past their retention."""
+        Also deletes a batch of notifications past their retention (never in its way)."""
         await self.purge_notifications()
         quiet_since = utcnow() - self.grace
         finished: list[uuid.UUID] = []
@@ -172,12 +177,22 @@ class Reconciler:
         return finished
 
     async def purge_notifications(self) -> int:
-        """Delete up to PURGE_BATCH notifications older than NOTIFICATION_RETENTION_DAYS."""
-        async with self.sessions() as session:
-            deleted = await NotificationService(session).purge(
-                self.settings.notification_retention_days
-            )
-            await session.commit()
+        """Delete up to PURGE_BATCH notifications older than NOTIFICATION_RETENTION_DAYS.
+
+        Never raises and never waits long: a DELETE slower than the purge timeout (rows locked
+        by another session, a slow disk) is logged and counted (wfs_upkeep_failures_total) and
+        the next round tries again; lost executions must still be finished meanwhile."""
+        try:
+            async with self.sessions() as session:
+                await bound_statement_time(session, self.purge_timeout)
+                deleted = await NotificationService(session).purge(
+                    self.settings.notification_retention_days
+                )
+                await session.commit()
+        except (SQLAlchemyError, OSError) as exc:
+            UPKEEP_FAILURES.labels(job="notifications.purge").inc()
+            log.warning("notifications.purge_failed", error=str(exc))
+            return 0
         if deleted:
             log.info("notifications.purged", count=deleted)
         return deleted
