@@ -9,8 +9,8 @@ Keys, per tenant and calendar month (UTC), expire ~40 days after their last writ
   {prefix}{<tenant>:<YYYY-MM>}:spent  settled spend
   {prefix}{<tenant>:<YYYY-MM>}:res    hash reservation id -> "<micro>:<reserved at, ms>"
   {prefix}{<tenant>:<YYYY-MM>}:soft   set once the soft threshold was crossed
-  {prefix}{<tenant>:<YYYY-MM>}:out    set once the budget was exhausted (a reservation refused,
-                                      or settled spend reaching the limit)
+  {prefix}{<tenant>:<YYYY-MM>}:out    set once the budget was exhausted (settled spend reached
+                                      the limit, seen by a settle or a refused reservation)
 (the braces are a Redis Cluster hash tag: one script's keys share a slot). Reservations older than
 the reservation TTL (a crashed worker never settled them) are dropped by the scripts.
 
@@ -19,9 +19,13 @@ month it was made in. PostgreSQL (ai_usage.cost_usd) is the source of truth: rec
 `spent` from it, keeping live reservations. Redis errors propagate: the caller decides.
 
 Crossing the soft threshold and exhausting the budget are each told once a month per tenant,
-decided by the `soft`/`out` flags (SET NX inside the scripts): with `notices` the ledger appends
-BUDGET_THRESHOLD / BUDGET_EXHAUSTED to the tenant's notification log (app/notifications) and
-wakes its readers. If that write fails the flag is dropped again, so the next call retries it.
+decided by the `soft`/`out` flags (SET NX inside the scripts). Exhausted means the settled spend
+reached the limit: a reservation refused because of a large estimate or of reservations still in
+flight is not (those settle lower or are released, and smaller calls still fit); telling it
+would also use up the month's one notice before the money is really gone. With `notices` the
+ledger appends BUDGET_THRESHOLD / BUDGET_EXHAUSTED to the tenant's notification log
+(app/notifications) and wakes its readers. If that write fails the flag is dropped again, so
+the next call retries it.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 if limit >= 0 and spent + reserved + amount > limit then
   local out = 0
-  if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[6]) then out = 1 end
+  if spent >= limit and redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[6]) then out = 1 end
   return {0, spent, reserved, out}
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[4])

@@ -15,12 +15,14 @@ from prometheus_client import REGISTRY
 from app.ai.budget import (
     KEY_TTL_SECONDS,
     BudgetLedger,
+    BudgetNotices,
     Reservation,
     month_bounds,
     month_of,
     month_spend,
 )
 from app.models.ai_usage import AiUsage
+from app.notifications.service import NotificationService
 from app.settings import Settings
 from app.tenants.service import TenantService
 
@@ -217,3 +219,38 @@ async def test_reconcile_from_ai_usage(ledger: BudgetLedger, sessions) -> None: 
     status = await ledger.status(t, D("5"), now=NOW)
     assert (status.spent_usd, status.reserved_usd) == (D("0.375001"), D("0.20"))
     assert isinstance(live, Reservation)
+
+
+async def test_exhaustion_is_told_when_spend_reaches_the_limit_not_before(
+    redis: aioredis.Redis,
+    sessions,  # type: ignore[no-untyped-def]
+) -> None:
+    """A refused big estimate, or reservations filling the budget, is not exhaustion: before,
+    it used up the month's one BUDGET_EXHAUSTED and the real one was never told."""
+    async with sessions() as session:
+        row = await TenantService(session).create_tenant(f"t-out-{uuid.uuid4().hex[:8]}", "pro")
+        await session.commit()
+    t, limit = str(row.id), D("1.00")
+    ledger = BudgetLedger(redis, notices=BudgetNotices(sessions, redis))
+
+    async def told() -> list[tuple[str, str]]:
+        async with sessions() as session:
+            items = await NotificationService(session).read_after(row.id, 0)
+        return [(n.type, n.data["spentUsd"]) for n in items if n.type == "BUDGET_EXHAUSTED"]
+
+    assert await ledger.reserve(t, D("5.00"), limit, now=NOW) is None  # one big estimate
+    held = await ledger.reserve(t, D("0.70"), limit, now=NOW)
+    assert held is not None
+    assert await ledger.reserve(t, D("0.40"), limit, now=NOW) is None  # reservations fill it
+    assert await told() == []
+    await ledger.settle(held, D("0.30"), now=NOW)  # the estimate was high: $0.70 is left
+    last = await ledger.reserve(t, D("0.70"), limit, now=NOW)
+    assert last is not None
+    await ledger.settle(last, D("0.70"), now=NOW)  # spent = limit
+    assert await ledger.reserve(t, D("0.01"), limit, now=NOW) is None
+    assert await told() == [("BUDGET_EXHAUSTED", "1.000000")]
+    # Spend found in PostgreSQL (reconcile) past a limit: a refused reservation tells it.
+    await ledger.reconcile(t, D("3.00"), now=NOW + timedelta(days=31))
+    assert await ledger.reserve(t, D("0.01"), limit, now=NOW + timedelta(days=31)) is None
+    assert await ledger.reserve(t, D("0.01"), limit, now=NOW + timedelta(days=31)) is None
+    assert await told() == [("BUDGET_EXHAUSTED", "1.000000"), ("BUDGET_EXHAUSTED", "3.000000")]

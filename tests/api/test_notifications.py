@@ -231,7 +231,11 @@ async def test_budget_threshold_and_exhaustion_notify_once_each(
             reservation = await ledger.reserve(tid, amount, limit, now=now)
             assert reservation is not None
             await ledger.settle(reservation, amount, now=now)
-        assert await ledger.reserve(tid, Decimal("0.2"), limit, now=now) is None  # exhausted
+        # Refused, but $0.10 is left: a big estimate is not exhaustion (told nothing).
+        assert await ledger.reserve(tid, Decimal("0.2"), limit, now=now) is None
+        reservation = await ledger.reserve(tid, Decimal("0.1"), limit, now=now)
+        assert reservation is not None
+        await ledger.settle(reservation, Decimal("0.1"), now=now)  # spent = limit: exhausted
         assert await ledger.reserve(tid, Decimal("0.2"), limit, now=now) is None  # told once
         # Next month: one call's settled cost reaches the limit, past both at once.
         later = datetime(2031, 4, 2, tzinfo=UTC)
@@ -250,7 +254,7 @@ async def test_budget_threshold_and_exhaustion_notify_once_each(
         (4, "BUDGET_EXHAUSTED", None),
     ]
     assert items[0]["data"] == {"month": "2031-03", "limitUsd": "1.00", "spentUsd": "0.900000"}
-    assert items[1]["data"]["month"] == "2031-03"
+    assert items[1]["data"] == {"month": "2031-03", "limitUsd": "1.00", "spentUsd": "1.000000"}
     assert items[3]["data"] == {"month": "2031-04", "limitUsd": "1.00", "spentUsd": "1.200000"}
 
 
