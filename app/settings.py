@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 2**20, gt=0)
     file_url_secret: SecretStr | None = Field(default=None, min_length=32)
     file_url_ttl_seconds: int = Field(default=300, gt=0, le=24 * 3600)
+    # Uploads one API process reads at once (each may spool to a temporary file); more: 503.
+    max_uploads_in_flight: int = Field(default=8, gt=0)
     http_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     # CIDRs http.request may reach although private/loopback/link-local (default: none)
     http_allowed_networks: list[str] = Field(default_factory=list)

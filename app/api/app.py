@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from json import JSONDecodeError
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry import UNSET
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -60,8 +61,17 @@ from app.api.negotiation import (
 )
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
-from app.errors import QuotaExceeded
+from app.errors import (
+    DomainError,
+    Forbidden,
+    QuotaExceeded,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    ValidationFailed,
+)
 from app.events.bus import EventBus
+from app.files.service import require_writer
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.ratelimit import RateLimiter
 from app.redis_conn import blocking_redis_client
@@ -79,6 +89,10 @@ TOO_MANY_SOCKETS = 4429  # graphql-transport-ws's "too many" code, closing a ref
 # do retry 4403); the app fetches a fresh token and subscribes again (docs/security.md).
 TOKEN_EXPIRED = 4401
 # Headers a browser sends only after a CORS preflight, so never from another site's plain form.
+CONTEXT_SCOPE_KEY = "wfs.context"
+UPLOAD_SCOPE_KEY = "wfs.upload"  # set while the request holds one of MAX_UPLOADS_IN_FLIGHT
+UPLOAD_RETRY_AFTER = 1
+MULTIPART_NEEDS = "a multipart request needs an Authorization header (or Apollo-Require-Preflight)"
 PREFLIGHTED_HEADERS = ("authorization", "apollo-require-preflight", "x-apollo-operation-name")
 
 
@@ -273,6 +287,8 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self._deps = deps_ref
         self.graphiql = GraphiQLSite()
+        self.max_uploads_in_flight = settings.max_uploads_in_flight
+        self.uploads_in_flight = 0
 
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
         """A multipart POST is a "simple" request a page on any site can make without a
@@ -280,11 +296,55 @@ class GraphQLApp(GraphQL[Context, None]):
         its body is read. Our callers send Authorization anyway; Apollo's clients send
         Apollo-Require-Preflight or X-Apollo-Operation-Name."""
         if not any(name in request.headers for name in PREFLIGHTED_HEADERS):
-            raise HTTPException(
-                400,
-                "a multipart request needs an Authorization header (or Apollo-Require-Preflight)",
-            )
+            raise UploadRefused(ValidationFailed(MULTIPART_NEEDS), 400)
+        self._admit_upload(request, await self._upload_refusal(request))
         return await super().parse_multipart(request)
+
+    async def _upload_refusal(self, request: AsyncHTTPRequestAdapter) -> UploadRefused | None:
+        """Starlette spools an upload's body (to a temporary file past 1 MiB) while parsing
+        it, before any resolver runs: so the caller is counted against its rate limit and must
+        hold an operator or admin key before a byte of it is read. Multipart is for uploadFile
+        only. Counted here, the operation is not counted again (OperationBudget)."""
+        scope = cast(BoundedFormAdapter, request).request.scope
+        context: Context = scope[CONTEXT_SCOPE_KEY]
+        refusal = await context.admit()
+        context.admitted_per_message = True
+        if isinstance(refusal, RateLimited):
+            return UploadRefused(refusal, 429, refusal.retry_after)
+        if refusal is not None:
+            return UploadRefused(refusal, 503, UPLOAD_RETRY_AFTER)
+        try:
+            require_writer(context.principal().role, "upload files")
+        except Unauthenticated as exc:
+            return UploadRefused(exc, 401)
+        except Forbidden as exc:
+            return UploadRefused(exc, 403)
+        return None
+
+    def _admit_upload(
+        self, request: AsyncHTTPRequestAdapter, refusal: UploadRefused | None
+    ) -> None:
+        """Raise `refusal`, or take one of the MAX_UPLOADS_IN_FLIGHT places (each upload may
+        hold a temporary file and a thread); `run` gives it back when the request ends."""
+        if refusal is not None:
+            raise refusal
+        if self.uploads_in_flight >= self.max_uploads_in_flight:
+            busy = Unavailable("too many uploads in progress on this server; try again shortly")
+            raise UploadRefused(busy, 503, UPLOAD_RETRY_AFTER)
+        self.uploads_in_flight += 1
+        cast(BoundedFormAdapter, request).request.scope[UPLOAD_SCOPE_KEY] = True
+
+    async def run(  # type: ignore[override]
+        self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET
+    ) -> Response:
+        """Strawberry's, answering an UploadRefused and giving back an upload's place."""
+        try:
+            return await super().run(request, context, root_value)  # type: ignore[arg-type]
+        except UploadRefused as refused:
+            return refused.response()
+        finally:
+            if request.scope.pop(UPLOAD_SCOPE_KEY, False):
+                self.uploads_in_flight -= 1
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return self.graphiql.page(request)
@@ -344,6 +404,7 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         ctx = Context(deps=self._deps["deps"], request=request, response=response)
         if isinstance(request, Request):
+            request.scope[CONTEXT_SCOPE_KEY] = ctx  # for the upload gate (parse_multipart)
             GRAPHQL_REQUESTS.labels(request.method).inc()
             ctx.authorization = request.headers.get("authorization")
         return ctx
@@ -370,6 +431,20 @@ class GraphQLApp(GraphQL[Context, None]):
             raise SocketsExhausted(too_many)
         context.admitted_per_message = True
         return None
+
+
+class UploadRefused(Exception):
+    """An upload refused before its body is read, answered as a GraphQL error response with
+    the status of its code (401, 403, 429 or 503) and Retry-After where waiting helps."""
+
+    def __init__(self, error: DomainError, status: int, retry_after: int | None = None) -> None:
+        super().__init__(error.message)
+        self.error, self.status, self.retry_after = error, status, retry_after
+
+    def response(self) -> Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        body = {"errors": [to_graphql_error(self.error).formatted]}
+        return JSONResponse(body, status_code=self.status, headers=headers)
 
 
 class _Oversize(Exception):

@@ -48,6 +48,11 @@ class BoundedFormAdapter(StarletteRequestAdapter):
         super().__init__(request)
         self.field_bytes = field_bytes
 
+    @property
+    def request(self) -> Request:
+        """The Starlette request (the upload gate finds the request's context in its scope)."""
+        return self._request
+
     async def get_form_data(self) -> FormData:
         form = await self._request.form(max_files=1, max_fields=2, max_part_size=self.field_bytes)
         return FormData(files=form, form=form)

@@ -120,6 +120,12 @@ def _check_path(path: str, what: str = "path") -> None:
         raise ValidationFailed(f"{what} is longer than {MAX_PATH_CHARS} characters")
 
 
+def require_writer(role: str, doing: str) -> None:
+    """Forbidden unless `role` may write files (operators and admins)."""
+    if role not in WRITERS:
+        raise Forbidden(f"viewers cannot {doing}; an operator or admin key can")
+
+
 class FileService:
     """One tenant's files, for one caller (`principal`: its tenant, tier and role)."""
 
@@ -127,8 +133,7 @@ class FileService:
         self.settings, self.principal = settings, principal
 
     def _require_writer(self, doing: str) -> None:
-        if self.principal.role not in WRITERS:
-            raise Forbidden(f"viewers cannot {doing}; an operator or admin key can")
+        require_writer(self.principal.role, doing)
 
     async def _root(self) -> TenantRoot:
         root = TenantRoot(self.settings.files_root, str(self.principal.tenant_id))

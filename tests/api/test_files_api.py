@@ -40,6 +40,7 @@ UPLOAD, FILES, FILE, DELETE = (
 LIMITS: dict[str, Any] = {
     "max_upload_bytes": MAX_UPLOAD,
     "storage_quota_bytes": {"free": 64 * KIB, "pro": 10 * 2**20},
+    "max_uploads_in_flight": 2,
 }
 
 
@@ -303,8 +304,69 @@ async def test_multipart_needs_a_header_a_form_cannot_send(api: str) -> None:
     cannot add Authorization (nor Apollo-Require-Preflight) to it."""
     resp = await upload(api, None, "x.txt", b"x")
     assert resp.status_code == 400 and "Authorization" in resp.text
+    assert resp.json()["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
     anonymous = await upload(api, None, "x.txt", b"x", headers={"Apollo-Require-Preflight": "1"})
-    assert anonymous.status_code == 200 and "UNAUTHENTICATED" in anonymous.text
+    assert anonymous.status_code == 401
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_uploads_without_a_writer_key_are_refused_before_the_body_is_read(
+    api: str, tenant: TenantKeys, sessions: Any, files_settings: Settings
+) -> None:
+    """Starlette spools a body while parsing it, before any resolver: before, only the presence
+    of an Authorization header was checked, so anyone could make the server spool 50 MiB."""
+    root = await storage_of(sessions, files_settings, tenant)
+
+    def head(authorization: str) -> bytes:
+        return (
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\n%s\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+            % authorization.encode()
+        )
+
+    for authorization, status in (
+        ("Authorization: Bearer wfs_not_a_key", b"401"),
+        ("Apollo-Require-Preflight: 1", b"401"),
+        (f"Authorization: Bearer {tenant.viewer}", b"403"),
+    ):
+        line = await first_line(api, head(authorization))  # the body is never sent
+        assert line.startswith(b"HTTP/1.1 " + status), (authorization, line)
+    viewer = await upload(api, tenant.viewer, "v.txt", b"x")
+    assert viewer.status_code == 403
+    assert viewer.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert not (root / "v.txt").exists()
+
+
+async def test_uploads_over_the_in_flight_cap_are_refused(api: str, tenant: TenantKeys) -> None:
+    """MAX_UPLOADS_IN_FLIGHT (2 here) uploads whose bodies never end hold their places; one
+    more is answered 503 with Retry-After; once they go, uploads are taken again."""
+    host, port = urlsplit(api).hostname, urlsplit(api).port
+    start = (
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="operations"\r\n\r\n{'
+        % tenant.operator.encode()
+    )
+    stalled = []
+    for _ in range(LIMITS["max_uploads_in_flight"]):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(start)
+        await writer.drain()
+        stalled.append(writer)
+    try:
+        async with asyncio.timeout(30):
+            while (busy := await upload(api, tenant.operator, "cap.txt", b"x")).status_code != 503:
+                await asyncio.sleep(0.05)  # the stalled ones are not admitted yet
+        assert busy.headers["Retry-After"] == "1"
+        assert busy.json()["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+    finally:
+        for writer in stalled:
+            writer.close()
+    async with asyncio.timeout(30):  # their places come back when their requests end
+        while (
+            await upload(api, tenant.operator, "cap.txt", b"x", overwrite=True)
+        ).status_code != 200:
+            await asyncio.sleep(0.05)
 
 
 async def test_malformed_multipart_is_a_400(api: str, tenant: TenantKeys) -> None:
@@ -360,8 +422,8 @@ async def test_malformed_multipart_is_a_400(api: str, tenant: TenantKeys) -> Non
 
 
 async def test_viewer_cannot_upload_or_delete(api: str, tenant: TenantKeys) -> None:
-    denied = await uploaded(api, tenant.viewer, "v.txt", b"x")
-    assert denied["__typename"] == "ForbiddenError"
+    denied = await upload(api, tenant.viewer, "v.txt", b"x")  # refused before its body is read
+    assert denied.status_code == 403
     client = GraphQLClient(api, tenant.viewer)
     gone = (await client.data(DELETE, {"path": "samples/invoice.txt"}))["deleteFile"]
     assert gone["__typename"] == "ForbiddenError"
