@@ -8,12 +8,15 @@
   found by reading all of the tenant's rows (a million: ~40 ms a page, ~200 ms a count here).
 
 Built CONCURRENTLY: the executions table takes writes while it is indexed (each index is its
-own transaction; a failed build leaves an INVALID index that the downgrade, or a rerun after
-DROP INDEX, removes).
+own transaction). A failed build (a timeout, a cancel, a killed migration) leaves an INVALID
+index under the name, which `if_not_exists` alone would keep for good: a rerun drops an invalid
+one first (pg_index.indisvalid false), then builds it again.
 
 Revision ID: 0010
 Revises: 0009
 """
+
+import sqlalchemy as sa
 
 from alembic import op
 
@@ -23,8 +26,19 @@ branch_labels = None
 depends_on = None
 
 
+def drop_if_invalid(name: str) -> None:
+    """Drop index `name` if a failed concurrent build left it INVALID."""
+    invalid = op.get_bind().scalar(
+        sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+        {"name": name},
+    )
+    if invalid:
+        op.drop_index(name, table_name="executions", postgresql_concurrently=True, if_exists=True)
+
+
 def upgrade() -> None:
     with op.get_context().autocommit_block():
+        drop_if_invalid("ix_executions_tenant_template_created")
         op.create_index(
             "ix_executions_tenant_template_created",
             "executions",
@@ -32,6 +46,7 @@ def upgrade() -> None:
             postgresql_concurrently=True,
             if_not_exists=True,
         )
+        drop_if_invalid("ix_executions_params")
         op.create_index(
             "ix_executions_params",
             "executions",
