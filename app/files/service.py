@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import dataclasses
+import errno
 import functools
+import itertools
 import mimetypes
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 import filetype
@@ -52,6 +58,7 @@ SNIFF_BYTES = 8192  # what filetype reads
 MAX_PATH_CHARS = 1024  # as the files.* steps' schemas
 WRITERS = ("operator", "admin")
 OCTET_STREAM = "application/octet-stream"
+TYPE_CACHE_SIZE = 20_000
 
 ReadChunk = Callable[[int], Awaitable[bytes]]
 
@@ -96,8 +103,17 @@ def domain_errors() -> Iterator[None]:
 
 
 def _opened(root: TenantRoot, real: Path) -> tuple[StoredFile, BinaryIO]:
-    """The file at `real` described (type sniffed from its first bytes) and open at its start."""
-    src = open_read(real)
+    """The file at `real` described (type sniffed from its first bytes) and open at its start.
+    NoSuchFile when it was deleted, or replaced by a symlink or a folder, since `real` was
+    found (open_read follows no symlink)."""
+    try:
+        src = open_read(real)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        raise NoSuchFile(f"path {root.relative(real)!r}: no such file") from exc
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise NoSuchFile(f"path {root.relative(real)!r}: no such file") from exc
     try:
         head = src.read(SNIFF_BYTES)
         stat = os.fstat(src.fileno())
@@ -105,14 +121,57 @@ def _opened(root: TenantRoot, real: Path) -> tuple[StoredFile, BinaryIO]:
     except BaseException:
         src.close()
         raise
+    content_type = sniff(head, real.name)
+    _TYPES.put(stat, content_type)
     modified = datetime.fromtimestamp(stat.st_mtime, UTC)
-    return StoredFile(root.relative(real), stat.st_size, sniff(head, real.name), modified), src
+    return StoredFile(root.relative(real), stat.st_size, content_type, modified), src
 
 
-def _describe(root: TenantRoot, real: Path) -> StoredFile:
-    stored, src = _opened(root, real)
-    src.close()
-    return stored
+def _describe(root: TenantRoot, real: Path, rel: str | None = None) -> StoredFile:
+    """The file at `real` described (as `rel`, the path it was listed under, when a symlink led
+    there): its content type from the cache when the file is unchanged since it was sniffed
+    (same inode, size and mtime), else sniffed again."""
+    try:
+        stat = real.lstat()  # `real` is resolved: a symlink here was swapped in since
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise NoSuchFile(f"path {root.relative(real)!r}: no such file") from exc
+    if not S_ISREG(stat.st_mode):
+        raise NoSuchFile(f"path {root.relative(real)!r}: no such file")
+    known = _TYPES.get(stat)
+    if known is None:
+        stored, src = _opened(root, real)
+        src.close()
+        return stored if rel is None else dataclasses.replace(stored, path=rel)
+    modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+    return StoredFile(rel or root.relative(real), stat.st_size, known, modified)
+
+
+class _TypeCache:
+    """Sniffed content types by (device, inode, size, mtime): a `files` page reads no file
+    twice while it is unchanged. Bounded, oldest first out; threads share it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._types: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(stat: os.stat_result) -> tuple[int, int, int, int]:
+        return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def get(self, stat: os.stat_result) -> str | None:
+        with self._lock:
+            return self._types.get(self._key(stat))
+
+    def put(self, stat: os.stat_result, content_type: str) -> None:
+        with self._lock:
+            self._types[self._key(stat)] = content_type
+            self._types.move_to_end(self._key(stat))
+            while len(self._types) > self.size:
+                self._types.popitem(last=False)
+
+
+_TYPES = _TypeCache(TYPE_CACHE_SIZE)
 
 
 def _check_path(path: str, what: str = "path") -> None:
@@ -210,21 +269,21 @@ class FileService:
             raise ValidationFailed("invalid cursor")
         with domain_errors():
             root = await self._root()
-            entries = await asyncio.to_thread(root.walk, prefix or "")
-        if start is not None:
-            entries = [e for e in entries if e.path > start[0]]
+            after_path = None if start is None else start[0]
 
-        def describe() -> list[StoredFile]:
-            found = []
-            for entry in entries[:count]:
-                try:
-                    found.append(_describe(root, root.resolve(entry.path)))
-                except (OSError, StepInputError):  # deleted or replaced meanwhile
-                    continue
-            return found
+            def page() -> tuple[list[StoredFile], bool]:
+                walked = root.iter_files(prefix or "", after=after_path)
+                entries = list(itertools.islice(walked, count + 1))
+                found = []
+                for entry in entries[:count]:
+                    try:
+                        found.append(_describe(root, root.resolve(entry.path), entry.path))
+                    except (OSError, StepInputError):  # deleted or replaced meanwhile
+                        continue
+                return found, len(entries) > count
 
-        files = await asyncio.to_thread(describe)
-        return Page(files, [encode_cursor([f.path]) for f in files], len(entries) > count)
+            files, more = await asyncio.to_thread(page)
+        return Page(files, [encode_cursor([f.path]) for f in files], more)
 
     async def get(self, path: str) -> StoredFile:
         _check_path(path)

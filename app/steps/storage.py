@@ -37,7 +37,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -324,27 +324,64 @@ class TenantRoot:
     def walk(self, prefix: str = "", pattern: str | None = None) -> list[FileEntry]:
         """Files under the root whose relative path starts with `prefix` and matches `pattern`
         (fnmatch on the whole relative path: `*` also matches `/`), in path order."""
+        return list(self.iter_files(prefix, pattern))
+
+    def iter_files(
+        self, prefix: str = "", pattern: str | None = None, after: str | None = None
+    ) -> Iterator[FileEntry]:
+        """What `walk` returns, lazily, from the first path greater than `after`: a page reads
+        the folders it needs and stops, instead of walking and sorting the whole tree.
+
+        Path order (code points of the whole relative path) without sorting it all: each folder's
+        entries are visited sorted by their name, a folder's with a "/" appended, which is the
+        order of the paths under them. Only folders that can hold a path starting with `prefix`
+        and greater than `after` are read."""
         start = self.real
         if "/" in prefix:
             start = self.resolve(prefix.rsplit("/", 1)[0], "prefix")
         elif prefix:
             self._parts(prefix, "prefix")
-        found = []
-        for folder, dirs, files in os.walk(start):
-            dirs.sort()
-            for name in files:
-                if name.startswith(PART_PREFIX):
-                    continue
-                full = Path(folder) / name
-                rel = self.relative(full)
-                if not rel.startswith(prefix) or (pattern and not fnmatchcase(rel, pattern)):
-                    continue
+        yield from self._files_under(start, prefix, pattern, after)
+
+    def _files_under(
+        self, folder: Path, prefix: str, pattern: str | None, after: str | None
+    ) -> Iterator[FileEntry]:
+        try:
+            with os.scandir(folder) as scan:
+                entries = [(e.name + "/" if _is_folder(e) else e.name, e) for e in scan]
+        except (FileNotFoundError, NotADirectoryError):  # removed while we walked
+            return
+        for key, entry in sorted(entries, key=lambda pair: pair[0]):
+            if entry.name.startswith(PART_PREFIX):
+                continue
+            full = Path(entry.path)
+            rel = self.relative(full)
+            if key.endswith("/"):
+                # Every path below sorts between rel + "/" and rel + "0" ("0" follows "/").
+                inside = (rel + "/").startswith(prefix) or prefix.startswith(rel + "/")
+                if inside and (after is None or after < rel + "0"):
+                    yield from self._files_under(full, prefix, pattern, after)
+                continue
+            if not rel.startswith(prefix) or (after is not None and rel <= after):
+                continue
+            if pattern and not fnmatchcase(rel, pattern):
+                continue
+            try:
                 real = full.resolve()
                 if not real.is_relative_to(self.real) or not real.is_file():
                     continue  # a symlink out of the root or to a directory: not ours to show
                 stat = real.stat()
-                found.append(FileEntry(rel, stat.st_size, stat.st_mtime))
-        return sorted(found, key=lambda e: e.path)
+            except OSError:  # removed or replaced while we walked
+                continue
+            yield FileEntry(rel, stat.st_size, stat.st_mtime)
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """A real folder (walked into); a symlink to one is not followed, as os.walk did."""
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def open_read(path: Path) -> BinaryIO:
