@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 import strawberry
 
 from app.errors import NotFound
+from app.ids import global_id
 
 T = TypeVar("T")
 
@@ -19,9 +20,7 @@ class Node:
 
 
 def to_global_id(type_name: str, pk: uuid.UUID) -> strawberry.ID:
-    return strawberry.ID(
-        base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
-    )
+    return strawberry.ID(global_id(type_name, pk))
 
 
 def from_global_id(global_id: str, expected: str | None = None) -> tuple[str, uuid.UUID]:

@@ -28,6 +28,7 @@ from app.events import channels
 from app.executions.events import event_message, refused_tasks
 from app.executions.repository import ExecutionRepository
 from app.executions.workflow_io import EventRecord
+from app.ids import global_id
 from app.jsonschemas import storable
 from app.metrics import (
     ENHANCEMENT_POINTS,
@@ -129,7 +130,10 @@ async def _notify(
     session: AsyncSession, event: ExecutionEvent, execution: Execution
 ) -> tuple[uuid.UUID, int]:
     """Append the tenant's EXECUTION_<status> notification; (tenant, seq) to wake after commit."""
-    data: dict[str, Any] = {"status": event.status}
+    data: dict[str, Any] = {
+        "status": event.status,
+        "templateId": global_id("Template", execution.template_id),
+    }
     if event.status == Status.FAILED:
         data["error"] = (execution.error or "")[:_NOTIFIED_ERROR_CHARS]
     seq = await NotificationService(session).add(

@@ -29,7 +29,8 @@ services such as webhooks): tenant_id (UUID), seq (int, from 1, per tenant, no g
 those retention leaves at the old end), type (one of NOTIFICATION_TYPES), execution_id (UUID or
 None; EXECUTION_* and PUBLISHED carry it), data (dict, at most MAX_DATA_BYTES as JSON; larger
 data is replaced by {"truncated": true, "bytes": n}), created_at (UTC datetime):
-- EXECUTION_*: {"status", "templateId", "error" (FAILED only, at most 1,000 characters)};
+- EXECUTION_*: {"status", "templateId" (the template's GraphQL id, app/ids.py), "error" (FAILED
+  only, at most 1,000 characters)};
 - BUDGET_THRESHOLD / BUDGET_EXHAUSTED: {"month", "limitUsd", "spentUsd"} (Decimal strings);
 - PUBLISHED: {"channel", "stepId", "data"} (the step's channel name and data object).
 

@@ -143,6 +143,13 @@ async def test_executions_and_publish_notify_once_in_order(
         "COMPLETED",
     ]
     assert "step sort (data.transform) failed" in items[1]["data"]["error"], items[1]["data"]
+    for item in items:  # the template's id, as template(id:) takes it
+        if item["type"].startswith("EXECUTION_"):
+            ran = await client.data(
+                "query($id: ID!) { execution(id: $id) { template { id } } }",
+                {"id": item["execution"]["id"]},
+            )
+            assert item["data"]["templateId"] == ran["execution"]["template"]["id"], item
     assert items[1]["execution"]["status"] == "FAILED"
     assert items[3]["data"]["channel"] == "notifications"
     assert items[3]["data"]["stepId"] == "in_app"
