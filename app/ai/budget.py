@@ -30,7 +30,7 @@ the next call retries it.
 
 from __future__ import annotations
 
-import json
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,16 +38,15 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ai.metrics import AI_BUDGET_SOFT_THRESHOLD
 from app.db import SessionFactory
-from app.events import channels
+from app.events.bus import publish_on
 from app.models.ai_usage import AiUsage
-from app.notifications.service import NotificationService, wake_message
+from app.notifications.service import NotificationService, wake
 
 log = structlog.get_logger(__name__)
 
@@ -337,13 +336,7 @@ class BudgetNotices:
         except (SQLAlchemyError, OSError, ValueError) as exc:
             log.warning("ai.budget.notification_failed", tenant_id=tenant_id, error=str(exc))
             return False
-        try:
-            await self.redis.publish(
-                channels.on_redis(channels.notifications(tenant_id)),
-                json.dumps(wake_message(tenant_id, seq)),
-            )
-        except (RedisError, OSError) as exc:
-            log.warning("ai.budget.notification_wake_failed", error=str(exc))
+        await wake(functools.partial(publish_on, self.redis), tenant_id, seq)  # False: logged
         return True
 
 

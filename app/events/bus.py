@@ -36,12 +36,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from app.events.channels import BUS_PREFIX
 from app.redis_conn import redis_client
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,21 @@ class Subscription:
             self._queue.put_nowait(_CLOSED)
 
 
+async def publish_on(
+    redis: Redis, channel: str, data: dict[str, Any], *, prefix: str = BUS_PREFIX
+) -> bool:
+    """Publish `data` on `channel` as the bus does (its prefix, compact JSON) with any Redis
+    client (code without a bus: the AI gateway); False (logged) if Redis is unreachable."""
+    if not isinstance(data, dict):
+        raise TypeError("event data must be a dict")
+    try:
+        await redis.publish(prefix + channel, json.dumps(data, separators=(",", ":")))
+    except _NET_ERRORS as exc:
+        log.warning("events.bus.publish_failed channel=%s error=%r", channel, exc)
+        return False
+    return True
+
+
 class EventBus:
     """Live events over Redis pub/sub with reconnect, refcounted channels and bounded queues."""
 
@@ -141,7 +158,7 @@ class EventBus:
         *,
         queue_size: int = 1000,
         max_backoff: float = 5.0,
-        prefix: str = "wfs:",
+        prefix: str = BUS_PREFIX,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
@@ -196,15 +213,10 @@ class EventBus:
         """Publish `data` as JSON; False (logged) instead of raising if Redis is unreachable."""
         if not isinstance(data, dict):
             raise TypeError("event data must be a dict")
-        payload = json.dumps(data, separators=(",", ":"))
-        try:
-            if self._closed:
-                raise RedisConnectionError("EventBus is closed")
-            await self._redis.publish(self._prefix + channel, payload)
-        except _NET_ERRORS as exc:
-            log.warning("events.bus.publish_failed channel=%s error=%r", channel, exc)
+        if self._closed:
+            log.warning("events.bus.publish_failed channel=%s error=closed", channel)
             return False
-        return True
+        return await publish_on(self._redis, channel, data, prefix=self._prefix)
 
     async def ping(self) -> bool:
         """Readiness check: False if Redis is unreachable."""
