@@ -336,7 +336,7 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def run(  # type: ignore[override]
         self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET
-    ) -> Response:
+    ) -> Response | WebSocket:
         """Strawberry's, answering an UploadRefused and giving back an upload's place."""
         try:
             return await super().run(request, context, root_value)  # type: ignore[arg-type]
