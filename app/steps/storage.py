@@ -349,7 +349,7 @@ class TenantRoot:
         try:
             with os.scandir(folder) as scan:
                 entries = [(e.name + "/" if _is_folder(e) else e.name, e) for e in scan]
-        except (FileNotFoundError, NotADirectoryError):  # removed while we walked
+        except OSError:  # removed while we walked, or unreadable: skipped, as os.walk did
             return
         for key, entry in sorted(entries, key=lambda pair: pair[0]):
             if entry.name.startswith(PART_PREFIX):
