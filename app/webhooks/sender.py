@@ -66,6 +66,7 @@ def printable(text: str, limit: int) -> str:
 
 
 def message_id(delivery: WebhookDelivery) -> str:
+    """The `webhook-id` header: one per (webhook, seq), shared by attempts and redeliveries."""
     return f"msg_{delivery.webhook_id.hex}_{delivery.seq}"
 
 

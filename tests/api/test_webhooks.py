@@ -292,6 +292,8 @@ async def test_gone_disables_and_failures_are_logged(
         "https://user:pw@example.com/hook",  # credentials in the URL
         "ftp://example.com/hook",
         "https://example.com/" + "a" * 2048,
+        "https://a..com/hook",  # an empty label: the IDNA codec raises UnicodeError
+        "https://" + "a" * 64 + ".com/hook",  # a label over 63 characters, likewise
     ],
 )
 async def test_create_refuses_unsafe_urls(server: str, tenant: TenantKeys, url: str) -> None:
