@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,13 @@ class WebhookRepository:
         self.session.add(webhook)
         await self.session.flush()
         return webhook
+
+    async def lock_tenant(self, tenant_id: uuid.UUID) -> None:
+        """Serialise the tenant's webhook creations until commit, so that concurrent ones
+        count one at a time (a transaction-scoped advisory lock: nothing else waits on it)."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"webhooks:{tenant_id}"}
+        )
 
     async def count(self, tenant_id: uuid.UUID) -> int:
         query = select(func.count()).select_from(Webhook).where(Webhook.tenant_id == tenant_id)

@@ -81,6 +81,7 @@ class WebhookService:
         events = check_events(events)
         checked = await self._checked_url(url)
         limit = self.settings.webhook_max_per_tenant
+        await self.repo.lock_tenant(principal.tenant_id)
         if await self.repo.count(principal.tenant_id) >= limit:
             raise QuotaExceeded(f"a tenant may have at most {limit} webhooks")
         secret = new_secret()

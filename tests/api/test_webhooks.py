@@ -396,6 +396,32 @@ async def test_webhooks_per_tenant_are_bounded(
         await session.rollback()
 
 
+async def test_concurrent_creates_stay_within_the_bound(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """Five admins creating at once, each in its own transaction, with room for two: two
+    succeed, and the tenant has two webhooks."""
+    owner = await tenant_uuid(sessions, tenant)
+    two = settings.model_copy(update={"webhook_max_per_tenant": 2})
+    url = receiver().url
+
+    async def create_one() -> bool:
+        async with sessions() as session:
+            try:
+                await WebhookService(session, two).create(
+                    admin_of(owner), url, ["execution.failed"]
+                )
+            except QuotaExceeded:
+                return False
+            await session.commit()
+            return True
+
+    made = await asyncio.gather(*(create_one() for _ in range(5)))
+    assert sum(made) == 2, made
+    async with sessions() as session:
+        assert await WebhookRepository(session).count(owner) == 2
+
+
 async def test_dispatching_twice_delivers_once(
     settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
 ) -> None:
