@@ -7,15 +7,19 @@ Every WEBHOOK_DISPATCH_INTERVAL_SECONDS the worker runs `run_round`:
    each one whose event the webhook wants (unique per (webhook, seq)), and advance `last_seq`,
    in one transaction: a worker that dies before the commit leaves nothing done, after it
    nothing undone.
-2. Start a delivery workflow for every row not yet started, with a workflow id derived from
-   (webhook id, seq) and REJECT_DUPLICATE, so a row is delivered by one workflow even when two
-   workers (or a retried round) start it; then mark the rows started. A crash between the two
-   only repeats a start that Temporal refuses.
+2. Start a delivery workflow for every row not yet started, a batch at a time until none is
+   left or one interval is spent. A batch is claimed with FOR UPDATE SKIP LOCKED (two
+   workers never take the same row) and interleaves tenants (each one's oldest row first, so
+   a tenant with a large backlog does not hold back another's delivery); its rows are
+   marked started in the transaction that claimed them. The workflow id derives from
+   (webhook id, seq) with REJECT_DUPLICATE, so a crash between a start and the commit only
+   repeats a start that Temporal refuses.
 Latency is at most one interval (default 5 s) plus the delivery itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import structlog
@@ -33,7 +37,7 @@ from app.webhooks.repository import WebhookRepository
 from app.webhooks.workflow_io import WEBHOOK_WORKFLOW, DeliveryJob, workflow_id
 
 log = structlog.get_logger(__name__)
-START_BATCH = 200
+START_BATCH = 100
 
 
 class Dispatcher:
@@ -60,40 +64,52 @@ class Dispatcher:
             notes = await NotificationService(session).read_after(
                 webhook.tenant_id, webhook.last_seq
             )
-            added = 0
-            for note in notes:
-                event = EVENT_OF_TYPE[note.type]
-                if event not in webhook.events:
-                    continue
-                values = {
+            rows = [
+                {
                     "webhook_id": webhook.id,
                     "tenant_id": webhook.tenant_id,
                     "seq": note.seq,
-                    "event_type": event,
+                    "event_type": EVENT_OF_TYPE[note.type],
                     "payload": payload(note),
                     "status": "PENDING",
                     "attempts": 0,
                     "created_at": utcnow(),
                 }
-                added += await repo.add_delivery(values) is not None
+                for note in notes
+                if EVENT_OF_TYPE[note.type] in webhook.events
+            ]
+            added = len(await repo.add_deliveries(rows))
             if notes:
                 webhook.last_seq = notes[-1].seq
             await session.commit()
         return added
 
     async def start_pending(self) -> int:
-        """Start the workflows of deliveries not yet started (a batch per call)."""
+        """Start the workflows of deliveries not yet started, a claimed batch at a time, until
+        none is left or the round's time (one dispatch interval) is spent; returns how many."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.webhook_dispatch_interval_seconds
+        started = 0
+        while True:
+            count = await self._start_batch()
+            started += count
+            if count < START_BATCH or loop.time() >= deadline:
+                return started
+
+    async def _start_batch(self) -> int:
+        """Claim a batch (rows locked until commit, see claim_unstarted), start each row's
+        workflow and mark the started ones in the same transaction."""
         async with self.sessions() as session:
-            rows = await WebhookRepository(session).unstarted(START_BATCH)
-        started: list[uuid.UUID] = []
-        try:
-            for row in rows:
-                await self._start(row)
-                started.append(row.id)
-        finally:
-            if started:
-                async with self.sessions() as session:
-                    await WebhookRepository(session).mark_started(started, utcnow())
+            repo = WebhookRepository(session)
+            rows = await repo.claim_unstarted(START_BATCH)
+            started: list[uuid.UUID] = []
+            try:
+                for row in rows:
+                    await self._start(row)
+                    started.append(row.id)
+            finally:
+                if started:
+                    await repo.mark_started(started, utcnow())
                     await session.commit()
         return len(started)
 

@@ -77,18 +77,21 @@ class WebhookRepository:
             .with_for_update(skip_locked=True)
         )
 
-    async def add_delivery(self, values: dict[str, Any]) -> uuid.UUID | None:
-        """Insert an automatic delivery unless (webhook, seq) has one; its id, or None."""
+    async def add_deliveries(self, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
+        """Insert automatic deliveries in one statement, skipping (webhook, seq) pairs that
+        have one; the ids of those added."""
+        if not rows:
+            return []
         statement = (
             insert(WebhookDelivery)
-            .values(id=uuid.uuid4(), **values)
+            .values([{"id": uuid.uuid4(), **row} for row in rows])
             .on_conflict_do_nothing(
                 index_elements=["webhook_id", "seq"],
                 index_where=WebhookDelivery.redelivery_of.is_(None),
             )
             .returning(WebhookDelivery.id)
         )
-        return await self.session.scalar(statement)
+        return list(await self.session.scalars(statement))
 
     async def add_redelivery(self, delivery: WebhookDelivery) -> WebhookDelivery:
         original = delivery.redelivery_of or delivery.id
@@ -135,14 +138,30 @@ class WebhookRepository:
             query = query.where(tuple_(WebhookDelivery.created_at, WebhookDelivery.id) < before)
         return list(await self.session.scalars(query))
 
-    async def unstarted(self, limit: int) -> list[WebhookDelivery]:
-        """Pending deliveries whose workflow has not been started, oldest first."""
+    async def claim_unstarted(self, limit: int) -> list[WebhookDelivery]:
+        """Up to `limit` deliveries whose workflow has not been started, row-locked until
+        commit; rows another worker holds are skipped (SKIP LOCKED), so two workers never
+        claim the same row. Tenants take turns: each tenant's oldest row first, then each
+        one's second, ..., so one tenant's backlog does not hold back another's delivery."""
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=WebhookDelivery.tenant_id,
+                order_by=(WebhookDelivery.created_at, WebhookDelivery.id),
+            )
+            .label("rank")
+        )
+        ranked = (
+            select(WebhookDelivery.id, rank).where(WebhookDelivery.started_at.is_(None)).subquery()
+        )
         return list(
             await self.session.scalars(
                 select(WebhookDelivery)
+                .join(ranked, ranked.c.id == WebhookDelivery.id)
                 .where(WebhookDelivery.started_at.is_(None))
-                .order_by(WebhookDelivery.created_at)
+                .order_by(ranked.c.rank, WebhookDelivery.created_at, WebhookDelivery.id)
                 .limit(limit)
+                .with_for_update(of=WebhookDelivery, skip_locked=True)
             )
         )
 

@@ -29,7 +29,7 @@ from app.models.base import utcnow
 from app.notifications.service import NotificationService
 from app.settings import Settings
 from app.tenants.service import Principal, TenantService
-from app.webhooks.dispatcher import Dispatcher
+from app.webhooks.dispatcher import START_BATCH, Dispatcher
 from app.webhooks.policy import DestinationRefused
 from app.webhooks.repository import WebhookRepository
 from app.webhooks.sender import WebhookSender
@@ -340,6 +340,13 @@ async def test_secret_is_shown_once(server: str, tenant: TenantKeys, receiver: A
     assert updated.get("errors"), updated  # no mutation but createWebhook answers a secret
 
 
+def delivery_rows(webhook: Webhook, seqs: Any) -> list[dict[str, Any]]:
+    """Delivery rows as the dispatcher makes them, one per seq."""
+    common = {"webhook_id": webhook.id, "tenant_id": webhook.tenant_id, "status": "PENDING"}
+    common |= {"event_type": "events.published", "payload": {"type": "events.published"}}
+    return [{**common, "seq": seq, "attempts": 0, "created_at": utcnow()} for seq in seqs]
+
+
 def admin_of(tenant_id: uuid.UUID) -> Principal:
     return Principal(tenant_id, "t", "free", "admin", key_id=uuid.uuid4())
 
@@ -365,12 +372,9 @@ async def test_delivery_checks_the_address_again(
             admin_of(owner), url, ["events.published"]
         )
         repo = WebhookRepository(session)
-        ids = []
-        for seq in (1, 2):  # rows the dispatcher would make, marked started so it leaves them
-            values = {"webhook_id": webhook.id, "tenant_id": owner, "seq": 10_000 + seq}
-            values |= {"event_type": "events.published", "payload": {"type": "events.published"}}
-            ids.append(await repo.add_delivery({**values, "status": "PENDING", "attempts": 0}))
-        await repo.mark_started([i for i in ids if i is not None], utcnow())
+        # Rows the dispatcher would make, marked started so it leaves them.
+        ids = await repo.add_deliveries(delivery_rows(webhook, range(10_001, 10_003)))
+        await repo.mark_started(ids, utcnow())
         await session.commit()
 
     refused = await WebhookSender(sessions, strict).attempt(ids[0], 1, final=True)
@@ -420,6 +424,53 @@ async def test_concurrent_creates_stay_within_the_bound(
     assert sum(made) == 2, made
     async with sessions() as session:
         assert await WebhookRepository(session).count(owner) == 2
+
+
+async def test_a_tenants_backlog_does_not_hold_back_another(
+    settings: Settings, sessions: Any, tenant: TenantKeys, other_tenant: TenantKeys, receiver: Any
+) -> None:
+    """One tenant has two batches of deliveries waiting, older than another tenant's one:
+    the first batch the dispatcher claims already holds the other tenant's delivery."""
+    url, busy = receiver().url, await tenant_uuid(sessions, tenant)
+    quiet = await tenant_uuid(sessions, other_tenant)
+    async with sessions() as session:
+        service, repo = WebhookService(session, settings), WebhookRepository(session)
+        backlog, _ = await service.create(admin_of(busy), url, ["events.published"])
+        single, _ = await service.create(admin_of(quiet), url, ["events.published"])
+        await repo.add_deliveries(delivery_rows(backlog, range(1, 2 * START_BATCH + 1)))
+        [waiting] = await repo.add_deliveries(delivery_rows(single, [1]))
+        # Not committed: the session's own dispatcher cannot see, let alone start, these rows.
+        claimed = await repo.claim_unstarted(START_BATCH)
+        assert waiting in [row.id for row in claimed]
+        assert sum(row.tenant_id == busy for row in claimed) < START_BATCH
+        await session.rollback()
+
+
+async def test_two_dispatchers_never_claim_the_same_delivery(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """Two workers claiming at once get disjoint batches, and the second one gets work (the
+    rows the first holds are skipped, not waited for or taken again)."""
+    owner = await tenant_uuid(sessions, tenant)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        await session.commit()
+        made = set(
+            await WebhookRepository(session).add_deliveries(delivery_rows(webhook, range(1, 11)))
+        )
+        await session.commit()
+    async with sessions() as one, sessions() as two:
+        first = {row.id for row in await WebhookRepository(one).claim_unstarted(5)}
+        second = {row.id for row in await WebhookRepository(two).claim_unstarted(5)}
+        await one.rollback()
+        await two.rollback()
+    assert first and second and not first & second
+    assert len((first | second) & made) >= 2
+    async with sessions() as session:  # nothing left to deliver
+        await WebhookService(session, settings).delete(admin_of(owner), webhook.id)
+        await session.commit()
 
 
 async def test_dispatching_twice_delivers_once(
