@@ -143,6 +143,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=10, ge=1, le=50)  # then the delivery is FAILED
     webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)  # doubles per attempt
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)  # the longest wait
+    webhook_delivery_retention_days: float = Field(default=30.0, gt=0)  # DELIVERED/FAILED rows
 
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None

@@ -14,6 +14,9 @@ Every WEBHOOK_DISPATCH_INTERVAL_SECONDS the worker runs `run_round`:
    marked started in the transaction that claimed them. The workflow id derives from
    (webhook id, seq) with REJECT_DUPLICATE, so a crash between a start and the commit only
    repeats a start that Temporal refuses.
+3. Upkeep: delete a batch of DELIVERED/FAILED rows older than WEBHOOK_DELIVERY_RETENTION_DAYS,
+   and mark FAILED the PENDING rows that have shown no sign of life for STALLED_AFTER and
+   whose workflow has closed (it failed or was terminated before recording an outcome).
 Latency is at most one interval (default 5 s) plus the delivery itself.
 """
 
@@ -21,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import structlog
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from app.db import SessionFactory
 from app.models import WebhookDelivery
@@ -38,6 +43,11 @@ from app.webhooks.workflow_io import WEBHOOK_WORKFLOW, DeliveryJob, workflow_id
 
 log = structlog.get_logger(__name__)
 START_BATCH = 100
+PURGE_BATCH = 1000
+SWEEP_BATCH = 100
+# A PENDING delivery this long past its start or its next attempt's due time is checked: an
+# attempt lasts at most WEBHOOK_TIMEOUT_SECONDS (<= 60) plus 30 s.
+STALLED_AFTER = timedelta(minutes=10)
 
 
 class Dispatcher:
@@ -46,12 +56,59 @@ class Dispatcher:
 
     async def run_round(self) -> int:
         """Dispatch every enabled webhook with new notifications, then start unstarted
-        deliveries; returns how many workflows were started."""
+        deliveries; returns how many workflows were started. Upkeep (the retention purge,
+        the sweep of stalled deliveries) follows, and a failure there stops nothing else."""
         async with self.sessions() as session:
             webhook_ids = await WebhookRepository(session).behind_ids()
         for webhook_id in webhook_ids:
             await self.dispatch(webhook_id)
-        return await self.start_pending()
+        started = await self.start_pending()
+        for upkeep in (self.purge, self.sweep_stalled):
+            try:
+                await upkeep()
+            except Exception as exc:
+                log.warning(f"webhook.{upkeep.__name__}_failed", error=str(exc))
+        return started
+
+    async def purge(self) -> int:
+        """Delete a batch of DELIVERED/FAILED deliveries older than the retention."""
+        cutoff = utcnow() - timedelta(days=self.settings.webhook_delivery_retention_days)
+        async with self.sessions() as session:
+            deleted = await WebhookRepository(session).delete_finished_before(cutoff, PURGE_BATCH)
+            await session.commit()
+        if deleted:
+            log.info("webhook.deliveries_purged", count=deleted)
+        return deleted
+
+    async def sweep_stalled(self) -> int:
+        """Mark FAILED the stalled PENDING deliveries whose workflow has closed (or is gone):
+        a workflow that failed, timed out or was terminated before recording an outcome
+        would leave its row PENDING for ever. Returns how many were marked."""
+        async with self.sessions() as session:
+            rows = await WebhookRepository(session).stalled(utcnow() - STALLED_AFTER, SWEEP_BATCH)
+        failed = 0
+        for row in rows:
+            status = await self._workflow_status(row)
+            if status is None or status != WorkflowExecutionStatus.RUNNING:
+                async with self.sessions() as session:
+                    failed += await WebhookRepository(session).fail_pending(
+                        row.id, f"the delivery workflow ended without an outcome ({status})"
+                    )
+                    await session.commit()
+        return failed
+
+    async def _workflow_status(self, row: WebhookDelivery) -> WorkflowExecutionStatus | None:
+        """The status of the row's workflow; None when Temporal has no such workflow."""
+        redelivery = str(row.id) if row.redelivery_of is not None else None
+        handle = self.temporal.get_workflow_handle(
+            workflow_id(str(row.webhook_id), row.seq, redelivery)
+        )
+        try:
+            return (await handle.describe()).status
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
 
     async def dispatch(self, webhook_id: uuid.UUID) -> int:
         """Add deliveries for one webhook's new notifications (one read, at most

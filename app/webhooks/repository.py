@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.models import NotificationCounter, Webhook, WebhookDelivery
 
@@ -172,3 +173,54 @@ class WebhookRepository:
                 .where(WebhookDelivery.id.in_(delivery_ids))
                 .values(started_at=at)
             )
+
+    async def fail_pending(self, delivery_id: uuid.UUID, error: str) -> bool:
+        """End a delivery FAILED with `error`, unless it already ended; True when it did."""
+        done = await self.session.scalar(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "PENDING")
+            .values(status="FAILED", error=error, next_attempt_at=None)
+            .returning(WebhookDelivery.id)
+        )
+        return done is not None
+
+    async def stalled(self, before: datetime, limit: int) -> list[WebhookDelivery]:
+        """Started deliveries still PENDING whose last sign of life (start, or the due time of
+        their next attempt) is older than `before`: their workflow may have ended without
+        recording an outcome."""
+        last_seen = func.coalesce(WebhookDelivery.next_attempt_at, WebhookDelivery.started_at)
+        return list(
+            await self.session.scalars(
+                select(WebhookDelivery)
+                .where(
+                    WebhookDelivery.status == "PENDING",
+                    WebhookDelivery.started_at.is_not(None),
+                    last_seen < before,
+                )
+                .order_by(WebhookDelivery.created_at)
+                .limit(limit)
+            )
+        )
+
+    async def delete_finished_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` DELIVERED or FAILED deliveries created before `cutoff`;
+        returns how many. An original goes only once no redelivery points to it: deleting it
+        first would turn its redeliveries into automatic rows, two of which break the unique
+        (webhook, seq) index."""
+        redelivery = aliased(WebhookDelivery)
+        oldest = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status != "PENDING",
+                WebhookDelivery.created_at < cutoff,
+                ~select(redelivery.id)
+                .where(redelivery.redelivery_of == WebhookDelivery.id)
+                .exists(),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            delete(WebhookDelivery).where(WebhookDelivery.id.in_(oldest))
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]

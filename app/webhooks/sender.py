@@ -189,6 +189,17 @@ class WebhookSender:
             error=outcome.error,
         )
 
+    async def fail(self, delivery_id: uuid.UUID, error: str) -> None:
+        """End the delivery FAILED with `error` unless it already ended (its workflow's last
+        attempt raised or timed out, or the workflow closed without recording)."""
+        async with self.sessions() as session:
+            failed = await WebhookRepository(session).fail_pending(
+                delivery_id, printable(error, ERROR_CHARS)
+            )
+            await session.commit()
+        if failed:
+            log.warning("webhook.delivery_failed", delivery_id=str(delivery_id), error=error)
+
     def backoff(self, attempt: int) -> float:
         """Seconds Temporal waits after attempt number `attempt` (its retry policy's formula)."""
         initial = self.settings.webhook_retry_initial_seconds

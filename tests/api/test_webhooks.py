@@ -13,18 +13,20 @@ import shutil
 import subprocess
 import threading
 import uuid
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook as Verifier
+from temporalio import activity
 from temporalio.client import Client, WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from app.errors import QuotaExceeded
-from app.models import Webhook
+from app.models import Webhook, WebhookDelivery
 from app.models.base import utcnow
 from app.notifications.service import NotificationService
 from app.settings import Settings
@@ -34,9 +36,11 @@ from app.webhooks.policy import DestinationRefused
 from app.webhooks.repository import WebhookRepository
 from app.webhooks.sender import WebhookSender
 from app.webhooks.service import WebhookService
+from app.webhooks.workflow_io import DELIVER_ACTIVITY, WEBHOOK_WORKFLOW, DeliveryJob
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
 from workers.main import PASSTHROUGH
+from workers.webhook_activities import WebhookActivities
 from workers.workflows import WebhookDeliveryWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -573,3 +577,109 @@ async def test_the_guides_verifiers_accept_a_real_delivery(
     assert await asyncio.to_thread(run_node, request["body"]) == payload
     refused = await asyncio.to_thread(run_node, tampered)
     assert refused == {"refused": "no valid webhook signature"}
+
+
+async def stored(sessions: Any, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+    async with sessions() as session:
+        return await session.get(WebhookDelivery, delivery_id)
+
+
+async def test_a_last_attempt_that_raises_is_recorded_failed(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """An attempt that raises instead of recording (the database down in attempt()) on the
+    last try, or times out, fails the activity: the workflow then records the delivery FAILED
+    in an activity of its own, instead of leaving it PENDING for ever. The attempt is played
+    by an activity registered under the real one's name that always raises."""
+    owner = await tenant_uuid(sessions, tenant)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        [delivery_id] = await WebhookRepository(session).add_deliveries(delivery_rows(webhook, [1]))
+        await WebhookRepository(session).mark_started([delivery_id], utcnow())
+        await session.commit()
+
+    @activity.defn(name=DELIVER_ACTIVITY)
+    async def crashing_attempt(job: DeliveryJob) -> bool:
+        raise RuntimeError("the database is down")
+
+    queue = f"webhook-crash-{uuid.uuid4().hex[:8]}"
+    temporal = await Client.connect(settings.temporal_address or "")
+    job = DeliveryJob(str(delivery_id), 2, 0.1, 0.1, 1.0)
+    record = WebhookActivities(sessions, settings).record_failure
+    async with Worker(
+        temporal,
+        task_queue=queue,
+        workflows=[WebhookDeliveryWorkflow],
+        activities=[crashing_attempt, record],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
+    ):
+        delivered = await temporal.execute_workflow(
+            WEBHOOK_WORKFLOW, job, id=f"webhook-crash-{delivery_id}", task_queue=queue
+        )
+    assert delivered is False
+    row = await stored(sessions, delivery_id)
+    assert row is not None and row.status == "FAILED"
+    assert "did not finish" in (row.error or "") and "database is down" in (row.error or "")
+
+
+async def test_stalled_delivery_whose_workflow_is_gone_is_failed(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """A PENDING row started a day ago whose workflow Temporal does not know (or has closed)
+    is marked FAILED by the dispatcher's sweep; a recent one is left alone."""
+    owner = await tenant_uuid(sessions, tenant)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        repo = WebhookRepository(session)
+        old, recent = await repo.add_deliveries(delivery_rows(webhook, [1, 2]))
+        await repo.mark_started([old], utcnow() - timedelta(days=1))
+        await repo.mark_started([recent], utcnow())
+        await session.commit()
+    temporal = await Client.connect(settings.temporal_address or "")
+    await Dispatcher(sessions, temporal, settings).sweep_stalled()
+    gone, alive = await stored(sessions, old), await stored(sessions, recent)
+    assert (
+        gone is not None and gone.status == "FAILED" and "without an outcome" in (gone.error or "")
+    )
+    assert alive is not None and alive.status == "PENDING"
+    async with sessions() as session:
+        await WebhookService(session, settings).delete(admin_of(owner), webhook.id)
+        await session.commit()
+
+
+async def test_finished_deliveries_past_the_retention_are_purged(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """Finished rows older than WEBHOOK_DELIVERY_RETENTION_DAYS go; PENDING and recent rows
+    stay, and so does an original while a redelivery points to it."""
+    owner = await tenant_uuid(sessions, tenant)
+    long_ago = utcnow() - timedelta(days=settings.webhook_delivery_retention_days + 1)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        repo = WebhookRepository(session)
+        ids = await repo.add_deliveries(delivery_rows(webhook, [1, 2, 3, 4]))
+        rows = [await session.get(WebhookDelivery, i) for i in ids]
+        for row, status in zip(rows, ["DELIVERED", "FAILED", "PENDING", "DELIVERED"], strict=True):
+            assert row is not None
+            row.status, row.started_at = status, utcnow()
+            row.created_at = long_ago if row.seq != 4 else utcnow()
+        assert rows[1] is not None
+        redelivery = await repo.add_redelivery(rows[1])
+        redelivery.status = "DELIVERED"
+        await session.commit()
+    temporal = await Client.connect(settings.temporal_address or "")
+    await Dispatcher(sessions, temporal, settings).purge()
+    kept = [await stored(sessions, i) is not None for i in ids]
+    assert kept == [False, True, True, True]
+    assert await stored(sessions, redelivery.id) is not None
+    async with sessions() as session:
+        await WebhookService(session, settings).delete(admin_of(owner), webhook.id)
+        await session.commit()

@@ -1,0 +1,62 @@
+"""webhook deliveries: indexes for the tenant, the retention purge, redeliveries and the
+dispatcher's per-tenant claim
+
+Revision ID: 0013
+Revises: 0012
+"""
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision = "0013"
+down_revision = "0012"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Deleting a tenant cascades here; without it, a scan of every tenant's deliveries.
+    op.create_index("ix_webhook_deliveries_tenant_id", "webhook_deliveries", ["tenant_id"])
+    # The retention purge: finished rows, oldest first.
+    op.create_index(
+        "ix_webhook_deliveries_finished",
+        "webhook_deliveries",
+        ["created_at"],
+        postgresql_where=sa.text("status <> 'PENDING'"),
+    )
+    # The purge's "no redelivery points here" check, and ON DELETE SET NULL.
+    op.create_index(
+        "ix_webhook_deliveries_redelivery_of",
+        "webhook_deliveries",
+        ["redelivery_of"],
+        postgresql_where=sa.text("redelivery_of IS NOT NULL"),
+    )
+    # The claim ranks unstarted rows per tenant; the sweep reads the PENDING ones.
+    op.drop_index("ix_webhook_deliveries_unstarted", table_name="webhook_deliveries")
+    op.create_index(
+        "ix_webhook_deliveries_unstarted",
+        "webhook_deliveries",
+        ["tenant_id", "created_at", "id"],
+        postgresql_where=sa.text("started_at IS NULL"),
+    )
+    op.create_index(
+        "ix_webhook_deliveries_pending",
+        "webhook_deliveries",
+        ["created_at"],
+        postgresql_where=sa.text("status = 'PENDING'"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_webhook_deliveries_pending", table_name="webhook_deliveries")
+    op.drop_index("ix_webhook_deliveries_unstarted", table_name="webhook_deliveries")
+    op.create_index(
+        "ix_webhook_deliveries_unstarted",
+        "webhook_deliveries",
+        ["created_at"],
+        postgresql_where=sa.text("started_at IS NULL"),
+    )
+    op.drop_index("ix_webhook_deliveries_redelivery_of", table_name="webhook_deliveries")
+    op.drop_index("ix_webhook_deliveries_finished", table_name="webhook_deliveries")
+    op.drop_index("ix_webhook_deliveries_tenant_id", table_name="webhook_deliveries")
