@@ -185,7 +185,7 @@ class Dispatcher:
                 WEBHOOK_WORKFLOW,
                 job,
                 id=workflow_id(str(row.webhook_id), row.seq, redelivery),
-                task_queue=settings.temporal_task_queue,
+                task_queue=settings.webhook_task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:

@@ -232,7 +232,10 @@ async def test_failed_attempt_is_retried_logged_and_redelivered(
     assert (row["attempts"], row["statusCode"], row["error"]) == (2, 200, None)
     pk = base64.urlsafe_b64decode(webhook_id + "==").decode().split(":", 1)[1]
     temporal = await Client.connect(settings.temporal_address or "")
-    history = await temporal.get_workflow_handle(f"webhook-{pk}-{seq}").fetch_history()
+    handle = temporal.get_workflow_handle(f"webhook-{pk}-{seq}")
+    # On the webhook queue: a slow endpoint holds none of the executions' activity slots.
+    assert (await handle.describe()).task_queue == settings.webhook_task_queue
+    history = await handle.fetch_history()
     await assert_replays(history)
     if os.environ.get("WFS_RECORD_HISTORIES") == "1" and not RETRIED_HISTORY.exists():
         RETRIED_HISTORY.parent.mkdir(exist_ok=True)

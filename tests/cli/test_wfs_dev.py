@@ -181,7 +181,8 @@ def state_dir() -> Iterator[Path]:
 
 
 def test_plan_of_processes() -> None:
-    assert plan(2) == [("api", ["api"]), ("workers", ["worker", "ai-worker"])]
+    assert plan(2) == [("api", ["api"]), ("workers", ["worker", "ai-worker", "webhook-worker"])]
+    assert plan(3)[2] == ("ai-worker", ["ai-worker", "webhook-worker"])
     assert [name for name, _ in plan(3)] == ["api", "worker", "ai-worker"]
     assert [name for name, _ in plan(5)] == ["api", "worker", "worker-2", "worker-3", "ai-worker"]
 
@@ -212,6 +213,9 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
         await asyncio.to_thread(dev.wait_for, rf"^api +\| .*Started server process \[{api.pid}\]")
         await asyncio.to_thread(dev.wait_for, r"^worker +\| .*worker\.started.*wfs-main")
         await asyncio.to_thread(dev.wait_for, r"^ai-worker +\| .*worker\.started.*task_queue=ai")
+        await asyncio.to_thread(
+            dev.wait_for, r"^ai-worker +\| .*worker\.started.*task_queue=webhooks"
+        )
 
         # Another wfs command from the same state dir uses the running services.
         created = await asyncio.to_thread(
