@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     # endpoint holds only webhook activity slots, never the executions' ones.
     webhook_task_queue: str = "webhooks"
     webhook_max_concurrent_deliveries: int = Field(default=50, ge=1)  # per webhook worker
+    # Encrypts webhook secrets at rest (app/webhooks/secret_box.py): a Fernet key; unset, one is
+    # made in <state dir>/webhook-secret-key. The API and webhook workers need the same one.
+    webhook_secret_key: SecretStr | None = Field(default=None, min_length=44, max_length=44)
 
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None

@@ -26,8 +26,9 @@ class Webhook(UUIDPk, Timestamps, Base):
     )
     url: Mapped[str] = mapped_column(String(2048))
     events: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
-    # `whsec_<base64>`: never returned by the API after creation (docs/webhooks.md).
-    secret: Mapped[str] = mapped_column(String(100))
+    # `whsec_<base64>` sealed with WEBHOOK_SECRET_KEY (app/webhooks/secret_box.py): never
+    # returned by the API after creation (docs/webhooks.md).
+    secret: Mapped[str] = mapped_column(String(300))
     enabled: Mapped[bool] = mapped_column(default=True)
     # Why the service disabled it (410 Gone), or None.
     disabled_reason: Mapped[str | None] = mapped_column(String(200))

@@ -39,6 +39,7 @@ from app.webhooks.policy import (
     resolve_destination,
 )
 from app.webhooks.repository import WebhookRepository
+from app.webhooks.secret_box import SecretBox, SecretUnreadable
 
 log = structlog.get_logger(__name__)
 SNIPPET_CHARS = 200
@@ -101,6 +102,10 @@ class WebhookSender:
         except (DestinationRefused, DestinationUnresolved) as exc:
             message = exc.message if isinstance(exc, DestinationRefused) else str(exc)
             return Attempt(delivered=False, retry=True, error=printable(message, ERROR_CHARS))
+        try:
+            secret = SecretBox(settings).open(webhook.secret)
+        except SecretUnreadable as exc:
+            return Attempt(delivered=False, retry=True, error=str(exc))
         body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
         msg_id, now = message_id(delivery), utcnow()
         headers = httpx.Headers(
@@ -109,7 +114,7 @@ class WebhookSender:
                 "user-agent": "workflow-service-webhooks",
                 "webhook-id": msg_id,
                 "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": Signer(webhook.secret).sign(msg_id, now, body),
+                "webhook-signature": Signer(secret).sign(msg_id, now, body),
             }
         )
         timeout = httpx.Timeout(settings.webhook_timeout_seconds)

@@ -34,6 +34,7 @@ from app.tenants.service import Principal, TenantService
 from app.webhooks.dispatcher import START_BATCH, Dispatcher
 from app.webhooks.policy import DestinationRefused
 from app.webhooks.repository import WebhookRepository
+from app.webhooks.secret_box import SecretBox
 from app.webhooks.sender import WebhookSender
 from app.webhooks.service import WebhookService
 from app.webhooks.workflow_io import DELIVER_ACTIVITY, WEBHOOK_WORKFLOW, DeliveryJob
@@ -334,9 +335,16 @@ async def test_only_admins_manage_webhooks(server: str, tenant: TenantKeys, rece
         assert deleted["deleteWebhook"]["code"] == "FORBIDDEN"
 
 
-async def test_secret_is_shown_once(server: str, tenant: TenantKeys, receiver: Any) -> None:
+async def test_secret_is_shown_once(
+    server: str, settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
     client = GraphQLClient(server, tenant.admin)
     created = await create(client, receiver().url, ["EXECUTION_FAILED"])
+    # At rest it is sealed (WEBHOOK_SECRET_KEY or the state dir's key), not in clear.
+    async with sessions() as session:
+        [row] = await WebhookRepository(session).page(await tenant_uuid(sessions, tenant), None, 5)
+    assert created["secret"] not in row.secret
+    assert SecretBox(settings).open(row.secret) == created["secret"]
     body = await client.raw("{ webhooks(first: 5) { edges { node { id secret } } } }")
     assert "Cannot query field 'secret'" in body["errors"][0]["message"], body
     updated = await client.raw(

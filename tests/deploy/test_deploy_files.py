@@ -514,7 +514,10 @@ def test_compose_commands_are_real_wfs_subcommands() -> None:
     assert path == ["worker"] and ctx.params["queue"] == "ai"
     (worker_webhooks,) = runs["worker-webhooks"]
     path, ctx = wfs_context(worker_webhooks)
-    assert path == ["worker"] and ctx.params["queue"] == Settings.model_fields["webhook_task_queue"].default
+    assert (
+        path == ["worker"]
+        and ctx.params["queue"] == Settings.model_fields["webhook_task_queue"].default
+    )
 
 
 def test_compose_api_publishes_its_port_and_checks_healthz() -> None:
