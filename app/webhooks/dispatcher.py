@@ -89,12 +89,14 @@ class Dispatcher:
         failed = 0
         for row in rows:
             status = await self._workflow_status(row)
-            if status is None or status != WorkflowExecutionStatus.RUNNING:
-                async with self.sessions() as session:
-                    failed += await WebhookRepository(session).fail_pending(
-                        row.id, f"the delivery workflow ended without an outcome ({status})"
-                    )
-                    await session.commit()
+            if status == WorkflowExecutionStatus.RUNNING:
+                continue
+            ended = status.name if status is not None else "NOT_FOUND"
+            async with self.sessions() as session:
+                failed += await WebhookRepository(session).fail_pending(
+                    row.id, f"the delivery workflow ended without an outcome ({ended})"
+                )
+                await session.commit()
         return failed
 
     async def _workflow_status(self, row: WebhookDelivery) -> WorkflowExecutionStatus | None:

@@ -628,10 +628,12 @@ async def test_a_last_attempt_that_raises_is_recorded_failed(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
         ),
     ):
-        delivered = await temporal.execute_workflow(
+        handle = await temporal.start_workflow(
             WEBHOOK_WORKFLOW, job, id=f"webhook-crash-{delivery_id}", task_queue=queue
         )
+        delivered = await handle.result()
     assert delivered is False
+    await assert_replays(await handle.fetch_history())
     row = await stored(sessions, delivery_id)
     assert row is not None and row.status == "FAILED"
     assert "did not finish" in (row.error or "") and "database is down" in (row.error or "")
