@@ -188,9 +188,9 @@ def test_plan_of_processes() -> None:
 
 
 async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None:
-    """From an empty state dir: API, worker and AI worker are three child processes with
-    their own pids and prefixed logs; an execution completes through them; SIGINT stops
-    them and every embedded server."""
+    """From an empty state dir: API, worker and AI worker (with the webhook worker) are three
+    child processes with their own pids and prefixed logs; an execution completes through
+    them; SIGINT stops them and every embedded server."""
     port = free_port()
     dev, banner = await asyncio.to_thread(_start, state_dir, port)
     try:
@@ -202,7 +202,7 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
         assert (state_dir / "services.json").exists()
 
         roles = dev.roles()
-        assert sorted(roles) == ["ai-worker", "api", "worker"]
+        assert sorted(roles) == ["ai-worker webhook-worker", "api", "worker"]
         pids = {p.pid for found in roles.values() for p in found}
         assert len(pids) == 3 and dev.proc.pid not in pids
         api = roles["api"][0]
