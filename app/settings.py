@@ -148,6 +148,14 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=10, ge=1, le=50)  # then the delivery is FAILED
     webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)  # doubles per attempt
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)  # the longest wait
+    webhook_delivery_retention_days: float = Field(default=30.0, gt=0)  # DELIVERED/FAILED rows
+    # Deliveries run on their own queue and worker (`wfs worker --queue webhooks`): a slow
+    # endpoint holds only webhook activity slots, never the executions' ones.
+    webhook_task_queue: str = "webhooks"
+    webhook_max_concurrent_deliveries: int = Field(default=50, ge=1)  # per webhook worker
+    # Encrypts webhook secrets at rest (app/webhooks/secret_box.py): a Fernet key; unset, one is
+    # made in <state dir>/webhook-secret-key. The API and webhook workers need the same one.
+    webhook_secret_key: SecretStr | None = Field(default=None, min_length=44, max_length=44)
 
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None

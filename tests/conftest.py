@@ -213,6 +213,7 @@ def settings(
         temporal_address=services.temporal_address,
         temporal_task_queue=f"test-{uuid.uuid4().hex[:8]}",
         ai_task_queue=f"test-ai-{uuid.uuid4().hex[:8]}",
+        webhook_task_queue=f"test-webhooks-{uuid.uuid4().hex[:8]}",
         api_port=free_port(),
         state_dir=state_dir,
         subscription_poll_seconds=1.0,
@@ -245,10 +246,11 @@ async def server(settings: Settings, sessions) -> AsyncIterator[str]:  # type: i
     api = asyncio.create_task(run_api(settings, stop, ready))
     worker = asyncio.create_task(run_worker(settings, stop))
     ai_worker = asyncio.create_task(run_worker(settings, stop, settings.ai_task_queue))
+    webhook_worker = asyncio.create_task(run_worker(settings, stop, settings.webhook_task_queue))
     await asyncio.wait_for(ready.wait(), 30)
     yield f"http://{settings.api_host}:{settings.api_port}"
     stop.set()
-    await asyncio.gather(api, worker, ai_worker)
+    await asyncio.gather(api, worker, ai_worker, webhook_worker)
 
 
 @pytest.fixture

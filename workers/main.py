@@ -33,16 +33,37 @@ def build_worker(
     settings: Settings,
 ) -> Worker:
     activities = TemplateActivities(sessions, publisher, settings)
+    # Deliveries started on this queue before WEBHOOK_TASK_QUEUE existed finish here; new ones
+    # run on the webhook worker (build_webhook_worker).
     webhooks = WebhookActivities(sessions, settings)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[TemplateWorkflow, ForEachBatchWorkflow, WebhookDeliveryWorkflow],
         activities=[*activities.all(), *webhooks.all()],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
+        workflow_runner=sandboxed_runner(),
         max_concurrent_workflow_task_polls=10,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+def sandboxed_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
+def build_webhook_worker(client: Client, sessions: SessionFactory, settings: Settings) -> Worker:
+    """The delivery workflows and their activities, on WEBHOOK_TASK_QUEUE: an endpoint that
+    takes its full timeout holds one of this worker's WEBHOOK_MAX_CONCURRENT_DELIVERIES slots,
+    never one of the activities that run executions."""
+    return Worker(
+        client,
+        task_queue=settings.webhook_task_queue,
+        workflows=[WebhookDeliveryWorkflow],
+        activities=WebhookActivities(sessions, settings).all(),
+        workflow_runner=sandboxed_runner(),
+        max_concurrent_activities=settings.webhook_max_concurrent_deliveries,
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
 

@@ -14,7 +14,13 @@ from temporalio.exceptions import ApplicationError
 from app.db import SessionFactory
 from app.settings import Settings
 from app.webhooks.sender import WebhookSender
-from app.webhooks.workflow_io import DELIVER_ACTIVITY, DELIVERY_FAILED_ERROR, DeliveryJob
+from app.webhooks.workflow_io import (
+    DELIVER_ACTIVITY,
+    DELIVERY_FAILED_ERROR,
+    RECORD_FAILURE_ACTIVITY,
+    DeliveryFailure,
+    DeliveryJob,
+)
 
 
 class WebhookActivities:
@@ -22,7 +28,7 @@ class WebhookActivities:
         self.sender = WebhookSender(sessions, settings)
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
-        return [self.deliver]
+        return [self.deliver, self.record_failure]
 
     @activity.defn(name=DELIVER_ACTIVITY)
     async def deliver(self, job: DeliveryJob) -> bool:
@@ -34,3 +40,8 @@ class WebhookActivities:
         if outcome.retry and attempt < job.max_attempts:
             raise ApplicationError(outcome.error or "not delivered", type=DELIVERY_FAILED_ERROR)
         return outcome.delivered
+
+    @activity.defn(name=RECORD_FAILURE_ACTIVITY)
+    async def record_failure(self, failure: DeliveryFailure) -> None:
+        """Mark the delivery FAILED (its last attempt raised or timed out)."""
+        await self.sender.fail(uuid.UUID(failure.delivery_id), failure.error)

@@ -23,6 +23,7 @@ from app.api.errors import (
 from app.api.relay import Connection, Node, from_global_id, to_global_id
 from app.models import Webhook as WebhookModel
 from app.models import WebhookDelivery as DeliveryModel
+from app.webhooks.sender import message_id
 from app.webhooks.service import WebhookService
 
 
@@ -101,7 +102,7 @@ class WebhookDelivery(Node):
             webhook_id=to_global_id("Webhook", m.webhook_id),
             seq=m.seq,
             event=WebhookEvent(m.event_type),
-            message_id=f"msg_{m.webhook_id.hex}_{m.seq}",
+            message_id=message_id(m),
             redelivery=m.redelivery_of is not None,
             status=WebhookDeliveryStatus(m.status),
             attempts=m.attempts,

@@ -2,8 +2,8 @@
 
 Starts the services whose URLs are unset (embedded PostgreSQL, Valkey and the Temporal dev
 server with its UI, state under --state-dir), migrates, seeds the standard templates and one
-demo tenant per tier, then runs the API, the worker and the AI worker, each in its own child
-process by default (app/cli/dev_roles.py; `--processes 1`: all in this one), until Ctrl-C,
+demo tenant per tier, then runs the API, the worker, the AI worker and the webhook worker in child
+processes by default (app/cli/dev_roles.py; `--processes 1`: all in this one), until Ctrl-C,
 SIGTERM or a role's exit, and stops every child it started. It publishes its URLs in
 `<state dir>/services.json` so other `wfs` commands run from the same directory use these
 services.

@@ -1,4 +1,5 @@
-"""`wfs dev`'s roles (API, worker, AI worker) run as child processes, and the child's side.
+"""`wfs dev`'s roles (API, worker, AI worker, webhook worker) run as child processes, and the
+child's side.
 
 One Python process runs its event loop on one core: a slow step or a large document in the
 worker stalls the API beside it. So `wfs dev` starts each role in its own process (the
@@ -30,23 +31,24 @@ import click
 
 from app.settings import Settings
 
-ROLES = ("api", "worker", "ai-worker")
+ROLES = ("api", "worker", "ai-worker", "webhook-worker")
 _output_lock = threading.Lock()
 
 
 def plan(processes: int) -> list[tuple[str, list[str]]]:
     """(name, roles) of each process for `wfs dev --processes N` (N >= 2): 2 is the API and
-    one process with both workers; 3 gives the AI worker its own; more add main-queue workers."""
+    one process with all the workers; 3 gives the AI and webhook workers their own; more add
+    main-queue workers."""
     if processes == 2:
-        return [("api", ["api"]), ("workers", ["worker", "ai-worker"])]
+        return [("api", ["api"]), ("workers", ["worker", "ai-worker", "webhook-worker"])]
     workers = [("worker" if n == 1 else f"worker-{n}", ["worker"]) for n in range(1, processes - 1)]
-    return [("api", ["api"]), *workers, ("ai-worker", ["ai-worker"])]
+    return [("api", ["api"]), *workers, ("ai-worker", ["ai-worker", "webhook-worker"])]
 
 
 def _role(
     role: str, settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None
 ) -> Coroutine[Any, Any, None]:
-    from app.cli.runner import run_ai_worker, run_api, run_worker
+    from app.cli.runner import run_ai_worker, run_api, run_webhook_worker, run_worker
 
     if role == "api":
         return run_api(settings, stop, ready)
@@ -54,6 +56,8 @@ def _role(
         return run_worker(settings, stop)
     if role == "ai-worker":
         return run_ai_worker(settings, stop)
+    if role == "webhook-worker":
+        return run_webhook_worker(settings, stop)
     raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
 
 

@@ -64,7 +64,12 @@ def api(host: str | None, port: int | None) -> None:
 
 
 @cli.command()
-@click.option("--queue", default=None, help="Task queue (TEMPORAL_TASK_QUEUE, default wfs-main).")
+@click.option(
+    "--queue",
+    default=None,
+    help="Task queue (TEMPORAL_TASK_QUEUE, default wfs-main; AI_TASK_QUEUE `ai` or "
+    "WEBHOOK_TASK_QUEUE `webhooks` for those workers).",
+)
 @click.option(
     "--metrics-port", type=int, default=None, help="Serve /metrics (WORKER_METRICS_PORT)."
 )
@@ -97,8 +102,8 @@ def worker(queue: str | None, metrics_port: int | None) -> None:
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="1: API and workers in this process; 2: API | both workers; 3: API | worker | "
-    "AI worker; more: extra main-queue workers.",
+    help="1: API and workers in this process; 2: API | all workers; 3: API | worker | "
+    "AI and webhook workers; more: extra main-queue workers.",
 )
 def dev(state_dir: Path, port: int, host: str, fake_llm: bool, processes: int) -> None:
     """Start everything not configured (PostgreSQL, Valkey, Temporal), migrate, seed, serve."""

@@ -77,10 +77,14 @@ def settle_heap() -> None:
 async def run_worker(
     settings: Settings, stop: asyncio.Event, task_queue: str | None = None
 ) -> None:
-    """A worker for one task queue; the AI queue gets the AI activities and their upkeep."""
+    """A worker for one task queue; the AI queue gets the AI activities and their upkeep, the
+    webhook queue the webhook deliveries."""
     queue = task_queue or settings.temporal_task_queue
     if queue == settings.ai_task_queue:
         await run_ai_worker(settings, stop)
+        return
+    if queue == settings.webhook_task_queue:
+        await run_webhook_worker(settings, stop)
         return
     from workers.main import build_worker, run_until  # workers import app, never the reverse
 
@@ -190,4 +194,20 @@ async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:
         stop.set()
         await maintenance
         await gateway.ledger.redis.aclose()
+        await engine.dispose()
+
+
+async def run_webhook_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """The worker of WEBHOOK_TASK_QUEUE: webhook delivery workflows and their attempts (the
+    dispatcher that starts them runs in the main-queue workers)."""
+    from workers.main import build_webhook_worker, run_until
+
+    assert settings.database_url and settings.temporal_address
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    engine = make_engine(settings.database_url)
+    try:
+        worker = build_webhook_worker(client, make_sessionmaker(engine), settings)
+        settle_heap()
+        await run_until(worker, stop)
+    finally:
         await engine.dispose()

@@ -26,8 +26,9 @@ class Webhook(UUIDPk, Timestamps, Base):
     )
     url: Mapped[str] = mapped_column(String(2048))
     events: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
-    # `whsec_<base64>`: never returned by the API after creation (docs/webhooks.md).
-    secret: Mapped[str] = mapped_column(String(100))
+    # `whsec_<base64>` sealed with WEBHOOK_SECRET_KEY (app/webhooks/secret_box.py): never
+    # returned by the API after creation (docs/webhooks.md).
+    secret: Mapped[str] = mapped_column(String(300))
     enabled: Mapped[bool] = mapped_column(default=True)
     # Why the service disabled it (410 Gone), or None.
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
@@ -50,11 +51,32 @@ class WebhookDelivery(UUIDPk, Timestamps, Base):
         ),
         # Listing a webhook's log, newest first.
         Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at", "id"),
-        # The dispatcher's sweep of rows whose workflow has not been started.
+        # The dispatcher's claim of rows whose workflow has not been started (per tenant).
         Index(
             "ix_webhook_deliveries_unstarted",
+            "tenant_id",
             "created_at",
+            "id",
             postgresql_where=text("started_at IS NULL"),
+        ),
+        # A tenant's deletion cascades here.
+        Index("ix_webhook_deliveries_tenant_id", "tenant_id"),
+        # The retention purge of finished rows (migration 0013).
+        Index(
+            "ix_webhook_deliveries_finished",
+            "created_at",
+            postgresql_where=text("status <> 'PENDING'"),
+        ),
+        Index(
+            "ix_webhook_deliveries_redelivery_of",
+            "redelivery_of",
+            postgresql_where=text("redelivery_of IS NOT NULL"),
+        ),
+        # The sweep of stalled PENDING rows.
+        Index(
+            "ix_webhook_deliveries_pending",
+            "created_at",
+            postgresql_where=text("status = 'PENDING'"),
         ),
     )
 

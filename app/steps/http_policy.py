@@ -81,6 +81,7 @@ _NOT_PUBLIC = tuple(
     )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_INTERNAL = "private, loopback, link-local, multicast, reserved or cloud metadata"
 
 
 def _allow_entry(raw: str) -> tuple[str, int | None] | None:
@@ -191,20 +192,31 @@ def address_allowed(ip: IPAddress, settings: Settings) -> bool:
     return any(a in net for net in _networks(settings) for a in candidates)
 
 
-def checked_url(raw: str | httpx.URL, settings: Settings) -> httpx.URL:
-    """`raw` as a URL whose scheme, host and port may be reached (addresses come later)."""
+def parse_url(raw: str | httpx.URL) -> httpx.URL:
+    """`raw` as an absolute http(s) URL with a host (else StepInputError)."""
     try:
         url = httpx.URL(raw)
     except httpx.InvalidURL as exc:
         raise StepInputError(f"invalid url {str(raw)!r}: {exc}") from exc
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in _DEFAULT_PORTS or not url.host:
         raise StepInputError(f"url {str(raw)!r} must be an absolute http(s) URL")
+    return url
+
+
+def url_port(url: httpx.URL) -> int:
+    """The port `url` connects to: its own, or its scheme's default."""
+    return url.port or _DEFAULT_PORTS[url.scheme]
+
+
+def checked_url(raw: str | httpx.URL, settings: Settings) -> httpx.URL:
+    """`raw` as a URL whose scheme, host and port may be reached (addresses come later)."""
+    url = parse_url(raw)
     if not host_allowed(url.host, settings.http_allowed_hosts):
         raise StepInputError(
             f"host {url.host!r} is not allowed; the operator lists reachable hosts in "
             "HTTP_ALLOWED_HOSTS"
         )
-    port = url.port or _DEFAULT_PORTS[url.scheme]
+    port = url_port(url)
     if not port_allowed(url.host, port, settings):
         raise StepInputError(
             f"port {port} is not allowed for host {url.host!r}; the operator lists ports in "
@@ -217,14 +229,21 @@ async def resolve_checked(url: httpx.URL, settings: Settings) -> tuple[str, ...]
     """The addresses `url`'s host resolves to, every one of them allowed (else StepInputError):
     the only addresses the request may then connect to."""
     host = url.host.lower().rstrip(".")
-    port = url.port or _DEFAULT_PORTS[url.scheme]
     if is_ip_literal(host):
-        # An IP literal passed the allow list only by being listed exactly: the operator's call.
-        return (str(ipaddress.ip_address(host)),)
+        ip = ipaddress.ip_address(host)
+        # Listed exactly in HTTP_ALLOWED_HOSTS, an IP literal is the operator's call (a
+        # wildcard never matches one).
+        if address_allowed(ip, settings) or host_allowed(host, settings.http_allowed_hosts):
+            return (str(ip),)
+        raise StepInputError(f"url names an internal address ({_INTERNAL})")
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
-            url.raw_host.decode("ascii"), port, type=socket.SOCK_STREAM
+            url.raw_host.decode("ascii"), url_port(url), type=socket.SOCK_STREAM
         )
+    except UnicodeError as exc:
+        # The IDNA codec refuses an empty label (`a..com`) or one over 63 characters: the
+        # name can never resolve, so it is the input's fault, not the network's.
+        raise StepInputError(f"host {url.host!r} is not a valid host name") from exc
     except socket.gaierror as exc:
         if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
             raise StepInputError(f"host {url.host!r} does not resolve") from exc
@@ -234,8 +253,7 @@ async def resolve_checked(url: httpx.URL, settings: Settings) -> tuple[str, ...]
     if refused or not addresses:
         log.info("step.http_address_refused", host=url.host, addresses=refused)
         raise StepInputError(
-            f"host {url.host!r} resolves to an internal address (private, loopback, "
-            "link-local, multicast, reserved or cloud metadata); the operator opens internal "
-            "networks in HTTP_ALLOWED_NETWORKS"
+            f"host {url.host!r} resolves to an internal address ({_INTERNAL}); the operator "
+            "opens internal networks in HTTP_ALLOWED_NETWORKS"
         )
     return addresses

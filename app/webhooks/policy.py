@@ -14,23 +14,14 @@ checked then (DNS pinning, as http.request does).
 
 from __future__ import annotations
 
-import ipaddress
-
 import httpx
 
 from app.errors import ValidationFailed
 from app.settings import Settings
 from app.steps.base import StepInputError, StepTransientError
-from app.steps.http_policy import (
-    address_allowed,
-    host_allowed,
-    is_ip_literal,
-    port_allowed,
-    resolve_checked,
-)
+from app.steps.http_policy import host_allowed, parse_url, port_allowed, resolve_checked, url_port
 
 MAX_URL_CHARS = 2048
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class DestinationRefused(ValidationFailed):
@@ -46,11 +37,9 @@ def check_url(raw: str, settings: Settings) -> httpx.URL:
     if len(raw) > MAX_URL_CHARS:
         raise DestinationRefused(f"the url may be at most {MAX_URL_CHARS} characters")
     try:
-        url = httpx.URL(raw)
-    except httpx.InvalidURL as exc:
-        raise DestinationRefused(f"invalid url: {exc}") from exc
-    if url.scheme not in _DEFAULT_PORTS or not url.host:
-        raise DestinationRefused("the url must be an absolute https URL")
+        url = parse_url(raw)
+    except StepInputError as exc:
+        raise DestinationRefused(str(exc)) from exc
     if url.userinfo:
         raise DestinationRefused("the url may not carry a user name or password")
     listed = host_allowed(url.host, settings.http_allowed_hosts)
@@ -59,7 +48,7 @@ def check_url(raw: str, settings: Settings) -> httpx.URL:
             "the url must use https (plain http only to hosts the operator lists in "
             "HTTP_ALLOWED_HOSTS)"
         )
-    port = url.port or _DEFAULT_PORTS[url.scheme]
+    port = url_port(url)
     if listed:
         allowed = port_allowed(url.host, port, settings)
     else:
@@ -74,17 +63,8 @@ def check_url(raw: str, settings: Settings) -> httpx.URL:
 
 async def resolve_destination(url: httpx.URL, settings: Settings) -> tuple[str, ...]:
     """The addresses `url`'s host resolves to now, every one allowed: the only ones a delivery
-    may connect to. Raises DestinationRefused, or DestinationUnresolved on a DNS failure."""
-    host = url.host.lower().rstrip(".")
-    if is_ip_literal(host):
-        ip = ipaddress.ip_address(host)
-        # A wildcard never matches an IP literal: host_allowed is an exact listing here.
-        if address_allowed(ip, settings) or host_allowed(host, settings.http_allowed_hosts):
-            return (str(ip),)
-        raise DestinationRefused(
-            "the url names an internal address (private, loopback, link-local, multicast, "
-            "reserved or cloud metadata)"
-        )
+    may connect to (http.request's check). Raises DestinationRefused, or DestinationUnresolved
+    on a DNS failure."""
     try:
         return await resolve_checked(url, settings)
     except StepInputError as exc:

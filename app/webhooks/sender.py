@@ -39,6 +39,7 @@ from app.webhooks.policy import (
     resolve_destination,
 )
 from app.webhooks.repository import WebhookRepository
+from app.webhooks.secret_box import SecretBox, SecretUnreadable
 
 log = structlog.get_logger(__name__)
 SNIPPET_CHARS = 200
@@ -66,6 +67,7 @@ def printable(text: str, limit: int) -> str:
 
 
 def message_id(delivery: WebhookDelivery) -> str:
+    """The `webhook-id` header: one per (webhook, seq), shared by attempts and redeliveries."""
     return f"msg_{delivery.webhook_id.hex}_{delivery.seq}"
 
 
@@ -100,6 +102,10 @@ class WebhookSender:
         except (DestinationRefused, DestinationUnresolved) as exc:
             message = exc.message if isinstance(exc, DestinationRefused) else str(exc)
             return Attempt(delivered=False, retry=True, error=printable(message, ERROR_CHARS))
+        try:
+            secret = SecretBox(settings).open(webhook.secret)
+        except SecretUnreadable as exc:
+            return Attempt(delivered=False, retry=True, error=str(exc))
         body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
         msg_id, now = message_id(delivery), utcnow()
         headers = httpx.Headers(
@@ -108,7 +114,7 @@ class WebhookSender:
                 "user-agent": "workflow-service-webhooks",
                 "webhook-id": msg_id,
                 "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": Signer(webhook.secret).sign(msg_id, now, body),
+                "webhook-signature": Signer(secret).sign(msg_id, now, body),
             }
         )
         timeout = httpx.Timeout(settings.webhook_timeout_seconds)
@@ -187,6 +193,17 @@ class WebhookSender:
             delivered=outcome.delivered,
             error=outcome.error,
         )
+
+    async def fail(self, delivery_id: uuid.UUID, error: str) -> None:
+        """End the delivery FAILED with `error` unless it already ended (its workflow's last
+        attempt raised or timed out, or the workflow closed without recording)."""
+        async with self.sessions() as session:
+            failed = await WebhookRepository(session).fail_pending(
+                delivery_id, printable(error, ERROR_CHARS)
+            )
+            await session.commit()
+        if failed:
+            log.warning("webhook.delivery_failed", delivery_id=str(delivery_id), error=error)
 
     def backoff(self, attempt: int) -> float:
         """Seconds Temporal waits after attempt number `attempt` (its retry policy's formula)."""

@@ -2,8 +2,9 @@
 delete, the delivery log and redelivery. Other roles get FORBIDDEN; another tenant's webhook
 or delivery is NOT_FOUND.
 
-The secret is stored as generated (the sender needs it to sign) and no API field ever returns
-it after `create`; rotating it means creating a new webhook and deleting the old one.
+The secret is stored encrypted (app/webhooks/secret_box.py; the sender opens it to sign) and
+no API field ever returns it after `create`; rotating it means creating a new webhook and
+deleting the old one.
 A webhook starts at the tenant's current notification seq: it receives what happens after it
 was made. Disabled (by the admin, or by the service on 410 Gone) it receives nothing; enabled
 again it starts from the current seq, so an endpoint that was away is not flooded.
@@ -28,6 +29,7 @@ from app.tenants.service import Principal
 from app.webhooks.events import WEBHOOK_EVENTS
 from app.webhooks.policy import DestinationUnresolved, check_url, resolve_destination
 from app.webhooks.repository import WebhookRepository
+from app.webhooks.secret_box import SecretBox
 
 SECRET_BYTES = 32
 
@@ -81,6 +83,7 @@ class WebhookService:
         events = check_events(events)
         checked = await self._checked_url(url)
         limit = self.settings.webhook_max_per_tenant
+        await self.repo.lock_tenant(principal.tenant_id)
         if await self.repo.count(principal.tenant_id) >= limit:
             raise QuotaExceeded(f"a tenant may have at most {limit} webhooks")
         secret = new_secret()
@@ -89,7 +92,7 @@ class WebhookService:
             tenant_id=principal.tenant_id,
             url=checked,
             events=events,
-            secret=secret,
+            secret=SecretBox(self.settings).seal(secret),
             enabled=True,
             last_seq=await self.notifications.head(principal.tenant_id),
         )

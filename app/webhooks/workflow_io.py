@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 WEBHOOK_WORKFLOW = "WebhookDelivery"
 DELIVER_ACTIVITY = "webhook.deliver"
+RECORD_FAILURE_ACTIVITY = "webhook.record_failure"
+# workflow.patched id: a last attempt that raised (or timed out) is recorded FAILED.
+RECORD_FAILURE_PATCH = "webhook-record-final-failure"
 # The attempt did not deliver (no answer, not 2xx): Temporal retries it with backoff.
 DELIVERY_FAILED_ERROR = "WebhookDeliveryFailed"
 
@@ -28,3 +31,11 @@ def workflow_id(webhook_id: str, seq: int, redelivery_id: str | None = None) -> 
     redelivery is a row of its own and runs under its id."""
     base = f"webhook-{webhook_id}-{seq}"
     return base if redelivery_id is None else f"{base}-redelivery-{redelivery_id}"
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """A delivery whose last attempt raised or timed out instead of recording its outcome."""
+
+    delivery_id: str
+    error: str

@@ -13,30 +13,35 @@ import shutil
 import subprocess
 import threading
 import uuid
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook as Verifier
+from temporalio import activity
 from temporalio.client import Client, WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from app.errors import QuotaExceeded
-from app.models import Webhook
+from app.models import Webhook, WebhookDelivery
 from app.models.base import utcnow
 from app.notifications.service import NotificationService
 from app.settings import Settings
 from app.tenants.service import Principal, TenantService
-from app.webhooks.dispatcher import Dispatcher
+from app.webhooks.dispatcher import START_BATCH, Dispatcher
 from app.webhooks.policy import DestinationRefused
 from app.webhooks.repository import WebhookRepository
+from app.webhooks.secret_box import SecretBox
 from app.webhooks.sender import WebhookSender
 from app.webhooks.service import WebhookService
+from app.webhooks.workflow_io import DELIVER_ACTIVITY, WEBHOOK_WORKFLOW, DeliveryJob
 from tests.conftest import TenantKeys
 from tests.support import GraphQLClient
 from workers.main import PASSTHROUGH
+from workers.webhook_activities import WebhookActivities
 from workers.workflows import WebhookDeliveryWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +233,10 @@ async def test_failed_attempt_is_retried_logged_and_redelivered(
     assert (row["attempts"], row["statusCode"], row["error"]) == (2, 200, None)
     pk = base64.urlsafe_b64decode(webhook_id + "==").decode().split(":", 1)[1]
     temporal = await Client.connect(settings.temporal_address or "")
-    history = await temporal.get_workflow_handle(f"webhook-{pk}-{seq}").fetch_history()
+    handle = temporal.get_workflow_handle(f"webhook-{pk}-{seq}")
+    # On the webhook queue: a slow endpoint holds none of the executions' activity slots.
+    assert (await handle.describe()).task_queue == settings.webhook_task_queue
+    history = await handle.fetch_history()
     await assert_replays(history)
     if os.environ.get("WFS_RECORD_HISTORIES") == "1" and not RETRIED_HISTORY.exists():
         RETRIED_HISTORY.parent.mkdir(exist_ok=True)
@@ -292,6 +300,8 @@ async def test_gone_disables_and_failures_are_logged(
         "https://user:pw@example.com/hook",  # credentials in the URL
         "ftp://example.com/hook",
         "https://example.com/" + "a" * 2048,
+        "https://a..com/hook",  # an empty label: the IDNA codec raises UnicodeError
+        "https://" + "a" * 64 + ".com/hook",  # a label over 63 characters, likewise
     ],
 )
 async def test_create_refuses_unsafe_urls(server: str, tenant: TenantKeys, url: str) -> None:
@@ -325,9 +335,16 @@ async def test_only_admins_manage_webhooks(server: str, tenant: TenantKeys, rece
         assert deleted["deleteWebhook"]["code"] == "FORBIDDEN"
 
 
-async def test_secret_is_shown_once(server: str, tenant: TenantKeys, receiver: Any) -> None:
+async def test_secret_is_shown_once(
+    server: str, settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
     client = GraphQLClient(server, tenant.admin)
     created = await create(client, receiver().url, ["EXECUTION_FAILED"])
+    # At rest it is sealed (WEBHOOK_SECRET_KEY or the state dir's key), not in clear.
+    async with sessions() as session:
+        [row] = await WebhookRepository(session).page(await tenant_uuid(sessions, tenant), None, 5)
+    assert created["secret"] not in row.secret
+    assert SecretBox(settings).open(row.secret) == created["secret"]
     body = await client.raw("{ webhooks(first: 5) { edges { node { id secret } } } }")
     assert "Cannot query field 'secret'" in body["errors"][0]["message"], body
     updated = await client.raw(
@@ -336,6 +353,13 @@ async def test_secret_is_shown_once(server: str, tenant: TenantKeys, receiver: A
         {"input": {"id": created["webhook"]["id"], "enabled": True}},
     )
     assert updated.get("errors"), updated  # no mutation but createWebhook answers a secret
+
+
+def delivery_rows(webhook: Webhook, seqs: Any) -> list[dict[str, Any]]:
+    """Delivery rows as the dispatcher makes them, one per seq."""
+    common = {"webhook_id": webhook.id, "tenant_id": webhook.tenant_id, "status": "PENDING"}
+    common |= {"event_type": "events.published", "payload": {"type": "events.published"}}
+    return [{**common, "seq": seq, "attempts": 0, "created_at": utcnow()} for seq in seqs]
 
 
 def admin_of(tenant_id: uuid.UUID) -> Principal:
@@ -363,12 +387,9 @@ async def test_delivery_checks_the_address_again(
             admin_of(owner), url, ["events.published"]
         )
         repo = WebhookRepository(session)
-        ids = []
-        for seq in (1, 2):  # rows the dispatcher would make, marked started so it leaves them
-            values = {"webhook_id": webhook.id, "tenant_id": owner, "seq": 10_000 + seq}
-            values |= {"event_type": "events.published", "payload": {"type": "events.published"}}
-            ids.append(await repo.add_delivery({**values, "status": "PENDING", "attempts": 0}))
-        await repo.mark_started([i for i in ids if i is not None], utcnow())
+        # Rows the dispatcher would make, marked started so it leaves them.
+        ids = await repo.add_deliveries(delivery_rows(webhook, range(10_001, 10_003)))
+        await repo.mark_started(ids, utcnow())
         await session.commit()
 
     refused = await WebhookSender(sessions, strict).attempt(ids[0], 1, final=True)
@@ -392,6 +413,79 @@ async def test_webhooks_per_tenant_are_bounded(
         with pytest.raises(QuotaExceeded):
             await service.create(admin_of(owner), receiver().url, ["execution.failed"])
         await session.rollback()
+
+
+async def test_concurrent_creates_stay_within_the_bound(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """Five admins creating at once, each in its own transaction, with room for two: two
+    succeed, and the tenant has two webhooks."""
+    owner = await tenant_uuid(sessions, tenant)
+    two = settings.model_copy(update={"webhook_max_per_tenant": 2})
+    url = receiver().url
+
+    async def create_one() -> bool:
+        async with sessions() as session:
+            try:
+                await WebhookService(session, two).create(
+                    admin_of(owner), url, ["execution.failed"]
+                )
+            except QuotaExceeded:
+                return False
+            await session.commit()
+            return True
+
+    made = await asyncio.gather(*(create_one() for _ in range(5)))
+    assert sum(made) == 2, made
+    async with sessions() as session:
+        assert await WebhookRepository(session).count(owner) == 2
+
+
+async def test_a_tenants_backlog_does_not_hold_back_another(
+    settings: Settings, sessions: Any, tenant: TenantKeys, other_tenant: TenantKeys, receiver: Any
+) -> None:
+    """One tenant has two batches of deliveries waiting, older than another tenant's one:
+    the first batch the dispatcher claims already holds the other tenant's delivery."""
+    url, busy = receiver().url, await tenant_uuid(sessions, tenant)
+    quiet = await tenant_uuid(sessions, other_tenant)
+    async with sessions() as session:
+        service, repo = WebhookService(session, settings), WebhookRepository(session)
+        backlog, _ = await service.create(admin_of(busy), url, ["events.published"])
+        single, _ = await service.create(admin_of(quiet), url, ["events.published"])
+        await repo.add_deliveries(delivery_rows(backlog, range(1, 2 * START_BATCH + 1)))
+        [waiting] = await repo.add_deliveries(delivery_rows(single, [1]))
+        # Not committed: the session's own dispatcher cannot see, let alone start, these rows.
+        claimed = await repo.claim_unstarted(START_BATCH)
+        assert waiting in [row.id for row in claimed]
+        assert sum(row.tenant_id == busy for row in claimed) < START_BATCH
+        await session.rollback()
+
+
+async def test_two_dispatchers_never_claim_the_same_delivery(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """Two workers claiming at once get disjoint batches, and the second one gets work (the
+    rows the first holds are skipped, not waited for or taken again)."""
+    owner = await tenant_uuid(sessions, tenant)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        await session.commit()
+        made = set(
+            await WebhookRepository(session).add_deliveries(delivery_rows(webhook, range(1, 11)))
+        )
+        await session.commit()
+    async with sessions() as one, sessions() as two:
+        first = {row.id for row in await WebhookRepository(one).claim_unstarted(5)}
+        second = {row.id for row in await WebhookRepository(two).claim_unstarted(5)}
+        await one.rollback()
+        await two.rollback()
+    assert first and second and not first & second
+    assert len((first | second) & made) >= 2
+    async with sessions() as session:  # nothing left to deliver
+        await WebhookService(session, settings).delete(admin_of(owner), webhook.id)
+        await session.commit()
 
 
 async def test_dispatching_twice_delivers_once(
@@ -494,3 +588,111 @@ async def test_the_guides_verifiers_accept_a_real_delivery(
     assert await asyncio.to_thread(run_node, request["body"]) == payload
     refused = await asyncio.to_thread(run_node, tampered)
     assert refused == {"refused": "no valid webhook signature"}
+
+
+async def stored(sessions: Any, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+    async with sessions() as session:
+        return await session.get(WebhookDelivery, delivery_id)
+
+
+async def test_a_last_attempt_that_raises_is_recorded_failed(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """An attempt that raises instead of recording (the database down in attempt()) on the
+    last try, or times out, fails the activity: the workflow then records the delivery FAILED
+    in an activity of its own, instead of leaving it PENDING for ever. The attempt is played
+    by an activity registered under the real one's name that always raises."""
+    owner = await tenant_uuid(sessions, tenant)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        [delivery_id] = await WebhookRepository(session).add_deliveries(delivery_rows(webhook, [1]))
+        await WebhookRepository(session).mark_started([delivery_id], utcnow())
+        await session.commit()
+
+    @activity.defn(name=DELIVER_ACTIVITY)
+    async def crashing_attempt(job: DeliveryJob) -> bool:
+        raise RuntimeError("the database is down")
+
+    queue = f"webhook-crash-{uuid.uuid4().hex[:8]}"
+    temporal = await Client.connect(settings.temporal_address or "")
+    job = DeliveryJob(str(delivery_id), 2, 0.1, 0.1, 1.0)
+    record = WebhookActivities(sessions, settings).record_failure
+    async with Worker(
+        temporal,
+        task_queue=queue,
+        workflows=[WebhookDeliveryWorkflow],
+        activities=[crashing_attempt, record],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
+    ):
+        handle = await temporal.start_workflow(
+            WEBHOOK_WORKFLOW, job, id=f"webhook-crash-{delivery_id}", task_queue=queue
+        )
+        delivered = await handle.result()
+    assert delivered is False
+    await assert_replays(await handle.fetch_history())
+    row = await stored(sessions, delivery_id)
+    assert row is not None and row.status == "FAILED"
+    assert "did not finish" in (row.error or "") and "database is down" in (row.error or "")
+
+
+async def test_stalled_delivery_whose_workflow_is_gone_is_failed(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """A PENDING row started a day ago whose workflow Temporal does not know (or has closed)
+    is marked FAILED by the dispatcher's sweep; a recent one is left alone."""
+    owner = await tenant_uuid(sessions, tenant)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        repo = WebhookRepository(session)
+        old, recent = await repo.add_deliveries(delivery_rows(webhook, [1, 2]))
+        await repo.mark_started([old], utcnow() - timedelta(days=1))
+        await repo.mark_started([recent], utcnow())
+        await session.commit()
+    temporal = await Client.connect(settings.temporal_address or "")
+    await Dispatcher(sessions, temporal, settings).sweep_stalled()
+    gone, alive = await stored(sessions, old), await stored(sessions, recent)
+    assert (
+        gone is not None and gone.status == "FAILED" and "without an outcome" in (gone.error or "")
+    )
+    assert alive is not None and alive.status == "PENDING"
+    async with sessions() as session:
+        await WebhookService(session, settings).delete(admin_of(owner), webhook.id)
+        await session.commit()
+
+
+async def test_finished_deliveries_past_the_retention_are_purged(
+    settings: Settings, sessions: Any, tenant: TenantKeys, receiver: Any
+) -> None:
+    """Finished rows older than WEBHOOK_DELIVERY_RETENTION_DAYS go; PENDING and recent rows
+    stay, and so does an original while a redelivery points to it."""
+    owner = await tenant_uuid(sessions, tenant)
+    long_ago = utcnow() - timedelta(days=settings.webhook_delivery_retention_days + 1)
+    async with sessions() as session:
+        webhook, _ = await WebhookService(session, settings).create(
+            admin_of(owner), receiver().url, ["events.published"]
+        )
+        repo = WebhookRepository(session)
+        ids = await repo.add_deliveries(delivery_rows(webhook, [1, 2, 3, 4]))
+        rows = [await session.get(WebhookDelivery, i) for i in ids]
+        for row, status in zip(rows, ["DELIVERED", "FAILED", "PENDING", "DELIVERED"], strict=True):
+            assert row is not None
+            row.status, row.started_at = status, utcnow()
+            row.created_at = long_ago if row.seq != 4 else utcnow()
+        assert rows[1] is not None
+        redelivery = await repo.add_redelivery(rows[1])
+        redelivery.status = "DELIVERED"
+        await session.commit()
+    temporal = await Client.connect(settings.temporal_address or "")
+    await Dispatcher(sessions, temporal, settings).purge()
+    kept = [await stored(sessions, i) is not None for i in ids]
+    assert kept == [False, True, True, True]
+    assert await stored(sessions, redelivery.id) is not None
+    async with sessions() as session:
+        await WebhookService(session, settings).delete(admin_of(owner), webhook.id)
+        await session.commit()

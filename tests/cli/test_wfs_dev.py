@@ -181,15 +181,16 @@ def state_dir() -> Iterator[Path]:
 
 
 def test_plan_of_processes() -> None:
-    assert plan(2) == [("api", ["api"]), ("workers", ["worker", "ai-worker"])]
+    assert plan(2) == [("api", ["api"]), ("workers", ["worker", "ai-worker", "webhook-worker"])]
+    assert plan(3)[2] == ("ai-worker", ["ai-worker", "webhook-worker"])
     assert [name for name, _ in plan(3)] == ["api", "worker", "ai-worker"]
     assert [name for name, _ in plan(5)] == ["api", "worker", "worker-2", "worker-3", "ai-worker"]
 
 
 async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None:
-    """From an empty state dir: API, worker and AI worker are three child processes with
-    their own pids and prefixed logs; an execution completes through them; SIGINT stops
-    them and every embedded server."""
+    """From an empty state dir: API, worker and AI worker (with the webhook worker) are three
+    child processes with their own pids and prefixed logs; an execution completes through
+    them; SIGINT stops them and every embedded server."""
     port = free_port()
     dev, banner = await asyncio.to_thread(_start, state_dir, port)
     try:
@@ -201,7 +202,7 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
         assert (state_dir / "services.json").exists()
 
         roles = dev.roles()
-        assert sorted(roles) == ["ai-worker", "api", "worker"]
+        assert sorted(roles) == ["ai-worker webhook-worker", "api", "worker"]
         pids = {p.pid for found in roles.values() for p in found}
         assert len(pids) == 3 and dev.proc.pid not in pids
         api = roles["api"][0]
@@ -212,6 +213,9 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
         await asyncio.to_thread(dev.wait_for, rf"^api +\| .*Started server process \[{api.pid}\]")
         await asyncio.to_thread(dev.wait_for, r"^worker +\| .*worker\.started.*wfs-main")
         await asyncio.to_thread(dev.wait_for, r"^ai-worker +\| .*worker\.started.*task_queue=ai")
+        await asyncio.to_thread(
+            dev.wait_for, r"^ai-worker +\| .*worker\.started.*task_queue=webhooks"
+        )
 
         # Another wfs command from the same state dir uses the running services.
         created = await asyncio.to_thread(

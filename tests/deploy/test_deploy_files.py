@@ -432,9 +432,10 @@ def test_compose_has_the_expected_services() -> None:
         "api",
         "worker",
         "worker-ai",
+        "worker-webhooks",
     }
     assert expected <= set(services)
-    assert set(app_services()) == {"migrate", "api", "worker", "worker-ai"}
+    assert set(app_services()) == {"migrate", "api", "worker", "worker-ai", "worker-webhooks"}
     assert services["postgres"]["image"].startswith("postgres:16")
     assert re.match(r"(redis:7|valkey/valkey:8)", services["redis"]["image"])
     for name, svc in services.items():
@@ -459,7 +460,7 @@ def test_compose_dependencies_exist_and_their_conditions_can_be_met() -> None:
             if condition == "service_completed_successfully":
                 # restart: unless-stopped/always would rerun a one-shot service forever
                 assert services[target].get("restart", "no") in ("no", "on-failure"), target
-    for name in ("api", "worker", "worker-ai"):
+    for name in ("api", "worker", "worker-ai", "worker-webhooks"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
         for infra in ("postgres", "redis", "temporal"):
@@ -511,6 +512,12 @@ def test_compose_commands_are_real_wfs_subcommands() -> None:
     (worker_ai,) = runs["worker-ai"]
     path, ctx = wfs_context(worker_ai)
     assert path == ["worker"] and ctx.params["queue"] == "ai"
+    (worker_webhooks,) = runs["worker-webhooks"]
+    path, ctx = wfs_context(worker_webhooks)
+    assert (
+        path == ["worker"]
+        and ctx.params["queue"] == Settings.model_fields["webhook_task_queue"].default
+    )
 
 
 def test_compose_api_publishes_its_port_and_checks_healthz() -> None:
@@ -547,7 +554,7 @@ def test_compose_temporal_dev_server_dispatches_like_the_embedded_one() -> None:
 
 
 def test_compose_long_running_app_services_stop_gracefully() -> None:
-    for name in ("api", "worker", "worker-ai"):
+    for name in ("api", "worker", "worker-ai", "worker-webhooks"):
         svc = compose()["services"][name]
         assert parse_go_duration(svc["stop_grace_period"]) >= timedelta(seconds=30), name
         assert svc.get("restart") in ("unless-stopped", "always", "on-failure"), name
@@ -621,7 +628,7 @@ def test_every_manifest_parses_and_names_itself() -> None:
         "Job",
     ):
         assert kind in kinds, f"no {kind} in deploy/k8s"
-    assert kinds.count("Deployment") == 3
+    assert kinds.count("Deployment") == 4  # api, worker, worker-ai, worker-webhooks
 
 
 def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
@@ -680,6 +687,7 @@ def test_workload_commands_are_real_wfs_subcommands() -> None:
         (("migrate", "seed"), ""),
         (("worker",), ""),
         (("worker",), "ai"),
+        (("worker",), "webhooks"),
     ]
     (api_params,) = [runs[0][1] for runs in seen.values() if runs[0][0] == ["api"]]
     assert api_params["host"] == "0.0.0.0" and api_params["port"] == API_PORT
@@ -703,7 +711,7 @@ def test_api_probes_and_scrape_annotations_use_the_container_port() -> None:
 
 
 def test_every_deployment_is_scraped_on_the_port_its_command_serves_metrics_on() -> None:
-    # The rules' up{…component=…} alerts need the API and both workers scraped.
+    # The rules' up{…component=…} alerts need the API and every worker scraped.
     for name, deployment in objects("Deployment").items():
         annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
         assert annotations.get("prometheus.io/scrape") == "true", f"{name} is not scraped"

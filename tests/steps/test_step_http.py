@@ -232,3 +232,18 @@ def test_allow_list_matching() -> None:
     assert not host_allowed("10.0.0.1", allowed)  # a wildcard never opens an IP literal
     assert not host_allowed("169.254.169.254", ["*.169.254"])
     assert not host_allowed("::1", ["*"])
+
+
+@pytest.mark.parametrize("host", ["a..example.org", "a" * 64 + ".example.org"])
+async def test_a_host_name_idna_refuses_is_an_input_error(
+    make_ctx: MakeContext, step_settings: Settings, host: str
+) -> None:
+    """An empty label or one over 63 characters makes getaddrinfo's IDNA codec raise
+    UnicodeError: a typed input error, not an unexpected one."""
+    settings = step_settings.model_copy(update={"http_allowed_hosts": ["*.example.org"]})
+    with pytest.raises(StepInputError, match="not a valid host name"):
+        await run_step(
+            "http.request",
+            {"method": "GET", "url": f"http://{host}:8080/"},
+            make_ctx(settings=settings),
+        )
