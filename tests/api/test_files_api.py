@@ -347,20 +347,33 @@ async def test_uploads_over_the_in_flight_cap_are_refused(api: str, tenant: Tena
         b'--b\r\nContent-Disposition: form-data; name="operations"\r\n\r\n{'
         % tenant.operator.encode()
     )
-    stalled = []
-    for _ in range(LIMITS["max_uploads_in_flight"]):
+    stalled: list[tuple[asyncio.Task[bytes], asyncio.StreamWriter]] = []
+
+    async def stall() -> tuple[asyncio.Task[bytes], asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(start)
         await writer.drain()
-        stalled.append(writer)
+        return asyncio.create_task(reader.read(1)), writer  # done once the server answers
+
     try:
+        stalled = [await stall() for _ in range(LIMITS["max_uploads_in_flight"])]
         async with asyncio.timeout(30):
-            while (busy := await upload(api, tenant.operator, "cap.txt", b"x")).status_code != 503:
+            while True:
+                # A stalled upload that came after one of ours found no place and was answered
+                # (503): it holds nothing, so open another in its stead.
+                for i, (answered, writer) in enumerate(stalled):
+                    if answered.done():
+                        writer.close()
+                        stalled[i] = await stall()
+                busy = await upload(api, tenant.operator, "cap.txt", b"x")
+                if busy.status_code == 503:
+                    break
                 await asyncio.sleep(0.05)  # the stalled ones are not admitted yet
         assert busy.headers["Retry-After"] == "1"
         assert busy.json()["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
     finally:
-        for writer in stalled:
+        for answered, writer in stalled:
+            answered.cancel()
             writer.close()
     async with asyncio.timeout(30):  # their places come back when their requests end
         while (
