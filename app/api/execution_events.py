@@ -69,7 +69,8 @@ class ExecutionEvent:
     step_id: str | None
     message: str | None
     actor: str | None = strawberry.field(
-        description="Who caused it: `system`, or the role and key id of an API caller."
+        description="Who caused it: `system...`, or the caller's role and who they are "
+        "(`admin:key:<API key id>`, `operator:sub:<token subject>`)."
     )
     cost_usd: Decimal = strawberry.field(
         description="What the execution's AI calls had cost when this event was recorded, USD."

@@ -49,10 +49,9 @@ GONE = "the execution's workflow is no longer running"
 
 
 def actor_of(principal: Principal) -> str:
-    """`role:<API key id>`, or `role:sub:<subject>` for an identity provider's token (every
-    Principal has one of the two: Principal.__post_init__)."""
-    who = principal.key_id if principal.key_id is not None else f"sub:{principal.subject}"
-    return f"{principal.role}:{who}"
+    """`<role>:<Principal.actor>`: `admin:key:<API key id>`, `operator:sub:<subject>`. Older
+    events name a key without the `key:` (`admin:<API key id>`); they are kept as written."""
+    return f"{principal.role}:{principal.actor}"
 
 
 class ExecutionControl:

@@ -31,7 +31,6 @@ log = structlog.get_logger(__name__)
 DURATION = re.compile(r"(\d{1,5})([hdw])")
 CLI_LISTED = 10_000  # live keys are capped at 100; revoked ones accumulate
 UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-CREATED_BY_CHARS = 120  # api_keys.created_by is VARCHAR(120): a very long `sub` is cut
 
 
 def parse_expiry(text: str, now: datetime | None = None) -> datetime:
@@ -86,7 +85,6 @@ class KeyService:
                     "minutes, a key without an expiry would outlive it for good",
                     details=[{"path": "$.expiresAt", "message": "required with a token"}],
                 )
-            created_by = f"sub:{principal.subject}"[:CREATED_BY_CHARS]
         else:
             caller = await self.repo.key_of(principal.tenant_id, principal.key_id)
             ends = caller.expires_at if caller else None
@@ -96,9 +94,8 @@ class KeyService:
                     "an `expiresAt` no later than that",
                     details=[{"path": "$.expiresAt", "message": f"at most {ends.isoformat()}"}],
                 )
-            created_by = f"key:{principal.key_id}"
         return await tenants.create_api_key(
-            tenant, role=role, name=name, expires_at=expires_at, created_by=created_by
+            tenant, role=role, name=name, expires_at=expires_at, created_by=principal.actor
         )
 
     async def get(self, principal: Principal, key_id: uuid.UUID) -> ApiKey:

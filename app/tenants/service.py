@@ -48,6 +48,7 @@ MAX_KEYS_PER_TENANT = 100  # live (neither revoked nor expired) keys of one tena
 MAX_KEY_NAME = 100
 TENANT_PREFIX = "wfs_"
 KEY_PREFIXES = (TENANT_PREFIX, PLATFORM_PREFIX)  # tenant and platform keys; others: tokens
+ACTOR_CHARS = 120  # the audit columns naming an actor (api_keys.created_by, ...) are VARCHAR(120)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,14 @@ class Principal:
     def __post_init__(self) -> None:
         if self.key_id is None and not self.subject:  # audit trails name one or the other
             raise ValueError("a principal has an API key id or a token subject")
+
+    @property
+    def actor(self) -> str:
+        """How every audit trail names the caller: `key:<API key id>`, or `sub:<subject>` for
+        a token, cut to ACTOR_CHARS (a `sub` has no length limit, the columns do)."""
+        if self.key_id is not None:
+            return f"key:{self.key_id}"
+        return f"sub:{self.subject}"[:ACTOR_CHARS]
 
 
 @dataclass(frozen=True)
