@@ -28,6 +28,9 @@ VERSION_STATUSES = ("PUBLISHED", "DEPRECATED")
 # The platform operator's review of a version offered to the public catalog; NULL: never
 # submitted (a PRIVATE or SHARED template's versions, the platform's own).
 REVIEW_STATUSES = ("PENDING", "APPROVED", "REJECTED")
+# Who created, published, shared or accepted is recorded twice: `*_by` names the caller as
+# Principal.actor does (`key:<API key id>`, `sub:<token subject>`), for keys and tokens alike;
+# `*_by_key_id` is the key (NULL for a token caller, or once the key's row is gone).
 # The publisher name of the platform's own templates (tenant_id NULL); no tenant may take it.
 PLATFORM_PUBLISHER_NAME = "workflow-service"
 
@@ -75,6 +78,7 @@ class Template(UUIDPk, Timestamps, Base):
     created_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
+    created_by: Mapped[str | None] = mapped_column(String(120))  # see "Who created" above
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     search: Mapped[Any] = deferred(
         mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True))
@@ -104,6 +108,7 @@ class TemplateVersion(UUIDPk, Timestamps, Base):
     published_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
+    published_by: Mapped[str | None] = mapped_column(String(120))  # see "Who created" above
     deprecated_at: Mapped[datetime | None]
     review_status: Mapped[str | None] = mapped_column(String(10))
     # The operator's reason for a rejection, shown to the owner only.
@@ -126,6 +131,7 @@ class TemplateShare(Base):
     granted_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
+    granted_by: Mapped[str | None] = mapped_column(String(120))  # see "Who created" above
 
 
 class TemplateAcceptance(Base):
@@ -146,3 +152,4 @@ class TemplateAcceptance(Base):
     accepted_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
+    accepted_by: Mapped[str | None] = mapped_column(String(120))  # see "Who created" above
