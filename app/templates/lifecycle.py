@@ -180,6 +180,7 @@ class TemplateAuthoring:
             latest_version=0,
             draft_spec=spec.model_dump(mode="json"),
             created_by_key_id=principal.key_id,
+            created_by=principal.actor,
         )
         catalog_fields(template, spec)
         try:
@@ -234,6 +235,7 @@ class TemplateAuthoring:
                 version=number,
                 spec=stored,
                 published_by_key_id=principal.key_id,
+                published_by=principal.actor,
                 review_status="PENDING" if template.visibility == "PUBLIC" else None,
             )
         )
@@ -324,7 +326,7 @@ class TemplateAuthoring:
         if revoke:
             await self.repo.revoke(template.id, ids)
         else:
-            await self.repo.grant(template.id, ids, principal.key_id)
+            await self.repo.grant(template.id, ids, principal.key_id, principal.actor)
             if template.visibility == "PRIVATE":
                 template.visibility = "SHARED"
         template.updated_at = utcnow()

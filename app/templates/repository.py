@@ -305,10 +305,21 @@ class TemplateRepository:
         return {template_id: version for template_id, version in rows.tuples()}
 
     async def accept(
-        self, tenant_id: uuid.UUID, template_id: uuid.UUID, version: int, key_id: uuid.UUID | None
+        self,
+        tenant_id: uuid.UUID,
+        template_id: uuid.UUID,
+        version: int,
+        key_id: uuid.UUID | None,
+        actor: str,
     ) -> None:
-        """Record (or move) the tenant's acceptance of the template to `version`."""
-        values = {"version": version, "accepted_at": func.now(), "accepted_by_key_id": key_id}
+        """Record (or move) the tenant's acceptance of the template to `version`; `actor` and
+        `key_id` say who (app/models/template.py, "Who created")."""
+        values = {
+            "version": version,
+            "accepted_at": func.now(),
+            "accepted_by_key_id": key_id,
+            "accepted_by": actor,
+        }
         await self.session.execute(
             insert(TemplateAcceptance)
             .values(tenant_id=tenant_id, template_id=template_id, **values)
@@ -358,18 +369,19 @@ class TemplateRepository:
         return {t.name: t for t in rows}
 
     async def grant(
-        self, template_id: uuid.UUID, tenant_ids: list[uuid.UUID], key_id: uuid.UUID | None
+        self,
+        template_id: uuid.UUID,
+        tenant_ids: list[uuid.UUID],
+        key_id: uuid.UUID | None,
+        actor: str,
     ) -> None:
+        """Share with `tenant_ids`; a tenant it is already shared with keeps its first grant."""
         if not tenant_ids:
             return
+        by = {"granted_by_key_id": key_id, "granted_by": actor}
         await self.session.execute(
             insert(TemplateShare)
-            .values(
-                [
-                    {"template_id": template_id, "tenant_id": t, "granted_by_key_id": key_id}
-                    for t in tenant_ids
-                ]
-            )
+            .values([{"template_id": template_id, "tenant_id": t, **by} for t in tenant_ids])
             .on_conflict_do_nothing()
         )
 

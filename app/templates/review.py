@@ -148,7 +148,9 @@ class TemplateAcceptances:
                 f"version {number} of template {template.name!r} is not the one offered to "
                 f"you: accept version {offered.version}"
             )
-        await self.repo.accept(principal.tenant_id, template.id, number, principal.key_id)
+        await self.repo.accept(
+            principal.tenant_id, template.id, number, principal.key_id, principal.actor
+        )
         await self.session.flush()
         log.info(
             "template.accepted",
