@@ -127,6 +127,11 @@ class TemplateVersion:
         description="Why the review rejected it; only for the owner tenant."
     )
     reviewed_at: datetime | None = strawberry.field(description="Only for the owner tenant.")
+    published_by: str | None = strawberry.field(
+        description="Who published it: `key:<API key id>` or `sub:<token subject>` (an "
+        "identity provider's user); only for the owner tenant, null for everyone else and for "
+        "the platform's templates."
+    )
 
     @strawberry.field(description="What this version does with the tenant that runs it.")
     def capabilities(self) -> TemplateCapabilities:
@@ -145,6 +150,7 @@ class TemplateVersion:
             review_status=TemplateReviewStatus(review) if review else None,
             review_note=m.review_note if owner else None,
             reviewed_at=m.reviewed_at if owner else None,
+            published_by=m.published_by if owner else None,
         )
 
 
@@ -329,6 +335,14 @@ class Template(Node):
         if not can_author(info.context.principal(), self.model):
             return None
         return cast(JSON | None, self.model.draft_spec)
+
+    @strawberry.field(
+        description="Who created it: `key:<API key id>` or `sub:<token subject>` (an identity "
+        "provider's user); only for the owner tenant, null for everyone else and for the "
+        "platform's templates."
+    )
+    def created_by(self, info: strawberry.Info[Context, None]) -> str | None:
+        return self.model.created_by if owns(info.context.principal(), self.model) else None
 
     @strawberry.field(description="Whether the caller's tenant owns this template.")
     def owned_by_viewer(self, info: strawberry.Info[Context, None]) -> bool:
