@@ -46,7 +46,8 @@ class ApiKey(UUIDPk, Timestamps, Base):
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]  # None: until revoked
-    # Who made it (audit): "key:<prefix>" (through the API), "cli" or "platform:<name>".
+    # Who made it (audit): Principal.actor (through the API: "key:<key id>" or
+    # "sub:<token subject>"), "cli" or "platform:<name>".
     created_by: Mapped[str | None] = mapped_column(String(120))
 
 
