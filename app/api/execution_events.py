@@ -69,8 +69,9 @@ class ExecutionEvent:
     step_id: str | None
     message: str | None
     actor: str | None = strawberry.field(
-        description="Who caused it: `system...`, or the caller's role and who they are "
-        "(`admin:key:<API key id>`, `operator:sub:<token subject>`)."
+        description="Who caused it: `system` (or `system:reconciler`), or the caller's role "
+        "and who they are: `admin:key:<API key id>`, `operator:sub:<token subject>` (events "
+        "recorded before 2026-12 say `admin:<API key id>`)."
     )
     cost_usd: Decimal = strawberry.field(
         description="What the execution's AI calls had cost when this event was recorded, USD."
