@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,10 +19,15 @@ PAGE = """query($first: Int) { executions(first: $first) { edges { node {
 
 @contextmanager
 def counting() -> Iterator[list[str]]:
+    """The SQL statements the API runs for requests while the block runs. The workers in this
+    process run SQL of their own meanwhile (the webhook dispatcher, the reconciler, admission
+    sweeps): only statements issued by a task serving a request (uvicorn's run_asgi) count."""
     statements: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+        task = asyncio.current_task()
+        if task is not None and task.get_coro().__qualname__.endswith("run_asgi"):
+            statements.append(statement)
 
     event.listen(Engine, "before_cursor_execute", record)
     try:
@@ -43,5 +49,5 @@ async def test_execution_page_costs_the_same_sql_for_2_or_6_rows(client: GraphQL
         page = await client.data(PAGE, {"first": 6})
     assert len(page["executions"]["edges"]) == 6
     assert {e["node"]["template"]["name"] for e in page["executions"]["edges"]} == {"order-summary"}
-    assert len(large) == len(small), (small, large)
+    assert len(large) == len(small) >= 3, (small, large)  # at least auth, page, a loader
     assert len(large) <= 6, large  # auth, page, templates, latest versions, versions

@@ -54,7 +54,7 @@ async def test_template_page_costs_the_same_sql_for_2_or_6_rows(
     assert len(nodes) == 6
     assert all(n["sharedWith"] == [guest.name] and n["runCount30d"] == 1 for n in nodes)
     assert all(n["diff"]["changedFields"] == ["title"] for n in nodes)
-    assert len(large) == len(small), (small, large)
+    assert len(large) == len(small) >= 3, (small, large)  # at least auth, page, a loader
     assert all(n["publisher"] == {"name": owner.name, "verified": False} for n in nodes)
     # auth, the page, offered versions, all versions, run counts, shares, publishers
     assert len(large) <= 7, large
@@ -70,6 +70,6 @@ async def test_template_page_costs_the_same_sql_for_2_or_6_rows(
     assert len(nodes) == 6
     assert all(n["acceptedVersion"] is None and n["sharedWith"] is None for n in nodes)
     assert all(n["qualifiedName"] == f"{owner.name}/{n['name']}" for n in nodes)
-    assert len(large) == len(small), (small, large)
+    assert len(large) == len(small) >= 3, (small, large)  # at least auth, page, a loader
     # auth, the page, offered versions, all versions, run counts, publishers, acceptances
     assert len(large) <= 7, large
