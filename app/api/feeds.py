@@ -40,6 +40,7 @@ class ExecutionsFeedItem:
 class TaskQueuePurpose(enum.Enum):
     WORKFLOWS = "WORKFLOWS"
     AI = "AI"
+    WEBHOOKS = "WEBHOOKS"
 
 
 @strawberry.type(description="Workers polling one task type of a queue, and its backlog.")
@@ -83,10 +84,11 @@ class QueueStatus:
         description="Activity tasks; null when Temporal could not be asked."
     )
     running: int | None = strawberry.field(
-        description="Your RUNNING executions (they run on the WORKFLOWS queue; null for AI)."
+        description="Your RUNNING executions (they run on the WORKFLOWS queue; null for AI "
+        "and WEBHOOKS)."
     )
     pending: int | None = strawberry.field(
-        description="Your PENDING executions (WORKFLOWS queue; null for AI)."
+        description="Your PENDING executions (WORKFLOWS queue; null for AI and WEBHOOKS)."
     )
     at: datetime
 
@@ -159,15 +161,17 @@ async def _read_queue_statuses(ctx: Context, principal: Principal) -> list[Queue
                 principal.tenant_id, ("PENDING", "RUNNING")
             )
 
-    main, ai, own = await asyncio.gather(
+    main, ai, webhooks, own = await asyncio.gather(
         inspector.describe(settings.temporal_task_queue),
         inspector.describe(settings.ai_task_queue),
+        inspector.describe(settings.webhook_task_queue),
         counts(),
     )
     at = utcnow()
     return [
         QueueStatus.build(main, TaskQueuePurpose.WORKFLOWS, own, at),
         QueueStatus.build(ai, TaskQueuePurpose.AI, None, at),
+        QueueStatus.build(webhooks, TaskQueuePurpose.WEBHOOKS, None, at),
     ]
 
 
@@ -225,7 +229,8 @@ class FeedSubscription:
 
     @strawberry.subscription(
         description=(
-            "The service's task queues (WORKFLOWS and AI) every intervalSeconds (1-60): "
+            "The service's task queues (WORKFLOWS, AI and WEBHOOKS) every intervalSeconds "
+            "(1-60): "
             "Temporal's pollers and approximate backlog, and your running and pending "
             "executions from PostgreSQL; never completes."
         )

@@ -231,8 +231,14 @@ async def test_queue_status_reports_pollers_backlog_and_tenant_counts(
     times = [when(u["WORKFLOWS"]["at"]) for u in updates]
     assert times == sorted(set(times))  # one snapshot per tick, in order
     for update in updates:
-        main, ai = update["WORKFLOWS"], update["AI"]
-        assert (main["name"], ai["name"]) == (settings.temporal_task_queue, settings.ai_task_queue)
+        main, ai, hooks = update["WORKFLOWS"], update["AI"], update["WEBHOOKS"]
+        assert (main["name"], ai["name"], hooks["name"]) == (
+            settings.temporal_task_queue,
+            settings.ai_task_queue,
+            settings.webhook_task_queue,
+        )
+        assert hooks["workflowTasks"]["pollers"] >= 1  # the webhook worker's deliveries
+        assert hooks["running"] is None and hooks["pending"] is None
         assert main["pollers"] >= 1
         assert main["workflowTasks"]["pollers"] >= 1 and main["activityTasks"]["pollers"] >= 1
         assert ai["activityTasks"]["pollers"] >= 1  # the AI worker polls activities only
