@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
+from app.ids import global_id
 from app.models import Notification
 
 # Notification type (app/models/notification.py) -> the event name receivers see.
@@ -20,12 +20,10 @@ WEBHOOK_EVENTS: tuple[str, ...] = tuple(EVENT_OF_TYPE.values())
 
 
 def execution_global_id(notification: Notification) -> str | None:
-    """The execution's GraphQL id, as `execution(id:)` takes it (the encoding of
-    app/api/relay.to_global_id, which this layer may not import); None without an execution."""
+    """The execution's GraphQL id, as `execution(id:)` takes it; None without an execution."""
     if notification.execution_id is None:
         return None
-    raw = f"Execution:{notification.execution_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return global_id("Execution", notification.execution_id)
 
 
 def payload(notification: Notification) -> dict[str, Any]:
