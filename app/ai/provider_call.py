@@ -7,7 +7,6 @@ output. CPU-bound steps (validating, the baseline) run on the CPU pool of app/st
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from app.ai import pricing
 from app.ai.budget import BudgetLedger, BudgetStatus, Reservation
@@ -36,6 +34,7 @@ from app.ai.health import ProviderHealth
 from app.ai.tasks import max_output_tokens
 from app.cpu import run_cpu
 from app.events import channels
+from app.events.bus import publish_on
 
 log = structlog.get_logger(__name__)
 # The event bus prefix (app/events/bus.py) + the tenant's AI channel.
@@ -194,12 +193,7 @@ class ProviderCalls:
             spent_usd=event["spentUsd"],
             limit_usd=event["limitUsd"],
         )
-        try:
-            await self.ledger.redis.publish(
-                channels.on_redis(channels.tenant(tenant_id, channels.AI)), json.dumps(event)
-            )
-        except (RedisError, OSError) as exc:
-            log.warning("ai.budget.event_not_published", error=str(exc))
+        await publish_on(self.ledger.redis, channels.tenant(tenant_id, channels.AI), event)
 
     @staticmethod
     async def _baseline(
