@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     ai_tier_budgets_usd: dict[str, Decimal] = Field(  # monthly default per tier
         default_factory=lambda: per_tier(lambda t: t.ai_budget_usd)
     )
+    # Seconds an AI task's validated outputs stay cached, per task, over the built-in TTLs of
+    # app/ai/cache.py (DEFAULT_TTLS); <= 0 turns the cache off for that task. aiRecommendations
+    # suggests values from recorded repeats (docs/analytics.md).
+    ai_cache_ttls: dict[str, int] = Field(default_factory=dict)
+    # Keys the input fingerprints recorded per AI call (app/ai/input_hash.py); unset: derived
+    # from the file-URL secret. Every AI worker needs the same one.
+    ai_input_hash_key: SecretStr | None = Field(default=None, min_length=32)
 
     @model_validator(mode="after")
     def _token_auth_whole(self) -> Settings:

@@ -1,0 +1,388 @@
+"""AI recommendations (`aiRecommendations`): concrete setting changes drawn from a tenant's
+recorded AI usage in a window, each with the measured basis it rests on. Three kinds:
+
+ENABLE_CACHE  Inputs that recurred (same task, model and input fingerprint, app/ai/input_hash.py)
+              and were paid for again because the task's cache TTL in force (AI_CACHE_TTLS over
+              app/ai/cache.py DEFAULT_TTLS) had expired, or the cache was off for the task. The
+              suggestion is the shortest TTL of a fixed ladder (5 min .. 30 days) that would have
+              answered at least 90% of those repeats; the savings are the recorded costs of the
+              repeats it would have answered. A repeat counts when the previous validated paid
+              call of the same input lies within the TTL: exact when every call is paid, an upper
+              bound when, under the longer TTL, the previous call would itself have been a hit
+              (its entry being older). Applied by the operator (AI_CACHE_TTLS is a deployment
+              setting; tenants have no cache switch).
+CHEAPER_MODEL A model with records for the task (A/B overrides, failover, the budget's cheaper
+              sibling) that costs less per call than the task's most used model, that the tenant's
+              tier may use, and whose validation pass rate is not worse: both models have at
+              least MIN_MODEL_CALLS calls, the cheaper one's observed rate is at most
+              MAX_PASS_RATE_DROP below, and a one-sided two-proportion z-test (pooled, alpha
+              0.05: z < 1.645) finds no significant drop. Wilson 95% intervals are reported. The
+              savings: the primary model's calls at the difference in average cost per call.
+              Applied with `updateAiSettings(input: {overrides: ...})`.
+BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the monthly limit
+              that would have covered that month's demand is its recorded spend plus each refused
+              call at its task's average paid cost in the window, rounded up to a whole USD and
+              capped at the tier's maximum. Suggested when above the limit in force, with
+              `setBudget(limitUsd:)`. Refused calls of a task that was never paid for in the
+              window cannot be priced and are reported as such.
+
+No recommendation rests on fewer than its minimum sample (the *_MIN constants, reported with
+each). Only calls recorded since migration 0015 carry fingerprints; ENABLE_CACHE sees those only.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.ai import routing
+from app.ai.cache import DEFAULT_TTLS
+from app.ai.contracts import ModelChoice
+from app.ai.pricing import usd
+from app.ai.service import AiService, max_budget
+from app.analytics.recommendations_repository import (
+    BudgetMonth,
+    GapBucket,
+    ModelResult,
+    RecommendationRepository,
+)
+from app.analytics.service import checked_window
+from app.settings import Settings
+
+# Cache TTLs a suggestion picks from, seconds: 5 min, 15 min, 1 h, 6 h, 1 d, 2 d, 7 d, 14 d, 30 d.
+TTL_LADDER: tuple[int, ...] = (300, 900, 3600, 6 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400)
+TTL_LADDER += (30 * 86400,)
+CACHE_COVERAGE = 0.9  # the suggested TTL answers at least this share of the missed repeats
+MIN_REPEATS = 20  # missed repeats of a task before a cache suggestion
+MIN_MODEL_CALLS = 30  # calls of each model before comparing their pass rates
+MAX_PASS_RATE_DROP = 0.05  # the cheaper model's observed pass rate may be this much lower
+Z_ONE_SIDED_95 = 1.645
+Z_TWO_SIDED_95 = 1.96
+MIN_BUDGET_FALLBACKS = 10  # BUDGET fallbacks in one month before a budget suggestion
+
+
+@dataclass(frozen=True)
+class RateBasis:
+    """One model's validation record for a task in the window."""
+
+    provider: str
+    model: str
+    calls: int
+    passed: int
+    cost_usd: Decimal
+    avg_cost_usd: Decimal
+    pass_rate: float
+    wilson_low: float
+    wilson_high: float
+
+
+@dataclass(frozen=True)
+class CacheBasis:
+    current_ttl_seconds: int  # <= 0: the cache is off for the task
+    suggested_ttl_seconds: int
+    missed_repeats: int  # paid repeats the TTL in force did not answer
+    covered_repeats: int  # of those, the ones the suggested TTL would have answered
+    min_repeats: int = MIN_REPEATS
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    current: RateBasis  # the task's most used model
+    cheaper: RateBasis
+    z: float  # of the one-sided test that the cheaper model passes less often
+    min_calls: int = MIN_MODEL_CALLS
+    max_pass_rate_drop: float = MAX_PASS_RATE_DROP
+
+
+@dataclass(frozen=True)
+class BudgetBasis:
+    month: str  # "YYYY-MM", UTC: the month that needed most
+    budget_fallbacks: int
+    fallbacks_by_task: dict[str, int]
+    unpriced_fallbacks: int  # of tasks never paid for in the window: not in the demand
+    spent_usd: Decimal
+    refused_demand_usd: Decimal
+    needed_usd: Decimal
+    current_limit_usd: Decimal
+    tier_max_usd: Decimal
+    capped_at_tier_max: bool
+    min_fallbacks: int = MIN_BUDGET_FALLBACKS
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    kind: str  # ENABLE_CACHE | CHEAPER_MODEL | BUDGET
+    task: str | None
+    summary: str
+    apply_with: str  # the mutation (setBudget, updateAiSettings) or setting (AI_CACHE_TTLS)
+    apply_value: dict[str, Any]  # its variables, or the setting's value
+    savings_usd: Decimal | None  # what it would have saved in the window (None: BUDGET)
+    cache: CacheBasis | None = None
+    cheaper_model: ModelComparison | None = None
+    budget: BudgetBasis | None = None
+
+
+@dataclass(frozen=True)
+class RecommendationReport:
+    since: datetime
+    until: datetime
+    recommendations: list[Recommendation]
+
+
+def wilson(passed: int, calls: int, z: float = Z_TWO_SIDED_95) -> tuple[float, float]:
+    """The Wilson score interval of a pass rate (calls > 0)."""
+    p = passed / calls
+    denominator = 1 + z * z / calls
+    centre = (p + z * z / (2 * calls)) / denominator
+    half = z * math.sqrt(p * (1 - p) / calls + z * z / (4 * calls * calls)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def drop_z(primary: tuple[int, int], cheaper: tuple[int, int]) -> float:
+    """z of the pooled two-proportion test that the cheaper model's pass rate is lower than
+    the primary's; (passed, calls) each. 0 when both rates are 0 or 1 (no variance)."""
+    (p1_passed, n1), (p2_passed, n2) = primary, cheaper
+    pooled = (p1_passed + p2_passed) / (n1 + n2)
+    variance = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
+    if variance == 0:
+        return 0.0
+    return (p1_passed / n1 - p2_passed / n2) / math.sqrt(variance)
+
+
+def _ttl_text(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"
+
+
+def cache_recommendations(buckets: list[GapBucket], ttls: dict[str, int]) -> list[Recommendation]:
+    by_task: dict[str, list[GapBucket]] = defaultdict(list)
+    for bucket in buckets:
+        by_task[bucket.task].append(bucket)
+    found = []
+    for task, rows in sorted(by_task.items()):
+        missed = sum(b.repeats for b in rows)
+        if missed < MIN_REPEATS:
+            continue
+        # The shortest rung answering CACHE_COVERAGE of the missed repeats, at most the last.
+        saved, covered, seconds = Decimal(0), 0, TTL_LADDER[-1]
+        for rung, rung_seconds in enumerate(TTL_LADDER):
+            in_rung = [b for b in rows if b.rung == rung]
+            covered += sum(b.repeats for b in in_rung)
+            saved += sum((b.cost_usd for b in in_rung), Decimal(0))
+            if covered >= CACHE_COVERAGE * missed:
+                seconds = rung_seconds
+                break
+        if covered == 0 or saved <= 0:
+            continue
+        current = ttls.get(task, 0)
+        was = "cache off" if current <= 0 else f"after the {_ttl_text(current)} TTL"
+        found.append(
+            Recommendation(
+                kind="ENABLE_CACHE",
+                task=task,
+                summary=(
+                    f"{missed} paid {task} calls repeated an input paid for earlier "
+                    f"({was}); a cache TTL of {_ttl_text(seconds)} would have answered "
+                    f"{covered} of them and saved {usd(saved)} USD."
+                ),
+                apply_with="AI_CACHE_TTLS",
+                apply_value={task: seconds},
+                savings_usd=usd(saved),
+                cache=CacheBasis(current, seconds, missed, covered),
+            )
+        )
+    return found
+
+
+def _rate(r: ModelResult) -> RateBasis:
+    calls = r.passed + r.invalid
+    low, high = wilson(r.passed, calls)
+    return RateBasis(
+        r.provider,
+        r.model,
+        calls,
+        r.passed,
+        usd(r.cost_usd),
+        usd(r.cost_usd / calls),
+        r.passed / calls,
+        low,
+        high,
+    )
+
+
+def model_recommendations(
+    results: list[ModelResult],
+    tier: str,
+    routed: dict[str, list[ModelChoice]],
+) -> list[Recommendation]:
+    """`routed`: each task's candidates in force for the tenant (its override or tier table)."""
+    allowed = set(routing.allowed_models(tier))
+    by_task: dict[str, list[RateBasis]] = defaultdict(list)
+    for r in results:
+        if r.passed + r.invalid > 0:
+            by_task[r.task].append(_rate(r))
+    found = []
+    for task, rates in sorted(by_task.items()):
+        primary = max(rates, key=lambda r: (r.calls, r.cost_usd))
+        if primary.calls < MIN_MODEL_CALLS:
+            continue
+        best: tuple[Decimal, RateBasis, float] | None = None
+        for other in rates:
+            if (
+                other is primary
+                or other.calls < MIN_MODEL_CALLS
+                or other.avg_cost_usd >= primary.avg_cost_usd
+                or ModelChoice(other.provider, other.model) not in allowed
+                or other.pass_rate < primary.pass_rate - MAX_PASS_RATE_DROP
+            ):
+                continue
+            z = drop_z((primary.passed, primary.calls), (other.passed, other.calls))
+            if z >= Z_ONE_SIDED_95:
+                continue
+            saving = (primary.avg_cost_usd - other.avg_cost_usd) * primary.calls
+            if best is None or saving > best[0]:
+                best = (saving, other, z)
+        if best is None:
+            continue
+        saving, cheaper, z = best
+        choice = ModelChoice(cheaper.provider, cheaper.model)
+        current = routed.get(task, [])
+        if current and current[0] == choice:
+            continue  # already first for this task
+        order = [choice, *(c for c in current if c != choice)]
+        found.append(
+            Recommendation(
+                kind="CHEAPER_MODEL",
+                task=task,
+                summary=(
+                    f"{cheaper.provider}/{cheaper.model} passed validation on {cheaper.passed} of "
+                    f"{cheaper.calls} {task} calls ({cheaper.pass_rate:.1%}) against "
+                    f"{primary.passed} of {primary.calls} ({primary.pass_rate:.1%}) for "
+                    f"{primary.provider}/{primary.model}, at {cheaper.avg_cost_usd} instead of "
+                    f"{primary.avg_cost_usd} USD a call: {usd(saving)} USD less over the window."
+                ),
+                apply_with="updateAiSettings",
+                apply_value={
+                    "input": {
+                        "overrides": {
+                            task: [{"provider": c.provider, "model": c.model} for c in order]
+                        }
+                    }
+                },
+                savings_usd=usd(saving),
+                cheaper_model=ModelComparison(primary, cheaper, z),
+            )
+        )
+    return found
+
+
+def budget_recommendation(
+    months: list[BudgetMonth],
+    paid: dict[str, tuple[int, Decimal]],
+    limit: Decimal,
+    ceiling: Decimal,
+) -> Recommendation | None:
+    """The one budget suggestion (the month that needed most), or None."""
+    worst: tuple[Decimal, BudgetMonth, Decimal, int] | None = None
+    for month in months:
+        refused = sum(month.fallbacks.values())
+        if refused < MIN_BUDGET_FALLBACKS:
+            continue
+        demand = Decimal(0)
+        unpriced = 0
+        for task, count in month.fallbacks.items():
+            calls, cost = paid.get(task, (0, Decimal(0)))
+            if calls == 0:
+                unpriced += count
+            else:
+                demand += count * cost / calls
+        needed = month.spent_usd + demand
+        if worst is None or needed > worst[0]:
+            worst = (needed, month, demand, unpriced)
+    if worst is None:
+        return None
+    needed, month, demand, unpriced = worst
+    suggested = needed.to_integral_value(rounding=ROUND_CEILING)
+    capped = suggested > ceiling
+    suggested = min(suggested, ceiling)
+    if limit >= 0 and suggested <= limit:
+        return None
+    refused = sum(month.fallbacks.values())
+    label = month.month_start.strftime("%Y-%m")
+    return Recommendation(
+        kind="BUDGET",
+        task=None,
+        summary=(
+            f"In {label}, {refused} AI calls fell back to the baseline for want of budget; the "
+            f"month's recorded spend ({usd(month.spent_usd)} USD) plus those calls at their "
+            f"tasks' average cost ({usd(demand)} USD) needs a monthly budget of "
+            f"{needed.quantize(Decimal('0.01'), rounding=ROUND_CEILING)} USD"
+            + (f"; the tier allows at most {ceiling} USD." if capped else ".")
+        ),
+        apply_with="setBudget",
+        apply_value={"limitUsd": str(suggested)},
+        savings_usd=None,
+        budget=BudgetBasis(
+            month=label,
+            budget_fallbacks=refused,
+            fallbacks_by_task=dict(sorted(month.fallbacks.items())),
+            unpriced_fallbacks=unpriced,
+            spent_usd=usd(month.spent_usd),
+            refused_demand_usd=usd(demand),
+            needed_usd=usd(needed),
+            current_limit_usd=limit,
+            tier_max_usd=ceiling,
+            capped_at_tier_max=capped,
+        ),
+    )
+
+
+class RecommendationService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = RecommendationRepository(session)
+
+    async def recommend(
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime, settings: Settings
+    ) -> RecommendationReport:
+        since, until = checked_window(since, until)
+        since, until = since.astimezone(UTC), until.astimezone(UTC)
+        tenant = await AiService(self.session).tenant_ai(tenant_id, settings)
+        ttls = {**DEFAULT_TTLS, **settings.ai_cache_ttls}
+        found = cache_recommendations(
+            await self.repo.repeat_gaps(tenant_id, since, until, ttls, TTL_LADDER), ttls
+        )
+        configured = {"openai", "anthropic"}
+        routed = {
+            task: routing.candidates(
+                tenant.tier, task, overrides=tenant.overrides, configured=configured
+            )
+            for task in routing.ROUTING.get(tenant.tier, {})
+        }
+        found += model_recommendations(
+            await self.repo.model_results(tenant_id, since, until),
+            tenant.tier,
+            routed,
+        )
+        months = await self.repo.budget_months(tenant_id, since, until)
+        if months:
+            tasks = sorted({t for m in months for t in m.fallbacks})
+            budget = budget_recommendation(
+                months,
+                await self.repo.average_paid_cost(tenant_id, since, until, tasks),
+                tenant.budget_usd,
+                max_budget(tenant.tier, settings),
+            )
+            if budget is not None:
+                found.append(budget)
+        return RecommendationReport(since, until, found)
