@@ -21,10 +21,11 @@ CHEAPER_MODEL A model with records for the task (A/B overrides, failover, the bu
               Applied with `updateAiSettings(input: {overrides: ...})`.
 BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the monthly limit
               that would have covered that month's demand is its recorded spend plus each refused
-              call at its task's average paid cost in the window, rounded up to a whole USD and
+              call at its task's average paid cost that month, rounded up to a whole USD and
               capped at the tier's maximum. Suggested when above the limit in force, with
-              `setBudget(limitUsd:)`. Refused calls of a task that was never paid for in the
-              window cannot be priced and are reported as such.
+              `setBudget(limitUsd:)`. The month counts whole (the budget did), its refused calls
+              only inside the window. Refused calls of a task no model answered that month cannot
+              be priced and are reported as such.
 
 No recommendation rests on fewer than its minimum sample (the *_MIN constants, reported with
 each). Only calls recorded since migration 0015 carry fingerprints; ENABLE_CACHE sees those only.
@@ -106,7 +107,7 @@ class BudgetBasis:
     month: str  # "YYYY-MM", UTC: the month that needed most
     budget_fallbacks: int
     fallbacks_by_task: dict[str, int]
-    unpriced_fallbacks: int  # of tasks never paid for in the window: not in the demand
+    unpriced_fallbacks: int  # of tasks no model answered that month: not in the demand
     spent_usd: Decimal
     refused_demand_usd: Decimal
     needed_usd: Decimal
@@ -288,7 +289,6 @@ def model_recommendations(
 
 def budget_recommendation(
     months: list[BudgetMonth],
-    paid: dict[str, tuple[int, Decimal]],
     limit: Decimal,
     ceiling: Decimal,
 ) -> Recommendation | None:
@@ -301,7 +301,7 @@ def budget_recommendation(
         demand = Decimal(0)
         unpriced = 0
         for task, count in month.fallbacks.items():
-            calls, cost = paid.get(task, (0, Decimal(0)))
+            calls, cost = month.paid.get(task, (0, Decimal(0)))
             if calls == 0:
                 unpriced += count
             else:
@@ -374,15 +374,11 @@ class RecommendationService:
             tenant.tier,
             routed,
         )
-        months = await self.repo.budget_months(tenant_id, since, until)
-        if months:
-            tasks = sorted({t for m in months for t in m.fallbacks})
-            budget = budget_recommendation(
-                months,
-                await self.repo.average_paid_cost(tenant_id, since, until, tasks),
-                tenant.budget_usd,
-                max_budget(tenant.tier, settings),
-            )
-            if budget is not None:
-                found.append(budget)
+        budget = budget_recommendation(
+            await self.repo.budget_months(tenant_id, since, until),
+            tenant.budget_usd,
+            max_budget(tenant.tier, settings),
+        )
+        if budget is not None:
+            found.append(budget)
         return RecommendationReport(since, until, found)

@@ -8,8 +8,8 @@ tenant's ai_usage rows in a window, each returning a handful of rows whatever th
   would have answered, and what they cost.
 - model_results: per task and model that answered (not the baseline, not cache hits): calls
   whose output passed validation, calls that ended INVALID_OUTPUT, and their cost.
-- budget_months: per UTC month that had BUDGET fallbacks in the window: the month's recorded
-  spend and its BUDGET fallbacks per task; and each task's average cost of a paid call.
+- budget_months: per UTC month that had BUDGET fallbacks in the window: its BUDGET fallbacks
+  per task (in the window), and the whole month's recorded spend and paid calls per task.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ class ModelResult:
 
 @dataclass(frozen=True)
 class BudgetMonth:
-    month_start: datetime
+    month_start: datetime  # naive, UTC
     spent_usd: Decimal  # every recorded cost of the month (what counted against the budget)
     fallbacks: dict[str, int]  # task -> BUDGET fallbacks in the window in this month
+    # task -> (calls a model answered, valid or not, no cache hits; their cost), whole month
+    paid: dict[str, tuple[int, Decimal]]
 
 
 class RecommendationRepository:
@@ -173,44 +175,32 @@ class RecommendationRepository:
             if last.month == 12
             else last.replace(month=last.month + 1)
         )
+        paid = (AiUsage.provider != "baseline") & AiUsage.cached.is_(False)
         spend_rows = (
             await self.session.execute(
-                select(month, func.coalesce(func.sum(AiUsage.cost_usd), 0).label("spent"))
+                select(
+                    month,
+                    AiUsage.task,
+                    func.coalesce(func.sum(AiUsage.cost_usd), 0).label("spent"),
+                    func.count().filter(paid).label("paid"),
+                    func.coalesce(func.sum(AiUsage.cost_usd).filter(paid), 0).label("paid_cost"),
+                )
                 .where(
                     AiUsage.tenant_id == tenant_id,
                     # date_trunc gave naive UTC times: bound the column itself (index range).
                     AiUsage.at >= first.replace(tzinfo=UTC),
                     AiUsage.at < end.replace(tzinfo=UTC),
                 )
-                .group_by(month)
+                .group_by(month, AiUsage.task)
             )
         ).all()
-        spent = {r.month: Decimal(r.spent) for r in spend_rows}
+        spent: dict[datetime, Decimal] = {}
+        paid_calls: dict[datetime, dict[str, tuple[int, Decimal]]] = {}
+        for r in spend_rows:
+            spent[r.month] = spent.get(r.month, Decimal(0)) + Decimal(r.spent)
+            if r.paid:
+                paid_calls.setdefault(r.month, {})[r.task] = (int(r.paid), Decimal(r.paid_cost))
         return [
-            BudgetMonth(m, spent.get(m, Decimal(0)), fallbacks) for m, fallbacks in months.items()
+            BudgetMonth(m, spent.get(m, Decimal(0)), fallbacks, paid_calls.get(m, {}))
+            for m, fallbacks in months.items()
         ]
-
-    async def average_paid_cost(
-        self, tenant_id: uuid.UUID, since: datetime, until: datetime, tasks: Sequence[str]
-    ) -> dict[str, tuple[int, Decimal]]:
-        """task -> (paid calls, their cost) in the window, for the given tasks: calls a model
-        answered (valid or not), no cache hits."""
-        rows = (
-            await self.session.execute(
-                select(
-                    AiUsage.task,
-                    func.count().label("n"),
-                    func.coalesce(func.sum(AiUsage.cost_usd), 0).label("cost"),
-                )
-                .where(
-                    AiUsage.tenant_id == tenant_id,
-                    AiUsage.at >= since,
-                    AiUsage.at < until,
-                    AiUsage.task.in_(list(tasks)),
-                    AiUsage.provider != "baseline",
-                    AiUsage.cached.is_(False),
-                )
-                .group_by(AiUsage.task)
-            )
-        ).all()
-        return {r.task: (int(r.n), Decimal(r.cost)) for r in rows}

@@ -41,6 +41,7 @@ from app.api.feeds import FeedSubscription
 from app.api.files import FileMutation, FileQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
+from app.api.recommendations import RecommendationQuery
 from app.api.relay import Node, from_global_id
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
@@ -99,6 +100,7 @@ class Query(
     ExecutionQuery,
     AiQuery,
     AnalyticsQuery,
+    RecommendationQuery,
     NodeQuery,
     AdminQuery,
     FileQuery,
