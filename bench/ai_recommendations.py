@@ -5,10 +5,11 @@ tenants' rows, for a 30-day and a 366-day window.
 Standalone and in-process, like execution_filters: a fresh database on the stack's PostgreSQL
 (migrated, dropped at the end), rows made by SQL (`INSERT ... SELECT` over generate_series).
 The measured tenant (premium) calls the six tasks; 10% of the calls go to gpt-4o-mini (the
-rest gpt-4o), 3% end INVALID_OUTPUT, 20% are cache hits, 1% BUDGET fallbacks; inputs are drawn
-from a pool of N/5 fingerprints, so each recurs about five times a year (the repeat scan has
-work to do). Three other tenants have N/20 rows each with the same fingerprints. Then VACUUM
-ANALYZE. p50/p95 over the repeats, in milliseconds, and the recommendations found.
+rest gpt-4o), 3% end INVALID_OUTPUT, 20% are cache hits, 1% BUDGET fallbacks; a third of the
+inputs recur within minutes, the rest come from a pool of N/5 fingerprints (about five times a
+year each), with repeat_gap_seconds as AiRepository.add_usage sets it. Three other tenants
+have N/20 rows each with the same fingerprints. Then VACUUM ANALYZE. p50/p95 over the repeats,
+in milliseconds, and the recommendations found.
 
     DATABASE_URL=postgresql://... .venv/bin/python -m bench.ai_recommendations 1000000
 
@@ -41,25 +42,39 @@ OTHER_TENANTS = 3
 REPEATS = 10
 YEAR = timedelta(days=365)
 GENERATE = """
+WITH generated AS (
+    SELECT i,
+        (ARRAY['generate_text', 'classify_content', 'summarize', 'extract_entities',
+               'personalize_content', 'optimize_timing'])[1 + i % 6] AS task,
+        i % 100 = 7 AS refused,
+        i % 100 IN (11, 41, 71) AS invalid,
+        i % 5 = 1 AND i % 100 <> 7 AS cached,
+        CASE WHEN i % 10 = 3 THEN 'gpt-4o-mini' ELSE 'gpt-4o' END AS model,
+        -- a third of the inputs come back within minutes, the rest every ~N/5 calls
+        md5('input' || CASE WHEN i % 3 = 0 THEN 'q' || (i / 30) ELSE ((i::bigint * 7919) % $3)::text
+            END) AS input_hash,
+        $4::timestamptz - (i * $5::interval) AS at
+    FROM generate_series(1, $2) AS i
+), rows AS (
+    SELECT *, NOT refused AND NOT invalid AND NOT cached AS paid_ok FROM generated
+)
 INSERT INTO ai_usage (tenant_id, task, provider, model, input_tokens, output_tokens, cost_usd,
-    saved_usd, latency_ms, cached, fallback_reason, outcome, input_hash, at)
-SELECT $1,
-    (ARRAY['generate_text', 'classify_content', 'summarize', 'extract_entities',
-           'personalize_content', 'optimize_timing'])[1 + i % 6],
-    CASE WHEN i % 100 = 7 THEN 'baseline' ELSE 'openai' END,
-    CASE WHEN i % 100 = 7 THEN 'baseline' WHEN i % 10 = 3 THEN 'gpt-4o-mini' ELSE 'gpt-4o' END,
+    saved_usd, latency_ms, cached, fallback_reason, outcome, input_hash, repeat_gap_seconds, at)
+SELECT $1, task,
+    CASE WHEN refused THEN 'baseline' ELSE 'openai' END,
+    CASE WHEN refused THEN 'baseline' ELSE model END,
     1000, 50,
-    CASE WHEN i % 100 = 7 OR i % 5 = 1 THEN 0 WHEN i % 10 = 3 THEN 0.00018 ELSE 0.003 END,
-    CASE WHEN i % 5 = 1 AND i % 100 <> 7 THEN 0.003 ELSE 0 END,
-    800,
-    i % 5 = 1 AND i % 100 <> 7,
-    CASE WHEN i % 100 = 7 THEN 'BUDGET' WHEN i % 100 = 11 OR i % 100 = 41 OR i % 100 = 71
-         THEN 'INVALID_OUTPUT' END,
-    CASE WHEN i % 100 = 7 OR i % 100 IN (11, 41, 71) THEN 'FALLBACK'
-         WHEN i % 5 = 1 THEN 'CACHED' ELSE 'OK' END,
-    md5('input' || ((i::bigint * 7919) % $3)),
-    $4::timestamptz - (i * $5::interval)
-FROM generate_series(1, $2) AS i
+    CASE WHEN refused OR cached THEN 0 WHEN model = 'gpt-4o-mini' THEN 0.00018 ELSE 0.003 END,
+    CASE WHEN cached THEN 0.003 ELSE 0 END,
+    800, cached,
+    CASE WHEN refused THEN 'BUDGET' WHEN invalid THEN 'INVALID_OUTPUT' END,
+    CASE WHEN refused OR invalid THEN 'FALLBACK' WHEN cached THEN 'CACHED' ELSE 'OK' END,
+    input_hash,
+    -- what AiRepository.add_usage records: seconds since the input's previous paid OK call
+    CASE WHEN paid_ok THEN extract(epoch FROM at - lag(at) OVER (
+        PARTITION BY task, model, input_hash, paid_ok ORDER BY at))::int END,
+    at
+FROM rows
 """
 
 

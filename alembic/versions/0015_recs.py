@@ -1,7 +1,18 @@
-"""ai_usage.input_hash: a keyed fingerprint of each AI call's normalised input
-(app/ai/input_hash.py), so aiRecommendations can tell which inputs recur. Existing rows keep
-null (their inputs were never recorded). The partial index serves the recurrence scan: paid
-calls of one tenant with a fingerprint, by task, model and fingerprint, in time order.
+"""AI usage for aiRecommendations (app/analytics/recommendations.py):
+
+- ai_usage.input_hash: a keyed fingerprint of each call's normalised input (app/ai/input_hash.py),
+  never the text; existing rows keep null (their inputs were never recorded).
+- ai_usage.repeat_gap_seconds: for a paid, validated call with a fingerprint, the seconds since
+  the previous such call of the same tenant, task, model and input (set by
+  AiRepository.add_usage, which finds that call through ix_ai_usage_repeats); null for the first.
+  ix_ai_usage_repeat_gaps holds just those rows per tenant and time, covering what the repeat
+  count reads.
+- ai_usage_daily: per tenant, UTC day, task, provider and model, the counts and sums the other
+  recommendations read (a year of a busy tenant is a few thousand rows instead of a million).
+  A statement-level trigger adds each INSERT's rows to it, one grouped upsert per statement
+  (a bulk INSERT ... SELECT costs one, not one per row), so every writer keeps it current.
+  ai_usage rows are never updated in what it counts nor deleted but with their tenant (which
+  cascades here too). Existing rows are summed into it here.
 
 Revision ID: 0015
 Revises: 0014
@@ -16,17 +27,81 @@ down_revision = "0014"
 branch_labels = None
 depends_on = None
 
+COUNTS = ("calls", "passed", "invalid", "paid", "budget_fallbacks")
+SUMS = ("paid_cost_usd", "cost_usd")
+# What one group of ai_usage rows adds to its ai_usage_daily row (`rows` is the source).
+GROUPED = """
+SELECT tenant_id, (at AT TIME ZONE 'UTC')::date, task, provider, model,
+    count(*),
+    count(*) FILTER (WHERE outcome = 'OK' AND NOT cached AND provider <> 'baseline'),
+    count(*) FILTER (WHERE fallback_reason = 'INVALID_OUTPUT' AND provider <> 'baseline'),
+    count(*) FILTER (WHERE NOT cached AND provider <> 'baseline'),
+    count(*) FILTER (WHERE fallback_reason = 'BUDGET'),
+    coalesce(sum(cost_usd) FILTER (WHERE NOT cached AND provider <> 'baseline'), 0),
+    coalesce(sum(cost_usd), 0)
+FROM {rows}
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+"""
+COLUMNS = "tenant_id, day, task, provider, model, " + ", ".join(COUNTS + SUMS)
+UPSERT = (
+    f"INSERT INTO ai_usage_daily AS d ({COLUMNS}) {GROUPED.format(rows='added')} "
+    "ON CONFLICT (tenant_id, day, task, provider, model) DO UPDATE SET "
+    + ", ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in COUNTS + SUMS)
+)
+
 
 def upgrade() -> None:
     op.add_column("ai_usage", sa.Column("input_hash", sa.String(length=64), nullable=True))
+    op.add_column("ai_usage", sa.Column("repeat_gap_seconds", sa.Integer(), nullable=True))
     op.create_index(
         "ix_ai_usage_repeats",
         "ai_usage",
         ["tenant_id", "task", "model", "input_hash", "at"],
-        postgresql_where=sa.text("input_hash IS NOT NULL AND NOT cached"),
+        postgresql_where=sa.text("input_hash IS NOT NULL AND NOT cached AND outcome = 'OK'"),
+    )
+    op.create_index(
+        "ix_ai_usage_repeat_gaps",
+        "ai_usage",
+        ["tenant_id", "at"],
+        postgresql_include=["task", "repeat_gap_seconds", "cost_usd"],
+        postgresql_where=sa.text("repeat_gap_seconds IS NOT NULL"),
+    )
+    op.create_table(
+        "ai_usage_daily",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("task", sa.String(length=40), nullable=False),
+        sa.Column("provider", sa.String(length=40), nullable=False),
+        sa.Column("model", sa.String(length=100), nullable=False),
+        *(sa.Column(c, sa.BigInteger(), nullable=False) for c in COUNTS),
+        *(sa.Column(c, sa.Numeric(18, 6), nullable=False) for c in SUMS),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_ai_usage_daily_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "tenant_id", "day", "task", "provider", "model", name=op.f("pk_ai_usage_daily")
+        ),
+    )
+    op.execute(f"INSERT INTO ai_usage_daily ({COLUMNS}) {GROUPED.format(rows='ai_usage')}")
+    op.execute(
+        "CREATE FUNCTION ai_usage_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN {UPSERT}; RETURN NULL; END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER ai_usage_daily_add AFTER INSERT ON ai_usage "
+        "REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION ai_usage_daily_add()"
     )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER ai_usage_daily_add ON ai_usage")
+    op.execute("DROP FUNCTION ai_usage_daily_add()")
+    op.drop_table("ai_usage_daily")
+    op.drop_index("ix_ai_usage_repeat_gaps", table_name="ai_usage")
     op.drop_index("ix_ai_usage_repeats", table_name="ai_usage")
+    op.drop_column("ai_usage", "repeat_gap_seconds")
     op.drop_column("ai_usage", "input_hash")

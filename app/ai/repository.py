@@ -11,6 +11,7 @@ from sqlalchemy import Select, case, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, Template, TenantAiSettings
+from app.models.base import utcnow
 
 GROUPS = {
     "DAY": func.date_trunc("day", AiUsage.at),
@@ -26,6 +27,30 @@ class AiRepository:
         self.session = session
 
     async def add_usage(self, usage: AiUsage) -> AiUsage:
+        """Insert a usage row; a paid, validated call with a fingerprint gets the seconds since
+        the previous such call of its input (`repeat_gap_seconds`, aiRecommendations)."""
+        if usage.at is None:
+            usage.at = utcnow()
+        if (
+            usage.input_hash is not None
+            and usage.outcome == "OK"
+            and not usage.cached
+            and usage.provider != "baseline"
+        ):
+            previous = await self.session.scalar(
+                select(func.max(AiUsage.at)).where(  # ix_ai_usage_repeats, its predicate too
+                    AiUsage.tenant_id == usage.tenant_id,
+                    AiUsage.task == usage.task,
+                    AiUsage.model == usage.model,
+                    AiUsage.input_hash == usage.input_hash,
+                    AiUsage.input_hash.is_not(None),
+                    AiUsage.cached.is_(False),
+                    AiUsage.outcome == "OK",
+                    AiUsage.at <= usage.at,
+                )
+            )
+            if previous is not None:
+                usage.repeat_gap_seconds = int((usage.at - previous).total_seconds())
         self.session.add(usage)
         await self.session.flush()
         return usage

@@ -37,7 +37,7 @@ import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -49,10 +49,10 @@ from app.ai.contracts import ModelChoice
 from app.ai.pricing import usd
 from app.ai.service import AiService, max_budget
 from app.analytics.recommendations_repository import (
-    BudgetMonth,
     GapBucket,
-    ModelResult,
+    MonthTotal,
     RecommendationRepository,
+    WindowStats,
 )
 from app.analytics.service import checked_window
 from app.settings import Settings
@@ -67,6 +67,55 @@ MAX_PASS_RATE_DROP = 0.05  # the cheaper model's observed pass rate may be this 
 Z_ONE_SIDED_95 = 1.645
 Z_TWO_SIDED_95 = 1.96
 MIN_BUDGET_FALLBACKS = 10  # BUDGET fallbacks in one month before a budget suggestion
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's calls of a task in the window (cache hits and baseline answers excluded)."""
+
+    task: str
+    provider: str
+    model: str
+    passed: int  # output validated (outcome OK)
+    invalid: int  # paid, output invalid twice: baseline answered (INVALID_OUTPUT)
+    cost_usd: Decimal  # of all those calls
+
+
+@dataclass(frozen=True)
+class BudgetMonth:
+    month_start: date
+    spent_usd: Decimal  # every recorded cost of the month (what counted against the budget)
+    fallbacks: dict[str, int]  # task -> BUDGET fallbacks in the window in this month
+    paid: dict[str, tuple[int, Decimal]]  # task -> (paid calls, their cost), the whole month
+
+
+def model_results(stats: list[WindowStats]) -> list[ModelResult]:
+    """The window's calls per task and model that answered, over its months."""
+    totals: dict[tuple[str, str, str], list[Any]] = {}
+    for s in stats:
+        if s.provider == "baseline" or s.paid == 0:
+            continue
+        total = totals.setdefault((s.task, s.provider, s.model), [0, 0, Decimal(0)])
+        total[0] += s.passed
+        total[1] += s.invalid
+        total[2] += s.paid_cost_usd
+    return [ModelResult(*key, *values) for key, values in sorted(totals.items())]
+
+
+def budget_months(stats: list[WindowStats], totals: list[MonthTotal]) -> list[BudgetMonth]:
+    """The months with BUDGET fallbacks in the window, with their whole month's figures."""
+    fallbacks: dict[date, dict[str, int]] = {}
+    for s in stats:
+        if s.budget_fallbacks:
+            by_task = fallbacks.setdefault(s.month, {})
+            by_task[s.task] = by_task.get(s.task, 0) + s.budget_fallbacks
+    spent: dict[date, Decimal] = defaultdict(Decimal)
+    paid: dict[date, dict[str, tuple[int, Decimal]]] = defaultdict(dict)
+    for t in totals:
+        spent[t.month] += t.cost_usd
+        if t.paid:
+            paid[t.month][t.task] = (t.paid, t.paid_cost_usd)
+    return [BudgetMonth(m, spent[m], f, paid[m]) for m, f in sorted(fallbacks.items())]
 
 
 @dataclass(frozen=True)
@@ -369,13 +418,11 @@ class RecommendationService:
             )
             for task in routing.ROUTING.get(tenant.tier, {})
         }
-        found += model_recommendations(
-            await self.repo.model_results(tenant_id, since, until),
-            tenant.tier,
-            routed,
-        )
+        stats = await self.repo.window_stats(tenant_id, since, until)
+        found += model_recommendations(model_results(stats), tenant.tier, routed)
+        months = sorted({s.month for s in stats if s.budget_fallbacks})
         budget = budget_recommendation(
-            await self.repo.budget_months(tenant_id, since, until),
+            budget_months(stats, await self.repo.month_totals(tenant_id, months)),
             tenant.budget_usd,
             max_budget(tenant.tier, settings),
         )

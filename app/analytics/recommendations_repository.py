@@ -1,15 +1,14 @@
 """SQL of aiRecommendations (app/analytics/recommendations.py): three aggregate reads of one
-tenant's ai_usage rows in a window, each returning a handful of rows whatever the volume.
+tenant's AI usage, each returning a handful of grouped rows whatever the volume.
 
-- repeat_gaps: a tenant's paid, validated calls (outcome OK, not cached) with an input
-  fingerprint, each with the time since the previous such call of the same task, model and
-  fingerprint (a window function over ix_ai_usage_repeats, which holds them in that order),
-  counted per task and per rung of a ladder of cache TTLs: how many repeats a TTL of that rung
-  would have answered, and what they cost.
-- model_results: per task and model that answered (not the baseline, not cache hits): calls
-  whose output passed validation, calls that ended INVALID_OUTPUT, and their cost.
-- budget_months: per UTC month that had BUDGET fallbacks in the window: its BUDGET fallbacks
-  per task (in the window), and the whole month's recorded spend and paid calls per task.
+- repeat_gaps: the window's repeats (ai_usage rows with repeat_gap_seconds, set when the row
+  was added) whose gap passed the task's TTL in force, counted and costed per task and per rung
+  of a ladder of cache TTLs; an index-only scan of ix_ai_usage_repeat_gaps.
+- window_stats: per month, task, provider and model, the window's validated / invalid / paid
+  calls, paid cost and BUDGET fallbacks. Whole UTC days come from the ai_usage_daily rollup
+  (0015); the partial days at the window's edges from ai_usage itself (ix_ai_usage_tenant_at),
+  so the figures are exact for any `from` and `to`.
+- month_totals: whole UTC months from the rollup: spend and paid calls per task.
 """
 
 from __future__ import annotations
@@ -17,13 +16,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import case, extract, func, literal, select
+from sqlalchemy import Date, case, cast, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AiUsage
+from app.models import AiUsage, AiUsageDaily
 
 
 @dataclass(frozen=True)
@@ -38,22 +38,40 @@ class GapBucket:
 
 
 @dataclass(frozen=True)
-class ModelResult:
+class WindowStats:
+    """One month, task, provider and model of the window."""
+
+    month: date  # its first day (UTC)
     task: str
     provider: str
     model: str
-    passed: int  # output validated (outcome OK)
-    invalid: int  # paid, output invalid twice: baseline answered (INVALID_OUTPUT)
-    cost_usd: Decimal  # of all those calls
+    passed: int  # a model's output validated (outcome OK, not a cache hit)
+    invalid: int  # a model paid twice for invalid output: the baseline answered
+    paid: int  # a model answered (passed + invalid)
+    paid_cost_usd: Decimal
+    budget_fallbacks: int
 
 
 @dataclass(frozen=True)
-class BudgetMonth:
-    month_start: datetime  # naive, UTC
-    spent_usd: Decimal  # every recorded cost of the month (what counted against the budget)
-    fallbacks: dict[str, int]  # task -> BUDGET fallbacks in the window in this month
-    # task -> (calls a model answered, valid or not, no cache hits; their cost), whole month
-    paid: dict[str, tuple[int, Decimal]]
+class MonthTotal:
+    month: date
+    task: str
+    cost_usd: Decimal  # everything recorded (what the budget counted)
+    paid: int
+    paid_cost_usd: Decimal
+
+
+def _day_bounds(since: datetime, until: datetime) -> tuple[date, date] | None:
+    """The whole UTC days [first, end) inside [since, until), or None if there are none."""
+    first = since.astimezone(UTC).date()
+    if datetime.combine(first, time(), UTC) < since:
+        first += timedelta(days=1)
+    end = until.astimezone(UTC).date()
+    return (first, end) if first < end else None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
 
 
 class RecommendationRepository:
@@ -70,137 +88,143 @@ class RecommendationRepository:
     ) -> list[GapBucket]:
         """Repeats per task and ladder rung, only those the task's TTL in force (`ttls`, seconds;
         a task not named: 0) did not cover."""
-        paid = (
-            select(
-                AiUsage.task,
-                AiUsage.model,
-                AiUsage.input_hash,
-                AiUsage.cost_usd,
-                (
-                    AiUsage.at
-                    - func.lag(AiUsage.at).over(
-                        partition_by=(AiUsage.task, AiUsage.model, AiUsage.input_hash),
-                        order_by=AiUsage.at,
-                    )
-                ).label("gap"),
-            )
-            .where(
-                AiUsage.tenant_id == tenant_id,
-                AiUsage.input_hash.is_not(None),
-                AiUsage.cached.is_(False),
-                AiUsage.at >= since,
-                AiUsage.at < until,
-                AiUsage.outcome == "OK",
-            )
-            .cte("paid")
-        )
-        gap_s = extract("epoch", paid.c.gap)
-        ttl = case(dict(ttls), value=paid.c.task, else_=0) if ttls else literal(0)
+        gap = AiUsage.repeat_gap_seconds
+        ttl = case(dict(ttls), value=AiUsage.task, else_=0) if ttls else literal(0)
         rung = case(
-            *((gap_s <= seconds, index) for index, seconds in enumerate(ladder)),
+            *((gap <= seconds, index) for index, seconds in enumerate(ladder)),
             else_=len(ladder),
         ).label("rung")
         query = (
             select(
-                paid.c.task,
+                AiUsage.task,
                 rung,
                 func.count().label("repeats"),
-                func.coalesce(func.sum(paid.c.cost_usd), 0).label("cost"),
-            )
-            .where(paid.c.gap.is_not(None), gap_s > ttl)
-            .group_by(paid.c.task, rung)
-            .order_by(paid.c.task, rung)
-        )
-        rows = (await self.session.execute(query)).all()
-        return [GapBucket(r.task, int(r.rung), int(r.repeats), Decimal(r.cost)) for r in rows]
-
-    async def model_results(
-        self, tenant_id: uuid.UUID, since: datetime, until: datetime
-    ) -> list[ModelResult]:
-        invalid = AiUsage.fallback_reason == "INVALID_OUTPUT"
-        query = (
-            select(
-                AiUsage.task,
-                AiUsage.provider,
-                AiUsage.model,
-                func.count().filter(AiUsage.outcome == "OK").label("passed"),
-                func.count().filter(invalid).label("invalid"),
                 func.coalesce(func.sum(AiUsage.cost_usd), 0).label("cost"),
             )
             .where(
                 AiUsage.tenant_id == tenant_id,
                 AiUsage.at >= since,
                 AiUsage.at < until,
-                AiUsage.provider != "baseline",
-                AiUsage.cached.is_(False),
-                (AiUsage.outcome == "OK") | invalid,
+                gap.is_not(None),
+                gap > ttl,
             )
-            .group_by(AiUsage.task, AiUsage.provider, AiUsage.model)
-            .order_by(AiUsage.task, AiUsage.provider, AiUsage.model)
+            .group_by(AiUsage.task, rung)
+            .order_by(AiUsage.task, rung)
         )
         rows = (await self.session.execute(query)).all()
+        return [GapBucket(r.task, int(r.rung), int(r.repeats), Decimal(r.cost)) for r in rows]
+
+    async def window_stats(
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime
+    ) -> list[WindowStats]:
+        days = _day_bounds(since, until)
+        parts: list[Any] = []
+        if days is None:
+            edges = [(since, until)]
+        else:
+            first, end = days
+            edges = [(since, _midnight(first)), (_midnight(end), until)]
+            parts.append(
+                select(
+                    AiUsageDaily.day,
+                    AiUsageDaily.task,
+                    AiUsageDaily.provider,
+                    AiUsageDaily.model,
+                    AiUsageDaily.passed,
+                    AiUsageDaily.invalid,
+                    AiUsageDaily.paid,
+                    AiUsageDaily.paid_cost_usd,
+                    AiUsageDaily.budget_fallbacks,
+                ).where(
+                    AiUsageDaily.tenant_id == tenant_id,
+                    AiUsageDaily.day >= first,
+                    AiUsageDaily.day < end,
+                )
+            )
+        edges = [(a, b) for a, b in edges if a < b]
+        if edges:
+            model_paid = (AiUsage.provider != "baseline") & AiUsage.cached.is_(False)
+            day = cast(func.timezone("UTC", AiUsage.at), Date)
+            parts.append(
+                select(
+                    day,
+                    AiUsage.task,
+                    AiUsage.provider,
+                    AiUsage.model,
+                    func.count().filter(model_paid & (AiUsage.outcome == "OK")),
+                    func.count().filter(
+                        (AiUsage.provider != "baseline")
+                        & (AiUsage.fallback_reason == "INVALID_OUTPUT")
+                    ),
+                    func.count().filter(model_paid),
+                    func.coalesce(func.sum(AiUsage.cost_usd).filter(model_paid), 0),
+                    func.count().filter(AiUsage.fallback_reason == "BUDGET"),
+                )
+                .where(
+                    AiUsage.tenant_id == tenant_id,
+                    or_(*((AiUsage.at >= a) & (AiUsage.at < b) for a, b in edges)),
+                )
+                .group_by(day, AiUsage.task, AiUsage.provider, AiUsage.model)
+            )
+        rows = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+        c = list(rows.c)
+        month = cast(func.date_trunc("month", c[0]), Date).label("month")
+        query = (
+            select(
+                month,
+                c[1].label("task"),
+                c[2].label("provider"),
+                c[3].label("model"),
+                *(func.sum(col).label(name) for col, name in zip(c[4:], _SUMMED, strict=True)),
+            )
+            .group_by(month, c[1], c[2], c[3])
+            .order_by(month, c[1], c[2], c[3])
+        )
         return [
-            ModelResult(r.task, r.provider, r.model, int(r.passed), int(r.invalid), Decimal(r.cost))
-            for r in rows
+            WindowStats(
+                r.month,
+                r.task,
+                r.provider,
+                r.model,
+                int(r.passed),
+                int(r.invalid),
+                int(r.paid),
+                Decimal(r.paid_cost),
+                int(r.budget_fallbacks),
+            )
+            for r in (await self.session.execute(query)).all()
         ]
 
-    async def budget_months(
-        self, tenant_id: uuid.UUID, since: datetime, until: datetime
-    ) -> list[BudgetMonth]:
-        """The UTC months with BUDGET fallbacks in [since, until), each with its whole
-        month's spend (also outside the window: the budget counted it)."""
-        month = func.date_trunc("month", func.timezone("UTC", AiUsage.at)).label("month")
-        fallback_rows = (
-            await self.session.execute(
-                select(month, AiUsage.task, func.count().label("n"))
-                .where(
-                    AiUsage.tenant_id == tenant_id,
-                    AiUsage.at >= since,
-                    AiUsage.at < until,
-                    AiUsage.fallback_reason == "BUDGET",
-                )
-                .group_by(month, AiUsage.task)
-                .order_by(month, AiUsage.task)
-            )
-        ).all()
-        if not fallback_rows:
+    async def month_totals(self, tenant_id: uuid.UUID, months: Sequence[date]) -> list[MonthTotal]:
+        """Whole UTC months (`months`: their first days), per task."""
+        if not months:
             return []
-        months: dict[datetime, dict[str, int]] = {}
-        for r in fallback_rows:
-            months.setdefault(r.month, {})[r.task] = int(r.n)
-        first, last = min(months), max(months)
-        # The month after the last one (UTC): its start ends the spend scan.
-        end = (
-            last.replace(year=last.year + 1, month=1)
-            if last.month == 12
-            else last.replace(month=last.month + 1)
-        )
-        paid = (AiUsage.provider != "baseline") & AiUsage.cached.is_(False)
-        spend_rows = (
-            await self.session.execute(
-                select(
-                    month,
-                    AiUsage.task,
-                    func.coalesce(func.sum(AiUsage.cost_usd), 0).label("spent"),
-                    func.count().filter(paid).label("paid"),
-                    func.coalesce(func.sum(AiUsage.cost_usd).filter(paid), 0).label("paid_cost"),
-                )
-                .where(
-                    AiUsage.tenant_id == tenant_id,
-                    # date_trunc gave naive UTC times: bound the column itself (index range).
-                    AiUsage.at >= first.replace(tzinfo=UTC),
-                    AiUsage.at < end.replace(tzinfo=UTC),
-                )
-                .group_by(month, AiUsage.task)
+        month = cast(func.date_trunc("month", AiUsageDaily.day), Date).label("month")
+        query = (
+            select(
+                month,
+                AiUsageDaily.task,
+                func.sum(AiUsageDaily.cost_usd).label("cost"),
+                func.sum(AiUsageDaily.paid).label("paid"),
+                func.sum(AiUsageDaily.paid_cost_usd).label("paid_cost"),
             )
-        ).all()
-        spent: dict[datetime, Decimal] = {}
-        paid_calls: dict[datetime, dict[str, tuple[int, Decimal]]] = {}
-        for r in spend_rows:
-            spent[r.month] = spent.get(r.month, Decimal(0)) + Decimal(r.spent)
-            if r.paid:
-                paid_calls.setdefault(r.month, {})[r.task] = (int(r.paid), Decimal(r.paid_cost))
+            .where(
+                AiUsageDaily.tenant_id == tenant_id,
+                AiUsageDaily.day >= min(months),
+                AiUsageDaily.day < _next_month(max(months)),
+            )
+            .group_by(month, AiUsageDaily.task)
+            .having(month.in_(list(months)))
+            .order_by(month, AiUsageDaily.task)
+        )
         return [
-            BudgetMonth(m, spent.get(m, Decimal(0)), fallbacks, paid_calls.get(m, {}))
-            for m, fallbacks in months.items()
+            MonthTotal(r.month, r.task, Decimal(r.cost), int(r.paid), Decimal(r.paid_cost))
+            for r in (await self.session.execute(query)).all()
         ]
+
+
+_SUMMED = ("passed", "invalid", "paid", "paid_cost", "budget_fallbacks")
+
+
+def _next_month(first: date) -> date:
+    return date(first.year + 1, 1, 1) if first.month == 12 else date(first.year, first.month + 1, 1)

@@ -1,13 +1,14 @@
 """One row per AI call (or cache hit, or baseline fallback): tokens, cost, latency, outcome,
-and a keyed fingerprint of the input (which inputs recur, for aiRecommendations)."""
+a keyed fingerprint of the input and, for a repeated input, the time since it was last paid for;
+and the per-day rollup of those rows that aiRecommendations reads (kept by a trigger, 0015)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String, text
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Numeric, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -17,8 +18,7 @@ class AiUsage(Base):
     __tablename__ = "ai_usage"
     __table_args__ = (
         Index("ix_ai_usage_tenant_at", "tenant_id", "at"),
-        # aiRecommendations' recurrence scan (0015): a tenant's paid calls with a fingerprint,
-        # each input's calls side by side in time order.
+        # The previous paid, validated call of an input (AiRepository.add_usage).
         Index(
             "ix_ai_usage_repeats",
             "tenant_id",
@@ -26,7 +26,15 @@ class AiUsage(Base):
             "model",
             "input_hash",
             "at",
-            postgresql_where=text("input_hash IS NOT NULL AND NOT cached"),
+            postgresql_where=text("input_hash IS NOT NULL AND NOT cached AND outcome = 'OK'"),
+        ),
+        # aiRecommendations' repeat count: a tenant's repeats in a window, index only.
+        Index(
+            "ix_ai_usage_repeat_gaps",
+            "tenant_id",
+            "at",
+            postgresql_include=["task", "repeat_gap_seconds", "cost_usd"],
+            postgresql_where=text("repeat_gap_seconds IS NOT NULL"),
         ),
     )
 
@@ -50,4 +58,29 @@ class AiUsage(Base):
     # Keyed fingerprint of the normalised input (app/ai/input_hash.py), never the text; null for
     # calls decided before the input was looked at (AI off, tier) and rows older than 0015.
     input_hash: Mapped[str | None] = mapped_column(String(64))
+    # A paid, validated call with a fingerprint: seconds since the previous such call of the same
+    # task, model and input (set by AiRepository.add_usage); null for the first one and the rest.
+    repeat_gap_seconds: Mapped[int | None] = mapped_column()
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AiUsageDaily(Base):
+    """ai_usage summed per tenant, UTC day, task, provider and model. Written only by the
+    ai_usage_daily_add trigger (alembic 0015), which adds every inserted ai_usage row."""
+
+    __tablename__ = "ai_usage_daily"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    task: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger)  # every row
+    passed: Mapped[int] = mapped_column(BigInteger)  # a model's output validated (OK, not cached)
+    invalid: Mapped[int] = mapped_column(BigInteger)  # a model paid, INVALID_OUTPUT
+    paid: Mapped[int] = mapped_column(BigInteger)  # a model answered (not cached, not baseline)
+    budget_fallbacks: Mapped[int] = mapped_column(BigInteger)  # fallback BUDGET
+    paid_cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))  # of the `paid` ones
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))  # of every row

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from app.ai.gateway import AiGateway, TenantAi
 from app.ai.health import ProviderHealth
 from app.ai.input_hash import deployment_key
 from app.ai.providers import build_providers
+from app.ai.repository import AiRepository
 from app.analytics.recommendations import RecommendationReport, RecommendationService
+from app.analytics.recommendations_repository import RecommendationRepository
 from app.errors import ValidationFailed
 from app.models import AiUsage
 from app.settings import Settings
@@ -61,8 +63,13 @@ def usage(tenant: uuid.UUID, at: datetime, **fields: Any) -> AiUsage:
 
 
 async def insert(sessions: Any, rows: list[AiUsage]) -> None:
+    """Rows with a fingerprint one by one through the repository, oldest first (it measures
+    each repeat's gap); the rest in one batch (the rollup trigger sums either)."""
     async with sessions() as s:
-        s.add_all(rows)
+        s.add_all([r for r in rows if r.input_hash is None])
+        repo = AiRepository(s)
+        for row in sorted((r for r in rows if r.input_hash is not None), key=lambda r: r.at):
+            await repo.add_usage(row)
         await s.commit()
 
 
@@ -405,3 +412,44 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
         (OPS / "AiRecommendations.graphql").read_text(), window
     )
     assert anonymous["data"] is None and anonymous["errors"]
+
+
+async def test_window_edges_come_from_the_rows_whole_days_from_the_rollup(sessions: Any) -> None:
+    """Calls on the window's partial first and last days and on a whole day between, and just
+    outside it: each counted once, whichever way it is read."""
+    tenant, _ = await tenant_id(sessions, "premium")
+    start, end = datetime(2026, 10, 4, 22, tzinfo=UTC), datetime(2026, 10, 7, 8, tzinfo=UTC)
+    inside = [start, datetime(2026, 10, 4, 23, tzinfo=UTC), T0 + timedelta(hours=12)]
+    inside += [datetime(2026, 10, 7, 7, 59, tzinfo=UTC)]
+    outside = [start - timedelta(seconds=1), end, datetime(2026, 10, 7, 9, tzinfo=UTC)]
+    refused = {"provider": "baseline", "model": "baseline", "cost_usd": Decimal(0)}
+    refused |= {"outcome": "FALLBACK", "fallback_reason": "BUDGET"}
+    await insert(
+        sessions,
+        [
+            *(usage(tenant, at) for at in inside + outside),
+            usage(tenant, inside[1], outcome="FALLBACK", fallback_reason="INVALID_OUTPUT"),
+            *(usage(tenant, at, **refused) for at in (inside[0], inside[2], outside[1])),
+        ],
+    )
+    async with sessions() as s:
+        repo = RecommendationRepository(s)
+        stats = await repo.window_stats(tenant, start, end)
+        within_a_day = await repo.window_stats(tenant, start, start + timedelta(hours=2))
+        totals = await repo.month_totals(tenant, [date(2026, 10, 1)])
+    figures = {
+        (x.provider, x.passed, x.invalid, x.paid, x.paid_cost_usd, x.budget_fallbacks)
+        for x in stats
+    }
+    assert {x.month for x in stats} == {date(2026, 10, 1)}
+    assert figures == {
+        ("openai", 4, 1, 5, Decimal("0.050000"), 0),
+        ("baseline", 0, 0, 0, Decimal(0), 2),
+    }
+    # 22:00 and 23:00, and the invalid one at 23:00
+    assert {(x.provider, x.paid, x.budget_fallbacks) for x in within_a_day} == {
+        ("openai", 3, 0),
+        ("baseline", 0, 1),
+    }
+    # The month whole: 4 + 3 gpt-4o calls and the invalid one, at 0.01 each.
+    assert [(t.task, t.cost_usd, t.paid) for t in totals] == [("summarize", Decimal("0.080000"), 8)]
