@@ -99,7 +99,7 @@ async def generate(url: str, n: int) -> dict[str, Any]:
             await conn.execute(GENERATE, tenant.id, count, max(n // 5, 1), now, YEAR / count)
         inserted = time.monotonic() - t0
         t0 = time.monotonic()
-        await conn.execute("VACUUM ANALYZE ai_usage")
+        await conn.execute("VACUUM ANALYZE ai_usage, ai_usage_daily")
         vacuumed = time.monotonic() - t0
     finally:
         await conn.close()

@@ -6,11 +6,12 @@ ENABLE_CACHE  Inputs that recurred (same task, model and input fingerprint, app/
               app/ai/cache.py DEFAULT_TTLS) had expired, or the cache was off for the task. The
               suggestion is the shortest TTL of a fixed ladder (5 min .. 30 days) that would have
               answered at least 90% of those repeats; the savings are the recorded costs of the
-              repeats it would have answered. A repeat counts when the previous validated paid
-              call of the same input lies within the TTL: exact when every call is paid, an upper
-              bound when, under the longer TTL, the previous call would itself have been a hit
-              (its entry being older). Applied by the operator (AI_CACHE_TTLS is a deployment
-              setting; tenants have no cache switch).
+              repeats it would have answered. A repeat is a validated paid call in the window;
+              its gap, to the previous validated paid call of the same input (also before the
+              window), is measured when its row is added (ai_usage.repeat_gap_seconds). Exact
+              when every call of the input was paid; an upper bound when, under the longer TTL,
+              the previous call would itself have been a hit (its entry being older). Applied
+              by the operator (AI_CACHE_TTLS is a deployment setting; tenants have no switch).
 CHEAPER_MODEL A model with records for the task (A/B overrides, failover, the budget's cheaper
               sibling) that costs less per call than the task's most used model, that the tenant's
               tier may use, and whose validation pass rate is not worse: both models have at
@@ -27,8 +28,11 @@ BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the
               only inside the window. Refused calls of a task no model answered that month cannot
               be priced and are reported as such.
 
-No recommendation rests on fewer than its minimum sample (the *_MIN constants, reported with
+No recommendation rests on fewer than its minimum sample (the MIN_* constants, reported with
 each). Only calls recorded since migration 0015 carry fingerprints; ENABLE_CACHE sees those only.
+The counts behind CHEAPER_MODEL and BUDGET come from the ai_usage_daily rollup (whole days) and
+the rows of the window's partial first and last days (app/analytics/recommendations_repository.py),
+so a year of a busy tenant costs a few thousand rows, not a million.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Numeric, String, text
+from sqlalchemy import BigInteger, Date, FetchedValue, ForeignKey, Index, Numeric, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -38,6 +38,11 @@ class AiUsage(Base):
         ),
     )
 
+    # repeat_gap_seconds may be a SQL expression of the INSERT (AiRepository.add_usage): marked
+    # as fetched, RETURNING brings its value back (sqlalchemy would otherwise expire it, and a
+    # lazy load after the flush fails under asyncio).
+    __mapper_args__ = {"eager_defaults": True}
+
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     execution_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -60,7 +65,7 @@ class AiUsage(Base):
     input_hash: Mapped[str | None] = mapped_column(String(64))
     # A paid, validated call with a fingerprint: seconds since the previous such call of the same
     # task, model and input (set by AiRepository.add_usage); null for the first one and the rest.
-    repeat_gap_seconds: Mapped[int | None] = mapped_column()
+    repeat_gap_seconds: Mapped[int | None] = mapped_column(server_default=FetchedValue())
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -69,7 +69,8 @@ async def insert(sessions: Any, rows: list[AiUsage]) -> None:
         s.add_all([r for r in rows if r.input_hash is None])
         repo = AiRepository(s)
         for row in sorted((r for r in rows if r.input_hash is not None), key=lambda r: r.at):
-            await repo.add_usage(row)
+            added = await repo.add_usage(row)
+            assert added.repeat_gap_seconds is None or added.repeat_gap_seconds >= 0
         await s.commit()
 
 
@@ -337,6 +338,9 @@ async def test_gateway_records_tenant_keyed_fingerprints_that_feed_the_cache_sug
                 select(AiUsage).where(AiUsage.tenant_id.in_([tenant, other])).order_by(AiUsage.id)
             )
         )
+    # Each paid call after the first is a repeat a minute later (spacing does not matter).
+    gaps = [r.repeat_gap_seconds for r in rows if r.tenant_id == tenant]
+    assert gaps == [None] + [60] * 20 + [None]
     mine = [r.input_hash for r in rows if r.tenant_id == tenant]
     theirs = [r.input_hash for r in rows if r.tenant_id == other]
     assert len(set(mine[:21])) == 1 and mine[21] is None
