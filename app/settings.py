@@ -19,9 +19,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import psutil
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.ai.contracts import TASKS as AI_TASKS
 from app.executions.workflow_io import RunLimits
 from app.tiers import per_tier
 
@@ -176,6 +177,14 @@ class Settings(BaseSettings):
     # Keys the input fingerprints recorded per AI call (app/ai/input_hash.py); unset: derived
     # from the file-URL secret. Every AI worker needs the same one.
     ai_input_hash_key: SecretStr | None = Field(default=None, min_length=32)
+
+    @field_validator("ai_cache_ttls")
+    @classmethod
+    def _known_ai_tasks(cls, ttls: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(ttls) - set(AI_TASKS))
+        if unknown:  # a misspelt task would silently keep its built-in TTL
+            raise ValueError(f"unknown AI tasks {unknown}; the tasks are {', '.join(AI_TASKS)}")
+        return ttls
 
     @model_validator(mode="after")
     def _token_auth_whole(self) -> Settings:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.ai.budget import BudgetLedger
@@ -23,7 +24,7 @@ from app.ai.contracts import AiRequest
 from app.ai.fake_llm import FakeLLMServer
 from app.ai.gateway import AiGateway, TenantAi
 from app.ai.health import ProviderHealth
-from app.ai.input_hash import deployment_key
+from app.ai.input_hash import deployment_key, fingerprint
 from app.ai.providers import build_providers
 from app.ai.repository import AiRepository
 from app.analytics.recommendations import RecommendationReport, RecommendationService
@@ -457,3 +458,20 @@ async def test_window_edges_come_from_the_rows_whole_days_from_the_rollup(sessio
     }
     # The month whole: 4 + 3 gpt-4o calls and the invalid one, at 0.01 each.
     assert [(t.task, t.cost_usd, t.paid) for t in totals] == [("summarize", Decimal("0.080000"), 8)]
+
+
+def test_settings_refuse_unknown_tasks_and_keys_separate_deployments(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="unknown AI tasks"):
+        Settings(_env_file=None, ai_cache_ttls={"summarise": 3600})  # type: ignore[call-arg]
+    digest = input_digest({"text": "the same input"})
+    own = settings.model_copy(update={"ai_input_hash_key": SecretStr("k" * 32)})
+    other = settings.model_copy(update={"ai_input_hash_key": SecretStr("j" * 32)})
+    tenant = str(uuid.uuid4())
+    assert fingerprint(deployment_key(own), tenant, digest) == fingerprint(
+        deployment_key(own), tenant, digest
+    )
+    assert fingerprint(deployment_key(own), tenant, digest) != fingerprint(
+        deployment_key(other), tenant, digest
+    )
+    # Unset: derived from the file-URL secret, and not that secret itself.
+    assert deployment_key(settings) not in (deployment_key(own), b"")
