@@ -6,13 +6,17 @@
   the previous such call of the same tenant, task, model and input (set by
   AiRepository.add_usage, which finds that call through ix_ai_usage_repeats); null for the first.
   ix_ai_usage_repeat_gaps holds just those rows per tenant and time, covering what the repeat
-  count reads.
+  count reads for the partial days at a window's edges.
 - ai_usage_daily: per tenant, UTC day, task, provider and model, the counts and sums the other
   recommendations read (a year of a busy tenant is a few thousand rows instead of a million).
   A statement-level trigger adds each INSERT's rows to it, one grouped upsert per statement
   (a bulk INSERT ... SELECT costs one, not one per row), so every writer keeps it current.
   ai_usage rows are never updated in what it counts nor deleted but with their tenant (which
   cascades here too). Existing rows are summed into it here.
+- ai_usage_repeats_daily: the same trigger counts the repeats (rows with a gap) per tenant, UTC
+  day, task and gap bucket: bucket k holds gaps <= GAP_BOUNDS[k] (and above the previous
+  bound), the last one the longer gaps. The bounds are the cache TTLs aiRecommendations
+  suggests and the built-in ones (app/models/ai_usage.py REPEAT_GAP_BOUNDS, the same list).
 
 Revision ID: 0015
 Revises: 0014
@@ -48,6 +52,27 @@ UPSERT = (
     f"INSERT INTO ai_usage_daily AS d ({COLUMNS}) {GROUPED.format(rows='added')} "
     "ON CONFLICT (tenant_id, day, task, provider, model) DO UPDATE SET "
     + ", ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in COUNTS + SUMS)
+)
+# Seconds; a copy of app/models/ai_usage.py REPEAT_GAP_BOUNDS as of this revision.
+GAP_BOUNDS = (300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 604800, 1209600)
+GAP_BOUNDS += (2592000,)
+BUCKET = (
+    "CASE "
+    + " ".join(f"WHEN repeat_gap_seconds <= {b} THEN {k}" for k, b in enumerate(GAP_BOUNDS))
+    + f" ELSE {len(GAP_BOUNDS)} END"
+)
+REPEATS = f"""
+SELECT tenant_id, (at AT TIME ZONE 'UTC')::date, task, {BUCKET}, count(*), sum(cost_usd)
+FROM {{rows}}
+WHERE repeat_gap_seconds IS NOT NULL
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+"""
+REPEAT_COLUMNS = "tenant_id, day, task, bucket, repeats, cost_usd"
+REPEAT_UPSERT = (
+    f"INSERT INTO ai_usage_repeats_daily AS r ({REPEAT_COLUMNS}) {REPEATS.format(rows='added')} "
+    "ON CONFLICT (tenant_id, day, task, bucket) DO UPDATE SET "
+    "repeats = r.repeats + EXCLUDED.repeats, cost_usd = r.cost_usd + EXCLUDED.cost_usd"
 )
 
 
@@ -86,10 +111,29 @@ def upgrade() -> None:
             "tenant_id", "day", "task", "provider", "model", name=op.f("pk_ai_usage_daily")
         ),
     )
+    op.create_table(
+        "ai_usage_repeats_daily",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("task", sa.String(length=40), nullable=False),
+        sa.Column("bucket", sa.SmallInteger(), nullable=False),
+        sa.Column("repeats", sa.BigInteger(), nullable=False),
+        sa.Column("cost_usd", sa.Numeric(18, 6), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_ai_usage_repeats_daily_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "tenant_id", "day", "task", "bucket", name=op.f("pk_ai_usage_repeats_daily")
+        ),
+    )
     op.execute(f"INSERT INTO ai_usage_daily ({COLUMNS}) {GROUPED.format(rows='ai_usage')}")
+    # (no ai_usage row has a gap yet: ai_usage_repeats_daily starts empty)
     op.execute(
         "CREATE FUNCTION ai_usage_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        f"BEGIN {UPSERT}; RETURN NULL; END $$"
+        f"BEGIN {UPSERT}; {REPEAT_UPSERT}; RETURN NULL; END $$"
     )
     op.execute(
         "CREATE TRIGGER ai_usage_daily_add AFTER INSERT ON ai_usage "
@@ -100,6 +144,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TRIGGER ai_usage_daily_add ON ai_usage")
     op.execute("DROP FUNCTION ai_usage_daily_add()")
+    op.drop_table("ai_usage_repeats_daily")
     op.drop_table("ai_usage_daily")
     op.drop_index("ix_ai_usage_repeat_gaps", table_name="ai_usage")
     op.drop_index("ix_ai_usage_repeats", table_name="ai_usage")

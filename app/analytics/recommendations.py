@@ -59,11 +59,14 @@ from app.analytics.recommendations_repository import (
     WindowStats,
 )
 from app.analytics.service import checked_window
+from app.models.ai_usage import REPEAT_GAP_BOUNDS
 from app.settings import Settings
 
 # Cache TTLs a suggestion picks from, seconds: 5 min, 15 min, 1 h, 6 h, 1 d, 2 d, 7 d, 14 d, 30 d.
 TTL_LADDER: tuple[int, ...] = (300, 900, 3600, 6 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400)
 TTL_LADDER += (30 * 86400,)
+# Each rung is a bound of the repeat buckets, so a bucket is wholly under a rung or above it.
+assert set(TTL_LADDER) <= set(REPEAT_GAP_BOUNDS)
 CACHE_COVERAGE = 0.9  # the suggested TTL answers at least this share of the missed repeats
 MIN_REPEATS = 20  # missed repeats of a task before a cache suggestion
 MIN_MODEL_CALLS = 30  # calls of each model before comparing their pass rates
@@ -228,14 +231,16 @@ def cache_recommendations(buckets: list[GapBucket], ttls: dict[str, int]) -> lis
         if missed < MIN_REPEATS:
             continue
         # The shortest rung answering CACHE_COVERAGE of the missed repeats, at most the last.
-        saved, covered, seconds = Decimal(0), 0, TTL_LADDER[-1]
-        for rung, rung_seconds in enumerate(TTL_LADDER):
-            in_rung = [b for b in rows if b.rung == rung]
-            covered += sum(b.repeats for b in in_rung)
-            saved += sum((b.cost_usd for b in in_rung), Decimal(0))
+        for seconds in TTL_LADDER:
+            answered = [
+                b
+                for b in rows
+                if b.bucket < len(REPEAT_GAP_BOUNDS) and REPEAT_GAP_BOUNDS[b.bucket] <= seconds
+            ]
+            covered = sum(b.repeats for b in answered)
             if covered >= CACHE_COVERAGE * missed:
-                seconds = rung_seconds
                 break
+        saved = sum((b.cost_usd for b in answered), Decimal(0))
         if covered == 0 or saved <= 0:
             continue
         current = ttls.get(task, 0)
@@ -413,7 +418,7 @@ class RecommendationService:
         tenant = await AiService(self.session).tenant_ai(tenant_id, settings)
         ttls = {**DEFAULT_TTLS, **settings.ai_cache_ttls}
         found = cache_recommendations(
-            await self.repo.repeat_gaps(tenant_id, since, until, ttls, TTL_LADDER), ttls
+            await self.repo.repeat_gaps(tenant_id, since, until, ttls), ttls
         )
         configured = {"openai", "anthropic"}
         routed = {

@@ -2,8 +2,8 @@
 tenant's AI usage, each returning a handful of grouped rows whatever the volume.
 
 - repeat_gaps: the window's repeats (ai_usage rows with repeat_gap_seconds, set when the row
-  was added) whose gap passed the task's TTL in force, counted and costed per task and per rung
-  of a ladder of cache TTLs; an index-only scan of ix_ai_usage_repeat_gaps.
+  was added) whose gap passed the task's TTL in force, counted and costed per task and gap
+  bucket: whole days from the ai_usage_repeats_daily rollup, partial days from the rows.
 - window_stats: per month, task, provider and model, the window's validated / invalid / paid
   calls, paid cost and BUDGET fallbacks. Whole UTC days come from the ai_usage_daily rollup
   (0015); the partial days at the window's edges from ai_usage itself (ix_ai_usage_tenant_at),
@@ -20,19 +20,20 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, case, cast, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, Date, case, cast, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AiUsage, AiUsageDaily
+from app.models import AiUsage, AiUsageDaily, AiUsageRepeatsDaily
+from app.models.ai_usage import REPEAT_GAP_BOUNDS
 
 
 @dataclass(frozen=True)
 class GapBucket:
-    """Repeats of a task whose gap to the previous paid call of the same input was longer than
-    the TTL in force, with gap <= ladder[rung] (rung == len(ladder): longer than every rung)."""
+    """Repeats of a task that the TTL in force missed, with gap <= REPEAT_GAP_BOUNDS[bucket]
+    (and above the bound before; bucket == len(REPEAT_GAP_BOUNDS): longer than every bound)."""
 
     task: str
-    rung: int
+    bucket: int
     repeats: int
     cost_usd: Decimal
 
@@ -79,40 +80,86 @@ class RecommendationRepository:
         self.session = session
 
     async def repeat_gaps(
-        self,
-        tenant_id: uuid.UUID,
-        since: datetime,
-        until: datetime,
-        ttls: Mapping[str, int],
-        ladder: Sequence[int],
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime, ttls: Mapping[str, int]
     ) -> list[GapBucket]:
-        """Repeats per task and ladder rung, only those the task's TTL in force (`ttls`, seconds;
-        a task not named: 0) did not cover."""
+        """The window's missed repeats per task and gap bucket (REPEAT_GAP_BOUNDS): those the
+        task's TTL in force (`ttls`, seconds, every task) did not cover (gap > TTL, or any gap
+        with the cache off). Whole days come from ai_usage_repeats_daily for tasks whose TTL is
+        a bucket bound (the built-in ones are); the window's partial days, and every day of a
+        task with another TTL, from the rows (ix_ai_usage_repeat_gaps)."""
         gap = AiUsage.repeat_gap_seconds
-        ttl = case(dict(ttls), value=AiUsage.task, else_=0) if ttls else literal(0)
-        rung = case(
-            *((gap <= seconds, index) for index, seconds in enumerate(ladder)),
-            else_=len(ladder),
-        ).label("rung")
-        query = (
-            select(
-                AiUsage.task,
-                rung,
-                func.count().label("repeats"),
-                func.coalesce(func.sum(AiUsage.cost_usd), 0).label("cost"),
+        days = _day_bounds(since, until)
+        # task -> the first bucket it missed, for the tasks the rollup can answer
+        rolled = {
+            task: 0 if ttl <= 0 else REPEAT_GAP_BOUNDS.index(ttl) + 1
+            for task, ttl in ttls.items()
+            if days is not None and (ttl <= 0 or ttl in REPEAT_GAP_BOUNDS)
+        }
+        parts: list[Any] = []
+        if rolled and days is not None:
+            first, end = days
+            parts.append(
+                select(
+                    AiUsageRepeatsDaily.task,
+                    AiUsageRepeatsDaily.bucket,
+                    AiUsageRepeatsDaily.repeats,
+                    AiUsageRepeatsDaily.cost_usd,
+                ).where(
+                    AiUsageRepeatsDaily.tenant_id == tenant_id,
+                    AiUsageRepeatsDaily.day >= first,
+                    AiUsageRepeatsDaily.day < end,
+                    or_(
+                        *(
+                            (AiUsageRepeatsDaily.task == task)
+                            & (AiUsageRepeatsDaily.bucket >= bucket)
+                            for task, bucket in rolled.items()
+                        )
+                    ),
+                )
             )
+        whole_window: ColumnElement[bool] = (AiUsage.at >= since) & (AiUsage.at < until)
+        if days is None or not rolled:
+            when = whole_window
+        else:
+            edges = or_(
+                (AiUsage.at >= since) & (AiUsage.at < _midnight(days[0])),
+                (AiUsage.at >= _midnight(days[1])) & (AiUsage.at < until),
+            )
+            when = or_(
+                AiUsage.task.in_(list(rolled)) & edges,
+                AiUsage.task.not_in(list(rolled)) & whole_window,
+            )
+        ttl = case(dict(ttls), value=AiUsage.task, else_=0) if ttls else literal(0)
+        bucket = case(
+            *((gap <= seconds, index) for index, seconds in enumerate(REPEAT_GAP_BOUNDS)),
+            else_=len(REPEAT_GAP_BOUNDS),
+        )
+        parts.append(
+            select(AiUsage.task, bucket, func.count(), func.sum(AiUsage.cost_usd))
             .where(
                 AiUsage.tenant_id == tenant_id,
-                AiUsage.at >= since,
-                AiUsage.at < until,
-                gap.is_not(None),
-                gap > ttl,
+                gap.is_not(None),  # ix_ai_usage_repeat_gaps' predicate
+                when,
+                (ttl <= 0) | (gap > ttl),
             )
-            .group_by(AiUsage.task, rung)
-            .order_by(AiUsage.task, rung)
+            .group_by(AiUsage.task, bucket)
         )
-        rows = (await self.session.execute(query)).all()
-        return [GapBucket(r.task, int(r.rung), int(r.repeats), Decimal(r.cost)) for r in rows]
+        rows = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+        task_c, bucket_c, repeats_c, cost_c = rows.c
+        query = (
+            select(
+                task_c.label("task"),
+                bucket_c.label("bucket"),
+                func.sum(repeats_c).label("repeats"),
+                func.coalesce(func.sum(cost_c), 0).label("cost"),
+            )
+            .group_by(task_c, bucket_c)
+            .order_by(task_c, bucket_c)
+        )
+        return [
+            GapBucket(r.task, int(r.bucket), int(r.repeats), Decimal(r.cost))
+            for r in (await self.session.execute(query)).all()
+        ]
 
     async def window_stats(
         self, tenant_id: uuid.UUID, since: datetime, until: datetime

@@ -8,10 +8,28 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Date, FetchedValue, ForeignKey, Index, Numeric, String, text
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    FetchedValue,
+    ForeignKey,
+    Index,
+    Numeric,
+    SmallInteger,
+    String,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
+
+# Gap buckets of ai_usage_repeats_daily, seconds: bucket k holds repeats whose gap is at most
+# REPEAT_GAP_BOUNDS[k] (and more than the bound before), the last bucket the longer ones. The
+# ai_usage_daily_add trigger (alembic 0015) spells the same list: change both together.
+REPEAT_GAP_BOUNDS: tuple[int, ...] = (
+    *(300, 600, 900, 1800, 3600, 7200, 21600, 43200),
+    *(86400, 172800, 604800, 1209600, 2592000),
+)
 
 
 class AiUsage(Base):
@@ -89,3 +107,19 @@ class AiUsageDaily(Base):
     budget_fallbacks: Mapped[int] = mapped_column(BigInteger)  # fallback BUDGET
     paid_cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))  # of the `paid` ones
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))  # of every row
+
+
+class AiUsageRepeatsDaily(Base):
+    """Repeats (ai_usage rows with repeat_gap_seconds) per tenant, UTC day, task and gap bucket
+    (REPEAT_GAP_BOUNDS). Written only by the ai_usage_daily_add trigger (alembic 0015)."""
+
+    __tablename__ = "ai_usage_repeats_daily"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    task: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    repeats: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))

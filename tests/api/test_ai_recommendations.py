@@ -221,6 +221,25 @@ async def test_cache_ttl_from_repeats_the_ttl_in_force_missed(
     built_in = await recommend(sessions, settings, tenant, OCTOBER)
     assert ("ENABLE_CACHE", "classify_content") not in kinds(built_in)
 
+    # From 01:00 on the 5th: that partial day (11 optimize_timing repeats) is read from the
+    # rows, the next day (9 more) from the rollup; classify's repeats are all before 01:00.
+    later = await recommend(sessions, off, tenant, (T0 + timedelta(hours=1), OCTOBER[1]))
+    assert [(r.task, r.cache.missed_repeats if r.cache else 0) for r in later.recommendations] == [
+        ("optimize_timing", 20),
+        ("summarize", 25),
+    ]
+    assert later.recommendations[0].savings_usd == Decimal("0.200000")
+    # A TTL that is no bucket bound is answered from the rows: 5,000 s misses the 2 h repeats,
+    # 7,300 s covers them.
+    for ttl, expected in ((5000, [("optimize_timing", 20, 21600)]), (7300, [])):
+        odd = settings.model_copy(update={"ai_cache_ttls": {"optimize_timing": ttl}})
+        found = (await recommend(sessions, odd, tenant, OCTOBER)).recommendations
+        assert [
+            (r.task, r.cache.missed_repeats, r.cache.suggested_ttl_seconds)
+            for r in found
+            if r.cache and r.task == "optimize_timing"
+        ] == expected
+
 
 async def test_budget_that_would_have_covered_the_refused_calls(
     sessions: Any, settings: Settings
