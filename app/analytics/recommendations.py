@@ -30,9 +30,10 @@ BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the
 
 No recommendation rests on fewer than its minimum sample (the MIN_* constants, reported with
 each). Only calls recorded since migration 0015 carry fingerprints; ENABLE_CACHE sees those only.
-The counts behind CHEAPER_MODEL and BUDGET come from the ai_usage_daily rollup (whole days) and
-the rows of the window's partial first and last days (app/analytics/recommendations_repository.py),
-so a year of a busy tenant costs a few thousand rows, not a million.
+The counts come from the per-day rollups ai_usage_daily and ai_usage_repeats_daily (whole days)
+and the rows of the window's partial first and last days (app/analytics/
+recommendations_repository.py), so a year of a busy tenant costs a few thousand rows, not a
+million.
 """
 
 from __future__ import annotations

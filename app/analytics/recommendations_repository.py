@@ -117,33 +117,37 @@ class RecommendationRepository:
                     ),
                 )
             )
-        whole_window: ColumnElement[bool] = (AiUsage.at >= since) & (AiUsage.at < until)
-        if days is None or not rolled:
-            when = whole_window
-        else:
-            edges = or_(
-                (AiUsage.at >= since) & (AiUsage.at < _midnight(days[0])),
-                (AiUsage.at >= _midnight(days[1])) & (AiUsage.at < until),
-            )
-            when = or_(
-                AiUsage.task.in_(list(rolled)) & edges,
-                AiUsage.task.not_in(list(rolled)) & whole_window,
-            )
+        # What the rows answer, as branches that each hold rows: an index range of (tenant, at)
+        # apiece (one OR of an empty branch makes the planner scan the tenant's every row).
+        window = (AiUsage.at >= since) & (AiUsage.at < until)
+        branches: list[ColumnElement[bool]] = [window]
+        if days is not None and rolled:
+            edges = [(since, _midnight(days[0])), (_midnight(days[1]), until)]
+            branches = [
+                AiUsage.task.in_(list(rolled)) & (AiUsage.at >= a) & (AiUsage.at < b)
+                for a, b in edges
+                if a < b
+            ]
+            if others := [task for task in ttls if task not in rolled]:
+                branches.append(AiUsage.task.in_(others) & window)
         ttl = case(dict(ttls), value=AiUsage.task, else_=0) if ttls else literal(0)
         bucket = case(
             *((gap <= seconds, index) for index, seconds in enumerate(REPEAT_GAP_BOUNDS)),
             else_=len(REPEAT_GAP_BOUNDS),
         )
-        parts.append(
-            select(AiUsage.task, bucket, func.count(), func.sum(AiUsage.cost_usd))
-            .where(
-                AiUsage.tenant_id == tenant_id,
-                gap.is_not(None),  # ix_ai_usage_repeat_gaps' predicate
-                when,
-                (ttl <= 0) | (gap > ttl),
+        if branches:
+            parts.append(
+                select(AiUsage.task, bucket, func.count(), func.sum(AiUsage.cost_usd))
+                .where(
+                    AiUsage.tenant_id == tenant_id,
+                    gap.is_not(None),  # ix_ai_usage_repeat_gaps' predicate
+                    or_(*branches),
+                    (ttl <= 0) | (gap > ttl),
+                )
+                .group_by(AiUsage.task, bucket)
             )
-            .group_by(AiUsage.task, bucket)
-        )
+        if not parts:
+            return []
         rows = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
         task_c, bucket_c, repeats_c, cost_c = rows.c
         query = (
