@@ -64,8 +64,9 @@ from app.models.ai_usage import REPEAT_GAP_BOUNDS
 from app.settings import Settings
 
 # Cache TTLs a suggestion picks from, seconds: 5 min, 15 min, 1 h, 6 h, 1 d, 2 d, 7 d, 14 d, 30 d.
-TTL_LADDER: tuple[int, ...] = (300, 900, 3600, 6 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400)
-TTL_LADDER += (30 * 86400,)
+TTL_LADDER: tuple[int, ...] = tuple(
+    minutes * 60 for minutes in (5, 15, 60, 6 * 60, 1440, 2 * 1440, 7 * 1440, 14 * 1440, 30 * 1440)
+)
 # Each rung is a bound of the repeat buckets, so a bucket is wholly under a rung or above it.
 assert set(TTL_LADDER) <= set(REPEAT_GAP_BOUNDS)
 CACHE_COVERAGE = 0.9  # the suggested TTL answers at least this share of the missed repeats
@@ -284,8 +285,11 @@ def model_recommendations(
     results: list[ModelResult],
     tier: str,
     routed: dict[str, list[ModelChoice]],
+    overrides: dict[str, Any],
 ) -> list[Recommendation]:
-    """`routed`: each task's candidates in force for the tenant (its override or tier table)."""
+    """`routed`: each task's candidates in force for the tenant (its override or tier table);
+    `overrides`: the tenant's stored ones, kept in each suggestion (updateAiSettings replaces
+    them all)."""
     allowed = set(routing.allowed_models(tier))
     by_task: dict[str, list[RateBasis]] = defaultdict(list)
     for r in results:
@@ -335,7 +339,8 @@ def model_recommendations(
                 apply_value={
                     "input": {
                         "overrides": {
-                            task: [{"provider": c.provider, "model": c.model} for c in order]
+                            **overrides,
+                            task: [{"provider": c.provider, "model": c.model} for c in order],
                         }
                     }
                 },
@@ -374,7 +379,7 @@ def budget_recommendation(
     suggested = needed.to_integral_value(rounding=ROUND_CEILING)
     capped = suggested > ceiling
     suggested = min(suggested, ceiling)
-    if limit >= 0 and suggested <= limit:
+    if limit < 0 or suggested <= limit:  # (a limit < 0 is unlimited: nothing was refused)
         return None
     refused = sum(month.fallbacks.values())
     label = month.month_start.strftime("%Y-%m")
@@ -429,7 +434,7 @@ class RecommendationService:
             for task in routing.ROUTING.get(tenant.tier, {})
         }
         stats = await self.repo.window_stats(tenant_id, since, until)
-        found += model_recommendations(model_results(stats), tenant.tier, routed)
+        found += model_recommendations(model_results(stats), tenant.tier, routed, tenant.overrides)
         months = sorted({s.month for s in stats if s.budget_fallbacks})
         budget = budget_recommendation(
             budget_months(stats, await self.repo.month_totals(tenant_id, months)),

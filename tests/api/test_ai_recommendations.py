@@ -400,6 +400,10 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
         ],
     )
     window = {"from": OCTOBER[0].isoformat(), "to": OCTOBER[1].isoformat()}
+    admin = GraphQLClient(server, keys.admin)
+    haiku = {"classify_content": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest"}]}
+    stored = await q(admin, "UpdateAiSettings", {"input": {"overrides": haiku}})
+    assert stored["updateAiSettings"]["overrides"] == haiku
     viewer = GraphQLClient(server, keys.viewer)
     report = (await q(viewer, "AiRecommendations", window))["aiRecommendations"]
     assert (report["from"], report["to"]) == (
@@ -416,10 +420,11 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
     assert budget["budget"]["neededUsd"] == "128.610000"
     assert budget["applyValue"] == {"limitUsd": "129"} and budget["estimatedSavingsUsd"] is None
 
-    admin = GraphQLClient(server, keys.admin)
     assert (cheaper["applyWith"], budget["applyWith"]) == ("updateAiSettings", "setBudget")
     applied = await q(admin, "UpdateAiSettings", cheaper["applyValue"])
-    assert applied["updateAiSettings"]["__typename"] == "AiSettings"
+    # The other task's override stays (updateAiSettings replaces the whole set).
+    assert set(applied["updateAiSettings"]["overrides"]) == {"classify_content", "summarize"}
+    assert applied["updateAiSettings"]["overrides"]["classify_content"] == haiku["classify_content"]
     applied = await q(admin, "SetBudget", budget["applyValue"])
     assert Decimal(applied["setBudget"]["limitUsd"]) == 129
     report = (await q(viewer, "AiRecommendations", window))["aiRecommendations"]
