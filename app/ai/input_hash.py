@@ -12,6 +12,8 @@ The deployment key is AI_INPUT_HASH_KEY, else derived from the file-URL signing 
 Every process that runs AI calls must see the same key (set AI_INPUT_HASH_KEY, or
 FILE_URL_SECRET, on all of them), or the same input gets several fingerprints and recurrences
 are undercounted. Changing the key starts the fingerprints afresh (old rows never match new).
+Where neither is set and the state dir cannot be written (the pods' read-only file system),
+no fingerprints are recorded (a warning says so): AI calls never fail for want of one.
 """
 
 from __future__ import annotations
@@ -19,18 +21,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import structlog
+
 from app.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 LABEL = b"wfs ai input fingerprint v1"
 
 
-def deployment_key(settings: Settings) -> bytes:
-    """The key every AI process of this deployment fingerprints inputs with."""
+def deployment_key(settings: Settings) -> bytes | None:
+    """The key every AI process of this deployment fingerprints inputs with, or None when
+    there is none to be had (then no fingerprints are recorded)."""
     if settings.ai_input_hash_key is not None:
         return settings.ai_input_hash_key.get_secret_value().encode()
     from app.files.signing import secret_key  # only when no key of its own is set
 
-    return hmac.new(secret_key(settings), LABEL, hashlib.sha256).digest()
+    try:
+        secret = secret_key(settings)
+    except (OSError, RuntimeError) as exc:
+        log.warning("ai.input_hash.no_key", error=str(exc), hint="set AI_INPUT_HASH_KEY")
+        return None
+    return hmac.new(secret, LABEL, hashlib.sha256).digest()
 
 
 def fingerprint(key: bytes, tenant_id: str, input_sha256: str) -> str:

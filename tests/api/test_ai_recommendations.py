@@ -498,4 +498,8 @@ def test_settings_refuse_unknown_tasks_and_keys_separate_deployments(settings: S
         deployment_key(other), tenant, digest
     )
     # Unset: derived from the file-URL secret, and not that secret itself.
-    assert deployment_key(settings) not in (deployment_key(own), b"")
+    assert deployment_key(settings) not in (deployment_key(own), b"", None)
+    # Neither set and no writable state dir (a pod's read-only file system): no fingerprints,
+    # no failure.
+    unwritable = settings.model_copy(update={"state_dir": Path("/dev/null/wfs")})
+    assert deployment_key(unwritable) is None
