@@ -1,0 +1,220 @@
+"""SQL for forecasts and the platform's planning views: a tenant's AI cost per UTC day, the
+platform's executions per day and their busiest hours, a template's AI cost per run, and the
+per-tenant figures of the tenant comparison.
+
+Days and hours are cut in UTC (`date_trunc(unit, ts, 'UTC')`), whatever the session's time
+zone. Every query is bounded by a time window on an indexed column: `ai_usage (tenant_id, at)`
+for a tenant's cost, `executions (template_id, created_at)` for a template's runs, and the
+platform-wide ones by `executions (created_at)` / `ai_usage (at)` (migration 0015).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import AiUsage, Execution, Tenant
+
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def _utc(unit: str, column: Any) -> ColumnElement[Any]:
+    return func.date_trunc(unit, column, "UTC")
+
+
+@dataclass(frozen=True)
+class ExecutionDay:
+    """The executions created on one UTC day, and how many of them in its busiest hour."""
+
+    day: date
+    executions: int
+    busiest_hour: int
+
+
+@dataclass(frozen=True)
+class PeakHour:
+    at: datetime
+    completions: int
+
+
+@dataclass(frozen=True)
+class RunCosts:
+    """A template's AI cost per run: how many runs, and the 50th and 95th percentiles."""
+
+    runs: int
+    p50: Decimal | None
+    p95: Decimal | None
+
+
+@dataclass(frozen=True)
+class TenantFigures:
+    tenant_id: uuid.UUID
+    name: str
+    tier: str
+    executions: int
+    completed: int
+    finished: int
+    p95_seconds: float | None
+    ai_spend_usd: Decimal
+
+
+class PlanningRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def daily_ai_cost(
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime
+    ) -> dict[date, Decimal]:
+        """The tenant's AI cost per UTC day over [since, until); days without usage absent."""
+        day = _utc("day", AiUsage.at).label("day")
+        query = (
+            select(day, func.sum(AiUsage.cost_usd))
+            .where(AiUsage.tenant_id == tenant_id, AiUsage.at >= since, AiUsage.at < until)
+            .group_by(day)
+        )
+        return {r[0].date(): Decimal(r[1]) for r in (await self.session.execute(query)).all()}
+
+    async def execution_days(self, since: datetime, until: datetime) -> list[ExecutionDay]:
+        """Every tenant's executions created per UTC day over [since, until), with the count
+        of each day's busiest hour; days without executions absent. Oldest first."""
+        hour = _utc("hour", Execution.created_at).label("hour")
+        hours = (
+            select(hour, func.count().label("n"))
+            .where(Execution.created_at >= since, Execution.created_at < until)
+            .group_by(hour)
+            .subquery("hours")
+        )
+        day = _utc("day", hours.c.hour).label("day")
+        query = (
+            select(day, func.sum(hours.c.n), func.max(hours.c.n)).group_by(day).order_by(day)
+        )
+        rows = (await self.session.execute(query)).all()
+        return [ExecutionDay(r[0].date(), int(r[1]), int(r[2])) for r in rows]
+
+    async def peak_completion_hour(
+        self, since: datetime, until: datetime, longest_run_days: int
+    ) -> PeakHour | None:
+        """The clock hour in [since, until) in which most executions (every tenant's)
+        finished, or None when none did. Runs are looked up by creation time, from
+        `longest_run_days` before `since`, so the scan stays on the created_at index."""
+        hour = _utc("hour", Execution.finished_at).label("hour")
+        query = (
+            select(hour, func.count().label("n"))
+            .where(
+                Execution.created_at >= since - timedelta(days=longest_run_days),
+                Execution.created_at < until,
+                Execution.finished_at >= since,
+                Execution.finished_at < until,
+                Execution.status.in_(FINISHED),
+            )
+            .group_by(hour)
+            .order_by(func.count().desc(), hour.desc())
+            .limit(1)
+        )
+        row = (await self.session.execute(query)).first()
+        return None if row is None else PeakHour(row[0], int(row[1]))
+
+    async def template_run_costs(
+        self,
+        template_id: uuid.UUID,
+        tier: str,
+        caller: uuid.UUID,
+        since: datetime,
+        sample: int,
+        min_tenants: int,
+    ) -> RunCosts:
+        """AI cost per COMPLETED run of the template since `since`, over the latest `sample`
+        runs by tenants now on `tier`. Other tenants' runs count only when the sample holds
+        runs of at least `min_tenants` tenants; otherwise only the caller's own runs do."""
+        cost = (
+            select(func.coalesce(func.sum(AiUsage.cost_usd), 0))
+            .where(AiUsage.execution_id == Execution.id, AiUsage.tenant_id == Execution.tenant_id)
+            .scalar_subquery()
+        )
+        runs = (
+            select(Execution.tenant_id, cost.label("cost"))
+            .join(Tenant, Tenant.id == Execution.tenant_id)
+            .where(
+                Execution.template_id == template_id,
+                Execution.created_at >= since,
+                Execution.status == "COMPLETED",
+                Tenant.tier == tier,
+            )
+            .order_by(Execution.created_at.desc())
+            .limit(sample)
+            .cte("runs")
+        )
+        tenants = select(func.count(func.distinct(runs.c.tenant_id))).scalar_subquery()
+        query = select(
+            func.count(),
+            func.percentile_cont(0.5).within_group(runs.c.cost),
+            func.percentile_cont(0.95).within_group(runs.c.cost),
+        ).where(or_(runs.c.tenant_id == caller, tenants >= min_tenants))
+        n, p50, p95 = (await self.session.execute(query)).one()
+        return RunCosts(
+            int(n),
+            None if p50 is None else Decimal(str(p50)),
+            None if p95 is None else Decimal(str(p95)),
+        )
+
+    async def tenant_figures(self, since: datetime, until: datetime) -> list[TenantFigures]:
+        """Per tenant with executions created or AI usage in [since, until): its executions,
+        completed and finished ones, p95 start-to-finish seconds of finished runs, AI spend."""
+        seconds = case(
+            (
+                Execution.status.in_(FINISHED),
+                func.extract("epoch", Execution.finished_at - Execution.started_at),
+            )
+        )
+        runs = (
+            select(
+                Execution.tenant_id.label("tenant_id"),
+                func.count().label("executions"),
+                func.count().filter(Execution.status == "COMPLETED").label("completed"),
+                func.count().filter(Execution.status.in_(FINISHED)).label("finished"),
+                func.percentile_cont(0.95).within_group(seconds).label("p95"),
+            )
+            .where(Execution.created_at >= since, Execution.created_at < until)
+            .group_by(Execution.tenant_id)
+            .subquery("runs")
+        )
+        spend = (
+            select(AiUsage.tenant_id.label("tenant_id"), func.sum(AiUsage.cost_usd).label("usd"))
+            .where(AiUsage.at >= since, AiUsage.at < until)
+            .group_by(AiUsage.tenant_id)
+            .subquery("spend")
+        )
+        query = (
+            select(
+                Tenant.id,
+                Tenant.name,
+                Tenant.tier,
+                runs.c.executions,
+                runs.c.completed,
+                runs.c.finished,
+                runs.c.p95,
+                spend.c.usd,
+            )
+            .outerjoin(runs, runs.c.tenant_id == Tenant.id)
+            .outerjoin(spend, spend.c.tenant_id == Tenant.id)
+            .where(or_(runs.c.tenant_id.is_not(None), spend.c.tenant_id.is_not(None)))
+        )
+        return [
+            TenantFigures(
+                tenant_id=r[0],
+                name=r[1],
+                tier=r[2],
+                executions=int(r[3] or 0),
+                completed=int(r[4] or 0),
+                finished=int(r[5] or 0),
+                p95_seconds=None if r[6] is None else float(r[6]),
+                ai_spend_usd=Decimal(r[7] or 0),
+            )
+            for r in (await self.session.execute(query)).all()
+        ]
