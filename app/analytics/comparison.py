@@ -89,9 +89,7 @@ class TenantComparison:
         offset = position[0] if position else 0
         figures = await self.repo.tenant_figures(since, until)
         storage = await self.storage.read(f.tenant_id for f in figures)
-        rows = ranked(
-            [TenantComparisonRow(0, f, storage.get(f.tenant_id)) for f in figures], by
-        )
+        rows = ranked([TenantComparisonRow(0, f, storage.get(f.tenant_id)) for f in figures], by)
         items = rows[offset : offset + limit]
         cursors = [encode_cursor([r.rank]) for r in items]
         return since, until, Page(items, cursors, has_next=offset + limit < len(rows))

@@ -91,9 +91,7 @@ class PlanningRepository:
             .subquery("hours")
         )
         day = _utc("day", hours.c.hour).label("day")
-        query = (
-            select(day, func.sum(hours.c.n), func.max(hours.c.n)).group_by(day).order_by(day)
-        )
+        query = select(day, func.sum(hours.c.n), func.max(hours.c.n)).group_by(day).order_by(day)
         rows = (await self.session.execute(query)).all()
         return [ExecutionDay(r[0].date(), int(r[1]), int(r[2])) for r in rows]
 

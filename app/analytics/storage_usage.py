@@ -62,13 +62,16 @@ class StorageGauge:
         refresh of the missing or stale ones."""
         wanted = list(tenant_ids)
         stale = [t for t in wanted if self._stale(t)]
-        running = self.refresh is not None and not self.refresh.done()
-        if running and self.refresh.get_loop() is not asyncio.get_running_loop():
-            running = False  # left behind by a loop that has ended (tests run several)
+        task = self.refresh
+        # A task left behind by a loop that has ended (tests run several) is not running.
+        running = (
+            task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
+        )
         if stale and not running:
-            self.refresh = asyncio.create_task(self._measure(stale))
-        if self.refresh is not None and not self.refresh.done():
-            await asyncio.wait({self.refresh}, timeout=wait)
+            task = self.refresh = asyncio.create_task(self._measure(stale))
+            running = True
+        if running and task is not None:  # one already running covers the next request's
+            await asyncio.wait({task}, timeout=wait)
         return {t: self.readings[t] for t in wanted if t in self.readings}
 
     async def _measure(self, tenant_ids: list[uuid.UUID]) -> None:

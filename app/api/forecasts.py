@@ -251,7 +251,5 @@ class ForecastQuery:
         deps = info.context.deps
         queue = await inspector_for(deps.temporal).describe(deps.settings.temporal_task_queue)
         async with info.context.session() as s:
-            report = await CapacityService(s).plan(
-                platform, utcnow(), queue.pollers, horizon_days
-            )
+            report = await CapacityService(s).plan(platform, utcnow(), queue.pollers, horizon_days)
         return CapacityPlan.from_report(report)
