@@ -42,6 +42,12 @@ class Execution(UUIDPk, Timestamps, Base):
             postgresql_using="gin",
             postgresql_ops={"params": "jsonb_path_ops"},
         ),
+        # The operator's planning views read every tenant's runs of a window (0015).
+        Index(
+            "ix_executions_created",
+            "created_at",
+            postgresql_include=["tenant_id", "status", "started_at", "finished_at"],
+        ),
         # The executions feed sweeps a tenant's recently changed executions.
         Index("ix_executions_tenant_updated", "tenant_id", "updated_at"),
         # The reconciler pages through executions whose workflow should be alive (few).
