@@ -94,9 +94,8 @@ class ForecastService:
         month_start, month_end = month_bounds(as_of)
         today = as_of.date()
         window = today - timedelta(days=HISTORY_DAYS)
-        totals = await self.repo.daily_ai_cost(
-            tenant_id, min(day_start(window), month_start), as_of
-        )
+        # The history window (56 days) always reaches back before the month's first day.
+        totals = await self.repo.daily_ai_cost(tenant_id, day_start(window), as_of)
         so_far = usd(sum((v for d, v in totals.items() if d >= month_start.date()), Decimal(0)))
         used = [d for d in totals if window <= d < today]
         first = min(used) if used else today

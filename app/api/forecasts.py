@@ -188,7 +188,10 @@ class CapacityPlan:
             method=r.method,
             history_days=r.history_days,
             runs_out_on=r.runs_out_on,
-            forecast=[ExecutionsDayForecast(**d.__dict__) for d in r.forecast],
+            forecast=[
+                ExecutionsDayForecast(day=d.day, executions=d.expected, low=d.low, high=d.high)
+                for d in r.forecast
+            ],
         )
 
 

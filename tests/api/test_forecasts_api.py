@@ -315,10 +315,30 @@ async def test_tenant_comparison_ranks_tenants(
 
 
 async def test_capacity_plan_for_the_platform(server: str, sessions: Any) -> None:
+    # Executions on the 5 days before today, so the platform has history whatever else the
+    # session wrote (the exact figures are tests/analytics/test_forecast_backtest.py's).
+    tenant = await tenant_row(sessions, await make_tenant(sessions, "pro"))
+    midnight = datetime.combine(datetime.now(UTC).date(), time(), UTC)
+    await runs(
+        sessions,
+        tenant,
+        None,
+        [
+            (midnight - timedelta(days=d, hours=h), 30.0, "COMPLETED")
+            for d in range(1, 6)
+            for h in range(1, 9)
+        ],
+    )
     platform = await platform_client(server, sessions)
     plan = (await platform.data(CAPACITY, {"horizonDays": 7}))["capacityPlan"]
     assert plan["workers"] is not None and plan["workers"] >= 1  # this test process's worker
-    assert len(plan["forecast"]) == (7 if plan["method"] != "TOO_LITTLE_HISTORY" else 0)
+    assert plan["method"] != "TOO_LITTLE_HISTORY" and plan["historyDays"] >= 5, plan
+    days = [day["day"] for day in plan["forecast"]]
+    assert days == [(midnight + timedelta(days=i)).date().isoformat() for i in range(7)]
+    for day in plan["forecast"]:
+        assert 0 <= day["low"] <= day["executions"] <= day["high"], day
+    assert plan["peakHourlyCompletions"] >= 1 and plan["peakHourAt"] is not None
+    assert 0 < plan["peakHourShare"] <= 1, plan
     if plan["dailyCapacity"] is not None:
         ratio = plan["peakHourlyCompletions"] / plan["peakHourShare"]
         assert abs(plan["dailyCapacity"] - ratio) < 1e-6
