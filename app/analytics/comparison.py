@@ -12,6 +12,7 @@ of active tenants) and paged with an offset cursor.
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -88,8 +89,17 @@ class TenantComparison:
         position = decode_cursor(after, "int")
         offset = position[0] if position else 0
         figures = await self.repo.tenant_figures(since, until)
-        storage = await self.storage.read(f.tenant_id for f in figures)
+        # Storage is measured for every tenant only to rank by it; else for the page's.
+        storage: dict[uuid.UUID, StorageReading] = {}
+        if by is TenantRankBy.STORAGE:
+            storage = await self.storage.read(f.tenant_id for f in figures)
         rows = ranked([TenantComparisonRow(0, f, storage.get(f.tenant_id)) for f in figures], by)
         items = rows[offset : offset + limit]
+        if by is not TenantRankBy.STORAGE:
+            storage = await self.storage.read(r.figures.tenant_id for r in items)
+            items = [
+                TenantComparisonRow(r.rank, r.figures, storage.get(r.figures.tenant_id))
+                for r in items
+            ]
         cursors = [encode_cursor([r.rank]) for r in items]
         return since, until, Page(items, cursors, has_next=offset + limit < len(rows))

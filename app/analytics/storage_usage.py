@@ -70,7 +70,9 @@ class StorageGauge:
         if stale and not running:
             task = self.refresh = asyncio.create_task(self._measure(stale))
             running = True
-        if running and task is not None:  # one already running covers the next request's
+        # Nothing to wait for when every reading is fresh; a refresh already running (for
+        # another request's tenants) is waited for too, and this one's follow on the next.
+        if stale and running and task is not None:
             await asyncio.wait({task}, timeout=wait)
         return {t: self.readings[t] for t in wanted if t in self.readings}
 
