@@ -133,8 +133,8 @@ async def test_month_end_cost_forecast_backtest(sessions: Any) -> None:
     assert (fresh.forecast_usd, fresh.low_usd, fresh.high_usd) == (None, None, None)
 
 
-# The constructed platform history: executions created per day on the line 42 + 4t (t = 0 is
-# START), half of each day's in its 14:00 hour (share 0.5), each finishing 5 minutes after it
+# The constructed platform history (of which capacity reads the last 28 days): executions
+# created per day on the line 42 + 4t (t = 0 is START), half of each day's in its 14:00 hour (share 0.5), each finishing 5 minutes after it
 # was created; on SPIKE_DAY every execution waited and all finished within 23:00-24:00.
 AS_OF = datetime(2011, 3, 28, tzinfo=UTC)
 START = AS_OF.date() - timedelta(days=56)
@@ -199,7 +199,7 @@ async def test_capacity_plan_on_a_constructed_history(server: str, sessions: Any
     assert (plan.peak.at, plan.peak.completions) == (spike, 42 + 4 * SPIKE_DAY)
     assert plan.peak_hour_share == 0.5
     assert plan.daily_capacity == pytest.approx((42 + 4 * SPIKE_DAY) / 0.5)  # 404
-    assert (plan.method, plan.history_days, plan.workers) == (ForecastMethod.TREND_WEEKDAY, 56, 3)
+    assert (plan.method, plan.history_days, plan.workers) == (ForecastMethod.TREND_WEEKDAY, 28, 3)
     assert len(plan.forecast) == 90 and plan.forecast[0].day == AS_OF.date()
     for day in plan.forecast:  # the exact line, continued
         assert day.expected == pytest.approx(42 + 4 * (day.day - START).days, rel=1e-6)
