@@ -6,6 +6,9 @@ table. Both carry the columns those queries read (INCLUDE), so they are answered
 index alone where the visibility map allows:
 - executions (created_at) INCLUDE (tenant_id, status, started_at, finished_at)
 - ai_usage (at) INCLUDE (tenant_id, cost_usd)
+- executions (finished_at) WHERE finished: completions per hour (capacityPlan's peak), exact
+  whenever the run was created (at 1M executions: ~100 ms here, against ~180 ms reading 35
+  days by creation time and only runs created up to a week before the window)
 
 Built CONCURRENTLY, and a failed build's INVALID index dropped first, as in 0010.
 
@@ -22,19 +25,23 @@ down_revision = "0014"
 branch_labels = None
 depends_on = None
 
-INDEXES = {
+FINISHED_SQL = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+# name -> (table, columns, INCLUDE columns, partial index predicate)
+INDEXES: dict[str, tuple[str, list[str], list[str], str | None]] = {
     "ix_executions_created": (
         "executions",
         ["created_at"],
         ["tenant_id", "status", "started_at", "finished_at"],
+        None,
     ),
-    "ix_ai_usage_at": ("ai_usage", ["at"], ["tenant_id", "cost_usd"]),
+    "ix_ai_usage_at": ("ai_usage", ["at"], ["tenant_id", "cost_usd"], None),
+    "ix_executions_finished": ("executions", ["finished_at"], [], FINISHED_SQL),
 }
 
 
 def upgrade() -> None:
     with op.get_context().autocommit_block():
-        for name, (table, columns, include) in INDEXES.items():
+        for name, (table, columns, include, where) in INDEXES.items():
             invalid = op.get_bind().scalar(
                 sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"),
                 {"n": name},
@@ -46,6 +53,7 @@ def upgrade() -> None:
                 table,
                 columns,
                 postgresql_include=include,
+                postgresql_where=sa.text(where) if where else None,
                 postgresql_concurrently=True,
                 if_not_exists=True,
             )
@@ -53,5 +61,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        for name, (table, _, _) in INDEXES.items():
+        for name, (table, *_) in INDEXES.items():
             op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)

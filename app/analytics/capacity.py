@@ -38,7 +38,6 @@ from app.tenants.service import PlatformPrincipal
 
 HISTORY_DAYS = 28  # = PEAK_DAYS: one month of every tenant's rows per request
 PEAK_DAYS = 28
-LONGEST_RUN_DAYS = 7
 SHARE_MIN_EXECUTIONS = 24
 MAX_HORIZON_DAYS = 365
 
@@ -90,9 +89,7 @@ class CapacityService:
         recent = [d for d in days if d.day >= today - timedelta(days=PEAK_DAYS)]
         busy = [d for d in recent if d.executions >= SHARE_MIN_EXECUTIONS] or recent
         share = statistics.median(d.busiest_hour / d.executions for d in busy) if busy else None
-        peak = await self.repo.peak_completion_hour(
-            as_of - timedelta(days=PEAK_DAYS), as_of, LONGEST_RUN_DAYS
-        )
+        peak = await self.repo.peak_completion_hour(as_of - timedelta(days=PEAK_DAYS), as_of)
         capacity = peak.completions / share if peak is not None and share else None
 
         first = days[0].day if days else today

@@ -5,21 +5,23 @@ per-tenant figures of the tenant comparison.
 Days and hours are cut in UTC (`date_trunc(unit, ts, 'UTC')`), whatever the session's time
 zone. Every query is bounded by a time window on an indexed column: `ai_usage (tenant_id, at)`
 for a tenant's cost, `executions (template_id, created_at)` for a template's runs, and the
-platform-wide ones by `executions (created_at)` / `ai_usage (at)` (migration 0015).
+platform-wide ones by `executions (created_at)`, `executions (finished_at) WHERE finished` and
+`ai_usage (at)` (migration 0015).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, Tenant
+from app.models.execution import FINISHED_SQL
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -95,21 +97,16 @@ class PlanningRepository:
         rows = (await self.session.execute(query)).all()
         return [ExecutionDay(r[0].date(), int(r[1]), int(r[2])) for r in rows]
 
-    async def peak_completion_hour(
-        self, since: datetime, until: datetime, longest_run_days: int
-    ) -> PeakHour | None:
+    async def peak_completion_hour(self, since: datetime, until: datetime) -> PeakHour | None:
         """The clock hour in [since, until) in which most executions (every tenant's)
-        finished, or None when none did. Runs are looked up by creation time, from
-        `longest_run_days` before `since`, so the scan stays on the created_at index."""
+        finished, or None when none did (on the partial finished_at index)."""
         hour = _utc("hour", Execution.finished_at).label("hour")
         query = (
             select(hour, func.count().label("n"))
             .where(
-                Execution.created_at >= since - timedelta(days=longest_run_days),
-                Execution.created_at < until,
                 Execution.finished_at >= since,
                 Execution.finished_at < until,
-                Execution.status.in_(FINISHED),
+                text(FINISHED_SQL),
             )
             .group_by(hour)
             .order_by(func.count().desc(), hour.desc())

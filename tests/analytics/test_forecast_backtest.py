@@ -133,9 +133,10 @@ async def test_month_end_cost_forecast_backtest(sessions: Any) -> None:
     assert (fresh.forecast_usd, fresh.low_usd, fresh.high_usd) == (None, None, None)
 
 
-# The constructed platform history (of which capacity reads the last 28 days): executions
-# created per day on the line 42 + 4t (t = 0 is START), half of each day's in its 14:00 hour (share 0.5), each finishing 5 minutes after it
-# was created; on SPIKE_DAY every execution waited and all finished within 23:00-24:00.
+# The constructed platform history (capacity reads its last 28 days): executions created per
+# day on the line 42 + 4t (t = 0 is START), half of each day's in its 14:00 hour (share 0.5),
+# each finishing 5 minutes after it was created; on SPIKE_DAY every execution waited and all
+# finished within 23:00-24:00.
 AS_OF = datetime(2011, 3, 28, tzinfo=UTC)
 START = AS_OF.date() - timedelta(days=56)
 SPIKE_DAY = 40
