@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.ai.budget import month_bounds
 from app.ai.pricing import usd
 from app.analytics.forecasting import ForecastMethod, fit, method_for
-from app.analytics.planning_repository import PlanningRepository
+from app.analytics.planning_repository import PlanningRepository, RunCosts
 from app.errors import ValidationFailed
 from app.tiers import get_tier
 
@@ -125,24 +125,34 @@ class ForecastService:
             high_usd=total(rest.high),
         )
 
-    async def cost_estimate(
-        self, caller: uuid.UUID, template_id: uuid.UUID, tier: str, as_of: datetime
-    ) -> CostEstimateReport:
-        """AI cost per run of a template the caller can read (the caller checks), at `tier`."""
-        if get_tier(tier) is None:
-            raise ValidationFailed(f"no tier {tier!r}")
-        costs = await self.repo.template_run_costs(
-            template_id,
-            tier,
-            caller,
-            as_of - timedelta(days=ESTIMATE_DAYS),
-            ESTIMATE_SAMPLE,
-            ESTIMATE_MIN_TENANTS,
-        )
-        enough = costs.runs >= ESTIMATE_MIN_RUNS
-        return CostEstimateReport(
-            tier=tier,
-            based_on_runs=costs.runs,
-            p50_usd=usd(costs.p50) if enough and costs.p50 is not None else None,
-            p95_usd=usd(costs.p95) if enough and costs.p95 is not None else None,
-        )
+    async def cost_estimates(
+        self, caller: uuid.UUID, keys: list[tuple[uuid.UUID, str]], as_of: datetime
+    ) -> list[CostEstimateReport]:
+        """AI cost per run of each (template, tier), in the order of `keys`; the templates
+        are ones the caller can read (the caller checks). One statement per tier asked."""
+        by_tier: dict[str, dict[uuid.UUID, RunCosts]] = {}
+        for tier in dict.fromkeys(tier for _, tier in keys):
+            if get_tier(tier) is None:
+                raise ValidationFailed(f"no tier {tier!r}")
+            by_tier[tier] = await self.repo.template_run_costs(
+                [template for template, t in keys if t == tier],
+                tier,
+                caller,
+                as_of - timedelta(days=ESTIMATE_DAYS),
+                ESTIMATE_SAMPLE,
+                ESTIMATE_MIN_TENANTS,
+            )
+        return [
+            _estimate(tier, by_tier[tier].get(template, RunCosts(0, None, None)))
+            for template, tier in keys
+        ]
+
+
+def _estimate(tier: str, costs: RunCosts) -> CostEstimateReport:
+    enough = costs.runs >= ESTIMATE_MIN_RUNS
+    return CostEstimateReport(
+        tier=tier,
+        based_on_runs=costs.runs,
+        p50_usd=usd(costs.p50) if enough and costs.p50 is not None else None,
+        p95_usd=usd(costs.p95) if enough and costs.p95 is not None else None,
+    )

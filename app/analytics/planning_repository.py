@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, or_, select, text
+from sqlalchemy import ColumnElement, Uuid, case, column, func, or_, select, text, true, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, Tenant
@@ -117,46 +117,69 @@ class PlanningRepository:
 
     async def template_run_costs(
         self,
-        template_id: uuid.UUID,
+        template_ids: list[uuid.UUID],
         tier: str,
         caller: uuid.UUID,
         since: datetime,
         sample: int,
         min_tenants: int,
-    ) -> RunCosts:
-        """AI cost per COMPLETED run of the template since `since`, over the latest `sample`
-        runs by tenants now on `tier`. Other tenants' runs count only when the sample holds
-        runs of at least `min_tenants` tenants; otherwise only the caller's own runs do."""
-        cost = (
-            select(func.coalesce(func.sum(AiUsage.cost_usd), 0))
-            .where(AiUsage.execution_id == Execution.id, AiUsage.tenant_id == Execution.tenant_id)
-            .scalar_subquery()
+    ) -> dict[uuid.UUID, RunCosts]:
+        """Per template: AI cost per COMPLETED run since `since`, over its latest `sample`
+        runs by tenants now on `tier`. Other tenants' runs count only when a template's sample
+        holds runs of at least `min_tenants` tenants; otherwise only the caller's own runs do.
+        Templates without such runs are absent. One statement for all: each template's
+        latest runs come from a LATERAL walk of (template_id, created_at) that stops at
+        `sample`, and only those runs' AI usage is summed."""
+        wanted = values(column("template_id", Uuid), name="wanted").data(
+            [(t,) for t in template_ids]
         )
-        runs = (
-            select(Execution.tenant_id, cost.label("cost"))
+        latest = (
+            select(Execution.id, Execution.tenant_id)
             .join(Tenant, Tenant.id == Execution.tenant_id)
             .where(
-                Execution.template_id == template_id,
+                Execution.template_id == wanted.c.template_id,
                 Execution.created_at >= since,
                 Execution.status == "COMPLETED",
                 Tenant.tier == tier,
             )
             .order_by(Execution.created_at.desc())
             .limit(sample)
+            .lateral("latest")
+        )
+        cost = (
+            select(func.coalesce(func.sum(AiUsage.cost_usd), 0))
+            .where(AiUsage.execution_id == latest.c.id, AiUsage.tenant_id == latest.c.tenant_id)
+            .scalar_subquery()
+        )
+        runs = (
+            select(wanted.c.template_id, latest.c.tenant_id, cost.label("cost"))
+            .select_from(wanted)
+            .join(latest, true())
             .cte("runs")
         )
-        tenants = select(func.count(func.distinct(runs.c.tenant_id))).scalar_subquery()
-        query = select(
-            func.count(),
-            func.percentile_cont(0.5).within_group(runs.c.cost),
-            func.percentile_cont(0.95).within_group(runs.c.cost),
-        ).where(or_(runs.c.tenant_id == caller, tenants >= min_tenants))
-        n, p50, p95 = (await self.session.execute(query)).one()
-        return RunCosts(
-            int(n),
-            None if p50 is None else Decimal(str(p50)),
-            None if p95 is None else Decimal(str(p95)),
+        crowd = (
+            select(
+                runs.c.template_id,
+                (func.count(func.distinct(runs.c.tenant_id)) >= min_tenants).label("crowd"),
+            )
+            .group_by(runs.c.template_id)
+            .subquery("crowd")
         )
+        query = (
+            select(
+                runs.c.template_id,
+                func.count(),
+                func.percentile_cont(0.5).within_group(runs.c.cost),
+                func.percentile_cont(0.95).within_group(runs.c.cost),
+            )
+            .join(crowd, crowd.c.template_id == runs.c.template_id)
+            .where(or_(runs.c.tenant_id == caller, crowd.c.crowd))
+            .group_by(runs.c.template_id)
+        )
+        return {
+            r[0]: RunCosts(int(r[1]), _decimal(r[2]), _decimal(r[3]))
+            for r in (await self.session.execute(query)).all()
+        }
 
     async def tenant_figures(self, since: datetime, until: datetime) -> list[TenantFigures]:
         """Per tenant with executions created or AI usage in [since, until): its executions,
@@ -213,3 +236,7 @@ class PlanningRepository:
             )
             for r in (await self.session.execute(query)).all()
         ]
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

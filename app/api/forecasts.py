@@ -199,11 +199,8 @@ async def cost_estimate(
     info: strawberry.Info[Context, None], template_id: uuid.UUID, tier: Tier | None
 ) -> CostEstimate:
     """Template.costEstimate: the template is one the caller has already read."""
-    principal = info.context.principal()
-    async with info.context.session() as s:
-        report = await ForecastService(s).cost_estimate(
-            principal.tenant_id, template_id, (tier or Tier(principal.tier)).value, utcnow()
-        )
+    chosen = (tier or Tier(info.context.principal().tier)).value
+    report = await info.context.loaders.cost_estimates.load((template_id, chosen))
     return CostEstimate.from_report(report)
 
 

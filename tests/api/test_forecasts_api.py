@@ -19,6 +19,7 @@ from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
 from app.settings import Settings
 from app.steps.storage import charged
 from app.tenants.platform import PlatformKeys
+from tests.api.test_query_cost import counting
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
 from tests.workers.test_template_graph import publish
@@ -345,3 +346,21 @@ async def test_capacity_plan_for_the_platform(server: str, sessions: Any) -> Non
     for horizon in (0, 366):
         body = await platform.raw(CAPACITY, {"horizonDays": horizon})
         assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED", body
+
+
+ESTIMATES_PAGE = """query($first: Int) { templates(first: $first) { edges { node {
+  name costEstimate { basedOnRuns } pro: costEstimate(tier: PRO) { tier basedOnRuns } } } } }"""
+
+
+async def test_a_page_of_cost_estimates_costs_one_statement_per_tier(
+    server: str, sessions: Any
+) -> None:
+    client = GraphQLClient(server, (await make_tenant(sessions, "premium")).viewer)
+    await client.data("{ viewer { role } }")  # warm up: first use of a key writes last_used_at
+    for first in (2, 6):
+        with counting() as statements:
+            page = await client.data(ESTIMATES_PAGE, {"first": first})
+        nodes = [e["node"] for e in page["templates"]["edges"]]
+        assert len(nodes) == first and all(n["pro"]["tier"] == "PRO" for n in nodes)
+        estimates = [s for s in statements if "percentile_cont" in s]
+        assert len(estimates) == 2, estimates  # one for PREMIUM (the default), one for PRO
