@@ -183,10 +183,14 @@ def fit(start: date, totals: Sequence[float]) -> DailyModel | None:
                 break
             settled = max(abs(a - b) for a, b in zip(found, factors, strict=True)) < 1e-9
             factors = found
-            adjusted = [
-                y / factors[(start + timedelta(days=t)).weekday()] for t, y in enumerate(totals)
+            # A weekday without any usage (weekends of a weekday-only tenant) has factor 0:
+            # its days say nothing about the trend's level, so they are left out of its fit.
+            used = [
+                (t, y / f)
+                for t, y in zip(ts, totals, strict=True)
+                if (f := factors[(start + timedelta(days=int(t))).weekday()]) > 0
             ]
-            level, slope = _ols(ts, adjusted)
+            level, slope = _ols([t for t, _ in used], [y for _, y in used])
             if settled:
                 break
     fitted = [

@@ -33,16 +33,18 @@ class Case:
     slope: float = 0.4  # per day: the ramp
     noise: float = 0.08  # relative to the day's expected value
     relative_noise: bool = True
+    week: tuple[float, ...] = WEEK
 
 
 def synthetic(case: Case, seed: int) -> tuple[date, list[float], list[float]]:
     """(first day, observed totals, expected totals) for history + ahead days."""
     rng = random.Random(seed)
     start = date(2025, 1, 6) + timedelta(days=rng.randrange(7))
-    mean_week = sum(WEEK) / 7
+    mean_week = sum(case.week) / 7
     observed, expected = [], []
     for t in range(case.history + case.ahead):
-        mu = (case.base + case.slope * t) * WEEK[(start + timedelta(days=t)).weekday()] / mean_week
+        mu = (case.base + case.slope * t) * case.week[(start + timedelta(days=t)).weekday()]
+        mu /= mean_week
         sd = case.noise * (mu if case.relative_noise else case.base)
         expected.append(mu)
         observed.append(max(0.0, mu + rng.gauss(0, sd)))
@@ -73,11 +75,21 @@ def backtest(case: Case) -> tuple[ForecastMethod, list[float], float]:
         (Case(history=56, relative_noise=False), ForecastMethod.TREND_WEEKDAY, 0.03, 0.06),
         (Case(history=30, ahead=28), ForecastMethod.TREND_WEEKDAY, 0.05, 0.14),
         (Case(history=56, slope=0.0), ForecastMethod.TREND_WEEKDAY, 0.04, 0.10),
+        # A weekday-only tenant: nothing at weekends (factor 0).
+        (Case(history=56, week=(1, 1, 1, 1, 1, 0, 0)), ForecastMethod.TREND_WEEKDAY, 0.04, 0.10),
         # Too few days for weekday factors: the pattern stays in the error, the interval wide.
         (Case(history=20), ForecastMethod.TREND, 0.12, 0.30),
         (Case(history=8, slope=0.0), ForecastMethod.DAILY_MEAN, 0.06, 0.15),
     ],
-    ids=["ramp-weekday", "additive-noise", "short-month", "flat", "trend-only", "mean-only"],
+    ids=[
+        "ramp-weekday",
+        "additive-noise",
+        "short-month",
+        "flat",
+        "weekdays-only",
+        "trend-only",
+        "mean-only",
+    ],
 )
 def test_backtest_error_and_coverage(
     case: Case, method: ForecastMethod, median_bound: float, p95_bound: float
@@ -109,6 +121,11 @@ def test_partial_days_and_method_by_history_length() -> None:
     assert fit(start, [1.0, 2.0]) is None
     lengths = {0: "TOO_LITTLE_HISTORY", 3: "DAILY_MEAN", 14: "TREND", 28: "TREND_WEEKDAY"}
     assert {n: method_for(n).value for n in lengths} == lengths
+    # A tenant that stopped: the trend falls below zero, the forecast is zero.
+    stopped = fit(start, [5.0, 4.0, 3.0, 2.0, 1.0] + [0.0] * 25)
+    assert stopped is not None
+    ahead = stopped.total([(start + timedelta(days=30 + i), 1.0) for i in range(10)])
+    assert ahead.expected == 0.0 and ahead.low == 0.0
     # An all-zero history (a tenant whose AI is off) forecasts zero, with no interval.
     zero = fit(start, [0.0] * 40)
     assert zero is not None
