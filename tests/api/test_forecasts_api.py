@@ -6,6 +6,7 @@ measured from the tenants' files; tenant keys refused) and capacityPlan (platfor
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -125,6 +126,17 @@ async def platform_client(server: str, sessions: Any) -> GraphQLClient:
     return GraphQLClient(server, secret)
 
 
+async def clear_of_midnight() -> datetime:
+    """Now, at least a minute before the next UTC midnight (waiting past it if need be), so a
+    test that reads "today" twice reads the same day."""
+    now = datetime.now(UTC)
+    left = datetime.combine(now.date() + timedelta(days=1), time(), UTC) - now
+    if left < timedelta(minutes=1):
+        await asyncio.sleep(left.total_seconds() + 1)
+        now = datetime.now(UTC)
+    return now
+
+
 def percentile_cont(values: list[float], q: float) -> float:
     """PostgreSQL's percentile_cont: linear interpolation between the closest ranks."""
     ordered = sorted(values)
@@ -137,7 +149,7 @@ def percentile_cont(values: list[float], q: float) -> float:
 async def test_cost_forecast_of_a_steady_tenant(server: str, sessions: Any) -> None:
     keys, other = await make_tenant(sessions, "pro"), await make_tenant(sessions, "pro")
     tenant = await tenant_row(sessions, keys)
-    now = datetime.now(UTC)
+    now = await clear_of_midnight()
     today = now.date()
     # 30 whole days at 2 USD a day (at noon), and today's calls before now.
     daily = [
@@ -319,7 +331,7 @@ async def test_capacity_plan_for_the_platform(server: str, sessions: Any) -> Non
     # Executions on the 5 days before today, so the platform has history whatever else the
     # session wrote (the exact figures are tests/analytics/test_forecast_backtest.py's).
     tenant = await tenant_row(sessions, await make_tenant(sessions, "pro"))
-    midnight = datetime.combine(datetime.now(UTC).date(), time(), UTC)
+    midnight = datetime.combine((await clear_of_midnight()).date(), time(), UTC)
     await runs(
         sessions,
         tenant,
