@@ -21,13 +21,11 @@ from sqlalchemy import ColumnElement, Uuid, case, column, func, or_, select, tex
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, Tenant
-from app.models.execution import FINISHED_SQL
-
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+from app.models.execution import FINISHED, FINISHED_SQL
 
 
-def _utc(unit: str, column: Any) -> ColumnElement[Any]:
-    return func.date_trunc(unit, column, "UTC")
+def _utc(unit: str, ts: Any) -> ColumnElement[Any]:
+    return func.date_trunc(unit, ts, "UTC")
 
 
 @dataclass(frozen=True)

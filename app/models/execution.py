@@ -19,11 +19,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
-from app.models.states import HOLDS_SLOT_SQL, STATUSES
+from app.models.states import HOLDS_SLOT_SQL, STATUSES, TERMINAL, Status
 
-# Finished executions, spelled with constants: a query must repeat it as it is (not with bound
-# parameters) for PostgreSQL to use the partial index below on a prepared statement.
-FINISHED_SQL = "status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+# Finished statuses, in the table's order, and as SQL spelled with constants: a query must
+# repeat it as it is (not with bound parameters) for PostgreSQL to use the partial index below
+# on a prepared statement.
+FINISHED: tuple[str, ...] = tuple(s.value for s in Status if s in TERMINAL)
+FINISHED_SQL = f"status IN {FINISHED}"  # status IN ('COMPLETED', 'FAILED', 'CANCELLED')
 
 
 class Execution(UUIDPk, Timestamps, Base):
