@@ -21,9 +21,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
 from app.models.states import HOLDS_SLOT_SQL, STATUSES, TERMINAL, Status
 
-# Finished statuses, in the table's order, and as SQL spelled with constants: a query must
-# repeat it as it is (not with bound parameters) for PostgreSQL to use the partial index below
-# on a prepared statement.
+# Finished statuses, in the table's order, and as SQL spelled with constants: queries repeat it
+# as it is, so the partial index below stays usable by every plan of a prepared statement (a
+# generic plan cannot match bound parameters against an index predicate).
 FINISHED: tuple[str, ...] = tuple(s.value for s in Status if s in TERMINAL)
 FINISHED_SQL = f"status IN {FINISHED}"  # status IN ('COMPLETED', 'FAILED', 'CANCELLED')
 
