@@ -39,6 +39,7 @@ from app.api.executions import (
 from app.api.extensions import Schema
 from app.api.feeds import FeedSubscription
 from app.api.files import FileMutation, FileQuery
+from app.api.forecasts import ForecastQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.relay import Node, from_global_id
@@ -99,6 +100,7 @@ class Query(
     ExecutionQuery,
     AiQuery,
     AnalyticsQuery,
+    ForecastQuery,
     NodeQuery,
     AdminQuery,
     FileQuery,

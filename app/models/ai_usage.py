@@ -14,7 +14,11 @@ from app.models.base import Base, utcnow
 
 class AiUsage(Base):
     __tablename__ = "ai_usage"
-    __table_args__ = (Index("ix_ai_usage_tenant_at", "tenant_id", "at"),)
+    __table_args__ = (
+        Index("ix_ai_usage_tenant_at", "tenant_id", "at"),
+        # Every tenant's usage in a window: the tenant comparison (0015).
+        Index("ix_ai_usage_at", "at", postgresql_include=["tenant_id", "cost_usd"]),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
