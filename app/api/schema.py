@@ -42,6 +42,7 @@ from app.api.files import FileMutation, FileQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.relay import Node, from_global_id
+from app.api.sla import SlaMutation, SlaQuery
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
 from app.api.webhooks import (
@@ -104,6 +105,7 @@ class Query(
     FileQuery,
     NotificationQuery,
     WebhookQuery,
+    SlaQuery,
 ):
     pass
 
@@ -117,6 +119,7 @@ class Mutation(
     AdminMutation,
     FileMutation,
     WebhookMutation,
+    SlaMutation,
 ):
     pass
 
