@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, func, select, tuple_
+from sqlalchemy import ColumnElement, Float, Select, cast, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Execution, Template, TemplateSla, TemplateVersion
@@ -47,6 +47,44 @@ def _breached(now: datetime) -> ColumnElement[bool]:
     return target.is_not(None) & (_seconds_so_far(now) > target)
 
 
+def run_stats_query(
+    tenant_id: uuid.UUID,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    template_id: uuid.UUID | None,
+) -> Select[Any]:
+    """SlaReportRepository.run_stats' statement (bench/sla.py EXPLAINs it)."""
+    target = max_duration_in_force()
+    ended = Execution.status.in_(_TERMINAL)
+    measured = target.is_not(None) & (ended | (_seconds_so_far(now) > target))
+
+    def count(condition: ColumnElement[bool]) -> Any:
+        return func.count().filter(condition)
+
+    query = join_targets(
+        select(
+            Execution.template_id,
+            func.count(),
+            count(Execution.status == Status.COMPLETED.value),
+            count(Execution.status == Status.FAILED.value),
+            count(Execution.status == Status.CANCELLED.value),
+            count(measured),
+            count(_breached(now)),
+        )
+    ).where(
+        Execution.tenant_id == tenant_id,
+        Execution.created_at >= since,
+        Execution.created_at < until,
+    )
+    if template_id is not None:
+        query = query.where(Execution.template_id == template_id)
+    else:
+        has_target = TemplateSla.tenant_id.is_not(None) | TemplateVersion.sla.is_not(None)
+        query = query.having(func.bool_or(has_target))
+    return query.group_by(Execution.template_id)
+
+
 class SlaReportRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -62,34 +100,7 @@ class SlaReportRepository:
         """Per template with runs in [since, until): counts and duration verdicts. Without
         `template_id`, only templates with a target in force for some run (an override, or a
         version with an `sla` block)."""
-        target = max_duration_in_force()
-        ended = Execution.status.in_(_TERMINAL)
-        measured = target.is_not(None) & (ended | (_seconds_so_far(now) > target))
-
-        def count(condition: ColumnElement[bool]) -> Any:
-            return func.count().filter(condition)
-
-        query = join_targets(
-            select(
-                Execution.template_id,
-                func.count(),
-                count(Execution.status == Status.COMPLETED.value),
-                count(Execution.status == Status.FAILED.value),
-                count(Execution.status == Status.CANCELLED.value),
-                count(measured),
-                count(_breached(now)),
-            )
-        ).where(
-            Execution.tenant_id == tenant_id,
-            Execution.created_at >= since,
-            Execution.created_at < until,
-        )
-        if template_id is not None:
-            query = query.where(Execution.template_id == template_id)
-        else:
-            has_target = TemplateSla.tenant_id.is_not(None) | TemplateVersion.sla.is_not(None)
-            query = query.having(func.bool_or(has_target))
-        query = query.group_by(Execution.template_id)
+        query = run_stats_query(tenant_id, since, until, now, template_id)
         return [RunStats(*row) for row in await self.session.execute(query)]
 
     async def breached_runs(
