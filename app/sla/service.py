@@ -198,14 +198,13 @@ class SlaMonitor:
         return notified
 
     async def _rate_targets(
-        self, repo: SlaRepository
+        self, repo: SlaRepository, now: datetime
     ) -> dict[tuple[uuid.UUID, uuid.UUID], tuple[Target, int, int]]:
         """(tenant, template) -> (target, completed, failed) over the target's window, for
         every pair with a success-rate target in force and runs in its window."""
         overrides = await repo.overrides()
         overridden = {(o.tenant_id, o.template_id) for o in overrides}
         found: dict[tuple[uuid.UUID, uuid.UUID], tuple[Target, int, int]] = {}
-        now = utcnow()
         for template_id, block in (await repo.latest_version_slas()).items():
             spec = SlaSpec.stored(block)
             if spec is None or spec.min_success_rate is None:
@@ -233,7 +232,7 @@ class SlaMonitor:
         min_runs finished runs, unless one is open; close the open ones that are not (any more)."""
         async with self.sessions() as session:
             repo = SlaRepository(session)
-            evaluated = await self._rate_targets(repo)
+            evaluated = await self._rate_targets(repo, now)
             notified, breaching = [], set()
             for (tenant_id, template_id), (target, completed, failed) in evaluated.items():
                 spec = target.sla
