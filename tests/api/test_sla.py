@@ -20,6 +20,7 @@ from app.models import Execution, Template, TemplateVersion
 from app.sla.service import SlaMonitor
 from app.templates.schemas import validate_spec
 from app.tenants.service import TenantService
+from tests.api.test_webhooks import create, receiver, verified  # noqa: F401 (fixture)
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
 from tests.workers.test_template_graph import pk, publish, run
@@ -90,11 +91,17 @@ async def report(client: GraphQLClient, template_id: str | None, **more: Any) ->
 
 
 async def test_duration_breach_is_notified_once_and_an_override_wins(
-    client: GraphQLClient, server: str, tenant: TenantKeys, sessions: Any
+    client: GraphQLClient,
+    server: str,
+    tenant: TenantKeys,
+    sessions: Any,
+    receiver: Any,  # noqa: F811
 ) -> None:
     name = await publish(sessions, tenant, SLOW)
     template_id = (await q(client, "Template", {"name": name}))["template"]["id"]
     before = counted("DURATION")
+    endpoint = receiver()
+    hook = await create(client, endpoint.url, ["SLA_BREACH"])
 
     _, slow = await run(client, server, tenant.admin, name, {})
     assert slow["status"] == "COMPLETED"
@@ -109,6 +116,11 @@ async def test_duration_breach_is_notified_once_and_an_override_wins(
     )
     assert data["maxDurationSeconds"] == 0.5 and data["durationSeconds"] > 0.5
     assert counted("DURATION") - before == 1
+    # The same breach reaches the tenant's webhook as `sla.breach`.
+    [request] = await endpoint.wait_for(1)
+    body = verified(hook["secret"], request)
+    assert body["type"] == "sla.breach" and body["data"]["executionId"] == slow["id"]
+    assert (body["data"]["kind"], body["data"]["seq"]) == ("DURATION", breach["seq"])
     await SlaMonitor(sessions, None).run_round()  # the run is recorded: never notified again
     assert len(await breaches(client)) == 1 and counted("DURATION") - before == 1
 
@@ -133,6 +145,7 @@ async def test_duration_breach_is_notified_once_and_an_override_wins(
     assert calm["status"] == "COMPLETED"
     await SlaMonitor(sessions, None).run_round()
     assert len(await breaches(client)) == 1 and counted("DURATION") - before == 1
+    assert len(endpoint.requests) == 1
     # The report judges every run by the targets in force now: both are within a minute.
     found = await report(client, template_id)
     assert found["target"]["source"] == "OVERRIDE"
