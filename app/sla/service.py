@@ -173,14 +173,16 @@ class SlaMonitor:
         return [*await self.sweep_open(now), *await self.evaluate_rates(now)]
 
     async def sweep_open(self, now: datetime) -> list[Notified]:
+        """Each breach commits on its own: a notification holds its tenant's log counter
+        until commit, and one tenant's recorder must not wait for a whole sweep."""
         async with self.sessions() as session:
-            repo = SlaRepository(session)
-            notified = []
-            for row in await repo.open_past_target(now, SWEEP_LIMIT):
-                target = Target(
-                    SlaSpec(max_duration_seconds=row.target),
-                    OVERRIDE if row.overridden else VERSION,
-                )
+            rows = await SlaRepository(session).open_past_target(now, SWEEP_LIMIT)
+        notified = []
+        for row in rows:
+            target = Target(
+                SlaSpec(max_duration_seconds=row.target), OVERRIDE if row.overridden else VERSION
+            )
+            async with self.sessions() as session:
                 found = await _record_duration(
                     session,
                     row.execution_id,
@@ -191,10 +193,10 @@ class SlaMonitor:
                     status="RUNNING",
                     at=now,
                 )
-                if found is not None:
-                    notified.append(found)
-            await session.commit()
-        await after_commit(self.publish, notified)
+                await session.commit()
+            if found is not None:
+                notified.append(found)
+                await after_commit(self.publish, [found])
         return notified
 
     async def _rate_targets(
@@ -229,47 +231,68 @@ class SlaMonitor:
 
     async def evaluate_rates(self, now: datetime) -> list[Notified]:
         """Open a breach (and notify) for each pair whose rate is below target over at least
-        min_runs finished runs, unless one is open; close the open ones that are not (any more)."""
+        min_runs ended runs, unless one is open; close the open ones that are not (any more).
+        Each breach commits on its own (see sweep_open)."""
+        async with self.sessions() as session:
+            evaluated = await self._rate_targets(SlaRepository(session), now)
+        notified, breaching = [], set()
+        for (tenant_id, template_id), (target, completed, failed) in evaluated.items():
+            spec = target.sla
+            assert spec.min_success_rate is not None
+            runs = completed + failed
+            if runs < spec.min_runs or _ratio(completed, failed) >= spec.min_success_rate:
+                continue
+            breaching.add((tenant_id, template_id))
+            async with self.sessions() as session:
+                found = await _record_rate(
+                    session, tenant_id, template_id, target, failed, runs, now
+                )
+                await session.commit()
+            if found is not None:
+                notified.append(found)
+                await after_commit(self.publish, [found])
         async with self.sessions() as session:
             repo = SlaRepository(session)
-            evaluated = await self._rate_targets(repo, now)
-            notified, breaching = [], set()
-            for (tenant_id, template_id), (target, completed, failed) in evaluated.items():
-                spec = target.sla
-                runs = completed + failed
-                assert spec.min_success_rate is not None
-                if runs < spec.min_runs or _ratio(completed, failed) >= spec.min_success_rate:
-                    continue
-                breaching.add((tenant_id, template_id))
-                rate = _ratio(completed, failed)
-                inserted = await repo.add_breach(
-                    tenant_id=tenant_id,
-                    template_id=template_id,
-                    kind="SUCCESS_RATE",
-                    observed=rate,
-                    target=spec.min_success_rate,
-                    runs=runs,
-                    window_seconds=spec.window_seconds,
-                    started_at=now,
-                )
-                if inserted is not None:
-                    notified.append(
-                        await _notify(
-                            session,
-                            tenant_id,
-                            "SUCCESS_RATE",
-                            templateId=global_id("Template", template_id),
-                            source=target.source,
-                            minSuccessRate=spec.min_success_rate,
-                            successRate=round(rate, 6),
-                            runs=runs,
-                            failed=failed,
-                            windowSeconds=spec.window_seconds,
-                        )
-                    )
             for pair in await repo.open_rate_breaches():
                 if pair not in breaching:
                     await repo.close_rate_breach(*pair, now)
             await session.commit()
-        await after_commit(self.publish, notified)
         return notified
+
+
+async def _record_rate(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    template_id: uuid.UUID,
+    target: Target,
+    failed: int,
+    runs: int,
+    now: datetime,
+) -> Notified | None:
+    spec = target.sla
+    assert spec.min_success_rate is not None
+    rate = (runs - failed) / runs
+    inserted = await SlaRepository(session).add_breach(
+        tenant_id=tenant_id,
+        template_id=template_id,
+        kind="SUCCESS_RATE",
+        observed=rate,
+        target=spec.min_success_rate,
+        runs=runs,
+        window_seconds=spec.window_seconds,
+        started_at=now,
+    )
+    if inserted is None:
+        return None
+    return await _notify(
+        session,
+        tenant_id,
+        "SUCCESS_RATE",
+        templateId=global_id("Template", template_id),
+        source=target.source,
+        minSuccessRate=spec.min_success_rate,
+        successRate=round(rate, 6),
+        runs=runs,
+        failed=failed,
+        windowSeconds=spec.window_seconds,
+    )
