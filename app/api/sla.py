@@ -11,6 +11,7 @@ import strawberry
 
 from app.analytics.sla import (
     MAX_RATE_BREACHES,
+    MAX_REPORT_SPAN,
     MAX_REPORT_TEMPLATES,
     SlaReportService,
     checked_sla,
@@ -204,7 +205,8 @@ class SlaQuery:
     @strawberry.field(
         description=f"Your tenant's runs created in [from, to) against their templates' SLAs: "
         f"per template with targets in force (at most {MAX_REPORT_TEMPLATES}, by name), or "
-        f"only templateId's. The window spans at most 366 days."
+        f"only templateId's. The window spans at most {MAX_REPORT_SPAN.days} days (counts add "
+        "up: sum monthly reports for longer periods)."
     )
     async def sla_report(
         self,
