@@ -93,13 +93,11 @@ async def after_commit(publish: Publish | None, notified: Iterable[Notified]) ->
             EVENT_PUBLISH_FAILURES.inc()
 
 
-async def duration_breach(
-    session: AsyncSession, execution: Execution, *, now: datetime | None = None
-) -> Notified | None:
-    """Judge a run against its duration target, in the caller's transaction: at its end
-    (the recorder, with the terminal event) or while it is still open past the target (the
-    sweep). Records and notifies a breach once per execution; None when within target, without
-    one, or already notified."""
+async def duration_breach(session: AsyncSession, execution: Execution) -> Notified | None:
+    """Judge an ended run against its duration target, in the recorder's transaction (with
+    the terminal event). Records and notifies a breach once per execution (the sweep may have
+    recorded it while the run was open); None when within target, without one, or already
+    notified. One query when there is no breach: the targets in force."""
     repo = SlaRepository(session)
     override, version_sla = await repo.targets_of_run(
         execution.tenant_id, execution.template_id, execution.template_version_id
@@ -107,7 +105,7 @@ async def duration_breach(
     target = in_force(override, version_sla)
     if target is None or target.sla.max_duration_seconds is None:
         return None
-    end = execution.finished_at or now or utcnow()
+    end = execution.finished_at or utcnow()
     seconds = (end - execution.created_at).total_seconds()
     if seconds <= target.sla.max_duration_seconds:
         return None

@@ -354,6 +354,18 @@ async def test_bad_targets_windows_and_callers_are_typed_errors(
         answer = await set_sla(client, template_id, bad)
         assert answer["code"] == "VALIDATION_FAILED", (bad, answer)
         assert path in [p["path"] for p in answer["problems"]], (bad, answer)
+    # Setting again replaces the override whole: no field is kept from the previous one.
+    assert (await set_sla(client, template_id, {"maxDurationSeconds": 10}))["target"][
+        "maxDurationSeconds"
+    ] == 10.0
+    again = await set_sla(client, template_id, {"minSuccessRate": 0.7})
+    assert again["target"] == {
+        "maxDurationSeconds": None,
+        "minSuccessRate": 0.7,
+        "windowSeconds": 86400,
+        "minRuns": 10,
+        "source": "OVERRIDE",
+    }
     viewer = GraphQLClient(server, tenant.viewer)
     assert (await set_sla(viewer, template_id, {"minSuccessRate": 0.5}))["code"] == "FORBIDDEN"
     cleared = await q(viewer, "ClearTemplateSla", {"templateId": template_id})
