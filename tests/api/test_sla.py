@@ -243,7 +243,13 @@ ROWS_A: list[tuple[str, float, float | None]] = [
     ("RUNNING", 3000, None),  # open past any target here
     ("RUNNING", 1, None),  # open, within target: not measured yet
 ]
-ROWS_B: list[tuple[str, float, float | None]] = [("FAILED", 600, 500), ("RUNNING", 900, None)]
+# Another tenant's runs of the same template: counted with A's, A's success rate would be
+# 12 / 15 = 0.8, on target; alone, A's is 0.5 and B's 10 / 11.
+ROWS_B: list[tuple[str, float, float | None]] = [
+    ("FAILED", 600, 500),
+    ("RUNNING", 900, None),
+    *[("COMPLETED", 1000 + i, 5) for i in range(10)],
+]
 
 
 async def seed(sessions: Any, tenant: TenantKeys, template: str, rows: Any) -> list[uuid.UUID]:
@@ -304,6 +310,19 @@ async def test_report_figures_isolation_and_paging(
     figures = {k: found[k] for k in expected(ROWS_A, 60, 0.8)}
     assert figures == expected(ROWS_A, 60, 0.8)
 
+    # The SLA round judges each tenant's runs alone, and records the runs open past target.
+    await SlaMonitor(sessions, None).run_round()
+    mine = {
+        (b["data"]["kind"], b["execution"] and pk(b["execution"]["id"])): b["data"]
+        for b in await breaches(client)
+    }
+    assert mine[("SUCCESS_RATE", None)]["successRate"] == 0.5
+    assert (mine[("SUCCESS_RATE", None)]["runs"], mine[("SUCCESS_RATE", None)]["failed"]) == (4, 2)
+    assert mine[("DURATION", str(ids[6]))]["status"] == "RUNNING"  # swept while open
+    assert len(mine) == 2  # the young open run is within target
+    other_kinds = sorted(b["data"]["kind"] for b in await breaches(other_client))
+    assert other_kinds == ["DURATION"]  # its open run; its rate is on target
+
     # Breaching runs, newest first, two pages.
     breached = [ids[i] for i in (6, 4, 3, 1)]
     first = await report(client, template_id, hours=24, first=3)
@@ -330,7 +349,7 @@ async def test_report_figures_isolation_and_paging(
     )
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     theirs = (await q(other_client, "SlaReport", window(24)))["slaReport"]["templates"]
-    assert [(t["runs"], t["durationBreached"]) for t in theirs] == [(2, 2)]
+    assert [(t["runs"], t["durationBreached"]) for t in theirs] == [(12, 2)]
 
 
 async def test_bad_targets_windows_and_callers_are_typed_errors(
