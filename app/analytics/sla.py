@@ -148,7 +148,7 @@ class SlaReportService:
             s.template_id: s
             for s in await self.repo.run_stats(tenant_id, since, until, now, template_id)
         }
-        overrides = {o.template_id: o for o in await self.repo.overrides(tenant_id)}
+        overrides = {o.template_id: o for o in await self.sla.overrides(tenant_id)}
         wanted = [template_id] if template_id is not None else [*stats, *overrides]
         ids = list(dict.fromkeys(wanted))
         latest = await self.sla.latest_version_slas(ids)

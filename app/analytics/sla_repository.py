@@ -130,7 +130,3 @@ class SlaReportRepository:
 
     async def templates(self, ids: list[uuid.UUID]) -> list[Template]:
         return list(await self.session.scalars(select(Template).where(Template.id.in_(ids))))
-
-    async def overrides(self, tenant_id: uuid.UUID) -> list[TemplateSla]:
-        query = select(TemplateSla).where(TemplateSla.tenant_id == tenant_id)
-        return list(await self.session.scalars(query))

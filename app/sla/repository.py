@@ -103,14 +103,11 @@ class SlaRepository:
     async def override(self, tenant_id: uuid.UUID, template_id: uuid.UUID) -> TemplateSla | None:
         return await self.session.get(TemplateSla, (tenant_id, template_id))
 
-    async def overrides(
-        self, tenant_id: uuid.UUID | None = None, *, rate_only: bool = False
-    ) -> list[TemplateSla]:
+    async def overrides(self, tenant_id: uuid.UUID | None = None) -> list[TemplateSla]:
+        """Every tenant's overrides (the SLA round), or one tenant's."""
         query = select(TemplateSla)
         if tenant_id is not None:
             query = query.where(TemplateSla.tenant_id == tenant_id)
-        if rate_only:
-            query = query.where(TemplateSla.min_success_rate.is_not(None))
         return list(await self.session.scalars(query))
 
     async def put_override(self, values: dict[str, Any]) -> TemplateSla:
