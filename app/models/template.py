@@ -120,7 +120,7 @@ class TemplateVersion(UUIDPk, Timestamps, Base):
     # The operator's reason for a rejection, shown to the owner only.
     review_note: Mapped[str | None] = mapped_column(Text)
     reviewed_at: Mapped[datetime | None]
-    # The spec's `sla` block (NULL without one), kept by PostgreSQL (0015): SLA queries find
+    # The spec's `sla` block (NULL without one), kept by PostgreSQL (0016): SLA queries find
     # the versions with targets by index and read them without detoasting whole specs.
     sla: Mapped[dict[str, Any] | None] = deferred(
         mapped_column(JSONB, Computed(SLA_SQL, persisted=True))

@@ -2,8 +2,8 @@
 (what missed them, and the dedupe of their notifications), template_versions.sla (the spec's
 `sla` block as a generated column, indexed where present) and SLA_BREACH notifications.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 """
 
 import sqlalchemy as sa
@@ -11,8 +11,8 @@ from sqlalchemy.dialects import postgresql
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""Migration 0015 (SLAs) upgrades existing versions (their `sla` column is computed from the
+"""Migration 0016 (SLAs) upgrades existing versions (their `sla` column is computed from the
 stored spec), allows SLA_BREACH notifications, and downgrades and upgrades again."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from tests.cli.test_migration_0009 import blank_db, columns  # noqa: F401 (fixtu
 SLA = {"max_duration_seconds": 60}
 
 
-async def test_0015_computes_existing_versions_slas_and_downgrades(
+async def test_0016_computes_existing_versions_slas_and_downgrades(
     blank_db: str,  # noqa: F811
 ) -> None:
-    await upgrade_async(blank_db, "0014")
+    await upgrade_async(blank_db, "0015")
     template = uuid.uuid4()
     conn = await asyncpg.connect(blank_db)
     try:
@@ -41,7 +41,7 @@ async def test_0015_computes_existing_versions_slas_and_downgrades(
     finally:
         await conn.close()
 
-    await upgrade_async(blank_db, "0015")
+    await upgrade_async(blank_db, "0016")
     conn = await asyncpg.connect(blank_db)
     try:
         slas = await conn.fetch("SELECT sla FROM template_versions ORDER BY version")
@@ -63,7 +63,7 @@ async def test_0015_computes_existing_versions_slas_and_downgrades(
     finally:
         await conn.close()
 
-    await asyncio.to_thread(command.downgrade, alembic_config(blank_db), "0014")
+    await asyncio.to_thread(command.downgrade, alembic_config(blank_db), "0015")
     conn = await asyncpg.connect(blank_db)
     try:
         assert "sla" not in await columns(conn, "template_versions")
