@@ -43,6 +43,7 @@ from app.api.forecasts import ForecastQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.relay import Node, from_global_id
+from app.api.sla import SlaMutation, SlaQuery
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
 from app.api.webhooks import (
@@ -106,6 +107,7 @@ class Query(
     FileQuery,
     NotificationQuery,
     WebhookQuery,
+    SlaQuery,
 ):
     pass
 
@@ -119,6 +121,7 @@ class Mutation(
     AdminMutation,
     FileMutation,
     WebhookMutation,
+    SlaMutation,
 ):
     pass
 

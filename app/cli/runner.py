@@ -100,6 +100,7 @@ async def run_worker(
         asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),
         asyncio.create_task(dispatch_webhooks(sessions, client, settings, stop)),
         asyncio.create_task(purge_step_records(sessions, settings, stop)),
+        asyncio.create_task(evaluate_slas(sessions, bus, settings, stop)),
     ]
     try:
         worker = build_worker(client, queue, sessions, bus, settings)
@@ -131,6 +132,17 @@ async def reconcile_lost(
 
     reconciler = Reconciler(sessions, client, bus, settings)
     await every(settings.reconcile_interval_seconds, reconciler.run_round, "reconcile", stop)
+
+
+async def evaluate_slas(
+    sessions: SessionFactory, bus: EventBus, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Every `sla_evaluate_interval_seconds`, record runs open past their duration target and
+    success rates below their minimum, each notified once (app/sla/service.py)."""
+    from app.sla.service import SlaMonitor
+
+    monitor = SlaMonitor(sessions, bus.publish)
+    await every(settings.sla_evaluate_interval_seconds, monitor.run_round, "sla.evaluate", stop)
 
 
 async def purge_step_records(

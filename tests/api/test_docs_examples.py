@@ -1,5 +1,5 @@
-"""Every GraphQL example in the README and the frontend guide is valid against the schema, so
-the docs cannot drift from the API (field names, arguments, types)."""
+"""Every GraphQL example in the README, the frontend guide and docs/analytics.md is valid
+against the schema, so the docs cannot drift from the API (field names, arguments, types)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"```graphql\n(.*?)```", re.S)
 EXAMPLES = [
     (f"{path.name}#{i}", text)
-    for path in (ROOT / "README.md", ROOT / "docs" / "frontend.md")
+    for path in (ROOT / "README.md", ROOT / "docs" / "frontend.md", ROOT / "docs" / "analytics.md")
     for i, text in enumerate(BLOCK.findall(path.read_text()), 1)
 ]
 

@@ -43,6 +43,10 @@ HERE = {
     "TemplateCostEstimate",
     "TenantComparison",
     "CapacityPlan",
+    # run in tests/api/test_sla.py
+    "SlaReport",
+    "SetTemplateSla",
+    "ClearTemplateSla",
     # run in tests/api/test_api_keys.py and tests/api/test_platform_admin.py
     "ApiKeys",
     "CreateApiKey",
