@@ -74,6 +74,8 @@ class FileEntry:
     path: str  # relative to the tenant root, POSIX separators
     size: int
     modified: float  # POSIX timestamp
+    tag: str = ""  # changes whenever the content may have (inode and mtime; an S3 ETag)
+    folder: bool = False  # a folder (S3: a prefix other keys start with), not a file
 
     def as_output(self) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.modified, UTC).isoformat().replace("+00:00", "Z")
@@ -222,6 +224,22 @@ class Reservation:
                 self.open = False
 
 
+def path_parts(rel: str, what: str = "path") -> tuple[str, ...]:
+    """The parts of a tenant's relative path, or StepInputError: the rules every backend
+    applies (no `..`, nothing absolute, no backslash or NUL, no part-file names)."""
+    if not rel or "\x00" in rel or "\\" in rel:
+        raise StepInputError(f"{what} {rel!r} is not a valid relative path")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute():
+        raise StepInputError(f"{what} {rel!r} is absolute; paths are relative to the storage")
+    if ".." in pure.parts:
+        raise StepInputError(f"{what} {rel!r} contains '..'; paths must stay in the storage")
+    if any(part.startswith(PART_PREFIX) for part in pure.parts):
+        # Part files are never listed nor counted against the quota: not a name to store.
+        raise StepInputError(f"{what} {rel!r}: names starting {PART_PREFIX!r} are reserved")
+    return pure.parts
+
+
 class TenantRoot:
     """One tenant's directory. Construct it, then call `open()` (blocking) before use."""
 
@@ -262,17 +280,7 @@ class TenantRoot:
 
     @staticmethod
     def _parts(rel: str, what: str) -> tuple[str, ...]:
-        if not rel or "\x00" in rel or "\\" in rel:
-            raise StepInputError(f"{what} {rel!r} is not a valid relative path")
-        pure = PurePosixPath(rel)
-        if pure.is_absolute():
-            raise StepInputError(f"{what} {rel!r} is absolute; paths are relative to the storage")
-        if ".." in pure.parts:
-            raise StepInputError(f"{what} {rel!r} contains '..'; paths must stay in the storage")
-        if any(part.startswith(PART_PREFIX) for part in pure.parts):
-            # Part files are never listed nor counted against the quota: not a name to store.
-            raise StepInputError(f"{what} {rel!r}: names starting {PART_PREFIX!r} are reserved")
-        return pure.parts
+        return path_parts(rel, what)
 
     def _inside(self, path: Path, rel: str, what: str) -> Path:
         if path != self.real and not path.is_relative_to(self.real):
@@ -373,7 +381,12 @@ class TenantRoot:
                 stat = real.stat()
             except OSError:  # removed or replaced while we walked
                 continue
-            yield FileEntry(rel, stat.st_size, stat.st_mtime)
+            yield FileEntry(rel, stat.st_size, stat.st_mtime, stat_tag(stat))
+
+
+def stat_tag(stat: os.stat_result) -> str:
+    """What changes when a local file's content may have: its inode and modification time."""
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_mtime_ns}"
 
 
 def _is_folder(entry: os.DirEntry[str]) -> bool:
