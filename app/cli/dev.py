@@ -161,7 +161,7 @@ async def _seed(settings: Settings) -> dict[str, str]:
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     await seed_templates(sessions)
-    keys = await seed_demo_tenants(sessions, settings.state_dir, settings.files_root)
+    keys = await seed_demo_tenants(sessions, settings.state_dir, settings)
     await engine.dispose()
     return keys
 

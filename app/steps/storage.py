@@ -30,7 +30,6 @@ files), so a tenant that deleted the sample files does not get them back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import os
 import re
@@ -480,13 +479,3 @@ async def pump(
             return moved
         moved += n
         progress.advance(n)
-
-
-async def sha256_file(path: Path, progress: Progress) -> str:
-    digest = hashlib.sha256()
-    src = await asyncio.to_thread(open_read, path)
-    try:
-        await pump(src.read, digest.update, progress)
-    finally:
-        await asyncio.to_thread(src.close)
-    return digest.hexdigest()
