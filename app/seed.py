@@ -19,7 +19,7 @@ import structlog
 from app.db import SessionFactory
 from app.models.base import utcnow
 from app.settings import Settings
-from app.steps.tenant_storage import open_storage
+from app.steps.backends import open_storage
 from app.templates.service import TemplateService
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService, hash_key

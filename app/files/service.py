@@ -36,6 +36,7 @@ from app.errors import Conflict, Forbidden, NotFound, QuotaExceeded, ValidationF
 from app.files import signing
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
+from app.steps.backends import open_storage
 from app.steps.base import StepInputError
 from app.steps.file_ops import discard
 from app.steps.storage import (
@@ -46,7 +47,7 @@ from app.steps.storage import (
     Quota,
     StorageFull,
 )
-from app.steps.tenant_storage import FileWriter, TenantStorage, open_storage
+from app.steps.tenant_storage import FileWriter, TenantStorage
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)

@@ -17,11 +17,12 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from app.steps.archive import archive_format, write_archive
+from app.steps.backends import open_storage
 from app.steps.base import StepContext, StepInputError
 from app.steps.data import parse
 from app.steps.storage import FileEntry, Progress, Quota, pump
 from app.steps.tenant_limits import tenant_limits
-from app.steps.tenant_storage import FileWriter, TenantStorage, open_storage
+from app.steps.tenant_storage import FileWriter, TenantStorage
 
 MAX_LIST_ENTRIES = 10_000
 

@@ -1,4 +1,5 @@
-"""One interface to a tenant's storage, whichever backend holds it: `open_storage`.
+"""One interface to a tenant's storage, whichever backend holds it (app/steps/backends.py
+`open_storage` picks the configured one).
 
 The `files.*` steps, the files API, downloads and seeding all go through `TenantStorage`, so
 STORAGE_BACKEND (local or s3) changes where bytes live and nothing else. The methods block
@@ -23,11 +24,9 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import BinaryIO
 
-from app.settings import Settings
 from app.steps.storage import (
     FileEntry,
     NoSuchFile,
@@ -40,7 +39,7 @@ from app.steps.storage import (
     stat_tag,
 )
 
-__all__ = ["FileEntry", "FileWriter", "LocalStorage", "TenantStorage", "open_storage"]
+__all__ = ["FileEntry", "FileWriter", "LocalStorage", "TenantStorage"]
 
 
 class FileWriter(ABC):
@@ -112,16 +111,6 @@ class TenantStorage(ABC):
 
     def walk(self, prefix: str = "", pattern: str | None = None) -> list[FileEntry]:
         return list(self.iter_files(prefix, pattern))
-
-
-def open_storage(settings: Settings, tenant_id: str) -> TenantStorage:
-    """The tenant's storage on the configured backend, its sample files seeded on first use.
-    Blocking: run it in a thread."""
-    if settings.storage_backend == "s3":
-        from app.steps.s3_storage import S3Storage  # boto3 loads only when it is used
-
-        return S3Storage.open(settings, tenant_id)
-    return LocalStorage(TenantRoot(settings.files_root, tenant_id).open())
 
 
 class LocalStorage(TenantStorage):
@@ -208,10 +197,6 @@ class _LocalWriter(FileWriter):
         self.path, self.part, self.reservation = path, part, reservation
         self.overwrite, self.expected = overwrite, size
 
-    @property
-    def handle(self) -> BinaryIO:
-        return self.part.handle
-
     def write(self, chunk: bytes) -> None:
         self.part.handle.write(chunk)
 
@@ -230,8 +215,3 @@ class _LocalWriter(FileWriter):
     def discard(self) -> None:
         self.part.discard()  # a quick unlink
         self.reservation.release()
-
-
-def local_path(storage: TenantStorage, path: str) -> Path | None:
-    """The real path of a local file (for tools that need one), None on other backends."""
-    return storage.root.resolve(path) if isinstance(storage, LocalStorage) else None

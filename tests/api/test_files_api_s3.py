@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from app.settings import Settings
+from app.steps.backends import open_storage
 from app.steps.s3_storage import S3Storage
-from app.steps.tenant_storage import open_storage
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService
 from tests.api.test_files_api import (  # noqa: F401  (run again here, on S3)

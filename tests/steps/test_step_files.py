@@ -18,9 +18,9 @@ import pytest
 
 from app.settings import Settings
 from app.steps import StepInputError
+from app.steps.backends import open_storage
 from app.steps.s3_storage import S3Storage
 from app.steps.storage import Quota
-from app.steps.tenant_storage import open_storage
 from tests.steps.conftest import MakeContext
 from tests.steps.step_support import run_step
 

@@ -14,9 +14,9 @@ import pytest
 from app.seed import seed_sample_files
 from app.settings import Settings
 from app.steps import StepInputError
+from app.steps.backends import open_storage
 from app.steps.s3_storage import PART_BYTES, SEEDED_MARKER, S3Storage
 from app.steps.storage import FileExists, Quota, StorageFull, charged
-from app.steps.tenant_storage import open_storage
 from tests.steps.conftest import MakeContext
 from tests.steps.step_support import run_step
 
