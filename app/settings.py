@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # Standard step activities.
     storage_root: Path | None = None  # files.* live here; default <state dir>/storage
-    # Where tenants' files live (docs/files.md, "Storage backends"): `local` (STORAGE_ROOT, one
+    # Where tenants' files live (docs/storage.md, "Storage backends"): `local` (STORAGE_ROOT, one
     # process or a shared volume) or `s3` (any S3-compatible store; several replicas share it).
     # Credentials come from the standard AWS variables or chain, never from these settings.
     storage_backend: Literal["local", "s3"] = "local"

@@ -10,7 +10,7 @@ An upload streams in 1 MiB chunks from the request (never whole in memory) into 
 writer (a hidden part file renamed into place, or an S3 multipart upload), visible once
 complete: a failed or refused upload leaves nothing behind. Downloads stream through the API
 (`GET /files/<token>`) on both backends: one auth check and the same headers everywhere, and
-the bucket needs no public endpoint (docs/files.md says why not presigned URLs).
+the bucket needs no public endpoint (docs/storage.md says why not presigned URLs).
 Content types are sniffed from the bytes (`filetype`'s magic numbers; UTF-8 text by its
 extension, else text/plain), never taken from the client.
 """

@@ -124,7 +124,7 @@ async def test_write_refuses_to_clobber_but_a_retry_of_the_same_write_succeeds(
     if backend == "local":
         with pytest.raises(StepInputError, match="a parent is a file"):
             await run_step("files.write", {"path": "a.txt/b.txt", "content": "x"}, ctx)
-    else:  # S3 has no folders: a file and a "folder" may share a name (docs/files.md)
+    else:  # S3 has no folders: a file and a "folder" may share a name (docs/storage.md)
         await run_step("files.write", {"path": "a.txt/b.txt", "content": "x"}, ctx)
         assert (await run_step("files.read", {"path": "a.txt"}, ctx))["content"] == "two"
     with pytest.raises(StepInputError, match="is valid under each of"):
