@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, cast
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from app.settings import Settings
 from app.steps.base import StepInputError
@@ -82,6 +82,20 @@ def s3_client(settings: Settings) -> Any:
                 config=config,
             )
         return _CLIENTS[key]
+
+
+def check_bucket(settings: Settings) -> None:
+    """RuntimeError naming what is wrong when the bucket cannot be used (credentials are never
+    part of the message)."""
+    if not settings.redis_url:
+        raise RuntimeError("STORAGE_BACKEND=s3 keeps storage usage in Redis: set REDIS_URL")
+    where = f"S3 bucket {settings.s3_bucket!r} at {settings.s3_endpoint_url or 'AWS'}"
+    try:
+        s3_client(settings).head_bucket(Bucket=settings.s3_bucket)
+    except ClientError as exc:
+        raise RuntimeError(f"{where} is not usable: {_code(exc) or exc}") from None
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable, ...
+        raise RuntimeError(f"{where} is not usable: {type(exc).__name__}: {exc}") from None
 
 
 def _code(exc: ClientError) -> str:
