@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import itertools
 import mimetypes
 import threading
 from collections import OrderedDict
@@ -262,8 +261,7 @@ class FileService:
             after_path = None if start is None else start[0]
 
             def page() -> tuple[list[StoredFile], bool]:
-                walked = storage.iter_files(prefix or "", after=after_path)
-                entries = list(itertools.islice(walked, count + 1))
+                entries = list(storage.iter_files(prefix or "", after=after_path, limit=count + 1))
                 found = []
                 for entry in entries[:count]:
                     try:

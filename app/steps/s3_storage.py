@@ -28,6 +28,7 @@ samples stay deleted as on disk.
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
@@ -185,7 +186,17 @@ class S3Storage(TenantStorage):
         return _S3Writer(self, rel, reservation, overwrite, size)
 
     def iter_files(
-        self, prefix: str = "", pattern: str | None = None, after: str | None = None
+        self,
+        prefix: str = "",
+        pattern: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[FileEntry]:
+        found = self._listed(prefix, pattern, after, limit)
+        return itertools.islice(found, limit)
+
+    def _listed(
+        self, prefix: str, pattern: str | None, after: str | None, limit: int | None
     ) -> Iterator[FileEntry]:
         if "/" in prefix:
             folder, tail = prefix.rsplit("/", 1)
@@ -195,6 +206,8 @@ class S3Storage(TenantStorage):
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.base + prefix}
         if after is not None and after > prefix:
             args["StartAfter"] = self.base + after
+        if limit is not None and not pattern:  # every key is a hit but the hidden marker
+            args["PaginationConfig"] = {"PageSize": min(1000, limit + 1)}
         for page in self.client.get_paginator("list_objects_v2").paginate(**args):
             for found in page.get("Contents", []):
                 rel = str(found["Key"])[len(self.base) :]
@@ -298,8 +311,10 @@ class _S3Writer(FileWriter):
         self.buffer += chunk
         self.size += len(chunk)
         while len(self.buffer) >= PART_BYTES:
-            self._send_part(bytes(self.buffer[:PART_BYTES]))
+            with memoryview(self.buffer) as view:  # one copy of the part, not two
+                part = bytes(view[:PART_BYTES])
             del self.buffer[:PART_BYTES]
+            self._send_part(part)
 
     def expect(self, size: int) -> None:
         if charged(size) != charged(self.expected):

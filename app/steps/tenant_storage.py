@@ -21,6 +21,7 @@ part files, unchanged) and `S3Storage` (app/steps/s3_storage.py).
 
 from __future__ import annotations
 
+import itertools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -88,10 +89,15 @@ class TenantStorage(ABC):
 
     @abstractmethod
     def iter_files(
-        self, prefix: str = "", pattern: str | None = None, after: str | None = None
+        self,
+        prefix: str = "",
+        pattern: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[FileEntry]:
         """Files whose path starts with `prefix` and matches the glob `pattern` (`*` spans
-        `/`), in path order (code points), from the first path greater than `after`."""
+        `/`), in path order (code points), from the first path greater than `after`; at most
+        `limit` (a page asks for what it shows, so S3 lists no more keys than that)."""
 
     @abstractmethod
     def delete(self, paths: list[str]) -> list[str]:
@@ -161,9 +167,13 @@ class LocalStorage(TenantStorage):
         return _LocalWriter(self.root.relative(target), part, reservation, overwrite, size)
 
     def iter_files(
-        self, prefix: str = "", pattern: str | None = None, after: str | None = None
+        self,
+        prefix: str = "",
+        pattern: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[FileEntry]:
-        return self.root.iter_files(prefix, pattern, after)
+        return itertools.islice(self.root.iter_files(prefix, pattern, after), limit)
 
     def delete(self, paths: list[str]) -> list[str]:
         entries = [self.root.entry(rel) for rel in paths]  # every path checked first
