@@ -37,7 +37,6 @@ from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
 from app.steps.backends import open_storage
 from app.steps.base import StepInputError
-from app.steps.file_ops import discard
 from app.steps.storage import (
     CHUNK_BYTES,
     FileEntry,
@@ -46,7 +45,7 @@ from app.steps.storage import (
     Quota,
     StorageFull,
 )
-from app.steps.tenant_storage import FileWriter, TenantStorage
+from app.steps.tenant_storage import FileWriter, TenantStorage, discard
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)

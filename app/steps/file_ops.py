@@ -22,7 +22,7 @@ from app.steps.base import StepContext, StepInputError
 from app.steps.data import parse
 from app.steps.storage import FileEntry, Progress, Quota, pump
 from app.steps.tenant_limits import tenant_limits
-from app.steps.tenant_storage import FileWriter, TenantStorage
+from app.steps.tenant_storage import FileWriter, TenantStorage, discard
 
 MAX_LIST_ENTRIES = 10_000
 
@@ -34,12 +34,6 @@ async def _storage(ctx: StepContext) -> TenantStorage:
 async def _quota(ctx: StepContext) -> Quota:
     tier = (await tenant_limits(ctx)).tier
     return Quota(ctx.settings.storage_quota_bytes.get(tier, 0), tier)
-
-
-async def discard(writer: FileWriter) -> None:
-    """Give a writer up off the event loop (S3 aborts its multipart upload over the network);
-    shielded, so a second cancel cannot leave the upload behind."""
-    await asyncio.shield(asyncio.to_thread(writer.discard))
 
 
 def _archive_bound(members: list[FileEntry], total: int) -> int:

@@ -56,6 +56,7 @@ from app.steps.storage import (
 from app.steps.tenant_storage import FileWriter, TenantStorage
 
 PART_BYTES = 8 * 1024 * 1024
+MAX_KEY_BYTES = 1024  # S3's limit on a key, UTF-8
 SEEDED_MARKER = f"{PART_PREFIX}seeded"
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412"}
@@ -125,7 +126,14 @@ class S3Storage(TenantStorage):
     # -- keys ------------------------------------------------------------------------------
 
     def _rel(self, path: str, what: str) -> str:
-        return "/".join(path_parts(path, what))
+        """The canonical path (`./a//b` is `a/b`); refused when it names the root itself, or
+        when its key would pass S3's 1,024 bytes."""
+        rel = "/".join(path_parts(path, what))
+        if not rel:
+            raise StepInputError(f"{what} {path!r} is the storage itself, not a file")
+        if len((self.base + rel).encode()) > MAX_KEY_BYTES:
+            raise StepInputError(f"{what} {path!r} is too long for the storage")
+        return rel
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:

@@ -21,6 +21,7 @@ part files, unchanged) and `S3Storage` (app/steps/s3_storage.py).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from abc import ABC, abstractmethod
@@ -64,6 +65,12 @@ class FileWriter(ABC):
     def discard(self) -> None:
         """Give up: nothing left behind, the reservation released. Safe to call twice, and
         after `commit`."""
+
+
+async def discard(writer: FileWriter) -> None:
+    """Give a writer up off the event loop (S3 aborts its multipart upload over the network);
+    shielded, so a second cancel cannot leave the upload behind."""
+    await asyncio.shield(asyncio.to_thread(writer.discard))
 
 
 class TenantStorage(ABC):

@@ -146,6 +146,9 @@ async def test_tenants_are_confined_to_their_key_prefix(
             await run_step("files.read", {"path": path}, acme)
     with pytest.raises(StepInputError, match="cannot name a storage directory"):
         await run_step("files.read", {"path": "secret.txt"}, make_ctx("acme2/.."))
+    for path, why in ((".", "the storage itself"), ("d/" * 510 + "x", "too long")):
+        with pytest.raises(StepInputError, match=why):
+            await run_step("files.write", {"path": path, "content": "x"}, acme)
     await run_step("files.write", {"path": "acme2/secret.txt", "content": "mine"}, acme)
     assert [e["path"] for e in await run_step("files.list", {}, acme)] == [
         "acme2/secret.txt",
