@@ -195,12 +195,15 @@ async def copy_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
 async def list_files(input: dict[str, Any], ctx: StepContext) -> list[dict[str, Any]]:
     """Files whose path starts with `prefix` and matches the glob `pattern` (`*` spans `/`)."""
     storage = await _storage(ctx)
-    entries = await asyncio.to_thread(storage.walk, input.get("prefix", ""), input.get("pattern"))
     limit = input.get("limit", MAX_LIST_ENTRIES)
+
+    def listed() -> list[FileEntry]:  # one past the limit is enough to refuse
+        found = storage.iter_files(input.get("prefix", ""), input.get("pattern"), limit=limit + 1)
+        return list(found)
+
+    entries = await asyncio.to_thread(listed)
     if len(entries) > limit:
-        raise StepInputError(
-            f"{len(entries)} files match, more than limit {limit}; narrow prefix or pattern"
-        )
+        raise StepInputError(f"more than limit {limit} files match; narrow prefix or pattern")
     return [e.as_output() for e in entries]
 
 

@@ -1,4 +1,5 @@
-"""A tenant's confined file storage root and chunked, cancellable streaming for `files.*`.
+"""A tenant's confined file storage root (the local backend of app/steps/tenant_storage.py)
+and chunked, cancellable streaming for `files.*`.
 
 Every tenant has its own directory `<files_root>/<tenant_id>/`. A path from a template is
 relative POSIX text; `..`, absolute paths, backslashes and symlinks that resolve outside the

@@ -12,7 +12,7 @@ files, so cancel and heartbeats work as before.
   against the quota; `write` chunks, `expect` the final size when it differs, then `commit`
   (places the file whole; FileExists when it may not overwrite and the path was taken
   meanwhile) or `discard` (nothing is left behind).
-- `iter_files(prefix, pattern, after)`: files in path order, lazily, for pages.
+- `iter_files(prefix, pattern, after, limit)`: files in path order, lazily, for pages.
 - `delete(paths)`: removes files; returns the paths that were there.
 
 Backends: `LocalStorage` (here; app/steps/storage.py holds its confined root, quota ledger and
