@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, cast
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from redis import Redis
 
 from app.settings import Settings
 from app.steps.base import StepInputError
@@ -105,8 +106,11 @@ def _code(exc: ClientError) -> str:
 
 
 class S3Storage(TenantStorage):
-    def __init__(self, client: Any, bucket: str, base: str, usage: SharedUsage) -> None:
-        self.client, self.bucket, self.base, self.usage = client, bucket, base, usage
+    """One tenant's keys (`base` is `<S3_PREFIX><tenant id>/`) and its shared usage."""
+
+    def __init__(self, client: Any, bucket: str, base: str, redis: Redis) -> None:
+        self.client, self.bucket, self.base = client, bucket, base
+        self.usage = SharedUsage(redis, f"{bucket}/{base}", self.measure)
 
     @classmethod
     def open(cls, settings: Settings, tenant_id: str) -> S3Storage:
@@ -114,11 +118,12 @@ class S3Storage(TenantStorage):
             raise StepInputError(f"tenant id {tenant_id!r} cannot name a storage directory")
         if not settings.redis_url:
             raise RuntimeError("STORAGE_BACKEND=s3 keeps storage usage in Redis: set REDIS_URL")
-        bucket = cast(str, settings.s3_bucket)
         base = f"{settings.s3_prefix}{tenant_id}/"
-        storage = cls(s3_client(settings), bucket, base, cast(SharedUsage, None))
-        storage.usage = SharedUsage(
-            redis_client(settings.redis_url), f"{bucket}/{base}", storage.measure
+        storage = cls(
+            s3_client(settings),
+            cast(str, settings.s3_bucket),
+            base,
+            redis_client(settings.redis_url),
         )
         storage.ensure_samples()
         return storage
