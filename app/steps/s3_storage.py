@@ -40,7 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redis import Redis
 
 from app.settings import Settings
-from app.steps.base import StepInputError
+from app.steps.base import StepInputError, StepTransientError
 from app.steps.shared_usage import SharedReservation, SharedUsage, redis_client
 from app.steps.storage import (
     _TENANT_ID,
@@ -234,12 +234,23 @@ class S3Storage(TenantStorage):
     def delete(self, paths: list[str]) -> list[str]:
         rels = [self._rel(path, "path") for path in paths]  # every path checked first
         found = {rel: head for rel in rels if (head := self._head(self.base + rel)) is not None}
-        names = list(found)
+        names, refused = list(found), []
         for start in range(0, len(names), 1000):
             batch = [{"Key": self.base + rel} for rel in names[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-        self.usage.freed(sum(charged(head["ContentLength"]) for head in found.values()))
-        return names
+            done = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
+            refused += done.get("Errors", [])  # per key: AccessDenied, InternalError, ...
+        kept = {str(error["Key"])[len(self.base) :] for error in refused}
+        deleted = [rel for rel in names if rel not in kept]
+        self.usage.freed(sum(charged(found[rel]["ContentLength"]) for rel in deleted))
+        if refused:
+            first = refused[0]
+            raise StepTransientError(
+                f"the storage refused to delete {len(refused)} of {len(names)} files "
+                f"({first.get('Code')}: {first.get('Message')})"
+            )
+        return deleted
 
     def seed_samples(self) -> list[str]:
         written = []
