@@ -22,10 +22,11 @@ it. So one process is exact, and several workers writing for one tenant at once 
 at most what the others write within a second of the edge.
 
 Sample files: the standard templates' example params read `samples/` (app/templates/samples).
-Opening a root copies them in whenever its `samples/` folder is missing, so every tenant has
-them on first use, whichever process (API or worker replica) opens its root first, created
-before or after this existed; nothing deletes a folder (files.delete and deleteFile remove
-files), so a tenant that deleted the sample files does not get them back.
+Opening a root puts them in (a whole folder, renamed into place) whenever its `samples/` folder
+is missing, so every tenant has them on first use, whichever process (API or worker replica)
+opens its root first, created before or after this existed; nothing deletes a folder
+(files.delete and deleteFile remove files), so a tenant that deleted the sample files does not
+get them back.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import asyncio
 import math
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -253,8 +255,27 @@ class TenantRoot:
         self.base.mkdir(parents=True, exist_ok=True)
         self.real = self.base.resolve(strict=True)
         if not os.path.lexists(self.real / SAMPLES_FOLDER):
-            self.seed_samples()
+            self._seed_folder()
         return self
+
+    def _seed_folder(self) -> None:
+        """Make `samples/` whole in one rename: a step opening the root at the same moment (in
+        this process or another) sees no folder, then the whole folder, never a half-filled
+        one (a parallel files.read of a sample found it missing). The losing rename of two
+        leaves the winner's folder alone."""
+        staging = self.real / f"{PART_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            for source in sorted(SAMPLES.iterdir()):
+                (staging / source.name).write_bytes(source.read_bytes())
+            try:
+                os.rename(staging, self.real / SAMPLES_FOLDER)
+            except OSError:  # seeded meanwhile (ENOTEMPTY), or a file named samples
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when renamed
+        with self.usage.lock:
+            self.usage.walked_at = -math.inf  # not reserved (a few KiB): walked again
 
     def seed_samples(self) -> list[str]:
         """Copy the sample files into `samples/`, leaving any already there alone (another
