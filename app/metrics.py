@@ -58,3 +58,10 @@ UPKEEP_FAILURES = Counter(
     "Periodic upkeep (retention purges) that failed or timed out; the next round retries",
     ["job"],
 )
+SLA_BREACHES = Counter(
+    "wfs_sla_breaches_total",
+    "SLA breaches recorded (each notified once): DURATION (a run took, or has been open, longer "
+    "than its max duration) and SUCCESS_RATE (a template's success rate over its window fell "
+    "below the minimum)",
+    ["kind"],
+)

@@ -9,6 +9,7 @@ one at every start, which would reach the live-key cap and break `wfs dev`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -17,7 +18,8 @@ import structlog
 
 from app.db import SessionFactory
 from app.models.base import utcnow
-from app.steps.storage import TenantRoot
+from app.settings import Settings
+from app.steps.backends import open_storage
 from app.templates.service import TemplateService
 from app.templates.standard import STANDARD_TEMPLATES
 from app.tenants.service import TenantService, hash_key
@@ -39,19 +41,20 @@ async def seed_templates(sessions: SessionFactory) -> int:
     return published
 
 
-def seed_sample_files(files_root: Path, tenant_id: str) -> None:
+def seed_sample_files(settings: Settings, tenant_id: str) -> list[str]:
     """Put the sample documents the standard templates' example params read into a tenant's
-    storage (`samples/`), leaving files that are already there alone. Any tenant's storage
-    gets them when first opened (app/steps/storage.py); `wfs dev` calls this so the demo
-    tenants' folders hold them before anything runs."""
-    TenantRoot(files_root, tenant_id).open().seed_samples()
+    storage (`samples/`, on the configured backend), leaving files that are already there
+    alone; returns the paths written. Any tenant's storage gets them when first opened
+    (app/steps/tenant_storage.py); `wfs dev` calls this so the demo tenants' storage holds
+    them before anything runs."""
+    return open_storage(settings, tenant_id).seed_samples()
 
 
 async def seed_demo_tenants(
-    sessions: SessionFactory, state_dir: Path, files_root: Path | None = None
+    sessions: SessionFactory, state_dir: Path, settings: Settings | None = None
 ) -> dict[str, str]:
-    """One tenant per tier (`demo-<tier>`) with an admin key and, given files_root, the
-    sample files in its storage; returns tenant name -> key."""
+    """One tenant per tier (`demo-<tier>`) with an admin key and, given settings, the sample
+    files in its storage; returns tenant name -> key."""
     path = state_dir / DEMO_KEYS_FILE
     try:
         saved: dict[str, str] = json.loads(path.read_text())
@@ -64,8 +67,8 @@ async def seed_demo_tenants(
             name = f"demo-{tier}"
             key = saved.get(name)
             tenant = await service.repo.by_name(name) or await service.create_tenant(name, tier)
-            if files_root is not None:
-                seed_sample_files(files_root, str(tenant.id))
+            if settings is not None:
+                await asyncio.to_thread(seed_sample_files, settings, str(tenant.id))
             if tenant.suspended_at is not None:
                 log.warning("seed.demo_tenant_suspended", tenant=name)
             if key is not None and await _still_valid(service, key, tenant.id):

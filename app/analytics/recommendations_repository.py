@@ -6,7 +6,7 @@ tenant's AI usage, each returning a handful of grouped rows whatever the volume.
   bucket: whole days from the ai_usage_repeats_daily rollup, partial days from the rows.
 - window_stats: per month, task, provider and model, the window's validated / invalid / paid
   calls, paid cost and BUDGET fallbacks. Whole UTC days come from the ai_usage_daily rollup
-  (0015); the partial days at the window's edges from ai_usage itself (ix_ai_usage_tenant_at),
+  (0017); the partial days at the window's edges from ai_usage itself (ix_ai_usage_tenant_at),
   so the figures are exact for any `from` and `to`.
 - month_totals: whole UTC months from the rollup: spend and paid calls per task.
 """

@@ -33,11 +33,13 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from app.ai.repository import AiRepository
+from app.analytics.forecast import CostEstimateReport, ForecastService
 from app.api.deps import Deps
 from app.errors import DomainError, Forbidden, RateLimited, Unauthenticated, Unavailable
 from app.executions.repository import ExecutionRepository
 from app.metrics import AUTH_FAILURES, RATE_LIMITED
 from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
+from app.models.base import utcnow
 from app.settings import Settings
 from app.templates.repository import TemplateRepository
 from app.templates.service import popularity_since
@@ -137,6 +139,8 @@ class Loaders:
     accepted_versions: DataLoader[uuid.UUID, int | None]
     # Keyed by execution id; only asked for executions already loaded for the caller.
     ai_usage: DataLoader[uuid.UUID, list[AiUsage]]
+    # (template id, tier): Template.costEstimate, for templates the caller can already read.
+    cost_estimates: DataLoader[tuple[uuid.UUID, str], CostEstimateReport]
 
 
 @dataclass
@@ -302,8 +306,17 @@ class Context:
             offered_versions=DataLoader(self._load_offered_versions),
             accepted_versions=DataLoader(self._load_accepted_versions),
             ai_usage=DataLoader(self._load_ai_usage),
+            cost_estimates=DataLoader(self._load_cost_estimates),
         )
         return self.loaders
+
+    async def _load_cost_estimates(
+        self, keys: list[tuple[uuid.UUID, str]]
+    ) -> list[CostEstimateReport]:
+        async with self.session() as s:
+            return await ForecastService(s).cost_estimates(
+                self.principal().tenant_id, keys, utcnow()
+            )
 
     async def _load_ai_usage(self, ids: list[uuid.UUID]) -> list[list[AiUsage]]:
         async with self.session() as s:

@@ -37,6 +37,12 @@ class NotificationType(enum.Enum):
     PUBLISHED = strawberry.enum_value(
         "PUBLISHED", description="An `events.publish` step's message: data {channel, stepId, data}."
     )
+    SLA_BREACH = strawberry.enum_value(
+        "SLA_BREACH",
+        description="A template's SLA was missed (docs/analytics.md, SLAs): a run took longer "
+        "than its max duration (once per run), or the success rate over the window fell below "
+        "the minimum (once per crossing).",
+    )
 
 
 @strawberry.type(description="One entry of your tenant's notification log.")
@@ -48,7 +54,10 @@ class Notification:
     created_at: datetime
     data: JSON = strawberry.field(
         description="EXECUTION_*: {status, error (FAILED)}; BUDGET_*: {month, limitUsd, "
-        "spentUsd}; PUBLISHED: {channel, stepId, data}. At most 16 KB; larger data is "
+        "spentUsd}; PUBLISHED: {channel, stepId, data}; SLA_BREACH: {kind (DURATION or "
+        "SUCCESS_RATE), templateId, source (OVERRIDE or VERSION), DURATION: status, "
+        "maxDurationSeconds, durationSeconds; SUCCESS_RATE: minSuccessRate, successRate, runs, "
+        "failed, windowSeconds}. At most 16 KB; larger data is "
         "{truncated: true, bytes}."
     )
     execution_pk: strawberry.Private[uuid.UUID | None]

@@ -39,10 +39,12 @@ from app.api.executions import (
 from app.api.extensions import Schema
 from app.api.feeds import FeedSubscription
 from app.api.files import FileMutation, FileQuery
+from app.api.forecasts import ForecastQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.recommendations import RecommendationQuery
 from app.api.relay import Node, from_global_id
+from app.api.sla import SlaMutation, SlaQuery
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
 from app.api.viewer import Tenant, ViewerQuery
 from app.api.webhooks import (
@@ -101,11 +103,13 @@ class Query(
     AiQuery,
     AnalyticsQuery,
     RecommendationQuery,
+    ForecastQuery,
     NodeQuery,
     AdminQuery,
     FileQuery,
     NotificationQuery,
     WebhookQuery,
+    SlaQuery,
 ):
     pass
 
@@ -119,6 +123,7 @@ class Mutation(
     AdminMutation,
     FileMutation,
     WebhookMutation,
+    SlaMutation,
 ):
     pass
 

@@ -37,6 +37,9 @@ class WebhookEvent(enum.Enum):
     EVENTS_PUBLISHED = strawberry.enum_value(
         "events.published", description="A template's `events.publish` step's message."
     )
+    SLA_BREACH = strawberry.enum_value(
+        "sla.breach", description="A template's SLA was missed (the SLA_BREACH notification)."
+    )
 
 
 @strawberry.enum

@@ -161,7 +161,7 @@ async def _seed(settings: Settings) -> dict[str, str]:
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     await seed_templates(sessions)
-    keys = await seed_demo_tenants(sessions, settings.state_dir, settings.files_root)
+    keys = await seed_demo_tenants(sessions, settings.state_dir, settings)
     await engine.dispose()
     return keys
 
@@ -214,6 +214,13 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
     return 0
 
 
+def _files_line(settings: Settings) -> str:
+    if settings.storage_backend == "s3":
+        where = settings.s3_endpoint_url or "AWS"
+        return f"s3://{settings.s3_bucket}/{settings.s3_prefix}<tenant id>/ at {where}"
+    return f"{settings.files_root} (one folder per tenant, each with samples/)"
+
+
 def _ai_line(settings: Settings) -> str:
     providers = [
         f"{name} ({url or 'api'})"
@@ -250,7 +257,7 @@ def _banner(
         f"  AI           {_ai_line(settings)}",
         f"  Mail         SMTP {settings.smtp_host}:{settings.smtp_port}"
         f" (dev catcher: {settings.state_dir.resolve() / 'mail'}, a Maildir)",
-        f"  Files        {settings.files_root} (one folder per tenant, each with samples/)",
+        f"  Files        {_files_line(settings)}",
         f"  State        {settings.state_dir.resolve()}",
         f"  Processes    {processes} (pids; --processes / DEV_PROCESSES)",
         "",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from app.cli.process import hard_exit
 from app.db import make_engine, make_sessionmaker
@@ -519,4 +520,8 @@ def main() -> None:
         cli(standalone_mode=True)
     except RuntimeError as exc:
         click.echo(f"error: {exc}", err=True)
+        hard_exit(1)
+    except ValidationError as exc:  # the settings refused the environment: say why, briefly
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        click.echo(f"error: invalid configuration: {problems}", err=True)
         hard_exit(1)

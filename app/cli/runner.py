@@ -19,6 +19,7 @@ from app.api.app import create_app
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.events.bus import EventBus
 from app.settings import Settings
+from app.steps.backends import check_storage
 from app.temporal import connect, ensure_search_attributes
 
 log = structlog.get_logger(__name__)
@@ -35,6 +36,7 @@ class _Server(uvicorn.Server):
 async def run_api(
     settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
+    await asyncio.to_thread(check_storage, settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
@@ -88,6 +90,7 @@ async def run_worker(
         return
     from workers.main import build_worker, run_until  # workers import app, never the reverse
 
+    await asyncio.to_thread(check_storage, settings)
     assert settings.database_url and settings.redis_url and settings.temporal_address
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await ensure_search_attributes(client)
@@ -100,6 +103,7 @@ async def run_worker(
         asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),
         asyncio.create_task(dispatch_webhooks(sessions, client, settings, stop)),
         asyncio.create_task(purge_step_records(sessions, settings, stop)),
+        asyncio.create_task(evaluate_slas(sessions, bus, settings, stop)),
     ]
     try:
         worker = build_worker(client, queue, sessions, bus, settings)
@@ -131,6 +135,17 @@ async def reconcile_lost(
 
     reconciler = Reconciler(sessions, client, bus, settings)
     await every(settings.reconcile_interval_seconds, reconciler.run_round, "reconcile", stop)
+
+
+async def evaluate_slas(
+    sessions: SessionFactory, bus: EventBus, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Every `sla_evaluate_interval_seconds`, record runs open past their duration target and
+    success rates below their minimum, each notified once (app/sla/service.py)."""
+    from app.sla.service import SlaMonitor
+
+    monitor = SlaMonitor(sessions, bus.publish)
+    await every(settings.sla_evaluate_interval_seconds, monitor.run_round, "sla.evaluate", stop)
 
 
 async def purge_step_records(

@@ -7,7 +7,9 @@ event; `Recorder.commit` commits the caller's transaction and only then publishe
 recorded, in order, so a subscriber never sees an event the database could still lose.
 A terminal event (COMPLETED, FAILED, CANCELLED) also appends to the tenant's notification log
 (app/notifications) in the same transaction, just before the commit (the log's per-tenant
-counter lock is then held for the commit only), and wakes its live readers after it.
+counter lock is then held for the commit only), and wakes its live readers after it; so does
+an SLA_BREACH when the run took longer than its duration target (app/sla, one more query per
+ended run: the targets in force).
 
 Per event: one locking read of the row, one INSERT of the event (idempotent by key through
 ON CONFLICT, the running AI cost read inside it), one UPDATE of the row at flush. A row this
@@ -41,6 +43,7 @@ from app.models import Execution, ExecutionEvent
 from app.models.base import utcnow
 from app.models.states import TERMINAL_EVENTS, EventType, Status, refusal
 from app.notifications.service import NotificationService, wake
+from app.sla import service as sla
 
 log = structlog.get_logger(__name__)
 # A FAILED execution's error as its notification carries it (the execution has it whole).
@@ -107,7 +110,9 @@ class Recorder:
     async def commit(self) -> None:
         """Commit the caller's transaction (with the notifications of the executions it
         ended), then publish what it recorded, in order."""
+        ended = [x for e, x in self._unpublished if _ends(e)]
         notified = [await _notify(self.session, e, x) for e, x in self._unpublished if _ends(e)]
+        breaches = [b for x in ended if (b := await sla.duration_breach(self.session, x))]
         await self.session.commit()
         recorded, self._unpublished = self._unpublished, []
         if self.publisher is not None:
@@ -116,6 +121,7 @@ class Recorder:
             for tenant_id, seq in notified:
                 if not await wake(self.publisher.publish, tenant_id, seq):
                     EVENT_PUBLISH_FAILURES.inc()
+        await sla.after_commit(self.publisher.publish if self.publisher else None, breaches)
 
     async def rollback(self) -> None:
         await self.session.rollback()

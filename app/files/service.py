@@ -1,13 +1,16 @@
 """What the files API may do in a tenant's storage, with the storage's own rules.
 
-The storage root, path confinement, quota reservations and atomic part files are the ones the
-`files.*` steps use (app/steps/storage.py), so a file uploaded here is the file a template
-reads, and the quota counts both. Their StepInputErrors become domain errors here:
+The storage (app/steps/tenant_storage.py: local or S3), path confinement, quota reservations
+and atomic writes are the ones the `files.*` steps use, so a file uploaded here is the file a
+template reads, and the quota counts both. Their StepInputErrors become domain errors here:
 quota -> QUOTA_EXCEEDED, an existing target -> CONFLICT, a missing file -> NOT_FOUND, any
 other path problem -> VALIDATION_FAILED.
 
-An upload streams in 1 MiB chunks from the request (never whole in memory) into a hidden part
-file renamed into place once complete: a failed or refused upload leaves nothing behind.
+An upload streams in 1 MiB chunks from the request (never whole in memory) into the storage's
+writer (a hidden part file renamed into place, or an S3 multipart upload), visible once
+complete: a failed or refused upload leaves nothing behind. Downloads stream through the API
+(`GET /files/<token>`) on both backends: one auth check and the same headers everywhere, and
+the bucket needs no public endpoint (docs/storage.md says why not presigned URLs).
 Content types are sniffed from the bytes (`filetype`'s magic numbers; UTF-8 text by its
 extension, else text/plain), never taken from the client.
 """
@@ -16,20 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import dataclasses
-import errno
-import functools
-import itertools
 import mimetypes
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from stat import S_ISREG
 from typing import BinaryIO
 
 import filetype
@@ -39,18 +35,17 @@ from app.errors import Conflict, Forbidden, NotFound, QuotaExceeded, ValidationF
 from app.files import signing
 from app.pagination import Page, check_first, decode_cursor, encode_cursor
 from app.settings import Settings
+from app.steps.backends import open_storage
 from app.steps.base import StepInputError
 from app.steps.storage import (
     CHUNK_BYTES,
+    FileEntry,
     FileExists,
     NoSuchFile,
-    PartFile,
     Quota,
     StorageFull,
-    TenantRoot,
-    charged,
-    open_read,
 )
+from app.steps.tenant_storage import FileWriter, TenantStorage, discard
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)
@@ -102,71 +97,72 @@ def domain_errors() -> Iterator[None]:
         raise ValidationFailed(str(exc)) from exc
 
 
-def _opened(root: TenantRoot, real: Path) -> tuple[StoredFile, BinaryIO]:
-    """The file at `real` described (type sniffed from its first bytes) and open at its start.
-    NoSuchFile when it was deleted, or replaced by a symlink or a folder, since `real` was
-    found (open_read follows no symlink)."""
+def _stored(entry: FileEntry, content_type: str) -> StoredFile:
+    modified = datetime.fromtimestamp(entry.modified, UTC)
+    return StoredFile(entry.path, entry.size, content_type, modified)
+
+
+def _content_type(storage: TenantStorage, entry: FileEntry) -> str:
+    """The type of the file `entry` describes: from the cache while the file is unchanged
+    (same tag and size), else sniffed from its first bytes."""
+    known = _TYPES.get(entry)
+    if known is None:
+        found, src = storage.open_read(entry.path, length=SNIFF_BYTES)
+        with src:
+            head = src.read(SNIFF_BYTES)
+        known = sniff(head, entry.path.rsplit("/", 1)[-1])
+        _TYPES.put(found, known)
+    return known
+
+
+def _describe(storage: TenantStorage, entry: FileEntry) -> StoredFile:
+    return _stored(entry, _content_type(storage, entry))
+
+
+def _opened(storage: TenantStorage, path: str) -> tuple[StoredFile, BinaryIO]:
+    """The file at `path` described (type sniffed or cached) and open at its start; the size
+    is the size of what is read. NoSuchFile when there is none."""
+    entry, src = storage.open_read(path)
     try:
-        src = open_read(real)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-        raise NoSuchFile(f"path {root.relative(real)!r}: no such file") from exc
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise NoSuchFile(f"path {root.relative(real)!r}: no such file") from exc
-    try:
-        head = src.read(SNIFF_BYTES)
-        stat = os.fstat(src.fileno())
-        src.seek(0)
+        known = _TYPES.get(entry)
+        if known is None and src.seekable():  # a local file: sniff it and rewind
+            known = sniff(src.read(SNIFF_BYTES), entry.path.rsplit("/", 1)[-1])
+            src.seek(0)
+            _TYPES.put(entry, known)
+        elif known is None:  # a stream: the first bytes come from a ranged read
+            known = _content_type(storage, entry)
     except BaseException:
         src.close()
         raise
-    content_type = sniff(head, real.name)
-    _TYPES.put(stat, content_type)
-    modified = datetime.fromtimestamp(stat.st_mtime, UTC)
-    return StoredFile(root.relative(real), stat.st_size, content_type, modified), src
-
-
-def _describe(root: TenantRoot, real: Path, rel: str | None = None) -> StoredFile:
-    """The file at `real` described (as `rel`, the path it was listed under, when a symlink led
-    there): its content type from the cache when the file is unchanged since it was sniffed
-    (same inode, size and mtime), else sniffed again."""
-    try:
-        stat = real.lstat()  # `real` is resolved: a symlink here was swapped in since
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise NoSuchFile(f"path {root.relative(real)!r}: no such file") from exc
-    if not S_ISREG(stat.st_mode):
-        raise NoSuchFile(f"path {root.relative(real)!r}: no such file")
-    known = _TYPES.get(stat)
-    if known is None:
-        stored, src = _opened(root, real)
-        src.close()
-        return stored if rel is None else dataclasses.replace(stored, path=rel)
-    modified = datetime.fromtimestamp(stat.st_mtime, UTC)
-    return StoredFile(rel or root.relative(real), stat.st_size, known, modified)
+    return _stored(entry, known), src
 
 
 class _TypeCache:
-    """Sniffed content types by (device, inode, size, mtime): a `files` page reads no file
-    twice while it is unchanged. Bounded, oldest first out; threads share it."""
+    """Sniffed content types by (path, tag, size): a `files` page reads no file twice while it
+    is unchanged (the tag is the inode and mtime, or the S3 ETag and time). Bounded, oldest
+    first out; threads share it."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._types: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+        self._types: OrderedDict[tuple[str, str, int], str] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(stat: os.stat_result) -> tuple[int, int, int, int]:
-        return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    def _key(entry: FileEntry) -> tuple[str, str, int] | None:
+        return (entry.path, entry.tag, entry.size) if entry.tag else None
 
-    def get(self, stat: os.stat_result) -> str | None:
+    def get(self, entry: FileEntry) -> str | None:
+        key = self._key(entry)
         with self._lock:
-            return self._types.get(self._key(stat))
+            return None if key is None else self._types.get(key)
 
-    def put(self, stat: os.stat_result, content_type: str) -> None:
+    def put(self, entry: FileEntry, content_type: str) -> None:
+        key = self._key(entry)
+        if key is None:
+            return
         with self._lock:
-            self._types[self._key(stat)] = content_type
-            self._types.move_to_end(self._key(stat))
+            self._types[key] = content_type
+            self._types.move_to_end(key)
             while len(self._types) > self.size:
                 self._types.popitem(last=False)
 
@@ -194,9 +190,9 @@ class FileService:
     def _require_writer(self, doing: str) -> None:
         require_writer(self.principal.role, doing)
 
-    async def _root(self) -> TenantRoot:
-        root = TenantRoot(self.settings.files_root, str(self.principal.tenant_id))
-        return await asyncio.to_thread(root.open)
+    async def _storage(self) -> TenantStorage:
+        tenant_id = str(self.principal.tenant_id)
+        return await asyncio.to_thread(open_storage, self.settings, tenant_id)
 
     def _quota(self) -> Quota:
         tier = self.principal.tier
@@ -213,49 +209,41 @@ class FileService:
         if size is not None and size > most:
             raise ValidationFailed(f"the file is {size} bytes; uploads take at most {most}")
         with domain_errors():
-            root = await self._root()
-            target = await asyncio.to_thread(self._target, root, path, overwrite)
+            storage = await self._storage()
+            await asyncio.to_thread(self._check_target, storage, path, overwrite)
             expected = most if size is None else size
-            reservation = await asyncio.to_thread(
-                root.reserve_write, target, expected, self._quota(), overwrite
+            writer = await asyncio.to_thread(
+                storage.create, path, expected, self._quota(), overwrite
             )
             try:
-                part = await asyncio.to_thread(PartFile, target)
-                try:
-                    moved = await self._stream(read, part.handle, most)
-                    if charged(moved) != charged(expected):
-                        written = reservation.written - charged(expected) + charged(moved)
-                        await asyncio.to_thread(reservation.resize, written)
-                    place = functools.partial(part.place, overwrite)
-                    await asyncio.to_thread(reservation.commit, place)
-                except BaseException:
-                    part.discard()  # a quick unlink; must run even when cancelled
-                    raise
-            finally:
-                reservation.release()  # nothing once committed
-            stored = await asyncio.to_thread(_describe, root, target)
+                moved = await self._stream(read, writer, most)
+                await asyncio.to_thread(writer.expect, moved)
+                await asyncio.to_thread(writer.commit)
+            except BaseException:
+                await discard(writer)
+                raise
+            stored = await asyncio.to_thread(lambda: _describe(storage, storage.file(path)))
         log.info(
             "files.uploaded", tenant_id=str(self.principal.tenant_id), path=stored.path, size=moved
         )
         return stored
 
     @staticmethod
-    def _target(root: TenantRoot, path: str, overwrite: bool) -> Path:
-        target = root.resolve(path)
-        if target.is_dir():
+    def _check_target(storage: TenantStorage, path: str, overwrite: bool) -> None:
+        entry = storage.stat(path)
+        if entry is not None and entry.folder:
             raise ValidationFailed(f"path {path!r} is a folder")
-        if target.exists() and not overwrite:
+        if entry is not None and not overwrite:
             raise Conflict(f"path {path!r} already exists; set overwrite: true to replace it")
-        return target
 
     @staticmethod
-    async def _stream(read: ReadChunk, out: BinaryIO, most: int) -> int:
+    async def _stream(read: ReadChunk, writer: FileWriter, most: int) -> int:
         moved = 0
         while chunk := await read(CHUNK_BYTES):
             moved += len(chunk)
             if moved > most:
                 raise ValidationFailed(f"the file is over {most} bytes, the most an upload takes")
-            await asyncio.to_thread(out.write, chunk)
+            await asyncio.to_thread(writer.write, chunk)
         return moved
 
     async def list(
@@ -268,16 +256,15 @@ class FileService:
         if start is not None and not (len(start) == 1 and isinstance(start[0], str)):
             raise ValidationFailed("invalid cursor")
         with domain_errors():
-            root = await self._root()
+            storage = await self._storage()
             after_path = None if start is None else start[0]
 
             def page() -> tuple[list[StoredFile], bool]:
-                walked = root.iter_files(prefix or "", after=after_path)
-                entries = list(itertools.islice(walked, count + 1))
+                entries = list(storage.iter_files(prefix or "", after=after_path, limit=count + 1))
                 found = []
                 for entry in entries[:count]:
                     try:
-                        found.append(_describe(root, root.resolve(entry.path), entry.path))
+                        found.append(_describe(storage, entry))
                     except (OSError, StepInputError):  # deleted or replaced meanwhile
                         continue
                 return found, len(entries) > count
@@ -288,33 +275,26 @@ class FileService:
     async def get(self, path: str) -> StoredFile:
         _check_path(path)
         with domain_errors():
-            root = await self._root()
-            return await asyncio.to_thread(lambda: _describe(root, root.file(path)))
+            storage = await self._storage()
+            return await asyncio.to_thread(lambda: _describe(storage, storage.file(path)))
 
     async def delete(self, path: str) -> str:
         """Delete one file (a symlink itself, not its target); returns its path."""
         self._require_writer("delete files")
         _check_path(path)
         with domain_errors():
-            root = await self._root()
-            return await asyncio.to_thread(self._unlink, root, path)
+            storage = await self._storage()
+            return await asyncio.to_thread(self._delete, storage, path)
 
     @staticmethod
-    def _unlink(root: TenantRoot, path: str) -> str:
-        entry = root.entry(path)
-        if entry.is_dir() and not entry.is_symlink():
+    def _delete(storage: TenantStorage, path: str) -> str:
+        entry = storage.stat(path, follow=False)
+        if entry is not None and entry.folder:
             raise ValidationFailed(f"path {path!r} is a folder; delete its files")
-
-        def unlink() -> int:
-            freed = charged(entry.lstat().st_size)
-            entry.unlink()
-            return freed
-
-        try:
-            root.usage.change(unlink)
-        except FileNotFoundError as exc:
-            raise NotFound(f"path {path!r}: no such file") from exc
-        return root.relative(entry)
+        deleted = storage.delete([path]) if entry is not None else []
+        if not deleted:
+            raise NotFound(f"path {path!r}: no such file")
+        return deleted[0]
 
     def download(self, stored: StoredFile) -> signing.Grant:
         """A short-lived token for `GET /files/<token>` (FILE_URL_TTL_SECONDS)."""
@@ -327,5 +307,4 @@ def open_download(settings: Settings, token: str) -> tuple[StoredFile, BinaryIO]
     confined again here: a symlink placed after the URL was signed cannot lead out."""
     grant = signing.verify(settings, token)
     with domain_errors():
-        root = TenantRoot(settings.files_root, grant.tenant_id).open()
-        return _opened(root, root.file(grant.path))
+        return _opened(open_storage(settings, grant.tenant_id), grant.path)

@@ -6,6 +6,7 @@ from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
 from app.models.notification import Notification, NotificationCounter
+from app.models.sla import SlaBreach, TemplateSla
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, PlatformKey, Tenant
 from app.models.webhook import Webhook, WebhookDelivery
@@ -23,8 +24,10 @@ __all__ = [
     "Notification",
     "NotificationCounter",
     "PlatformKey",
+    "SlaBreach",
     "StepIdempotency",
     "Template",
+    "TemplateSla",
     "TemplateVersion",
     "Tenant",
     "TenantAiSettings",

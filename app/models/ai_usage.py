@@ -1,6 +1,6 @@
 """One row per AI call (or cache hit, or baseline fallback): tokens, cost, latency, outcome,
 a keyed fingerprint of the input and, for a repeated input, the time since it was last paid for;
-and the per-day rollup of those rows that aiRecommendations reads (kept by a trigger, 0015)."""
+and the per-day rollup of those rows that aiRecommendations reads (kept by a trigger, 0017)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from app.models.base import Base, utcnow
 
 # Gap buckets of ai_usage_repeats_daily, seconds: bucket k holds repeats whose gap is at most
 # REPEAT_GAP_BOUNDS[k] (and more than the bound before), the last bucket the longer ones. The
-# ai_usage_daily_add trigger (alembic 0015) spells the same list: change both together.
+# ai_usage_daily_add trigger (alembic 0017) spells the same list: change both together.
 REPEAT_GAP_BOUNDS: tuple[int, ...] = (
     *(300, 600, 900, 1800, 3600, 7200, 21600, 43200),
     *(86400, 172800, 604800, 1209600, 2592000),
@@ -36,6 +36,8 @@ class AiUsage(Base):
     __tablename__ = "ai_usage"
     __table_args__ = (
         Index("ix_ai_usage_tenant_at", "tenant_id", "at"),
+        # Every tenant's usage in a window: the tenant comparison (0015).
+        Index("ix_ai_usage_at", "at", postgresql_include=["tenant_id", "cost_usd"]),
         # The previous paid, validated call of an input (AiRepository.add_usage).
         Index(
             "ix_ai_usage_repeats",
@@ -79,7 +81,7 @@ class AiUsage(Base):
     fallback_reason: Mapped[str | None] = mapped_column(String(40))
     outcome: Mapped[str] = mapped_column(String(20))
     # Keyed fingerprint of the normalised input (app/ai/input_hash.py), never the text; null for
-    # calls decided before the input was looked at (AI off, tier) and rows older than 0015.
+    # calls decided before the input was looked at (AI off, tier) and rows older than 0017.
     input_hash: Mapped[str | None] = mapped_column(String(64))
     # A paid, validated call with a fingerprint: seconds since the previous such call of the same
     # task, model and input (set by AiRepository.add_usage); null for the first one and the rest.
@@ -89,7 +91,7 @@ class AiUsage(Base):
 
 class AiUsageDaily(Base):
     """ai_usage summed per tenant, UTC day, task, provider and model. Written only by the
-    ai_usage_daily_add trigger (alembic 0015), which adds every inserted ai_usage row."""
+    ai_usage_daily_add trigger (alembic 0017), which adds every inserted ai_usage row."""
 
     __tablename__ = "ai_usage_daily"
 
@@ -111,7 +113,7 @@ class AiUsageDaily(Base):
 
 class AiUsageRepeatsDaily(Base):
     """Repeats (ai_usage rows with repeat_gap_seconds) per tenant, UTC day, task and gap bucket
-    (REPEAT_GAP_BOUNDS). Written only by the ai_usage_daily_add trigger (alembic 0015)."""
+    (REPEAT_GAP_BOUNDS). Written only by the ai_usage_daily_add trigger (alembic 0017)."""
 
     __tablename__ = "ai_usage_repeats_daily"
 

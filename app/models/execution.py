@@ -19,7 +19,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
-from app.models.states import HOLDS_SLOT_SQL, STATUSES
+from app.models.states import HOLDS_SLOT_SQL, STATUSES, TERMINAL, Status
+
+# Finished statuses, in the table's order, and as SQL spelled with constants: queries repeat it
+# as it is, so the partial index below stays usable by every plan of a prepared statement (a
+# generic plan cannot match bound parameters against an index predicate).
+FINISHED: tuple[str, ...] = tuple(s.value for s in Status if s in TERMINAL)
+FINISHED_SQL = f"status IN {FINISHED}"  # status IN ('COMPLETED', 'FAILED', 'CANCELLED')
 
 
 class Execution(UUIDPk, Timestamps, Base):
@@ -41,6 +47,18 @@ class Execution(UUIDPk, Timestamps, Base):
             "params",
             postgresql_using="gin",
             postgresql_ops={"params": "jsonb_path_ops"},
+        ),
+        # The operator's planning views read every tenant's runs of a window (0015).
+        Index(
+            "ix_executions_created",
+            "created_at",
+            postgresql_include=["tenant_id", "status", "started_at", "finished_at"],
+        ),
+        # Completions per hour, every tenant's (capacityPlan's measured peak; 0015).
+        Index(
+            "ix_executions_finished",
+            "finished_at",
+            postgresql_where=text(FINISHED_SQL),
         ),
         # The executions feed sweeps a tenant's recently changed executions.
         Index("ix_executions_tenant_updated", "tenant_id", "updated_at"),

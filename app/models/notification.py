@@ -18,6 +18,7 @@ NOTIFICATION_TYPES: tuple[str, ...] = (
     "BUDGET_THRESHOLD",
     "BUDGET_EXHAUSTED",
     "PUBLISHED",
+    "SLA_BREACH",
 )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
@@ -44,6 +44,10 @@ SEARCH_VECTOR_SQL = (
     "setweight(to_tsvector('english'::regconfig, wfs_tags_text(tags)), 'B') || "
     "setweight(to_tsvector('english'::regconfig, description), 'C')"
 )
+
+
+# jsonb null (a spec dumped without an sla) is SQL NULL here.
+SLA_SQL = "NULLIF(spec -> 'sla', 'null'::jsonb)"
 
 
 class Template(UUIDPk, Timestamps, Base):
@@ -93,6 +97,8 @@ class TemplateVersion(UUIDPk, Timestamps, Base):
         UniqueConstraint("template_id", "version"),
         CheckConstraint(f"status IN {VERSION_STATUSES}", name="status"),
         CheckConstraint(f"review_status IN {REVIEW_STATUSES}", name="review_status"),
+        # The SLA round reads only versions with targets (app/sla).
+        Index("ix_template_versions_sla", "template_id", postgresql_where=text("sla IS NOT NULL")),
         # The operator's queue (`wfs template reviews`) reads only pending versions.
         Index(
             "ix_template_versions_pending",
@@ -114,6 +120,11 @@ class TemplateVersion(UUIDPk, Timestamps, Base):
     # The operator's reason for a rejection, shown to the owner only.
     review_note: Mapped[str | None] = mapped_column(Text)
     reviewed_at: Mapped[datetime | None]
+    # The spec's `sla` block (NULL without one), kept by PostgreSQL (0016): SLA queries find
+    # the versions with targets by index and read them without detoasting whole specs.
+    sla: Mapped[dict[str, Any] | None] = deferred(
+        mapped_column(JSONB, Computed(SLA_SQL, persisted=True))
+    )
 
 
 class TemplateShare(Base):

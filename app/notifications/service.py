@@ -5,7 +5,9 @@ Writers (each inside its own transaction, the caller commits and then calls `wak
   transaction that records the event, so an execution's end and its notification commit together;
 - the AI budget (app/ai/budget.py), once a month per tenant each when the soft threshold is
   crossed and when the budget is exhausted;
-- the `events.publish` step (app/steps/notify.py), with the step's channel and data.
+- the `events.publish` step (app/steps/notify.py), with the step's channel and data;
+- SLAs (app/sla): a run over its duration target (with its terminal event, or from the worker's
+  sweep while still open) and a success rate that fell below target (the worker's round).
 
 Ordering: readers resume with an integer `afterSeq` and must see every row exactly once, in
 order. The executions feed (app/executions/feed.py) has no sequence across executions and
@@ -32,7 +34,11 @@ data is replaced by {"truncated": true, "bytes": n}), created_at (UTC datetime):
 - EXECUTION_*: {"status", "templateId" (the template's GraphQL id, app/ids.py), "error" (FAILED
   only, at most 1,000 characters)};
 - BUDGET_THRESHOLD / BUDGET_EXHAUSTED: {"month", "limitUsd", "spentUsd"} (Decimal strings);
-- PUBLISHED: {"channel", "stepId", "data"} (the step's channel name and data object).
+- PUBLISHED: {"channel", "stepId", "data"} (the step's channel name and data object);
+- SLA_BREACH (app/sla): {"kind": "DURATION" | "SUCCESS_RATE", "templateId", "source":
+  "OVERRIDE" | "VERSION"}, plus for DURATION (execution_id set) "status" (RUNNING while still
+  open), "maxDurationSeconds", "durationSeconds", and for SUCCESS_RATE "minSuccessRate",
+  "successRate", "runs", "failed", "windowSeconds".
 
 Retention: rows older than NOTIFICATION_RETENTION_DAYS are deleted by the worker's periodic
 reconciler round (`purge`); counters stay, so seqs never restart.

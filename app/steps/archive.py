@@ -1,7 +1,9 @@
 """Streaming zip and tar.gz writers for `files.archive`.
 
-Each member is copied in chunks through `storage.pump`, so a large archive heartbeats its
-progress and stops between chunks when the step is cancelled. The tar stream is written by
+Each member is read from the tenant's storage (any backend) and copied in chunks through
+`storage.pump`, so a large archive heartbeats its progress and stops between chunks when the
+step is cancelled. The output is any object with `write`: zipfile then writes data descriptors
+(it cannot seek back), which every unzip reads. The tar stream is written by
 hand (headers from `TarInfo.tobuf`, 512-byte padding, end-of-archive blocks) because
 `TarFile.addfile` copies a whole member in one blocking call.
 """
@@ -10,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from app.steps.base import StepInputError, StepTransientError
-from app.steps.storage import Progress, open_read, pump
+from app.steps.storage import FileEntry, Progress, pump
+
+# Opens a member by its path: what is read (size, mtime) and its bytes.
+OpenMember = Callable[[str], tuple[FileEntry, BinaryIO]]
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 _BLOCK = tarfile.BLOCKSIZE
@@ -35,28 +39,35 @@ def archive_format(name: str) -> str:
 
 
 async def write_archive(
-    fmt: str, handle: BinaryIO, members: list[tuple[str, Path]], progress: Progress
+    fmt: str, handle: IO[bytes], members: list[str], open_member: OpenMember, progress: Progress
 ) -> None:
-    """Write `members` (archive name, real path) to the open `handle` as `fmt`."""
+    """Write `members` (paths, also their names in the archive) to `handle` as `fmt`."""
     if fmt == "zip":
-        await _write_zip(handle, members, progress)
+        await _write_zip(handle, members, open_member, progress)
     else:
-        await _write_tar_gz(handle, members, progress)
+        await _write_tar_gz(handle, members, open_member, progress)
 
 
-async def _write_zip(handle: BinaryIO, members: list[tuple[str, Path]], progress: Progress) -> None:
+def _zip_info(name: str, entry: FileEntry) -> zipfile.ZipInfo:
+    stamp = time.localtime(max(entry.modified, 315532800))  # zip dates start in 1980
+    info = zipfile.ZipInfo(name, stamp[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    info.file_size = entry.size  # known up front, so open() turns on ZIP64 for large members
+    return info
+
+
+async def _write_zip(
+    handle: IO[bytes], members: list[str], open_member: OpenMember, progress: Progress
+) -> None:
     archive = await asyncio.to_thread(
         zipfile.ZipFile, handle, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False
     )
     try:
-        for name, real in members:
-            info = await asyncio.to_thread(
-                zipfile.ZipInfo.from_file, real, name, strict_timestamps=False
-            )
-            info.compress_type = zipfile.ZIP_DEFLATED
-            src = await asyncio.to_thread(open_read, real)
+        for name in members:
+            entry, src = await asyncio.to_thread(open_member, name)
+            info = _zip_info(name, entry)
             try:
-                # ZipInfo.from_file set file_size, so open() turns on ZIP64 for large members.
                 dest = await asyncio.to_thread(archive.open, info, "w")
                 try:
                     await pump(src.read, dest.write, progress)
@@ -82,17 +93,16 @@ def _bounded(read: Callable[[int], bytes], size: int) -> Callable[[int], bytes]:
 
 
 async def _write_tar_gz(
-    handle: BinaryIO, members: list[tuple[str, Path]], progress: Progress
+    handle: IO[bytes], members: list[str], open_member: OpenMember, progress: Progress
 ) -> None:
     gz = await asyncio.to_thread(gzip.GzipFile, filename="", mode="wb", fileobj=handle)
     written = 0
     try:
-        for name, real in members:
-            src = await asyncio.to_thread(open_read, real)
+        for name in members:
+            entry, src = await asyncio.to_thread(open_member, name)
             try:
-                stat = await asyncio.to_thread(os.fstat, src.fileno())
                 info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = stat.st_size, int(stat.st_mtime), 0o644
+                info.size, info.mtime, info.mode = entry.size, int(entry.modified), 0o644
                 header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
                 await asyncio.to_thread(gz.write, header)
                 moved = await pump(_bounded(src.read, info.size), gz.write, progress)

@@ -1,8 +1,8 @@
 """What the `files.*` step activities do (app/steps/files.py registers them with their input
-schemas): write, read, copy, list, delete and archive files under the tenant's confined
-storage root. Blocking file work runs in threads; copy and archive stream in chunks with
-heartbeats (cancellable); every write reserves its bytes against the tenant's storage quota
-first, and deletes give them back.
+schemas): write, read, copy, list, delete and archive files in the tenant's storage, on
+whichever backend holds it (app/steps/tenant_storage.py). Blocking storage calls run in
+threads; copy and archive stream in chunks with heartbeats (cancellable); every write reserves
+its bytes against the tenant's storage quota first, and deletes give them back.
 """
 
 from __future__ import annotations
@@ -10,32 +10,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import hashlib
 import json
-from pathlib import Path, PurePosixPath
-from typing import Any
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Any, BinaryIO
 
 from app.steps.archive import archive_format, write_archive
+from app.steps.backends import open_storage
 from app.steps.base import StepContext, StepInputError
 from app.steps.data import parse
-from app.steps.storage import (
-    PartFile,
-    Progress,
-    Quota,
-    TenantRoot,
-    charged,
-    open_read,
-    pump,
-    sha256_file,
-)
+from app.steps.storage import FileEntry, Progress, Quota, pump
 from app.steps.tenant_limits import tenant_limits
+from app.steps.tenant_storage import FileWriter, TenantStorage, discard
 
 MAX_LIST_ENTRIES = 10_000
 
 
-async def _root(ctx: StepContext) -> TenantRoot:
-    return await asyncio.to_thread(TenantRoot(ctx.settings.files_root, ctx.tenant_id).open)
+async def _storage(ctx: StepContext) -> TenantStorage:
+    return await asyncio.to_thread(open_storage, ctx.settings, ctx.tenant_id)
 
 
 async def _quota(ctx: StepContext) -> Quota:
@@ -43,44 +36,49 @@ async def _quota(ctx: StepContext) -> Quota:
     return Quota(ctx.settings.storage_quota_bytes.get(tier, 0), tier)
 
 
-def _archive_bound(members: list[tuple[str, Path]], total: int) -> int:
+def _archive_bound(members: list[FileEntry], total: int) -> int:
     """The most a zip or tar.gz of `members` (`total` bytes) can take: deflate adds well under
     1% to incompressible data; each member adds headers (tar: 512-byte blocks and a PAX header
-    carrying the name, zip: local and central entries), and the archive end its trailer."""
-    names = sum(len(name.encode()) for name, _ in members)
+    carrying the name, zip: local and central entries and a data descriptor), and the archive
+    end its trailer."""
+    names = sum(len(e.path.encode()) for e in members)
     return total + total // 100 + 4096 * len(members) + 3 * names + 64 * 1024
 
 
-def _same_bytes(path: Path, data: bytes) -> bool:
-    if path.stat().st_size != len(data):
+def _read_all(storage: TenantStorage, path: str, limit: int) -> tuple[FileEntry, bytes]:
+    entry, src = storage.open_read(path)
+    with src:
+        return entry, src.read(limit + 1)
+
+
+def _same_bytes(storage: TenantStorage, entry: FileEntry, data: bytes) -> bool:
+    if entry.size != len(data):
         return False
-    with open_read(path) as src:
-        return hashlib.sha256(src.read()).digest() == hashlib.sha256(data).digest()
+    _, found = _read_all(storage, entry.path, len(data))
+    return hashlib.sha256(found).digest() == hashlib.sha256(data).digest()
 
 
 def _write_bytes(
-    root: TenantRoot, rel: str, data: bytes, overwrite: bool, quota: Quota
+    storage: TenantStorage, rel: str, data: bytes, overwrite: bool, quota: Quota
 ) -> dict[str, Any]:
-    target = root.resolve(rel)
-    if target.is_dir():
+    entry = storage.stat(rel)
+    if entry is not None and entry.folder:
         raise StepInputError(f"path {rel!r} is a directory")
-    if target.exists() and not overwrite:
-        if not _same_bytes(target, data):
+    if entry is not None and not overwrite:
+        if not _same_bytes(storage, entry, data):
             raise StepInputError(f"path {rel!r} already exists; set overwrite: true")
+        path = entry.path
     else:
-        reservation = root.reserve_write(target, len(data), quota, overwrite)
+        writer = storage.create(rel, len(data), quota, overwrite)
         try:
-            part = PartFile(target)
-            try:
-                part.handle.write(data)
-            except BaseException:
-                part.discard()
-                raise
-            reservation.commit(functools.partial(part.place, overwrite))
-        finally:
-            reservation.release()  # nothing once committed
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.discard()
+            raise
+        path = writer.path
     digest = hashlib.sha256(data).hexdigest()
-    return {"path": root.relative(target), "size": len(data), "sha256": digest}
+    return {"path": path, "size": len(data), "sha256": digest}
 
 
 async def write_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
@@ -92,26 +90,24 @@ async def write_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
             data = base64.b64decode(input["content_base64"], validate=True)
         except binascii.Error as exc:
             raise StepInputError(f"`content_base64` is not valid base64: {exc}") from exc
-    root, quota = await _root(ctx), await _quota(ctx)
+    storage, quota = await _storage(ctx), await _quota(ctx)
     return await asyncio.to_thread(
-        _write_bytes, root, input["path"], data, input.get("overwrite", False), quota
+        _write_bytes, storage, input["path"], data, input.get("overwrite", False), quota
     )
 
 
-def _read_bytes(root: TenantRoot, rel: str, limit: int) -> tuple[str, bytes]:
-    path = root.file(rel)
-    with open_read(path) as src:
-        data = src.read(limit + 1)
+def _read_bytes(storage: TenantStorage, rel: str, limit: int) -> tuple[str, bytes]:
+    entry, data = _read_all(storage, rel, limit)
     if len(data) > limit:
         raise StepInputError(f"{rel!r} is larger than max_bytes ({limit}); copy or archive it")
-    return root.relative(path), data
+    return entry.path, data
 
 
 async def read_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Read a file (at most `max_bytes`, default 1 MiB) as text, base64, parsed JSON or CSV rows."""
-    root = await _root(ctx)
+    storage = await _storage(ctx)
     limit = input.get("max_bytes", 1024 * 1024)
-    rel, data = await asyncio.to_thread(_read_bytes, root, input["path"], limit)
+    rel, data = await asyncio.to_thread(_read_bytes, storage, input["path"], limit)
     mode = input.get("as", "text")
     content: Any
     if mode == "base64":
@@ -133,97 +129,100 @@ async def read_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     return {"path": rel, "size": len(data), "content": content}
 
 
-def _copy_plan(root: TenantRoot, source: str, target: str) -> tuple[Path, Path, int, bool]:
-    src, dst = root.file(source, "source"), root.resolve(target, "target")
-    if src == dst:
-        raise StepInputError(f"source and target are the same file ({source!r})")
-    if dst.is_dir():
+def _copy_plan(
+    storage: TenantStorage, source: str, target: str
+) -> tuple[FileEntry, FileEntry | None]:
+    src, dst = storage.file(source, "source"), storage.stat(target, "target")
+    if dst is not None and dst.folder:
         raise StepInputError(f"target {target!r} is a directory")
-    return src, dst, src.stat().st_size, dst.exists()
+    if dst is not None and src.path == dst.path:
+        raise StepInputError(f"source and target are the same file ({source!r})")
+    return src, dst
+
+
+async def sha256_of(storage: TenantStorage, path: str, progress: Progress) -> str:
+    """The SHA-256 of a stored file, read in chunks (heartbeats, cancellable)."""
+    digest = hashlib.sha256()
+    _, src = await asyncio.to_thread(storage.open_read, path)
+    try:
+        await pump(src.read, digest.update, progress)
+    finally:
+        await asyncio.to_thread(src.close)
+    return digest.hexdigest()
+
+
+async def stream_into(
+    writer: FileWriter, read: Callable[[int], bytes], progress: Progress
+) -> tuple[int, str]:
+    """Pump `read` into `writer`: the bytes moved and their SHA-256."""
+    hasher = hashlib.sha256()
+
+    def write(chunk: bytes) -> None:
+        hasher.update(chunk)
+        writer.write(chunk)
+
+    return await pump(read, write, progress), hasher.hexdigest()
 
 
 async def copy_file(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Copy `source` to `target` in chunks (heartbeats bytes done; cancellable; atomic)."""
-    root = await _root(ctx)
-    src, dst, size, exists = await asyncio.to_thread(
-        _copy_plan, root, input["source"], input["target"]
-    )
+    storage = await _storage(ctx)
+    src, dst = await asyncio.to_thread(_copy_plan, storage, input["source"], input["target"])
     overwrite = input.get("overwrite", False)
-    progress = Progress(ctx, size)
-    if exists and not overwrite:
-        digest = await sha256_file(src, progress)
-        if (await asyncio.to_thread(dst.stat)).st_size == size and digest == await sha256_file(
-            dst, progress
-        ):
-            return {"path": root.relative(dst), "size": size, "sha256": digest}
+    progress = Progress(ctx, src.size)
+    if dst is not None and not overwrite:
+        digest = await sha256_of(storage, src.path, progress)
+        if dst.size == src.size and digest == await sha256_of(storage, dst.path, progress):
+            return {"path": dst.path, "size": src.size, "sha256": digest}
         raise StepInputError(f"target {input['target']!r} already exists; set overwrite: true")
     quota = await _quota(ctx)
-    reservation = await asyncio.to_thread(root.reserve_write, dst, size, quota, overwrite)
-    hasher = hashlib.sha256()
+    writer = await asyncio.to_thread(storage.create, input["target"], src.size, quota, overwrite)
     try:
-        part = await asyncio.to_thread(PartFile, dst)
+        _, reader = await asyncio.to_thread(storage.open_read, src.path, "source")
         try:
-            reader = await asyncio.to_thread(open_read, src)
-            try:
-
-                def write(chunk: bytes) -> None:
-                    hasher.update(chunk)
-                    part.handle.write(chunk)
-
-                moved = await pump(reader.read, write, progress)
-            finally:
-                await asyncio.to_thread(reader.close)
-            if moved != size:  # the source changed meanwhile: hold what was really written
-                grown = reservation.written - charged(size) + charged(moved)
-                await asyncio.to_thread(reservation.resize, grown)
-            await asyncio.to_thread(reservation.commit, functools.partial(part.place, overwrite))
-        except BaseException:
-            part.discard()  # a quick unlink; must run even when cancelled twice
-            raise
-    finally:
-        reservation.release()  # a quick sum; nothing once committed
-    return {"path": root.relative(dst), "size": moved, "sha256": hasher.hexdigest()}
+            moved, digest = await stream_into(writer, reader.read, progress)
+        finally:
+            await asyncio.to_thread(reader.close)
+        if moved != src.size:  # the source changed meanwhile: hold what was really written
+            await asyncio.to_thread(writer.expect, moved)
+        await asyncio.to_thread(writer.commit)
+    except BaseException:
+        await discard(writer)
+        raise
+    return {"path": writer.path, "size": moved, "sha256": digest}
 
 
 async def list_files(input: dict[str, Any], ctx: StepContext) -> list[dict[str, Any]]:
     """Files whose path starts with `prefix` and matches the glob `pattern` (`*` spans `/`)."""
-    root = await _root(ctx)
-    entries = await asyncio.to_thread(root.walk, input.get("prefix", ""), input.get("pattern"))
+    storage = await _storage(ctx)
     limit = input.get("limit", MAX_LIST_ENTRIES)
+
+    def listed() -> list[FileEntry]:  # one past the limit is enough to refuse
+        found = storage.iter_files(input.get("prefix", ""), input.get("pattern"), limit=limit + 1)
+        return list(found)
+
+    entries = await asyncio.to_thread(listed)
     if len(entries) > limit:
-        raise StepInputError(
-            f"{len(entries)} files match, more than limit {limit}; narrow prefix or pattern"
-        )
+        raise StepInputError(f"more than limit {limit} files match; narrow prefix or pattern")
     return [e.as_output() for e in entries]
 
 
-def _delete(root: TenantRoot, input: dict[str, Any]) -> dict[str, Any]:
+def _delete(storage: TenantStorage, input: dict[str, Any]) -> dict[str, Any]:
     found: list[tuple[float, str]] = []  # (modified, path)
     if "pattern" in input:
-        found = [(e.modified, e.path) for e in root.walk(pattern=input["pattern"])]
+        found = [(e.modified, e.path) for e in storage.walk(pattern=input["pattern"])]
     else:
-        for rel in dict.fromkeys(input.get("paths") or [input.get("path")]):
-            entry = root.entry(rel)
-            if entry.is_dir() and not entry.is_symlink():
+        rels = list(dict.fromkeys(input.get("paths") or [input.get("path")]))
+        entries = [storage.stat(rel, follow=False) for rel in rels]  # every path checked first
+        for rel, entry in zip(rels, entries, strict=True):
+            if entry is not None and entry.folder:
                 raise StepInputError(f"path {rel!r} is a directory; delete its files by pattern")
-            if entry.is_symlink() or entry.exists():  # a missing path is already deleted
-                found.append((entry.lstat().st_mtime, root.relative(entry)))
+            if entry is not None:  # a missing path is already deleted
+                found.append((entry.modified, entry.path))
     found.sort(reverse=True)  # newest first; among equal times the later name counts as newer
     keep = input.get("keep_newest", 0)
     kept, doomed = found[:keep], found[keep:]
-
-    def unlink() -> int:
-        freed = 0
-        for _, rel in doomed:
-            entry = root.entry(rel)
-            try:
-                freed += charged(entry.lstat().st_size)
-                entry.unlink()
-            except FileNotFoundError:
-                pass
-        return freed
-
-    root.usage.change(unlink)
+    storage.delete([rel for _, rel in doomed])
     return {"deleted": sorted(p for _, p in doomed), "kept": sorted(p for _, p in kept)}
 
 
@@ -232,30 +231,50 @@ async def delete_files(input: dict[str, Any], ctx: StepContext) -> dict[str, Any
 
     Every path is checked before anything is deleted; a symlink is removed, not its target.
     """
-    root = await _root(ctx)
-    return await asyncio.to_thread(_delete, root, input)
+    storage = await _storage(ctx)
+    return await asyncio.to_thread(_delete, storage, input)
 
 
 def _archive_plan(
-    root: TenantRoot, input: dict[str, Any]
-) -> tuple[Path, str, list[tuple[str, Path]]]:
-    target = root.resolve(input["target"], "target")
-    fmt = archive_format(target.name)
-    if target.is_dir():
+    storage: TenantStorage, input: dict[str, Any]
+) -> tuple[str, FileEntry | None, list[FileEntry]]:
+    fmt = archive_format(PurePosixPath(input["target"]).name)
+    target = storage.stat(input["target"], "target")
+    if target is not None and target.folder:
         raise StepInputError(f"target {input['target']!r} is a directory")
-    if target.exists() and not input.get("overwrite", False):
+    if target is not None and not input.get("overwrite", False):
         raise StepInputError(f"target {input['target']!r} already exists; set overwrite: true")
     if "paths" in input:
         names = dict.fromkeys(PurePosixPath(p).as_posix() for p in input["paths"])
-        members = [(name, root.file(name)) for name in names]
+        members = [storage.file(name) for name in names]
+        members = [
+            FileEntry(name, e.size, e.modified) for name, e in zip(names, members, strict=True)
+        ]
     else:
-        members = [(e.path, root.resolve(e.path)) for e in root.walk(prefix=input["prefix"])]
-        members = [(name, real) for name, real in members if real != target]
+        members = storage.walk(prefix=input["prefix"])
+        if target is not None:
+            members = [e for e in members if e.path != target.path]
     if not members:
         raise StepInputError("no files to archive")
     if len(members) > MAX_LIST_ENTRIES:
         raise StepInputError(f"{len(members)} files to archive, more than {MAX_LIST_ENTRIES}")
-    return target, fmt, members
+    return fmt, target, members
+
+
+class _ArchiveOut:
+    """What the archive writers write to: the writer, counting and hashing what passes."""
+
+    def __init__(self, writer: FileWriter) -> None:
+        self.writer, self.size, self.hasher = writer, 0, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.writer.write(bytes(data))
+        self.hasher.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 async def archive_files(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
@@ -264,32 +283,28 @@ async def archive_files(input: dict[str, Any], ctx: StepContext) -> dict[str, An
     Streams each file in chunks (heartbeats, cancellable); `sha256` and `size` describe the
     archive as written; `files` lists the member names.
     """
-    root, quota = await _root(ctx), await _quota(ctx)
-    target, fmt, members = await asyncio.to_thread(_archive_plan, root, input)
-    sizes = await asyncio.to_thread(lambda: sum(real.stat().st_size for _, real in members))
+    storage, quota = await _storage(ctx), await _quota(ctx)
+    fmt, _, members = await asyncio.to_thread(_archive_plan, storage, input)
+    sizes = sum(e.size for e in members)
     bound = _archive_bound(members, sizes)  # reserved up front, trued up once written
     overwrite = input.get("overwrite", False)
-    reservation = await asyncio.to_thread(root.reserve_write, target, bound, quota, overwrite)
-    progress = Progress(ctx, sizes)
+    writer = await asyncio.to_thread(storage.create, input["target"], bound, quota, overwrite)
+    out = _ArchiveOut(writer)
+
+    def open_member(name: str) -> tuple[FileEntry, BinaryIO]:
+        return storage.open_read(name)
+
     try:
-        part = await asyncio.to_thread(PartFile, target)
-        try:
-            await write_archive(fmt, part.handle, members, progress)
-            await asyncio.to_thread(part.close)
-            size = (await asyncio.to_thread(part.path.stat)).st_size
-            written = reservation.written - charged(bound) + charged(size)
-            await asyncio.to_thread(reservation.resize, written)
-            digest = await sha256_file(part.path, Progress(ctx, size))
-            place = functools.partial(part.place, overwrite)
-            await asyncio.to_thread(reservation.commit, place)
-        except BaseException:
-            part.discard()  # a quick unlink; must run even when cancelled twice
-            raise
-    finally:
-        reservation.release()  # a quick sum; nothing once committed
+        names = [e.path for e in members]
+        await write_archive(fmt, out, names, open_member, Progress(ctx, sizes))  # type: ignore[arg-type]
+        await asyncio.to_thread(writer.expect, out.size)
+        await asyncio.to_thread(writer.commit)
+    except BaseException:
+        await discard(writer)
+        raise
     return {
-        "path": root.relative(target),
-        "size": size,
-        "sha256": digest,
-        "files": [name for name, _ in members],
+        "path": writer.path,
+        "size": out.size,
+        "sha256": out.hasher.hexdigest(),
+        "files": [e.path for e in members],
     }

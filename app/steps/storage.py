@@ -1,4 +1,5 @@
-"""A tenant's confined file storage root and chunked, cancellable streaming for `files.*`.
+"""A tenant's confined file storage root (the local backend of app/steps/tenant_storage.py)
+and chunked, cancellable streaming for `files.*`.
 
 Every tenant has its own directory `<files_root>/<tenant_id>/`. A path from a template is
 relative POSIX text; `..`, absolute paths, backslashes and symlinks that resolve outside the
@@ -21,19 +22,20 @@ it. So one process is exact, and several workers writing for one tenant at once 
 at most what the others write within a second of the edge.
 
 Sample files: the standard templates' example params read `samples/` (app/templates/samples).
-Opening a root copies them in whenever its `samples/` folder is missing, so every tenant has
-them on first use, whichever process (API or worker replica) opens its root first, created
-before or after this existed; nothing deletes a folder (files.delete and deleteFile remove
-files), so a tenant that deleted the sample files does not get them back.
+Opening a root puts them in (a whole folder, renamed into place) whenever its `samples/` folder
+is missing, so every tenant has them on first use, whichever process (API or worker replica)
+opens its root first, created before or after this existed; nothing deletes a folder
+(files.delete and deleteFile remove files), so a tenant that deleted the sample files does not
+get them back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -74,6 +76,8 @@ class FileEntry:
     path: str  # relative to the tenant root, POSIX separators
     size: int
     modified: float  # POSIX timestamp
+    tag: str = ""  # changes whenever the content may have (inode and mtime; an S3 ETag)
+    folder: bool = False  # a folder (S3: a prefix other keys start with), not a file
 
     def as_output(self) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.modified, UTC).isoformat().replace("+00:00", "Z")
@@ -222,6 +226,22 @@ class Reservation:
                 self.open = False
 
 
+def path_parts(rel: str, what: str = "path") -> tuple[str, ...]:
+    """The parts of a tenant's relative path, or StepInputError: the rules every backend
+    applies (no `..`, nothing absolute, no backslash or NUL, no part-file names)."""
+    if not rel or "\x00" in rel or "\\" in rel:
+        raise StepInputError(f"{what} {rel!r} is not a valid relative path")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute():
+        raise StepInputError(f"{what} {rel!r} is absolute; paths are relative to the storage")
+    if ".." in pure.parts:
+        raise StepInputError(f"{what} {rel!r} contains '..'; paths must stay in the storage")
+    if any(part.startswith(PART_PREFIX) for part in pure.parts):
+        # Part files are never listed nor counted against the quota: not a name to store.
+        raise StepInputError(f"{what} {rel!r}: names starting {PART_PREFIX!r} are reserved")
+    return pure.parts
+
+
 class TenantRoot:
     """One tenant's directory. Construct it, then call `open()` (blocking) before use."""
 
@@ -235,8 +255,27 @@ class TenantRoot:
         self.base.mkdir(parents=True, exist_ok=True)
         self.real = self.base.resolve(strict=True)
         if not os.path.lexists(self.real / SAMPLES_FOLDER):
-            self.seed_samples()
+            self._seed_folder()
         return self
+
+    def _seed_folder(self) -> None:
+        """Make `samples/` whole in one rename: a step opening the root at the same moment (in
+        this process or another) sees no folder, then the whole folder, never a half-filled
+        one (a parallel files.read of a sample found it missing). The losing rename of two
+        leaves the winner's folder alone."""
+        staging = self.real / f"{PART_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            for source in sorted(SAMPLES.iterdir()):
+                (staging / source.name).write_bytes(source.read_bytes())
+            try:
+                os.rename(staging, self.real / SAMPLES_FOLDER)
+            except OSError:  # seeded meanwhile (ENOTEMPTY), or a file named samples
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when renamed
+        with self.usage.lock:
+            self.usage.walked_at = -math.inf  # not reserved (a few KiB): walked again
 
     def seed_samples(self) -> list[str]:
         """Copy the sample files into `samples/`, leaving any already there alone (another
@@ -262,17 +301,7 @@ class TenantRoot:
 
     @staticmethod
     def _parts(rel: str, what: str) -> tuple[str, ...]:
-        if not rel or "\x00" in rel or "\\" in rel:
-            raise StepInputError(f"{what} {rel!r} is not a valid relative path")
-        pure = PurePosixPath(rel)
-        if pure.is_absolute():
-            raise StepInputError(f"{what} {rel!r} is absolute; paths are relative to the storage")
-        if ".." in pure.parts:
-            raise StepInputError(f"{what} {rel!r} contains '..'; paths must stay in the storage")
-        if any(part.startswith(PART_PREFIX) for part in pure.parts):
-            # Part files are never listed nor counted against the quota: not a name to store.
-            raise StepInputError(f"{what} {rel!r}: names starting {PART_PREFIX!r} are reserved")
-        return pure.parts
+        return path_parts(rel, what)
 
     def _inside(self, path: Path, rel: str, what: str) -> Path:
         if path != self.real and not path.is_relative_to(self.real):
@@ -373,7 +402,12 @@ class TenantRoot:
                 stat = real.stat()
             except OSError:  # removed or replaced while we walked
                 continue
-            yield FileEntry(rel, stat.st_size, stat.st_mtime)
+            yield FileEntry(rel, stat.st_size, stat.st_mtime, stat_tag(stat))
+
+
+def stat_tag(stat: os.stat_result) -> str:
+    """What changes when a local file's content may have: its inode and modification time."""
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_mtime_ns}"
 
 
 def _is_folder(entry: os.DirEntry[str]) -> bool:
@@ -467,13 +501,3 @@ async def pump(
             return moved
         moved += n
         progress.advance(n)
-
-
-async def sha256_file(path: Path, progress: Progress) -> str:
-    digest = hashlib.sha256()
-    src = await asyncio.to_thread(open_read, path)
-    try:
-        await pump(src.read, digest.update, progress)
-    finally:
-        await asyncio.to_thread(src.close)
-    return digest.hexdigest()

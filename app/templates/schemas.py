@@ -20,6 +20,7 @@ from app import jsonschemas
 from app.errors import ValidationFailed
 from app.executions.workflow_io import CompensatePlan, RetryPlan, StepPlan
 from app.settings import Settings
+from app.sla.spec import SlaSpec
 from app.steps import STEP_ACTIVITIES
 from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
 from app.templates.checks import resolved_needs, spec_problems
@@ -112,6 +113,9 @@ class TemplateSpec(BaseModel):
     output: Any = None
     example_params: dict[str, Any] | None = None
     param_migration: ParamMigration | None = None
+    sla: SlaSpec | None = Field(
+        None, description="Service-level targets of the runs (docs/analytics.md, SLAs)."
+    )
 
     def plan(
         self, *, default_timeout: float, default_attempts: int, ai_task_queue: str | None = None

@@ -15,6 +15,7 @@ EVENT_OF_TYPE: dict[str, str] = {
     "BUDGET_THRESHOLD": "budget.threshold",
     "BUDGET_EXHAUSTED": "budget.exhausted",
     "PUBLISHED": "events.published",
+    "SLA_BREACH": "sla.breach",
 }
 WEBHOOK_EVENTS: tuple[str, ...] = tuple(EVENT_OF_TYPE.values())
 
@@ -28,7 +29,7 @@ def execution_global_id(notification: Notification) -> str | None:
 
 def payload(notification: Notification) -> dict[str, Any]:
     """`{type, timestamp, data: {seq, ...the notification's data, executionId}}`; executionId is
-    null for budget events."""
+    null for budget and success-rate events."""
     return {
         "type": EVENT_OF_TYPE[notification.type],
         "timestamp": notification.created_at.isoformat().replace("+00:00", "Z"),

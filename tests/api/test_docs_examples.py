@@ -1,4 +1,4 @@
-"""Every GraphQL example in the README, the frontend guide and the analytics guide is valid
+"""Every GraphQL example in the README, the frontend guide and docs/analytics.md is valid
 against the schema, so the docs cannot drift from the API (field names, arguments, types)."""
 
 from __future__ import annotations

@@ -38,6 +38,15 @@ HERE = {
     "QueueStatus",
     # run in tests/api/test_template_impact.py
     "TemplateImpact",
+    # run in tests/api/test_forecasts_api.py
+    "CostForecast",
+    "TemplateCostEstimate",
+    "TenantComparison",
+    "CapacityPlan",
+    # run in tests/api/test_sla.py
+    "SlaReport",
+    "SetTemplateSla",
+    "ClearTemplateSla",
     # run in tests/api/test_api_keys.py and tests/api/test_platform_admin.py
     "ApiKeys",
     "CreateApiKey",

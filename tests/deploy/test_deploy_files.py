@@ -43,6 +43,7 @@ from app.ai.contracts import FALLBACK_REASONS
 from app.cli.main import SCHEMA_PATH, cli
 from app.embedded.temporal import DISPATCH_DYNAMIC_CONFIG
 from app.migrate import PROJECT_ROOT
+from app.models.sla import BREACH_KINDS
 from app.settings import Settings
 from app.temporal import SEARCH_ATTRIBUTES
 
@@ -83,6 +84,7 @@ APP_METRICS = {
     "wfs_ai_fallbacks_total",
     "wfs_ai_breaker_state",
     "wfs_ai_budget_soft_threshold_total",
+    "wfs_sla_breaches_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -938,6 +940,7 @@ def metric_label_values() -> dict[tuple[str, str], set[str]]:
         ("wfs_execution_events_total", "type"): set(execution_states.EVENT_TYPES),
         ("wfs_executions_started_total", "tier"): set(tier_choice.choices),
         ("wfs_ai_fallbacks_total", "reason"): set(FALLBACK_REASONS),
+        ("wfs_sla_breaches_total", "kind"): set(BREACH_KINDS),
     }
 
 

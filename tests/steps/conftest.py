@@ -11,12 +11,29 @@ import pytest
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.settings import Settings
 from app.steps import StepContext
+from tests.conftest import s3_settings
 
 MakeContext = Callable[..., StepContext]
 
 
 @pytest.fixture
-def step_settings(tmp_path: Path) -> Settings:
+def backend() -> str:
+    """The storage backend of `step_settings`; a test runs on S3 too with
+    `@pytest.mark.parametrize("backend", ["local", "s3"])`."""
+    return "local"
+
+
+@pytest.fixture
+def step_settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
+    settings = _step_settings(tmp_path)
+    if backend == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        redis_url = request.getfixturevalue("services").redis_url
+        return s3_settings(settings, endpoint, redis_url)
+    return settings
+
+
+def _step_settings(tmp_path: Path) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         state_dir=tmp_path / "state",

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import NotFound
+from app.errors import NotFound, ValidationFailed
 from app.files import service as files
 from app.files.service import FileService
 from app.settings import Settings
 from app.steps.storage import PART_PREFIX, TenantRoot
+from app.steps.tenant_storage import LocalStorage
 from app.tenants.service import Principal
 
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 4
@@ -29,8 +30,14 @@ def service(tmp_path: Path) -> FileService:
     return FileService(settings, principal)
 
 
+def root_of(service: FileService) -> TenantRoot:
+    """The tenant's local root (the service's storage is LocalStorage over it)."""
+    tenant = str(service.principal.tenant_id)
+    return TenantRoot(service.settings.files_root, tenant).open()
+
+
 async def tree(service: FileService, outside: Path) -> TenantRoot:
-    root = await service._root()
+    root = root_of(service)
     for name in NAMES:
         (root.real / name).parent.mkdir(parents=True, exist_ok=True)
         (root.real / name).write_text(name)
@@ -68,7 +75,7 @@ async def test_pages_are_in_path_order_and_resume_after_the_cursor(
 
 
 async def test_a_changed_file_gets_its_new_content_type(service: FileService) -> None:
-    root = await service._root()
+    root = root_of(service)
     (root.real / "doc").write_text("plain words")
     assert (await service.get("doc")).content_type == "text/plain"
     assert (await service.list("doc", 10, None)).items[0].content_type == "text/plain"
@@ -79,24 +86,26 @@ async def test_a_changed_file_gets_its_new_content_type(service: FileService) ->
 async def test_a_file_gone_or_swapped_after_it_was_found_is_not_found(
     service: FileService, tmp_path: Path
 ) -> None:
-    root = await service._root()
+    root = root_of(service)
+    storage = LocalStorage(root)
     for name in ("gone.txt", "swapped.txt", "cached.txt"):
         (root.real / name).write_text(name)
     (tmp_path / "elsewhere.txt").write_text("not yours")
-    gone, swapped = root.file("gone.txt"), root.file("swapped.txt")
-    cached = root.file("cached.txt")
+    gone, swapped = storage.file("gone.txt"), storage.file("swapped.txt")
     assert (await service.get("cached.txt")).size == len("cached.txt")  # its type is cached
-    # What a download or `file` meets when the file changes between root.file() and the open.
-    gone.unlink()
-    for path in (swapped, cached):
-        path.unlink()
-        path.symlink_to(tmp_path / "elsewhere.txt")
-    for path in (gone, swapped):
-        with pytest.raises(NotFound), files.domain_errors():
-            files._opened(root, path)[1].close()
-    for path in (gone, swapped, cached):
-        with pytest.raises(NotFound), files.domain_errors():
-            files._describe(root, path)
+    # What a listing page or a download meets when the file changes after it was found.
+    (root.real / "gone.txt").unlink()
+    for name in ("swapped.txt", "cached.txt"):
+        (root.real / name).unlink()
+        (root.real / name).symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(NotFound), files.domain_errors():
+        files._opened(storage, "gone.txt")[1].close()
+    for entry in (gone, swapped):  # found before, not cached: opened again, refused
+        with pytest.raises((NotFound, ValidationFailed)), files.domain_errors():
+            files._describe(storage, entry)
+    for path in ("swapped.txt", "cached.txt"):  # a symlink out is never read
+        with pytest.raises(ValidationFailed, match="leads outside"):
+            await service.get(path)
     os.symlink(root.real / "missing", root.real / "dangling")
     with pytest.raises(NotFound):
         await service.get("dangling")

@@ -85,7 +85,7 @@ async def run_template(
     keys: TenantKeys = await make_tenant(sessions, tier)
     async with sessions() as session:
         tenant = await TenantService(session).get_by_name(keys.name)
-    seed_sample_files(settings.files_root, str(tenant.id))
+    seed_sample_files(settings, str(tenant.id))
     root = settings.files_root / str(tenant.id)
     client = GraphQLClient(server, keys.admin)
     events, execution = await run(client, server, keys.admin, name, params_for(name, marker, root))

@@ -11,7 +11,9 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.api.context import Context
+from app.api.forecasts import CostEstimate, cost_estimate
 from app.api.relay import Node, to_global_id
+from app.api.viewer import Tier
 from app.models import Template as TemplateModel
 from app.models import TemplateVersion as VersionModel
 from app.templates.catalog import (
@@ -402,3 +404,12 @@ class Template(Node):
             "parameters",
             TemplateSpec.model_fields["parameters"].get_default(call_default_factory=True),
         )
+
+    @strawberry.field(
+        description="AI cost of one completed run at `tier` (default: yours), from recorded "
+        "runs; show it before a start. Percentiles are null below 5 runs."
+    )
+    async def cost_estimate(
+        self, info: strawberry.Info[Context, None], tier: Tier | None = None
+    ) -> CostEstimate:
+        return await cost_estimate(info, self.model.id, tier)

@@ -18,16 +18,16 @@
   bound), the last one the longer gaps. The bounds are the cache TTLs aiRecommendations
   suggests and the built-in ones (app/models/ai_usage.py REPEAT_GAP_BOUNDS, the same list).
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0017
+Revises: 0016
 """
 
 import sqlalchemy as sa
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

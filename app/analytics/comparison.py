@@ -1,0 +1,105 @@
+"""The platform operator's tenant comparison: per tenant with activity in a window, its
+executions, success rate, AI spend, storage and p95 duration, ranked by one of them.
+
+A tenant is listed when it created executions or used AI in [from, to) (the window is checked
+as for templateImpact: at most 366 days). Ranks are most-first (the highest p95 duration
+first: the slowest tenants are the ones to look at), tenants without a figure last, ties by
+name; the rank is a tenant's position in the whole ranking, so pages can be read in any order.
+The whole ranking is computed per request (one statement, bounded by the window and the number
+of active tenants) and paged with an offset cursor.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.analytics.planning_repository import PlanningRepository, TenantFigures
+from app.analytics.service import checked_window
+from app.analytics.storage_usage import StorageGauge, StorageReading
+from app.pagination import Page, check_first, decode_cursor, encode_cursor
+from app.tenants.service import PlatformPrincipal
+
+
+class TenantRankBy(enum.Enum):
+    EXECUTIONS = "EXECUTIONS"
+    SUCCESS_RATE = "SUCCESS_RATE"
+    AI_SPEND = "AI_SPEND"
+    STORAGE = "STORAGE"
+    P95_DURATION = "P95_DURATION"
+
+
+@dataclass(frozen=True)
+class TenantComparisonRow:
+    rank: int
+    figures: TenantFigures
+    storage: StorageReading | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Completed / finished; None without finished runs."""
+        f = self.figures
+        return f.completed / f.finished if f.finished else None
+
+
+def _metric(row: TenantComparisonRow, by: TenantRankBy) -> float | Decimal | None:
+    if by is TenantRankBy.EXECUTIONS:
+        return row.figures.executions
+    if by is TenantRankBy.SUCCESS_RATE:
+        return row.success_rate
+    if by is TenantRankBy.AI_SPEND:
+        return row.figures.ai_spend_usd
+    if by is TenantRankBy.STORAGE:
+        return None if row.storage is None else row.storage.bytes
+    return row.figures.p95_seconds
+
+
+def ranked(rows: list[TenantComparisonRow], by: TenantRankBy) -> list[TenantComparisonRow]:
+    """Most first, rows without the figure last, ties by tenant name; ranks from 1."""
+
+    def key(row: TenantComparisonRow) -> tuple[bool, float, str]:
+        value = _metric(row, by)
+        return (value is None, -float(value or 0), row.figures.name)
+
+    ordered = sorted(rows, key=key)
+    return [TenantComparisonRow(i, r.figures, r.storage) for i, r in enumerate(ordered, 1)]
+
+
+class TenantComparison:
+    def __init__(self, session: AsyncSession, storage: StorageGauge) -> None:
+        self.repo = PlanningRepository(session)
+        self.storage = storage
+
+    async def page(
+        self,
+        _: PlatformPrincipal,
+        since: datetime,
+        until: datetime,
+        by: TenantRankBy,
+        first: int | None,
+        after: str | None,
+    ) -> tuple[datetime, datetime, Page[TenantComparisonRow]]:
+        since, until = checked_window(since, until)
+        limit = check_first(first, default=20)
+        position = decode_cursor(after, "int")
+        offset = position[0] if position else 0
+        figures = await self.repo.tenant_figures(since, until)
+        # Storage is measured for every tenant only to rank by it; else for the page's.
+        storage: dict[uuid.UUID, StorageReading] = {}
+        if by is TenantRankBy.STORAGE:
+            storage = await self.storage.read(f.tenant_id for f in figures)
+        rows = ranked([TenantComparisonRow(0, f, storage.get(f.tenant_id)) for f in figures], by)
+        items = rows[offset : offset + limit]
+        if by is not TenantRankBy.STORAGE:
+            storage = await self.storage.read(r.figures.tenant_id for r in items)
+            items = [
+                TenantComparisonRow(r.rank, r.figures, storage.get(r.figures.tenant_id))
+                for r in items
+            ]
+        cursors = [encode_cursor([r.rank]) for r in items]
+        return since, until, Page(items, cursors, has_next=offset + limit < len(rows))

@@ -1,0 +1,232 @@
+"""All SQL of SLA targets and breaches (app/sla). The report's SQL is analytics'
+(app/analytics/sla_repository.py).
+
+Which targets apply: a tenant's override (template_slas) replaces the `sla` block of the version
+a run ran whole; `max_duration_in_force` is that rule in SQL, shared with the report."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, and_, case, cast, delete, exists, func, select, text
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Execution, SlaBreach, Template, TemplateSla, TemplateVersion
+from app.models.states import OPEN, Status
+
+# states.holds_slot as SQL, qualified (joined tables have a `status` too) and with literals, so
+# PostgreSQL proves the partial index ix_executions_started usable in every plan.
+_OPEN_SQL = ", ".join(f"'{s.value}'" for s in sorted(OPEN))
+OPEN_RUN = text(
+    f"(executions.status IN ({_OPEN_SQL}) OR "
+    f"(executions.status = '{Status.PENDING.value}' AND executions.run_id IS NOT NULL))"
+)
+
+
+def max_duration_in_force() -> ColumnElement[Any]:
+    """A run's duration target in seconds (NULL: none): its tenant's override for the template
+    when there is one (outer-joined as TemplateSla), else its version's `sla` block (joined as
+    TemplateVersion)."""
+    return case(
+        (TemplateSla.tenant_id.is_not(None), TemplateSla.max_duration_seconds),
+        else_=cast(TemplateVersion.sla["max_duration_seconds"].astext, Float),
+    )
+
+
+def join_targets(query: Any) -> Any:
+    """`query` over Execution with the version and the tenant's override joined."""
+    return query.join(
+        TemplateVersion, TemplateVersion.id == Execution.template_version_id
+    ).outerjoin(
+        TemplateSla,
+        and_(
+            TemplateSla.tenant_id == Execution.tenant_id,
+            TemplateSla.template_id == Execution.template_id,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class OpenPastTarget:
+    execution_id: uuid.UUID
+    tenant_id: uuid.UUID
+    template_id: uuid.UUID
+    created_at: datetime
+    target: float
+    overridden: bool
+
+
+class SlaRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- targets ---------------------------------------------------------------------------
+
+    async def targets_of_run(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, version_id: uuid.UUID
+    ) -> tuple[TemplateSla | None, dict[str, Any] | None]:
+        """The tenant's override of the template and the version's `sla` block; one query."""
+        query = (
+            select(TemplateSla, TemplateVersion.sla)
+            .select_from(TemplateVersion)
+            .outerjoin(
+                TemplateSla,
+                and_(TemplateSla.tenant_id == tenant_id, TemplateSla.template_id == template_id),
+            )
+            .where(TemplateVersion.id == version_id)
+        )
+        row = (await self.session.execute(query)).first()
+        return (row[0], row[1]) if row is not None else (None, None)
+
+    async def latest_version_slas(
+        self, template_ids: list[uuid.UUID] | None = None
+    ) -> dict[uuid.UUID, dict[str, Any]]:
+        """template id -> the `sla` block of its latest version, for templates that have one
+        (all of them, or those of `template_ids`); found through ix_template_versions_sla."""
+        query = (
+            select(TemplateVersion.template_id, TemplateVersion.sla)
+            .join(Template, Template.id == TemplateVersion.template_id)
+            .where(
+                TemplateVersion.sla.is_not(None),
+                TemplateVersion.version == Template.latest_version,
+            )
+        )
+        if template_ids is not None:
+            query = query.where(TemplateVersion.template_id.in_(template_ids))
+        return {tid: sla for tid, sla in await self.session.execute(query)}
+
+    async def override(self, tenant_id: uuid.UUID, template_id: uuid.UUID) -> TemplateSla | None:
+        return await self.session.get(TemplateSla, (tenant_id, template_id))
+
+    async def overrides(self, tenant_id: uuid.UUID | None = None) -> list[TemplateSla]:
+        """Every tenant's overrides (the SLA round), or one tenant's."""
+        query = select(TemplateSla)
+        if tenant_id is not None:
+            query = query.where(TemplateSla.tenant_id == tenant_id)
+        return list(await self.session.scalars(query))
+
+    async def put_override(self, values: dict[str, Any]) -> TemplateSla:
+        statement = (
+            insert(TemplateSla)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["tenant_id", "template_id"],
+                set_={k: v for k, v in values.items() if k not in ("tenant_id", "template_id")},
+            )
+            .returning(TemplateSla)
+        )
+        row = await self.session.scalar(statement, execution_options={"populate_existing": True})
+        assert row is not None
+        return row
+
+    async def delete_override(self, tenant_id: uuid.UUID, template_id: uuid.UUID) -> bool:
+        result = await self.session.execute(
+            delete(TemplateSla).where(
+                TemplateSla.tenant_id == tenant_id, TemplateSla.template_id == template_id
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- breaches ----------------------------------------------------------------------------
+
+    async def add_breach(self, **values: Any) -> int | None:
+        """Insert a breach unless its twin exists (the same execution's DURATION, or the open
+        SUCCESS_RATE of the tenant and template): its id, or None when nothing was inserted."""
+        statement = (
+            insert(SlaBreach).values(**values).on_conflict_do_nothing().returning(SlaBreach.id)
+        )
+        return await self.session.scalar(statement)
+
+    async def open_rate_breaches(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """(tenant, template) of every open SUCCESS_RATE breach."""
+        query = select(SlaBreach.tenant_id, SlaBreach.template_id).where(
+            SlaBreach.kind == "SUCCESS_RATE", SlaBreach.ended_at.is_(None)
+        )
+        return [(t, p) for t, p in await self.session.execute(query)]
+
+    async def close_rate_breach(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, at: datetime
+    ) -> bool:
+        result = await self.session.execute(
+            sql_update(SlaBreach)
+            .where(
+                SlaBreach.tenant_id == tenant_id,
+                SlaBreach.template_id == template_id,
+                SlaBreach.kind == "SUCCESS_RATE",
+                SlaBreach.ended_at.is_(None),
+            )
+            .values(ended_at=at)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def rate_breaches(
+        self,
+        tenant_id: uuid.UUID,
+        template_id: uuid.UUID,
+        since: datetime,
+        until: datetime,
+        limit: int,
+    ) -> list[SlaBreach]:
+        """SUCCESS_RATE breaches of the tenant and template that overlap [since, until),
+        newest first."""
+        query = (
+            select(SlaBreach)
+            .where(
+                SlaBreach.tenant_id == tenant_id,
+                SlaBreach.template_id == template_id,
+                SlaBreach.kind == "SUCCESS_RATE",
+                SlaBreach.started_at < until,
+                (SlaBreach.ended_at.is_(None)) | (SlaBreach.ended_at >= since),
+            )
+            .order_by(SlaBreach.started_at.desc())
+            .limit(limit)
+        )
+        return list(await self.session.scalars(query))
+
+    # --- what the evaluation reads ------------------------------------------------------------
+
+    async def outcomes_since(
+        self, template_id: uuid.UUID, since: datetime, tenant_id: uuid.UUID | None = None
+    ) -> list[tuple[uuid.UUID, int, int]]:
+        """(tenant, completed, failed) of the template's runs created since `since`, per tenant
+        (or of one tenant); by ix_executions_template_created (or the tenant_template one)."""
+        completed = func.count().filter(Execution.status == Status.COMPLETED.value)
+        failed = func.count().filter(Execution.status == Status.FAILED.value)
+        query = (
+            select(Execution.tenant_id, completed, failed)
+            .where(Execution.template_id == template_id, Execution.created_at >= since)
+            .group_by(Execution.tenant_id)
+        )
+        if tenant_id is not None:
+            query = query.where(Execution.tenant_id == tenant_id)
+        return [(t, int(c), int(f)) for t, c, f in await self.session.execute(query)]
+
+    async def open_past_target(self, now: datetime, limit: int) -> list[OpenPastTarget]:
+        """Runs still open (holding a slot) longer than their duration target and not yet
+        recorded as breaching, oldest first: the partial index ix_executions_started."""
+        target = max_duration_in_force()
+        already = exists().where(
+            SlaBreach.execution_id == Execution.id, SlaBreach.kind == "DURATION"
+        )
+        query = join_targets(
+            select(
+                Execution.id,
+                Execution.tenant_id,
+                Execution.template_id,
+                Execution.created_at,
+                target.label("target"),
+                TemplateSla.tenant_id.is_not(None).label("overridden"),
+            )
+        ).where(
+            OPEN_RUN,
+            target.is_not(None),
+            Execution.created_at < now - func.make_interval(0, 0, 0, 0, 0, 0, target),
+            ~already,
+        )
+        query = query.order_by(Execution.created_at).limit(limit)
+        return [OpenPastTarget(*row) for row in await self.session.execute(query)]
