@@ -76,21 +76,26 @@ REPEAT_UPSERT = (
 )
 
 
-def upgrade() -> None:
-    op.add_column("ai_usage", sa.Column("input_hash", sa.String(length=64), nullable=True))
-    op.add_column("ai_usage", sa.Column("repeat_gap_seconds", sa.Integer(), nullable=True))
-    op.create_index(
-        "ix_ai_usage_repeats",
-        "ai_usage",
+# name -> (columns, INCLUDE columns, partial index predicate), on ai_usage
+INDEXES: dict[str, tuple[list[str], list[str], str]] = {
+    "ix_ai_usage_repeats": (
         ["tenant_id", "task", "model", "input_hash", "at"],
-        postgresql_where=sa.text("input_hash IS NOT NULL AND NOT cached AND outcome = 'OK'"),
-    )
-    op.create_index(
-        "ix_ai_usage_repeat_gaps",
-        "ai_usage",
+        [],
+        "input_hash IS NOT NULL AND NOT cached AND outcome = 'OK'",
+    ),
+    "ix_ai_usage_repeat_gaps": (
         ["tenant_id", "at"],
-        postgresql_include=["task", "repeat_gap_seconds", "cost_usd"],
-        postgresql_where=sa.text("repeat_gap_seconds IS NOT NULL"),
+        ["task", "repeat_gap_seconds", "cost_usd"],
+        "repeat_gap_seconds IS NOT NULL",
+    ),
+}
+
+
+def upgrade() -> None:
+    # 1. Columns and tables (each step may find itself done by an earlier, failed run).
+    op.execute(
+        "ALTER TABLE ai_usage ADD COLUMN IF NOT EXISTS input_hash varchar(64), "
+        "ADD COLUMN IF NOT EXISTS repeat_gap_seconds integer"
     )
     op.create_table(
         "ai_usage_daily",
@@ -110,6 +115,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "tenant_id", "day", "task", "provider", "model", name=op.f("pk_ai_usage_daily")
         ),
+        if_not_exists=True,
     )
     op.create_table(
         "ai_usage_repeats_daily",
@@ -128,25 +134,57 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "tenant_id", "day", "task", "bucket", name=op.f("pk_ai_usage_repeats_daily")
         ),
+        if_not_exists=True,
     )
-    op.execute(f"INSERT INTO ai_usage_daily ({COLUMNS}) {GROUPED.format(rows='ai_usage')}")
-    # (no ai_usage row has a gap yet: ai_usage_repeats_daily starts empty)
+    # 2. The indexes CONCURRENTLY (writers go on), a failed build's INVALID index dropped first,
+    # as in 0010 and 0015; this commits step 1.
+    with op.get_context().autocommit_block():
+        for name, (columns, include, where) in INDEXES.items():
+            invalid = op.get_bind().scalar(
+                sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"),
+                {"n": name},
+            )
+            if invalid:
+                op.drop_index(
+                    name, table_name="ai_usage", postgresql_concurrently=True, if_exists=True
+                )
+            op.create_index(
+                name,
+                "ai_usage",
+                columns,
+                postgresql_include=include,
+                postgresql_where=sa.text(where),
+                postgresql_concurrently=True,
+                if_not_exists=True,
+            )
+    # 3. One transaction (with the version stamp): the trigger first, whose lock keeps writers
+    # out until the commit, then the rows already there summed in; nothing is missed or counted
+    # twice. The backfill reads ai_usage once (seconds at a million rows).
     op.execute(
-        "CREATE FUNCTION ai_usage_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "CREATE OR REPLACE FUNCTION ai_usage_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$ "
         f"BEGIN {UPSERT}; {REPEAT_UPSERT}; RETURN NULL; END $$"
     )
+    op.execute("DROP TRIGGER IF EXISTS ai_usage_daily_add ON ai_usage")
     op.execute(
         "CREATE TRIGGER ai_usage_daily_add AFTER INSERT ON ai_usage "
         "REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION ai_usage_daily_add()"
     )
+    op.execute("DELETE FROM ai_usage_daily")
+    op.execute(f"INSERT INTO ai_usage_daily ({COLUMNS}) {GROUPED.format(rows='ai_usage')}")
+    # (no row had a gap before this revision: ai_usage_repeats_daily starts empty)
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER ai_usage_daily_add ON ai_usage")
-    op.execute("DROP FUNCTION ai_usage_daily_add()")
-    op.drop_table("ai_usage_repeats_daily")
-    op.drop_table("ai_usage_daily")
-    op.drop_index("ix_ai_usage_repeat_gaps", table_name="ai_usage")
-    op.drop_index("ix_ai_usage_repeats", table_name="ai_usage")
-    op.drop_column("ai_usage", "repeat_gap_seconds")
-    op.drop_column("ai_usage", "input_hash")
+    op.execute("DROP TRIGGER IF EXISTS ai_usage_daily_add ON ai_usage")
+    op.execute("DROP FUNCTION IF EXISTS ai_usage_daily_add()")
+    op.drop_table("ai_usage_repeats_daily", if_exists=True)
+    op.drop_table("ai_usage_daily", if_exists=True)
+    with op.get_context().autocommit_block():
+        for name in INDEXES:
+            op.drop_index(
+                name, table_name="ai_usage", postgresql_concurrently=True, if_exists=True
+            )
+    op.execute(
+        "ALTER TABLE ai_usage DROP COLUMN IF EXISTS repeat_gap_seconds, "
+        "DROP COLUMN IF EXISTS input_hash"
+    )
