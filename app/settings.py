@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 import psutil
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.ai.contracts import TASKS as AI_TASKS
 from app.executions.workflow_io import RunLimits
 from app.tiers import per_tier
 
@@ -182,6 +183,21 @@ class Settings(BaseSettings):
     ai_tier_budgets_usd: dict[str, Decimal] = Field(  # monthly default per tier
         default_factory=lambda: per_tier(lambda t: t.ai_budget_usd)
     )
+    # Seconds an AI task's validated outputs stay cached, per task, over the built-in TTLs of
+    # app/ai/cache.py (DEFAULT_TTLS); <= 0 turns the cache off for that task. aiRecommendations
+    # suggests values from recorded repeats (docs/analytics.md).
+    ai_cache_ttls: dict[str, int] = Field(default_factory=dict)
+    # Keys the input fingerprints recorded per AI call (app/ai/input_hash.py); unset: derived
+    # from the file-URL secret. Every AI worker needs the same one.
+    ai_input_hash_key: SecretStr | None = Field(default=None, min_length=32)
+
+    @field_validator("ai_cache_ttls")
+    @classmethod
+    def _known_ai_tasks(cls, ttls: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(ttls) - set(AI_TASKS))
+        if unknown:  # a misspelt task would silently keep its built-in TTL
+            raise ValueError(f"unknown AI tasks {unknown}; the tasks are {', '.join(AI_TASKS)}")
+        return ttls
 
     @model_validator(mode="after")
     def _token_auth_whole(self) -> Settings:

@@ -6,7 +6,8 @@ per-tenant cache hit at no cost; skips providers whose circuit is open; reserves
 cost in the tenant's monthly budget (refused: baseline with reason BUDGET); calls the provider,
 validates the output (one retry on invalid output, then baseline with INVALID_OUTPUT); fails
 over to the next candidate on provider errors; settles the actual cost; and records every
-outcome (calls, hits and fallbacks) as an ai_usage row. The baseline is the task's
+outcome (calls, hits and fallbacks) as an ai_usage row, with a keyed fingerprint of the input
+once it was looked at (app/ai/input_hash.py; never the text). The baseline is the task's
 deterministic non-AI result. Trying one candidate (reserve, call, validate, settle, cache)
 and the baseline answer are in app/ai/provider_call.py (ProviderCalls, AiGateway's base).
 
@@ -37,6 +38,7 @@ from app.ai.contracts import (
     TaskSpec,
 )
 from app.ai.health import ProviderHealth
+from app.ai.input_hash import fingerprint
 from app.ai.provider_call import ProviderCalls, TenantAi
 from app.ai.repository import AiRepository
 from app.ai.routing import candidates
@@ -94,8 +96,12 @@ class AiGateway(ProviderCalls):
         sessions: SessionFactory | None,
         timeout_seconds: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
+        input_hash_key: bytes | None = None,
     ) -> None:
+        """`input_hash_key`: the deployment key of the recorded input fingerprints (None: none
+        recorded)."""
         self.providers = providers
+        self.input_hash_key = input_hash_key
         self.ledger, self.cache, self.health = ledger, cache, health
         self.sessions = sessions
         self.timeout = timeout_seconds
@@ -122,9 +128,9 @@ class AiGateway(ProviderCalls):
                 fields=truncation(request.task, request.input),
             )
             request = dataclasses.replace(request, input=bounded)
-        outcome = await self._decide(request, task, tenant)
+        outcome, digest = await self._decide(request, task, tenant)
         metrics.record_outcome(outcome)
-        await self._record(request, outcome)
+        await self._record(request, outcome, digest)
         return outcome
 
     async def should_enhance(
@@ -151,9 +157,12 @@ class AiGateway(ProviderCalls):
             return False, "PROVIDERS_DOWN"
         return True, "ENHANCE"
 
-    async def _decide(self, request: AiRequest, task: TaskSpec, tenant: TenantAi) -> AiOutcome:
+    async def _decide(
+        self, request: AiRequest, task: TaskSpec, tenant: TenantAi
+    ) -> tuple[AiOutcome, str | None]:
+        """The outcome, and the input's digest when it was computed (to fingerprint)."""
         if not tenant.enabled:
-            return await self._baseline(request, task, "DISABLED")
+            return await self._baseline(request, task, "DISABLED"), None
         status = await self.ledger.status(request.tenant_id, tenant.budget_usd)
         near = tenant.budget_usd > 0 and status.spent_usd + status.reserved_usd >= (
             tenant.budget_usd * Decimal(str(self.ledger.soft_threshold))
@@ -176,8 +185,9 @@ class AiGateway(ProviderCalls):
                 )
                 else "NO_PROVIDER"
             )
-            return await self._baseline(request, task, reason)
+            return await self._baseline(request, task, reason), None
         cache_input = await run_cpu(_cache_input, request.input)
+        digest = cache_input["input_sha256"]
         for choice in choices:
             hit = await self.cache.get(request.tenant_id, request.task, choice.model, cache_input)
             if hit is not None:
@@ -191,7 +201,7 @@ class AiGateway(ProviderCalls):
                     saved_usd=hit.cost_usd,
                     cached=True,
                     outcome="CACHED",
-                )
+                ), digest
         attempts: list[dict[str, Any]] = []
         reason = "PROVIDER_ERROR"
         prepared, size = await run_cpu(_prepared, task, request.input)
@@ -206,19 +216,24 @@ class AiGateway(ProviderCalls):
                 request, prepared, tenant, choice, attempts, size, cache_input
             )
             if isinstance(result, AiOutcome):
-                return result
+                return result, digest
             if result == "BUDGET":
-                return await self._baseline(request, task, "BUDGET", attempts)
+                return await self._baseline(request, task, "BUDGET", attempts), digest
             reason = result
             if result in ("INVALID_OUTPUT", "BAD_REQUEST"):
                 break
         return await self._baseline(
             request, task, "PROVIDER_ERROR" if reason == "BAD_REQUEST" else reason, attempts
-        )
+        ), digest
 
-    async def _record(self, request: AiRequest, outcome: AiOutcome) -> None:
+    async def _record(self, request: AiRequest, outcome: AiOutcome, digest: str | None) -> None:
         if self.sessions is None:
             return
+        input_hash = (
+            fingerprint(self.input_hash_key, request.tenant_id, digest)
+            if digest is not None and self.input_hash_key is not None
+            else None
+        )
         async with self.sessions() as session:
             await AiRepository(session).add_usage(
                 AiUsage(
@@ -236,6 +251,7 @@ class AiGateway(ProviderCalls):
                     cached=outcome.cached,
                     fallback_reason=outcome.fallback_reason,
                     outcome=outcome.outcome,
+                    input_hash=input_hash,
                     at=self.clock(),
                 )
             )

@@ -7,10 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, case, func, select, tuple_
+from sqlalchemy import Integer, Select, case, cast, extract, func, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, Template, TenantAiSettings
+from app.models.base import utcnow
 
 GROUPS = {
     "DAY": func.date_trunc("day", AiUsage.at),
@@ -26,6 +27,36 @@ class AiRepository:
         self.session = session
 
     async def add_usage(self, usage: AiUsage) -> AiUsage:
+        """Insert a usage row; a paid, validated call with a fingerprint gets the seconds since
+        the previous such call of its input (`repeat_gap_seconds`, aiRecommendations), found by
+        a subquery of the INSERT itself (no extra round trip)."""
+        if usage.at is None:
+            usage.at = utcnow()
+        if (
+            usage.input_hash is not None
+            and usage.outcome == "OK"
+            and not usage.cached
+            and usage.provider != "baseline"
+        ):
+            previous = AiUsage.__table__.alias("previous")
+            usage.repeat_gap_seconds = (  # type: ignore[assignment]
+                select(
+                    cast(func.floor(extract("epoch", usage.at - func.max(previous.c.at))), Integer)
+                )
+                .where(
+                    previous.c.tenant_id == usage.tenant_id,
+                    previous.c.task == usage.task,
+                    previous.c.model == usage.model,
+                    previous.c.input_hash == usage.input_hash,
+                    previous.c.at <= usage.at,
+                    # ix_ai_usage_repeats' predicate, spelled as in the index and inline: a
+                    # prepared statement's generic plan cannot match `outcome = $1` to it.
+                    previous.c.input_hash.is_not(None),
+                    ~previous.c.cached,
+                    previous.c.outcome == literal_column("'OK'"),
+                )
+                .scalar_subquery()
+            )
         self.session.add(usage)
         await self.session.flush()
         return usage

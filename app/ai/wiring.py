@@ -15,6 +15,7 @@ from app.ai.budget import BudgetLedger, BudgetNotices, month_bounds, month_spend
 from app.ai.cache import AiCache
 from app.ai.gateway import AiGateway
 from app.ai.health import ProviderHealth, publish_snapshot
+from app.ai.input_hash import deployment_key
 from app.ai.providers import build_providers
 from app.ai.repository import AiRepository
 from app.ai.routing import ROUTING
@@ -48,10 +49,11 @@ def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGate
             soft_threshold=settings.ai_soft_threshold,
             notices=BudgetNotices(sessions, redis) if sessions is not None else None,
         ),
-        cache=AiCache(redis),
+        cache=AiCache(redis, ttls=settings.ai_cache_ttls),
         health=ProviderHealth(),
         sessions=sessions,
         timeout_seconds=settings.ai_timeout_seconds,
+        input_hash_key=deployment_key(settings),
     )
 
 

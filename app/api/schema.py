@@ -42,6 +42,7 @@ from app.api.files import FileMutation, FileQuery
 from app.api.forecasts import ForecastQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
+from app.api.recommendations import RecommendationQuery
 from app.api.relay import Node, from_global_id
 from app.api.sla import SlaMutation, SlaQuery
 from app.api.templates import Template, TemplateMutation, TemplateQuery, load_template_node
@@ -101,6 +102,7 @@ class Query(
     ExecutionQuery,
     AiQuery,
     AnalyticsQuery,
+    RecommendationQuery,
     ForecastQuery,
     NodeQuery,
     AdminQuery,

@@ -1,7 +1,7 @@
 """SQLAlchemy ORM tables. Importing this package registers every table on Base.metadata."""
 
 from app.models.ai_settings import TenantAiSettings
-from app.models.ai_usage import AiUsage
+from app.models.ai_usage import AiUsage, AiUsageDaily, AiUsageRepeatsDaily
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
@@ -15,6 +15,8 @@ __all__ = [
     "ROLES",
     "TIERS",
     "AiUsage",
+    "AiUsageDaily",
+    "AiUsageRepeatsDaily",
     "ApiKey",
     "Base",
     "Execution",

@@ -38,6 +38,8 @@ HERE = {
     "QueueStatus",
     # run in tests/api/test_template_impact.py
     "TemplateImpact",
+    # run in tests/api/test_ai_recommendations.py
+    "AiRecommendations",
     # run in tests/api/test_forecasts_api.py
     "CostForecast",
     "TemplateCostEstimate",

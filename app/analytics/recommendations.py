@@ -1,0 +1,446 @@
+"""AI recommendations (`aiRecommendations`): concrete setting changes drawn from a tenant's
+recorded AI usage in a window, each with the measured basis it rests on. Three kinds:
+
+ENABLE_CACHE  Inputs that recurred (same task, model and input fingerprint, app/ai/input_hash.py)
+              and were paid for again because the task's cache TTL in force (AI_CACHE_TTLS over
+              app/ai/cache.py DEFAULT_TTLS) had expired, or the cache was off for the task. The
+              suggestion is the shortest TTL of a fixed ladder (5 min .. 30 days) that would have
+              answered at least 90% of those repeats; the savings are the recorded costs of the
+              repeats it would have answered. A repeat is a validated paid call in the window;
+              its gap, to the previous validated paid call of the same input (also before the
+              window), is measured when its row is added (ai_usage.repeat_gap_seconds). Exact
+              when every call of the input was paid; an upper bound when, under the longer TTL,
+              the previous call would itself have been a hit (its entry being older). Applied
+              by the operator (AI_CACHE_TTLS is a deployment setting; tenants have no switch).
+CHEAPER_MODEL A model with records for the task (A/B overrides, failover, the budget's cheaper
+              sibling) that costs less per call than the task's most used model, that the tenant's
+              tier may use, and whose validation pass rate is not worse: both models have at
+              least MIN_MODEL_CALLS calls, the cheaper one's observed rate is at most
+              MAX_PASS_RATE_DROP below, and a one-sided two-proportion z-test (pooled, alpha
+              0.05: z < 1.645) finds no significant drop. Wilson 95% intervals are reported. The
+              savings: the primary model's calls at the difference in average cost per call.
+              Applied with `updateAiSettings(input: {overrides: ...})`.
+BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the monthly limit
+              that would have covered that month's demand is its recorded spend plus each refused
+              call at its task's average paid cost that month, rounded up to a whole USD and
+              capped at the tier's maximum. Suggested when above the limit in force, with
+              `setBudget(limitUsd:)`. The month counts whole (the budget did), its refused calls
+              only inside the window. Refused calls of a task no model answered that month cannot
+              be priced and are reported as such.
+
+No recommendation rests on fewer than its minimum sample (the MIN_* constants, reported with
+each). Only calls recorded since migration 0017 carry fingerprints; ENABLE_CACHE sees those only.
+The counts come from the per-day rollups ai_usage_daily and ai_usage_repeats_daily (whole days)
+and the rows of the window's partial first and last days (app/analytics/
+recommendations_repository.py), so a year of a busy tenant costs a few thousand rows, not a
+million.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.ai import routing
+from app.ai.cache import DEFAULT_TTLS
+from app.ai.contracts import ModelChoice
+from app.ai.pricing import usd
+from app.ai.service import AiService, max_budget
+from app.analytics.recommendations_repository import (
+    GapBucket,
+    MonthTotal,
+    RecommendationRepository,
+    WindowStats,
+)
+from app.analytics.service import checked_window
+from app.models.ai_usage import REPEAT_GAP_BOUNDS
+from app.settings import Settings
+
+# Cache TTLs a suggestion picks from, seconds: 5 min, 15 min, 1 h, 6 h, 1 d, 2 d, 7 d, 14 d, 30 d.
+TTL_LADDER: tuple[int, ...] = tuple(
+    minutes * 60 for minutes in (5, 15, 60, 6 * 60, 1440, 2 * 1440, 7 * 1440, 14 * 1440, 30 * 1440)
+)
+# Each rung is a bound of the repeat buckets, so a bucket is wholly under a rung or above it.
+assert set(TTL_LADDER) <= set(REPEAT_GAP_BOUNDS)
+CACHE_COVERAGE = 0.9  # the suggested TTL answers at least this share of the missed repeats
+MIN_REPEATS = 20  # missed repeats of a task before a cache suggestion
+MIN_MODEL_CALLS = 30  # calls of each model before comparing their pass rates
+MAX_PASS_RATE_DROP = 0.05  # the cheaper model's observed pass rate may be this much lower
+Z_ONE_SIDED_95 = 1.645
+Z_TWO_SIDED_95 = 1.96
+MIN_BUDGET_FALLBACKS = 10  # BUDGET fallbacks in one month before a budget suggestion
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's calls of a task in the window (cache hits and baseline answers excluded)."""
+
+    task: str
+    provider: str
+    model: str
+    passed: int  # output validated (outcome OK)
+    invalid: int  # paid, output invalid twice: baseline answered (INVALID_OUTPUT)
+    cost_usd: Decimal  # of all those calls
+
+
+@dataclass(frozen=True)
+class BudgetMonth:
+    month_start: date
+    spent_usd: Decimal  # every recorded cost of the month (what counted against the budget)
+    fallbacks: dict[str, int]  # task -> BUDGET fallbacks in the window in this month
+    paid: dict[str, tuple[int, Decimal]]  # task -> (paid calls, their cost), the whole month
+
+
+def model_results(stats: list[WindowStats]) -> list[ModelResult]:
+    """The window's calls per task and model that answered, over its months."""
+    totals: dict[tuple[str, str, str], list[Any]] = {}
+    for s in stats:
+        if s.provider == "baseline" or s.paid == 0:
+            continue
+        total = totals.setdefault((s.task, s.provider, s.model), [0, 0, Decimal(0)])
+        total[0] += s.passed
+        total[1] += s.invalid
+        total[2] += s.paid_cost_usd
+    return [ModelResult(*key, *values) for key, values in sorted(totals.items())]
+
+
+def budget_months(stats: list[WindowStats], totals: list[MonthTotal]) -> list[BudgetMonth]:
+    """The months with BUDGET fallbacks in the window, with their whole month's figures."""
+    fallbacks: dict[date, dict[str, int]] = {}
+    for s in stats:
+        if s.budget_fallbacks:
+            by_task = fallbacks.setdefault(s.month, {})
+            by_task[s.task] = by_task.get(s.task, 0) + s.budget_fallbacks
+    spent: dict[date, Decimal] = defaultdict(Decimal)
+    paid: dict[date, dict[str, tuple[int, Decimal]]] = defaultdict(dict)
+    for t in totals:
+        spent[t.month] += t.cost_usd
+        if t.paid:
+            paid[t.month][t.task] = (t.paid, t.paid_cost_usd)
+    return [BudgetMonth(m, spent[m], f, paid[m]) for m, f in sorted(fallbacks.items())]
+
+
+@dataclass(frozen=True)
+class RateBasis:
+    """One model's validation record for a task in the window."""
+
+    provider: str
+    model: str
+    calls: int
+    passed: int
+    cost_usd: Decimal
+    avg_cost_usd: Decimal
+    pass_rate: float
+    wilson_low: float
+    wilson_high: float
+
+
+@dataclass(frozen=True)
+class CacheBasis:
+    current_ttl_seconds: int  # <= 0: the cache is off for the task
+    suggested_ttl_seconds: int
+    missed_repeats: int  # paid repeats the TTL in force did not answer
+    covered_repeats: int  # of those, the ones the suggested TTL would have answered
+    min_repeats: int = MIN_REPEATS
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    current: RateBasis  # the task's most used model
+    cheaper: RateBasis
+    z: float  # of the one-sided test that the cheaper model passes less often
+    min_calls: int = MIN_MODEL_CALLS
+    max_pass_rate_drop: float = MAX_PASS_RATE_DROP
+
+
+@dataclass(frozen=True)
+class BudgetBasis:
+    month: str  # "YYYY-MM", UTC: the month that needed most
+    budget_fallbacks: int
+    fallbacks_by_task: dict[str, int]
+    unpriced_fallbacks: int  # of tasks no model answered that month: not in the demand
+    spent_usd: Decimal
+    refused_demand_usd: Decimal
+    needed_usd: Decimal
+    current_limit_usd: Decimal
+    tier_max_usd: Decimal
+    capped_at_tier_max: bool
+    min_fallbacks: int = MIN_BUDGET_FALLBACKS
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    kind: str  # ENABLE_CACHE | CHEAPER_MODEL | BUDGET
+    task: str | None
+    summary: str
+    apply_with: str  # the mutation (setBudget, updateAiSettings) or setting (AI_CACHE_TTLS)
+    apply_value: dict[str, Any]  # its variables, or the setting's value
+    savings_usd: Decimal | None  # what it would have saved in the window (None: BUDGET)
+    cache: CacheBasis | None = None
+    cheaper_model: ModelComparison | None = None
+    budget: BudgetBasis | None = None
+
+
+@dataclass(frozen=True)
+class RecommendationReport:
+    since: datetime
+    until: datetime
+    recommendations: list[Recommendation]
+
+
+def wilson(passed: int, calls: int, z: float = Z_TWO_SIDED_95) -> tuple[float, float]:
+    """The Wilson score interval of a pass rate (calls > 0)."""
+    p = passed / calls
+    denominator = 1 + z * z / calls
+    centre = (p + z * z / (2 * calls)) / denominator
+    half = z * math.sqrt(p * (1 - p) / calls + z * z / (4 * calls * calls)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def drop_z(primary: tuple[int, int], cheaper: tuple[int, int]) -> float:
+    """z of the pooled two-proportion test that the cheaper model's pass rate is lower than
+    the primary's; (passed, calls) each. 0 when both rates are 0 or 1 (no variance)."""
+    (p1_passed, n1), (p2_passed, n2) = primary, cheaper
+    pooled = (p1_passed + p2_passed) / (n1 + n2)
+    variance = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
+    if variance == 0:
+        return 0.0
+    return (p1_passed / n1 - p2_passed / n2) / math.sqrt(variance)
+
+
+def _ttl_text(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"
+
+
+def cache_recommendations(buckets: list[GapBucket], ttls: dict[str, int]) -> list[Recommendation]:
+    by_task: dict[str, list[GapBucket]] = defaultdict(list)
+    for bucket in buckets:
+        by_task[bucket.task].append(bucket)
+    found = []
+    for task, rows in sorted(by_task.items()):
+        missed = sum(b.repeats for b in rows)
+        if missed < MIN_REPEATS:
+            continue
+        # The shortest rung answering CACHE_COVERAGE of the missed repeats, at most the last.
+        for seconds in TTL_LADDER:
+            answered = [
+                b
+                for b in rows
+                if b.bucket < len(REPEAT_GAP_BOUNDS) and REPEAT_GAP_BOUNDS[b.bucket] <= seconds
+            ]
+            covered = sum(b.repeats for b in answered)
+            if covered >= CACHE_COVERAGE * missed:
+                break
+        saved = sum((b.cost_usd for b in answered), Decimal(0))
+        if covered == 0 or saved <= 0:
+            continue
+        current = ttls.get(task, 0)
+        was = "cache off" if current <= 0 else f"after the {_ttl_text(current)} TTL"
+        found.append(
+            Recommendation(
+                kind="ENABLE_CACHE",
+                task=task,
+                summary=(
+                    f"{missed} paid {task} calls repeated an input paid for earlier "
+                    f"({was}); a cache TTL of {_ttl_text(seconds)} would have answered "
+                    f"{covered} of them and saved {usd(saved)} USD."
+                ),
+                apply_with="AI_CACHE_TTLS",
+                apply_value={task: seconds},
+                savings_usd=usd(saved),
+                cache=CacheBasis(current, seconds, missed, covered),
+            )
+        )
+    return found
+
+
+def _rate(r: ModelResult) -> RateBasis:
+    calls = r.passed + r.invalid
+    low, high = wilson(r.passed, calls)
+    return RateBasis(
+        r.provider,
+        r.model,
+        calls,
+        r.passed,
+        usd(r.cost_usd),
+        usd(r.cost_usd / calls),
+        r.passed / calls,
+        low,
+        high,
+    )
+
+
+def model_recommendations(
+    results: list[ModelResult],
+    tier: str,
+    routed: dict[str, list[ModelChoice]],
+    overrides: dict[str, Any],
+) -> list[Recommendation]:
+    """`routed`: each task's candidates in force for the tenant (its override or tier table);
+    `overrides`: the tenant's stored ones, kept in each suggestion (updateAiSettings replaces
+    them all)."""
+    allowed = set(routing.allowed_models(tier))
+    by_task: dict[str, list[RateBasis]] = defaultdict(list)
+    for r in results:
+        if r.passed + r.invalid > 0:
+            by_task[r.task].append(_rate(r))
+    found = []
+    for task, rates in sorted(by_task.items()):
+        primary = max(rates, key=lambda r: (r.calls, r.cost_usd))
+        if primary.calls < MIN_MODEL_CALLS:
+            continue
+        best: tuple[Decimal, RateBasis, float] | None = None
+        for other in rates:
+            if (
+                other is primary
+                or other.calls < MIN_MODEL_CALLS
+                or other.avg_cost_usd >= primary.avg_cost_usd
+                or ModelChoice(other.provider, other.model) not in allowed
+                or other.pass_rate < primary.pass_rate - MAX_PASS_RATE_DROP
+            ):
+                continue
+            z = drop_z((primary.passed, primary.calls), (other.passed, other.calls))
+            if z >= Z_ONE_SIDED_95:
+                continue
+            saving = (primary.avg_cost_usd - other.avg_cost_usd) * primary.calls
+            if best is None or saving > best[0]:
+                best = (saving, other, z)
+        if best is None:
+            continue
+        saving, cheaper, z = best
+        choice = ModelChoice(cheaper.provider, cheaper.model)
+        current = routed.get(task, [])
+        if current and current[0] == choice:
+            continue  # already first for this task
+        order = [choice, *(c for c in current if c != choice)]
+        found.append(
+            Recommendation(
+                kind="CHEAPER_MODEL",
+                task=task,
+                summary=(
+                    f"{cheaper.provider}/{cheaper.model} passed validation on {cheaper.passed} of "
+                    f"{cheaper.calls} {task} calls ({cheaper.pass_rate:.1%}) against "
+                    f"{primary.passed} of {primary.calls} ({primary.pass_rate:.1%}) for "
+                    f"{primary.provider}/{primary.model}, at {cheaper.avg_cost_usd} instead of "
+                    f"{primary.avg_cost_usd} USD a call: {usd(saving)} USD less over the window."
+                ),
+                apply_with="updateAiSettings",
+                apply_value={
+                    "input": {
+                        "overrides": {
+                            **overrides,
+                            task: [{"provider": c.provider, "model": c.model} for c in order],
+                        }
+                    }
+                },
+                savings_usd=usd(saving),
+                cheaper_model=ModelComparison(primary, cheaper, z),
+            )
+        )
+    return found
+
+
+def budget_recommendation(
+    months: list[BudgetMonth],
+    limit: Decimal,
+    ceiling: Decimal,
+) -> Recommendation | None:
+    """The one budget suggestion (the month that needed most), or None."""
+    worst: tuple[Decimal, BudgetMonth, Decimal, int] | None = None
+    for month in months:
+        refused = sum(month.fallbacks.values())
+        if refused < MIN_BUDGET_FALLBACKS:
+            continue
+        demand = Decimal(0)
+        unpriced = 0
+        for task, count in month.fallbacks.items():
+            calls, cost = month.paid.get(task, (0, Decimal(0)))
+            if calls == 0:
+                unpriced += count
+            else:
+                demand += count * cost / calls
+        needed = month.spent_usd + demand
+        if worst is None or needed > worst[0]:
+            worst = (needed, month, demand, unpriced)
+    if worst is None:
+        return None
+    needed, month, demand, unpriced = worst
+    suggested = needed.to_integral_value(rounding=ROUND_CEILING)
+    capped = suggested > ceiling
+    suggested = min(suggested, ceiling)
+    if limit < 0 or suggested <= limit:  # (a limit < 0 is unlimited: nothing was refused)
+        return None
+    refused = sum(month.fallbacks.values())
+    label = month.month_start.strftime("%Y-%m")
+    return Recommendation(
+        kind="BUDGET",
+        task=None,
+        summary=(
+            f"In {label}, {refused} AI calls fell back to the baseline for want of budget; the "
+            f"month's recorded spend ({usd(month.spent_usd)} USD) plus those calls at their "
+            f"tasks' average cost ({usd(demand)} USD) needs a monthly budget of "
+            f"{needed.quantize(Decimal('0.01'), rounding=ROUND_CEILING)} USD"
+            + (f"; the tier allows at most {ceiling} USD." if capped else ".")
+        ),
+        apply_with="setBudget",
+        apply_value={"limitUsd": str(suggested)},
+        savings_usd=None,
+        budget=BudgetBasis(
+            month=label,
+            budget_fallbacks=refused,
+            fallbacks_by_task=dict(sorted(month.fallbacks.items())),
+            unpriced_fallbacks=unpriced,
+            spent_usd=usd(month.spent_usd),
+            refused_demand_usd=usd(demand),
+            needed_usd=usd(needed),
+            current_limit_usd=limit,
+            tier_max_usd=ceiling,
+            capped_at_tier_max=capped,
+        ),
+    )
+
+
+class RecommendationService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = RecommendationRepository(session)
+
+    async def recommend(
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime, settings: Settings
+    ) -> RecommendationReport:
+        since, until = checked_window(since, until)
+        since, until = since.astimezone(UTC), until.astimezone(UTC)
+        tenant = await AiService(self.session).tenant_ai(tenant_id, settings)
+        ttls = {**DEFAULT_TTLS, **settings.ai_cache_ttls}
+        found = cache_recommendations(
+            await self.repo.repeat_gaps(tenant_id, since, until, ttls), ttls
+        )
+        configured = {"openai", "anthropic"}
+        routed = {
+            task: routing.candidates(
+                tenant.tier, task, overrides=tenant.overrides, configured=configured
+            )
+            for task in routing.ROUTING.get(tenant.tier, {})
+        }
+        stats = await self.repo.window_stats(tenant_id, since, until)
+        found += model_recommendations(model_results(stats), tenant.tier, routed, tenant.overrides)
+        months = sorted({s.month for s in stats if s.budget_fallbacks})
+        budget = budget_recommendation(
+            budget_months(stats, await self.repo.month_totals(tenant_id, months)),
+            tenant.budget_usd,
+            max_budget(tenant.tier, settings),
+        )
+        if budget is not None:
+            found.append(budget)
+        return RecommendationReport(since, until, found)
