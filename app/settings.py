@@ -24,7 +24,7 @@ import psutil
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.ai.contracts import TASKS as AI_TASKS
+from app.ai_tasks import TASKS as AI_TASKS
 from app.executions.workflow_io import RunLimits
 from app.tiers import per_tier
 

@@ -11,14 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-TASKS = (
-    "generate_text",
-    "classify_content",
-    "summarize",
-    "extract_entities",
-    "personalize_content",
-    "optimize_timing",
-)
+from app.ai_tasks import TASKS as TASKS  # defined in a leaf module for app.settings
+
 PROVIDERS = ("openai", "anthropic", "baseline")
 
 # Why a call ended on the baseline (ai_usage.fallback_reason).

@@ -8,7 +8,7 @@ tenants get unrelated fingerprints (not linkable across tenants), and without th
 key nobody holding only the database can test a guessed text against a fingerprint.
 
 The deployment key is AI_INPUT_HASH_KEY, else derived from the file-URL signing secret
-(FILE_URL_SECRET or `<state dir>/file-url-secret`, app/files/signing.py) under its own label.
+(FILE_URL_SECRET or `<state dir>/file-url-secret`, app/state_keys.py) under its own label.
 Every process that runs AI calls must see the same key (set AI_INPUT_HASH_KEY, or
 FILE_URL_SECRET, on all of them), or the same input gets several fingerprints and recurrences
 are undercounted. Changing the key starts the fingerprints afresh (old rows never match new).
@@ -24,6 +24,7 @@ import hmac
 import structlog
 
 from app.settings import Settings
+from app.state_keys import file_url_key
 
 log = structlog.get_logger(__name__)
 
@@ -35,10 +36,8 @@ def deployment_key(settings: Settings) -> bytes | None:
     there is none to be had (then no fingerprints are recorded)."""
     if settings.ai_input_hash_key is not None:
         return settings.ai_input_hash_key.get_secret_value().encode()
-    from app.files.signing import secret_key  # only when no key of its own is set
-
     try:
-        secret = secret_key(settings)
+        secret = file_url_key(settings)
     except (OSError, RuntimeError) as exc:
         log.warning("ai.input_hash.no_key", error=str(exc), hint="set AI_INPUT_HASH_KEY")
         return None
