@@ -1,4 +1,6 @@
-"""Impact rules: which template and window a tenant may ask about, and the two groups' stats."""
+"""Analytics rules: which window, grouping and filter a caller may ask about; the impact of
+AI on a template's runs; execution statistics with trends (the buckets and their previous
+periods)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import GroupStats, ImpactRepository
+from app.analytics.stats_repository import CALENDAR, Figures, StatsRepository, StatsScope
 from app.errors import ValidationFailed
+from app.executions.repository import ExecutionCriteria
+from app.executions.service import ExecutionFilter, ExecutionService
 from app.models import Template
+from app.settings import Settings
 from app.templates.service import TemplateService
 
 MAX_SPAN = timedelta(days=366)
@@ -61,3 +67,158 @@ class ImpactService:
             enhanced=groups.get(True, GroupStats()),
             baseline=groups.get(False, GroupStats()),
         )
+
+
+GROUP_BY = ("DAY", "WEEK", "TEMPLATE", "STATUS", "TIER")
+# A window may hold this many DAY buckets (366 days); keyed groups (templates) are cut to the
+# MAX_KEYED_BUCKETS largest by current total, and the answer says so.
+MAX_KEYED_BUCKETS = 200
+
+
+@dataclass(frozen=True)
+class StatsBucket:
+    """One group: its key, its time span (the bucket's for DAY/WEEK, else the window), its
+    figures now and over its previous period."""
+
+    key: str
+    start: datetime
+    end: datetime
+    previous_start: datetime
+    previous_end: datetime
+    current: Figures
+    previous: Figures
+    template_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    since: datetime
+    until: datetime
+    group_by: str
+    buckets: list[StatsBucket]
+    truncated: bool
+
+
+def stats_scope(
+    tenant_id: uuid.UUID | None,
+    since: datetime,
+    until: datetime,
+    group_by: str,
+    criteria: ExecutionCriteria,
+) -> StatsScope:
+    """The window and grouping checked: a known groupBy, [since, until) as checked_window,
+    and no startedAfter/startedBefore (the window is from/to, and its previous period must not
+    be cut)."""
+    if group_by not in GROUP_BY:
+        raise ValidationFailed(f"groupBy must be one of {', '.join(GROUP_BY)}")
+    since, until = checked_window(since, until)
+    if criteria.created_from is not None or criteria.created_before is not None:
+        raise ValidationFailed(
+            "filter.startedAfter/startedBefore do not apply here: the window is from/to"
+        )
+    return StatsScope(
+        tenant_id,
+        since,
+        until,
+        group_by,
+        statuses=criteria.statuses,
+        template_ids=criteria.template_ids,
+        params_contains=criteria.params_contains,
+    )
+
+
+def _calendar_starts(scope: StatsScope) -> list[datetime]:
+    """Every DAY (UTC) or WEEK (ISO, Monday) bucket start that meets the window."""
+    day = scope.since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if scope.group_by == "WEEK":
+        day -= timedelta(days=day.weekday())
+    starts = []
+    while day < scope.until:
+        starts.append(day)
+        day += scope.shift
+    return starts
+
+
+class StatsService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = StatsRepository(session)
+
+    async def scope(
+        self,
+        tenant_id: uuid.UUID | None,
+        since: datetime,
+        until: datetime,
+        group_by: str,
+        request: ExecutionFilter | None,
+        settings: Settings,
+    ) -> StatsScope:
+        """What a caller asks about, checked. A tenant (tenant_id) asks about its own
+        executions with the executions filter; the platform operator (None) about every
+        tenant's, but reads no tenant's templates or params: no TEMPLATE grouping, no
+        template or params filter (VALIDATION_FAILED)."""
+        request = request or ExecutionFilter()
+        if tenant_id is None and (
+            group_by == "TEMPLATE"
+            or request.template_name is not None
+            or request.template_id is not None
+            or request.params_contains is not None
+        ):
+            raise ValidationFailed(
+                "a platform credential reads no tenant's templates or params: group by DAY, "
+                "WEEK, STATUS or TIER and filter by status"
+            )
+        executions = ExecutionService(self.session)
+        # Without a template name nothing is looked up, so no tenant is needed.
+        criteria = await executions.criteria(tenant_id or uuid.UUID(int=0), request, settings)
+        return stats_scope(tenant_id, since, until, group_by, criteria)
+
+    async def execution_stats(self, scope: StatsScope) -> StatsReport:
+        """Buckets with their previous periods. DAY/WEEK: every calendar bucket that meets the
+        window, clipped to it (a window starting at noon has a half first day, compared with
+        the half day before), zeros included. TEMPLATE/STATUS/TIER: every key with runs in
+        the window or the window before (a key gone to zero is a trend too)."""
+        rows = await self.repo.figures(scope)
+        shift, empty = scope.shift, Figures()
+        if scope.group_by in CALENDAR:
+            buckets = []
+            for start in _calendar_starts(scope):
+                lo, hi = max(start, scope.since), min(start + shift, scope.until)
+                buckets.append(
+                    StatsBucket(
+                        key=start.date().isoformat(),
+                        start=lo,
+                        end=hi,
+                        previous_start=lo - shift,
+                        previous_end=hi - shift,
+                        current=rows.get(("current", start), empty),
+                        previous=rows.get(("previous", start), empty),
+                    )
+                )
+            return StatsReport(scope.since, scope.until, scope.group_by, buckets, False)
+        keys = sorted(
+            {key for _, key in rows},
+            key=lambda k: (-rows.get(("current", k), empty).total, str(k)),
+        )
+        truncated = len(keys) > MAX_KEYED_BUCKETS
+        keys = keys[:MAX_KEYED_BUCKETS]
+        if scope.group_by == "TIER" and scope.tenant_id is not None and not keys:
+            tier = await self.repo.tier_of(scope.tenant_id)
+            keys = [tier] if tier else []  # a tenant's one tier, even without runs
+        names: dict[uuid.UUID, str] = {}
+        if scope.group_by == "TEMPLATE":
+            names = await self.repo.template_names([uuid.UUID(k) for k in keys])
+        buckets = [
+            StatsBucket(
+                key=names.get(uuid.UUID(k), k) if scope.group_by == "TEMPLATE" else k,
+                start=scope.since,
+                end=scope.until,
+                previous_start=scope.since - shift,
+                previous_end=scope.until - shift,
+                current=rows.get(("current", k), empty),
+                previous=rows.get(("previous", k), empty),
+                template_id=uuid.UUID(k) if scope.group_by == "TEMPLATE" else None,
+            )
+            for k in keys
+        ]
+        return StatsReport(scope.since, scope.until, scope.group_by, buckets, truncated)
