@@ -1,6 +1,6 @@
 """Analytics rules: which window, grouping and filter a caller may ask about; the impact of
 AI on a template's runs; execution statistics with trends (the buckets and their previous
-periods)."""
+periods); resource usage of an execution or of a template's runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import GroupStats, ImpactRepository
 from app.analytics.stats_repository import CALENDAR, Figures, StatsRepository, StatsScope
-from app.errors import ValidationFailed
+from app.analytics.usage_repository import RunFigures, StepFigures, UsageRepository
+from app.errors import NotFound, ValidationFailed
 from app.executions.repository import ExecutionCriteria
 from app.executions.service import ExecutionFilter, ExecutionService
 from app.models import Template
@@ -222,3 +223,49 @@ class StatsService:
             for k in keys
         ]
         return StatsReport(scope.since, scope.until, scope.group_by, buckets, truncated)
+
+
+# A template's usage reads every step event of its runs in the window (bench/analytics.py).
+MAX_USAGE_SPAN = timedelta(days=92)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Resource usage of one execution or of a template's runs in a window."""
+
+    runs: RunFigures
+    steps: list[StepFigures]
+    template: Template | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class UsageService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = UsageRepository(session)
+
+    async def execution(self, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> UsageReport:
+        """One of the tenant's executions (NOT_FOUND for anyone else's)."""
+        where = self.repo.one(tenant_id, execution_id)
+        runs = await self.repo.runs(where)
+        if not runs.executions:
+            raise NotFound("execution not found")
+        return UsageReport(runs, await self.repo.steps(tenant_id, where))
+
+    async def template(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, since: datetime, until: datetime
+    ) -> UsageReport:
+        """The tenant's runs of a template it can read, created in [since, until) (at most
+        MAX_USAGE_SPAN); another tenant's runs never count."""
+        since, until = checked_window(since, until)
+        if until - since > MAX_USAGE_SPAN:
+            raise ValidationFailed(
+                f"the window may span at most {MAX_USAGE_SPAN.days} days",
+                details=[{"path": "$.to", "message": f"more than {MAX_USAGE_SPAN.days} days"}],
+            )
+        template = await TemplateService(self.session).get(tenant_id, template_id)
+        where = self.repo.window(tenant_id, template.id, since, until)
+        runs = await self.repo.runs(where)
+        steps = await self.repo.steps(tenant_id, where) if runs.executions else []
+        return UsageReport(runs, steps, template, since, until)
