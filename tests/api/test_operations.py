@@ -38,6 +38,9 @@ HERE = {
     "QueueStatus",
     # run in tests/api/test_template_impact.py
     "TemplateImpact",
+    # run in tests/api/test_execution_stats.py and tests/api/test_resource_usage.py
+    "ExecutionStats",
+    "TemplateResourceUsage",
     # run in tests/api/test_api_keys.py and tests/api/test_platform_admin.py
     "ApiKeys",
     "CreateApiKey",
