@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import GroupStats, ImpactRepository
+from app.analytics.rollup_repository import CHANGE_MARGIN, RollupRepository
 from app.analytics.stats_repository import CALENDAR, Figures, StatsRepository, StatsScope
 from app.analytics.usage_repository import RunFigures, StepFigures, UsageRepository
 from app.errors import NotFound, ValidationFailed
@@ -269,3 +270,48 @@ class UsageService:
         runs = await self.repo.runs(where)
         steps = await self.repo.steps(tenant_id, where) if runs.executions else []
         return UsageReport(runs, steps, template, since, until)
+
+
+@dataclass(frozen=True)
+class RollupRefresh:
+    """What one refresh did; `skipped` when another refresh held the lock."""
+
+    skipped: bool = False
+    complete_until: date | None = None
+    days: int = 0  # tenant-days (or all tenants' days) rebuilt
+    rows: int = 0
+
+
+class RollupService:
+    """Keeps the daily rollup (app/models/analytics.py) current; the analytics rollup schedule
+    (workers/analytics.py) calls `refresh` every ANALYTICS_ROLLUP_SECONDS. The caller commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = RollupRepository(session)
+
+    async def refresh(self) -> RollupRefresh:
+        """Roll up the days completed since the last refresh (the first: every day before
+        today, UTC) and rebuild the earlier days of executions changed since the last one
+        began (less CHANGE_MARGIN)."""
+        if not await self.repo.lock():
+            return RollupRefresh(skipped=True)
+        started = await self.repo.now()
+        today = started.astimezone(UTC).date()
+        state = await self.repo.state()
+        days = rows = 0
+        if state is None:
+            first = await self.repo.first_day()
+            if first is not None and first < today:
+                rows += await self.repo.rebuild(first, today)
+                days += (today - first).days
+        else:
+            if state.complete_until < today:
+                rows += await self.repo.rebuild(state.complete_until, today)
+                days += (today - state.complete_until).days
+            since = state.refreshed_from - CHANGE_MARGIN
+            for tenant_id, day in await self.repo.changed_days(since, state.complete_until):
+                rows += await self.repo.rebuild(day, day + timedelta(days=1), tenant_id)
+                days += 1
+        await self.repo.save_state(today, started)
+        return RollupRefresh(complete_until=today, days=days, rows=rows)

@@ -2,42 +2,51 @@
 ISO week, template, status, tenant tier), with the same figures for each group's previous
 period, in one statement.
 
-The two periods are one `UNION ALL` of two index range scans over `executions` (tenant,
-created_at): the current rows keyed as they are, the previous period's rows keyed as the
-current bucket they precede (a DAY row of yesterday counts as the previous period of today's
-bucket, a TEMPLATE row of the window before as the same template's). Each run's AI usage is
-summed once in a grouped subquery joined by execution id (a hash join: one pass over the
-tenant's usage since the previous period began, not one probe per run). Durations are
-start-to-finish seconds of finished runs; `percentile_cont` with an array of fractions sorts
-each group once for p50, p95 and p99, and skips runs without a duration (not finished).
+Each period is read from two sources that never overlap: the daily rollup
+(app/models/analytics.py) for the whole UTC days it holds (before its `complete_until`), and
+the execution rows for the rest (a partial first or last day, today, and everything when
+paramsContains filters: the rollup has no params). Both give (key, status, duration bucket)
+counts with AI-enhanced runs and AI cost; a `UNION ALL` of the parts is summed per period, key,
+status and bucket, and the service side (fold_figures) turns the buckets into percentiles.
+
+Percentiles therefore come from duration buckets of ratio 1.1 on either path (the same answer
+whether or not the days were rolled up yet): a bucket stands for its geometric middle, and
+p50/p95/p99 interpolate between the bucket values of the neighbouring ranks as percentile_cont
+does between values, so each is within 5% of the exact one (sqrt(1.1) = 1.049).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
+    DateTime,
+    Integer,
     Select,
     String,
-    and_,
-    case,
     cast,
     func,
     literal,
     select,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import FINISHED
-from app.models import AiUsage, Execution, Template, Tenant
+from app.analytics.rollup_repository import (
+    day_start,
+    duration_bucket,
+    run_seconds,
+    usage_by_run,
+)
+from app.models import Execution, ExecutionRollup, RollupState, Template, Tenant
+from app.models.analytics import DURATION_RATIO, NO_DURATION
 
 PERCENTILES = (0.5, 0.95, 0.99)
 CALENDAR = {"DAY": ("day", timedelta(days=1)), "WEEK": ("week", timedelta(days=7))}
@@ -79,6 +88,75 @@ class StatsScope:
         return calendar[1] if calendar else self.until - self.since
 
 
+def bucket_seconds(bucket: int) -> float:
+    """The duration a bucket stands for: its geometric middle."""
+    return float(DURATION_RATIO ** (bucket + 0.5))
+
+
+def percentile(histogram: dict[int, int], q: float) -> float | None:
+    """percentile_cont over bucketed values: the values at ranks floor and ceil of q*(n-1),
+    each its bucket's middle, interpolated."""
+    n = sum(histogram.values())
+    if n == 0:
+        return None
+    rank = q * (n - 1)
+    low, high = int(rank), min(int(rank) + 1, n - 1)
+    values: dict[int, float] = {}
+    seen = 0
+    for bucket in sorted(histogram):
+        count = histogram[bucket]
+        for r in (low, high):
+            if r not in values and seen <= r < seen + count:
+                values[r] = bucket_seconds(bucket)
+        seen += count
+        if len(values) == 2 or (low == high and values):
+            break
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+def fold_figures(rows: list[Any]) -> dict[tuple[str, Any], Figures]:
+    """(period, key, status, bucket, runs, ai_runs, cost) rows -> Figures per (period, key)."""
+    counts: dict[tuple[str, Any], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    costs: dict[tuple[str, Any], Decimal] = defaultdict(Decimal)
+    histograms: dict[tuple[str, Any], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for period, key, status, bucket, summed_runs, summed_ai, cost in rows:
+        runs, ai_runs = int(summed_runs), int(summed_ai)  # sum(bigint) is numeric
+        c = counts[(period, key)]
+        c["total"] += runs
+        c[status] += runs
+        c["ai"] += ai_runs
+        costs[(period, key)] += Decimal(cost)
+        if status in FINISHED and bucket != NO_DURATION:
+            histograms[(period, key)][bucket] += runs
+    out = {}
+    for group, c in counts.items():
+        p50, p95, p99 = (percentile(histograms[group], q) for q in PERCENTILES)
+        out[group] = Figures(
+            total=c["total"],
+            completed=c["COMPLETED"],
+            failed=c["FAILED"],
+            cancelled=c["CANCELLED"],
+            p50_seconds=p50,
+            p95_seconds=p95,
+            p99_seconds=p99,
+            ai_cost_usd=costs[group],
+            ai_enhanced=c["ai"],
+        )
+    return out
+
+
+def _whole_days(
+    lo: datetime, hi: datetime, complete_until: date | None
+) -> tuple[date, date] | None:
+    """The whole UTC days inside [lo, hi) that the rollup holds, or None."""
+    if complete_until is None:
+        return None
+    lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)
+    first = lo.date() if day_start(lo.date()) == lo else lo.date() + timedelta(days=1)
+    end = min(hi.date(), complete_until)
+    return (first, end) if first < end else None
+
+
 class StatsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -87,91 +165,50 @@ class StatsRepository:
         """{(period, key): Figures}, period "current" or "previous"; a key without runs in a
         period is absent. Keys: the bucket's start (DAY, WEEK: the UTC calendar day or ISO
         week, Monday 00:00 UTC), the template id, the status or the tier."""
+        complete_until = None
+        if scope.params_contains is None:
+            complete_until = await self.session.scalar(
+                select(RollupState.complete_until).where(RollupState.id == 1)
+            )
         shift = scope.shift
-        runs = union_all(
-            self._runs(scope, "current", scope.since, scope.until, timedelta(0)),
-            self._runs(scope, "previous", scope.since - shift, scope.until - shift, shift),
-        ).subquery("runs")
-        usage = self._usage(scope, scope.since - shift).subquery("usage")
-        query = (
-            select(
-                runs.c.period,
-                runs.c.key,
-                func.count().label("total"),
-                *(
-                    func.count().filter(runs.c.status == s).label(s.lower())
-                    for s in ("COMPLETED", "FAILED", "CANCELLED")
-                ),
-                func.percentile_cont(literal(list(PERCENTILES), ARRAY(Float)))
-                .within_group(runs.c.seconds)
-                .label("pct"),
-                func.coalesce(func.sum(usage.c.cost), 0).label("cost"),
-                func.count().filter(usage.c.ai).label("ai"),
-            )
-            .select_from(runs.outerjoin(usage, usage.c.execution_id == runs.c.id))
-            .group_by(runs.c.period, runs.c.key)
-        )
-        out = {}
-        for r in (await self.session.execute(query)).all():
-            p50, p95, p99 = r.pct if r.pct is not None else (None, None, None)
-            out[(r.period, r.key)] = Figures(
-                total=int(r.total),
-                completed=int(r.completed),
-                failed=int(r.failed),
-                cancelled=int(r.cancelled),
-                p50_seconds=p50,
-                p95_seconds=p95,
-                p99_seconds=p99,
-                ai_cost_usd=Decimal(r.cost),
-                ai_enhanced=int(r.ai),
-            )
-        return out
+        parts: list[Select[Any]] = []
+        for period, back in (("current", timedelta(0)), ("previous", shift)):
+            lo, hi = scope.since - back, scope.until - back
+            days = _whole_days(lo, hi, complete_until)
+            raw = [(lo, hi)]
+            if days is not None:
+                parts.append(self._from_rollup(scope, period, days, back))
+                raw = [(lo, day_start(days[0])), (day_start(days[1]), hi)]
+            parts.extend(self._from_rows(scope, period, a, b, back) for a, b in raw if a < b)
+        union = union_all(*parts).subquery("parts")
+        query = select(
+            union.c.period,
+            union.c.key,
+            union.c.status,
+            union.c.bucket,
+            func.sum(union.c.runs),
+            func.sum(union.c.ai_runs),
+            func.sum(union.c.cost),
+        ).group_by(union.c.period, union.c.key, union.c.status, union.c.bucket)
+        rows = (await self.session.execute(query)).all()
+        return fold_figures([tuple(r) for r in rows])
 
     async def template_names(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
         if not ids:
             return {}
-        rows = await self.session.execute(
-            select(Template.id, Template.name).where(Template.id.in_(ids))
-        )
-        return {r.id: r.name for r in rows}
+        query = select(Template.id, Template.name).where(Template.id.in_(ids))
+        return {r.id: r.name for r in await self.session.execute(query)}
 
     async def tier_of(self, tenant_id: uuid.UUID) -> str | None:
         return await self.session.scalar(select(Tenant.tier).where(Tenant.id == tenant_id))
 
-    def _runs(
-        self, scope: StatsScope, period: str, lo: datetime, hi: datetime, shift: timedelta
+    def _from_rows(
+        self, scope: StatsScope, period: str, lo: datetime, hi: datetime, back: timedelta
     ) -> Select[Any]:
-        seconds = case(
-            (
-                Execution.status.in_(FINISHED),
-                func.extract("epoch", Execution.finished_at - Execution.started_at),
-            )
-        )
-        query = select(
-            literal(period, String).label("period"),
-            self._key(scope, shift).label("key"),
-            Execution.id,
-            Execution.status,
-            seconds.label("seconds"),
-        ).where(*self._matching(scope), Execution.created_at >= lo, Execution.created_at < hi)
-        if scope.group_by == "TIER":
-            query = query.join(Tenant, Tenant.id == Execution.tenant_id)
-        return query
-
-    @staticmethod
-    def _key(scope: StatsScope, shift: timedelta) -> ColumnElement[Any]:
-        if scope.group_by in CALENDAR:
-            unit = CALENDAR[scope.group_by][0]
-            return func.date_trunc(unit, Execution.created_at + shift, "UTC")
-        if scope.group_by == "TEMPLATE":
-            return cast(Execution.template_id, String)
-        if scope.group_by == "STATUS":
-            return cast(Execution.status, String)
-        return cast(Tenant.tier, String)
-
-    @staticmethod
-    def _matching(scope: StatsScope) -> list[ColumnElement[bool]]:
-        where: list[ColumnElement[bool]] = []
+        usage = usage_by_run(scope.tenant_id, lo)
+        key = self._key(scope, Execution.created_at + back, Execution.template_id, Execution.status)
+        bucket = duration_bucket(run_seconds())
+        where = [Execution.created_at >= lo, Execution.created_at < hi]
         if scope.tenant_id is not None:
             where.append(Execution.tenant_id == scope.tenant_id)
         if scope.statuses is not None:
@@ -180,23 +217,62 @@ class StatsRepository:
             where.append(Execution.template_id.in_(scope.template_ids))
         if scope.params_contains is not None:
             where.append(Execution.params.contains(scope.params_contains))
-        return where
+        query = (
+            select(
+                literal(period, String).label("period"),
+                key.label("key"),
+                Execution.status.label("status"),
+                bucket.label("bucket"),
+                func.count().label("runs"),
+                cast(func.count().filter(usage.c.ai), Integer).label("ai_runs"),
+                func.coalesce(func.sum(usage.c.cost), literal(0)).label("cost"),
+            )
+            .select_from(Execution)
+            .outerjoin(usage, usage.c.execution_id == Execution.id)
+            .where(*where)
+            .group_by(key, Execution.status, bucket)
+        )
+        if scope.group_by == "TIER":
+            query = query.join(Tenant, Tenant.id == Execution.tenant_id)
+        return query
+
+    def _from_rollup(
+        self, scope: StatsScope, period: str, days: tuple[date, date], back: timedelta
+    ) -> Select[Any]:
+        r = ExecutionRollup
+        at = func.timezone("UTC", cast(r.day, DateTime)) + back  # the day's start, UTC
+        key = self._key(scope, at, r.template_id, r.status)
+        where = [r.day >= days[0], r.day < days[1]]
+        if scope.tenant_id is not None:
+            where.append(r.tenant_id == scope.tenant_id)
+        if scope.statuses is not None:
+            where.append(r.status.in_(scope.statuses))
+        if scope.template_ids is not None:
+            where.append(r.template_id.in_(scope.template_ids))
+        query = select(
+            literal(period, String).label("period"),
+            key.label("key"),
+            r.status.label("status"),
+            r.duration_bucket.label("bucket"),
+            r.runs.label("runs"),
+            r.ai_runs.label("ai_runs"),
+            r.ai_cost_usd.label("cost"),
+        ).where(*where)
+        if scope.group_by == "TIER":
+            query = query.join(Tenant, Tenant.id == r.tenant_id)
+        return query
 
     @staticmethod
-    def _usage(scope: StatsScope, since: datetime) -> Select[Any]:
-        """Each run's AI cost, and whether a model answered one of its calls (not the
-        baseline, not a fallback). Usage is recorded after its run was created, so rows before
-        the earliest period's start cannot belong to a run counted here."""
-        where = [AiUsage.execution_id.is_not(None), AiUsage.at >= since]
-        if scope.tenant_id is not None:
-            where.append(AiUsage.tenant_id == scope.tenant_id)
-        answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
-        return (
-            select(
-                AiUsage.execution_id,
-                func.sum(AiUsage.cost_usd).label("cost"),
-                func.bool_or(answered).label("ai"),
-            )
-            .where(*where)
-            .group_by(AiUsage.execution_id)
-        )
+    def _key(
+        scope: StatsScope,
+        at: ColumnElement[Any],
+        template_id: Any,
+        status: Any,
+    ) -> ColumnElement[Any]:
+        if scope.group_by in CALENDAR:
+            return func.date_trunc(CALENDAR[scope.group_by][0], at, "UTC")
+        if scope.group_by == "TEMPLATE":
+            return cast(template_id, String)
+        if scope.group_by == "STATUS":
+            return cast(status, String)
+        return cast(Tenant.tier, String)

@@ -2,6 +2,7 @@
 
 from app.models.ai_settings import TenantAiSettings
 from app.models.ai_usage import AiUsage
+from app.models.analytics import ExecutionRollup, RollupState
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
@@ -18,9 +19,11 @@ __all__ = [
     "Base",
     "Execution",
     "ExecutionEvent",
+    "ExecutionRollup",
     "Notification",
     "NotificationCounter",
     "PlatformKey",
+    "RollupState",
     "StepIdempotency",
     "Template",
     "TemplateVersion",

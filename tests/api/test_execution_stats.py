@@ -7,6 +7,8 @@ own (a random Monday between 2000 and 2019), so the platform-wide answer sees on
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -15,10 +17,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
+from app.analytics.service import RollupRefresh, RollupService
 from app.api.relay import to_global_id
-from app.models import AiUsage, Execution, Tenant
+from app.models import AiUsage, Execution, ExecutionRollup, Tenant
 from tests.api.test_execution_filters import platform_templates
 from tests.api.test_platform_admin import platform_key
 from tests.conftest import TenantKeys, make_tenant
@@ -98,10 +101,13 @@ async def write(sessions: Any, tenant: TenantKeys, runs: list[Run]) -> None:
                     progress=0.0,
                     workflow_id=f"exec-{run.id}",
                     # Active rows as test_execution_filters writes them: the worker's loops
-                    # leave a claimed row changed "in the future" alone.
+                    # leave a claimed row changed "in the future" alone (and the rollup's
+                    # refresh rebuilds their days each time).
                     run_id=None if run.status in FINISHED else f"no-such-run-{run.id}",
                     created_at=run.created,
-                    updated_at=datetime(2100, 1, 1, tzinfo=UTC),
+                    updated_at=run.created
+                    if run.status in FINISHED
+                    else datetime(2100, 1, 1, tzinfo=UTC),
                     started_at=started,
                     finished_at=started + timedelta(seconds=run.seconds)
                     if run.seconds is not None
@@ -127,7 +133,7 @@ async def write(sessions: Any, tenant: TenantKeys, runs: list[Run]) -> None:
         await s.commit()
 
 
-def percentile(values: list[float], q: float) -> float | None:
+def percentile_cont(values: list[float], q: float) -> float | None:
     """PostgreSQL's percentile_cont: linear interpolation between the closest ranks."""
     if not values:
         return None
@@ -136,6 +142,16 @@ def percentile(values: list[float], q: float) -> float | None:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """What executionStats answers (docs/analytics.md): percentile_cont over each duration
+    replaced by the geometric middle of its bucket [1.1^k, 1.1^(k+1)); within 5% of exact."""
+    middles = [1.1 ** (math.floor(math.log(max(v, 0.001), 1.1)) + 0.5) for v in values]
+    answer, exact = percentile_cont(middles, q), percentile_cont(values, q)
+    if answer is not None and exact is not None:
+        assert abs(answer - exact) <= 0.05 * exact
+    return answer
 
 
 def figures(runs: list[Run]) -> dict[str, Any]:
@@ -326,3 +342,61 @@ async def test_bad_windows_groupings_and_filters_are_refused(
     assert body["errors"] and "HOUR" in body["errors"][0]["message"]
     anonymous = GraphQLClient(server, None)
     assert await error(anonymous, ok) == "UNAUTHENTICATED"
+
+
+async def refresh(sessions: Any) -> RollupRefresh:
+    """What the analytics rollup schedule runs; waits while another refresh holds the lock."""
+    for _ in range(100):
+        async with sessions() as s:
+            done = await RollupService(s).refresh()
+            await s.commit()
+        if not done.skipped:
+            return done
+        await asyncio.sleep(0.1)
+    raise AssertionError("the rollup stayed locked")
+
+
+async def test_the_rollup_answers_as_the_rows_do_and_follows_changes(
+    server: str, sessions: Any, tenant: TenantKeys, other_tenant: TenantKeys
+) -> None:
+    t0 = period()
+    runs = history(t0)
+    await write(sessions, tenant, runs)
+    await write(sessions, other_tenant, history(t0))
+    client = GraphQLClient(server, tenant.admin)
+    since, until = t0 + timedelta(hours=12), t0 + timedelta(days=6)
+    asks = [("DAY", {}), ("WEEK", {}), ("TEMPLATE", {}), ("STATUS", {}), ("TIER", {})]
+    asks.append(("DAY", {"filter": {"status": ["COMPLETED"]}}))
+    before = [await stats(client, since, until, g, **kw) for g, kw in asks]
+
+    done = await refresh(sessions)
+    assert done.complete_until == datetime.now(UTC).date()
+    async with sessions() as s:
+        rolled = await s.scalar(
+            select(func.sum(ExecutionRollup.runs)).where(
+                ExecutionRollup.tenant_id
+                == select(Tenant.id).where(Tenant.name == tenant.name).scalar_subquery()
+            )
+        )
+    assert rolled == len(runs)  # every day of the history is in the rollup now
+    after = [await stats(client, since, until, g, **kw) for g, kw in asks]
+    assert after == before  # whole days from the rollup, the half first day from the rows
+
+    # A run changes after it was rolled up (a failed one retried and completed): the next
+    # refresh rebuilds its day.
+    changed = next(r for r in runs if r.status == "FAILED" and since + DAY <= r.created < until)
+    async with sessions() as s:
+        await s.execute(
+            update(Execution)
+            .where(Execution.id == changed.id)
+            .values(status="COMPLETED", updated_at=datetime.now(UTC))
+        )
+        await s.commit()
+    changed.status = "COMPLETED"
+    stale = await stats(client, since, until, "STATUS")
+    assert stale == before[3]  # the rollup still has the old status until it is refreshed
+    await refresh(sessions)
+    days = await stats(client, since, until, "DAY")
+    keys = [(t0 + i * DAY).date().isoformat() for i in range(6)]
+    check_buckets(days["buckets"], runs, "DAY", [(k, lambda r: True) for k in keys])
+    assert days != before[0]

@@ -1,0 +1,197 @@
+"""SQL of the daily rollup (app/models/analytics.py): what one execution contributes (shared
+with the statistics read from execution rows, so both count alike), and its refresh.
+
+A refresh rebuilds (delete, insert from the executions) whole days of a tenant: the days that
+became complete since the last refresh (all tenants), and the earlier days of executions that
+changed since the last refresh began (a long run that finished, a retried one) minus a margin
+for writers whose `updated_at` was set before that moment but committed after it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Integer,
+    Select,
+    SmallInteger,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import Subquery
+
+from app.analytics.repository import FINISHED
+from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
+from app.models.analytics import DURATION_RATIO, NO_DURATION
+
+# Writers set updated_at before they commit; changes this much older than the last refresh's
+# start are looked at again.
+CHANGE_MARGIN = timedelta(minutes=5)
+REBUILD_CHUNK = timedelta(days=7)  # days rebuilt per statement when many are due
+_LOCK = 0x57F5_0A11  # pg advisory lock: one refresh at a time, whoever calls it
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def duration_bucket(seconds: ColumnElement[Any]) -> ColumnElement[int]:
+    """The bucket of a duration in seconds (NO_DURATION for NULL): floor(log_ratio(s)), with
+    durations under a millisecond counted as one."""
+    log = func.ln(func.greatest(seconds, 0.001)) / func.ln(DURATION_RATIO)
+    return case((seconds.is_(None), NO_DURATION), else_=cast(func.floor(log), SmallInteger))
+
+
+def run_seconds() -> ColumnElement[Any]:
+    """Start-to-finish seconds of a finished run; NULL otherwise."""
+    return case(
+        (
+            Execution.status.in_(FINISHED),
+            func.extract("epoch", Execution.finished_at - Execution.started_at),
+        )
+    )
+
+
+def usage_by_run(tenant_id: uuid.UUID | None, since: datetime) -> Subquery:
+    """Each run's AI cost, and whether a model answered one of its calls (not the baseline,
+    not a fallback). Usage is recorded after its run was created, so rows before `since`
+    cannot belong to a run created at or after it."""
+    where = [AiUsage.execution_id.is_not(None), AiUsage.at >= since]
+    if tenant_id is not None:
+        where.append(AiUsage.tenant_id == tenant_id)
+    answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
+    return (
+        select(
+            AiUsage.execution_id,
+            func.sum(AiUsage.cost_usd).label("cost"),
+            func.bool_or(answered).label("ai"),
+        )
+        .where(*where)
+        .group_by(AiUsage.execution_id)
+        .subquery("usage")
+    )
+
+
+class RollupRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock(self) -> bool:
+        """Take the refresh lock for this transaction; False when another holds it."""
+        return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(_LOCK))))
+
+    async def state(self) -> RollupState | None:
+        return await self.session.get(RollupState, 1)
+
+    async def complete_until(self) -> date | None:
+        return await self.session.scalar(
+            select(RollupState.complete_until).where(RollupState.id == 1)
+        )
+
+    async def now(self) -> datetime:
+        """The transaction's start time (PostgreSQL's clock, the one updated_at is compared
+        with in the next refresh)."""
+        value = await self.session.scalar(select(func.now()))
+        assert value is not None
+        return value
+
+    async def save_state(self, complete_until: date, refreshed_from: datetime) -> None:
+        state = await self.state()
+        if state is None:
+            self.session.add(
+                RollupState(id=1, complete_until=complete_until, refreshed_from=refreshed_from)
+            )
+        else:
+            state.complete_until, state.refreshed_from = complete_until, refreshed_from
+        await self.session.flush()
+
+    async def first_day(self) -> date | None:
+        """The UTC day of the oldest execution."""
+        first = await self.session.scalar(select(func.min(Execution.created_at)))
+        return first.astimezone(UTC).date() if first is not None else None
+
+    async def changed_days(self, since: datetime, before: date) -> list[tuple[uuid.UUID, date]]:
+        """(tenant, UTC day) of executions created before `before` and changed at or after
+        `since`; one index range per tenant (ix_executions_tenant_updated)."""
+        day = cast(func.timezone("UTC", Execution.created_at), Date)
+        changed = (
+            select(Execution.tenant_id, day.label("day"))
+            .where(
+                Execution.tenant_id == Tenant.id,
+                Execution.updated_at >= since,
+                Execution.created_at < day_start(before),
+            )
+            .lateral("changed")
+        )
+        rows = await self.session.execute(
+            select(changed.c.tenant_id, changed.c.day)
+            .select_from(Tenant)
+            .join(changed, text("true"))
+            .distinct()
+        )
+        return [(r.tenant_id, r.day) for r in rows]
+
+    async def rebuild(self, first: date, end: date, tenant_id: uuid.UUID | None = None) -> int:
+        """Rebuild the days [first, end) of one tenant (or all); returns the rows written."""
+        written, day = 0, first
+        while day < end:
+            upto = min(day + timedelta(days=REBUILD_CHUNK.days), end)
+            where = [ExecutionRollup.day >= day, ExecutionRollup.day < upto]
+            if tenant_id is not None:
+                where.append(ExecutionRollup.tenant_id == tenant_id)
+            await self.session.execute(delete(ExecutionRollup).where(*where))
+            result = await self.session.execute(
+                insert(ExecutionRollup).from_select(
+                    [
+                        "tenant_id",
+                        "day",
+                        "template_id",
+                        "status",
+                        "duration_bucket",
+                        "runs",
+                        "ai_runs",
+                        "ai_cost_usd",
+                    ],
+                    self._day_rows(day_start(day), day_start(upto), tenant_id),
+                )
+            )
+            written += int(result.rowcount or 0)  # type: ignore[attr-defined]
+            day = upto
+        return written
+
+    @staticmethod
+    def _day_rows(lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> Select[Any]:
+        usage = usage_by_run(tenant_id, lo)
+        day = cast(func.timezone("UTC", Execution.created_at), Date)
+        bucket = duration_bucket(run_seconds())
+        where = [Execution.created_at >= lo, Execution.created_at < hi]
+        if tenant_id is not None:
+            where.append(Execution.tenant_id == tenant_id)
+        return (
+            select(
+                Execution.tenant_id,
+                day,
+                Execution.template_id,
+                Execution.status,
+                bucket,
+                func.count(),
+                cast(func.count().filter(usage.c.ai), Integer),
+                func.coalesce(func.sum(usage.c.cost), literal(0)),
+            )
+            .select_from(Execution)
+            .outerjoin(usage, usage.c.execution_id == Execution.id)
+            .where(*where)
+            .group_by(Execution.tenant_id, day, Execution.template_id, Execution.status, bucket)
+        )

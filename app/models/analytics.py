@@ -1,0 +1,51 @@
+"""The daily rollup of executions that executionStats reads for whole UTC days (bench/analytics.py
+measured why: reading a tenant's million rows per question does not answer within 500 ms).
+
+One row per tenant, UTC day of creation, template, status and duration bucket: how many runs,
+how many of them a model answered (AI-enhanced), their AI cost. A duration bucket k holds runs
+whose start-to-finish seconds s satisfy DURATION_RATIO**k <= s < DURATION_RATIO**(k+1);
+NO_DURATION holds runs that have none (not finished, or never started). Percentiles are read
+from these buckets (app/analytics/stats_repository.py says how), so they hold within the
+bucket's width: percentiles of days do not add up, counts in buckets do.
+`analytics_rollup_state` (one row) says until when the rollup is complete and when it was
+last refreshed (app/analytics/rollup_repository.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import ForeignKey, Numeric, SmallInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+DURATION_RATIO = 1.1
+NO_DURATION = -32768  # smallint sentinel: a key column cannot be NULL
+
+
+class ExecutionRollup(Base):
+    __tablename__ = "execution_rollup"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True)
+    template_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), primary_key=True)
+    duration_bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    runs: Mapped[int]
+    ai_runs: Mapped[int]
+    ai_cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))
+
+
+class RollupState(Base):
+    __tablename__ = "analytics_rollup_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1
+    # Days before this are in the rollup; later executions are read from their rows.
+    complete_until: Mapped[date]
+    # When the last refresh began: executions changed since are rolled up again next time.
+    refreshed_from: Mapped[datetime]
