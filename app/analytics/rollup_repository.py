@@ -39,7 +39,6 @@ from app.models.analytics import DURATION_RATIO, NO_DURATION
 # Writers set updated_at before they commit; changes this much older than the last refresh's
 # start are looked at again.
 CHANGE_MARGIN = timedelta(minutes=5)
-REBUILD_CHUNK = timedelta(days=7)  # days rebuilt per statement when many are due
 _LOCK = 0x57F5_0A11  # pg advisory lock: one refresh at a time, whoever calls it
 
 
@@ -144,32 +143,17 @@ class RollupRepository:
         return [(r.tenant_id, r.day) for r in rows]
 
     async def rebuild(self, first: date, end: date, tenant_id: uuid.UUID | None = None) -> int:
-        """Rebuild the days [first, end) of one tenant (or all); returns the rows written."""
-        written, day = 0, first
-        while day < end:
-            upto = min(day + timedelta(days=REBUILD_CHUNK.days), end)
-            where = [ExecutionRollup.day >= day, ExecutionRollup.day < upto]
-            if tenant_id is not None:
-                where.append(ExecutionRollup.tenant_id == tenant_id)
-            await self.session.execute(delete(ExecutionRollup).where(*where))
-            result = await self.session.execute(
-                insert(ExecutionRollup).from_select(
-                    [
-                        "tenant_id",
-                        "day",
-                        "template_id",
-                        "status",
-                        "duration_bucket",
-                        "runs",
-                        "ai_runs",
-                        "ai_cost_usd",
-                    ],
-                    self._day_rows(day_start(day), day_start(upto), tenant_id),
-                )
-            )
-            written += int(result.rowcount or 0)  # type: ignore[attr-defined]
-            day = upto
-        return written
+        """Rebuild the days [first, end) of one tenant (or all) in one statement each for the
+        delete and the insert (the first refresh of a database rolls up every past day at once:
+        about 5 s per million executions here); returns the rows written."""
+        where = [ExecutionRollup.day >= first, ExecutionRollup.day < end]
+        if tenant_id is not None:
+            where.append(ExecutionRollup.tenant_id == tenant_id)
+        await self.session.execute(delete(ExecutionRollup).where(*where))
+        columns = [c.name for c in ExecutionRollup.__table__.columns]
+        rows = self._day_rows(day_start(first), day_start(end), tenant_id)
+        result = await self.session.execute(insert(ExecutionRollup).from_select(columns, rows))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     @staticmethod
     def _day_rows(lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> Select[Any]:

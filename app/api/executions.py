@@ -42,7 +42,7 @@ from app.pagination import window
 
 if TYPE_CHECKING:
     from app.api.ai import AiUsageRecord
-    from app.api.analytics import ResourceUsage
+    from app.api.resource_usage import ResourceUsage
 
 CATCH_UP_BATCH = 500
 
@@ -150,8 +150,8 @@ class Execution(Node):
     )
     async def resource_usage(
         self, info: strawberry.Info[Context, None]
-    ) -> Annotated[ResourceUsage, strawberry.lazy("app.api.analytics")]:
-        from app.api.analytics import execution_resource_usage
+    ) -> Annotated[ResourceUsage, strawberry.lazy("app.api.resource_usage")]:
+        from app.api.resource_usage import execution_resource_usage
 
         return await execution_resource_usage(info, self.pk)
 

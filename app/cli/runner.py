@@ -86,7 +86,8 @@ async def run_worker(
     if queue == settings.webhook_task_queue:
         await run_webhook_worker(settings, stop)
         return
-    from workers.main import build_worker, run_until  # workers import app, never the reverse
+    # workers import app, never the reverse
+    from workers.main import build_worker, ensure_rollup_schedule, run_until
 
     assert settings.database_url and settings.redis_url and settings.temporal_address
     client = await connect(settings.temporal_address, settings.temporal_namespace)
@@ -95,6 +96,7 @@ async def run_worker(
     bus = EventBus(settings.redis_url)
     await bus.start()
     sessions = make_sessionmaker(engine)
+    await ensure_rollup_schedule(client, queue, settings)
     upkeep = [
         asyncio.create_task(admit_queued(sessions, client, bus, settings, stop)),
         asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),

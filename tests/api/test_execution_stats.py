@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
+from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from app.analytics.service import RollupRefresh, RollupService
+from app.analytics.workflow_io import ROLLUP_SCHEDULE_ID, ROLLUP_WORKFLOW
 from app.api.relay import to_global_id
-from app.models import AiUsage, Execution, ExecutionRollup, Tenant
+from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
+from app.settings import Settings
 from tests.api.test_execution_filters import platform_templates
 from tests.api.test_platform_admin import platform_key
 from tests.conftest import TenantKeys, make_tenant
@@ -393,10 +396,35 @@ async def test_the_rollup_answers_as_the_rows_do_and_follows_changes(
         )
         await s.commit()
     changed.status = "COMPLETED"
-    stale = await stats(client, since, until, "STATUS")
-    assert stale == before[3]  # the rollup still has the old status until it is refreshed
     await refresh(sessions)
     days = await stats(client, since, until, "DAY")
     keys = [(t0 + i * DAY).date().isoformat() for i in range(6)]
     check_buckets(days["buckets"], runs, "DAY", [(k, lambda r: True) for k in keys])
     assert days != before[0]
+
+
+async def test_the_worker_keeps_a_schedule_that_refreshes_the_rollup(
+    server: str, sessions: Any, settings: Settings
+) -> None:
+    assert settings.temporal_address
+    temporal = await Client.connect(settings.temporal_address)
+    handle = temporal.get_schedule_handle(ROLLUP_SCHEDULE_ID)
+    described = await handle.describe()
+    (interval,) = described.schedule.spec.intervals
+    assert interval.every == timedelta(seconds=settings.analytics_rollup_seconds)
+    action = described.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    assert action.workflow == ROLLUP_WORKFLOW
+
+    async with sessions() as s:
+        state = await s.get(RollupState, 1)
+        before = state.refreshed_from if state is not None else None
+    await handle.trigger()
+    async with asyncio.timeout(60):
+        while True:
+            async with sessions() as s:
+                state = await s.get(RollupState, 1)
+            if state is not None and state.refreshed_from != before:
+                break
+            await asyncio.sleep(0.2)
+    assert state.complete_until == datetime.now(UTC).date()
