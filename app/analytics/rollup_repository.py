@@ -17,8 +17,8 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Integer,
-    Select,
     SmallInteger,
+    Uuid,
     and_,
     case,
     cast,
@@ -28,13 +28,14 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
+    tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.selectable import Subquery
 
 from app.analytics.repository import FINISHED
 from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
-from app.models.analytics import DURATION_RATIO, NO_DURATION
+from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
 
 # Writers set updated_at before they commit; changes this much older than the last refresh's
 # start are looked at again.
@@ -63,23 +64,19 @@ def run_seconds() -> ColumnElement[Any]:
     )
 
 
-def usage_by_run(tenant_id: uuid.UUID | None, since: datetime) -> Subquery:
-    """Each run's AI cost, and whether a model answered one of its calls (not the baseline,
-    not a fallback). Usage is recorded after its run was created, so rows before `since`
-    cannot belong to a run created at or after it."""
-    where = [AiUsage.execution_id.is_not(None), AiUsage.at >= since]
-    if tenant_id is not None:
-        where.append(AiUsage.tenant_id == tenant_id)
+def usage_of_run() -> Any:
+    """A LATERAL subquery: the AI cost of the outer query's execution, and whether a model
+    answered one of its calls (not the baseline, not a fallback). Found by execution id
+    (ix_ai_usage_execution_id), one probe per run: PostgreSQL otherwise hashes the whole
+    ai_usage table (a time bound cannot narrow it: a run may take days)."""
     answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
     return (
         select(
-            AiUsage.execution_id,
             func.sum(AiUsage.cost_usd).label("cost"),
             func.bool_or(answered).label("ai"),
         )
-        .where(*where)
-        .group_by(AiUsage.execution_id)
-        .subquery("usage")
+        .where(AiUsage.execution_id == Execution.id)
+        .lateral("usage")
     )
 
 
@@ -156,18 +153,21 @@ class RollupRepository:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     @staticmethod
-    def _day_rows(lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> Select[Any]:
-        usage = usage_by_run(tenant_id, lo)
+    def _day_rows(lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> Any:
+        """The rollup rows of [lo, hi): per template, and per tenant, day, status and bucket
+        over all templates (template_id ALL_TEMPLATES), in one pass (GROUPING SETS)."""
         day = cast(func.timezone("UTC", Execution.created_at), Date)
         bucket = duration_bucket(run_seconds())
         where = [Execution.created_at >= lo, Execution.created_at < hi]
         if tenant_id is not None:
             where.append(Execution.tenant_id == tenant_id)
+        usage = usage_of_run()
+        common = (Execution.tenant_id, day, Execution.status, bucket)
         return (
             select(
                 Execution.tenant_id,
                 day,
-                Execution.template_id,
+                func.coalesce(Execution.template_id, literal(ALL_TEMPLATES, Uuid)),
                 Execution.status,
                 bucket,
                 func.count(),
@@ -175,7 +175,7 @@ class RollupRepository:
                 func.coalesce(func.sum(usage.c.cost), literal(0)),
             )
             .select_from(Execution)
-            .outerjoin(usage, usage.c.execution_id == Execution.id)
+            .join(usage, true())
             .where(*where)
-            .group_by(Execution.tenant_id, day, Execution.template_id, Execution.status, bucket)
+            .group_by(func.grouping_sets(tuple_(*common, Execution.template_id), tuple_(*common)))
         )

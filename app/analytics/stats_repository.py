@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     DateTime,
     Integer,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    true,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,10 +45,10 @@ from app.analytics.rollup_repository import (
     day_start,
     duration_bucket,
     run_seconds,
-    usage_by_run,
+    usage_of_run,
 )
 from app.models import Execution, ExecutionRollup, RollupState, Template, Tenant
-from app.models.analytics import DURATION_RATIO, NO_DURATION
+from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
 
 PERCENTILES = (0.5, 0.95, 0.99)
 CALENDAR = {"DAY": ("day", timedelta(days=1)), "WEEK": ("week", timedelta(days=7))}
@@ -186,8 +188,8 @@ class StatsRepository:
             union.c.key,
             union.c.status,
             union.c.bucket,
-            func.sum(union.c.runs),
-            func.sum(union.c.ai_runs),
+            cast(func.sum(union.c.runs), BigInteger),
+            cast(func.sum(union.c.ai_runs), BigInteger),
             func.sum(union.c.cost),
         ).group_by(union.c.period, union.c.key, union.c.status, union.c.bucket)
         rows = (await self.session.execute(query)).all()
@@ -205,7 +207,6 @@ class StatsRepository:
     def _from_rows(
         self, scope: StatsScope, period: str, lo: datetime, hi: datetime, back: timedelta
     ) -> Select[Any]:
-        usage = usage_by_run(scope.tenant_id, lo)
         key = self._key(scope, Execution.created_at + back, Execution.template_id, Execution.status)
         bucket = duration_bucket(run_seconds())
         where = [Execution.created_at >= lo, Execution.created_at < hi]
@@ -217,6 +218,7 @@ class StatsRepository:
             where.append(Execution.template_id.in_(scope.template_ids))
         if scope.params_contains is not None:
             where.append(Execution.params.contains(scope.params_contains))
+        usage = usage_of_run()
         query = (
             select(
                 literal(period, String).label("period"),
@@ -228,7 +230,7 @@ class StatsRepository:
                 func.coalesce(func.sum(usage.c.cost), literal(0)).label("cost"),
             )
             .select_from(Execution)
-            .outerjoin(usage, usage.c.execution_id == Execution.id)
+            .join(usage, true())
             .where(*where)
             .group_by(key, Execution.status, bucket)
         )
@@ -249,6 +251,10 @@ class StatsRepository:
             where.append(r.status.in_(scope.statuses))
         if scope.template_ids is not None:
             where.append(r.template_id.in_(scope.template_ids))
+        elif scope.group_by == "TEMPLATE":
+            where.append(r.template_id != ALL_TEMPLATES)
+        else:
+            where.append(r.template_id == ALL_TEMPLATES)
         query = select(
             literal(period, String).label("period"),
             key.label("key"),

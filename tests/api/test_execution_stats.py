@@ -24,6 +24,7 @@ from app.analytics.service import RollupRefresh, RollupService
 from app.analytics.workflow_io import ROLLUP_SCHEDULE_ID, ROLLUP_WORKFLOW
 from app.api.relay import to_global_id
 from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
+from app.models.analytics import ALL_TEMPLATES
 from app.settings import Settings
 from tests.api.test_execution_filters import platform_templates
 from tests.api.test_platform_admin import platform_key
@@ -375,13 +376,21 @@ async def test_the_rollup_answers_as_the_rows_do_and_follows_changes(
     done = await refresh(sessions)
     assert done.complete_until == datetime.now(UTC).date()
     async with sessions() as s:
+        tenant_id = await s.scalar(select(Tenant.id).where(Tenant.name == tenant.name))
         rolled = await s.scalar(
             select(func.sum(ExecutionRollup.runs)).where(
-                ExecutionRollup.tenant_id
-                == select(Tenant.id).where(Tenant.name == tenant.name).scalar_subquery()
+                ExecutionRollup.tenant_id == tenant_id,
+                ExecutionRollup.template_id != ALL_TEMPLATES,
             )
         )
-    assert rolled == len(runs)  # every day of the history is in the rollup now
+        overall = await s.scalar(
+            select(func.sum(ExecutionRollup.runs)).where(
+                ExecutionRollup.tenant_id == tenant_id,
+                ExecutionRollup.template_id == ALL_TEMPLATES,
+            )
+        )
+    # every day of the history is in the rollup now, per template and over all of them
+    assert rolled == overall == len(runs)
     after = [await stats(client, since, until, g, **kw) for g, kw in asks]
     assert after == before  # whole days from the rollup, the half first day from the rows
 
