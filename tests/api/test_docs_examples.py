@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"```graphql\n(.*?)```", re.S)
 EXAMPLES = [
     (f"{path.name}#{i}", text)
-    for path in (ROOT / "README.md", ROOT / "docs" / "frontend.md")
+    for path in (ROOT / "README.md", ROOT / "docs" / "frontend.md", ROOT / "docs" / "analytics.md")
     for i, text in enumerate(BLOCK.findall(path.read_text()), 1)
 ]
 
