@@ -18,7 +18,6 @@ does between values, so each is within 5% of the exact one (sqrt(1.1) = 1.049).
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -90,61 +89,26 @@ class StatsScope:
         return calendar[1] if calendar else self.until - self.since
 
 
-def bucket_seconds(bucket: int) -> float:
-    """The duration a bucket stands for: its geometric middle."""
-    return float(DURATION_RATIO ** (bucket + 0.5))
-
-
-def percentile(histogram: dict[int, int], q: float) -> float | None:
-    """percentile_cont over bucketed values: the values at ranks floor and ceil of q*(n-1),
-    each its bucket's middle, interpolated."""
-    n = sum(histogram.values())
-    if n == 0:
+def _interpolated(t: Any, q: float, low: Any, high: Any) -> float | None:
+    """percentile_cont's interpolation between the values at ranks floor and ceil of
+    q * (t - 1) (PostgreSQL's sums and powers come back as numeric: Decimal)."""
+    if not t or low is None or high is None:
         return None
-    rank = q * (n - 1)
-    low, high = int(rank), min(int(rank) + 1, n - 1)
-    values: dict[int, float] = {}
-    seen = 0
-    for bucket in sorted(histogram):
-        count = histogram[bucket]
-        for r in (low, high):
-            if r not in values and seen <= r < seen + count:
-                values[r] = bucket_seconds(bucket)
-        seen += count
-        if len(values) == 2 or (low == high and values):
-            break
-    return values[low] + (values[high] - values[low]) * (rank - low)
+    rank = q * (int(t) - 1)
+    return float(low) + (float(high) - float(low)) * (rank - int(rank))
 
 
-def fold_figures(rows: list[Any]) -> dict[tuple[str, Any], Figures]:
-    """(period, key, status, bucket, runs, ai_runs, cost) rows -> Figures per (period, key)."""
-    counts: dict[tuple[str, Any], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    costs: dict[tuple[str, Any], Decimal] = defaultdict(Decimal)
-    histograms: dict[tuple[str, Any], dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for period, key, status, bucket, summed_runs, summed_ai, cost in rows:
-        runs, ai_runs = int(summed_runs), int(summed_ai)  # sum(bigint) is numeric
-        c = counts[(period, key)]
-        c["total"] += runs
-        c[status] += runs
-        c["ai"] += ai_runs
-        costs[(period, key)] += Decimal(cost)
-        if status in FINISHED and bucket != NO_DURATION:
-            histograms[(period, key)][bucket] += runs
-    out = {}
-    for group, c in counts.items():
-        p50, p95, p99 = (percentile(histograms[group], q) for q in PERCENTILES)
-        out[group] = Figures(
-            total=c["total"],
-            completed=c["COMPLETED"],
-            failed=c["FAILED"],
-            cancelled=c["CANCELLED"],
-            p50_seconds=p50,
-            p95_seconds=p95,
-            p99_seconds=p99,
-            ai_cost_usd=costs[group],
-            ai_enhanced=c["ai"],
-        )
-    return out
+def _rank_values(c: Any, q: float) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """Over one group's buckets (c: bucket, n, before = runs in lower buckets, total): the
+    middle of the bucket holding rank floor(q * (total - 1)), and of the one holding the next
+    rank (the same bucket, mostly)."""
+    rank = func.floor(q * (c.total - 1))
+    middle = func.power(DURATION_RATIO, c.bucket + 0.5)
+
+    def at(r: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.max(middle).filter(c.before <= r, r < c.before + c.n)
+
+    return at(rank), at(func.least(rank + 1, c.total - 1))
 
 
 def _whole_days(
@@ -183,17 +147,91 @@ class StatsRepository:
                 raw = [(lo, day_start(days[0])), (day_start(days[1]), hi)]
             parts.extend(self._from_rows(scope, period, a, b, back) for a, b in raw if a < b)
         union = union_all(*parts).subquery("parts")
-        query = select(
-            union.c.period,
-            union.c.key,
-            union.c.status,
-            union.c.bucket,
-            cast(func.sum(union.c.runs), BigInteger),
-            cast(func.sum(union.c.ai_runs), BigInteger),
-            func.sum(union.c.cost),
-        ).group_by(union.c.period, union.c.key, union.c.status, union.c.bucket)
-        rows = (await self.session.execute(query)).all()
-        return fold_figures([tuple(r) for r in rows])
+        query = self._folded(union)
+        out = {}
+        for r in (await self.session.execute(query)).mappings():
+            p50, p95, p99 = (
+                _interpolated(r["t"], q, r[f"lo{i}"], r[f"hi{i}"])
+                for i, q in enumerate(PERCENTILES)
+            )
+            out[(r["period"], r["key"])] = Figures(
+                total=int(r["total"]),
+                completed=int(r["completed"]),
+                failed=int(r["failed"]),
+                cancelled=int(r["cancelled"]),
+                p50_seconds=p50,
+                p95_seconds=p95,
+                p99_seconds=p99,
+                ai_cost_usd=Decimal(r["cost"]),
+                ai_enhanced=int(r["ai"]),
+            )
+        return out
+
+    @staticmethod
+    def _folded(parts: Any) -> Select[Any]:
+        """The parts summed per period and key, with each percentile's two neighbouring
+        bucket values: a few rows per group come back, not one per bucket (those took longer
+        to send and fold in Python than PostgreSQL took to read them)."""
+        group = (parts.c.period, parts.c.key)
+        g = (
+            select(
+                *group,
+                parts.c.status,
+                parts.c.bucket,
+                cast(func.sum(parts.c.runs), BigInteger).label("n"),
+                cast(func.sum(parts.c.ai_runs), BigInteger).label("ai"),
+                func.sum(parts.c.cost).label("cost"),
+            )
+            .group_by(*group, parts.c.status, parts.c.bucket)
+            .cte("g")
+        )
+
+        def with_status(status: str) -> ColumnElement[Any]:
+            return func.coalesce(func.sum(g.c.n).filter(g.c.status == status), 0)
+
+        counts = (
+            select(
+                g.c.period,
+                g.c.key,
+                func.sum(g.c.n).label("total"),
+                with_status("COMPLETED").label("completed"),
+                with_status("FAILED").label("failed"),
+                with_status("CANCELLED").label("cancelled"),
+                func.sum(g.c.ai).label("ai"),
+                func.sum(g.c.cost).label("cost"),
+            )
+            .group_by(g.c.period, g.c.key)
+            .cte("counts")
+        )
+        h = (
+            select(g.c.period, g.c.key, g.c.bucket, func.sum(g.c.n).label("n"))
+            .where(g.c.status.in_(FINISHED), g.c.bucket != NO_DURATION)
+            .group_by(g.c.period, g.c.key, g.c.bucket)
+            .subquery("h")
+        )
+        within = (h.c.period, h.c.key)
+        c = select(
+            h.c.period,
+            h.c.key,
+            h.c.bucket,
+            h.c.n,
+            (func.sum(h.c.n).over(partition_by=within, order_by=h.c.bucket) - h.c.n).label(
+                "before"
+            ),
+            func.sum(h.c.n).over(partition_by=within).label("total"),
+        ).subquery("c")
+        values = []
+        for i, q in enumerate(PERCENTILES):
+            low, high = _rank_values(c.c, q)
+            values += [low.label(f"lo{i}"), high.label(f"hi{i}")]
+        pct = (
+            select(c.c.period, c.c.key, func.max(c.c.total).label("t"), *values)
+            .group_by(c.c.period, c.c.key)
+            .subquery("pct")
+        )
+        return select(counts, pct.c.t, *(pct.c[v.name] for v in values)).outerjoin(
+            pct, (pct.c.period == counts.c.period) & (pct.c.key == counts.c.key)
+        )
 
     async def template_names(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
         if not ids:
