@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, ExecutionEvent
@@ -169,38 +169,48 @@ class UsageRepository:
         return out
 
     @staticmethod
-    def _events(runs: Select[Any]) -> Select[Any]:
+    def _events(runs: Select[Any]) -> Any:
         """The runs' step start/end events, each with the type and time of the event before
-        it in the same execution and step (a start's end follows it)."""
-        step = (ExecutionEvent.execution_id, ExecutionEvent.step_id)
+        it in the same step (a start's end follows it). Read per run (LATERAL, by the
+        (execution_id, seq) index): joined as a set, PostgreSQL scanned all events."""
+        run = runs.subquery("run")
         by_seq = ExecutionEvent.seq
-        return select(
-            ExecutionEvent.step_id,
-            ExecutionEvent.type,
-            ExecutionEvent.seq,
-            ExecutionEvent.at,
-            ExecutionEvent.message,
-            ExecutionEvent.payload,
-            func.lag(ExecutionEvent.type)
-            .over(partition_by=step, order_by=by_seq)
-            .label("prev_type"),
-            func.lag(ExecutionEvent.at).over(partition_by=step, order_by=by_seq).label("prev_at"),
-        ).where(
-            ExecutionEvent.execution_id.in_(runs.scalar_subquery()),
-            ExecutionEvent.step_id.is_not(None),
-            ExecutionEvent.type.in_(
-                (
-                    EventType.STEP_STARTED.value,
-                    EventType.STEP_COMPLETED.value,
-                    EventType.STEP_FAILED.value,
-                )
-            ),
+        step = ExecutionEvent.step_id
+        per_run = (
+            select(
+                ExecutionEvent.step_id,
+                ExecutionEvent.type,
+                ExecutionEvent.seq,
+                ExecutionEvent.at,
+                ExecutionEvent.message,
+                ExecutionEvent.payload,
+                func.lag(ExecutionEvent.type)
+                .over(partition_by=step, order_by=by_seq)
+                .label("prev_type"),
+                func.lag(ExecutionEvent.at)
+                .over(partition_by=step, order_by=by_seq)
+                .label("prev_at"),
+            )
+            .where(
+                ExecutionEvent.execution_id == run.c.id,
+                ExecutionEvent.step_id.is_not(None),
+                ExecutionEvent.type.in_(
+                    (
+                        EventType.STEP_STARTED.value,
+                        EventType.STEP_COMPLETED.value,
+                        EventType.STEP_FAILED.value,
+                    )
+                ),
+            )
+            .lateral("per_run")
         )
+        return select(per_run).select_from(run).join(per_run, true())
 
     async def _ai_by_step(
         self, tenant_id: uuid.UUID, runs: Select[Any]
     ) -> dict[str, tuple[int, int, int, Decimal]]:
         step = func.regexp_replace(func.coalesce(AiUsage.step_id, ""), r"\[\d+\]$", "")
+        run = runs.subquery("run")
         rows = await self.session.execute(
             select(
                 step.label("step"),
@@ -209,7 +219,9 @@ class UsageRepository:
                 func.coalesce(func.sum(AiUsage.output_tokens), 0),
                 func.coalesce(func.sum(AiUsage.cost_usd), 0),
             )
-            .where(AiUsage.tenant_id == tenant_id, AiUsage.execution_id.in_(runs.scalar_subquery()))
+            .select_from(run)
+            .join(AiUsage, AiUsage.execution_id == run.c.id)
+            .where(AiUsage.tenant_id == tenant_id)
             .group_by(step)
         )
         return {r[0]: (int(r[1]), int(r[2]), int(r[3]), Decimal(r[4])) for r in rows}
