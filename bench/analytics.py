@@ -82,6 +82,13 @@ SELECT e.id, s, 'e' || s,
     e.created_at + s * interval '1 second'
 FROM executions e, generate_series(1, {EVENTS_PER_RUN}) AS s
 """
+# The executions' indexes that back no constraint (dropped during the load, made again after).
+SECONDARY_INDEXES = """
+SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+WHERE x.indrelid = 'executions'::regclass
+    AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid)
+"""
 # Dropped while the events load and added back after (one index build and one join to check
 # the foreign key instead of 10 million index insertions and trigger calls: minutes faster).
 EVENT_CONSTRAINTS = [
@@ -129,10 +136,16 @@ async def generate(url: str, n: int) -> dict[str, Any]:
         now = datetime.now(UTC)
         await conn.execute("SET maintenance_work_mem = '512MB'")
         t0 = time.monotonic()
+        # The secondary indexes are built once after the load, not row by row during it.
+        indexes = await conn.fetch(SECONDARY_INDEXES)
+        for index in indexes:
+            await conn.execute(f'DROP INDEX "{index["name"]}"')
         for i, tenant in enumerate(tenants):
             count = max(int(n * SHARES[i]), 1)
             every = timedelta(days=DAYS) / count
             await conn.execute(EXECUTIONS, tenant.id, ids, versions, f"b{i}", count, now, every)
+        for index in indexes:
+            await conn.execute(index["definition"])
         seconds["executions"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         for name, _ in reversed(EVENT_CONSTRAINTS):
@@ -229,7 +242,14 @@ QUERIES: list[tuple[str, Call]] = [
     ("executionStats DAY, 7 days", stats(7, "DAY")),
     ("executionStats DAY 30 d, templateId", stats(30, "DAY", template_id=_template)),
     ("executionStats DAY 30 d, FAILED", stats(30, "DAY", statuses=["FAILED"])),
-    ("executionStats DAY 30 d, paramsContains", stats(30, "DAY", params_contains={"region": "eu"})),
+    (
+        "executionStats DAY 30 d, paramsContains 33%",
+        stats(30, "DAY", params_contains={"region": "eu"}),
+    ),
+    (
+        "executionStats DAY 30 d, paramsContains 0.02%",
+        stats(30, "DAY", params_contains={"customer": "c42"}),
+    ),
     ("platform: executionStats TIER, 90 days", stats(90, "TIER", platform=True)),
     ("platform: executionStats DAY, 30 days", stats(30, "DAY", platform=True)),
     ("execution resourceUsage", execution_usage),

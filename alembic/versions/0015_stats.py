@@ -1,6 +1,7 @@
 """analytics rollup: execution_rollup (runs per tenant, UTC day, template, status and duration
-bucket, with AI-enhanced runs and AI cost) and analytics_rollup_state, for executionStats
-(app/models/analytics.py). Filled by the first refresh (the analytics rollup schedule).
+bucket, with AI-enhanced runs and AI cost) for executionStats, step_usage_rollup (resource
+usage per tenant, day, template and step) for templateResourceUsage, and
+analytics_rollup_state (app/models/analytics.py). Filled by the first refresh (the analytics rollup schedule).
 
 Revision ID: 0015
 Revises: 0014
@@ -34,6 +35,32 @@ def upgrade() -> None:
         sa.Column("ai_cost_usd", sa.Numeric(18, 6), nullable=False),
     )
     op.create_table(
+        "step_usage_rollup",
+        sa.Column(
+            "tenant_id", sa.Uuid(), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("template_id", sa.Uuid(), primary_key=True),
+        sa.Column("step_id", sa.String(length=120), primary_key=True),
+        sa.Column("activity", sa.String(length=100), nullable=True),
+        *(
+            sa.Column(name, sa.Integer(), nullable=False)
+            for name in ("first_seq", "attempts", "completed", "recorded", "ai_calls")
+        ),
+        sa.Column("active_seconds", sa.Float(), nullable=False),
+        *(
+            sa.Column(name, sa.BigInteger(), nullable=False)
+            for name in (
+                "bytes_written",
+                "emails_sent",
+                "http_calls",
+                "ai_input_tokens",
+                "ai_output_tokens",
+            )
+        ),
+        sa.Column("ai_cost_usd", sa.Numeric(18, 6), nullable=False),
+    )
+    op.create_table(
         "analytics_rollup_state",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("complete_until", sa.Date(), nullable=False),
@@ -43,4 +70,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("analytics_rollup_state")
+    op.drop_table("step_usage_rollup")
     op.drop_table("execution_rollup")

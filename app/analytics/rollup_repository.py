@@ -31,10 +31,19 @@ from sqlalchemy import (
     true,
     tuple_,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import FINISHED
-from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
+from app.analytics.usage_repository import UsageRepository
+from app.models import (
+    AiUsage,
+    Execution,
+    ExecutionRollup,
+    RollupState,
+    StepUsageRollup,
+    Tenant,
+)
 from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
 
 # Writers set updated_at before they commit; changes this much older than the last refresh's
@@ -140,17 +149,50 @@ class RollupRepository:
         return [(r.tenant_id, r.day) for r in rows]
 
     async def rebuild(self, first: date, end: date, tenant_id: uuid.UUID | None = None) -> int:
-        """Rebuild the days [first, end) of one tenant (or all) in one statement each for the
-        delete and the insert (the first refresh of a database rolls up every past day at once:
-        about 5 s per million executions here); returns the rows written."""
-        where = [ExecutionRollup.day >= first, ExecutionRollup.day < end]
-        if tenant_id is not None:
-            where.append(ExecutionRollup.tenant_id == tenant_id)
-        await self.session.execute(delete(ExecutionRollup).where(*where))
+        """Rebuild the days [first, end) of one tenant (or all) in both rollups, one statement
+        each for the deletes and the inserts (the first refresh of a database rolls up every
+        past day at once); returns the execution_rollup rows written."""
+        lo, hi = day_start(first), day_start(end)
+        for table in (ExecutionRollup, StepUsageRollup):
+            where = [table.day >= first, table.day < end]
+            if tenant_id is not None:
+                where.append(table.tenant_id == tenant_id)
+            await self.session.execute(delete(table).where(*where))
         columns = [c.name for c in ExecutionRollup.__table__.columns]
-        rows = self._day_rows(day_start(first), day_start(end), tenant_id)
+        rows = self._day_rows(lo, hi, tenant_id)
         result = await self.session.execute(insert(ExecutionRollup).from_select(columns, rows))
+        await self._step_rows(lo, hi, tenant_id)
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def _step_rows(self, lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> None:
+        """step_usage_rollup for runs created in [lo, hi): the step events' figures, then the
+        AI usage's (an upsert: a step may have AI calls only)."""
+        usage = UsageRepository(self.session)
+        day = cast(func.timezone("UTC", Execution.created_at), Date)
+        where = [Execution.created_at >= lo, Execution.created_at < hi]
+        if tenant_id is not None:
+            where.append(Execution.tenant_id == tenant_id)
+        runs = select(
+            Execution.id, Execution.tenant_id, day.label("day"), Execution.template_id
+        ).where(*where)
+        keys = ("tenant_id", "day", "template_id")
+        await self.session.execute(
+            insert(StepUsageRollup).from_select(
+                [*keys, "step_id", "activity", "first_seq", "attempts", "completed", "recorded"]
+                + ["active_seconds", "bytes_written", "emails_sent", "http_calls"],
+                usage.step_aggregates(runs, *keys),
+            )
+        )
+        ai = pg_insert(StepUsageRollup).from_select(
+            [*keys, "step_id", "ai_calls", "ai_input_tokens", "ai_output_tokens", "ai_cost_usd"],
+            usage.ai_aggregates(None, runs, *keys),
+        )
+        figures = ("ai_calls", "ai_input_tokens", "ai_output_tokens", "ai_cost_usd")
+        await self.session.execute(
+            ai.on_conflict_do_update(
+                index_elements=[*keys, "step_id"], set_={f: ai.excluded[f] for f in figures}
+            )
+        )
 
     @staticmethod
     def _day_rows(lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> Any:

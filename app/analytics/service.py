@@ -5,14 +5,20 @@ periods); resource usage of an execution or of a template's runs."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import GroupStats, ImpactRepository
-from app.analytics.rollup_repository import CHANGE_MARGIN, RollupRepository
-from app.analytics.stats_repository import CALENDAR, Figures, StatsRepository, StatsScope
+from app.analytics.rollup_repository import CHANGE_MARGIN, RollupRepository, day_start
+from app.analytics.stats_repository import (
+    CALENDAR,
+    Figures,
+    StatsRepository,
+    StatsScope,
+    whole_days,
+)
 from app.analytics.usage_repository import RunFigures, StepFigures, UsageRepository
 from app.errors import NotFound, ValidationFailed
 from app.executions.repository import ExecutionCriteria
@@ -266,10 +272,50 @@ class UsageService:
                 details=[{"path": "$.to", "message": f"more than {MAX_USAGE_SPAN.days} days"}],
             )
         template = await TemplateService(self.session).get(tenant_id, template_id)
-        where = self.repo.window(tenant_id, template.id, since, until)
-        runs = await self.repo.runs(where)
-        steps = await self.repo.steps(tenant_id, where) if runs.executions else []
+        runs = await self.repo.runs(self.repo.window(tenant_id, template.id, since, until))
+        steps: list[StepFigures] = []
+        if runs.executions:
+            steps = await self._template_steps(tenant_id, template.id, since, until)
         return UsageReport(runs, steps, template, since, until)
+
+    async def _template_steps(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, since: datetime, until: datetime
+    ) -> list[StepFigures]:
+        """Whole days the rollup holds from step_usage_rollup, the rest from the events."""
+        complete_until = await RollupRepository(self.session).complete_until()
+        days = whole_days(since, until, complete_until)
+        raw = [(since, until)]
+        parts: list[StepFigures] = []
+        if days is not None:
+            parts += await self.repo.rolled_steps(tenant_id, template_id, *days)
+            raw = [(since, day_start(days[0])), (day_start(days[1]), until)]
+        for lo, hi in raw:
+            if lo < hi:
+                where = self.repo.window(tenant_id, template_id, lo, hi)
+                parts += await self.repo.steps(tenant_id, where)
+        return merge_steps(parts)
+
+
+def merge_steps(parts: list[StepFigures]) -> list[StepFigures]:
+    """Sum the figures of the same step, listed in the order the steps first ran."""
+    merged: dict[str, StepFigures] = {}
+    for part in parts:
+        seen = merged.get(part.step_id)
+        if seen is None:
+            merged[part.step_id] = part
+            continue
+        sums = {
+            f.name: getattr(seen, f.name) + getattr(part, f.name)
+            for f in fields(StepFigures)
+            if f.name not in ("step_id", "activity", "first")
+        }
+        merged[part.step_id] = replace(
+            seen,
+            activity=seen.activity or part.activity,
+            first=min(seen.first, part.first),
+            **sums,
+        )
+    return sorted(merged.values(), key=lambda s: (s.first == 0, s.first, s.step_id))
 
 
 @dataclass(frozen=True)

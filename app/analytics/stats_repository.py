@@ -111,9 +111,7 @@ def _rank_values(c: Any, q: float) -> tuple[ColumnElement[Any], ColumnElement[An
     return at(rank), at(func.least(rank + 1, c.total - 1))
 
 
-def _whole_days(
-    lo: datetime, hi: datetime, complete_until: date | None
-) -> tuple[date, date] | None:
+def whole_days(lo: datetime, hi: datetime, complete_until: date | None) -> tuple[date, date] | None:
     """The whole UTC days inside [lo, hi) that the rollup holds, or None."""
     if complete_until is None:
         return None
@@ -140,7 +138,7 @@ class StatsRepository:
         parts: list[Select[Any]] = []
         for period, back in (("current", timedelta(0)), ("previous", shift)):
             lo, hi = scope.since - back, scope.until - back
-            days = _whole_days(lo, hi, complete_until)
+            days = whole_days(lo, hi, complete_until)
             raw = [(lo, hi)]
             if days is not None:
                 parts.append(self._from_rollup(scope, period, days, back))

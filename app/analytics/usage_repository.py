@@ -16,23 +16,34 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AiUsage, Execution, ExecutionEvent
+from app.models import AiUsage, Execution, ExecutionEvent, StepUsageRollup
 from app.models.states import EventType
 
 RECORDED = ("bytes_written", "emails_sent", "http_calls")
+# Integer figures a step's rollup rows sum ("attempts" is StepFigures.runs).
+SUMMED = (
+    "attempts",
+    "completed",
+    "recorded",
+    *RECORDED,
+    "ai_calls",
+    "ai_input_tokens",
+    "ai_output_tokens",
+)
 
 
 @dataclass(frozen=True)
 class StepFigures:
     step_id: str
     activity: str | None = None
+    first: int = 0  # the lowest seq of its events: steps are listed in the order they ran
     runs: int = 0  # STEP_STARTED events
     completed: int = 0
     recorded: int = 0  # completions that recorded their usage
@@ -102,46 +113,16 @@ class UsageRepository:
     ) -> list[StepFigures]:
         """Per step of the matching runs, in the order steps first started."""
         runs = select(Execution.id).where(*where)
-        events = self._events(runs).subquery("events")
-        started = events.c.type == EventType.STEP_STARTED.value
-        ended = and_(~started, events.c.prev_type == EventType.STEP_STARTED.value)
-        completed = events.c.type == EventType.STEP_COMPLETED.value
-
-        def used(name: str) -> ColumnElement[Any]:
-            value = cast(events.c.payload["usage"][name].astext, BigInteger)
-            return func.coalesce(func.sum(value), 0)
-
-        step_rows = (
-            await self.session.execute(
-                select(
-                    events.c.step_id,
-                    func.max(events.c.message).filter(started).label("activity"),
-                    func.min(events.c.seq).label("first"),
-                    func.count().filter(started).label("runs"),
-                    func.count().filter(completed).label("completed"),
-                    func.count()
-                    .filter(completed, events.c.payload.has_key("usage"))
-                    .label("recorded"),
-                    func.coalesce(
-                        func.sum(func.extract("epoch", events.c.at - events.c.prev_at)).filter(
-                            ended
-                        ),
-                        0,
-                    ).label("active"),
-                    *(used(name).label(name) for name in RECORDED),
-                )
-                .group_by(events.c.step_id)
-                .order_by("first")
-            )
-        ).all()
+        rows = (await self.session.execute(self.step_aggregates(runs).order_by("first"))).all()
         ai = await self._ai_by_step(tenant_id, runs)
         out = []
-        for r in step_rows:
+        for r in rows:
             calls, tokens_in, tokens_out, cost = ai.pop(r.step_id, (0, 0, 0, Decimal(0)))
             out.append(
                 StepFigures(
                     step_id=r.step_id,
                     activity=r.activity,
+                    first=int(r.first),
                     runs=int(r.runs),
                     completed=int(r.completed),
                     recorded=int(r.recorded),
@@ -168,8 +149,88 @@ class UsageRepository:
             )
         return out
 
+    async def rolled_steps(
+        self, tenant_id: uuid.UUID, template_id: uuid.UUID, first: date, end: date
+    ) -> list[StepFigures]:
+        """Per step, the rolled-up days [first, end) of the tenant's runs of the template."""
+        r = StepUsageRollup
+        rows = await self.session.execute(
+            select(
+                r.step_id,
+                func.max(r.activity).label("activity"),
+                func.min(r.first_seq).label("first"),
+                *(
+                    func.sum(getattr(r, name)).label(name)
+                    for name in (*SUMMED, "active_seconds", "ai_cost_usd")
+                ),
+            )
+            .where(r.tenant_id == tenant_id, r.template_id == template_id)
+            .where(r.day >= first, r.day < end)
+            .group_by(r.step_id)
+        )
+        return [
+            StepFigures(
+                step_id=row.step_id,
+                activity=row.activity,
+                first=int(row.first),
+                active_seconds=float(row.active_seconds),
+                ai_cost_usd=Decimal(row.ai_cost_usd),
+                **{"runs" if n == "attempts" else n: int(getattr(row, n)) for n in SUMMED},
+            )
+            for row in rows
+        ]
+
+    def step_aggregates(self, runs: Any, *keys: str) -> Select[Any]:
+        """Per step (and per the runs' `keys` columns) of `runs` (a SELECT of execution ids
+        and those columns): attempts, completions, recorded usage, active time."""
+        events = self._events(runs, keys).subquery("events")
+        started = events.c.type == EventType.STEP_STARTED.value
+        ended = and_(~started, events.c.prev_type == EventType.STEP_STARTED.value)
+        completed = events.c.type == EventType.STEP_COMPLETED.value
+
+        def used(name: str) -> ColumnElement[Any]:
+            value = cast(events.c.payload["usage"][name].astext, BigInteger)
+            return func.coalesce(func.sum(value), 0)
+
+        group = [events.c[k] for k in keys]
+        return select(
+            *group,
+            events.c.step_id,
+            func.max(events.c.message).filter(started).label("activity"),
+            func.min(events.c.seq).label("first"),
+            func.count().filter(started).label("runs"),
+            func.count().filter(completed).label("completed"),
+            func.count().filter(completed, events.c.payload.has_key("usage")).label("recorded"),
+            func.coalesce(
+                func.sum(func.extract("epoch", events.c.at - events.c.prev_at)).filter(ended), 0
+            ).label("active"),
+            *(used(name).label(name) for name in RECORDED),
+        ).group_by(*group, events.c.step_id)
+
+    def ai_aggregates(self, tenant_id: uuid.UUID | None, runs: Any, *keys: str) -> Select[Any]:
+        """Per step (a fan-out item's `step[i]` under `step`) and `keys` of `runs`: AI calls,
+        tokens and cost."""
+        step = func.regexp_replace(func.coalesce(AiUsage.step_id, ""), r"\[\d+\]$", "")
+        run = runs.subquery("run")
+        where = [] if tenant_id is None else [AiUsage.tenant_id == tenant_id]
+        group = [run.c[k] for k in keys]
+        return (
+            select(
+                *group,
+                step.label("step"),
+                func.count().label("calls"),
+                func.coalesce(func.sum(AiUsage.input_tokens), 0).label("tokens_in"),
+                func.coalesce(func.sum(AiUsage.output_tokens), 0).label("tokens_out"),
+                func.coalesce(func.sum(AiUsage.cost_usd), 0).label("cost"),
+            )
+            .select_from(run)
+            .join(AiUsage, AiUsage.execution_id == run.c.id)
+            .where(*where)
+            .group_by(*group, step)
+        )
+
     @staticmethod
-    def _events(runs: Select[Any]) -> Any:
+    def _events(runs: Any, keys: tuple[str, ...] = ()) -> Any:
         """The runs' step start/end events, each with the type and time of the event before
         it in the same step (a start's end follows it). Read per run (LATERAL, by the
         (execution_id, seq) index): joined as a set, PostgreSQL scanned all events."""
@@ -204,24 +265,13 @@ class UsageRepository:
             )
             .lateral("per_run")
         )
-        return select(per_run).select_from(run).join(per_run, true())
+        return select(*(run.c[k] for k in keys), per_run).select_from(run).join(per_run, true())
 
     async def _ai_by_step(
         self, tenant_id: uuid.UUID, runs: Select[Any]
     ) -> dict[str, tuple[int, int, int, Decimal]]:
-        step = func.regexp_replace(func.coalesce(AiUsage.step_id, ""), r"\[\d+\]$", "")
-        run = runs.subquery("run")
-        rows = await self.session.execute(
-            select(
-                step.label("step"),
-                func.count(),
-                func.coalesce(func.sum(AiUsage.input_tokens), 0),
-                func.coalesce(func.sum(AiUsage.output_tokens), 0),
-                func.coalesce(func.sum(AiUsage.cost_usd), 0),
-            )
-            .select_from(run)
-            .join(AiUsage, AiUsage.execution_id == run.c.id)
-            .where(AiUsage.tenant_id == tenant_id)
-            .group_by(step)
-        )
-        return {r[0]: (int(r[1]), int(r[2]), int(r[3]), Decimal(r[4])) for r in rows}
+        rows = await self.session.execute(self.ai_aggregates(tenant_id, runs))
+        return {
+            r.step: (int(r.calls), int(r.tokens_in), int(r.tokens_out), Decimal(r.cost))
+            for r in rows
+        }

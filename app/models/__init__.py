@@ -2,7 +2,7 @@
 
 from app.models.ai_settings import TenantAiSettings
 from app.models.ai_usage import AiUsage
-from app.models.analytics import ExecutionRollup, RollupState
+from app.models.analytics import ExecutionRollup, RollupState, StepUsageRollup
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
@@ -25,6 +25,7 @@ __all__ = [
     "PlatformKey",
     "RollupState",
     "StepIdempotency",
+    "StepUsageRollup",
     "Template",
     "TemplateVersion",
     "Tenant",

@@ -18,7 +18,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Numeric, SmallInteger, String
+from sqlalchemy import BigInteger, ForeignKey, Numeric, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -53,3 +53,31 @@ class RollupState(Base):
     complete_until: Mapped[date]
     # When the last refresh began: executions changed since are rolled up again next time.
     refreshed_from: Mapped[datetime]
+
+
+class StepUsageRollup(Base):
+    """Resource usage of a tenant's runs of a template created on one UTC day, per step
+    (app/analytics/usage_repository.py says what each figure is); templateResourceUsage reads
+    whole days from here. Refreshed with execution_rollup, by the same days."""
+
+    __tablename__ = "step_usage_rollup"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True)
+    template_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    activity: Mapped[str | None] = mapped_column(String(100))
+    first_seq: Mapped[int] = mapped_column(default=0)  # to list steps in the order they ran
+    attempts: Mapped[int] = mapped_column(default=0)
+    completed: Mapped[int] = mapped_column(default=0)
+    recorded: Mapped[int] = mapped_column(default=0)
+    active_seconds: Mapped[float] = mapped_column(default=0.0)
+    bytes_written: Mapped[int] = mapped_column(BigInteger, default=0)
+    emails_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    http_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    ai_calls: Mapped[int] = mapped_column(default=0)
+    ai_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    ai_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    ai_cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6), default=Decimal(0))
