@@ -2,10 +2,10 @@
 execution_rollup (shared with the statistics read from execution rows, so both count alike),
 step_usage_rollup (from app/analytics/usage_repository.py's step aggregates), and their refresh.
 
-A refresh rebuilds (delete, insert from the executions) whole days of a tenant in both: the days that
-became complete since the last refresh (all tenants), and the earlier days of executions that
-changed since the last refresh began (a long run that finished, a retried one) minus a margin
-for writers whose `updated_at` was set before that moment but committed after it.
+A refresh rebuilds (delete, insert from the executions) whole days of a tenant in both: the
+days that became complete since the last refresh (all tenants), and the earlier days of
+executions that changed since the last refresh began (a long run that finished, a retried one)
+minus a margin for writers whose `updated_at` was set before that moment but committed after it.
 """
 
 from __future__ import annotations
