@@ -41,12 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import FINISHED
 from app.analytics.rollup_repository import (
+    RollupRepository,
     day_start,
     duration_bucket,
     run_seconds,
     usage_of_run,
 )
-from app.models import Execution, ExecutionRollup, RollupState, Template, Tenant
+from app.models import Execution, ExecutionRollup, Template, Tenant
 from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
 
 PERCENTILES = (0.5, 0.95, 0.99)
@@ -131,9 +132,7 @@ class StatsRepository:
         week, Monday 00:00 UTC), the template id, the status or the tier."""
         complete_until = None
         if scope.params_contains is None:
-            complete_until = await self.session.scalar(
-                select(RollupState.complete_until).where(RollupState.id == 1)
-            )
+            complete_until = await RollupRepository(self.session).complete_until()
         shift = scope.shift
         parts: list[Select[Any]] = []
         for period, back in (("current", timedelta(0)), ("previous", shift)):
