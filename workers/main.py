@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from app.ai.gateway import AiGateway
-from app.analytics.workflow_io import ROLLUP_SCHEDULE_ID, ROLLUP_WORKFLOW, RollupInput
+from app.analytics.workflow_io import ROLLUP_WORKFLOW, RollupInput, rollup_schedule_id
 from app.db import SessionFactory
 from app.executions.recorder import Publisher
 from app.settings import Settings
@@ -116,7 +116,8 @@ async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Sett
     """Create the analytics rollup schedule, or bring it to these settings (interval, task
     queue): every ANALYTICS_ROLLUP_SECONDS one AnalyticsRollupWorkflow, skipped while the
     previous one runs. 0 deletes it (for deployments that refresh otherwise)."""
-    handle = client.get_schedule_handle(ROLLUP_SCHEDULE_ID)
+    schedule_id = rollup_schedule_id(task_queue)
+    handle = client.get_schedule_handle(schedule_id)
     every = settings.analytics_rollup_seconds
     if every <= 0:
         with contextlib.suppress(RPCError):
@@ -126,7 +127,7 @@ async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Sett
         action=ScheduleActionStartWorkflow(
             ROLLUP_WORKFLOW,
             RollupInput(),
-            id=ROLLUP_SCHEDULE_ID,
+            id=schedule_id,
             task_queue=task_queue,
             execution_timeout=timedelta(hours=1),
         ),
@@ -134,6 +135,6 @@ async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Sett
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
     try:
-        await client.create_schedule(ROLLUP_SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
         await handle.update(lambda _: ScheduleUpdate(schedule=schedule))

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from app.analytics.service import RollupRefresh, RollupService
-from app.analytics.workflow_io import ROLLUP_SCHEDULE_ID, ROLLUP_WORKFLOW
+from app.analytics.workflow_io import ROLLUP_WORKFLOW, rollup_schedule_id
 from app.api.relay import to_global_id
 from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
 from app.models.analytics import ALL_TEMPLATES
@@ -421,13 +421,13 @@ async def test_the_worker_keeps_a_schedule_that_refreshes_the_rollup(
 ) -> None:
     assert settings.temporal_address
     temporal = await Client.connect(settings.temporal_address)
-    handle = temporal.get_schedule_handle(ROLLUP_SCHEDULE_ID)
+    handle = temporal.get_schedule_handle(rollup_schedule_id(settings.temporal_task_queue))
     described = await handle.describe()
     (interval,) = described.schedule.spec.intervals
     assert interval.every == timedelta(seconds=settings.analytics_rollup_seconds)
     action = described.schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow)
-    assert action.workflow == ROLLUP_WORKFLOW
+    assert (action.workflow, action.task_queue) == (ROLLUP_WORKFLOW, settings.temporal_task_queue)
 
     async with sessions() as s:
         state = await s.get(RollupState, 1)

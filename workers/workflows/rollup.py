@@ -1,6 +1,7 @@
-"""AnalyticsRollupWorkflow: one refresh of the daily analytics rollup, started by the
-`analytics-rollup` schedule every ANALYTICS_ROLLUP_SECONDS (workers/main.py creates or updates
-it when a worker starts; the schedule skips a run while the previous one is still going)."""
+"""AnalyticsRollupWorkflow: one refresh of the daily analytics rollups, started by the
+`analytics-rollup-<task queue>` schedule every ANALYTICS_ROLLUP_SECONDS (workers/main.py
+creates or updates it when a worker starts; the schedule skips a run while the previous one
+is still going)."""
 
 from __future__ import annotations
 
