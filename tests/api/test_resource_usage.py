@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from app.ai.fake_llm import FakeLLMServer
 from app.embedded.mail import DevMailSink
+from app.executions.step_usage import step_usage
 from app.settings import Settings
 from app.tenants.service import TenantService
 from tests.api.test_execution_stats import refresh
@@ -195,3 +196,17 @@ def approx(value: Any) -> Any:
 
 def mail_sink_to(sink: DevMailSink, address: str) -> list[Any]:
     return [m for m in sink.messages() if address in (m["To"] or "")]
+
+
+def test_a_fan_out_counts_every_item_and_other_outputs_count_nothing() -> None:
+    items = [{"status": 200}, {"status": 503}, None, "not an output"]
+    assert step_usage("http.request", items, fanned=True)["http_calls"] == 2
+    sent = [{"accepted": ["a@x.io", "b@x.io"], "rejected": {}}, {"accepted": ["c@x.io"]}]
+    assert step_usage("email.send", sent, fanned=True)["emails_sent"] == 3
+    assert step_usage("files.copy", {"size": 10}, fanned=False)["bytes_written"] == 10
+    assert step_usage("files.read", {"size": 10}, fanned=False)["bytes_written"] == 0  # a read
+    assert step_usage("data.transform", [{"status": 1}], fanned=True) == {
+        "bytes_written": 0,
+        "emails_sent": 0,
+        "http_calls": 0,
+    }
