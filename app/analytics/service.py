@@ -81,6 +81,8 @@ GROUP_BY = ("DAY", "WEEK", "TEMPLATE", "STATUS", "TIER")
 # A window may hold this many DAY buckets (366 days); keyed groups (templates) are cut to the
 # MAX_KEYED_BUCKETS largest by current total, and the answer says so.
 MAX_KEYED_BUCKETS = 200
+EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,12 @@ def stats_scope(
     if group_by not in GROUP_BY:
         raise ValidationFailed(f"groupBy must be one of {', '.join(GROUP_BY)}")
     since, until = checked_window(since, until)
+    if since < EARLIEST or until > LATEST:
+        # The previous period (and a week's Monday) must stay a date Python can hold.
+        raise ValidationFailed(
+            f"from and to must be between {EARLIEST.date()} and {LATEST.date()}",
+            details=[{"path": "$.from", "message": "out of range"}],
+        )
     if criteria.created_from is not None or criteria.created_before is not None:
         raise ValidationFailed(
             "filter.startedAfter/startedBefore do not apply here: the window is from/to"

@@ -342,6 +342,8 @@ async def test_bad_windows_groupings_and_filters_are_refused(
         {**ok, "filter": {"startedAfter": ok["from"]}},  # the window is from/to
         {**ok, "filter": {"paramsContains": ["not", "an", "object"]}},
         {**ok, "filter": {"templateName": ""}},
+        {**ok, "from": "0001-01-01T00:00:00Z", "to": "0001-01-02T00:00:00Z"},  # no period before
+        {**ok, "from": "9999-12-30T00:00:00Z", "to": "9999-12-31T00:00:00Z"},
     ]
     for variables in refused:
         assert await error(client, variables) == "VALIDATION_FAILED", variables

@@ -178,6 +178,12 @@ async def test_usage_of_real_runs_matches_disk_mail_http_and_ai_records(
     assert (empty["executions"], empty["steps"], empty["bytesWritten"]) == (0, [], None)
     body = await other.raw(EXECUTION_USAGE, {"id": notified["id"]})
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    edges = [("0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z"), ("9999-12-30T00:00:00Z", None)]
+    for lo, hi in edges:
+        far = {**window, "from": lo, "to": hi or "9999-12-31T23:59:59Z"}
+        assert (await client.data(TEMPLATE_USAGE, far))["templateResourceUsage"]["usage"][
+            "executions"
+        ] == 0
     too_long = {**window, "from": (since - timedelta(days=93)).isoformat()}
     body = await client.raw(TEMPLATE_USAGE, too_long)
     assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
