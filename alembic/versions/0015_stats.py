@@ -1,7 +1,9 @@
 """analytics rollup: execution_rollup (runs per tenant, UTC day, template, status and duration
 bucket, with AI-enhanced runs and AI cost) for executionStats, step_usage_rollup (resource
-usage per tenant, day, template and step) for templateResourceUsage, and
-analytics_rollup_state (app/models/analytics.py). Filled by the first refresh (the analytics rollup schedule).
+usage per tenant, day, template and step) for templateResourceUsage, step_attempts (Temporal's
+attempts of a step's activity, written from the second one) and analytics_rollup_state
+(app/models/analytics.py). The rollups are filled by their first refresh (the analytics
+rollup schedule).
 
 Revision ID: 0015
 Revises: 0014
@@ -45,7 +47,7 @@ def upgrade() -> None:
         sa.Column("activity", sa.String(length=100), nullable=True),
         *(
             sa.Column(name, sa.Integer(), nullable=False)
-            for name in ("first_seq", "attempts", "completed", "recorded", "ai_calls")
+            for name in ("first_seq", "attempts", "retries", "completed", "recorded", "ai_calls")
         ),
         sa.Column("active_seconds", sa.Float(), nullable=False),
         *(
@@ -61,6 +63,17 @@ def upgrade() -> None:
         sa.Column("ai_cost_usd", sa.Numeric(18, 6), nullable=False),
     )
     op.create_table(
+        "step_attempts",
+        sa.Column(
+            "execution_id",
+            sa.Uuid(),
+            sa.ForeignKey("executions.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("step_id", sa.String(length=120), primary_key=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+    )
+    op.create_table(
         "analytics_rollup_state",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("complete_until", sa.Date(), nullable=False),
@@ -70,5 +83,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("analytics_rollup_state")
+    op.drop_table("step_attempts")
     op.drop_table("step_usage_rollup")
     op.drop_table("execution_rollup")

@@ -42,6 +42,7 @@ from app.models import (
     Execution,
     ExecutionRollup,
     RollupState,
+    StepAttempt,
     StepUsageRollup,
     Tenant,
 )
@@ -192,6 +193,26 @@ class RollupRepository:
         await self.session.execute(
             ai.on_conflict_do_update(
                 index_elements=[*keys, "step_id"], set_={f: ai.excluded[f] for f in figures}
+            )
+        )
+        run = runs.subquery("run")
+        step = func.regexp_replace(StepAttempt.step_id, r"\[\d+\]$", "")
+        retries = pg_insert(StepUsageRollup).from_select(
+            [*keys, "step_id", "retries"],
+            select(
+                run.c.tenant_id,
+                run.c.day,
+                run.c.template_id,
+                step,
+                func.sum(StepAttempt.attempts - 1),
+            )
+            .select_from(run)
+            .join(StepAttempt, StepAttempt.execution_id == run.c.id)
+            .group_by(run.c.tenant_id, run.c.day, run.c.template_id, step),
+        )
+        await self.session.execute(
+            retries.on_conflict_do_update(
+                index_elements=[*keys, "step_id"], set_={"retries": retries.excluded.retries}
             )
         )
 

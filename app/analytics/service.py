@@ -260,6 +260,11 @@ class UsageService:
         self.session = session
         self.repo = UsageRepository(session)
 
+    async def record_attempt(self, execution_id: uuid.UUID, step_id: str, attempt: int) -> None:
+        """A step's activity runs again (attempt >= 2): keep the count for resource usage."""
+        if attempt >= 2:
+            await self.repo.record_attempt(execution_id, step_id[:120], attempt)
+
     async def execution(self, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> UsageReport:
         """One of the tenant's executions (NOT_FOUND for anyone else's)."""
         where = self.repo.one(tenant_id, execution_id)

@@ -21,15 +21,17 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, func, select, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AiUsage, Execution, ExecutionEvent, StepUsageRollup
+from app.models import AiUsage, Execution, ExecutionEvent, StepAttempt, StepUsageRollup
 from app.models.states import EventType
 
 RECORDED = ("bytes_written", "emails_sent", "http_calls")
 # Integer figures a step's rollup rows sum ("attempts" is StepFigures.runs).
 SUMMED = (
     "attempts",
+    "retries",
     "completed",
     "recorded",
     *RECORDED,
@@ -45,6 +47,7 @@ class StepFigures:
     activity: str | None = None
     first: int = 0  # the lowest seq of its events: steps are listed in the order they ran
     runs: int = 0  # STEP_STARTED events
+    retries: int = 0  # Temporal's retries of the step's activity (step_attempts)
     completed: int = 0
     recorded: int = 0  # completions that recorded their usage
     active_seconds: float = 0.0  # summed over the runs that ended
@@ -69,6 +72,32 @@ class RunFigures:
 class UsageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def record_attempt(self, execution_id: uuid.UUID, step_id: str, attempt: int) -> None:
+        """Keep the highest attempt seen of a step's activity (retried attempts may overlap
+        when one timed out: the highest wins)."""
+        row = pg_insert(StepAttempt).values(
+            execution_id=execution_id, step_id=step_id, attempts=attempt
+        )
+        await self.session.execute(
+            row.on_conflict_do_update(
+                index_elements=["execution_id", "step_id"],
+                set_={"attempts": func.greatest(StepAttempt.attempts, row.excluded.attempts)},
+            )
+        )
+
+    async def retries_by_step(self, runs: Select[Any]) -> dict[str, int]:
+        """Temporal's retries of each step's activity in these runs (attempts beyond the
+        first; a fan-out's items summed under their step)."""
+        run = runs.subquery("run")
+        step = func.regexp_replace(StepAttempt.step_id, r"\[\d+\]$", "")
+        rows = await self.session.execute(
+            select(step.label("step"), func.sum(StepAttempt.attempts - 1).label("retries"))
+            .select_from(run)
+            .join(StepAttempt, StepAttempt.execution_id == run.c.id)
+            .group_by(step)
+        )
+        return {r.step: int(r.retries) for r in rows}
 
     @staticmethod
     def one(tenant_id: uuid.UUID, execution_id: uuid.UUID) -> list[ColumnElement[bool]]:
@@ -115,6 +144,7 @@ class UsageRepository:
         runs = select(Execution.id).where(*where)
         rows = (await self.session.execute(self.step_aggregates(runs).order_by("first"))).all()
         ai = await self._ai_by_step(tenant_id, runs)
+        retries = await self.retries_by_step(runs)
         out = []
         for r in rows:
             calls, tokens_in, tokens_out, cost = ai.pop(r.step_id, (0, 0, 0, Decimal(0)))
@@ -124,6 +154,7 @@ class UsageRepository:
                     activity=r.activity,
                     first=int(r.first),
                     runs=int(r.runs),
+                    retries=retries.get(r.step_id, 0),
                     completed=int(r.completed),
                     recorded=int(r.recorded),
                     active_seconds=float(r.active),

@@ -25,6 +25,10 @@ class StepResourceUsage:
         "execution runs a failed step again; Temporal's own retries of an activity "
         "inside one run are not counted)."
     )
+    activity_retries: int = strawberry.field(
+        description="Times Temporal ran the step's activity again within a run (a transient "
+        "failure, a timeout); recorded since 2026-12, 0 for earlier runs."
+    )
     completed: int
     active_seconds: float = strawberry.field(
         description="Time from each start to its completion or failure, summed."
@@ -49,6 +53,7 @@ class StepResourceUsage:
             step_id=f.step_id,
             activity=f.activity,
             attempts=f.runs,
+            activity_retries=f.retries,
             completed=f.completed,
             active_seconds=f.active_seconds,
             bytes_written=f.bytes_written if known else None,
@@ -82,6 +87,9 @@ class ResourceUsage:
     wall_p95_seconds: float | None
     activity_seconds: float = strawberry.field(description="Steps' active time, summed.")
     step_attempts: int = strawberry.field(description="Step runs, summed.")
+    activity_retries: int = strawberry.field(
+        description="Temporal's retries of step activities, summed (recorded since 2026-12)."
+    )
     completions: int = strawberry.field(description="Step completions.")
     completions_with_usage: int = strawberry.field(
         description="Step completions that recorded bytes, emails and HTTP calls."
@@ -106,6 +114,7 @@ class ResourceUsage:
             wall_p95_seconds=r.runs.wall_p95_seconds,
             activity_seconds=sum(s.active_seconds for s in steps),
             step_attempts=sum(s.runs for s in steps),
+            activity_retries=sum(s.retries for s in steps),
             completions=sum(s.completed for s in steps),
             completions_with_usage=sum(s.recorded for s in steps),
             bytes_written=_known(steps, "bytes_written"),

@@ -2,7 +2,7 @@
 
 from app.models.ai_settings import TenantAiSettings
 from app.models.ai_usage import AiUsage
-from app.models.analytics import ExecutionRollup, RollupState, StepUsageRollup
+from app.models.analytics import ExecutionRollup, RollupState, StepAttempt, StepUsageRollup
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
@@ -24,6 +24,7 @@ __all__ = [
     "NotificationCounter",
     "PlatformKey",
     "RollupState",
+    "StepAttempt",
     "StepIdempotency",
     "StepUsageRollup",
     "Template",

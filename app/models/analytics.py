@@ -71,6 +71,7 @@ class StepUsageRollup(Base):
     activity: Mapped[str | None] = mapped_column(String(100))
     first_seq: Mapped[int] = mapped_column(default=0)  # to list steps in the order they ran
     attempts: Mapped[int] = mapped_column(default=0)
+    retries: Mapped[int] = mapped_column(default=0)
     completed: Mapped[int] = mapped_column(default=0)
     recorded: Mapped[int] = mapped_column(default=0)
     active_seconds: Mapped[float] = mapped_column(default=0.0)
@@ -81,3 +82,18 @@ class StepUsageRollup(Base):
     ai_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     ai_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     ai_cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6), default=Decimal(0))
+
+
+class StepAttempt(Base):
+    """The highest attempt Temporal made of a step's activity (a fan-out item's as
+    `step[i]`), written by the activity when it runs again (attempt 2 and later), so the
+    first attempt costs nothing. Resource usage counts the retries from it; executions that
+    ran before it existed have none recorded."""
+
+    __tablename__ = "step_attempts"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    attempts: Mapped[int]

@@ -8,8 +8,10 @@ was recorded (its completions' `usage` removed, as such an event looks), and iso
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,11 @@ from tests.workers.test_template_graph import pk, run
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 USAGE_FIELDS = """
   executions finished wallSeconds wallP50Seconds wallP95Seconds activitySeconds stepAttempts
-  completions completionsWithUsage bytesWritten emailsSent httpCalls
+  activityRetries completions completionsWithUsage bytesWritten emailsSent httpCalls
   aiCalls aiInputTokens aiOutputTokens aiCostUsd
   steps {
-    stepId activity attempts completed activeSeconds bytesWritten emailsSent httpCalls
-    aiCalls aiInputTokens aiOutputTokens aiCostUsd
+    stepId activity attempts activityRetries completed activeSeconds
+    bytesWritten emailsSent httpCalls aiCalls aiInputTokens aiOutputTokens aiCostUsd
   }
 """
 EXECUTION_USAGE = (
@@ -187,6 +189,54 @@ async def test_usage_of_real_runs_matches_disk_mail_http_and_ai_records(
     too_long = {**window, "from": (since - timedelta(days=93)).isoformat()}
     body = await client.raw(TEMPLATE_USAGE, too_long)
     assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED"
+
+
+class FlakyServer:
+    """A local HTTP server that answers 503 to the first POST of each path, 204 after."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen[self.path] = seen.get(self.path, 0) + 1
+                self.send_response(503 if seen[self.path] == 1 else 204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_temporal_retries_of_a_step_are_counted(server: str, sessions: Any) -> None:
+    keys = await make_tenant(sessions, "pro")
+    client = GraphQLClient(server, keys.admin)
+    flaky = FlakyServer()
+    try:
+        hook = f"/flaky/{uuid.uuid4().hex}"
+        notify = {"message": "Retry me", "channels": ["webhook"], "webhook_url": flaky.url + hook}
+        _, execution = await run(client, server, keys.admin, "notification", notify)
+    finally:
+        flaky.close()
+    assert execution["status"] == "COMPLETED", execution["error"]
+    usage = (await client.data(EXECUTION_USAGE, {"id": execution["id"]}))["execution"][
+        "resourceUsage"
+    ]
+    webhook = step(usage, "webhook")
+    # The first attempt got a 503 (a transient failure), Temporal ran the activity again.
+    assert flaky.seen[hook] == 2
+    assert (webhook["attempts"], webhook["activityRetries"]) == (1, 1)
+    assert webhook["httpCalls"] == 1  # the completed attempt's call; the retry is counted apart
+    assert usage["activityRetries"] == 1
 
 
 def approx(value: Any) -> Any:
