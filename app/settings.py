@@ -136,8 +136,9 @@ class Settings(BaseSettings):
     http_allowed_networks: list[str] = Field(default_factory=list)
     # Executions whose workflow closed without a terminal event are finished this often.
     reconcile_interval_seconds: float = 30.0
-    # The analytics rollup (executionStats' whole days) is refreshed this often by a Temporal
-    # schedule the worker keeps (workers/main.py); 0 removes the schedule.
+    # The analytics rollups (the whole days executionStats and templateResourceUsage read) are
+    # refreshed this often by a Temporal schedule each worker keeps (workers/main.py); 0
+    # removes the schedule.
     analytics_rollup_seconds: float = Field(default=300.0, ge=0)
     # Each reconciler round also deletes notifications older than this (app/notifications).
     notification_retention_days: float = Field(default=30.0, gt=0)
