@@ -5,16 +5,16 @@ attempts of a step's activity, written from the second one) and analytics_rollup
 (app/models/analytics.py). The rollups are filled by their first refresh (the analytics
 rollup schedule).
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0018
+Revises: 0017
 """
 
 import sqlalchemy as sa
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
