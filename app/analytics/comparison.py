@@ -12,7 +12,7 @@ by tenant, without a previous period): whole UTC days from the daily rollup, the
 and last day (and days not rolled up yet) from the execution rows; AI spend likewise from
 ai_usage_daily and the ai_usage rows. So the p95 duration comes from duration buckets (within
 5% of the exact percentile): the exact one over every tenant's rows took 0.3-2.9 s for 30-90
-days at 1,000,000 executions (bench/analytics.py), 60% of it the percentile.
+days at 1,000,000 executions, 60% of it the percentile (docs/analytics.md, Speed at scale).
 """
 
 from __future__ import annotations
