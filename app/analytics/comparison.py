@@ -100,7 +100,7 @@ class TenantComparison:
 
     async def figures(self, since: datetime, until: datetime) -> list[TenantFigures]:
         """Per tenant with executions created or AI usage in [since, until)."""
-        scope = StatsScope(None, since, until, "TENANT", previous=False)
+        scope = StatsScope(None, since, until, "TENANT", previous=False, run_ai=False)
         runs = {uuid.UUID(key): f for (_, key), f in (await self.stats.figures(scope)).items()}
         spend = await self.rollup.ai_spend(since, until)
         ids = list(dict.fromkeys([*runs, *spend]))

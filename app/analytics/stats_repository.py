@@ -28,6 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Integer,
+    Numeric,
     Select,
     String,
     cast,
@@ -84,6 +85,9 @@ class StatsScope:
     params_contains: dict[str, Any] | None = None
     # Whether each key's previous period is read too (tenantComparison asks without).
     previous: bool = True
+    # Whether the runs' AI cost and AI-enhanced count are read (aiCostUsd, aiEnhanced): a probe
+    # of ai_usage per run read from the rows. tenantComparison reads AI spend by day instead.
+    run_ai: bool = True
 
     @property
     def shift(self) -> timedelta:
@@ -253,22 +257,28 @@ class StatsRepository:
             where.append(Execution.template_id.in_(scope.template_ids))
         if scope.params_contains is not None:
             where.append(Execution.params.contains(scope.params_contains))
-        usage = usage_of_run()
-        query = (
-            select(
-                literal(period, String).label("period"),
-                key.label("key"),
-                Execution.status.label("status"),
-                bucket.label("bucket"),
-                func.count().label("runs"),
+        columns: list[Any] = [
+            literal(period, String).label("period"),
+            key.label("key"),
+            Execution.status.label("status"),
+            bucket.label("bucket"),
+            func.count().label("runs"),
+        ]
+        if scope.run_ai:
+            usage = usage_of_run()
+            columns += [
                 cast(func.count().filter(usage.c.ai), Integer).label("ai_runs"),
                 func.coalesce(func.sum(usage.c.cost), literal(0)).label("cost"),
-            )
-            .select_from(Execution)
-            .join(usage, true())
-            .where(*where)
-            .group_by(key, Execution.status, bucket)
-        )
+            ]
+        else:  # no probe of ai_usage per run
+            columns += [
+                cast(literal(0), Integer).label("ai_runs"),
+                cast(literal(0), Numeric(18, 6)).label("cost"),
+            ]
+        query = select(*columns).select_from(Execution)
+        if scope.run_ai:
+            query = query.join(usage, true())
+        query = query.where(*where).group_by(key, Execution.status, bucket)
         if scope.group_by == "TIER":
             query = query.join(Tenant, Tenant.id == Execution.tenant_id)
         return query
