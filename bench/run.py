@@ -2,6 +2,8 @@
 write the figures to bench/results/<UTC time>.json and bench/results/latest.json.
 
     .venv/bin/python -m bench.run                      # default sizes, 8-14 minutes here
+                                                       # before sla and ai_recommendations
+                                                       # joined (not yet timed with them)
     .venv/bin/python -m bench.run --full               # the sizes of issue 10
     .venv/bin/python -m bench.run --only start_latency,throughput --executions 50
 """
