@@ -261,7 +261,7 @@ async def test_tenant_comparison_ranks_tenants(
     )
     await spend(sessions, a_id, [(DAY, "1.5")])
     await spend(sessions, b_id, [(DAY, "7.25"), (DAY - timedelta(days=10), "100")])
-    await spend(sessions, c_id, [(DAY, "0.5")])
+    await spend(sessions, c_id, [(DAY, "0.5"), (DAY + timedelta(hours=5), "0.25")])
     await runs(sessions, outside_id, None, [(DAY + timedelta(days=30), 1.0, "COMPLETED")] * 9)
     # Whole days are read from the daily rollup: these rows are written now (a refresh rolls
     # up again the days of executions changed since the last one), then rolled up.
@@ -316,6 +316,7 @@ async def test_tenant_comparison_ranks_tenants(
         ),
     }
     assert by_name[b.name]["aiSpendUsd"] == "7.250000"  # its spend before the window is not
+    assert by_name[c.name]["aiSpendUsd"] == "0.750000"  # whole days: from ai_usage_daily
     assert by_name[b.name]["storageBytes"] == charged(100_000)
     # The folder counts one block, as the quota counts it.
     assert by_name[c.name]["storageBytes"] == 4096 + 2 * charged(300_000)
@@ -332,13 +333,15 @@ async def test_tenant_comparison_ranks_tenants(
         assert [r["name"] for r in (await ranking(order_by))[0]] == names, order_by
 
     # A window starting within a day: that day's part from the rows (a's runs from 02:00,
-    # b's one; the spend at midnight is before it), the later days from the rollup.
+    # b's one, c's spend at 05:00; the spends at midnight are before it), the later days
+    # from the rollups.
     partial = {**WINDOW, "from": (DAY + timedelta(minutes=90)).isoformat()}
     found = await platform.data(COMPARISON, {**partial, "orderBy": "EXECUTIONS"})
     edge = [e["node"] for e in found["tenantComparison"]["ranking"]["edges"]]
     assert [(r["name"], r["executions"], r["completed"], r["aiSpendUsd"]) for r in edge] == [
         (a.name, 3, 3, "0.000000"),
         (b.name, 1, 1, "0.000000"),
+        (c.name, 0, 0, "0.250000"),
     ]
     assert edge[0]["p95DurationSeconds"] == pytest.approx(
         percentile_cont([12, 13, 14], 0.95), rel=0.05
