@@ -25,9 +25,10 @@ of a write, a delete) holds that key's lock in Redis and HEADs the key under it,
 by exactly what changed even when two replicas delete or overwrite one path at once (see
 shared_usage's docstring). A delete therefore HEADs each path under the lock (concurrently,
 HEAD_THREADS at a time): sizes from an earlier listing may be stale by then. A commit whose
-object is in place but whose settle in Redis fails reports success and drops the counter. Samples are seeded once per tenant;
-a marker key (`.wfs-part-seeded`, a reserved name no path can take) remembers it, so deleted
-samples stay deleted as on disk.
+object is in place but whose settle in Redis fails reports success and drops the counter.
+
+Samples are seeded once per tenant; a marker key (`.wfs-part-seeded`, a reserved name no path
+can take) remembers it, so deleted samples stay deleted as on disk.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ import contextlib
 import io
 import itertools
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from typing import Any, BinaryIO, cast
 
