@@ -395,6 +395,9 @@ class _S3Writer(FileWriter):
     def commit(self) -> None:
         with contextlib.ExitStack() as stack:
             try:
+                if self.upload_id is not None and self.buffer:  # the last part, before the lock
+                    self._send_part(bytes(self.buffer))
+                    self.buffer = bytearray()
                 lock = stack.enter_context(self.storage.usage.locked([self.path]))
             except BaseException:
                 self.discard()
@@ -424,8 +427,6 @@ class _S3Writer(FileWriter):
             if self.upload_id is None:
                 client.put_object(Bucket=bucket, Key=self.key, Body=bytes(self.buffer), **condition)
             else:
-                if self.buffer:
-                    self._send_part(bytes(self.buffer))
                 client.complete_multipart_upload(
                     Bucket=bucket,
                     Key=self.key,
