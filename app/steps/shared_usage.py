@@ -22,7 +22,9 @@ deletes are not supported by every S3-compatible store). The settle is fenced: i
 difference only while the locks still carry its token; a lock that lapsed (LOCK_SECONDS, a
 stalled process) makes it drop `used` instead, so the next write measures again. A settle that
 fails after the object is in place (Redis unreachable) is not the write's failure: the backend
-drops `used` and reports success.
+drops `used` and reports success; when Redis cannot be reached to drop it either, this process
+drops it before its next use of the counter (a Redis restored from its own persistence holds
+the counter without that settle; other processes trust it until it expires).
 
 Staleness and repair: `used` expires USAGE_TTL_SECONDS after it was measured, and a missing
 `used` (expired, dropped, Redis restarted or flushed) is measured again by listing the tenant's
@@ -119,6 +121,11 @@ return 1
 
 _CLIENTS: dict[str, redis.Redis] = {}
 _CLIENTS_LOCK = threading.Lock()
+# Counters this process must drop but could not (Redis was unreachable): dropped before its
+# next reservation or reading of the same counter, so a settle lost to an outage (and a `used`
+# restored by Redis' own persistence) is not trusted by the process that lost it.
+_UNFORGOTTEN: set[str] = set()
+_UNFORGOTTEN_LOCK = threading.Lock()
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -151,6 +158,7 @@ class SharedUsage:
         return reservation
 
     def _try(self, rid: str, adding: int, quota: Quota) -> None:
+        self._forget_pending()
         for _ in range(3):
             now = time.time()
             args: list[Any] = [adding, quota.limit, now, rid, now + RESERVATION_SECONDS]
@@ -170,6 +178,7 @@ class SharedUsage:
     def current(self) -> int:
         """`used`, measured first when missing: by this process when it takes the `measuring`
         lock, else it waits (up to MEASURE_WAIT_SECONDS) for the process that holds it."""
+        self._forget_pending()
         deadline = time.monotonic() + MEASURE_WAIT_SECONDS
         pause = 0.02
         while True:
@@ -225,8 +234,21 @@ class SharedUsage:
             self.settle("-", -nbytes, lock)
 
     def forget(self) -> None:
-        """Measure again before the next write (after objects were added without one)."""
+        """Measure again before the next write (after objects were added without one). When
+        Redis cannot be reached, this process drops the counter at its next use of it."""
+        try:
+            self.client.delete(self.keys[0])
+        except redis.RedisError:
+            with _UNFORGOTTEN_LOCK:
+                _UNFORGOTTEN.add(self.keys[0])
+            raise
+
+    def _forget_pending(self) -> None:
+        if self.keys[0] not in _UNFORGOTTEN:
+            return
         self.client.delete(self.keys[0])
+        with _UNFORGOTTEN_LOCK:
+            _UNFORGOTTEN.discard(self.keys[0])
 
     def used(self) -> int | None:
         value = self.client.get(self.keys[0])

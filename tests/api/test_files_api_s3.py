@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,19 +33,15 @@ from tests.api.test_files_api import (  # noqa: F401  (run again here, on S3)
     test_viewer_cannot_upload_or_delete,
     uploaded,
 )
-from tests.api.test_forecasts_api import (
-    COMPARISON,
-    DAY,
-    WINDOW,
-    platform_client,
-    spend,
-    tenant_row,
-)
+from tests.api.test_forecasts_api import COMPARISON, platform_client, spend, tenant_row
 from tests.conftest import Services, TenantKeys, make_tenant, s3_settings
 from tests.support import GraphQLClient, free_port
 from tests.workers.test_template_graph import run
 
 EXAMPLES = {t["name"]: t["example_params"] for t in STANDARD_TEMPLATES}
+# A window no other test uses: tenantComparison ranks every tenant active in it.
+WINDOW = {"from": "2008-03-01T00:00:00Z", "to": "2008-03-08T00:00:00Z"}
+DAY = datetime(2008, 3, 3, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

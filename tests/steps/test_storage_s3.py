@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+import redis
 
+from app.embedded import EmbeddedValkey
 from app.seed import seed_sample_files
 from app.settings import Settings
 from app.steps import StepInputError
@@ -20,6 +25,7 @@ from app.steps.shared_usage import SharedUsage
 from app.steps.storage import FileExists, Quota, StorageFull, charged
 from tests.steps.conftest import MakeContext
 from tests.steps.step_support import run_step
+from tests.support import free_port
 
 pytestmark = pytest.mark.parametrize("backend", ["s3"])
 KIB = 1024
@@ -162,6 +168,43 @@ async def test_a_settle_whose_lock_lapsed_drops_the_counter_and_one_process_meas
         seen = [await asyncio.wrap_future(f) for f in futures]
     assert seen == [12345] * 6 and len(calls) == 1
     shared.forget()
+
+
+async def test_a_commit_whose_counter_update_fails_still_succeeds(
+    step_settings: Settings, tmp_path: Path
+) -> None:
+    """The object is in place when the counter update fails (here: a Valkey of its own,
+    stopped by a botocore hook just before the PutObject is sent, after the key's lock was
+    taken): the write reports success, and with Redis back (its own persistence restores the
+    counter as it was, without the lost settle) this process drops the counter and measures
+    it again from the bucket before its next write."""
+    valkey = EmbeddedValkey(tmp_path / "valkey", port=free_port())
+    url = await asyncio.to_thread(valkey.start)
+    try:
+        own = redis.Redis.from_url(url, socket_timeout=10)
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=step_settings.s3_endpoint_url, region_name="us-east-1"
+        )
+
+        def redis_goes_away(**_: Any) -> None:
+            own.shutdown(nosave=True)  # the counter, the reservation and the lock are lost
+
+        client.meta.events.register("before-send.s3.PutObject", redis_goes_away)
+        base = f"{step_settings.s3_prefix}{uuid.uuid4()}/"
+        storage = S3Storage(client, str(step_settings.s3_bucket), base, own)
+        quota = Quota(2**20, "test")
+        assert storage.usage.current() == 0
+        writer = storage.create("kept.bin", 5000, quota)
+        writer.write(b"k" * 5000)
+        await asyncio.to_thread(writer.commit)  # no exception: the file is stored
+        client.meta.events.unregister("before-send.s3.PutObject", redis_goes_away)
+        assert storage.file("kept.bin").size == 5000
+        assert await asyncio.to_thread(valkey.start) == url
+        again = storage.create("next.bin", 1, quota)
+        again.discard()
+        assert storage.usage.used() == storage.measure() == charged(5000)
+    finally:
+        await asyncio.to_thread(valkey.stop)
 
 
 async def test_no_overwrite_race_one_create_wins_the_other_is_a_conflict(
