@@ -349,6 +349,12 @@ async def test_report_figures_isolation_and_paging(
         (OPS / "SlaReport.graphql").read_text(), {**window(24), "templateId": template_id}
     )
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    # Nor in its report, though it has runs of it: a template it cannot read is not shown.
+    theirs = (await q(other_client, "SlaReport", window(24)))["slaReport"]["templates"]
+    assert theirs == []
+    # Shared with it: its own runs only.
+    share = {"templateId": template_id, "tenantNames": [other.name], "revoke": False}
+    await q(client, "ShareTemplate", {"input": share})
     theirs = (await q(other_client, "SlaReport", window(24)))["slaReport"]["templates"]
     assert [(t["runs"], t["durationBreached"]) for t in theirs] == [(12, 2)]
 
