@@ -253,7 +253,12 @@ class SlaRepository:
     async def targets_of_tenant(self, tenant_id: uuid.UUID, *, excluding: uuid.UUID) -> int:
         """Templates (other than `excluding`) the tenant has SLA targets on that the round
         evaluates: its own whose latest version has a success-rate target, and its
-        overrides."""
+        overrides. Takes the tenant's SLA-targets lock until the transaction ends first, so
+        two concurrent additions cannot both pass the cap."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"sla-targets:{tenant_id}"},
+        )
         own = (
             select(TemplateVersion.template_id)
             .join(Template, Template.id == TemplateVersion.template_id)
