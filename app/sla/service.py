@@ -223,8 +223,12 @@ class SlaMonitor:
     One worker at a time runs it: the round holds a transaction-level advisory lock (a
     try-lock: another worker's round in progress means this one is skipped), so the counts
     are not repeated on every worker and a breach is opened and closed by one evaluation.
-    The lock's transaction stays open for the round (idle, READ COMMITTED: it holds no
-    snapshot between statements)."""
+    The lock's transaction stays open, idle, for the round. Measured here: such a session
+    keeps a backend_xmin even in READ COMMITTED (docs/library-notes.md), so vacuum cannot
+    remove rows deleted after the round started until it ends; the round's time budget
+    (ROUND_BUDGET_SECONDS) bounds that. A session-level lock on an autocommit connection
+    would not, but a lock left on a pooled connection by a failed unlock would stop every
+    later round."""
 
     def __init__(
         self,
