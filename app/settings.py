@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     # How often workers evaluate SLAs: runs open past their max duration, success rates over
     # their windows (app/sla; docs/analytics.md).
     sla_evaluate_interval_seconds: float = Field(default=60.0, gt=0)
+    # The analytics rollups (the whole days executionStats and templateResourceUsage read) are
+    # refreshed this often by a Temporal schedule each worker keeps (workers/main.py); 0
+    # removes the schedule.
+    analytics_rollup_seconds: float = Field(default=300.0, ge=0)
     # Each reconciler round also deletes notifications older than this (app/notifications).
     notification_retention_days: float = Field(default=30.0, gt=0)
     # Records of steps with outside effects (emails, events.publish) dedupe activity retries;

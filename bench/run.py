@@ -25,6 +25,7 @@ from temporalio.client import Client
 
 from bench import (
     ai_gateway,
+    analytics,
     concurrency,
     execution_filters,
     fan_out,
@@ -53,6 +54,9 @@ SCENARIOS: dict[str, Scenario] = {
     "execution_filters": lambda bench, args: execution_filters.run(
         args.filter_executions, admin_db=bench.stack.services["database_url"]
     ),
+    "analytics": lambda bench, args: analytics.run(
+        args.analytics_executions, admin_db=bench.stack.services["database_url"]
+    ),
 }
 # (default, --full): the defaults keep `make bench` near 10 minutes on this 2-core machine.
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -65,6 +69,7 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "fan_out": ([1000], [100, 1000, 10_000]),
     "ai_rounds": (200, 500),
     "filter_executions": (1_000_000, 1_000_000),
+    "analytics_executions": (1_000_000, 1_000_000),
 }
 
 
@@ -90,6 +95,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ai-rounds", type=int, help="ai_gateway: rounds (each: 2 tasks x 2 providers)")
     p.add_argument(
         "--filter-executions", type=int, help="execution_filters: executions of the measured tenant"
+    )
+    p.add_argument(
+        "--analytics-executions",
+        type=int,
+        help="analytics: executions across tenants (10 events each)",
     )
     p.add_argument("--state-dir", type=Path, default=ROOT / ".wfs-bench")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")

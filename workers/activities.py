@@ -5,6 +5,7 @@ app.steps.STEP_ACTIVITIES is registered under its own name (`data.transform`, `e
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from app.analytics.service import UsageService
 from app.db import SessionFactory
 from app.errors import NotFound
 from app.executions.admission import Admission
@@ -88,6 +90,8 @@ class TemplateActivities:
                 cancelled=activity.is_cancelled,
                 publish=self.publisher.publish,
             )
+            if info.attempt > 1:
+                await self._record_attempt(call.execution_id, ctx.step_id, info.attempt)
             try:
                 output = await heartbeating(run(call.input, ctx), beat_every(info), beats)
             except StepInputError as exc:
@@ -107,6 +111,18 @@ class TemplateActivities:
 
         execute.__name__ = execute.__qualname__ = entry.name.replace(".", "_")
         return activity.defn(name=entry.name)(execute)
+
+    async def _record_attempt(self, execution_id: str, step_id: str, attempt: int) -> None:
+        """Count Temporal's retry of a step for resource usage (app/analytics); only retries
+        write, and a failure to write never fails the step."""
+        try:
+            async with self.sessions() as session:
+                await UsageService(session).record_attempt(
+                    uuid.UUID(execution_id), step_id, attempt
+                )
+                await session.commit()
+        except Exception as exc:  # analytics must not cost an execution its step
+            log.warning("step.attempt_not_recorded", step_id=step_id, error=repr(exc))
 
     def _check_output(self, name: str, output: Any) -> None:
         """What a step returns enters the workflow's history and the audit trail: NaN, NUL or

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import structlog
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from app.ai.gateway import AiGateway
+from app.analytics.workflow_io import ROLLUP_WORKFLOW, RollupInput, rollup_schedule_id
 from app.db import SessionFactory
 from app.executions.recorder import Publisher
 from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities
+from workers.analytics_activities import AnalyticsActivities
 from workers.webhook_activities import WebhookActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
+from workers.workflows.rollup import AnalyticsRollupWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +54,17 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[TemplateWorkflow, ForEachBatchWorkflow, WebhookDeliveryWorkflow],
-        activities=[*activities.all(), *webhooks.all()],
+        workflows=[
+            TemplateWorkflow,
+            ForEachBatchWorkflow,
+            WebhookDeliveryWorkflow,
+            AnalyticsRollupWorkflow,
+        ],
+        activities=[
+            *activities.all(),
+            *webhooks.all(),
+            *AnalyticsActivities(sessions).all(),
+        ],
         workflow_runner=sandboxed_runner(),
         max_concurrent_workflow_task_polls=10,
         graceful_shutdown_timeout=timedelta(seconds=5),
@@ -86,3 +110,31 @@ async def run_until(worker: Worker, stop: asyncio.Event) -> None:
         log.info("worker.started", task_queue=worker.task_queue)
         await stop.wait()
     log.info("worker.stopped", task_queue=worker.task_queue)
+
+
+async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Settings) -> None:
+    """Create the analytics rollup schedule, or bring it to these settings (interval, task
+    queue): every ANALYTICS_ROLLUP_SECONDS one AnalyticsRollupWorkflow, skipped while the
+    previous one runs. 0 deletes it (for deployments that refresh otherwise)."""
+    schedule_id = rollup_schedule_id(task_queue)
+    handle = client.get_schedule_handle(schedule_id)
+    every = settings.analytics_rollup_seconds
+    if every <= 0:
+        with contextlib.suppress(RPCError):
+            await handle.delete()
+        return
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ROLLUP_WORKFLOW,
+            RollupInput(),
+            id=schedule_id,
+            task_queue=task_queue,
+            execution_timeout=timedelta(hours=1),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))

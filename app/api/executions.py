@@ -42,6 +42,7 @@ from app.pagination import window
 
 if TYPE_CHECKING:
     from app.api.ai import AiUsageRecord
+    from app.api.resource_usage import ResourceUsage
 
 CATCH_UP_BATCH = 500
 
@@ -142,6 +143,17 @@ class Execution(Node):
     async def ai_cost_usd(self, info: strawberry.Info[Context, None]) -> Decimal:
         rows = await info.context.loaders.ai_usage.load(self.pk)
         return usd(sum((r.cost_usd for r in rows), Decimal(0)))
+
+    @strawberry.field(
+        description="Time, step runs, AI tokens and cost, bytes written, emails sent and HTTP "
+        "calls of this execution, per step and in total (docs/analytics.md)."
+    )
+    async def resource_usage(
+        self, info: strawberry.Info[Context, None]
+    ) -> Annotated[ResourceUsage, strawberry.lazy("app.api.resource_usage")]:
+        from app.api.resource_usage import execution_resource_usage
+
+        return await execution_resource_usage(info, self.pk)
 
     @strawberry.field(description="The audit trail, oldest first.")
     async def events(

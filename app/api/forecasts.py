@@ -230,7 +230,7 @@ class ForecastQuery:
         after: str | None = None,
     ) -> TenantComparisonPage:
         platform = info.context.platform()
-        gauge = gauge_for(info.context.deps.settings.files_root)
+        gauge = gauge_for(info.context.deps.settings)
         async with info.context.session() as s:
             since, until, page = await TenantComparison(s, gauge).page(
                 platform, from_, to, order_by, first, after

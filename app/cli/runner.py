@@ -88,7 +88,8 @@ async def run_worker(
     if queue == settings.webhook_task_queue:
         await run_webhook_worker(settings, stop)
         return
-    from workers.main import build_worker, run_until  # workers import app, never the reverse
+    # workers import app, never the reverse
+    from workers.main import build_worker, ensure_rollup_schedule, run_until
 
     await asyncio.to_thread(check_storage, settings)
     assert settings.database_url and settings.redis_url and settings.temporal_address
@@ -98,6 +99,7 @@ async def run_worker(
     bus = EventBus(settings.redis_url)
     await bus.start()
     sessions = make_sessionmaker(engine)
+    await ensure_rollup_schedule(client, queue, settings)
     upkeep = [
         asyncio.create_task(admit_queued(sessions, client, bus, settings, stop)),
         asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),

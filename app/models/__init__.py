@@ -2,6 +2,7 @@
 
 from app.models.ai_settings import TenantAiSettings
 from app.models.ai_usage import AiUsage, AiUsageDaily, AiUsageRepeatsDaily
+from app.models.analytics import ExecutionRollup, RollupState, StepAttempt, StepUsageRollup
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
@@ -21,11 +22,15 @@ __all__ = [
     "Base",
     "Execution",
     "ExecutionEvent",
+    "ExecutionRollup",
     "Notification",
     "NotificationCounter",
     "PlatformKey",
     "SlaBreach",
+    "RollupState",
+    "StepAttempt",
     "StepIdempotency",
+    "StepUsageRollup",
     "Template",
     "TemplateSla",
     "TemplateVersion",

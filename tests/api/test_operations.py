@@ -49,6 +49,9 @@ HERE = {
     "SlaReport",
     "SetTemplateSla",
     "ClearTemplateSla",
+    # run in tests/api/test_execution_stats.py and tests/api/test_resource_usage.py
+    "ExecutionStats",
+    "TemplateResourceUsage",
     # run in tests/api/test_api_keys.py and tests/api/test_platform_admin.py
     "ApiKeys",
     "CreateApiKey",

@@ -32,6 +32,7 @@ TINY = Namespace(
     fan_out_ai=False,
     ai_rounds=2,
     filter_executions=2000,
+    analytics_executions=2000,
 )
 
 
@@ -75,3 +76,6 @@ async def test_every_scenario_runs_and_completes_everything(
     filters = {r["filter"]: r for r in results["execution_filters"]["rows"]}
     assert filters["no filter"]["matches"] == 2000
     assert filters["no filter"]["page rows"] == 20
+    timings = {r["query"]: r for r in results["analytics"]["rows"]}
+    assert timings["executionStats DAY, 90 days"]["answer"] == 91  # a bucket per day met
+    assert timings["execution resourceUsage"]["answer"] == 4  # the generated runs' steps

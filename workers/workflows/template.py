@@ -22,6 +22,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from app.executions.step_usage import step_usage
     from app.executions.workflow_io import (
         EVENT_SIGNAL,
         PAUSE_SIGNAL,
@@ -225,7 +226,10 @@ class TemplateWorkflow(FanOut):
             f"step:{step.id}:completed",
             "STEP_COMPLETED",
             step_id=step.id,
-            payload=_output_payload(output),
+            payload={
+                **_output_payload(output),
+                "usage": step_usage(step.activity, output, fanned=bool(step.for_each)),
+            },
         )
         return output
 

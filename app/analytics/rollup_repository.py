@@ -1,0 +1,245 @@
+"""SQL of the daily rollups (app/models/analytics.py): what one execution contributes to
+execution_rollup (shared with the statistics read from execution rows, so both count alike),
+step_usage_rollup (from app/analytics/usage_repository.py's step aggregates), and their refresh.
+
+A refresh rebuilds (delete, insert from the executions) whole days of a tenant in both: the
+days that became complete since the last refresh (all tenants), and the earlier days of
+executions that changed since the last refresh began (a long run that finished, a retried one)
+minus a margin for writers whose `updated_at` was set before that moment but committed after it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Integer,
+    SmallInteger,
+    Uuid,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    true,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.analytics.repository import FINISHED
+from app.analytics.usage_repository import UsageRepository
+from app.models import (
+    AiUsage,
+    Execution,
+    ExecutionRollup,
+    RollupState,
+    StepAttempt,
+    StepUsageRollup,
+    Tenant,
+)
+from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
+
+# Writers set updated_at before they commit; changes this much older than the last refresh's
+# start are looked at again.
+CHANGE_MARGIN = timedelta(minutes=5)
+_LOCK = 0x57F5_0A11  # pg advisory lock: one refresh at a time, whoever calls it
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def duration_bucket(seconds: ColumnElement[Any]) -> ColumnElement[int]:
+    """The bucket of a duration in seconds (NO_DURATION for NULL): floor(log_ratio(s)), with
+    durations under a millisecond counted as one."""
+    log = func.ln(func.greatest(seconds, 0.001)) / func.ln(DURATION_RATIO)
+    return case((seconds.is_(None), NO_DURATION), else_=cast(func.floor(log), SmallInteger))
+
+
+def run_seconds() -> ColumnElement[Any]:
+    """Start-to-finish seconds of a finished run; NULL otherwise."""
+    return case(
+        (
+            Execution.status.in_(FINISHED),
+            func.extract("epoch", Execution.finished_at - Execution.started_at),
+        )
+    )
+
+
+def usage_of_run() -> Any:
+    """A LATERAL subquery: the AI cost of the outer query's execution, and whether a model
+    answered one of its calls (not the baseline, not a fallback). Found by execution id
+    (ix_ai_usage_execution_id), one probe per run: PostgreSQL otherwise hashes the whole
+    ai_usage table (a time bound cannot narrow it: a run may take days)."""
+    answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
+    return (
+        select(
+            func.sum(AiUsage.cost_usd).label("cost"),
+            func.bool_or(answered).label("ai"),
+        )
+        .where(AiUsage.execution_id == Execution.id)
+        .lateral("usage")
+    )
+
+
+class RollupRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock(self) -> bool:
+        """Take the refresh lock for this transaction; False when another holds it."""
+        return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(_LOCK))))
+
+    async def state(self) -> RollupState | None:
+        return await self.session.get(RollupState, 1)
+
+    async def complete_until(self) -> date | None:
+        return await self.session.scalar(
+            select(RollupState.complete_until).where(RollupState.id == 1)
+        )
+
+    async def now(self) -> datetime:
+        """The transaction's start time (PostgreSQL's clock, the one updated_at is compared
+        with in the next refresh)."""
+        value = await self.session.scalar(select(func.now()))
+        assert value is not None
+        return value
+
+    async def save_state(self, complete_until: date, refreshed_from: datetime) -> None:
+        state = await self.state()
+        if state is None:
+            self.session.add(
+                RollupState(id=1, complete_until=complete_until, refreshed_from=refreshed_from)
+            )
+        else:
+            state.complete_until, state.refreshed_from = complete_until, refreshed_from
+        await self.session.flush()
+
+    async def first_day(self) -> date | None:
+        """The UTC day of the oldest execution."""
+        first = await self.session.scalar(select(func.min(Execution.created_at)))
+        return first.astimezone(UTC).date() if first is not None else None
+
+    async def changed_days(self, since: datetime, before: date) -> list[tuple[uuid.UUID, date]]:
+        """(tenant, UTC day) of executions created before `before` and changed at or after
+        `since`; one index range per tenant (ix_executions_tenant_updated)."""
+        day = cast(func.timezone("UTC", Execution.created_at), Date)
+        changed = (
+            select(Execution.tenant_id, day.label("day"))
+            .where(
+                Execution.tenant_id == Tenant.id,
+                Execution.updated_at >= since,
+                Execution.created_at < day_start(before),
+            )
+            .lateral("changed")
+        )
+        rows = await self.session.execute(
+            select(changed.c.tenant_id, changed.c.day)
+            .select_from(Tenant)
+            .join(changed, text("true"))
+            .distinct()
+        )
+        return [(r.tenant_id, r.day) for r in rows]
+
+    async def rebuild(self, first: date, end: date, tenant_id: uuid.UUID | None = None) -> int:
+        """Rebuild the days [first, end) of one tenant (or all) in both rollups, one statement
+        each for the deletes and the inserts (the first refresh of a database rolls up every
+        past day at once); returns the execution_rollup rows written."""
+        lo, hi = day_start(first), day_start(end)
+        for table in (ExecutionRollup, StepUsageRollup):
+            where = [table.day >= first, table.day < end]
+            if tenant_id is not None:
+                where.append(table.tenant_id == tenant_id)
+            await self.session.execute(delete(table).where(*where))
+        columns = [c.name for c in ExecutionRollup.__table__.columns]
+        rows = self._day_rows(lo, hi, tenant_id)
+        result = await self.session.execute(insert(ExecutionRollup).from_select(columns, rows))
+        await self._step_rows(lo, hi, tenant_id)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def _step_rows(self, lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> None:
+        """step_usage_rollup for runs created in [lo, hi): the step events' figures, then the
+        AI usage's (an upsert: a step may have AI calls only)."""
+        usage = UsageRepository(self.session)
+        day = cast(func.timezone("UTC", Execution.created_at), Date)
+        where = [Execution.created_at >= lo, Execution.created_at < hi]
+        if tenant_id is not None:
+            where.append(Execution.tenant_id == tenant_id)
+        runs = select(
+            Execution.id, Execution.tenant_id, day.label("day"), Execution.template_id
+        ).where(*where)
+        keys = ("tenant_id", "day", "template_id")
+        await self.session.execute(
+            insert(StepUsageRollup).from_select(
+                [*keys, "step_id", "activity", "first_seq", "attempts", "completed", "recorded"]
+                + ["active_seconds", "bytes_written", "emails_sent", "http_calls"],
+                usage.step_aggregates(runs, *keys),
+            )
+        )
+        ai = pg_insert(StepUsageRollup).from_select(
+            [*keys, "step_id", "ai_calls", "ai_input_tokens", "ai_output_tokens", "ai_cost_usd"],
+            usage.ai_aggregates(None, runs, *keys),
+        )
+        figures = ("ai_calls", "ai_input_tokens", "ai_output_tokens", "ai_cost_usd")
+        await self.session.execute(
+            ai.on_conflict_do_update(
+                index_elements=[*keys, "step_id"], set_={f: ai.excluded[f] for f in figures}
+            )
+        )
+        run = runs.subquery("run")
+        step = func.regexp_replace(StepAttempt.step_id, r"\[\d+\]$", "")
+        retries = pg_insert(StepUsageRollup).from_select(
+            [*keys, "step_id", "retries"],
+            select(
+                run.c.tenant_id,
+                run.c.day,
+                run.c.template_id,
+                step,
+                func.sum(StepAttempt.attempts - 1),
+            )
+            .select_from(run)
+            .join(StepAttempt, StepAttempt.execution_id == run.c.id)
+            .group_by(run.c.tenant_id, run.c.day, run.c.template_id, step),
+        )
+        await self.session.execute(
+            retries.on_conflict_do_update(
+                index_elements=[*keys, "step_id"], set_={"retries": retries.excluded.retries}
+            )
+        )
+
+    @staticmethod
+    def _day_rows(lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> Any:
+        """The rollup rows of [lo, hi): per template, and per tenant, day, status and bucket
+        over all templates (template_id ALL_TEMPLATES), in one pass (GROUPING SETS)."""
+        day = cast(func.timezone("UTC", Execution.created_at), Date)
+        bucket = duration_bucket(run_seconds())
+        where = [Execution.created_at >= lo, Execution.created_at < hi]
+        if tenant_id is not None:
+            where.append(Execution.tenant_id == tenant_id)
+        usage = usage_of_run()
+        common = (Execution.tenant_id, day, Execution.status, bucket)
+        return (
+            select(
+                Execution.tenant_id,
+                day,
+                func.coalesce(Execution.template_id, literal(ALL_TEMPLATES, Uuid)),
+                Execution.status,
+                bucket,
+                func.count(),
+                cast(func.count().filter(usage.c.ai), Integer),
+                func.coalesce(func.sum(usage.c.cost), literal(0)),
+            )
+            .select_from(Execution)
+            .join(usage, true())
+            .where(*where)
+            .group_by(func.grouping_sets(tuple_(*common, Execution.template_id), tuple_(*common)))
+        )
