@@ -65,3 +65,10 @@ SLA_BREACHES = Counter(
     "below the minimum)",
     ["kind"],
 )
+SLA_FAILURES = Counter(
+    "wfs_sla_failures_total",
+    "SLA work that failed and was skipped: `recorder` (judging an ended run; its terminal event "
+    "was recorded regardless), `round` (the worker's periodic evaluation), `round_budget` "
+    "(a round stopped at its time budget; the next round goes on)",
+    ["where"],
+)

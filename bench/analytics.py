@@ -306,7 +306,11 @@ def cost_estimates(page: bool) -> Call:
 # What a platform credential (`wfsp_...`) resolves to; the services take no more.
 OPERATOR = PlatformPrincipal(uuid.UUID(int=1), "bench")
 # Storage is measured from files under this root; the bench's tenants have none there.
-GAUGE = StorageGauge(Path(tempfile.gettempdir()) / "wfs-bench-analytics-files")
+GAUGE = StorageGauge(
+    SETTINGS.model_copy(
+        update={"storage_root": Path(tempfile.gettempdir()) / "wfs-bench-analytics-files"}
+    )
+)
 
 
 def comparison(days: int) -> Call:

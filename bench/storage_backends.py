@@ -1,6 +1,8 @@
 """The two storage backends through the one interface the steps and the files API use
-(app/steps/tenant_storage.py): small writes (quota reservation + create + commit), a large
-streamed write and read, and listing pages, on a local folder and on S3.
+(app/steps/tenant_storage.py): small writes (quota reservation + create + commit), overwrites
+of them, a large streamed write and read, listing pages, and one delete of all the small files,
+on a local folder and on S3 (where every commit and delete also holds its keys' locks in Redis,
+app/steps/shared_usage.py).
 
 S3 here is moto's server (`moto_server`, a process of its own on this machine): the wire
 protocol, not AWS's latency or bandwidth, and moto's own speed (it is a Python mock that keeps
@@ -51,6 +53,13 @@ def measure(storage: TenantStorage, small: int) -> dict[str, str]:
         writer.commit()
 
     writes = [_timed(lambda i=i: write_small(i)) for i in range(small)]
+
+    def overwrite_small(i: int) -> None:
+        writer = storage.create(f"small/{i:06d}.bin", len(payload), QUOTA, overwrite=True)
+        writer.write(payload)
+        writer.commit()
+
+    overwrites = [_timed(lambda i=i: overwrite_small(i)) for i in range(min(small, 100))]
     chunk = os.urandom(CHUNK)
 
     def write_large() -> None:
@@ -73,14 +82,18 @@ def measure(storage: TenantStorage, small: int) -> dict[str, str]:
     read_ms = _timed(read_large)
     pages = [_timed(lambda: list(storage.iter_files("small/", limit=21))) for _ in range(20)]
     everything = _timed(lambda: storage.walk("small/"))
+    names = [e.path for e in storage.walk("small/")]
+    deleted = _timed(lambda: storage.delete(names))
     return {
         "small write p50 ms": f"{percentile(writes, 50):.2f}",
         "small write p95 ms": f"{percentile(writes, 95):.2f}",
+        "overwrite p50 ms": f"{percentile(overwrites, 50):.2f}",
         f"{LARGE_MIB} MiB write MiB/s": f"{LARGE_MIB / (large_ms / 1000):.0f}",
         "write peak MiB": f"{peak / 2**20:.1f}",
         f"{LARGE_MIB} MiB read MiB/s": f"{LARGE_MIB / (read_ms / 1000):.0f}",
         "page of 20 p50 ms": f"{percentile(pages, 50):.2f}",
         f"list {small} ms": f"{everything:.1f}",
+        f"delete {small} ms": f"{deleted:.0f}",
     }
 
 

@@ -12,7 +12,13 @@
   A statement-level trigger adds each INSERT's rows to it, one grouped upsert per statement
   (a bulk INSERT ... SELECT costs one, not one per row), so every writer keeps it current.
   ai_usage rows are never updated in what it counts nor deleted but with their tenant (which
-  cascades here too). Existing rows are summed into it here.
+  cascades here too). Existing rows are summed into it here, after the trigger exists and
+  outside the trigger's transaction: CREATE TRIGGER's lock holds every AI usage insert until
+  its transaction commits, and AI usage is recorded after the provider was paid (an insert
+  held for minutes times the activity out, and its retry pays again). So the trigger and the
+  boundary of the rows it did not see (max(id)) commit in one short transaction, and the rows
+  up to the boundary are summed in batches of BATCH ids, each its own transaction, with the
+  progress in a table (ai_usage_daily_backfill) that a re-run continues from.
 - ai_usage_repeats_daily: the same trigger counts the repeats (rows with a gap) per tenant, UTC
   day, task and gap bucket: bucket k holds gaps <= GAP_BOUNDS[k] (and above the previous
   bound), the last one the longer gaps. The bounds are the cache TTLs aiRecommendations
@@ -48,11 +54,17 @@ GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4, 5
 """
 COLUMNS = "tenant_id, day, task, provider, model, " + ", ".join(COUNTS + SUMS)
-UPSERT = (
-    f"INSERT INTO ai_usage_daily AS d ({COLUMNS}) {GROUPED.format(rows='added')} "
-    "ON CONFLICT (tenant_id, day, task, provider, model) DO UPDATE SET "
-    + ", ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in COUNTS + SUMS)
-)
+
+
+def daily_upsert(rows: str) -> str:
+    """Add the groups of the ai_usage rows in `rows` (a table or CTE) to ai_usage_daily."""
+    return (
+        f"INSERT INTO ai_usage_daily AS d ({COLUMNS}) {GROUPED.format(rows=rows)} "
+        "ON CONFLICT (tenant_id, day, task, provider, model) DO UPDATE SET "
+        + ", ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in COUNTS + SUMS)
+    )
+
+
 # Seconds; a copy of app/models/ai_usage.py REPEAT_GAP_BOUNDS as of this revision.
 GAP_BOUNDS = (300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 604800, 1209600)
 GAP_BOUNDS += (2592000,)
@@ -69,11 +81,38 @@ GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2, 3, 4
 """
 REPEAT_COLUMNS = "tenant_id, day, task, bucket, repeats, cost_usd"
-REPEAT_UPSERT = (
-    f"INSERT INTO ai_usage_repeats_daily AS r ({REPEAT_COLUMNS}) {REPEATS.format(rows='added')} "
-    "ON CONFLICT (tenant_id, day, task, bucket) DO UPDATE SET "
-    "repeats = r.repeats + EXCLUDED.repeats, cost_usd = r.cost_usd + EXCLUDED.cost_usd"
+
+
+def repeats_upsert(rows: str) -> str:
+    """Add the repeats among the ai_usage rows in `rows` to ai_usage_repeats_daily."""
+    return (
+        f"INSERT INTO ai_usage_repeats_daily AS r ({REPEAT_COLUMNS}) {REPEATS.format(rows=rows)} "
+        "ON CONFLICT (tenant_id, day, task, bucket) DO UPDATE SET "
+        "repeats = r.repeats + EXCLUDED.repeats, cost_usd = r.cost_usd + EXCLUDED.cost_usd"
+    )
+
+
+# The backfill's progress while 0017 runs: one row, the highest ai_usage id the trigger did not
+# see (`boundary`) and the highest id summed in so far. Dropped with the version stamp.
+PROGRESS = "ai_usage_daily_backfill"
+BATCH = 50_000
+# One batch: the next BATCH rows (by id, on the primary key) after done_through up to the
+# boundary, summed into both rollups, done_through moved to the last of them; the number of
+# rows summed (0: done). The progress row is locked first, so two runs take turns.
+BACKFILL = f"""
+WITH progress AS (SELECT boundary, done_through FROM {PROGRESS} FOR UPDATE),
+batch AS (
+    SELECT u.* FROM ai_usage u, progress p
+    WHERE u.id > p.done_through AND u.id <= p.boundary ORDER BY u.id LIMIT {BATCH}
+),
+daily AS ({daily_upsert("batch")}),
+repeats AS ({repeats_upsert("batch")}),
+moved AS (
+    UPDATE {PROGRESS} SET done_through = (SELECT max(id) FROM batch)
+    WHERE EXISTS (SELECT FROM batch)
 )
+SELECT count(*) FROM batch
+"""
 
 
 # name -> (columns, INCLUDE columns, partial index predicate), on ai_usage
@@ -157,33 +196,48 @@ def upgrade() -> None:
                 postgresql_concurrently=True,
                 if_not_exists=True,
             )
-    # 3. One transaction (with the version stamp): the trigger first, whose lock keeps writers
-    # out until the commit, then the rows already there summed in; nothing is missed or counted
-    # twice. The backfill reads ai_usage once (seconds at a million rows).
+    # 3. A short transaction: the trigger, and the boundary of what it did not see. CREATE
+    # TRIGGER waits for the transactions inserting into ai_usage to end and keeps new ones out
+    # until this commits, so every row with an id up to max(id) read after it is committed,
+    # and every later row gets a higher id (the sequence hands out ids in order, cache 1) and
+    # fires the trigger. Done once: a run that finds the progress row (an earlier one stopped
+    # in step 4) keeps that trigger and boundary.
     op.execute(
         "CREATE OR REPLACE FUNCTION ai_usage_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        f"BEGIN {UPSERT}; {REPEAT_UPSERT}; RETURN NULL; END $$"
+        f"BEGIN {daily_upsert('added')}; {repeats_upsert('added')}; RETURN NULL; END $$"
     )
-    op.execute("DROP TRIGGER IF EXISTS ai_usage_daily_add ON ai_usage")
     op.execute(
-        "CREATE TRIGGER ai_usage_daily_add AFTER INSERT ON ai_usage "
-        "REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION ai_usage_daily_add()"
+        f"CREATE TABLE IF NOT EXISTS {PROGRESS} "
+        "(boundary bigint NOT NULL, done_through bigint NOT NULL)"
     )
-    op.execute("DELETE FROM ai_usage_daily")
-    op.execute(f"INSERT INTO ai_usage_daily ({COLUMNS}) {GROUPED.format(rows='ai_usage')}")
-    # (no row had a gap before this revision: ai_usage_repeats_daily starts empty)
+    if op.get_bind().scalar(sa.text(f"SELECT count(*) FROM {PROGRESS}")) == 0:
+        op.execute("DROP TRIGGER IF EXISTS ai_usage_daily_add ON ai_usage")
+        op.execute(
+            "CREATE TRIGGER ai_usage_daily_add AFTER INSERT ON ai_usage REFERENCING NEW TABLE "
+            "AS added FOR EACH STATEMENT EXECUTE FUNCTION ai_usage_daily_add()"
+        )
+        # The rollups are empty: nothing wrote them before this trigger. (Not emptied here to
+        # be sure: that would lock them, and nothing else here needs to.)
+        op.execute(f"INSERT INTO {PROGRESS} SELECT coalesce(max(id), 0), 0 FROM ai_usage")
+    # 4. The rows up to the boundary summed in, BATCH at a time, each batch one statement (its
+    # own transaction here) that adds its sums and moves done_through together: writers go on,
+    # and a run that stops half way goes on from the last batch when run again.
+    with op.get_context().autocommit_block():
+        while op.get_bind().scalar(sa.text(BACKFILL)):
+            pass
+    # 5. With the version stamp: the backfill is complete.
+    op.execute(f"DROP TABLE {PROGRESS}")
 
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS ai_usage_daily_add ON ai_usage")
     op.execute("DROP FUNCTION IF EXISTS ai_usage_daily_add()")
+    op.execute(f"DROP TABLE IF EXISTS {PROGRESS}")
     op.drop_table("ai_usage_repeats_daily", if_exists=True)
     op.drop_table("ai_usage_daily", if_exists=True)
     with op.get_context().autocommit_block():
         for name in INDEXES:
-            op.drop_index(
-                name, table_name="ai_usage", postgresql_concurrently=True, if_exists=True
-            )
+            op.drop_index(name, table_name="ai_usage", postgresql_concurrently=True, if_exists=True)
     op.execute(
         "ALTER TABLE ai_usage DROP COLUMN IF EXISTS repeat_gap_seconds, "
         "DROP COLUMN IF EXISTS input_hash"

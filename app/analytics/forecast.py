@@ -12,10 +12,16 @@ new tenant gets the method its few days allow (`method`), or none below 3 days o
 Cost per run: the 50th/95th percentile of the AI cost of COMPLETED runs of the template (all
 versions) in the last ESTIMATE_DAYS, latest ESTIMATE_SAMPLE runs, by tenants now on that tier
 (executions do not record the tier they ran at; a tenant that changed tier is counted at its
-current one). Runs of other tenants count only when the sample holds runs of at least
-ESTIMATE_MIN_TENANTS tenants, so no answer describes one other tenant's runs; otherwise only the
-caller's own runs count. Below ESTIMATE_MIN_RUNS runs the percentiles are null (basedOnRuns
-says how many there were).
+current one). Only the caller's own runs count, unless the sample holds runs of at least
+ESTIMATE_MIN_OTHER_TENANTS tenants besides the caller, none of them more than
+ESTIMATE_MAX_OTHER_SHARE of those runs, and ESTIMATE_MIN_MIXED_RUNS runs in all; then every run
+of the sample counts. The caller is not one of the others: with two others, basedOnRuns minus
+its own runs would be the exact count of those two, and cheap own runs would move the
+percentiles onto theirs. When others' runs count, basedOnRuns is rounded down (to 10s below
+100, then 100s: `coarse_runs`), so subtracting one's own runs gives the others' count only to
+within that step; the percentiles are over the exact sample. Below ESTIMATE_MIN_RUNS runs the
+percentiles are null (basedOnRuns says how many there were). Tenants run by one party count as
+separate tenants: what an estimate hides it hides from tenants, not from whoever runs three.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.ai.budget import month_bounds
 from app.ai.pricing import usd
 from app.analytics.forecasting import ForecastMethod, fit, method_for
-from app.analytics.planning_repository import PlanningRepository, RunCosts
+from app.analytics.planning_repository import PlanningRepository, RunCosts, TemplateRuns
 from app.errors import ValidationFailed
 from app.tiers import get_tier
 
@@ -39,7 +45,12 @@ HISTORY_DAYS = 56
 ESTIMATE_DAYS = 90
 ESTIMATE_SAMPLE = 1000
 ESTIMATE_MIN_RUNS = 5
-ESTIMATE_MIN_TENANTS = 3
+# Other tenants' runs count only with runs of at least this many tenants besides the caller...
+ESTIMATE_MIN_OTHER_TENANTS = 3
+# ...none of which holds more than this share of those runs...
+ESTIMATE_MAX_OTHER_SHARE = Decimal("0.5")
+# ...and this many runs in all (so a rounded basedOnRuns is never 0 beside percentiles).
+ESTIMATE_MIN_MIXED_RUNS = 10
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,7 @@ class ForecastService:
     ) -> list[CostEstimateReport]:
         """AI cost per run of each (template, tier), in the order of `keys`; the templates
         are ones the caller can read (the caller checks). One statement per tier asked."""
-        by_tier: dict[str, dict[uuid.UUID, RunCosts]] = {}
+        by_tier: dict[str, dict[uuid.UUID, TemplateRuns]] = {}
         for tier in dict.fromkeys(tier for _, tier in keys):
             if get_tier(tier) is None:
                 raise ValidationFailed(f"no tier {tier!r}")
@@ -140,19 +151,36 @@ class ForecastService:
                 caller,
                 as_of - timedelta(days=ESTIMATE_DAYS),
                 ESTIMATE_SAMPLE,
-                ESTIMATE_MIN_TENANTS,
             )
-        return [
-            _estimate(tier, by_tier[tier].get(template, RunCosts(0, None, None)))
-            for template, tier in keys
-        ]
+        return [_estimate(tier, by_tier[tier].get(template)) for template, tier in keys]
 
 
-def _estimate(tier: str, costs: RunCosts) -> CostEstimateReport:
+def others_count(runs: TemplateRuns) -> bool:
+    """Whether other tenants' runs may count: enough of them besides the caller, none
+    dominating, and enough runs in all."""
+    return (
+        runs.other_tenants >= ESTIMATE_MIN_OTHER_TENANTS
+        and runs.top_other_runs <= ESTIMATE_MAX_OTHER_SHARE * runs.other_runs
+        and runs.every.runs >= ESTIMATE_MIN_MIXED_RUNS
+    )
+
+
+def coarse_runs(runs: int) -> int:
+    """A run count rounded down: to 10s below 100, to 100s from 100."""
+    step = 10 if runs < 100 else 100
+    return runs // step * step
+
+
+def _estimate(tier: str, runs: TemplateRuns | None) -> CostEstimateReport:
+    if runs is not None and others_count(runs):
+        costs, based_on = runs.every, coarse_runs(runs.every.runs)
+    else:
+        costs = runs.own if runs is not None else RunCosts(0, None, None)
+        based_on = costs.runs
     enough = costs.runs >= ESTIMATE_MIN_RUNS
     return CostEstimateReport(
         tier=tier,
-        based_on_runs=costs.runs,
+        based_on_runs=based_on,
         p50_usd=usd(costs.p50) if enough and costs.p50 is not None else None,
         p95_usd=usd(costs.p95) if enough and costs.p95 is not None else None,
     )

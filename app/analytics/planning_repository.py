@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Uuid, column, func, or_, select, text, true, values
+from sqlalchemy import ColumnElement, Uuid, column, func, select, text, true, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, Tenant
@@ -50,6 +50,18 @@ class RunCosts:
     runs: int
     p50: Decimal | None
     p95: Decimal | None
+
+
+@dataclass(frozen=True)
+class TemplateRuns:
+    """A template's sample of runs: the costs over every run and over the caller's own, how
+    many other tenants ran the rest, how many runs that is and the most of any one of them."""
+
+    every: RunCosts
+    own: RunCosts
+    other_tenants: int
+    other_runs: int
+    top_other_runs: int
 
 
 class PlanningRepository:
@@ -108,14 +120,13 @@ class PlanningRepository:
         caller: uuid.UUID,
         since: datetime,
         sample: int,
-        min_tenants: int,
-    ) -> dict[uuid.UUID, RunCosts]:
+    ) -> dict[uuid.UUID, TemplateRuns]:
         """Per template: AI cost per COMPLETED run since `since`, over its latest `sample`
-        runs by tenants now on `tier`. Other tenants' runs count only when a template's sample
-        holds runs of at least `min_tenants` tenants; otherwise only the caller's own runs do.
-        Templates without such runs are absent. One statement for all: each template's
-        latest runs come from a LATERAL walk of (template_id, created_at) that stops at
-        `sample`, and only those runs' AI usage is summed."""
+        runs by tenants now on `tier`, for every run of the sample and for the caller's own,
+        with how the other tenants' runs are spread (whether they may count is the service's
+        call). Templates without such runs are absent. One statement for all: each
+        template's latest runs come from a LATERAL walk of (template_id, created_at) that
+        stops at `sample`, and only those runs' AI usage is summed."""
         wanted = values(column("template_id", Uuid), name="wanted").data(
             [(t,) for t in template_ids]
         )
@@ -143,27 +154,47 @@ class PlanningRepository:
             .join(latest, true())
             .cte("runs")
         )
-        crowd = (
-            select(
-                runs.c.template_id,
-                (func.count(func.distinct(runs.c.tenant_id)) >= min_tenants).label("crowd"),
-            )
-            .group_by(runs.c.template_id)
-            .subquery("crowd")
+        per_tenant = (
+            select(runs.c.template_id, runs.c.tenant_id, func.count().label("n"))
+            .where(runs.c.tenant_id != caller)
+            .group_by(runs.c.template_id, runs.c.tenant_id)
+            .subquery("per_tenant")
         )
+        others = (
+            select(
+                per_tenant.c.template_id,
+                func.count().label("tenants"),
+                func.sum(per_tenant.c.n).label("runs"),
+                func.max(per_tenant.c.n).label("top"),
+            )
+            .group_by(per_tenant.c.template_id)
+            .subquery("others")
+        )
+        own = runs.c.tenant_id == caller
         query = (
             select(
                 runs.c.template_id,
                 func.count(),
                 func.percentile_cont(0.5).within_group(runs.c.cost),
                 func.percentile_cont(0.95).within_group(runs.c.cost),
+                func.count().filter(own),
+                func.percentile_cont(0.5).within_group(runs.c.cost).filter(own),
+                func.percentile_cont(0.95).within_group(runs.c.cost).filter(own),
+                func.max(others.c.tenants),
+                func.max(others.c.runs),
+                func.max(others.c.top),
             )
-            .join(crowd, crowd.c.template_id == runs.c.template_id)
-            .where(or_(runs.c.tenant_id == caller, crowd.c.crowd))
+            .outerjoin(others, others.c.template_id == runs.c.template_id)
             .group_by(runs.c.template_id)
         )
         return {
-            r[0]: RunCosts(int(r[1]), _decimal(r[2]), _decimal(r[3]))
+            r[0]: TemplateRuns(
+                every=RunCosts(int(r[1]), _decimal(r[2]), _decimal(r[3])),
+                own=RunCosts(int(r[4]), _decimal(r[5]), _decimal(r[6])),
+                other_tenants=int(r[7] or 0),
+                other_runs=int(r[8] or 0),
+                top_other_runs=int(r[9] or 0),
+            )
             for r in (await self.session.execute(query)).all()
         }
 

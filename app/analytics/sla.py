@@ -22,8 +22,9 @@ from app.models import Execution, Template, TemplateSla
 from app.models.base import utcnow
 from app.pagination import Page, check_first, decode_cursor, keyset_page
 from app.sla.repository import SlaRepository
-from app.sla.service import Target, in_force
+from app.sla.service import Target, check_target_cap, in_force
 from app.sla.spec import SlaSpec
+from app.templates.repository import TemplateRepository
 from app.templates.service import TemplateService
 from app.tenants.service import Principal
 
@@ -96,6 +97,7 @@ class SlaReportService:
         """The tenant's targets for a template it can read; they replace the version's."""
         _admin_only(principal)
         template = await TemplateService(self.session).get(principal.tenant_id, template_id)
+        await check_target_cap(self.session, principal.tenant_id, template.id)
         row = await self.sla.put_override(
             {
                 "tenant_id": principal.tenant_id,
@@ -151,8 +153,11 @@ class SlaReportService:
         overrides = {o.template_id: o for o in await self.sla.overrides(tenant_id)}
         wanted = [template_id] if template_id is not None else [*stats, *overrides]
         ids = list(dict.fromkeys(wanted))
-        latest = await self.sla.latest_version_slas(ids)
-        templates = sorted(await self.repo.templates(ids), key=lambda t: (t.name, t.id))
+        # Only what the tenant can read now: its runs and overrides of a template whose share
+        # was revoked (or that went private) must not show it, nor its versions' specs.
+        visible = await TemplateRepository(self.session).get_many_visible(tenant_id, ids)
+        latest = await self.sla.latest_version_slas(list(visible))
+        templates = sorted(visible.values(), key=lambda t: (t.name, t.id))
         return [
             TemplateSlaReport(
                 template=t,

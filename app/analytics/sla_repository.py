@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, Select, cast, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Execution, Template, TemplateSla, TemplateVersion
+from app.models import Execution, TemplateSla, TemplateVersion
 from app.models.states import TERMINAL, Status
 from app.sla.repository import join_targets, max_duration_in_force
 
@@ -127,6 +127,3 @@ class SlaReportRepository:
             query = query.where(tuple_(Execution.created_at, Execution.id) < before)
         query = query.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit)
         return list(await self.session.scalars(query))
-
-    async def templates(self, ids: list[uuid.UUID]) -> list[Template]:
-        return list(await self.session.scalars(select(Template).where(Template.id.in_(ids))))

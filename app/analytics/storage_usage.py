@@ -1,10 +1,14 @@
 """Tenants' storage usage for the tenant comparison, measured off the event loop and cached.
 
-`tenant_storage_bytes` is the one place that asks the storage how much a tenant holds; when
-storage moves behind another backend, re-point that function and nothing else.
+`tenant_storage_bytes` is the one place that asks the storage how much a tenant holds, through
+the storage interface (app/steps/backends.storage_usage_bytes), so it counts what the
+configured backend holds: on the local backend a walk of the tenant's folder, on S3 the shared
+usage counter in Redis (measured from a listing when missing). It neither creates nor seeds a
+tenant's storage: a tenant that never stored a file holds 0.
 
-Measuring walks a tenant's tree (app/steps/storage.walk_usage: up to quota / 4 KiB entries,
-millions for the big tiers), so it never runs on the event loop nor once per request: the
+Measuring may walk a tenant's tree (local: up to quota / 4 KiB entries, millions for the big
+tiers) or list its keys (S3, when the counter is missing), so it never runs on the event loop
+nor once per request: the
 process keeps each tenant's last reading for FRESH_SECONDS, and a request that finds readings
 missing or stale starts one background refresh (one at a time per process, one tenant after
 the other in a worker thread), waits for it at most WAIT_SECONDS, and answers with what is
@@ -19,11 +23,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import structlog
 
-from app.steps.storage import walk_usage
+from app.settings import Settings
+from app.steps.backends import storage_usage_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -31,10 +35,9 @@ FRESH_SECONDS = 300.0
 WAIT_SECONDS = 2.0
 
 
-def tenant_storage_bytes(files_root: Path, tenant_id: uuid.UUID) -> int:
+def tenant_storage_bytes(settings: Settings, tenant_id: uuid.UUID) -> int:
     """Bytes the tenant's storage holds, counted as its quota counts them (blocking)."""
-    root = files_root / str(tenant_id)
-    return walk_usage(root) if root.is_dir() else 0
+    return storage_usage_bytes(settings, str(tenant_id))
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class StorageReading:
 
 @dataclass
 class StorageGauge:
-    files_root: Path
+    settings: Settings
     fresh_seconds: float = FRESH_SECONDS
     readings: dict[uuid.UUID, StorageReading] = field(default_factory=dict)
     refresh: asyncio.Task[None] | None = None
@@ -79,16 +82,24 @@ class StorageGauge:
     async def _measure(self, tenant_ids: list[uuid.UUID]) -> None:
         for tenant_id in tenant_ids:
             try:
-                used = await asyncio.to_thread(tenant_storage_bytes, self.files_root, tenant_id)
-            except OSError as exc:
+                used = await asyncio.to_thread(tenant_storage_bytes, self.settings, tenant_id)
+            except Exception as exc:  # OSError, S3 or Redis unreachable: no reading this time
                 log.warning("storage.measure_failed", tenant_id=str(tenant_id), error=str(exc))
                 continue
             self.readings[tenant_id] = StorageReading(used, datetime.now(UTC), time.monotonic())
 
 
-_GAUGES: dict[Path, StorageGauge] = {}
+_GAUGES: dict[tuple[object, ...], StorageGauge] = {}
 
 
-def gauge_for(files_root: Path) -> StorageGauge:
-    """The process's gauge of one storage root (shared, so its readings are)."""
-    return _GAUGES.setdefault(files_root, StorageGauge(files_root))
+def gauge_for(settings: Settings) -> StorageGauge:
+    """The process's gauge of one storage (shared, so its readings are): the local root, or
+    the S3 bucket and prefix."""
+    where = (
+        settings.storage_backend,
+        settings.files_root,
+        settings.s3_endpoint_url,
+        settings.s3_bucket,
+        settings.s3_prefix,
+    )
+    return _GAUGES.setdefault(where, StorageGauge(settings))

@@ -80,7 +80,10 @@ class CostEstimate:
     tier: Tier
     p50_usd: Decimal | None
     p95_usd: Decimal | None
-    based_on_runs: int
+    based_on_runs: int = strawberry.field(
+        description="Runs in the sample: exact when only your own runs count, rounded down "
+        "(to 10s, from 100 to 100s) when other tenants' runs count too."
+    )
 
     @classmethod
     def from_report(cls, r: CostEstimateReport) -> CostEstimate:
@@ -227,7 +230,7 @@ class ForecastQuery:
         after: str | None = None,
     ) -> TenantComparisonPage:
         platform = info.context.platform()
-        gauge = gauge_for(info.context.deps.settings.files_root)
+        gauge = gauge_for(info.context.deps.settings)
         async with info.context.session() as s:
             since, until, page = await TenantComparison(s, gauge).page(
                 platform, from_, to, order_by, first, after

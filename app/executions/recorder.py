@@ -9,7 +9,8 @@ A terminal event (COMPLETED, FAILED, CANCELLED) also appends to the tenant's not
 (app/notifications) in the same transaction, just before the commit (the log's per-tenant
 counter lock is then held for the commit only), and wakes its live readers after it; so does
 an SLA_BREACH when the run took longer than its duration target (app/sla, one more query per
-ended run: the targets in force).
+ended run: the targets in force), judged first (breach row, then the notifications: the SLA
+sweep's lock order) and in a savepoint, so an SLA failure never fails the terminal event.
 
 Per event: one locking read of the row, one INSERT of the event (idempotent by key through
 ON CONFLICT, the running AI cost read inside it), one UPDATE of the row at flush. A row this
@@ -37,6 +38,7 @@ from app.metrics import (
     EVENT_PUBLISH_FAILURES,
     EXECUTION_DURATION,
     EXECUTION_EVENTS,
+    SLA_FAILURES,
     TRANSITIONS_REFUSED,
 )
 from app.models import Execution, ExecutionEvent
@@ -111,8 +113,11 @@ class Recorder:
         """Commit the caller's transaction (with the notifications of the executions it
         ended), then publish what it recorded, in order."""
         ended = [x for e, x in self._unpublished if _ends(e)]
+        # The SLA's breach rows before any notification: the SLA sweep takes the same order
+        # (execution row, breach row, the tenant's notification counter), so the two never
+        # deadlock (PostgreSQL would abort one of them: here, the terminal event).
+        breaches = [b for x in ended if (b := await _duration_breach(self.session, x))]
         notified = [await _notify(self.session, e, x) for e, x in self._unpublished if _ends(e)]
-        breaches = [b for x in ended if (b := await sla.duration_breach(self.session, x))]
         await self.session.commit()
         recorded, self._unpublished = self._unpublished, []
         if self.publisher is not None:
@@ -126,6 +131,19 @@ class Recorder:
     async def rollback(self) -> None:
         await self.session.rollback()
         self._unpublished = []
+
+
+async def _duration_breach(session: AsyncSession, execution: Execution) -> sla.Notified | None:
+    """The run judged against its duration target in a savepoint: an SLA problem (a bad
+    stored target, a failed insert) is logged and counted (wfs_sla_failures_total{where=
+    "recorder"}) and rolled back alone; the terminal event is recorded whatever happens here."""
+    try:
+        async with session.begin_nested():
+            return await sla.duration_breach(session, execution)
+    except Exception:  # whatever it is, the run still ends
+        SLA_FAILURES.labels("recorder").inc()
+        log.exception("sla.recorder_failed", execution_id=str(execution.id))
+        return None
 
 
 def _ends(event: ExecutionEvent) -> bool:

@@ -56,6 +56,8 @@ class SlaBreach(Base):
             postgresql_where=text("kind = 'SUCCESS_RATE' AND ended_at IS NULL"),
         ),
         Index("ix_sla_breaches_tenant_template_started", "tenant_id", "template_id", "started_at"),
+        # For the executions FK's cascades (the unique one above is partial: unusable there).
+        Index("ix_sla_breaches_execution_id", "execution_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

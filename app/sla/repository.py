@@ -11,7 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, delete, exists, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    union,
+)
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -190,21 +203,77 @@ class SlaRepository:
 
     # --- what the evaluation reads ------------------------------------------------------------
 
-    async def outcomes_since(
-        self, template_id: uuid.UUID, since: datetime, tenant_id: uuid.UUID | None = None
-    ) -> list[tuple[uuid.UUID, int, int]]:
-        """(tenant, completed, failed) of the template's runs created since `since`, per tenant
-        (or of one tenant); by ix_executions_template_created (or the tenant_template one)."""
+    async def outcomes(
+        self, targets: list[tuple[uuid.UUID, uuid.UUID | None, datetime]]
+    ) -> list[tuple[uuid.UUID, uuid.UUID, int, int]]:
+        """(template, tenant, completed, failed) of the runs of each target's template created
+        since its `since` (of its tenant only when one is given), per template and tenant: one
+        query, an OR of ranges of ix_executions_template_created. A template appears once in
+        `targets` (the caller groups version targets and overrides apart)."""
+        if not targets:
+            return []
+        arms = [
+            and_(
+                Execution.template_id == template_id,
+                Execution.created_at >= since,
+                *([Execution.tenant_id == tenant_id] if tenant_id is not None else []),
+            )
+            for template_id, tenant_id, since in targets
+        ]
         completed = func.count().filter(Execution.status == Status.COMPLETED.value)
         failed = func.count().filter(Execution.status == Status.FAILED.value)
         query = (
-            select(Execution.tenant_id, completed, failed)
-            .where(Execution.template_id == template_id, Execution.created_at >= since)
-            .group_by(Execution.tenant_id)
+            select(Execution.template_id, Execution.tenant_id, completed, failed)
+            .where(or_(*arms))
+            .group_by(Execution.template_id, Execution.tenant_id)
         )
-        if tenant_id is not None:
-            query = query.where(Execution.tenant_id == tenant_id)
-        return [(t, int(c), int(f)) for t, c, f in await self.session.execute(query)]
+        return [(p, t, int(c), int(f)) for p, t, c, f in await self.session.execute(query)]
+
+    async def take_round_lock(self, *, wait: bool) -> bool:
+        """The SLA round's advisory lock, until this transaction ends: False when another
+        session holds it (try-lock), unless `wait`."""
+        if wait:
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext('sla:round'))"))
+            return True
+        got = await self.session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(hashtext('sla:round'))")
+        )
+        return bool(got)
+
+    async def lock_open_run(self, execution_id: uuid.UUID) -> bool:
+        """Lock a run's row (FOR NO KEY UPDATE, as the recorder does) if it is still open and
+        no one holds it (SKIP LOCKED: a recorder ending it judges its duration itself)."""
+        found = await self.session.scalar(
+            select(Execution.id)
+            .where(Execution.id == execution_id, OPEN_RUN)
+            .with_for_update(key_share=True, skip_locked=True)
+        )
+        return found is not None
+
+    async def targets_of_tenant(self, tenant_id: uuid.UUID, *, excluding: uuid.UUID) -> int:
+        """Templates (other than `excluding`) the tenant has SLA targets on that the round
+        evaluates: its own whose latest version has a success-rate target, and its
+        overrides. Takes the tenant's SLA-targets lock until the transaction ends first, so
+        two concurrent additions cannot both pass the cap."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"sla-targets:{tenant_id}"},
+        )
+        own = (
+            select(TemplateVersion.template_id)
+            .join(Template, Template.id == TemplateVersion.template_id)
+            .where(
+                Template.tenant_id == tenant_id,
+                TemplateVersion.version == Template.latest_version,
+                TemplateVersion.sla["min_success_rate"].astext.is_not(None),
+                TemplateVersion.template_id != excluding,
+            )
+        )
+        overridden = select(TemplateSla.template_id).where(
+            TemplateSla.tenant_id == tenant_id, TemplateSla.template_id != excluding
+        )
+        both = union(own, overridden).subquery()
+        return int(await self.session.scalar(select(func.count()).select_from(both)) or 0)
 
     async def open_past_target(self, now: datetime, limit: int) -> list[OpenPastTarget]:
         """Runs still open (holding a slot) longer than their duration target and not yet

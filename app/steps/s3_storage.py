@@ -20,28 +20,36 @@ before the commit.
 
 Listing is ListObjectsV2 with Prefix and StartAfter, 1,000 keys a request, in key order (UTF-8
 bytes, the same as the code-point order of the local backend). Quota: app/steps/shared_usage.py
-(Redis, shared by every process, measured from a listing). Samples are seeded once per tenant;
-a marker key (`.wfs-part-seeded`, a reserved name no path can take) remembers it, so deleted
-samples stay deleted as on disk.
+(Redis, shared by every process, measured from a listing). Every change of a key (the commit
+of a write, a delete) holds that key's lock in Redis and HEADs the key under it, so `used` moves
+by exactly what changed even when two replicas delete or overwrite one path at once (see
+shared_usage's docstring). A delete therefore HEADs each path under the lock (concurrently,
+HEAD_THREADS at a time): sizes from an earlier listing may be stale by then. A commit whose
+object is in place but whose settle in Redis fails reports success and drops the counter.
+
+Samples are seeded once per tenant; a marker key (`.wfs-part-seeded`, a reserved name no path
+can take) remembers it, so deleted samples stay deleted as on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from typing import Any, BinaryIO, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from redis import Redis
+from redis import Redis, RedisError
 
 from app.settings import Settings
 from app.steps.base import StepInputError, StepTransientError
-from app.steps.shared_usage import SharedReservation, SharedUsage, redis_client
+from app.steps.shared_usage import KeyLock, SharedReservation, SharedUsage, redis_client
 from app.steps.storage import (
     _TENANT_ID,
     PART_PREFIX,
@@ -59,6 +67,8 @@ from app.steps.tenant_storage import FileWriter, TenantStorage
 PART_BYTES = 8 * 1024 * 1024
 MAX_KEY_BYTES = 1024  # S3's limit on a key, UTF-8
 SEEDED_MARKER = f"{PART_PREFIX}seeded"
+HEAD_THREADS = 8  # a delete's HEADs in flight at once
+DELETE_BATCH = 1000  # DeleteObjects' limit, and the keys one lock call takes
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412"}
 
@@ -113,7 +123,7 @@ class S3Storage(TenantStorage):
         self.usage = SharedUsage(redis, f"{bucket}/{base}", self.measure)
 
     @classmethod
-    def open(cls, settings: Settings, tenant_id: str) -> S3Storage:
+    def open(cls, settings: Settings, tenant_id: str, seed: bool = True) -> S3Storage:
         if not _TENANT_ID.fullmatch(tenant_id):
             raise StepInputError(f"tenant id {tenant_id!r} cannot name a storage directory")
         if not settings.redis_url:
@@ -125,7 +135,8 @@ class S3Storage(TenantStorage):
             base,
             redis_client(settings.redis_url),
         )
-        storage.ensure_samples()
+        if seed:
+            storage.ensure_samples()
         return storage
 
     # -- keys ------------------------------------------------------------------------------
@@ -232,25 +243,59 @@ class S3Storage(TenantStorage):
                 yield FileEntry(rel, found["Size"], modified, f"{found['ETag']}:{modified}")
 
     def delete(self, paths: list[str]) -> list[str]:
-        rels = [self._rel(path, "path") for path in paths]  # every path checked first
-        found = {rel: head for rel in rels if (head := self._head(self.base + rel)) is not None}
-        names, refused = list(found), []
-        for start in range(0, len(names), 1000):
-            batch = [{"Key": self.base + rel} for rel in names[start : start + 1000]]
-            done = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-            )
-            refused += done.get("Errors", [])  # per key: AccessDenied, InternalError, ...
-        kept = {str(error["Key"])[len(self.base) :] for error in refused}
-        deleted = [rel for rel in names if rel not in kept]
-        self.usage.freed(sum(charged(found[rel]["ContentLength"]) for rel in deleted))
+        rels = list(dict.fromkeys(self._rel(path, "path") for path in paths))  # all checked first
+        deleted: list[str] = []
+        refused: list[dict[str, Any]] = []
+        present = 0
+        for start in range(0, len(rels), DELETE_BATCH):
+            batch = rels[start : start + DELETE_BATCH]
+            with self.usage.locked(batch) as lock:
+                gone, errors, found = self._delete_locked(batch, lock)
+            deleted += gone
+            refused += errors
+            present += found
         if refused:
             first = refused[0]
             raise StepTransientError(
-                f"the storage refused to delete {len(refused)} of {len(names)} files "
+                f"the storage refused to delete {len(refused)} of {present} files "
                 f"({first.get('Code')}: {first.get('Message')})"
             )
         return deleted
+
+    def _delete_locked(
+        self, rels: list[str], lock: KeyLock
+    ) -> tuple[list[str], list[dict[str, Any]], int]:
+        """Delete what these keys hold now (HEAD under their locks) and subtract exactly that:
+        a second delete of the same path finds nothing and subtracts nothing."""
+        with ThreadPoolExecutor(min(HEAD_THREADS, len(rels))) as pool:
+            heads = list(pool.map(lambda rel: self._head(self.base + rel), rels))
+        found = {rel: head for rel, head in zip(rels, heads, strict=True) if head is not None}
+        if not found:
+            return [], [], 0
+        batch = [{"Key": self.base + rel} for rel in found]
+        done = self.client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+        )
+        refused = list(done.get("Errors", []))  # per key: AccessDenied, InternalError, ...
+        kept = {str(error["Key"])[len(self.base) :] for error in refused}
+        deleted = [rel for rel in found if rel not in kept]
+        freed = sum(charged(found[rel]["ContentLength"]) for rel in deleted)
+        try:
+            self.usage.freed(freed, lock)
+        except RedisError:  # the objects are gone: measure again rather than fail the delete
+            self._drop_counter()
+        return deleted, refused, len(found)
+
+    def _drop_counter(self) -> None:
+        try:
+            self.usage.forget()
+        except RedisError:  # Redis unreachable: `used` lapses within USAGE_TTL_SECONDS
+            pass
+
+    def usage_bytes(self) -> int:
+        """Bytes the tenant holds as the quota counts them: the shared counter, measured
+        (by one process at a time) when it is missing."""
+        return self.usage.current()
 
     def seed_samples(self) -> list[str]:
         written = []
@@ -348,14 +393,40 @@ class _S3Writer(FileWriter):
         self.expected = size
 
     def commit(self) -> None:
+        with contextlib.ExitStack() as stack:
+            try:
+                if self.upload_id is not None and self.buffer:  # the last part, before the lock
+                    self._send_part(bytes(self.buffer))
+                    self.buffer = bytearray()
+                lock = stack.enter_context(self.storage.usage.locked([self.path]))
+            except BaseException:
+                self.discard()
+                raise
+            replaced = self._place()  # discards the write when it fails
+            try:
+                self.reservation.commit(self.size, replaced, lock)
+            except RedisError:  # the file is in place: a settle that failed is no failure
+                self.storage._drop_counter()
+                self._release_quietly()
+
+    def _release_quietly(self) -> None:
+        try:
+            self.reservation.release()
+        except RedisError:  # the reservation lapses after RESERVATION_SECONDS
+            pass
+
+    def _place(self) -> int:
+        """Put the object (under its key's lock); returns the charged size of the object it
+        replaced, 0 when there was none."""
         client, bucket = self.storage.client, self.storage.bucket
         condition = {} if self.overwrite else {"IfNoneMatch": "*"}
+        replaced = 0
         try:
+            if self.overwrite and (old := self.storage._head(self.key)) is not None:
+                replaced = charged(old["ContentLength"])
             if self.upload_id is None:
                 client.put_object(Bucket=bucket, Key=self.key, Body=bytes(self.buffer), **condition)
             else:
-                if self.buffer:
-                    self._send_part(bytes(self.buffer))
                 client.complete_multipart_upload(
                     Bucket=bucket,
                     Key=self.key,
@@ -376,7 +447,7 @@ class _S3Writer(FileWriter):
             raise
         self.ended = True
         self.buffer = bytearray()
-        self.reservation.commit(self.size)
+        return replaced
 
     def discard(self) -> None:
         self.buffer = bytearray()

@@ -14,6 +14,8 @@ files, so cancel and heartbeats work as before.
   meanwhile) or `discard` (nothing is left behind).
 - `iter_files(prefix, pattern, after, limit)`: files in path order, lazily, for pages.
 - `delete(paths)`: removes files; returns the paths that were there.
+- `usage_bytes()`: what the tenant holds as its quota counts it (local: a walk of its folder;
+  S3: the shared counter in Redis, measured from a listing when missing). Blocking.
 
 Backends: `LocalStorage` (here; app/steps/storage.py holds its confined root, quota ledger and
 part files, unchanged) and `S3Storage` (app/steps/s3_storage.py).
@@ -39,6 +41,7 @@ from app.steps.storage import (
     charged,
     open_read,
     stat_tag,
+    walk_usage,
 )
 
 __all__ = ["FileEntry", "FileWriter", "LocalStorage", "TenantStorage"]
@@ -109,6 +112,10 @@ class TenantStorage(ABC):
     @abstractmethod
     def delete(self, paths: list[str]) -> list[str]:
         """Delete these files (all checked first); returns those that existed."""
+
+    @abstractmethod
+    def usage_bytes(self) -> int:
+        """Bytes the storage holds, each file charged as the quota charges it."""
 
     @abstractmethod
     def seed_samples(self) -> list[str]:
@@ -200,6 +207,9 @@ class LocalStorage(TenantStorage):
 
         self.root.usage.change(unlink)
         return deleted
+
+    def usage_bytes(self) -> int:
+        return walk_usage(self.root.real) if self.root.real.is_dir() else 0
 
     def seed_samples(self) -> list[str]:
         return self.root.seed_samples()

@@ -35,6 +35,7 @@ from app.models import Template, TemplateVersion
 from app.models.base import utcnow
 from app.models.template import VISIBILITIES
 from app.settings import Settings
+from app.sla.service import check_target_cap
 from app.templates.repository import TemplateRepository
 from app.templates.schemas import TemplateSpec, bounded, validate_spec, validation_deadline
 from app.templates.versions import MAX_DIFF_CHANGES as MAX_DIFF_CHANGES
@@ -225,6 +226,9 @@ class TemplateAuthoring:
                     }
                 ],
             )
+        if spec.sla is not None and spec.sla.min_success_rate is not None:
+            if template.tenant_id is not None:  # the platform's templates are not capped
+                await check_target_cap(self.session, template.tenant_id, template.id)
         current = await self.repo.version(template.id, template.latest_version)
         if current is not None and current.status == "PUBLISHED":
             if same_content(current.spec, stored):
@@ -285,6 +289,7 @@ class TemplateAuthoring:
         template.visibility = visibility
         template.updated_at = utcnow()
         await self.session.flush()
+        await self.repo.drop_unseen_sla_overrides(template.id)
         return template
 
     async def _submit_latest(self, template: Template, *, again: bool) -> None:
@@ -331,6 +336,8 @@ class TemplateAuthoring:
                 template.visibility = "SHARED"
         template.updated_at = utcnow()
         await self.session.flush()
+        if revoke:
+            await self.repo.drop_unseen_sla_overrides(template.id)
         return template
 
     async def _editable(self, principal: Principal, template_id: uuid.UUID) -> Template:

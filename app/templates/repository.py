@@ -25,18 +25,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Execution, Template, TemplateVersion, Tenant
+from app.models import Execution, Template, TemplateSla, TemplateVersion, Tenant
 from app.models.template import TemplateAcceptance, TemplateShare
 from app.templates.search import SearchCursor, TemplateFilter
 
 
-def shared_with(tenant_id: uuid.UUID) -> ColumnElement[bool]:
+def shared_with(tenant_id: uuid.UUID | ColumnElement[uuid.UUID]) -> ColumnElement[bool]:
     return exists().where(
         TemplateShare.template_id == Template.id, TemplateShare.tenant_id == tenant_id
     )
 
 
-def visible_to(tenant_id: uuid.UUID) -> ColumnElement[bool]:
+def visible_to(tenant_id: uuid.UUID | ColumnElement[uuid.UUID]) -> ColumnElement[bool]:
     """Own templates (drafts too); the platform's once published; others' SHARED ones shared
     with the tenant once published; others' PUBLIC ones once the platform approved a version
     (public_version). A PUBLIC template is offered through the catalog only: a share does not
@@ -391,6 +391,22 @@ class TemplateRepository:
         if tenant_ids is not None:
             query = query.where(TemplateShare.tenant_id.in_(tenant_ids))
         await self.session.execute(query)
+
+    async def drop_unseen_sla_overrides(self, template_id: uuid.UUID) -> int:
+        """Delete the SLA overrides (template_slas) of tenants that can no longer read the
+        template (a revoked share, PRIVATE, withdrawn from the catalog): an override must not
+        outlive the read access it was set under, nor count against the tenant's SLA cap."""
+        seen = (
+            select(Template.id)
+            .where(
+                Template.id == TemplateSla.template_id, visible_to(TemplateSla.tenant_id.expression)
+            )
+            .exists()
+        )
+        result = await self.session.execute(
+            delete(TemplateSla).where(TemplateSla.template_id == template_id, ~seen)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def shared_tenant_names(
         self, template_ids: list[uuid.UUID]

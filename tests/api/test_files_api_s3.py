@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,11 +33,15 @@ from tests.api.test_files_api import (  # noqa: F401  (run again here, on S3)
     test_viewer_cannot_upload_or_delete,
     uploaded,
 )
+from tests.api.test_forecasts_api import COMPARISON, platform_client, spend, tenant_row
 from tests.conftest import Services, TenantKeys, make_tenant, s3_settings
 from tests.support import GraphQLClient, free_port
 from tests.workers.test_template_graph import run
 
 EXAMPLES = {t["name"]: t["example_params"] for t in STANDARD_TEMPLATES}
+# A window no other test uses: tenantComparison ranks every tenant active in it.
+WINDOW = {"from": "2008-03-01T00:00:00Z", "to": "2008-03-08T00:00:00Z"}
+DAY = datetime(2008, 3, 3, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +166,28 @@ async def test_standard_templates_complete_on_s3(
     assert storage.file(execution["result"]["report"]).size > 0
     assert storage.multipart_uploads() == []
     assert uuid.UUID(str(storage.base.split("/")[-2]))  # keys sit under the tenant's id
+
+
+async def test_tenant_comparison_counts_what_the_bucket_holds(
+    api: str, sessions: Any, files_settings: Settings
+) -> None:
+    """tenantComparison.storageBytes on S3 comes from the storage interface (the shared usage
+    counter, measured from the bucket), not from the local files root; measuring a tenant that
+    never stored a file neither seeds its samples nor writes any key."""
+    stored, empty = await make_tenant(sessions, "free"), await make_tenant(sessions, "free")
+    ids = [await tenant_row(sessions, k) for k in (stored, empty)]
+    for tenant_id in ids:
+        await spend(sessions, tenant_id, [(DAY, "0.5")])  # in the window, so both are ranked
+    assert (await uploaded(api, stored.operator, "big.bin", b"\1" * 32 * KIB))["path"]
+    platform = await platform_client(api, sessions)
+    found = await platform.data(COMPARISON, {**WINDOW, "orderBy": "STORAGE"})
+    rows = {e["node"]["name"]: e["node"] for e in found["tenantComparison"]["ranking"]["edges"]}
+    assert rows[stored.name]["storageBytes"] == 12 * KIB + 32 * KIB  # samples + the upload
+    assert rows[empty.name]["storageBytes"] == 0
+    assert rows[empty.name]["storageMeasuredAt"] is not None
+    storage = await storage_of(sessions, files_settings, stored)
+    assert storage.usage.used() == storage.measure() == 12 * KIB + 32 * KIB
+    listed = storage.client.list_objects_v2(
+        Bucket=storage.bucket, Prefix=f"{files_settings.s3_prefix}{ids[1]}/"
+    )
+    assert listed.get("KeyCount", 0) == 0  # measured, not seeded

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from app.ai.budget import month_bounds
+from app.analytics.forecast import coarse_runs
 from app.models import AiUsage, Execution, ExecutionRollup, Template, TemplateVersion, Tenant
 from app.models.analytics import ALL_TEMPLATES
 from app.settings import Settings
@@ -226,16 +227,33 @@ async def test_cost_estimate_from_recorded_runs(server: str, sessions: Any) -> N
         "p95Usd": None,
         "basedOnRuns": 0,
     }
-    # One other premium tenant's runs would describe that tenant: not counted...
-    others = [await make_tenant(sessions, "premium") for _ in range(2)]
-    first = await tenant_row(sessions, others[0])
-    await runs(sessions, first, name, [at(10), at(11)], ["1.000000", "1.000000"])
+    # Two other premium tenants: the caller is not the third (basedOnRuns minus its own 5
+    # would be their exact count), so only its own runs count.
+    others = [await tenant_row(sessions, await make_tenant(sessions, "premium")) for _ in "abc"]
+    await runs(sessions, others[0], name, [at(10), at(11)], ["1.000000", "1.000000"])
+    await runs(sessions, others[1], name, [at(12)], ["2.000000"])
     assert await estimate() == expected(own, 5)
-    # ...a third tenant makes the sample a crowd: every run counts.
-    second = await tenant_row(sessions, others[1])
-    await runs(sessions, second, name, [at(12)], ["2.000000"])
-    crowd = own + ["1.000000", "1.000000", "2.000000"]
-    assert await estimate() == expected(crowd, 8)
+    # A third other tenant: every run counts, and basedOnRuns is rounded down to 10s (11 runs;
+    # 11 - 5 would be the others' exact count).
+    await runs(sessions, others[2], name, [at(i) for i in (13, 14, 15)], ["3.000000"] * 3)
+    crowd = own + ["1.000000", "1.000000", "2.000000"] + ["3.000000"] * 3
+    assert await estimate() == expected(crowd, 10)
+    # One of the others holding more than half of their runs (6 of 10) would mostly describe
+    # that one: only the caller's runs again.
+    await runs(sessions, others[0], name, [at(i) for i in range(16, 20)], ["1.000000"] * 4)
+    assert await estimate() == expected(own, 5)
+    # Three pro tenants: the PRO estimate is theirs (rounded count), the PREMIUM one unmoved.
+    for _ in "abc":
+        pro = await tenant_row(sessions, await make_tenant(sessions, "pro"))
+        await runs(sessions, pro, name, [at(i) for i in range(20, 24)], ["7.000000"] * 4)
+    assert await estimate("PRO") == {**expected(["7"] * 12, 10), "tier": "PRO"}
+    assert await estimate() == expected(own, 5)
+
+
+def test_coarse_run_counts() -> None:
+    assert [coarse_runs(n) for n in (0, 9, 10, 11, 99, 100, 199, 1000)] == [
+        *(0, 0, 10, 10, 90, 100, 100, 1000)
+    ]
 
 
 WINDOW = {"from": "2010-06-01T00:00:00Z", "to": "2010-06-08T00:00:00Z"}

@@ -121,7 +121,8 @@ async def test_duration_breach_is_notified_once_and_an_override_wins(
     body = verified(hook["secret"], request)
     assert body["type"] == "sla.breach" and body["data"]["executionId"] == slow["id"]
     assert (body["data"]["kind"], body["data"]["seq"]) == ("DURATION", breach["seq"])
-    await SlaMonitor(sessions, None).run_round()  # the run is recorded: never notified again
+    # The run is recorded: never notified again.
+    await SlaMonitor(sessions, None).run_round(wait=True)
     assert len(await breaches(client)) == 1 and counted("DURATION") - before == 1
 
     found = await report(client, template_id)
@@ -143,7 +144,7 @@ async def test_duration_breach_is_notified_once_and_an_override_wins(
     }
     _, calm = await run(client, server, tenant.admin, name, {})
     assert calm["status"] == "COMPLETED"
-    await SlaMonitor(sessions, None).run_round()
+    await SlaMonitor(sessions, None).run_round(wait=True)
     assert len(await breaches(client)) == 1 and counted("DURATION") - before == 1
     assert len(endpoint.requests) == 1
     # The report judges every run by the targets in force now: both are within a minute.
@@ -169,8 +170,8 @@ async def test_success_rate_breach_is_notified_once_per_crossing(
     ]
     assert outcomes == ["COMPLETED", "FAILED"]
 
-    await monitor.run_round()
-    await monitor.run_round()  # still below target: nothing new
+    await monitor.run_round(wait=True)
+    await monitor.run_round(wait=True)  # still below target: nothing new
     (breach,) = await breaches(client)
     assert breach["execution"] is None
     assert breach["data"] == {
@@ -192,15 +193,15 @@ async def test_success_rate_breach_is_notified_once_per_crossing(
     # Back on target (a lower minimum): the breach ends; below again: a second crossing.
     lower = {"minSuccessRate": 0.5, "minRuns": 2, "windowSeconds": 3600}
     await q(client, "SetTemplateSla", {"templateId": template_id, "input": lower})
-    await monitor.run_round()
+    await monitor.run_round(wait=True)
     assert len(await breaches(client)) == 1
     (period,) = (await report(client, template_id))["successRateBreaches"]
     assert period["endedAt"] is not None
     assert (await report(client, template_id))["successRateMet"] is True
     _, third = await run(client, server, tenant.admin, name, BAD)
     assert third["status"] == "FAILED"
-    await monitor.run_round()
-    await monitor.run_round()
+    await monitor.run_round(wait=True)
+    await monitor.run_round(wait=True)
     second, first = await breaches(client)  # newest first
     assert first == breach and second["data"]["source"] == "OVERRIDE"
     assert second["data"]["successRate"] == pytest.approx(1 / 3, abs=1e-6)
@@ -311,7 +312,7 @@ async def test_report_figures_isolation_and_paging(
     assert figures == expected(ROWS_A, 60, 0.8)
 
     # The SLA round judges each tenant's runs alone, and records the runs open past target.
-    await SlaMonitor(sessions, None).run_round()
+    await SlaMonitor(sessions, None).run_round(wait=True)
     mine = {
         (b["data"]["kind"], b["execution"] and pk(b["execution"]["id"])): b["data"]
         for b in await breaches(client)
@@ -348,6 +349,12 @@ async def test_report_figures_isolation_and_paging(
         (OPS / "SlaReport.graphql").read_text(), {**window(24), "templateId": template_id}
     )
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    # Nor in its report, though it has runs of it: a template it cannot read is not shown.
+    theirs = (await q(other_client, "SlaReport", window(24)))["slaReport"]["templates"]
+    assert theirs == []
+    # Shared with it: its own runs only.
+    share = {"templateId": template_id, "tenantNames": [other.name], "revoke": False}
+    await q(client, "ShareTemplate", {"input": share})
     theirs = (await q(other_client, "SlaReport", window(24)))["slaReport"]["templates"]
     assert [(t["runs"], t["durationBreached"]) for t in theirs] == [(12, 2)]
 

@@ -39,12 +39,12 @@ from app.steps.base import StepInputError, run_cpu
 from app.steps.data import filter_records, transform
 from app.tenants.service import TenantService
 from tests.conftest import TenantKeys, make_tenant
-from tests.support import GraphQLClient, LoopWatch, loop_watch
+from tests.support import MAX_LOOP_STALL, GraphQLClient, LoopWatch, loop_watch
 from tests.workers.test_template_graph import run
 from workers.ai_activities import step_output
 
 T = TypeVar("T")
-MAX_GAP_SECONDS = 0.1
+MAX_GAP_SECONDS = MAX_LOOP_STALL
 
 # The entity patterns as they were before issue 9 (backtracking, quadratic on some inputs):
 # the reference the linear scan must agree with, match for match.

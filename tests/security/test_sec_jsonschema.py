@@ -41,14 +41,14 @@ from app.models import Template, TemplateVersion
 from app.settings import Settings
 from app.tenants.repository import TenantRepository
 from tests.conftest import TenantKeys
-from tests.support import loop_watch, own_service
+from tests.support import MAX_LOOP_STALL, loop_watch, own_service
 from tests.templates.template_kit import make_spec, op
 
 # Seconds the API's event loop may keep a ticker waiting (loop_watch). Validation held on the
 # loop would stall it for the whole validation: at least validation_timeout_seconds (0.5 here).
 # 0.25 tells that from a busy machine's scheduling noise, seen up to 0.17 with other suites
 # running beside this one (0.1 failed then).
-MAX_STALL = 0.25
+MAX_STALL = MAX_LOOP_STALL
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 EXPONENTIAL = r"^(a+)+$"
 

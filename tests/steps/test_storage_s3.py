@@ -6,19 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+import redis
 
+from app.embedded import EmbeddedValkey
 from app.seed import seed_sample_files
 from app.settings import Settings
 from app.steps import StepInputError
 from app.steps.backends import open_storage
 from app.steps.s3_storage import PART_BYTES, SEEDED_MARKER, S3Storage
+from app.steps.shared_usage import SharedUsage
 from app.steps.storage import FileExists, Quota, StorageFull, charged
 from tests.steps.conftest import MakeContext
 from tests.steps.step_support import run_step
+from tests.support import free_port
 
 pytestmark = pytest.mark.parametrize("backend", ["s3"])
 KIB = 1024
@@ -83,6 +90,121 @@ async def test_two_replicas_writing_for_one_tenant_stay_within_the_quota(
     again = await asyncio.to_thread(replicas[1].create, "z.bin", 1, quota)
     await asyncio.to_thread(again.discard)
     assert replicas[0].usage.used() == samples + 3 * 12 * KIB
+
+
+def _put(storage: S3Storage, path: str, size: int, quota: Quota, gate: threading.Barrier) -> None:
+    writer = storage.create(path, size, quota, overwrite=True)
+    try:
+        writer.write(b"o" * size)
+        gate.wait()
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+
+
+def _delete(storage: S3Storage, path: str, gate: threading.Barrier) -> list[str]:
+    gate.wait()
+    return storage.delete([path])
+
+
+async def test_concurrent_deletes_and_overwrites_keep_the_shared_usage_exact(
+    step_settings: Settings,
+) -> None:
+    """The review's reproduction (a quota bypass): two replicas deleting one path at once both
+    subtracted its size, and two overwrites of one path both subtracted the replaced object,
+    so `used` fell to 0 while the bucket held megabytes. Under the per-key locks the counter
+    stays equal to a listing after every round, and exactly one delete reports the file."""
+    replicas = [s3(step_settings), s3(step_settings)]
+    quota = Quota(2**30, "test")
+    base = replicas[0].measure()
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(8):
+            await asyncio.to_thread(
+                _put, replicas[0], "x.bin", 64 * KIB, quota, threading.Barrier(1)
+            )
+            gate = threading.Barrier(2, timeout=30)
+            done = [pool.submit(_delete, r, "x.bin", gate) for r in replicas]
+            reported = [await asyncio.wrap_future(f) for f in done]
+            assert replicas[1].usage.used() == replicas[1].measure() == base
+            assert sorted(reported) == [[], ["x.bin"]]
+        for _ in range(8):
+            gate = threading.Barrier(2, timeout=30)
+            done = [
+                pool.submit(_put, r, "y.bin", size, quota, gate)
+                for r, size in zip(replicas, (10, 256 * KIB), strict=True)
+            ]
+            for f in done:
+                await asyncio.wrap_future(f)
+            assert replicas[0].usage.used() == replicas[0].measure()
+            assert replicas[0].measure() in (base + charged(10), base + 256 * KIB)
+    assert replicas[0].multipart_uploads() == []
+
+
+async def test_a_settle_whose_lock_lapsed_drops_the_counter_and_one_process_measures(
+    step_settings: Settings,
+) -> None:
+    """Fencing: a change whose key lock lapsed (a stalled process) does not apply its
+    difference but drops `used`, measured again before the next write. A missing `used` is
+    measured by one of the processes asking at once; the others wait for its result."""
+    storage = s3(step_settings)
+    usage = storage.usage
+    usage.current()
+    with usage.locked(["p.bin"]) as lock:
+        usage.client.delete(lock.keys[0])  # lapsed, as after LOCK_SECONDS
+        assert usage.settle("-", -4096, lock) is False
+    assert usage.used() is None
+    assert usage.current() == storage.measure()
+    calls: list[int] = []
+
+    def slow_measure() -> int:
+        calls.append(1)
+        threading.Event().wait(0.3)  # a long listing
+        return 12345
+
+    shared = SharedUsage(usage.client, f"measure-once/{storage.base}", slow_measure)
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(shared.current) for _ in range(6)]
+        seen = [await asyncio.wrap_future(f) for f in futures]
+    assert seen == [12345] * 6 and len(calls) == 1
+    shared.forget()
+
+
+async def test_a_commit_whose_counter_update_fails_still_succeeds(
+    step_settings: Settings, tmp_path: Path
+) -> None:
+    """The object is in place when the counter update fails (here: a Valkey of its own,
+    stopped by a botocore hook just before the PutObject is sent, after the key's lock was
+    taken): the write reports success, and with Redis back (its own persistence restores the
+    counter as it was, without the lost settle) this process drops the counter and measures
+    it again from the bucket before its next write."""
+    valkey = EmbeddedValkey(tmp_path / "valkey", port=free_port())
+    url = await asyncio.to_thread(valkey.start)
+    try:
+        own = redis.Redis.from_url(url, socket_timeout=10)
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=step_settings.s3_endpoint_url, region_name="us-east-1"
+        )
+
+        def redis_goes_away(**_: Any) -> None:
+            own.shutdown(nosave=True)  # the counter, the reservation and the lock are lost
+
+        client.meta.events.register("before-send.s3.PutObject", redis_goes_away)
+        base = f"{step_settings.s3_prefix}{uuid.uuid4()}/"
+        storage = S3Storage(client, str(step_settings.s3_bucket), base, own)
+        quota = Quota(2**20, "test")
+        assert storage.usage.current() == 0
+        writer = storage.create("kept.bin", 5000, quota)
+        writer.write(b"k" * 5000)
+        await asyncio.to_thread(writer.commit)  # no exception: the file is stored
+        client.meta.events.unregister("before-send.s3.PutObject", redis_goes_away)
+        assert storage.file("kept.bin").size == 5000
+        assert await asyncio.to_thread(valkey.start) == url
+        again = storage.create("next.bin", 1, quota)
+        again.discard()
+        assert storage.usage.used() == storage.measure() == charged(5000)
+    finally:
+        await asyncio.to_thread(valkey.stop)
 
 
 async def test_no_overwrite_race_one_create_wins_the_other_is_a_conflict(
