@@ -9,11 +9,18 @@ not the ORM), then VACUUM ANALYZE:
   mostly COMPLETED (5% FAILED, 2% CANCELLED, 0.2% RUNNING), durations 1-600 s;
 - EVENTS_PER_RUN (10) events per execution: CREATED, four steps' STEP_STARTED and
   STEP_COMPLETED (with the `usage` a completion records: files, data, email, http) and the end;
-- an AI usage row for every third execution (cost, tokens, a model or a baseline).
+- an AI usage row for every third execution (cost, tokens, a model or a baseline; a third
+  of the inputs recur, with the repeat gaps AiRepository.add_usage records, so
+  aiRecommendations has repeats to weigh);
+- an SLA block on the standard templates' versions (runs over 300 s breach: about half), and
+  13 private templates of the measured tenant (without runs) for a page of 20 costEstimates.
 
 Each query of QUERIES is timed REPEATS times through the service the resolver calls (its
-checks included), p50/p95 in milliseconds. To add one: a (name, call) pair whose call takes
-(session, facts) and returns an awaitable.
+checks included), p50/p95 in milliseconds; the platform's fields get a PlatformPrincipal as a
+platform credential (`wfsp_...`) resolves to. To add one: a (name, call) pair whose call takes
+(session, facts) and returns an awaitable. bench/sla.py (a year of one tenant's runs, the
+SLA worker's rounds) and bench/ai_recommendations.py (a year of dense AI usage) measure those
+two features on their own shapes.
 
     .venv/bin/python -m bench.analytics 1000000
 """
@@ -24,22 +31,32 @@ import asyncio
 import os
 import platform
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.capacity import CapacityService
+from app.analytics.comparison import TenantComparison, TenantRankBy
+from app.analytics.forecast import ForecastService
+from app.analytics.recommendations import RecommendationService
 from app.analytics.service import RollupService, StatsService, UsageService
+from app.analytics.sla import SlaReportService
+from app.analytics.storage_usage import StorageGauge
 from app.db import make_engine, make_sessionmaker
 from app.executions.service import ExecutionFilter
 from app.log_config import configure
 from app.seed import seed_templates
 from app.settings import Settings
-from app.tenants.service import TenantService
+from app.templates.service import TemplateService
+from app.templates.standard import STANDARD_TEMPLATES
+from app.tenants.service import PlatformPrincipal, TenantService
 from bench.ai_gateway import ADMIN_DB, fresh_database
 from bench.harness import percentile
 
@@ -102,14 +119,31 @@ EVENT_CONSTRAINTS = [
 ]
 AI_USAGE = """
 INSERT INTO ai_usage (tenant_id, execution_id, step_id, task, provider, model, input_tokens,
-    output_tokens, cost_usd, saved_usd, latency_ms, cached, fallback_reason, outcome, at)
-SELECT e.tenant_id, e.id, 'step2', 'generate_text',
-    CASE WHEN n % 4 = 0 THEN 'baseline' ELSE 'openai' END, 'gpt-4o-mini',
+    output_tokens, cost_usd, saved_usd, latency_ms, cached, fallback_reason, outcome,
+    input_hash, repeat_gap_seconds, at)
+SELECT tenant_id, id, 'step2', 'generate_text', provider, 'gpt-4o-mini',
     200 + n % 300, 50 + n % 100, (n % 1000) / 1000000.0, 0, 300, false,
-    CASE WHEN n % 4 = 0 THEN 'BUDGET' END, 'ok', e.created_at + interval '3 seconds'
-FROM (SELECT e.*, row_number() OVER () AS n FROM executions e) e
-WHERE n % 3 = 0
+    CASE WHEN paid_ok THEN NULL ELSE 'BUDGET' END, CASE WHEN paid_ok THEN 'OK' ELSE 'FALLBACK' END,
+    input_hash,
+    -- what AiRepository.add_usage records: seconds since the input's previous paid OK call
+    CASE WHEN paid_ok THEN extract(epoch FROM at - lag(at) OVER (
+        PARTITION BY tenant_id, input_hash, paid_ok ORDER BY at))::int END,
+    at
+FROM (
+    SELECT e.tenant_id, e.id, n, n % 4 <> 0 AS paid_ok,
+        CASE WHEN n % 4 = 0 THEN 'baseline' ELSE 'openai' END AS provider,
+        -- a third of the inputs recur (a pool of 2,000 per tenant), the rest are unique
+        md5('input' || CASE WHEN n % 9 = 0 THEN (n % 2000)::text ELSE 'u' || n END) AS input_hash,
+        e.created_at + interval '3 seconds' AS at
+    FROM (SELECT e.*, row_number() OVER () AS n FROM executions e) e
+    WHERE n % 3 = 0
+) a
 """
+# Every standard template gets SLA targets (template_versions.sla is a generated column of
+# spec -> 'sla': it follows): runs over 300 s from creation to end breach (about half here).
+SLA = """{"max_duration_seconds": 300, "min_success_rate": 0.95, "window_seconds": 86400,
+    "min_runs": 10}"""
+PRIVATE_TEMPLATES = 13  # with the 7 standard ones: a page of 20 costEstimates
 
 
 async def generate(url: str, n: int) -> dict[str, Any]:
@@ -122,6 +156,16 @@ async def generate(url: str, n: int) -> dict[str, Any]:
             await TenantService(session).create_tenant(f"bench-{i}-{uuid.uuid4().hex[:6]}", tier)
             for i, tier in enumerate(TIERS)
         ]
+        await session.commit()
+    async with sessions() as session:
+        service = TemplateService(session)
+        private = []
+        for k in range(PRIVATE_TEMPLATES):
+            spec = {**STANDARD_TEMPLATES[k % len(STANDARD_TEMPLATES)], "name": f"bench-own-{k}"}
+            template, _, _ = await service.publish(
+                spec, tenant_id=tenants[0].id, visibility="PRIVATE"
+            )
+            private.append(template.id)
         await session.commit()
     await engine.dispose()
     conn = await asyncpg.connect(url.replace("+asyncpg", ""))
@@ -157,8 +201,17 @@ async def generate(url: str, n: int) -> dict[str, Any]:
         t0 = time.monotonic()
         await conn.execute(AI_USAGE)
         seconds["ai_usage"] = round(time.monotonic() - t0, 1)
+        await conn.execute(
+            "UPDATE template_versions SET spec = jsonb_set(spec, '{sla}', $2::jsonb) "
+            "WHERE template_id = ANY($1::uuid[])",
+            ids,
+            SLA,
+        )
         t0 = time.monotonic()
-        await conn.execute("VACUUM ANALYZE executions, execution_events, ai_usage")
+        await conn.execute(
+            "VACUUM ANALYZE executions, execution_events, ai_usage, ai_usage_daily, "
+            "ai_usage_repeats_daily, template_versions"
+        )
         seconds["vacuum"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         await refresh_rollup(url)
@@ -177,6 +230,7 @@ async def generate(url: str, n: int) -> dict[str, Any]:
     return {
         "tenant": tenants[0].id,
         "template_id": ids[0],
+        "page": [*ids, *private],
         "execution_id": execution_id,
         "now": now,
         "seconds": seconds,
@@ -232,6 +286,71 @@ def _template(facts: dict[str, Any]) -> Any:
     return facts["template_id"]
 
 
+async def cost_forecast(s: AsyncSession, facts: dict[str, Any]) -> Any:
+    return (await ForecastService(s).cost_forecast(facts["tenant"], facts["now"])).history_days
+
+
+def cost_estimates(page: bool) -> Call:
+    """Template.costEstimate of one template, or of a page of them (the resolver's DataLoader
+    asks for the page's templates in one call)."""
+
+    async def call(s: AsyncSession, facts: dict[str, Any]) -> Any:
+        templates = facts["page"] if page else [facts["template_id"]]
+        keys = [(t, TIERS[0]) for t in templates]
+        found = await ForecastService(s).cost_estimates(facts["tenant"], keys, facts["now"])
+        return sum(e.based_on_runs for e in found)
+
+    return call
+
+
+# What a platform credential (`wfsp_...`) resolves to; the services take no more.
+OPERATOR = PlatformPrincipal(uuid.UUID(int=1), "bench")
+# Storage is measured from files under this root; the bench's tenants have none there.
+GAUGE = StorageGauge(
+    SETTINGS.model_copy(
+        update={"storage_root": Path(tempfile.gettempdir()) / "wfs-bench-analytics-files"}
+    )
+)
+
+
+def comparison(days: int) -> Call:
+    async def call(s: AsyncSession, facts: dict[str, Any]) -> Any:
+        until = facts["now"]
+        _, _, page = await TenantComparison(s, GAUGE).page(
+            OPERATOR, until - timedelta(days=days), until, TenantRankBy.P95_DURATION, 20, None
+        )
+        return len(page.items)
+
+    return call
+
+
+async def capacity_plan(s: AsyncSession, facts: dict[str, Any]) -> Any:
+    return len((await CapacityService(s).plan(OPERATOR, facts["now"], None, 90)).forecast)
+
+
+def sla_report(days: int, *, one: bool) -> Call:
+    async def call(s: AsyncSession, facts: dict[str, Any]) -> Any:
+        until = facts["now"]
+        template = facts["template_id"] if one else None
+        found = await SlaReportService(s).report(
+            facts["tenant"], until - timedelta(days=days), until, template
+        )
+        return sum(r.stats.runs for r in found)
+
+    return call
+
+
+def recommendations(days: int) -> Call:
+    async def call(s: AsyncSession, facts: dict[str, Any]) -> Any:
+        until = facts["now"]
+        report = await RecommendationService(s).recommend(
+            facts["tenant"], until - timedelta(days=days), until, SETTINGS
+        )
+        return len(report.recommendations)
+
+    return call
+
+
 QUERIES: list[tuple[str, Call]] = [
     ("executionStats DAY, 90 days", stats(90, "DAY")),
     ("executionStats WEEK, 90 days", stats(90, "WEEK")),
@@ -255,6 +374,17 @@ QUERIES: list[tuple[str, Call]] = [
     ("execution resourceUsage", execution_usage),
     ("templateResourceUsage, 7 days", template_usage(7)),
     ("templateResourceUsage, 30 days", template_usage(30)),
+    ("costForecast", cost_forecast),
+    ("Template.costEstimate, one template", cost_estimates(page=False)),
+    ("Template.costEstimate, a page of 20 templates", cost_estimates(page=True)),
+    ("platform: tenantComparison, 7 days", comparison(7)),
+    ("platform: tenantComparison, 30 days", comparison(30)),
+    ("platform: tenantComparison, 90 days", comparison(90)),
+    ("platform: capacityPlan, horizonDays 90", capacity_plan),
+    ("slaReport, 31 days, all templates", sla_report(31, one=False)),
+    ("slaReport, 31 days, one template", sla_report(31, one=True)),
+    ("aiRecommendations, 30 days", recommendations(30)),
+    ("aiRecommendations, 366 days", recommendations(366)),
 ]
 
 
@@ -297,7 +427,8 @@ async def run(size: int = 1_000_000, *, admin_db: str = ADMIN_DB, repeats: int =
         f"{counts['ai_usage']:,} AI usage rows; made in "
         + ", ".join(f"{k} {v} s" for k, v in spent.items()),
         f"{repeats} repeats per query, in ms, through the services the resolvers call "
-        "(answer: buckets, steps or executions counted)",
+        "(answer: buckets, steps, executions or runs counted, forecast days, history days, "
+        "tenants ranked, recommendations)",
         f"{os.cpu_count()} cores, Python {platform.python_version()}",
     ]
     return {"scenario": "analytics", "rows": rows, "notes": notes}

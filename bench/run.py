@@ -2,6 +2,8 @@
 write the figures to bench/results/<UTC time>.json and bench/results/latest.json.
 
     .venv/bin/python -m bench.run                      # default sizes, 8-14 minutes here
+                                                       # before sla and ai_recommendations
+                                                       # joined (not yet timed with them)
     .venv/bin/python -m bench.run --full               # the sizes of issue 10
     .venv/bin/python -m bench.run --only start_latency,throughput --executions 50
 """
@@ -25,11 +27,13 @@ from temporalio.client import Client
 
 from bench import (
     ai_gateway,
+    ai_recommendations,
     analytics,
     concurrency,
     execution_filters,
     fan_out,
     live_updates,
+    sla,
     start_latency,
     start_load,
     throughput,
@@ -57,6 +61,13 @@ SCENARIOS: dict[str, Scenario] = {
     "analytics": lambda bench, args: analytics.run(
         args.analytics_executions, admin_db=bench.stack.services["database_url"]
     ),
+    # slaReport and aiRecommendations on their own shapes (analytics times them on its data).
+    "sla": lambda bench, args: sla.run(
+        args.sla_executions, admin_db=bench.stack.services["database_url"]
+    ),
+    "ai_recommendations": lambda bench, args: ai_recommendations.run(
+        args.recommendation_ai_rows, admin_db=bench.stack.services["database_url"]
+    ),
 }
 # (default, --full): the defaults keep `make bench` near 10 minutes on this 2-core machine.
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -70,6 +81,8 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "ai_rounds": (200, 500),
     "filter_executions": (1_000_000, 1_000_000),
     "analytics_executions": (1_000_000, 1_000_000),
+    "sla_executions": (1_000_000, 1_000_000),
+    "recommendation_ai_rows": (1_000_000, 1_000_000),
 }
 
 
@@ -100,6 +113,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--analytics-executions",
         type=int,
         help="analytics: executions across tenants (10 events each)",
+    )
+    p.add_argument(
+        "--sla-executions", type=int, help="sla: executions of the measured tenant (a year)"
+    )
+    p.add_argument(
+        "--recommendation-ai-rows",
+        type=int,
+        help="ai_recommendations: AI usage rows of the measured tenant (a year)",
     )
     p.add_argument("--state-dir", type=Path, default=ROOT / ".wfs-bench")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")

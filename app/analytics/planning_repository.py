@@ -1,6 +1,6 @@
 """SQL for forecasts and the platform's planning views: a tenant's AI cost per UTC day, the
-platform's executions per day and their busiest hours, a template's AI cost per run, and the
-per-tenant figures of the tenant comparison.
+platform's executions per day and their busiest hours, and a template's AI cost per run (the
+tenant comparison reads the rollups: app/analytics/comparison.py).
 
 Days and hours are cut in UTC (`date_trunc(unit, ts, 'UTC')`), whatever the session's time
 zone. Every query is bounded by a time window on an indexed column: `ai_usage (tenant_id, at)`
@@ -17,11 +17,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Uuid, case, column, func, or_, select, text, true, values
+from sqlalchemy import ColumnElement, Uuid, column, func, select, text, true, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AiUsage, Execution, Tenant
-from app.models.execution import FINISHED, FINISHED_SQL
+from app.models.execution import FINISHED_SQL
 
 
 def _utc(unit: str, ts: Any) -> ColumnElement[Any]:
@@ -62,18 +62,6 @@ class TemplateRuns:
     other_tenants: int
     other_runs: int
     top_other_runs: int
-
-
-@dataclass(frozen=True)
-class TenantFigures:
-    tenant_id: uuid.UUID
-    name: str
-    tier: str
-    executions: int
-    completed: int
-    finished: int
-    p95_seconds: float | None
-    ai_spend_usd: Decimal
 
 
 class PlanningRepository:
@@ -209,62 +197,6 @@ class PlanningRepository:
             )
             for r in (await self.session.execute(query)).all()
         }
-
-    async def tenant_figures(self, since: datetime, until: datetime) -> list[TenantFigures]:
-        """Per tenant with executions created or AI usage in [since, until): its executions,
-        completed and finished ones, p95 start-to-finish seconds of finished runs, AI spend."""
-        seconds = case(
-            (
-                Execution.status.in_(FINISHED),
-                func.extract("epoch", Execution.finished_at - Execution.started_at),
-            )
-        )
-        runs = (
-            select(
-                Execution.tenant_id.label("tenant_id"),
-                func.count().label("executions"),
-                func.count().filter(Execution.status == "COMPLETED").label("completed"),
-                func.count().filter(Execution.status.in_(FINISHED)).label("finished"),
-                func.percentile_cont(0.95).within_group(seconds).label("p95"),
-            )
-            .where(Execution.created_at >= since, Execution.created_at < until)
-            .group_by(Execution.tenant_id)
-            .subquery("runs")
-        )
-        spend = (
-            select(AiUsage.tenant_id.label("tenant_id"), func.sum(AiUsage.cost_usd).label("usd"))
-            .where(AiUsage.at >= since, AiUsage.at < until)
-            .group_by(AiUsage.tenant_id)
-            .subquery("spend")
-        )
-        query = (
-            select(
-                Tenant.id,
-                Tenant.name,
-                Tenant.tier,
-                runs.c.executions,
-                runs.c.completed,
-                runs.c.finished,
-                runs.c.p95,
-                spend.c.usd,
-            )
-            .outerjoin(runs, runs.c.tenant_id == Tenant.id)
-            .outerjoin(spend, spend.c.tenant_id == Tenant.id)
-            .where(or_(runs.c.tenant_id.is_not(None), spend.c.tenant_id.is_not(None)))
-        )
-        return [
-            TenantFigures(
-                tenant_id=r[0],
-                name=r[1],
-                tier=r[2],
-                executions=int(r[3] or 0),
-                completed=int(r[4] or 0),
-                finished=int(r[5] or 0),
-                p95_seconds=None if r[6] is None else float(r[6]),
-                ai_spend_usd=Decimal(r[7] or 0),
-            )
-            for r in (await self.session.execute(query)).all()
-        ]
 
 
 def _decimal(value: Any) -> Decimal | None:

@@ -6,12 +6,16 @@ A refresh rebuilds (delete, insert from the executions) whole days of a tenant i
 days that became complete since the last refresh (all tenants), and the earlier days of
 executions that changed since the last refresh began (a long run that finished, a retried one)
 minus a margin for writers whose `updated_at` was set before that moment but committed after it.
+
+Also the tenant comparison's AI spend: whole days from ai_usage_daily (alembic 0017's trigger),
+the partial edge days from the ai_usage rows, as executionStats reads executions.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +35,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +44,7 @@ from app.analytics.repository import FINISHED
 from app.analytics.usage_repository import UsageRepository
 from app.models import (
     AiUsage,
+    AiUsageDaily,
     Execution,
     ExecutionRollup,
     RollupState,
@@ -56,6 +62,17 @@ _LOCK = 0x57F5_0A11  # pg advisory lock: one refresh at a time, whoever calls it
 
 def day_start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def whole_days(lo: datetime, hi: datetime, complete_until: date | None) -> tuple[date, date] | None:
+    """The whole UTC days inside [lo, hi) that a rollup holds (complete before
+    `complete_until`; date.max for one kept by a trigger), or None."""
+    if complete_until is None:
+        return None
+    lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)
+    first = lo.date() if day_start(lo.date()) == lo else lo.date() + timedelta(days=1)
+    end = min(hi.date(), complete_until)
+    return (first, end) if first < end else None
 
 
 def duration_bucket(seconds: ColumnElement[Any]) -> ColumnElement[int]:
@@ -94,6 +111,39 @@ def usage_of_run() -> Any:
 class RollupRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def ai_spend(self, since: datetime, until: datetime) -> dict[uuid.UUID, Decimal]:
+        """Per tenant with AI usage in [since, until), its cost: whole UTC days from
+        ai_usage_daily (kept by a trigger on every insert, so complete up to now), a partial
+        first or last day from the ai_usage rows (ix_ai_usage_at covers tenant and cost)."""
+        parts: list[Any] = []
+        raw = [(since, until)]
+        days = whole_days(since, until, date.max)
+        if days is not None:
+            d = AiUsageDaily
+            parts.append(
+                select(d.tenant_id, d.cost_usd.label("usd")).where(
+                    d.day >= days[0], d.day < days[1]
+                )
+            )
+            raw = [(since, day_start(days[0])), (day_start(days[1]), until)]
+        parts.extend(
+            select(AiUsage.tenant_id, AiUsage.cost_usd.label("usd")).where(
+                AiUsage.at >= lo, AiUsage.at < hi
+            )
+            for lo, hi in raw
+            if lo < hi
+        )
+        spent = union_all(*parts).subquery("spent")
+        query = select(spent.c.tenant_id, func.sum(spent.c.usd)).group_by(spent.c.tenant_id)
+        return {r[0]: Decimal(r[1]) for r in await self.session.execute(query)}
+
+    async def tenants(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
+        """{id: (name, tier)} of the tenants asked for."""
+        if not ids:
+            return {}
+        query = select(Tenant.id, Tenant.name, Tenant.tier).where(Tenant.id.in_(ids))
+        return {r.id: (r.name, r.tier) for r in await self.session.execute(query)}
 
     async def lock(self) -> bool:
         """Take the refresh lock for this transaction; False when another holds it."""

@@ -11,14 +11,13 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import GroupStats, ImpactRepository
-from app.analytics.rollup_repository import CHANGE_MARGIN, RollupRepository, day_start
-from app.analytics.stats_repository import (
-    CALENDAR,
-    Figures,
-    StatsRepository,
-    StatsScope,
+from app.analytics.rollup_repository import (
+    CHANGE_MARGIN,
+    RollupRepository,
+    day_start,
     whole_days,
 )
+from app.analytics.stats_repository import CALENDAR, Figures, StatsRepository, StatsScope
 from app.analytics.usage_repository import RunFigures, StepFigures, UsageRepository
 from app.errors import NotFound, ValidationFailed
 from app.executions.repository import ExecutionCriteria

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Integer,
+    Numeric,
     Select,
     String,
     cast,
@@ -46,6 +47,7 @@ from app.analytics.rollup_repository import (
     duration_bucket,
     run_seconds,
     usage_of_run,
+    whole_days,
 )
 from app.models import Execution, ExecutionRollup, Template, Tenant
 from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
@@ -77,10 +79,15 @@ class StatsScope:
     tenant_id: uuid.UUID | None
     since: datetime
     until: datetime
-    group_by: str  # DAY | WEEK | TEMPLATE | STATUS | TIER
+    group_by: str  # DAY | WEEK | TEMPLATE | STATUS | TIER (| TENANT: tenantComparison's)
     statuses: tuple[str, ...] | None = None
     template_ids: tuple[uuid.UUID, ...] | None = None
     params_contains: dict[str, Any] | None = None
+    # Whether each key's previous period is read too (tenantComparison asks without).
+    previous: bool = True
+    # Whether the runs' AI cost and AI-enhanced count are read (aiCostUsd, aiEnhanced): a probe
+    # of ai_usage per run read from the rows. tenantComparison reads AI spend by day instead.
+    run_ai: bool = True
 
     @property
     def shift(self) -> timedelta:
@@ -112,16 +119,6 @@ def _rank_values(c: Any, q: float) -> tuple[ColumnElement[Any], ColumnElement[An
     return at(rank), at(func.least(rank + 1, c.total - 1))
 
 
-def whole_days(lo: datetime, hi: datetime, complete_until: date | None) -> tuple[date, date] | None:
-    """The whole UTC days inside [lo, hi) that the rollup holds, or None."""
-    if complete_until is None:
-        return None
-    lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)
-    first = lo.date() if day_start(lo.date()) == lo else lo.date() + timedelta(days=1)
-    end = min(hi.date(), complete_until)
-    return (first, end) if first < end else None
-
-
 class StatsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -129,13 +126,14 @@ class StatsRepository:
     async def figures(self, scope: StatsScope) -> dict[tuple[str, Any], Figures]:
         """{(period, key): Figures}, period "current" or "previous"; a key without runs in a
         period is absent. Keys: the bucket's start (DAY, WEEK: the UTC calendar day or ISO
-        week, Monday 00:00 UTC), the template id, the status or the tier."""
+        week, Monday 00:00 UTC), the template id, the status, the tier or the tenant id."""
         complete_until = None
         if scope.params_contains is None:
             complete_until = await RollupRepository(self.session).complete_until()
         shift = scope.shift
         parts: list[Select[Any]] = []
-        for period, back in (("current", timedelta(0)), ("previous", shift)):
+        periods = [("current", timedelta(0))] + ([("previous", shift)] if scope.previous else [])
+        for period, back in periods:
             lo, hi = scope.since - back, scope.until - back
             days = whole_days(lo, hi, complete_until)
             raw = [(lo, hi)]
@@ -242,7 +240,13 @@ class StatsRepository:
     def _from_rows(
         self, scope: StatsScope, period: str, lo: datetime, hi: datetime, back: timedelta
     ) -> Select[Any]:
-        key = self._key(scope, Execution.created_at + back, Execution.template_id, Execution.status)
+        key = self._key(
+            scope,
+            Execution.created_at + back,
+            Execution.tenant_id,
+            Execution.template_id,
+            Execution.status,
+        )
         bucket = duration_bucket(run_seconds())
         where = [Execution.created_at >= lo, Execution.created_at < hi]
         if scope.tenant_id is not None:
@@ -253,22 +257,28 @@ class StatsRepository:
             where.append(Execution.template_id.in_(scope.template_ids))
         if scope.params_contains is not None:
             where.append(Execution.params.contains(scope.params_contains))
-        usage = usage_of_run()
-        query = (
-            select(
-                literal(period, String).label("period"),
-                key.label("key"),
-                Execution.status.label("status"),
-                bucket.label("bucket"),
-                func.count().label("runs"),
+        columns: list[Any] = [
+            literal(period, String).label("period"),
+            key.label("key"),
+            Execution.status.label("status"),
+            bucket.label("bucket"),
+            func.count().label("runs"),
+        ]
+        if scope.run_ai:
+            usage = usage_of_run()
+            columns += [
                 cast(func.count().filter(usage.c.ai), Integer).label("ai_runs"),
                 func.coalesce(func.sum(usage.c.cost), literal(0)).label("cost"),
-            )
-            .select_from(Execution)
-            .join(usage, true())
-            .where(*where)
-            .group_by(key, Execution.status, bucket)
-        )
+            ]
+        else:  # no probe of ai_usage per run
+            columns += [
+                cast(literal(0), Integer).label("ai_runs"),
+                cast(literal(0), Numeric(18, 6)).label("cost"),
+            ]
+        query = select(*columns).select_from(Execution)
+        if scope.run_ai:
+            query = query.join(usage, true())
+        query = query.where(*where).group_by(key, Execution.status, bucket)
         if scope.group_by == "TIER":
             query = query.join(Tenant, Tenant.id == Execution.tenant_id)
         return query
@@ -278,7 +288,7 @@ class StatsRepository:
     ) -> Select[Any]:
         r = ExecutionRollup
         at = func.timezone("UTC", cast(r.day, DateTime)) + back  # the day's start, UTC
-        key = self._key(scope, at, r.template_id, r.status)
+        key = self._key(scope, at, r.tenant_id, r.template_id, r.status)
         where = [r.day >= days[0], r.day < days[1]]
         if scope.tenant_id is not None:
             where.append(r.tenant_id == scope.tenant_id)
@@ -307,6 +317,7 @@ class StatsRepository:
     def _key(
         scope: StatsScope,
         at: ColumnElement[Any],
+        tenant_id: Any,
         template_id: Any,
         status: Any,
     ) -> ColumnElement[Any]:
@@ -316,4 +327,6 @@ class StatsRepository:
             return cast(template_id, String)
         if scope.group_by == "STATUS":
             return cast(status, String)
+        if scope.group_by == "TENANT":
+            return cast(tenant_id, String)
         return cast(Tenant.tier, String)

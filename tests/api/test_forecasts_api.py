@@ -1,8 +1,9 @@
 """Forecast and planning fields over HTTP on the real API: costForecast (month to date exact,
 the forecast of a steady history exact, another tenant's spend never counted),
 Template.costEstimate (too few runs is explicit; percentiles of recorded runs; other tenants'
-runs only with enough tenants), tenantComparison (ranked by each figure, paged, storage
-measured from the tenants' files; tenant keys refused) and capacityPlan (platform only)."""
+runs only with enough tenants), tenantComparison (ranked by each figure, whole days from the
+rollups and a partial day from the rows, paged, storage measured from the tenants' files;
+tenant keys refused) and capacityPlan (platform only)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import func, insert, select, update
 
 from app.ai.budget import month_bounds
 from app.analytics.forecast import coarse_runs
-from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
+from app.models import AiUsage, Execution, ExecutionRollup, Template, TemplateVersion, Tenant
+from app.models.analytics import ALL_TEMPLATES
 from app.settings import Settings
 from app.steps.storage import charged
 from app.tenants.platform import PlatformKeys
+from tests.api.test_execution_stats import refresh
 from tests.api.test_query_cost import counting
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
@@ -275,8 +279,27 @@ async def test_tenant_comparison_ranks_tenants(
     )
     await spend(sessions, a_id, [(DAY, "1.5")])
     await spend(sessions, b_id, [(DAY, "7.25"), (DAY - timedelta(days=10), "100")])
-    await spend(sessions, c_id, [(DAY, "0.5")])
+    await spend(sessions, c_id, [(DAY, "0.5"), (DAY + timedelta(hours=5), "0.25")])
     await runs(sessions, outside_id, None, [(DAY + timedelta(days=30), 1.0, "COMPLETED")] * 9)
+    # Whole days are read from the daily rollup: these rows are written now (a refresh rolls
+    # up again the days of executions changed since the last one), then rolled up.
+    async with sessions() as s:
+        await s.execute(
+            update(Execution)
+            .where(Execution.tenant_id.in_([a_id, b_id, outside_id]))
+            .values(updated_at=func.now())
+        )
+        await s.commit()
+    await refresh(sessions)
+    async with sessions() as s:
+        rolled = await s.scalar(
+            select(func.sum(ExecutionRollup.runs)).where(
+                ExecutionRollup.tenant_id == a_id,
+                ExecutionRollup.day == DAY.date(),
+                ExecutionRollup.template_id == ALL_TEMPLATES,
+            )
+        )
+    assert rolled == 6
     (settings.files_root / str(b_id)).mkdir(parents=True, exist_ok=True)
     (settings.files_root / str(b_id) / "report.bin").write_bytes(b"x" * 100_000)
     (settings.files_root / str(c_id) / "media").mkdir(parents=True, exist_ok=True)
@@ -305,9 +328,13 @@ async def test_tenant_comparison_ranks_tenants(
         "aiSpendUsd": "1.500000",
         "storageBytes": 0.0,
         "storageMeasuredAt": None,
-        "p95DurationSeconds": percentile_cont([10, 11, 12, 13, 14, 60], 0.95),
+        # From duration buckets of ratio 1.1 (as executionStats): within 5% of the exact one.
+        "p95DurationSeconds": pytest.approx(
+            percentile_cont([10, 11, 12, 13, 14, 60], 0.95), rel=0.05
+        ),
     }
     assert by_name[b.name]["aiSpendUsd"] == "7.250000"  # its spend before the window is not
+    assert by_name[c.name]["aiSpendUsd"] == "0.750000"  # whole days: from ai_usage_daily
     assert by_name[b.name]["storageBytes"] == charged(100_000)
     # The folder counts one block, as the quota counts it.
     assert by_name[c.name]["storageBytes"] == 4096 + 2 * charged(300_000)
@@ -322,6 +349,21 @@ async def test_tenant_comparison_ranks_tenants(
     }
     for order_by, names in orders.items():
         assert [r["name"] for r in (await ranking(order_by))[0]] == names, order_by
+
+    # A window starting within a day: that day's part from the rows (a's runs from 02:00,
+    # b's one, c's spend at 05:00; the spends at midnight are before it), the later days
+    # from the rollups.
+    partial = {**WINDOW, "from": (DAY + timedelta(minutes=90)).isoformat()}
+    found = await platform.data(COMPARISON, {**partial, "orderBy": "EXECUTIONS"})
+    edge = [e["node"] for e in found["tenantComparison"]["ranking"]["edges"]]
+    assert [(r["name"], r["executions"], r["completed"], r["aiSpendUsd"]) for r in edge] == [
+        (a.name, 3, 3, "0.000000"),
+        (b.name, 1, 1, "0.000000"),
+        (c.name, 0, 0, "0.250000"),
+    ]
+    assert edge[0]["p95DurationSeconds"] == pytest.approx(
+        percentile_cont([12, 13, 14], 0.95), rel=0.05
+    )
 
     # Paged: two, then the rest after the last cursor, ranks continuing.
     head, info = await ranking("STORAGE", first=2)

@@ -33,6 +33,8 @@ TINY = Namespace(
     ai_rounds=2,
     filter_executions=2000,
     analytics_executions=2000,
+    sla_executions=2000,
+    recommendation_ai_rows=2000,
 )
 
 
@@ -78,4 +80,9 @@ async def test_every_scenario_runs_and_completes_everything(
     assert filters["no filter"]["page rows"] == 20
     timings = {r["query"]: r for r in results["analytics"]["rows"]}
     assert timings["executionStats DAY, 90 days"]["answer"] == 91  # a bucket per day met
+    # Every tenant has runs in the last 7 days (2,000 over 90 days): the ranking lists the 10.
+    assert timings["platform: tenantComparison, 7 days"]["answer"] == 10
+    assert timings["platform: capacityPlan, horizonDays 90"]["answer"] == 90
+    assert timings["Template.costEstimate, a page of 20 templates"]["answer"] > 0
+    assert timings["slaReport, 31 days, one template"]["answer"] > 0
     assert timings["execution resourceUsage"]["answer"] == 4  # the generated runs' steps
