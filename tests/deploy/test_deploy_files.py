@@ -85,6 +85,7 @@ APP_METRICS = {
     "wfs_ai_breaker_state",
     "wfs_ai_budget_soft_threshold_total",
     "wfs_sla_breaches_total",
+    "wfs_sla_failures_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
