@@ -38,18 +38,21 @@ class TemplateImpactReport:
     baseline: GroupStats
 
 
-def checked_window(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+def checked_window(
+    since: datetime, until: datetime, most: timedelta = MAX_SPAN, hint: str = ""
+) -> tuple[datetime, datetime]:
     """[since, until) with naive times read as UTC; VALIDATION_FAILED unless since < until
-    and the span is at most MAX_SPAN."""
+    and the span is at most `most` (MAX_SPAN unless a query allows less; `hint` is added to
+    the refusal, e.g. how to ask for a longer period)."""
     since, until = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until))
     if until <= since:
         raise ValidationFailed(
             "`to` must be after `from`", details=[{"path": "$.to", "message": "not after from"}]
         )
-    if until - since > MAX_SPAN:
+    if until - since > most:
         raise ValidationFailed(
-            f"the window may span at most {MAX_SPAN.days} days",
-            details=[{"path": "$.to", "message": f"more than {MAX_SPAN.days} days after from"}],
+            f"the window may span at most {most.days} days{hint}",
+            details=[{"path": "$.to", "message": f"more than {most.days} days after from"}],
         )
     return since, until
 
@@ -277,12 +280,7 @@ class UsageService:
     ) -> UsageReport:
         """The tenant's runs of a template it can read, created in [since, until) (at most
         MAX_USAGE_SPAN); another tenant's runs never count."""
-        since, until = checked_window(since, until)
-        if until - since > MAX_USAGE_SPAN:
-            raise ValidationFailed(
-                f"the window may span at most {MAX_USAGE_SPAN.days} days",
-                details=[{"path": "$.to", "message": f"more than {MAX_USAGE_SPAN.days} days"}],
-            )
+        since, until = checked_window(since, until, MAX_USAGE_SPAN)
         template = await TemplateService(self.session).get(tenant_id, template_id)
         runs = await self.repo.runs(self.repo.window(tenant_id, template.id, since, until))
         steps: list[StepFigures] = []
