@@ -1,0 +1,114 @@
+"""The example plugin (docs/plugins.md walks through it).
+
+Adds the step `example.word_stats` and `example.misbehave`, a step that does what its input
+asks: answer, spin the CPU, eat memory, crash, exit, hang, or reach for what the sandbox keeps
+from it. The sandbox tests (and anyone trying the limits) use it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from app.plugins.api import Plugin, PluginContext, PluginLimits, PluginStep
+
+WORD_STATS_INPUT = {
+    "type": "object",
+    "properties": {
+        "text": {"type": "string", "maxLength": 100_000},
+        "top": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+    },
+    "required": ["text"],
+    "additionalProperties": False,
+}
+WORD_STATS_OUTPUT = {
+    "type": "object",
+    "properties": {
+        "words": {"type": "integer"},
+        "distinct": {"type": "integer"},
+        "top": {"type": "array", "items": {"type": "array"}},
+    },
+    "required": ["words", "distinct", "top"],
+}
+
+
+def word_stats(input: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
+    words = [w.strip(".,;:!?\"'()").lower() for w in input["text"].split()]
+    counts = Counter(w for w in words if w)
+    return {
+        "words": sum(counts.values()),
+        "distinct": len(counts),
+        "top": [[word, n] for word, n in counts.most_common(input.get("top", 5))],
+    }
+
+
+MISBEHAVE_MODES = ["ok", "loop", "sleep", "memory", "crash", "exit", "raise", "network", "secrets", "files"]
+MISBEHAVE_INPUT = {
+    "type": "object",
+    "properties": {
+        "mode": {"enum": MISBEHAVE_MODES},
+        "seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 1},
+        "host": {"type": "string", "maxLength": 255, "default": "127.0.0.1"},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 5432},
+        "path": {"type": "string", "maxLength": 1024, "default": "/etc/hostname"},
+    },
+    "required": ["mode"],
+    "additionalProperties": False,
+}
+
+
+def misbehave(input: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
+    mode = input["mode"]
+    if mode == "loop":  # CPU until the CPU limit or the call timeout stops it
+        while True:
+            pass
+    if mode == "sleep":  # hangs without heartbeating
+        time.sleep(float(input.get("seconds", 1)))
+    if mode == "memory":  # grows until the memory limit stops it
+        hoard = []
+        while True:
+            hoard.append(bytearray(16 * 1024 * 1024))
+    if mode == "crash":
+        os.abort()
+    if mode == "exit":
+        os._exit(3)
+    if mode == "raise":
+        raise RuntimeError("the example plugin was told to fail")
+    if mode == "network":  # a host:port the plugin did not declare
+        with socket.create_connection((input.get("host", "127.0.0.1"), input.get("port", 5432)), timeout=5):
+            return {"mode": mode, "connected": True}
+    if mode == "secrets":  # what of the service's environment reached the sandbox
+        return {"mode": mode, "env": sorted(os.environ)}
+    if mode == "files":
+        with open(input.get("path", "/etc/hostname"), "rb") as f:
+            return {"mode": mode, "read": len(f.read())}
+    return {"mode": mode, "pid": os.getpid()}
+
+
+plugin = Plugin(
+    name="example",
+    version="0.1.0",
+    description="Word statistics, and a step that misbehaves on request",
+    steps=[
+        PluginStep(
+            "word_stats",
+            "Counts the words of a text and lists the most frequent",
+            WORD_STATS_INPUT,
+            word_stats,
+            output_schema=WORD_STATS_OUTPUT,
+            timeout_seconds=30,
+        ),
+        PluginStep(
+            "misbehave",
+            "Does what `mode` says (ok, loop, sleep, memory, crash, exit, raise, network, secrets,"
+            " files): the sandbox's limits contain each",
+            MISBEHAVE_INPUT,
+            misbehave,
+            timeout_seconds=20,
+        ),
+    ],
+    limits=PluginLimits(cpu_seconds=5, memory_mb=256, open_files=64, processes=0, call_timeout_seconds=20),
+)
