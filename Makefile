@@ -11,8 +11,11 @@ GRAPHIQL := app/api/graphiql/vendor/manifest.json
 dev: $(INSTALLED) $(GRAPHIQL)
 	$(BIN)/wfs dev $(ARGS)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist, whole files per process);
+# TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
 test: $(INSTALLED) $(GRAPHIQL) chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # tests/audit (the graphql-http audit and a graphql-ws client) runs in Node 20+; without npm
 # its tests skip and say so. Installed again only when its lock file changes.

@@ -43,7 +43,10 @@ from tests.support import GraphQLClient, WebhookSink, free_port
 ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = ROOT / ".wfs-test"
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
-LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+# pytest-xdist workers (gw0, gw1, ...) each use their own Redis database number, so one
+# worker's keys (AI health snapshots, rate limits) never meet another's; channels are per id.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+LOCAL_REDIS = f"redis://127.0.0.1:6379/{int(XDIST_WORKER.removeprefix('gw') or 0) % 16}"
 
 # Property tests draw the same examples on every run (CI and here): a failure reproduces, and
 # the suite never fails on an example only one run happened to draw. No example database.
