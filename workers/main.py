@@ -67,8 +67,14 @@ def build_worker(
         ],
         workflow_runner=sandboxed_runner(),
         max_concurrent_workflow_task_polls=10,
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=graceful_shutdown(settings),
     )
+
+
+def graceful_shutdown(settings: Settings) -> timedelta:
+    """How long a stopping worker lets running activities finish (then they are cancelled and
+    retried elsewhere): WORKER_GRACEFUL_SHUTDOWN_SECONDS, under Kubernetes' grace period."""
+    return timedelta(seconds=settings.worker_graceful_shutdown_seconds)
 
 
 def sandboxed_runner() -> SandboxedWorkflowRunner:
@@ -88,7 +94,7 @@ def build_webhook_worker(client: Client, sessions: SessionFactory, settings: Set
         activities=WebhookActivities(sessions, settings).all(),
         workflow_runner=sandboxed_runner(),
         max_concurrent_activities=settings.webhook_max_concurrent_deliveries,
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=graceful_shutdown(settings),
     )
 
 
@@ -101,7 +107,7 @@ def build_ai_worker(
         task_queue=settings.ai_task_queue,
         activities=AiActivities(gateway, sessions, settings).all(),
         max_concurrent_activities=50,
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=graceful_shutdown(settings),
     )
 
 

@@ -27,7 +27,7 @@ from app.embedded.process import listens_on
 from app.migrate import upgrade
 from app.seed import seed_demo_tenants, seed_templates
 from app.settings import Settings, remove_services_file, write_services_file
-from app.temporal import SEARCH_ATTRIBUTES
+from app.temporal import SEARCH_ATTRIBUTES, connect, register_search_attributes
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +138,9 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         )
         assert settings.database_url
         upgrade(settings.database_url)
+        # What `wfs migrate` does for Temporal (workers only check); the embedded server has
+        # them from its start, a configured TEMPORAL_ADDRESS may not.
+        asyncio.run(_register_search_attributes(settings))
         if interrupted:
             return 130
         if children:
@@ -153,6 +156,12 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         click.echo("wfs dev stopped", err=True)
+
+
+async def _register_search_attributes(settings: Settings) -> None:
+    added = await register_search_attributes(await connect(settings))
+    if added:
+        log.info("dev.search_attributes_added", names=added)
 
 
 async def _seed(settings: Settings) -> dict[str, str]:
