@@ -30,6 +30,7 @@ from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities
 from workers.analytics_activities import AnalyticsActivities
+from workers.health import HealthServer
 from workers.webhook_activities import WebhookActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
 from workers.workflows.rollup import AnalyticsRollupWorkflow
@@ -111,11 +112,20 @@ def build_ai_worker(
     )
 
 
-async def run_until(worker: Worker, stop: asyncio.Event) -> None:
-    async with worker:
-        log.info("worker.started", task_queue=worker.task_queue)
-        await stop.wait()
-    log.info("worker.stopped", task_queue=worker.task_queue)
+async def run_until(worker: Worker, stop: asyncio.Event, health_port: int | None = None) -> None:
+    """Poll until `stop`, then drain (graceful_shutdown); with health_port, serve the probe
+    endpoints there meanwhile (every interface, like /metrics: the kubelet probes the pod)."""
+    health = HealthServer(worker, stop, "0.0.0.0", health_port) if health_port else None
+    if health is not None:
+        await health.start()
+    try:
+        async with worker:
+            log.info("worker.started", task_queue=worker.task_queue)
+            await stop.wait()
+        log.info("worker.stopped", task_queue=worker.task_queue)
+    finally:
+        if health is not None:
+            await health.close()
 
 
 async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Settings) -> None:

@@ -120,19 +120,10 @@ async def run_worker(
 async def serve_worker(worker: Worker, settings: Settings, stop: asyncio.Event) -> None:
     """Run a built worker until `stop`, with its probe endpoints on WORKER_HEALTH_PORT when
     set (workers/health.py); on `stop` it drains for WORKER_GRACEFUL_SHUTDOWN_SECONDS."""
-    from workers.health import HealthServer
     from workers.main import run_until
 
     settle_heap()
-    if settings.worker_health_port is None:
-        await run_until(worker, stop)
-        return
-    health = HealthServer(worker, stop, "0.0.0.0", settings.worker_health_port)
-    await health.start()
-    try:
-        await run_until(worker, stop)
-    finally:
-        await health.close()
+    await run_until(worker, stop, health_port=settings.worker_health_port)
 
 
 async def admit_queued(
