@@ -33,8 +33,9 @@ bench: $(INSTALLED)
 install: $(INSTALLED) $(GRAPHIQL)
 
 # GraphiQL's npm files (pinned with their sha512 in the script). Offline, the API still runs and
-# its /graphql page in a browser says how to get them; the next make tries again.
-$(GRAPHIQL): app/api/graphiql/fetch.py | $(DEV_INSTALLED)
+# its /graphql page in a browser says how to get them; the next make tries again. (Standard
+# library only: it needs the venv, not the dependencies.)
+$(GRAPHIQL): app/api/graphiql/fetch.py | $(BIN)/python
 	$(BIN)/python -m app.api.graphiql.fetch && touch $@ || echo "GraphiQL stays off until this download works"
 
 # tests/browser drive Debian's chromium. Installed here when missing and we may (root with

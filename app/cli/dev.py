@@ -109,6 +109,10 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
     processes (app/cli/dev_roles.py) that this one supervises.
     """
     t0 = time.monotonic()
+    if "worker_graceful_shutdown_seconds" not in settings.model_fields_set:
+        # Ctrl-C should not wait production's 60 s for a running activity (the children are
+        # killed after 15 s anyway); WORKER_GRACEFUL_SHUTDOWN_SECONDS still wins when set.
+        settings = settings.model_copy(update={"worker_graceful_shutdown_seconds": 10.0})
     # Ctrl-C during start-up must still stop what was started, so signals only set a flag here
     # (and wake the supervisor).
     interrupted: list[int] = []
