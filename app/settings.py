@@ -241,13 +241,14 @@ class Settings(BaseSettings):
         return self
 
     def temporal_uses_tls(self) -> bool:
-        """TLS is on when asked for, or implied by a TLS file or an API key (Temporal Cloud
-        accepts API keys over TLS only; a key must never travel in clear text)."""
+        """TLS is on when asked for, or implied by any other TEMPORAL_TLS_* setting or an API
+        key (Temporal Cloud takes API keys over TLS only; a key never travels in clear text)."""
         return bool(
             self.temporal_tls
             or self.temporal_api_key
             or self.temporal_tls_ca_file
             or self.temporal_tls_cert_file
+            or self.temporal_tls_server_name
         )
 
     @model_validator(mode="after")

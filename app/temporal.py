@@ -43,7 +43,7 @@ _REFUSED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED)
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
     """The TLS part of `Client.connect`: False (plain), or a TLSConfig with the PEM files."""
-    if not settings.temporal_uses_tls() and not settings.temporal_tls_server_name:
+    if not settings.temporal_uses_tls():
         return False
 
     def read(path: Path | None) -> bytes | None:

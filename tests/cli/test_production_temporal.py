@@ -21,11 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, TLSConfig
 
+from app.cli.dev_roles import handover
 from app.cli.runner import run_worker
 from app.settings import Settings
 from app.temporal import (
@@ -259,3 +260,20 @@ async def test_probe_states_follow_the_worker(settings: Settings, sessions) -> N
         assert await states() == (503, 503, "stopped")
         stop.set()
         assert await states() == (200, 503, "stopping")
+
+
+def test_wfs_dev_hands_the_secrets_to_its_role_processes(settings: Settings) -> None:
+    """`wfs dev`'s children read the settings from a JSON line: a masked key would be sent to
+    Temporal as `**********` (and the length-checked secrets refused outright)."""
+    own = settings.model_copy(
+        update={
+            "temporal_api_key": SecretStr(API_KEY),
+            "webhook_secret_key": SecretStr("w" * 44),
+            "file_url_secret": SecretStr("f" * 40),
+        }
+    )
+    child = Settings.model_validate_json(handover(own))
+    assert child.temporal_api_key is not None and child.webhook_secret_key is not None
+    assert child.temporal_api_key.get_secret_value() == API_KEY
+    assert child.webhook_secret_key.get_secret_value() == "w" * 44
+    assert child == own
