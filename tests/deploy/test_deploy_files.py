@@ -6,9 +6,11 @@ code they deploy: Settings fields (app/settings.py), the `wfs` click group (app/
 the metrics the service registers (prometheus_client's registry), the Temporal search
 attributes (app/temporal.py), the dev server's dispatch config (app/embedded/temporal.py) and
 the project layout app/migrate.py relies on. They are also validated against the official
-Compose Specification schema (vendored by check-jsonschema) and the Kubernetes OpenAPI
-schemas (kubernetes-validate, strict: unknown fields fail), and every
-PromQL expression is parsed by promql-parser.
+Compose Specification schema (vendored by check-jsonschema), the Kubernetes OpenAPI
+schemas (kubernetes-validate, strict: unknown fields fail) and, for KEDA's ScaledObjects and
+TriggerAuthentication, KEDA's CRD schemas (tests/deploy/schemas, made strict here), and every
+PromQL expression is parsed by promql-parser. The compose stack's Prometheus and Grafana
+provisioning (deploy/compose) are checked against the services, rules and dashboards they load.
 """
 
 from __future__ import annotations
