@@ -1218,13 +1218,23 @@ def k8s_label_values() -> dict[str, set[str]]:
     return {
         "namespace": {kustomization()["namespace"]},
         "deployment": set(objects("Deployment")),
-        "horizontalpodautoscaler": set(objects("HorizontalPodAutoscaler")),
+        "horizontalpodautoscaler": set(objects("HorizontalPodAutoscaler")) | keda_hpa_names(),
         "job_name": set(objects("Job")),
         "container": {c["name"] for w in workloads().values() for c in pod_spec(w)["containers"]},
         "app_kubernetes_io_name": {t["app.kubernetes.io/name"] for t in templates},
         "app_kubernetes_io_component": {t["app.kubernetes.io/component"] for t in templates},
         "condition": {"true", "false", "unknown"},
     }
+
+
+def keda_hpa_names() -> set[str]:
+    """The HorizontalPodAutoscalers KEDA makes for the ScaledObjects (its default name is
+    keda-hpa-<ScaledObject>)."""
+    names = set()
+    for name, so in objects("ScaledObject").items():
+        config = so["spec"].get("advanced", {}).get("horizontalPodAutoscalerConfig", {})
+        names.add(config.get("name", f"keda-hpa-{name}"))
+    return names
 
 
 def metric_label_values() -> dict[tuple[str, str], set[str]]:
