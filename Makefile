@@ -1,14 +1,18 @@
 # The set-up commands: `make dev`, `make test` and `make bench`. Each creates .venv on first use.
+# `make dev` installs the project with its `dev` extra (the embedded servers `wfs dev` starts),
+# `make test` with `dev` and `test`; the production image has neither (deploy/Dockerfile).
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed
+DEV_INSTALLED := $(VENV)/.installed-dev
+INSTALLED := $(VENV)/.installed-test
 GRAPHIQL := app/api/graphiql/vendor/manifest.json
+UV_VERSION := 0.13.8
 
-.PHONY: dev test bench install lint schema clean audit-deps chromium
+.PHONY: dev test bench install lint schema clean audit-deps chromium lock
 
-dev: $(INSTALLED) $(GRAPHIQL)
+dev: $(DEV_INSTALLED) $(GRAPHIQL)
 	$(BIN)/wfs dev $(ARGS)
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist, whole files per process);
@@ -32,8 +36,9 @@ bench: $(INSTALLED)
 install: $(INSTALLED) $(GRAPHIQL)
 
 # GraphiQL's npm files (pinned with their sha512 in the script). Offline, the API still runs and
-# its /graphql page in a browser says how to get them; the next make tries again.
-$(GRAPHIQL): app/api/graphiql/fetch.py | $(INSTALLED)
+# its /graphql page in a browser says how to get them; the next make tries again. (Standard
+# library only: it needs the venv, not the dependencies.)
+$(GRAPHIQL): app/api/graphiql/fetch.py | $(BIN)/python
 	$(BIN)/python -m app.api.graphiql.fetch && touch $@ || echo "GraphiQL stays off until this download works"
 
 # tests/browser drive Debian's chromium. Installed here when missing and we may (root with
@@ -46,12 +51,32 @@ chromium:
 	       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
 	       || echo "chromium could not be installed: tests/browser will skip"; }; } || true
 
-$(INSTALLED): pyproject.toml
+$(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11, 3.12 or 3.13 on PATH)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+
+# The lock first (every version pinned, every file checked against its hash), then the project
+# itself, editable, with its extras: a dependency pyproject.toml gained since the last
+# `make lock` still installs (and tests/unit/test_packaging.py says the lock is stale).
+$(DEV_INSTALLED): pyproject.toml requirements/dev.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
+
+$(INSTALLED): pyproject.toml requirements/test.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements/test.lock
+	$(BIN)/python -m pip install --quiet -e ".[dev,test]"
+	@touch $@ $(DEV_INSTALLED)
+
+# Regenerates requirements/*.lock from pyproject.toml (universal: Linux, macOS, Windows,
+# Python 3.11+), with hashes. Run it after changing a dependency, and commit the result.
+LOCK := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(LOCK) -o requirements/prod.lock
+	$(LOCK) --extra dev -o requirements/dev.lock
+	$(LOCK) --extra dev --extra test -o requirements/test.lock
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check app workers tests

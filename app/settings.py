@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "wfs-main"
     temporal_ui_url: str | None = None
+    # A secured Temporal (docs/deploy.md, "Production Temporal"): TLS, with a client certificate
+    # for mTLS, and/or an API key (Temporal Cloud). Files are PEM; an API key implies TLS.
+    temporal_tls: bool = False
+    temporal_tls_ca_file: Path | None = None  # unset: the system's roots
+    temporal_tls_cert_file: Path | None = None  # client certificate (mTLS), with the key below
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_server_name: str | None = None  # when it differs from TEMPORAL_ADDRESS's host
+    temporal_api_key: SecretStr | None = None
 
     state_dir: Path = Path(".wfs")
     api_host: str = "127.0.0.1"
@@ -51,6 +59,12 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_json: bool = False
     worker_metrics_port: int | None = None
+    # `wfs worker` serves /healthz (liveness) and /readyz (polling) on this port, on every
+    # interface like /metrics (the kubelet probes the pod's address); unset: not served.
+    worker_health_port: int | None = Field(default=None, ge=1, le=65535)
+    # On SIGTERM a worker stops polling and gives running activities this long to finish before
+    # cancelling them (Kubernetes' terminationGracePeriodSeconds must be longer).
+    worker_graceful_shutdown_seconds: float = Field(default=60.0, ge=0, le=3600)
 
     # GraphQL protection, on by default.
     graphql_max_depth: int = 12
@@ -207,6 +221,35 @@ class Settings(BaseSettings):
     def _token_auth_whole(self) -> Settings:
         self.token_auth_enabled()
         return self
+
+    @model_validator(mode="after")
+    def _temporal_tls_whole(self) -> Settings:
+        """A client certificate needs its key (and the reverse); TLS files must be readable
+        files, checked at start-up rather than at the first reconnect."""
+        cert, key = self.temporal_tls_cert_file, self.temporal_tls_key_file
+        if (cert is None) != (key is None):
+            raise ValueError(
+                "TEMPORAL_TLS_CERT_FILE and TEMPORAL_TLS_KEY_FILE go together (mTLS client "
+                "certificate and its key)"
+            )
+        for name in ("temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name.upper()} {str(path)!r} is not a readable file")
+        if self.temporal_api_key is not None and not self.temporal_api_key.get_secret_value():
+            raise ValueError("TEMPORAL_API_KEY is empty: unset it, or give the key")
+        return self
+
+    def temporal_uses_tls(self) -> bool:
+        """TLS is on when asked for, or implied by any other TEMPORAL_TLS_* setting or an API
+        key (Temporal Cloud takes API keys over TLS only; a key never travels in clear text)."""
+        return bool(
+            self.temporal_tls
+            or self.temporal_api_key
+            or self.temporal_tls_ca_file
+            or self.temporal_tls_cert_file
+            or self.temporal_tls_server_name
+        )
 
     @model_validator(mode="after")
     def _storage_whole(self) -> Settings:

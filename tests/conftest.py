@@ -267,6 +267,9 @@ def settings(
         # default 60 a minute they would spend one shared budget and refuse later tests' valid
         # keys. The anonymous limit is tested on APIs of its own (tests/security/test_sec_edge.py).
         anonymous_rate_limit_per_minute=100_000,
+        # Production gives running activities 60 s on shutdown; a test's workers stop at its
+        # end, where nothing waits for a late activity (the suite's 5 s of before).
+        worker_graceful_shutdown_seconds=5,
     )
 
 

@@ -30,6 +30,7 @@ from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities
 from workers.analytics_activities import AnalyticsActivities
+from workers.health import HealthServer
 from workers.webhook_activities import WebhookActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
 from workers.workflows.rollup import AnalyticsRollupWorkflow
@@ -67,8 +68,14 @@ def build_worker(
         ],
         workflow_runner=sandboxed_runner(),
         max_concurrent_workflow_task_polls=10,
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=graceful_shutdown(settings),
     )
+
+
+def graceful_shutdown(settings: Settings) -> timedelta:
+    """How long a stopping worker lets running activities finish (then they are cancelled and
+    retried elsewhere): WORKER_GRACEFUL_SHUTDOWN_SECONDS, under Kubernetes' grace period."""
+    return timedelta(seconds=settings.worker_graceful_shutdown_seconds)
 
 
 def sandboxed_runner() -> SandboxedWorkflowRunner:
@@ -88,7 +95,7 @@ def build_webhook_worker(client: Client, sessions: SessionFactory, settings: Set
         activities=WebhookActivities(sessions, settings).all(),
         workflow_runner=sandboxed_runner(),
         max_concurrent_activities=settings.webhook_max_concurrent_deliveries,
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=graceful_shutdown(settings),
     )
 
 
@@ -101,15 +108,24 @@ def build_ai_worker(
         task_queue=settings.ai_task_queue,
         activities=AiActivities(gateway, sessions, settings).all(),
         max_concurrent_activities=50,
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        graceful_shutdown_timeout=graceful_shutdown(settings),
     )
 
 
-async def run_until(worker: Worker, stop: asyncio.Event) -> None:
-    async with worker:
-        log.info("worker.started", task_queue=worker.task_queue)
-        await stop.wait()
-    log.info("worker.stopped", task_queue=worker.task_queue)
+async def run_until(worker: Worker, stop: asyncio.Event, health_port: int | None = None) -> None:
+    """Poll until `stop`, then drain (graceful_shutdown); with health_port, serve the probe
+    endpoints there meanwhile (every interface, like /metrics: the kubelet probes the pod)."""
+    health = HealthServer(worker, stop, "0.0.0.0", health_port) if health_port else None
+    if health is not None:
+        await health.start()
+    try:
+        async with worker:
+            log.info("worker.started", task_queue=worker.task_queue)
+            await stop.wait()
+        log.info("worker.stopped", task_queue=worker.task_queue)
+    finally:
+        if health is not None:
+            await health.close()
 
 
 async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Settings) -> None:

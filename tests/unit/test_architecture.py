@@ -1,11 +1,13 @@
 """The import graph keeps its shape: every import-linter contract in pyproject.toml holds.
 
 The contracts ([tool.importlinter]) say: app never imports workers (the CLI, the process entry
-point, excepted); cli -> api -> domains -> models, with workers beside the api; in each domain
-the service sits above its repository; workflow code imports no I/O; and no package or module
-of app and workers is part of an import cycle. Each contract is its own test, run by
-`lint-imports` (the CLI of import-linter), so a broken one fails with import-linter's report of
-the offending import chains. Run `.venv/bin/lint-imports` to see the same report.
+point, excepted); the production entry points (`wfs api`, `wfs worker`, `wfs migrate`) import
+nothing of the dev extra (embedded servers, mail catcher); cli -> api -> domains -> models, with
+workers beside the api; in each domain the service sits above its repository; workflow code
+imports no I/O; and no package or module of app and workers is part of an import cycle. Each
+contract is its own test, run by `lint-imports` (the CLI of import-linter), so a broken one
+fails with import-linter's report of the offending import chains. Run `.venv/bin/lint-imports`
+to see the same report.
 """
 
 from __future__ import annotations
