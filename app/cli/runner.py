@@ -18,6 +18,7 @@ from temporalio.client import Client
 from app.api.app import create_app
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.events.bus import EventBus
+from app.plugins.registry import activate as activate_plugins
 from app.settings import Settings
 from app.steps.backends import check_storage
 from app.temporal import connect, ensure_search_attributes
@@ -201,6 +202,7 @@ async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
+    await asyncio.to_thread(activate_plugins, settings)  # their AI tasks and providers first
     gateway = build_gateway(settings, sessions)
     maintenance = asyncio.create_task(upkeep(gateway, settings, stop))
     try:

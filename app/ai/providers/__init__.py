@@ -1,10 +1,14 @@
 """The model providers (contracts.Provider) and `build_providers` from settings.
 
 openai is configured when OPENAI_API_KEY is set (OPENAI_BASE_URL points it at a compatible
-server), anthropic when ANTHROPIC_API_KEY is set; baseline always is.
+server), anthropic when ANTHROPIC_API_KEY is set; baseline always is. Plugins add providers at start
+(app/plugins/ai.py) as factories in EXTRA_PROVIDERS: each gives its provider, or None when
+the deployment did not configure it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from app.ai.contracts import Provider
 from app.ai.providers.anthropic_provider import AnthropicProvider, map_anthropic_error
@@ -16,10 +20,15 @@ __all__ = [
     "AnthropicProvider",
     "BaselineProvider",
     "OpenAIProvider",
+    "EXTRA_PROVIDERS",
     "build_providers",
     "map_anthropic_error",
     "map_openai_error",
 ]
+
+
+# {provider name: factory(settings) -> provider or None}, filled by app/plugins/ai.py.
+EXTRA_PROVIDERS: dict[str, Callable[[Settings], Provider | None]] = {}
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
@@ -31,5 +40,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
         providers["anthropic"] = AnthropicProvider(
             settings.anthropic_api_key, settings.anthropic_base_url
         )
+    for name, factory in EXTRA_PROVIDERS.items():
+        if (extra := factory(settings)) is not None:
+            providers[name] = extra
     providers["baseline"] = BaselineProvider()
     return providers

@@ -47,6 +47,8 @@ __all__ = [
     "bound_input",
     "check_input",
     "max_output_tokens",
+    "register_task",
+    "unregister_task",
     "data_block",
     "parse_reply",
     "sanitize_text",
@@ -66,6 +68,21 @@ _SPECS: dict[str, BaseTask] = {
 }
 assert tuple(_SPECS) == TASKS, "every task in contracts.TASKS needs a spec, in order"
 TASK_SPECS: dict[str, TaskSpec] = dict(_SPECS)
+
+
+def register_task(spec: BaseTask) -> None:
+    """Add a plugin's AI task (app/plugins/ai.py; its name is `<plugin>.<task>`, never a
+    built-in's) to the tasks the gateway, the AI worker and template checks know."""
+    if spec.name in TASKS:
+        raise ValueError(f"{spec.name!r} is a built-in AI task")
+    _SPECS[spec.name] = spec
+    TASK_SPECS[spec.name] = spec
+
+
+def unregister_task(name: str) -> None:
+    if name not in TASKS:
+        _SPECS.pop(name, None)
+        TASK_SPECS.pop(name, None)
 
 
 def check_input(task: str, input: dict[str, Any]) -> None:
