@@ -73,9 +73,9 @@ from app.errors import (
 from app.events.bus import EventBus
 from app.files.service import require_writer
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
+from app.plugins.registry import activate as activate_plugins
 from app.ratelimit import RateLimiter
 from app.redis_conn import blocking_redis_client
-from app.plugins.registry import activate as activate_plugins
 from app.settings import Settings
 from app.temporal import connect
 from app.tenants.service import KEY_EXPIRED, NO_TENANT, TENANT_SUSPENDED

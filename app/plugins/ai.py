@@ -89,20 +89,20 @@ def _models(m: Manifest) -> list[ModelChoice]:
 
 def register_ai(m: Manifest) -> None:
     """Register the plugin's AI tasks, providers, prices and routes (see the module doc)."""
-    for decl in m.providers:
-        name = m.qualified(decl.name)
-        EXTRA_PROVIDERS[name] = _provider_factory(name, decl)
-        for model in decl.models:
+    for provider in m.providers:
+        name = m.qualified(provider.name)
+        EXTRA_PROVIDERS[name] = _provider_factory(name, provider)
+        for model in provider.models:
             pricing.DEFAULT_TABLE.prices[(name, model.name)] = pricing.Price(
                 Decimal(model.input_usd_per_million), Decimal(model.output_usd_per_million)
             )
     own = _models(m)
     ttls: Any = cache.DEFAULT_TTLS  # a dict: the plugin tasks join the built-in TTLs
-    for decl in m.ai_tasks:
-        task = PluginTask(m.qualified(decl.name), decl)
+    for declared in m.ai_tasks:
+        task = PluginTask(m.qualified(declared.name), declared)
         register_task(task)
         ttls[task.name] = PLUGIN_TASK_CACHE_TTL
-        for tier, tasks in routing.ROUTING.items():
+        for tasks in routing.ROUTING.values():
             tier_models = next(iter(tasks.values()), []) if tasks else []
             # Tiers without AI models (free) stay on the baseline, as for built-in tasks.
             tasks[task.name] = [*own, *tier_models] if tier_models else []
@@ -111,14 +111,14 @@ def register_ai(m: Manifest) -> None:
 def unregister_ai(m: Manifest) -> None:
     """Take back what register_ai added (tests)."""
     ttls: Any = cache.DEFAULT_TTLS
-    for decl in m.ai_tasks:
-        name = m.qualified(decl.name)
+    for declared in m.ai_tasks:
+        name = m.qualified(declared.name)
         unregister_task(name)
         ttls.pop(name, None)
         for tasks in routing.ROUTING.values():
             tasks.pop(name, None)
-    for decl in m.providers:
-        name = m.qualified(decl.name)
+    for provider in m.providers:
+        name = m.qualified(provider.name)
         EXTRA_PROVIDERS.pop(name, None)
-        for model in decl.models:
+        for model in provider.models:
             pricing.DEFAULT_TABLE.prices.pop((name, model.name), None)

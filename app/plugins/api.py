@@ -158,14 +158,19 @@ def load_plugin(name: str) -> Plugin:
     plugin's own (sandboxed) process or a throwaway one."""
     found = installed_entry_points().get(name)
     if found is None:
-        raise PluginLoadError(f"no installed plugin named {name!r} (entry point group {ENTRY_POINT_GROUP})")
+        raise PluginLoadError(
+            f"no installed plugin named {name!r} (entry point group {ENTRY_POINT_GROUP})"
+        )
     try:
         plugin = found.load()
     except Exception as exc:  # the plugin's own import failed
-        raise PluginLoadError(f"plugin {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise PluginLoadError(
+            f"plugin {name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(plugin, Plugin):
         raise PluginLoadError(
-            f"plugin {name!r}: entry point {found.value} is a {type(plugin).__name__}, not app.plugins.api.Plugin"
+            f"plugin {name!r}: entry point {found.value} is a {type(plugin).__name__}, "
+            "not app.plugins.api.Plugin"
         )
     if plugin.name != name:
         raise PluginLoadError(

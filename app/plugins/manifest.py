@@ -140,7 +140,9 @@ def main(argv: Sequence[str]) -> int:
     except PluginLoadError as exc:
         text, code = json.dumps({"error": str(exc)}), 1
     except Exception as exc:  # a declaration that is not what the contract says, or not JSON
-        message = f"plugin {argv[0]!r}: its declarations cannot be read: {type(exc).__name__}: {exc}"
+        message = (
+            f"plugin {argv[0]!r}: its declarations cannot be read: {type(exc).__name__}: {exc}"
+        )
         text, code = json.dumps({"error": message}), 1
     else:
         code = 0

@@ -220,6 +220,24 @@ def _step_problems(
     return problems
 
 
+def plugins_used(spec: TemplateSpec) -> dict[str, str]:
+    """{plugin: the first step activity or AI task of it} that the spec names; an activity
+    no longer registered (its plugin not loaded) maps to itself under "?"+name."""
+    used: dict[str, str] = {}
+    for step in spec.steps:
+        names = [step.activity, *([step.compensate.activity] if step.compensate else [])]
+        for name in names:
+            entry = find_activity(name)
+            if entry is None:
+                used.setdefault(f"?{name}", name)
+            elif entry.plugin is not None:
+                used.setdefault(entry.plugin, name)
+        for point in step.enhancements:
+            if (owner := _task_plugin(point.task)) is not None:
+                used.setdefault(owner, point.task)
+    return used
+
+
 def spec_problems(
     spec: TemplateSpec,
     limits: Limits | None = None,

@@ -263,7 +263,9 @@ def validate_spec(
 
     jsonschemas.check_deadline()
     limits = Limits.of(settings) if settings is not None else None
-    problems = [_problem(path, message) for path, message in spec_problems(spec, limits, plugins=plugins)]
+    problems = [
+        _problem(path, message) for path, message in spec_problems(spec, limits, plugins=plugins)
+    ]
     jsonschemas.check_deadline()
     schema_problems = [
         _problem("$.parameters" + p["path"][1:], p["message"])

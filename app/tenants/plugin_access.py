@@ -45,6 +45,4 @@ class PluginAccessService:
         """Switch one plugin on or off for one tenant (the caller checked the plugin is
         loaded and the tenant exists); from its next validation or start."""
         await self.repo.set_plugin_switch(tenant_id, plugin, enabled, by)
-        log.info(
-            "tenant.plugin_switched", tenant_id=str(tenant_id), plugin=plugin, enabled=enabled
-        )
+        log.info("tenant.plugin_switched", tenant_id=str(tenant_id), plugin=plugin, enabled=enabled)

@@ -149,7 +149,11 @@ class TenantRepository:
         self, tenant_id: uuid.UUID, plugin: str, enabled: bool, by: str
     ) -> None:
         statement = insert(TenantPlugin).values(
-            tenant_id=tenant_id, plugin=plugin, enabled=enabled, updated_at=func.now(), updated_by=by
+            tenant_id=tenant_id,
+            plugin=plugin,
+            enabled=enabled,
+            updated_at=func.now(),
+            updated_by=by,
         )
         await self.session.execute(
             statement.on_conflict_do_update(
