@@ -9,7 +9,8 @@
   `ai.<plugin>.<task>` runs it on the AI queue like the built-in six.
 - A `PluginProvider` becomes the existing OpenAIProvider pointed at its `base_url`, under the
   name `<plugin>.<provider>`, built only when the AI worker's environment has its
-  `api_key_env`; its models' prices join the price table.
+  `api_key_env` (and at the URL in `base_url_env` when that is set); its models' prices join
+  the price table.
 - Routing: a plugin task is tried on the plugin's own provider models first, then on the
   tier's models, on every tier that has AI models at all (free has none: baseline only). The
   built-in tasks' routing is unchanged.
@@ -76,7 +77,10 @@ def _provider_factory(name: str, decl: ProviderDecl) -> Any:
         key = os.environ.get(decl.api_key_env)
         if not key:  # not configured in this deployment: like openai without OPENAI_API_KEY
             return None
-        provider = OpenAIProvider(key, decl.base_url)
+        base_url = (
+            os.environ.get(decl.base_url_env) if decl.base_url_env else None
+        ) or decl.base_url
+        provider = OpenAIProvider(key, base_url)
         provider.name = name  # type: ignore[misc]  # the instance answers to its own name
         return provider
 

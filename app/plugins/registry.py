@@ -94,6 +94,7 @@ class ProviderDecl(_Strict):
     api_key_env: str
     models: list[ModelDecl] = Field(default_factory=list, max_length=MAX_ITEMS)
     kind: Literal["openai-compatible"] = "openai-compatible"
+    base_url_env: str | None = None
 
 
 class LimitsDecl(_Strict):
@@ -203,6 +204,16 @@ def _provider_problems(m: Manifest) -> list[str]:
             problems.append(f"{where}: base_url must be an http(s) URL, not {provider.base_url!r}")
         if not ENV_NAME.match(provider.api_key_env):
             problems.append(f"{where}: api_key_env {provider.api_key_env!r} is not a variable name")
+        if provider.base_url_env is not None and not ENV_NAME.match(provider.base_url_env):
+            problems.append(
+                f"{where}: base_url_env {provider.base_url_env!r} is not a variable name"
+            )
+        for variable in (provider.api_key_env, provider.base_url_env):
+            if variable and variable.lower() in Settings.model_fields:
+                # OPENAI_API_KEY would send the service's key to the plugin's endpoint.
+                problems.append(
+                    f"{where}: {variable} is a setting of the service, not the plugin's"
+                )
         if not provider.models:
             problems.append(f"{where}: declare at least one model with its prices")
         for model in provider.models:
