@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from app.ai.contracts import AiOutcome, AiRequest
 from app.ai.gateway import AiGateway, AiInputError
 from app.ai.service import AiService
-from app.ai.tasks import TASK_SPECS, truncation
+from app.ai.tasks import task_names, truncation
 from app.db import SessionFactory
 from app.executions.workflow_io import (
     DECIDE_ACTIVITY,
@@ -57,7 +57,7 @@ class AiActivities:
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         # The built-in six and the loaded plugins' tasks (`ai.<plugin>.<task>`).
-        return [self.decide, *[self._activity(task) for task in TASK_SPECS]]
+        return [self.decide, *[self._activity(task) for task in task_names()]]
 
     @activity.defn(name=DECIDE_ACTIVITY)
     async def decide(self, request: DecideInput) -> Decision:

@@ -15,9 +15,9 @@
   tier's models, on every tier that has AI models at all (free has none: baseline only). The
   built-in tasks' routing is unchanged.
 
-Everything is registered once at process start (app/plugins/registry.py), through the AI
-layer's registration points: app.ai.tasks.register_task, app.ai.providers.EXTRA_PROVIDERS, and
-the price, routing and cache tables.
+Everything is registered once at process start (app/plugins/registry.py) in the AI layer's
+one registration point, app/ai/extensions.py (and the plugin models' prices in the price
+table); the built-in tables are left as they are.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import os
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from app.ai import cache, pricing, routing
+from app.ai import extensions, pricing
 from app.ai.contracts import InvalidOutput, ModelChoice, Provider
-from app.ai.providers import EXTRA_PROVIDERS, OpenAIProvider
-from app.ai.tasks import BaseTask, register_task, unregister_task
+from app.ai.providers import OpenAIProvider
+from app.ai.tasks import BaseTask
 from app.ai.tasks.base import require_object
 from app.jsonschemas import instance_problems, json_validator
 from app.settings import Settings
@@ -95,34 +95,26 @@ def register_ai(m: Manifest) -> None:
     """Register the plugin's AI tasks, providers, prices and routes (see the module doc)."""
     for provider in m.providers:
         name = m.qualified(provider.name)
-        EXTRA_PROVIDERS[name] = _provider_factory(name, provider)
+        extensions.PROVIDERS[name] = _provider_factory(name, provider)
         for model in provider.models:
             pricing.DEFAULT_TABLE.prices[(name, model.name)] = pricing.Price(
                 Decimal(model.input_usd_per_million), Decimal(model.output_usd_per_million)
             )
-    own = _models(m)
-    ttls: Any = cache.DEFAULT_TTLS  # a dict: the plugin tasks join the built-in TTLs
     for declared in m.ai_tasks:
         task = PluginTask(m.qualified(declared.name), declared)
-        register_task(task)
-        ttls[task.name] = PLUGIN_TASK_CACHE_TTL
-        for tasks in routing.ROUTING.values():
-            tier_models = next(iter(tasks.values()), []) if tasks else []
-            # Tiers without AI models (free) stay on the baseline, as for built-in tasks.
-            tasks[task.name] = [*own, *tier_models] if tier_models else []
+        extensions.TASKS[task.name] = task
+        extensions.CACHE_TTLS[task.name] = PLUGIN_TASK_CACHE_TTL
+        extensions.ROUTES[task.name] = _models(m)
 
 
 def unregister_ai(m: Manifest) -> None:
     """Take back what register_ai added (tests)."""
-    ttls: Any = cache.DEFAULT_TTLS
     for declared in m.ai_tasks:
         name = m.qualified(declared.name)
-        unregister_task(name)
-        ttls.pop(name, None)
-        for tasks in routing.ROUTING.values():
-            tasks.pop(name, None)
+        for table in (extensions.TASKS, extensions.CACHE_TTLS, extensions.ROUTES):
+            table.pop(name, None)
     for provider in m.providers:
         name = m.qualified(provider.name)
-        EXTRA_PROVIDERS.pop(name, None)
+        extensions.PROVIDERS.pop(name, None)
         for model in provider.models:
             pricing.DEFAULT_TABLE.prices.pop((name, model.name), None)

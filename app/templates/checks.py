@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.ai.tasks import TASK_SPECS
+from app.ai.tasks import find_task, task_names
 from app.jsonschemas import check_deadline, instance_problems, json_validator
 from app.steps import WORKFLOW_NATIVE, activity_names, find_activity
 from app.templates import expressions
@@ -122,7 +122,7 @@ def _literal_input_problems(where: str, step: StepSpec) -> list[Problem]:
 def _apply_problems(where: str, activity: str, task: str, apply: dict[str, str]) -> list[Problem]:
     """`apply` maps AI output fields the task has to input fields the step's activity takes."""
     problems: list[Problem] = []
-    spec = TASK_SPECS.get(task)
+    spec = find_task(task)
     outputs = set(spec.output_schema.get("properties", {})) if spec else set()
     entry = find_activity(activity)
     inputs = set((getattr(entry, "input_schema", None) or {}).get("properties", {}))
@@ -201,11 +201,11 @@ def _step_problems(
                     (f"{here}.input", f"refers to step {ref!r}, which it does not need")
                 )
         problems += _apply_problems(here, step.activity, point.task, point.apply or {})
-        if point.task not in TASK_SPECS:
+        if find_task(point.task) is None:
             problems.append(
                 (
                     f"{where}.enhancements[{j}].task",
-                    f"unknown AI task {point.task!r}; known: {', '.join(TASK_SPECS)}",
+                    f"unknown AI task {point.task!r}; known: {', '.join(task_names())}",
                 )
             )
         elif (owner := _task_plugin(point.task)) and plugins and not plugins.allows(owner):

@@ -2,14 +2,13 @@
 
 openai is configured when OPENAI_API_KEY is set (OPENAI_BASE_URL points it at a compatible
 server), anthropic when ANTHROPIC_API_KEY is set; baseline always is. Plugins add providers at start
-(app/plugins/ai.py) as factories in EXTRA_PROVIDERS: each gives its provider, or None when
-the deployment did not configure it.
+(app/ai/extensions.py PROVIDERS): each factory gives its provider, or None when the deployment
+did not configure it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from app.ai import extensions
 from app.ai.contracts import Provider
 from app.ai.providers.anthropic_provider import AnthropicProvider, map_anthropic_error
 from app.ai.providers.baseline import BaselineProvider
@@ -20,15 +19,10 @@ __all__ = [
     "AnthropicProvider",
     "BaselineProvider",
     "OpenAIProvider",
-    "EXTRA_PROVIDERS",
     "build_providers",
     "map_anthropic_error",
     "map_openai_error",
 ]
-
-
-# {provider name: factory(settings) -> provider or None}, filled by app/plugins/ai.py.
-EXTRA_PROVIDERS: dict[str, Callable[[Settings], Provider | None]] = {}
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
@@ -40,7 +34,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
         providers["anthropic"] = AnthropicProvider(
             settings.anthropic_api_key, settings.anthropic_base_url
         )
-    for name, factory in EXTRA_PROVIDERS.items():
+    for name, factory in extensions.PROVIDERS.items():
         if (extra := factory(settings)) is not None:
             providers[name] = extra
     providers["baseline"] = BaselineProvider()
