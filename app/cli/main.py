@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -22,6 +22,9 @@ from app.log_config import configure
 from app.migrate import upgrade
 from app.settings import Settings
 from app.tiers import TIERS
+
+if TYPE_CHECKING:
+    from app.plugins.registry import PluginRegistry
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
@@ -500,7 +503,12 @@ def plugins_list() -> None:
     """The plugins this deployment loads (PLUGINS_ENABLED): what each adds and its queue."""
     from app.plugins.registry import activate
 
-    registry = activate(_settings())
+    click.echo(plugin_table(activate(_settings())))
+    hard_exit(0)
+
+
+def plugin_table(registry: PluginRegistry) -> str:
+    """`wfs plugins list`: one row per loaded plugin, then the refused ones."""
     rows = [["NAME", "VERSION", "STEPS", "TASKS", "PROVIDERS", "TEMPLATES", "QUEUE"]]
     for m in registry.loaded.values():
         rows.append(
@@ -516,8 +524,7 @@ def plugins_list() -> None:
         )
     for name in sorted(registry.refused):
         rows.append([name, "REFUSED", "-", "-", "-", "-", "(wfs plugins check)"])
-    click.echo(_table(rows) if len(rows) > 1 else "no plugins installed")
-    hard_exit(0)
+    return _table(rows) if len(rows) > 1 else "no plugins installed"
 
 
 @plugins.command("check")
