@@ -52,6 +52,10 @@ HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:]+\]):(?P<
 RESERVED_NAMES = frozenset(
     {name.split(".")[0] for name in STEP_ACTIVITIES} | {"ai", "openai", "anthropic", "baseline"}
 )
+# Added to a plugin step's timeout for its Temporal activity: the plugin worker stops a call
+# at the step's timeout and reports why ("timed out after N s"); the activity's own
+# start-to-close timeout, a little later, only catches a worker that died meanwhile.
+CALL_GRACE_SECONDS = 5.0
 MAX_TEMPLATES = 50
 MAX_ITEMS = 100  # steps, AI tasks, providers, models, network entries, env names (each)
 
@@ -400,7 +404,7 @@ def _register_steps(registry: PluginRegistry, m: Manifest) -> None:
             heartbeat_seconds=step.heartbeat_seconds or LIVENESS_HEARTBEAT_SECONDS,
             plugin=m.name,
             task_queue=m.queue,
-            timeout_seconds=m.step_timeout(step),
+            timeout_seconds=m.step_timeout(step) + CALL_GRACE_SECONDS,
         )
         names.append(name)
     for task in m.ai_tasks:  # `ai.<plugin>.<task>`: a template step, run on the AI queue

@@ -49,7 +49,7 @@ def test_a_good_plugin_loads_and_its_steps_run_on_its_queue(tmp_path: Path, load
     assert found.refused == {} and list(found.loaded) == ["acme"]
     step = find_activity("acme.lookup")
     assert step is not None and step.run is None  # its code never runs in this process
-    assert (step.plugin, step.task_queue, step.timeout_seconds) == ("acme", "plugin-acme", 7)
+    assert (step.plugin, step.task_queue, step.timeout_seconds) == ("acme", "plugin-acme", 7 + 5)
     unload(found)
     assert "acme.lookup" not in PLUGIN_ACTIVITIES
 
