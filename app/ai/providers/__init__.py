@@ -1,9 +1,9 @@
 """The model providers (contracts.Provider) and `build_providers` from settings.
 
 openai is configured when OPENAI_API_KEY is set (OPENAI_BASE_URL points it at a compatible
-server), anthropic when ANTHROPIC_API_KEY is set; baseline always is. Plugins add providers at start
-(app/ai/extensions.py PROVIDERS): each factory gives its provider, or None when the deployment
-did not configure it.
+server), anthropic when ANTHROPIC_API_KEY is set; baseline always is. Plugins add providers at
+start (app/ai/extensions.py PROVIDERS): each factory gives its provider, or None when the
+deployment did not configure it.
 """
 
 from __future__ import annotations
