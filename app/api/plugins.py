@@ -20,9 +20,11 @@ from app.api.context import Context
 from app.api.errors import ForbiddenError, NotFoundError, ValidationError
 from app.api.relay import from_global_id
 from app.api.viewer import Tenant
+from app.plugins.api import plugin_task_queue
 from app.plugins.registry import Manifest, active
-from app.plugins.service import PluginAdministration, PluginView, plugin_views, queue_of
+from app.plugins.service import PluginAdministration, PluginView, plugin_views
 from app.temporal_queues import inspector_for
+from app.tenants.plugin_access import PluginAccessService
 
 
 @strawberry.enum(
@@ -98,7 +100,7 @@ class PluginInfo:
             ai_tasks=[],
             providers=[],
             templates=[],
-            queue=queue_of(view.name),
+            queue=plugin_task_queue(view.name),
             workers_polling=view.workers_polling,
             health=PluginHealth(view.health),
             enabled_for_tenant=view.enabled_for_tenant,
@@ -171,12 +173,10 @@ class PluginQuery:
         if context.platform_ is None:
             principal = context.principal()
             async with context.session() as s:
-                access = await PluginAdministration.access_of(
-                    s, principal.tenant_id, context.deps.settings
-                )
+                access = await PluginAccessService(s).of(principal.tenant_id, context.deps.settings)
         inspector = inspector_for(context.deps.temporal)
         names = sorted(registry.loaded)
-        snapshots = await asyncio.gather(*(inspector.describe(queue_of(n)) for n in names))
+        snapshots = await asyncio.gather(*(inspector.describe(plugin_task_queue(n)) for n in names))
         pollers = {n: snap.pollers for n, snap in zip(names, snapshots, strict=True)}
         return [PluginInfo.from_view(v) for v in plugin_views(registry, access, pollers)]
 

@@ -29,6 +29,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from app.errors import ValidationFailed
 from app.jsonschemas import instance_problems, json_validator, schema_problems
+from app.plugins.ai import register_ai, unregister_ai
 from app.plugins.api import (
     NAME_PATTERN,
     PLUGIN_API_VERSION,
@@ -63,11 +64,11 @@ MAX_ITEMS = 100  # steps, AI tasks, providers, models, network entries, env name
 # --- the manifest's shape --------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class _Declared(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class StepDecl(_Strict):
+class StepDecl(_Declared):
     name: str
     description: str = Field(max_length=2000)
     input_schema: dict[str, Any]
@@ -76,7 +77,7 @@ class StepDecl(_Strict):
     heartbeat_seconds: float | None = Field(None, gt=0, le=3600)
 
 
-class AiTaskDecl(_Strict):
+class AiTaskDecl(_Declared):
     name: str
     description: str = Field(max_length=2000)
     input_schema: dict[str, Any]
@@ -87,13 +88,13 @@ class AiTaskDecl(_Strict):
     max_output_tokens: int = Field(512, ge=1, le=32_000)
 
 
-class ModelDecl(_Strict):
+class ModelDecl(_Declared):
     name: str = Field(min_length=1, max_length=200)
     input_usd_per_million: str
     output_usd_per_million: str
 
 
-class ProviderDecl(_Strict):
+class ProviderDecl(_Declared):
     name: str
     base_url: str = Field(max_length=2000)
     api_key_env: str
@@ -102,7 +103,7 @@ class ProviderDecl(_Strict):
     base_url_env: str | None = None
 
 
-class LimitsDecl(_Strict):
+class LimitsDecl(_Declared):
     cpu_seconds: int = Field(ge=1, le=3600)
     memory_mb: int = Field(ge=16, le=65536)
     open_files: int = Field(ge=8, le=65536)
@@ -110,7 +111,7 @@ class LimitsDecl(_Strict):
     call_timeout_seconds: float = Field(gt=0, le=86400)
 
 
-class Manifest(_Strict):
+class Manifest(_Declared):
     """What a plugin declares, as read from its manifest."""
 
     name: str
@@ -322,12 +323,6 @@ class PluginRegistry:
     def templates(self) -> list[dict[str, Any]]:
         return [spec for m in self.loaded.values() for spec in m.templates]
 
-    def plugin_of_template(self, name: str) -> str | None:
-        for m in self.loaded.values():
-            if any(spec.get("name") == name for spec in m.templates):
-                return m.name
-        return None
-
 
 Reader = Callable[[str], dict[str, Any]]
 
@@ -374,9 +369,7 @@ def load(
             registry.refused[manifest.name] = problems
             continue
         registry.loaded[manifest.name] = manifest
-    from app.plugins.ai import register_ai  # the AI layer only once the plugin is accepted
-
-    for manifest in registry.loaded.values():
+    for manifest in registry.loaded.values():  # the AI layer only once a plugin is accepted
         register_ai(manifest)
     for name, problems in registry.refused.items():
         log.error("plugin.refused", plugin=name, problems=problems)
@@ -427,8 +420,6 @@ def _unregister_steps(registry: PluginRegistry, plugin: str) -> None:
 
 def unload(registry: PluginRegistry) -> None:
     """Take back everything `registry` registered (tests load throwaway plugins)."""
-    from app.plugins.ai import unregister_ai
-
     for name in list(registry.registered_steps):
         _unregister_steps(registry, name)
     for manifest in registry.loaded.values():

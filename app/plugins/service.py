@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound, ValidationFailed
-from app.plugins.api import plugin_task_queue
+from app.models import Tenant
 from app.plugins.registry import Manifest, PluginRegistry
-from app.settings import Settings
 from app.tenants.plugin_access import PluginAccess, PluginAccessService
 from app.tenants.repository import TenantRepository
 from app.tenants.service import PlatformPrincipal
-
-HEALTHS = ("OK", "NO_WORKER", "DISABLED", "REFUSED")
 
 
 @dataclass(frozen=True)
@@ -28,7 +24,7 @@ class PluginView:
 
     name: str
     manifest: Manifest | None
-    health: str  # one of HEALTHS
+    health: str  # OK | NO_WORKER | DISABLED | REFUSED
     workers_polling: int | None
     enabled_for_tenant: bool | None  # None: asked by the platform, not a tenant
     problems: list[str] = field(default_factory=list)
@@ -73,10 +69,6 @@ def plugin_views(
     return views
 
 
-def queue_of(name: str) -> str:
-    return plugin_task_queue(name)
-
-
 class PluginAdministration:
     """The platform operator's plugin switches per tenant."""
 
@@ -91,7 +83,7 @@ class PluginAdministration:
         tenant_id: uuid.UUID,
         plugin: str,
         enabled: bool,
-    ) -> Any:
+    ) -> Tenant:
         """Switch `plugin` on or off for the tenant; returns the tenant. A plugin this
         deployment does not load is refused (a switch for a typo would do nothing)."""
         if plugin not in registry.loaded:
@@ -107,9 +99,3 @@ class PluginAdministration:
             tenant_id, plugin, enabled, f"platform:{by.name}"
         )
         return tenant
-
-    @staticmethod
-    async def access_of(
-        session: AsyncSession, tenant_id: uuid.UUID, settings: Settings
-    ) -> PluginAccess:
-        return await PluginAccessService(session).of(tenant_id, settings)
