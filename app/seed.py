@@ -36,7 +36,12 @@ async def seed_templates(sessions: SessionFactory, settings: Settings | None = N
     PLUGINS_ENABLED names are loaded first); returns how many new versions were published.
     A plugin's templates belong to the platform, like the standard ones; a tenant runs them
     while the plugin is enabled for it."""
-    registry = activate_plugins(settings) if settings is not None else active_plugins()
+    # Reading manifests starts child processes: off the event loop.
+    registry = (
+        await asyncio.to_thread(activate_plugins, settings)
+        if settings is not None
+        else active_plugins()
+    )
     published = 0
     async with sessions() as session:
         service = TemplateService(session)

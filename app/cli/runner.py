@@ -93,6 +93,7 @@ async def run_worker(
     from workers.main import build_worker, ensure_rollup_schedule, run_until
 
     await asyncio.to_thread(check_storage, settings)
+    await asyncio.to_thread(activate_plugins, settings)  # before build_worker needs them
     assert settings.database_url and settings.redis_url and settings.temporal_address
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await ensure_search_attributes(client)
