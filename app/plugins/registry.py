@@ -302,7 +302,8 @@ def template_problems(
         name = spec["name"]
         if name in taken:
             problems.append(f"{label}: the name is taken by {taken[name]}")
-        taken[name] = f"the plugin {m.name!r}"
+        else:
+            taken[name] = f"the plugin {m.name!r}"
     return problems
 
 
@@ -358,19 +359,20 @@ def load(
             registry.refused[name] = problems
         else:
             candidates.append(manifest)
-    # Steps first (a plugin's templates use them), then templates, which may refuse a plugin.
+    # Steps and AI tasks first (a plugin's templates use them), then the templates, which
+    # may refuse a plugin: then what it registered is taken back.
     for manifest in candidates:
         _register_steps(registry, manifest)
+        register_ai(manifest)
     taken = {spec["name"]: "a standard template" for spec in STANDARD_TEMPLATES}
     for manifest in candidates:
         problems = template_problems(manifest, taken, settings)
         if problems:
             _unregister_steps(registry, manifest.name)
+            unregister_ai(manifest)
             registry.refused[manifest.name] = problems
             continue
         registry.loaded[manifest.name] = manifest
-    for manifest in registry.loaded.values():  # the AI layer only once a plugin is accepted
-        register_ai(manifest)
     for name, problems in registry.refused.items():
         log.error("plugin.refused", plugin=name, problems=problems)
     for manifest in registry.loaded.values():

@@ -35,18 +35,40 @@ def load_from(folder: Path, names: list[str], loaded: list[PluginRegistry]) -> P
     return found
 
 
+TEMPLATE = {
+    "name": "acme-report",
+    "title": "Acme report",
+    "steps": [
+        {
+            "id": "find",
+            "activity": "acme.lookup",
+            "input": {"id": "c-1"},
+            "enhancements": [{"task": "acme.score", "fallback": "unscored"}],
+        },
+        {"id": "score", "activity": "ai.acme.score", "input": {"any": 1}},
+    ],
+}
+
+
 def test_a_good_plugin_loads_and_its_steps_run_on_its_queue(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
     make_plugin(
         tmp_path,
         "acme",
         f"""
         print("chatter at import must not spoil the manifest")
-        plugin = Plugin(name="acme", version="1.2.0", steps=[{GOOD_STEP}],
-                        network=["crm.acme.example:443"], env=["ACME_TOKEN"])
+        SCORE = PluginAiTask("score", "Scores", {{"type": "object"}},
+                             {{"type": "object", "required": ["n"]}}, "Score it",
+                             baseline_output={{"n": 0}})
+        TEMPLATE = {TEMPLATE!r}
+        plugin = Plugin(name="acme", version="1.2.0", steps=[{GOOD_STEP}], ai_tasks=[SCORE],
+                        templates=[TEMPLATE], network=["crm.acme.example:443"],
+                        env=["ACME_TOKEN"])
         """,
     )
     found = load_from(tmp_path, ["acme"], loaded)
+    # Its template uses its own step, AI step and AI task (enhancement point): all known.
     assert found.refused == {} and list(found.loaded) == ["acme"]
+    assert found.templates() == [TEMPLATE]
     step = find_activity("acme.lookup")
     assert step is not None and step.run is None  # its code never runs in this process
     assert (step.plugin, step.task_queue, step.timeout_seconds) == ("acme", "plugin-acme", 7 + 5)
