@@ -21,7 +21,8 @@ from app.api.errors import ForbiddenError, NotFoundError, ValidationError
 from app.api.relay import from_global_id
 from app.api.viewer import Tenant
 from app.plugins.api import plugin_task_queue
-from app.plugins.registry import Manifest, active
+from app.plugins.checks import Manifest
+from app.plugins.registry import active
 from app.plugins.service import PluginAdministration, PluginView, plugin_views
 from app.temporal_queues import inspector_for
 from app.tenants.plugin_access import PluginAccessService

@@ -36,7 +36,7 @@ from app.jsonschemas import instance_problems, json_validator
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.plugins.registry import AiTaskDecl, Manifest, ProviderDecl
+    from app.plugins.checks import AiTaskDecl, Manifest, ProviderDecl
 
 # How long a plugin task's validated outputs stay cached (seconds), like generate_text's.
 PLUGIN_TASK_CACHE_TTL = 3600

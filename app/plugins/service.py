@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound, ValidationFailed
 from app.models import Tenant
-from app.plugins.registry import Manifest, PluginRegistry
+from app.plugins.checks import Manifest
+from app.plugins.registry import PluginRegistry
 from app.tenants.plugin_access import PluginAccess, PluginAccessService
 from app.tenants.repository import TenantRepository
 from app.tenants.service import PlatformPrincipal
