@@ -59,14 +59,17 @@ $(BIN)/python:
 # The lock first (every version pinned, every file checked against its hash), then the project
 # itself, editable, with its extras: a dependency pyproject.toml gained since the last
 # `make lock` still installs (and tests/unit/test_packaging.py says the lock is stale).
-$(DEV_INSTALLED): pyproject.toml requirements/dev.lock | $(BIN)/python
+# The example plugin (plugins/wfs-example, docs/plugins.md) is installed beside the service.
+$(DEV_INSTALLED): pyproject.toml requirements/dev.lock plugins/wfs-example/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements/dev.lock
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -e plugins/wfs-example
 	@touch $@
 
-$(INSTALLED): pyproject.toml requirements/test.lock | $(BIN)/python
+$(INSTALLED): pyproject.toml requirements/test.lock plugins/wfs-example/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements/test.lock
 	$(BIN)/python -m pip install --quiet -e ".[dev,test]"
+	$(BIN)/python -m pip install --quiet --no-deps -e plugins/wfs-example
 	@touch $@ $(DEV_INSTALLED)
 
 # Regenerates requirements/*.lock from pyproject.toml (universal: Linux, macOS, Windows,

@@ -18,6 +18,8 @@ import structlog
 
 from app.db import SessionFactory
 from app.models.base import utcnow
+from app.plugins.registry import activate as activate_plugins
+from app.plugins.registry import active as active_plugins
 from app.settings import Settings
 from app.steps.backends import open_storage
 from app.templates.service import TemplateService
@@ -29,12 +31,21 @@ log = structlog.get_logger(__name__)
 DEMO_KEYS_FILE = "demo-keys.json"
 
 
-async def seed_templates(sessions: SessionFactory) -> int:
-    """Publish each standard template; returns how many new versions were published."""
+async def seed_templates(sessions: SessionFactory, settings: Settings | None = None) -> int:
+    """Publish each standard template and each loaded plugin's (given settings, the plugins
+    PLUGINS_ENABLED names are loaded first); returns how many new versions were published.
+    A plugin's templates belong to the platform, like the standard ones; a tenant runs them
+    while the plugin is enabled for it."""
+    # Reading manifests starts child processes: off the event loop.
+    registry = (
+        await asyncio.to_thread(activate_plugins, settings)
+        if settings is not None
+        else active_plugins()
+    )
     published = 0
     async with sessions() as session:
         service = TemplateService(session)
-        for spec in STANDARD_TEMPLATES:
+        for spec in [*STANDARD_TEMPLATES, *registry.templates()]:
             _, _, new = await service.publish(spec, tenant_id=None, visibility="PUBLIC")
             published += int(new)
         await session.commit()

@@ -209,6 +209,39 @@ class Settings(BaseSettings):
     # from the file-URL secret. Every AI worker needs the same one.
     ai_input_hash_key: SecretStr | None = Field(default=None, min_length=32)
 
+    # Plugins (docs/plugins.md). PLUGINS_ENABLED: which installed plugins this deployment
+    # loads: "all" (default), "none", or names separated by commas. PLUGINS_DEFAULT_TENANTS: a
+    # tenant without a switch of its own (setTenantPlugin) may use every loaded plugin ("all")
+    # or none ("none"). A plugin's declarations are read in a child process at start, within
+    # PLUGIN_MANIFEST_TIMEOUT_SECONDS.
+    plugins_enabled: str = "all"
+    plugins_default_tenants: Literal["all", "none"] = "all"
+    plugin_manifest_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+
+    @field_validator("plugins_enabled")
+    @classmethod
+    def _plugin_names(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("all", "none"):
+            return value
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", n)]
+        if bad:
+            raise ValueError(
+                f"PLUGINS_ENABLED: {bad} are not plugin names (lower case letters, digits, _); "
+                'give "all", "none" or names separated by commas'
+            )
+        return ",".join(names) or "none"
+
+    def enabled_plugins(self, installed: list[str]) -> list[str]:
+        """The plugins to load: PLUGINS_ENABLED's names (installed or not: a missing one is
+        reported), or every installed one for "all"."""
+        if self.plugins_enabled == "all":
+            return sorted(installed)
+        if self.plugins_enabled == "none":
+            return []
+        return self.plugins_enabled.split(",")
+
     @field_validator("ai_cache_ttls")
     @classmethod
     def _known_ai_tasks(cls, ttls: dict[str, int]) -> dict[str, int]:

@@ -17,10 +17,10 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from app.ai.contracts import TASKS, AiOutcome, AiRequest
+from app.ai.contracts import AiOutcome, AiRequest
 from app.ai.gateway import AiGateway, AiInputError
 from app.ai.service import AiService
-from app.ai.tasks import truncation
+from app.ai.tasks import task_names, truncation
 from app.db import SessionFactory
 from app.executions.workflow_io import (
     DECIDE_ACTIVITY,
@@ -56,7 +56,8 @@ class AiActivities:
         self.gateway, self.sessions, self.settings = gateway, sessions, settings
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
-        return [self.decide, *[self._activity(task) for task in TASKS]]
+        # The built-in six and the loaded plugins' tasks (`ai.<plugin>.<task>`).
+        return [self.decide, *[self._activity(task) for task in task_names()]]
 
     @activity.defn(name=DECIDE_ACTIVITY)
     async def decide(self, request: DecideInput) -> Decision:
@@ -89,5 +90,5 @@ class AiActivities:
         async def execute(call: StepCall) -> dict[str, Any]:
             return await self.run(task, call)
 
-        execute.__name__ = execute.__qualname__ = f"ai_{task}_activity"
+        execute.__name__ = execute.__qualname__ = f"ai_{task.replace('.', '_')}_activity"
         return activity.defn(name=f"ai.{task}")(execute)

@@ -26,6 +26,7 @@ from app.ai.gateway import AiGateway
 from app.analytics.workflow_io import ROLLUP_WORKFLOW, RollupInput, rollup_schedule_id
 from app.db import SessionFactory
 from app.executions.recorder import Publisher
+from app.plugins.registry import activate as activate_plugins
 from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities
@@ -48,6 +49,7 @@ def build_worker(
     publisher: Publisher,
     settings: Settings,
 ) -> Worker:
+    activate_plugins(settings)  # plans made here (admission) route plugin steps to their queue
     activities = TemplateActivities(sessions, publisher, settings)
     # Deliveries started on this queue before WEBHOOK_TASK_QUEUE existed finish here; new ones
     # run on the webhook worker (build_webhook_worker).
@@ -102,7 +104,9 @@ def build_webhook_worker(client: Client, sessions: SessionFactory, settings: Set
 def build_ai_worker(
     client: Client, gateway: AiGateway, sessions: SessionFactory, settings: Settings
 ) -> Worker:
-    """Only the AI activities, on the AI queue: workflows and other steps stay elsewhere."""
+    """Only the AI activities, on the AI queue: workflows and other steps stay elsewhere.
+    The loaded plugins' AI tasks are among them (registered before the gateway is built)."""
+    activate_plugins(settings)
     return Worker(
         client,
         task_queue=settings.ai_task_queue,

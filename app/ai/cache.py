@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from app.ai import extensions
 from app.ai.metrics import AI_CACHE_HITS, AI_CACHE_MISSES
 
 log = structlog.get_logger(__name__)
@@ -77,7 +78,8 @@ class AiCache:
         ttls: Mapping[str, int] | None = None,
     ) -> None:
         self.redis, self.prefix = redis, prefix
-        self.ttls: dict[str, int] = {**DEFAULT_TTLS, **(ttls or {})}
+        # Plugins' tasks (app/ai/extensions.py) have TTLs of their own.
+        self.ttls: dict[str, int] = {**DEFAULT_TTLS, **extensions.CACHE_TTLS, **(ttls or {})}
 
     def key(self, tenant_id: str, task: str, model: str, input: Mapping[str, Any]) -> str:
         """The Redis key of an entry. Raises ValueError for a task without a TTL."""

@@ -43,12 +43,12 @@ from app.ai.provider_call import ProviderCalls, TenantAi
 from app.ai.repository import AiRepository
 from app.ai.routing import candidates
 from app.ai.tasks import (
-    TASK_SPECS,
     BaseTask,
     InvalidInput,
     PreparedTask,
     bound_input,
     check_input,
+    find_task,
     truncation,
 )
 from app.cpu import run_cpu
@@ -108,7 +108,7 @@ class AiGateway(ProviderCalls):
         self.clock = clock
 
     def task(self, name: str) -> TaskSpec:
-        spec = TASK_SPECS.get(name)
+        spec = find_task(name)  # a built-in task or a plugin's
         if spec is None:
             raise AiInputError(f"unknown AI task {name!r}")
         return spec

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.ai import extensions
 from app.ai.contracts import TASKS, ModelChoice
 from app.tiers import TIER_TABLE, TIERS
 
@@ -72,6 +73,16 @@ def _override_choices(tier: str, override: Any) -> list[ModelChoice]:
     return chosen
 
 
+def _routed(tier: str, task: str) -> list[ModelChoice]:
+    """The tier's models for a task. A plugin's task (app/ai/extensions.py) tries the plugin's
+    own models first, then the tier's, on tiers that have AI models at all (free: none)."""
+    table = ROUTING.get(tier, {})
+    if task in table or task not in extensions.ROUTES:
+        return list(table.get(task, []))
+    tier_models = next(iter(table.values()), [])
+    return [*extensions.ROUTES[task], *tier_models] if tier_models else []
+
+
 def candidates(
     tier: str,
     task: str,
@@ -82,9 +93,7 @@ def candidates(
 ) -> list[ModelChoice]:
     """Models to try in order (possibly empty: then only the baseline runs)."""
     # An override with nothing the tier may use falls back to the tier's own table.
-    chosen = _override_choices(tier, (overrides or {}).get(task)) or list(
-        ROUTING.get(tier, {}).get(task, [])
-    )
+    chosen = _override_choices(tier, (overrides or {}).get(task)) or _routed(tier, task)
     if near_budget:
         chosen = [CHEAPER.get(c, c) for c in chosen]
     unique: list[ModelChoice] = []

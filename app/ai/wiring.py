@@ -11,6 +11,7 @@ import time
 import redis.asyncio as aioredis
 import structlog
 
+from app.ai import extensions
 from app.ai.budget import BudgetLedger, BudgetNotices, month_bounds, month_spend
 from app.ai.cache import AiCache
 from app.ai.gateway import AiGateway
@@ -76,6 +77,7 @@ async def upkeep(gateway: AiGateway, settings: Settings, stop: asyncio.Event) ->
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     models = sorted(
         {(c.provider, c.model) for tasks in ROUTING.values() for cs in tasks.values() for c in cs}
+        | {(c.provider, c.model) for cs in extensions.ROUTES.values() for c in cs}  # plugins'
     )
     while not stop.is_set():
         for provider_name, model in models:

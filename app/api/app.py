@@ -73,6 +73,7 @@ from app.errors import (
 from app.events.bus import EventBus
 from app.files.service import require_writer
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
+from app.plugins.registry import activate as activate_plugins
 from app.ratelimit import RateLimiter
 from app.redis_conn import blocking_redis_client
 from app.settings import Settings
@@ -542,6 +543,9 @@ class BodySizeLimit:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = (settings or Settings()).require()
+    # What plugins declare (their steps, AI tasks, templates) is known before any request:
+    # template checks and plans read it. Once per process; their code never runs here.
+    activate_plugins(settings)
     holder: dict[str, Deps] = {}
 
     @asynccontextmanager

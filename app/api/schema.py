@@ -42,6 +42,7 @@ from app.api.files import FileMutation, FileQuery
 from app.api.forecasts import ForecastQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
+from app.api.plugins import PluginMutation, PluginQuery
 from app.api.recommendations import RecommendationQuery
 from app.api.relay import Node, from_global_id
 from app.api.sla import SlaMutation, SlaQuery
@@ -110,6 +111,7 @@ class Query(
     NotificationQuery,
     WebhookQuery,
     SlaQuery,
+    PluginQuery,
 ):
     pass
 
@@ -124,6 +126,7 @@ class Mutation(
     FileMutation,
     WebhookMutation,
     SlaMutation,
+    PluginMutation,
 ):
     pass
 

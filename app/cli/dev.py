@@ -173,7 +173,7 @@ async def _seed(settings: Settings) -> dict[str, str]:
     assert settings.database_url
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
-    await seed_templates(sessions)
+    await seed_templates(sessions, settings)
     keys = await seed_demo_tenants(sessions, settings.state_dir, settings)
     await engine.dispose()
     return keys

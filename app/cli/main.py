@@ -1,5 +1,6 @@
 """`wfs`: api, worker, dev, migrate, seed, schema, tenant create/set-tier/verify-sender,
-template reviews/approve/reject, apikey create/list/revoke, platform key create/list/revoke."""
+template reviews/approve/reject, apikey create/list/revoke, platform key create/list/revoke,
+plugins list/check."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -21,6 +22,9 @@ from app.log_config import configure
 from app.migrate import upgrade
 from app.settings import Settings
 from app.tiers import TIERS
+
+if TYPE_CHECKING:
+    from app.plugins.registry import PluginRegistry
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "graphql" / "schema.graphql"
 
@@ -169,12 +173,13 @@ def migrate(search_attributes: bool | None) -> None:
 
 @cli.command()
 def seed() -> None:
-    """Publish the standard templates (new versions only when a spec changed)."""
+    """Publish the standard templates and the loaded plugins' (new versions only when a spec
+    changed)."""
     from app.seed import seed_templates
 
     settings = _settings().require("database_url")
-    published = _with_sessions(settings, seed_templates)
-    click.echo(f"standard templates seeded ({published} new versions)")
+    published = _with_sessions(settings, lambda sessions: seed_templates(sessions, settings))
+    click.echo(f"standard and plugin templates seeded ({published} new versions)")
     hard_exit(0)
 
 
@@ -529,6 +534,62 @@ def platform_key_revoke(key_id: uuid.UUID) -> None:
 
     click.echo(_with_sessions(_settings().require("database_url"), revoke))
     hard_exit(0)
+
+
+@cli.group()
+def plugins() -> None:
+    """Installed plugins (docs/plugins.md): list them, check their declarations."""
+
+
+@plugins.command("list")
+def plugins_list() -> None:
+    """The plugins this deployment loads (PLUGINS_ENABLED): what each adds and its queue."""
+    from app.plugins.registry import activate
+
+    click.echo(plugin_table(activate(_settings())))
+    hard_exit(0)
+
+
+def plugin_table(registry: PluginRegistry) -> str:
+    """`wfs plugins list`: one row per loaded plugin, then the refused ones."""
+    rows = [["NAME", "VERSION", "STEPS", "TASKS", "PROVIDERS", "TEMPLATES", "QUEUE"]]
+    for m in registry.loaded.values():
+        rows.append(
+            [
+                m.name,
+                m.version,
+                ",".join(m.qualified(s.name) for s in m.steps) or "-",
+                ",".join(m.qualified(t.name) for t in m.ai_tasks) or "-",
+                ",".join(m.qualified(p.name) for p in m.providers) or "-",
+                ",".join(str(t.get("name")) for t in m.templates) or "-",
+                m.queue,
+            ]
+        )
+    for name in sorted(registry.refused):
+        rows.append([name, "REFUSED", "-", "-", "-", "-", "(wfs plugins check)"])
+    return _table(rows) if len(rows) > 1 else "no plugins installed"
+
+
+@plugins.command("check")
+@click.argument("name", required=False)
+def plugins_check(name: str | None) -> None:
+    """Load and check NAME (every installed plugin without one) and print every problem;
+    exit 1 on any. Ignores PLUGINS_ENABLED: it checks what is installed."""
+    from app.plugins.api import installed_entry_points
+    from app.plugins.registry import load
+
+    settings = _settings()
+    installed = sorted(installed_entry_points())
+    registry = load([name] if name else installed, installed=installed, settings=settings)
+    for plugin, problems in sorted(registry.refused.items()):
+        click.echo(f"{plugin}: REFUSED ({len(problems)} problems)")
+        for problem in problems:
+            click.echo(f"  - {problem}")
+    for m in registry.loaded.values():
+        click.echo(f"{m.name} {m.version}: OK")
+    if not registry.refused and not registry.loaded:
+        click.echo("no plugins installed")
+    hard_exit(1 if registry.refused else 0)
 
 
 def _day(at: datetime | None) -> str:

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from app.api.app import create_app
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.events.bus import EventBus
+from app.plugins.registry import activate as activate_plugins
 from app.settings import Settings
 from app.steps.backends import check_storage
 from app.temporal import check_search_attributes, connect
@@ -93,6 +94,7 @@ async def run_worker(
     from workers.main import build_worker, ensure_rollup_schedule
 
     await asyncio.to_thread(check_storage, settings)
+    await asyncio.to_thread(activate_plugins, settings)  # before build_worker needs them
     assert settings.database_url and settings.redis_url and settings.temporal_address
     client = await connect(settings)
     await check_search_attributes(client)
@@ -209,6 +211,7 @@ async def run_ai_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
+    await asyncio.to_thread(activate_plugins, settings)  # their AI tasks and providers first
     gateway = build_gateway(settings, sessions)
     maintenance = asyncio.create_task(upkeep(gateway, settings, stop))
     try:

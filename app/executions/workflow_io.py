@@ -36,6 +36,7 @@ class CompensatePlan:
     activity: str
     input: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: float = 300.0
+    task_queue: str | None = None  # None: the workflow's own queue; a plugin's step: its queue
 
 
 @dataclass

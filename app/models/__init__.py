@@ -10,6 +10,7 @@ from app.models.notification import Notification, NotificationCounter
 from app.models.sla import SlaBreach, TemplateSla
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, PlatformKey, Tenant
+from app.models.tenant_plugin import TenantPlugin
 from app.models.webhook import Webhook, WebhookDelivery
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "TemplateVersion",
     "Tenant",
     "TenantAiSettings",
+    "TenantPlugin",
     "Webhook",
     "WebhookDelivery",
 ]

@@ -92,7 +92,9 @@ class PluginAiTask:
     non-AI answer, used whenever AI is off or fails) is `baseline_step`, a step of this plugin
     run in its sandbox, or else `baseline_output`, a fixed answer."""
 
-    name: str  # local: enhancement points and ai steps use "<plugin>.<name>"
+    name: (
+        str  # local: enhancement points use "<plugin>.<name>", template steps "ai.<plugin>.<name>"
+    )
     description: str
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
@@ -104,6 +106,8 @@ class PluginAiTask:
 
 @dataclass(frozen=True)
 class PluginModel:
+    """A model of a PluginProvider and its list prices in USD per million tokens."""
+
     name: str
     input_usd_per_million: str  # Decimal as a string
     output_usd_per_million: str
@@ -112,13 +116,16 @@ class PluginModel:
 @dataclass(frozen=True)
 class PluginProvider:
     """An AI provider declared as data: an OpenAI-compatible endpoint under a name. The API key
-    comes from the environment variable `api_key_env` of the AI worker (never from the plugin)."""
+    comes from the environment variable `api_key_env` of the AI worker (never from the plugin);
+    the provider is used only where that variable is set. `base_url_env`, when given, names a
+    variable of the AI worker that replaces `base_url` (the deployment points it elsewhere)."""
 
     name: str  # local: routing and health use "<plugin>.<name>"
     base_url: str
     api_key_env: str
-    models: tuple[PluginModel, ...] = ()
+    models: tuple[PluginModel, ...] | list[PluginModel] = ()
     kind: str = "openai-compatible"
+    base_url_env: str | None = None
 
 
 @dataclass(frozen=True)

@@ -83,13 +83,17 @@ LIVENESS_HEARTBEAT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class StepActivity:
-    """One activity a template step may name. `run` is None for workflow-native steps."""
+    """One activity a template step may name. `run` is None for workflow-native steps and for
+    steps another worker serves (AI steps; plugin steps, whose `plugin` names the plugin)."""
 
     name: str
     description: str
     input_schema: dict[str, Any]
     run: StepRun | None
     heartbeat_seconds: float | None = None  # heartbeat interval, if not the liveness default
+    plugin: str | None = None  # the plugin that adds this step (app/plugins)
+    task_queue: str | None = None  # the queue its worker polls (None: the workflow's own)
+    timeout_seconds: float | None = None  # its default timeout (None: the step default)
 
 
 def define(

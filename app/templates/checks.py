@@ -1,7 +1,7 @@
 """Semantic checks of a parsed template spec. Each returns (json path, message) problems so a
 spec author sees every mistake at once: unknown activities, dependency cycles, references to
 steps that may not have run, bad expressions, too many expressions together, unknown AI tasks
-or tiers.
+or tiers, and steps or AI tasks of plugins the tenant may not use.
 
 Checking expressions is the CPU-heavy part (each string is compiled and tried): every string
 first looks at the validation's deadline (app.jsonschemas.check_deadline), so a validation
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.ai.contracts import TASKS
-from app.ai.tasks import TASK_SPECS
+from app.ai.tasks import find_task, task_names
 from app.jsonschemas import check_deadline, instance_problems, json_validator
-from app.steps import STEP_ACTIVITIES, WORKFLOW_NATIVE
+from app.steps import WORKFLOW_NATIVE, activity_names, find_activity
 from app.templates import expressions
 from app.templates.expressions import Limits, SpecTally
 from app.tiers import TIERS
 
 if TYPE_CHECKING:
     from app.templates.schemas import StepSpec, TemplateSpec
+    from app.tenants.plugin_access import PluginAccess
 
 Problem = tuple[str, str]
 
@@ -81,18 +81,35 @@ def _cycles(needs: dict[str, list[str]]) -> list[list[str]]:
     return cycles
 
 
-def _activity_problems(where: str, name: str, *, native_ok: bool) -> list[Problem]:
-    if name not in STEP_ACTIVITIES:
-        known = ", ".join(sorted(STEP_ACTIVITIES))
+def _activity_problems(
+    where: str, name: str, *, native_ok: bool, plugins: PluginAccess | None = None
+) -> list[Problem]:
+    entry = find_activity(name)
+    if entry is None:
+        known = ", ".join(activity_names())
         return [(where, f"unknown activity {name!r}; known: {known}")]
     if not native_ok and name in WORKFLOW_NATIVE:
         return [(where, f"{name} cannot be used here")]
+    if entry.plugin is not None and plugins is not None and not plugins.allows(entry.plugin):
+        return [(where, plugin_refusal(name, entry.plugin))]
     return []
+
+
+def plugin_refusal(name: str, plugin: str) -> str:
+    return (
+        f"{name} comes from the plugin {plugin!r}, which is not enabled for your tenant "
+        "(the platform operator enables plugins per tenant)"
+    )
+
+
+def _task_plugin(task: str) -> str | None:
+    """The plugin an AI task comes from ("acme" for "acme.score"); None for a built-in one."""
+    return task.split(".", 1)[0] if "." in task else None
 
 
 def _literal_input_problems(where: str, step: StepSpec) -> list[Problem]:
     """Check an input against the activity's schema when it holds no expressions."""
-    entry = STEP_ACTIVITIES.get(step.activity)
+    entry = find_activity(step.activity)
     schema = getattr(entry, "input_schema", None)
     if not schema or step.for_each or expressions.has_expressions(step.input):
         return []
@@ -105,9 +122,9 @@ def _literal_input_problems(where: str, step: StepSpec) -> list[Problem]:
 def _apply_problems(where: str, activity: str, task: str, apply: dict[str, str]) -> list[Problem]:
     """`apply` maps AI output fields the task has to input fields the step's activity takes."""
     problems: list[Problem] = []
-    spec = TASK_SPECS.get(task)
+    spec = find_task(task)
     outputs = set(spec.output_schema.get("properties", {})) if spec else set()
-    entry = STEP_ACTIVITIES.get(activity)
+    entry = find_activity(activity)
     inputs = set((getattr(entry, "input_schema", None) or {}).get("properties", {}))
     for target, source in apply.items():
         if spec is not None and source not in outputs:
@@ -135,9 +152,12 @@ def _step_problems(
     ids: set[str],
     limits: Limits | None,
     tally: SpecTally,
+    plugins: PluginAccess | None = None,
 ) -> list[Problem]:
     where = f"$.steps[{i}]"
-    problems = _activity_problems(f"{where}.activity", step.activity, native_ok=True)
+    problems = _activity_problems(
+        f"{where}.activity", step.activity, native_ok=True, plugins=plugins
+    )
     if not problems:
         problems += _literal_input_problems(where, step)
     for field, value in (
@@ -158,7 +178,10 @@ def _step_problems(
         problems.append((f"{where}.for_each", f"{step.activity} cannot fan out"))
     if step.compensate is not None:
         problems += _activity_problems(
-            f"{where}.compensate.activity", step.compensate.activity, native_ok=False
+            f"{where}.compensate.activity",
+            step.compensate.activity,
+            native_ok=False,
+            plugins=plugins,
         )
         for path, message in expressions.check(step.compensate.input, limits, tally):
             problems.append((f"{where}.compensate.input{path[1:]}", f"bad expression: {message}"))
@@ -178,13 +201,15 @@ def _step_problems(
                     (f"{here}.input", f"refers to step {ref!r}, which it does not need")
                 )
         problems += _apply_problems(here, step.activity, point.task, point.apply or {})
-        if point.task not in TASKS:
+        if find_task(point.task) is None:
             problems.append(
                 (
                     f"{where}.enhancements[{j}].task",
-                    f"unknown AI task {point.task!r}; known: {', '.join(TASKS)}",
+                    f"unknown AI task {point.task!r}; known: {', '.join(task_names())}",
                 )
             )
+        elif (owner := _task_plugin(point.task)) and plugins and not plugins.allows(owner):
+            problems.append((f"{where}.enhancements[{j}].task", plugin_refusal(point.task, owner)))
         if point.min_tier not in TIERS:
             problems.append(
                 (
@@ -195,12 +220,34 @@ def _step_problems(
     return problems
 
 
+def plugins_used(spec: TemplateSpec) -> dict[str, str]:
+    """{plugin: the first step activity or AI task of it} that the spec names; an activity
+    no longer registered (its plugin not loaded) maps to itself under "?"+name."""
+    used: dict[str, str] = {}
+    for step in spec.steps:
+        names = [step.activity, *([step.compensate.activity] if step.compensate else [])]
+        for name in names:
+            entry = find_activity(name)
+            if entry is None:
+                used.setdefault(f"?{name}", name)
+            elif entry.plugin is not None:
+                used.setdefault(entry.plugin, name)
+        for point in step.enhancements:
+            if (owner := _task_plugin(point.task)) is not None:
+                used.setdefault(owner, point.task)
+    return used
+
+
 def spec_problems(
-    spec: TemplateSpec, limits: Limits | None = None, tally: SpecTally | None = None
+    spec: TemplateSpec,
+    limits: Limits | None = None,
+    tally: SpecTally | None = None,
+    plugins: PluginAccess | None = None,
 ) -> list[Problem]:
     """Every semantic problem; expressions are checked within `limits` (the configured ones;
     the defaults without) and counted into `tally` (a new one, which stops at the validation's
-    deadline, without)."""
+    deadline, without). `plugins`: which plugins' steps and AI tasks the tenant may use (None:
+    every loaded plugin's, for the platform's own templates)."""
     problems: list[Problem] = []
     ids = [s.id for s in spec.steps]
     for i, step_id in enumerate(ids):
@@ -221,7 +268,9 @@ def spec_problems(
     ancestors = _ancestors(needs)
     tally = tally or SpecTally(check_deadline)
     for i, step in enumerate(spec.steps):
-        problems += _step_problems(i, step, ancestors.get(step.id, set()), known, limits, tally)
+        problems += _step_problems(
+            i, step, ancestors.get(step.id, set()), known, limits, tally, plugins
+        )
     for path, message in expressions.check(spec.output, limits, tally):
         problems.append((f"$.output{path[1:]}", f"bad expression: {message}"))
     problems += [("$", message) for message in tally.problems()]

@@ -48,6 +48,7 @@ from app.templates.versions import migrate_params as migrate_params
 from app.templates.versions import same_content
 from app.templates.versions import unified_diff as unified_diff
 from app.templates.versions import unified_off_loop as unified_off_loop
+from app.tenants.plugin_access import PluginAccess, PluginAccessService
 from app.tenants.service import Principal
 
 MAX_SHARE_NAMES = 50
@@ -90,9 +91,11 @@ def ensure_owner(principal: Principal, template: Template) -> None:
 # --- pure lifecycle helpers ------------------------------------------------------------------
 
 
-def checked_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
+def checked_spec(
+    data: Any, settings: Settings | None = None, plugins: PluginAccess | None = None
+) -> TemplateSpec:
     """validate_spec, plus what the catalog columns need (tags of at most 50 characters)."""
-    spec = validate_spec(data, settings)
+    spec = validate_spec(data, settings, plugins)
     long_tags = [
         {"path": f"$.tags[{i}]", "message": f"at most {MAX_TAG_CHARS} characters"}
         for i, tag in enumerate(spec.tags)
@@ -106,15 +109,21 @@ def checked_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
 
 
 async def validated_spec(
-    data: Any, settings: Settings | None = None, *, tenant: uuid.UUID | None = None
+    data: Any,
+    settings: Settings | None = None,
+    *,
+    tenant: uuid.UUID | None = None,
+    plugins: PluginAccess | None = None,
 ) -> TemplateSpec:
     """checked_spec off the event loop, within validation_timeout_seconds: a spec is tenant
     input, and its checks (JSON Schema, expressions) cost CPU in proportion to it. `tenant`
-    (who sent it) gets its fair share of the validation pool; None is trusted (seeding)."""
+    (who sent it) gets its fair share of the validation pool; None is trusted (seeding).
+    `plugins`: the plugins the tenant may use (None: any loaded one, for the platform)."""
     return await bounded(
         checked_spec,
         data,
         settings,
+        plugins,
         deadline=validation_deadline(settings),
         settings=settings,
         tenant=tenant,
@@ -163,13 +172,21 @@ class TemplateAuthoring:
         self.settings = settings
         self.repo = TemplateRepository(session)
 
+    async def _plugins(self, principal: Principal) -> PluginAccess:
+        return await PluginAccessService(self.session).of(principal.tenant_id, self.settings)
+
     async def create(
         self, principal: Principal, spec_data: Any, visibility: str = "PRIVATE"
     ) -> Template:
         ensure_author_role(principal)
         if visibility not in VISIBILITIES:
             raise ValidationFailed(f"unknown visibility {visibility!r}")
-        spec = await validated_spec(spec_data, self.settings, tenant=principal.tenant_id)
+        spec = await validated_spec(
+            spec_data,
+            self.settings,
+            tenant=principal.tenant_id,
+            plugins=await self._plugins(principal),
+        )
         if await self.repo.by_owner_name(principal.tenant_id, spec.name) is not None:
             raise Conflict(f"a template named {spec.name!r} already exists")
         if visibility == "PUBLIC":  # its first version goes to review when published
@@ -193,7 +210,12 @@ class TemplateAuthoring:
         self, principal: Principal, template_id: uuid.UUID, spec_data: Any
     ) -> Template:
         template = await self._editable(principal, template_id)
-        spec = await validated_spec(spec_data, self.settings, tenant=principal.tenant_id)
+        spec = await validated_spec(
+            spec_data,
+            self.settings,
+            tenant=principal.tenant_id,
+            plugins=await self._plugins(principal),
+        )
         if spec.name != template.name:
             raise ValidationFailed(
                 "a template cannot be renamed",
@@ -213,7 +235,12 @@ class TemplateAuthoring:
         if template.draft_spec is None:
             raise Conflict("the template has no draft to publish")
         # Checked again: activities may have changed since saving.
-        spec = await validated_spec(template.draft_spec, self.settings, tenant=principal.tenant_id)
+        spec = await validated_spec(
+            template.draft_spec,
+            self.settings,
+            tenant=principal.tenant_id,
+            plugins=await self._plugins(principal),
+        )
         stored = spec.model_dump(mode="json")
         number = template.latest_version + 1
         if number == 1 and spec.param_migration is not None:

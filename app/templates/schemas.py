@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -21,11 +21,14 @@ from app.errors import ValidationFailed
 from app.executions.workflow_io import CompensatePlan, RetryPlan, StepPlan
 from app.settings import Settings
 from app.sla.spec import SlaSpec
-from app.steps import STEP_ACTIVITIES
+from app.steps import find_activity
 from app.steps.base import LIVENESS_HEARTBEAT_SECONDS
 from app.templates.checks import resolved_needs, spec_problems
 from app.templates.expressions import Limits
 from app.tiers import DEFAULT_ENHANCEMENT_TIER
+
+if TYPE_CHECKING:
+    from app.tenants.plugin_access import PluginAccess
 
 T = TypeVar("T")
 
@@ -120,19 +123,23 @@ class TemplateSpec(BaseModel):
     def plan(
         self, *, default_timeout: float, default_attempts: int, ai_task_queue: str | None = None
     ) -> list[StepPlan]:
-        """The steps as the workflow runs them, with defaults and dependencies filled in."""
+        """The steps as the workflow runs them, with defaults and dependencies filled in. A
+        plugin step runs on its plugin's queue, by default within the plugin's timeout."""
         needs = resolved_needs(self)
         plans = []
         for step in self.steps:
             retry = step.retry or RetrySpec(max_attempts=default_attempts)
             compensate = step.compensate
+            entry = find_activity(step.activity)
+            queue = entry.task_queue if entry is not None else None
+            timeout = entry.timeout_seconds if entry is not None else None
             plans.append(
                 StepPlan(
                     id=step.id,
                     activity=step.activity,
                     input=step.input,
                     retry=RetryPlan(**retry.model_dump()),
-                    timeout_seconds=step.timeout_seconds or default_timeout,
+                    timeout_seconds=step.timeout_seconds or timeout or default_timeout,
                     needs=needs[step.id],
                     when=step.when,
                     for_each=step.for_each,
@@ -141,22 +148,32 @@ class TemplateSpec(BaseModel):
                         activity=compensate.activity,
                         input=compensate.input,
                         timeout_seconds=compensate.timeout_seconds or default_timeout,
+                        task_queue=plugin_queue(compensate.activity),
                     )
                     if compensate
                     else None,
                     heartbeat_seconds=heartbeat_of(step.activity),
                     enhancements=[e.model_dump() for e in step.enhancements],
-                    task_queue=ai_task_queue if step.activity.startswith("ai.") else None,
+                    task_queue=queue
+                    or (ai_task_queue if step.activity.startswith("ai.") else None),
                 )
             )
         return plans
 
 
+def plugin_queue(activity: str) -> str | None:
+    """The queue of a plugin's step (None for every built-in one)."""
+    entry = find_activity(activity)
+    return entry.task_queue if entry is not None and entry.plugin is not None else None
+
+
 def heartbeat_of(activity: str) -> float | None:
     """The heartbeat interval a step's activity keeps: its own, or the liveness default for
     every activity run by a worker (`ai.*` included); None for the workflow's own waits."""
-    entry = STEP_ACTIVITIES.get(activity)
-    if entry is None or (entry.run is None and not activity.startswith("ai.")):
+    entry = find_activity(activity)
+    if entry is None:
+        return None
+    if entry.run is None and entry.task_queue is None and not activity.startswith("ai."):
         return None
     return entry.heartbeat_seconds or LIVENESS_HEARTBEAT_SECONDS
 
@@ -223,9 +240,12 @@ async def bounded(
 # --- validation ------------------------------------------------------------------------------
 
 
-def validate_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
+def validate_spec(
+    data: Any, settings: Settings | None = None, plugins: PluginAccess | None = None
+) -> TemplateSpec:
     """Parse and check a spec; raises ValidationFailed listing every problem found. The caps
-    are `settings`' (their defaults without)."""
+    are `settings`' (their defaults without); `plugins` says which plugins' steps the tenant
+    may use (None: any loaded plugin's)."""
     check_spec_limits(data, settings)
     try:
         spec = TemplateSpec.model_validate(data)
@@ -243,7 +263,9 @@ def validate_spec(data: Any, settings: Settings | None = None) -> TemplateSpec:
 
     jsonschemas.check_deadline()
     limits = Limits.of(settings) if settings is not None else None
-    problems = [_problem(path, message) for path, message in spec_problems(spec, limits)]
+    problems = [
+        _problem(path, message) for path, message in spec_problems(spec, limits, plugins=plugins)
+    ]
     jsonschemas.check_deadline()
     schema_problems = [
         _problem("$.parameters" + p["path"][1:], p["message"])

@@ -41,6 +41,7 @@ from app.templates.schemas import (
     validation_deadline,
 )
 from app.templates.search import SearchCursor, TemplateFilter
+from app.tenants.plugin_access import PluginAccess
 
 log = structlog.get_logger(__name__)
 
@@ -290,12 +291,17 @@ class TemplateService:
 
     @staticmethod
     async def problems_of(
-        spec_data: Any, settings: Settings | None = None, *, tenant_id: uuid.UUID | None = None
+        spec_data: Any,
+        settings: Settings | None = None,
+        *,
+        tenant_id: uuid.UUID | None = None,
+        plugins: PluginAccess | None = None,
     ) -> list[dict[str, str]]:
         """Every problem of a spec (empty when it is valid), checked off the event loop within
-        the fair share of `tenant_id` (who asks)."""
+        the fair share of `tenant_id` (who asks), with the plugins it may use (`plugins`;
+        None: any loaded one)."""
         try:
-            await validated_spec(spec_data, settings, tenant=tenant_id)
+            await validated_spec(spec_data, settings, tenant=tenant_id, plugins=plugins)
         except ValidationFailed as exc:
             return [{"path": p.get("path", "$"), "message": p["message"]} for p in exc.details]
         return []

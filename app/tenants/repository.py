@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import ApiKey, PlatformKey, Tenant
+from app.models import ApiKey, PlatformKey, Tenant, TenantPlugin
 
 
 class TenantRepository:
@@ -134,3 +135,29 @@ class TenantRepository:
         self.session.add(key)
         await self.session.flush()
         return key
+
+    async def plugin_switches(self, tenant_id: uuid.UUID) -> dict[str, bool]:
+        """{plugin: enabled} of the switches the platform set for the tenant."""
+        rows = await self.session.execute(
+            select(TenantPlugin.plugin, TenantPlugin.enabled).where(
+                TenantPlugin.tenant_id == tenant_id
+            )
+        )
+        return {plugin: enabled for plugin, enabled in rows.tuples()}
+
+    async def set_plugin_switch(
+        self, tenant_id: uuid.UUID, plugin: str, enabled: bool, by: str
+    ) -> None:
+        statement = insert(TenantPlugin).values(
+            tenant_id=tenant_id,
+            plugin=plugin,
+            enabled=enabled,
+            updated_at=func.now(),
+            updated_by=by,
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[TenantPlugin.tenant_id, TenantPlugin.plugin],
+                set_={"enabled": enabled, "updated_at": func.now(), "updated_by": by},
+            )
+        )

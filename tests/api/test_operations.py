@@ -75,6 +75,9 @@ HERE = {
     "DeleteWebhook",
     "WebhookDeliveries",
     "RedeliverWebhook",
+    # run in tests/plugins/test_plugin_service.py
+    "Plugins",
+    "SetTenantPlugin",
 }
 
 

@@ -288,6 +288,7 @@ class TemplateWorkflow(FanOut):
                 await workflow.execute_activity(
                     plan.activity,
                     StepCall(inp.execution_id, inp.tenant_id, step.id, payload),
+                    task_queue=plan.task_queue,
                     start_to_close_timeout=timedelta(seconds=plan.timeout_seconds),
                     retry_policy=COMPENSATE_RETRY,
                 )

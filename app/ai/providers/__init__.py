@@ -1,11 +1,14 @@
 """The model providers (contracts.Provider) and `build_providers` from settings.
 
 openai is configured when OPENAI_API_KEY is set (OPENAI_BASE_URL points it at a compatible
-server), anthropic when ANTHROPIC_API_KEY is set; baseline always is.
+server), anthropic when ANTHROPIC_API_KEY is set; baseline always is. Plugins add providers at
+start (app/ai/extensions.py PROVIDERS): each factory gives its provider, or None when the
+deployment did not configure it.
 """
 
 from __future__ import annotations
 
+from app.ai import extensions
 from app.ai.contracts import Provider
 from app.ai.providers.anthropic_provider import AnthropicProvider, map_anthropic_error
 from app.ai.providers.baseline import BaselineProvider
@@ -31,5 +34,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
         providers["anthropic"] = AnthropicProvider(
             settings.anthropic_api_key, settings.anthropic_base_url
         )
+    for name, factory in extensions.PROVIDERS.items():
+        if (extra := factory(settings)) is not None:
+            providers[name] = extra
     providers["baseline"] = BaselineProvider()
     return providers

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.ai import extensions
 from app.ai.contracts import TASKS, TaskSpec
 from app.ai.tasks.analysis import ENTITY_TYPES, ClassifyContent, ExtractEntities
 from app.ai.tasks.base import (
@@ -47,6 +48,8 @@ __all__ = [
     "bound_input",
     "check_input",
     "max_output_tokens",
+    "find_task",
+    "task_names",
     "data_block",
     "parse_reply",
     "sanitize_text",
@@ -68,20 +71,37 @@ assert tuple(_SPECS) == TASKS, "every task in contracts.TASKS needs a spec, in o
 TASK_SPECS: dict[str, TaskSpec] = dict(_SPECS)
 
 
+def find_task(name: str) -> TaskSpec | None:
+    """A built-in task's spec, or a plugin's (app/ai/extensions.py); None: unknown."""
+    return TASK_SPECS.get(name) or extensions.TASKS.get(name)
+
+
+def task_names() -> list[str]:
+    """The built-in tasks, then the plugins'."""
+    return [*TASK_SPECS, *extensions.TASKS]
+
+
+def _spec(task: str) -> BaseTask:
+    spec = _SPECS.get(task) or extensions.TASKS.get(task)
+    if not isinstance(spec, BaseTask):
+        raise KeyError(task)
+    return spec
+
+
 def check_input(task: str, input: dict[str, Any]) -> None:
     """InvalidInput unless `input` is a valid input of `task` (KeyError for an unknown task)."""
-    _SPECS[task].check_input(input)
+    _spec(task).check_input(input)
 
 
 def bound_input(task: str, input: dict[str, Any]) -> dict[str, Any]:
     """The part of `input` the task reads: long texts cut where the task allows (KeyError for an
     unknown task)."""
-    return _SPECS[task].bounded(input)
+    return _spec(task).bounded(input)
 
 
 def truncation(task: str, input: dict[str, Any]) -> dict[str, int]:
     """{field: length} of each text field `bound_input` cuts to MAX_TEXT_CHARS."""
-    return _SPECS[task].truncation(input)
+    return _spec(task).truncation(input)
 
 
 def max_output_tokens(task: TaskSpec, input: dict[str, Any]) -> int:

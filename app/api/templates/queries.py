@@ -14,6 +14,7 @@ from app.api.templates.types import Template, TemplateOrder, TemplateVisibility
 from app.errors import NotFound
 from app.templates.search import TemplateFilter
 from app.templates.service import TemplateService
+from app.tenants.plugin_access import PluginAccessService
 
 
 @strawberry.type
@@ -81,8 +82,11 @@ class TemplateQuery:
         self, info: strawberry.Info[Context, None], spec: JSON
     ) -> TemplateValidation:
         principal = info.context.principal()
+        settings = info.context.deps.settings
+        async with info.context.session() as s:
+            plugins = await PluginAccessService(s).of(principal.tenant_id, settings)
         problems = await TemplateService.problems_of(
-            spec, info.context.deps.settings, tenant_id=principal.tenant_id
+            spec, settings, tenant_id=principal.tenant_id, plugins=plugins
         )
         return TemplateValidation(
             valid=not problems,

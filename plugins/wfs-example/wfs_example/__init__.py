@@ -2,7 +2,10 @@
 
 Adds the step `example.word_stats` and `example.misbehave`, a step that does what its input
 asks: answer, spin the CPU, eat memory, crash, exit, hang, or reach for what the sandbox keeps
-from it. The sandbox tests (and anyone trying the limits) use it.
+from it. The sandbox tests (and anyone trying the limits) use it. Also an AI task
+(`example.tone`: enhancement points name it so, templates run it as the step `ai.example.tone`),
+an AI provider (`example.local`: any OpenAI-compatible server, used where the AI worker has
+EXAMPLE_LLM_API_KEY, at EXAMPLE_LLM_BASE_URL) and a template (`example-word-report`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ import time
 from collections import Counter
 from typing import Any
 
-from app.plugins.api import Plugin, PluginContext, PluginLimits, PluginStep
+from app.plugins.api import (
+    Plugin,
+    PluginAiTask,
+    PluginContext,
+    PluginLimits,
+    PluginModel,
+    PluginProvider,
+    PluginStep,
+)
 
 WORD_STATS_INPUT = {
     "type": "object",
@@ -88,6 +99,67 @@ def misbehave(input: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
     return {"mode": mode, "pid": os.getpid()}
 
 
+TONE_TASK = PluginAiTask(
+    "tone",
+    "The tone of a text: positive, neutral or negative",
+    input_schema={
+        "type": "object",
+        "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 20_000}},
+        "required": ["text"],
+        "additionalProperties": False,
+    },
+    output_schema={
+        "type": "object",
+        "properties": {
+            "tone": {"enum": ["positive", "neutral", "negative"]},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["tone", "confidence"],
+        "additionalProperties": False,
+    },
+    instructions="Say whether the tone of `text` is positive, neutral or negative, and how sure"
+    " you are (confidence between 0 and 1).",
+    baseline_output={"tone": "neutral", "confidence": 0.0},
+    max_output_tokens=64,
+)
+LOCAL_PROVIDER = PluginProvider(
+    "local",
+    base_url="http://127.0.0.1:11434/v1",  # Ollama's OpenAI-compatible API by default
+    api_key_env="EXAMPLE_LLM_API_KEY",
+    base_url_env="EXAMPLE_LLM_BASE_URL",
+    models=[PluginModel("example-small", "0.05", "0.20")],
+)
+WORD_REPORT = {
+    "name": "example-word-report",
+    "title": "Word report (example plugin)",
+    "description": "Counts the words of a text and lists the most frequent, with the example"
+    " plugin's example.word_stats step.",
+    "tags": ["example", "plugin"],
+    "parameters": {
+        "type": "object",
+        "required": ["text"],
+        "additionalProperties": False,
+        "properties": {
+            "text": {"type": "string", "minLength": 1, "maxLength": 100_000},
+            "top": {"type": "integer", "minimum": 1, "maximum": 50},
+        },
+    },
+    "steps": [
+        {
+            "id": "stats",
+            "title": "Count the words",
+            "activity": "example.word_stats",
+            "input": {"text": "{{ params.text }}", "top": "{{ params.top | default(3) }}"},
+        }
+    ],
+    "output": {
+        "words": "{{ steps.stats.words }}",
+        "distinct": "{{ steps.stats.distinct }}",
+        "top": "{{ steps.stats.top }}",
+    },
+    "example_params": {"text": "the cat and the hat and the bat", "top": 2},
+}
+
 plugin = Plugin(
     name="example",
     version="0.1.0",
@@ -110,5 +182,8 @@ plugin = Plugin(
             timeout_seconds=20,
         ),
     ],
+    ai_tasks=[TONE_TASK],
+    providers=[LOCAL_PROVIDER],
+    templates=[WORD_REPORT],
     limits=PluginLimits(cpu_seconds=5, memory_mb=256, open_files=64, processes=0, call_timeout_seconds=20),
 )

@@ -1,0 +1,172 @@
+"""Loading plugins: each manifest is read in a child process and checked in the parent; a
+plugin with any problem is refused whole with every problem named, the others load and
+register their steps on their own queue. Throwaway distributions (tests/plugins/throwaway.py)
+stand in for installed ones: nothing is installed, no Temporal or database is needed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.plugins.manifest import ManifestError, read_manifest
+from app.plugins.registry import PluginRegistry, load, unload
+from app.steps import PLUGIN_ACTIVITIES, find_activity
+from tests.plugins.throwaway import GOOD_STEP, make_plugin
+
+
+@pytest.fixture
+def loaded() -> Iterator[list[PluginRegistry]]:
+    """Registries a test loaded, unloaded afterwards (the step registry is process-wide)."""
+    made: list[PluginRegistry] = []
+    yield made
+    for found in made:
+        unload(found)
+
+
+def load_from(folder: Path, names: list[str], loaded: list[PluginRegistry]) -> PluginRegistry:
+    found = load(
+        names,
+        installed=names,
+        reader=lambda name: read_manifest(name, extra_paths=[str(folder)], timeout=30),
+    )
+    loaded.append(found)
+    return found
+
+
+TEMPLATE = {
+    "name": "acme-report",
+    "title": "Acme report",
+    "steps": [
+        {
+            "id": "find",
+            "activity": "acme.lookup",
+            "input": {"id": "c-1"},
+            "enhancements": [{"task": "acme.score", "fallback": "unscored"}],
+        },
+        {"id": "score", "activity": "ai.acme.score", "input": {"any": 1}},
+    ],
+}
+
+
+def test_a_good_plugin_loads_and_its_steps_run_on_its_queue(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    make_plugin(
+        tmp_path,
+        "acme",
+        f"""
+        print("chatter at import must not spoil the manifest")
+        SCORE = PluginAiTask("score", "Scores", {{"type": "object"}},
+                             {{"type": "object", "required": ["n"]}}, "Score it",
+                             baseline_output={{"n": 0}})
+        TEMPLATE = {TEMPLATE!r}
+        plugin = Plugin(name="acme", version="1.2.0", steps=[{GOOD_STEP}], ai_tasks=[SCORE],
+                        templates=[TEMPLATE], network=["crm.acme.example:443"],
+                        env=["ACME_TOKEN"])
+        """,
+    )
+    found = load_from(tmp_path, ["acme"], loaded)
+    # Its template uses its own step, AI step and AI task (enhancement point): all known.
+    assert found.refused == {} and list(found.loaded) == ["acme"]
+    assert found.templates() == [TEMPLATE]
+    step = find_activity("acme.lookup")
+    assert step is not None and step.run is None  # its code never runs in this process
+    assert (step.plugin, step.task_queue, step.timeout_seconds) == ("acme", "plugin-acme", 7 + 5)
+    unload(found)
+    assert "acme.lookup" not in PLUGIN_ACTIVITIES
+
+
+def test_every_problem_of_a_bad_declaration_is_named(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    make_plugin(
+        tmp_path,
+        "shoddy",
+        """
+        plugin = Plugin(
+            name="shoddy", version="0.1", api_version=2,
+            steps=[
+                PluginStep("Bad-Name", "x", {"type": "object"}, run),
+                PluginStep("twice", "x", {"type": "nope"}, run),
+                PluginStep("twice", "x", {"type": "object"}, run),
+            ],
+            ai_tasks=[PluginAiTask("score", "x", {"type": "object"}, {"type": "object"}, "do")],
+            providers=[PluginProvider("llm", "ftp://x", "OPENAI_API_KEY")],
+            network=["no-port"], env=["DATABASE_URL"],
+        )
+        """,
+    )
+    found = load_from(tmp_path, ["shoddy"], loaded)
+    assert found.loaded == {}
+    problems = "\n".join(found.refused["shoddy"])
+    for expected in (
+        "built for plugin API version 2; this service speaks version 1",
+        "step 'Bad-Name': names are lower case letters",
+        "step 'twice' is declared twice",
+        "step shoddy.twice: input_schema: invalid JSON Schema",
+        "AI task shoddy.score: give baseline_output",
+        "provider shoddy.llm: base_url must be an http(s) URL",
+        "provider shoddy.llm: OPENAI_API_KEY is a setting of the service",
+        "provider shoddy.llm: declare at least one model",
+        "network entry 'no-port': expected host:port",
+        "env 'DATABASE_URL': a setting of the service",
+    ):
+        assert expected in problems, (expected, problems)
+    assert find_activity("shoddy.twice") is None
+
+
+def test_import_errors_wrong_objects_and_taken_names_are_refused(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    make_plugin(tmp_path, "broken", "raise ImportError('no module named crmlib')\n")
+    make_plugin(tmp_path, "notplugin", "plugin = {'name': 'notplugin'}\n")
+    make_plugin(tmp_path, "data", 'plugin = Plugin(name="data", version="1")\n')
+    template = {
+        "name": "order-summary",  # a standard template's name
+        "title": "T",
+        "steps": [{"id": "a", "activity": "nope.step"}],
+    }
+    make_plugin(
+        tmp_path,
+        "tmpl",
+        f'plugin = Plugin(name="tmpl", version="1", steps=[{GOOD_STEP.replace("lookup", "go")}],'
+        f" templates=[{template!r}])\n",
+    )
+    found = load_from(tmp_path, ["broken", "notplugin", "data", "tmpl", "ghost"], loaded)
+    assert found.loaded == {}
+    refused = {name: " | ".join(problems) for name, problems in found.refused.items()}
+    assert "failed to import: ImportError: no module named crmlib" in refused["broken"]
+    assert "is a dict, not app.plugins.api.Plugin" in refused["notplugin"]
+    assert "plugin name 'data' is taken by the service's own steps" in refused["data"]
+    assert "unknown activity 'nope.step'" in refused["tmpl"]
+    assert "no installed plugin named 'ghost'" in refused["ghost"]
+    assert find_activity("tmpl.go") is None  # registered for the template check, taken back
+
+
+def test_two_plugins_cannot_publish_one_template_name(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    for name in ("first", "second"):
+        spec = {
+            "name": "shared-report",
+            "title": "T",
+            "steps": [{"id": "a", "activity": f"{name}.lookup", "input": {"id": "1"}}],
+        }
+        make_plugin(
+            tmp_path,
+            name,
+            f'plugin = Plugin(name="{name}", version="1", steps=[{GOOD_STEP}],'
+            f" templates=[{spec!r}])\n",
+        )
+    found = load_from(tmp_path, ["first", "second"], loaded)
+    assert list(found.loaded) == ["first"]
+    assert found.refused["second"] == [
+        "template 'shared-report': the name is taken by the plugin 'first'"
+    ]
+
+
+def test_a_plugin_that_hangs_or_floods_at_import_is_cut_off(tmp_path: Path) -> None:
+    make_plugin(tmp_path, "sleepy", "import time\ntime.sleep(60)\n")
+    make_plugin(
+        tmp_path, "chatty", "import sys\nsys.stdout.write('x' * 100_000)\n" + "plugin = 1\n"
+    )
+    with pytest.raises(ManifestError, match="loading took longer than 1 s"):
+        read_manifest("sleepy", extra_paths=[str(tmp_path)], timeout=1)
+    # What it prints at import goes to stderr, not into the answer; an answer over the cap
+    # (here: its refusal) is refused unread.
+    with pytest.raises(ManifestError, match=r"its manifest is \d+ bytes, more than 50"):
+        read_manifest("chatty", extra_paths=[str(tmp_path)], max_bytes=50)

@@ -1,0 +1,221 @@
+"""The example plugin in the running service: its template (published like the standard
+ones) completes with its step served on the plugin's queue; the `plugins` query shows what it
+adds, its queue, the workers polling it and its health; the platform switches it per tenant
+(setTenantPlugin), which template checks and starts obey.
+
+The plugin's steps are served here by STAND-IN PLUGIN WORKER: a plain Temporal Worker on
+plugin_task_queue("example") that registers the plugin's PluginSteps unsandboxed in this
+process. It stands in for the sandboxed `wfs worker --plugin example` (built on its own
+branch); it takes the same StepCall and returns the step's JSON output.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from app.api.relay import to_global_id
+from app.executions.workflow_io import StepCall
+from app.models import Tenant
+from app.plugins.api import load_plugin, plugin_task_queue
+from app.plugins.registry import activate
+from app.seed import seed_templates
+from app.settings import Settings
+from app.temporal import connect
+from app.tenants.platform import PlatformKeys
+from app.tenants.plugin_access import PluginAccessService
+from tests.api.test_api_keys import op
+from tests.api.test_execution_flow import wait_terminal
+from tests.conftest import TenantKeys, make_tenant
+from tests.support import GraphQLClient
+
+PLUGINS, SET_PLUGIN, START, VALIDATE = (
+    op(name) for name in ("Plugins", "SetTenantPlugin", "StartExecution", "ValidateTemplate")
+)
+TEXT = "the cat and the hat and the bat"
+
+
+@dataclass
+class StandInContext:
+    tenant_id: str
+    execution_id: str
+    step_id: str
+    attempt: int
+    temp_dir: str
+
+    def heartbeat(self, *details: Any) -> None:
+        activity.heartbeat(*details)
+
+
+def stand_in_activities() -> list[Callable[[StepCall], Awaitable[Any]]]:
+    """The example plugin's steps as Temporal activities named `example.<step>` (unsandboxed:
+    a stand-in for the plugin worker, see the module doc)."""
+    plugin = load_plugin("example")
+    made = []
+    for step in plugin.steps:
+
+        def bind(run: Any, name: str) -> Callable[[StepCall], Awaitable[Any]]:
+            async def execute(call: StepCall) -> Any:
+                info = activity.info()
+                with tempfile.TemporaryDirectory() as temp_dir:
+                    ctx = StandInContext(
+                        call.tenant_id, call.execution_id, call.step_id, info.attempt, temp_dir
+                    )
+                    result = run(call.input, ctx)
+                    return await result if inspect.isawaitable(result) else result
+
+            execute.__name__ = name.replace(".", "_")
+            return activity.defn(name=name)(execute)
+
+        made.append(bind(step.run, plugin.qualified(step.name)))
+    return made
+
+
+@pytest.fixture(scope="module")
+async def stand_in_worker(settings: Settings, sessions, server: str) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
+    """The example plugin loaded and its template published, and the stand-in worker."""
+    registry = activate(settings)
+    assert "example" in registry.loaded, registry.refused
+    await seed_templates(sessions, settings)
+    assert settings.temporal_address
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    worker = Worker(
+        client, task_queue=plugin_task_queue("example"), activities=stand_in_activities()
+    )
+    async with worker:
+        yield client
+
+
+async def platform_client(server: str, sessions) -> GraphQLClient:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        _, secret = await PlatformKeys(session).create(f"plugins-{uuid.uuid4().hex[:6]}")
+        await session.commit()
+    return GraphQLClient(server, secret)
+
+
+async def tenant_id(sessions, name: str) -> str:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        found = await session.scalar(select(Tenant.id).where(Tenant.name == name))
+    return to_global_id("Tenant", found)
+
+
+def example_of(plugins: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(p for p in plugins if p["name"] == "example")
+
+
+async def test_the_example_template_completes_on_the_plugin_queue(
+    stand_in_worker: Client, client: GraphQLClient
+) -> None:
+    started = (
+        await client.data(
+            START, {"input": {"templateName": "example-word-report", "params": {"text": TEXT}}}
+        )
+    )["startExecution"]
+    assert started["__typename"] == "Execution", started
+    done = await wait_terminal(client, started["id"])
+    assert done["status"] == "COMPLETED", done
+    assert done["result"] == {
+        "words": 8,
+        "distinct": 5,
+        "top": [["the", 3], ["and", 2], ["cat", 1]],
+    }
+    # The plugins query: what it adds, its queue and the worker polling it.
+    plugins = (await client.data(PLUGINS))["plugins"]
+    example = example_of(plugins)
+    assert example["health"] == "OK" and example["workersPolling"] >= 1
+    assert example["enabledForTenant"] is True and example["problems"] == []
+    assert example["queue"] == "plugin-example"
+    assert {s["name"] for s in example["steps"]} == {"example.word_stats", "example.misbehave"}
+    assert example["aiTasks"][0]["step"] == "ai.example.tone"
+    assert example["providers"] == [{"name": "example.local", "models": ["example-small"]}]
+    assert example["templates"] == ["example-word-report"]
+
+
+async def test_the_platform_switches_a_plugin_per_tenant(
+    stand_in_worker: Client, server: str, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    keys: TenantKeys = await make_tenant(sessions, "pro")
+    admin = GraphQLClient(server, keys.admin)
+    platform = await platform_client(server, sessions)
+    tenant = await tenant_id(sessions, keys.name)
+    spec = {
+        "name": "my-words",
+        "title": "Mine",
+        "steps": [{"id": "s", "activity": "example.word_stats", "input": {"text": "a b"}}],
+    }
+    assert (await admin.data(VALIDATE, {"spec": spec}))["validateTemplate"]["valid"] is True
+
+    switched = (
+        await platform.data(
+            SET_PLUGIN, {"input": {"tenant": tenant, "plugin": "example", "enabled": False}}
+        )
+    )["setTenantPlugin"]
+    assert switched == {
+        "__typename": "TenantPluginSwitch",
+        "plugin": "example",
+        "enabled": False,
+        "tenant": {"id": tenant, "name": keys.name},
+    }
+    checked = (await admin.data(VALIDATE, {"spec": spec}))["validateTemplate"]
+    assert checked["valid"] is False
+    assert checked["problems"] == [
+        {
+            "path": "$.steps[0].activity",
+            "message": "example.word_stats comes from the plugin 'example', which is not "
+            "enabled for your tenant (the platform operator enables plugins per tenant)",
+        }
+    ]
+    refused = (
+        await admin.data(
+            START, {"input": {"templateName": "example-word-report", "params": {"text": TEXT}}}
+        )
+    )["startExecution"]
+    assert refused["code"] == "FORBIDDEN" and "not enabled for your tenant" in refused["message"]
+    example = example_of((await admin.data(PLUGINS))["plugins"])
+    assert (example["health"], example["enabledForTenant"]) == ("DISABLED", False)
+
+    # Only the platform switches, and only loaded plugins.
+    by_tenant = (
+        await admin.data(
+            SET_PLUGIN, {"input": {"tenant": tenant, "plugin": "example", "enabled": True}}
+        )
+    )["setTenantPlugin"]
+    assert by_tenant["code"] == "FORBIDDEN"
+    unknown = (
+        await platform.data(
+            SET_PLUGIN, {"input": {"tenant": tenant, "plugin": "nosuch", "enabled": True}}
+        )
+    )["setTenantPlugin"]
+    assert unknown["code"] == "VALIDATION_FAILED" and "loaded: example" in unknown["message"]
+    await platform.data(
+        SET_PLUGIN, {"input": {"tenant": tenant, "plugin": "example", "enabled": True}}
+    )
+    assert (await admin.data(VALIDATE, {"spec": spec}))["validateTemplate"]["valid"] is True
+    # The platform sees every installed plugin, with no tenant of its own.
+    seen = example_of((await platform.data(PLUGINS))["plugins"])
+    assert seen["enabledForTenant"] is None and seen["health"] == "OK"
+
+
+async def test_plugins_default_to_none_for_tenants_without_a_switch(
+    settings: Settings, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    keys = await make_tenant(sessions, "free")
+    strict = settings.model_copy(update={"plugins_default_tenants": "none"})
+    async with sessions() as session:
+        tid = await session.scalar(select(Tenant.id).where(Tenant.name == keys.name))
+        service = PluginAccessService(session)
+        assert (await service.of(tid, strict)).allows("example") is False
+        assert (await service.of(tid, settings)).allows("example") is True
+        await service.set(tid, "example", True, "test")
+        await session.commit()
+        assert (await service.of(tid, strict)).allows("example") is True
