@@ -228,3 +228,14 @@ async def run_webhook_worker(settings: Settings, stop: asyncio.Event) -> None:
         await run_until(worker, stop)
     finally:
         await engine.dispose()
+
+
+async def run_plugin_worker(settings: Settings, stop: asyncio.Event, plugin: str) -> None:
+    """The worker of one plugin (workers/plugin_worker.py): its steps on its own task queue,
+    each call in a sandbox process. Needs only Temporal: no database, Redis or AI keys."""
+    from workers.plugin_worker import serve_plugin
+
+    assert settings.temporal_address
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    settle_heap()
+    await serve_plugin(client, plugin, settings, stop)
