@@ -43,11 +43,13 @@ chromium:
 	       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
 	       || echo "chromium could not be installed: tests/browser will skip"; }; } || true
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml plugins/wfs-example/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11, 3.12 or 3.13 on PATH)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The example plugin: `wfs dev` serves it, the sandbox tests make it misbehave.
+	$(BIN)/python -m pip install --quiet -e plugins/wfs-example
 	@touch $@
 
 lint: $(INSTALLED)
