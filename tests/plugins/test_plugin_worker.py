@@ -11,21 +11,28 @@ template workflow would call it.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from app.plugins.api import plugin_task_queue
 from app.settings import Settings
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
 from tests.plugins.probe import PluginProbe, Probe
-from tests.support import GraphQLClient
+from tests.support import GraphQLClient, free_port
+from tests.workers.worker_process import WFS, pollers, worker_env
 from tests.workers.test_control import start
 from tests.workers.test_template_graph import publish
 from workers.plugin_worker import build_plugin_worker, describe_plugin
@@ -47,16 +54,20 @@ class Rig:
         self.plugin_queue = plugin_queue
         self.probe_queue = probe_queue
 
-    async def start(self, step: str, input: dict[str, Any], attempts: int = 1) -> WorkflowHandle:
+    async def start(
+        self, step: str, input: dict[str, Any], attempts: int = 1, queue: str | None = None
+    ) -> WorkflowHandle:
         return await self.client.start_workflow(
             PluginProbe.run,
-            Probe(f"example.{step}", self.plugin_queue, input, attempts),
+            Probe(f"example.{step}", queue or self.plugin_queue, input, attempts),
             id=f"probe-{uuid.uuid4().hex}",
             task_queue=self.probe_queue,
         )
 
-    async def call(self, step: str, input: dict[str, Any], attempts: int = 1) -> dict[str, Any]:
-        return await (await self.start(step, input, attempts)).result()
+    async def call(
+        self, step: str, input: dict[str, Any], attempts: int = 1, queue: str | None = None
+    ) -> dict[str, Any]:
+        return await (await self.start(step, input, attempts, queue)).result()
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +163,79 @@ async def test_main_worker_completes_while_a_plugin_call_hangs_and_cancel_kills_
     async with asyncio.timeout(60):
         while sandbox_children():
             await asyncio.sleep(0.1)
+
+
+def sandbox_children_of(pid: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["ppid", "cmdline", "status"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if "app.plugins.sandbox_child" in cmdline and p.info["status"] != psutil.STATUS_ZOMBIE:
+            if p.info["ppid"] == pid:
+                found.append(p)
+    return found
+
+
+async def test_wfs_worker_plugin_scrubs_env_serves_metrics_and_orphans_die(
+    rig: Rig, settings: Settings, tmp_path: Any
+) -> None:
+    """`wfs worker --plugin example` as a process: the service's settings in its environment
+    never reach the plugin, /metrics counts the calls by plugin, and when the worker is
+    SIGKILLed its sandbox processes end too (their lifeline closes)."""
+    port = free_port()
+    env = worker_env(settings) | {
+        "PLUGIN_LIMITS": '{"example": {"memory_mb": 160}}',
+        "LOG_LEVEL": "warning",
+    }
+    assert "DATABASE_URL" in env and "OPENAI_API_KEY" in env
+    log = (tmp_path / "plugin-worker.log").open("wb")
+    proc = subprocess.Popen(
+        [str(WFS), "worker", "--plugin", "example", "--metrics-port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    queue = plugin_task_queue("example")
+    hanging: WorkflowHandle | None = None
+    try:
+        async with asyncio.timeout(60):
+            while not any(i.startswith(f"{proc.pid}@") for i in await pollers(rig.client, queue)):
+                assert proc.poll() is None, (tmp_path / "plugin-worker.log").read_text()
+                await asyncio.sleep(0.2)
+        secrets = await rig.call("misbehave", {"mode": "secrets"}, queue=queue)
+        env_seen = set(secrets["output"]["env"])
+        assert not env_seen & {"DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "TEMPORAL_ADDRESS"}
+        assert (await rig.call("misbehave", {"mode": "exit"}, queue=queue))["type"] == (
+            "PluginCrashed"
+        )
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(metrics)
+            for s in family.samples
+        }
+        by_step = (("plugin", "example"), ("step", "misbehave"))
+        for outcome in ("ok", "exited"):
+            key = tuple(sorted((*by_step, ("outcome", outcome))))
+            assert samples.get(("wfs_plugin_calls_total", key)) == 1.0, outcome
+        assert samples.get(("wfs_plugin_restarts_total", (("plugin", "example"),))) == 1.0
+
+        hanging = await rig.start("misbehave", {"mode": "sleep", "seconds": 600}, queue=queue)
+        async with asyncio.timeout(60):
+            while not sandbox_children_of(proc.pid):
+                await asyncio.sleep(0.1)
+        orphans = sandbox_children_of(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker's group: not its sandbox sessions
+        proc.wait(10)
+        gone, alive = await asyncio.to_thread(psutil.wait_procs, orphans, 30)
+        assert not alive, f"sandbox processes outlived their worker: {alive}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+        if hanging is not None:
+            await hanging.terminate()
