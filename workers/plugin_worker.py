@@ -74,6 +74,17 @@ ERROR_TYPES = {
     "output": STEP_OUTPUT_INVALID,
 }
 NON_RETRYABLE = frozenset({"refused", "output"})
+# Every `outcome` label of wfs_plugin_calls_total.
+OUTCOMES = (
+    "ok",
+    "invalid_input",
+    "invalid_output",
+    "raised",
+    "refused",
+    *LIMIT_OF,
+    "crashed",
+    "exited",
+)
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,7 @@ async def test_each_failure_is_a_clear_temporal_error_and_the_worker_serves_on(r
     stats = await rig.call("word_stats", {"text": "a b a", "top": 1})
     assert stats == {"output": {"words": 3, "distinct": 2, "top": [["a", 2]]}}
     assert counted("wfs_plugin_limit_kills_total", plugin="example", limit="cpu") > kills_before
-    assert counted(
-        "wfs_plugin_calls_total", plugin="example", step="word_stats", outcome="ok"
-    ) >= 1
+    assert counted("wfs_plugin_calls_total", plugin="example", step="word_stats", outcome="ok") >= 1
 
 
 def sandbox_children() -> list[psutil.Process]:

@@ -76,8 +76,16 @@ async def test_each_misbehaviour_ends_only_its_own_process(
     env = set(secrets.output["env"])
     assert "EXAMPLE_TOKEN" in env  # declared: passed on
     assert not env & {"DATABASE_URL", "OPENAI_API_KEY", "REDIS_URL", "TEMPORAL_ADDRESS"}
-    assert env <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONUNBUFFERED",
-                   "MALLOC_ARENA_MAX", "EXAMPLE_TOKEN"}
+    assert env <= {
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "HOME",
+        "TMPDIR",
+        "PYTHONUNBUFFERED",
+        "MALLOC_ARENA_MAX",
+        "EXAMPLE_TOKEN",
+    }
 
     # Nothing of those calls is left: the next one runs in a fresh process and answers.
     after = await misbehave("ok")
@@ -176,8 +184,15 @@ async def test_fence_refuses_what_a_plugin_may_not_do(tmp_path: Path) -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-B", "-c", FENCE_PROBES, str(port), str(tmp_path),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            sys.executable,
+            "-I",
+            "-B",
+            "-c",
+            FENCE_PROBES,
+            str(port),
+            str(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
