@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     plugin_max_concurrent_calls: int = Field(default=4, ge=1, le=64)
     # The largest file a plugin call may write in its temp dir (RLIMIT_FSIZE).
     plugin_max_file_mb: int = Field(default=64, ge=1, le=4096)
+    # Sandbox processes a plugin worker keeps started ahead of calls (each still serves one
+    # call); 0 starts one per call, on the call's time.
+    plugin_warm_processes: int = Field(default=2, ge=0, le=64)
 
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None

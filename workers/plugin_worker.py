@@ -42,6 +42,7 @@ from app.plugins.api import PluginLimits, PluginLoadError, plugin_task_queue
 from app.plugins.sandbox import (
     CallOutcome,
     SandboxSpec,
+    WarmPool,
     effective_limits,
     refused_env,
     run_sandboxed,
@@ -150,9 +151,12 @@ async def describe_plugin(name: str, settings: Settings) -> PluginManifest:
 class PluginActivities:
     """One activity per plugin step, each running its calls in the sandbox."""
 
-    def __init__(self, manifest: PluginManifest, settings: Settings) -> None:
+    def __init__(
+        self, manifest: PluginManifest, settings: Settings, pool: WarmPool | None = None
+    ) -> None:
         self.manifest = manifest
         self.settings = settings
+        self.pool = pool
         self.log = log.bind(plugin=manifest.name, plugin_version=manifest.version)
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
@@ -200,7 +204,12 @@ class PluginActivities:
             },
         }
         run = run_sandboxed(
-            self.manifest.spec, request, step.timeout_seconds, beats, step.heartbeat_seconds
+            self.manifest.spec,
+            request,
+            step.timeout_seconds,
+            beats,
+            step.heartbeat_seconds,
+            self.pool,
         )
         outcome = await heartbeating(run, beat_every(info), beats)
         PLUGIN_CALL_SECONDS.labels(self.manifest.name, step.name).observe(outcome.seconds)
@@ -254,15 +263,26 @@ class PluginActivities:
         PLUGIN_CALLS.labels(self.manifest.name, step.name, outcome).inc()
 
 
+def warm_pool(manifest: PluginManifest, settings: Settings) -> WarmPool:
+    """PLUGIN_WARM_PROCESSES sandbox processes kept started (at most one per concurrent call);
+    fill() it once the event loop runs, close() it on the way out."""
+    size = min(settings.plugin_warm_processes, settings.plugin_max_concurrent_calls)
+    return WarmPool(manifest.spec, size)
+
+
 def build_plugin_worker(
-    client: Client, manifest: PluginManifest, settings: Settings, task_queue: str | None = None
+    client: Client,
+    manifest: PluginManifest,
+    settings: Settings,
+    task_queue: str | None = None,
+    pool: WarmPool | None = None,
 ) -> Worker:
     """Only this plugin's activities, on its queue; at most PLUGIN_MAX_CONCURRENT_CALLS
     sandbox processes at once."""
     return Worker(
         client,
         task_queue=task_queue or plugin_task_queue(manifest.name),
-        activities=PluginActivities(manifest, settings).all(),
+        activities=PluginActivities(manifest, settings, pool).all(),
         max_concurrent_activities=settings.plugin_max_concurrent_calls,
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
@@ -280,15 +300,21 @@ def limits_summary(limits: PluginLimits) -> Mapping[str, Any]:
 
 async def serve_plugin(client: Client, name: str, settings: Settings, stop: asyncio.Event) -> None:
     manifest = await describe_plugin(name, settings)
-    worker = build_plugin_worker(client, manifest, settings)
+    pool = warm_pool(manifest, settings)
+    worker = build_plugin_worker(client, manifest, settings, pool=pool)
     bound = log.bind(plugin=manifest.name, plugin_version=manifest.version)
-    async with worker:
-        bound.info(
-            "plugin_worker.started",
-            task_queue=worker.task_queue,
-            steps=[s.name for s in manifest.steps],
-            limits=limits_summary(manifest.spec.limits),
-            network=list(manifest.spec.network),
-        )
-        await stop.wait()
+    pool.fill()
+    try:
+        async with worker:
+            bound.info(
+                "plugin_worker.started",
+                task_queue=worker.task_queue,
+                steps=[s.name for s in manifest.steps],
+                limits=limits_summary(manifest.spec.limits),
+                network=list(manifest.spec.network),
+                warm_processes=pool.size,
+            )
+            await stop.wait()
+    finally:
+        await pool.close()
     bound.info("plugin_worker.stopped")

@@ -112,38 +112,137 @@ class _Overflow(Exception):
     """The child sent a line longer than the output bound."""
 
 
+class SandboxProcess:
+    """One started sandbox process, for one call: it has set its limits, installed the fence
+    and imported the plugin (or is doing so) and waits for the call on stdin."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        pipe: asyncio.BaseTransport,
+        answers: asyncio.StreamReader,
+        output_tail: asyncio.Task[bytes],
+        temp_dir: str,
+    ) -> None:
+        self.proc = proc
+        self.pipe = pipe
+        self.answers = answers
+        self.output_tail = output_tail
+        self.temp_dir = temp_dir
+
+    @classmethod
+    async def start(cls, spec: SandboxSpec, op: str = "run") -> SandboxProcess:
+        temp_dir = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"wfs-plugin-{spec.plugin}-")
+        try:
+            started = cls(*await _spawn(spec, temp_dir), temp_dir)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, temp_dir, True)
+            raise
+        setup = {
+            "op": op,
+            "plugin": spec.plugin,
+            "limits": {name: getattr(spec.limits, name) for name in LIMIT_FIELDS},
+            "network": list(spec.network),
+            "max_file_mb": spec.max_file_mb,
+        }
+        await started.send(setup)
+        return started
+
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await self.proc.stdin.drain()
+
+    async def close(self) -> None:
+        """Kill it if it still runs, reap it, remove its temp dir. Safe to call twice."""
+        if self.proc.returncode is None:
+            _kill(self.proc)
+            with contextlib.suppress(ProcessLookupError):
+                await asyncio.shield(self.proc.wait())
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.pipe.close()
+        await asyncio.to_thread(shutil.rmtree, self.temp_dir, True)
+
+
+class WarmPool:
+    """Sandbox processes started ahead of their calls, so a call does not wait for the
+    interpreter's start and the plugin's import (~0.1-0.5 s here). Each serves one call and
+    ends, as without the pool: only the start moves off the call's path. Taking one starts
+    its replacement."""
+
+    def __init__(self, spec: SandboxSpec, size: int) -> None:
+        self.spec = spec
+        self.size = size
+        self.ready: list[SandboxProcess] = []
+        self.starting: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    def fill(self) -> None:
+        while not self.closed and len(self.ready) + len(self.starting) < self.size:
+            task = asyncio.create_task(self._start_one())
+            self.starting.add(task)
+            task.add_done_callback(self.starting.discard)
+
+    async def _start_one(self) -> None:
+        try:
+            spare = await SandboxProcess.start(self.spec)
+        except Exception:  # the next take() starts one itself and reports its failure
+            return
+        if self.closed:
+            await spare.close()
+        else:
+            self.ready.append(spare)
+
+    async def take(self) -> SandboxProcess:
+        """A started process still alive (one that died idle is dropped), else a new one."""
+        try:
+            while self.ready:
+                spare = self.ready.pop(0)
+                if spare.alive():
+                    return spare
+                await spare.close()
+            return await SandboxProcess.start(self.spec)
+        finally:
+            self.fill()
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in list(self.starting):
+            task.cancel()
+        await asyncio.gather(*self.starting, return_exceptions=True)
+        spares, self.ready = self.ready, []
+        await asyncio.gather(*(spare.close() for spare in spares))
+
+
 async def run_sandboxed(
     spec: SandboxSpec,
     request: dict[str, Any],
     timeout: float,
     on_heartbeat: Callable[..., None] | None = None,
     heartbeat_seconds: float | None = None,
+    pool: WarmPool | None = None,
 ) -> CallOutcome:
-    """Run `request` (op describe, or op run with step, input, ctx) in a sandbox process.
-    Cancelling this kills the process."""
+    """Run `request` (op describe, or op run with step, input, ctx) in a sandbox process,
+    from `pool` when given. Cancelling this kills the process."""
     started = time.monotonic()
-    temp_dir = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"wfs-plugin-{spec.plugin}-")
-    proc: asyncio.subprocess.Process | None = None
-    pipe: asyncio.BaseTransport | None = None
+    op = request.get("op", "run")
+    if pool is not None and op == "run":
+        sandbox = await pool.take()
+    else:
+        sandbox = await SandboxProcess.start(spec, op)
     try:
-        proc, pipe, answers, output_tail = await _start(spec, temp_dir)
-        assert proc.stdin is not None
-        payload = {
-            **request,
-            "plugin": spec.plugin,
-            "limits": {name: getattr(spec.limits, name) for name in LIMIT_FIELDS},
-            "network": list(spec.network),
-            "max_file_mb": spec.max_file_mb,
-        }
-        proc.stdin.write(json.dumps(payload).encode() + b"\n")
-        with contextlib.suppress(ConnectionError):
-            await proc.stdin.drain()
-        # stdin stays open: it is the child's lifeline (closed when this process dies).
+        if op == "run":
+            await sandbox.send({k: v for k, v in request.items() if k != "op"})
         silence = heartbeat_seconds * MISSED_BEATS if heartbeat_seconds else None
         try:
             async with asyncio.timeout(timeout):
-                final = await _read_answers(answers, on_heartbeat, silence)
-                returncode = await proc.wait()
+                final = await _read_answers(sandbox.answers, on_heartbeat, silence)
+                returncode = await sandbox.proc.wait()
         except TimeoutError:
             outcome = CallOutcome("timeout", message=f"timed out after {timeout:g} s")
         except _Silent:
@@ -154,24 +253,15 @@ async def run_sandboxed(
             )
         else:
             outcome = _judge(final, returncode, spec.limits)
-        proc.stdin.close()
-        if proc.returncode is None:
-            _kill(proc)
-            await proc.wait()
-        outcome.log_tail = await _tail(output_tail)
+        await sandbox.close()
+        outcome.log_tail = await _tail(sandbox.output_tail)
         outcome.seconds = time.monotonic() - started
         return outcome
     finally:
-        if proc is not None and proc.returncode is None:  # cancelled: leave nothing running
-            _kill(proc)
-            with contextlib.suppress(ProcessLookupError):
-                await asyncio.shield(proc.wait())
-        if pipe is not None:
-            pipe.close()
-        await asyncio.to_thread(shutil.rmtree, temp_dir, True)
+        await sandbox.close()  # cancelled: leave nothing running
 
 
-async def _start(
+async def _spawn(
     spec: SandboxSpec, temp_dir: str
 ) -> tuple[
     asyncio.subprocess.Process, asyncio.BaseTransport, asyncio.StreamReader, asyncio.Task[bytes]

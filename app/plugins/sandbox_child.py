@@ -1,16 +1,17 @@
 """The sandbox process of one plugin call: `python -I -B -m app.plugins.sandbox_child FD`.
 
-Started by app/plugins/sandbox.py with a scrubbed environment, its private temp dir as the
-working directory, and the request as one JSON line on stdin. In this order it:
+Started by app/plugins/sandbox.py with a scrubbed environment and its private temp dir as the
+working directory; everything it reads comes on stdin from the plugin worker, never from the
+plugin. In this order it:
 
-1. reads the request (written by the plugin worker, never by the plugin);
-2. starts its lifeline (stdin stays open; EOF means the plugin worker is gone: exit), then
-   sets the OS limits (RLIMIT_CPU, RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_FSIZE, no core files) -
-   before any of the plugin's code runs;
-3. installs the audit-hook fence (app/plugins/fence.py);
-4. imports the plugin, then either describes it (`op: describe`: its manifest as data) or
-   runs one step (`op: run`);
-5. writes its answer as JSON lines on file descriptor FD: `{"heartbeat": [...]}` any number of
+1. reads the setup line (plugin, limits, network) and sets the OS limits (RLIMIT_CPU,
+   RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_FSIZE, no core files) - before any of the plugin's code;
+2. installs the audit-hook fence (app/plugins/fence.py);
+3. imports the plugin, then either describes it (`op: describe`: its manifest as data) or
+   reads the call line (step, input, ctx; a warm process started ahead of its call waits
+   here), starts its lifeline (stdin stays open; EOF means the worker is gone: exit) and
+   runs the step;
+4. writes its answer as JSON lines on file descriptor FD: `{"heartbeat": [...]}` any number of
    times, then `{"ok": output}` or `{"error": {...}}` - and exits.
 
 A MemoryError anywhere exits with MEMORY_EXIT_CODE at once (there may be no memory left to
@@ -162,8 +163,7 @@ async def _awaited(awaitable: Any) -> Any:
 
 def watch_lifeline() -> None:
     """Exit when stdin closes: the plugin worker is gone (even SIGKILLed), and nobody would
-    read the answer or kill this call at its timeout. Started before the limits: a thread
-    started later might find no room left in the address space."""
+    read the answer or kill this call at its timeout."""
 
     def wait_for_eof() -> None:
         while os.read(0, 1):  # one byte at a time: small reads need no malloc arena
@@ -173,41 +173,46 @@ def watch_lifeline() -> None:
     threading.Thread(target=wait_for_eof, name="lifeline", daemon=True).start()
 
 
+def read_line() -> dict[str, Any]:
+    line = sys.stdin.buffer.readline()
+    if not line:  # the worker is gone (or dropped this spare) before sending it
+        os._exit(LIFELINE_EXIT_CODE)
+    message = json.loads(line)
+    assert isinstance(message, dict)
+    return message
+
+
 def main(fd: int) -> None:
     answer = Answer(fd)
-    request = json.loads(sys.stdin.buffer.readline())
-    watch_lifeline()
-    set_limits(request["limits"], int(request.get("max_file_mb", 64)))
+    setup = read_line()
+    set_limits(setup["limits"], int(setup.get("max_file_mb", 64)))
 
     from app.plugins.api import installed_entry_points, load_plugin
     from app.plugins.fence import Fence
 
-    entry = installed_entry_points().get(request["plugin"])
+    entry = installed_entry_points().get(setup["plugin"])
     fence = Fence(
-        request["plugin"],
-        request.get("network", []),
+        setup["plugin"],
+        setup.get("network", []),
         os.getcwd(),
-        int(request["limits"]["processes"]),
-        read_roots(request["plugin"], entry.value if entry else None),
+        int(setup["limits"]["processes"]),
+        read_roots(setup["plugin"], entry.value if entry else None),
     )
     fence.install()
     try:
-        plugin = load_plugin(request["plugin"])
-        if request["op"] == "describe":
+        plugin = load_plugin(setup["plugin"])
+        if setup["op"] == "describe":
             answer.send({"ok": describe(plugin)})
         else:
-            output = run_step(plugin, request, answer)
+            call = read_line()  # a warm process waits here for its call
+            watch_lifeline()
+            output = run_step(plugin, call, answer)
             try:
                 answer.send({"ok": output})
             except (TypeError, ValueError) as exc:
+                message = f"its output is not JSON: {exc}"[:MAX_ERROR_CHARS]
                 answer.send(
-                    {
-                        "error": {
-                            "kind": "output",
-                            "type": type(exc).__name__,
-                            "message": f"its output is not JSON: {exc}"[:MAX_ERROR_CHARS],
-                        }
-                    }
+                    {"error": {"kind": "output", "type": type(exc).__name__, "message": message}}
                 )
     except MemoryError:
         os._exit(MEMORY_EXIT_CODE)

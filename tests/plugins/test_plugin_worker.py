@@ -35,7 +35,7 @@ from tests.support import GraphQLClient, free_port
 from tests.workers.worker_process import WFS, pollers, worker_env
 from tests.workers.test_control import start
 from tests.workers.test_template_graph import publish
-from workers.plugin_worker import build_plugin_worker, describe_plugin
+from workers.plugin_worker import build_plugin_worker, describe_plugin, warm_pool
 
 BUILTIN = {
     "name": "builtin-beside-plugin",
@@ -82,15 +82,23 @@ async def rig(settings: Settings) -> AsyncIterator[Rig]:
     manifest = await describe_plugin("example", limited)
     plugin_queue = f"test-plugin-{uuid.uuid4().hex[:8]}"
     probe_queue = f"test-probe-{uuid.uuid4().hex[:8]}"
-    plugin_worker = build_plugin_worker(client, manifest, limited, task_queue=plugin_queue)
+    pool = warm_pool(manifest, limited)  # calls take processes started ahead of them
+    assert pool.size == 2
+    plugin_worker = build_plugin_worker(
+        client, manifest, limited, task_queue=plugin_queue, pool=pool
+    )
     probe_worker = Worker(
         client,
         task_queue=probe_queue,
         workflows=[PluginProbe],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
-    async with plugin_worker, probe_worker:
-        yield Rig(client, plugin_queue, probe_queue)
+    pool.fill()
+    try:
+        async with plugin_worker, probe_worker:
+            yield Rig(client, plugin_queue, probe_queue)
+    finally:
+        await pool.close()
 
 
 def counted(name: str, **labels: str) -> float:
@@ -135,14 +143,22 @@ async def test_each_failure_is_a_clear_temporal_error_and_the_worker_serves_on(r
     assert counted("wfs_plugin_calls_total", plugin="example", step="word_stats", outcome="ok") >= 1
 
 
-def sandbox_children() -> list[psutil.Process]:
+def busy_sandboxes() -> list[psutil.Process]:
+    """Sandbox processes of this test process running a call: those have started their
+    lifeline thread (warm ones waiting for a call have one thread)."""
     me = psutil.Process()
-    return [
-        p
-        for p in me.children(recursive=True)
-        if "app.plugins.sandbox_child" in " ".join(p.cmdline() or [])
-        and p.status() != psutil.STATUS_ZOMBIE
-    ]
+    found = []
+    for p in me.children(recursive=True):
+        try:
+            if (
+                "app.plugins.sandbox_child" in " ".join(p.cmdline() or [])
+                and p.status() != psutil.STATUS_ZOMBIE
+                and p.num_threads() > 1
+            ):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 async def test_main_worker_completes_while_a_plugin_call_hangs_and_cancel_kills_it(
@@ -150,16 +166,16 @@ async def test_main_worker_completes_while_a_plugin_call_hangs_and_cancel_kills_
 ) -> None:
     hanging = await rig.start("misbehave", {"mode": "sleep", "seconds": 600})
     async with asyncio.timeout(60):  # its sandbox process is up and sleeping
-        while not sandbox_children():
+        while not busy_sandboxes():
             await asyncio.sleep(0.1)
     name = await publish(sessions, tenant, BUILTIN)
     execution = await wait_terminal(client, await start(client, name))
     assert execution["status"] == "COMPLETED", execution
-    assert sandbox_children(), "the plugin call ended before the built-in execution did"
+    assert busy_sandboxes(), "the plugin call ended before the built-in execution did"
 
     await hanging.cancel()  # cancels the activity: its sandbox process is killed
     async with asyncio.timeout(60):
-        while sandbox_children():
+        while busy_sandboxes():
             await asyncio.sleep(0.1)
 
 
@@ -178,7 +194,8 @@ async def test_wfs_worker_plugin_scrubs_env_serves_metrics_and_orphans_die(
 ) -> None:
     """`wfs worker --plugin example` as a process: the service's settings in its environment
     never reach the plugin, /metrics counts the calls by plugin, and when the worker is
-    SIGKILLed its sandbox processes end too (their lifeline closes)."""
+    SIGKILLed its sandbox processes end too, the running call's and the warm ones (their
+    stdin closes)."""
     port = free_port()
     env = worker_env(settings) | {
         "PLUGIN_LIMITS": '{"example": {"memory_mb": 160}}',
@@ -223,9 +240,10 @@ async def test_wfs_worker_plugin_scrubs_env_serves_metrics_and_orphans_die(
 
         hanging = await rig.start("misbehave", {"mode": "sleep", "seconds": 600}, queue=queue)
         async with asyncio.timeout(60):
-            while not sandbox_children_of(proc.pid):
-                await asyncio.sleep(0.1)
-        orphans = sandbox_children_of(proc.pid)
+            while not any(p.num_threads() > 1 for p in sandbox_children_of(proc.pid)):
+                await asyncio.sleep(0.1)  # the call is running (its lifeline thread is up)
+        orphans = sandbox_children_of(proc.pid)  # the running call and the warm ones
+        assert len(orphans) > 1
         os.killpg(proc.pid, signal.SIGKILL)  # the worker's group: not its sandbox sessions
         proc.wait(10)
         gone, alive = await asyncio.to_thread(psutil.wait_procs, orphans, 30)
