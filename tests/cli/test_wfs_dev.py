@@ -192,8 +192,8 @@ def test_plan_of_processes() -> None:
 
 async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None:
     """From an empty state dir: API, worker, AI worker (with the webhook worker) and the example
-    plugin's worker are four child processes with their own pids and prefixed logs; an execution completes through
-    them; SIGINT stops them and every embedded server."""
+    plugin's worker are four child processes with their own pids and prefixed logs; an
+    execution completes through them; SIGINT stops them and every embedded server."""
     port = free_port()
     dev, banner = await asyncio.to_thread(_start, state_dir, port)
     try:

@@ -16,7 +16,8 @@ import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -32,9 +33,9 @@ from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys
 from tests.plugins.probe import PluginProbe, Probe
 from tests.support import GraphQLClient, free_port
-from tests.workers.worker_process import WFS, pollers, worker_env
 from tests.workers.test_control import start
 from tests.workers.test_template_graph import publish
+from tests.workers.worker_process import WFS, pollers, worker_env
 from workers.plugin_worker import build_plugin_worker, describe_plugin, warm_pool
 
 BUILTIN = {
@@ -189,8 +190,22 @@ def sandbox_children_of(pid: int) -> list[psutil.Process]:
     return found
 
 
+def start_plugin_worker(
+    env: dict[str, str], port: int, cwd: Path, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(WFS), "worker", "--plugin", "example", "--metrics-port", str(port)],
+        cwd=cwd,  # no stray .env is read from the checkout
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 async def test_wfs_worker_plugin_scrubs_env_serves_metrics_and_orphans_die(
-    rig: Rig, settings: Settings, tmp_path: Any
+    rig: Rig, settings: Settings, tmp_path: Path
 ) -> None:
     """`wfs worker --plugin example` as a process: the service's settings in its environment
     never reach the plugin, /metrics counts the calls by plugin, and when the worker is
@@ -203,15 +218,7 @@ async def test_wfs_worker_plugin_scrubs_env_serves_metrics_and_orphans_die(
     }
     assert "DATABASE_URL" in env and "OPENAI_API_KEY" in env
     log = (tmp_path / "plugin-worker.log").open("wb")
-    proc = subprocess.Popen(
-        [str(WFS), "worker", "--plugin", "example", "--metrics-port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_plugin_worker(env, port, tmp_path, log)
     queue = plugin_task_queue("example")
     hanging: WorkflowHandle | None = None
     try:

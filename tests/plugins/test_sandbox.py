@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,14 @@ async def test_each_misbehaviour_ends_only_its_own_process(
     assert after.output["pid"] not in {o.output and o.output.get("pid") for o in done.values()}
 
 
+def plugin_temp_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("wfs-plugin-example-*"))
+
+
+def escaped() -> bool:
+    return Path("/tmp/wfs-fence-escape").exists()
+
+
 async def test_word_stats_runs_and_the_temp_dir_goes_away() -> None:
     request = {
         "op": "run",
@@ -100,11 +109,11 @@ async def test_word_stats_runs_and_the_temp_dir_goes_away() -> None:
         "input": {"text": "the cat and the hat", "top": 1},
         "ctx": {"tenant_id": "t", "execution_id": "e", "step_id": "s", "attempt": 1},
     }
-    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("wfs-plugin-example-*"))
+    before = plugin_temp_dirs()
     outcome = await run_sandboxed(SPEC, request, ROOMY)
     assert outcome.ok, outcome.message
     assert outcome.output == {"words": 5, "distinct": 4, "top": [["the", 2]]}
-    after = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("wfs-plugin-example-*"))
+    after = plugin_temp_dirs()
     assert after <= before  # its private temp dir was removed
 
 
@@ -202,4 +211,4 @@ async def test_fence_refuses_what_a_plugin_may_not_do(tmp_path: Path) -> None:
     allowed = {"declared", "write_tmp", "stdlib"}
     assert {k for k, v in results.items() if v == "allowed"} == allowed, results
     assert all(v == "refused" for k, v in results.items() if k not in allowed), results
-    assert not Path("/tmp/wfs-fence-escape").exists()
+    assert not escaped()
