@@ -249,7 +249,7 @@ async def run_sandboxed(
             outcome = CallOutcome("silent", message=f"sent no heartbeat for {silence:g} s")
         except _Overflow:
             outcome = CallOutcome(
-                "output", message=f"answered more than {spec.max_output_bytes} bytes"
+                "output", message=f"answered more than {spec.max_output_bytes} bytes of output"
             )
         else:
             outcome = _judge(final, returncode, spec.limits)
@@ -289,7 +289,9 @@ async def _spawn(
     finally:
         os.close(write_fd)
     loop = asyncio.get_running_loop()
-    answers = asyncio.StreamReader(limit=spec.max_output_bytes + 64 * 1024)
+    # An answer line holds the output as JSON (escapes may make it longer than its compact
+    # size, which is checked exactly afterwards): twice the bound and a little.
+    answers = asyncio.StreamReader(limit=2 * spec.max_output_bytes + 1024)
     pipe, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(answers), os.fdopen(read_fd, "rb", 0)
     )

@@ -49,7 +49,8 @@ class Answer:
         self.lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = (json.dumps(message, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        text = json.dumps(message, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        data = (text + "\n").encode()
         with self.lock:
             view = memoryview(data)
             while view:

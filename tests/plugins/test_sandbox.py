@@ -34,6 +34,7 @@ from app.settings import Settings
 LIMITS = PluginLimits(cpu_seconds=1, memory_mb=160, open_files=64, processes=0)
 SPEC = SandboxSpec("example", LIMITS, env={"EXAMPLE_TOKEN": "declared-value"})
 ROOMY = 60.0
+WORDS = " ".join(f"distinct-word-number-{n}" for n in range(60))  # its top 50: over 1 KB
 
 
 async def misbehave(mode: str, timeout: float = ROOMY, **extra: Any) -> Any:
@@ -58,6 +59,19 @@ async def test_each_misbehaviour_ends_only_its_own_process(
         "files": misbehave("files", path="/etc/hostname"),
         "proc": misbehave("files", path=f"/proc/{os.getpid()}/environ"),
         "secrets": misbehave("secrets"),
+        # A step declaring a heartbeat interval that goes quiet for three of them is stopped.
+        "silent": run_sandboxed(
+            SPEC,
+            {"op": "run", "step": "misbehave", "input": {"mode": "sleep", "seconds": 600}},
+            ROOMY,
+            heartbeat_seconds=0.5,
+        ),
+        # An answer over the output bound is cut off, not read into memory.
+        "output": run_sandboxed(
+            SandboxSpec("example", LIMITS, max_output_bytes=64),
+            {"op": "run", "step": "word_stats", "input": {"text": WORDS, "top": 50}},
+            ROOMY,
+        ),
     }
     done = dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
     got = {name: (o.kind, o.message) for name, o in done.items()}
@@ -68,6 +82,8 @@ async def test_each_misbehaviour_ends_only_its_own_process(
     assert got["exit"] == ("exited", "plugin process exited with code 3")
     assert got["raise"] == ("raised", "RuntimeError: the example plugin was told to fail")
     assert got["sleep"] == ("timeout", "timed out after 2 s")
+    assert got["silent"] == ("silent", "sent no heartbeat for 1.5 s")
+    assert got["output"] == ("output", "answered more than 64 bytes of output")
     for name in ("network", "files", "proc"):
         assert got[name][0] == "refused", got[name]
     assert "127.0.0.1:5432 (not in its declared network)" in got["network"][1]
