@@ -45,7 +45,8 @@ from app.plugins.sandbox_child import LIFELINE_EXIT_CODE, MEMORY_EXIT_CODE
 CHILD_MODULE = "app.plugins.sandbox_child"
 LOG_TAIL_BYTES = 4096  # of what the plugin printed, kept for the log
 # The service's own configuration never reaches a plugin, even if it declares the name.
-REFUSED_ENV_PREFIXES = ("AWS_", "PG", "TEMPORAL_", "WFS_", "PYTHON")
+# (LD_* and MALLOC_* would change what runs before the fence: LD_PRELOAD loads any library.)
+REFUSED_ENV_PREFIXES = ("AWS_", "PG", "TEMPORAL_", "WFS_", "PYTHON", "LD_", "MALLOC_")
 BASE_ENV = ("PATH", "LANG", "LC_ALL")
 # Per heartbeat interval the step declares, how many may pass without one before it is killed.
 MISSED_BEATS = 3

@@ -148,9 +148,16 @@ def test_operator_limits_only_lower_and_service_settings_never_pass() -> None:
     assert (lowered.memory_mb, lowered.cpu_seconds) == (128, 5)  # 50 would raise: ignored
     assert isinstance(lowered.cpu_seconds, int)
     assert refused_env(
-        ["DATABASE_URL", "openai_api_key", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "ACME_KEY"],
+        [
+            "DATABASE_URL",
+            "openai_api_key",
+            "AWS_SECRET_ACCESS_KEY",
+            "PGPASSWORD",
+            "ACME_KEY",
+            "LD_PRELOAD",
+        ],
         Settings.model_fields,
-    ) == ["AWS_SECRET_ACCESS_KEY", "DATABASE_URL", "PGPASSWORD", "openai_api_key"]
+    ) == ["AWS_SECRET_ACCESS_KEY", "DATABASE_URL", "LD_PRELOAD", "PGPASSWORD", "openai_api_key"]
     env = child_env(SandboxSpec("x", declared, env={"ACME_KEY": "k"}), "/tmp/call")
     assert env["HOME"] == env["TMPDIR"] == "/tmp/call" and env["ACME_KEY"] == "k"
     with pytest.raises(ValueError, match="unknown limits"):
@@ -160,7 +167,7 @@ def test_operator_limits_only_lower_and_service_settings_never_pass() -> None:
 # Run in a child interpreter behind the fence (as a plugin step would be): each probe says
 # whether it was refused by the sandbox.
 FENCE_PROBES = r"""
-import json, os, socket, sys
+import asyncio, json, os, socket, sys
 from app.plugins.fence import Fence, SandboxRefusal
 port, tmp = int(sys.argv[1]), sys.argv[2]
 Fence("probe", [f"127.0.0.1:{port}"], tmp, 0, [sys.prefix, sys.base_prefix]).install()
@@ -199,6 +206,7 @@ results = {
     "declared": probe(lambda: connect(port)),
     "write_tmp": probe(write_tmp),
     "stdlib": probe(lambda: __import__("decimal")),
+    "asyncio": probe(lambda: asyncio.run(asyncio.sleep(0))),  # async steps run under it
 }
 print(json.dumps(results))
 """
@@ -224,7 +232,7 @@ async def test_fence_refuses_what_a_plugin_may_not_do(tmp_path: Path) -> None:
         server.close()
     assert proc.returncode == 0, err.decode()[-2000:]
     results = json.loads(out)
-    allowed = {"declared", "write_tmp", "stdlib"}
+    allowed = {"declared", "write_tmp", "stdlib", "asyncio"}
     assert {k for k, v in results.items() if v == "allowed"} == allowed, results
     assert all(v == "refused" for k, v in results.items() if k not in allowed), results
     assert not escaped()
