@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -288,16 +288,6 @@ def build_plugin_worker(
     )
 
 
-def limits_summary(limits: PluginLimits) -> Mapping[str, Any]:
-    return {
-        "cpu_seconds": limits.cpu_seconds,
-        "memory_mb": limits.memory_mb,
-        "open_files": limits.open_files,
-        "processes": limits.processes,
-        "call_timeout_seconds": limits.call_timeout_seconds,
-    }
-
-
 async def serve_plugin(client: Client, name: str, settings: Settings, stop: asyncio.Event) -> None:
     manifest = await describe_plugin(name, settings)
     pool = warm_pool(manifest, settings)
@@ -310,7 +300,7 @@ async def serve_plugin(client: Client, name: str, settings: Settings, stop: asyn
                 "plugin_worker.started",
                 task_queue=worker.task_queue,
                 steps=[s.name for s in manifest.steps],
-                limits=limits_summary(manifest.spec.limits),
+                limits=asdict(manifest.spec.limits),
                 network=list(manifest.spec.network),
                 warm_processes=pool.size,
             )

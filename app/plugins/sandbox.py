@@ -137,7 +137,7 @@ class SandboxProcess:
         try:
             started = cls(*await _spawn(spec, temp_dir), temp_dir)
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, temp_dir, True)
+            shutil.rmtree(temp_dir, True)  # not in a thread: we may be cancelled
             raise
         setup = {
             "op": op,
@@ -146,7 +146,11 @@ class SandboxProcess:
             "network": list(spec.network),
             "max_file_mb": spec.max_file_mb,
         }
-        await started.send(setup)
+        try:
+            await started.send(setup)
+        except BaseException:  # cancelled (the pool closing): leave no process behind
+            await asyncio.shield(started.close())
+            raise
         return started
 
     def alive(self) -> bool:
@@ -289,6 +293,18 @@ async def _spawn(
         raise
     finally:
         os.close(write_fd)
+    try:
+        return await _connect(spec, proc, read_fd)
+    except BaseException:  # cancelled half-way: the process must not outlive this
+        _kill(proc)
+        raise
+
+
+async def _connect(
+    spec: SandboxSpec, proc: asyncio.subprocess.Process, read_fd: int
+) -> tuple[
+    asyncio.subprocess.Process, asyncio.BaseTransport, asyncio.StreamReader, asyncio.Task[bytes]
+]:
     loop = asyncio.get_running_loop()
     # An answer line holds the output as JSON (escapes may make it longer than its compact
     # size, which is checked exactly afterwards): twice the bound and a little.
