@@ -288,8 +288,10 @@ def build_plugin_worker(
     )
 
 
-async def serve_plugin(client: Client, name: str, settings: Settings, stop: asyncio.Event) -> None:
-    manifest = await describe_plugin(name, settings)
+async def serve_plugin(
+    client: Client, manifest: PluginManifest, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Serve the described plugin until `stop`, with its warm pool."""
     pool = warm_pool(manifest, settings)
     worker = build_plugin_worker(client, manifest, settings, pool=pool)
     bound = log.bind(plugin=manifest.name, plugin_version=manifest.version)

@@ -171,7 +171,10 @@ def watch_lifeline() -> None:
             pass
         os._exit(LIFELINE_EXIT_CODE)
 
-    threading.Thread(target=wait_for_eof, name="lifeline", daemon=True).start()
+    try:
+        threading.Thread(target=wait_for_eof, name="lifeline", daemon=True).start()
+    except RuntimeError as exc:  # "can't start new thread": no address space left for a stack
+        raise MemoryError from exc
 
 
 def read_line() -> dict[str, Any]:
