@@ -72,3 +72,29 @@ SLA_FAILURES = Counter(
     "(a round stopped at its time budget; the next round goes on)",
     ["where"],
 )
+# Plugin workers (`wfs worker --plugin NAME`, workers/plugin_worker.py; docs/plugins-sandbox.md).
+PLUGIN_CALLS = Counter(
+    "wfs_plugin_calls_total",
+    "Plugin step calls by how they ended: ok, invalid_input, invalid_output, raised, refused "
+    "(the sandbox's fence), timeout, silent (stopped heartbeating), cpu, memory, file_size, "
+    "killed, crashed, exited",
+    ["plugin", "step", "outcome"],
+)
+PLUGIN_CALL_SECONDS = Histogram(
+    "wfs_plugin_call_seconds",
+    "Wall time of plugin step calls, sandbox process start included",
+    ["plugin", "step"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+PLUGIN_RESTARTS = Counter(
+    "wfs_plugin_restarts_total",
+    "Plugin sandbox processes that ended abnormally (killed, crashed or exited without an "
+    "answer); the next call gets a fresh one",
+    ["plugin"],
+)
+PLUGIN_LIMIT_KILLS = Counter(
+    "wfs_plugin_limit_kills_total",
+    "Plugin calls stopped by a limit: timeout, heartbeat, cpu, memory, file_size, output, "
+    "killed (SIGKILL from the CPU hard limit or the OOM killer)",
+    ["plugin", "limit"],
+)

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.ai_tasks import TASKS as AI_TASKS
 from app.executions.workflow_io import RunLimits
+from app.plugins.api import PluginLimits
 from app.tiers import per_tier
 
 SERVICES_FILE = "services.json"
@@ -189,6 +190,17 @@ class Settings(BaseSettings):
     # made in <state dir>/webhook-secret-key. The API and webhook workers need the same one.
     webhook_secret_key: SecretStr | None = Field(default=None, min_length=44, max_length=44)
 
+    # Plugin workers (`wfs worker --plugin NAME`; docs/plugins-sandbox.md). Per plugin, limits
+    # that lower (never raise) what the plugin declares: {"example": {"memory_mb": 128}}.
+    plugin_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Calls one plugin worker runs at once, each its own process of up to memory_mb.
+    plugin_max_concurrent_calls: int = Field(default=4, ge=1, le=64)
+    # The largest file a plugin call may write in its temp dir (RLIMIT_FSIZE).
+    plugin_max_file_mb: int = Field(default=64, ge=1, le=4096)
+    # Sandbox processes a plugin worker keeps started ahead of calls (each still serves one
+    # call); 0 starts one per call, on the call's time.
+    plugin_warm_processes: int = Field(default=2, ge=0, le=64)
+
     # AI providers (used by the AI layer).
     openai_api_key: str | None = None
     openai_base_url: str | None = None
@@ -249,6 +261,22 @@ class Settings(BaseSettings):
         if unknown:  # a misspelt task would silently keep its built-in TTL
             raise ValueError(f"unknown AI tasks {unknown}; the tasks are {', '.join(AI_TASKS)}")
         return ttls
+
+    @field_validator("plugin_limits")
+    @classmethod
+    def _known_plugin_limits(
+        cls, limits: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        known = [f for f in PluginLimits.__dataclass_fields__]
+        for plugin, values in limits.items():
+            unknown = sorted(set(values) - set(known))
+            if unknown:  # a misspelt limit would silently leave the plugin's own in force
+                raise ValueError(
+                    f"plugin {plugin}: unknown limits {unknown}; the limits are {', '.join(known)}"
+                )
+            if any(v < 0 or (v == 0 and k != "processes") for k, v in values.items()):
+                raise ValueError(f"plugin {plugin}: limits must be positive (processes may be 0)")
+        return limits
 
     @model_validator(mode="after")
     def _token_auth_whole(self) -> Settings:

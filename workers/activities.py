@@ -125,25 +125,29 @@ class TemplateActivities:
             log.warning("step.attempt_not_recorded", step_id=step_id, error=repr(exc))
 
     def _check_output(self, name: str, output: Any) -> None:
-        """What a step returns enters the workflow's history and the audit trail: NaN, NUL or
-        a value nested past MAX_JSON_DEPTH would fail them (a task retried forever), and an
-        output over the limit would fail Temporal's payload check (2 MB) on completion. Fail
-        the step now, permanently, saying what to change."""
-        shape = shape_problem(output, self.settings.max_json_depth)
-        if shape is not None:
-            raise ApplicationError(
-                f"{name} produced output that {shape}; a step's output must be plain JSON "
-                f"nested at most {self.settings.max_json_depth} levels (MAX_JSON_DEPTH)",
-                type=STEP_OUTPUT_INVALID,
-                non_retryable=True,
-            )
-        size = compact_size(output)
-        limit = self.settings.max_step_output_bytes
-        if size > limit:
-            raise ApplicationError(
-                f"{name} produced {size} bytes of output; a step's output may be at most "
-                f"{limit} bytes (MAX_STEP_OUTPUT_BYTES): read or return less, e.g. a file path "
-                "instead of its content",
-                type=STEP_OUTPUT_INVALID,
-                non_retryable=True,
-            )
+        check_step_output(name, output, self.settings)
+
+
+def check_step_output(name: str, output: Any, settings: Settings) -> None:
+    """What a step returns enters the workflow's history and the audit trail: NaN, NUL or
+    a value nested past MAX_JSON_DEPTH would fail them (a task retried forever), and an
+    output over the limit would fail Temporal's payload check (2 MB) on completion. Fail
+    the step now, permanently, saying what to change."""
+    shape = shape_problem(output, settings.max_json_depth)
+    if shape is not None:
+        raise ApplicationError(
+            f"{name} produced output that {shape}; a step's output must be plain JSON "
+            f"nested at most {settings.max_json_depth} levels (MAX_JSON_DEPTH)",
+            type=STEP_OUTPUT_INVALID,
+            non_retryable=True,
+        )
+    size = compact_size(output)
+    limit = settings.max_step_output_bytes
+    if size > limit:
+        raise ApplicationError(
+            f"{name} produced {size} bytes of output; a step's output may be at most "
+            f"{limit} bytes (MAX_STEP_OUTPUT_BYTES): read or return less, e.g. a file path "
+            "instead of its content",
+            type=STEP_OUTPUT_INVALID,
+            non_retryable=True,
+        )

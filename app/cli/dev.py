@@ -2,11 +2,11 @@
 
 Starts the services whose URLs are unset (embedded PostgreSQL, Valkey and the Temporal dev
 server with its UI, state under --state-dir), migrates, seeds the standard templates and one
-demo tenant per tier, then runs the API, the worker, the AI worker and the webhook worker in child
-processes by default (app/cli/dev_roles.py; `--processes 1`: all in this one), until Ctrl-C,
-SIGTERM or a role's exit, and stops every child it started. It publishes its URLs in
-`<state dir>/services.json` so other `wfs` commands run from the same directory use these
-services.
+demo tenant per tier, then runs the API, the worker, the AI worker, the webhook worker and one
+worker per installed plugin (`wfs worker --plugin NAME`) in child processes by default
+(app/cli/dev_roles.py; `--processes 1`: all in this one), until Ctrl-C, SIGTERM or a role's
+exit, and stops every child it started. It publishes its URLs in `<state dir>/services.json`
+so other `wfs` commands run from the same directory use these services.
 """
 
 from __future__ import annotations
@@ -21,10 +21,18 @@ from typing import Any
 import click
 import structlog
 
-from app.cli.dev_roles import ROLES, RoleProcess, serve_roles, start_processes, stop_processes
+from app.cli.dev_roles import (
+    ROLES,
+    RoleProcess,
+    plugin_role,
+    serve_roles,
+    start_processes,
+    stop_processes,
+)
 from app.db import make_engine, make_sessionmaker
 from app.embedded.process import listens_on
 from app.migrate import upgrade
+from app.plugins.api import installed_entry_points
 from app.seed import seed_demo_tenants, seed_templates
 from app.settings import Settings, remove_services_file, write_services_file
 from app.temporal import SEARCH_ATTRIBUTES, connect, register_search_attributes
@@ -126,8 +134,11 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
     started: list[Any] = []
     children: list[RoleProcess] = []
     try:
+        # Installed plugins get a worker each; their names come from the packages' metadata,
+        # their code runs only in those workers' sandbox processes.
+        plugins = sorted(installed_entry_points())
         if processes > 1:
-            children = start_processes(processes, wake)
+            children = start_processes(processes, wake, plugins)
         settings, started = _start_embedded(settings)
         if fake_llm:
             settings = _start_fake_llm(settings, started)
@@ -149,7 +160,7 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
             return 130
         if children:
             return _supervise(settings, children, t0, interrupted, wake)
-        return asyncio.run(_serve(settings, t0, interrupted))
+        return asyncio.run(_serve(settings, t0, interrupted, plugins))
     except Exception as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
@@ -207,8 +218,8 @@ def _supervise(
     return 0
 
 
-async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
-    """All roles in this process (`--processes 1`)."""
+async def _serve(settings: Settings, t0: float, interrupted: list[int], plugins: list[str]) -> int:
+    """All roles in this process (`--processes 1`); plugin calls still run in sandbox ones."""
     keys = await _seed(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -217,7 +228,8 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int]) -> int:
     if interrupted:
         stop.set()
     ready = asyncio.Event()
-    serving = asyncio.create_task(serve_roles(settings, ROLES, stop, ready))
+    roles = [*ROLES, *(plugin_role(name) for name in plugins)]
+    serving = asyncio.create_task(serve_roles(settings, roles, stop, ready))
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait([ready_wait, serving], return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()

@@ -1,5 +1,5 @@
-"""`wfs dev`'s roles (API, worker, AI worker, webhook worker) run as child processes, and the
-child's side.
+"""`wfs dev`'s roles (API, worker, AI worker, webhook worker, one worker per installed
+plugin) run as child processes, and the child's side.
 
 One Python process runs its event loop on one core: a slow step or a large document in the
 worker stalls the API beside it. So `wfs dev` starts each role in its own process (the
@@ -34,24 +34,40 @@ from pydantic import SecretStr
 from app.settings import Settings
 
 ROLES = ("api", "worker", "ai-worker", "webhook-worker")
+PLUGIN_ROLE_PREFIX = "plugin:"  # plus the plugin's name
 _output_lock = threading.Lock()
 
 
-def plan(processes: int) -> list[tuple[str, list[str]]]:
+def plan(processes: int, plugins: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
     """(name, roles) of each process for `wfs dev --processes N` (N >= 2): 2 is the API and
     one process with all the workers; 3 gives the AI and webhook workers their own; more add
-    main-queue workers."""
+    main-queue workers. Each installed plugin's worker is a process of its own on top, as in
+    production (its calls run in sandbox processes it starts)."""
+    extra = [(f"plugin-{name}", [plugin_role(name)]) for name in plugins]
     if processes == 2:
-        return [("api", ["api"]), ("workers", ["worker", "ai-worker", "webhook-worker"])]
+        return [("api", ["api"]), ("workers", ["worker", "ai-worker", "webhook-worker"]), *extra]
     workers = [("worker" if n == 1 else f"worker-{n}", ["worker"]) for n in range(1, processes - 1)]
-    return [("api", ["api"]), *workers, ("ai-worker", ["ai-worker", "webhook-worker"])]
+    return [("api", ["api"]), *workers, ("ai-worker", ["ai-worker", "webhook-worker"]), *extra]
+
+
+def plugin_role(name: str) -> str:
+    """The role serving plugin `name` (`wfs worker --plugin NAME`)."""
+    return f"{PLUGIN_ROLE_PREFIX}{name}"
 
 
 def _role(
     role: str, settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None
 ) -> Coroutine[Any, Any, None]:
-    from app.cli.runner import run_ai_worker, run_api, run_webhook_worker, run_worker
+    from app.cli.runner import (
+        run_ai_worker,
+        run_api,
+        run_plugin_worker,
+        run_webhook_worker,
+        run_worker,
+    )
 
+    if role.startswith(PLUGIN_ROLE_PREFIX):
+        return run_plugin_worker(settings, stop, role.removeprefix(PLUGIN_ROLE_PREFIX))
     if role == "api":
         return run_api(settings, stop, ready)
     if role == "worker":
@@ -152,8 +168,10 @@ class RoleProcess:
         exited.set()
 
 
-def start_processes(processes: int, exited: threading.Event) -> list[RoleProcess]:
-    return [RoleProcess(name, roles, exited) for name, roles in plan(processes)]
+def start_processes(
+    processes: int, exited: threading.Event, plugins: Sequence[str] = ()
+) -> list[RoleProcess]:
+    return [RoleProcess(name, roles, exited) for name, roles in plan(processes, plugins)]
 
 
 def stop_processes(children: Sequence[RoleProcess], timeout: float = 15) -> None:

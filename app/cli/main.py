@@ -84,17 +84,31 @@ def api(host: str | None, port: int | None) -> None:
     default=None,
     help="Serve /healthz and /readyz for probes (WORKER_HEALTH_PORT).",
 )
-def worker(queue: str | None, metrics_port: int | None, health_port: int | None) -> None:
-    """Run a Temporal worker for template workflows and their activities."""
+@click.option(
+    "--plugin",
+    default=None,
+    help="Serve this installed plugin's steps on its own queue (plugin-NAME), each call in a "
+    "sandbox process (docs/plugins.md).",
+)
+def worker(
+    queue: str | None, metrics_port: int | None, health_port: int | None, plugin: str | None
+) -> None:
+    """Run a Temporal worker for template workflows and their activities, or for a plugin."""
     from prometheus_client import start_http_server
 
-    from app.cli.runner import run_worker
+    from app.cli.runner import run_plugin_worker, run_worker
 
+    if plugin is not None and queue is not None:
+        raise click.UsageError("--plugin runs on the plugin's own queue: leave out --queue")
     settings = _settings(worker_metrics_port=metrics_port, worker_health_port=health_port)
-    settings = settings.require()
+    # A plugin worker needs Temporal only: the service's database and Redis stay out of it.
+    settings = settings.require("temporal_address") if plugin else settings.require()
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
-    _run_until_signal(lambda stop: run_worker(settings, stop, queue))
+    if plugin is not None:
+        _run_until_signal(lambda stop: run_plugin_worker(settings, stop, plugin))
+    else:
+        _run_until_signal(lambda stop: run_worker(settings, stop, queue))
 
 
 @cli.command()

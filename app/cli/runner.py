@@ -236,3 +236,16 @@ async def run_webhook_worker(settings: Settings, stop: asyncio.Event) -> None:
         await serve_worker(worker, settings, stop)
     finally:
         await engine.dispose()
+
+
+async def run_plugin_worker(settings: Settings, stop: asyncio.Event, plugin: str) -> None:
+    """The worker of one plugin (workers/plugin_worker.py): its steps on its own task queue,
+    each call in a sandbox process. Needs only Temporal: no database, Redis or AI keys."""
+    from workers.plugin_worker import describe_plugin, serve_plugin
+
+    assert settings.temporal_address
+    # A plugin that is not installed or does not load stops the worker before it connects.
+    manifest = await describe_plugin(plugin, settings)
+    client = await connect(settings)
+    settle_heap()
+    await serve_plugin(client, manifest, settings, stop)

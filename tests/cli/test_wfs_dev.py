@@ -185,12 +185,15 @@ def test_plan_of_processes() -> None:
     assert plan(3)[2] == ("ai-worker", ["ai-worker", "webhook-worker"])
     assert [name for name, _ in plan(3)] == ["api", "worker", "ai-worker"]
     assert [name for name, _ in plan(5)] == ["api", "worker", "worker-2", "worker-3", "ai-worker"]
+    # Each installed plugin's worker is a process of its own, whatever the number.
+    assert plan(2, ["example"])[-1] == ("plugin-example", ["plugin:example"])
+    assert [name for name, _ in plan(3, ["a", "b"])][-2:] == ["plugin-a", "plugin-b"]
 
 
 async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None:
-    """From an empty state dir: API, worker and AI worker (with the webhook worker) are three
-    child processes with their own pids and prefixed logs; an execution completes through
-    them; SIGINT stops them and every embedded server."""
+    """From an empty state dir: API, worker, AI worker (with the webhook worker) and the example
+    plugin's worker are four child processes with their own pids and prefixed logs; an
+    execution completes through them; SIGINT stops them and every embedded server."""
     port = free_port()
     dev, banner = await asyncio.to_thread(_start, state_dir, port)
     try:
@@ -202,9 +205,10 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
         assert (state_dir / "services.json").exists()
 
         roles = dev.roles()
-        assert sorted(roles) == ["ai-worker webhook-worker", "api", "worker"]
+        # The example plugin is installed (make install): its worker is a fourth process.
+        assert sorted(roles) == ["ai-worker webhook-worker", "api", "plugin:example", "worker"]
         pids = {p.pid for found in roles.values() for p in found}
-        assert len(pids) == 3 and dev.proc.pid not in pids
+        assert len(pids) == 4 and dev.proc.pid not in pids
         api = roles["api"][0]
         assert listens_on(api.pid, port) and not listens_on(dev.proc.pid, port)
         assert f"api {api.pid}, worker {roles['worker'][0].pid}" in banner
@@ -215,6 +219,9 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
         await asyncio.to_thread(dev.wait_for, r"^ai-worker +\| .*worker\.started.*task_queue=ai")
         await asyncio.to_thread(
             dev.wait_for, r"^ai-worker +\| .*worker\.started.*task_queue=webhooks"
+        )
+        await asyncio.to_thread(
+            dev.wait_for, r"^plugin-example +\| .*plugin_worker\.started.*plugin-example"
         )
 
         # Another wfs command from the same state dir uses the running services.

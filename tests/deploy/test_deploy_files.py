@@ -48,6 +48,8 @@ from app.migrate import PROJECT_ROOT
 from app.models.sla import BREACH_KINDS
 from app.settings import Settings
 from app.temporal import SEARCH_ATTRIBUTES
+from workers.plugin_worker import LIMIT_OF as PLUGIN_LIMIT_OF
+from workers.plugin_worker import OUTCOMES as PLUGIN_OUTCOMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -94,6 +96,10 @@ APP_METRICS = {
     "wfs_ai_budget_soft_threshold_total",
     "wfs_sla_breaches_total",
     "wfs_sla_failures_total",
+    "wfs_plugin_calls_total",
+    "wfs_plugin_call_seconds_bucket",
+    "wfs_plugin_restarts_total",
+    "wfs_plugin_limit_kills_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -761,6 +767,40 @@ def api_deployment() -> dict[str, Any]:
     return api
 
 
+def plugin_deployments() -> dict[str, str]:
+    """{Deployment name: plugin} of the Deployments running `wfs worker --plugin NAME`."""
+    found = {}
+    for name, deployment in objects("Deployment").items():
+        ((path, ctx),) = [
+            wfs_context(args) for args in wfs_invocations(only_container(deployment)["command"])
+        ]
+        if ctx.params.get("plugin"):
+            found[name] = ctx.params["plugin"]
+    return found
+
+
+def test_each_plugin_has_a_network_policy_limiting_its_egress() -> None:
+    """The plugin's pods may reach DNS, Temporal and (per rule) its declared hosts: every
+    NetworkPolicy selecting them lists Egress, so anything not allowed is denied."""
+    policies = objects("NetworkPolicy")
+    assert plugin_deployments()
+    for name in plugin_deployments():
+        labels = objects("Deployment")[name]["spec"]["template"]["metadata"]["labels"]
+        mine = [
+            p for p in policies.values() if selects(p["spec"]["podSelector"]["matchLabels"], labels)
+        ]
+        assert mine, f"{name}: no NetworkPolicy selects its pods"
+        for policy in mine:
+            assert "Egress" in policy["spec"]["policyTypes"], policy["metadata"]["name"]
+            ports = {
+                port["port"] for rule in policy["spec"]["egress"] for port in rule.get("ports", [])
+            }
+            (configmap,) = objects("ConfigMap").values()
+            temporal_port = int(configmap["data"]["TEMPORAL_ADDRESS"].rsplit(":", 1)[1])
+            assert {53, temporal_port} <= ports, policy["metadata"]["name"]
+            assert all(rule.get("to") for rule in policy["spec"]["egress"]), "egress to anywhere"
+
+
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -785,7 +825,9 @@ def test_every_manifest_parses_and_names_itself() -> None:
         "ScaledObject",
     ):
         assert kind in kinds, f"no {kind} in deploy/k8s"
-    assert kinds.count("Deployment") == 4  # api, worker, worker-ai, worker-webhooks
+    # api, worker, worker-ai, worker-webhooks and one per plugin (the example's)
+    assert kinds.count("Deployment") == 4 + len(plugin_deployments())
+    assert kinds.count("NetworkPolicy") == len(plugin_deployments())
 
 
 def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
@@ -838,7 +880,11 @@ def test_workload_commands_are_real_wfs_subcommands() -> None:
             runs = [wfs_context(args) for args in wfs_invocations(container["command"])]
             seen[name] = [(path, ctx.params) for path, ctx in runs]
     roles = sorted(
-        (tuple(p for path, _ in runs for p in path), runs[0][1].get("queue") or "")
+        (
+            tuple(p for path, _ in runs for p in path),
+            runs[0][1].get("queue")
+            or ("plugin:" + runs[0][1]["plugin"] if runs[0][1].get("plugin") else ""),
+        )
         for runs in seen.values()
     )
     assert roles == [
@@ -846,6 +892,7 @@ def test_workload_commands_are_real_wfs_subcommands() -> None:
         (("migrate", "seed"), ""),
         (("worker",), ""),
         (("worker",), "ai"),
+        (("worker",), "plugin:example"),
         (("worker",), "webhooks"),
     ]
     (api_params,) = [runs[0][1] for runs in seen.values() if runs[0][0] == ["api"]]
@@ -896,6 +943,9 @@ def test_storage_root_is_writable_in_every_deployment() -> None:
     for name, deployment in objects("Deployment").items():
         volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
         mounts = {m["mountPath"]: m for m in only_container(deployment).get("volumeMounts", [])}
+        if name in plugin_deployments():  # plugins never see tenants' files
+            assert root not in mounts, f"{name} must not mount STORAGE_ROOT"
+            continue
         assert root in mounts, f"{name} does not mount a volume at STORAGE_ROOT {root}"
         assert not mounts[root].get("readOnly"), name
         volume = volumes[mounts[root]["name"]]
@@ -936,6 +986,15 @@ def test_env_comes_from_the_configmap_and_secret_and_names_settings_fields(
                 for kind in ("configMapRef", "secretRef")
                 if kind in source
             }
+            if name in plugin_deployments():
+                # A plugin gets only its own Secret (its declared `env`), never the service's.
+                plugin = plugin_deployments()[name]
+                assert refs == {
+                    ("configMapRef", configmap["metadata"]["name"]),
+                    ("secretRef", f"wfs-plugin-{plugin}"),
+                }, name
+                assert not container.get("env"), name
+                continue
             assert refs == {
                 ("configMapRef", configmap["metadata"]["name"]),
                 ("secretRef", secret["metadata"]["name"]),
@@ -1252,6 +1311,8 @@ def metric_label_values() -> dict[tuple[str, str], set[str]]:
         ("wfs_executions_started_total", "tier"): set(tier_choice.choices),
         ("wfs_ai_fallbacks_total", "reason"): set(FALLBACK_REASONS),
         ("wfs_sla_breaches_total", "kind"): set(BREACH_KINDS),
+        ("wfs_plugin_calls_total", "outcome"): set(PLUGIN_OUTCOMES),
+        ("wfs_plugin_limit_kills_total", "limit"): set(PLUGIN_LIMIT_OF.values()),
     }
 
 
