@@ -46,6 +46,7 @@ from app.cli.main import SCHEMA_PATH, cli
 from app.embedded.temporal import DISPATCH_DYNAMIC_CONFIG
 from app.migrate import PROJECT_ROOT
 from app.models.sla import BREACH_KINDS
+from app.plugins.api import plugin_task_queue
 from app.settings import Settings
 from app.temporal import SEARCH_ATTRIBUTES
 from workers.plugin_worker import LIMIT_OF as PLUGIN_LIMIT_OF
@@ -361,8 +362,8 @@ def test_dockerfile_installs_the_production_lock_only() -> None:
     words = shlex.split(lock_installs[0])
     assert "--require-hashes" in words and "--no-deps" in words
     for other in installs:
-        if other not in lock_installs:  # only the project itself, without resolving anything
-            assert re.search(r"pip install --no-deps (--editable|-e) \.", other), other
+        if other not in lock_installs:  # only the project and the plugins, resolving nothing
+            assert re.search(r'pip install --no-deps ((--editable|-e) \.|"\$plugin")', other), other
             assert "[" not in other, f"no extras in the image: {other}"
     copied = [src for a in builder.all("COPY") for src in copy_parts(a)[1]]
     assert PROD_LOCK in copied
@@ -1108,6 +1109,8 @@ def polled_queue(deployment: dict[str, Any]) -> str:
         wfs_context(args) for args in wfs_invocations(only_container(deployment)["command"])
     ]
     assert path == ["worker"]
+    if ctx.params.get("plugin"):  # `wfs worker --plugin NAME` polls the plugin's own queue
+        return plugin_task_queue(ctx.params["plugin"])
     (configmap,) = objects("ConfigMap").values()
     default = Settings.model_fields["temporal_task_queue"].default
     return ctx.params["queue"] or configmap["data"].get("TEMPORAL_TASK_QUEUE", default)

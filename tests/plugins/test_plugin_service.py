@@ -3,31 +3,22 @@ ones) completes with its step served on the plugin's queue; the `plugins` query 
 adds, its queue, the workers polling it and its health; the platform switches it per tenant
 (setTenantPlugin), which template checks and starts obey.
 
-The plugin's steps are served here by STAND-IN PLUGIN WORKER: a plain Temporal Worker on
-plugin_task_queue("example") that registers the plugin's PluginSteps unsandboxed in this
-process. It stands in for the sandboxed `wfs worker --plugin example` (built on its own
-branch); it takes the same StepCall and returns the step's JSON output.
+The plugin's steps are served by the real plugin worker (workers/plugin_worker.py: each call
+in a sandbox process), run in this process on plugin_task_queue("example").
 """
 
 from __future__ import annotations
 
-import inspect
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from app.api.relay import to_global_id
-from app.executions.workflow_io import StepCall
 from app.models import Tenant
-from app.plugins.api import load_plugin, plugin_task_queue
 from app.plugins.registry import activate
 from app.seed import seed_templates
 from app.settings import Settings
@@ -38,6 +29,7 @@ from tests.api.test_api_keys import op
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
+from workers.plugin_worker import build_plugin_worker, describe_plugin, warm_pool
 
 PLUGINS, SET_PLUGIN, START, VALIDATE = (
     op(name) for name in ("Plugins", "SetTenantPlugin", "StartExecution", "ValidateTemplate")
@@ -45,55 +37,23 @@ PLUGINS, SET_PLUGIN, START, VALIDATE = (
 TEXT = "the cat and the hat and the bat"
 
 
-@dataclass
-class StandInContext:
-    tenant_id: str
-    execution_id: str
-    step_id: str
-    attempt: int
-    temp_dir: str
-
-    def heartbeat(self, *details: Any) -> None:
-        activity.heartbeat(*details)
-
-
-def stand_in_activities() -> list[Callable[[StepCall], Awaitable[Any]]]:
-    """The example plugin's steps as Temporal activities named `example.<step>` (unsandboxed:
-    a stand-in for the plugin worker, see the module doc)."""
-    plugin = load_plugin("example")
-    made = []
-    for step in plugin.steps:
-
-        def bind(run: Any, name: str) -> Callable[[StepCall], Awaitable[Any]]:
-            async def execute(call: StepCall) -> Any:
-                info = activity.info()
-                with tempfile.TemporaryDirectory() as temp_dir:
-                    ctx = StandInContext(
-                        call.tenant_id, call.execution_id, call.step_id, info.attempt, temp_dir
-                    )
-                    result = run(call.input, ctx)
-                    return await result if inspect.isawaitable(result) else result
-
-            execute.__name__ = name.replace(".", "_")
-            return activity.defn(name=name)(execute)
-
-        made.append(bind(step.run, plugin.qualified(step.name)))
-    return made
-
-
 @pytest.fixture(scope="module")
-async def stand_in_worker(settings: Settings, sessions, server: str) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
-    """The example plugin loaded and its template published, and the stand-in worker."""
+async def plugin_worker(settings: Settings, sessions, server: str) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
+    """The example plugin loaded and its template published, and its sandboxed worker."""
     registry = activate(settings)
     assert "example" in registry.loaded, registry.refused
     await seed_templates(sessions, settings)
     assert settings.temporal_address
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
-    worker = Worker(
-        client, task_queue=plugin_task_queue("example"), activities=stand_in_activities()
-    )
-    async with worker:
-        yield client
+    client = await connect(settings)
+    manifest = await describe_plugin("example", settings)
+    pool = warm_pool(manifest, settings)
+    worker = build_plugin_worker(client, manifest, settings, pool=pool)
+    pool.fill()
+    try:
+        async with worker:
+            yield client
+    finally:
+        await pool.close()
 
 
 async def platform_client(server: str, sessions) -> GraphQLClient:  # type: ignore[no-untyped-def]
@@ -114,7 +74,7 @@ def example_of(plugins: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def test_the_example_template_completes_on_the_plugin_queue(
-    stand_in_worker: Client, client: GraphQLClient
+    plugin_worker: Client, client: GraphQLClient
 ) -> None:
     started = (
         await client.data(
@@ -142,7 +102,7 @@ async def test_the_example_template_completes_on_the_plugin_queue(
 
 
 async def test_the_platform_switches_a_plugin_per_tenant(
-    stand_in_worker: Client, server: str, sessions
+    plugin_worker: Client, server: str, sessions
 ) -> None:  # type: ignore[no-untyped-def]
     keys: TenantKeys = await make_tenant(sessions, "pro")
     admin = GraphQLClient(server, keys.admin)
