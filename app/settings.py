@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.ai_tasks import TASKS as AI_TASKS
 from app.executions.workflow_io import RunLimits
-from app.plugins.api import PluginLimits
+from app.plugin_limits import PluginLimits
 from app.tiers import per_tier
 
 SERVICES_FILE = "services.json"

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol
 
+# In a leaf module for app.settings (PLUGIN_LIMITS), which app.plugins may not import back.
+from app.plugin_limits import PluginLimits as PluginLimits
+
 # The contract's version. A plugin built for another major version is refused at load.
 PLUGIN_API_VERSION = 1
 ENTRY_POINT_GROUP = "wfs.plugins"
@@ -57,18 +60,6 @@ class PluginContext(Protocol):
 
 
 PluginRun = Callable[[dict[str, Any], PluginContext], Awaitable[Any] | Any]
-
-
-@dataclass(frozen=True)
-class PluginLimits:
-    """OS limits of the plugin's sandbox, per call. Defaults fit a small, I/O-bound step; the
-    platform operator may lower (never raise) them per plugin by setting."""
-
-    cpu_seconds: int = 30  # CPU time of one call
-    memory_mb: int = 512  # address space of the process running a call
-    open_files: int = 64
-    processes: int = 0  # child processes a call may start (0: none)
-    call_timeout_seconds: float = 60.0  # wall time of one call (also the activity's timeout)
 
 
 @dataclass(frozen=True)
