@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +31,7 @@ import asyncpg
 import pytest
 
 from app.backup.archive import BackupRefused, create_backup, restore_backup
-from app.backup.manifest import NAME, BackupInvalid
+from app.backup.manifest import DATABASE_FILE, NAME, BackupInvalid
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.migrate import upgrade_async
 from app.settings import Settings
@@ -121,16 +120,17 @@ async def own(services: Services, settings: Settings, tmp_path: Path) -> AsyncIt
 
 
 @asynccontextmanager
-async def service(own: Settings) -> AsyncIterator[str]:
-    """API, worker and AI worker on `own`; stops them after (as an operator would)."""
+async def service(own: Settings, ai: bool = True) -> AsyncIterator[str]:
+    """API, worker and (with `ai`) AI worker on `own`; stops them after."""
     from app.cli.runner import run_api, run_worker
 
     stop, ready = asyncio.Event(), asyncio.Event()
     tasks = [
         asyncio.create_task(run_api(own, stop, ready)),
         asyncio.create_task(run_worker(own, stop)),
-        asyncio.create_task(run_worker(own, stop, own.ai_task_queue)),
     ]
+    if ai:
+        tasks.append(asyncio.create_task(run_worker(own, stop, own.ai_task_queue)))
     try:
         await asyncio.wait_for(ready.wait(), 30)
         yield f"http://127.0.0.1:{own.api_port}"
@@ -199,16 +199,13 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
     finally:
         await engine.dispose()
 
-    T0 = time.monotonic()
     async with service(own) as api:
-        print("up", time.monotonic() - T0)
         client = GraphQLClient(api, tenant.admin)
         ai = await start(client, names["summary"])
         waiting = [await start(client, names["waiting"]) for _ in range(2)]
         assert (await wait_terminal(client, ai))["status"] == "COMPLETED"
         for execution_id in waiting:
             await until(client, execution_id, lambda e: e["currentStep"] == "hold")
-        print("waiting", time.monotonic() - T0)
         # Nothing moves now (both wait for an event): this is what the backup must hold.
         before_events = await rows(url, EVENTS)
         before_ai = await rows(url, AI_ROWS)
@@ -223,7 +220,6 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
         assert manifest["tables"]["execution_events"] == len(before_events)
         assert manifest["tables"]["ai_usage"] == len(before_ai)
 
-        print("backed up", time.monotonic() - T0)
         # After the backup point: the first waiting one finishes, a new one runs to its end.
         finished_later, still_waiting = waiting
         await send(client, finished_later, "go")
@@ -232,7 +228,6 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
         assert (await wait_terminal(client, created_later))["status"] == "COMPLETED"
         lost_events = await rows(url, EVENTS)
 
-    print("stopped", time.monotonic() - T0)
     # The disaster: the database and the files are gone; an empty database is made again.
     await _drop_db(services, own.database_url)
     conn = await asyncpg.connect(services.admin_db_url.replace("+asyncpg", ""))
@@ -243,7 +238,6 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
 
     restored = wfs(own, "restore", str(backup), cwd=tmp_path)
     assert restored.returncode == 0, restored.stdout + restored.stderr
-    print("restored", time.monotonic() - T0)
     assert "re-created 1 executions" in restored.stdout, restored.stdout
     assert files(own.storage_root) == before_files
     after_events = await rows(url, EVENTS)
@@ -257,11 +251,10 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
     assert statuses[pk(finished_later)] == statuses[pk(created_later)] == "COMPLETED"
     assert statuses[pk(still_waiting)] == "RUNNING"
 
-    async with service(own) as api:
+    async with service(own, ai=False) as api:
         client = GraphQLClient(api, tenant.admin)
         await send(client, still_waiting, "go")
         final = await wait_terminal(client, still_waiting)
-    print("final", time.monotonic() - T0)
     assert final["status"] == "COMPLETED", final
     mine = pk(still_waiting)
     seqs = sorted(s for e, s, _, _ in await rows(url, EVENTS) if str(e) == mine)
@@ -270,19 +263,26 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
 
 
 async def test_restore_refuses_what_it_must_not_overwrite_or_read(
-    own: Settings, services: Services, tmp_path: Path
+    settings: Settings, sessions: SessionFactory, tmp_path: Path
 ) -> None:
     """A backup of a newer schema, a damaged file, a database or storage root that holds
-    something: refused, each with its reason, and nothing changed."""
-    assert own.storage_root
+    something: refused, each with its reason, before anything is changed. (The session's
+    own database is the source: the refusals come before a restore touches a database.)"""
     backup = tmp_path / "b"
-    manifest = await create_backup(own, backup)
+    manifest = await create_backup(settings, backup)
     assert manifest.alembic_revision and manifest.tables["alembic_version"] == 1
+    assert manifest.tables["executions"] >= 0 and DATABASE_FILE in manifest.files
     with pytest.raises(BackupRefused, match="not empty"):
-        await create_backup(own, backup)  # never into a folder that holds something
+        await create_backup(settings, backup)  # never into a folder that holds something
 
+    full = tmp_path / "full"
+    (full / "t").mkdir(parents=True)
+    (full / "t" / "kept.txt").write_text("mine")
+    with pytest.raises(BackupRefused, match="storage root .* is not empty"):
+        await restore_backup(settings.model_copy(update={"storage_root": full}), backup)
+    elsewhere = settings.model_copy(update={"storage_root": tmp_path / "empty"})
     with pytest.raises(BackupRefused, match="database is not empty"):
-        await restore_backup(own, backup)  # the source database itself
+        await restore_backup(elsewhere, backup)  # the session's database itself
 
     newer = tmp_path / "newer"
     newer.mkdir()
@@ -291,12 +291,15 @@ async def test_restore_refuses_what_it_must_not_overwrite_or_read(
     data = json.loads((newer / NAME).read_text())
     (newer / NAME).write_text(json.dumps({**data, "alembic_revision": "9999"}))
     with pytest.raises(BackupInvalid, match="9999.*newer"):
-        await restore_backup(own, newer, force=True)
+        await restore_backup(elsewhere, newer)
 
-    damaged = backup / "database.dump"
-    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
+    damaged = backup / DATABASE_FILE
+    spoilt = bytearray(damaged.read_bytes())
+    spoilt[len(spoilt) // 2] ^= 0xFF  # one flipped byte
+    damaged.write_bytes(bytes(spoilt))
     with pytest.raises(BackupInvalid, match="damaged"):
-        await restore_backup(own, backup, force=True)
-    # None of it touched the database.
-    assert own.database_url
-    assert await rows(own.database_url.replace("+asyncpg", ""), "SELECT 1 FROM alembic_version")
+        await restore_backup(elsewhere, backup)
+    (backup / NAME).unlink()
+    assert (full / "t" / "kept.txt").read_text() == "mine"
+    with pytest.raises(BackupInvalid, match="not a backup"):
+        await restore_backup(elsewhere, backup)
