@@ -27,7 +27,6 @@ from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backup import pgtools
 from app.backup.manifest import (
@@ -40,8 +39,8 @@ from app.backup.manifest import (
     Manifest,
     StorageInfo,
 )
-from app.backup.repository import BackupRepository
-from app.db import make_engine, make_sessionmaker
+from app.backup.repository import SET_ASIDE, BackupRepository
+from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.errors import Conflict, Unavailable
 from app.migrate import alembic_config, upgrade_async
 from app.settings import Settings
@@ -250,14 +249,7 @@ async def restore_backup(
     report = RestoreReport(manifest)
     engine = make_engine(settings.database_url, pool_size=1)
     try:
-        sessions = make_sessionmaker(engine)
-        async with sessions() as session:
-            major = await _prepare_database(session, force, progress)
-        tool = pgtools.find("pg_restore", max(major, manifest.pg_dump_major), settings.pg_bin_dir)
-        progress(f"database: pg_restore {tool.major} ({tool.path})")
-        await _pg_restore(tool, settings.database_url, source / DATABASE_FILE, progress)
-        async with sessions() as session:
-            await _check_counts(BackupRepository(session), manifest)
+        await _restore_database(make_sessionmaker(engine), settings, source, force, progress)
     finally:
         await engine.dispose()
     if restore_files:
@@ -293,21 +285,55 @@ def _check_revision(database_url: str, revision: str) -> str:
     return head
 
 
-async def _prepare_database(session: AsyncSession, force: bool, progress: Progress) -> int:
-    """The server's major version, after making sure the database is empty (or emptied)."""
-    repo = BackupRepository(session)
-    major, _ = await repo.server_version()
+async def _restore_database(
+    sessions: SessionFactory, settings: Settings, source: Path, force: bool, progress: Progress
+) -> None:
+    """pg_restore into the empty database; with `force`, what the database held is kept in
+    another schema until the restored one is checked, and put back if anything fails."""
+    assert settings.database_url
+    manifest = Manifest.read(source)
+    async with sessions() as session:
+        repo = BackupRepository(session)
+        major, _ = await repo.server_version()
+        tool = pgtools.find("pg_restore", max(major, manifest.pg_dump_major), settings.pg_bin_dir)
+        pgtools.check_restore_target(tool, major)
+        set_aside = await _empty_database(repo, force, progress)
+        await session.commit()
+    progress(f"database: pg_restore {tool.major} ({tool.path})")
+    try:
+        await _pg_restore(tool, settings.database_url, source / DATABASE_FILE, progress)
+        async with sessions() as session:
+            await _check_counts(BackupRepository(session), manifest)
+    except BaseException:
+        if set_aside:
+            async with sessions() as session:
+                await BackupRepository(session).put_back()
+                await session.commit()
+            progress("database: restore failed; the database is as it was before")
+        raise
+    if set_aside:
+        async with sessions() as session:
+            await BackupRepository(session).drop_set_aside()
+            await session.commit()
+
+
+async def _empty_database(repo: BackupRepository, force: bool, progress: Progress) -> bool:
+    """Make sure the database is empty: True when its objects were set aside (`force`)."""
     objects = await repo.objects()
-    if objects:
-        if not force:
-            raise BackupRefused(
-                f"the database is not empty ({objects} tables, sequences or types): restore "
-                "into a new database, or --force to replace everything in it"
-            )
-        progress(f"database: --force: dropping the {objects} objects in it")
-        await repo.clear_schema()
-    await session.commit()
-    return major
+    if not objects:
+        return False
+    if not force:
+        raise BackupRefused(
+            f"the database is not empty ({objects} tables, sequences or types): restore "
+            "into a new database, or --force to replace everything in it"
+        )
+    if not await repo.set_aside():
+        raise BackupRefused(
+            f"schema {SET_ASIDE} exists: an earlier forced restore stopped half way and it "
+            "holds the database that restore replaced; rename it back to public, or drop it"
+        )
+    progress(f"database: --force: {objects} objects set aside in schema {SET_ASIDE}")
+    return True
 
 
 async def _pg_restore(tool: pgtools.PgTool, url: str, dump: Path, progress: Progress) -> None:

@@ -78,6 +78,21 @@ def find(name: str, at_least: int, bin_dir: Path | None = None) -> PgTool:
     )
 
 
+# pg_restore 17 and newer start every restore with `SET transaction_timeout = 0`, which
+# servers before 17 refuse (measured: pg_restore 18.6 into PostgreSQL 15.20).
+TRANSACTION_TIMEOUT_SINCE = 17
+
+
+def check_restore_target(tool: PgTool, server_major: int) -> None:
+    """Refuse, before touching anything, a pg_restore that an older server cannot follow."""
+    if tool.major >= TRANSACTION_TIMEOUT_SINCE > server_major:
+        raise ToolMissing(
+            f"pg_restore {tool.major} ({tool.path}) sets transaction_timeout, which PostgreSQL "
+            f"{server_major} does not have: restore with the PostgreSQL {server_major} client "
+            f"tools (PG_BIN_DIR), or into a server of {TRANSACTION_TIMEOUT_SINCE} or newer"
+        )
+
+
 def candidates(name: str, bin_dir: Path | None = None) -> list[PgTool]:
     """Every distinct `name` binary found, with its major version."""
     paths: list[Path] = []

@@ -1,5 +1,6 @@
 """The SQL of backup and restore: the snapshot a backup is taken in, what the database holds
-(schema revision, tables, row counts) and emptying it for a forced restore."""
+(schema revision, tables, row counts), and the schema a forced restore replaces, kept aside
+until the restore has succeeded."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 SCHEMA = "public"
+# Where a forced restore keeps the database it replaces until the restore has succeeded.
+SET_ASIDE = "wfs_replaced_by_restore"
 
 
 def _ident(name: str) -> str:
@@ -74,7 +77,22 @@ class BackupRepository:
         )
         return int(result.scalar_one())
 
-    async def clear_schema(self) -> None:
-        """Drop everything in the schema (a forced restore starts from nothing)."""
-        await self.session.execute(text(f"DROP SCHEMA {SCHEMA} CASCADE"))
+    async def set_aside(self) -> bool:
+        """Move everything in the schema into SET_ASIDE and start an empty schema; False when
+        SET_ASIDE exists already (a forced restore that stopped half way left it)."""
+        exists = (
+            await self.session.execute(text("SELECT to_regnamespace(:n)"), {"n": SET_ASIDE})
+        ).scalar_one()
+        if exists is not None:
+            return False
+        await self.session.execute(text(f"ALTER SCHEMA {SCHEMA} RENAME TO {SET_ASIDE}"))
         await self.session.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+        return True
+
+    async def put_back(self) -> None:
+        """Undo `set_aside`: the schema as it was before the failed restore."""
+        await self.session.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        await self.session.execute(text(f"ALTER SCHEMA {SET_ASIDE} RENAME TO {SCHEMA}"))
+
+    async def drop_set_aside(self) -> None:
+        await self.session.execute(text(f"DROP SCHEMA {SET_ASIDE} CASCADE"))

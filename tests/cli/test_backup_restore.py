@@ -30,8 +30,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.backup.archive import BackupRefused, create_backup, restore_backup
+from app.backup.archive import BackupFailed, BackupRefused, create_backup, restore_backup
 from app.backup.manifest import DATABASE_FILE, NAME, BackupInvalid
+from app.backup.repository import SET_ASIDE
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.migrate import upgrade_async
 from app.settings import Settings
@@ -260,6 +261,22 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
     seqs = sorted(s for e, s, _, _ in await rows(url, EVENTS) if str(e) == mine)
     kept = max(s for e, s, _, _ in before_events if str(e) == mine)
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > kept
+
+    # --force over a database in use: a restore that fails its check (counts that do not match
+    # the dump) puts everything back as it was; one that succeeds replaces it.
+    now = await rows(url, EVENTS)
+    wrong = json.loads((backup / NAME).read_text())
+    wrong["tables"]["executions"] += 1
+    (backup / NAME).write_text(json.dumps(wrong))
+    count = len(before_executions)
+    with pytest.raises(BackupFailed, match=f"executions: {count + 1} in the backup, {count} now"):
+        await restore_backup(own, backup, force=True)
+    assert await rows(url, EVENTS) == now
+    assert await rows(url, f"SELECT 1 FROM pg_namespace WHERE nspname = '{SET_ASIDE}'") == set()
+    (backup / NAME).write_text(json.dumps(manifest))
+    report = await restore_backup(own, backup, force=True)
+    assert await rows(url, EVENTS) == before_events
+    assert report.storage_kept_at and files(report.storage_kept_at) == before_files
 
 
 async def test_restore_refuses_what_it_must_not_overwrite_or_read(
