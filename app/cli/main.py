@@ -178,7 +178,12 @@ def restore(source: Path, force: bool, no_replay: bool) -> None:
     if no_replay:
         click.echo(f"not replayed: run `wfs replay {source}` before starting the workers")
         hard_exit(0)
-    hard_exit(_replay(settings, source))
+    try:
+        code = _replay(settings, source)
+    except Exception as exc:  # the restore stands; say how to finish it
+        click.echo(f"error: not replayed ({exc}): run `wfs replay {source}` once Temporal answers")
+        code = 1
+    hard_exit(code)
 
 
 @cli.command()

@@ -31,7 +31,7 @@ import asyncpg
 import pytest
 
 from app.backup.archive import BackupFailed, BackupRefused, create_backup, restore_backup
-from app.backup.manifest import DATABASE_FILE, NAME, BackupInvalid
+from app.backup.manifest import DATABASE_FILE, NAME, BackupInvalid, StorageInfo
 from app.backup.repository import SET_ASIDE
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.migrate import upgrade_async
@@ -39,7 +39,7 @@ from app.settings import Settings
 from app.steps.backends import open_storage
 from app.tenants.service import TenantService
 from tests.api.test_execution_flow import wait_terminal
-from tests.conftest import Services, make_tenant
+from tests.conftest import Services, make_tenant, s3_settings
 from tests.support import GraphQLClient, free_port
 from tests.workers.test_control import start, until
 from tests.workers.test_template_graph import publish
@@ -320,3 +320,17 @@ async def test_restore_refuses_what_it_must_not_overwrite_or_read(
     assert (full / "t" / "kept.txt").read_text() == "mine"
     with pytest.raises(BackupInvalid, match="not a backup"):
         await restore_backup(elsewhere, backup)
+
+
+async def test_s3_storage_is_recorded_not_copied(
+    settings: Settings, sessions: SessionFactory, tmp_path: Path
+) -> None:
+    """With STORAGE_BACKEND=s3 a backup names the bucket and prefix (its versioning keeps the
+    objects) and holds no storage file; nothing reaches the bucket."""
+    on_s3 = s3_settings(settings, "http://127.0.0.1:9", "redis://127.0.0.1:9/0")
+    manifest = await create_backup(on_s3, tmp_path / "b")
+    assert manifest.storage == StorageInfo(
+        "s3", False, bucket=on_s3.s3_bucket, prefix=on_s3.s3_prefix
+    )
+    assert set(manifest.files) == {DATABASE_FILE}
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [DATABASE_FILE, NAME]
