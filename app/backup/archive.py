@@ -1,24 +1,21 @@
 """`create_backup` and `restore_backup`: the service database and the tenant storage.
 
 A backup is a folder: `database.dump` (pg_dump custom format, taken in an exported snapshot
-whose time is the backup point), `storage.tar.gz` (the local backend's folder tree; S3 relies
-on the bucket's versioning and replication, docs/backup.md says why) and `manifest.json`,
+whose time is the backup point), `storage.tar.gz` (app/backup/storage.py) and `manifest.json`,
 written last. It is built in a hidden sibling folder and renamed into place whole.
 
-Everything streams: pg_dump's output is summed and written a chunk at a time, the tar is
-written as it is read, a restore checks each file's sum before reading it again. A restore
-refuses a schema newer than this code and a database (or storage root) that holds anything
-unless forced; a forced restore keeps the old storage folder beside the new one.
+Everything streams: pg_dump's output is summed and written a chunk at a time, a restore checks
+each file's sum before reading it again. A restore refuses a schema newer than this code and a
+database (or storage root) that holds anything unless forced; a forced restore keeps what it
+replaces (the old schema until the restored one checks out, the old storage folder beside the
+new one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import tarfile
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +25,7 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from app.backup import pgtools
+from app.backup import pgtools, storage
 from app.backup.manifest import (
     CHUNK,
     DATABASE_FILE,
@@ -37,7 +34,6 @@ from app.backup.manifest import (
     FileSum,
     HashingWriter,
     Manifest,
-    StorageInfo,
 )
 from app.backup.repository import SET_ASIDE, BackupRepository
 from app.db import SessionFactory, make_engine, make_sessionmaker
@@ -47,8 +43,8 @@ from app.settings import Settings
 
 Progress = Callable[[str], None]
 PROGRESS_EVERY = 32 << 20  # bytes between two progress lines
-PART_PREFIX = ".wfs-part-"  # local writes in progress (app/steps/storage.py): never backed up
 _STDERR_KEPT = 4000
+_LONGEST_LINE = 16 << 20
 
 
 class BackupRefused(Conflict):
@@ -128,7 +124,7 @@ async def _back_up(settings: Settings, folder: Path, progress: Progress) -> Mani
             await session.rollback()
     finally:
         await engine.dispose()
-    storage, stored = await asyncio.to_thread(_back_up_storage, settings, folder, progress)
+    stored_as, stored = await asyncio.to_thread(storage.back_up_storage, settings, folder, progress)
     files = {DATABASE_FILE: dumped} | ({STORAGE_FILE: stored} if stored else {})
     manifest = Manifest(
         app_version=app_version(),
@@ -140,7 +136,7 @@ async def _back_up(settings: Settings, folder: Path, progress: Progress) -> Mani
         temporal_namespace=settings.temporal_namespace,
         temporal_task_queue=settings.temporal_task_queue,
         tables=tables,
-        storage=storage,
+        storage=stored_as,
         files=files,
     )
     manifest.write(folder)
@@ -168,14 +164,19 @@ async def _dump(
             writer.write(chunk)
             if writer.size - reported >= PROGRESS_EVERY:
                 reported = writer.size
-                progress(f"database: {_mib(writer.size)} written")
-    finally:
-        summed = writer.close()
-        code = await proc.wait()
+                progress(f"database: {storage.mib(writer.size)} written")
+    except BaseException:  # a full disk, a cancel: pg_dump would wait on its pipe forever
+        proc.kill()
+        await proc.wait()
+        errors.cancel()
+        writer.close()
+        raise
+    summed = writer.close()
+    code = await proc.wait()
     if code != 0:
         raise BackupFailed(f"pg_dump exited with {code}: {await errors}")
     await errors
-    progress(f"database: {_mib(summed.bytes)}, sha256 {summed.sha256[:12]}...")
+    progress(f"database: {storage.mib(summed.bytes)}, sha256 {summed.sha256[:12]}...")
     return summed
 
 
@@ -186,45 +187,6 @@ async def _tail(stream: asyncio.StreamReader) -> str:
     while chunk := await stream.read(CHUNK):
         kept = (kept + chunk)[-_STDERR_KEPT:]
     return kept.decode(errors="replace").strip()
-
-
-def _back_up_storage(
-    settings: Settings, folder: Path, progress: Progress
-) -> tuple[StorageInfo, FileSum | None]:
-    if settings.storage_backend == "s3":
-        progress(
-            f"storage: S3 bucket {settings.s3_bucket} (prefix {settings.s3_prefix!r}) is not "
-            "copied: its versioning and replication keep it (docs/backup.md)"
-        )
-        return StorageInfo("s3", False, bucket=settings.s3_bucket, prefix=settings.s3_prefix), None
-    root = settings.files_root
-    writer = HashingWriter(folder / STORAGE_FILE)
-    count = 0
-    try:
-        with tarfile.open(fileobj=writer, mode="w|gz") as tar:  # type: ignore[call-overload]
-            for path in _storage_entries(root):
-                try:
-                    tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
-                except FileNotFoundError:  # deleted while the backup ran: it is gone anyway
-                    continue
-                count += 0 if path.is_dir() else 1
-    finally:
-        summed = writer.close()
-    progress(f"storage: {count} files from {root}, {_mib(summed.bytes)} compressed")
-    return StorageInfo("local", True, files=count), summed
-
-
-def _storage_entries(root: Path) -> list[Path]:
-    """Folders and files under the storage root, parents first, part files left out."""
-    if not root.is_dir():
-        return []
-    found: list[Path] = []
-    for top, dirs, files in os.walk(root):  # symlinks are stored as links, never followed
-        dirs.sort()
-        here = Path(top)
-        found += [here / d for d in dirs]
-        found += [here / f for f in sorted(files) if not f.startswith(PART_PREFIX)]
-    return found
 
 
 # --- restore --------------------------------------------------------------------------------
@@ -239,7 +201,7 @@ async def restore_backup(
     manifest = Manifest.read(source)
     head = _check_revision(settings.database_url, manifest.alembic_revision)
     restore_files = manifest.storage.included and settings.storage_backend == "local"
-    held = restore_files and await asyncio.to_thread(_holds_files, settings.files_root)
+    held = restore_files and await asyncio.to_thread(storage.holds_files, settings.files_root)
     if held and not force:
         raise BackupRefused(
             f"storage root {settings.files_root} is not empty: --force moves it aside"
@@ -249,12 +211,14 @@ async def restore_backup(
     report = RestoreReport(manifest)
     engine = make_engine(settings.database_url, pool_size=1)
     try:
-        await _restore_database(make_sessionmaker(engine), settings, source, force, progress)
+        await _restore_database(
+            make_sessionmaker(engine), settings, manifest, source, force, progress
+        )
     finally:
         await engine.dispose()
     if restore_files:
         report.storage_kept_at = await asyncio.to_thread(
-            _restore_storage, settings.files_root, source / STORAGE_FILE, progress
+            storage.restore_storage, settings.files_root, source / STORAGE_FILE, progress
         )
     elif manifest.storage.backend == "s3" or settings.storage_backend == "s3":
         report.notes.append(
@@ -286,12 +250,16 @@ def _check_revision(database_url: str, revision: str) -> str:
 
 
 async def _restore_database(
-    sessions: SessionFactory, settings: Settings, source: Path, force: bool, progress: Progress
+    sessions: SessionFactory,
+    settings: Settings,
+    manifest: Manifest,
+    source: Path,
+    force: bool,
+    progress: Progress,
 ) -> None:
     """pg_restore into the empty database; with `force`, what the database held is kept in
     another schema until the restored one is checked, and put back if anything fails."""
     assert settings.database_url
-    manifest = Manifest.read(source)
     async with sessions() as session:
         repo = BackupRepository(session)
         major, _ = await repo.server_version()
@@ -351,6 +319,7 @@ async def _pg_restore(tool: pgtools.PgTool, url: str, dump: Path, progress: Prog
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        limit=_LONGEST_LINE,  # an error quotes its whole statement (a long function body)
     )
     assert proc.stderr is not None
     kept: list[str] = []
@@ -380,38 +349,3 @@ async def _check_counts(repo: BackupRepository, manifest: Manifest) -> None:
             f"{t}: {want} in the backup, {got} now" for t, (want, got) in wrong.items()
         )
         raise BackupFailed(f"the restored database does not hold what the backup does: {listed}")
-
-
-def _holds_files(root: Path) -> bool:
-    return root.is_dir() and any(root.iterdir())
-
-
-def _restore_storage(root: Path, archive: Path, progress: Progress) -> Path | None:
-    """Unpack into a staging folder beside `root`, then swap it in; a non-empty root is
-    moved aside (returned), never deleted."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.with_name(f".{root.name}.restoring-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
-    try:
-        with tarfile.open(archive, mode="r|gz") as tar:
-            # "data": no absolute paths, no links or members leading outside, no devices.
-            tar.extractall(staging, filter="data")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    kept = None
-    if root.exists():
-        if _holds_files(root):
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            kept = root.with_name(f"{root.name}.before-restore-{stamp}")
-            root.rename(kept)
-        else:
-            root.rmdir()
-    staging.rename(root)
-    files = sum(len(f) for _, _, f in os.walk(root))
-    progress(f"storage: {files} files restored into {root}")
-    return kept
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
