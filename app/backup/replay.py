@@ -114,7 +114,7 @@ async def _replay_execution(
         repo = recorder.repo
         row = await repo.lock(uuid.UUID(execution_id))
         if row is None:
-            row = await _recreate(repo, recorder, runs[0], report)
+            row = await _recreate(repo, recorder, runs, report)
             if row is None:
                 await recorder.rollback()
                 return
@@ -137,17 +137,29 @@ async def _replay_execution(
             known.add(rec.key)
             report.replayed += 1
             report.executions.add(execution_id)
+        if execution_id in report.executions and not _is_run_id(row.run_id):
+            # Queued or claimed at the backup point, started since: the run it has now.
+            row.run_id = runs[-1].run_id
         await recorder.commit()
+
+
+def _is_run_id(value: str | None) -> bool:
+    """A run id Temporal gave (the row may hold admission's claim marker, or nothing)."""
+    try:
+        return value is not None and uuid.UUID(value) is not None
+    except ValueError:
+        return False
 
 
 async def _recreate(
     repo: ExecutionRepository,
     recorder: Recorder,
-    run: RecordedRun,
+    runs: list[RecordedRun],
     report: ReplayReport,
 ) -> Execution | None:
     """The row of an execution created after the backup point, from its first run's input;
     None (and a Missing in the report) when it cannot be told which template it ran."""
+    run = runs[0]
     given = run.run_input
     execution_id = given.execution_id
     missing = Missing(
@@ -180,7 +192,7 @@ async def _recreate(
         status=Status.PENDING,
         progress=0.0,
         workflow_id=run.workflow_id,
-        run_id=run.run_id,
+        run_id=runs[-1].run_id,
         created_at=run.started_at,
     )
     await repo.add(row)
