@@ -8,7 +8,7 @@ import asyncio
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,33 +187,61 @@ def restore(source: Path, force: bool, no_replay: bool) -> None:
 
 
 @cli.command()
-@click.argument("source", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def replay(source: Path) -> None:
+@click.argument(
+    "source", type=click.Path(path_type=Path, exists=True, file_okay=False), required=False
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=lambda _ctx, _param, value: _iso_time(value),
+    default=None,
+    help="Replay after this time (ISO, UTC unless it says) instead of SOURCE's backup point: "
+    "after a point-in-time recovery of the database, its recovery point.",
+)
+def replay(source: Path | None, since: datetime | None) -> None:
     """Record from Temporal's histories what workflows recorded after the backup in SOURCE
-    was taken (after `wfs restore --no-replay`); safe to run again."""
-    hard_exit(_replay(_settings(), source))
+    was taken (after `wfs restore --no-replay`, or after a point-in-time recovery with
+    --since); safe to run again."""
+    if (source is None) == (since is None):
+        raise click.UsageError("give SOURCE or --since (one of them)")
+    hard_exit(_replay(_settings(), source, since))
 
 
-def _replay(settings: Settings, source: Path) -> int:
+def _iso_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time (UTC unless it names its offset), or None."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO time like 2026-12-07T03:00Z") from exc
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _replay(settings: Settings, source: Path | None, since: datetime | None = None) -> int:
     from app.backup.manifest import Manifest
     from app.backup.replay import replay_runs, visibility_query
     from app.temporal import connect
 
     settings = settings.require("database_url", "temporal_address")
-    manifest = Manifest.read(source)
-    if manifest.temporal_task_queue != settings.temporal_task_queue:
-        click.echo(
-            f"note: the backup was taken with TEMPORAL_TASK_QUEUE={manifest.temporal_task_queue}"
-            f"; replaying the workflows of {settings.temporal_task_queue}",
-            err=True,
-        )
+    if source is not None:
+        manifest = Manifest.read(source)
+        since = manifest.backup_point
+        if manifest.temporal_task_queue != settings.temporal_task_queue:
+            click.echo(
+                "note: the backup was taken with TEMPORAL_TASK_QUEUE="
+                f"{manifest.temporal_task_queue}; replaying the workflows of "
+                f"{settings.temporal_task_queue}",
+                err=True,
+            )
+    assert since is not None
 
     async def run(sessions: Any) -> Any:
         from workers.recorded import recorded_runs  # the workflow code replays the histories
 
         assert settings.temporal_address
         client = await connect(settings.temporal_address, settings.temporal_namespace)
-        query = visibility_query(manifest.backup_point, settings.temporal_task_queue)
+        query = visibility_query(since, settings.temporal_task_queue)
         return await replay_runs(sessions, recorded_runs(client, query))
 
     report = _with_sessions(settings, run)

@@ -251,6 +251,9 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
     assert {str(i) for i, _ in before_executions} <= set(statuses)
     assert statuses[pk(finished_later)] == statuses[pk(created_later)] == "COMPLETED"
     assert statuses[pk(still_waiting)] == "RUNNING"
+    again = wfs(own, "replay", "--since", manifest["backup_point"], cwd=tmp_path)
+    assert again.returncode == 0 and "replayed 0 events" in again.stdout, again.stdout
+    assert await rows(url, EVENTS) == after_events  # a replay again changes nothing
 
     async with service(own, ai=False) as api:
         client = GraphQLClient(api, tenant.admin)
