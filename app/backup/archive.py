@@ -292,7 +292,7 @@ async def _empty_database(repo: BackupRepository, force: bool, progress: Progres
         return False
     if not force:
         raise BackupRefused(
-            f"the database is not empty ({objects} tables, sequences or types): restore "
+            f"the database is not empty ({objects} tables, indexes, sequences or types): restore "
             "into a new database, or --force to replace everything in it"
         )
     if not await repo.set_aside():

@@ -64,7 +64,7 @@ class BackupRepository:
         return {table: await self.count(table) for table in await self.tables()}
 
     async def objects(self) -> int:
-        """Tables, views, sequences and types in the schema: 0 for a fresh database."""
+        """Tables, indexes, views, sequences and types in the schema: 0 for a fresh database."""
         result = await self.session.execute(
             text(
                 "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n "

@@ -24,14 +24,17 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from temporalio.client import Client
 
 from app.backup.archive import BackupFailed, BackupRefused, create_backup, restore_backup
 from app.backup.manifest import DATABASE_FILE, NAME, BackupInvalid, StorageInfo
+from app.backup.replay import ReplayReport, replay_runs, visibility_query
 from app.backup.repository import SET_ASIDE
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.migrate import upgrade_async
@@ -43,6 +46,7 @@ from tests.conftest import Services, make_tenant, s3_settings
 from tests.support import GraphQLClient, free_port
 from tests.workers.test_control import start, until
 from tests.workers.test_template_graph import publish
+from workers.recorded import recorded_runs
 
 WFS = Path(sys.executable).parent / "wfs"
 OPS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
@@ -176,6 +180,18 @@ def files(root: Path) -> dict[str, str]:
     }
 
 
+async def replay_again(own: Settings, since: str) -> ReplayReport:
+    """What `wfs replay --since` runs, in this process."""
+    assert own.database_url and own.temporal_address
+    client = await Client.connect(own.temporal_address)
+    query = visibility_query(datetime.fromisoformat(since), own.temporal_task_queue)
+    engine = make_engine(own.database_url, pool_size=1)
+    try:
+        return await replay_runs(make_sessionmaker(engine), recorded_runs(client, query))
+    finally:
+        await engine.dispose()
+
+
 async def send(client: GraphQLClient, execution_id: str, name: str) -> None:
     data = await client.data(
         (OPS / "SendExecutionEvent.graphql").read_text(),
@@ -251,9 +267,9 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
     assert {str(i) for i, _ in before_executions} <= set(statuses)
     assert statuses[pk(finished_later)] == statuses[pk(created_later)] == "COMPLETED"
     assert statuses[pk(still_waiting)] == "RUNNING"
-    again = wfs(own, "replay", "--since", manifest["backup_point"], cwd=tmp_path)
-    assert again.returncode == 0 and "replayed 0 events" in again.stdout, again.stdout
-    assert await rows(url, EVENTS) == after_events  # a replay again changes nothing
+    # A replay again (`wfs replay`) records nothing twice.
+    assert (await replay_again(own, manifest["backup_point"])).replayed == 0
+    assert await rows(url, EVENTS) == after_events
 
     async with service(own, ai=False) as api:
         client = GraphQLClient(api, tenant.admin)
