@@ -7,9 +7,10 @@ completes, and a new one runs to its end: both only in Temporal once the databas
 Then the service stops, the database is dropped and created empty, the storage root deleted,
 and `wfs restore` brings back every execution, event and AI usage row of the backup and the
 files, and replays from Temporal's histories what happened after the backup point (the
-finished execution's later events, the new execution's row and events). The service starts
-again, and the execution still waiting gets its event and finishes, its later events
-numbered after the restored ones.
+finished execution's later events, the new execution's row and events); a second replay
+changes nothing. The service starts again, and the execution still waiting gets its event and
+finishes, its later events numbered after the restored ones. Last, `--force` over the database
+in use: a restore that fails its check puts everything back, one that succeeds replaces it.
 """
 
 from __future__ import annotations
