@@ -73,10 +73,21 @@ def restore_storage(root: Path, archive: Path, progress: Progress) -> Path | Non
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = root.with_name(f".{root.name}.restoring-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
+    refused: list[str] = []
+
+    def data_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        # The "data" filter: no absolute paths, no links or members leading outside, no
+        # devices. One such member (a symlink a tenant's folder held that points outside it)
+        # is left out and named, rather than failing the whole storage.
+        try:
+            return tarfile.data_filter(member, dest)
+        except tarfile.FilterError:
+            refused.append(member.name)
+            return None
+
     try:
         with tarfile.open(archive, mode="r|gz") as tar:
-            # "data": no absolute paths, no links or members leading outside, no devices.
-            tar.extractall(staging, filter="data")
+            tar.extractall(staging, filter=data_only)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -91,6 +102,8 @@ def restore_storage(root: Path, archive: Path, progress: Progress) -> Path | Non
     staging.rename(root)
     files = sum(len(f) for _, _, f in os.walk(root))
     progress(f"storage: {files} files restored into {root}")
+    if refused:
+        progress(f"storage: left out (outside the storage root): {', '.join(refused[:20])}")
     return kept
 
 

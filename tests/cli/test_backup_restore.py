@@ -33,8 +33,9 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
+from app.backup import storage
 from app.backup.archive import BackupFailed, BackupRefused, create_backup, restore_backup
-from app.backup.manifest import DATABASE_FILE, NAME, BackupInvalid, StorageInfo
+from app.backup.manifest import DATABASE_FILE, NAME, STORAGE_FILE, BackupInvalid, StorageInfo
 from app.backup.replay import ReplayReport, replay_runs, visibility_query
 from app.backup.repository import SET_ASIDE
 from app.db import SessionFactory, make_engine, make_sessionmaker
@@ -354,3 +355,28 @@ async def test_s3_storage_is_recorded_not_copied(
     )
     assert set(manifest.files) == {DATABASE_FILE}
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [DATABASE_FILE, NAME]
+
+
+def test_storage_tar_keeps_its_files_and_leaves_out_links_leading_outside(tmp_path: Path) -> None:
+    """Files, folders and a link inside come back as they were; part files of writes in
+    progress are not backed up; a link pointing outside the storage root (at the host's
+    files) is left out of the restore, named, and nothing else is lost."""
+    root = tmp_path / "root" / "tenant"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_text("kept")
+    (root / "docs" / ".wfs-part-123").write_text("half written")
+    (root / "inside").symlink_to("docs/a.txt")
+    (root / "outside").symlink_to("/etc/passwd")
+    folder = tmp_path / "b"
+    folder.mkdir()
+    settings = Settings(_env_file=None, storage_root=tmp_path / "root")  # type: ignore[call-arg]
+    info, summed = storage.back_up_storage(settings, folder, lambda _: None)
+    assert info.included and info.files == 3 and summed  # a.txt and the two links
+    said: list[str] = []
+    storage.restore_storage(tmp_path / "restored", folder / STORAGE_FILE, said.append)
+    back = tmp_path / "restored" / "tenant"
+    assert (back / "docs" / "a.txt").read_text() == "kept"
+    assert (back / "inside").read_text() == "kept" and (back / "inside").is_symlink()
+    assert not (back / "outside").exists() and not (back / "outside").is_symlink()
+    assert not (back / "docs" / ".wfs-part-123").exists()
+    assert any("tenant/outside" in line for line in said)
