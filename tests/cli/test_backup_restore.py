@@ -4,7 +4,7 @@ On a database of its own, with an API, a worker and an AI worker running on it: 
 ran an AI step (ai_usage rows), two wait for an event (`wait.event`, then a `wait.timer`). The
 backup is taken while they wait. After it, one waiting execution gets its event and
 completes, and a new one runs to its end: both only in Temporal once the database is lost.
-Then the service stops, the database is dropped and created empty, the storage root deleted,
+Then the service stops, everything in the database is dropped, the storage root deleted,
 and `wfs restore` brings back every execution, event and AI usage row of the backup and the
 files, and replays from Temporal's histories what happened after the backup point (the
 finished execution's later events, the new execution's row and events); a second replay
@@ -247,10 +247,10 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
         assert (await wait_terminal(client, created_later))["status"] == "COMPLETED"
         lost_events = await rows(url, EVENTS)
 
-    # The disaster: the database and the files are gone; an empty database is made again.
-    await _drop_db(services, own.database_url)
-    conn = await asyncpg.connect(services.admin_db_url.replace("+asyncpg", ""))
-    await conn.execute(f'CREATE DATABASE "{url.partition("?")[0].rsplit("/", 1)[1]}"')
+    # The disaster: everything in the database and the files are gone. (Dropping its schema
+    # leaves what a new CREATE DATABASE gives, in a tenth of the time on a busy server.)
+    conn = await asyncpg.connect(url)
+    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     await conn.close()
     for path in sorted(own.storage_root.rglob("*"), reverse=True):
         path.unlink() if not path.is_dir() or path.is_symlink() else path.rmdir()
