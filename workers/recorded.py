@@ -33,7 +33,7 @@ from temporalio.worker import (
 
 from app.backup.replay import RecordedRun
 from app.executions.workflow_io import RECORD_EVENT_ACTIVITY, EventRecord, RunInput
-from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow
+from workers.workflows import TemplateWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +88,7 @@ async def recorded_runs(client: Client, query: str) -> AsyncIterator[RecordedRun
 
     capture = _Capture()
     replayer = Replayer(
-        workflows=[TemplateWorkflow, ForEachBatchWorkflow],
+        workflows=[TemplateWorkflow],
         workflow_runner=UnsandboxedWorkflowRunner(),
         interceptors=[capture],
         data_converter=client.data_converter,
