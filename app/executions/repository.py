@@ -192,6 +192,20 @@ class ExecutionRepository:
             )
         )
 
+    async def event_keys(self, execution_id: uuid.UUID) -> set[str]:
+        """Keys of every event recorded for the execution (replay after a restore skips them)."""
+        rows = await self.session.scalars(
+            select(ExecutionEvent.key).where(ExecutionEvent.execution_id == execution_id)
+        )
+        return set(rows)
+
+    async def version_id(self, template_id: uuid.UUID, version: int) -> uuid.UUID | None:
+        return await self.session.scalar(
+            select(TemplateVersion.id).where(
+                TemplateVersion.template_id == template_id, TemplateVersion.version == version
+            )
+        )
+
     async def add_event_once(
         self, execution_id: uuid.UUID, *, with_ai_cost: bool, **values: Any
     ) -> ExecutionEvent | None:
