@@ -300,7 +300,7 @@ def _replay(settings: Settings, source: Path | None, since: datetime | None = No
         from workers.recorded import recorded_runs  # the workflow code replays the histories
 
         assert settings.temporal_address
-        client = await connect(settings.temporal_address, settings.temporal_namespace)
+        client = await connect(settings)
         query = visibility_query(since, settings.temporal_task_queue)
         return await replay_runs(sessions, recorded_runs(client, query))
 
