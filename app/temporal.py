@@ -1,4 +1,9 @@
-"""Temporal client and the custom search attributes executions carry (tenant, template, tier)."""
+"""Temporal client and the custom search attributes executions carry (tenant, template, tier).
+
+Every client of the process runs on one runtime whose SDK metrics reach /metrics
+(app/temporal_metrics.py) and carries the interceptors workers inherit from it: tracing when
+it is on (app/tracing.py) and the log context of activities (app/log_context.py).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,10 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
+from app import tracing
+from app.log_context import ActivityLogContext
+from app.temporal_metrics import runtime
+
 log = structlog.get_logger(__name__)
 
 TENANT_KEY = SearchAttributeKey.for_keyword("WfsTenant")
@@ -20,7 +29,12 @@ SEARCH_ATTRIBUTES = {k.name: "Keyword" for k in (TENANT_KEY, TEMPLATE_KEY, TIER_
 
 
 async def connect(address: str, namespace: str) -> Client:
-    return await Client.connect(address, namespace=namespace)
+    return await Client.connect(
+        address,
+        namespace=namespace,
+        runtime=runtime(),
+        interceptors=[*tracing.temporal_interceptors(), ActivityLogContext()],
+    )
 
 
 async def ensure_search_attributes(client: Client) -> None:

@@ -36,8 +36,17 @@ from workers.workflows.rollup import AnalyticsRollupWorkflow
 
 log = structlog.get_logger(__name__)
 
-# Modules the workflow sandbox may reuse instead of re-importing on every run.
-PASSTHROUGH = ("app", "jinja2", "markupsafe", "structlog", "pydantic", "pydantic_core")
+# Modules the workflow sandbox may reuse instead of re-importing on every run; opentelemetry
+# for Temporal's tracing interceptor, which runs inside the sandbox when tracing is on.
+PASSTHROUGH = (
+    "app",
+    "jinja2",
+    "markupsafe",
+    "structlog",
+    "pydantic",
+    "pydantic_core",
+    "opentelemetry",
+)
 
 
 def build_worker(

@@ -31,6 +31,15 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
+def _serving(**overrides: Any) -> Settings:
+    """Settings of a long-running role: logging, and tracing when OTEL_* asks for it."""
+    from app import tracing
+
+    settings = _settings(**overrides)
+    tracing.configure(settings)
+    return settings
+
+
 def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
@@ -60,7 +69,7 @@ def api(host: str | None, port: int | None) -> None:
     """Run the GraphQL API server."""
     from app.cli.runner import run_api
 
-    settings = _settings(api_host=host, api_port=port).require()
+    settings = _serving(api_host=host, api_port=port).require()
     _run_until_signal(lambda stop: run_api(settings, stop))
 
 
@@ -72,7 +81,10 @@ def api(host: str | None, port: int | None) -> None:
     "WEBHOOK_TASK_QUEUE `webhooks` for those workers).",
 )
 @click.option(
-    "--metrics-port", type=int, default=None, help="Serve /metrics (WORKER_METRICS_PORT)."
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve /metrics, wfs_* and temporal_* series (WORKER_METRICS_PORT).",
 )
 def worker(queue: str | None, metrics_port: int | None) -> None:
     """Run a Temporal worker for template workflows and their activities."""
@@ -80,7 +92,7 @@ def worker(queue: str | None, metrics_port: int | None) -> None:
 
     from app.cli.runner import run_worker
 
-    settings = _settings(worker_metrics_port=metrics_port).require()
+    settings = _serving(worker_metrics_port=metrics_port).require()
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
     _run_until_signal(lambda stop: run_worker(settings, stop, queue))
@@ -110,7 +122,7 @@ def dev(state_dir: Path, port: int, host: str, fake_llm: bool, processes: int) -
     """Start everything not configured (PostgreSQL, Valkey, Temporal), migrate, seed, serve."""
     from app.cli.dev import run_dev
 
-    settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
+    settings = _serving(state_dir=state_dir, api_port=port, api_host=host)
     hard_exit(run_dev(settings, fake_llm=fake_llm, processes=processes))
 
 
