@@ -64,6 +64,8 @@ def configure(level: str = "info", json: bool = False, stream: IO[str] | None = 
     root.setLevel(numeric)
     for name in QUIET:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # OpenTelemetry warns once per span attribute it cuts to MAX_ATTRIBUTE_CHARS (long SQL).
+    logging.getLogger("opentelemetry.attributes").setLevel(max(numeric, logging.ERROR))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
