@@ -132,9 +132,11 @@ def _exposed(family: _Family) -> Metric:
             metric.add_sample(f"{family.name}_sum", base, histogram.total)
         return metric
     if family.kind == BUFFERED_METRIC_KIND_COUNTER:
-        metric = Metric(family.name, family.documentation, "counter")
+        # Prometheus counters end in _total, once (Core names one `local_activity_total`).
+        name = family.name.removesuffix("_total")
+        metric = Metric(name, family.documentation, "counter")
         for labels, value in family.values.items():
-            metric.add_sample(f"{metric.name}_total", dict(labels), value)
+            metric.add_sample(f"{name}_total", dict(labels), value)
         return metric
     metric = Metric(family.name, family.documentation, "gauge")
     for labels, value in family.values.items():
@@ -167,3 +169,14 @@ def _drain_forever(collector: TemporalCollector) -> None:
     stop = threading.Event()  # never set: a daemon thread ends with the process
     while not stop.wait(DRAIN_SECONDS):
         collector.drain()
+
+# The series deploy/prometheus/rules.yaml and the dashboard read (tests/observability checks that
+# a worker exports each; tests/deploy that the rules name no other temporal_* series).
+ALERTED_SERIES = (
+    "temporal_workflow_task_schedule_to_start_latency_bucket",
+    "temporal_activity_schedule_to_start_latency_bucket",
+    "temporal_worker_task_slots_available",
+    "temporal_worker_task_slots_used",
+    "temporal_workflow_task_queue_poll_succeed_total",
+    "temporal_request_latency_bucket",
+)
