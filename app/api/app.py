@@ -150,8 +150,7 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         try:
             await super().handle_connection_init(message)
         except SocketsExhausted as refused:
-            WS_CLOSED.labels("sockets").inc()
-            security_event("sockets_exhausted", str(refused))
+            WS_CLOSED.labels("sockets").inc()  # logged by Context.claim_socket
             await self.websocket.close(TOO_MANY_SOCKETS, str(refused))
             return
         if self.connection_acknowledged and self.key_watch is None:
