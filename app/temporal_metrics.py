@@ -170,6 +170,7 @@ def _drain_forever(collector: TemporalCollector) -> None:
     while not stop.wait(DRAIN_SECONDS):
         collector.drain()
 
+
 # The series deploy/prometheus/rules.yaml and the dashboard read (tests/observability checks that
 # a worker exports each; tests/deploy that the rules name no other temporal_* series).
 ALERTED_SERIES = (

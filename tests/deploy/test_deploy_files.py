@@ -41,9 +41,9 @@ import app.metrics  # noqa: F401
 import app.models.states as execution_states
 from app.ai.contracts import FALLBACK_REASONS
 from app.api import observe
-from app.errors import DomainError
 from app.cli.main import SCHEMA_PATH, cli
 from app.embedded.temporal import DISPATCH_DYNAMIC_CONFIG
+from app.errors import DomainError
 from app.migrate import PROJECT_ROOT
 from app.models.sla import BREACH_KINDS
 from app.settings import Settings
