@@ -15,6 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from app.settings import Settings
 from tests.support import free_port
 from tests.workers.test_template_graph import pk as execution_pk
@@ -121,3 +124,18 @@ async def test_one_trace_from_start_execution_through_the_workflow_to_the_ai_cal
     for line in in_activities:
         assert line["execution_id"] == execution_id and line["tenant_id"] == tenant_id
         assert line["trace_id"] == trace_id and line["workflow_id"] == f"exec-{execution_id}"
+
+
+def test_tracing_is_off_unless_an_exporter_is_configured() -> None:
+    def settings(**env: str) -> Settings:
+        return Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})  # type: ignore[call-arg]
+
+    assert not settings().tracing_enabled  # `wfs dev` and any process without OTEL_*
+    assert settings(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318").tracing_enabled
+    assert settings(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://c:4318/v1/traces").tracing_enabled
+    assert settings(OTEL_TRACES_EXPORTER="console").tracing_enabled
+    off = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    assert not settings(**off, OTEL_SDK_DISABLED="true").tracing_enabled
+    assert not settings(**off, OTEL_TRACES_EXPORTER="none").tracing_enabled
+    with pytest.raises(ValidationError, match="http/protobuf"):
+        settings(**off, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")  # not shipped: refused at start
