@@ -181,7 +181,7 @@ async def main(args: argparse.Namespace) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "stack_env": BENCH_ENV,
-        "tracing": args.tracing,
+        "tracing": {"on": args.tracing},
         "args": {k: v for k, v in vars(args).items() if k not in ("state_dir", "results")},
         "scenarios": {},
     }
@@ -194,7 +194,7 @@ async def main(args: argparse.Namespace) -> int:
             print(f"tracing on: OTEL_EXPORTER_OTLP_ENDPOINT={sink.url}")
         failed = await run_scenarios(stack, args, report)
         if sink is not None:
-            report["tracing"] = {"export_requests": sink.requests, "export_bytes": sink.bytes}
+            report["tracing"] |= {"export_requests": sink.requests, "export_bytes": sink.bytes}
             print(f"tracing: {sink.requests} exports, {sink.bytes / 1e6:.1f} MB of spans")
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     args.results.mkdir(parents=True, exist_ok=True)
