@@ -5,7 +5,7 @@
   the caller is authenticated (app/api/context.py); starting an execution binds its
   `execution_id` (app/api/executions.py);
 - workers bind, around each activity, `execution_id` and `tenant_id` from its input, and the
-  `workflow_id`, `activity` and `attempt` (ActivityLogContext, on every Temporal client).
+  `workflow_id`, `activity` and `attempt` (workers/log_context.py, on every worker).
 
 `security_event` is the one way to log a refusal (auth failures, rate and size limits, refused
 sockets...): event `security.<what>` at warning level with a `reason`, on the `security`
@@ -20,18 +20,8 @@ import time
 from typing import Any
 
 import structlog
-from temporalio import activity
-from temporalio.client import Interceptor as ClientInterceptor
-from temporalio.worker import (
-    ActivityInboundInterceptor,
-    ExecuteActivityInput,
-)
-from temporalio.worker import (
-    Interceptor as WorkerInterceptor,
-)
 
 _security = structlog.get_logger("security")
-IDS = ("execution_id", "tenant_id")
 THROTTLE_SECONDS = 10.0
 THROTTLE_KEYS = 10_000  # past this many callers in one window, the table starts over
 # (what, tenant or address) -> (when its last line was logged, refusals not logged since)
@@ -56,29 +46,3 @@ def security_event(what: str, reason: str, **fields: Any) -> None:
 def bind(**ids: object) -> None:
     """Bind ids for the rest of this task's log lines (None values are left out)."""
     structlog.contextvars.bind_contextvars(**{k: str(v) for k, v in ids.items() if v is not None})
-
-
-class ActivityLogContext(ClientInterceptor, WorkerInterceptor):
-    """On a client, so every worker built with it binds each activity's ids (a client
-    interceptor that is also a worker interceptor is inherited by the client's workers)."""
-
-    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _BindActivityIds(next)
-
-
-class _BindActivityIds(ActivityInboundInterceptor):
-    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        info = activity.info()
-        ids: dict[str, Any] = {
-            "workflow_id": info.workflow_id,
-            "activity": info.activity_type,
-            "attempt": info.attempt,
-        }
-        # One dataclass in (STYLE.md): an execution's activities carry its ids.
-        first = input.args[0] if input.args else None
-        for name in IDS:
-            value = getattr(first, name, None)
-            if isinstance(value, str):
-                ids[name] = value
-        with structlog.contextvars.bound_contextvars(**ids):
-            return await super().execute_activity(input)

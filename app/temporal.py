@@ -1,8 +1,8 @@
 """Temporal client and the custom search attributes executions carry (tenant, template, tier).
 
 Every client of the process runs on one runtime whose SDK metrics reach /metrics
-(app/temporal_metrics.py) and carries the interceptors workers inherit from it: tracing when
-it is on (app/tracing.py) and the log context of activities (app/log_context.py).
+(app/temporal_metrics.py) and, when tracing is on (app/tracing.py), carries Temporal's tracing
+interceptor, which the workers built with the client inherit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
 from app import tracing
-from app.log_context import ActivityLogContext
 from app.temporal_metrics import runtime
 
 log = structlog.get_logger(__name__)
@@ -33,7 +32,7 @@ async def connect(address: str, namespace: str) -> Client:
         address,
         namespace=namespace,
         runtime=runtime(),
-        interceptors=[*tracing.temporal_interceptors(), ActivityLogContext()],
+        interceptors=tracing.temporal_interceptors(),
     )
 
 

@@ -30,6 +30,7 @@ from app.settings import Settings
 from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities
 from workers.analytics_activities import AnalyticsActivities
+from workers.log_context import ActivityLogContext
 from workers.webhook_activities import WebhookActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
 from workers.workflows.rollup import AnalyticsRollupWorkflow
@@ -77,6 +78,7 @@ def build_worker(
         workflow_runner=sandboxed_runner(),
         max_concurrent_workflow_task_polls=10,
         graceful_shutdown_timeout=timedelta(seconds=5),
+        interceptors=[ActivityLogContext()],
     )
 
 
@@ -98,6 +100,7 @@ def build_webhook_worker(client: Client, sessions: SessionFactory, settings: Set
         workflow_runner=sandboxed_runner(),
         max_concurrent_activities=settings.webhook_max_concurrent_deliveries,
         graceful_shutdown_timeout=timedelta(seconds=5),
+        interceptors=[ActivityLogContext()],
     )
 
 
@@ -111,6 +114,7 @@ def build_ai_worker(
         activities=AiActivities(gateway, sessions, settings).all(),
         max_concurrent_activities=50,
         graceful_shutdown_timeout=timedelta(seconds=5),
+        interceptors=[ActivityLogContext()],
     )
 
 
