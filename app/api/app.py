@@ -120,7 +120,12 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
                 text = await self.ws.receive_text()
                 if len(text) > self.max_bytes or len(text.encode()) > self.max_bytes:
                     WS_CLOSED.labels("oversize").inc()
-                    security_event("socket_message_too_large", f"over {self.max_bytes} bytes")
+                    client = self.ws.client
+                    security_event(
+                        "socket_message_too_large",
+                        f"over {self.max_bytes} bytes",
+                        address=client.host if client else None,
+                    )
                     await self.close(4413, f"message over {self.max_bytes} bytes")
                     return
                 try:
