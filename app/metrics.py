@@ -1,11 +1,32 @@
 """Prometheus metrics of the service. The API serves them at /metrics; `wfs worker` serves
-them on --metrics-port. In `wfs dev` both roles share one process and one registry."""
+them on --metrics-port (WORKER_METRICS_PORT). In `wfs dev` both roles share one process and one
+registry. Temporal's SDK metrics (temporal_*) join the same registry (app/temporal_metrics.py);
+docs/observability.md lists them all."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 GRAPHQL_REQUESTS = Counter("wfs_graphql_requests_total", "GraphQL HTTP requests", ["method"])
+# `type`: query, mutation, subscription (unknown: unparsable); `operation`: the schema field
+# the operation selects at its root, `(multiple)`, or `(invalid)` when it was not validated.
+GRAPHQL_OPERATION_DURATION = Histogram(
+    "wfs_graphql_operation_duration_seconds",
+    "Queries and mutations, HTTP or WebSocket, from receipt to result (subscriptions: see "
+    "wfs_graphql_active_subscriptions)",
+    ["type", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+GRAPHQL_ERRORS = Counter(
+    "wfs_graphql_errors_total",
+    "Operations that answered with an error, once per code: the UserError code (a mutation's "
+    "union member or a coded GraphQL error), INTERNAL_SERVER_ERROR (an unexpected exception, "
+    "masked), GRAPHQL_VALIDATION_FAILED (unparsable, invalid or over a limit: not run)",
+    ["type", "operation", "code"],
+)
+GRAPHQL_ACTIVE_SUBSCRIPTIONS = Gauge(
+    "wfs_graphql_active_subscriptions", "Subscriptions running now (all sockets of this process)"
+)
 RATE_LIMITED = Counter(
     "wfs_rate_limited_total",
     "Operations and socket connects refused by a rate limit (per tenant or per client address)",

@@ -59,13 +59,24 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(default=10, ge=0)
     log_level: str = "info"
     log_json: bool = False
-    worker_metrics_port: int | None = None
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # `wfs worker` serves /healthz (liveness) and /readyz (polling) on this port, on every
     # interface like /metrics (the kubelet probes the pod's address); unset: not served.
     worker_health_port: int | None = Field(default=None, ge=1, le=65535)
     # On SIGTERM a worker stops polling and gives running activities this long to finish before
     # cancelling them (Kubernetes' terminationGracePeriodSeconds must be longer).
     worker_graceful_shutdown_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # Tracing (docs/observability.md): the standard OpenTelemetry variables. Tracing is on when
+    # an OTLP endpoint is set (or OTEL_TRACES_EXPORTER=otlp|console), off otherwise, `wfs dev`
+    # included; the SDK reads the rest (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, OTEL_TRACES_SAMPLER,
+    # OTEL_RESOURCE_ATTRIBUTES, ...) from the environment itself.
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: Literal["otlp", "console", "none"] | None = None
+    otel_exporter_otlp_endpoint: str | None = None  # e.g. http://collector:4318
+    otel_exporter_otlp_traces_endpoint: str | None = None  # the full URL, .../v1/traces
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] | None = None  # gRPC: not shipped
+    otel_exporter_otlp_traces_protocol: Literal["http/protobuf"] | None = None
+    otel_service_name: str = "workflow-service"
 
     # GraphQL protection, on by default.
     graphql_max_depth: int = 12
@@ -326,6 +337,18 @@ class Settings(BaseSettings):
             raise ValueError(f"S3_PREFIX {self.s3_prefix!r}: letters, digits, _ . - / only")
         self.s3_prefix = f"{prefix}/" if prefix else ""
         return self
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether this process exports traces (app/tracing.py): an OTLP endpoint or an
+        explicit exporter is set, and neither OTEL_SDK_DISABLED nor OTEL_TRACES_EXPORTER=none."""
+        if self.otel_sdk_disabled or self.otel_traces_exporter == "none":
+            return False
+        return bool(
+            self.otel_traces_exporter
+            or self.otel_exporter_otlp_endpoint
+            or self.otel_exporter_otlp_traces_endpoint
+        )
 
     def token_auth_enabled(self) -> bool:
         """True when AUTH_ISSUER, AUTH_AUDIENCE and AUTH_JWKS_URL are all set, False when none

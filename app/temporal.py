@@ -7,6 +7,10 @@ Search attributes are part of the deployment's schema: `wfs migrate` (and `wfs d
 them through the operator API (`register_search_attributes`, idempotent). Workers only check
 them at start (`check_search_attributes`): Temporal Cloud refuses the operator call to a
 namespace's API key, and registering from every replica raced for nothing.
+
+Every client of the process runs on one runtime whose SDK metrics reach /metrics
+(app/temporal_metrics.py) and, when tracing is on (app/tracing.py), carries Temporal's tracing
+interceptor, which the workers built with the client inherit.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 if TYPE_CHECKING:
     from app.settings import Settings
+
+from app import tracing
+from app.temporal_metrics import runtime
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +73,8 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         tls=tls_config(settings),
         api_key=key.get_secret_value() if key is not None else None,
+        runtime=runtime(),
+        interceptors=tracing.temporal_interceptors(),
     )
 
 

@@ -6,12 +6,14 @@ write the figures to bench/results/<UTC time>.json and bench/results/latest.json
                                                        # joined (not yet timed with them)
     .venv/bin/python -m bench.run --full               # the sizes of issue 10
     .venv/bin/python -m bench.run --only start_latency,throughput --executions 50
+    .venv/bin/python -m bench.run --only throughput --tracing   # OpenTelemetry on (OTLP sink)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import sys
@@ -39,6 +41,7 @@ from bench import (
     throughput,
 )
 from bench.harness import UNPOLLED, Api, Bench, count, dumps
+from bench.otlp_sink import OtlpSink
 from bench.stack import BENCH_ENV, Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +125,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         type=int,
         help="ai_recommendations: AI usage rows of the measured tenant (a year)",
     )
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="tracing on: the stack exports its spans (OTLP/HTTP) to a sink in this process",
+    )
     p.add_argument("--state-dir", type=Path, default=ROOT / ".wfs-bench")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
@@ -173,12 +181,32 @@ async def main(args: argparse.Namespace) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "stack_env": BENCH_ENV,
+        "tracing": {"on": args.tracing},
         "args": {k: v for k, v in vars(args).items() if k not in ("state_dir", "results")},
         "scenarios": {},
     }
     print(f"machine: {report['machine']}")
     print("stack: `wfs dev` with " + " ".join(f"{k}={v}" for k, v in BENCH_ENV.items()))
     stack = Stack(args.state_dir, dev_args=["--fake-llm"] if args.fan_out_ai else [])
+    with OtlpSink() if args.tracing else contextlib.nullcontext() as sink:
+        if sink is not None:
+            stack.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
+            print(f"tracing on: OTEL_EXPORTER_OTLP_ENDPOINT={sink.url}")
+        failed = await run_scenarios(stack, args, report)
+        if sink is not None:
+            report["tracing"] |= {"export_requests": sink.requests, "export_bytes": sink.bytes}
+            print(f"tracing: {sink.requests} exports, {sink.bytes / 1e6:.1f} MB of spans")
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    args.results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for path in (args.results / f"{stamp}.json", args.results / "latest.json"):
+        path.write_text(dumps(report) + "\n")
+    print(f"wrote {args.results / f'{stamp}.json'}")
+    return 1 if failed else 0
+
+
+async def run_scenarios(stack: Stack, args: argparse.Namespace, report: dict[str, Any]) -> bool:
+    """Start the stack, run the scenarios into `report`, stop it; True when one failed."""
     failed = False
     try:
         t0 = time.monotonic()
@@ -210,13 +238,7 @@ async def main(args: argparse.Namespace) -> int:
     finally:
         code = stack.stop()
         print(f"`wfs dev` stopped (exit {code})")
-    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    args.results.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for path in (args.results / f"{stamp}.json", args.results / "latest.json"):
-        path.write_text(dumps(report) + "\n")
-    print(f"wrote {args.results / f'{stamp}.json'}")
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

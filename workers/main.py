@@ -32,14 +32,24 @@ from workers.activities import TemplateActivities
 from workers.ai_activities import AiActivities
 from workers.analytics_activities import AnalyticsActivities
 from workers.health import HealthServer
+from workers.log_context import ActivityLogContext
 from workers.webhook_activities import WebhookActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
 from workers.workflows.rollup import AnalyticsRollupWorkflow
 
 log = structlog.get_logger(__name__)
 
-# Modules the workflow sandbox may reuse instead of re-importing on every run.
-PASSTHROUGH = ("app", "jinja2", "markupsafe", "structlog", "pydantic", "pydantic_core")
+# Modules the workflow sandbox may reuse instead of re-importing on every run; opentelemetry
+# for Temporal's tracing interceptor, which runs inside the sandbox when tracing is on.
+PASSTHROUGH = (
+    "app",
+    "jinja2",
+    "markupsafe",
+    "structlog",
+    "pydantic",
+    "pydantic_core",
+    "opentelemetry",
+)
 
 
 def build_worker(
@@ -71,6 +81,7 @@ def build_worker(
         workflow_runner=sandboxed_runner(),
         max_concurrent_workflow_task_polls=10,
         graceful_shutdown_timeout=graceful_shutdown(settings),
+        interceptors=[ActivityLogContext()],
     )
 
 
@@ -98,6 +109,7 @@ def build_webhook_worker(client: Client, sessions: SessionFactory, settings: Set
         workflow_runner=sandboxed_runner(),
         max_concurrent_activities=settings.webhook_max_concurrent_deliveries,
         graceful_shutdown_timeout=graceful_shutdown(settings),
+        interceptors=[ActivityLogContext()],
     )
 
 
@@ -113,6 +125,7 @@ def build_ai_worker(
         activities=AiActivities(gateway, sessions, settings).all(),
         max_concurrent_activities=50,
         graceful_shutdown_timeout=graceful_shutdown(settings),
+        interceptors=[ActivityLogContext()],
     )
 
 

@@ -51,6 +51,7 @@ from app.settings import Settings
 from app.steps.base import validate_input
 from workers.activities import STEP_OUTPUT_INVALID, check_step_output
 from workers.health import HealthServer
+from workers.log_context import ActivityLogContext
 from workers.heartbeat import Beats, beat_every, heartbeating
 
 log = structlog.get_logger(__name__)
@@ -286,6 +287,7 @@ def build_plugin_worker(
         activities=PluginActivities(manifest, settings, pool).all(),
         max_concurrent_activities=settings.plugin_max_concurrent_calls,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+        interceptors=[ActivityLogContext()],
     )
 
 

@@ -20,6 +20,7 @@ from app.ai.input_hash import deployment_key
 from app.ai.providers import build_providers
 from app.ai.repository import AiRepository
 from app.ai.routing import ROUTING
+from app.ai.traced_provider import traced
 from app.db import SessionFactory
 from app.models.base import utcnow
 from app.redis_conn import blocking_redis_client
@@ -44,7 +45,7 @@ def ai_redis(settings: Settings) -> aioredis.Redis:
 def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGateway:
     redis = ai_redis(settings)
     return AiGateway(
-        providers=build_providers(settings),
+        providers=traced(build_providers(settings)),
         ledger=BudgetLedger(
             redis,
             soft_threshold=settings.ai_soft_threshold,

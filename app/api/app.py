@@ -59,6 +59,7 @@ from app.api.negotiation import (
     negotiate,
     request_error_status,
 )
+from app.api.observe import RequestIds
 from app.api.schema import build_schema
 from app.db import make_engine, make_sessionmaker
 from app.errors import (
@@ -72,6 +73,7 @@ from app.errors import (
 )
 from app.events.bus import EventBus
 from app.files.service import require_writer
+from app.log_context import security_event
 from app.metrics import GRAPHQL_REQUESTS, WS_CLOSED, WS_OPERATIONS
 from app.plugins.registry import activate as activate_plugins
 from app.ratelimit import RateLimiter
@@ -119,6 +121,12 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
                 text = await self.ws.receive_text()
                 if len(text) > self.max_bytes or len(text.encode()) > self.max_bytes:
                     WS_CLOSED.labels("oversize").inc()
+                    client = self.ws.client
+                    security_event(
+                        "socket_message_too_large",
+                        f"over {self.max_bytes} bytes",
+                        address=client.host if client else None,
+                    )
                     await self.close(4413, f"message over {self.max_bytes} bytes")
                     return
                 try:
@@ -148,7 +156,7 @@ class GuardedTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         try:
             await super().handle_connection_init(message)
         except SocketsExhausted as refused:
-            WS_CLOSED.labels("sockets").inc()
+            WS_CLOSED.labels("sockets").inc()  # logged by Context.claim_socket
             await self.websocket.close(TOO_MANY_SOCKETS, str(refused))
             return
         if self.connection_acknowledged and self.key_watch is None:
@@ -424,7 +432,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 message = error.message if error else "missing API key in connection_init payload"
             # Strawberry closes a refused connect with 4403 "Forbidden" whatever the message;
             # the message is for the log below.
-            log.info("api.socket_refused", reason=message)
+            security_event("socket_refused", message, address=context.client_address)
             raise ConnectionRejectionError({"message": message})
         # Last, so a refused connect holds no place; released by the handler's shutdown.
         too_many = await context.claim_socket()
@@ -443,6 +451,7 @@ class UploadRefused(Exception):
         self.error, self.status, self.retry_after = error, status, retry_after
 
     def response(self) -> Response:
+        security_event("upload_refused", self.error.message, code=self.error.code)
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
         body = {"errors": [to_graphql_error(self.error).formatted]}
         return JSONResponse(body, status_code=self.status, headers=headers)
@@ -535,6 +544,13 @@ class BodySizeLimit:
                 await self._refuse(scope, receive, send, limit)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        client = scope.get("client")
+        security_event(
+            "body_too_large",
+            f"request body over {limit} bytes",
+            path=scope["path"],
+            address=client[0] if client else None,
+        )
         await JSONResponse(
             {"errors": [{"message": f"request body over {limit} bytes"}]},
             status_code=413,
@@ -610,7 +626,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *ide,
         ],
         middleware=[
-            cors_middleware(settings),  # outermost: refusals below (413) carry CORS headers too
+            # Outermost: every line logged for a request, refusals included, has its id.
+            Middleware(RequestIds),
+            cors_middleware(settings),  # refusals below (413) carry CORS headers too
             Middleware(
                 BodySizeLimit,
                 max_bytes=settings.max_request_bytes,

@@ -37,6 +37,7 @@ from app.analytics.forecast import CostEstimateReport, ForecastService
 from app.api.deps import Deps
 from app.errors import DomainError, Forbidden, RateLimited, Unauthenticated, Unavailable
 from app.executions.repository import ExecutionRepository
+from app.log_context import bind, security_event
 from app.metrics import AUTH_FAILURES, RATE_LIMITED
 from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
 from app.models.base import utcnow
@@ -225,7 +226,9 @@ class Context:
         tenant_id = self.principal().tenant_id
         lease, open_ = await SocketLease.claim(self.deps.redis, tenant_id, self.deps.settings)
         if lease is None and open_ >= cap:
-            log.info("api.socket_refused", tenant_id=str(tenant_id), open=open_, cap=cap)
+            security_event(
+                "socket_refused", "too many open sockets", tenant_id=str(tenant_id), cap=cap
+            )
             return f"too many open sockets: this tenant has {open_}, at most {cap}; close one"
         self.socket_lease = lease
         return None
@@ -273,10 +276,13 @@ class Context:
                 await session.commit()
             if isinstance(caller, PlatformPrincipal):
                 self.platform_ = caller
+                bind(platform_key_id=caller.key_id)
             else:
                 self.principal_ = caller
+                bind(tenant_id=caller.tenant_id)
         except DomainError as exc:
             AUTH_FAILURES.inc()
+            security_event("auth_failed", exc.message, code=exc.code, address=self.client_address)
             self.auth_error = exc
         except Exception as exc:  # the database: never show its error text to the caller
             log.warning("api.auth_unavailable", error=str(exc))
@@ -284,6 +290,12 @@ class Context:
 
     def _refuse(self, exc: RateLimited) -> RateLimited:
         RATE_LIMITED.inc()
+        security_event(
+            "rate_limited",
+            exc.message,
+            tenant_id=str(self.principal_.tenant_id) if self.principal_ else None,
+            address=self.client_address,
+        )
         if isinstance(self.request, Request) and self.response is not None:
             self.response.status_code = 429
             self.response.headers["Retry-After"] = str(exc.retry_after)

@@ -31,8 +31,13 @@ HEADERS = (
     "Apollographql-Client-Version",
     "GraphQL-Client-Name",
     "GraphQL-Client-Version",
+    # Observability (docs/observability.md): a page's own request id, and its trace context.
+    "X-Request-ID",
+    "traceparent",
+    "tracestate",
 )
-EXPOSED = ("Retry-After",)  # rate-limited callers read when to come back
+# Rate-limited callers read when to come back; a page reports the request id of a failure.
+EXPOSED = ("Retry-After", "X-Request-ID")
 
 
 def cors_origins(settings: Settings) -> list[str]:

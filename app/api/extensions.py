@@ -27,7 +27,12 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.union import StrawberryUnion
 
 from app.api.errors import UserError, to_graphql_error, user_error
+from app.api.observe import count_user_error
 from app.errors import DomainError
+from app.log_context import security_event
+
+# Refusals worth a security log line (app/log_context.py): a role or tenant boundary, a quota.
+REFUSALS = {"FORBIDDEN": "forbidden", "QUOTA_EXCEEDED": "quota_exceeded"}
 
 
 class DomainErrors(FieldExtension):
@@ -53,7 +58,7 @@ class DomainErrors(FieldExtension):
         try:
             return next_(source, info, **kwargs)
         except DomainError as exc:
-            return self.answer(exc)
+            return self.answer(exc, info)
 
     async def resolve_async(
         self, next_: AsyncExtensionResolver, source: Any, info: strawberry.Info, **kwargs: Any
@@ -63,15 +68,20 @@ class DomainErrors(FieldExtension):
         try:
             return await next_(source, info, **kwargs)
         except DomainError as exc:
-            return self.answer(exc)
+            return self.answer(exc, info)
 
-    def answer(self, exc: DomainError) -> UserError:
+    def answer(self, exc: DomainError, info: strawberry.Info) -> UserError:
         """The union member for the error's code; a code the union has no member for is a
         coded GraphQL error (Strawberry would otherwise answer with the first member of the
         same shape: a NOT_FOUND typed ForbiddenError)."""
+        if exc.code in REFUSALS:
+            principal = getattr(info.context, "principal_", None)
+            tenant_id = str(principal.tenant_id) if principal is not None else None
+            security_event(REFUSALS[exc.code], exc.message, tenant_id=tenant_id)
         member = user_error(exc) if self.members else None
         if member is None or type(member) not in self.members:
             raise to_graphql_error(exc) from exc
+        count_user_error(info, exc.code)  # a coded GraphQL error is counted with the result
         return member
 
 

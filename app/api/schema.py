@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 import strawberry
 from graphql import BREAK, DocumentNode, FieldNode, Visitor, visit
@@ -23,6 +24,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from app import tracing
 from app.api.admin import AdminMutation, AdminQuery, ApiKey, load_api_key_node
 from app.api.ai import AiMutation, AiQuery
 from app.api.analytics import AnalyticsQuery
@@ -43,6 +45,7 @@ from app.api.forecasts import ForecastQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
 from app.api.plugins import PluginMutation, PluginQuery
+from app.api.observe import OperationMetrics, tracing_extension
 from app.api.recommendations import RecommendationQuery
 from app.api.relay import Node, from_global_id
 from app.api.sla import SlaMutation, SlaQuery
@@ -196,6 +199,10 @@ def limit_rules(settings: Settings) -> list[type]:
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
+    # Outermost, so they see every refusal below and the errors as MaskErrors left them.
+    observers: list[Any] = [OperationMetrics]
+    if tracing.enabled():
+        observers.append(tracing_extension())
     return Schema(
         query=Query,
         mutation=Mutation,
@@ -205,6 +212,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=[
             # Factories, not instances: an extension instance would be shared by concurrent
             # operations (MaskErrors keeps per-operation state).
+            *observers,
             # Before OperationBudget: a refusal it sets at validation overrides the cached
             # validation result (the last extension to set the errors wins).
             partial(ValidationCache, maxsize=OPERATION_CACHE_SIZE),

@@ -201,6 +201,7 @@ async def _serve_child(settings: Settings, roles: Sequence[str]) -> None:
 def child_main(roles: Sequence[str]) -> None:
     import app.cli.runner  # noqa: F401 - the imports overlap the parent's start
     import workers.main  # noqa: F401
+    from app import tracing
     from app.cli.process import hard_exit
     from app.log_config import configure
 
@@ -209,6 +210,7 @@ def child_main(roles: Sequence[str]) -> None:
     if line:  # else the parent ended before it started us
         settings = Settings.model_validate_json(line)
         configure(settings.log_level, settings.log_json)
+        tracing.configure(settings)  # off unless OTEL_* (inherited from `wfs dev`) asks
         try:
             asyncio.run(_serve_child(settings, roles))
         except Exception as exc:

@@ -35,6 +35,15 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
+def _serving(**overrides: Any) -> Settings:
+    """Settings of a long-running role: logging, and tracing when OTEL_* asks for it."""
+    from app import tracing
+
+    settings = _settings(**overrides)
+    tracing.configure(settings)
+    return settings
+
+
 def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
@@ -64,7 +73,7 @@ def api(host: str | None, port: int | None) -> None:
     """Run the GraphQL API server."""
     from app.cli.runner import run_api
 
-    settings = _settings(api_host=host, api_port=port).require()
+    settings = _serving(api_host=host, api_port=port).require()
     _run_until_signal(lambda stop: run_api(settings, stop))
 
 
@@ -76,7 +85,10 @@ def api(host: str | None, port: int | None) -> None:
     "WEBHOOK_TASK_QUEUE `webhooks` for those workers).",
 )
 @click.option(
-    "--metrics-port", type=int, default=None, help="Serve /metrics (WORKER_METRICS_PORT)."
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve /metrics, wfs_* and temporal_* series (WORKER_METRICS_PORT).",
 )
 @click.option(
     "--health-port",
@@ -100,7 +112,7 @@ def worker(
 
     if plugin is not None and queue is not None:
         raise click.UsageError("--plugin runs on the plugin's own queue: leave out --queue")
-    settings = _settings(worker_metrics_port=metrics_port, worker_health_port=health_port)
+    settings = _serving(worker_metrics_port=metrics_port, worker_health_port=health_port)
     # A plugin worker needs Temporal only: the service's database and Redis stay out of it.
     settings = settings.require("temporal_address") if plugin else settings.require()
     if settings.worker_metrics_port:
@@ -141,7 +153,7 @@ def dev(state_dir: Path, port: int, host: str, fake_llm: bool, processes: int) -
             "pip install -e '.[dev]' (or `make dev`)"
         ) from None
 
-    settings = _settings(state_dir=state_dir, api_port=port, api_host=host)
+    settings = _serving(state_dir=state_dir, api_port=port, api_host=host)
     hard_exit(run_dev(settings, fake_llm=fake_llm, processes=processes))
 
 

@@ -26,6 +26,7 @@ from app.executions.recorder import Publisher, Recorder, TransitionRefused
 from app.executions.repository import ExecutionCriteria, ExecutionRepository
 from app.executions.workflow_io import EVENT_SIGNAL, EventRecord, ExternalEvent
 from app.jsonschemas import limit_problems
+from app.log_context import bind
 from app.metrics import EXECUTION_START_FAILURES
 from app.models import Execution, ExecutionEvent
 from app.models.states import STATUSES, TERMINAL, EventType, Status
@@ -215,6 +216,7 @@ class ExecutionService:
         )
 
         execution_id = uuid.uuid4()
+        bind(execution_id=execution_id)  # the request's later log lines are about it
         execution = Execution(
             id=execution_id,
             tenant_id=principal.tenant_id,

@@ -42,8 +42,10 @@ import app.api.app  # noqa: F401
 import app.metrics  # noqa: F401
 import app.models.states as execution_states
 from app.ai.contracts import FALLBACK_REASONS
+from app.api import observe
 from app.cli.main import SCHEMA_PATH, cli
 from app.embedded.temporal import DISPATCH_DYNAMIC_CONFIG
+from app.errors import DomainError
 from app.migrate import PROJECT_ROOT
 from app.models.sla import BREACH_KINDS
 from app.plugins.api import plugin_task_queue
@@ -51,6 +53,7 @@ from app.settings import Settings
 from app.temporal import SEARCH_ATTRIBUTES
 from workers.plugin_worker import LIMIT_OF as PLUGIN_LIMIT_OF
 from workers.plugin_worker import OUTCOMES as PLUGIN_OUTCOMES
+from app.temporal_metrics import ALERTED_SERIES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -78,6 +81,10 @@ API_PORT = 8000
 # registry, so a renamed or removed metric fails here before it breaks a dashboard.
 APP_METRICS = {
     "wfs_graphql_requests_total",
+    "wfs_graphql_operation_duration_seconds_bucket",
+    "wfs_graphql_operation_duration_seconds_count",
+    "wfs_graphql_errors_total",
+    "wfs_graphql_active_subscriptions",
     "wfs_rate_limited_total",
     "wfs_executions_started_total",
     "wfs_execution_start_failures_total",
@@ -120,7 +127,9 @@ KUBE_STATE_METRICS = {
     "kube_horizontalpodautoscaler_spec_max_replicas",
     "kube_job_failed",
 }
-KNOWN_METRICS = APP_METRICS | SCRAPE_METRICS | KUBE_STATE_METRICS
+# The Temporal SDK's, exported once Core records them (tests/observability checks each one).
+TEMPORAL_METRICS = set(ALERTED_SERIES)
+KNOWN_METRICS = APP_METRICS | SCRAPE_METRICS | KUBE_STATE_METRICS | TEMPORAL_METRICS
 
 # Kubernetes versions the manifests must be valid for: an old still-supported one and the
 # newest schema kubernetes-validate ships.
@@ -1307,6 +1316,7 @@ def metric_label_values() -> dict[tuple[str, str], set[str]]:
     assert isinstance(tier_choice, click.Choice)
     statuses = set(execution_states.TERMINAL)
     duration = "wfs_execution_duration_seconds"
+    graphql = "wfs_graphql_operation_duration_seconds"
     return {
         (f"{duration}_bucket", "status"): statuses,
         (f"{duration}_count", "status"): statuses,
@@ -1316,7 +1326,27 @@ def metric_label_values() -> dict[tuple[str, str], set[str]]:
         ("wfs_sla_breaches_total", "kind"): set(BREACH_KINDS),
         ("wfs_plugin_calls_total", "outcome"): set(PLUGIN_OUTCOMES),
         ("wfs_plugin_limit_kills_total", "limit"): set(PLUGIN_LIMIT_OF.values()),
+        ("wfs_graphql_errors_total", "code"): graphql_error_codes(),
+        ("wfs_graphql_errors_total", "type"): {"query", "mutation", "subscription", "unknown"},
+        (f"{graphql}_bucket", "type"): {"query", "mutation", "subscription", "unknown"},
+        (f"{graphql}_count", "type"): {"query", "mutation", "subscription", "unknown"},
+        ("temporal_worker_task_slots_available", "worker_type"): TEMPORAL_WORKER_TYPES,
     }
+
+
+# Core's worker kinds (its `worker_type` label).
+TEMPORAL_WORKER_TYPES = {"WorkflowWorker", "ActivityWorker", "LocalActivityWorker", "NexusWorker"}
+
+
+def graphql_error_codes() -> set[str]:
+    """Codes wfs_graphql_errors_total can carry: every DomainError's and the uncoded kinds."""
+    codes = {cls.code for cls in all_subclasses(DomainError)}
+    return codes | {observe.INTERNAL, observe.REQUEST_ERROR}
+
+
+def all_subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    return found.union(*(all_subclasses(c) for c in found))
 
 
 def check_promql(expr: str, where: str) -> None:

@@ -1,0 +1,72 @@
+"""A span around each model call when tracing is on (app/tracing.py): `traced` wraps the
+providers the gateway calls, so Provider.complete, the one function that calls a model,
+reports provider, model, tokens and cost without the gateway knowing about tracing.
+
+Attributes follow OpenTelemetry's GenAI conventions (`gen_ai.*`) plus the cost in USD
+(`wfs.ai.cost_usd`, a string: Decimal); never the prompt nor the output (tenant data).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import tracing
+from app.ai import pricing
+from app.ai.contracts import InvalidReply, Provider, ProviderError, ProviderResult, TaskSpec
+
+
+def traced(providers: dict[str, Provider]) -> dict[str, Provider]:
+    """`providers`, each model-calling one in a span when tracing is on; as they are if not."""
+    if not tracing.enabled():
+        return providers
+    return {
+        name: provider if name == "baseline" else TracedProvider(provider)
+        for name, provider in providers.items()
+    }
+
+
+class TracedProvider:
+    """A Provider whose `complete` runs in an `ai.call` span (probes are not traced)."""
+
+    def __init__(self, provider: Provider) -> None:
+        from opentelemetry import trace
+
+        self.inner, self.name = provider, provider.name
+        self._tracer = trace.get_tracer(__name__)
+
+    async def complete(
+        self, model: str, task: TaskSpec, input: dict[str, Any], *, timeout: float
+    ) -> ProviderResult:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        with self._tracer.start_as_current_span(
+            f"ai.call {self.name} {model}", kind=SpanKind.CLIENT, record_exception=False
+        ) as span:
+            span.set_attribute("gen_ai.system", self.name)
+            span.set_attribute("gen_ai.request.model", model)
+            span.set_attribute("wfs.ai.task", task.name)
+            try:
+                result = await self.inner.complete(model, task, input, timeout=timeout)
+            except InvalidReply as exc:  # answered and paid: its usage is known
+                _usage(span, self.name, model, exc.input_tokens, exc.output_tokens)
+                span.set_status(Status(StatusCode.ERROR, "invalid_json"))
+                raise
+            except ProviderError as exc:
+                span.set_attribute("error.type", exc.kind)
+                span.set_status(Status(StatusCode.ERROR, exc.kind))
+                raise
+            _usage(span, self.name, model, result.input_tokens, result.output_tokens)
+            return result
+
+    async def probe(self, model: str, *, timeout: float) -> bool:
+        return await self.inner.probe(model, timeout=timeout)
+
+
+def _usage(span: Any, provider: str, model: str, tokens_in: int, tokens_out: int) -> None:
+    span.set_attribute("gen_ai.usage.input_tokens", tokens_in)
+    span.set_attribute("gen_ai.usage.output_tokens", tokens_out)
+    try:
+        cost = pricing.cost(provider, model, tokens_in, tokens_out)
+    except pricing.UnknownModel:  # the gateway reports that; the span just has no cost
+        return
+    span.set_attribute("wfs.ai.cost_usd", str(cost))
