@@ -51,8 +51,8 @@ from app.settings import Settings
 from app.steps.base import validate_input
 from workers.activities import STEP_OUTPUT_INVALID, check_step_output
 from workers.health import HealthServer
-from workers.log_context import ActivityLogContext
 from workers.heartbeat import Beats, beat_every, heartbeating
+from workers.log_context import ActivityLogContext
 
 log = structlog.get_logger(__name__)
 DESCRIBE_TIMEOUT_SECONDS = 60.0

@@ -44,8 +44,8 @@ from app.api.files import FileMutation, FileQuery
 from app.api.forecasts import ForecastQuery
 from app.api.inputs import RefuseUnstorableInput, UtcDateTime
 from app.api.notifications import NotificationQuery, NotificationSubscription
-from app.api.plugins import PluginMutation, PluginQuery
 from app.api.observe import OperationMetrics, tracing_extension
+from app.api.plugins import PluginMutation, PluginQuery
 from app.api.recommendations import RecommendationQuery
 from app.api.relay import Node, from_global_id
 from app.api.sla import SlaMutation, SlaQuery

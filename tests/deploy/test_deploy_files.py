@@ -51,9 +51,9 @@ from app.models.sla import BREACH_KINDS
 from app.plugins.api import plugin_task_queue
 from app.settings import Settings
 from app.temporal import SEARCH_ATTRIBUTES
+from app.temporal_metrics import ALERTED_SERIES
 from workers.plugin_worker import LIMIT_OF as PLUGIN_LIMIT_OF
 from workers.plugin_worker import OUTCOMES as PLUGIN_OUTCOMES
-from app.temporal_metrics import ALERTED_SERIES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
