@@ -177,7 +177,9 @@ def _choice(value: Any, where: str) -> ModelChoice:
     return ModelChoice(provider, _name(model, where))
 
 
-def _tier(name: str, raw: Any) -> dict[str, tuple[ModelChoice, ...]]:
+def _tier(
+    name: str, raw: Any, models: Mapping[ModelChoice, ModelEntry]
+) -> dict[str, tuple[ModelChoice, ...]]:
     if not isinstance(raw, Mapping) or not raw:
         raise CatalogError(f"tiers.{name}: expected {{'default': [...], '<task>': [...]}}")
     unknown = set(raw) - {DEFAULT_KEY, *TASKS}
@@ -190,6 +192,9 @@ def _tier(name: str, raw: Any) -> dict[str, tuple[ModelChoice, ...]]:
         if not isinstance(choices, list) or len(choices) > 10:
             raise CatalogError(f"tiers.{name}.{key}: a list of at most 10 'provider/model'")
         parsed = tuple(_choice(c, f"tiers.{name}.{key}[{i}]") for i, c in enumerate(choices))
+        for i, choice in enumerate(parsed):
+            if choice not in models:
+                raise CatalogError(f"tiers.{name}.{key}[{i}]: {choice} has no entry in models")
         if len(set(parsed)) != len(parsed):
             raise CatalogError(f"tiers.{name}.{key}: a model is listed twice")
         lists[key] = parsed
@@ -212,7 +217,7 @@ def build(raw: Any, base: Catalog | None = None) -> Catalog:
     for tier, entry in tiers_raw.items():
         if tier not in TIER_NAMES:
             raise CatalogError(f"tiers.{tier}: unknown tier; the tiers are {', '.join(TIER_NAMES)}")
-        routing[tier] = _tier(tier, entry)
+        routing[tier] = _tier(tier, entry, models)
     for tier in TIER_NAMES:
         routing.setdefault(tier, {task: () for task in TASKS})
     catalog = Catalog(
@@ -247,18 +252,16 @@ def _read_override(value: str) -> Any:
         path = Path(text)
         try:
             if path.stat().st_size > MAX_CATALOG_BYTES:
-                raise CatalogError(
-                    f"AI_CATALOG file {path} is larger than {MAX_CATALOG_BYTES} bytes"
-                )
+                raise CatalogError(f"file {path}: more than {MAX_CATALOG_BYTES} bytes")
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise CatalogError(f"AI_CATALOG file {path}: {exc.strerror or exc}") from exc
+            raise CatalogError(f"file {path}: {exc.strerror or exc}") from exc
     if len(text) > MAX_CATALOG_BYTES:
-        raise CatalogError(f"AI_CATALOG is larger than {MAX_CATALOG_BYTES} bytes")
+        raise CatalogError(f"more than {MAX_CATALOG_BYTES} bytes")
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise CatalogError(f"AI_CATALOG is not valid JSON: {exc}") from exc
+        raise CatalogError(f"not valid JSON: {exc}") from exc
 
 
 @lru_cache(maxsize=1)

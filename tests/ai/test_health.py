@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from app.ai.health import ProviderHealth, publish_snapshot, read_snapshots
 from app.settings import Settings
 
-P, M = "openai", "gpt-4o-mini"
+P, M = "openai", "gpt-6-luna"
 
 
 class FakeClock:
@@ -151,13 +151,13 @@ def test_old_failures_leave_the_window(health: ProviderHealth, clock: FakeClock)
 
 
 def test_snapshot(health: ProviderHealth) -> None:
-    health.record("anthropic", "claude-3-5-haiku-latest", True, 120)
+    health.record("anthropic", "claude-haiku-5-5", True, 120)
     for _ in range(5):
         health.record(P, M, False, 300)
     assert health.snapshot() == [
         {
             "provider": "anthropic",
-            "model": "claude-3-5-haiku-latest",
+            "model": "claude-haiku-5-5",
             "state": "CLOSED",
             "error_rate": 0.0,
             "p95_latency_ms": 120,
@@ -190,7 +190,7 @@ async def test_published_snapshots_are_merged(redis: aioredis.Redis) -> None:
     one.record(P, M, False, 900)  # 1 failure in 4
     for _ in range(5):
         two.record(P, M, False, 50)  # open in worker two
-    two.record("anthropic", "claude-sonnet-4-0", True, 70)
+    two.record("anthropic", "claude-opus-5-5", True, 70)
     await publish_snapshot(redis, one, "w1", key=key)
     await publish_snapshot(redis, two, "w2", key=key)
     await redis.hset(key, "dead", json.dumps({"at": time.time() - 3600, "rows": []}))
@@ -199,7 +199,7 @@ async def test_published_snapshots_are_merged(redis: aioredis.Redis) -> None:
     assert rows == [
         {
             "provider": "anthropic",
-            "model": "claude-sonnet-4-0",
+            "model": "claude-opus-5-5",
             "state": "CLOSED",
             "error_rate": 0.0,
             "p95_latency_ms": 70.0,

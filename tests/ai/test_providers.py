@@ -22,7 +22,7 @@ from app.settings import Settings
 from tests.fakes.llm import FakeLLM, FakeLLMServer
 
 KEY = "sk-test-key"
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
+MODELS = {"openai": "gpt-6-luna", "anthropic": "claude-haiku-5-5"}
 PROVIDERS = list(MODELS)
 CLASSIFY = TASK_SPECS["classify_content"]
 INPUT = {
@@ -205,7 +205,7 @@ async def test_probe_true_false_and_connection_errors(provider: AnyProvider, fak
 async def test_openai_temperature_can_be_left_out(server: FakeLLMServer, fake: FakeLLM) -> None:
     fake.rule(json={"category": "Billing", "confidence": 0.5})
     reasoning = OpenAIProvider(KEY, server.openai_base_url, max_retries=0, temperature=None)
-    await reasoning.complete("gpt-4.1", CLASSIFY, INPUT, timeout=5)
+    await reasoning.complete("gpt-6.2-astra", CLASSIFY, INPUT, timeout=5)
     assert "temperature" not in fake.calls()[0].body
     await reasoning.aclose()
 

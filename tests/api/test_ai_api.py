@@ -44,7 +44,7 @@ async def test_same_template_baseline_for_free_models_for_premium(
     client, execution = results["premium"]
     premium = execution["result"]
     assert premium["category"] == "invoice"
-    assert {(a["provider"], a["model"]) for a in premium["ai"].values()} == {("openai", "gpt-4o")}
+    assert {(a["provider"], a["model"]) for a in premium["ai"].values()} == {("openai", "gpt-6.2-sol")}
     assert all(a["fallback_reason"] is None for a in premium["ai"].values())
 
     detail = (await q(client, "ExecutionAi", {"id": execution["id"]}))["execution"]
@@ -124,7 +124,7 @@ async def test_budget_and_settings_mutations(server: str, sessions: Any) -> None
             "input": {
                 "enabled": False,
                 "overrides": {
-                    "summarize": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest"}]
+                    "summarize": [{"provider": "anthropic", "model": "claude-haiku-5-5"}]
                 },
             }
         },
@@ -143,5 +143,5 @@ async def test_ai_providers_reports_what_the_ai_worker_probes(server: str, sessi
                 break
             await asyncio.sleep(0.5)
     names = {(p["name"], p["model"]) for p in providers}
-    assert ("openai", "gpt-4o-mini") in names and ("anthropic", "claude-sonnet-4-0") in names
+    assert ("openai", "gpt-6-luna") in names and ("anthropic", "claude-opus-5-5") in names
     assert all(p["breakerState"] == "CLOSED" and p["status"] == "UP" for p in providers)
