@@ -80,13 +80,26 @@ async def test_json_reply_is_parsed_with_token_usage(provider: AnyProvider, fake
             {"role": "system", "content": system},
             {"role": "user", "content": user},
         ]
-        assert call.body["response_format"] == {"type": "json_object"}
+        # Structured outputs: the task's schema, its categories as an enum, strict.
+        assert call.body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "classify_content",
+                "schema": CLASSIFY.reply_schema(INPUT),  # type: ignore[attr-defined]
+                "strict": True,
+            },
+        }
+        schema = call.body["response_format"]["json_schema"]["schema"]
+        assert schema["properties"]["category"]["enum"] == ["Billing", "Support"]
         assert call.body["temperature"] == 0
     else:
         assert call.body["system"] == system
         assert call.body["messages"] == [{"role": "user", "content": user}]
         assert call.body["max_tokens"] == 1024
         assert "temperature" not in call.body  # API version 2026-10-21 rejects it
+        assert call.body["output_config"] == {
+            "format": {"type": "json_schema", "schema": CLASSIFY.reply_schema(INPUT)}  # type: ignore[attr-defined]
+        }
     assert "hacked" in user and user.startswith(DATA_OPEN) and user.endswith(DATA_CLOSE)
 
 
@@ -121,10 +134,11 @@ async def test_non_json_reply_is_invalid_json(
     [
         (429, "rate_limited", True),
         (500, "server", True),
-        (503, "server", True),
+        (503, "overloaded", True),
         (400, "bad_request", False),
-        (404, "bad_request", False),
-        (403, "auth", True),
+        (404, "model_not_found", True),  # unknown or retired: the next candidate may work
+        (403, "model_forbidden", True),
+        (409, "bad_request", False),
     ],
 )
 async def test_status_errors_are_mapped(
@@ -141,7 +155,7 @@ async def test_anthropic_overloaded_529_is_a_server_error(
 ) -> None:
     fake.rule(provider="anthropic", status=529)
     error = await failure(make("anthropic", server))
-    assert (error.kind, error.retryable) == ("server", True)
+    assert (error.kind, error.retryable) == ("overloaded", True)
 
 
 async def test_wrong_key_is_an_auth_error_that_fails_over(
