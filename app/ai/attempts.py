@@ -21,10 +21,15 @@ MAX_MESSAGE_CHARS = 200
 MAX_ATTEMPTS = 12  # stored per usage row (candidates x 2 tries stays far below)
 _QUOTED_CHARS = 40  # a quoted run longer than this is data, not an identifier
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-# API keys of both providers (sk-..., sk-ant-...), bearer tokens and key=value credentials.
-_SECRET = re.compile(
-    r"(?i)\b(?:sk-[A-Za-z0-9_\-]{6,}|bearer\s+[A-Za-z0-9._\-]{6,}"
-    r"|(?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9._\-]{6,})"
+# Credentials, replaced in this order: bearer tokens, API keys of both providers (sk-...,
+# sk-ant-...), then whatever follows a key-like name.
+_SECRETS = (
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(
+        r"(?i)\b(?:api[_-]?key|x-api-key|authorization|token|secret)[\"']?\s*[:=]\s*[\"']?"
+        r"(?!\[redacted\])[A-Za-z0-9._~+/=\-]{6,}"
+    ),
 )
 _QUOTED = re.compile("|".join(f"{q}[^{q}]{{{_QUOTED_CHARS},}}{q}" for q in "'\"`"))
 
@@ -32,7 +37,8 @@ _QUOTED = re.compile("|".join(f"{q}[^{q}]{{{_QUOTED_CHARS},}}{q}" for q in "'\"`
 def sanitize(message: str) -> str:
     """`message` fit to store and show: no control characters, credentials or long quotes."""
     text = _CONTROL.sub(" ", message[: MAX_MESSAGE_CHARS * 20])
-    text = _SECRET.sub("[redacted]", text)
+    for secret in _SECRETS:
+        text = secret.sub("[redacted]", text)
     text = _QUOTED.sub("'…'", text)
     text = " ".join(text.split())
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
