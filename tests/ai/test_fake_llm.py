@@ -279,7 +279,11 @@ async def test_error_shapes_and_x_api_key(server: FakeLLMServer, fake: FakeLLM) 
         assert messages.status_code == 401
         assert messages.json()["type"] == "error"
         assert messages.json()["error"]["type"] == "authentication_error"
-        body = {"model": "claude-haiku-5-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        body = {
+            "model": "claude-haiku-5-5",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
         ok = await http.post("/v1/messages", json=body, headers={"x-api-key": "k2"})
         assert ok.status_code == 200 and ok.json()["content"][0]["text"] == '{"echo": "hi"}'
         streamed = await http.post(
