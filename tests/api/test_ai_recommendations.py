@@ -50,7 +50,8 @@ async def tenant_id(sessions: Any, tier: str) -> tuple[uuid.UUID, Any]:
 
 
 def usage(tenant: uuid.UUID, at: datetime, **fields: Any) -> AiUsage:
-    """One ai_usage row: a paid, validated gpt-6.2-sol summarize call unless `fields` say otherwise."""
+    """One ai_usage row: a paid, validated gpt-6.2-sol summarize call unless `fields` say
+    otherwise."""
     row = {
         "task": "summarize",
         "provider": "openai",

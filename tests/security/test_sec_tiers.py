@@ -23,10 +23,11 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from app.ai import pricing, routing
+from app.ai import routing
 from app.ai.contracts import TASKS, ModelChoice
 from app.ai.fake_llm import FakeLLMServer
 from app.ai.service import AiService
+from app.ai_catalog import default_catalog
 from app.api.schema import build_schema
 from app.models import TIERS
 from app.settings import Settings
@@ -140,7 +141,7 @@ async def test_pro_admin_overrides_within_pro_only(server: str, sessions: Any) -
 
 
 MODELS = st.sampled_from(
-    [{"provider": p, "model": m} for p, m in pricing.LIST_PRICES if p != "baseline"]
+    [{"provider": c.provider, "model": c.model} for c in default_catalog().models]
     + [{"provider": "openai", "model": "gpt-9"}, {"provider": "x", "model": "y"}, {}, "gpt-6.2-sol"]
 )
 
@@ -174,7 +175,7 @@ def test_candidates_never_leave_the_tier(
         and (choice := ModelChoice(str(o.get("provider")), str(o.get("model")))) in allowed
     ]
     if wanted:  # the allowed part of the override, in its order
-        expected = [routing.CHEAPER.get(c, c) if near_budget else c for c in wanted]
+        expected = [default_catalog().cheaper(c) if near_budget else c for c in wanted]
         assert chosen == list(dict.fromkeys(expected))
     else:  # nothing allowed in it: the tier's own table
         plain = routing.candidates(
@@ -190,10 +191,10 @@ def test_allowed_models_grow_with_the_tier() -> None:
     for lower, higher in zip(TIERS, TIERS[1:], strict=False):
         assert set(routing.allowed_models(lower)) <= set(routing.allowed_models(higher))
     for tier in TIERS:
-        for models in routing.ROUTING[tier].values():
+        for models in default_catalog().routing[tier].values():
             for model in models:
                 assert model in routing.allowed_models(tier)
-                assert routing.CHEAPER.get(model, model) in routing.allowed_models(tier)
+                assert default_catalog().cheaper(model) in routing.allowed_models(tier)
     enterprise_only = set(routing.allowed_models("enterprise")) - set(
         routing.allowed_models("premium")
     )
