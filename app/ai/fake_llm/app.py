@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.ai.fake_llm.sample import constrain
+from app.ai.tasks.base import parse_reply
 from app.ai.fake_llm.script import FakeLLM, LLMRequest, RecordedCall, Rule
 from app.ai.fake_llm.wire import (
     PROVIDER_OF,
@@ -266,11 +267,16 @@ def _model_refusal(fake: FakeLLM, provider: Provider, parsed: ParsedRequest) -> 
 
 
 def constrained(text: str, schema: dict[str, Any] | None) -> str:
-    """A reply made to fit `schema`, as a model decoding under the schema would give."""
+    """A reply made to fit `schema`, as a model decoding under the schema would give: the JSON
+    object the text meant (prose around it cannot be written under a schema), constrained. A
+    reply with no object in it (cut off) gets the schema's smallest sample."""
     try:
         value: Any = json.loads(text)
     except ValueError:
-        value = None
+        try:
+            value = parse_reply(text)
+        except ValueError:
+            value = None
     return json.dumps(constrain(value, schema or {}))
 
 

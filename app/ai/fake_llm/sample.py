@@ -68,11 +68,12 @@ def echo_reply(last_user: str) -> dict[str, Any]:
 
 
 def constrain(value: Any, schema: Any, *, root: Any = None, depth: int = 0) -> Any:
-    """`value` made to fit a (simple) JSON Schema, the way decoding under the schema would:
-    what fits is kept, an enum takes the member matching case-insensitively (else the first),
-    a numeric string becomes a number, a missing required property or a value of the wrong
-    type becomes the schema's smallest sample, unknown properties go. Covers the keywords
-    sample_from_schema covers."""
+    """`value` (what a model meant to answer) made to fit a (simple) JSON Schema, the way
+    decoding under the schema would write it: what fits is kept, an answer wrapped in a
+    one-key object is unwrapped, a property under another name moves to the schema's name,
+    an enum takes the member matching case-insensitively (else the first), a numeric string
+    becomes a number, anything still missing or of the wrong type becomes the schema's
+    smallest sample, unknown properties go. Covers the keywords sample_from_schema covers."""
     root = schema if root is None else root
     if not isinstance(schema, dict) or depth > _MAX_DEPTH:
         return value
@@ -97,9 +98,18 @@ def constrain(value: Any, schema: Any, *, root: Any = None, depth: int = 0) -> A
         if not isinstance(value, dict):
             return sample_from_schema(schema, root=root, depth=depth)
         properties = schema.get("properties") or {}
+        if not set(properties) & set(value) and len(value) == 1:
+            inner = next(iter(value.values()))
+            if isinstance(inner, dict):  # {"result": {...}}: the answer the model meant
+                value = inner
+        # A property the model named differently: the decoder makes it write the schema's
+        # name, with what it meant to put there (the unclaimed values, in order).
+        unclaimed = [v for k, v in value.items() if k not in properties]
         return {
             name: constrain(value[name], sub, root=root, depth=depth + 1)
             if name in value
+            else constrain(unclaimed.pop(0), sub, root=root, depth=depth + 1)
+            if unclaimed
             else sample_from_schema(sub, root=root, depth=depth + 1)
             for name, sub in properties.items()
         }
