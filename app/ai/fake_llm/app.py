@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.ai.fake_llm.sample import constrain
-from app.ai.tasks.base import parse_reply
 from app.ai.fake_llm.script import FakeLLM, LLMRequest, RecordedCall, Rule
 from app.ai.fake_llm.wire import (
     PROVIDER_OF,
@@ -33,6 +32,7 @@ from app.ai.fake_llm.wire import (
     parse_request,
     success_body,
 )
+from app.ai.tasks.base import parse_reply
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 _CLIENT_GONE = 499  # nginx's "client closed request": recorded when the caller gave up
