@@ -17,6 +17,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from app.ai.fake_llm.sample import constrain
 from tests.fakes.llm import FakeLLM, FakeLLMServer, Rule, count_tokens, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -419,3 +420,48 @@ async def test_in_process_via_asgi_transport() -> None:
     async with httpx2.AsyncClient(transport=transport, base_url="http://fake") as http:
         client = openai_client("http://fake/v1", http_client=http)
         assert await complete(client, "hi") == "in process"
+
+
+async def test_unknown_models_are_404_in_each_providers_shape(
+    server: FakeLLMServer, fake: FakeLLM
+) -> None:
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        await openai_client(server.openai_base_url).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        await anthropic_client(server.anthropic_base_url).messages.create(
+            model="claude-3-5-sonnet-latest",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "x"}],
+        )
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert [c.status for c in fake.calls()] == [404, 404]
+    fake.any_model = True  # a compatible server that takes any name
+    try:
+        answer = await openai_client(server.openai_base_url).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+        assert answer.model == "gpt-4o"
+    finally:
+        fake.any_model = False
+
+
+def test_constrain_writes_what_the_model_meant_under_the_schema() -> None:
+    schema = {
+        "type": "object",
+        "required": ["category", "confidence"],
+        "properties": {
+            "category": {"type": "string", "enum": ["Billing", "Support"]},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    }
+    assert constrain({"result": {"label": "billing", "confidence": "0.7"}}, schema) == {
+        "category": "Billing",
+        "confidence": 0.7,
+    }
+    assert constrain({"category": "Support", "confidence": 3, "extra": 1}, schema) == {
+        "category": "Support",
+        "confidence": 1,
+    }
+    assert constrain(None, schema) == {"category": "Billing", "confidence": 0}
