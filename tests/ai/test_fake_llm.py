@@ -436,7 +436,9 @@ async def test_unknown_models_are_404_in_each_providers_shape(
             messages=[{"role": "user", "content": "x"}],
         )
     assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
-    assert [c.status for c in fake.calls()] == [404, 404]
+    with pytest.raises(openai.NotFoundError):
+        await openai_client(server.openai_base_url).models.retrieve("gpt-4o")
+    assert [c.status for c in fake.calls()] == [404, 404, 404]
     fake.any_model = True  # a compatible server that takes any name
     try:
         answer = await openai_client(server.openai_base_url).chat.completions.create(

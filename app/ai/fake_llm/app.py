@@ -205,6 +205,8 @@ async def _models_answer(
         if rule.status:
             return _scripted_error(provider, rule, rule.status)
     if call.model:
+        if not fake.knows(call.model):
+            return _error(provider, 404, f"model: {call.model}")
         return JSONResponse(model_object(call.model))
     return JSONResponse(model_list(fake.models))
 
