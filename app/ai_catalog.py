@@ -21,7 +21,7 @@ of that model; `null` removes it); its tiers replace the default tier they name.
 
 Every check runs at load, so a bad AI_CATALOG stops the process with a one-line error naming the
 entry, and a tier cannot route to a model without a price. This module imports nothing of the
-application but the task names, so app.settings can validate with it.
+application but the task and tier names, so app.settings can validate with it.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from app.ai_tasks import TASKS
+from app.tiers import TIERS
 
 PROVIDERS = ("openai", "anthropic")
-TIER_NAMES = ("free", "pro", "premium", "enterprise")  # app/tiers.py's order (checked by a test)
+TIER_NAMES = TIERS
 DEFAULT_KEY = "default"  # a tier's candidates for every task it does not name
 MAX_CATALOG_BYTES = 256 * 1024
 _MODEL_KEYS = frozenset({"input", "output", "cached_input", "cheaper", "temperature"})
