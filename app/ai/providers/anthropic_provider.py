@@ -15,7 +15,13 @@ from typing import Any, Literal
 import anthropic
 
 from app.ai.contracts import ProviderError, ProviderResult, TaskSpec
-from app.ai.providers.sdk import bounded_call, list_model_ids, map_sdk_error, result_of
+from app.ai.providers.sdk import (
+    bounded_call,
+    list_model_ids,
+    map_sdk_error,
+    portable_schema,
+    result_of,
+)
 from app.ai.tasks import max_output_tokens, reply_schema
 
 OutputMode = Literal["json_schema", "text"]
@@ -53,7 +59,10 @@ class AnthropicProvider:
         options: dict[str, Any] = {}
         if self.output_mode == "json_schema":
             options["output_config"] = {
-                "format": {"type": "json_schema", "schema": reply_schema(task, input)}
+                "format": {
+                    "type": "json_schema",
+                    "schema": portable_schema(reply_schema(task, input)),
+                }
             }
         message, latency_ms = await bounded_call(
             self.client.messages.create(

@@ -15,7 +15,13 @@ from typing import Any, Literal
 import openai
 
 from app.ai.contracts import ProviderError, ProviderResult, TaskSpec
-from app.ai.providers.sdk import bounded_call, list_model_ids, map_sdk_error, result_of
+from app.ai.providers.sdk import (
+    bounded_call,
+    list_model_ids,
+    map_sdk_error,
+    portable_schema,
+    result_of,
+)
 from app.ai.tasks import reply_schema
 from app.ai_catalog import Catalog
 
@@ -97,7 +103,11 @@ class OpenAIProvider:
             return {"type": "json_object"}
         return {
             "type": "json_schema",
-            "json_schema": {"name": task.name, "schema": reply_schema(task, input), "strict": True},
+            "json_schema": {
+                "name": task.name,
+                "schema": portable_schema(reply_schema(task, input)),
+                "strict": True,
+            },
         }
 
     async def aclose(self) -> None:

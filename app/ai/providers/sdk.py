@@ -112,6 +112,54 @@ async def list_model_ids(listing: AsyncIterable[Any], sdk: ModuleType, timeout: 
     return ids
 
 
+# What both providers' schema-constrained decoding accepts everywhere (their strictest common
+# subset): structure, types and enums. Lengths, numeric bounds, formats and patterns are left
+# to the task's own checks, which run on every reply anyway; sent, some models refuse the
+# whole schema (a 400).
+_PORTABLE_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "anyOf",
+        "description",
+        "$ref",
+        "$defs",
+    }
+)
+
+
+def portable_schema(schema: Any) -> Any:
+    """`schema` with only the keywords structured outputs take, recursively; every object
+    closed (additionalProperties false) with all its properties required, as OpenAI's strict
+    mode needs."""
+    if isinstance(schema, list):
+        return [portable_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in _PORTABLE_KEYWORDS:
+            continue
+        if key in ("properties", "$defs"):
+            kept[key] = {name: portable_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "anyOf"):
+            kept[key] = portable_schema(value)
+        else:
+            kept[key] = value
+    enum = kept.get("enum")
+    if isinstance(enum, list) and "type" not in kept and all(isinstance(v, str) for v in enum):
+        kept["type"] = "string"  # strict mode wants every value typed
+    if kept.get("type") == "object" or "properties" in kept:
+        kept["additionalProperties"] = False
+        kept["required"] = list(kept.get("properties", {}))
+    return kept
+
+
 def result_of(
     text: str,
     input_tokens: int,
