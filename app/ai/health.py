@@ -89,8 +89,12 @@ class ProviderHealth:
 
     def mark_unavailable(self, provider: str, model: str, reason: str) -> None:
         """The provider refused this model itself (`reason`: model_not_found, model_forbidden):
-        allow() says no for unavailable_seconds."""
+        allow() says no for unavailable_seconds. Stands in for record() after allow(): a
+        half-open trial slot the call held is given back, and the breaker's figures stay."""
         key = (provider, model)
+        breaker = self._breakers.get(key)
+        if breaker is not None and breaker.trials:
+            breaker.trials.pop(0)
         if key not in self._breakers:
             self._breakers[key] = _Breaker()
             set_breaker_state(provider, model, CLOSED)
