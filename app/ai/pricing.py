@@ -14,7 +14,17 @@ from typing import Any
 
 from app.ai_catalog import Catalog, Price, default_catalog
 
-__all__ = ["MICRO", "Price", "PriceTable", "UnknownModel", "cost", "estimate", "is_priced", "usd"]
+__all__ = [
+    "EXTRA_PRICES",
+    "MICRO",
+    "Price",
+    "PriceTable",
+    "UnknownModel",
+    "cost",
+    "estimate",
+    "is_priced",
+    "usd",
+]
 
 MICRO = Decimal("0.000001")
 
@@ -23,6 +33,10 @@ def usd(value: Any) -> Decimal:
     """An amount as USD with the 6 decimals costs are kept with ("0.000000", "0.001576")."""
     return Decimal(value or 0).quantize(MICRO)
 
+
+# Prices of models that code registers at process start (extensions such as plugins' own
+# providers), consulted by every table after its catalogue's: an AI_CATALOG override keeps them.
+EXTRA_PRICES: dict[tuple[str, str], Price] = {}
 
 PER_TOKENS = Decimal(1_000_000)
 CHARS_PER_TOKEN = 3  # deliberately pessimistic (English averages ~4) so estimates over-reserve
@@ -56,13 +70,13 @@ class PriceTable:
         return _table_of(catalog)
 
     def is_priced(self, provider: str, model: str) -> bool:
-        return (provider, model) in self.prices
+        return (provider, model) in self.prices or (provider, model) in EXTRA_PRICES
 
     def price(self, provider: str, model: str) -> Price:
-        try:
-            return self.prices[(provider, model)]
-        except KeyError:
-            raise UnknownModel(provider, model) from None
+        found = self.prices.get((provider, model)) or EXTRA_PRICES.get((provider, model))
+        if found is None:
+            raise UnknownModel(provider, model)
+        return found
 
     def cost(
         self,

@@ -107,3 +107,15 @@ def test_a_catalogue_override_changes_and_adds_prices() -> None:
     assert PriceTable.of(default_catalog()).price("openai", "gpt-6.2-sol").input_per_mtok == 2
     with pytest.raises(UnknownModel):
         pricing.cost("openai", "local-llama", 1, 1)
+
+
+def test_registered_extra_prices_join_every_catalogue() -> None:
+    key = ("acme.llm", "tiny")
+    override = build({"models": {"openai": {"x": {"input": 1, "output": 1}}}}, default_catalog())
+    assert not pricing.is_priced(*key)
+    pricing.EXTRA_PRICES[key] = pricing.Price(Decimal("1"), Decimal("2"))
+    try:
+        assert pricing.cost(*key, 1_000_000, 0) == Decimal("1")
+        assert pricing.cost(*key, 0, 1_000_000, catalog=override) == Decimal("2")
+    finally:
+        del pricing.EXTRA_PRICES[key]
