@@ -24,6 +24,8 @@ import psutil
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.ai_catalog import Catalog, CatalogError
+from app.ai_catalog import load as load_catalog
 from app.ai_tasks import TASKS as AI_TASKS
 from app.executions.workflow_io import RunLimits
 from app.plugin_limits import PluginLimits
@@ -235,6 +237,19 @@ class Settings(BaseSettings):
     # Keys the input fingerprints recorded per AI call (app/ai/input_hash.py); unset: derived
     # from the file-URL secret. Every AI worker needs the same one.
     ai_input_hash_key: SecretStr | None = Field(default=None, min_length=32)
+    # The model catalogue (app/ai_catalog.json: tiers' candidates per task, cheaper siblings,
+    # prices): a path to a JSON file, or the JSON itself, merged over the shipped defaults
+    # (docs/ai.md, "The model catalogue"). Checked here, so a bad one refuses to start.
+    ai_catalog: str | None = None
+    # How replies are constrained (docs/ai.md, "Structured outputs"): `json_schema` asks the
+    # provider to follow the task's JSON Schema (OpenAI strict structured outputs, Anthropic
+    # structured outputs); `json_object` (OpenAI) / `text` (Anthropic) only asks for JSON, for
+    # compatible servers that lack schema support.
+    openai_output_mode: Literal["json_schema", "json_object"] = "json_schema"
+    anthropic_output_mode: Literal["json_schema", "text"] = "json_schema"
+    # AI workers list each provider's models this often (and at start) and report configured
+    # models the provider does not offer (aiProviders, /readyz detail, `wfs dev`).
+    ai_model_check_seconds: float = Field(default=900.0, gt=0)
 
     # Plugins (docs/plugins.md). PLUGINS_ENABLED: which installed plugins this deployment
     # loads: "all" (default), "none", or names separated by commas. PLUGINS_DEFAULT_TENANTS: a
@@ -292,6 +307,15 @@ class Settings(BaseSettings):
             if any(v < 0 or (v == 0 and k != "processes") for k, v in values.items()):
                 raise ValueError(f"plugin {plugin}: limits must be positive (processes may be 0)")
         return limits
+
+    @field_validator("ai_catalog")
+    @classmethod
+    def _valid_catalog(cls, value: str | None) -> str | None:
+        try:
+            load_catalog(value)
+        except CatalogError as exc:
+            raise ValueError(f"AI_CATALOG: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _token_auth_whole(self) -> Settings:
@@ -367,6 +391,10 @@ class Settings(BaseSettings):
                 f"{', '.join(unset)} not set (unset all three for API keys only)"
             )
         return True
+
+    def catalog(self) -> Catalog:
+        """The model catalogue in force: the shipped one with AI_CATALOG (loaded once)."""
+        return load_catalog(self.ai_catalog)
 
     @property
     def files_root(self) -> Path:

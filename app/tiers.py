@@ -2,8 +2,10 @@
 
 A tenant's tier is what it pays for; everything a tier entitles to is read from here: the
 executions it runs at once, the Temporal task priority of its workflows, its default and
-maximum monthly AI budget, the models its AI tasks are routed to (and so the models an admin
-may choose), its daily mail and its storage quota. Operators tune the per-deployment ones
+maximum monthly AI budget, its daily mail and its storage quota. The models its AI tasks are
+routed to (and so the models an admin may choose) are data in the model catalogue
+(app/ai_catalog.json, AI_CATALOG), since providers retire and reprice models more often than
+plans change. Operators tune the per-deployment ones
 through settings (TIER_CONCURRENCY, AI_TIER_BUDGETS_USD, AI_TIER_MAX_BUDGETS_USD,
 EMAIL_DAILY_QUOTA, STORAGE_QUOTA_BYTES), whose defaults come from this table.
 
@@ -34,15 +36,13 @@ class TierName(StrEnum):
 
 @dataclass(frozen=True)
 class Tier:
-    """What one tier includes. Models are (provider, model) pairs, as in the price table."""
+    """What one tier includes."""
 
     name: TierName
     concurrency: int  # executions started and not finished at once; more wait as PENDING
     task_priority: int  # Temporal task priority key of its workflows: 1 is served first
     ai_budget_usd: Decimal  # monthly AI budget when the tenant set none
     ai_budget_max_usd: Decimal  # the most a tenant admin may set (setBudget)
-    # Models every AI task is routed to, tried in this order (failover); none: the baseline.
-    ai_models: tuple[tuple[str, str], ...]
     email_daily_quota: int  # messages `email.send` sends per UTC day
     storage_quota_bytes: int  # bytes under the tenant's storage root
 
@@ -54,7 +54,6 @@ TIER_TABLE: tuple[Tier, ...] = (
         task_priority=4,
         ai_budget_usd=Decimal("0"),
         ai_budget_max_usd=Decimal("0"),
-        ai_models=(),
         email_daily_quota=100,
         storage_quota_bytes=100 * 2**20,
     ),
@@ -64,7 +63,6 @@ TIER_TABLE: tuple[Tier, ...] = (
         task_priority=3,
         ai_budget_usd=Decimal("10"),
         ai_budget_max_usd=Decimal("100"),
-        ai_models=(("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku-latest")),
         email_daily_quota=5_000,
         storage_quota_bytes=5 * 2**30,
     ),
@@ -74,7 +72,6 @@ TIER_TABLE: tuple[Tier, ...] = (
         task_priority=2,
         ai_budget_usd=Decimal("100"),
         ai_budget_max_usd=Decimal("1000"),
-        ai_models=(("openai", "gpt-4o"), ("anthropic", "claude-3-5-sonnet-latest")),
         email_daily_quota=50_000,
         storage_quota_bytes=50 * 2**30,
     ),
@@ -84,7 +81,6 @@ TIER_TABLE: tuple[Tier, ...] = (
         task_priority=1,
         ai_budget_usd=Decimal("1000"),
         ai_budget_max_usd=Decimal("100000"),
-        ai_models=(("anthropic", "claude-sonnet-4-0"), ("openai", "gpt-4.1")),
         email_daily_quota=500_000,
         storage_quota_bytes=500 * 2**30,
     ),

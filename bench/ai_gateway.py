@@ -46,23 +46,21 @@ from app.ai.gateway import AiGateway, TenantAi
 from app.ai.service import AiService
 from app.ai.tasks import TASK_SPECS, max_output_tokens
 from app.ai.wiring import build_gateway
+from app.ai_catalog import default_catalog
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.log_config import configure
 from app.migrate import upgrade_async
 from app.settings import Settings
 from app.tenants.service import TenantService
-from app.tiers import get_tier
 
 ADMIN_DB = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY = "bench-key"
 WARMUP_ROUNDS = 10  # connection pools, the CPU pool's threads, compiled validators
 TASKS = ("summarize", "classify_content")
-# The premium tier's models (app/tiers.py): the tier this bench's tenant is on.
-_PREMIUM = get_tier("premium")
-assert _PREMIUM is not None
+# The premium tier's models (the model catalogue): the tier this bench's tenant is on.
 PROVIDERS: dict[str, ModelChoice] = {
-    provider: ModelChoice(provider, model) for provider, model in _PREMIUM.ai_models
+    choice.provider: choice for choice in default_catalog().routing["premium"]["summarize"]
 }
 PERCENTILES = (50, 95, 99)
 SUMMARY_TEXT = (

@@ -4,8 +4,8 @@ tenants' rows, for a 30-day and a 366-day window.
 
 Standalone and in-process, like execution_filters: a fresh database on the stack's PostgreSQL
 (migrated, dropped at the end), rows made by SQL (`INSERT ... SELECT` over generate_series).
-The measured tenant (premium) calls the six tasks; 10% of the calls go to gpt-4o-mini (the
-rest gpt-4o), 3% end INVALID_OUTPUT, 20% are cache hits, 1% BUDGET fallbacks; a third of the
+The measured tenant (premium) calls the six tasks; 10% of the calls go to gpt-6-luna (the
+rest gpt-6.2-sol), 3% end INVALID_OUTPUT, 20% are cache hits, 1% BUDGET fallbacks; a third of the
 inputs recur within minutes, the rest come from a pool of N/5 fingerprints (about five times a
 year each), with repeat_gap_seconds as AiRepository.add_usage sets it. Three other tenants
 have N/20 rows each with the same fingerprints. Then VACUUM ANALYZE. p50/p95 over the repeats,
@@ -49,7 +49,7 @@ WITH generated AS (
         i % 100 = 7 AS refused,
         i % 100 IN (11, 41, 71) AS invalid,
         i % 5 = 1 AND i % 100 <> 7 AS cached,
-        CASE WHEN i % 10 = 3 THEN 'gpt-4o-mini' ELSE 'gpt-4o' END AS model,
+        CASE WHEN i % 10 = 3 THEN 'gpt-6-luna' ELSE 'gpt-6.2-sol' END AS model,
         -- a third of the inputs come back within minutes, the rest every ~N/5 calls
         md5('input' || CASE WHEN i % 3 = 0 THEN 'q' || (i / 30) ELSE ((i::bigint * 7919) % $3)::text
             END) AS input_hash,
@@ -64,7 +64,7 @@ SELECT $1, task,
     CASE WHEN refused THEN 'baseline' ELSE 'openai' END,
     CASE WHEN refused THEN 'baseline' ELSE model END,
     1000, 50,
-    CASE WHEN refused OR cached THEN 0 WHEN model = 'gpt-4o-mini' THEN 0.00018 ELSE 0.003 END,
+    CASE WHEN refused OR cached THEN 0 WHEN model = 'gpt-6-luna' THEN 0.00018 ELSE 0.003 END,
     CASE WHEN cached THEN 0.003 ELSE 0 END,
     800, cached,
     CASE WHEN refused THEN 'BUDGET' WHEN invalid THEN 'INVALID_OUTPUT' END,

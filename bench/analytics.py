@@ -121,7 +121,7 @@ AI_USAGE = """
 INSERT INTO ai_usage (tenant_id, execution_id, step_id, task, provider, model, input_tokens,
     output_tokens, cost_usd, saved_usd, latency_ms, cached, fallback_reason, outcome,
     input_hash, repeat_gap_seconds, at)
-SELECT tenant_id, id, 'step2', 'generate_text', provider, 'gpt-4o-mini',
+SELECT tenant_id, id, 'step2', 'generate_text', provider, 'gpt-6-luna',
     200 + n % 300, 50 + n % 100, (n % 1000) / 1000000.0, 0, 300, false,
     CASE WHEN paid_ok THEN NULL ELSE 'BUDGET' END, CASE WHEN paid_ok THEN 'OK' ELSE 'FALLBACK' END,
     input_hash,

@@ -47,7 +47,7 @@ WITH made AS (
 )
 INSERT INTO ai_usage (tenant_id, execution_id, task, provider, model, input_tokens,
     output_tokens, cost_usd, saved_usd, latency_ms, cached, outcome, at)
-SELECT tenant_id, id, 'summarize', 'openai', 'gpt-4o', 1000, 50,
+SELECT tenant_id, id, 'summarize', 'openai', 'gpt-6.2-sol', 1000, 50,
     0.001 + (hashtext(id::text) & 1023) / 100000.0, 0, 800, false, 'OK', created_at
 FROM runs
 """

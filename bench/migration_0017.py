@@ -40,7 +40,7 @@ INSERT INTO ai_usage (tenant_id, task, provider, model, input_tokens, output_tok
 SELECT ($1::uuid[])[1 + i % array_length($1::uuid[], 1)],
     (ARRAY['generate_text', 'classify_content', 'summarize', 'extract_entities',
            'personalize_content', 'optimize_timing'])[1 + i % 6],
-    'openai', CASE WHEN i % 10 = 3 THEN 'gpt-4o-mini' ELSE 'gpt-4o' END, 1000, 50,
+    'openai', CASE WHEN i % 10 = 3 THEN 'gpt-6-luna' ELSE 'gpt-6.2-sol' END, 1000, 50,
     0.003, 0, 800, i % 5 = 1, NULL, CASE WHEN i % 5 = 1 THEN 'CACHED' ELSE 'OK' END,
     $3::timestamptz - (i % 129600) * interval '1 minute'
 FROM generate_series(1, $2) AS i
@@ -48,7 +48,7 @@ FROM generate_series(1, $2) AS i
 WRITE = """
 INSERT INTO ai_usage (tenant_id, task, provider, model, input_tokens, output_tokens, cost_usd,
     saved_usd, latency_ms, cached, fallback_reason, outcome, at)
-VALUES ($1, 'summarize', 'openai', 'gpt-4o', 1000, 50, 0.003, 0, 800, false, NULL, 'OK', now())
+VALUES ($1, 'summarize', 'openai', 'gpt-6.2-sol', 1000, 50, 0.003, 0, 800, false, NULL, 'OK', now())
 """
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from app.ai_catalog import ModelChoice as ModelChoice  # (provider, model), in the catalogue
 from app.ai_tasks import TASKS as TASKS  # defined in a leaf module for app.settings
 
 PROVIDERS = ("openai", "anthropic", "baseline")
@@ -36,10 +37,20 @@ class AiRequest:
     step_id: str | None = None
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    provider: str  # one of PROVIDERS
-    model: str  # "baseline" for the baseline provider
+# ProviderError.kind, and the kinds an attempt records (aiUsage.attempts.kind).
+ERROR_KINDS = (
+    "rate_limited",
+    "server",
+    "overloaded",  # 503/529: the provider sheds load
+    "timeout",
+    "connection",
+    "bad_request",  # the API refused the request itself (400): the baseline answers
+    "auth",  # the key is wrong or revoked (401)
+    "model_not_found",  # 404: an unknown or retired model
+    "model_forbidden",  # 403: the key may not use this model
+    "invalid_json",  # answered, but not with a JSON object
+)
+ATTEMPT_KINDS = (*ERROR_KINDS, "invalid_output", "unavailable", "breaker_open")
 
 
 @dataclass
@@ -49,31 +60,44 @@ class ProviderResult:
     output_tokens: int
     latency_ms: int
     raw_text: str = ""
+    cached_input_tokens: int = 0  # of input_tokens, served from the provider's prompt cache
 
 
 class ProviderError(Exception):
     """A provider call failed. `retryable` failures count against the provider's health and
     trigger failover; non-retryable ones (bad request) go straight to the baseline."""
 
-    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
+    def __init__(
+        self, message: str, *, kind: str, retryable: bool, model_level: bool = False
+    ) -> None:
         super().__init__(message)
-        self.kind = (
-            kind  # rate_limited | server | timeout | connection | bad_request | auth | invalid_json
-        )
+        self.kind = kind  # one of ERROR_KINDS
         self.retryable = retryable
+        # The model itself is unusable (unknown, retired, not allowed for this key): the
+        # gateway marks it unavailable in the provider health instead of counting an error.
+        self.model_level = model_level
 
 
 class InvalidReply(ProviderError):
     """The model answered, and was paid for, but not with a JSON object: like invalid output
     (one more try, then the baseline), and its tokens are costed."""
 
-    def __init__(self, message: str, *, input_tokens: int, output_tokens: int, latency_ms: int):
+    def __init__(
+        self,
+        message: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        latency_ms: int,
+        cached_input_tokens: int = 0,
+    ):
         super().__init__(message, kind="invalid_json", retryable=True)
         self.input_tokens, self.output_tokens, self.latency_ms = (
             input_tokens,
             output_tokens,
             latency_ms,
         )
+        self.cached_input_tokens = cached_input_tokens
 
 
 class InvalidOutput(ValueError):
@@ -105,6 +129,9 @@ class Provider(Protocol):
 
     async def probe(self, model: str, *, timeout: float) -> bool:
         """A cheap health check (list models or a 1-token call)."""
+
+    async def list_models(self, *, timeout: float) -> set[str]:
+        """The model ids the provider offers this key (ProviderError when it cannot say)."""
 
 
 @dataclass

@@ -4,7 +4,7 @@ AI tasks, providers, the models a plugin task is routed to first, and cache TTLs
 The built-in tables (TASK_SPECS, ROUTING, DEFAULT_TTLS, the providers of build_providers) stay
 as they are; each lookup consults these after them: `app.ai.tasks.find_task`,
 `routing.candidates`, `AiCache` and `build_providers`. Prices of plugin models join
-`pricing.DEFAULT_TABLE` (a table that may add models).
+`pricing.EXTRA_PRICES` (prices beside the catalogue's).
 """
 
 from __future__ import annotations

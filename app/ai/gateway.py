@@ -8,8 +8,12 @@ validates the output (one retry on invalid output, then baseline with INVALID_OU
 over to the next candidate on provider errors; settles the actual cost; and records every
 outcome (calls, hits and fallbacks) as an ai_usage row, with a keyed fingerprint of the input
 once it was looked at (app/ai/input_hash.py; never the text). The baseline is the task's
-deterministic non-AI result. Trying one candidate (reserve, call, validate, settle, cache)
-and the baseline answer are in app/ai/provider_call.py (ProviderCalls, AiGateway's base).
+deterministic non-AI result. Every candidate tried or skipped leaves an attempt record
+(provider, model, error kind, sanitised message; app/ai/attempts.py) on the usage row. A model
+its provider refuses (404 unknown or retired, 403 not allowed) fails over like an outage and is
+marked unavailable in the provider health, so later calls skip it at once. Trying one candidate
+(reserve, call, validate, settle, cache) and the baseline answer are in app/ai/provider_call.py
+(ProviderCalls, AiGateway's base).
 
 Tenant input may be a megabyte of hostile text, and in `wfs dev` this loop also serves the API
 and the workers: every CPU-bound step on the input (checks, the cut to what the task reads, the
@@ -28,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from app.ai import attempts as attempt_records
 from app.ai import metrics
 from app.ai.budget import BudgetLedger
 from app.ai.cache import AiCache, input_digest
@@ -51,6 +56,7 @@ from app.ai.tasks import (
     find_task,
     truncation,
 )
+from app.ai_catalog import Catalog, default_catalog
 from app.cpu import run_cpu
 from app.db import SessionFactory
 from app.models import AiUsage
@@ -97,9 +103,11 @@ class AiGateway(ProviderCalls):
         timeout_seconds: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
         input_hash_key: bytes | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         """`input_hash_key`: the deployment key of the recorded input fingerprints (None: none
-        recorded)."""
+        recorded). `catalog`: the model catalogue (None: the shipped one)."""
+        self.catalog = catalog if catalog is not None else default_catalog()
         self.providers = providers
         self.input_hash_key = input_hash_key
         self.ledger, self.cache, self.health = ledger, cache, health
@@ -144,16 +152,30 @@ class AiGateway(ProviderCalls):
         if not tenant.enabled:
             return False, "DISABLED"
         configured = {p for p in self.providers if p != "baseline"}
-        choices = candidates(tenant.tier, task, overrides=tenant.overrides, configured=configured)
+        choices = candidates(
+            tenant.tier,
+            task,
+            overrides=tenant.overrides,
+            configured=configured,
+            catalog=self.catalog,
+        )
         if not choices:
             routed = candidates(
-                tenant.tier, task, overrides=tenant.overrides, configured={"openai", "anthropic"}
+                tenant.tier,
+                task,
+                overrides=tenant.overrides,
+                configured={"openai", "anthropic"},
+                catalog=self.catalog,
             )
             return False, "NO_PROVIDER" if routed else "TIER"
         status = await self.ledger.status(tenant_id, tenant.budget_usd)
         if tenant.budget_usd >= 0 and status.spent_usd + status.reserved_usd >= tenant.budget_usd:
             return False, "BUDGET"
-        if all(self.health.state(c.provider, c.model) == "OPEN" for c in choices):
+        if all(
+            self.health.state(c.provider, c.model) == "OPEN"
+            or self.health.unavailable(c.provider, c.model) is not None
+            for c in choices
+        ):
             return False, "PROVIDERS_DOWN"
         return True, "ENHANCE"
 
@@ -173,6 +195,7 @@ class AiGateway(ProviderCalls):
             overrides=tenant.overrides,
             configured={p for p in self.providers if p != "baseline"},
             near_budget=near,
+            catalog=self.catalog,
         )
         if not choices:
             reason = (
@@ -182,6 +205,7 @@ class AiGateway(ProviderCalls):
                     request.task,
                     overrides=tenant.overrides,
                     configured={"openai", "anthropic"},
+                    catalog=self.catalog,
                 )
                 else "NO_PROVIDER"
             )
@@ -206,10 +230,16 @@ class AiGateway(ProviderCalls):
         reason = "PROVIDER_ERROR"
         prepared, size = await run_cpu(_prepared, task, request.input)
         for choice in choices:
-            if not self.health.allow(choice.provider, choice.model):
+            refused = self.health.unavailable(choice.provider, choice.model)
+            if refused is not None:  # the provider refused this model lately: the next one
                 attempts.append(
-                    {"provider": choice.provider, "model": choice.model, "error": "breaker open"}
+                    attempt_records.record(
+                        choice, "unavailable", f"marked unavailable after {refused}"
+                    )
                 )
+                continue
+            if not self.health.allow(choice.provider, choice.model):
+                attempts.append(attempt_records.record(choice, "breaker_open", "breaker open"))
                 reason = "BREAKER_OPEN" if reason != "INVALID_OUTPUT" else reason
                 continue
             result = await self._call(
@@ -253,6 +283,7 @@ class AiGateway(ProviderCalls):
                     outcome=outcome.outcome,
                     input_hash=input_hash,
                     at=self.clock(),
+                    attempts=attempt_records.stored(outcome.attempts) or None,
                 )
             )
             await session.commit()

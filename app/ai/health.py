@@ -11,6 +11,12 @@ open_seconds; HALF_OPEN lets half_open_max_calls trial calls through (allow() ta
 then the first trial success closes it (with a fresh window) and a trial failure re-opens it.
 Callers pair every allow() that returned True with one record().
 
+A model can also be marked unavailable (mark_unavailable): the provider answered that it does
+not know it (404: unknown or retired) or that this key may not use it (403). That is not an
+outage to ride out but a fact about the model, so no breaker arithmetic: allow() refuses it at
+once, with the reason, for `unavailable_seconds` (then one call may try again, in case the
+model came back or access was granted), and the wfs_ai_model_unavailable gauge says so.
+
 So the API can show what the workers see, each worker publishes its snapshot() to a Redis hash
 (publish_snapshot, e.g. every 15 s) and read_snapshots() merges the fresh ones.
 """
@@ -29,7 +35,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from app.ai.metrics import set_breaker_state
+from app.ai.metrics import set_breaker_state, set_model_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +74,7 @@ class ProviderHealth:
         clock: Callable[[], float] = time.monotonic,
         *,
         consecutive_failures: int = 5,
+        unavailable_seconds: float = 600,
     ) -> None:
         self.window_seconds = window_seconds
         self.failure_threshold = failure_threshold
@@ -75,12 +82,51 @@ class ProviderHealth:
         self.open_seconds = open_seconds
         self.half_open_max_calls = half_open_max_calls
         self.consecutive_failures = consecutive_failures
+        self.unavailable_seconds = unavailable_seconds
         self.clock = clock
         self._breakers: dict[tuple[str, str], _Breaker] = {}
+        self._unavailable: dict[tuple[str, str], tuple[str, float]] = {}  # reason, since
+
+    def mark_unavailable(self, provider: str, model: str, reason: str) -> None:
+        """The provider refused this model itself (`reason`: model_not_found, model_forbidden):
+        allow() says no for unavailable_seconds. Stands in for record() after allow(): a
+        half-open trial slot the call held is given back, and the breaker's figures stay."""
+        key = (provider, model)
+        breaker = self._breakers.get(key)
+        if breaker is not None and breaker.trials:
+            breaker.trials.pop(0)
+        if key not in self._breakers:
+            self._breakers[key] = _Breaker()
+            set_breaker_state(provider, model, CLOSED)
+        previous = self._unavailable.get(key)
+        if previous is not None and previous[0] != reason:
+            set_model_unavailable(provider, model, previous[0], False)
+        self._unavailable[key] = (reason, self.clock())
+        set_model_unavailable(provider, model, reason, True)
+        if previous is None:
+            log.warning("ai.model_unavailable", provider=provider, model=model, reason=reason)
+
+    def unavailable(self, provider: str, model: str) -> str | None:
+        """Why this model is marked unavailable now, or None."""
+        key = (provider, model)
+        marked = self._unavailable.get(key)
+        if marked is None:
+            return None
+        if self.clock() - marked[1] >= self.unavailable_seconds:
+            self._clear_unavailable(key)
+            return None
+        return marked[0]
+
+    def _clear_unavailable(self, key: tuple[str, str]) -> None:
+        marked = self._unavailable.pop(key, None)
+        if marked is not None:
+            set_model_unavailable(key[0], key[1], marked[0], False)
 
     def allow(self, provider: str, model: str) -> bool:
         """May a call go to this model now? In HALF_OPEN this takes a trial slot."""
         key = (provider, model)
+        if self.unavailable(provider, model) is not None:
+            return False
         breaker = self._breakers.get(key)
         if breaker is None:
             return True
@@ -97,14 +143,19 @@ class ProviderHealth:
             return True
         return False
 
-    def record(self, provider: str, model: str, ok: bool, latency_ms: float) -> None:
-        """Record the outcome of one call (or health probe) of this model."""
+    def record(
+        self, provider: str, model: str, ok: bool, latency_ms: float, *, probe: bool = False
+    ) -> None:
+        """Record the outcome of one call (or health `probe`) of this model. A call that
+        answered ends an unavailable mark; a probe (the provider's model list) cannot say."""
         key = (provider, model)
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = self._breakers[key] = _Breaker()
             set_breaker_state(provider, model, CLOSED)
         now = self.clock()
+        if ok and not probe:  # it answered: whatever refused it before is over
+            self._clear_unavailable(key)
         self._advance(key, breaker, now)
         breaker.calls.append(_Call(now, ok, latency_ms))
         breaker.consecutive_failures = 0 if ok else breaker.consecutive_failures + 1
@@ -144,7 +195,8 @@ class ProviderHealth:
         return len(self._window(provider, model))
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """One dict per known model: provider, model, state, error_rate, p95_latency_ms, calls."""
+        """One dict per known model: provider, model, state, error_rate, p95_latency_ms, calls,
+        unavailable (the reason, or None)."""
         return [
             {
                 "provider": provider,
@@ -153,6 +205,7 @@ class ProviderHealth:
                 "error_rate": self.error_rate(provider, model),
                 "p95_latency_ms": self.p95_latency_ms(provider, model),
                 "calls": self.calls(provider, model),
+                "unavailable": self.unavailable(provider, model),
             }
             for provider, model in sorted(self._breakers)
         ]
@@ -251,8 +304,11 @@ def _merge_row(merged: dict[tuple[str, str], dict[str, Any]], row: dict[str, Any
             "error_rate": 0.0,
             "p95_latency_ms": 0.0,
             "calls": 0,
+            "unavailable": None,
         },
     )
+    if row.get("unavailable"):  # any worker that was refused the model says so
+        item["unavailable"] = str(row["unavailable"])
     failures = item["error_rate"] * item["calls"] + error_rate * calls
     item["calls"] += calls
     item["error_rate"] = failures / item["calls"] if item["calls"] else 0.0

@@ -29,6 +29,18 @@ AI_BREAKER_STATE = Gauge(
     "Circuit breaker state per provider model in this process: 0 closed, 1 half-open, 2 open",
     ["provider", "model"],
 )
+AI_MODEL_UNAVAILABLE = Gauge(
+    "wfs_ai_model_unavailable",
+    "1 while a model is unusable: its provider answered 404 (unknown or retired: "
+    "model_not_found) or 403 (model_forbidden) in this process, or does not list it "
+    "(not_listed, the model check)",
+    ["provider", "model", "reason"],
+)
+AI_MODEL_FAILOVERS = Counter(
+    "wfs_ai_model_failovers_total",
+    "Provider calls that failed over to the next candidate, by model and error kind",
+    ["provider", "model", "kind"],
+)
 AI_BUDGET_SOFT_THRESHOLD = Counter(
     "wfs_ai_budget_soft_threshold_total",
     "Tenants whose monthly AI spend crossed the soft threshold (once per tenant per month)",
@@ -75,3 +87,11 @@ def record_outcome(outcome: AiOutcome) -> None:
 
 def set_breaker_state(provider: str, model: str, state: str) -> None:
     AI_BREAKER_STATE.labels(provider, model).set(BREAKER_STATE_VALUES[state])
+
+
+def set_model_unavailable(provider: str, model: str, reason: str, unavailable: bool) -> None:
+    AI_MODEL_UNAVAILABLE.labels(provider, model, reason).set(1 if unavailable else 0)
+
+
+def count_failover(provider: str, model: str, kind: str) -> None:
+    AI_MODEL_FAILOVERS.labels(provider, model, kind).inc()

@@ -1,17 +1,30 @@
-"""The price table of AI models and the cost of a call, in USD as Decimal.
+"""The cost of an AI call in USD as Decimal, from the prices of the model catalogue.
 
-Prices are USD per 1M input tokens and per 1M output tokens. They are the providers' public LIST
-PRICES (no batch or cached-input discounts) as published mid-2025: keep them current when
-providers change them, or override them per deployment with `PriceTable(overrides)` (for
-example from a JSON setting; the overrides format is documented on `PriceTable`).
+Prices (USD per 1M input, cached-input and output tokens) live in the catalogue
+(app/ai_catalog.py: app/ai_catalog.json, overridden per deployment by AI_CATALOG); this module
+turns token counts into money. The baseline is free.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, ROUND_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
+from functools import lru_cache
 from typing import Any
+
+from app.ai_catalog import Catalog, Price, default_catalog
+
+__all__ = [
+    "EXTRA_PRICES",
+    "MICRO",
+    "Price",
+    "PriceTable",
+    "UnknownModel",
+    "cost",
+    "estimate",
+    "is_priced",
+    "usd",
+]
 
 MICRO = Decimal("0.000001")
 
@@ -21,35 +34,12 @@ def usd(value: Any) -> Decimal:
     return Decimal(value or 0).quantize(MICRO)
 
 
+# Prices of models that code registers at process start (extensions such as plugins' own
+# providers), consulted by every table after its catalogue's: an AI_CATALOG override keeps them.
+EXTRA_PRICES: dict[tuple[str, str], Price] = {}
+
 PER_TOKENS = Decimal(1_000_000)
 CHARS_PER_TOKEN = 3  # deliberately pessimistic (English averages ~4) so estimates over-reserve
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per 1M tokens."""
-
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-
-
-def _p(input_per_mtok: str, output_per_mtok: str) -> Price:
-    return Price(Decimal(input_per_mtok), Decimal(output_per_mtok))
-
-
-# List prices, USD per 1M tokens (input, output). Keep current.
-LIST_PRICES: Mapping[tuple[str, str], Price] = {
-    ("openai", "gpt-4o-mini"): _p("0.15", "0.60"),
-    ("openai", "gpt-4o"): _p("2.50", "10.00"),
-    ("openai", "gpt-4.1"): _p("2.00", "8.00"),
-    ("openai", "gpt-4.1-mini"): _p("0.40", "1.60"),
-    ("openai", "o3-mini"): _p("1.10", "4.40"),
-    ("anthropic", "claude-3-5-haiku-latest"): _p("0.80", "4.00"),
-    ("anthropic", "claude-3-5-sonnet-latest"): _p("3.00", "15.00"),
-    ("anthropic", "claude-sonnet-4-0"): _p("3.00", "15.00"),
-    ("anthropic", "claude-opus-4-0"): _p("15.00", "75.00"),
-    ("baseline", "baseline"): _p("0", "0"),
-}
 
 
 class UnknownModel(KeyError):
@@ -62,64 +52,54 @@ class UnknownModel(KeyError):
     def __str__(self) -> str:
         return (
             f"no price for model {self.model!r} of provider {self.provider!r}: "
-            "add it to app/ai/pricing.py LIST_PRICES or to the price overrides"
+            "add it to the model catalogue (app/ai_catalog.json or AI_CATALOG)"
         )
-
-
-def _decimal(value: Any, where: str) -> Decimal:
-    # str() first so a JSON float such as 0.15 becomes Decimal("0.15"), not its binary value.
-    try:
-        result = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"price override {where}: {value!r} is not a number") from exc
-    if not result.is_finite() or result < 0:
-        raise ValueError(f"price override {where}: {value!r} must be a finite number >= 0")
-    return result
-
-
-def parse_overrides(overrides: Mapping[str, Any]) -> dict[tuple[str, str], Price]:
-    """Parse `{"provider": {"model": {"input": "2.5", "output": "10"}}}` (USD per 1M tokens;
-    numbers or numeric strings). Raises ValueError naming the bad entry."""
-    parsed: dict[tuple[str, str], Price] = {}
-    for provider, models in overrides.items():
-        if not isinstance(models, Mapping):
-            raise ValueError(f"price override {provider}: expected an object of models")
-        for model, entry in models.items():
-            where = f"{provider}/{model}"
-            if not isinstance(entry, Mapping) or set(entry) != {"input", "output"}:
-                raise ValueError(f"price override {where}: expected {{'input': .., 'output': ..}}")
-            parsed[(provider, model)] = Price(
-                _decimal(entry["input"], where + ".input"),
-                _decimal(entry["output"], where + ".output"),
-            )
-    return parsed
 
 
 class PriceTable:
-    """LIST_PRICES merged with per-deployment overrides (which win and may add models)."""
+    """The prices of one catalogue, and the baseline's (free)."""
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
-        self.prices: dict[tuple[str, str], Price] = dict(LIST_PRICES)
-        if overrides:
-            self.prices.update(parse_overrides(overrides))
+    def __init__(self, prices: Mapping[tuple[str, str], Price]) -> None:
+        self.prices: dict[tuple[str, str], Price] = {
+            **prices,
+            ("baseline", "baseline"): Price(Decimal(0), Decimal(0)),
+        }
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> PriceTable:
+        return _table_of(catalog)
 
     def is_priced(self, provider: str, model: str) -> bool:
-        return (provider, model) in self.prices
+        return (provider, model) in self.prices or (provider, model) in EXTRA_PRICES
 
     def price(self, provider: str, model: str) -> Price:
-        try:
-            return self.prices[(provider, model)]
-        except KeyError:
-            raise UnknownModel(provider, model) from None
+        found = self.prices.get((provider, model)) or EXTRA_PRICES.get((provider, model))
+        if found is None:
+            raise UnknownModel(provider, model)
+        return found
 
-    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> Decimal:
-        """The cost of a call, quantized to 0.000001 USD (half up)."""
-        if input_tokens < 0 or output_tokens < 0:
-            raise ValueError("token counts must be >= 0")
+    def cost(
+        self,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+    ) -> Decimal:
+        """The cost of a call, quantized to 0.000001 USD (half up). `cached_input_tokens` is
+        the part of `input_tokens` the provider served from its prompt cache (billed at the
+        cached-input price where the model has one)."""
+        if input_tokens < 0 or output_tokens < 0 or not 0 <= cached_input_tokens <= input_tokens:
+            raise ValueError("token counts must be >= 0 (cached ones at most the input tokens)")
         price = self.price(provider, model)
-        raw = (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / (
-            PER_TOKENS
-        )
+        cached_price = price.cached_input_per_mtok
+        if cached_price is None:
+            cached_price = price.input_per_mtok
+        raw = (
+            (input_tokens - cached_input_tokens) * price.input_per_mtok
+            + cached_input_tokens * cached_price
+            + output_tokens * price.output_per_mtok
+        ) / PER_TOKENS
         return raw.quantize(MICRO, rounding=ROUND_HALF_UP)
 
     def estimate(
@@ -141,16 +121,18 @@ class PriceTable:
         return raw.quantize(MICRO, rounding=ROUND_UP)
 
 
-DEFAULT_TABLE = PriceTable()
+@lru_cache(maxsize=8)
+def _table_of(catalog: Catalog) -> PriceTable:
+    return PriceTable({(c.provider, c.model): e.price for c, e in catalog.models.items()})
 
 
-def _table(overrides: Mapping[str, Any] | None) -> PriceTable:
-    return PriceTable(overrides) if overrides else DEFAULT_TABLE
+def _table(catalog: Catalog | None) -> PriceTable:
+    return _table_of(catalog if catalog is not None else default_catalog())
 
 
-def is_priced(provider: str, model: str, *, overrides: Mapping[str, Any] | None = None) -> bool:
+def is_priced(provider: str, model: str, *, catalog: Catalog | None = None) -> bool:
     """Whether calls of this model can be costed (cost() would not raise UnknownModel)."""
-    return _table(overrides).is_priced(provider, model)
+    return _table(catalog).is_priced(provider, model)
 
 
 def cost(
@@ -159,10 +141,11 @@ def cost(
     input_tokens: int,
     output_tokens: int,
     *,
-    overrides: Mapping[str, Any] | None = None,
+    cached_input_tokens: int = 0,
+    catalog: Catalog | None = None,
 ) -> Decimal:
     """The cost of a call in USD (see PriceTable.cost). Raises UnknownModel."""
-    return _table(overrides).cost(provider, model, input_tokens, output_tokens)
+    return _table(catalog).cost(provider, model, input_tokens, output_tokens, cached_input_tokens)
 
 
 def estimate(
@@ -171,7 +154,7 @@ def estimate(
     input_chars: int,
     max_output_tokens: int,
     *,
-    overrides: Mapping[str, Any] | None = None,
+    catalog: Catalog | None = None,
 ) -> Decimal:
     """An upper-bound cost for reserving budget (see PriceTable.estimate). Raises UnknownModel."""
-    return _table(overrides).estimate(provider, model, input_chars, max_output_tokens)
+    return _table(catalog).estimate(provider, model, input_chars, max_output_tokens)

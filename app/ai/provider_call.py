@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from app.ai import attempts as attempt_records
 from app.ai import pricing
 from app.ai.budget import BudgetLedger, BudgetStatus, Reservation
 from app.ai.cache import AiCache
@@ -31,7 +32,9 @@ from app.ai.contracts import (
     TaskSpec,
 )
 from app.ai.health import ProviderHealth
+from app.ai.metrics import count_failover
 from app.ai.tasks import max_output_tokens
+from app.ai_catalog import Catalog
 from app.cpu import run_cpu
 from app.events import channels
 from app.events.bus import publish_on
@@ -60,6 +63,7 @@ class ProviderCalls:
     health: ProviderHealth
     timeout: float
     clock: Callable[[], datetime]
+    catalog: Catalog
 
     async def _call(
         self,
@@ -76,10 +80,12 @@ class ProviderCalls:
         `task` has its prompt built; `size` is the input's length for the cost estimate."""
         provider = self.providers[choice.provider]
         limit = max_output_tokens(task, request.input)
-        estimate = pricing.estimate(choice.provider, choice.model, size, limit)
+        estimate = pricing.estimate(
+            choice.provider, choice.model, size, limit, catalog=self.catalog
+        )
         tokens_in = tokens_out = latency = 0
         spent = Decimal(0)
-        for attempt in (1, 2):  # a second try only after invalid output
+        for _try in (1, 2):  # a second try only after invalid output
             reservation = await self.ledger.reserve(request.tenant_id, estimate, tenant.budget_usd)
             if reservation is None:
                 return "BUDGET"
@@ -93,23 +99,8 @@ class ProviderCalls:
                 paid = exc
             except ProviderError as exc:
                 await self.ledger.release(reservation)
-                self.health.record(
-                    choice.provider, choice.model, False, int((time.monotonic() - started) * 1000)
-                )
-                attempts.append(
-                    {
-                        "provider": choice.provider,
-                        "model": choice.model,
-                        "error": f"{exc.kind}: {exc}",
-                    }
-                )
-                log.warning(
-                    "ai.provider_failed",
-                    provider=choice.provider,
-                    model=choice.model,
-                    kind=exc.kind,
-                    error=str(exc),
-                )
+                self._provider_failed(choice, exc, int((time.monotonic() - started) * 1000))
+                attempts.append(attempt_records.record(choice, exc.kind, str(exc)))
                 return "PROVIDER_ERROR" if exc.retryable else "BAD_REQUEST"
             # The provider answered (it is healthy) and the call is paid, usable or not.
             self.health.record(choice.provider, choice.model, True, paid.latency_ms)
@@ -118,20 +109,14 @@ class ProviderCalls:
             tokens_out += paid.output_tokens
             latency += paid.latency_ms
             spent += cost
+            if isinstance(paid, InvalidReply):
+                attempts.append(attempt_records.record(choice, paid.kind, str(paid)))
+                continue
+            result = paid
             try:
-                if isinstance(paid, InvalidReply):
-                    raise InvalidOutput(str(paid))
-                result = paid
                 output = await run_cpu(task.validate, request.input, result.output)
             except InvalidOutput as exc:
-                attempts.append(
-                    {
-                        "provider": choice.provider,
-                        "model": choice.model,
-                        "error": f"invalid output: {exc}",
-                        "attempt": attempt,
-                    }
-                )
+                attempts.append(attempt_records.record(choice, "invalid_output", str(exc)))
                 continue
             await self.cache.set(
                 request.tenant_id,
@@ -162,6 +147,24 @@ class ProviderCalls:
         outcome.cost_usd, outcome.latency_ms = spent, latency
         return outcome
 
+    def _provider_failed(self, choice: ModelChoice, exc: ProviderError, latency_ms: int) -> None:
+        """Health bookkeeping of a failed call: a refused model is marked unavailable (a fact
+        about the model, not an outage: it does not trip the breaker), anything else counts
+        against the model's breaker."""
+        if exc.model_level:
+            self.health.mark_unavailable(choice.provider, choice.model, exc.kind)
+        else:
+            self.health.record(choice.provider, choice.model, False, latency_ms)
+        if exc.retryable:
+            count_failover(choice.provider, choice.model, exc.kind)
+        log.warning(
+            "ai.provider_failed",
+            provider=choice.provider,
+            model=choice.model,
+            kind=exc.kind,
+            error=attempt_records.sanitize(str(exc)),
+        )
+
     async def _settle(
         self,
         request: AiRequest,
@@ -170,7 +173,14 @@ class ProviderCalls:
         usage: ProviderResult | InvalidReply,
     ) -> Decimal:
         """Charge what a call cost against its reservation; returns the cost."""
-        cost = pricing.cost(choice.provider, choice.model, usage.input_tokens, usage.output_tokens)
+        cost = pricing.cost(
+            choice.provider,
+            choice.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            catalog=self.catalog,
+        )
         budget = await self.ledger.settle(reservation, cost)
         if budget.crossed_soft_threshold:
             await self._soft_threshold_event(request.tenant_id, budget)

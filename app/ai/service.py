@@ -1,7 +1,8 @@
 """AI rules per tenant: the budget and settings in force, and admin changes to them.
 
 Tier entitlements are enforced here and in app/ai/routing.py, never trusted from the tenant: an
-admin may override models only with those its tier allows (routing.ALLOWED_MODELS) and set a
+admin may override models only with those its tier allows (routing.allowed_models, from the
+model catalogue in force) and set a
 budget only up to its tier's maximum (settings.ai_tier_max_budgets_usd). Both are enforced again
 when the settings are used, so a stored value from a higher tier is capped after a downgrade.
 """
@@ -18,6 +19,7 @@ from app.ai import pricing, routing
 from app.ai.contracts import PROVIDERS, TASKS, ModelChoice
 from app.ai.gateway import TenantAi
 from app.ai.repository import AiRepository
+from app.ai_catalog import Catalog
 from app.errors import Forbidden, NotFound, ValidationFailed
 from app.models import TenantAiSettings
 from app.settings import Settings
@@ -72,14 +74,19 @@ class AiService:
         return row
 
     async def update_settings(
-        self, principal: Principal, *, enabled: bool | None, overrides: dict[str, Any] | None
+        self,
+        principal: Principal,
+        *,
+        enabled: bool | None,
+        overrides: dict[str, Any] | None,
+        catalog: Catalog | None = None,
     ) -> TenantAiSettings:
         _admin(principal)
         row = await self.repo.upsert_settings(principal.tenant_id)
         if enabled is not None:
             row.enabled = enabled
         if overrides is not None:
-            row.model_overrides = _checked_overrides(overrides, principal.tier)
+            row.model_overrides = _checked_overrides(overrides, principal.tier, catalog)
         await self.session.flush()
         return row
 
@@ -94,10 +101,12 @@ def _admin(principal: Principal) -> None:
         raise Forbidden("only admins change AI settings")
 
 
-def _checked_overrides(overrides: dict[str, Any], tier: str) -> dict[str, Any]:
+def _checked_overrides(
+    overrides: dict[str, Any], tier: str, catalog: Catalog | None = None
+) -> dict[str, Any]:
     """{task: [{provider, model}, ...]} with known tasks, providers and priced models that the
     tenant's tier is entitled to."""
-    allowed = routing.allowed_models(tier)
+    allowed = routing.allowed_models(tier, catalog)
     names = ", ".join(f"{c.provider}/{c.model}" for c in allowed) or "none"
     problems: list[dict[str, str]] = []
     for task, models in overrides.items():
@@ -123,7 +132,7 @@ def _checked_overrides(overrides: dict[str, Any], tier: str) -> dict[str, Any]:
             )
             continue
         for i, choice in enumerate(models):
-            problem = _choice_problem(choice, allowed, tier, names)
+            problem = _choice_problem(choice, allowed, tier, names, catalog)
             if problem is not None:
                 field, message = problem
                 problems.append({"path": f"$.{task}[{i}]{field}", "message": message})
@@ -133,7 +142,11 @@ def _checked_overrides(overrides: dict[str, Any], tier: str) -> dict[str, Any]:
 
 
 def _choice_problem(
-    choice: Any, allowed: tuple[ModelChoice, ...], tier: str, names: str
+    choice: Any,
+    allowed: tuple[ModelChoice, ...],
+    tier: str,
+    names: str,
+    catalog: Catalog | None = None,
 ) -> tuple[str, str] | None:
     """What is wrong with one {provider, model} entry: (field suffix, message), or None."""
     if (
@@ -145,7 +158,7 @@ def _choice_problem(
     provider, model = choice["provider"], choice["model"]
     if provider not in PROVIDERS or provider == "baseline":
         return ".provider", f"unknown provider {provider[:100]!r}"
-    if not pricing.is_priced(provider, model):
+    if not pricing.is_priced(provider, model, catalog=catalog):
         return ".model", f"no price for {model[:100]!r}"
     if ModelChoice(provider, model) not in allowed:
         return ".model", f"{provider}/{model} is not included in the {tier} tier (allowed: {names})"

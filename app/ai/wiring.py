@@ -1,5 +1,6 @@
 """Builds the AI gateway from settings, and the AI worker's upkeep loop: active probes of every
-configured model and a health snapshot in Redis that the API's `aiProviders` reads."""
+configured model, a health snapshot in Redis that the API's `aiProviders` reads, and the model
+check (app/ai/model_check.py) at start and every AI_MODEL_CHECK_SECONDS."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from app.ai.cache import AiCache
 from app.ai.gateway import AiGateway
 from app.ai.health import ProviderHealth, publish_snapshot
 from app.ai.input_hash import deployment_key
+from app.ai.model_check import check_models, publish_check
 from app.ai.providers import build_providers
 from app.ai.repository import AiRepository
-from app.ai.routing import ROUTING
 from app.ai.traced_provider import traced
 from app.db import SessionFactory
 from app.models.base import utcnow
@@ -56,6 +57,7 @@ def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGate
         sessions=sessions,
         timeout_seconds=settings.ai_timeout_seconds,
         input_hash_key=deployment_key(settings),
+        catalog=settings.catalog(),
     )
 
 
@@ -73,14 +75,20 @@ async def reconcile_budgets(gateway: AiGateway) -> None:
 
 
 async def upkeep(gateway: AiGateway, settings: Settings, stop: asyncio.Event) -> None:
-    """Until stop: probe each routed model of each configured provider, publish health."""
+    """Until stop: check the catalogue's models against the providers' lists (at start, then
+    every AI_MODEL_CHECK_SECONDS), probe each routed model of each configured provider and
+    publish health."""
     redis = gateway.ledger.redis
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
-    models = sorted(
-        {(c.provider, c.model) for tasks in ROUTING.values() for cs in tasks.values() for c in cs}
-        | {(c.provider, c.model) for cs in extensions.ROUTES.values() for c in cs}  # plugins'
+    models = [(c.provider, c.model) for c in gateway.catalog.configured_models()]
+    models += sorted(  # plugins' models (app/ai/extensions.py)
+        {(c.provider, c.model) for cs in extensions.ROUTES.values() for c in cs} - set(models)
     )
+    next_check = 0.0
     while not stop.is_set():
+        if time.monotonic() >= next_check:
+            await publish_check(redis, await check_models(gateway.providers, gateway.catalog))
+            next_check = time.monotonic() + settings.ai_model_check_seconds
         for provider_name, model in models:
             provider = gateway.providers.get(provider_name)
             if provider is None:
@@ -88,7 +96,7 @@ async def upkeep(gateway: AiGateway, settings: Settings, stop: asyncio.Event) ->
             started = time.monotonic()
             ok = await provider.probe(model, timeout=5)
             gateway.health.record(
-                provider_name, model, ok, int((time.monotonic() - started) * 1000)
+                provider_name, model, ok, int((time.monotonic() - started) * 1000), probe=True
             )
         await publish_snapshot(redis, gateway.health, worker_id)
         await reconcile_budgets(gateway)

@@ -53,6 +53,7 @@ from app.ai.cache import DEFAULT_TTLS
 from app.ai.contracts import ModelChoice
 from app.ai.pricing import usd
 from app.ai.service import AiService, max_budget
+from app.ai_catalog import Catalog
 from app.analytics.recommendations_repository import (
     GapBucket,
     MonthTotal,
@@ -286,11 +287,12 @@ def model_recommendations(
     tier: str,
     routed: dict[str, list[ModelChoice]],
     overrides: dict[str, Any],
+    catalog: Catalog | None = None,
 ) -> list[Recommendation]:
     """`routed`: each task's candidates in force for the tenant (its override or tier table);
     `overrides`: the tenant's stored ones, kept in each suggestion (updateAiSettings replaces
     them all)."""
-    allowed = set(routing.allowed_models(tier))
+    allowed = set(routing.allowed_models(tier, catalog))
     by_task: dict[str, list[RateBasis]] = defaultdict(list)
     for r in results:
         if r.passed + r.invalid > 0:
@@ -427,14 +429,21 @@ class RecommendationService:
             await self.repo.repeat_gaps(tenant_id, since, until, ttls), ttls
         )
         configured = {"openai", "anthropic"}
+        catalog = settings.catalog()
         routed = {
             task: routing.candidates(
-                tenant.tier, task, overrides=tenant.overrides, configured=configured
+                tenant.tier,
+                task,
+                overrides=tenant.overrides,
+                configured=configured,
+                catalog=catalog,
             )
-            for task in routing.ROUTING.get(tenant.tier, {})
+            for task in catalog.routing.get(tenant.tier, {})
         }
         stats = await self.repo.window_stats(tenant_id, since, until)
-        found += model_recommendations(model_results(stats), tenant.tier, routed, tenant.overrides)
+        found += model_recommendations(
+            model_results(stats), tenant.tier, routed, tenant.overrides, catalog
+        )
         months = sorted({s.month for s in stats if s.budget_fallbacks})
         budget = budget_recommendation(
             budget_months(stats, await self.repo.month_totals(tenant_id, months)),

@@ -15,19 +15,39 @@ from strawberry.scalars import JSON
 from app.ai import routing
 from app.ai.budget import BudgetLedger
 from app.ai.health import read_snapshots
+from app.ai.model_check import read_check
 from app.ai.repository import AiRepository
 from app.ai.service import AiService, max_budget
+from app.ai_catalog import Catalog
 from app.api.context import Context
 from app.api.errors import ForbiddenError, ValidationError
 from app.api.relay import Connection, from_global_id, to_global_id
 from app.errors import ValidationFailed
 from app.models import AiUsage
 from app.pagination import check_first, decode_cursor, encode_cursor
+from app.settings import Settings
 
 
 @strawberry.type
 class ExecutionRef:
     id: strawberry.ID
+
+
+@strawberry.type(
+    description="One candidate model tried (or skipped) for an AI call, and why it did not "
+    "answer (or did not answer usably)."
+)
+class AiAttempt:
+    provider: str
+    model: str
+    kind: str = strawberry.field(
+        description="rate_limited, server, overloaded, timeout, connection, bad_request, auth, "
+        "model_not_found (unknown or retired), model_forbidden, invalid_json, invalid_output "
+        "(failed the task's checks), unavailable (skipped: refused lately), breaker_open."
+    )
+    message: str = strawberry.field(
+        description="Short and sanitised: never prompt text or credentials."
+    )
 
 
 @strawberry.type(description="One AI call, cache hit or baseline fallback.")
@@ -46,6 +66,9 @@ class AiUsageRecord:
     execution: ExecutionRef | None
     step_id: str | None
     at: datetime
+    attempts: list[AiAttempt] = strawberry.field(
+        description="Each candidate tried or skipped before the answer, in order."
+    )
 
     @classmethod
     def from_model(cls, m: AiUsage) -> AiUsageRecord:
@@ -66,6 +89,16 @@ class AiUsageRecord:
             else None,
             step_id=m.step_id,
             at=m.at,
+            attempts=[
+                AiAttempt(
+                    provider=str(a.get("provider", "")),
+                    model=str(a.get("model", "")),
+                    kind=str(a.get("kind", "")),
+                    message=str(a.get("message", "")),
+                )
+                for a in (m.attempts or [])
+                if isinstance(a, dict)
+            ],
         )
 
 
@@ -111,20 +144,54 @@ class Budget:
 
 
 @strawberry.type
+class ModelRoute:
+    provider: str
+    model: str
+
+
+@strawberry.type
 class AiProviderStatus:
     name: str
     model: str
-    status: str = strawberry.field(description="UP, DEGRADED or DOWN, from the breaker state.")
+    status: str = strawberry.field(
+        description="UP, DEGRADED or DOWN, from the breaker state; UNAVAILABLE while the "
+        "provider refuses the model (unavailableReason)."
+    )
     breaker_state: str
     error_rate: float
     p95_latency_ms: float
     calls: int
+    unavailable_reason: str | None = strawberry.field(
+        description="model_not_found (unknown or retired) or model_forbidden: calls skip it."
+    )
+    listed: bool | None = strawberry.field(
+        description="Whether the provider's model list had it at the last model check (null: "
+        "not checked, or the listing failed)."
+    )
+    configured: bool = strawberry.field(
+        description="Whether the model catalogue routes to it (or to it as a cheaper sibling)."
+    )
 
 
-@strawberry.type
-class ModelRoute:
+@strawberry.type(description="A model of the catalogue: prices in USD per 1M tokens.")
+class CatalogModel:
     provider: str
     model: str
+    input_per_mtok_usd: Decimal
+    output_per_mtok_usd: Decimal
+    cached_input_per_mtok_usd: Decimal | None = strawberry.field(
+        description="Input served from the provider's prompt cache; null: no discount."
+    )
+    cheaper: ModelRoute | None = strawberry.field(
+        description="Swapped in past the budget's soft threshold."
+    )
+
+
+@strawberry.type(description="The model catalogue in force (shipped defaults + AI_CATALOG).")
+class AiCatalog:
+    as_of: str = strawberry.field(description="When the shipped prices were checked.")
+    sources: list[str]
+    models: list[CatalogModel]
 
 
 @strawberry.type
@@ -152,6 +219,7 @@ class AiSettings:
         description="The models this tenant's tier may use in overrides (none on free)."
     )
     tier_table: list[TierRoute]
+    catalog: AiCatalog
 
 
 SetBudgetResult = Annotated[
@@ -180,7 +248,28 @@ def ledger(ctx: Context) -> BudgetLedger:
     return BudgetLedger(ctx.deps.redis, soft_threshold=ctx.deps.settings.ai_soft_threshold)
 
 
+def catalog_of(catalog: Catalog) -> AiCatalog:
+    return AiCatalog(
+        as_of=catalog.as_of,
+        sources=list(catalog.sources),
+        models=[
+            CatalogModel(
+                provider=c.provider,
+                model=c.model,
+                input_per_mtok_usd=e.price.input_per_mtok,
+                output_per_mtok_usd=e.price.output_per_mtok,
+                cached_input_per_mtok_usd=e.price.cached_input_per_mtok,
+                cheaper=ModelRoute(provider=e.cheaper.provider, model=e.cheaper.model)
+                if e.cheaper
+                else None,
+            )
+            for c, e in sorted(catalog.models.items(), key=lambda item: str(item[0]))
+        ],
+    )
+
+
 async def settings_of(info: strawberry.Info[Context, None], tenant_id: uuid.UUID) -> AiSettings:
+    catalog = info.context.deps.settings.catalog()
     async with info.context.session() as s:
         tenant = await AiService(s).tenant_ai(tenant_id, info.context.deps.settings)
     return AiSettings(
@@ -190,12 +279,13 @@ async def settings_of(info: strawberry.Info[Context, None], tenant_id: uuid.UUID
         overrides=cast(JSON, tenant.overrides),
         allowed_models=[
             ModelRoute(provider=c.provider, model=c.model)
-            for c in routing.allowed_models(tenant.tier)
+            for c in routing.allowed_models(tenant.tier, catalog)
         ],
         tier_table=[
             TierRoute(tier=r["tier"], task=r["task"], models=[ModelRoute(**m) for m in r["models"]])
-            for r in routing.table()
+            for r in routing.table(catalog)
         ],
+        catalog=catalog_of(catalog),
     )
 
 
@@ -243,23 +333,44 @@ class AiQuery:
             rows = await AiRepository(s).summary(principal.tenant_id, from_, to, group_by.value)
         return [AiUsageBucket(**r) for r in rows]
 
-    @strawberry.field(description="Health of each provider/model as the AI workers see it.")
+    @strawberry.field(
+        description="Health of each provider/model as the AI workers see it, and every model "
+        "the catalogue routes to with whether its provider lists it (the model check)."
+    )
     async def ai_providers(self, info: strawberry.Info[Context, None]) -> list[AiProviderStatus]:
         info.context.principal()
-        rows = await read_snapshots(info.context.deps.redis)
+        deps = info.context.deps
+        rows = {(r["provider"], r["model"]): r for r in await read_snapshots(deps.redis)}
+        check = await read_check(deps.redis)
+        listed: dict[tuple[str, str], bool] = {}
+        for p in check.providers if check else []:
+            if p.error is None:
+                listed.update({(p.provider, m): m not in p.missing for m in p.configured})
+        configured = {
+            (c.provider, c.model)
+            for c in deps.settings.catalog().configured_models()
+            if _has_key(deps.settings, c.provider)
+        }
         status = {"CLOSED": "UP", "HALF_OPEN": "DEGRADED", "OPEN": "DOWN"}
-        return [
-            AiProviderStatus(
-                name=r["provider"],
-                model=r["model"],
-                status=status.get(r["state"], "UNKNOWN"),
-                breaker_state=r["state"],
-                error_rate=r["error_rate"],
-                p95_latency_ms=r["p95_latency_ms"],
-                calls=r["calls"],
+        result = []
+        for key in sorted(set(rows) | configured):
+            r = rows.get(key, {})
+            state, reason = str(r.get("state", "CLOSED")), r.get("unavailable")
+            result.append(
+                AiProviderStatus(
+                    name=key[0],
+                    model=key[1],
+                    status="UNAVAILABLE" if reason else status.get(state, "UNKNOWN"),
+                    breaker_state=state,
+                    error_rate=float(r.get("error_rate", 0.0)),
+                    p95_latency_ms=float(r.get("p95_latency_ms", 0.0)),
+                    calls=int(r.get("calls", 0)),
+                    unavailable_reason=reason,
+                    listed=listed.get(key),
+                    configured=key in configured,
+                )
             )
-            for r in rows
-        ]
+        return result
 
     @strawberry.field(description="The tier-to-model table and this tenant's overrides.")
     async def ai_settings(self, info: strawberry.Info[Context, None]) -> AiSettings:
@@ -309,6 +420,12 @@ class AiMutation:
                 principal,
                 enabled=input.enabled,
                 overrides=input.overrides,  # type: ignore[arg-type]
+                catalog=ctx.deps.settings.catalog(),
             )
             await s.commit()
         return await settings_of(info, principal.tenant_id)
+
+
+def _has_key(settings: Settings, provider: str) -> bool:
+    """Whether the deployment configures `provider` (its API key is set)."""
+    return bool(getattr(settings, f"{provider}_api_key", None))

@@ -47,6 +47,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
+from app.ai.model_check import detail as model_check_detail
+from app.ai.model_check import read_check
 from app.api.context import Context
 from app.api.cors import cors_middleware, socket_origins
 from app.api.deps import Deps
@@ -605,8 +607,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         checks = await asyncio.gather(_check_db(deps), deps.bus.ping(), _check_temporal(deps))
         status = dict(zip(("postgres", "redis", "temporal"), checks, strict=True))
         ok = all(checks)
+        # Reported, never failing readiness: a model the provider does not list is the AI
+        # workers' concern (they fail over), not a reason to take this replica out.
+        ai_models = model_check_detail(await read_check(deps.redis)) if checks[1] else None
         return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "checks": status},
+            {
+                "status": "ok" if ok else "unavailable",
+                "checks": status,
+                "detail": {"ai_models": ai_models},
+            },
             status_code=200 if ok else 503,
         )
 

@@ -21,6 +21,8 @@ from typing import Any
 import click
 import structlog
 
+from app.ai.model_check import check_models
+from app.ai.providers import build_providers
 from app.cli.dev_roles import (
     ROLES,
     RoleProcess,
@@ -179,15 +181,43 @@ async def _register_search_attributes(settings: Settings) -> None:
         log.info("dev.search_attributes_added", names=added)
 
 
-async def _seed(settings: Settings) -> dict[str, str]:
-    """Standard templates and demo tenants; returns the demo keys."""
+async def _seed(settings: Settings) -> tuple[dict[str, str], list[str]]:
+    """Standard templates and demo tenants, and the model check; returns the demo keys and the
+    check's banner lines."""
     assert settings.database_url
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     await seed_templates(sessions, settings)
     keys = await seed_demo_tenants(sessions, settings.state_dir, settings)
     await engine.dispose()
-    return keys
+    return keys, await _model_check_lines(settings)
+
+
+async def _model_check_lines(settings: Settings) -> list[str]:
+    """What the banner says about the catalogue's models that the providers do not list."""
+    providers = build_providers(settings)
+    try:
+        result = await check_models(providers, settings.catalog(), timeout=5)
+    finally:
+        for provider in providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+    lines = [
+        f"  AI models    {p.provider}: model list failed ({p.error})"
+        for p in result.providers
+        if p.error
+    ]
+    missing = result.missing()
+    if missing:
+        lines.append(f"  AI models    not offered by the provider: {', '.join(missing)}")
+        lines.append("               (calls fail over; fix AI_CATALOG, see docs/ai.md)")
+    elif result.providers and not lines:
+        lines.append(
+            f"  AI models    all {sum(len(p.configured) for p in result.providers)}"
+            f" catalogue models listed (catalogue of {settings.catalog().as_of})"
+        )
+    return lines
 
 
 def _supervise(
@@ -201,7 +231,7 @@ def _supervise(
     for a signal (exit 0) or a child's exit (reported, exit 1)."""
     for child in children:
         child.start(settings)
-    keys = asyncio.run(_seed(settings))
+    keys, checked = asyncio.run(_seed(settings))
     api, announced = children[0], False
     while not interrupted:
         wake.clear()
@@ -212,7 +242,7 @@ def _supervise(
                 click.echo(f"error: {message}; stopping wfs dev", err=True)
             return 1
         if not announced and listens_on(api.pid, settings.api_port):
-            _banner(settings, keys, time.monotonic() - t0, children)
+            _banner(settings, keys, time.monotonic() - t0, children, checked)
             announced = True
         wake.wait(None if announced else 0.05)
     return 0
@@ -220,7 +250,7 @@ def _supervise(
 
 async def _serve(settings: Settings, t0: float, interrupted: list[int], plugins: list[str]) -> int:
     """All roles in this process (`--processes 1`); plugin calls still run in sandbox ones."""
-    keys = await _seed(settings)
+    keys, checked = await _seed(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -234,7 +264,7 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int], plugins:
     await asyncio.wait([ready_wait, serving], return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()
     if ready.is_set():
-        _banner(settings, keys, time.monotonic() - t0, [])
+        _banner(settings, keys, time.monotonic() - t0, [], checked)
     await serving  # until a signal, or a role fails (raised: exit 1)
     return 0
 
@@ -268,7 +298,11 @@ def _signed_in_graphiql(base: str, keys: dict[str, str]) -> list[str]:
 
 
 def _banner(
-    settings: Settings, keys: dict[str, str], seconds: float, children: list[RoleProcess]
+    settings: Settings,
+    keys: dict[str, str],
+    seconds: float,
+    children: list[RoleProcess],
+    model_check: list[str],
 ) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     processes = ", ".join(f"{c.name} {c.pid}" for c in children) or "all roles in this one"
@@ -280,6 +314,7 @@ def _banner(
         f"  Health       {base}/healthz  {base}/readyz  {base}/metrics",
         f"  Temporal UI  {settings.temporal_ui_url or '(not started: TEMPORAL_ADDRESS is set)'}",
         f"  AI           {_ai_line(settings)}",
+        *model_check,
         f"  Mail         SMTP {settings.smtp_host}:{settings.smtp_port}"
         f" (dev catcher: {settings.state_dir.resolve() / 'mail'}, a Maildir)",
         f"  Files        {_files_line(settings)}",

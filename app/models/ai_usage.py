@@ -1,5 +1,6 @@
 """One row per AI call (or cache hit, or baseline fallback): tokens, cost, latency, outcome,
-a keyed fingerprint of the input and, for a repeated input, the time since it was last paid for;
+a keyed fingerprint of the input, the attempts behind it and, for a repeated input, the time
+since it was last paid for;
 and the per-day rollup of those rows that aiRecommendations reads (kept by a trigger, 0017)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -87,6 +89,9 @@ class AiUsage(Base):
     # task, model and input (set by AiRepository.add_usage); null for the first one and the rest.
     repeat_gap_seconds: Mapped[int | None] = mapped_column(server_default=FetchedValue())
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Each candidate tried or skipped: [{provider, model, kind, message}] (app/ai/attempts.py),
+    # sanitised, never prompt text; null when there were none (0020).
+    attempts: Mapped[list[dict[str, str]] | None] = mapped_column(JSONB)
 
 
 class AiUsageDaily(Base):

@@ -97,7 +97,7 @@ def register_ai(m: Manifest) -> None:
         name = m.qualified(provider.name)
         extensions.PROVIDERS[name] = _provider_factory(name, provider)
         for model in provider.models:
-            pricing.DEFAULT_TABLE.prices[(name, model.name)] = pricing.Price(
+            pricing.EXTRA_PRICES[(name, model.name)] = pricing.Price(
                 Decimal(model.input_usd_per_million), Decimal(model.output_usd_per_million)
             )
     for declared in m.ai_tasks:
@@ -117,4 +117,4 @@ def unregister_ai(m: Manifest) -> None:
         name = m.qualified(provider.name)
         extensions.PROVIDERS.pop(name, None)
         for model in provider.models:
-            pricing.DEFAULT_TABLE.prices.pop((name, model.name), None)
+            pricing.EXTRA_PRICES.pop((name, model.name), None)

@@ -198,7 +198,7 @@ async def test_reconcile_from_ai_usage(ledger: BudgetLedger, sessions) -> None: 
                     tenant_id=row.id,
                     task="summarize",
                     provider="openai",
-                    model="gpt-4o-mini",
+                    model="gpt-6-luna",
                     cost_usd=cost,
                     outcome="OK",
                     at=at,

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from app.ai.cache import DEFAULT_TTLS, AiCache, input_digest
 from app.settings import Settings
 
-MODEL = "gpt-4o-mini"
+MODEL = "gpt-6-luna"
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ async def test_miss_then_hit(cache: AiCache) -> None:
     assert counter("wfs_ai_cache_hits_total", "summarize") == hits + 1
     assert counter("wfs_ai_cache_misses_total", "summarize") == misses + 1
     # Another model or task is another entry.
-    assert await cache.get(t, "summarize", "gpt-4o", input) is None
+    assert await cache.get(t, "summarize", "gpt-6.2-sol", input) is None
     assert await cache.get(t, "extract_entities", MODEL, input) is None
 
 

@@ -17,6 +17,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from app.ai.fake_llm.sample import constrain
 from tests.fakes.llm import FakeLLM, FakeLLMServer, Rule, count_tokens, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,11 +63,11 @@ async def complete(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic, prompt
     """One chat completion (OpenAI) or message (Anthropic); the answer's text."""
     if isinstance(client, openai.AsyncOpenAI):
         completion = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}]
+            model="gpt-6-luna", messages=[{"role": "user", "content": prompt}]
         )
         return completion.choices[0].message.content or ""
     message = await client.messages.create(
-        model="claude-3-5-haiku-latest",
+        model="claude-haiku-5-5",
         max_tokens=256,
         messages=[{"role": "user", "content": prompt}],
     )
@@ -87,7 +88,7 @@ async def test_chat_completion_returns_scripted_json(server: FakeLLMServer, fake
     system, user = "Classify the ticket.", "I was charged twice this month"
     async with openai_client(server.openai_base_url) as client:
         completion = await client.chat.completions.create(
-            model="gpt-4o-mini",
+            model="gpt-6-luna",
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
             response_format={"type": "json_object"},
             max_completion_tokens=200,
@@ -96,14 +97,14 @@ async def test_chat_completion_returns_scripted_json(server: FakeLLMServer, fake
     content = completion.choices[0].message.content or ""
     assert json.loads(content) == {"category": "billing", "score": 0.9}
     assert completion.choices[0].finish_reason == "stop"
-    assert completion.model == "gpt-4o-mini" and completion.object == "chat.completion"
+    assert completion.model == "gpt-6-luna" and completion.object == "chat.completion"
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == count_tokens(f"{system}\n{user}")
     assert completion.usage.completion_tokens == count_tokens(content)
     usage = completion.usage
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     (call,) = fake.calls()
-    assert (call.provider, call.api, call.model) == ("openai", "chat", "gpt-4o-mini")
+    assert (call.provider, call.api, call.model) == ("openai", "chat", "gpt-6-luna")
     assert call.status == 200 and call.body["response_format"] == {"type": "json_object"}
 
 
@@ -111,7 +112,7 @@ async def test_responses_api_returns_scripted_text(server: FakeLLMServer, fake: 
     fake.rule(api="responses", text="Hello there", usage={"output_tokens": 7})
     async with openai_client(server.openai_base_url) as client:
         response = await client.responses.create(
-            model="gpt-4.1",
+            model="gpt-6.2-astra",
             instructions="Be brief.",
             input=[{"role": "user", "content": "Say hi"}],
         )
@@ -127,7 +128,7 @@ async def test_anthropic_messages_record_the_key_sent(server: FakeLLMServer, fak
     fake.rule(provider="anthropic", text="Bonjour")
     async with anthropic_client(server.anthropic_base_url, api_key="sk-ant-123") as client:
         message = await client.messages.create(
-            model="claude-sonnet-4-0",
+            model="claude-opus-5-5",
             max_tokens=256,
             system="You translate to French.",
             messages=[{"role": "user", "content": "Hello"}],
@@ -254,7 +255,7 @@ async def test_missing_or_wrong_key_is_rejected(provider: str) -> None:
             async with openai_client(server.openai_base_url) as client:
                 with pytest.raises(openai.AuthenticationError):
                     await client.chat.completions.create(
-                        model="gpt-4o-mini",
+                        model="gpt-6-luna",
                         messages=[{"role": "user", "content": "hi"}],
                         extra_headers={"Authorization": openai.Omit()},
                     )
@@ -279,7 +280,11 @@ async def test_error_shapes_and_x_api_key(server: FakeLLMServer, fake: FakeLLM) 
         assert messages.status_code == 401
         assert messages.json()["type"] == "error"
         assert messages.json()["error"]["type"] == "authentication_error"
-        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        body = {
+            "model": "claude-haiku-5-5",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
         ok = await http.post("/v1/messages", json=body, headers={"x-api-key": "k2"})
         assert ok.status_code == 200 and ok.json()["content"][0]["text"] == '{"echo": "hi"}'
         streamed = await http.post(
@@ -294,12 +299,12 @@ async def test_openai_stream_is_refused(server: FakeLLMServer, fake: FakeLLM) ->
     async with openai_client(server.openai_base_url) as client:
         with pytest.raises(openai.BadRequestError, match="streaming"):
             await client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True
+                model="gpt-6-luna", messages=[{"role": "user", "content": "x"}], stream=True
             )
 
 
 async def test_rules_match_by_model_and_prompt(server: FakeLLMServer, fake: FakeLLM) -> None:
-    fake.rule(model="gpt-4o-mini", contains="invoice", text="billing", name="invoices")
+    fake.rule(model="gpt-6-luna", contains="invoice", text="billing", name="invoices")
     fake.rule(provider="openai", text="other")
     fake.rule(provider="openai", text="first!", times=1, first=True)
     assert await ask(server.base_url, "openai", "about my invoice") == "first!"
@@ -323,7 +328,7 @@ async def test_default_reply_follows_the_requested_schema(
 ) -> None:
     async with openai_client(server.openai_base_url) as client:
         completion = await client.chat.completions.parse(
-            model="gpt-4o-mini",
+            model="gpt-6-luna",
             messages=[{"role": "user", "content": "Buy now!!!"}],
             response_format=Verdict,
         )
@@ -332,12 +337,12 @@ async def test_default_reply_follows_the_requested_schema(
 
 async def test_models_listing_for_health_probes(server: FakeLLMServer, fake: FakeLLM) -> None:
     async with openai_client(server.openai_base_url) as client:
-        assert "gpt-4o-mini" in [m.id async for m in client.models.list()]
+        assert "gpt-6-luna" in [m.id async for m in client.models.list()]
     fake.rule(api="models", provider="anthropic", status=503, times=1)
     async with anthropic_client(server.anthropic_base_url) as client:
         with pytest.raises(anthropic.ServiceUnavailableError):
             await client.models.list()
-        assert (await client.models.retrieve("claude-sonnet-4-0")).id == "claude-sonnet-4-0"
+        assert (await client.models.retrieve("claude-opus-5-5")).id == "claude-opus-5-5"
     assert [(c.provider, c.api, c.status) for c in fake.calls()] == [
         ("openai", "models", 200),
         ("anthropic", "models", 503),
@@ -415,3 +420,50 @@ async def test_in_process_via_asgi_transport() -> None:
     async with httpx2.AsyncClient(transport=transport, base_url="http://fake") as http:
         client = openai_client("http://fake/v1", http_client=http)
         assert await complete(client, "hi") == "in process"
+
+
+async def test_unknown_models_are_404_in_each_providers_shape(
+    server: FakeLLMServer, fake: FakeLLM
+) -> None:
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        await openai_client(server.openai_base_url).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        await anthropic_client(server.anthropic_base_url).messages.create(
+            model="claude-3-5-sonnet-latest",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "x"}],
+        )
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await openai_client(server.openai_base_url).models.retrieve("gpt-4o")
+    assert [c.status for c in fake.calls()] == [404, 404, 404]
+    fake.any_model = True  # a compatible server that takes any name
+    try:
+        answer = await openai_client(server.openai_base_url).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+        assert answer.model == "gpt-4o"
+    finally:
+        fake.any_model = False
+
+
+def test_constrain_writes_what_the_model_meant_under_the_schema() -> None:
+    schema = {
+        "type": "object",
+        "required": ["category", "confidence"],
+        "properties": {
+            "category": {"type": "string", "enum": ["Billing", "Support"]},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    }
+    assert constrain({"result": {"label": "billing", "confidence": "0.7"}}, schema) == {
+        "category": "Billing",
+        "confidence": 0.7,
+    }
+    assert constrain({"category": "Support", "confidence": 3, "extra": 1}, schema) == {
+        "category": "Support",
+        "confidence": 1,
+    }
+    assert constrain(None, schema) == {"category": "Billing", "confidence": 0}

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from app.ai.health import ProviderHealth, publish_snapshot, read_snapshots
 from app.settings import Settings
 
-P, M = "openai", "gpt-4o-mini"
+P, M = "openai", "gpt-6-luna"
 
 
 class FakeClock:
@@ -151,17 +151,18 @@ def test_old_failures_leave_the_window(health: ProviderHealth, clock: FakeClock)
 
 
 def test_snapshot(health: ProviderHealth) -> None:
-    health.record("anthropic", "claude-3-5-haiku-latest", True, 120)
+    health.record("anthropic", "claude-haiku-5-5", True, 120)
     for _ in range(5):
         health.record(P, M, False, 300)
     assert health.snapshot() == [
         {
             "provider": "anthropic",
-            "model": "claude-3-5-haiku-latest",
+            "model": "claude-haiku-5-5",
             "state": "CLOSED",
             "error_rate": 0.0,
             "p95_latency_ms": 120,
             "calls": 1,
+            "unavailable": None,
         },
         {
             "provider": P,
@@ -170,6 +171,7 @@ def test_snapshot(health: ProviderHealth) -> None:
             "error_rate": 1.0,
             "p95_latency_ms": 300,
             "calls": 5,
+            "unavailable": None,
         },
     ]
 
@@ -190,7 +192,8 @@ async def test_published_snapshots_are_merged(redis: aioredis.Redis) -> None:
     one.record(P, M, False, 900)  # 1 failure in 4
     for _ in range(5):
         two.record(P, M, False, 50)  # open in worker two
-    two.record("anthropic", "claude-sonnet-4-0", True, 70)
+    two.record("anthropic", "claude-opus-5-5", True, 70)
+    two.mark_unavailable("anthropic", "claude-opus-5-5", "model_not_found")
     await publish_snapshot(redis, one, "w1", key=key)
     await publish_snapshot(redis, two, "w2", key=key)
     await redis.hset(key, "dead", json.dumps({"at": time.time() - 3600, "rows": []}))
@@ -199,11 +202,12 @@ async def test_published_snapshots_are_merged(redis: aioredis.Redis) -> None:
     assert rows == [
         {
             "provider": "anthropic",
-            "model": "claude-sonnet-4-0",
+            "model": "claude-opus-5-5",
             "state": "CLOSED",
             "error_rate": 0.0,
             "p95_latency_ms": 70.0,
             "calls": 1,
+            "unavailable": "model_not_found",  # any worker refused it
         },
         {
             "provider": P,
@@ -212,6 +216,7 @@ async def test_published_snapshots_are_merged(redis: aioredis.Redis) -> None:
             "error_rate": pytest.approx(6 / 9),
             "p95_latency_ms": 900.0,
             "calls": 9,
+            "unavailable": None,
         },
     ]
     assert sorted(await redis.hkeys(key)) == [b"w1", b"w2"]  # stale entries removed
@@ -223,3 +228,29 @@ async def test_snapshots_without_redis_are_empty() -> None:
     await publish_snapshot(down, ProviderHealth(), "w1")  # logged, not raised
     assert await read_snapshots(down) == []
     await down.aclose()
+
+
+def unavailable_gauge(model: str, reason: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "wfs_ai_model_unavailable", {"provider": P, "model": model, "reason": reason}
+    )
+
+
+def test_a_refused_model_is_unavailable_until_it_answers_or_the_mark_expires(
+    clock: FakeClock,
+) -> None:
+    health = ProviderHealth(clock=clock, unavailable_seconds=600)
+    model = f"retired-{uuid.uuid4().hex[:6]}"
+    health.mark_unavailable(P, model, "model_not_found")
+    assert (health.allow(P, model), health.unavailable(P, model)) == (False, "model_not_found")
+    assert health.state(P, model) == "CLOSED"  # a fact about the model, not an outage
+    assert unavailable_gauge(model, "model_not_found") == 1
+    health.record(P, model, True, 5, probe=True)  # the model list answering says nothing
+    assert health.unavailable(P, model) == "model_not_found"
+    clock.advance(601)  # then one call may find out whether it came back
+    assert health.allow(P, model) and health.unavailable(P, model) is None
+    assert unavailable_gauge(model, "model_not_found") == 0
+    health.mark_unavailable(P, model, "model_forbidden")
+    health.record(P, model, True, 5)  # it answered: access was granted
+    assert health.unavailable(P, model) is None
+    assert unavailable_gauge(model, "model_forbidden") == 0

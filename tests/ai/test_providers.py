@@ -16,13 +16,13 @@ from app.ai.providers import (
     OpenAIProvider,
     build_providers,
 )
-from app.ai.providers.sdk import call_deadline
+from app.ai.providers.sdk import call_deadline, portable_schema
 from app.ai.tasks import DATA_CLOSE, DATA_OPEN, TASK_SPECS
 from app.settings import Settings
 from tests.fakes.llm import FakeLLM, FakeLLMServer
 
 KEY = "sk-test-key"
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
+MODELS = {"openai": "gpt-6-luna", "anthropic": "claude-haiku-5-5"}
 PROVIDERS = list(MODELS)
 CLASSIFY = TASK_SPECS["classify_content"]
 INPUT = {
@@ -80,13 +80,31 @@ async def test_json_reply_is_parsed_with_token_usage(provider: AnyProvider, fake
             {"role": "system", "content": system},
             {"role": "user", "content": user},
         ]
-        assert call.body["response_format"] == {"type": "json_object"}
+        # Structured outputs: the task's schema, its categories as an enum, strict.
+        assert call.body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "classify_content",
+                "schema": portable_schema(CLASSIFY.reply_schema(INPUT)),  # type: ignore[attr-defined]
+                "strict": True,
+            },
+        }
+        schema = call.body["response_format"]["json_schema"]["schema"]
+        assert schema["properties"]["category"]["enum"] == ["Billing", "Support"]
+        # Bounds are left to our validation (some models refuse them in a schema).
+        assert schema["properties"]["confidence"] == {"type": "number"}
         assert call.body["temperature"] == 0
     else:
         assert call.body["system"] == system
         assert call.body["messages"] == [{"role": "user", "content": user}]
         assert call.body["max_tokens"] == 1024
         assert "temperature" not in call.body  # API version 2026-10-21 rejects it
+        assert call.body["output_config"] == {
+            "format": {
+                "type": "json_schema",
+                "schema": portable_schema(CLASSIFY.reply_schema(INPUT)),  # type: ignore[attr-defined]
+            }
+        }
     assert "hacked" in user and user.startswith(DATA_OPEN) and user.endswith(DATA_CLOSE)
 
 
@@ -121,10 +139,11 @@ async def test_non_json_reply_is_invalid_json(
     [
         (429, "rate_limited", True),
         (500, "server", True),
-        (503, "server", True),
+        (503, "overloaded", True),
         (400, "bad_request", False),
-        (404, "bad_request", False),
-        (403, "auth", True),
+        (404, "model_not_found", True),  # unknown or retired: the next candidate may work
+        (403, "model_forbidden", True),
+        (409, "bad_request", False),
     ],
 )
 async def test_status_errors_are_mapped(
@@ -141,7 +160,7 @@ async def test_anthropic_overloaded_529_is_a_server_error(
 ) -> None:
     fake.rule(provider="anthropic", status=529)
     error = await failure(make("anthropic", server))
-    assert (error.kind, error.retryable) == ("server", True)
+    assert (error.kind, error.retryable) == ("overloaded", True)
 
 
 async def test_wrong_key_is_an_auth_error_that_fails_over(
@@ -205,7 +224,7 @@ async def test_probe_true_false_and_connection_errors(provider: AnyProvider, fak
 async def test_openai_temperature_can_be_left_out(server: FakeLLMServer, fake: FakeLLM) -> None:
     fake.rule(json={"category": "Billing", "confidence": 0.5})
     reasoning = OpenAIProvider(KEY, server.openai_base_url, max_retries=0, temperature=None)
-    await reasoning.complete("gpt-4.1", CLASSIFY, INPUT, timeout=5)
+    await reasoning.complete("gpt-6.2-astra", CLASSIFY, INPUT, timeout=5)
     assert "temperature" not in fake.calls()[0].body
     await reasoning.aclose()
 

@@ -63,7 +63,7 @@ async def write_spend(sessions: Any, tenant: uuid.UUID, days: dict[date, Decimal
             "tenant_id": tenant,
             "task": "generate_text",
             "provider": "openai",
-            "model": "gpt-4o-mini",
+            "model": "gpt-6-luna",
             "cost_usd": total / len(HOURS),
             "outcome": "OK",
             "at": datetime.combine(day, time(hour), UTC),

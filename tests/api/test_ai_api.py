@@ -9,7 +9,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import redis.asyncio as aioredis
+
+from app.ai.attempts import record as attempt_record
+from app.ai.attempts import stored
+from app.ai.contracts import ModelChoice
+from app.ai.model_check import CHECK_KEY, ModelCheck, publish_check
+from app.ai.repository import AiRepository
+from app.models import AiUsage
 from app.settings import Settings
+from app.tenants.repository import TenantRepository
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
 from tests.workers.test_template_graph import run
@@ -44,7 +54,9 @@ async def test_same_template_baseline_for_free_models_for_premium(
     client, execution = results["premium"]
     premium = execution["result"]
     assert premium["category"] == "invoice"
-    assert {(a["provider"], a["model"]) for a in premium["ai"].values()} == {("openai", "gpt-4o")}
+    assert {(a["provider"], a["model"]) for a in premium["ai"].values()} == {
+        ("openai", "gpt-6.2-sol")
+    }
     assert all(a["fallback_reason"] is None for a in premium["ai"].values())
 
     detail = (await q(client, "ExecutionAi", {"id": execution["id"]}))["execution"]
@@ -124,7 +136,7 @@ async def test_budget_and_settings_mutations(server: str, sessions: Any) -> None
             "input": {
                 "enabled": False,
                 "overrides": {
-                    "summarize": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest"}]
+                    "summarize": [{"provider": "anthropic", "model": "claude-haiku-5-5"}]
                 },
             }
         },
@@ -143,5 +155,83 @@ async def test_ai_providers_reports_what_the_ai_worker_probes(server: str, sessi
                 break
             await asyncio.sleep(0.5)
     names = {(p["name"], p["model"]) for p in providers}
-    assert ("openai", "gpt-4o-mini") in names and ("anthropic", "claude-sonnet-4-0") in names
+    assert ("openai", "gpt-6-luna") in names and ("anthropic", "claude-opus-5-5") in names
     assert all(p["breakerState"] == "CLOSED" and p["status"] == "UP" for p in providers)
+
+
+async def test_usage_attempts_catalogue_and_model_check_are_reported(
+    server: str, sessions: Any, settings: Settings
+) -> None:
+    keys = await make_tenant(sessions, "premium")
+    client = GraphQLClient(server, keys.viewer)
+    async with sessions() as session:
+        tenant = await TenantRepository(session).by_name(keys.name)
+        assert tenant is not None
+        attempts = [
+            attempt_record(ModelChoice("openai", "gpt-6.2-sol"), "model_not_found", "gone"),
+            attempt_record(ModelChoice("anthropic", "claude-sonnet-5-5"), "invalid_output", "x"),
+        ]
+        await AiRepository(session).add_usage(
+            AiUsage(
+                tenant_id=tenant.id,
+                task="summarize",
+                provider="anthropic",
+                model="claude-sonnet-5-5",
+                fallback_reason="INVALID_OUTPUT",
+                outcome="FALLBACK",
+                attempts=stored(attempts),
+            )
+        )
+        await session.commit()
+    (edge,) = (await q(client, "AiUsage", {"first": 5}))["aiUsage"]["edges"]
+    assert edge["node"]["attempts"] == [
+        {
+            "provider": "openai",
+            "model": "gpt-6.2-sol",
+            "kind": "model_not_found",
+            "message": "gone",
+        },
+        {
+            "provider": "anthropic",
+            "model": "claude-sonnet-5-5",
+            "kind": "invalid_output",
+            "message": "x",
+        },
+    ]
+
+    overview = await q(client, "AiOverview")
+    catalog = overview["aiSettings"]["catalog"]
+    assert catalog["asOf"] == settings.catalog().as_of
+    luna = next(m for m in catalog["models"] if m["model"] == "gpt-6-luna")
+    assert (luna["inputPerMtokUsd"], luna["cachedInputPerMtokUsd"]) == ("0.10", "0.01")
+
+    # The AI worker checked the catalogue against the fake's model lists at start.
+    async with asyncio.timeout(30):
+        while True:
+            rows = (await q(client, "AiOverview"))["aiProviders"]
+            if all(r["listed"] is not None for r in rows if r["configured"]):
+                break
+            await asyncio.sleep(0.5)
+    configured = {(r["name"], r["model"]) for r in rows if r["configured"]}
+    assert {(c.provider, c.model) for c in settings.catalog().configured_models()} == configured
+    assert all(r["listed"] for r in rows if r["configured"])
+
+    redis = aioredis.from_url(settings.redis_url or "")
+    saved = await redis.get(CHECK_KEY)
+    assert saved is not None
+    try:  # as if OpenAI had retired gpt-6-luna since (the worker checks again in 15 minutes)
+        check = ModelCheck.from_json(saved)
+        for provider in check.providers:
+            if provider.provider == "openai":
+                provider.missing = ["gpt-6-luna"]
+        await publish_check(redis, check)
+        rows = (await q(client, "AiOverview"))["aiProviders"]
+        luna_row = next(r for r in rows if r["model"] == "gpt-6-luna")
+        assert (luna_row["listed"], luna_row["status"]) == (False, "UP")
+        async with httpx.AsyncClient(base_url=server) as http:
+            ready = await http.get("/readyz")
+        assert ready.status_code == 200  # reported, never failing readiness
+        assert ready.json()["detail"]["ai_models"]["missing"] == ["openai/gpt-6-luna"]
+    finally:
+        await redis.set(CHECK_KEY, saved)
+        await redis.aclose()

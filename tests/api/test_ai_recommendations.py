@@ -50,11 +50,12 @@ async def tenant_id(sessions: Any, tier: str) -> tuple[uuid.UUID, Any]:
 
 
 def usage(tenant: uuid.UUID, at: datetime, **fields: Any) -> AiUsage:
-    """One ai_usage row: a paid, validated gpt-4o summarize call unless `fields` say otherwise."""
+    """One ai_usage row: a paid, validated gpt-6.2-sol summarize call unless `fields` say
+    otherwise."""
     row = {
         "task": "summarize",
         "provider": "openai",
-        "model": "gpt-4o",
+        "model": "gpt-6.2-sol",
         "cost_usd": Decimal("0.010000"),
         "outcome": "OK",
         "cached": False,
@@ -101,9 +102,9 @@ def kinds(report: RecommendationReport) -> list[tuple[str, str | None]]:
 
 async def test_cheaper_model_when_its_pass_rate_matched(sessions: Any, settings: Settings) -> None:
     tenant, _ = await tenant_id(sessions, "premium")
-    mini = {"model": "gpt-4o-mini", "cost_usd": Decimal("0.001000")}
+    mini = {"model": "gpt-6-luna", "cost_usd": Decimal("0.001000")}
     rows = [
-        # summarize: gpt-4o 38 of 40 valid at 0.01, gpt-4o-mini 29 of 30 at 0.001
+        # summarize: gpt-6.2-sol 38 of 40 valid at 0.01, gpt-6-luna 29 of 30 at 0.001
         *calls(tenant, 40, T0, passed=38),
         *calls(tenant, 30, T0 + timedelta(hours=1), passed=29, **mini),
         # classify_content: the cheaper model's 29 calls are one short of the minimum
@@ -115,7 +116,7 @@ async def test_cheaper_model_when_its_pass_rate_matched(sessions: Any, settings:
         # generate_text: 40/40 against 27/30, a drop of 10 points
         *calls(tenant, 40, T0, task="generate_text"),
         *calls(tenant, 30, T0, passed=27, task="generate_text", **mini),
-        # personalize_content: the most used model is the cheap one; gpt-4o is no saving
+        # personalize_content: the most used model is the cheap one; gpt-6.2-sol is no saving
         *calls(tenant, 40, T0, task="personalize_content", **mini),
         *calls(tenant, 35, T0, task="personalize_content"),
         # cache hits and baseline answers are no model's record
@@ -129,24 +130,24 @@ async def test_cheaper_model_when_its_pass_rate_matched(sessions: Any, settings:
     basis = rec.cheaper_model
     assert basis is not None
     current, cheaper = basis.current, basis.cheaper
-    assert (current.model, current.calls, current.passed) == ("gpt-4o", 40, 38)
-    assert (cheaper.model, cheaper.calls, cheaper.passed) == ("gpt-4o-mini", 30, 29)
+    assert (current.model, current.calls, current.passed) == ("gpt-6.2-sol", 40, 38)
+    assert (cheaper.model, cheaper.calls, cheaper.passed) == ("gpt-6-luna", 30, 29)
     assert (current.avg_cost_usd, cheaper.avg_cost_usd) == (Decimal("0.01"), Decimal("0.001"))
     # Wilson 95%: 29/30 -> (0.8333, 0.9941); 38/40 -> (0.8350, 0.9862) (published tables)
     assert (round(cheaper.wilson_low, 4), round(cheaper.wilson_high, 4)) == (0.8333, 0.9941)
     assert (round(current.wilson_low, 4), round(current.wilson_high, 4)) == (0.8350, 0.9862)
     # pooled p = 67/70; z = (0.95 - 0.96667) / sqrt(p (1 - p) (1/40 + 1/30)) = -0.3407
     assert round(basis.z, 4) == -0.3407
-    # (0.01 - 0.001) USD a call over gpt-4o's 40 calls
+    # (0.01 - 0.001) USD a call over gpt-6.2-sol's 40 calls
     assert rec.savings_usd == Decimal("0.360000")
     assert rec.apply_with == "updateAiSettings"
     assert rec.apply_value == {
         "input": {
             "overrides": {
                 "summarize": [
-                    {"provider": "openai", "model": "gpt-4o-mini"},
-                    {"provider": "openai", "model": "gpt-4o"},
-                    {"provider": "anthropic", "model": "claude-3-5-sonnet-latest"},
+                    {"provider": "openai", "model": "gpt-6-luna"},
+                    {"provider": "openai", "model": "gpt-6.2-sol"},
+                    {"provider": "anthropic", "model": "claude-sonnet-5-5"},
                 ]
             }
         }
@@ -174,7 +175,7 @@ async def test_cache_ttl_from_repeats_the_ttl_in_force_missed(
     for i in range(10):  # repeats within the TTL in force (the cache was evicted): not its fault
         rows += calls(tenant, 2, T0, input_hash=f"w{i}")
     rows += [  # equal fingerprints under another model, and hits: no repeats
-        usage(tenant, T0 + timedelta(hours=40), input_hash="s0", model="gpt-4o-mini"),
+        usage(tenant, T0 + timedelta(hours=40), input_hash="s0", model="gpt-6-luna"),
         usage(tenant, T0 + timedelta(hours=50), input_hash="s1", cached=True, outcome="CACHED"),
     ]
     # classify_content (built-in 7 d; AI_CACHE_TTLS turns it off below): 19 repeats an hour
@@ -248,7 +249,7 @@ async def test_budget_that_would_have_covered_the_refused_calls(
     refused = {"provider": "baseline", "model": "baseline", "cost_usd": Decimal(0)}
     refused |= {"outcome": "FALLBACK", "fallback_reason": "BUDGET"}
     october = [
-        *calls(tenant, 100, T0, cost_usd=Decimal("0.100000"), model="gpt-4o-mini"),  # 10.00
+        *calls(tenant, 100, T0, cost_usd=Decimal("0.100000"), model="gpt-6-luna"),  # 10.00
         *calls(tenant, 12, T0 + timedelta(days=20), **refused),
         # a task never paid for in the window: counted, not priced
         *calls(tenant, 3, T0 + timedelta(days=21), task="generate_text", **refused),
@@ -390,7 +391,7 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
     tenant, keys = await tenant_id(sessions, "premium")
     refused = {"provider": "baseline", "model": "baseline", "cost_usd": Decimal(0)}
     refused |= {"outcome": "FALLBACK", "fallback_reason": "BUDGET"}
-    mini = {"model": "gpt-4o-mini", "cost_usd": Decimal("0.001000")}
+    mini = {"model": "gpt-6-luna", "cost_usd": Decimal("0.001000")}
     await insert(
         sessions,
         [
@@ -401,7 +402,7 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
     )
     window = {"from": OCTOBER[0].isoformat(), "to": OCTOBER[1].isoformat()}
     admin = GraphQLClient(server, keys.admin)
-    haiku = {"classify_content": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest"}]}
+    haiku = {"classify_content": [{"provider": "anthropic", "model": "claude-haiku-5-5"}]}
     stored = await q(admin, "UpdateAiSettings", {"input": {"overrides": haiku}})
     assert stored["updateAiSettings"]["overrides"] == haiku
     viewer = GraphQLClient(server, keys.viewer)
@@ -413,7 +414,7 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
     by_kind = {r["kind"]: r for r in report["recommendations"]}
     assert set(by_kind) == {"CHEAPER_MODEL", "BUDGET"}
     cheaper = by_kind["CHEAPER_MODEL"]
-    assert cheaper["cheaperModel"]["cheaper"]["model"] == "gpt-4o-mini"
+    assert cheaper["cheaperModel"]["cheaper"]["model"] == "gpt-6-luna"
     assert cheaper["estimatedSavingsUsd"] == "99.960000"  # (2.5 - 0.001) x 40
     budget = by_kind["BUDGET"]
     # 100.03 spent + 20 x (100.03 / 70) = 128.61 -> 129 USD
@@ -480,7 +481,7 @@ async def test_window_edges_come_from_the_rows_whole_days_from_the_rollup(sessio
         ("openai", 3, 0),
         ("baseline", 0, 1),
     }
-    # The month whole: 4 + 3 gpt-4o calls and the invalid one, at 0.01 each.
+    # The month whole: 4 + 3 gpt-6.2-sol calls and the invalid one, at 0.01 each.
     assert [(t.task, t.cost_usd, t.paid) for t in totals] == [("summarize", Decimal("0.080000"), 8)]
 
 

@@ -102,6 +102,8 @@ APP_METRICS = {
     "wfs_ai_fallbacks_total",
     "wfs_ai_breaker_state",
     "wfs_ai_budget_soft_threshold_total",
+    "wfs_ai_model_unavailable",
+    "wfs_ai_model_failovers_total",
     "wfs_sla_breaches_total",
     "wfs_sla_failures_total",
     "wfs_plugin_calls_total",

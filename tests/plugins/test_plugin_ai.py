@@ -38,6 +38,8 @@ def example_provider(
     assert "example" in activate(settings).loaded
     monkeypatch.setenv("EXAMPLE_LLM_API_KEY", "example-key")
     monkeypatch.setenv("EXAMPLE_LLM_BASE_URL", fake_llm.openai_base_url)
+    if "example-small" not in fake_llm.fake.models:  # the fake answers 404 for unknown models
+        fake_llm.fake.models.append("example-small")
     yield
 
 

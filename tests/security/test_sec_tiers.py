@@ -23,10 +23,11 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from app.ai import pricing, routing
+from app.ai import routing
 from app.ai.contracts import TASKS, ModelChoice
 from app.ai.fake_llm import FakeLLMServer
 from app.ai.service import AiService
+from app.ai_catalog import default_catalog
 from app.api.schema import build_schema
 from app.models import TIERS
 from app.settings import Settings
@@ -59,12 +60,12 @@ mutation($limitUsd: Decimal) {
 AI_SETTINGS = """
 { aiSettings { budgetLimitUsd budgetMaxUsd overrides allowedModels { provider model } }
   viewer { budget { limitUsd } } }"""
-ENTERPRISE_BEST = {"provider": "anthropic", "model": "claude-sonnet-4-0"}
-PREMIUM_MODEL = {"provider": "anthropic", "model": "claude-3-5-sonnet-latest"}
-PRO_MODEL = {"provider": "anthropic", "model": "claude-3-5-haiku-latest"}
+ENTERPRISE_BEST = {"provider": "anthropic", "model": "claude-opus-5-5"}
+PREMIUM_MODEL = {"provider": "anthropic", "model": "claude-sonnet-5-5"}
+PRO_MODEL = {"provider": "anthropic", "model": "claude-haiku-5-5"}
 PRO_MODELS = [
-    {"provider": "openai", "model": "gpt-4o-mini"},
-    {"provider": "anthropic", "model": "claude-3-5-haiku-latest"},
+    {"provider": "openai", "model": "gpt-6-luna"},
+    {"provider": "anthropic", "model": "claude-haiku-5-5"},
 ]
 
 
@@ -125,8 +126,8 @@ async def test_pro_admin_overrides_within_pro_only(server: str, sessions: Any) -
     assert problem["path"] == "$.summarize[0].model"
     # The problem names what the tier allows, so the admin knows what to choose.
     assert "not included in the pro tier" in problem["message"]
-    assert "openai/gpt-4o-mini" in problem["message"]
-    assert "anthropic/claude-3-5-haiku-latest" in problem["message"]
+    assert "openai/gpt-6-luna" in problem["message"]
+    assert "anthropic/claude-haiku-5-5" in problem["message"]
     # More entries than allowed models (a padded list) is refused before any is looked at.
     padded = await override(admin, "summarize", *([PRO_MODEL] * 50))
     assert padded["__typename"] == "ValidationError"
@@ -140,8 +141,8 @@ async def test_pro_admin_overrides_within_pro_only(server: str, sessions: Any) -
 
 
 MODELS = st.sampled_from(
-    [{"provider": p, "model": m} for p, m in pricing.LIST_PRICES if p != "baseline"]
-    + [{"provider": "openai", "model": "gpt-9"}, {"provider": "x", "model": "y"}, {}, "gpt-4o"]
+    [{"provider": c.provider, "model": c.model} for c in default_catalog().models]
+    + [{"provider": "openai", "model": "gpt-9"}, {"provider": "x", "model": "y"}, {}, "gpt-6.2-sol"]
 )
 
 
@@ -174,7 +175,7 @@ def test_candidates_never_leave_the_tier(
         and (choice := ModelChoice(str(o.get("provider")), str(o.get("model")))) in allowed
     ]
     if wanted:  # the allowed part of the override, in its order
-        expected = [routing.CHEAPER.get(c, c) if near_budget else c for c in wanted]
+        expected = [default_catalog().cheaper(c) if near_budget else c for c in wanted]
         assert chosen == list(dict.fromkeys(expected))
     else:  # nothing allowed in it: the tier's own table
         plain = routing.candidates(
@@ -190,10 +191,10 @@ def test_allowed_models_grow_with_the_tier() -> None:
     for lower, higher in zip(TIERS, TIERS[1:], strict=False):
         assert set(routing.allowed_models(lower)) <= set(routing.allowed_models(higher))
     for tier in TIERS:
-        for models in routing.ROUTING[tier].values():
+        for models in default_catalog().routing[tier].values():
             for model in models:
                 assert model in routing.allowed_models(tier)
-                assert routing.CHEAPER.get(model, model) in routing.allowed_models(tier)
+                assert default_catalog().cheaper(model) in routing.allowed_models(tier)
     enterprise_only = set(routing.allowed_models("enterprise")) - set(
         routing.allowed_models("premium")
     )
@@ -259,7 +260,7 @@ async def test_downgrade_drops_premium_models_and_caps_the_budget(
     _, execution = await run(admin, server, keys.admin, "document-processing", {"text": TEXT})
     assert execution["status"] == "COMPLETED", execution["error"]
     used = {(a["provider"], a["model"]) for a in execution["result"]["ai"].values()}
-    assert used == {("openai", "gpt-4o-mini")}  # the pro table, not the stored premium override
+    assert used == {("openai", "gpt-6-luna")}  # the pro table, not the stored premium override
     called = {c.model for c in fake_llm.fake.calls()[seen:] if c.api != "models"}
     assert called and called <= {m["model"] for m in PRO_MODELS}
     assert PREMIUM_MODEL["model"] not in called

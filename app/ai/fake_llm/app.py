@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.ai.fake_llm.sample import constrain
 from app.ai.fake_llm.script import FakeLLM, LLMRequest, RecordedCall, Rule
 from app.ai.fake_llm.wire import (
     PROVIDER_OF,
@@ -31,6 +32,7 @@ from app.ai.fake_llm.wire import (
     parse_request,
     success_body,
 )
+from app.ai.tasks.base import parse_reply
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 _CLIENT_GONE = 499  # nginx's "client closed request": recorded when the caller gave up
@@ -164,10 +166,17 @@ async def _answer(
         return _error(provider, 504, "fake: scripted hang ended", retry_after_ms=None)
     if rule is not None and rule.status:
         return _scripted_error(provider, rule, rule.status)
+    refused = _model_refusal(fake, provider, parsed)
+    if refused is not None:
+        return refused
     try:
         text = _reply_text(fake, rule, LLMRequest(provider, api, parsed, body, call.api_key))
     except Exception as exc:  # a broken custom responder: tell the test, as the provider would
         return _error(provider, 500, f"fake: responder failed: {exc!r}", retry_after_ms=None)
+    if parsed.response_format == "json_schema" and (rule is None or rule.reply_text() is None):
+        # The responder's answer, decoded under the schema; a scripted text or json stays
+        # verbatim (a test scripts exactly what arrives).
+        text = constrained(text, parsed.schema)
     call.reply = text
     call_id = fake.new_call_id()
     input_tokens, output_tokens = _usage(rule, parsed, text)
@@ -196,6 +205,8 @@ async def _models_answer(
         if rule.status:
             return _scripted_error(provider, rule, rule.status)
     if call.model:
+        if not fake.knows(call.model):
+            return _error(provider, 404, f"model: {call.model}")
         return JSONResponse(model_object(call.model))
     return JSONResponse(model_list(fake.models))
 
@@ -242,6 +253,33 @@ def _credentials(request: Request) -> tuple[str | None, str | None]:
         return token.strip(), "authorization"
     key = request.headers.get("x-api-key")
     return (key, "x-api-key") if key else (None, None)
+
+
+def _model_refusal(fake: FakeLLM, provider: Provider, parsed: ParsedRequest) -> Response | None:
+    """What the real APIs answer for a model they do not have, or a format it cannot do."""
+    if not fake.knows(parsed.model):
+        if provider == "anthropic":
+            return _error(provider, 404, f"model: {parsed.model}")
+        message = f"The model `{parsed.model}` does not exist or you do not have access to it."
+        return _error(provider, 404, message)
+    if parsed.response_format == "json_schema" and fake.refuses_schema(parsed.model):
+        field = "output_config.format" if provider == "anthropic" else "response_format"
+        return _error(provider, 400, f"fake: {field} json_schema is not supported by this model")
+    return None
+
+
+def constrained(text: str, schema: dict[str, Any] | None) -> str:
+    """A reply made to fit `schema`, as a model decoding under the schema would give: the JSON
+    object the text meant (prose around it cannot be written under a schema), constrained. A
+    reply with no object in it (cut off) gets the schema's smallest sample."""
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        try:
+            value = parse_reply(text)
+        except ValueError:
+            value = None
+    return json.dumps(constrain(value, schema or {}))
 
 
 def _reply_text(fake: FakeLLM, rule: Rule | None, request: LLMRequest) -> str:

@@ -18,16 +18,10 @@ from typing import Any
 
 from app.ai.fake_llm.sample import echo_reply, sample_from_schema
 from app.ai.fake_llm.wire import PROVIDER_OF, ParsedRequest
+from app.ai_catalog import default_catalog
 
-DEFAULT_MODELS = (
-    "gpt-4o-mini",
-    "gpt-4o",
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "claude-3-5-haiku-latest",
-    "claude-3-5-sonnet-latest",
-    "claude-sonnet-4-0",
-)
+# Every model of the shipped catalogue: the fake offers what a deployment routes to.
+DEFAULT_MODELS = tuple(sorted(c.model for c in default_catalog().models))
 _USAGE_KEYS = frozenset({"input_tokens", "output_tokens"})
 
 
@@ -163,12 +157,22 @@ class FakeLLM:
         responder: Responder = default_responder,
         models: Sequence[str] = DEFAULT_MODELS,
         hang_s: float = 120.0,
+        any_model: bool = False,
+        json_mode_only: Iterable[str] = (),
     ) -> None:
         """`valid_keys` None accepts any non-empty key. `hang_s` bounds a `timeout` rule's
-        hang for clients that never give up."""
+        hang for clients that never give up.
+
+        Per model, like the real APIs: a call to a model not in `models` (which GET /v1/models
+        lists) is a 404 in the provider's shape, unless `any_model`. A model in
+        `json_mode_only` refuses a JSON Schema response format with a 400 (a compatible server
+        without structured outputs); every other model honours it: its reply is made to fit
+        the schema, as constrained decoding would (sample.constrain)."""
         self.valid_keys = None if valid_keys is None else frozenset(valid_keys)
         self.responder = responder
         self.models = list(models)
+        self.any_model = any_model
+        self.json_mode_only = set(json_mode_only)
         self.hang_s = hang_s
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
@@ -239,6 +243,16 @@ class FakeLLM:
                             del self._rules[index]
                     return rule, rule.name or f"#{index}"
         return None, "default"
+
+    def knows(self, model: str) -> bool:
+        """Whether a call to `model` gets past the model lookup (else: 404)."""
+        with self._lock:
+            return self.any_model or model in self.models
+
+    def refuses_schema(self, model: str) -> bool:
+        """Whether `model` answers a JSON Schema response format with a 400."""
+        with self._lock:
+            return model in self.json_mode_only
 
     def key_is_valid(self, key: str | None) -> bool:
         """Whether a call with this key gets past authentication."""

@@ -29,10 +29,17 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     """{name: provider} for every provider the settings configure, baseline included."""
     providers: dict[str, Provider] = {}
     if settings.openai_api_key:
-        providers["openai"] = OpenAIProvider(settings.openai_api_key, settings.openai_base_url)
+        providers["openai"] = OpenAIProvider(
+            settings.openai_api_key,
+            settings.openai_base_url,
+            output_mode=settings.openai_output_mode,
+            catalog=settings.catalog(),
+        )
     if settings.anthropic_api_key:
         providers["anthropic"] = AnthropicProvider(
-            settings.anthropic_api_key, settings.anthropic_base_url
+            settings.anthropic_api_key,
+            settings.anthropic_base_url,
+            output_mode=settings.anthropic_output_mode,
         )
     for name, factory in extensions.PROVIDERS.items():
         if (extra := factory(settings)) is not None:

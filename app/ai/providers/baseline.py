@@ -28,3 +28,6 @@ class BaselineProvider:
 
     async def probe(self, model: str, *, timeout: float) -> bool:
         return True
+
+    async def list_models(self, *, timeout: float) -> set[str]:
+        return {self.model}

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, Awaitable
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.ai.contracts import InvalidReply, ProviderError, ProviderResult
 from app.ai.tasks import parse_reply
 
 T = TypeVar("T")
 
+MAX_LISTED_MODELS = 5_000  # a models listing longer than this is cut (a hostile server)
 # Time the SDK may spend sleeping between its own retries (0.5 s x 2^n backoff) per retry;
 # a longer Retry-After from the server (the SDKs honour up to two minutes) is cut off.
 RETRY_ALLOWANCE_SECONDS = 1.0
@@ -38,6 +39,10 @@ def map_sdk_error(exc: Exception, sdk: ModuleType) -> ProviderError:
 
     Order matters: APITimeoutError is an APIConnectionError, and the status errors (Anthropic's
     529 OverloadedError among the 5xx ones) are APIStatusError subclasses.
+
+    "retryable" means "try the next candidate": every failure of this model or provider fails
+    over (and counts against its health); only a request the API refuses as malformed (400)
+    goes straight to the baseline, since every model would refuse it too.
     """
     if isinstance(exc, sdk.APITimeoutError):
         return ProviderError(str(exc), kind="timeout", retryable=True)
@@ -45,16 +50,22 @@ def map_sdk_error(exc: Exception, sdk: ModuleType) -> ProviderError:
         return ProviderError(str(exc), kind="connection", retryable=True)
     if isinstance(exc, sdk.RateLimitError):
         return ProviderError(str(exc), kind="rate_limited", retryable=True)
-    if isinstance(exc, sdk.AuthenticationError | sdk.PermissionDeniedError):
-        # Retrying with this provider cannot help, but "retryable" here means "try the next
-        # provider": a bad or revoked key must fail over (and trip this provider's breaker)
-        # instead of sending the task straight to the baseline.
+    if isinstance(exc, sdk.AuthenticationError):  # a bad or revoked key: the whole provider
         return ProviderError(str(exc), kind="auth", retryable=True)
+    if isinstance(exc, sdk.NotFoundError):
+        # An unknown or retired model (both APIs answer 404 for it): this model is gone, the
+        # next candidate (often the other provider) may well work.
+        return ProviderError(str(exc), kind="model_not_found", retryable=True, model_level=True)
+    if isinstance(exc, sdk.PermissionDeniedError):
+        # 403: the key may not use this model (organisation or region access).
+        return ProviderError(str(exc), kind="model_forbidden", retryable=True, model_level=True)
     if isinstance(exc, sdk.BadRequestError):
         return ProviderError(str(exc), kind="bad_request", retryable=False)
+    if isinstance(exc, sdk.APIStatusError) and exc.status_code in (503, 529):
+        return ProviderError(str(exc), kind="overloaded", retryable=True)
     if isinstance(exc, sdk.APIStatusError) and exc.status_code >= 500:
         return ProviderError(str(exc), kind="server", retryable=True)
-    if isinstance(exc, sdk.APIStatusError):  # 404 unknown model, 409, 413, 422 ...
+    if isinstance(exc, sdk.APIStatusError):  # 409, 413, 422 ...
         return ProviderError(str(exc), kind="bad_request", retryable=False)
     # APIResponseValidationError and other SDK failures: a broken reply, worth another try.
     return ProviderError(str(exc), kind="server", retryable=True)
@@ -80,16 +91,95 @@ async def bounded_call(
     return response, int((time.monotonic() - started) * 1000)
 
 
-def result_of(text: str, input_tokens: int, output_tokens: int, latency_ms: int) -> ProviderResult:
+async def list_model_ids(listing: AsyncIterable[Any], sdk: ModuleType, timeout: float) -> set[str]:
+    """The model ids of an SDK's auto-paging `models.list()`, at most MAX_LISTED_MODELS, within
+    `timeout` for the whole listing; failures as ProviderError."""
+    ids: set[str] = set()
+    try:
+        async with asyncio.timeout(timeout):
+            async for model in listing:
+                ids.add(str(model.id))
+                if len(ids) >= MAX_LISTED_MODELS:
+                    break
+    except TimeoutError as exc:
+        raise ProviderError(
+            "listing the models took too long", kind="timeout", retryable=True
+        ) from exc
+    except Exception as exc:
+        if not isinstance(exc, root_error(sdk)):
+            raise
+        raise map_sdk_error(exc, sdk) from exc
+    return ids
+
+
+# What both providers' schema-constrained decoding accepts everywhere (their strictest common
+# subset): structure, types and enums. Lengths, numeric bounds, formats and patterns are left
+# to the task's own checks, which run on every reply anyway; sent, some models refuse the
+# whole schema (a 400).
+_PORTABLE_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "anyOf",
+        "description",
+        "$ref",
+        "$defs",
+    }
+)
+
+
+def portable_schema(schema: Any) -> Any:
+    """`schema` with only the keywords structured outputs take, recursively; every object
+    closed (additionalProperties false) with all its properties required, as OpenAI's strict
+    mode needs."""
+    if isinstance(schema, list):
+        return [portable_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in _PORTABLE_KEYWORDS:
+            continue
+        if key in ("properties", "$defs"):
+            kept[key] = {name: portable_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "anyOf"):
+            kept[key] = portable_schema(value)
+        else:
+            kept[key] = value
+    enum = kept.get("enum")
+    if isinstance(enum, list) and "type" not in kept and all(isinstance(v, str) for v in enum):
+        kept["type"] = "string"  # strict mode wants every value typed
+    if kept.get("type") == "object" or "properties" in kept:
+        kept["additionalProperties"] = False
+        kept["required"] = list(kept.get("properties", {}))
+    return kept
+
+
+def result_of(
+    text: str,
+    input_tokens: int,
+    output_tokens: int,
+    latency_ms: int,
+    *,
+    cached_input_tokens: int = 0,
+) -> ProviderResult:
     """The reply's JSON object as a ProviderResult; InvalidReply (costed) when it has none."""
+    cached = min(max(cached_input_tokens, 0), input_tokens)
     try:
         output = parse_reply(text)
     except ValueError as exc:
+        # The message says what was wrong, never the reply itself (it may echo the prompt).
         raise InvalidReply(
-            f"the reply is not a JSON object: {text[:200]!r}",
+            f"the reply is not a JSON object ({len(text)} characters)",
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             latency_ms=latency_ms,
+            cached_input_tokens=cached,
         ) from exc
     return ProviderResult(
         output=output,
@@ -97,4 +187,5 @@ def result_of(text: str, input_tokens: int, output_tokens: int, latency_ms: int)
         output_tokens=output_tokens,
         latency_ms=latency_ms,
         raw_text=text,
+        cached_input_tokens=cached,
     )

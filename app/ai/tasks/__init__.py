@@ -50,6 +50,7 @@ __all__ = [
     "max_output_tokens",
     "find_task",
     "task_names",
+    "reply_schema",
     "data_block",
     "parse_reply",
     "sanitize_text",
@@ -102,6 +103,13 @@ def bound_input(task: str, input: dict[str, Any]) -> dict[str, Any]:
 def truncation(task: str, input: dict[str, Any]) -> dict[str, int]:
     """{field: length} of each text field `bound_input` cuts to MAX_TEXT_CHARS."""
     return _spec(task).truncation(input)
+
+
+def reply_schema(task: TaskSpec, input: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema structured outputs ask for (the output schema for foreign specs)."""
+    if isinstance(task, BaseTask | PreparedTask):
+        return task.reply_schema(input)
+    return task.output_schema
 
 
 def max_output_tokens(task: TaskSpec, input: dict[str, Any]) -> int:

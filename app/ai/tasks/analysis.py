@@ -89,6 +89,17 @@ class ClassifyContent(BaseTask):
             seen.add(key)
         return problems
 
+    def reply_schema(self, input: dict[str, Any]) -> dict[str, Any]:
+        """The categories as an enum: a schema-following model cannot invent one."""
+        properties = self.output_schema["properties"]
+        return {
+            **self.output_schema,
+            "properties": {
+                **properties,
+                "category": {"type": "string", "enum": input["categories"]},
+            },
+        }
+
     def prompt_data(self, input: dict[str, Any]) -> dict[str, Any]:
         data = {"text": input["text"], "categories": input["categories"]}
         for optional in ("keywords", "default"):

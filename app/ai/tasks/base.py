@@ -101,6 +101,11 @@ class BaseTask:
         """An upper bound for the reply's length, for providers that need one."""
         return DEFAULT_MAX_OUTPUT_TOKENS
 
+    def reply_schema(self, input: dict[str, Any]) -> dict[str, Any]:
+        """The JSON Schema a provider's structured output follows for this input: the output
+        schema, narrowed where the input says more (classify_content: its categories)."""
+        return self.output_schema
+
     def messages(self, input: dict[str, Any]) -> tuple[str, str]:
         """(system, user): instructions and reply schema; the input as delimited JSON data."""
         self.check_input(input)
@@ -144,12 +149,16 @@ class PreparedTask:
         self.input_schema, self.output_schema = spec.input_schema, spec.output_schema
         self.prompt = spec.messages(input)
         self.output_tokens = spec.max_output_tokens(input)
+        self.schema = spec.reply_schema(input)
 
     def messages(self, input: dict[str, Any]) -> tuple[str, str]:
         return self.prompt
 
     def max_output_tokens(self, input: dict[str, Any]) -> int:
         return self.output_tokens
+
+    def reply_schema(self, input: dict[str, Any]) -> dict[str, Any]:
+        return self.schema
 
     def validate(self, input: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
         return self.spec.validate(input, output)
