@@ -48,25 +48,44 @@ class TracedProvider:
             try:
                 result = await self.inner.complete(model, task, input, timeout=timeout)
             except InvalidReply as exc:  # answered and paid: its usage is known
-                _usage(span, self.name, model, exc.input_tokens, exc.output_tokens)
+                _usage(
+                    span,
+                    self.name,
+                    model,
+                    exc.input_tokens,
+                    exc.output_tokens,
+                    exc.cached_input_tokens,
+                )
                 span.set_status(Status(StatusCode.ERROR, "invalid_json"))
                 raise
             except ProviderError as exc:
                 span.set_attribute("error.type", exc.kind)
                 span.set_status(Status(StatusCode.ERROR, exc.kind))
                 raise
-            _usage(span, self.name, model, result.input_tokens, result.output_tokens)
+            _usage(
+                span,
+                self.name,
+                model,
+                result.input_tokens,
+                result.output_tokens,
+                result.cached_input_tokens,
+            )
             return result
 
     async def probe(self, model: str, *, timeout: float) -> bool:
         return await self.inner.probe(model, timeout=timeout)
 
+    async def list_models(self, *, timeout: float) -> set[str]:
+        return await self.inner.list_models(timeout=timeout)
 
-def _usage(span: Any, provider: str, model: str, tokens_in: int, tokens_out: int) -> None:
+
+def _usage(
+    span: Any, provider: str, model: str, tokens_in: int, tokens_out: int, cached_in: int
+) -> None:
     span.set_attribute("gen_ai.usage.input_tokens", tokens_in)
     span.set_attribute("gen_ai.usage.output_tokens", tokens_out)
     try:
-        cost = pricing.cost(provider, model, tokens_in, tokens_out)
+        cost = pricing.cost(provider, model, tokens_in, tokens_out, cached_input_tokens=cached_in)
     except pricing.UnknownModel:  # the gateway reports that; the span just has no cost
         return
     span.set_attribute("wfs.ai.cost_usd", str(cost))

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from app.ai_catalog import default_catalog
 from app.settings import Settings
 from tests.support import free_port
 from tests.workers.test_template_graph import pk as execution_pk
@@ -80,8 +81,9 @@ async def test_one_trace_from_start_execution_through_the_workflow_to_the_ai_cal
     assert len(calls) == 1  # the template's one AI step: one model call, in this trace
     for call in calls:
         attributes = call["attributes"]
-        assert attributes["gen_ai.system"] == "openai"
-        assert attributes["gen_ai.request.model"] == "gpt-4o"
+        first = default_catalog().routing["premium"]["summarize"][0]  # the tier's first model
+        assert attributes["gen_ai.system"] == first.provider
+        assert attributes["gen_ai.request.model"] == first.model
         assert attributes["gen_ai.usage.input_tokens"] > 0
         assert attributes["gen_ai.usage.output_tokens"] > 0
         assert Decimal(attributes["wfs.ai.cost_usd"]) > 0
