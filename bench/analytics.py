@@ -297,7 +297,7 @@ def cost_estimates(page: bool) -> Call:
     async def call(s: AsyncSession, facts: dict[str, Any]) -> Any:
         templates = facts["page"] if page else [facts["template_id"]]
         keys = [(t, TIERS[0]) for t in templates]
-        found = await ForecastService(s).cost_estimates(facts["tenant"], keys, facts["now"])
+        found = await ForecastService(s).cost_estimates(facts["tenant"], keys)
         return sum(e.based_on_runs for e in found)
 
     return call
