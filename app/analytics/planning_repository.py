@@ -19,9 +19,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
+    DateTime,
     Select,
     Uuid,
     and_,
+    cast,
     delete,
     func,
     insert,
@@ -30,7 +33,6 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
-    union,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -140,20 +142,22 @@ class PlanningRepository:
         self, since: datetime, sample: int, complete_until: date
     ) -> int:
         """Replace template_cost_estimates: per (template, tier) with COMPLETED runs created
-        since `since`, the AI cost per run over its latest `sample` such runs by runs of
-        that tier (the tier the run recorded, else its tenant's current one), as percentiles
-        over the whole sample and over each tenant's runs in it; the rows written. The
+        since `since`, the AI cost per run over its latest `sample` such runs of that tier
+        (the tier the run recorded, else its tenant's current one), as percentiles over the
+        whole sample and over each tenant's runs in it; the rows written. The
         execution_rollup must be complete before `complete_until` (the refresh that calls
-        this has just rebuilt it): the pairs come from its rows for whole days and from the
-        executions after it, then each pair's runs from a LATERAL walk of (template_id,
-        created_at) that stops at `sample`, and only those runs' AI usage is summed."""
+        this has just rebuilt it): the pairs and their runs per day come from its rows for
+        whole days and from the executions after it; each pair's runs from a LATERAL read
+        of (template_id, created_at) over the latest days that hold `sample` runs, stopping
+        at `sample`; only those runs' AI usage is summed. (Deleted executions stay counted
+        in rolled-up days: a pair whose latest days lost runs gets a smaller sample.)"""
         await self.session.execute(delete(TemplateCostEstimate))
+        # Completed runs per (template, tier) and UTC day: the rollup's whole days, the
+        # executions of the days after it.
         r = ExecutionRollup
+        rolled_tier = func.coalesce(func.nullif(r.tier, UNKNOWN_TIER), Tenant.tier)
         rolled = (
-            select(
-                r.template_id.label("template_id"),
-                func.coalesce(func.nullif(r.tier, UNKNOWN_TIER), Tenant.tier).label("tier"),
-            )
+            select(r.template_id, rolled_tier.label("tier"), r.day, func.sum(r.runs).label("n"))
             .join(Tenant, Tenant.id == r.tenant_id)
             .where(
                 r.day >= since.astimezone(UTC).date(),
@@ -161,24 +165,49 @@ class PlanningRepository:
                 r.status == "COMPLETED",
                 r.template_id != ALL_TEMPLATES,
             )
+            .group_by(r.template_id, rolled_tier, r.day)
         )
         run_tier = func.coalesce(Execution.tier, Tenant.tier)
+        run_day = cast(func.timezone("UTC", Execution.created_at), Date)
         recent = (
-            select(Execution.template_id, run_tier)
+            select(Execution.template_id, run_tier, run_day, func.count())
             .join(Tenant, Tenant.id == Execution.tenant_id)
             .where(
-                Execution.created_at
-                >= max(since, datetime.combine(complete_until, time(), tzinfo=UTC)),
+                Execution.created_at >= max(since, day_start(complete_until)),
                 Execution.status == "COMPLETED",
             )
+            .group_by(Execution.template_id, run_tier, run_day)
         )
-        pairs = union(rolled, recent).subquery("pairs")
+        daily = union_all(rolled, recent).subquery("daily")
+        # Runs on that day and after, newest day first: the sample lies within the latest
+        # days that hold `sample` runs, so each walk below reads only those days' runs
+        # (PostgreSQL cannot know how soon a walk filtered by tier reaches its limit, and
+        # read every run of the template within 90 days when left to choose).
+        upto = (
+            select(
+                daily.c.template_id,
+                daily.c.tier,
+                daily.c.day,
+                func.sum(daily.c.n)
+                .over(partition_by=(daily.c.template_id, daily.c.tier), order_by=daily.c.day.desc())
+                .label("upto"),
+            )
+        ).subquery("upto")
+        first_day = func.coalesce(
+            func.max(upto.c.day).filter(upto.c.upto >= sample), func.min(upto.c.day)
+        )
+        pairs = (
+            select(upto.c.template_id, upto.c.tier, first_day.label("first_day"))
+            .group_by(upto.c.template_id, upto.c.tier)
+            .subquery("pairs")
+        )
         latest = (
             select(Execution.id, Execution.tenant_id)
             .join(Tenant, Tenant.id == Execution.tenant_id)
             .where(
                 Execution.template_id == pairs.c.template_id,
                 Execution.created_at >= since,
+                Execution.created_at >= func.timezone("UTC", cast(pairs.c.first_day, DateTime)),
                 Execution.status == "COMPLETED",
                 run_tier == pairs.c.tier,
             )
@@ -211,6 +240,9 @@ class PlanningRepository:
         every = figures(literal(ALL_TENANTS, Uuid))
         own = figures(runs.c.tenant_id, runs.c.tenant_id)
         columns = ["template_id", "tier", "tenant_id", "runs", "p50_usd", "p95_usd"]
+        # Its estimated cost passes jit_above_cost; compiling took longer than the statement
+        # (docs/library-notes.md). SET LOCAL: until the refresh's transaction ends.
+        await self.session.execute(text("SET LOCAL jit = off"))
         result = await self.session.execute(
             insert(TemplateCostEstimate).from_select(columns, union_all(every, own))
         )
@@ -262,6 +294,10 @@ class PlanningRepository:
             )
             for r in (await self.session.execute(query)).all()
         }
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 def _decimal(value: Any) -> Decimal | None:
