@@ -27,6 +27,7 @@ from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
 from app.models.analytics import ALL_TEMPLATES
 from app.settings import Settings
 from tests.api.test_execution_filters import platform_templates
+from tests.api.test_execution_flow import start, wait_terminal
 from tests.api.test_platform_admin import platform_key
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
@@ -49,6 +50,7 @@ class Run:
         default_factory=list
     )  # provider, usd, fallback
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    tier: str | None = None  # the tier the run recorded (None: created before 0019)
 
     @property
     def enhanced(self) -> bool:
@@ -101,6 +103,7 @@ async def write(sessions: Any, tenant: TenantKeys, runs: list[Run]) -> None:
                     template_id=template_id,
                     template_version_id=version_id,
                     params={"region": run.region},
+                    tier=run.tier,
                     status=run.status,
                     progress=0.0,
                     workflow_id=f"exec-{run.id}",
@@ -443,3 +446,55 @@ async def test_the_worker_keeps_a_schedule_that_refreshes_the_rollup(
                 break
             await asyncio.sleep(0.2)
     assert state.complete_until == datetime.now(UTC).date()
+
+
+async def test_tier_grouping_counts_each_run_at_the_tier_it_recorded(
+    server: str, sessions: Any
+) -> None:
+    """A tenant that changed tier: TIER buckets by the tier each run recorded; runs that
+    recorded none (created before migration 0019) count at the tenant's tier now, from the
+    rollup and from the rows alike, and follow a later tier change."""
+    keys = await make_tenant(sessions, "premium")
+    t0 = period()
+    runs = history(t0, 90)
+    for i, run in enumerate(runs):
+        run.tier = ("free", "pro", None)[i % 3]
+    await write(sessions, keys, runs)  # and rolled up
+    client = GraphQLClient(server, keys.admin)
+    since, until = t0 + timedelta(hours=12), t0 + timedelta(days=6)
+
+    async def check(now_tier: str) -> None:
+        def tier_of(r: Run) -> str:
+            return r.tier or now_tier
+
+        window = [r for r in runs if since <= r.created < until]
+        order = sorted(
+            {tier_of(r) for r in runs if since - (until - since) <= r.created < until},
+            key=lambda t: (-sum(tier_of(r) == t for r in window), t),
+        )
+        spans = [(t, lambda r, t=t: tier_of(r) == t) for t in order]
+        from_rollup = await stats(client, since, until, "TIER")
+        check_buckets(from_rollup["buckets"], runs, "TIER", spans)
+        from_rows = await stats(client, since, until, "TIER", filter={"paramsContains": {}})
+        assert from_rows == from_rollup
+
+    await check("premium")
+    async with sessions() as s:
+        await s.execute(update(Tenant).where(Tenant.name == keys.name).values(tier="enterprise"))
+        await s.commit()
+    await check("enterprise")
+
+
+async def test_a_started_execution_records_its_tier(
+    client: GraphQLClient, sessions: Any, tenant: TenantKeys
+) -> None:
+    started = await start(client)
+    assert started["__typename"] == "Execution", started
+    await wait_terminal(client, started["id"])
+    async with sessions() as s:
+        tier = await s.scalar(
+            select(Execution.tier)
+            .join(Tenant, Tenant.id == Execution.tenant_id)
+            .where(Tenant.name == tenant.name)
+        )
+    assert tier == "pro"  # the `tenant` fixture's

@@ -73,9 +73,10 @@ async def runs(
     template: str | None,
     done: list[tuple[datetime, float, str]],
     costs: list[str] | None = None,
+    tier: str | None = None,
 ) -> None:
     """Executions of `template` (a platform one when None): (created, seconds, status) each,
-    with one AI call of costs[i] when given."""
+    with one AI call of costs[i] when given, recording `tier` (None: as before 0019)."""
     async with sessions() as s:
         query = select(Template.id, TemplateVersion.id).join(
             TemplateVersion, TemplateVersion.template_id == Template.id
@@ -95,6 +96,7 @@ async def runs(
                     "template_version_id": version_id,
                     "params": {},
                     "status": status,
+                    "tier": tier,
                     "workflow_id": f"forecast-{pk}",
                     "created_at": created,
                     "started_at": created,
@@ -254,6 +256,31 @@ async def test_cost_estimate_from_recorded_runs(server: str, sessions: Any) -> N
         await runs(sessions, pro, name, [at(i) for i in range(20, 24)], ["7.000000"] * 4)
     assert await estimate("PRO") == {**expected(["7"] * 12, 10), "tier": "PRO"}
     assert await estimate() == expected(own, 5)
+
+
+async def test_cost_estimate_counts_runs_at_the_tier_they_recorded(
+    server: str, sessions: Any
+) -> None:
+    """A premium tenant's runs that recorded the pro tier (it was pro then) count for PRO;
+    its runs that recorded none count at its tier now."""
+    owner = await make_tenant(sessions, "premium")
+    name = await publish(sessions, owner, PRIVATE)
+    client = GraphQLClient(server, owner.viewer)
+    owner_id = await tenant_row(sessions, owner)
+    midnight = datetime.combine(datetime.now(UTC).date(), time(), UTC)
+    now = max(datetime.now(UTC) - timedelta(hours=1), midnight)
+    done = [(now + timedelta(seconds=i), 5.0, "COMPLETED") for i in range(5)]
+    await runs(sessions, owner_id, name, done, ["1.000000"] * 5, tier="pro")
+    await runs(sessions, owner_id, name, done, ["2.000000"] * 5)
+
+    async def estimate(tier: str) -> dict[str, Any]:
+        found = await client.data(COST_ESTIMATE, {"name": name, "tier": tier})
+        return dict(found["template"]["costEstimate"])
+
+    await refresh(sessions)
+    pro, premium = await estimate("PRO"), await estimate("PREMIUM")
+    assert (pro["basedOnRuns"], pro["p50Usd"], pro["p95Usd"]) == (5, "1.000000", "1.000000")
+    assert (premium["basedOnRuns"], premium["p50Usd"]) == (5, "2.000000"), premium
 
 
 def test_coarse_run_counts() -> None:
@@ -430,9 +457,7 @@ ESTIMATES_PAGE = """query($first: Int) { templates(first: $first) { edges { node
   name costEstimate { basedOnRuns } pro: costEstimate(tier: PRO) { tier basedOnRuns } } } } }"""
 
 
-async def test_a_page_of_cost_estimates_costs_one_statement(
-    server: str, sessions: Any
-) -> None:
+async def test_a_page_of_cost_estimates_costs_one_statement(server: str, sessions: Any) -> None:
     client = GraphQLClient(server, (await make_tenant(sessions, "premium")).viewer)
     await client.data("{ viewer { role } }")  # warm up: first use of a key writes last_used_at
     for first in (2, 6):
