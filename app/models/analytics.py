@@ -1,8 +1,8 @@
 """The daily rollup of executions that executionStats reads for whole UTC days (bench/analytics.py
 measured why: reading a tenant's million rows per question does not answer within 500 ms).
 
-One row per tenant, UTC day of creation, template (and ALL_TEMPLATES), status and duration
-bucket: how many runs,
+One row per tenant, UTC day of creation, template (and ALL_TEMPLATES), status, duration
+bucket and recorded tier (migration 0019): how many runs,
 how many of them a model answered (AI-enhanced), their AI cost. A duration bucket k holds runs
 whose start-to-finish seconds s satisfy DURATION_RATIO**k <= s < DURATION_RATIO**(k+1);
 NO_DURATION holds runs that have none (not finished, or never started). Percentiles are read
