@@ -170,16 +170,15 @@ def _rank_values(c: Any, q: float) -> tuple[ColumnElement[Any], ColumnElement[An
     return at(rank), at(func.least(rank + 1, c.total - 1))
 
 
-def _usage_by_join(spans: list[tuple[datetime, datetime]]) -> bool:
-    """Whether the runs read over `spans` are joined to the AI usage recorded since the
-    first span began (so the planner may read that as one range) rather than probed: when
-    the spans cover much of the time since then (a window near now, read whole from the
-    rows). When they are the partial edge days of a window the rollup answers, or a window
-    long past, that range holds far more usage rows than there are runs, and PostgreSQL's
-    estimate of the probes has been seen to pick the range anyway. The figures are the
-    same either way."""
-    read = sum((b - a for a, b in spans), timedelta(0))
-    return datetime.now(UTC) - spans[0][0] <= 2 * read + timedelta(days=1)
+def _usage_by_join(span: tuple[datetime, datetime]) -> bool:
+    """Whether the runs created in `span` are joined to the AI usage recorded since it
+    began (so the planner may read that as one range) rather than probed: when the span
+    covers much of the time since then (a window near now read from the rows, today's
+    part-day). For an edge day of a window long past that range holds far more usage rows
+    than there are runs, and PostgreSQL's estimate of the probes has been seen to pick the
+    range anyway. The figures are the same either way."""
+    lo, hi = span
+    return datetime.now(UTC) - lo <= 2 * (hi - lo) + timedelta(days=1)
 
 
 class StatsRepository:
@@ -322,53 +321,16 @@ class StatsRepository:
         the rows of their union read once (with their AI usage), each counted in every
         period whose range holds it."""
         spans = merged([(r.lo, r.hi) for r in ranges])
-        created = Execution.created_at
-        where = [or_(*(and_(created >= a, created < b) for a, b in spans))]
-        if scope.tenant_id is not None:
-            where.append(Execution.tenant_id == scope.tenant_id)
-        if scope.statuses is not None:
-            where.append(Execution.status.in_(scope.statuses))
-        if scope.template_ids is not None:
-            where.append(Execution.template_id.in_(scope.template_ids))
-        if scope.params_contains is not None:
-            where.append(Execution.params.contains(scope.params_contains))
-        columns: list[Any] = [
-            Execution.created_at,
-            Execution.tenant_id,
-            Execution.template_id,
-            Execution.status,
-            Execution.tier,
-            duration_bucket(run_seconds()).label("bucket"),
-        ]
-        runs = select(*columns).select_from(Execution).where(*where)
-        if scope.run_ai and _usage_by_join(spans):
-            # Each run with its AI usage, the usage recorded since the first run's creation
-            # (less a margin for hosts' clocks): the planner then picks a probe of
-            # ix_ai_usage_execution_id per run (few runs: a selective filter) or one range
-            # of the tenant's usage, hashed (many runs), whichever costs less.
-            answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
-            on = [
-                AiUsage.execution_id == Execution.id,
-                AiUsage.at >= spans[0][0] - USAGE_CLOCK_MARGIN,
-            ]
-            if scope.tenant_id is not None:
-                on.append(AiUsage.tenant_id == scope.tenant_id)
-            runs = (
-                runs.outerjoin(AiUsage, and_(*on))
-                .add_columns(
-                    func.bool_or(answered).label("ai"), func.sum(AiUsage.cost_usd).label("cost")
-                )
-                .group_by(Execution.id)
-            )
-        elif scope.run_ai:  # a probe per run: the usage since the first one is far more
-            usage = usage_of_run()
-            runs = runs.join(usage, true()).add_columns(
-                usage.c.ai.label("ai"), usage.c.cost.label("cost")
-            )
-        else:  # no AI figures read (tenantComparison reads AI spend by day)
-            runs = runs.add_columns(
-                literal(False).label("ai"), cast(literal(0), Numeric(18, 6)).label("cost")
-            )
+        if not scope.run_ai:
+            runs: Any = self._runs(scope, spans, None)
+        else:
+            # Spans near now join the usage recorded since they began, the others probe it
+            # run by run (_usage_by_join).
+            joined = [x for x in spans if _usage_by_join(x)]
+            probed = [x for x in spans if not _usage_by_join(x)]
+            parts = [self._runs(scope, x, True) for x in (joined,) if x]
+            parts += [self._runs(scope, x, False) for x in (probed,) if x]
+            runs = parts[0] if len(parts) == 1 else union_all(*parts)
         e = runs.subquery("runs")
         p = _periods(ranges)
         key = self._key(
@@ -397,6 +359,61 @@ class StatsRepository:
         if scope.group_by == "TIER":
             query = query.join(Tenant, Tenant.id == e.c.tenant_id)
         return query
+
+    @staticmethod
+    def _runs(
+        scope: StatsScope, spans: list[tuple[datetime, datetime]], join_usage: bool | None
+    ) -> Select[Any]:
+        """The scope's executions created in `spans` with their bucket, and their AI usage:
+        joined to the usage recorded since the first span began (`join_usage`), probed per
+        run (False) or not read (None: zeros)."""
+        created = Execution.created_at
+        where = [or_(*(and_(created >= a, created < b) for a, b in spans))]
+        if scope.tenant_id is not None:
+            where.append(Execution.tenant_id == scope.tenant_id)
+        if scope.statuses is not None:
+            where.append(Execution.status.in_(scope.statuses))
+        if scope.template_ids is not None:
+            where.append(Execution.template_id.in_(scope.template_ids))
+        if scope.params_contains is not None:
+            where.append(Execution.params.contains(scope.params_contains))
+        columns: list[Any] = [
+            Execution.created_at,
+            Execution.tenant_id,
+            Execution.template_id,
+            Execution.status,
+            Execution.tier,
+            duration_bucket(run_seconds()).label("bucket"),
+        ]
+        runs = select(*columns).select_from(Execution).where(*where)
+        if join_usage:
+            # Each run with its AI usage, the usage recorded since the first run's creation
+            # (less a margin for hosts' clocks): the planner then picks a probe of
+            # ix_ai_usage_execution_id per run (few runs: a selective filter) or one range
+            # of the usage, hashed (many runs), whichever costs less.
+            answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
+            on = [
+                AiUsage.execution_id == Execution.id,
+                AiUsage.at >= spans[0][0] - USAGE_CLOCK_MARGIN,
+            ]
+            if scope.tenant_id is not None:
+                on.append(AiUsage.tenant_id == scope.tenant_id)
+            return (
+                runs.outerjoin(AiUsage, and_(*on))
+                .add_columns(
+                    func.bool_or(answered).label("ai"), func.sum(AiUsage.cost_usd).label("cost")
+                )
+                .group_by(Execution.id)
+            )
+        if join_usage is False:  # a probe per run
+            usage = usage_of_run()
+            return runs.join(usage, true()).add_columns(
+                usage.c.ai.label("ai"), usage.c.cost.label("cost")
+            )
+        # no AI figures read (tenantComparison reads AI spend by day)
+        return runs.add_columns(
+            literal(False).label("ai"), cast(literal(0), Numeric(18, 6)).label("cost")
+        )
 
     def _from_rollup(self, scope: StatsScope, ranges: list[Period]) -> Select[Any]:
         """The same counts from the rollup's whole days in `ranges` (starts of UTC days):

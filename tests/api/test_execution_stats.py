@@ -485,6 +485,25 @@ async def test_tier_grouping_counts_each_run_at_the_tier_it_recorded(
     await check("enterprise")
 
 
+async def test_a_window_up_to_now_counts_ai_usage_as_the_rows_say(
+    server: str, sessions: Any
+) -> None:
+    """Read from the rows, a window near now joins the AI usage recorded since it began (one
+    range) instead of probing it per run: same figures as the runs, and as the rollup."""
+    keys = await make_tenant(sessions, "pro")
+    now = datetime.now(UTC)
+    t0 = datetime.combine(now.date(), datetime.min.time(), UTC) - timedelta(days=14)
+    runs = [r for r in history(t0) if r.created < now]
+    await write(sessions, keys, runs)  # and rolled up
+    client = GraphQLClient(server, keys.admin)
+    since, until = t0 + timedelta(hours=12), now
+    from_rows = await stats(client, since, until, "DAY", filter={"paramsContains": {}})
+    day_keys = [(t0 + i * DAY).date().isoformat() for i in range(15)]
+    check_buckets(from_rows["buckets"], runs, "DAY", [(k, lambda r: True) for k in day_keys])
+    assert sum(b["current"]["aiEnhanced"] for b in from_rows["buckets"]) > 0
+    assert await stats(client, since, until, "DAY") == from_rows
+
+
 async def test_a_started_execution_records_its_tier(
     client: GraphQLClient, sessions: Any, tenant: TenantKeys
 ) -> None:
