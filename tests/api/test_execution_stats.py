@@ -27,10 +27,12 @@ from app.models import AiUsage, Execution, ExecutionRollup, RollupState, Tenant
 from app.models.analytics import ALL_TEMPLATES
 from app.settings import Settings
 from tests.api.test_execution_filters import platform_templates
-from tests.api.test_execution_flow import start, wait_terminal
 from tests.api.test_platform_admin import platform_key
 from tests.conftest import TenantKeys, make_tenant
+from tests.security.test_sec_control import LONG, fill_slots, free_tenant, release
 from tests.support import GraphQLClient
+from tests.workers.test_control import call, state, until
+from tests.workers.test_control import start as start_named
 
 STATS = (
     Path(__file__).resolve().parents[2] / "graphql" / "operations" / "ExecutionStats.graphql"
@@ -504,16 +506,32 @@ async def test_a_window_up_to_now_counts_ai_usage_as_the_rows_say(
     assert await stats(client, since, until, "DAY") == from_rows
 
 
-async def test_a_started_execution_records_its_tier(
-    client: GraphQLClient, sessions: Any, tenant: TenantKeys
+async def test_executions_record_the_tier_they_were_created_and_started_at(
+    server: str, sessions: Any, settings: Settings
 ) -> None:
-    started = await start(client)
-    assert started["__typename"] == "Execution", started
-    await wait_terminal(client, started["id"])
+    """Created at the tenant's tier; a queued run started after the tenant moved to another
+    tier records the tier it was started at (its priority and limits were that tier's)."""
+    keys, client, template = await free_tenant(server, sessions)
+    running = await fill_slots(client, template, settings.tier_concurrency["free"])
+    queued = await start_named(client, template, LONG)
+    assert (await state(client, queued))["status"] == "PENDING"
+
+    async def tiers() -> dict[str, str | None]:
+        async with sessions() as s:
+            rows = await s.execute(
+                select(Execution.id, Execution.tier)
+                .join(Tenant, Tenant.id == Execution.tenant_id)
+                .where(Tenant.name == keys.name)
+            )
+            return {to_global_id("Execution", r.id): r.tier for r in rows}
+
+    assert set((await tiers()).values()) == {"free"}
     async with sessions() as s:
-        tier = await s.scalar(
-            select(Execution.tier)
-            .join(Tenant, Tenant.id == Execution.tenant_id)
-            .where(Tenant.name == tenant.name)
-        )
-    assert tier == "pro"  # the `tenant` fixture's
+        await s.execute(update(Tenant).where(Tenant.name == keys.name).values(tier="pro"))
+        await s.commit()
+    await call(client, "CancelExecution", {"id": running[0]})  # frees a slot
+    await until(client, queued, lambda e: e["status"] == "RUNNING")
+    recorded = await tiers()
+    await release(client, template)
+    assert recorded[queued] == "pro"
+    assert [recorded[r] for r in running] == ["free"] * len(running)
