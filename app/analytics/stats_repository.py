@@ -170,6 +170,16 @@ def _rank_values(c: Any, q: float) -> tuple[ColumnElement[Any], ColumnElement[An
     return at(rank), at(func.least(rank + 1, c.total - 1))
 
 
+def _period_columns(ranges: list[Period], p: Any, back_type: Any) -> tuple[Any, Any]:
+    """The period and shift of each row read: from the VALUES list it is joined to, or as
+    constants when one range is read (no join: tenantComparison's one period)."""
+    if len(ranges) > 1:
+        return p.c.period, p.c.back
+    only = ranges[0]
+    back = only.back.days if back_type is Integer else only.back
+    return literal(only.period, String), literal(back, back_type)
+
+
 def _usage_by_join(span: tuple[datetime, datetime]) -> bool:
     """Whether the runs created in `span` are joined to the AI usage recorded since it
     began (so the planner may read that as one range) rather than probed: when the span
@@ -333,9 +343,10 @@ class StatsRepository:
             runs = parts[0] if len(parts) == 1 else union_all(*parts)
         e = runs.subquery("runs")
         p = _periods(ranges)
+        period, back = _period_columns(ranges, p, Interval)
         key = self._key(
             scope,
-            e.c.created_at + p.c.back,
+            e.c.created_at + back,
             e.c.tenant_id,
             e.c.template_id,
             e.c.status,
@@ -344,7 +355,7 @@ class StatsRepository:
         )
         query = (
             select(
-                p.c.period.label("period"),
+                period.label("period"),
                 key.label("key"),
                 e.c.status.label("status"),
                 e.c.bucket.label("bucket"),
@@ -353,9 +364,10 @@ class StatsRepository:
                 func.coalesce(func.sum(e.c.cost), literal(0)).label("cost"),
             )
             .select_from(e)
-            .join(p, and_(e.c.created_at >= p.c.lo, e.c.created_at < p.c.hi))
-            .group_by(p.c.period, key, e.c.status, e.c.bucket)
+            .group_by(period, key, e.c.status, e.c.bucket)
         )
+        if len(ranges) > 1:
+            query = query.join(p, and_(e.c.created_at >= p.c.lo, e.c.created_at < p.c.hi))
         if scope.group_by == "TIER":
             query = query.join(Tenant, Tenant.id == e.c.tenant_id)
         return query
@@ -431,9 +443,6 @@ class StatsRepository:
             where.append(r.template_id != ALL_TEMPLATES)
         else:
             where.append(r.template_id == ALL_TEMPLATES)
-        # Summed over what the grouping does not tell apart (tenants, templates) before the
-        # days are joined to their periods and keyed: the platform's DAY reads every
-        # tenant's rows, and its keys (time zone arithmetic) then cost a few per day.
         dims: list[Any] = [r.day, r.status, r.duration_bucket.label("bucket")]
         if scope.group_by == "TEMPLATE":
             dims.append(r.template_id)
@@ -441,19 +450,23 @@ class StatsRepository:
             dims.append(r.tenant_id)
         if scope.group_by == "TIER":
             dims.append(func.nullif(r.tier, UNKNOWN_TIER).label("tier"))
-        rows = (
-            select(
-                *dims,
-                func.sum(r.runs).label("runs"),
-                func.sum(r.ai_runs).label("ai_runs"),
-                func.sum(r.ai_cost_usd).label("ai_cost_usd"),
+        figures = (r.runs, r.ai_runs, r.ai_cost_usd)
+        if scope.tenant_id is None and scope.group_by not in ("TIER", "TENANT"):
+            # The platform's DAY, WEEK, STATUS: every tenant's rows summed per day, status
+            # and bucket before the days are joined to their periods and keyed (time zone
+            # arithmetic per row: the platform's DAY over 30 days spent most of its time
+            # there). Elsewhere this would merge next to nothing, at the cost of a pass.
+            rows = (
+                select(*dims, *(func.sum(f).label(f.key) for f in figures))
+                .where(*where)
+                .group_by(*dims)
             )
-            .where(*where)
-            .group_by(*dims)
-        )
+        else:
+            rows = select(*dims, *figures).where(*where)
         e = rows.subquery("rolled")
         p = _periods(ranges, Date)
-        at = func.timezone("UTC", cast(e.c.day + p.c.back, DateTime))  # the day's start, UTC
+        period, back = _period_columns(ranges, p, Integer)
+        at = func.timezone("UTC", cast(e.c.day + back, DateTime))  # the day's start, UTC
 
         def dim(name: str) -> Any:
             return e.c[name] if name in e.c else None
@@ -463,7 +476,7 @@ class StatsRepository:
         )
         query = (
             select(
-                p.c.period.label("period"),
+                period.label("period"),
                 key.label("key"),
                 e.c.status.label("status"),
                 e.c.bucket.label("bucket"),
@@ -472,9 +485,10 @@ class StatsRepository:
                 func.sum(e.c.ai_cost_usd).label("cost"),
             )
             .select_from(e)
-            .join(p, and_(e.c.day >= p.c.lo, e.c.day < p.c.hi))
-            .group_by(p.c.period, key, e.c.status, e.c.bucket)
+            .group_by(period, key, e.c.status, e.c.bucket)
         )
+        if len(ranges) > 1:
+            query = query.join(p, and_(e.c.day >= p.c.lo, e.c.day < p.c.hi))
         if scope.group_by == "TIER":
             query = query.join(Tenant, Tenant.id == e.c.tenant_id)
         return query
