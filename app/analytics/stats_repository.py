@@ -344,15 +344,21 @@ class StatsRepository:
         e = runs.subquery("runs")
         p = _periods(ranges)
         period, back = _period_columns(ranges, p, Interval)
-        key = self._key(
-            scope,
-            e.c.created_at + back,
-            e.c.tenant_id,
-            e.c.template_id,
-            e.c.status,
-            e.c.tier,
-            Tenant.tier,
-        )
+        if scope.group_by in CALENDAR:
+            # The run's day (week) once, shifted per period: the shift is whole days
+            # (weeks) and UTC has no daylight saving, so truncating the shifted time gives
+            # the same. A window read from the rows counts most runs in both periods.
+            key = e.c.base + back
+        else:
+            key = self._key(
+                scope,
+                e.c.created_at + back,
+                e.c.tenant_id,
+                e.c.template_id,
+                e.c.status,
+                e.c.tier,
+                Tenant.tier,
+            )
         query = (
             select(
                 period.label("period"),
@@ -397,6 +403,9 @@ class StatsRepository:
             Execution.tier,
             duration_bucket(run_seconds()).label("bucket"),
         ]
+        if scope.group_by in CALENDAR:
+            unit = CALENDAR[scope.group_by][0]
+            columns.append(func.date_trunc(unit, Execution.created_at, "UTC").label("base"))
         runs = select(*columns).select_from(Execution).where(*where)
         if join_usage:
             # Each run with its AI usage, the usage recorded since the first run's creation
