@@ -297,7 +297,7 @@ def cost_estimates(page: bool) -> Call:
     async def call(s: AsyncSession, facts: dict[str, Any]) -> Any:
         templates = facts["page"] if page else [facts["template_id"]]
         keys = [(t, TIERS[0]) for t in templates]
-        found = await ForecastService(s).cost_estimates(facts["tenant"], keys, facts["now"])
+        found = await ForecastService(s).cost_estimates(facts["tenant"], keys)
         return sum(e.based_on_runs for e in found)
 
     return call
@@ -351,6 +351,12 @@ def recommendations(days: int) -> Call:
     return call
 
 
+async def rollup_refresh(s: AsyncSession, facts: dict[str, Any]) -> Any:
+    """What the schedule runs every ANALYTICS_ROLLUP_SECONDS once the days are rolled up:
+    changed days (none here) and every template's cost estimates, rolled back after."""
+    return (await RollupService(s).refresh()).estimates
+
+
 QUERIES: list[tuple[str, Call]] = [
     ("executionStats DAY, 90 days", stats(90, "DAY")),
     ("executionStats WEEK, 90 days", stats(90, "WEEK")),
@@ -385,6 +391,7 @@ QUERIES: list[tuple[str, Call]] = [
     ("slaReport, 31 days, one template", sla_report(31, one=True)),
     ("aiRecommendations, 30 days", recommendations(30)),
     ("aiRecommendations, 366 days", recommendations(366)),
+    ("analytics rollup refresh, nothing new (cost estimates recomputed)", rollup_refresh),
 ]
 
 

@@ -28,5 +28,11 @@ class AnalyticsActivities:
             done = await RollupService(session).refresh()
             await session.commit()
         until = done.complete_until.isoformat() if done.complete_until else None
-        log.info("analytics.rollup_refreshed", skipped=done.skipped, days=done.days, rows=done.rows)
+        log.info(
+            "analytics.rollup_refreshed",
+            skipped=done.skipped,
+            days=done.days,
+            rows=done.rows,
+            estimates=done.estimates,
+        )
         return RollupResult(done.skipped, until, done.days, done.rows)

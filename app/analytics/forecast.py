@@ -10,9 +10,13 @@ So early in a month the forecast still rests on weeks of history (the previous m
 new tenant gets the method its few days allow (`method`), or none below 3 days of history.
 
 Cost per run: the 50th/95th percentile of the AI cost of COMPLETED runs of the template (all
-versions) in the last ESTIMATE_DAYS, latest ESTIMATE_SAMPLE runs, by tenants now on that tier
-(executions do not record the tier they ran at; a tenant that changed tier is counted at its
-current one). Only the caller's own runs count, unless the sample holds runs of at least
+versions) in the last ESTIMATE_DAYS, latest ESTIMATE_SAMPLE runs, of that tier (the tier each
+run recorded: executions.tier; runs created before migration 0019 recorded none and count at
+their tenant's current tier). Computed for every template and tier by each analytics rollup
+refresh (template_cost_estimates: a page of templates is one indexed read instead of a walk
+of each one's runs), so an estimate is as of the last refresh (`as_of`), at most
+ANALYTICS_ROLLUP_SECONDS old while the schedule runs.
+Only the caller's own runs count, unless the sample holds runs of at least
 ESTIMATE_MIN_OTHER_TENANTS tenants besides the caller, none of them more than
 ESTIMATE_MAX_OTHER_SHARE of those runs, and ESTIMATE_MIN_MIXED_RUNS runs in all; then every run
 of the sample counts. The caller is not one of the others: with two others, basedOnRuns minus
@@ -68,6 +72,8 @@ class CostForecastReport:
 @dataclass(frozen=True)
 class CostEstimateReport:
     tier: str
+    # The last analytics rollup refresh, which computed the estimate (None: none yet).
+    as_of: datetime | None
     based_on_runs: int
     p50_usd: Decimal | None
     p95_usd: Decimal | None
@@ -137,22 +143,23 @@ class ForecastService:
         )
 
     async def cost_estimates(
-        self, caller: uuid.UUID, keys: list[tuple[uuid.UUID, str]], as_of: datetime
+        self, caller: uuid.UUID, keys: list[tuple[uuid.UUID, str]]
     ) -> list[CostEstimateReport]:
-        """AI cost per run of each (template, tier), in the order of `keys`; the templates
-        are ones the caller can read (the caller checks). One statement per tier asked."""
-        by_tier: dict[str, dict[uuid.UUID, TemplateRuns]] = {}
-        for tier in dict.fromkeys(tier for _, tier in keys):
+        """AI cost per run of each (template, tier), in the order of `keys`, as of the last
+        analytics rollup refresh (template_cost_estimates); the templates are ones the caller
+        can read (the caller checks). One statement for all the keys."""
+        for tier in {tier for _, tier in keys}:
             if get_tier(tier) is None:
                 raise ValidationFailed(f"no tier {tier!r}")
-            by_tier[tier] = await self.repo.template_run_costs(
-                [template for template, t in keys if t == tier],
-                tier,
-                caller,
-                as_of - timedelta(days=ESTIMATE_DAYS),
-                ESTIMATE_SAMPLE,
-            )
-        return [_estimate(tier, by_tier[tier].get(template)) for template, tier in keys]
+        found = await self.repo.cost_estimates(keys, caller)
+        as_of = await self.repo.estimates_as_of()
+        return [_estimate(tier, found.get((t, tier)), as_of) for t, tier in keys]
+
+    async def refresh_cost_estimates(self, now: datetime, complete_until: date) -> int:
+        """Recompute every template's estimates as of `now` (the analytics rollup refresh,
+        right after it rebuilt the rollup up to `complete_until`); the rows written."""
+        since = now - timedelta(days=ESTIMATE_DAYS)
+        return await self.repo.refresh_cost_estimates(since, ESTIMATE_SAMPLE, complete_until)
 
 
 def others_count(runs: TemplateRuns) -> bool:
@@ -171,7 +178,7 @@ def coarse_runs(runs: int) -> int:
     return runs // step * step
 
 
-def _estimate(tier: str, runs: TemplateRuns | None) -> CostEstimateReport:
+def _estimate(tier: str, runs: TemplateRuns | None, as_of: datetime | None) -> CostEstimateReport:
     if runs is not None and others_count(runs):
         costs, based_on = runs.every, coarse_runs(runs.every.runs)
     else:
@@ -180,6 +187,7 @@ def _estimate(tier: str, runs: TemplateRuns | None) -> CostEstimateReport:
     enough = costs.runs >= ESTIMATE_MIN_RUNS
     return CostEstimateReport(
         tier=tier,
+        as_of=as_of,
         based_on_runs=based_on,
         p50_usd=usd(costs.p50) if enough and costs.p50 is not None else None,
         p95_usd=usd(costs.p95) if enough and costs.p95 is not None else None,

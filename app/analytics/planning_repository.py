@@ -13,14 +13,39 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Uuid, column, func, select, text, true, values
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    DateTime,
+    Select,
+    Uuid,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    true,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AiUsage, Execution, Tenant
+from app.models import (
+    AiUsage,
+    Execution,
+    ExecutionRollup,
+    RollupState,
+    TemplateCostEstimate,
+    Tenant,
+)
+from app.models.analytics import ALL_TEMPLATES, ALL_TENANTS, UNKNOWN_TIER
 from app.models.execution import FINISHED_SQL
 
 
@@ -113,31 +138,78 @@ class PlanningRepository:
         row = (await self.session.execute(query)).first()
         return None if row is None else PeakHour(row[0], int(row[1]))
 
-    async def template_run_costs(
-        self,
-        template_ids: list[uuid.UUID],
-        tier: str,
-        caller: uuid.UUID,
-        since: datetime,
-        sample: int,
-    ) -> dict[uuid.UUID, TemplateRuns]:
-        """Per template: AI cost per COMPLETED run since `since`, over its latest `sample`
-        runs by tenants now on `tier`, for every run of the sample and for the caller's own,
-        with how the other tenants' runs are spread (whether they may count is the service's
-        call). Templates without such runs are absent. One statement for all: each
-        template's latest runs come from a LATERAL walk of (template_id, created_at) that
-        stops at `sample`, and only those runs' AI usage is summed."""
-        wanted = values(column("template_id", Uuid), name="wanted").data(
-            [(t,) for t in template_ids]
+    async def refresh_cost_estimates(
+        self, since: datetime, sample: int, complete_until: date
+    ) -> int:
+        """Replace template_cost_estimates: per (template, tier) with COMPLETED runs created
+        since `since`, the AI cost per run over its latest `sample` such runs of that tier
+        (the tier the run recorded, else its tenant's current one), as percentiles over the
+        whole sample and over each tenant's runs in it; the rows written. The
+        execution_rollup must be complete before `complete_until` (the refresh that calls
+        this has just rebuilt it): the pairs and their runs per day come from its rows for
+        whole days and from the executions after it; each pair's runs from a LATERAL read
+        of (template_id, created_at) over the latest days that hold `sample` runs, stopping
+        at `sample`; only those runs' AI usage is summed. (Deleted executions stay counted
+        in rolled-up days: a pair whose latest days lost runs gets a smaller sample.)"""
+        await self.session.execute(delete(TemplateCostEstimate))
+        # Completed runs per (template, tier) and UTC day: the rollup's whole days, the
+        # executions of the days after it.
+        r = ExecutionRollup
+        rolled_tier = func.coalesce(func.nullif(r.tier, UNKNOWN_TIER), Tenant.tier)
+        rolled = (
+            select(r.template_id, rolled_tier.label("tier"), r.day, func.sum(r.runs).label("n"))
+            .join(Tenant, Tenant.id == r.tenant_id)
+            .where(
+                r.day >= since.astimezone(UTC).date(),
+                r.day < complete_until,
+                r.status == "COMPLETED",
+                r.template_id != ALL_TEMPLATES,
+            )
+            .group_by(r.template_id, rolled_tier, r.day)
+        )
+        run_tier = func.coalesce(Execution.tier, Tenant.tier)
+        run_day = cast(func.timezone("UTC", Execution.created_at), Date)
+        recent = (
+            select(Execution.template_id, run_tier, run_day, func.count())
+            .join(Tenant, Tenant.id == Execution.tenant_id)
+            .where(
+                Execution.created_at >= max(since, day_start(complete_until)),
+                Execution.status == "COMPLETED",
+            )
+            .group_by(Execution.template_id, run_tier, run_day)
+        )
+        daily = union_all(rolled, recent).subquery("daily")
+        # Runs on that day and after, newest day first: the sample lies within the latest
+        # days that hold `sample` runs, so each walk below reads only those days' runs
+        # (PostgreSQL cannot know how soon a walk filtered by tier reaches its limit, and
+        # read every run of the template within 90 days when left to choose).
+        upto = (
+            select(
+                daily.c.template_id,
+                daily.c.tier,
+                daily.c.day,
+                func.sum(daily.c.n)
+                .over(partition_by=(daily.c.template_id, daily.c.tier), order_by=daily.c.day.desc())
+                .label("upto"),
+            )
+        ).subquery("upto")
+        first_day = func.coalesce(
+            func.max(upto.c.day).filter(upto.c.upto >= sample), func.min(upto.c.day)
+        )
+        pairs = (
+            select(upto.c.template_id, upto.c.tier, first_day.label("first_day"))
+            .group_by(upto.c.template_id, upto.c.tier)
+            .subquery("pairs")
         )
         latest = (
             select(Execution.id, Execution.tenant_id)
             .join(Tenant, Tenant.id == Execution.tenant_id)
             .where(
-                Execution.template_id == wanted.c.template_id,
+                Execution.template_id == pairs.c.template_id,
                 Execution.created_at >= since,
+                Execution.created_at >= func.timezone("UTC", cast(pairs.c.first_day, DateTime)),
                 Execution.status == "COMPLETED",
-                Tenant.tier == tier,
+                run_tier == pairs.c.tier,
             )
             .order_by(Execution.created_at.desc())
             .limit(sample)
@@ -149,54 +221,83 @@ class PlanningRepository:
             .scalar_subquery()
         )
         runs = (
-            select(wanted.c.template_id, latest.c.tenant_id, cost.label("cost"))
-            .select_from(wanted)
+            select(pairs.c.template_id, pairs.c.tier, latest.c.tenant_id, cost.label("cost"))
+            .select_from(pairs)
             .join(latest, true())
             .cte("runs")
         )
-        per_tenant = (
-            select(runs.c.template_id, runs.c.tenant_id, func.count().label("n"))
-            .where(runs.c.tenant_id != caller)
-            .group_by(runs.c.template_id, runs.c.tenant_id)
-            .subquery("per_tenant")
-        )
-        others = (
-            select(
-                per_tenant.c.template_id,
-                func.count().label("tenants"),
-                func.sum(per_tenant.c.n).label("runs"),
-                func.max(per_tenant.c.n).label("top"),
-            )
-            .group_by(per_tenant.c.template_id)
-            .subquery("others")
-        )
-        own = runs.c.tenant_id == caller
-        query = (
-            select(
+
+        def figures(tenant: Any, *by: Any) -> Select[Any]:
+            return select(
                 runs.c.template_id,
+                runs.c.tier,
+                tenant,
                 func.count(),
                 func.percentile_cont(0.5).within_group(runs.c.cost),
                 func.percentile_cont(0.95).within_group(runs.c.cost),
-                func.count().filter(own),
-                func.percentile_cont(0.5).within_group(runs.c.cost).filter(own),
-                func.percentile_cont(0.95).within_group(runs.c.cost).filter(own),
-                func.max(others.c.tenants),
-                func.max(others.c.runs),
-                func.max(others.c.top),
+            ).group_by(runs.c.template_id, runs.c.tier, *by)
+
+        every = figures(literal(ALL_TENANTS, Uuid))
+        own = figures(runs.c.tenant_id, runs.c.tenant_id)
+        columns = ["template_id", "tier", "tenant_id", "runs", "p50_usd", "p95_usd"]
+        # Its estimated cost passes jit_above_cost; compiling took longer than the statement
+        # (docs/library-notes.md). SET LOCAL: until the refresh's transaction ends.
+        await self.session.execute(text("SET LOCAL jit = off"))
+        result = await self.session.execute(
+            insert(TemplateCostEstimate).from_select(columns, union_all(every, own))
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def estimates_as_of(self) -> datetime | None:
+        """When the refresh that wrote template_cost_estimates began (None: never)."""
+        return await self.session.scalar(
+            select(RollupState.refreshed_from).where(RollupState.id == 1)
+        )
+
+    async def cost_estimates(
+        self, keys: list[tuple[uuid.UUID, str]], caller: uuid.UUID
+    ) -> dict[tuple[uuid.UUID, str], TemplateRuns]:
+        """Per (template, tier) asked that template_cost_estimates holds: the figures over
+        the whole sample and over the caller's own runs in it, and how the other tenants'
+        runs are spread (whether they may count is the service's call). One statement for
+        a page (the primary key's (template_id, tier) ranges)."""
+        if not keys:
+            return {}
+        c = TemplateCostEstimate
+        every = c.tenant_id == ALL_TENANTS
+        own = c.tenant_id == caller
+        other = and_(c.tenant_id != ALL_TENANTS, c.tenant_id != caller)
+        query = (
+            select(
+                c.template_id,
+                c.tier,
+                func.max(c.runs).filter(every),
+                func.max(c.p50_usd).filter(every),
+                func.max(c.p95_usd).filter(every),
+                func.max(c.runs).filter(own),
+                func.max(c.p50_usd).filter(own),
+                func.max(c.p95_usd).filter(own),
+                func.count().filter(other),
+                func.sum(c.runs).filter(other),
+                func.max(c.runs).filter(other),
             )
-            .outerjoin(others, others.c.template_id == runs.c.template_id)
-            .group_by(runs.c.template_id)
+            .where(tuple_(c.template_id, c.tier).in_(keys))
+            .group_by(c.template_id, c.tier)
         )
         return {
-            r[0]: TemplateRuns(
-                every=RunCosts(int(r[1]), _decimal(r[2]), _decimal(r[3])),
-                own=RunCosts(int(r[4]), _decimal(r[5]), _decimal(r[6])),
-                other_tenants=int(r[7] or 0),
-                other_runs=int(r[8] or 0),
-                top_other_runs=int(r[9] or 0),
+            (r[0], r[1]): TemplateRuns(
+                every=RunCosts(int(r[2] or 0), _decimal(r[3]), _decimal(r[4])),
+                own=RunCosts(int(r[5] or 0), _decimal(r[6]), _decimal(r[7])),
+                other_tenants=int(r[8] or 0),
+                other_runs=int(r[9] or 0),
+                top_other_runs=int(r[10] or 0),
             )
             for r in (await self.session.execute(query)).all()
         }
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 def _decimal(value: Any) -> Decimal | None:

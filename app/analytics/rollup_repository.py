@@ -23,6 +23,7 @@ from sqlalchemy import (
     Date,
     Integer,
     SmallInteger,
+    String,
     Uuid,
     and_,
     case,
@@ -52,7 +53,7 @@ from app.models import (
     StepUsageRollup,
     Tenant,
 )
-from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
+from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION, UNKNOWN_TIER
 
 # Writers set updated_at before they commit; changes this much older than the last refresh's
 # start are looked at again.
@@ -106,6 +107,12 @@ def usage_of_run() -> Any:
         .where(AiUsage.execution_id == Execution.id)
         .lateral("usage")
     )
+
+
+# AI usage is recorded while its run goes on, so after the run's creation; executionStats
+# reads the usage from this much before the first run's creation, for clocks of the API and
+# AI worker hosts that disagree.
+USAGE_CLOCK_MARGIN = timedelta(hours=1)
 
 
 class RollupRepository:
@@ -268,15 +275,17 @@ class RollupRepository:
 
     @staticmethod
     def _day_rows(lo: datetime, hi: datetime, tenant_id: uuid.UUID | None) -> Any:
-        """The rollup rows of [lo, hi): per template, and per tenant, day, status and bucket
-        over all templates (template_id ALL_TEMPLATES), in one pass (GROUPING SETS)."""
+        """The rollup rows of [lo, hi): per template, and per tenant, day, status, bucket and
+        recorded tier over all templates (template_id ALL_TEMPLATES), in one pass (GROUPING
+        SETS). The columns in the table's order (`rebuild` inserts them by position)."""
         day = cast(func.timezone("UTC", Execution.created_at), Date)
         bucket = duration_bucket(run_seconds())
         where = [Execution.created_at >= lo, Execution.created_at < hi]
         if tenant_id is not None:
             where.append(Execution.tenant_id == tenant_id)
         usage = usage_of_run()
-        common = (Execution.tenant_id, day, Execution.status, bucket)
+        tier = func.coalesce(Execution.tier, literal(UNKNOWN_TIER, String))
+        common = (Execution.tenant_id, day, Execution.status, bucket, tier)
         return (
             select(
                 Execution.tenant_id,
@@ -287,6 +296,7 @@ class RollupRepository:
                 func.count(),
                 cast(func.count().filter(usage.c.ai), Integer),
                 func.coalesce(func.sum(usage.c.cost), literal(0)),
+                tier,
             )
             .select_from(Execution)
             .join(usage, true())

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.forecast import ForecastService
 from app.analytics.repository import GroupStats, ImpactRepository
 from app.analytics.rollup_repository import (
     CHANGE_MARGIN,
@@ -336,6 +337,8 @@ class RollupRefresh:
     complete_until: date | None = None
     days: int = 0  # tenant-days (or all tenants' days) rebuilt
     rows: int = 0
+    estimates: int = 0  # template_cost_estimates rows written
+    started: datetime | None = None  # the moment it describes (refreshed_from)
 
 
 class RollupService:
@@ -348,8 +351,8 @@ class RollupService:
 
     async def refresh(self) -> RollupRefresh:
         """Roll up the days completed since the last refresh (the first: every day before
-        today, UTC) and rebuild the earlier days of executions changed since the last one
-        began (less CHANGE_MARGIN)."""
+        today, UTC), rebuild the earlier days of executions changed since the last one
+        began (less CHANGE_MARGIN), then recompute the templates' cost estimates."""
         if not await self.repo.lock():
             return RollupRefresh(skipped=True)
         started = await self.repo.now()
@@ -369,5 +372,9 @@ class RollupService:
             for tenant_id, day in await self.repo.changed_days(since, state.complete_until):
                 rows += await self.repo.rebuild(day, day + timedelta(days=1), tenant_id)
                 days += 1
+        # Template.costEstimate's table, from the rollup just made current (its pairs).
+        estimates = await ForecastService(self.session).refresh_cost_estimates(started, today)
         await self.repo.save_state(today, started)
-        return RollupRefresh(complete_until=today, days=days, rows=rows)
+        return RollupRefresh(
+            complete_until=today, days=days, rows=rows, estimates=estimates, started=started
+        )

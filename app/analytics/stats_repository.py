@@ -19,29 +19,37 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Date,
     DateTime,
     Integer,
+    Interval,
     Numeric,
     Select,
     String,
+    and_,
     cast,
+    column,
     func,
     literal,
+    or_,
     select,
+    text,
     true,
     union_all,
+    values,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import FINISHED
 from app.analytics.rollup_repository import (
+    USAGE_CLOCK_MARGIN,
     RollupRepository,
     day_start,
     duration_bucket,
@@ -49,11 +57,54 @@ from app.analytics.rollup_repository import (
     usage_of_run,
     whole_days,
 )
-from app.models import Execution, ExecutionRollup, Template, Tenant
-from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION
+from app.models import AiUsage, Execution, ExecutionRollup, Template, Tenant
+from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION, UNKNOWN_TIER
 
+T = TypeVar("T", date, datetime)
 PERCENTILES = (0.5, 0.95, 0.99)
 CALENDAR = {"DAY": ("day", timedelta(days=1)), "WEEK": ("week", timedelta(days=7))}
+
+
+@dataclass(frozen=True)
+class Period:
+    """A range [lo, hi) of one period's executions read from one source; `back` is how far
+    that period lies before the window (its keys are shifted forward by it)."""
+
+    period: str
+    back: timedelta
+    lo: datetime
+    hi: datetime
+
+
+def merged(spans: list[tuple[T, T]]) -> list[tuple[T, T]]:
+    """Half-open ranges, overlapping or touching ones merged, in order."""
+    out: list[tuple[T, T]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _periods(ranges: list[Period], bound: Any = None) -> Any:
+    """The ranges as a VALUES list to join the rows read to their periods; with `bound`
+    Date, as UTC days (the rollup's): [lo's day, hi's day) and `back` in whole days."""
+    if bound is Date:
+        return values(
+            column("period", String),
+            column("back", Integer),
+            column("lo", Date),
+            column("hi", Date),
+            name="periods",
+        ).data([(r.period, r.back.days, r.lo.date(), r.hi.date()) for r in ranges])
+    return values(
+        column("period", String),
+        column("back", Interval),
+        column("lo", DateTime(timezone=True)),
+        column("hi", DateTime(timezone=True)),
+        name="periods",
+    ).data([(r.period, r.back, r.lo, r.hi) for r in ranges])
 
 
 @dataclass(frozen=True)
@@ -119,6 +170,27 @@ def _rank_values(c: Any, q: float) -> tuple[ColumnElement[Any], ColumnElement[An
     return at(rank), at(func.least(rank + 1, c.total - 1))
 
 
+def _period_columns(ranges: list[Period], p: Any, back_type: Any) -> tuple[Any, Any]:
+    """The period and shift of each row read: from the VALUES list it is joined to, or as
+    constants when one range is read (no join: tenantComparison's one period)."""
+    if len(ranges) > 1:
+        return p.c.period, p.c.back
+    only = ranges[0]
+    back = only.back.days if back_type is Integer else only.back
+    return literal(only.period, String), literal(back, back_type)
+
+
+def _usage_by_join(span: tuple[datetime, datetime]) -> bool:
+    """Whether the runs created in `span` are joined to the AI usage recorded since it
+    began (so the planner may read that as one range) rather than probed: when the span
+    covers much of the time since then (a window near now read from the rows, today's
+    part-day). For an edge day of a window long past that range holds far more usage rows
+    than there are runs, and PostgreSQL's estimate of the probes has been seen to pick the
+    range anyway. The figures are the same either way."""
+    lo, hi = span
+    return datetime.now(UTC) - lo <= 2 * (hi - lo) + timedelta(days=1)
+
+
 class StatsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -126,23 +198,40 @@ class StatsRepository:
     async def figures(self, scope: StatsScope) -> dict[tuple[str, Any], Figures]:
         """{(period, key): Figures}, period "current" or "previous"; a key without runs in a
         period is absent. Keys: the bucket's start (DAY, WEEK: the UTC calendar day or ISO
-        week, Monday 00:00 UTC), the template id, the status, the tier or the tenant id."""
+        week, Monday 00:00 UTC), the template id, the status, the tier or the tenant id.
+
+        Each source is read once for both periods: the periods of DAY and WEEK overlap (the
+        day before each day), so the executions (or rollup days) of the union of their ranges
+        are read once and joined to the periods they fall in, rather than twice."""
         complete_until = None
         if scope.params_contains is None:
             complete_until = await RollupRepository(self.session).complete_until()
         shift = scope.shift
-        parts: list[Select[Any]] = []
+        raw: list[Period] = []
+        rolled: list[Period] = []
         periods = [("current", timedelta(0))] + ([("previous", shift)] if scope.previous else [])
         for period, back in periods:
             lo, hi = scope.since - back, scope.until - back
             days = whole_days(lo, hi, complete_until)
-            raw = [(lo, hi)]
-            if days is not None:
-                parts.append(self._from_rollup(scope, period, days, back))
-                raw = [(lo, day_start(days[0])), (day_start(days[1]), hi)]
-            parts.extend(self._from_rows(scope, period, a, b, back) for a, b in raw if a < b)
+            if days is None:
+                raw.append(Period(period, back, lo, hi))
+                continue
+            rolled.append(Period(period, back, day_start(days[0]), day_start(days[1])))
+            raw += [
+                Period(period, back, a, b)
+                for a, b in ((lo, day_start(days[0])), (day_start(days[1]), hi))
+                if a < b
+            ]
+        parts: list[Select[Any]] = []
+        if rolled:
+            parts.append(self._from_rollup(scope, rolled))
+        if raw:
+            parts.append(self._from_rows(scope, raw))
         union = union_all(*parts).subquery("parts")
         query = self._folded(union)
+        # These statements pass jit_above_cost, and compiling them took longer than running
+        # them here (docs/library-notes.md).
+        await self.session.execute(text("SET LOCAL jit = off"))
         out = {}
         for r in (await self.session.execute(query)).mappings():
             p50, p95, p99 = (
@@ -237,18 +326,67 @@ class StatsRepository:
     async def tier_of(self, tenant_id: uuid.UUID) -> str | None:
         return await self.session.scalar(select(Tenant.tier).where(Tenant.id == tenant_id))
 
-    def _from_rows(
-        self, scope: StatsScope, period: str, lo: datetime, hi: datetime, back: timedelta
-    ) -> Select[Any]:
-        key = self._key(
-            scope,
-            Execution.created_at + back,
-            Execution.tenant_id,
-            Execution.template_id,
-            Execution.status,
+    def _from_rows(self, scope: StatsScope, ranges: list[Period]) -> Select[Any]:
+        """(period, key, status, bucket) counts from the execution rows created in `ranges`:
+        the rows of their union read once (with their AI usage), each counted in every
+        period whose range holds it."""
+        spans = merged([(r.lo, r.hi) for r in ranges])
+        if not scope.run_ai:
+            runs: Any = self._runs(scope, spans, None)
+        else:
+            # Spans near now join the usage recorded since they began, the others probe it
+            # run by run (_usage_by_join).
+            joined = [x for x in spans if _usage_by_join(x)]
+            probed = [x for x in spans if not _usage_by_join(x)]
+            parts = [self._runs(scope, x, True) for x in (joined,) if x]
+            parts += [self._runs(scope, x, False) for x in (probed,) if x]
+            runs = parts[0] if len(parts) == 1 else union_all(*parts)
+        e = runs.subquery("runs")
+        p = _periods(ranges)
+        period, back = _period_columns(ranges, p, Interval)
+        if scope.group_by in CALENDAR:
+            # The run's day (week) once, shifted per period: the shift is whole days
+            # (weeks) and UTC has no daylight saving, so truncating the shifted time gives
+            # the same. A window read from the rows counts most runs in both periods.
+            key = e.c.base + back
+        else:
+            key = self._key(
+                scope,
+                e.c.created_at + back,
+                e.c.tenant_id,
+                e.c.template_id,
+                e.c.status,
+                e.c.tier,
+                Tenant.tier,
+            )
+        query = (
+            select(
+                period.label("period"),
+                key.label("key"),
+                e.c.status.label("status"),
+                e.c.bucket.label("bucket"),
+                func.count().label("runs"),
+                cast(func.count().filter(e.c.ai), Integer).label("ai_runs"),
+                func.coalesce(func.sum(e.c.cost), literal(0)).label("cost"),
+            )
+            .select_from(e)
+            .group_by(period, key, e.c.status, e.c.bucket)
         )
-        bucket = duration_bucket(run_seconds())
-        where = [Execution.created_at >= lo, Execution.created_at < hi]
+        if len(ranges) > 1:
+            query = query.join(p, and_(e.c.created_at >= p.c.lo, e.c.created_at < p.c.hi))
+        if scope.group_by == "TIER":
+            query = query.join(Tenant, Tenant.id == e.c.tenant_id)
+        return query
+
+    @staticmethod
+    def _runs(
+        scope: StatsScope, spans: list[tuple[datetime, datetime]], join_usage: bool | None
+    ) -> Select[Any]:
+        """The scope's executions created in `spans` with their bucket, and their AI usage:
+        joined to the usage recorded since the first span began (`join_usage`), probed per
+        run (False) or not read (None: zeros)."""
+        created = Execution.created_at
+        where = [or_(*(and_(created >= a, created < b) for a, b in spans))]
         if scope.tenant_id is not None:
             where.append(Execution.tenant_id == scope.tenant_id)
         if scope.statuses is not None:
@@ -258,38 +396,52 @@ class StatsRepository:
         if scope.params_contains is not None:
             where.append(Execution.params.contains(scope.params_contains))
         columns: list[Any] = [
-            literal(period, String).label("period"),
-            key.label("key"),
-            Execution.status.label("status"),
-            bucket.label("bucket"),
-            func.count().label("runs"),
+            Execution.created_at,
+            Execution.tenant_id,
+            Execution.template_id,
+            Execution.status,
+            Execution.tier,
+            duration_bucket(run_seconds()).label("bucket"),
         ]
-        if scope.run_ai:
+        if scope.group_by in CALENDAR:
+            unit = CALENDAR[scope.group_by][0]
+            columns.append(func.date_trunc(unit, Execution.created_at, "UTC").label("base"))
+        runs = select(*columns).select_from(Execution).where(*where)
+        if join_usage:
+            # Each run with its AI usage, the usage recorded since the first run's creation
+            # (less a margin for hosts' clocks): the planner then picks a probe of
+            # ix_ai_usage_execution_id per run (few runs: a selective filter) or one range
+            # of the usage, hashed (many runs), whichever costs less.
+            answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
+            on = [
+                AiUsage.execution_id == Execution.id,
+                AiUsage.at >= spans[0][0] - USAGE_CLOCK_MARGIN,
+            ]
+            if scope.tenant_id is not None:
+                on.append(AiUsage.tenant_id == scope.tenant_id)
+            return (
+                runs.outerjoin(AiUsage, and_(*on))
+                .add_columns(
+                    func.bool_or(answered).label("ai"), func.sum(AiUsage.cost_usd).label("cost")
+                )
+                .group_by(Execution.id)
+            )
+        if join_usage is False:  # a probe per run
             usage = usage_of_run()
-            columns += [
-                cast(func.count().filter(usage.c.ai), Integer).label("ai_runs"),
-                func.coalesce(func.sum(usage.c.cost), literal(0)).label("cost"),
-            ]
-        else:  # no probe of ai_usage per run
-            columns += [
-                cast(literal(0), Integer).label("ai_runs"),
-                cast(literal(0), Numeric(18, 6)).label("cost"),
-            ]
-        query = select(*columns).select_from(Execution)
-        if scope.run_ai:
-            query = query.join(usage, true())
-        query = query.where(*where).group_by(key, Execution.status, bucket)
-        if scope.group_by == "TIER":
-            query = query.join(Tenant, Tenant.id == Execution.tenant_id)
-        return query
+            return runs.join(usage, true()).add_columns(
+                usage.c.ai.label("ai"), usage.c.cost.label("cost")
+            )
+        # no AI figures read (tenantComparison reads AI spend by day)
+        return runs.add_columns(
+            literal(False).label("ai"), cast(literal(0), Numeric(18, 6)).label("cost")
+        )
 
-    def _from_rollup(
-        self, scope: StatsScope, period: str, days: tuple[date, date], back: timedelta
-    ) -> Select[Any]:
+    def _from_rollup(self, scope: StatsScope, ranges: list[Period]) -> Select[Any]:
+        """The same counts from the rollup's whole days in `ranges` (starts of UTC days):
+        the days of their union read once, each counted in every period that holds it."""
         r = ExecutionRollup
-        at = func.timezone("UTC", cast(r.day, DateTime)) + back  # the day's start, UTC
-        key = self._key(scope, at, r.tenant_id, r.template_id, r.status)
-        where = [r.day >= days[0], r.day < days[1]]
+        spans = merged([(x.lo.date(), x.hi.date()) for x in ranges])
+        where = [or_(*(and_(r.day >= a, r.day < b) for a, b in spans))]
         if scope.tenant_id is not None:
             where.append(r.tenant_id == scope.tenant_id)
         if scope.statuses is not None:
@@ -300,17 +452,54 @@ class StatsRepository:
             where.append(r.template_id != ALL_TEMPLATES)
         else:
             where.append(r.template_id == ALL_TEMPLATES)
-        query = select(
-            literal(period, String).label("period"),
-            key.label("key"),
-            r.status.label("status"),
-            r.duration_bucket.label("bucket"),
-            r.runs.label("runs"),
-            r.ai_runs.label("ai_runs"),
-            r.ai_cost_usd.label("cost"),
-        ).where(*where)
+        dims: list[Any] = [r.day, r.status, r.duration_bucket.label("bucket")]
+        if scope.group_by == "TEMPLATE":
+            dims.append(r.template_id)
+        if scope.group_by in ("TIER", "TENANT"):
+            dims.append(r.tenant_id)
         if scope.group_by == "TIER":
-            query = query.join(Tenant, Tenant.id == r.tenant_id)
+            dims.append(func.nullif(r.tier, UNKNOWN_TIER).label("tier"))
+        figures = (r.runs, r.ai_runs, r.ai_cost_usd)
+        if scope.tenant_id is None and scope.group_by not in ("TIER", "TENANT"):
+            # The platform's DAY, WEEK, STATUS: every tenant's rows summed per day, status
+            # and bucket before the days are joined to their periods and keyed (time zone
+            # arithmetic per row: the platform's DAY over 30 days spent most of its time
+            # there). Elsewhere this would merge next to nothing, at the cost of a pass.
+            rows = (
+                select(*dims, *(func.sum(f).label(f.key) for f in figures))
+                .where(*where)
+                .group_by(*dims)
+            )
+        else:
+            rows = select(*dims, *figures).where(*where)
+        e = rows.subquery("rolled")
+        p = _periods(ranges, Date)
+        period, back = _period_columns(ranges, p, Integer)
+        at = func.timezone("UTC", cast(e.c.day + back, DateTime))  # the day's start, UTC
+
+        def dim(name: str) -> Any:
+            return e.c[name] if name in e.c else None
+
+        key = self._key(
+            scope, at, dim("tenant_id"), dim("template_id"), e.c.status, dim("tier"), Tenant.tier
+        )
+        query = (
+            select(
+                period.label("period"),
+                key.label("key"),
+                e.c.status.label("status"),
+                e.c.bucket.label("bucket"),
+                cast(func.sum(e.c.runs), Integer).label("runs"),
+                cast(func.sum(e.c.ai_runs), Integer).label("ai_runs"),
+                func.sum(e.c.ai_cost_usd).label("cost"),
+            )
+            .select_from(e)
+            .group_by(period, key, e.c.status, e.c.bucket)
+        )
+        if len(ranges) > 1:
+            query = query.join(p, and_(e.c.day >= p.c.lo, e.c.day < p.c.hi))
+        if scope.group_by == "TIER":
+            query = query.join(Tenant, Tenant.id == e.c.tenant_id)
         return query
 
     @staticmethod
@@ -320,7 +509,11 @@ class StatsRepository:
         tenant_id: Any,
         template_id: Any,
         status: Any,
+        tier: Any,
+        tenant_tier: Any,
     ) -> ColumnElement[Any]:
+        """The group key; TIER is the tier the run recorded, else (runs created before
+        migration 0019) the tenant's current one."""
         if scope.group_by in CALENDAR:
             return func.date_trunc(CALENDAR[scope.group_by][0], at, "UTC")
         if scope.group_by == "TEMPLATE":
@@ -329,4 +522,4 @@ class StatsRepository:
             return cast(status, String)
         if scope.group_by == "TENANT":
             return cast(tenant_id, String)
-        return cast(Tenant.tier, String)
+        return cast(func.coalesce(tier, tenant_tier), String)

@@ -40,7 +40,6 @@ from app.executions.repository import ExecutionRepository
 from app.log_context import bind, security_event
 from app.metrics import AUTH_FAILURES, RATE_LIMITED
 from app.models import AiUsage, Execution, Template, TemplateVersion, Tenant
-from app.models.base import utcnow
 from app.settings import Settings
 from app.templates.repository import TemplateRepository
 from app.templates.service import popularity_since
@@ -326,9 +325,7 @@ class Context:
         self, keys: list[tuple[uuid.UUID, str]]
     ) -> list[CostEstimateReport]:
         async with self.session() as s:
-            return await ForecastService(s).cost_estimates(
-                self.principal().tenant_id, keys, utcnow()
-            )
+            return await ForecastService(s).cost_estimates(self.principal().tenant_id, keys)
 
     async def _load_ai_usage(self, ids: list[uuid.UUID]) -> list[list[AiUsage]]:
         async with self.session() as s:

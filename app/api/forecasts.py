@@ -84,6 +84,11 @@ class CostEstimate:
         description="Runs in the sample: exact when only your own runs count, rounded down "
         "(to 10s, from 100 to 100s) when other tenants' runs count too."
     )
+    as_of: datetime | None = strawberry.field(
+        description="When the estimate was computed: the last analytics rollup refresh "
+        "(every few minutes); runs recorded since count from the next one. Null before the "
+        "first refresh."
+    )
 
     @classmethod
     def from_report(cls, r: CostEstimateReport) -> CostEstimate:
@@ -92,6 +97,7 @@ class CostEstimate:
             p50_usd=r.p50_usd,
             p95_usd=r.p95_usd,
             based_on_runs=r.based_on_runs,
+            as_of=r.as_of,
         )
 
 

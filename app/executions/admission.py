@@ -149,12 +149,14 @@ class Admission:
             if requeue:
                 await self.release(execution)
             raise
-        recorded = await self.repo.set_run_id(execution, run_id, claimed=CLAIMED)
+        # The run keeps the tier it was started at (priority and limits were that tier's).
+        tier = launch.tier
+        recorded = await self.repo.set_run_id(execution, run_id, claimed=CLAIMED, tier=tier)
         found = None if recorded else await self.repo.run_id_of(execution.id)
         if not recorded and found is None:
             # The reconciler took this slow start for a dead one and queued it again: the run
             # exists, so the execution keeps it (a second start would find it started).
-            recorded = await self.repo.set_run_id(execution, run_id, claimed=None)
+            recorded = await self.repo.set_run_id(execution, run_id, claimed=None, tier=tier)
         await self.session.commit()
         if not recorded and found == ABANDONED:
             # Cancelled while its workflow was being started (control finished it and marked

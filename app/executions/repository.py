@@ -300,24 +300,34 @@ class ExecutionRepository:
         return [OpenExecution(*row) for row in await self.session.execute(query)]
 
     async def set_run_id(
-        self, execution: Execution, run_id: str | None, *, claimed: str | None
+        self,
+        execution: Execution,
+        run_id: str | None,
+        *,
+        claimed: str | None,
+        tier: str | None = None,
     ) -> bool:
         """Replace admission's claim on an execution by the run it started, by None (released:
         queued again) or by another marker, in one statement, whatever its status (the
-        workflow may have recorded STARTED, even its end, already). False when the claim is
-        no longer there. The object follows quietly (no second write at the next flush)."""
+        workflow may have recorded STARTED, even its end, already); with `tier`, record the
+        tier the run was started at too. False when the claim is no longer there. The object
+        follows quietly (no second write at the next flush)."""
+        values: dict[str, Any] = {"run_id": run_id}
+        if tier is not None:
+            values["tier"] = tier
         result = await self.session.execute(
             update(Execution)
             .where(
                 Execution.id == execution.id,
                 Execution.run_id.is_(None) if claimed is None else Execution.run_id == claimed,
             )
-            .values(run_id=run_id)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
         changed = bool(result.rowcount)  # type: ignore[attr-defined]
         if changed:
-            set_committed_value(execution, "run_id", run_id)
+            for name, value in values.items():
+                set_committed_value(execution, name, value)
         return changed
 
     async def run_id_of(self, execution_id: uuid.UUID) -> str | None:

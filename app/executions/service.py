@@ -227,6 +227,7 @@ class ExecutionService:
             progress=0.0,
             idempotency_key=key,
             workflow_id=f"exec-{execution_id}",
+            tier=principal.tier,
         )
         recorder = Recorder(self.session, publisher)
         admission = Admission(self.session, temporal, publisher, settings, recorder)

@@ -2,7 +2,13 @@
 
 from app.models.ai_settings import TenantAiSettings
 from app.models.ai_usage import AiUsage, AiUsageDaily, AiUsageRepeatsDaily
-from app.models.analytics import ExecutionRollup, RollupState, StepAttempt, StepUsageRollup
+from app.models.analytics import (
+    ExecutionRollup,
+    RollupState,
+    StepAttempt,
+    StepUsageRollup,
+    TemplateCostEstimate,
+)
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
@@ -33,6 +39,7 @@ __all__ = [
     "StepIdempotency",
     "StepUsageRollup",
     "Template",
+    "TemplateCostEstimate",
     "TemplateSla",
     "TemplateVersion",
     "Tenant",

@@ -1,8 +1,8 @@
 """The daily rollup of executions that executionStats reads for whole UTC days (bench/analytics.py
 measured why: reading a tenant's million rows per question does not answer within 500 ms).
 
-One row per tenant, UTC day of creation, template (and ALL_TEMPLATES), status and duration
-bucket: how many runs,
+One row per tenant, UTC day of creation, template (and ALL_TEMPLATES), status, duration
+bucket and recorded tier (migration 0019): how many runs,
 how many of them a model answered (AI-enhanced), their AI cost. A duration bucket k holds runs
 whose start-to-finish seconds s satisfy DURATION_RATIO**k <= s < DURATION_RATIO**(k+1);
 NO_DURATION holds runs that have none (not finished, or never started). Percentiles are read
@@ -28,6 +28,8 @@ NO_DURATION = -32768  # smallint sentinel: a key column cannot be NULL
 # The rows of all templates together (a day's runs by status and bucket): what a question not
 # about templates reads, 7x fewer rows with the 7 standard templates in bench/analytics.py.
 ALL_TEMPLATES = uuid.UUID(int=0)
+# execution_rollup.tier of runs that recorded none (a key column cannot be NULL).
+UNKNOWN_TIER = ""
 
 
 class ExecutionRollup(Base):
@@ -43,6 +45,9 @@ class ExecutionRollup(Base):
     runs: Mapped[int]
     ai_runs: Mapped[int]
     ai_cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))
+    # The tier the runs recorded (executions.tier); UNKNOWN_TIER for runs created before
+    # migration 0019, which readers count at the tenant's current tier, as they do the rows.
+    tier: Mapped[str] = mapped_column(String(20), primary_key=True, default="")
 
 
 class RollupState(Base):
@@ -97,3 +102,28 @@ class StepAttempt(Base):
     )
     step_id: Mapped[str] = mapped_column(String(120), primary_key=True)
     attempts: Mapped[int]
+
+
+# template_cost_estimates.tenant_id of a (template, tier)'s whole sample.
+ALL_TENANTS = uuid.UUID(int=0)
+
+
+class TemplateCostEstimate(Base):
+    """What Template.costEstimate reads (app/analytics/forecast.py has the rules): per
+    template and tier, the AI cost per run over the sample (the latest COMPLETED runs of the
+    last 90 days by runs of that tier), as percentiles over the whole sample (tenant_id
+    ALL_TENANTS) and over each tenant's own runs in it (one row per tenant of the sample).
+    Replaced as a whole by every analytics rollup refresh; `analytics_rollup_state.
+    refreshed_from` is the moment it describes."""
+
+    __tablename__ = "template_cost_estimates"
+
+    template_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True
+    )
+    tier: Mapped[str] = mapped_column(String(20), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    runs: Mapped[int]
+    # percentile_cont's double precision, as the estimate has always been computed.
+    p50_usd: Mapped[float | None]
+    p95_usd: Mapped[float | None]

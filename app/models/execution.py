@@ -87,6 +87,11 @@ class Execution(UUIDPk, Timestamps, Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The tenant's tier when the execution was created, then when each of its runs was started
+    # (admission may start a queued run after a tier change): what analytics group and
+    # estimate by. NULL for executions created before migration 0019: readers fall back to the
+    # tenant's current tier.
+    tier: Mapped[str | None] = mapped_column(String(20))
 
 
 class ExecutionEvent(Base):

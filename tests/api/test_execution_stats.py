@@ -29,7 +29,10 @@ from app.settings import Settings
 from tests.api.test_execution_filters import platform_templates
 from tests.api.test_platform_admin import platform_key
 from tests.conftest import TenantKeys, make_tenant
+from tests.security.test_sec_control import LONG, fill_slots, free_tenant, release
 from tests.support import GraphQLClient
+from tests.workers.test_control import call, state, until
+from tests.workers.test_control import start as start_named
 
 STATS = (
     Path(__file__).resolve().parents[2] / "graphql" / "operations" / "ExecutionStats.graphql"
@@ -49,6 +52,7 @@ class Run:
         default_factory=list
     )  # provider, usd, fallback
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    tier: str | None = None  # the tier the run recorded (None: created before 0019)
 
     @property
     def enhanced(self) -> bool:
@@ -101,6 +105,7 @@ async def write(sessions: Any, tenant: TenantKeys, runs: list[Run]) -> None:
                     template_id=template_id,
                     template_version_id=version_id,
                     params={"region": run.region},
+                    tier=run.tier,
                     status=run.status,
                     progress=0.0,
                     workflow_id=f"exec-{run.id}",
@@ -443,3 +448,90 @@ async def test_the_worker_keeps_a_schedule_that_refreshes_the_rollup(
                 break
             await asyncio.sleep(0.2)
     assert state.complete_until == datetime.now(UTC).date()
+
+
+async def test_tier_grouping_counts_each_run_at_the_tier_it_recorded(
+    server: str, sessions: Any
+) -> None:
+    """A tenant that changed tier: TIER buckets by the tier each run recorded; runs that
+    recorded none (created before migration 0019) count at the tenant's tier now, from the
+    rollup and from the rows alike, and follow a later tier change."""
+    keys = await make_tenant(sessions, "premium")
+    t0 = period()
+    runs = history(t0, 90)
+    for i, run in enumerate(runs):
+        run.tier = ("free", "pro", None)[i % 3]
+    await write(sessions, keys, runs)  # and rolled up
+    client = GraphQLClient(server, keys.admin)
+    since, until = t0 + timedelta(hours=12), t0 + timedelta(days=6)
+
+    async def check(now_tier: str) -> None:
+        def tier_of(r: Run) -> str:
+            return r.tier or now_tier
+
+        window = [r for r in runs if since <= r.created < until]
+        order = sorted(
+            {tier_of(r) for r in runs if since - (until - since) <= r.created < until},
+            key=lambda t: (-sum(tier_of(r) == t for r in window), t),
+        )
+        spans = [(t, lambda r, t=t: tier_of(r) == t) for t in order]
+        from_rollup = await stats(client, since, until, "TIER")
+        check_buckets(from_rollup["buckets"], runs, "TIER", spans)
+        from_rows = await stats(client, since, until, "TIER", filter={"paramsContains": {}})
+        assert from_rows == from_rollup
+
+    await check("premium")
+    async with sessions() as s:
+        await s.execute(update(Tenant).where(Tenant.name == keys.name).values(tier="enterprise"))
+        await s.commit()
+    await check("enterprise")
+
+
+async def test_a_window_up_to_now_counts_ai_usage_as_the_rows_say(
+    server: str, sessions: Any
+) -> None:
+    """Read from the rows, a window near now joins the AI usage recorded since it began (one
+    range) instead of probing it per run: same figures as the runs, and as the rollup."""
+    keys = await make_tenant(sessions, "pro")
+    now = datetime.now(UTC)
+    t0 = datetime.combine(now.date(), datetime.min.time(), UTC) - timedelta(days=14)
+    runs = [r for r in history(t0) if r.created < now]
+    await write(sessions, keys, runs)  # and rolled up
+    client = GraphQLClient(server, keys.admin)
+    since, until = t0 + timedelta(hours=12), now
+    from_rows = await stats(client, since, until, "DAY", filter={"paramsContains": {}})
+    day_keys = [(t0 + i * DAY).date().isoformat() for i in range(15)]
+    check_buckets(from_rows["buckets"], runs, "DAY", [(k, lambda r: True) for k in day_keys])
+    assert sum(b["current"]["aiEnhanced"] for b in from_rows["buckets"]) > 0
+    assert await stats(client, since, until, "DAY") == from_rows
+
+
+async def test_executions_record_the_tier_they_were_created_and_started_at(
+    server: str, sessions: Any, settings: Settings
+) -> None:
+    """Created at the tenant's tier; a queued run started after the tenant moved to another
+    tier records the tier it was started at (its priority and limits were that tier's)."""
+    keys, client, template = await free_tenant(server, sessions)
+    running = await fill_slots(client, template, settings.tier_concurrency["free"])
+    queued = await start_named(client, template, LONG)
+    assert (await state(client, queued))["status"] == "PENDING"
+
+    async def tiers() -> dict[str, str | None]:
+        async with sessions() as s:
+            rows = await s.execute(
+                select(Execution.id, Execution.tier)
+                .join(Tenant, Tenant.id == Execution.tenant_id)
+                .where(Tenant.name == keys.name)
+            )
+            return {to_global_id("Execution", r.id): r.tier for r in rows}
+
+    assert set((await tiers()).values()) == {"free"}
+    async with sessions() as s:
+        await s.execute(update(Tenant).where(Tenant.name == keys.name).values(tier="pro"))
+        await s.commit()
+    await call(client, "CancelExecution", {"id": running[0]})  # frees a slot
+    await until(client, queued, lambda e: e["status"] == "RUNNING")
+    recorded = await tiers()
+    await release(client, template)
+    assert recorded[queued] == "pro"
+    assert [recorded[r] for r in running] == ["free"] * len(running)

@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from app.ai.budget import month_bounds
-from app.analytics.forecast import coarse_runs
+from app.analytics.forecast import ForecastService, coarse_runs
+from app.analytics.rollup_repository import RollupRepository
 from app.models import AiUsage, Execution, ExecutionRollup, Template, TemplateVersion, Tenant
 from app.models.analytics import ALL_TEMPLATES
 from app.settings import Settings
@@ -73,9 +74,10 @@ async def runs(
     template: str | None,
     done: list[tuple[datetime, float, str]],
     costs: list[str] | None = None,
+    tier: str | None = None,
 ) -> None:
     """Executions of `template` (a platform one when None): (created, seconds, status) each,
-    with one AI call of costs[i] when given."""
+    with one AI call of costs[i] when given, recording `tier` (None: as before 0019)."""
     async with sessions() as s:
         query = select(Template.id, TemplateVersion.id).join(
             TemplateVersion, TemplateVersion.template_id == Template.id
@@ -95,6 +97,7 @@ async def runs(
                     "template_version_id": version_id,
                     "params": {},
                     "status": status,
+                    "tier": tier,
                     "workflow_id": f"forecast-{pk}",
                     "created_at": created,
                     "started_at": created,
@@ -184,20 +187,46 @@ async def test_cost_forecast_of_a_steady_tenant(server: str, sessions: Any) -> N
     assert abs(float(answer["high"]) - float(answer["low"])) < 1e-4, answer
 
 
+async def refresh_estimates(sessions: Any) -> None:
+    """The cost estimates' step of a rollup refresh alone (the days of other tests' runs are
+    not rebuilt), under the refresh's lock as the schedule takes it."""
+    for _ in range(100):
+        async with sessions() as s:
+            rollup = RollupRepository(s)
+            if await rollup.lock():
+                now = datetime.now(UTC)
+                rolled_until = await rollup.complete_until() or now.date()
+                await ForecastService(s).refresh_cost_estimates(now, rolled_until)
+                await s.commit()
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the rollup stayed locked")
+
+
 async def test_cost_estimate_from_recorded_runs(server: str, sessions: Any) -> None:
     owner = await make_tenant(sessions, "premium")
     name = await publish(sessions, owner, PRIVATE)
     client = GraphQLClient(server, owner.viewer)
     owner_id = await tenant_row(sessions, owner)
-    now = datetime.now(UTC) - timedelta(hours=1)
+    # Runs of today (UTC): a day the rollup has not closed, so each refresh finds them.
+    midnight = datetime.combine(datetime.now(UTC).date(), time(), UTC)
+    now = max(datetime.now(UTC) - timedelta(hours=1), midnight)
 
     def at(i: int) -> tuple[datetime, float, str]:
         return (now + timedelta(seconds=i), 5.0, "COMPLETED")
 
     async def estimate(tier: str | None = None) -> dict[str, Any]:
+        """The estimate once recomputed (today's runs: no rollup day needed)."""
+        await refresh_estimates(sessions)
         found = await client.data(COST_ESTIMATE, {"name": name, "tier": tier})
-        return dict(found["template"]["costEstimate"])
+        answer = dict(found["template"]["costEstimate"])
+        assert answer.pop("asOf") is not None, answer
+        return answer
 
+    # What the rollup schedule runs computes the estimates, as of its start.
+    done = await refresh(sessions)
+    found = await client.data(COST_ESTIMATE, {"name": name, "tier": None})
+    assert datetime.fromisoformat(found["template"]["costEstimate"]["asOf"]) == done.started
     empty = await estimate()
     assert empty == {"tier": "PREMIUM", "p50Usd": None, "p95Usd": None, "basedOnRuns": 0}
     own = ["0.010000", "0.020000", "0.030000"]
@@ -248,6 +277,31 @@ async def test_cost_estimate_from_recorded_runs(server: str, sessions: Any) -> N
         await runs(sessions, pro, name, [at(i) for i in range(20, 24)], ["7.000000"] * 4)
     assert await estimate("PRO") == {**expected(["7"] * 12, 10), "tier": "PRO"}
     assert await estimate() == expected(own, 5)
+
+
+async def test_cost_estimate_counts_runs_at_the_tier_they_recorded(
+    server: str, sessions: Any
+) -> None:
+    """A premium tenant's runs that recorded the pro tier (it was pro then) count for PRO;
+    its runs that recorded none count at its tier now."""
+    owner = await make_tenant(sessions, "premium")
+    name = await publish(sessions, owner, PRIVATE)
+    client = GraphQLClient(server, owner.viewer)
+    owner_id = await tenant_row(sessions, owner)
+    midnight = datetime.combine(datetime.now(UTC).date(), time(), UTC)
+    now = max(datetime.now(UTC) - timedelta(hours=1), midnight)
+    done = [(now + timedelta(seconds=i), 5.0, "COMPLETED") for i in range(5)]
+    await runs(sessions, owner_id, name, done, ["1.000000"] * 5, tier="pro")
+    await runs(sessions, owner_id, name, done, ["2.000000"] * 5)
+
+    async def estimate(tier: str) -> dict[str, Any]:
+        found = await client.data(COST_ESTIMATE, {"name": name, "tier": tier})
+        return dict(found["template"]["costEstimate"])
+
+    await refresh_estimates(sessions)
+    pro, premium = await estimate("PRO"), await estimate("PREMIUM")
+    assert (pro["basedOnRuns"], pro["p50Usd"], pro["p95Usd"]) == (5, "1.000000", "1.000000")
+    assert (premium["basedOnRuns"], premium["p50Usd"]) == (5, "2.000000"), premium
 
 
 def test_coarse_run_counts() -> None:
@@ -424,9 +478,7 @@ ESTIMATES_PAGE = """query($first: Int) { templates(first: $first) { edges { node
   name costEstimate { basedOnRuns } pro: costEstimate(tier: PRO) { tier basedOnRuns } } } } }"""
 
 
-async def test_a_page_of_cost_estimates_costs_one_statement_per_tier(
-    server: str, sessions: Any
-) -> None:
+async def test_a_page_of_cost_estimates_costs_one_statement(server: str, sessions: Any) -> None:
     client = GraphQLClient(server, (await make_tenant(sessions, "premium")).viewer)
     await client.data("{ viewer { role } }")  # warm up: first use of a key writes last_used_at
     for first in (2, 6):
@@ -434,5 +486,5 @@ async def test_a_page_of_cost_estimates_costs_one_statement_per_tier(
             page = await client.data(ESTIMATES_PAGE, {"first": first})
         nodes = [e["node"] for e in page["templates"]["edges"]]
         assert len(nodes) == first and all(n["pro"]["tier"] == "PRO" for n in nodes)
-        estimates = [s for s in statements if "percentile_cont" in s]
-        assert len(estimates) == 2, estimates  # one for PREMIUM (the default), one for PRO
+        estimates = [s for s in statements if "template_cost_estimates" in s]
+        assert len(estimates) == 1, estimates  # PREMIUM (the default) and PRO together
