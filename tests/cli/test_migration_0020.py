@@ -17,7 +17,7 @@ FILE = "SELECT relfilenode FROM pg_class WHERE oid = 'ai_usage'::regclass"
 async def test_0020_adds_attempts_without_a_rewrite_and_downgrades(
     blank_db: str,  # noqa: F811
 ) -> None:
-    await upgrade_async(blank_db, "0018")
+    await upgrade_async(blank_db, "0019")
     conn = await asyncpg.connect(blank_db)
     try:
         before = await conn.fetchval(FILE)
@@ -35,7 +35,7 @@ async def test_0020_adds_attempts_without_a_rewrite_and_downgrades(
         assert tuple(kind) == ("jsonb", "YES", None)
     finally:
         await conn.close()
-    await asyncio.to_thread(command.downgrade, alembic_config(blank_db), "0018")
+    await asyncio.to_thread(command.downgrade, alembic_config(blank_db), "0019")
     conn = await asyncpg.connect(blank_db)
     try:
         assert "attempts" not in await columns(conn, "ai_usage")
