@@ -224,7 +224,9 @@ async def test_a_json_mode_only_model_refuses_schemas_and_answers_json_mode(
     schema = OpenAIProvider("k", server.openai_base_url, max_retries=0, catalog=default_catalog())
     with pytest.raises(ProviderError) as refused:
         await schema.complete(JSON_ONLY, task, data, timeout=5)
-    assert (refused.value.kind, refused.value.retryable) == ("bad_request", False)
+    # A fact about the model, not a malformed request: fail over, mark the model.
+    assert (refused.value.kind, refused.value.retryable) == ("unsupported_output", True)
+    assert refused.value.model_level
     assert "json_schema is not supported" in str(refused.value)
     plain = OpenAIProvider("k", server.openai_base_url, max_retries=0, output_mode="json_object")
     assert (await plain.complete(JSON_ONLY, task, data, timeout=5)).output == {"summary": "One."}
@@ -238,6 +240,45 @@ async def test_a_json_mode_only_model_refuses_schemas_and_answers_json_mode(
     assert fake.calls()[0].body["output_config"]["format"]["type"] == "json_schema"
     for provider in (schema, plain, claude):
         await provider.aclose()
+
+
+async def test_a_model_without_structured_outputs_fails_over_and_is_marked(
+    settings: Settings,
+    sessions: Any,
+    redis: aioredis.Redis,
+    server: FakeLLMServer,
+    fake: FakeLLM,
+) -> None:
+    # Model A (JSON mode only) answers the json_schema request with a 400; model B answers.
+    catalog = {
+        "models": {"openai": {JSON_ONLY: {"input": "0", "output": "0"}}},
+        "tiers": {"pro": {"default": [f"openai/{JSON_ONLY}", "anthropic/claude-haiku-5-5"]}},
+    }
+    gateway = gateway_for(
+        stale_settings(settings, server, ai_catalog=json.dumps(catalog)), sessions, redis
+    )
+    tenant = await new_tenant(sessions)
+    pro = TenantAi(tier="pro", enabled=True, budget_usd=Decimal(10), overrides={})
+    first = await gateway.run(classify(tenant), pro)
+    # Before: the 400 went straight to the baseline (PROVIDER_ERROR), nothing marked.
+    assert (first.outcome, first.model) == ("OK", "claude-haiku-5-5")
+    assert [(a["model"], a["kind"]) for a in first.attempts] == [(JSON_ONLY, "unsupported_output")]
+    assert gateway.health.unavailable("openai", JSON_ONLY) == "unsupported_output"
+    assert gateway.health.error_rate("openai", JSON_ONLY) == 0.0  # not an outage
+    second = await gateway.run(classify(tenant), pro)
+    assert second.model == "claude-haiku-5-5"
+    assert model_calls(fake, JSON_ONLY) == 1  # skipped, not asked again
+    # Any other 400 is about the request: the baseline answers, nothing is marked.
+    fake.rule(
+        provider="anthropic", status=400, message="messages: text content blocks must be non-empty"
+    )
+    other = await gateway.run(classify(tenant), TenantAi("pro", True, Decimal(10), {}))
+    assert (other.fallback_reason, [a["kind"] for a in other.attempts]) == (
+        "PROVIDER_ERROR",
+        ["unavailable", "bad_request"],
+    )
+    assert gateway.health.unavailable("anthropic", "claude-haiku-5-5") is None
+    await close(gateway)
 
 
 def test_attempt_messages_are_short_and_carry_no_secrets_or_quoted_text() -> None:
