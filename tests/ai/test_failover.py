@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from app.ai import pricing
 from app.ai.attempts import MAX_MESSAGE_CHARS, sanitize
 from app.ai.budget import BudgetLedger
 from app.ai.cache import AiCache
@@ -25,7 +26,9 @@ from app.ai.gateway import AiGateway, TenantAi
 from app.ai.health import ProviderHealth
 from app.ai.providers import AnthropicProvider, OpenAIProvider, build_providers
 from app.ai.tasks import TASK_SPECS
+from app.ai.traced_provider import TracedProvider
 from app.ai_catalog import default_catalog
+from app.ai_catalog import load as load_catalog
 from app.models import AiUsage
 from app.settings import Settings
 from app.tenants.service import TenantService
@@ -279,6 +282,33 @@ async def test_a_model_without_structured_outputs_fails_over_and_is_marked(
     )
     assert gateway.health.unavailable("anthropic", "claude-haiku-5-5") is None
     await close(gateway)
+
+
+async def test_a_call_span_is_costed_at_the_catalogue_s_prices(
+    server: FakeLLMServer, fake: FakeLLM
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    # An AI_CATALOG override of the price; the shipped price would give another figure.
+    override = {"models": {"anthropic": {"claude-haiku-5-5": {"input": "1000", "output": "2000"}}}}
+    catalog = load_catalog(json.dumps(override))
+    exported = InMemorySpanExporter()
+    spans = TracerProvider()  # a local provider: the global one is set once per process
+    spans.add_span_processor(SimpleSpanProcessor(exported))
+    claude = AnthropicProvider("k", server.anthropic_base_url, max_retries=0)
+    provider = TracedProvider(claude, catalog=catalog, tracer=spans.get_tracer("test"))
+    fake.rule(json={"summary": "One."}, usage={"input_tokens": 1000, "output_tokens": 500})
+    await provider.complete(
+        "claude-haiku-5-5", TASK_SPECS["summarize"], {"text": "One. Two."}, timeout=5
+    )
+    (span,) = exported.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["wfs.ai.cost_usd"] == "2.000000"  # 1000 x 1000 + 500 x 2000 per 1M
+    shipped = pricing.cost("anthropic", "claude-haiku-5-5", 1000, 500)
+    assert shipped != Decimal("2.000000")  # before: the span said this
+    await claude.aclose()
 
 
 def test_attempt_messages_are_short_and_carry_no_secrets_or_quoted_text() -> None:
