@@ -20,7 +20,7 @@ from app.ai import pricing
 from app.ai.attempts import MAX_MESSAGE_CHARS, sanitize
 from app.ai.budget import BudgetLedger
 from app.ai.cache import AiCache
-from app.ai.contracts import AiRequest, ProviderError
+from app.ai.contracts import AiRequest, InvalidOutput, ProviderError
 from app.ai.fake_llm import DEFAULT_MODELS, FakeLLM, FakeLLMServer, LLMRequest
 from app.ai.gateway import AiGateway, TenantAi
 from app.ai.health import ProviderHealth
@@ -323,6 +323,41 @@ def test_attempt_messages_are_short_and_carry_no_secrets_or_quoted_text() -> Non
     assert sanitize("category 'Billing' is not one of the categories") == (
         "category 'Billing' is not one of the categories"  # short quotes (names) stay
     )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # An apostrophe inside the quoted run used to end it: "Dear Ann, it" survived.
+        "category 'Dear Ann, it's your invoice for the renovation of 12 Elm Street' is wrong",
+        # repr() of text with both quotes escapes the apostrophe: \' ended the run.
+        "bad value " + repr('Ann said "pay", it\'s the renovation bill for 12 Elm Street'),
+        # JSON escapes the double quotes inside.
+        '{"message": "Invalid: \\"Dear Ann\\" is owed the renovation of 12 Elm Street"}',
+        # Left unclosed by a cut.
+        "unexpected value 'Dear Ann, your invoice for the renovation of 12 Elm Str",
+    ],
+)
+def test_quoted_runs_broken_by_quotes_are_still_removed(message: str) -> None:
+    cleaned = sanitize(message)
+    assert "Ann" not in cleaned and "Elm" not in cleaned, cleaned
+    assert "…" in cleaned
+
+
+def test_invalid_output_messages_never_quote_the_model_s_answer() -> None:
+    echo = "Dear Ann, your invoice for the renovation of 12 Elm Street"
+    checks = [
+        (TASK_SPECS["classify_content"], INPUT, {"category": echo, "confidence": 0.5}),
+        (
+            TASK_SPECS["extract_entities"],
+            {"text": "Invoice 7 for ACME."},
+            {"entities": [{"type": "person", "text": echo}, {"type": echo, "text": "ACME"}]},
+        ),
+    ]
+    for task, data, output in checks:
+        with pytest.raises(InvalidOutput) as invalid:
+            task.validate(data, output)
+        assert "Ann" not in str(invalid.value) and "Elm" not in str(invalid.value)
 
 
 async def close(gateway: AiGateway) -> None:
