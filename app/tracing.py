@@ -13,6 +13,7 @@ extension (app/api/observe.py); AI provider calls get a span of their own
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -28,6 +29,8 @@ log = structlog.get_logger(__name__)
 # An attribute value (a GraphQL document, an error message) is cut to this many characters:
 # tenants choose those texts, and a span must not carry a megabyte of one to the collector.
 MAX_ATTRIBUTE_CHARS = 2048
+# How long an exit waits for the last batch of spans to reach the collector.
+FLUSH_TIMEOUT_SECONDS = 5.0
 
 _provider: TracerProvider | None = None
 _trace: Any = None  # the opentelemetry.trace module, once tracing is on (log lines read it)
@@ -95,16 +98,38 @@ def _instrument() -> None:
         _instrumentors.append(instrumentor)
 
 
-def shutdown() -> None:
-    """Flush what is pending and stop tracing new work in this process (the global provider
-    stays: OpenTelemetry allows setting it once). For tests and orderly exits."""
+def flush(timeout_seconds: float = FLUSH_TIMEOUT_SECONDS) -> bool:
+    """Export the spans still batched, waiting at most `timeout_seconds` (False when that ran
+    out, or tracing is off... True when off: nothing to flush).
+
+    The batch processor's force_flush ignores its timeout (opentelemetry-sdk 1.45, upstream
+    issue 4568) and an OTLP export retries for up to its own timeout (10 s by default), so it
+    runs on a daemon thread and we wait for that at most `timeout_seconds`: an exit never
+    hangs on an unreachable collector."""
+    provider = _provider
+    if provider is None:
+        return True
+    flusher = threading.Thread(target=provider.force_flush, name="otel-flush", daemon=True)
+    flusher.start()
+    flusher.join(timeout_seconds)
+    if flusher.is_alive():
+        log.warning("tracing.flush_timeout", timeout_seconds=timeout_seconds)
+        return False
+    return True
+
+
+def shutdown(timeout_seconds: float = FLUSH_TIMEOUT_SECONDS) -> None:
+    """Flush what is pending (bounded, see flush) and stop tracing new work in this process
+    (the global provider stays: OpenTelemetry allows setting it once). Every `wfs` process
+    calls it on its way out (app/cli/process.py hard_exit: os._exit skips the SDK's atexit
+    flush); tests too."""
     global _provider
     if _provider is None:
         return
     for instrumentor in _instrumentors:
         instrumentor.uninstrument()
     _instrumentors.clear()
-    _provider.force_flush()
+    flush(timeout_seconds)
     _provider = None
 
 

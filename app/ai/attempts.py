@@ -7,7 +7,9 @@ checks, both of which may quote text a model or a server produced (and so, possi
 tenant's prompt echoed back); they never should carry prompt text or credentials into a
 record that every viewer of the tenant can read. So: control characters go, anything that
 looks like a key or bearer token is replaced, any quoted run longer than a few words is
-replaced by an ellipsis, and the whole is cut to MAX_MESSAGE_CHARS.
+replaced by an ellipsis (escaped quotes and apostrophes inside it do not end it), and the whole
+is cut to MAX_MESSAGE_CHARS. Our own output checks (app/ai/tasks) never quote the model's
+answer: they say what was wrong, not the text.
 """
 
 from __future__ import annotations
@@ -31,7 +33,17 @@ _SECRETS = (
         r"(?!\[redacted\])[A-Za-z0-9._~+/=\-]{6,}"
     ),
 )
-_QUOTED = re.compile("|".join(f"{q}[^{q}]{{{_QUOTED_CHARS},}}{q}" for q in "'\"`"))
+# A quoted run of at least _QUOTED_CHARS characters. Escaped quotes (\' \" as repr() and JSON
+# write them) do not end it; nor, in single quotes, an apostrophe inside a word (it's, Ann's).
+# A quote opens a run only where no word character precedes it (a closing quote follows a
+# word: `gpt-4o` must not open a run to the end). A run that the cut (or the server) left
+# unclosed goes to the end of the text.
+_QUOTED = re.compile(
+    rf'(?<!\w)"(?:[^"\\]|\\.){{{_QUOTED_CHARS},}}(?:"|$)'
+    rf"|(?<!\w)'(?:[^'\\]|\\.|'(?=\w)){{{_QUOTED_CHARS},}}(?:'|$)"
+    rf"|(?<!\w)`(?:[^`\\]|\\.){{{_QUOTED_CHARS},}}(?:`|$)",
+    re.DOTALL,
+)
 
 
 def sanitize(message: str) -> str:

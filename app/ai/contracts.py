@@ -48,6 +48,7 @@ ERROR_KINDS = (
     "auth",  # the key is wrong or revoked (401)
     "model_not_found",  # 404: an unknown or retired model
     "model_forbidden",  # 403: the key may not use this model
+    "unsupported_output",  # 400 about the output format or a parameter this model lacks
     "invalid_json",  # answered, but not with a JSON object
 )
 ATTEMPT_KINDS = (*ERROR_KINDS, "invalid_output", "unavailable", "breaker_open")
@@ -64,8 +65,9 @@ class ProviderResult:
 
 
 class ProviderError(Exception):
-    """A provider call failed. `retryable` failures count against the provider's health and
-    trigger failover; non-retryable ones (bad request) go straight to the baseline."""
+    """A provider call failed. `retryable` failures trigger failover (and count against the
+    provider's health unless `model_level`); non-retryable ones (a malformed request) go
+    straight to the baseline."""
 
     def __init__(
         self, message: str, *, kind: str, retryable: bool, model_level: bool = False
@@ -73,8 +75,9 @@ class ProviderError(Exception):
         super().__init__(message)
         self.kind = kind  # one of ERROR_KINDS
         self.retryable = retryable
-        # The model itself is unusable (unknown, retired, not allowed for this key): the
-        # gateway marks it unavailable in the provider health instead of counting an error.
+        # The model itself is unusable (unknown, retired, not allowed for this key, without
+        # the output format or a parameter the request needs): the gateway marks it
+        # unavailable in the provider health instead of counting an error.
         self.model_level = model_level
 
 

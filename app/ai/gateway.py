@@ -10,8 +10,10 @@ outcome (calls, hits and fallbacks) as an ai_usage row, with a keyed fingerprint
 once it was looked at (app/ai/input_hash.py; never the text). The baseline is the task's
 deterministic non-AI result. Every candidate tried or skipped leaves an attempt record
 (provider, model, error kind, sanitised message; app/ai/attempts.py) on the usage row. A model
-its provider refuses (404 unknown or retired, 403 not allowed) fails over like an outage and is
-marked unavailable in the provider health, so later calls skip it at once. Trying one candidate
+its provider refuses (404 unknown or retired, 403 not allowed, a 400 about the output format or
+a parameter it does not support) fails over like an outage and is marked unavailable in the
+provider health, so later calls skip it at once; any other 400 (the request itself is wrong)
+goes straight to the baseline. Trying one candidate
 (reserve, call, validate, settle, cache) and the baseline answer are in app/ai/provider_call.py
 (ProviderCalls, AiGateway's base).
 

@@ -12,10 +12,11 @@ then the first trial success closes it (with a fresh window) and a trial failure
 Callers pair every allow() that returned True with one record().
 
 A model can also be marked unavailable (mark_unavailable): the provider answered that it does
-not know it (404: unknown or retired) or that this key may not use it (403). That is not an
-outage to ride out but a fact about the model, so no breaker arithmetic: allow() refuses it at
-once, with the reason, for `unavailable_seconds` (then one call may try again, in case the
-model came back or access was granted), and the wfs_ai_model_unavailable gauge says so.
+not know it (404: unknown or retired), that this key may not use it (403), or that it cannot
+do the output format or a parameter the request asks for (a 400 about it: unsupported_output).
+That is not an outage to ride out but a fact about the model, so no breaker arithmetic: allow()
+refuses it at once, with the reason, for `unavailable_seconds` (then one call may try again, in
+case the model came back or access was granted), and the wfs_ai_model_unavailable gauge says so.
 
 So the API can show what the workers see, each worker publishes its snapshot() to a Redis hash
 (publish_snapshot, e.g. every 15 s) and read_snapshots() merges the fresh ones.
@@ -88,9 +89,10 @@ class ProviderHealth:
         self._unavailable: dict[tuple[str, str], tuple[str, float]] = {}  # reason, since
 
     def mark_unavailable(self, provider: str, model: str, reason: str) -> None:
-        """The provider refused this model itself (`reason`: model_not_found, model_forbidden):
-        allow() says no for unavailable_seconds. Stands in for record() after allow(): a
-        half-open trial slot the call held is given back, and the breaker's figures stay."""
+        """The provider refused this model itself (`reason`: model_not_found, model_forbidden,
+        unsupported_output): allow() says no for unavailable_seconds. Stands in for record()
+        after allow(): a half-open trial slot the call held is given back, and the breaker's
+        figures stay."""
         key = (provider, model)
         breaker = self._breakers.get(key)
         if breaker is not None and breaker.trials:

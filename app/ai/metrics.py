@@ -32,7 +32,8 @@ AI_BREAKER_STATE = Gauge(
 AI_MODEL_UNAVAILABLE = Gauge(
     "wfs_ai_model_unavailable",
     "1 while a model is unusable: its provider answered 404 (unknown or retired: "
-    "model_not_found) or 403 (model_forbidden) in this process, or does not list it "
+    "model_not_found), 403 (model_forbidden) or a 400 about the output format or an "
+    "unsupported parameter (unsupported_output) in this process, or does not list it "
     "(not_listed, the model check)",
     ["provider", "model", "reason"],
 )

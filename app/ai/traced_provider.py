@@ -13,14 +13,18 @@ from typing import Any
 from app import tracing
 from app.ai import pricing
 from app.ai.contracts import InvalidReply, Provider, ProviderError, ProviderResult, TaskSpec
+from app.ai_catalog import Catalog
 
 
-def traced(providers: dict[str, Provider]) -> dict[str, Provider]:
-    """`providers`, each model-calling one in a span when tracing is on; as they are if not."""
+def traced(providers: dict[str, Provider], catalog: Catalog | None = None) -> dict[str, Provider]:
+    """`providers`, each model-calling one in a span when tracing is on; as they are if not.
+
+    `catalog`: the gateway's model catalogue (AI_CATALOG over the shipped one; None: the
+    shipped one), whose prices cost the span, so the span says what the usage row says."""
     if not tracing.enabled():
         return providers
     return {
-        name: provider if name == "baseline" else TracedProvider(provider)
+        name: provider if name == "baseline" else TracedProvider(provider, catalog=catalog)
         for name, provider in providers.items()
     }
 
@@ -28,11 +32,15 @@ def traced(providers: dict[str, Provider]) -> dict[str, Provider]:
 class TracedProvider:
     """A Provider whose `complete` runs in an `ai.call` span (probes are not traced)."""
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(
+        self, provider: Provider, *, catalog: Catalog | None = None, tracer: Any = None
+    ) -> None:
+        """`tracer`: None for the process's (a test may pass one of its own provider)."""
         from opentelemetry import trace
 
         self.inner, self.name = provider, provider.name
-        self._tracer = trace.get_tracer(__name__)
+        self.catalog = catalog
+        self._tracer = tracer if tracer is not None else trace.get_tracer(__name__)
 
     async def complete(
         self, model: str, task: TaskSpec, input: dict[str, Any], *, timeout: float
@@ -52,6 +60,7 @@ class TracedProvider:
                     span,
                     self.name,
                     model,
+                    self.catalog,
                     exc.input_tokens,
                     exc.output_tokens,
                     exc.cached_input_tokens,
@@ -66,6 +75,7 @@ class TracedProvider:
                 span,
                 self.name,
                 model,
+                self.catalog,
                 result.input_tokens,
                 result.output_tokens,
                 result.cached_input_tokens,
@@ -80,12 +90,25 @@ class TracedProvider:
 
 
 def _usage(
-    span: Any, provider: str, model: str, tokens_in: int, tokens_out: int, cached_in: int
+    span: Any,
+    provider: str,
+    model: str,
+    catalog: Catalog | None,
+    tokens_in: int,
+    tokens_out: int,
+    cached_in: int,
 ) -> None:
     span.set_attribute("gen_ai.usage.input_tokens", tokens_in)
     span.set_attribute("gen_ai.usage.output_tokens", tokens_out)
     try:
-        cost = pricing.cost(provider, model, tokens_in, tokens_out, cached_input_tokens=cached_in)
+        cost = pricing.cost(
+            provider,
+            model,
+            tokens_in,
+            tokens_out,
+            cached_input_tokens=cached_in,
+            catalog=catalog,
+        )
     except pricing.UnknownModel:  # the gateway reports that; the span just has no cost
         return
     span.set_attribute("wfs.ai.cost_usd", str(cost))

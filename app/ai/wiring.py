@@ -45,8 +45,9 @@ def ai_redis(settings: Settings) -> aioredis.Redis:
 
 def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGateway:
     redis = ai_redis(settings)
+    catalog = settings.catalog()
     return AiGateway(
-        providers=traced(build_providers(settings)),
+        providers=traced(build_providers(settings), catalog),
         ledger=BudgetLedger(
             redis,
             soft_threshold=settings.ai_soft_threshold,
@@ -57,7 +58,7 @@ def build_gateway(settings: Settings, sessions: SessionFactory | None) -> AiGate
         sessions=sessions,
         timeout_seconds=settings.ai_timeout_seconds,
         input_hash_key=deployment_key(settings),
-        catalog=settings.catalog(),
+        catalog=catalog,
     )
 
 

@@ -42,7 +42,8 @@ class AiAttempt:
     model: str
     kind: str = strawberry.field(
         description="rate_limited, server, overloaded, timeout, connection, bad_request, auth, "
-        "model_not_found (unknown or retired), model_forbidden, invalid_json, invalid_output "
+        "model_not_found (unknown or retired), model_forbidden, unsupported_output (the model "
+        "cannot do the output format or a parameter asked), invalid_json, invalid_output "
         "(failed the task's checks), unavailable (skipped: refused lately), breaker_open."
     )
     message: str = strawberry.field(
@@ -162,7 +163,8 @@ class AiProviderStatus:
     p95_latency_ms: float
     calls: int
     unavailable_reason: str | None = strawberry.field(
-        description="model_not_found (unknown or retired) or model_forbidden: calls skip it."
+        description="model_not_found (unknown or retired), model_forbidden or "
+        "unsupported_output (no structured outputs): calls skip it."
     )
     listed: bool | None = strawberry.field(
         description="Whether the provider's model list had it at the last model check (null: "

@@ -47,6 +47,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
+from app import tracing
 from app.ai.model_check import detail as model_check_detail
 from app.ai.model_check import read_check
 from app.api.context import Context
@@ -598,6 +599,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await tokens.aclose()
             await engine.dispose()
             log.info("api.stopped")
+            # The request spans still batched go out now, within a bound, off the loop: an
+            # API run by a bare uvicorn exits through the interpreter, `wfs api` through
+            # hard_exit (which shuts tracing down). Only a flush here: an app object may be
+            # started again in the same process (tests), with tracing still on.
+            await asyncio.to_thread(tracing.flush)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

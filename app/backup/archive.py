@@ -210,26 +210,51 @@ async def restore_backup(
     await asyncio.to_thread(manifest.verify, source)
     report = RestoreReport(manifest)
     engine = make_engine(settings.database_url, pool_size=1)
+    sessions = make_sessionmaker(engine)
     try:
-        await _restore_database(
-            make_sessionmaker(engine), settings, manifest, source, force, progress
-        )
+        set_aside = await _restore_database(sessions, settings, manifest, source, force, progress)
+        # With --force the replaced database stays in SET_ASIDE until the storage and the
+        # migration have succeeded too: if either fails, it is put back (and the storage
+        # found before, if it was swapped already), so a failed restore changes nothing.
+        swapped = False
+        try:
+            if restore_files:
+                report.storage_kept_at = await asyncio.to_thread(
+                    storage.restore_storage, settings.files_root, source / STORAGE_FILE, progress
+                )
+                swapped = True
+            elif manifest.storage.backend == "s3" or settings.storage_backend == "s3":
+                report.notes.append(
+                    "tenant storage on S3 is not in the backup: restore the bucket's objects to "
+                    "the backup point with its versioning (docs/backup.md)"
+                )
+            if manifest.alembic_revision != head:
+                progress(f"database: migrating {manifest.alembic_revision} -> {head}")
+                await upgrade_async(settings.database_url)
+                report.migrated_from = manifest.alembic_revision
+        except BaseException:
+            if set_aside:
+                await _put_back(sessions, progress)
+                if swapped:
+                    await asyncio.to_thread(
+                        storage.undo_restore, settings.files_root, report.storage_kept_at
+                    )
+            raise
+        if set_aside:
+            async with sessions() as session:
+                await BackupRepository(session).drop_set_aside()
+                await session.commit()
     finally:
         await engine.dispose()
-    if restore_files:
-        report.storage_kept_at = await asyncio.to_thread(
-            storage.restore_storage, settings.files_root, source / STORAGE_FILE, progress
-        )
-    elif manifest.storage.backend == "s3" or settings.storage_backend == "s3":
-        report.notes.append(
-            "tenant storage on S3 is not in the backup: restore the bucket's objects to the "
-            "backup point with its versioning (docs/backup.md)"
-        )
-    if manifest.alembic_revision != head:
-        progress(f"database: migrating {manifest.alembic_revision} -> {head}")
-        await upgrade_async(settings.database_url)
-        report.migrated_from = manifest.alembic_revision
     return report
+
+
+async def _put_back(sessions: SessionFactory, progress: Progress) -> None:
+    """The database a forced restore set aside, back in place of the restored one."""
+    async with sessions() as session:
+        await BackupRepository(session).put_back()
+        await session.commit()
+    progress("database: restore failed; the database is as it was before")
 
 
 def _check_revision(database_url: str, revision: str) -> str:
@@ -256,9 +281,10 @@ async def _restore_database(
     source: Path,
     force: bool,
     progress: Progress,
-) -> None:
-    """pg_restore into the empty database; with `force`, what the database held is kept in
-    another schema until the restored one is checked, and put back if anything fails."""
+) -> bool:
+    """pg_restore into the empty database, checked; True when, with `force`, what the database
+    held was set aside in SET_ASIDE (put back here if the restore or its check fails; the
+    caller drops it once the whole restore has succeeded, or puts it back)."""
     assert settings.database_url
     async with sessions() as session:
         repo = BackupRepository(session)
@@ -274,15 +300,9 @@ async def _restore_database(
             await _check_counts(BackupRepository(session), manifest)
     except BaseException:
         if set_aside:
-            async with sessions() as session:
-                await BackupRepository(session).put_back()
-                await session.commit()
-            progress("database: restore failed; the database is as it was before")
+            await _put_back(sessions, progress)
         raise
-    if set_aside:
-        async with sessions() as session:
-            await BackupRepository(session).drop_set_aside()
-            await session.commit()
+    return set_aside
 
 
 async def _empty_database(repo: BackupRepository, force: bool, progress: Progress) -> bool:

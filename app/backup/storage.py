@@ -107,5 +107,13 @@ def restore_storage(root: Path, archive: Path, progress: Progress) -> Path | Non
     return kept
 
 
+def undo_restore(root: Path, kept: Path | None) -> None:
+    """Undo restore_storage after a later step failed: the restored files go (the backup
+    still has them) and the folder found before, if any, is back at `root`."""
+    shutil.rmtree(root, ignore_errors=True)
+    if kept is not None:
+        kept.rename(root)
+
+
 def mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"

@@ -16,16 +16,19 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from app.ai import pricing
 from app.ai.attempts import MAX_MESSAGE_CHARS, sanitize
 from app.ai.budget import BudgetLedger
 from app.ai.cache import AiCache
-from app.ai.contracts import AiRequest, ProviderError
+from app.ai.contracts import AiRequest, InvalidOutput, ProviderError
 from app.ai.fake_llm import DEFAULT_MODELS, FakeLLM, FakeLLMServer, LLMRequest
 from app.ai.gateway import AiGateway, TenantAi
 from app.ai.health import ProviderHealth
 from app.ai.providers import AnthropicProvider, OpenAIProvider, build_providers
 from app.ai.tasks import TASK_SPECS
+from app.ai.traced_provider import TracedProvider
 from app.ai_catalog import default_catalog
+from app.ai_catalog import load as load_catalog
 from app.models import AiUsage
 from app.settings import Settings
 from app.tenants.service import TenantService
@@ -224,7 +227,9 @@ async def test_a_json_mode_only_model_refuses_schemas_and_answers_json_mode(
     schema = OpenAIProvider("k", server.openai_base_url, max_retries=0, catalog=default_catalog())
     with pytest.raises(ProviderError) as refused:
         await schema.complete(JSON_ONLY, task, data, timeout=5)
-    assert (refused.value.kind, refused.value.retryable) == ("bad_request", False)
+    # A fact about the model, not a malformed request: fail over, mark the model.
+    assert (refused.value.kind, refused.value.retryable) == ("unsupported_output", True)
+    assert refused.value.model_level
     assert "json_schema is not supported" in str(refused.value)
     plain = OpenAIProvider("k", server.openai_base_url, max_retries=0, output_mode="json_object")
     assert (await plain.complete(JSON_ONLY, task, data, timeout=5)).output == {"summary": "One."}
@@ -240,6 +245,72 @@ async def test_a_json_mode_only_model_refuses_schemas_and_answers_json_mode(
         await provider.aclose()
 
 
+async def test_a_model_without_structured_outputs_fails_over_and_is_marked(
+    settings: Settings,
+    sessions: Any,
+    redis: aioredis.Redis,
+    server: FakeLLMServer,
+    fake: FakeLLM,
+) -> None:
+    # Model A (JSON mode only) answers the json_schema request with a 400; model B answers.
+    catalog = {
+        "models": {"openai": {JSON_ONLY: {"input": "0", "output": "0"}}},
+        "tiers": {"pro": {"default": [f"openai/{JSON_ONLY}", "anthropic/claude-haiku-5-5"]}},
+    }
+    gateway = gateway_for(
+        stale_settings(settings, server, ai_catalog=json.dumps(catalog)), sessions, redis
+    )
+    tenant = await new_tenant(sessions)
+    pro = TenantAi(tier="pro", enabled=True, budget_usd=Decimal(10), overrides={})
+    first = await gateway.run(classify(tenant), pro)
+    # Before: the 400 went straight to the baseline (PROVIDER_ERROR), nothing marked.
+    assert (first.outcome, first.model) == ("OK", "claude-haiku-5-5")
+    assert [(a["model"], a["kind"]) for a in first.attempts] == [(JSON_ONLY, "unsupported_output")]
+    assert gateway.health.unavailable("openai", JSON_ONLY) == "unsupported_output"
+    assert gateway.health.error_rate("openai", JSON_ONLY) == 0.0  # not an outage
+    second = await gateway.run(classify(tenant), pro)
+    assert second.model == "claude-haiku-5-5"
+    assert model_calls(fake, JSON_ONLY) == 1  # skipped, not asked again
+    # Any other 400 is about the request: the baseline answers, nothing is marked.
+    fake.rule(
+        provider="anthropic", status=400, message="messages: text content blocks must be non-empty"
+    )
+    other = await gateway.run(classify(tenant), TenantAi("pro", True, Decimal(10), {}))
+    assert (other.fallback_reason, [a["kind"] for a in other.attempts]) == (
+        "PROVIDER_ERROR",
+        ["unavailable", "bad_request"],
+    )
+    assert gateway.health.unavailable("anthropic", "claude-haiku-5-5") is None
+    await close(gateway)
+
+
+async def test_a_call_span_is_costed_at_the_catalogue_s_prices(
+    server: FakeLLMServer, fake: FakeLLM
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    # An AI_CATALOG override of the price; the shipped price would give another figure.
+    override = {"models": {"anthropic": {"claude-haiku-5-5": {"input": "1000", "output": "2000"}}}}
+    catalog = load_catalog(json.dumps(override))
+    exported = InMemorySpanExporter()
+    spans = TracerProvider()  # a local provider: the global one is set once per process
+    spans.add_span_processor(SimpleSpanProcessor(exported))
+    claude = AnthropicProvider("k", server.anthropic_base_url, max_retries=0)
+    provider = TracedProvider(claude, catalog=catalog, tracer=spans.get_tracer("test"))
+    fake.rule(json={"summary": "One."}, usage={"input_tokens": 1000, "output_tokens": 500})
+    await provider.complete(
+        "claude-haiku-5-5", TASK_SPECS["summarize"], {"text": "One. Two."}, timeout=5
+    )
+    (span,) = exported.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["wfs.ai.cost_usd"] == "2.000000"  # 1000 x 1000 + 500 x 2000 per 1M
+    shipped = pricing.cost("anthropic", "claude-haiku-5-5", 1000, 500)
+    assert shipped != Decimal("2.000000")  # before: the span said this
+    await claude.aclose()
+
+
 def test_attempt_messages_are_short_and_carry_no_secrets_or_quoted_text() -> None:
     prompt_echo = "'" + "Dear Ann, your invoice for the renovation of 12 Elm Street " * 5 + "'"
     message = sanitize(
@@ -252,6 +323,41 @@ def test_attempt_messages_are_short_and_carry_no_secrets_or_quoted_text() -> Non
     assert sanitize("category 'Billing' is not one of the categories") == (
         "category 'Billing' is not one of the categories"  # short quotes (names) stay
     )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # An apostrophe inside the quoted run used to end it: "Dear Ann, it" survived.
+        "category 'Dear Ann, it's your invoice for the renovation of 12 Elm Street' is wrong",
+        # repr() of text with both quotes escapes the apostrophe: \' ended the run.
+        "bad value " + repr('Ann said "pay", it\'s the renovation bill for 12 Elm Street'),
+        # JSON escapes the double quotes inside.
+        '{"message": "Invalid: \\"Dear Ann\\" is owed the renovation of 12 Elm Street"}',
+        # Left unclosed by a cut.
+        "unexpected value 'Dear Ann, your invoice for the renovation of 12 Elm Str",
+    ],
+)
+def test_quoted_runs_broken_by_quotes_are_still_removed(message: str) -> None:
+    cleaned = sanitize(message)
+    assert "Ann" not in cleaned and "Elm" not in cleaned, cleaned
+    assert "…" in cleaned
+
+
+def test_invalid_output_messages_never_quote_the_model_s_answer() -> None:
+    echo = "Dear Ann, your invoice for the renovation of 12 Elm Street"
+    checks = [
+        (TASK_SPECS["classify_content"], INPUT, {"category": echo, "confidence": 0.5}),
+        (
+            TASK_SPECS["extract_entities"],
+            {"text": "Invoice 7 for ACME."},
+            {"entities": [{"type": "person", "text": echo}, {"type": echo, "text": "ACME"}]},
+        ),
+    ]
+    for task, data, output in checks:
+        with pytest.raises(InvalidOutput) as invalid:
+            task.validate(data, output)
+        assert "Ann" not in str(invalid.value) and "Elm" not in str(invalid.value)
 
 
 async def close(gateway: AiGateway) -> None:

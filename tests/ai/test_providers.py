@@ -155,6 +155,34 @@ async def test_status_errors_are_mapped(
     assert len(fake.calls()) == 1  # max_retries=0: the SDK did not retry
 
 
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        (
+            "Unsupported parameter: 'max_tokens' is not supported with this model.",
+            "unsupported_output",
+        ),
+        (
+            "Invalid parameter: 'response_format' of type 'json_schema' is not supported.",
+            "unsupported_output",
+        ),
+        ("messages: text content blocks must be non-empty", "bad_request"),
+        # Words past the head of the message may be the tenant's prompt echoed back.
+        ("could not parse the request near: " + "x" * 300 + " json_schema", "bad_request"),
+    ],
+)
+async def test_a_400_about_the_output_format_is_about_the_model(
+    provider: AnyProvider, fake: FakeLLM, message: str, kind: str
+) -> None:
+    fake.rule(status=400, message=message)
+    error = await failure(provider)
+    assert (error.kind, error.retryable, error.model_level) == (
+        kind,
+        kind == "unsupported_output",
+        kind == "unsupported_output",
+    )
+
+
 async def test_anthropic_overloaded_529_is_a_server_error(
     server: FakeLLMServer, fake: FakeLLM
 ) -> None:

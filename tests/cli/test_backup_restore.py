@@ -284,8 +284,17 @@ async def test_backup_disaster_restore_replay_and_running_executions_finish(
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > kept
 
     # --force over a database in use: a restore that fails its check (counts that do not match
-    # the dump) puts everything back as it was; one that succeeds replaces it.
+    # the dump), or later while unpacking the storage, puts everything back as it was; one
+    # that succeeds replaces it.
     now = await rows(url, EVENTS)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("the storage root's parent is a file: unpacking fails")
+    broken = own.model_copy(update={"storage_root": blocked / "storage"})
+    with pytest.raises(OSError):
+        await restore_backup(broken, backup, force=True)
+    # Before: the replaced database was dropped once pg_restore had passed its check.
+    assert await rows(url, EVENTS) == now
+    assert await rows(url, f"SELECT 1 FROM pg_namespace WHERE nspname = '{SET_ASIDE}'") == set()
     wrong = json.loads((backup / NAME).read_text())
     wrong["tables"]["executions"] += 1
     (backup / NAME).write_text(json.dumps(wrong))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import uuid
 from collections import defaultdict
@@ -140,3 +142,33 @@ def test_tracing_is_off_unless_an_exporter_is_configured() -> None:
     assert not settings(**off, OTEL_TRACES_EXPORTER="none").tracing_enabled
     with pytest.raises(ValidationError, match="http/protobuf"):
         settings(**off, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")  # not shipped: refused at start
+
+
+EXIT_SCRIPT = """
+from opentelemetry import trace
+from app import tracing
+from app.cli.process import hard_exit
+from app.settings import Settings
+
+assert tracing.configure(Settings(_env_file=None))  # OTEL_TRACES_EXPORTER=console: batched
+with trace.get_tracer("exit-test").start_as_current_span("span-before-exit"):
+    pass
+hard_exit(3)
+"""
+
+
+def test_spans_batched_at_exit_are_exported_before_hard_exit() -> None:
+    # Every `wfs` process leaves through os._exit, which skips the SDK's atexit flush: before
+    # the fix the batch processor (5 s schedule) still held the span and it was lost.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_TRACES_EXPORTER"] = "console"
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert '"name": "span-before-exit"' in done.stdout

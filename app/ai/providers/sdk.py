@@ -5,6 +5,7 @@ bounded, timed and parsed the same way."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterable, Awaitable
 from types import ModuleType
@@ -34,6 +35,39 @@ def root_error(sdk: ModuleType) -> type[Exception]:
     return root
 
 
+# A 400 that names the response format or an unsupported parameter: this model cannot do what
+# the request asks (OpenAI: "Invalid parameter: 'response_format' of type 'json_schema' is not
+# supported with this model", param "response_format", or code "unsupported_parameter";
+# Anthropic: output_config.format; OpenAI-compatible servers: their own words for the same).
+_UNSUPPORTED_400 = re.compile(
+    r"(?i)response_format|json_schema|json schema|output_config|output_format|output format"
+    r"|structured output|unsupported[ _](?:parameter|value)"
+)
+_UNSUPPORTED_PARAMS = frozenset({"response_format", "text.format", "output_config.format"})
+# Only the head of the provider's own message is read: further on, a server may echo request
+# text (the tenant's prompt), and a tenant must not be able to mark a model unavailable.
+_MESSAGE_HEAD = 300
+
+
+def unsupported_400(exc: Any) -> bool:
+    """Whether a 400 says the model cannot do the output format or a parameter asked of it.
+
+    Reads the error body's own fields (OpenAI's `{"error": {message, param, code}}`,
+    Anthropic's `{"type": "error", "error": {message}}`), else the start of the raw body."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    if isinstance(body, dict):
+        if body.get("param") in _UNSUPPORTED_PARAMS:
+            return True
+        if body.get("code") in ("unsupported_parameter", "unsupported_value"):
+            return True
+        message = str(body.get("message") or "")
+    else:
+        message = str(body or "")
+    return _UNSUPPORTED_400.search(message[:_MESSAGE_HEAD]) is not None
+
+
 def map_sdk_error(exc: Exception, sdk: ModuleType) -> ProviderError:
     """The SDK's (`openai` or `anthropic`) exception as a ProviderError with our failure kind.
 
@@ -42,7 +76,9 @@ def map_sdk_error(exc: Exception, sdk: ModuleType) -> ProviderError:
 
     "retryable" means "try the next candidate": every failure of this model or provider fails
     over (and counts against its health); only a request the API refuses as malformed (400)
-    goes straight to the baseline, since every model would refuse it too.
+    goes straight to the baseline, since every model would refuse it too. A 400 about the
+    output format or a parameter this model does not support (`unsupported_400`) is about the
+    model, not the request: a compatible server without structured outputs, say.
     """
     if isinstance(exc, sdk.APITimeoutError):
         return ProviderError(str(exc), kind="timeout", retryable=True)
@@ -60,6 +96,10 @@ def map_sdk_error(exc: Exception, sdk: ModuleType) -> ProviderError:
         # 403: the key may not use this model (organisation or region access).
         return ProviderError(str(exc), kind="model_forbidden", retryable=True, model_level=True)
     if isinstance(exc, sdk.BadRequestError):
+        if unsupported_400(exc):
+            return ProviderError(
+                str(exc), kind="unsupported_output", retryable=True, model_level=True
+            )
         return ProviderError(str(exc), kind="bad_request", retryable=False)
     if isinstance(exc, sdk.APIStatusError) and exc.status_code in (503, 529):
         return ProviderError(str(exc), kind="overloaded", retryable=True)

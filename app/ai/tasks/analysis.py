@@ -115,7 +115,10 @@ class ClassifyContent(BaseTask):
         by_key = {c.strip().casefold(): c for c in input["categories"]}
         category = by_key.get(answer.strip().casefold())
         if category is None:
-            raise InvalidOutput(f"category {answer[:100]!r} is not one of the categories")
+            # Says what was wrong, never the answer's text (it may echo the prompt).
+            raise InvalidOutput(
+                f"'category' is not one of the categories ({len(answer)} characters)"
+            )
         # bool is an int in Python, but true/false is not a confidence.
         if isinstance(confidence, bool) or not isinstance(confidence, int | float):
             raise InvalidOutput("'confidence' must be a number")
@@ -206,9 +209,9 @@ class ExtractEntities(BaseTask):
             elif len(value) > MAX_ENTITY_CHARS:
                 problems.append(f"entities[{i}] text is longer than {MAX_ENTITY_CHARS} characters")
             elif kind.strip().lower() not in wanted:
-                problems.append(f"entities[{i}] has type {kind[:40]!r}, not a requested type")
+                problems.append(f"entities[{i}] has a type that was not requested")
             elif value not in text:
-                problems.append(f"entities[{i}] text {value[:80]!r} does not occur in the text")
+                problems.append(f"entities[{i}] text does not occur in the text")
             else:
                 found.append({"type": kind.strip().lower(), "text": value})
         if problems:
