@@ -214,7 +214,9 @@ results = {
     "gc_walk": probe(gc.get_objects),
     "udp_sendmsg": probe(lambda: udp_sendmsg(port + 1 if port < 65535 else port - 1)),
     "sqlite_outside": probe(lambda: sqlite_at("/tmp/wfs-fence-escape")),
-    "sqlite_uri_outside": probe(lambda: sqlite3.connect("file:/tmp/wfs-fence-escape?mode=rwc", uri=True)),
+    "sqlite_uri_outside": probe(
+        lambda: sqlite3.connect("file:/tmp/wfs-fence-escape?mode=rwc", uri=True)
+    ),
     "sqlite_tmp": probe(lambda: sqlite_at(os.path.join(tmp, "db.sqlite"))),
     "sqlite_memory": probe(lambda: sqlite_at(":memory:")),
     "listdir_etc": probe(lambda: os.listdir("/etc")),
