@@ -23,6 +23,7 @@ process keeps serving: only the sandbox process dies.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -257,13 +258,26 @@ class PluginActivities:
             message = f"plugin step {name}: {outcome.message}"
         elif outcome.kind in ("raised", "refused"):
             message = f"plugin step {name} failed: {outcome.message}"
+        # The message and what the plugin printed may hold tenants' data: their length and a
+        # hash (to match reports of the same failure) here, the text only at debug.
+        tail = outcome.log_tail[-1000:]
         self.log.warning(
             "plugin.call_failed",
             step=step.name,
             outcome=outcome.kind,
             attempt=attempt,
+            error_chars=len(outcome.message),
+            error_sha256=_digest(outcome.message),
+            output_tail_chars=len(tail),
+            output_tail_sha256=_digest(tail) if tail else None,
+        )
+        self.log.debug(
+            "plugin.call_failed_text",
+            step=step.name,
+            outcome=outcome.kind,
+            attempt=attempt,
             error=message,
-            output_tail=outcome.log_tail[-1000:] or None,
+            output_tail=tail or None,
         )
         raise ApplicationError(
             message,
@@ -273,6 +287,11 @@ class PluginActivities:
 
     def _count(self, step: StepManifest, outcome: str) -> None:
         PLUGIN_CALLS.labels(self.manifest.name, step.name, outcome).inc()
+
+
+def _digest(text: str) -> str:
+    """A short SHA-256 of `text` (16 hex digits): enough to tell failures apart in logs."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def warm_pool(manifest: PluginManifest, settings: Settings) -> WarmPool:
