@@ -24,6 +24,7 @@ from app.plugins.sandbox import (
     SandboxSpec,
     child_env,
     effective_limits,
+    is_dumpable,
     refused_env,
     run_sandboxed,
 )
@@ -137,6 +138,9 @@ async def test_word_stats_runs_and_the_temp_dir_goes_away() -> None:
     assert outcome.output == {"words": 5, "distinct": 4, "top": [["the", 2]]}
     after = plugin_temp_dirs()
     assert after <= before  # its private temp dir was removed
+    # The process that runs sandboxes made itself non-dumpable: a same-uid process (a plugin's
+    # child past the fence) cannot read its /proc/<pid>/environ or memory.
+    assert not is_dumpable()
 
 
 async def test_describe_gives_the_declaration_as_data() -> None:
