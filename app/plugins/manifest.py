@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.plugins.api import Plugin, PluginLimits
+from app.plugins.api import PluginLimits
+from app.plugins.sandbox import SandboxSpec, effective_limits, run_sandboxed
+from app.plugins.sandbox_child import manifest_of as manifest_of  # where the sandbox makes it
 
 # What the answer may hold; a manifest is a few KB, a plugin with many templates some hundreds.
 MAX_MANIFEST_BYTES = 2 * 1024 * 1024
@@ -36,33 +37,6 @@ class ManifestError(Exception):
     much or something that is not a manifest. The message says which."""
 
 
-def manifest_of(plugin: Plugin) -> dict[str, Any]:
-    """Everything `plugin` declares except its functions, as JSON-ready data."""
-    return {
-        "name": plugin.name,
-        "version": plugin.version,
-        "api_version": plugin.api_version,
-        "description": plugin.description,
-        "steps": [
-            {
-                "name": step.name,
-                "description": step.description,
-                "input_schema": step.input_schema,
-                "output_schema": step.output_schema,
-                "timeout_seconds": step.timeout_seconds,
-                "heartbeat_seconds": step.heartbeat_seconds,
-            }
-            for step in plugin.steps
-        ],
-        "ai_tasks": [dataclasses.asdict(task) for task in plugin.ai_tasks],
-        "providers": [dataclasses.asdict(provider) for provider in plugin.providers],
-        "templates": list(plugin.templates),
-        "network": list(plugin.network),
-        "env": list(plugin.env),
-        "limits": dataclasses.asdict(plugin.limits),
-    }
-
-
 async def describe(
     name: str,
     *,
@@ -75,8 +49,6 @@ async def describe(
     doc) with the default limits lowered by `limits` (PLUGIN_LIMITS); ManifestError with the
     reason otherwise. `extra_paths` go first on the child's sys.path (tests put throwaway
     distributions there)."""
-    from app.plugins.sandbox import SandboxSpec, effective_limits, run_sandboxed
-
     spec = SandboxSpec(
         name,
         effective_limits(PluginLimits(), limits),

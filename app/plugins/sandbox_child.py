@@ -9,7 +9,7 @@ plugin. In this order it:
    the plugin's code;
 2. installs the audit-hook fence (app/plugins/fence.py);
 3. imports the plugin, then either describes it (`op: describe`: its manifest as data,
-   `app.plugins.manifest.manifest_of` - the one description the API, the workers and the
+   `manifest_of` - the one description the API, the workers and the
    plugin worker all read) or
    reads the call line (step, input, ctx; a warm process started ahead of its call waits
    here), starts its lifeline (stdin stays open; EOF means the worker is gone: exit) and
@@ -34,6 +34,7 @@ import resource
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 MEMORY_EXIT_CODE = 86
@@ -115,6 +116,33 @@ def read_roots(plugin: str, entry_value: str | None, paths: Sequence[str] = ()) 
     return sorted(roots)
 
 
+def manifest_of(plugin: Any) -> dict[str, Any]:
+    """Everything `plugin` declares except its functions, as JSON-ready data."""
+    return {
+        "name": plugin.name,
+        "version": plugin.version,
+        "api_version": plugin.api_version,
+        "description": plugin.description,
+        "steps": [
+            {
+                "name": step.name,
+                "description": step.description,
+                "input_schema": step.input_schema,
+                "output_schema": step.output_schema,
+                "timeout_seconds": step.timeout_seconds,
+                "heartbeat_seconds": step.heartbeat_seconds,
+            }
+            for step in plugin.steps
+        ],
+        "ai_tasks": [asdict(task) for task in plugin.ai_tasks],
+        "providers": [asdict(provider) for provider in plugin.providers],
+        "templates": list(plugin.templates),
+        "network": list(plugin.network),
+        "env": list(plugin.env),
+        "limits": asdict(plugin.limits),
+    }
+
+
 def refused(exc: BaseException) -> bool:
     """Whether the fence's refusal is what failed the call (possibly wrapped by the plugin)."""
     from app.plugins.fence import SandboxRefusal
@@ -178,7 +206,6 @@ def main(fd: int) -> None:
 
     from app.plugins.api import installed_entry_points, load_plugin
     from app.plugins.fence import Fence
-    from app.plugins.manifest import manifest_of
 
     entry = installed_entry_points().get(setup["plugin"])
     fence = Fence(
