@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from app.ai import extensions, pricing
 from app.ai.contracts import InvalidOutput, ModelChoice, Provider
-from app.ai.providers import OpenAIProvider
 from app.ai.tasks import BaseTask
 from app.ai.tasks.base import require_object
 from app.jsonschemas import instance_problems, json_validator
@@ -80,6 +79,10 @@ def _provider_factory(name: str, decl: ProviderDecl) -> Any:
         base_url = (
             os.environ.get(decl.base_url_env) if decl.base_url_env else None
         ) or decl.base_url
+        # Imported here: the SDKs cost ~0.5 s of import that the API (which loads plugins too)
+        # never needs.
+        from app.ai.providers import OpenAIProvider
+
         provider = OpenAIProvider(key, base_url)
         provider.name = name  # type: ignore[misc]  # the instance answers to its own name
         return provider
