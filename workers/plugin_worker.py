@@ -2,8 +2,9 @@
 the plugin's own task queue, each call run in a sandbox process (app/plugins/sandbox.py).
 
 This process never imports the plugin's code. At start it asks a sandbox process to describe
-the plugin (steps, schemas, limits, network, env: data only), then registers one activity per
-step, named `<plugin>.<step>`, taking the same `StepCall` as the built-in steps. A call:
+the plugin (app/plugins/manifest.py: the same description, and the same checks -
+parse_manifest - the API and the other workers use), then registers one activity per step,
+named `<plugin>.<step>`, taking the same `StepCall` as the built-in steps. A call:
 
 1. validates the input against the step's input schema here (off the event loop when large):
    bad input fails the step permanently (StepInputRefused), before any plugin code runs;
@@ -22,8 +23,9 @@ process keeps serving: only the sandbox process dies.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -39,6 +41,8 @@ from app.executions.workflow_io import INPUT_REFUSED, StepCall
 from app.jsonschemas import json_validator, schema_problems
 from app.metrics import PLUGIN_CALL_SECONDS, PLUGIN_CALLS, PLUGIN_LIMIT_KILLS, PLUGIN_RESTARTS
 from app.plugins.api import PluginLimits, PluginLoadError, plugin_task_queue
+from app.plugins.checks import parse_manifest
+from app.plugins.manifest import ManifestError, describe
 from app.plugins.sandbox import (
     CallOutcome,
     SandboxSpec,
@@ -109,14 +113,21 @@ class PluginManifest:
     spec: SandboxSpec
 
 
-async def describe_plugin(name: str, settings: Settings) -> PluginManifest:
-    """Ask a sandbox process what plugin `name` declares; raises PluginLoadError."""
+async def describe_plugin(
+    name: str, settings: Settings, extra_paths: Sequence[str] = ()
+) -> PluginManifest:
+    """Ask a sandbox process what plugin `name` declares and check it as the API does;
+    raises PluginLoadError naming every problem. (`extra_paths`: see manifest.describe.)"""
     override = settings.plugin_limits.get(name)
-    probe = SandboxSpec(name, effective_limits(PluginLimits(), override))
-    outcome = await run_sandboxed(probe, {"op": "describe"}, DESCRIBE_TIMEOUT_SECONDS)
-    if not outcome.ok or not isinstance(outcome.output, dict):
-        raise PluginLoadError(f"plugin {name!r} could not be described: {outcome.message}")
-    declared = outcome.output
+    try:
+        declared = await describe(
+            name, timeout=DESCRIBE_TIMEOUT_SECONDS, extra_paths=extra_paths, limits=override
+        )
+    except ManifestError as exc:
+        raise PluginLoadError(f"plugin {name!r} could not be described: {exc}") from None
+    _, problems = parse_manifest(name, declared)
+    if problems:
+        raise PluginLoadError(f"plugin {name!r} is refused: " + "; ".join(problems))
     limits = effective_limits(PluginLimits(**declared["limits"]), override)
     refused = refused_env(declared["env"], Settings.model_fields)
     if refused:
@@ -133,8 +144,8 @@ async def describe_plugin(name: str, settings: Settings) -> PluginManifest:
     steps = []
     for step in declared["steps"]:
         for schema in (step["input_schema"], step["output_schema"]):
-            if schema is not None and (problems := schema_problems(schema)):
-                raise PluginLoadError(f"plugin {name!r}, step {step['name']}: {problems}")
+            if schema is not None and (found := schema_problems(schema)):
+                raise PluginLoadError(f"plugin {name!r}, step {step['name']}: {found}")
         timeout = step["timeout_seconds"] or limits.call_timeout_seconds
         if override and "call_timeout_seconds" in override:
             timeout = min(timeout, override["call_timeout_seconds"])
@@ -247,13 +258,26 @@ class PluginActivities:
             message = f"plugin step {name}: {outcome.message}"
         elif outcome.kind in ("raised", "refused"):
             message = f"plugin step {name} failed: {outcome.message}"
+        # The message and what the plugin printed may hold tenants' data: their length and a
+        # hash (to match reports of the same failure) here, the text only at debug.
+        tail = outcome.log_tail[-1000:]
         self.log.warning(
             "plugin.call_failed",
             step=step.name,
             outcome=outcome.kind,
             attempt=attempt,
+            error_chars=len(outcome.message),
+            error_sha256=_digest(outcome.message),
+            output_tail_chars=len(tail),
+            output_tail_sha256=_digest(tail) if tail else None,
+        )
+        self.log.debug(
+            "plugin.call_failed_text",
+            step=step.name,
+            outcome=outcome.kind,
+            attempt=attempt,
             error=message,
-            output_tail=outcome.log_tail[-1000:] or None,
+            output_tail=tail or None,
         )
         raise ApplicationError(
             message,
@@ -263,6 +287,11 @@ class PluginActivities:
 
     def _count(self, step: StepManifest, outcome: str) -> None:
         PLUGIN_CALLS.labels(self.manifest.name, step.name, outcome).inc()
+
+
+def _digest(text: str) -> str:
+    """A short SHA-256 of `text` (16 hex digits): enough to tell failures apart in logs."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def warm_pool(manifest: PluginManifest, settings: Settings) -> WarmPool:

@@ -4,15 +4,22 @@ what a plugin step may not do.
 Installed by app/plugins/sandbox_child.py after the plugin was imported and before its step
 runs; an audit hook cannot be removed once added. It refuses:
 
-- connecting, sending to or resolving any host:port the plugin did not declare in `network`
-  (declared host names are resolved once, when the fence is built, so `connect` to their
-  addresses passes), Unix sockets, and listening (`bind`);
+- connecting, sending to (sendto, sendmsg) or resolving any host:port the plugin did not
+  declare in `network` (declared host names are resolved once, when the fence is built, so
+  `connect` to their addresses passes), reverse lookups (gethostbyaddr, getnameinfo: a DNS
+  channel), Unix sockets, and listening (`bind`);
 - starting processes (fork, exec, posix_spawn, subprocess, os.system) when the plugin's
-  `processes` limit is 0, and signalling any process but itself;
-- loading native code at run time (ctypes, cffi) that could step around the hook;
+  `processes` limit is 0, and signalling any process but itself. `_posixsubprocess.fork_exec`
+  (what subprocess forks with) raises no audit event: `install` replaces it before the hook
+  goes on, and re-importing `_posixsubprocess` is refused;
+- loading native code at run time (ctypes, cffi, SQLite extensions) that could step around
+  the hook, and walking the interpreter's objects (gc.get_objects/get_referrers/get_referents:
+  the hook itself is one of them);
 - opening files outside the call's temp dir (read and write) and the Python installation,
   the imported packages' folders and the system's certificates and time zones (read only):
-  no /proc (the parent's environment), /etc, service state or sockets;
+  no /proc (the parent's environment), /etc, service state or sockets; SQLite databases only
+  in the temp dir (or in memory); listing folders (listdir, scandir, glob) and changing
+  directory only where it may read;
 - raising resource limits and adding further audit hooks.
 
 This is a fence for Python code, not a wall: C code in an extension module (or a plugin that
@@ -32,6 +39,33 @@ from typing import Any
 
 class SandboxRefusal(PermissionError):
     """The sandbox refused an operation; the step fails permanently (retrying cannot help)."""
+
+
+def _refuse_fork_exec(plugin: str) -> Any:
+    def fork_exec(*args: Any, **kwargs: Any) -> Any:
+        raise SandboxRefusal(
+            f"the sandbox of plugin {plugin!r} refused starting a process "
+            "(_posixsubprocess.fork_exec; its processes limit is 0)"
+        )
+
+    return fork_exec
+
+
+def seal_process_starts(plugin: str) -> None:
+    """Replace `_posixsubprocess.fork_exec` - it forks and execs with no audit event - where
+    it is reachable (the module, subprocess's own reference), and drop native-code modules
+    loaded before the fence from sys.modules, so that reaching them again is an audited
+    (refused) import. Nothing keeps the original fork_exec: it is freed."""
+    refusing = _refuse_fork_exec(plugin)
+    module = sys.modules.get("_posixsubprocess")
+    if module is not None:
+        module.fork_exec = refusing  # type: ignore[attr-defined]
+    subprocess_module = sys.modules.get("subprocess")
+    if subprocess_module is not None and hasattr(subprocess_module, "_fork_exec"):
+        subprocess_module._fork_exec = refusing  # type: ignore[attr-defined]
+    # (multiprocessing imports _posixsubprocess per call: it gets the replaced fork_exec.)
+    for name in NATIVE_MODULES:
+        sys.modules.pop(name, None)
 
 
 def parse_network(entries: Iterable[str]) -> set[tuple[str, int]]:
@@ -74,6 +108,13 @@ PROCESS_EVENTS = frozenset(
 )
 # Native code loaded at run time could reach anything, the hook included.
 NATIVE_MODULES = ("ctypes", "_ctypes", "cffi", "_cffi_backend")
+# Starts processes without an audit event (its fork_exec): never imported anew while the
+# processes limit is 0 (the loaded one is neutralised by `Fence.install`).
+PROCESS_MODULES = ("_posixsubprocess",)
+# Audit events that would hand the plugin the hook's own objects (to switch it off).
+INTROSPECTION_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents"})
+# Reverse lookups: a DNS channel to anywhere, whatever the declared network.
+REVERSE_LOOKUP_EVENTS = frozenset({"socket.gethostbyaddr", "socket.getnameinfo"})
 # Audit events whose first argument (and, for two-path events, second) is a path written to.
 WRITE_PATH_EVENTS = {
     "os.remove": 1,
@@ -112,10 +153,17 @@ class Fence:
         self.processes = processes
         roots = {os.path.realpath(r) for r in (*read_roots, *SYSTEM_READ_ROOTS)}
         self.read_roots = tuple(sorted(roots))
+        # Folders that may be listed: the readable ones and those Python imports from (an
+        # import lists its sys.path entries).
+        paths = {os.path.realpath(p) for p in sys.path if isinstance(p, str) and p}
+        self.list_roots = tuple(sorted(roots | paths))
         self.pid = os.getpid()
         self._busy = False  # the checks themselves trigger audit events: no recursion
 
     def install(self) -> None:
+        """Neutralise what starts processes unaudited, then add the hook (for good)."""
+        if self.processes <= 0:
+            seal_process_starts(self.plugin)
         sys.addaudithook(self)
 
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
@@ -133,8 +181,12 @@ class Fence:
     def _check(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             self._check_open(args[0], args[1], args[2])
-        elif event in ("socket.connect", "socket.sendto"):
+        elif event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+            if event == "socket.sendmsg" and args[1] is None:
+                return  # on a connected socket: its connect was checked
             self._check_address(args[0], args[1], event.split(".")[1])
+        elif event in REVERSE_LOOKUP_EVENTS:
+            self.refuse(f"a reverse name lookup ({event})")
         elif event == "socket.getaddrinfo":
             self._check_name(args[0], args[1])
         elif event in ("socket.gethostbyname", "socket.gethostbyname_ex"):
@@ -148,8 +200,18 @@ class Fence:
                 self.refuse("signalling another process")
         elif event == "import" and str(args[0]).split(".")[0] in NATIVE_MODULES:
             self.refuse(f"importing {args[0]} (native code)")
+        elif event == "import" and args[0] in PROCESS_MODULES and self.processes <= 0:
+            self.refuse(f"importing {args[0]} (starts processes; its processes limit is 0)")
         elif event in ("ctypes.dlopen", "cffi.dlopen"):
             self.refuse("loading a native library")
+        elif event in ("sqlite3.enable_load_extension", "sqlite3.load_extension"):
+            self.refuse("loading an SQLite extension (native code)")
+        elif event == "sqlite3.connect":
+            self._check_sqlite(args[0])
+        elif event in ("os.listdir", "os.scandir", "glob.glob", "os.chdir"):
+            self._check_listing(args[0], event)
+        elif event in INTROSPECTION_EVENTS:
+            self.refuse(f"walking the interpreter's objects ({event})")
         elif event in ("resource.setrlimit", "resource.prlimit"):
             self.refuse("changing resource limits")
         elif event == "sys.addaudithook":
@@ -173,6 +235,33 @@ class Fence:
         if not writes and any(real == r or real.startswith(r + os.sep) for r in self.read_roots):
             return
         self.refuse(f"opening {os.fsdecode(path)!r} (outside its temp dir)")
+
+    def _check_sqlite(self, database: Any) -> None:
+        if isinstance(database, int):
+            return
+        name = os.fsdecode(database)
+        if name.startswith("file:"):  # a URI (uri=True): its path, without the query
+            name = name[5:].split("?", 1)[0].split("#", 1)[0]
+            if name.startswith("//"):
+                name = "/" + name[2:].partition("/")[2]
+        if name in ("", ":memory:") or self._inside_temp(name):
+            return
+        self.refuse(f"opening the SQLite database {os.fsdecode(database)!r} (outside its temp dir)")
+
+    def _check_listing(self, path: Any, event: str) -> None:
+        if path is None or isinstance(path, int):  # the working directory, or an fd it holds
+            return
+        if event == "glob.glob":  # its pattern: the fixed folder before the first wildcard
+            pattern = os.fsdecode(path)
+            cut = min((i for i, c in enumerate(pattern) if c in "*?["), default=len(pattern))
+            path = os.path.dirname(pattern[:cut]) or "."
+        if self._inside_temp(path):
+            return
+        real = os.path.realpath(os.fsdecode(path))
+        if any(real == r or real.startswith(r + os.sep) for r in self.list_roots):
+            return
+        what = "changing directory to" if event == "os.chdir" else "listing"
+        self.refuse(f"{what} {os.fsdecode(path)!r} (outside what it may read)")
 
     def _inside_temp(self, path: str | bytes) -> bool:
         real = os.path.realpath(os.fsdecode(path))

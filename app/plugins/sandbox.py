@@ -10,7 +10,13 @@ Each call (and the one `describe` at worker start) is a new interpreter,
 - its own temp dir as working directory, removed after the call;
 - its own session (process group), so a timeout kills everything it started;
 - the request on stdin; the answer comes back as JSON lines on a pipe of its own (what the
-  plugin prints goes to a bounded log tail instead), bounded in size.
+  plugin prints goes to a bounded log tail instead), bounded in size; what it prints is
+  bounded too where the spec says so (`max_printed_bytes`: the process is killed past it).
+
+Before its first sandbox process, this process makes itself non-dumpable
+(prctl(PR_SET_DUMPABLE, 0), Linux): a process of the same (non-root) uid - a plugin's child
+that got past the fence - cannot read its /proc/<pid>/environ or memory. Root (or
+CAP_SYS_PTRACE) still can: run workers as an unprivileged user (docs/plugins-sandbox.md).
 
 The child sets its OS limits and the audit-hook fence before the plugin's first line runs
 (app/plugins/sandbox_child.py, app/plugins/fence.py). The child never gets the Temporal
@@ -63,6 +69,11 @@ class SandboxSpec:
     env: Mapping[str, str] | None = None  # declared variables with their values
     max_file_mb: int = 64
     max_output_bytes: int = 1024 * 1024
+    # What the plugin may print (stdout and stderr) before it is killed; None: no bound.
+    max_printed_bytes: int | None = None
+    # Folders put first on the child's sys.path (and readable through the fence): set by the
+    # service only (tests' throwaway distributions), never by a plugin.
+    paths: tuple[str, ...] = ()
 
 
 @dataclass
@@ -109,6 +120,41 @@ def child_env(spec: SandboxSpec, temp_dir: str) -> dict[str, str]:
     return env
 
 
+def operator_paths() -> list[str]:
+    """This process's PYTHONPATH folders: `-I` keeps the child from reading the variable, but
+    a plugin installed there (by the operator) must be found by its sandbox too."""
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
+_protected = False
+
+
+def protect_this_process() -> None:
+    """prctl(PR_SET_DUMPABLE, 0) once (Linux; elsewhere nothing): other processes of this uid
+    may no longer read /proc/<pid>/environ, mem, maps or ptrace this one. Undone by nothing
+    but exec; children start dumpable again (exec resets it), which is what we want."""
+    global _protected
+    if _protected or not sys.platform.startswith("linux"):
+        return
+    _protected = True
+    import ctypes  # here, not at the top: the sandbox child imports this module's neighbours
+
+    pr_set_dumpable = 4
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def is_dumpable() -> bool:
+    """Whether this process is dumpable (prctl(PR_GET_DUMPABLE)); True off Linux."""
+    if not sys.platform.startswith("linux"):
+        return True
+    import ctypes
+
+    pr_get_dumpable = 3
+    return bool(ctypes.CDLL(None).prctl(pr_get_dumpable, 0, 0, 0, 0))
+
+
 class _Overflow(Exception):
     """The child sent a line longer than the output bound."""
 
@@ -122,7 +168,7 @@ class SandboxProcess:
         proc: asyncio.subprocess.Process,
         pipe: asyncio.BaseTransport,
         answers: asyncio.StreamReader,
-        output_tail: asyncio.Task[bytes],
+        output_tail: asyncio.Task[tuple[bytes, bool]],
         temp_dir: str,
     ) -> None:
         self.proc = proc
@@ -145,6 +191,7 @@ class SandboxProcess:
             "limits": {name: getattr(spec.limits, name) for name in LIMIT_FIELDS},
             "network": list(spec.network),
             "max_file_mb": spec.max_file_mb,
+            "paths": [*spec.paths, *operator_paths()],
         }
         try:
             await started.send(setup)
@@ -259,7 +306,13 @@ async def run_sandboxed(
         else:
             outcome = _judge(final, returncode, spec.limits)
         await sandbox.close()
-        outcome.log_tail = await _tail(sandbox.output_tail)
+        outcome.log_tail, over = await _tail(sandbox.output_tail)
+        if over:
+            outcome = CallOutcome(
+                "output",
+                message=f"printed more than {spec.max_printed_bytes} bytes",
+                log_tail=outcome.log_tail,
+            )
         outcome.seconds = time.monotonic() - started
         return outcome
     finally:
@@ -269,8 +322,12 @@ async def run_sandboxed(
 async def _spawn(
     spec: SandboxSpec, temp_dir: str
 ) -> tuple[
-    asyncio.subprocess.Process, asyncio.BaseTransport, asyncio.StreamReader, asyncio.Task[bytes]
+    asyncio.subprocess.Process,
+    asyncio.BaseTransport,
+    asyncio.StreamReader,
+    asyncio.Task[tuple[bytes, bool]],
 ]:
+    protect_this_process()
     read_fd, write_fd = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -303,7 +360,10 @@ async def _spawn(
 async def _connect(
     spec: SandboxSpec, proc: asyncio.subprocess.Process, read_fd: int
 ) -> tuple[
-    asyncio.subprocess.Process, asyncio.BaseTransport, asyncio.StreamReader, asyncio.Task[bytes]
+    asyncio.subprocess.Process,
+    asyncio.BaseTransport,
+    asyncio.StreamReader,
+    asyncio.Task[tuple[bytes, bool]],
 ]:
     loop = asyncio.get_running_loop()
     # An answer line holds the output as JSON (escapes may make it longer than its compact
@@ -313,7 +373,8 @@ async def _connect(
         lambda: asyncio.StreamReaderProtocol(answers), os.fdopen(read_fd, "rb", 0)
     )
     assert proc.stdout is not None
-    return proc, pipe, answers, asyncio.create_task(_keep_tail(proc.stdout))
+    printed = asyncio.create_task(_keep_tail(proc.stdout, proc, spec.max_printed_bytes))
+    return proc, pipe, answers, printed
 
 
 class _Silent(Exception):
@@ -389,18 +450,26 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def _keep_tail(stream: asyncio.StreamReader) -> bytes:
-    """Drain what the plugin prints (a full pipe would block it), keeping the last bytes."""
+async def _keep_tail(
+    stream: asyncio.StreamReader, proc: asyncio.subprocess.Process, limit: int | None
+) -> tuple[bytes, bool]:
+    """Drain what the plugin prints (a full pipe would block it), keeping the last bytes;
+    past `limit` bytes, kill it. Returns (tail, whether it printed over the limit)."""
     tail = b""
+    total = 0
     while chunk := await stream.read(65536):
         tail = (tail + chunk)[-LOG_TAIL_BYTES:]
-    return tail
+        total += len(chunk)
+        if limit is not None and total > limit:
+            _kill(proc)
+            return tail, True
+    return tail, False
 
 
-async def _tail(task: asyncio.Task[bytes]) -> str:
+async def _tail(task: asyncio.Task[tuple[bytes, bool]]) -> tuple[str, bool]:
     try:
-        data = await asyncio.wait_for(task, 2)
+        data, over = await asyncio.wait_for(task, 2)
     except TimeoutError:  # a grandchild holds the pipe open: drop the tail
         task.cancel()
-        return ""
-    return data.decode("utf-8", "replace")
+        return "", False
+    return data.decode("utf-8", "replace"), over

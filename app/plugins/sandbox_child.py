@@ -4,10 +4,13 @@ Started by app/plugins/sandbox.py with a scrubbed environment and its private te
 working directory; everything it reads comes on stdin from the plugin worker, never from the
 plugin. In this order it:
 
-1. reads the setup line (plugin, limits, network) and sets the OS limits (RLIMIT_CPU,
-   RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_FSIZE, no core files) - before any of the plugin's code;
+1. reads the setup line (plugin, limits, network, extra sys.path folders) and sets the OS
+   limits (RLIMIT_CPU, RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_FSIZE, no core files) - before any of
+   the plugin's code;
 2. installs the audit-hook fence (app/plugins/fence.py);
-3. imports the plugin, then either describes it (`op: describe`: its manifest as data) or
+3. imports the plugin, then either describes it (`op: describe`: its manifest as data,
+   `manifest_of` - the one description the API, the workers and the
+   plugin worker all read) or
    reads the call line (step, input, ctx; a warm process started ahead of its call waits
    here), starts its lifeline (stdin stays open; EOF means the worker is gone: exit) and
    runs the step;
@@ -30,6 +33,7 @@ import os
 import resource
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -93,10 +97,11 @@ def set_limits(limits: dict[str, Any], max_file_mb: int) -> None:
     # fence refuses process starts; a container's pids limit is the wall.
 
 
-def read_roots(plugin: str, entry_value: str | None) -> list[str]:
-    """Folders the plugin may read: the Python installation, the plugin's own package and the
-    service's `app` package (the contract it imports)."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+def read_roots(plugin: str, entry_value: str | None, paths: Sequence[str] = ()) -> list[str]:
+    """Folders the plugin may read: the Python installation, the plugin's own package, the
+    service's `app` package (the contract it imports) and the extra sys.path folders the
+    worker gave (throwaway distributions in tests)."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *paths}
     modules = ["app"]
     if entry_value:
         modules.append(entry_value.split(":")[0].split(".")[0])
@@ -111,22 +116,27 @@ def read_roots(plugin: str, entry_value: str | None) -> list[str]:
     return sorted(roots)
 
 
-def describe(plugin: Any) -> dict[str, Any]:
+def manifest_of(plugin: Any) -> dict[str, Any]:
+    """Everything `plugin` declares except its functions, as JSON-ready data."""
     return {
         "name": plugin.name,
         "version": plugin.version,
         "api_version": plugin.api_version,
+        "description": plugin.description,
         "steps": [
             {
-                "name": s.name,
-                "description": s.description,
-                "input_schema": s.input_schema,
-                "output_schema": s.output_schema,
-                "timeout_seconds": s.timeout_seconds,
-                "heartbeat_seconds": s.heartbeat_seconds,
+                "name": step.name,
+                "description": step.description,
+                "input_schema": step.input_schema,
+                "output_schema": step.output_schema,
+                "timeout_seconds": step.timeout_seconds,
+                "heartbeat_seconds": step.heartbeat_seconds,
             }
-            for s in plugin.steps
+            for step in plugin.steps
         ],
+        "ai_tasks": [asdict(task) for task in plugin.ai_tasks],
+        "providers": [asdict(provider) for provider in plugin.providers],
+        "templates": list(plugin.templates),
         "network": list(plugin.network),
         "env": list(plugin.env),
         "limits": asdict(plugin.limits),
@@ -190,6 +200,9 @@ def main(fd: int) -> None:
     answer = Answer(fd)
     setup = read_line()
     set_limits(setup["limits"], int(setup.get("max_file_mb", 64)))
+    # `-I` ignores PYTHONPATH: folders the worker adds (never the plugin) come in the setup.
+    paths = [str(p) for p in setup.get("paths", [])]
+    sys.path[:0] = paths
 
     from app.plugins.api import installed_entry_points, load_plugin
     from app.plugins.fence import Fence
@@ -200,13 +213,13 @@ def main(fd: int) -> None:
         setup.get("network", []),
         os.getcwd(),
         int(setup["limits"]["processes"]),
-        read_roots(setup["plugin"], entry.value if entry else None),
+        read_roots(setup["plugin"], entry.value if entry else None, paths),
     )
     fence.install()
     try:
         plugin = load_plugin(setup["plugin"])
         if setup["op"] == "describe":
-            answer.send({"ok": describe(plugin)})
+            answer.send({"ok": manifest_of(plugin)})
         else:
             call = read_line()  # a warm process waits here for its call
             watch_lifeline()

@@ -1,4 +1,4 @@
-"""Loading plugins: each manifest is read in a child process and checked in the parent; a
+"""Loading plugins: each manifest is read in a sandbox process and checked in the parent; a
 plugin with any problem is refused whole with every problem named, the others load and
 register their steps on their own queue. Throwaway distributions (tests/plugins/throwaway.py)
 stand in for installed ones: nothing is installed, no Temporal or database is needed."""
@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from app.plugins.api import PluginLoadError
 from app.plugins.manifest import ManifestError, read_manifest
 from app.plugins.registry import PluginRegistry, load, unload
+from app.settings import Settings
 from app.steps import PLUGIN_ACTIVITIES, find_activity
 from tests.plugins.throwaway import GOOD_STEP, make_plugin
+from workers.plugin_worker import describe_plugin
 
 
 @pytest.fixture
@@ -113,6 +116,24 @@ def test_every_problem_of_a_bad_declaration_is_named(tmp_path: Path, loaded) -> 
     assert find_activity("shoddy.twice") is None
 
 
+async def test_the_plugin_worker_refuses_what_the_api_refuses(tmp_path: Path) -> None:
+    """One description path and one set of checks: the worker reads the same manifest and
+    refuses a plugin with the problems the API names (here: it asks for a service setting)."""
+    make_plugin(
+        tmp_path,
+        "greedy",
+        f'plugin = Plugin(name="greedy", version="1", steps=[{GOOD_STEP}], env=["DATABASE_URL"])\n',
+    )
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(PluginLoadError, match="env 'DATABASE_URL': a setting of the service"):
+        await describe_plugin("greedy", settings, extra_paths=[str(tmp_path)])
+    make_plugin(
+        tmp_path, "fine", f'plugin = Plugin(name="fine", version="2", steps=[{GOOD_STEP}])\n'
+    )
+    described = await describe_plugin("fine", settings, extra_paths=[str(tmp_path)])
+    assert (described.version, [s.name for s in described.steps]) == ("2", ["lookup"])
+
+
 def test_import_errors_wrong_objects_and_taken_names_are_refused(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
     make_plugin(tmp_path, "broken", "raise ImportError('no module named crmlib')\n")
     make_plugin(tmp_path, "notplugin", "plugin = {'name': 'notplugin'}\n")
@@ -159,14 +180,32 @@ def test_two_plugins_cannot_publish_one_template_name(tmp_path: Path, loaded) ->
     ]
 
 
-def test_a_plugin_that_hangs_or_floods_at_import_is_cut_off(tmp_path: Path) -> None:
+def test_a_plugin_that_hangs_floods_or_pries_at_import_is_cut_off(tmp_path: Path) -> None:
     make_plugin(tmp_path, "sleepy", "import time\ntime.sleep(60)\n")
+    # 100 MB printed at import: killed at the cap on what it prints (1 MB), not written out.
     make_plugin(
-        tmp_path, "chatty", "import sys\nsys.stdout.write('x' * 100_000)\n" + "plugin = 1\n"
+        tmp_path,
+        "chatty",
+        "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 1024 * 1024)\n",
     )
+    # Its import reads the environment of the process that reads its manifest (the API's).
+    make_plugin(
+        tmp_path,
+        "prying",
+        "import os\nSECRETS = open(f'/proc/{os.getppid()}/environ').read()\n"
+        f'plugin = Plugin(name="prying", version="1", description=SECRETS,'
+        f" steps=[{GOOD_STEP}])\n",
+    )
+    make_plugin(tmp_path, "big", f'plugin = Plugin(name="big", version="1", steps=[{GOOD_STEP}])\n')
+    paths = [str(tmp_path)]
     with pytest.raises(ManifestError, match="loading took longer than 1 s"):
-        read_manifest("sleepy", extra_paths=[str(tmp_path)], timeout=1)
-    # What it prints at import goes to stderr, not into the answer; an answer over the cap
-    # (here: its refusal) is refused unread.
-    with pytest.raises(ManifestError, match=r"its manifest is \d+ bytes, more than 50"):
-        read_manifest("chatty", extra_paths=[str(tmp_path)], max_bytes=50)
+        read_manifest("sleepy", extra_paths=paths, timeout=1)
+    with pytest.raises(ManifestError, match=r"while loading it printed more than 1048576 bytes"):
+        read_manifest("chatty", extra_paths=paths, timeout=30)
+    with pytest.raises(ManifestError) as prying:
+        read_manifest("prying", extra_paths=paths, timeout=30)
+    assert "refused opening '/proc/" in str(prying.value)
+    assert "PATH=" not in str(prying.value)
+    # An answer over the cap is refused (a well-formed manifest of a few hundred bytes).
+    with pytest.raises(ManifestError, match=r"more than 50"):
+        read_manifest("big", extra_paths=paths, max_bytes=50)

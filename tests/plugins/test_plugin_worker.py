@@ -22,6 +22,8 @@ from typing import IO, Any
 import httpx
 import psutil
 import pytest
+import structlog
+import structlog.testing
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowHandle
@@ -108,15 +110,22 @@ def counted(name: str, **labels: str) -> float:
 
 async def test_each_failure_is_a_clear_temporal_error_and_the_worker_serves_on(rig: Rig) -> None:
     kills_before = counted("wfs_plugin_limit_kills_total", plugin="example", limit="cpu")
-    results = await asyncio.gather(
-        rig.call("misbehave", {"mode": "crash"}, attempts=2),
-        rig.call("misbehave", {"mode": "loop"}),
-        rig.call("misbehave", {"mode": "memory"}),
-        rig.call("misbehave", {"mode": "network", "port": 5432}, attempts=3),
-        rig.call("misbehave", {"mode": "nonsense"}, attempts=3),
-        rig.call("misbehave", {"mode": "raise"}, attempts=2),
-    )
+    with structlog.testing.capture_logs() as logs:
+        results = await asyncio.gather(
+            rig.call("misbehave", {"mode": "crash"}, attempts=2),
+            rig.call("misbehave", {"mode": "loop"}),
+            rig.call("misbehave", {"mode": "memory"}),
+            rig.call("misbehave", {"mode": "network", "port": 5432}, attempts=3),
+            rig.call("misbehave", {"mode": "nonsense"}, attempts=3),
+            rig.call("misbehave", {"mode": "raise"}, attempts=2),
+        )
     crash, loop, memory, network, invalid, raised = results
+    # What a plugin says (it may hold tenants' data) is logged as a length and a hash (its
+    # text only at debug, which this logging configuration drops).
+    failed = [e for e in logs if e["event"] == "plugin.call_failed" and e["outcome"] == "raised"]
+    assert failed and all(e["log_level"] == "warning" for e in failed), logs
+    assert "told to fail" not in repr(failed)
+    assert all(e["error_chars"] > 0 and len(e["error_sha256"]) == 16 for e in failed), failed
     # Retryable: retried per the policy (2 attempts), then failed with the last reason.
     assert crash == {
         "error": "plugin step example.misbehave: plugin process crashed (signal 6, SIGABRT)",

@@ -24,6 +24,7 @@ from app.plugins.sandbox import (
     SandboxSpec,
     child_env,
     effective_limits,
+    is_dumpable,
     refused_env,
     run_sandboxed,
 )
@@ -59,6 +60,9 @@ async def test_each_misbehaviour_ends_only_its_own_process(
         "files": misbehave("files", path="/etc/hostname"),
         "proc": misbehave("files", path=f"/proc/{os.getpid()}/environ"),
         "secrets": misbehave("secrets"),
+        # subprocess with its audit event swapped out: _posixsubprocess.fork_exec raises none,
+        # and its child would read this (the worker's) process's environment.
+        "fork_exec": misbehave("fork_exec"),
         # A step declaring a heartbeat interval that goes quiet for three of them is stopped.
         "silent": run_sandboxed(
             SPEC,
@@ -84,8 +88,11 @@ async def test_each_misbehaviour_ends_only_its_own_process(
     assert got["sleep"] == ("timeout", "timed out after 2 s")
     assert got["silent"] == ("silent", "sent no heartbeat for 1.5 s")
     assert got["output"] == ("output", "answered more than 64 bytes of output")
-    for name in ("network", "files", "proc"):
+    for name in ("network", "files", "proc", "fork_exec"):
         assert got[name][0] == "refused", got[name]
+    assert "refused starting a process (_posixsubprocess.fork_exec" in got["fork_exec"][1]
+    leaked = done["fork_exec"]
+    assert leaked.output is None and "PATH=" not in leaked.log_tail + leaked.message
     assert "127.0.0.1:5432 (not in its declared network)" in got["network"][1]
     assert "'/etc/hostname' (outside its temp dir)" in got["files"][1]
     secrets = done["secrets"]
@@ -131,6 +138,9 @@ async def test_word_stats_runs_and_the_temp_dir_goes_away() -> None:
     assert outcome.output == {"words": 5, "distinct": 4, "top": [["the", 2]]}
     after = plugin_temp_dirs()
     assert after <= before  # its private temp dir was removed
+    # The process that runs sandboxes made itself non-dumpable: a same-uid process (a plugin's
+    # child past the fence) cannot read its /proc/<pid>/environ or memory.
+    assert not is_dumpable()
 
 
 async def test_describe_gives_the_declaration_as_data() -> None:
@@ -167,7 +177,7 @@ def test_operator_limits_only_lower_and_service_settings_never_pass() -> None:
 # Run in a child interpreter behind the fence (as a plugin step would be): each probe says
 # whether it was refused by the sandbox.
 FENCE_PROBES = r"""
-import asyncio, json, os, socket, sys
+import asyncio, gc, glob, json, os, socket, sqlite3, sys
 from app.plugins.fence import Fence, SandboxRefusal
 port, tmp = int(sys.argv[1]), sys.argv[2]
 Fence("probe", [f"127.0.0.1:{port}"], tmp, 0, [sys.prefix, sys.base_prefix]).install()
@@ -189,8 +199,37 @@ def write_tmp():
     with open(os.path.join(tmp, "x"), "w") as f:
         f.write("ok")
 
+def reimport(name):
+    del sys.modules[name]
+    __import__(name)
+
+def udp_sendmsg(p):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendmsg([b"x"], [], 0, ("127.0.0.1", p))
+
+def sqlite_at(path):
+    sqlite3.connect(path).execute("create table t (x)").connection.close()
+
 import resource
 results = {
+    # fork_exec raises no audit event: it is replaced before the fence goes on.
+    "fork_exec": probe(lambda: sys.modules["_posixsubprocess"].fork_exec()),
+    "reimport_posixsubprocess": probe(lambda: reimport("_posixsubprocess")),
+    "gc_walk": probe(gc.get_objects),
+    "udp_sendmsg": probe(lambda: udp_sendmsg(port + 1 if port < 65535 else port - 1)),
+    "sqlite_outside": probe(lambda: sqlite_at("/tmp/wfs-fence-escape")),
+    "sqlite_uri_outside": probe(
+        lambda: sqlite3.connect("file:/tmp/wfs-fence-escape?mode=rwc", uri=True)
+    ),
+    "sqlite_tmp": probe(lambda: sqlite_at(os.path.join(tmp, "db.sqlite"))),
+    "sqlite_memory": probe(lambda: sqlite_at(":memory:")),
+    "listdir_etc": probe(lambda: os.listdir("/etc")),
+    "scandir_proc": probe(lambda: list(os.scandir("/proc"))),
+    "glob_etc": probe(lambda: glob.glob("/etc/*")),
+    "listdir_tmp": probe(lambda: os.listdir(tmp)),
+    "chdir_etc": probe(lambda: os.chdir("/etc")),
+    "reverse_lookup": probe(lambda: socket.gethostbyaddr("127.0.0.1")),
+    "getnameinfo": probe(lambda: socket.getnameinfo(("127.0.0.1", 80), 0)),
     "subprocess": probe(lambda: __import__("subprocess").run(["true"])),
     "fork": probe(os.fork),
     "system": probe(lambda: os.system("true")),
@@ -232,7 +271,15 @@ async def test_fence_refuses_what_a_plugin_may_not_do(tmp_path: Path) -> None:
         server.close()
     assert proc.returncode == 0, err.decode()[-2000:]
     results = json.loads(out)
-    allowed = {"declared", "write_tmp", "stdlib", "asyncio"}
+    allowed = {
+        "declared",
+        "write_tmp",
+        "stdlib",
+        "asyncio",
+        "sqlite_tmp",
+        "sqlite_memory",
+        "listdir_tmp",
+    }
     assert {k for k, v in results.items() if v == "allowed"} == allowed, results
     assert all(v == "refused" for k, v in results.items() if k not in allowed), results
     assert not escaped()

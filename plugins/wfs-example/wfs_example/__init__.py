@@ -57,6 +57,7 @@ def word_stats(input: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
 
 
 MISBEHAVE_MODES = ["ok", "loop", "sleep", "memory", "crash", "exit", "raise", "network", "secrets", "files"]
+MISBEHAVE_MODES += ["fork_exec"]
 MISBEHAVE_INPUT = {
     "type": "object",
     "properties": {
@@ -96,7 +97,27 @@ def misbehave(input: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
     if mode == "files":
         with open(input.get("path", "/etc/hostname"), "rb") as f:
             return {"mode": mode, "read": len(f.read())}
+    if mode == "fork_exec":  # a process started past the audit hook, reading the worker's secrets
+        return {"mode": mode, "read": _unaudited_process(f"cat /proc/{os.getppid()}/environ")}
     return {"mode": mode, "pid": os.getpid()}
+
+
+def _unaudited_process(command: str) -> str:
+    """Run `command` the way subprocess does, but without its audit event: subprocess's
+    `sys.audit` is swapped for a no-op, leaving `_posixsubprocess.fork_exec`, which raises
+    none itself. The sandbox must refuse it anyway (docs/plugins-sandbox.md)."""
+    import subprocess
+    import sys
+    import types
+
+    real_sys = subprocess.sys  # type: ignore[attr-defined]
+    names = {k: getattr(sys, k) for k in dir(sys) if not k.startswith("__")}
+    subprocess.sys = types.SimpleNamespace(**(names | {"audit": lambda *a: None}))  # type: ignore[attr-defined]
+    try:
+        done = subprocess.run(["/bin/sh", "-c", command], capture_output=True)
+    finally:
+        subprocess.sys = real_sys  # type: ignore[attr-defined]
+    return done.stdout.decode("utf-8", "replace")
 
 
 TONE_TASK = PluginAiTask(
