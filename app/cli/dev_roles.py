@@ -39,6 +39,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
+from app.plugins.checks import env_prefix
 from app.settings import Settings
 
 ROLES = ("api", "worker", "ai-worker", "webhook-worker")
@@ -48,7 +49,8 @@ _output_lock = threading.Lock()
 
 # What a plugin worker's process inherits of `wfs dev`'s environment (see the module doc).
 PLUGIN_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-PLUGIN_ENV_PREFIXES = ("TEMPORAL_", "PLUGIN_", "WORKER_", "LOG_", "OTEL_")
+# ...and PLUGIN_<NAME>_* of its own plugin only (app/plugins/checks.py: env_prefix).
+PLUGIN_ENV_PREFIXES = ("TEMPORAL_", "WORKER_", "LOG_", "OTEL_")
 # ...but not the collector's credentials: a plugin that declared them in `env` would be
 # handed them by its worker.
 PLUGIN_ENV_REFUSED = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
@@ -180,12 +182,18 @@ def handover(settings: Settings) -> bytes:
     return json.dumps(data).encode()
 
 
-def plugin_env(environ: dict[str, str]) -> dict[str, str]:
-    """A plugin worker's environment: what Python and the worker need, nothing else."""
+def plugin_env(environ: dict[str, str], roles: Sequence[str]) -> dict[str, str]:
+    """A plugin worker's environment: what Python and the worker need, and its plugin's own
+    variables (PLUGIN_<NAME>_*), nothing else."""
+    own = tuple(
+        env_prefix(role.removeprefix(PLUGIN_ROLE_PREFIX))
+        for role in roles
+        if role.startswith(PLUGIN_ROLE_PREFIX)
+    )
     return {
         name: value
         for name, value in environ.items()
-        if (name in PLUGIN_ENV_NAMES or name.startswith(PLUGIN_ENV_PREFIXES))
+        if (name in PLUGIN_ENV_NAMES or name.startswith((*PLUGIN_ENV_PREFIXES, *own)))
         and name not in PLUGIN_ENV_REFUSED
     }
 
@@ -203,7 +211,11 @@ class RoleProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             # prints reach the relay at once; a plugin's worker gets a minimal environment
-            env=(plugin_env(dict(os.environ)) if is_plugin_process(roles) else dict(os.environ))
+            env=(
+                plugin_env(dict(os.environ), roles)
+                if is_plugin_process(roles)
+                else dict(os.environ)
+            )
             | {"PYTHONUNBUFFERED": "1"},
         )
         self._relay = threading.Thread(

@@ -253,11 +253,12 @@ def test_what_each_role_process_is_handed() -> None:
         "PGPASSWORD": "p",
         "TEMPORAL_ADDRESS": "t:7233",
         "PLUGIN_EXAMPLE_LLM_API_KEY": "k",
+        "PLUGIN_OTHER_TOKEN": "another plugin's",
         "OTEL_SERVICE_NAME": "wfs",
         "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer x",
         "LOG_LEVEL": "info",
     }
-    assert sorted(plugin_env(environ)) == [
+    assert sorted(plugin_env(environ, ["plugin:example"])) == [
         "HOME",
         "LOG_LEVEL",
         "OTEL_SERVICE_NAME",
