@@ -4,9 +4,11 @@ Starts the services whose URLs are unset (embedded PostgreSQL, Valkey and the Te
 server with its UI, state under --state-dir), migrates, seeds the standard templates and one
 demo tenant per tier, then runs the API, the worker, the AI worker, the webhook worker and one
 worker per installed plugin (`wfs worker --plugin NAME`) in child processes by default
-(app/cli/dev_roles.py; `--processes 1`: all in this one), until Ctrl-C, SIGTERM or a role's
-exit, and stops every child it started. It publishes its URLs in `<state dir>/services.json`
-so other `wfs` commands run from the same directory use these services.
+(app/cli/dev_roles.py; `--processes 1`: all but the plugins' workers in this one; a plugin's
+worker is always a process of its own, with a minimal environment), until Ctrl-C, SIGTERM
+or a role's exit, and stops every child it started. It publishes its URLs in
+`<state dir>/services.json` so other `wfs` commands run from the same directory use these
+services.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import structlog
 from app.ai.model_check import check_models
 from app.ai.providers import build_providers
 from app.cli.dev_roles import (
+    IN_PROCESS,
     ROLES,
     RoleProcess,
-    plugin_role,
+    health_offsets,
+    role_settings,
     serve_roles,
     start_processes,
     stop_processes,
@@ -139,8 +143,10 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         # Installed plugins get a worker each; their names come from the packages' metadata,
         # their code runs only in those workers' sandbox processes.
         plugins = sorted(installed_entry_points())
-        if processes > 1:
-            children = start_processes(processes, wake, plugins)
+        # Plugins' workers are processes of their own whatever --processes says: one runs
+        # plugin code (in sandboxes it starts) and must not hold the service's secrets.
+        children = start_processes(processes, wake, plugins)
+        offsets = health_offsets(processes, plugins)
         settings, started = _start_embedded(settings)
         if fake_llm:
             settings = _start_fake_llm(settings, started)
@@ -160,9 +166,9 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         asyncio.run(_register_search_attributes(settings))
         if interrupted:
             return 130
-        if children:
-            return _supervise(settings, children, t0, interrupted, wake)
-        return asyncio.run(_serve(settings, t0, interrupted, plugins))
+        if processes > 1:
+            return _supervise(settings, children, t0, interrupted, wake, offsets)
+        return asyncio.run(_serve(settings, t0, interrupted, children, offsets))
     except Exception as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
@@ -226,20 +232,17 @@ def _supervise(
     t0: float,
     interrupted: list[int],
     wake: threading.Event,
+    offsets: dict[str, int],
 ) -> int:
     """Start the children, seed meanwhile, print the banner once the API listens, then wait
     for a signal (exit 0) or a child's exit (reported, exit 1)."""
     for child in children:
-        child.start(settings)
+        child.start(settings, offsets[child.name])
     keys, checked = asyncio.run(_seed(settings))
     api, announced = children[0], False
     while not interrupted:
         wake.clear()
-        dead = [c for c in children if c.returncode() is not None]
-        if dead:
-            for c in dead:
-                message = f"{c.name} (pid {c.pid}) exited with code {c.returncode()}"
-                click.echo(f"error: {message}; stopping wfs dev", err=True)
+        if _report_dead(children):
             return 1
         if not announced and listens_on(api.pid, settings.api_port):
             _banner(settings, keys, time.monotonic() - t0, children, checked)
@@ -248,8 +251,38 @@ def _supervise(
     return 0
 
 
-async def _serve(settings: Settings, t0: float, interrupted: list[int], plugins: list[str]) -> int:
-    """All roles in this process (`--processes 1`); plugin calls still run in sandbox ones."""
+def _report_dead(children: list[RoleProcess]) -> bool:
+    dead = [c for c in children if c.returncode() is not None]
+    for c in dead:
+        message = f"{c.name} (pid {c.pid}) exited with code {c.returncode()}"
+        click.echo(f"error: {message}; stopping wfs dev", err=True)
+    return bool(dead)
+
+
+async def _watch(children: list[RoleProcess], stop: asyncio.Event) -> bool:
+    """Until `stop`: True (and `stop` set) once a child has exited."""
+    while not stop.is_set():
+        if _report_dead(children):
+            stop.set()
+            return True
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
+    return False
+
+
+async def _serve(
+    settings: Settings,
+    t0: float,
+    interrupted: list[int],
+    children: list[RoleProcess],
+    offsets: dict[str, int],
+) -> int:
+    """All roles but the plugins' workers in this process (`--processes 1`); those are the
+    `children` (started here), supervised beside the roles."""
+    for child in children:
+        child.start(settings, offsets[child.name])
     keys, checked = await _seed(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -258,15 +291,17 @@ async def _serve(settings: Settings, t0: float, interrupted: list[int], plugins:
     if interrupted:
         stop.set()
     ready = asyncio.Event()
-    roles = [*ROLES, *(plugin_role(name) for name in plugins)]
-    serving = asyncio.create_task(serve_roles(settings, roles, stop, ready))
+    own = role_settings(settings, ROLES, offsets[IN_PROCESS])
+    serving = asyncio.create_task(serve_roles(own, ROLES, stop, ready))
+    watching = asyncio.create_task(_watch(children, stop))
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait([ready_wait, serving], return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()
     if ready.is_set():
-        _banner(settings, keys, time.monotonic() - t0, [], checked)
+        _banner(settings, keys, time.monotonic() - t0, children, checked)
     await serving  # until a signal, or a role fails (raised: exit 1)
-    return 0
+    stop.set()
+    return 1 if await watching else 0
 
 
 def _files_line(settings: Settings) -> str:
@@ -305,7 +340,9 @@ def _banner(
     model_check: list[str],
 ) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
-    processes = ", ".join(f"{c.name} {c.pid}" for c in children) or "all roles in this one"
+    processes = ", ".join(f"{c.name} {c.pid}" for c in children)
+    if not any(c.name == "api" for c in children):  # --processes 1
+        processes = "all other roles in this one" + (f", {processes}" if processes else "")
     lines = [
         "",
         f"workflow-service is ready ({seconds:.1f}s)",

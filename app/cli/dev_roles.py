@@ -12,6 +12,14 @@ production topology, `wfs api` and `wfs worker`, in miniature) and supervises th
 * The child's stdin stays open as a lifeline: when it closes, the parent is gone (even after a
   SIGKILL), and the child stops as on SIGTERM. Children run in their own session, so a
   terminal's Ctrl-C reaches only the parent, which stops them before the services they use.
+* A plugin's worker runs plugin code (in sandbox processes it starts), so its child gets only
+  what it needs: a minimal environment (`plugin_env`: no API keys, no AWS or database
+  variables) and only the settings a plugin worker reads (`role_settings`), never the
+  database, Redis or AI keys. It is always a process of its own, also with `--processes 1`.
+* Several worker roles share one process (the `workers` group, `--processes 1`) and all take
+  WORKER_HEALTH_PORT from one configuration: when it is set, each worker role of the plan gets
+  its own port, WORKER_HEALTH_PORT + its index (`role_settings`), instead of the second one
+  failing to listen.
 * Each child's stdout and stderr are relayed line by line with its name as a prefix
   (`worker    | ...`); a child that exits wakes the parent, which reports it and stops.
 """
@@ -31,6 +39,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
+from app.plugins.checks import env_prefix
 from app.settings import Settings
 
 ROLES = ("api", "worker", "ai-worker", "webhook-worker")
@@ -38,12 +47,27 @@ PLUGIN_ROLE_PREFIX = "plugin:"  # plus the plugin's name
 _output_lock = threading.Lock()
 
 
+# What a plugin worker's process inherits of `wfs dev`'s environment (see the module doc).
+PLUGIN_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+# ...and PLUGIN_<NAME>_* of its own plugin only (app/plugins/checks.py: env_prefix).
+PLUGIN_ENV_PREFIXES = ("TEMPORAL_", "WORKER_", "LOG_", "OTEL_")
+# ...but not the collector's credentials: a plugin that declared them in `env` would be
+# handed them by its worker.
+PLUGIN_ENV_REFUSED = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+# The settings a plugin worker reads (runner.run_plugin_worker, workers/plugin_worker.py).
+PLUGIN_SETTINGS_PREFIXES = ("temporal_", "plugin_", "worker_", "log_", "otel_")
+PLUGIN_SETTINGS = frozenset({"max_step_output_bytes", "state_dir"})
+
+
 def plan(processes: int, plugins: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
-    """(name, roles) of each process for `wfs dev --processes N` (N >= 2): 2 is the API and
-    one process with all the workers; 3 gives the AI and webhook workers their own; more add
-    main-queue workers. Each installed plugin's worker is a process of its own on top, as in
-    production (its calls run in sandbox processes it starts)."""
+    """(name, roles) of each process for `wfs dev --processes N`: 1 is only the plugins'
+    workers (the other roles run in `wfs dev` itself); 2 is the API and one process with all
+    the workers; 3 gives the AI and webhook workers their own; more add main-queue workers.
+    Each installed plugin's worker is a process of its own on top, as in production (its
+    calls run in sandbox processes it starts), whatever N."""
     extra = [(f"plugin-{name}", [plugin_role(name)]) for name in plugins]
+    if processes == 1:
+        return extra
     if processes == 2:
         return [("api", ["api"]), ("workers", ["worker", "ai-worker", "webhook-worker"]), *extra]
     workers = [("worker" if n == 1 else f"worker-{n}", ["worker"]) for n in range(1, processes - 1)]
@@ -79,6 +103,15 @@ def _role(
     raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
 
 
+def _health_port(settings: Settings, workers: list[str], role: str) -> Settings:
+    """The k-th worker role of a process listens on WORKER_HEALTH_PORT + k (role_settings
+    offset the process's first). A process runs each role at most once."""
+    if settings.worker_health_port is None or role not in workers or role == workers[0]:
+        return settings
+    port = settings.worker_health_port + workers.index(role)
+    return settings.model_copy(update={"worker_health_port": min(port, 65535)})
+
+
 async def serve_roles(
     settings: Settings,
     roles: Sequence[str],
@@ -87,13 +120,54 @@ async def serve_roles(
 ) -> None:
     """Run roles in this event loop until `stop`, or until one of them ends (then stop the
     others: nothing keeps running half). Raises when a role failed; `ready` is the API's."""
-    tasks = [asyncio.create_task(_role(r, settings, stop, ready), name=r) for r in roles]
+    workers = [r for r in roles if r != "api"]
+    tasks = [
+        asyncio.create_task(_role(r, _health_port(settings, workers, r), stop, ready), name=r)
+        for r in roles
+    ]
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     failures = [f"{t.get_name()}: {r}" for t, r in zip(tasks, results, strict=True) if r]
     if failures:
         raise RuntimeError("; ".join(failures))
+
+
+def is_plugin_process(roles: Sequence[str]) -> bool:
+    return any(role.startswith(PLUGIN_ROLE_PREFIX) for role in roles)
+
+
+IN_PROCESS = "wfs dev"  # --processes 1: the roles run in wfs dev itself
+
+
+def health_offsets(processes: int, plugins: Sequence[str] = ()) -> dict[str, int]:
+    """Each process's WORKER_HEALTH_PORT offset, by name: the number of worker roles (the API
+    is none) of the processes before it in the plan, so every worker role on this machine gets
+    a port of its own. With --processes 1, `IN_PROCESS` comes first."""
+    groups = [(IN_PROCESS, list(ROLES))] if processes == 1 else []
+    offsets, count = {}, 0
+    for name, roles in [*groups, *plan(processes, plugins)]:
+        offsets[name] = count
+        count += sum(1 for role in roles if role != "api")
+    return offsets
+
+
+def role_settings(settings: Settings, roles: Sequence[str], health_offset: int = 0) -> Settings:
+    """The settings of the process of `wfs dev` that runs `roles` (see the module doc): a
+    plugin's worker gets only the fields it reads (the others keep their defaults: no
+    database, Redis or AI keys); WORKER_HEALTH_PORT, when set, moves up by the process's
+    `health_offset` (health_offsets; `serve_roles` offsets a process's further roles)."""
+    if settings.worker_health_port is not None and health_offset:
+        port = settings.worker_health_port + health_offset
+        settings = settings.model_copy(update={"worker_health_port": min(port, 65535)})
+    if is_plugin_process(roles):
+        fields = {
+            name: getattr(settings, name)
+            for name in type(settings).model_fields
+            if name.startswith(PLUGIN_SETTINGS_PREFIXES) or name in PLUGIN_SETTINGS
+        }
+        settings = Settings.model_construct(**fields)
+    return settings
 
 
 def handover(settings: Settings) -> bytes:
@@ -108,18 +182,41 @@ def handover(settings: Settings) -> bytes:
     return json.dumps(data).encode()
 
 
+def plugin_env(environ: dict[str, str], roles: Sequence[str]) -> dict[str, str]:
+    """A plugin worker's environment: what Python and the worker need, and its plugin's own
+    variables (PLUGIN_<NAME>_*), nothing else."""
+    own = tuple(
+        env_prefix(role.removeprefix(PLUGIN_ROLE_PREFIX))
+        for role in roles
+        if role.startswith(PLUGIN_ROLE_PREFIX)
+    )
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in PLUGIN_ENV_NAMES or name.startswith((*PLUGIN_ENV_PREFIXES, *own)))
+        and name not in PLUGIN_ENV_REFUSED
+    }
+
+
 class RoleProcess:
     """The parent's handle on one child: spawn, hand over settings, relay output, stop."""
 
     def __init__(self, name: str, roles: Sequence[str], exited: threading.Event) -> None:
         self.name = name
+        self.roles = list(roles)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "app.cli.dev_roles", *roles],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},  # prints reach the relay at once
+            # prints reach the relay at once; a plugin's worker gets a minimal environment
+            env=(
+                plugin_env(dict(os.environ), roles)
+                if is_plugin_process(roles)
+                else dict(os.environ)
+            )
+            | {"PYTHONUNBUFFERED": "1"},
         )
         self._relay = threading.Thread(
             target=self._relay_output, args=(exited,), name=f"relay-{name}", daemon=True
@@ -133,11 +230,13 @@ class RoleProcess:
     def returncode(self) -> int | None:
         return self.popen.poll()
 
-    def start(self, settings: Settings) -> None:
-        """Hand over the settings; the child then starts its roles."""
+    def start(self, settings: Settings, health_offset: int = 0) -> None:
+        """Hand over the settings (only what its roles need: role_settings); the child then
+        starts its roles."""
         assert self.popen.stdin is not None
         try:
-            self.popen.stdin.write(handover(settings) + b"\n")
+            line = handover(role_settings(settings, self.roles, health_offset))
+            self.popen.stdin.write(line + b"\n")
             self.popen.stdin.flush()
         except BrokenPipeError:
             pass  # it died already: the relay reports its exit

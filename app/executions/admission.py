@@ -28,6 +28,12 @@ Other servers (production) need `matching.enableFairness` in their dynamic confi
 fairness half; wherever they do not, the per-tenant limit is what keeps a free tenant's flood
 from starving others.
 
+Plugins: a version that uses plugin steps or AI tasks runs only while the tenant may use those
+plugins and this deployment loads them (`check_plugins`; a switch may change after publishing,
+or while an execution waits). A new start and a retry check it before anything is recorded
+(FORBIDDEN or CONFLICT to the caller); `admit` checks each queued execution before it claims
+a slot for it, and one refused then ends FAILED with the reason (its retry checks again).
+
 A retry's next run is planned from the audit trail (`run_plan`: the run number from RETRIED
 events, the kept outputs from the steps that completed and were not compensated since).
 """
@@ -43,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from app.db import SessionFactory
+from app.errors import Conflict, Forbidden
 from app.executions.launcher import EngineUnavailable, Launch, Launcher, RunPlan
 from app.executions.recorder import Publisher, Recorder
 from app.executions.repository import ExecutionRepository
@@ -50,7 +57,10 @@ from app.executions.workflow_io import EventRecord, run_key
 from app.models import Execution
 from app.models.states import EventType, Status, is_queued
 from app.settings import Settings
+from app.templates.checks import plugin_refusal, plugins_used
+from app.templates.schemas import TemplateSpec
 from app.templates.service import spec_of
+from app.tenants.plugin_access import PluginAccessService
 
 log = structlog.get_logger(__name__)
 # The run id of an execution whose slot is claimed and whose workflow is being started.
@@ -96,6 +106,26 @@ async def kept_outputs(session: AsyncSession, execution_id: uuid.UUID) -> dict[s
         elif "output" in (event.payload or {}):  # too large to keep: that step runs again
             completed[event.step_id] = event.payload["output"]
     return completed
+
+
+async def check_plugins(
+    session: AsyncSession, tenant_id: uuid.UUID, spec: TemplateSpec, settings: Settings | None
+) -> None:
+    """A version using plugin steps or AI tasks runs only while the tenant may use those
+    plugins (Forbidden) and this deployment loads them (Conflict): either may have changed
+    since it was published. Every run's start checks it: new, retried and queued ones."""
+    used = plugins_used(spec)
+    if not used:
+        return
+    access = await PluginAccessService(session).of(tenant_id, settings)
+    for plugin, name in used.items():
+        if plugin.startswith("?"):
+            raise Conflict(
+                f"this template uses {name!r}, which this deployment does not offer "
+                "(a plugin that is not loaded?)"
+            )
+        if not access.allows(plugin):
+            raise Forbidden(plugin_refusal(name, plugin))
 
 
 class Admission:
@@ -185,8 +215,11 @@ class Admission:
         free = min(self.limit(tier) - await self.repo.started_count(tenant_id), ADMIT_AT_ONCE)
         if free > 0:
             for execution in await self.repo.queued(tenant_id, free):
+                launch = await self.launch_of(execution)
+                if await self._refused(execution, launch):
+                    continue
                 execution.run_id = CLAIMED
-                claimed.append(Claimed(execution, await self.launch_of(execution)))
+                claimed.append(Claimed(execution, launch))
         await self.recorder.commit()  # the lock is released here, before any start
         started: list[Execution] = []
         for item in claimed:
@@ -202,6 +235,27 @@ class Admission:
                 raise
             started.append(item.execution)
         return started
+
+    async def _refused(self, execution: Execution, launch: Launch) -> bool:
+        """A queued execution whose plugins the tenant may no longer use (or this deployment
+        no longer loads) ends FAILED with the reason instead of starting (True)."""
+        try:
+            await check_plugins(self.session, execution.tenant_id, launch.spec, self.settings)
+        except (Forbidden, Conflict) as exc:
+            await self.recorder.record(
+                EventRecord(
+                    str(execution.id),
+                    run_key(launch.plan.number, "start-refused"),
+                    EventType.FAILED,
+                    Status.FAILED,
+                    execution.progress,
+                    message="not started: a plugin it uses is not available",
+                    error=str(exc),
+                )
+            )
+            log.info("execution.start_refused", execution_id=str(execution.id), error=str(exc))
+            return True
+        return False
 
     async def launch_of(self, execution: Execution, plan: RunPlan | None = None) -> Launch:
         """What starting the execution's current run needs: its tenant, its template version

@@ -28,6 +28,7 @@ from app.executions.admission import (
     ABANDONED,
     CLAIMED,
     Admission,
+    check_plugins,
     kept_outputs,
     run_number,
 )
@@ -40,7 +41,7 @@ from app.executions.workflow_io import PAUSE_SIGNAL, RESUME_SIGNAL, Control, Eve
 from app.models import Execution
 from app.models.states import ACTIVE, STATUSES, EventType, Status, is_queued
 from app.settings import Settings
-from app.templates.service import TemplateService
+from app.templates.service import TemplateService, spec_of
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)
@@ -228,6 +229,9 @@ class ExecutionControl:
         await TemplateService(self.session).ensure_rerunnable(
             execution.tenant_id, execution.template_id, execution.template_version_id
         )
+        # ...and only while the tenant may still use its plugins (as a new start).
+        _, _, version = await self.repo.launch_facts(execution)
+        await check_plugins(self.session, execution.tenant_id, spec_of(version), self.settings)
         admission = self._admission()
         await self.repo.lock_tenant_admission(execution.tenant_id)
         execution = await self.repo.lock(execution.id) or execution

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from app.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
-from app.executions.admission import Admission
+from app.executions.admission import Admission, check_plugins
 from app.executions.launcher import EngineUnavailable, Launch, Launcher, WorkflowGone
 from app.executions.recorder import Publisher, Recorder, TransitionRefused
 from app.executions.repository import ExecutionCriteria, ExecutionRepository
@@ -32,10 +32,7 @@ from app.models import Execution, ExecutionEvent
 from app.models.states import STATUSES, TERMINAL, EventType, Status
 from app.pagination import Window, WindowPage, window_page
 from app.settings import Settings
-from app.templates.checks import plugin_refusal, plugins_used
-from app.templates.schemas import TemplateSpec
 from app.templates.service import TemplateService
-from app.tenants.plugin_access import PluginAccessService
 from app.tenants.service import Principal
 
 log = structlog.get_logger(__name__)
@@ -156,24 +153,6 @@ class ExecutionService:
     ) -> list[ExecutionEvent]:
         return await self.repo.events_after(execution_id, after_seq, limit)
 
-    async def _check_plugins(
-        self, principal: Principal, spec: TemplateSpec, settings: Settings
-    ) -> None:
-        """A version using plugin steps runs only while the tenant may use those plugins
-        and this deployment loads them (either may have changed since it was published)."""
-        used = plugins_used(spec)
-        if not used:
-            return
-        access = await PluginAccessService(self.session).of(principal.tenant_id, settings)
-        for plugin, name in used.items():
-            if plugin.startswith("?"):
-                raise Conflict(
-                    f"this template uses {name!r}, which this deployment does not offer "
-                    "(a plugin that is not loaded?)"
-                )
-            if not access.allows(plugin):
-                raise Forbidden(plugin_refusal(name, plugin))
-
     async def start(
         self,
         principal: Principal,
@@ -201,7 +180,7 @@ class ExecutionService:
         version, spec = await templates.version_to_run(
             principal.tenant_id, template, request.template_name or template.name
         )
-        await self._check_plugins(principal, spec, settings)
+        await check_plugins(self.session, principal.tenant_id, spec, settings)
         params = {} if request.params is None else request.params
         if not isinstance(params, dict):
             raise ValidationFailed("params must be a JSON object")

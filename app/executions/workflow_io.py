@@ -37,6 +37,9 @@ class CompensatePlan:
     input: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: float = 300.0
     task_queue: str | None = None  # None: the workflow's own queue; a plugin's step: its queue
+    # The activity's heartbeat interval (as StepPlan's); None in plans made before it existed,
+    # which replay unchanged (no heartbeat timeout).
+    heartbeat_seconds: float | None = None
 
 
 @dataclass

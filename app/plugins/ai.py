@@ -9,7 +9,8 @@
   `ai.<plugin>.<task>` runs it on the AI queue like the built-in six.
 - A `PluginProvider` becomes the existing OpenAIProvider pointed at its `base_url`, under the
   name `<plugin>.<provider>`, built only when the AI worker's environment has its
-  `api_key_env` (and at the URL in `base_url_env` when that is set); its models' prices join
+  `api_key_env` (and at the URL in `base_url_env` when that is set), both the plugin's own
+  variables (`PLUGIN_<NAME>_...`, app/plugins/checks.py); its models' prices join
   the price table.
 - Routing: a plugin task is tried on the plugin's own provider models first, then on the
   tier's models, on every tier that has AI models at all (free has none: baseline only). The
@@ -32,6 +33,7 @@ from app.ai.contracts import InvalidOutput, ModelChoice, Provider
 from app.ai.tasks import BaseTask
 from app.ai.tasks.base import require_object
 from app.jsonschemas import instance_problems, json_validator
+from app.plugins.checks import env_name_problem
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,14 +73,20 @@ class PluginTask(BaseTask):
         return self._max_tokens
 
 
-def _provider_factory(name: str, decl: ProviderDecl) -> Any:
+def _own_variable(plugin: str, variable: str | None) -> str | None:
+    """The variable's value when it is the plugin's own (PLUGIN_<NAME>_...; parse_manifest
+    refuses any other, this keeps a manifest that skipped it from reading a secret)."""
+    if variable is None or env_name_problem(plugin, variable):
+        return None
+    return os.environ.get(variable)
+
+
+def _provider_factory(plugin: str, name: str, decl: ProviderDecl) -> Any:
     def build(settings: Settings) -> Provider | None:
-        key = os.environ.get(decl.api_key_env)
+        key = _own_variable(plugin, decl.api_key_env)
         if not key:  # not configured in this deployment: like openai without OPENAI_API_KEY
             return None
-        base_url = (
-            os.environ.get(decl.base_url_env) if decl.base_url_env else None
-        ) or decl.base_url
+        base_url = _own_variable(plugin, decl.base_url_env) or decl.base_url
         # Imported here: the SDKs cost ~0.5 s of import that the API (which loads plugins too)
         # never needs.
         from app.ai.providers import OpenAIProvider
@@ -98,7 +106,7 @@ def register_ai(m: Manifest) -> None:
     """Register the plugin's AI tasks, providers, prices and routes (see the module doc)."""
     for provider in m.providers:
         name = m.qualified(provider.name)
-        extensions.PROVIDERS[name] = _provider_factory(name, provider)
+        extensions.PROVIDERS[name] = _provider_factory(m.name, name, provider)
         for model in provider.models:
             pricing.EXTRA_PRICES[(name, model.name)] = pricing.Price(
                 Decimal(model.input_usd_per_million), Decimal(model.output_usd_per_million)

@@ -33,6 +33,25 @@ MAX_TEMPLATES = 50
 MAX_ITEMS = 100  # steps, AI tasks, providers, models, network entries, env names (each)
 
 
+def env_prefix(plugin: str) -> str:
+    """The prefix every variable a plugin names (provider key and URL, `env`) must carry:
+    `PLUGIN_<NAME>_`. An allow-list: a deny-list of the service's settings missed every
+    other secret of a worker's environment (AWS_SECRET_ACCESS_KEY, OTEL_EXPORTER_OTLP_HEADERS)."""
+    return f"PLUGIN_{plugin.upper()}_"
+
+
+def env_name_problem(plugin: str, name: str) -> str | None:
+    """Why a plugin may not name the variable `name`, or None."""
+    if not ENV_NAME.match(name):
+        return f"{name!r} is not a variable name"
+    prefix = env_prefix(plugin)
+    if not name.startswith(prefix) or len(name) == len(prefix):
+        return f"{name} must start with {prefix} (a plugin names only its own variables)"
+    if name.lower() in Settings.model_fields:
+        return f"{name} is a setting of the service, not the plugin's"
+    return None
+
+
 # --- the manifest's shape --------------------------------------------------------------------
 
 
@@ -180,18 +199,12 @@ def _provider_problems(m: Manifest) -> list[str]:
         url = urlsplit(provider.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             problems.append(f"{where}: base_url must be an http(s) URL, not {provider.base_url!r}")
-        if not ENV_NAME.match(provider.api_key_env):
-            problems.append(f"{where}: api_key_env {provider.api_key_env!r} is not a variable name")
-        if provider.base_url_env is not None and not ENV_NAME.match(provider.base_url_env):
-            problems.append(
-                f"{where}: base_url_env {provider.base_url_env!r} is not a variable name"
-            )
-        for variable in (provider.api_key_env, provider.base_url_env):
-            if variable and variable.lower() in Settings.model_fields:
-                # OPENAI_API_KEY would send the service's key to the plugin's endpoint.
-                problems.append(
-                    f"{where}: {variable} is a setting of the service, not the plugin's"
-                )
+        variables = {"api_key_env": provider.api_key_env, "base_url_env": provider.base_url_env}
+        for field_name, variable in variables.items():
+            # Its key is sent to its base_url as a Bearer token: only the plugin's own variable.
+            problem = None if variable is None else env_name_problem(m.name, variable)
+            if problem:
+                problems.append(f"{where}: {field_name} {problem}")
         if not provider.models:
             problems.append(f"{where}: declare at least one model with its prices")
         for model in provider.models:
@@ -208,12 +221,10 @@ def _declared_access_problems(m: Manifest) -> list[str]:
         match = HOST_PORT.match(entry)
         if match is None or not 1 <= int(match["port"]) <= 65535:
             problems.append(f"network entry {entry!r}: expected host:port (port 1-65535)")
-    secrets = {name.upper() for name in Settings.model_fields}
     for name in m.env:
-        if not ENV_NAME.match(name):
-            problems.append(f"env {name!r}: not an environment variable name")
-        elif name in secrets:
-            problems.append(f"env {name!r}: a setting of the service; a plugin never gets it")
+        problem = env_name_problem(m.name, name)
+        if problem:
+            problems.append(f"env {name!r}: {problem}")
     return problems
 
 

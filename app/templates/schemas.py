@@ -147,8 +147,12 @@ class TemplateSpec(BaseModel):
                     compensate=CompensatePlan(
                         activity=compensate.activity,
                         input=compensate.input,
-                        timeout_seconds=compensate.timeout_seconds or default_timeout,
+                        # As a step's: its own, else its activity's (a plugin's), else the default.
+                        timeout_seconds=compensate.timeout_seconds
+                        or _timeout_of(compensate.activity)
+                        or default_timeout,
                         task_queue=plugin_queue(compensate.activity),
+                        heartbeat_seconds=heartbeat_of(compensate.activity),
                     )
                     if compensate
                     else None,
@@ -159,6 +163,12 @@ class TemplateSpec(BaseModel):
                 )
             )
         return plans
+
+
+def _timeout_of(activity: str) -> float | None:
+    """The activity's own timeout (a plugin step's, with its grace), if it has one."""
+    entry = find_activity(activity)
+    return entry.timeout_seconds if entry is not None else None
 
 
 def plugin_queue(activity: str) -> str | None:

@@ -20,8 +20,16 @@ import httpx
 import psutil
 import pytest
 
-from app.cli.dev_roles import plan
+from app.cli.dev_roles import (
+    _health_port,
+    handover,
+    health_offsets,
+    plan,
+    plugin_env,
+    role_settings,
+)
 from app.embedded.process import listens_on
+from app.settings import Settings
 from tests.support import GraphQLClient, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,11 +49,13 @@ def _env() -> dict[str, str]:
 class Dev:
     """A `wfs dev` child process; its output is read all along (a full pipe would stall it)."""
 
-    def __init__(self, state_dir: Path, port: int, *args: str) -> None:
+    def __init__(
+        self, state_dir: Path, port: int, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [str(WFS), "dev", "--state-dir", str(state_dir), "--port", str(port), *args],
             cwd=ROOT,
-            env=_env(),
+            env=_env() | (env or {}),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -114,8 +124,10 @@ def _assert_gone(family: list[psutil.Process], timeout: float = 30) -> None:
     raise AssertionError(f"left running: {[p.cmdline() for p in alive]}")
 
 
-def _start(state_dir: Path, port: int, *args: str) -> tuple[Dev, str]:
-    dev = Dev(state_dir, port, *args)
+def _start(
+    state_dir: Path, port: int, *args: str, env: dict[str, str] | None = None
+) -> tuple[Dev, str]:
+    dev = Dev(state_dir, port, *args, env=env)
     return dev, dev.wait_for(r"^Ctrl-C stops everything")
 
 
@@ -188,6 +200,72 @@ def test_plan_of_processes() -> None:
     # Each installed plugin's worker is a process of its own, whatever the number.
     assert plan(2, ["example"])[-1] == ("plugin-example", ["plugin:example"])
     assert [name for name, _ in plan(3, ["a", "b"])][-2:] == ["plugin-a", "plugin-b"]
+    # --processes 1: the plugins' workers still are processes of their own.
+    assert plan(1, ["example"]) == [("plugin-example", ["plugin:example"])]
+
+
+def test_what_each_role_process_is_handed() -> None:
+    """A plugin's worker gets a minimal environment and only the settings it reads; every
+    worker role of the plan gets its own WORKER_HEALTH_PORT (one process may run several)."""
+    settings = Settings.model_validate(
+        {
+            "database_url": "postgresql://u:secret@db/wfs",
+            "redis_url": "redis://:secret@redis:6379",
+            "openai_api_key": "sk-secret",
+            "temporal_address": "temporal:7233",
+            "temporal_api_key": "temporal-key",
+            "worker_health_port": 9100,
+        }
+    )
+    # Each process's offset: the worker roles before it. --processes 4: worker, worker-2,
+    # then ai-worker (with webhook-worker), then the plugin's; 1: wfs dev's own three first.
+    assert health_offsets(4, ["example"]) == {
+        "api": 0,
+        "worker": 0,
+        "worker-2": 1,
+        "ai-worker": 2,
+        "plugin-example": 4,
+    }
+    assert health_offsets(1, ["example"]) == {"wfs dev": 0, "plugin-example": 3}
+    offsets = health_offsets(2, ["example"])
+    handed = {
+        name: Settings.model_validate_json(handover(role_settings(settings, roles, offsets[name])))
+        for name, roles in plan(2, ["example"])
+    }
+    plugin = handed["plugin-example"]
+    assert (plugin.database_url, plugin.redis_url, plugin.openai_api_key) == (None, None, None)
+    assert plugin.temporal_address == "temporal:7233"  # what it needs it gets
+    assert plugin.temporal_api_key and plugin.temporal_api_key.get_secret_value() == "temporal-key"
+    assert handed["workers"].openai_api_key is not None  # the others are unchanged
+    # `workers` runs worker, ai-worker and webhook-worker on 9100-9102 (serve_roles offsets
+    # the 2nd and 3rd); the plugin's process takes 9103.
+    ports = {name: s.worker_health_port for name, s in handed.items()}
+    assert ports == {"api": 9100, "workers": 9100, "plugin-example": 9103}
+    group = ["worker", "ai-worker", "webhook-worker"]
+    in_group = [_health_port(handed["workers"], group, r).worker_health_port for r in group]
+    assert in_group == [9100, 9101, 9102]
+    environ = {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "OPENAI_API_KEY": "k",
+        "AWS_SECRET_ACCESS_KEY": "k",
+        "DATABASE_URL": "u",
+        "PGPASSWORD": "p",
+        "TEMPORAL_ADDRESS": "t:7233",
+        "PLUGIN_EXAMPLE_LLM_API_KEY": "k",
+        "PLUGIN_OTHER_TOKEN": "another plugin's",
+        "OTEL_SERVICE_NAME": "wfs",
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer x",
+        "LOG_LEVEL": "info",
+    }
+    assert sorted(plugin_env(environ, ["plugin:example"])) == [
+        "HOME",
+        "LOG_LEVEL",
+        "OTEL_SERVICE_NAME",
+        "PATH",
+        "PLUGIN_EXAMPLE_LLM_API_KEY",
+        "TEMPORAL_ADDRESS",
+    ]
 
 
 async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None:
@@ -247,15 +325,31 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
 
 
 async def test_wfs_dev_in_one_process_reuses_state(state_dir: Path) -> None:
-    """`--processes 1`, the former mode: no role children; a second run keeps the keys."""
+    """`--processes 1`, the former mode: the roles in wfs dev itself but the plugin's worker,
+    a child with none of the service's secrets in its environment; a second run keeps the
+    keys."""
     keys_file = state_dir / "demo-keys.json"
     before = json.loads(keys_file.read_text()) if keys_file.exists() else None
     port = free_port()
-    dev, banner = await asyncio.to_thread(_start, state_dir, port, "--processes", "1")
+    canary = {"AWS_SECRET_ACCESS_KEY": "canary-secret", "PLUGIN_EXAMPLE_TOKEN": "its-own"}
+    dev, banner = await asyncio.to_thread(_start, state_dir, port, "--processes", "1", env=canary)
     try:
         if before is not None:
             assert _keys(banner) == before
-        assert dev.roles() == {}
+        roles = dev.roles()
+        assert list(roles) == ["plugin:example"]
+        plugin = roles["plugin:example"][0]
+        assert f"plugin-example {plugin.pid}" in banner
+        environ = plugin.environ()
+        assert "AWS_SECRET_ACCESS_KEY" in psutil.Process(dev.proc.pid).environ()
+        assert environ["PLUGIN_EXAMPLE_TOKEN"] == "its-own"
+        assert not set(environ) & {
+            "AWS_SECRET_ACCESS_KEY",
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "DATABASE_URL",
+            "REDIS_URL",
+        }
         assert listens_on(dev.proc.pid, port)
         await _exercise(port, _keys(banner)["demo-premium"])
     finally:

@@ -1,6 +1,6 @@
 """The example plugin's AI task and provider in the real AI gateway: `example.tone` is routed
 to the plugin's provider (`example.local`, the existing OpenAI provider at the URL in
-EXAMPLE_LLM_BASE_URL, here the wire-compatible fake LLM), costed with the plugin's prices,
+PLUGIN_EXAMPLE_LLM_BASE_URL, here the wire-compatible fake LLM), costed with the plugin's prices,
 its output checked against the task's output schema, and the declared baseline answers when
 the model's output is invalid. The AI worker registers `ai.example.tone`."""
 
@@ -36,8 +36,8 @@ def example_provider(
 ) -> Iterator[None]:
     """The deployment configures the example provider (the AI worker's environment)."""
     assert "example" in activate(settings).loaded
-    monkeypatch.setenv("EXAMPLE_LLM_API_KEY", "example-key")
-    monkeypatch.setenv("EXAMPLE_LLM_BASE_URL", fake_llm.openai_base_url)
+    monkeypatch.setenv("PLUGIN_EXAMPLE_LLM_API_KEY", "example-key")
+    monkeypatch.setenv("PLUGIN_EXAMPLE_LLM_BASE_URL", fake_llm.openai_base_url)
     if "example-small" not in fake_llm.fake.models:  # the fake answers 404 for unknown models
         fake_llm.fake.models.append("example-small")
     yield

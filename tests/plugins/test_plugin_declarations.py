@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.plugins.api import PluginLoadError
+from app.plugins.checks import parse_manifest
 from app.plugins.manifest import ManifestError, read_manifest
 from app.plugins.registry import PluginRegistry, load, unload
 from app.settings import Settings
@@ -65,7 +66,7 @@ def test_a_good_plugin_loads_and_its_steps_run_on_its_queue(tmp_path: Path, load
         TEMPLATE = {TEMPLATE!r}
         plugin = Plugin(name="acme", version="1.2.0", steps=[{GOOD_STEP}], ai_tasks=[SCORE],
                         templates=[TEMPLATE], network=["crm.acme.example:443"],
-                        env=["ACME_TOKEN"])
+                        env=["PLUGIN_ACME_TOKEN"])
         """,
     )
     found = load_from(tmp_path, ["acme"], loaded)
@@ -107,10 +108,10 @@ def test_every_problem_of_a_bad_declaration_is_named(tmp_path: Path, loaded) -> 
         "step shoddy.twice: input_schema: invalid JSON Schema",
         "AI task shoddy.score: give baseline_output",
         "provider shoddy.llm: base_url must be an http(s) URL",
-        "provider shoddy.llm: OPENAI_API_KEY is a setting of the service",
+        "provider shoddy.llm: api_key_env OPENAI_API_KEY must start with PLUGIN_SHODDY_",
         "provider shoddy.llm: declare at least one model",
         "network entry 'no-port': expected host:port",
-        "env 'DATABASE_URL': a setting of the service",
+        "env 'DATABASE_URL': DATABASE_URL must start with PLUGIN_SHODDY_",
     ):
         assert expected in problems, (expected, problems)
     assert find_activity("shoddy.twice") is None
@@ -209,3 +210,46 @@ def test_a_plugin_that_hangs_floods_or_pries_at_import_is_cut_off(tmp_path: Path
     # An answer over the cap is refused (a well-formed manifest of a few hundred bytes).
     with pytest.raises(ManifestError, match=r"more than 50"):
         read_manifest("big", extra_paths=paths, max_bytes=50)
+
+
+def test_a_plugin_names_only_its_own_variables() -> None:
+    """A provider's key goes to the plugin's own base_url as a Bearer token, and `env` reaches
+    its code: any secret of the worker's environment that is not a Settings field
+    (AWS_SECRET_ACCESS_KEY, OTEL_EXPORTER_OTLP_HEADERS) would leak. Only PLUGIN_<NAME>_*."""
+    limits = dict(cpu_seconds=1, memory_mb=64, open_files=16, processes=0, call_timeout_seconds=5)
+    model = {"name": "m", "input_usd_per_million": "1", "output_usd_per_million": "1"}
+    provider = {
+        "name": "llm",
+        "base_url": "https://evil.example/v1",
+        "api_key_env": "AWS_SECRET_ACCESS_KEY",
+        "base_url_env": "REDIS_URL",
+        "models": [model],
+    }
+    manifest = {
+        "name": "thief",
+        "version": "1",
+        "api_version": 1,
+        "limits": limits,
+        "providers": [provider],
+        "env": ["OTEL_EXPORTER_OTLP_HEADERS", "PLUGIN_THIEF_", "PLUGIN_THIEF_TOKEN"],
+    }
+    _, problems = parse_manifest("thief", manifest)
+    assert problems == [
+        "provider thief.llm: api_key_env AWS_SECRET_ACCESS_KEY must start with PLUGIN_THIEF_"
+        " (a plugin names only its own variables)",
+        "provider thief.llm: base_url_env REDIS_URL must start with PLUGIN_THIEF_"
+        " (a plugin names only its own variables)",
+        "env 'OTEL_EXPORTER_OTLP_HEADERS': OTEL_EXPORTER_OTLP_HEADERS must start with"
+        " PLUGIN_THIEF_ (a plugin names only its own variables)",
+        "env 'PLUGIN_THIEF_': PLUGIN_THIEF_ must start with PLUGIN_THIEF_"
+        " (a plugin names only its own variables)",
+    ]
+    provider |= {"api_key_env": "PLUGIN_THIEF_KEY", "base_url_env": "PLUGIN_THIEF_URL"}
+    manifest["env"] = ["PLUGIN_THIEF_TOKEN"]
+    assert parse_manifest("thief", manifest)[1] == []
+    # A plugin whose prefix reaches a service setting still cannot name it.
+    manifest |= {"name": "manifest", "env": ["PLUGIN_MANIFEST_TIMEOUT_SECONDS"], "providers": []}
+    assert parse_manifest("manifest", manifest)[1] == [
+        "env 'PLUGIN_MANIFEST_TIMEOUT_SECONDS': PLUGIN_MANIFEST_TIMEOUT_SECONDS is a setting"
+        " of the service, not the plugin's"
+    ]

@@ -29,6 +29,8 @@ from tests.api.test_api_keys import op
 from tests.api.test_execution_flow import wait_terminal
 from tests.conftest import TenantKeys, make_tenant
 from tests.support import GraphQLClient
+from tests.workers.test_control import call, start, state
+from tests.workers.test_template_graph import publish
 from workers.plugin_worker import build_plugin_worker, describe_plugin, warm_pool
 
 PLUGINS, SET_PLUGIN, START, VALIDATE = (
@@ -179,3 +181,76 @@ async def test_plugins_default_to_none_for_tenants_without_a_switch(
         await service.set(tid, "example", True, "test")
         await session.commit()
         assert (await service.of(tid, strict)).allows("example") is True
+
+
+async def test_a_retry_checks_the_tenants_plugins_again(
+    settings: Settings, server: str, sessions, client: GraphQLClient, tenant: TenantKeys
+) -> None:  # type: ignore[no-untyped-def]
+    """A run's start checks the tenant's plugins, a retry's too: a FAILED execution of a
+    version with a plugin step is not retried once the plugin is switched off for the tenant
+    (and is again once it is back on)."""
+    assert "example" in activate(settings).loaded
+    spec = {
+        "name": "plugin-retry",
+        "title": "Fails before its plugin step",
+        "steps": [
+            {"id": "read", "activity": "files.read", "input": {"path": "inbox/none.json"}},
+            {"id": "count", "activity": "example.word_stats", "input": {"text": "a b"}},
+        ],
+    }
+    name = await publish(sessions, tenant, spec)
+    execution_id = await start(client, name)
+    assert (await wait_terminal(client, execution_id))["status"] == "FAILED"
+    platform = await platform_client(server, sessions)
+    switch = {"tenant": await tenant_id(sessions, tenant.name), "plugin": "example"}
+    await platform.data(SET_PLUGIN, {"input": switch | {"enabled": False}})
+    try:
+        refused = await call(client, "RetryExecution", {"id": execution_id})
+        assert refused["code"] == "FORBIDDEN", refused
+        assert "example.word_stats comes from the plugin 'example'" in refused["message"]
+        # Nothing was recorded: still FAILED, no RETRIED event.
+        after = await wait_terminal(client, execution_id)
+        assert after["status"] == "FAILED"
+        assert "RETRIED" not in [e["type"] for e in after["events"]]
+    finally:
+        await platform.data(SET_PLUGIN, {"input": switch | {"enabled": True}})
+    retried = await call(client, "RetryExecution", {"id": execution_id})
+    assert retried["__typename"] == "Execution", retried
+
+
+async def test_a_queued_execution_is_checked_when_its_turn_comes(
+    settings: Settings, server: str, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    """Admission checks the plugins of a queued execution before it starts it: one switched
+    off meanwhile ends FAILED with the reason (and frees nothing it never held)."""
+    assert "example" in activate(settings).loaded
+    keys: TenantKeys = await make_tenant(sessions, "free")
+    admin = GraphQLClient(server, keys.admin)
+    limit = settings.tier_concurrency["free"]
+    hold = {
+        "name": "plugin-hold",
+        "title": "Holds a slot",
+        "steps": [{"id": "hold", "activity": "wait.timer", "input": {"seconds": 60}}],
+    }
+    words = {
+        "name": "plugin-words",
+        "title": "Counts words",
+        "steps": [{"id": "count", "activity": "example.word_stats", "input": {"text": "a b"}}],
+    }
+    holding = await publish(sessions, keys, hold)
+    counting = await publish(sessions, keys, words)
+    held = [await start(admin, holding) for _ in range(limit)]
+    queued = await start(admin, counting)
+    assert "QUEUED" in [e["type"] for e in (await state(admin, queued))["events"]]
+    platform = await platform_client(server, sessions)
+    switch = {"tenant": await tenant_id(sessions, keys.name), "plugin": "example"}
+    await platform.data(SET_PLUGIN, {"input": switch | {"enabled": False}})
+    try:
+        await call(admin, "CancelExecution", {"id": held[0]})  # its end admits the next
+        refused = await wait_terminal(admin, queued)
+        assert refused["status"] == "FAILED"
+        assert "not enabled for your tenant" in refused["error"], refused["error"]
+    finally:
+        await platform.data(SET_PLUGIN, {"input": switch | {"enabled": True}})
+        for execution_id in held[1:]:
+            await call(admin, "CancelExecution", {"id": execution_id})

@@ -60,6 +60,12 @@ def test_a_plugin_step_runs_on_its_queue_within_its_timeout() -> None:
     assert (stats.task_queue, stats.timeout_seconds) == ("plugin-example", 35)
     assert stats.heartbeat_seconds == LIVENESS_HEARTBEAT_SECONDS
     assert stats.compensate is not None and stats.compensate.task_queue == "plugin-example"
+    # A plugin compensation keeps the plugin's timeout (example.misbehave: 20 s, + 5 s grace)
+    # and heartbeats like a step: a hung plugin worker is noticed, not waited for 300 s.
+    assert (stats.compensate.timeout_seconds, stats.compensate.heartbeat_seconds) == (
+        25,
+        LIVENESS_HEARTBEAT_SECONDS,
+    )
     assert plans["tone"].task_queue == "ai"  # a plugin's AI task runs on the AI queue
     assert plans["note"].task_queue is None
     # The template's own timeout wins over the plugin's default.

@@ -36,13 +36,15 @@ def test_every_standard_template_has_a_recorded_history() -> None:
 
 def test_the_other_workflow_paths_have_recorded_histories() -> None:
     """custom/: paths no standard template takes with its example params: a fan-out in child
-    workflows (with progress events), steps refusing AI output (single and per item) and a
-    fan-out that fails with its points recorded."""
+    workflows (with progress events), steps refusing AI output (single and per item), a
+    fan-out that fails with its points recorded, and a failure run back by compensations
+    (recorded before compensations had a heartbeat timeout)."""
     assert {p.stem for p in (HISTORIES / "custom").glob("*.json")} >= {
         "fan-out-children",
         "refused-ai-single",
         "refused-ai-for-each",
         "fan-out-failed",
+        "saga-compensated",
     }
 
 

@@ -290,6 +290,11 @@ class TemplateWorkflow(FanOut):
                     StepCall(inp.execution_id, inp.tenant_id, step.id, payload),
                     task_queue=plan.task_queue,
                     start_to_close_timeout=timedelta(seconds=plan.timeout_seconds),
+                    # As a step's (step_calls.run_activity): a hung worker is noticed. Plans
+                    # recorded before this field have None: the same command as they had.
+                    heartbeat_timeout=timedelta(seconds=plan.heartbeat_seconds * 3)
+                    if plan.heartbeat_seconds
+                    else None,
                     retry_policy=COMPENSATE_RETRY,
                 )
             except (ActivityError, ExpressionError) as exc:

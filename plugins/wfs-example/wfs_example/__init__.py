@@ -5,7 +5,7 @@ asks: answer, spin the CPU, eat memory, crash, exit, hang, or reach for what the
 from it. The sandbox tests (and anyone trying the limits) use it. Also an AI task
 (`example.tone`: enhancement points name it so, templates run it as the step `ai.example.tone`),
 an AI provider (`example.local`: any OpenAI-compatible server, used where the AI worker has
-EXAMPLE_LLM_API_KEY, at EXAMPLE_LLM_BASE_URL) and a template (`example-word-report`).
+PLUGIN_EXAMPLE_LLM_API_KEY, at PLUGIN_EXAMPLE_LLM_BASE_URL) and a template (`example-word-report`).
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ TONE_TASK = PluginAiTask(
 LOCAL_PROVIDER = PluginProvider(
     "local",
     base_url="http://127.0.0.1:11434/v1",  # Ollama's OpenAI-compatible API by default
-    api_key_env="EXAMPLE_LLM_API_KEY",
-    base_url_env="EXAMPLE_LLM_BASE_URL",
+    api_key_env="PLUGIN_EXAMPLE_LLM_API_KEY",
+    base_url_env="PLUGIN_EXAMPLE_LLM_BASE_URL",
     models=[PluginModel("example-small", "0.05", "0.20")],
 )
 WORD_REPORT = {
