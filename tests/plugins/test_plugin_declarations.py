@@ -119,14 +119,15 @@ def test_every_problem_of_a_bad_declaration_is_named(tmp_path: Path, loaded) -> 
 
 async def test_the_plugin_worker_refuses_what_the_api_refuses(tmp_path: Path) -> None:
     """One description path and one set of checks: the worker reads the same manifest and
-    refuses a plugin with the problems the API names (here: it asks for a service setting)."""
+    refuses a plugin with the problems the API names (here: it asks for a service setting,
+    which is not one of its own PLUGIN_GREEDY_* variables)."""
     make_plugin(
         tmp_path,
         "greedy",
         f'plugin = Plugin(name="greedy", version="1", steps=[{GOOD_STEP}], env=["DATABASE_URL"])\n',
     )
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    with pytest.raises(PluginLoadError, match="env 'DATABASE_URL': a setting of the service"):
+    with pytest.raises(PluginLoadError, match="env 'DATABASE_URL': DATABASE_URL must start with PLUGIN_GREEDY_"):
         await describe_plugin("greedy", settings, extra_paths=[str(tmp_path)])
     make_plugin(
         tmp_path, "fine", f'plugin = Plugin(name="fine", version="2", steps=[{GOOD_STEP}])\n'
