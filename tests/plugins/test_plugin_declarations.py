@@ -127,7 +127,8 @@ async def test_the_plugin_worker_refuses_what_the_api_refuses(tmp_path: Path) ->
         f'plugin = Plugin(name="greedy", version="1", steps=[{GOOD_STEP}], env=["DATABASE_URL"])\n',
     )
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    with pytest.raises(PluginLoadError, match="env 'DATABASE_URL': DATABASE_URL must start with PLUGIN_GREEDY_"):
+    refused = "env 'DATABASE_URL': DATABASE_URL must start with PLUGIN_GREEDY_"
+    with pytest.raises(PluginLoadError, match=refused):
         await describe_plugin("greedy", settings, extra_paths=[str(tmp_path)])
     make_plugin(
         tmp_path, "fine", f'plugin = Plugin(name="fine", version="2", steps=[{GOOD_STEP}])\n'
