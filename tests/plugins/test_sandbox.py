@@ -125,7 +125,12 @@ def escaped() -> bool:
     return Path("/tmp/wfs-fence-escape").exists()
 
 
-async def test_word_stats_runs_and_the_temp_dir_goes_away() -> None:
+async def test_word_stats_runs_and_the_temp_dir_goes_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This call's temp dir is made under tmp_path (the standard library's temp root, like
+    # TMPDIR), so the other test process's plugin calls in /tmp cannot blur what it counts.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     request = {
         "op": "run",
         "step": "word_stats",
@@ -137,7 +142,7 @@ async def test_word_stats_runs_and_the_temp_dir_goes_away() -> None:
     assert outcome.ok, outcome.message
     assert outcome.output == {"words": 5, "distinct": 4, "top": [["the", 2]]}
     after = plugin_temp_dirs()
-    assert after <= before  # its private temp dir was removed
+    assert before == after == set()  # its private temp dir was made here, and removed
     # The process that runs sandboxes made itself non-dumpable: a same-uid process (a plugin's
     # child past the fence) cannot read its /proc/<pid>/environ or memory.
     assert not is_dumpable()
