@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -15,14 +14,6 @@ from app.ai.cache import DEFAULT_TTLS, AiCache, input_digest
 from app.settings import Settings
 
 MODEL = "gpt-6-luna"
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    assert settings.redis_url
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -68,14 +68,6 @@ def server() -> Iterator[FakeLLMServer]:
 def fake(server: FakeLLMServer) -> FakeLLM:
     server.fake.reset()
     return server.fake
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    assert settings.redis_url
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 def stale_settings(settings: Settings, server: FakeLLMServer, **more: Any) -> Settings:

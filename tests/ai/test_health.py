@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from app.ai.health import ProviderHealth, publish_snapshot, read_snapshots
-from app.settings import Settings
 
 P, M = "openai", "gpt-6-luna"
 
@@ -174,14 +172,6 @@ def test_snapshot(health: ProviderHealth) -> None:
             "unavailable": None,
         },
     ]
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    assert settings.redis_url
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_published_snapshots_are_merged(redis: aioredis.Redis) -> None:
