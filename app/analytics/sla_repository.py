@@ -41,10 +41,12 @@ class RunStats:
     has_target: bool = False  # some run had a target in force (override or version block)
 
     def __add__(self, other: RunStats) -> RunStats:
-        counts = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        counts["template_id"] = self.template_id
-        counts["has_target"] = self.has_target or other.has_target
-        return RunStats(**counts)
+        summed = {
+            f.name: getattr(self, f.name) + getattr(other, f.name)
+            for f in fields(self)
+            if f.name not in ("template_id", "has_target")
+        }
+        return RunStats(self.template_id, **summed, has_target=self.has_target or other.has_target)
 
 
 @dataclass(frozen=True)

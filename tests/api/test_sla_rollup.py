@@ -179,7 +179,7 @@ async def test_the_rollup_answers_as_the_rows_do_through_changes(
     # An override set, changed, cleared: at once (every day from the rows), and from the
     # rollup again after the refresh.
     admin = Principal(
-        tenant_id=tenant_id, tenant_name=tenant.name, tier="pro", role="admin", key_id=None
+        tenant_id=tenant_id, tenant_name=tenant.name, tier="pro", role="admin", key_id=uuid.uuid4()
     )
     for sla in ({"max_duration_seconds": 100}, {"max_duration_seconds": 20}, None):
         async with sessions() as s:
