@@ -389,6 +389,8 @@ QUERIES: list[tuple[str, Call]] = [
     ("platform: capacityPlan, horizonDays 90", capacity_plan),
     ("slaReport, 31 days, all templates", sla_report(31, one=False)),
     ("slaReport, 31 days, one template", sla_report(31, one=True)),
+    ("slaReport, 366 days, all templates", sla_report(366, one=False)),
+    ("slaReport, 366 days, one template", sla_report(366, one=True)),
     ("aiRecommendations, 30 days", recommendations(30)),
     ("aiRecommendations, 366 days", recommendations(366)),
     ("analytics rollup refresh, nothing new (cost estimates recomputed)", rollup_refresh),
