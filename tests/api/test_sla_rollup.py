@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.analytics.sla import SlaReportService
 from app.analytics.sla_repository import SlaReportRepository, Span
 from app.analytics.sla_rollup import SlaFigures
-from app.models import Execution, Template, TemplateVersion
+from app.models import Execution, Template, TemplateVersion, Tenant
+from app.settings import Settings
 from app.sla.spec import SlaSpec
 from app.tenants.service import Principal, TenantService
 from tests.api.test_execution_stats import refresh
@@ -33,7 +34,8 @@ TARGETED = {
 UNTARGETED = {**TARGETED, "name": "sla-untargeted"}
 UNTARGETED.pop("sla")
 # (status, hour of its day, seconds from creation to its end; None: still open). Runs still
-# open are PENDING without a run id (queued): the reconciler leaves those alone.
+# open are PENDING without a run id (queued): the reconciler leaves those alone, and admission
+# does too while the tenant's slots are all taken (`hold_every_slot`).
 DAY_RUNS: list[tuple[str, int, float | None]] = [
     ("COMPLETED", 1, 30),
     ("COMPLETED", 5, 90),
@@ -79,6 +81,39 @@ async def seed(
         session.add_all(executions)
         await session.commit()
         return [e.id for e in executions]
+
+
+async def hold_every_slot(
+    sessions: Any, tenant_id: uuid.UUID, template: str, settings: Settings
+) -> None:
+    """RUNNING runs created an hour ago, as many as the tenant's tier may run at once, so
+    admission starts none of its queued ones; updated_at ahead keeps the reconciler away."""
+    async with sessions() as session:
+        tier = (await session.get(Tenant, tenant_id)).tier  # type: ignore[union-attr]
+        template_id, version_id = (
+            await session.execute(
+                select(Template.id, TemplateVersion.id)
+                .join(TemplateVersion, TemplateVersion.template_id == Template.id)
+                .where(Template.name == template)
+            )
+        ).one()
+        created = datetime.now(UTC) - timedelta(hours=1)
+        session.add_all(
+            Execution(
+                tenant_id=tenant_id,
+                template_id=template_id,
+                template_version_id=version_id,
+                params={},
+                status="RUNNING",
+                workflow_id=f"sla-holder-{uuid.uuid4()}",
+                run_id="held",
+                created_at=created,
+                started_at=created,
+                updated_at=created + timedelta(days=2),
+            )
+            for _ in range(settings.tier_concurrency.get(tier, 1))
+        )
+        await session.commit()
 
 
 async def rolled_up(sessions: Any) -> None:
@@ -133,13 +168,14 @@ async def agree(
 
 
 async def test_the_rollup_answers_as_the_rows_do_through_changes(
-    sessions: Any, tenant: TenantKeys
+    sessions: Any, tenant: TenantKeys, settings: Settings
 ) -> None:
     targeted = await publish(sessions, tenant, TARGETED)
     untargeted = await publish(sessions, tenant, UNTARGETED)
     async with sessions() as s:
         tenant_id = (await TenantService(s).get_by_name(tenant.name)).id
         template_id = await s.scalar(select(Template.id).where(Template.name == targeted))
+    await hold_every_slot(sessions, tenant_id, targeted, settings)
     ids = await seed(sessions, tenant_id, targeted, range(1, 7))
     await seed(sessions, tenant_id, untargeted, range(1, 3))
     await rolled_up(sessions)
