@@ -208,6 +208,7 @@ class SlaRollupRefresh:
             first = await self.days.first_day()
             if first is not None and first < today:
                 rows += await self.repo.rebuild(first, today, started)
+                await self.repo.analyze()
         else:
             if state.complete_until < today:
                 rows += await self.repo.rebuild(state.complete_until, today, started)

@@ -130,6 +130,11 @@ class SlaRollupRepository:
             .group_by(*keys)
         )
 
+    async def analyze(self) -> None:
+        """Fresh statistics after the first fill: until autovacuum gets to it, the planner
+        would take the filled table for an empty one."""
+        await self.session.execute(text("ANALYZE sla_rollup"))
+
     async def stale(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         """(tenant, template) pairs with rows judged against a target no longer in force (an
         override set, changed or cleared since): the refresh rebuilds them. Reads the whole
