@@ -18,6 +18,7 @@ from app.analytics.rollup_repository import (
     day_start,
     whole_days,
 )
+from app.analytics.sla_rollup import SlaRollupRefresh
 from app.analytics.stats_repository import CALENDAR, Figures, StatsRepository, StatsScope
 from app.analytics.usage_repository import RunFigures, StepFigures, UsageRepository
 from app.errors import NotFound, ValidationFailed
@@ -374,6 +375,7 @@ class RollupService:
                 days += 1
         # Template.costEstimate's table, from the rollup just made current (its pairs).
         estimates = await ForecastService(self.session).refresh_cost_estimates(started, today)
+        rows += await SlaRollupRefresh(self.session).refresh(started, today)
         await self.repo.save_state(today, started)
         return RollupRefresh(
             complete_until=today, days=days, rows=rows, estimates=estimates, started=started
