@@ -15,10 +15,13 @@ ENABLE_CACHE  Inputs that recurred (same task, model and input fingerprint, app/
 CHEAPER_MODEL A model with records for the task (A/B overrides, failover, the budget's cheaper
               sibling) that costs less per call than the task's most used model, that the tenant's
               tier may use, and whose validation pass rate is not worse: both models have at
-              least MIN_MODEL_CALLS calls, the cheaper one's observed rate is at most
-              MAX_PASS_RATE_DROP below, and a one-sided two-proportion z-test (pooled, alpha
-              0.05: z < 1.645) finds no significant drop. Wilson 95% intervals are reported. The
-              savings: the primary model's calls at the difference in average cost per call.
+              least MIN_MODEL_CALLS calls, a one-sided non-inferiority test (margin
+              MAX_PASS_RATE_DROP) rejects "worse by the margin or more" at family-wise alpha
+              0.05 after Holm's correction over every pair the request tests
+              (app/analytics/recommendation_stats.py says why), the observed rate is at most the
+              margin below, and the pooled drop test finds no significant drop (z < 1.645).
+              Wilson 95% intervals are reported. The savings: the primary model's calls at the
+              difference in average cost per call.
               Applied with `updateAiSettings(input: {overrides: ...})`.
 BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the monthly limit
               that would have covered that month's demand is its recorded spend plus each refused
@@ -38,7 +41,6 @@ million.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -54,6 +56,15 @@ from app.ai.contracts import ModelChoice
 from app.ai.pricing import usd
 from app.ai.service import AiService, max_budget
 from app.ai_catalog import Catalog
+from app.analytics.recommendation_stats import (
+    CORRECTION,
+    FAMILY_ALPHA,
+    NonInferiority,
+    drop_z,
+    holm_adjusted,
+    non_inferiority,
+    wilson,
+)
 from app.analytics.recommendations_repository import (
     GapBucket,
     MonthTotal,
@@ -75,7 +86,6 @@ MIN_REPEATS = 20  # missed repeats of a task before a cache suggestion
 MIN_MODEL_CALLS = 30  # calls of each model before comparing their pass rates
 MAX_PASS_RATE_DROP = 0.05  # the cheaper model's observed pass rate may be this much lower
 Z_ONE_SIDED_95 = 1.645
-Z_TWO_SIDED_95 = 1.96
 MIN_BUDGET_FALLBACKS = 10  # BUDGET fallbacks in one month before a budget suggestion
 
 
@@ -157,6 +167,12 @@ class ModelComparison:
     current: RateBasis  # the task's most used model
     cheaper: RateBasis
     z: float  # of the one-sided test that the cheaper model passes less often
+    non_inferiority_z: float  # of the test that it passes at most the margin less often
+    p_value: float  # that test's, uncorrected
+    adjusted_p_value: float  # Holm-adjusted over the request's comparisons: <= family_alpha
+    comparisons: int  # the (task, current, cheaper) pairs tested in the request
+    correction: str = CORRECTION
+    family_alpha: float = FAMILY_ALPHA
     min_calls: int = MIN_MODEL_CALLS
     max_pass_rate_drop: float = MAX_PASS_RATE_DROP
 
@@ -194,26 +210,6 @@ class RecommendationReport:
     since: datetime
     until: datetime
     recommendations: list[Recommendation]
-
-
-def wilson(passed: int, calls: int, z: float = Z_TWO_SIDED_95) -> tuple[float, float]:
-    """The Wilson score interval of a pass rate (calls > 0)."""
-    p = passed / calls
-    denominator = 1 + z * z / calls
-    centre = (p + z * z / (2 * calls)) / denominator
-    half = z * math.sqrt(p * (1 - p) / calls + z * z / (4 * calls * calls)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def drop_z(primary: tuple[int, int], cheaper: tuple[int, int]) -> float:
-    """z of the pooled two-proportion test that the cheaper model's pass rate is lower than
-    the primary's; (passed, calls) each. 0 when both rates are 0 or 1 (no variance)."""
-    (p1_passed, n1), (p2_passed, n2) = primary, cheaper
-    pooled = (p1_passed + p2_passed) / (n1 + n2)
-    variance = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    if variance == 0:
-        return 0.0
-    return (p1_passed / n1 - p2_passed / n2) / math.sqrt(variance)
 
 
 def _ttl_text(seconds: int) -> str:
@@ -282,6 +278,76 @@ def _rate(r: ModelResult) -> RateBasis:
     )
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """A cheaper model tested against its task's most used one."""
+
+    task: str
+    primary: RateBasis
+    cheaper: RateBasis
+    test: NonInferiority
+
+
+def _tested_pairs(by_task: dict[str, list[RateBasis]], allowed: set[ModelChoice]) -> list[_Pair]:
+    """Every pair the request tests: the family Holm's correction covers. Which pairs are in
+    it depends on call counts, costs and the tier, never on the pass rates being tested."""
+    pairs = []
+    for task, rates in sorted(by_task.items()):
+        primary = max(rates, key=lambda r: (r.calls, r.cost_usd))
+        if primary.calls < MIN_MODEL_CALLS:
+            continue
+        for other in rates:
+            if (
+                other is primary
+                or other.calls < MIN_MODEL_CALLS
+                or other.avg_cost_usd >= primary.avg_cost_usd
+                or ModelChoice(other.provider, other.model) not in allowed
+            ):
+                continue
+            test = non_inferiority(
+                (primary.passed, primary.calls), (other.passed, other.calls), MAX_PASS_RATE_DROP
+            )
+            pairs.append(_Pair(task, primary, other, test))
+    return pairs
+
+
+def _passing(pairs: list[_Pair]) -> dict[str, tuple[Decimal, ModelComparison]]:
+    """Per task, the passing comparison that saves most: non-inferior after Holm's correction
+    over all `pairs`, at most the margin below as observed, and no significant drop."""
+    best: dict[str, tuple[Decimal, ModelComparison]] = {}
+    adjusted = holm_adjusted([pair.test.p_value for pair in pairs])
+    for pair, adjusted_p in zip(pairs, adjusted, strict=True):
+        primary, other = pair.primary, pair.cheaper
+        z = drop_z((primary.passed, primary.calls), (other.passed, other.calls))
+        if (
+            adjusted_p > FAMILY_ALPHA
+            or other.pass_rate < primary.pass_rate - MAX_PASS_RATE_DROP
+            or z >= Z_ONE_SIDED_95
+        ):
+            continue
+        saving = (primary.avg_cost_usd - other.avg_cost_usd) * primary.calls
+        if pair.task not in best or saving > best[pair.task][0]:
+            comparison = ModelComparison(
+                primary, other, z, pair.test.z, pair.test.p_value, adjusted_p, len(pairs)
+            )
+            best[pair.task] = (saving, comparison)
+    return best
+
+
+def _model_summary(task: str, c: ModelComparison, saving: Decimal) -> str:
+    cheaper, primary = c.cheaper, c.current
+    return (
+        f"{cheaper.provider}/{cheaper.model} passed validation on {cheaper.passed} of "
+        f"{cheaper.calls} {task} calls ({cheaper.pass_rate:.1%}) against "
+        f"{primary.passed} of {primary.calls} ({primary.pass_rate:.1%}) for "
+        f"{primary.provider}/{primary.model}, at {cheaper.avg_cost_usd} instead of "
+        f"{primary.avg_cost_usd} USD a call: {usd(saving)} USD less over the window. "
+        f"Not worse by {c.max_pass_rate_drop * 100:g} points or more: p = {c.adjusted_p_value:.2g} "
+        f"after Holm's correction over the {c.comparisons} model comparison"
+        f"{'s' if c.comparisons != 1 else ''} made (family-wise alpha {c.family_alpha})."
+    )
+
+
 def model_recommendations(
     results: list[ModelResult],
     tier: str,
@@ -298,29 +364,8 @@ def model_recommendations(
         if r.passed + r.invalid > 0:
             by_task[r.task].append(_rate(r))
     found = []
-    for task, rates in sorted(by_task.items()):
-        primary = max(rates, key=lambda r: (r.calls, r.cost_usd))
-        if primary.calls < MIN_MODEL_CALLS:
-            continue
-        best: tuple[Decimal, RateBasis, float] | None = None
-        for other in rates:
-            if (
-                other is primary
-                or other.calls < MIN_MODEL_CALLS
-                or other.avg_cost_usd >= primary.avg_cost_usd
-                or ModelChoice(other.provider, other.model) not in allowed
-                or other.pass_rate < primary.pass_rate - MAX_PASS_RATE_DROP
-            ):
-                continue
-            z = drop_z((primary.passed, primary.calls), (other.passed, other.calls))
-            if z >= Z_ONE_SIDED_95:
-                continue
-            saving = (primary.avg_cost_usd - other.avg_cost_usd) * primary.calls
-            if best is None or saving > best[0]:
-                best = (saving, other, z)
-        if best is None:
-            continue
-        saving, cheaper, z = best
+    for task, (saving, comparison) in sorted(_passing(_tested_pairs(by_task, allowed)).items()):
+        cheaper = comparison.cheaper
         choice = ModelChoice(cheaper.provider, cheaper.model)
         current = routed.get(task, [])
         if current and current[0] == choice:
@@ -330,13 +375,7 @@ def model_recommendations(
             Recommendation(
                 kind="CHEAPER_MODEL",
                 task=task,
-                summary=(
-                    f"{cheaper.provider}/{cheaper.model} passed validation on {cheaper.passed} of "
-                    f"{cheaper.calls} {task} calls ({cheaper.pass_rate:.1%}) against "
-                    f"{primary.passed} of {primary.calls} ({primary.pass_rate:.1%}) for "
-                    f"{primary.provider}/{primary.model}, at {cheaper.avg_cost_usd} instead of "
-                    f"{primary.avg_cost_usd} USD a call: {usd(saving)} USD less over the window."
-                ),
+                summary=_model_summary(task, comparison, saving),
                 apply_with="updateAiSettings",
                 apply_value={
                     "input": {
@@ -347,7 +386,7 @@ def model_recommendations(
                     }
                 },
                 savings_usd=usd(saving),
-                cheaper_model=ModelComparison(primary, cheaper, z),
+                cheaper_model=comparison,
             )
         )
     return found
