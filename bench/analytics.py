@@ -23,14 +23,15 @@ SLA worker's rounds) and bench/ai_recommendations.py (a year of dense AI usage) 
 two features on their own shapes.
 
     .venv/bin/python -m bench.analytics 1000000
+    .venv/bin/python -m bench.analytics 1000000 --only tenantComparison --only capacity
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
-import sys
 import tempfile
 import time
 import uuid
@@ -395,12 +396,21 @@ QUERIES: list[tuple[str, Call]] = [
 ]
 
 
-async def measure(url: str, facts: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+def chosen(only: list[str] | None) -> list[tuple[str, Call]]:
+    """The QUERIES whose name contains one of `only` (case-insensitive); all without it."""
+    if not only:
+        return QUERIES
+    return [(n, c) for n, c in QUERIES if any(o.lower() in n.lower() for o in only)]
+
+
+async def measure(
+    url: str, facts: dict[str, Any], repeats: int, only: list[str] | None = None
+) -> list[dict[str, Any]]:
     engine = make_engine(url, pool_size=2)
     sessions = make_sessionmaker(engine)
     rows = []
     try:
-        for name, call in QUERIES:
+        for name, call in chosen(only):
             times, answer = [], None
             for _ in range(repeats):
                 async with sessions() as s:
@@ -421,12 +431,19 @@ async def measure(url: str, facts: dict[str, Any], repeats: int) -> list[dict[st
     return rows
 
 
-async def run(size: int = 1_000_000, *, admin_db: str = ADMIN_DB, repeats: int = REPEATS) -> dict:
-    """Scenario of `make bench`: {"scenario", "rows": [one per query], "notes"}."""
+async def run(
+    size: int = 1_000_000,
+    *,
+    admin_db: str = ADMIN_DB,
+    repeats: int = REPEATS,
+    only: list[str] | None = None,
+) -> dict:
+    """Scenario of `make bench`: {"scenario", "rows": [one per query], "notes"}; `only`
+    times the queries whose name contains one of those strings."""
     configure("warning")
     async with fresh_database(admin_db) as url:
         facts = await generate(url, size)
-        rows = await measure(url, facts, repeats)
+        rows = await measure(url, facts, repeats, only)
     counts, spent = facts["counts"], facts["seconds"]
     notes = [
         f"{counts['executions']:,} executions over {DAYS} days across {len(TIERS)} tenants "
@@ -444,9 +461,20 @@ async def run(size: int = 1_000_000, *, admin_db: str = ADMIN_DB, repeats: int =
 if __name__ == "__main__":
     from bench.run import table
 
-    size = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    admin = sys.argv[2] if len(sys.argv) > 2 else ADMIN_DB
-    result = asyncio.run(run(size, admin_db=admin))
+    parser = argparse.ArgumentParser(prog="python -m bench.analytics")
+    parser.add_argument("size", type=int, nargs="?", default=1_000_000)
+    parser.add_argument("admin_db", nargs="?", default=ADMIN_DB)
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="time only the queries whose name contains TEXT (case-insensitive; repeatable)",
+    )
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    args = parser.parse_args()
+    result = asyncio.run(
+        run(args.size, admin_db=args.admin_db, repeats=args.repeats, only=args.only)
+    )
     print(table(result["rows"]))
     for note in result["notes"]:
         print(f"  {note}")
