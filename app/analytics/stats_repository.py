@@ -35,7 +35,6 @@ from sqlalchemy import (
     String,
     and_,
     cast,
-    column,
     func,
     literal,
     or_,
@@ -43,7 +42,6 @@ from sqlalchemy import (
     text,
     true,
     union_all,
-    values,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -88,23 +86,23 @@ def merged(spans: list[tuple[T, T]]) -> list[tuple[T, T]]:
 
 
 def _periods(ranges: list[Period], bound: Any = None) -> Any:
-    """The ranges as a VALUES list to join the rows read to their periods; with `bound`
-    Date, as UTC days (the rollup's): [lo's day, hi's day) and `back` in whole days."""
+    """The ranges as a relation (period, back, lo, hi) to join the rows read to their periods;
+    with `bound` Date, as UTC days (the rollup's): [lo's day, hi's day) and `back` in whole
+    days. A UNION ALL of one-row SELECTs of bound values, not VALUES: SQLAlchemy caches no
+    statement that holds a VALUES list (`values().data()`), so each request compiled the whole
+    statement again (about 20 ms here; docs/library-notes.md)."""
+    names = ("period", "back", "lo", "hi")
     if bound is Date:
-        return values(
-            column("period", String),
-            column("back", Integer),
-            column("lo", Date),
-            column("hi", Date),
-            name="periods",
-        ).data([(r.period, r.back.days, r.lo.date(), r.hi.date()) for r in ranges])
-    return values(
-        column("period", String),
-        column("back", Interval),
-        column("lo", DateTime(timezone=True)),
-        column("hi", DateTime(timezone=True)),
-        name="periods",
-    ).data([(r.period, r.back, r.lo, r.hi) for r in ranges])
+        types: tuple[Any, ...] = (String, Integer, Date, Date)
+        rows = [(r.period, r.back.days, r.lo.date(), r.hi.date()) for r in ranges]
+    else:
+        types = (String, Interval, DateTime(timezone=True), DateTime(timezone=True))
+        rows = [(r.period, r.back, r.lo, r.hi) for r in ranges]
+    selects = [
+        select(*(literal(v, t).label(n) for v, t, n in zip(row, types, names, strict=True)))
+        for row in rows
+    ]
+    return (selects[0] if len(selects) == 1 else union_all(*selects)).subquery("periods")
 
 
 @dataclass(frozen=True)
