@@ -35,7 +35,8 @@ async def test_stats_and_comparison_statements_come_from_the_compiled_cache(
     seen: list[tuple[CacheStats, str]] = []
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any) -> None:
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        context = rest[1]
         seen.append((context.cache_hit, statement))
 
     now = datetime.now(UTC)
