@@ -1,8 +1,10 @@
-"""The analytics statements are compiled once per shape, not once per request: SQLAlchemy
-caches no statement that holds a VALUES list, and compiling the stats statement took about
-20 ms of Python per request (tenantComparison over 90 days: 136 ms on the client against
-62-68 ms of PostgreSQL time). Each statement a second identical request sends must come
-from SQLAlchemy's compiled cache."""
+"""Why tenantComparison over 90 days took 136 ms on the client against 62-68 ms of PostgreSQL
+time (docs/analytics.md, Speed at scale), and executionStats alike:
+- SQLAlchemy caches no statement that holds a VALUES list, so the stats statement was compiled
+  on every request (10-20 ms of Python): each statement a second identical request sends must
+  come from SQLAlchemy's compiled cache;
+- from a prepared statement's sixth run PostgreSQL may switch to a generic plan, which was
+  slower: the stats statements run with plan_cache_mode force_custom_plan."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine.interfaces import CacheStats
 
 from app.analytics.comparison import TenantComparison, TenantRankBy
@@ -54,6 +56,12 @@ async def test_stats_and_comparison_statements_come_from_the_compiled_cache(
                 await TenantComparison(s, gauge).page(
                     operator, since, now, TenantRankBy.EXECUTIONS, 20, None
                 )
+                # asyncpg prepares each statement once per connection; from its sixth run
+                # PostgreSQL may plan it for any window (generic), which was 1.7x slower here.
+                settings_now = await s.execute(
+                    text("SELECT current_setting('plan_cache_mode'), current_setting('jit')")
+                )
+                assert tuple(settings_now.one()) == ("force_custom_plan", "off")
     finally:
         await engine.dispose()
     assert len(seen) >= 3
