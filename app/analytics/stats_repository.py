@@ -105,7 +105,9 @@ def _periods(ranges: list[Period], bound: Any = None) -> Any:
     names = ("period", "back", "lo", "hi")
     if bound is Date:
         types: tuple[Any, ...] = (String, Integer, Date, Date)
-        rows = [(r.period, r.back.days, r.lo.date(), r.hi.date()) for r in ranges]
+        rows: list[tuple[Any, ...]] = [
+            (r.period, r.back.days, r.lo.date(), r.hi.date()) for r in ranges
+        ]
     else:
         types = (String, Interval, DateTime(timezone=True), DateTime(timezone=True))
         rows = [(r.period, r.back, r.lo, r.hi) for r in ranges]
