@@ -18,10 +18,10 @@ CHEAPER_MODEL A model with records for the task (A/B overrides, failover, the bu
               least MIN_MODEL_CALLS calls, a one-sided non-inferiority test (margin
               MAX_PASS_RATE_DROP) rejects "worse by the margin or more" at family-wise alpha
               0.05 after Holm's correction over every pair the request tests
-              (app/analytics/recommendation_stats.py says why), the observed rate is at most the
-              margin below, and the pooled drop test finds no significant drop (z < 1.645).
-              Wilson 95% intervals are reported. The savings: the primary model's calls at the
-              difference in average cost per call.
+              (app/analytics/model_comparison.py; recommendation_stats.py says why), the
+              observed rate is at most the margin below, and the pooled drop test finds no
+              significant drop (z < 1.645). Wilson 95% intervals are reported. The savings: the
+              primary model's calls at the difference in average cost per call.
               Applied with `updateAiSettings(input: {overrides: ...})`.
 BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the monthly limit
               that would have covered that month's demand is its recorded spend plus each refused
@@ -56,14 +56,15 @@ from app.ai.contracts import ModelChoice
 from app.ai.pricing import usd
 from app.ai.service import AiService, max_budget
 from app.ai_catalog import Catalog
-from app.analytics.recommendation_stats import (
-    CORRECTION,
-    FAMILY_ALPHA,
-    NonInferiority,
-    drop_z,
-    holm_adjusted,
-    non_inferiority,
-    wilson,
+from app.analytics.model_comparison import (
+    ModelComparison,
+    ModelResult,
+    RateBasis,
+    model_results,
+    model_summary,
+    passing,
+    rate_of,
+    tested_pairs,
 )
 from app.analytics.recommendations_repository import (
     GapBucket,
@@ -83,22 +84,7 @@ TTL_LADDER: tuple[int, ...] = tuple(
 assert set(TTL_LADDER) <= set(REPEAT_GAP_BOUNDS)
 CACHE_COVERAGE = 0.9  # the suggested TTL answers at least this share of the missed repeats
 MIN_REPEATS = 20  # missed repeats of a task before a cache suggestion
-MIN_MODEL_CALLS = 30  # calls of each model before comparing their pass rates
-MAX_PASS_RATE_DROP = 0.05  # the cheaper model's observed pass rate may be this much lower
-Z_ONE_SIDED_95 = 1.645
 MIN_BUDGET_FALLBACKS = 10  # BUDGET fallbacks in one month before a budget suggestion
-
-
-@dataclass(frozen=True)
-class ModelResult:
-    """One model's calls of a task in the window (cache hits and baseline answers excluded)."""
-
-    task: str
-    provider: str
-    model: str
-    passed: int  # output validated (outcome OK)
-    invalid: int  # paid, output invalid twice: baseline answered (INVALID_OUTPUT)
-    cost_usd: Decimal  # of all those calls
 
 
 @dataclass(frozen=True)
@@ -107,19 +93,6 @@ class BudgetMonth:
     spent_usd: Decimal  # every recorded cost of the month (what counted against the budget)
     fallbacks: dict[str, int]  # task -> BUDGET fallbacks in the window in this month
     paid: dict[str, tuple[int, Decimal]]  # task -> (paid calls, their cost), the whole month
-
-
-def model_results(stats: list[WindowStats]) -> list[ModelResult]:
-    """The window's calls per task and model that answered, over its months."""
-    totals: dict[tuple[str, str, str], list[Any]] = {}
-    for s in stats:
-        if s.provider == "baseline" or s.paid == 0:
-            continue
-        total = totals.setdefault((s.task, s.provider, s.model), [0, 0, Decimal(0)])
-        total[0] += s.passed
-        total[1] += s.invalid
-        total[2] += s.paid_cost_usd
-    return [ModelResult(*key, *values) for key, values in sorted(totals.items())]
 
 
 def budget_months(stats: list[WindowStats], totals: list[MonthTotal]) -> list[BudgetMonth]:
@@ -139,42 +112,12 @@ def budget_months(stats: list[WindowStats], totals: list[MonthTotal]) -> list[Bu
 
 
 @dataclass(frozen=True)
-class RateBasis:
-    """One model's validation record for a task in the window."""
-
-    provider: str
-    model: str
-    calls: int
-    passed: int
-    cost_usd: Decimal
-    avg_cost_usd: Decimal
-    pass_rate: float
-    wilson_low: float
-    wilson_high: float
-
-
-@dataclass(frozen=True)
 class CacheBasis:
     current_ttl_seconds: int  # <= 0: the cache is off for the task
     suggested_ttl_seconds: int
     missed_repeats: int  # paid repeats the TTL in force did not answer
     covered_repeats: int  # of those, the ones the suggested TTL would have answered
     min_repeats: int = MIN_REPEATS
-
-
-@dataclass(frozen=True)
-class ModelComparison:
-    current: RateBasis  # the task's most used model
-    cheaper: RateBasis
-    z: float  # of the one-sided test that the cheaper model passes less often
-    non_inferiority_z: float  # of the test that it passes at most the margin less often
-    p_value: float  # that test's, uncorrected
-    adjusted_p_value: float  # Holm-adjusted over the request's comparisons: <= family_alpha
-    comparisons: int  # the (task, current, cheaper) pairs tested in the request
-    correction: str = CORRECTION
-    family_alpha: float = FAMILY_ALPHA
-    min_calls: int = MIN_MODEL_CALLS
-    max_pass_rate_drop: float = MAX_PASS_RATE_DROP
 
 
 @dataclass(frozen=True)
@@ -262,92 +205,6 @@ def cache_recommendations(buckets: list[GapBucket], ttls: dict[str, int]) -> lis
     return found
 
 
-def _rate(r: ModelResult) -> RateBasis:
-    calls = r.passed + r.invalid
-    low, high = wilson(r.passed, calls)
-    return RateBasis(
-        r.provider,
-        r.model,
-        calls,
-        r.passed,
-        usd(r.cost_usd),
-        usd(r.cost_usd / calls),
-        r.passed / calls,
-        low,
-        high,
-    )
-
-
-@dataclass(frozen=True)
-class _Pair:
-    """A cheaper model tested against its task's most used one."""
-
-    task: str
-    primary: RateBasis
-    cheaper: RateBasis
-    test: NonInferiority
-
-
-def _tested_pairs(by_task: dict[str, list[RateBasis]], allowed: set[ModelChoice]) -> list[_Pair]:
-    """Every pair the request tests: the family Holm's correction covers. Which pairs are in
-    it depends on call counts, costs and the tier, never on the pass rates being tested."""
-    pairs = []
-    for task, rates in sorted(by_task.items()):
-        primary = max(rates, key=lambda r: (r.calls, r.cost_usd))
-        if primary.calls < MIN_MODEL_CALLS:
-            continue
-        for other in rates:
-            if (
-                other is primary
-                or other.calls < MIN_MODEL_CALLS
-                or other.avg_cost_usd >= primary.avg_cost_usd
-                or ModelChoice(other.provider, other.model) not in allowed
-            ):
-                continue
-            test = non_inferiority(
-                (primary.passed, primary.calls), (other.passed, other.calls), MAX_PASS_RATE_DROP
-            )
-            pairs.append(_Pair(task, primary, other, test))
-    return pairs
-
-
-def _passing(pairs: list[_Pair]) -> dict[str, tuple[Decimal, ModelComparison]]:
-    """Per task, the passing comparison that saves most: non-inferior after Holm's correction
-    over all `pairs`, at most the margin below as observed, and no significant drop."""
-    best: dict[str, tuple[Decimal, ModelComparison]] = {}
-    adjusted = holm_adjusted([pair.test.p_value for pair in pairs])
-    for pair, adjusted_p in zip(pairs, adjusted, strict=True):
-        primary, other = pair.primary, pair.cheaper
-        z = drop_z((primary.passed, primary.calls), (other.passed, other.calls))
-        if (
-            adjusted_p > FAMILY_ALPHA
-            or other.pass_rate < primary.pass_rate - MAX_PASS_RATE_DROP
-            or z >= Z_ONE_SIDED_95
-        ):
-            continue
-        saving = (primary.avg_cost_usd - other.avg_cost_usd) * primary.calls
-        if pair.task not in best or saving > best[pair.task][0]:
-            comparison = ModelComparison(
-                primary, other, z, pair.test.z, pair.test.p_value, adjusted_p, len(pairs)
-            )
-            best[pair.task] = (saving, comparison)
-    return best
-
-
-def _model_summary(task: str, c: ModelComparison, saving: Decimal) -> str:
-    cheaper, primary = c.cheaper, c.current
-    return (
-        f"{cheaper.provider}/{cheaper.model} passed validation on {cheaper.passed} of "
-        f"{cheaper.calls} {task} calls ({cheaper.pass_rate:.1%}) against "
-        f"{primary.passed} of {primary.calls} ({primary.pass_rate:.1%}) for "
-        f"{primary.provider}/{primary.model}, at {cheaper.avg_cost_usd} instead of "
-        f"{primary.avg_cost_usd} USD a call: {usd(saving)} USD less over the window. "
-        f"Not worse by {c.max_pass_rate_drop * 100:g} points or more: p = {c.adjusted_p_value:.2g} "
-        f"after Holm's correction over the {c.comparisons} model comparison"
-        f"{'s' if c.comparisons != 1 else ''} made (family-wise alpha {c.family_alpha})."
-    )
-
-
 def model_recommendations(
     results: list[ModelResult],
     tier: str,
@@ -362,9 +219,9 @@ def model_recommendations(
     by_task: dict[str, list[RateBasis]] = defaultdict(list)
     for r in results:
         if r.passed + r.invalid > 0:
-            by_task[r.task].append(_rate(r))
+            by_task[r.task].append(rate_of(r))
     found = []
-    for task, (saving, comparison) in sorted(_passing(_tested_pairs(by_task, allowed)).items()):
+    for task, (saving, comparison) in sorted(passing(tested_pairs(by_task, allowed)).items()):
         cheaper = comparison.cheaper
         choice = ModelChoice(cheaper.provider, cheaper.model)
         current = routed.get(task, [])
@@ -375,7 +232,7 @@ def model_recommendations(
             Recommendation(
                 kind="CHEAPER_MODEL",
                 task=task,
-                summary=_model_summary(task, comparison, saving),
+                summary=model_summary(task, comparison, saving),
                 apply_with="updateAiSettings",
                 apply_value={
                     "input": {

@@ -13,11 +13,10 @@ from typing import Annotated, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from app.analytics.model_comparison import ModelComparison, RateBasis
 from app.analytics.recommendations import (
     BudgetBasis,
     CacheBasis,
-    ModelComparison,
-    RateBasis,
     Recommendation,
     RecommendationService,
 )
