@@ -109,6 +109,7 @@ async def run_worker(
         asyncio.create_task(dispatch_webhooks(sessions, client, settings, stop)),
         asyncio.create_task(purge_step_records(sessions, settings, stop)),
         asyncio.create_task(evaluate_slas(sessions, bus, settings, stop)),
+        asyncio.create_task(prune_rollup_schedules(client, queue, stop)),
     ]
     try:
         await serve_worker(build_worker(client, queue, sessions, bus, settings), settings, stop)
@@ -126,6 +127,17 @@ async def serve_worker(worker: Worker, settings: Settings, stop: asyncio.Event) 
 
     settle_heap()
     await run_until(worker, stop, health_port=settings.worker_health_port)
+
+
+async def prune_rollup_schedules(client: Client, queue: str, stop: asyncio.Event) -> None:
+    """Hourly, delete other queues' analytics rollup schedules that no worker serves (a
+    renamed queue's): workers/rollup_schedules.py."""
+    from workers.main import PRUNE_INTERVAL_SECONDS
+    from workers.main import prune_rollup_schedules as prune
+
+    await every(
+        PRUNE_INTERVAL_SECONDS, lambda: prune(client, queue), "analytics.rollup_prune", stop
+    )
 
 
 async def admit_queued(
