@@ -7,7 +7,7 @@ Built CONCURRENTLY (the table takes writes from the SLA sweep and the recorder w
 indexed), and a failed build's INVALID index dropped first, as in 0010 and 0015.
 
 Revision ID: 0024
-Revises: 0023 (to become 0023 when the parallel migrations 0022 and 0023 are merged)
+Revises: 0023
 """
 
 import sqlalchemy as sa
