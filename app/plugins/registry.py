@@ -184,13 +184,19 @@ def use_read(read: dict[str, dict[str, Any] | str]) -> None:
     _HANDED.update(read)
 
 
-def _handed_or_read(name: str, timeout: float) -> dict[str, Any]:
-    handed = _HANDED.get(name)
-    if handed is None:  # not handed over (or not read there): read it here
-        return read_manifest(name, timeout=timeout)
-    if isinstance(handed, str):
-        raise ManifestError(handed)
-    return handed
+def handed_or_read(timeout: float) -> Reader:
+    """The reader `activate` uses: a manifest handed over (`use_read`) as it was read there (a
+    read that failed fails the same way), else one read here in a sandbox process."""
+
+    def read(name: str) -> dict[str, Any]:
+        handed = _HANDED.get(name)
+        if handed is None:  # not handed over (or not read there): read it here
+            return read_manifest(name, timeout=timeout)
+        if isinstance(handed, str):
+            raise ManifestError(handed)
+        return handed
+
+    return read
 
 
 def activate(settings: Settings) -> PluginRegistry:
@@ -200,11 +206,10 @@ def activate(settings: Settings) -> PluginRegistry:
     with _LOCK:
         if _ACTIVE is None:
             installed = sorted(installed_entry_points())
-            timeout = settings.plugin_manifest_timeout_seconds
             _ACTIVE = load(
                 settings.enabled_plugins(installed),
                 installed=installed,
-                reader=lambda name: _handed_or_read(name, timeout),
+                reader=handed_or_read(settings.plugin_manifest_timeout_seconds),
                 settings=settings,
             )
         return _ACTIVE

@@ -13,7 +13,7 @@ import pytest
 from app.plugins.api import PluginLoadError
 from app.plugins.checks import parse_manifest
 from app.plugins.manifest import ManifestError, read_manifest
-from app.plugins.registry import PluginRegistry, load, unload
+from app.plugins.registry import PluginRegistry, handed_or_read, load, unload, use_read
 from app.settings import Settings
 from app.steps import PLUGIN_ACTIVITIES, find_activity
 from tests.plugins.throwaway import GOOD_STEP, make_plugin
@@ -255,3 +255,24 @@ def test_a_plugin_names_only_its_own_variables() -> None:
         "env 'PLUGIN_MANIFEST_TIMEOUT_SECONDS': PLUGIN_MANIFEST_TIMEOUT_SECONDS is a setting"
         " of the service, not the plugin's"
     ]
+
+
+def test_a_handed_over_manifest_is_checked_like_one_read_here(loaded) -> None:  # type: ignore[no-untyped-def]
+    """`wfs dev` hands its roles the manifests it read (use_read): a role checks them as it
+    checks its own reads, so a bad one is refused there too, and a failed read fails the same."""
+    good = read_manifest("example")
+    try:
+        use_read({"example": good | {"api_version": 99}})
+        refused = load(["example"], installed=["example"], reader=handed_or_read(20))
+        loaded.append(refused)
+        assert not refused.loaded and any("API version 99" in p for p in refused.refused["example"])
+        use_read({"example": "plugin 'example': loading took longer than 20 s"})
+        failed = load(["example"], installed=["example"], reader=handed_or_read(20))
+        loaded.append(failed)
+        assert failed.refused == {"example": ["plugin 'example': loading took longer than 20 s"]}
+        use_read({"example": good})
+        fine = load(["example"], installed=["example"], reader=handed_or_read(20))
+        loaded.append(fine)
+        assert list(fine.loaded) == ["example"] and fine.read == {"example": good}
+    finally:
+        use_read({})
