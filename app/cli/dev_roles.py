@@ -240,7 +240,8 @@ class RoleProcess:
     ) -> None:
         """Hand over the settings (only what its roles need: role_settings) and the plugin
         manifests the parent read (not to a plugin's worker, which reads its own); the child
-        then starts its roles."""
+        then starts its roles. Past the pipe's buffer (64 KiB: manifests are a few KB, at most
+        2 MB each) the write waits for the child to finish its imports and read."""
         assert self.popen.stdin is not None
         handed = {} if is_plugin_process(self.roles) else (manifests or {})
         try:
