@@ -257,22 +257,27 @@ def test_a_plugin_names_only_its_own_variables() -> None:
     ]
 
 
-def test_a_handed_over_manifest_is_checked_like_one_read_here(loaded) -> None:  # type: ignore[no-untyped-def]
+def test_a_handed_over_manifest_is_checked_like_one_read_here(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
     """`wfs dev` hands its roles the manifests it read (use_read): a role checks them as it
-    checks its own reads, so a bad one is refused there too, and a failed read fails the same."""
-    good = read_manifest("example")
+    checks its own reads, so a bad one is refused there too, and a failed read fails the same.
+    (A throwaway plugin: loading and unloading the example would take its steps away from the
+    session's registry.)"""
+    declared = f'plugin = Plugin(name="handy", version="0.1", steps=[{GOOD_STEP}])'
+    make_plugin(tmp_path, "handy", declared)
+    good = read_manifest("handy", extra_paths=[str(tmp_path)], timeout=30)
     try:
-        use_read({"example": good | {"api_version": 99}})
-        refused = load(["example"], installed=["example"], reader=handed_or_read(20))
+        use_read({"handy": good | {"api_version": 99}})
+        refused = load(["handy"], installed=["handy"], reader=handed_or_read(20))
         loaded.append(refused)
-        assert not refused.loaded and any("API version 99" in p for p in refused.refused["example"])
-        use_read({"example": "plugin 'example': loading took longer than 20 s"})
-        failed = load(["example"], installed=["example"], reader=handed_or_read(20))
+        assert not refused.loaded and any("API version 99" in p for p in refused.refused["handy"])
+        use_read({"handy": "plugin 'handy': loading took longer than 20 s"})
+        failed = load(["handy"], installed=["handy"], reader=handed_or_read(20))
         loaded.append(failed)
-        assert failed.refused == {"example": ["plugin 'example': loading took longer than 20 s"]}
-        use_read({"example": good})
-        fine = load(["example"], installed=["example"], reader=handed_or_read(20))
+        assert failed.refused == {"handy": ["plugin 'handy': loading took longer than 20 s"]}
+        # Handed over, it loads without a read here (a sandbox here could not even find it).
+        use_read({"handy": good})
+        fine = load(["handy"], installed=["handy"], reader=handed_or_read(20))
         loaded.append(fine)
-        assert list(fine.loaded) == ["example"] and fine.read == {"example": good}
+        assert list(fine.loaded) == ["handy"] and fine.read == {"handy": good}
     finally:
         use_read({})
