@@ -33,20 +33,26 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def own_service(
-    settings: Settings, *, worker: bool = False, **overrides: Any
+    settings: Settings, *, worker: bool = False, ai_worker: bool = False, **overrides: Any
 ) -> AsyncIterator[str]:
-    """An API with these settings changed, running in this event loop (with `worker`, also a
-    worker on its own task queue); yields the API's base URL and stops both after."""
+    """An API with these settings changed, running in this event loop; yields the API's base
+    URL and stops everything after. With `worker`, also a worker on a task queue of its own;
+    with `ai_worker`, also an AI worker on an AI task queue of its own (a pro-tier or higher
+    template's enhancement steps run there: without one they wait for a poller forever)."""
     from app.cli.runner import run_api, run_worker
 
     update: dict[str, Any] = {"api_port": free_port(), **overrides}
     if worker:
         update.setdefault("temporal_task_queue", f"own-{uuid.uuid4().hex[:8]}")
+    if ai_worker:
+        update.setdefault("ai_task_queue", f"own-ai-{uuid.uuid4().hex[:8]}")
     own = settings.model_copy(update=update)
     stop, ready = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.create_task(run_api(own, stop, ready))]
     if worker:
         tasks.append(asyncio.create_task(run_worker(own, stop)))
+    if ai_worker:
+        tasks.append(asyncio.create_task(run_worker(own, stop, own.ai_task_queue)))
     try:
         await asyncio.wait_for(ready.wait(), 30)
         yield f"http://127.0.0.1:{own.api_port}"

@@ -16,7 +16,6 @@ import uvicorn
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from app.api.app import create_app
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.events.bus import EventBus
 from app.plugins.registry import activate as activate_plugins
@@ -38,6 +37,10 @@ class _Server(uvicorn.Server):
 async def run_api(
     settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
+    # Here, not at the top: a worker process never needs the API (Strawberry and the schema,
+    # ~0.4 s of CPU per process), and `wfs dev` starts four of them at once.
+    from app.api.app import create_app
+
     await asyncio.to_thread(check_storage, settings)
     config = uvicorn.Config(
         create_app(settings),
