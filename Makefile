@@ -82,8 +82,8 @@ lock: | $(BIN)/python
 	$(LOCK) --extra dev --extra test -o requirements/test.lock
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check app workers tests
-	$(BIN)/ruff format --check app workers tests
+	$(BIN)/ruff check app workers tests bench alembic plugins
+	$(BIN)/ruff format --check app workers tests bench alembic plugins
 
 schema: $(INSTALLED)
 	$(BIN)/wfs schema

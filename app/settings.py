@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     analytics_rollup_seconds: float = Field(default=300.0, ge=0)
     # Each reconciler round also deletes notifications older than this (app/notifications).
     notification_retention_days: float = Field(default=30.0, gt=0)
+    # ... and SLA breach rows older than this (app/sla/retention.py). At least 366 days, the
+    # longest slaReport window: a report ending now must find every rate breach it overlaps.
+    sla_breach_retention_days: float = Field(default=400.0, ge=366)
     # Records of steps with outside effects (emails, events.publish) dedupe activity retries;
     # older ones are deleted by the worker (app/steps/idempotency.py).
     step_idempotency_retention_days: float = Field(default=30.0, gt=0)

@@ -23,14 +23,15 @@ SLA worker's rounds) and bench/ai_recommendations.py (a year of dense AI usage) 
 two features on their own shapes.
 
     .venv/bin/python -m bench.analytics 1000000
+    .venv/bin/python -m bench.analytics 1000000 --only tenantComparison --only capacity
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
-import sys
 import tempfile
 import time
 import uuid
@@ -40,18 +41,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.capacity import CapacityService
 from app.analytics.comparison import TenantComparison, TenantRankBy
 from app.analytics.forecast import ForecastService
 from app.analytics.recommendations import RecommendationService
+from app.analytics.rollup_repository import CHANGE_MARGIN, RollupRepository
 from app.analytics.service import RollupService, StatsService, UsageService
 from app.analytics.sla import SlaReportService
+from app.analytics.sla_rollup import SlaRollupRefresh
 from app.analytics.storage_usage import StorageGauge
 from app.db import make_engine, make_sessionmaker
 from app.executions.service import ExecutionFilter
 from app.log_config import configure
+from app.models import Execution, RollupState
 from app.seed import seed_templates
 from app.settings import Settings
 from app.templates.service import TemplateService
@@ -352,9 +357,27 @@ def recommendations(days: int) -> Call:
 
 
 async def rollup_refresh(s: AsyncSession, facts: dict[str, Any]) -> Any:
-    """What the schedule runs every ANALYTICS_ROLLUP_SECONDS once the days are rolled up:
-    changed days (none here) and every template's cost estimates, rolled back after."""
+    """What the schedule runs every ANALYTICS_ROLLUP_SECONDS once the days are rolled up,
+    after one execution changed: that day rebuilt, every template's cost estimates
+    recomputed; rolled back after."""
+    await s.execute(
+        update(Execution).where(Execution.id == facts["execution_id"]).values(updated_at=func.now())
+    )
     return (await RollupService(s).refresh()).estimates
+
+
+async def idle_rollup_refresh(s: AsyncSession, facts: dict[str, Any]) -> Any:
+    """The same when nothing changed since the last refresh (its start moved past every
+    change, in this transaction only): the cost estimates are kept."""
+    await s.execute(update(RollupState).values(refreshed_from=func.now() + CHANGE_MARGIN))
+    return (await RollupService(s).refresh()).estimates
+
+
+async def sla_rollup_refresh(s: AsyncSession, facts: dict[str, Any]) -> Any:
+    """The SLA rollup's part of that refresh alone (nothing new: the scan for rows judged
+    against a target no longer in force), rolled back after."""
+    started = await RollupRepository(s).now()
+    return await SlaRollupRefresh(s).refresh(started, started.astimezone(UTC).date())
 
 
 QUERIES: list[tuple[str, Call]] = [
@@ -389,18 +412,31 @@ QUERIES: list[tuple[str, Call]] = [
     ("platform: capacityPlan, horizonDays 90", capacity_plan),
     ("slaReport, 31 days, all templates", sla_report(31, one=False)),
     ("slaReport, 31 days, one template", sla_report(31, one=True)),
+    ("slaReport, 366 days, all templates", sla_report(366, one=False)),
+    ("slaReport, 366 days, one template", sla_report(366, one=True)),
     ("aiRecommendations, 30 days", recommendations(30)),
     ("aiRecommendations, 366 days", recommendations(366)),
-    ("analytics rollup refresh, nothing new (cost estimates recomputed)", rollup_refresh),
+    ("analytics rollup refresh after a change (cost estimates recomputed)", rollup_refresh),
+    ("analytics rollup refresh, nothing changed (cost estimates kept)", idle_rollup_refresh),
+    ("  of which the SLA rollup's part", sla_rollup_refresh),
 ]
 
 
-async def measure(url: str, facts: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+def chosen(only: list[str] | None) -> list[tuple[str, Call]]:
+    """The QUERIES whose name contains one of `only` (case-insensitive); all without it."""
+    if not only:
+        return QUERIES
+    return [(n, c) for n, c in QUERIES if any(o.lower() in n.lower() for o in only)]
+
+
+async def measure(
+    url: str, facts: dict[str, Any], repeats: int, only: list[str] | None = None
+) -> list[dict[str, Any]]:
     engine = make_engine(url, pool_size=2)
     sessions = make_sessionmaker(engine)
     rows = []
     try:
-        for name, call in QUERIES:
+        for name, call in chosen(only):
             times, answer = [], None
             for _ in range(repeats):
                 async with sessions() as s:
@@ -421,12 +457,19 @@ async def measure(url: str, facts: dict[str, Any], repeats: int) -> list[dict[st
     return rows
 
 
-async def run(size: int = 1_000_000, *, admin_db: str = ADMIN_DB, repeats: int = REPEATS) -> dict:
-    """Scenario of `make bench`: {"scenario", "rows": [one per query], "notes"}."""
+async def run(
+    size: int = 1_000_000,
+    *,
+    admin_db: str = ADMIN_DB,
+    repeats: int = REPEATS,
+    only: list[str] | None = None,
+) -> dict:
+    """Scenario of `make bench`: {"scenario", "rows": [one per query], "notes"}; `only`
+    times the queries whose name contains one of those strings."""
     configure("warning")
     async with fresh_database(admin_db) as url:
         facts = await generate(url, size)
-        rows = await measure(url, facts, repeats)
+        rows = await measure(url, facts, repeats, only)
     counts, spent = facts["counts"], facts["seconds"]
     notes = [
         f"{counts['executions']:,} executions over {DAYS} days across {len(TIERS)} tenants "
@@ -444,9 +487,20 @@ async def run(size: int = 1_000_000, *, admin_db: str = ADMIN_DB, repeats: int =
 if __name__ == "__main__":
     from bench.run import table
 
-    size = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    admin = sys.argv[2] if len(sys.argv) > 2 else ADMIN_DB
-    result = asyncio.run(run(size, admin_db=admin))
+    parser = argparse.ArgumentParser(prog="python -m bench.analytics")
+    parser.add_argument("size", type=int, nargs="?", default=1_000_000)
+    parser.add_argument("admin_db", nargs="?", default=ADMIN_DB)
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="time only the queries whose name contains TEXT (case-insensitive; repeatable)",
+    )
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    args = parser.parse_args()
+    result = asyncio.run(
+        run(args.size, admin_db=args.admin_db, repeats=args.repeats, only=args.only)
+    )
     print(table(result["rows"]))
     for note in result["notes"]:
         print(f"  {note}")

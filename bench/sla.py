@@ -30,7 +30,8 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from app.analytics.sla import SlaReportService
-from app.analytics.sla_repository import run_stats_query
+from app.analytics.sla_repository import SlaReportRepository, Span, run_stats_query
+from app.analytics.sla_rollup import SlaRollupRefresh
 from app.db import make_engine, make_sessionmaker
 from app.log_config import configure
 from app.models.base import utcnow
@@ -85,43 +86,108 @@ def _ms(values: list[float], pct: float) -> float:
     return round(percentile(values, pct), 1)
 
 
-async def measure(url: str, facts: dict[str, Any], ids: list[Any], repeats: int) -> list[dict]:
-    engine = make_engine(url, pool_size=2)
-    sessions = make_sessionmaker(engine)
-    tenant = facts["tenant"]
-    now = utcnow()
+def _shapes(tenant: Any, ids: list[Any], now: Any) -> list[tuple[str, Any]]:
+    """(name, call(session)) of every timed question: the report through the service (rollup
+    and rows), and, where main had the query (31 d), main's rows-only statements on the same
+    data for comparison (the whole window as one span)."""
     shapes: list[tuple[str, Any]] = []
-    for days in (1, 7, 31):
+    for days in (1, 31, 92, 366):
         since = now - timedelta(days=days)
+        for label, one in (("all templates", None), ("one template", ids[0])):
 
-        def all_templates(s: Any, since: Any = since) -> Any:
-            return SlaReportService(s).report(tenant, since, now)
+            def report(s: Any, since: Any = since, one: Any = one) -> Any:
+                return SlaReportService(s).report(tenant, since, now, one)
 
-        def one_template(s: Any, since: Any = since) -> Any:
-            return SlaReportService(s).report(tenant, since, now, ids[0])
+            shapes.append((f"slaReport, {label}, {days} d", report))
+            if days in (31, 366):
 
-        shapes.append((f"slaReport, all templates, {days} d", all_templates))
-        shapes.append((f"slaReport, one template, {days} d", one_template))
+                def rows_only(s: Any, since: Any = since, one: Any = one) -> Any:
+                    return SlaReportRepository(s).run_stats(tenant, [Span(since, now, one)], now)
+
+                shapes.append((f"  rows only (main's statement), {label}, {days} d", rows_only))
 
     async def page(s: Any, template_id: Any, days: int) -> Any:
         service = SlaReportService(s)
         (report,) = await service.report(tenant, now - timedelta(days=days), now, template_id)
         return await service.breached_runs(tenant, report, 20, None)
 
-    shapes.append(("breaches page 1 (all breach), 31 d", lambda s: page(s, ids[0], 31)))
-    shapes.append(("breaches page 1 (none breach), 31 d", lambda s: page(s, ids[2], 31)))
-    rows = []
-    try:
-        for name, call in shapes:
-            times = []
-            for _ in range(repeats):
-                async with sessions() as s:
-                    ms, result = await timed(call(s))
-                    times.append(ms)
-            size = len(result.items) if hasattr(result, "items") else len(result)
-            rows.append(
-                {"query": name, "rows": size, "p50 ms": _ms(times, 50), "p95 ms": _ms(times, 95)}
+    def rows_page(template_id: Any, days: int) -> Any:
+        def call(s: Any) -> Any:
+            spans = [Span(now - timedelta(days=days), now, template_id)]
+            return SlaReportRepository(s).breached_runs(
+                tenant, template_id, spans, now, before=None, limit=21
             )
+
+        return call
+
+    for days in (31, 366):
+        for label, template_id in (("all breach", ids[0]), ("none breach", ids[2])):
+            shapes.append(
+                (
+                    f"breaches page 1 ({label}), {days} d",
+                    lambda s, t=template_id, d=days: page(s, t, d),
+                )
+            )
+            if days == 31:
+                shapes.append(
+                    (f"  rows only (main's statement), {label}, 31 d", rows_page(template_id, 31))
+                )
+    return shapes
+
+
+async def _timed_rows(sessions: Any, shapes: list[tuple[str, Any]], repeats: int) -> list[dict]:
+    rows = []
+    for name, call in shapes:
+        times = []
+        for _ in range(repeats):
+            async with sessions() as s:
+                ms, result = await timed(call(s))
+                times.append(ms)
+        size = len(result.items) if hasattr(result, "items") else len(result)
+        rows.append(
+            {"query": name, "rows": size, "p50 ms": _ms(times, 50), "p95 ms": _ms(times, 95)}
+        )
+    return rows
+
+
+async def refresh_sla_rollup(sessions: Any) -> tuple[float, int]:
+    """One SLA rollup refresh in its own transaction: (ms, rows written)."""
+    async with sessions() as s:
+        started = (await s.execute(text("SELECT now()"))).scalar_one()
+        ms, written = await timed(SlaRollupRefresh(s).refresh(started, started.date()))
+        await s.commit()
+    return ms, written
+
+
+async def measure(url: str, facts: dict[str, Any], ids: list[Any], repeats: int) -> list[dict]:
+    engine = make_engine(url, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    tenant = facts["tenant"]
+    now = utcnow()
+    try:
+        ms, written = await refresh_sla_rollup(sessions)
+        fills = [
+            {
+                "query": "SLA rollup: first refresh (fills every day)",
+                "rows": written,
+                "p50 ms": round(ms, 1),
+                "p95 ms": None,
+            }
+        ]
+        async with sessions() as s:
+            await s.execute(text("ANALYZE sla_rollup"))
+            await s.commit()
+        ms, written = await refresh_sla_rollup(sessions)
+        fills.append(
+            {
+                "query": "SLA rollup: refresh, nothing new",
+                "rows": written,
+                "p50 ms": round(ms, 1),
+                "p95 ms": None,
+            }
+        )
+        rows = fills + await _timed_rows(sessions, _shapes(tenant, ids, now), repeats)
+        rows += await _override_changed(sessions, tenant, ids, now, repeats)
         monitor = SlaMonitor(sessions, None)
         for name, job in (
             ("SLA round: open runs past target", monitor.sweep_open),
@@ -148,9 +214,43 @@ async def measure(url: str, facts: dict[str, Any], ids: list[Any], repeats: int)
     return rows
 
 
+async def _override_changed(
+    sessions: Any, tenant: Any, ids: list[Any], now: Any, repeats: int
+) -> list[dict]:
+    """The measured tenant overrides the first template: its year is read from the rows
+    until the refresh rebuilds its rows (timed), then from the rollup again."""
+    async with sessions() as s:
+        await s.execute(
+            text(
+                "INSERT INTO template_slas (tenant_id, template_id, max_duration_seconds, "
+                "window_seconds, min_runs, updated_at) VALUES (:t, :p, 25, 86400, 10, now())"
+            ),
+            {"t": tenant, "p": ids[0]},
+        )
+        await s.commit()
+
+    def one(s: Any) -> Any:
+        return SlaReportService(s).report(tenant, now - timedelta(days=366), now, ids[0])
+
+    rows = await _timed_rows(
+        sessions, [("override just set: one template, 366 d (rows)", one)], repeats
+    )
+    ms, written = await refresh_sla_rollup(sessions)
+    rows.append(
+        {
+            "query": "SLA rollup: refresh after the override (one template rebuilt)",
+            "rows": written,
+            "p50 ms": round(ms, 1),
+            "p95 ms": None,
+        }
+    )
+    rows += await _timed_rows(sessions, [("after that refresh: one template, 366 d", one)], repeats)
+    return rows
+
+
 def _report_statement(tenant: Any, since: Any, until: Any) -> str:
-    """The all-templates report's statement with its values inlined, for EXPLAIN."""
-    query = run_stats_query(tenant, since, until, until, None)
+    """main's all-templates report statement (the rows path, whole window) inlined, for EXPLAIN."""
+    query = run_stats_query(tenant, [Span(since, until)], until)
     return str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 

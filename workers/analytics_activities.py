@@ -34,5 +34,6 @@ class AnalyticsActivities:
             days=done.days,
             rows=done.rows,
             estimates=done.estimates,
+            estimates_kept=done.estimates_kept,
         )
         return RollupResult(done.skipped, until, done.days, done.rows)

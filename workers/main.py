@@ -33,11 +33,15 @@ from workers.ai_activities import AiActivities
 from workers.analytics_activities import AnalyticsActivities
 from workers.health import HealthServer
 from workers.log_context import ActivityLogContext
+from workers.rollup_schedules import PRUNE_INTERVAL_SECONDS as PRUNE_INTERVAL_SECONDS
+from workers.rollup_schedules import prune_rollup_schedules as prune_rollup_schedules
 from workers.webhook_activities import WebhookActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
 from workers.workflows.rollup import AnalyticsRollupWorkflow
 
 log = structlog.get_logger(__name__)
+# PRUNE_INTERVAL_SECONDS and prune_rollup_schedules are imported for app/cli/runner.py, the
+# one module of app that may import workers.main.
 
 # Modules the workflow sandbox may reuse instead of re-importing on every run; opentelemetry
 # for Temporal's tracing interceptor, which runs inside the sandbox when tracing is on.

@@ -15,10 +15,13 @@ ENABLE_CACHE  Inputs that recurred (same task, model and input fingerprint, app/
 CHEAPER_MODEL A model with records for the task (A/B overrides, failover, the budget's cheaper
               sibling) that costs less per call than the task's most used model, that the tenant's
               tier may use, and whose validation pass rate is not worse: both models have at
-              least MIN_MODEL_CALLS calls, the cheaper one's observed rate is at most
-              MAX_PASS_RATE_DROP below, and a one-sided two-proportion z-test (pooled, alpha
-              0.05: z < 1.645) finds no significant drop. Wilson 95% intervals are reported. The
-              savings: the primary model's calls at the difference in average cost per call.
+              least MIN_MODEL_CALLS calls, a one-sided non-inferiority test (margin
+              MAX_PASS_RATE_DROP) rejects "worse by the margin or more" at family-wise alpha
+              0.05 after Holm's correction over every pair the request tests
+              (app/analytics/model_comparison.py; recommendation_stats.py says why), the
+              observed rate is at most the margin below, and the pooled drop test finds no
+              significant drop (z < 1.645). Wilson 95% intervals are reported. The savings: the
+              primary model's calls at the difference in average cost per call.
               Applied with `updateAiSettings(input: {overrides: ...})`.
 BUDGET        Calls refused for the budget (fallback BUDGET) in a UTC month: the monthly limit
               that would have covered that month's demand is its recorded spend plus each refused
@@ -38,7 +41,6 @@ million.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -54,6 +56,16 @@ from app.ai.contracts import ModelChoice
 from app.ai.pricing import usd
 from app.ai.service import AiService, max_budget
 from app.ai_catalog import Catalog
+from app.analytics.model_comparison import (
+    ModelComparison,
+    ModelResult,
+    RateBasis,
+    model_results,
+    model_summary,
+    passing,
+    rate_of,
+    tested_pairs,
+)
 from app.analytics.recommendations_repository import (
     GapBucket,
     MonthTotal,
@@ -72,23 +84,7 @@ TTL_LADDER: tuple[int, ...] = tuple(
 assert set(TTL_LADDER) <= set(REPEAT_GAP_BOUNDS)
 CACHE_COVERAGE = 0.9  # the suggested TTL answers at least this share of the missed repeats
 MIN_REPEATS = 20  # missed repeats of a task before a cache suggestion
-MIN_MODEL_CALLS = 30  # calls of each model before comparing their pass rates
-MAX_PASS_RATE_DROP = 0.05  # the cheaper model's observed pass rate may be this much lower
-Z_ONE_SIDED_95 = 1.645
-Z_TWO_SIDED_95 = 1.96
 MIN_BUDGET_FALLBACKS = 10  # BUDGET fallbacks in one month before a budget suggestion
-
-
-@dataclass(frozen=True)
-class ModelResult:
-    """One model's calls of a task in the window (cache hits and baseline answers excluded)."""
-
-    task: str
-    provider: str
-    model: str
-    passed: int  # output validated (outcome OK)
-    invalid: int  # paid, output invalid twice: baseline answered (INVALID_OUTPUT)
-    cost_usd: Decimal  # of all those calls
 
 
 @dataclass(frozen=True)
@@ -97,19 +93,6 @@ class BudgetMonth:
     spent_usd: Decimal  # every recorded cost of the month (what counted against the budget)
     fallbacks: dict[str, int]  # task -> BUDGET fallbacks in the window in this month
     paid: dict[str, tuple[int, Decimal]]  # task -> (paid calls, their cost), the whole month
-
-
-def model_results(stats: list[WindowStats]) -> list[ModelResult]:
-    """The window's calls per task and model that answered, over its months."""
-    totals: dict[tuple[str, str, str], list[Any]] = {}
-    for s in stats:
-        if s.provider == "baseline" or s.paid == 0:
-            continue
-        total = totals.setdefault((s.task, s.provider, s.model), [0, 0, Decimal(0)])
-        total[0] += s.passed
-        total[1] += s.invalid
-        total[2] += s.paid_cost_usd
-    return [ModelResult(*key, *values) for key, values in sorted(totals.items())]
 
 
 def budget_months(stats: list[WindowStats], totals: list[MonthTotal]) -> list[BudgetMonth]:
@@ -129,36 +112,12 @@ def budget_months(stats: list[WindowStats], totals: list[MonthTotal]) -> list[Bu
 
 
 @dataclass(frozen=True)
-class RateBasis:
-    """One model's validation record for a task in the window."""
-
-    provider: str
-    model: str
-    calls: int
-    passed: int
-    cost_usd: Decimal
-    avg_cost_usd: Decimal
-    pass_rate: float
-    wilson_low: float
-    wilson_high: float
-
-
-@dataclass(frozen=True)
 class CacheBasis:
     current_ttl_seconds: int  # <= 0: the cache is off for the task
     suggested_ttl_seconds: int
     missed_repeats: int  # paid repeats the TTL in force did not answer
     covered_repeats: int  # of those, the ones the suggested TTL would have answered
     min_repeats: int = MIN_REPEATS
-
-
-@dataclass(frozen=True)
-class ModelComparison:
-    current: RateBasis  # the task's most used model
-    cheaper: RateBasis
-    z: float  # of the one-sided test that the cheaper model passes less often
-    min_calls: int = MIN_MODEL_CALLS
-    max_pass_rate_drop: float = MAX_PASS_RATE_DROP
 
 
 @dataclass(frozen=True)
@@ -194,26 +153,6 @@ class RecommendationReport:
     since: datetime
     until: datetime
     recommendations: list[Recommendation]
-
-
-def wilson(passed: int, calls: int, z: float = Z_TWO_SIDED_95) -> tuple[float, float]:
-    """The Wilson score interval of a pass rate (calls > 0)."""
-    p = passed / calls
-    denominator = 1 + z * z / calls
-    centre = (p + z * z / (2 * calls)) / denominator
-    half = z * math.sqrt(p * (1 - p) / calls + z * z / (4 * calls * calls)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def drop_z(primary: tuple[int, int], cheaper: tuple[int, int]) -> float:
-    """z of the pooled two-proportion test that the cheaper model's pass rate is lower than
-    the primary's; (passed, calls) each. 0 when both rates are 0 or 1 (no variance)."""
-    (p1_passed, n1), (p2_passed, n2) = primary, cheaper
-    pooled = (p1_passed + p2_passed) / (n1 + n2)
-    variance = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    if variance == 0:
-        return 0.0
-    return (p1_passed / n1 - p2_passed / n2) / math.sqrt(variance)
 
 
 def _ttl_text(seconds: int) -> str:
@@ -266,22 +205,6 @@ def cache_recommendations(buckets: list[GapBucket], ttls: dict[str, int]) -> lis
     return found
 
 
-def _rate(r: ModelResult) -> RateBasis:
-    calls = r.passed + r.invalid
-    low, high = wilson(r.passed, calls)
-    return RateBasis(
-        r.provider,
-        r.model,
-        calls,
-        r.passed,
-        usd(r.cost_usd),
-        usd(r.cost_usd / calls),
-        r.passed / calls,
-        low,
-        high,
-    )
-
-
 def model_recommendations(
     results: list[ModelResult],
     tier: str,
@@ -296,31 +219,10 @@ def model_recommendations(
     by_task: dict[str, list[RateBasis]] = defaultdict(list)
     for r in results:
         if r.passed + r.invalid > 0:
-            by_task[r.task].append(_rate(r))
+            by_task[r.task].append(rate_of(r))
     found = []
-    for task, rates in sorted(by_task.items()):
-        primary = max(rates, key=lambda r: (r.calls, r.cost_usd))
-        if primary.calls < MIN_MODEL_CALLS:
-            continue
-        best: tuple[Decimal, RateBasis, float] | None = None
-        for other in rates:
-            if (
-                other is primary
-                or other.calls < MIN_MODEL_CALLS
-                or other.avg_cost_usd >= primary.avg_cost_usd
-                or ModelChoice(other.provider, other.model) not in allowed
-                or other.pass_rate < primary.pass_rate - MAX_PASS_RATE_DROP
-            ):
-                continue
-            z = drop_z((primary.passed, primary.calls), (other.passed, other.calls))
-            if z >= Z_ONE_SIDED_95:
-                continue
-            saving = (primary.avg_cost_usd - other.avg_cost_usd) * primary.calls
-            if best is None or saving > best[0]:
-                best = (saving, other, z)
-        if best is None:
-            continue
-        saving, cheaper, z = best
+    for task, (saving, comparison) in sorted(passing(tested_pairs(by_task, allowed)).items()):
+        cheaper = comparison.cheaper
         choice = ModelChoice(cheaper.provider, cheaper.model)
         current = routed.get(task, [])
         if current and current[0] == choice:
@@ -330,13 +232,7 @@ def model_recommendations(
             Recommendation(
                 kind="CHEAPER_MODEL",
                 task=task,
-                summary=(
-                    f"{cheaper.provider}/{cheaper.model} passed validation on {cheaper.passed} of "
-                    f"{cheaper.calls} {task} calls ({cheaper.pass_rate:.1%}) against "
-                    f"{primary.passed} of {primary.calls} ({primary.pass_rate:.1%}) for "
-                    f"{primary.provider}/{primary.model}, at {cheaper.avg_cost_usd} instead of "
-                    f"{primary.avg_cost_usd} USD a call: {usd(saving)} USD less over the window."
-                ),
+                summary=model_summary(task, comparison, saving),
                 apply_with="updateAiSettings",
                 apply_value={
                     "input": {
@@ -347,7 +243,7 @@ def model_recommendations(
                     }
                 },
                 savings_usd=usd(saving),
-                cheaper_model=ModelComparison(primary, cheaper, z),
+                cheaper_model=comparison,
             )
         )
     return found

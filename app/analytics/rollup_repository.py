@@ -190,6 +190,18 @@ class RollupRepository:
         )
         return [(r.tenant_id, r.day) for r in rows]
 
+    async def changed_since(self, since: datetime) -> bool:
+        """Whether any execution (any day) changed at or after `since`: one probe of
+        ix_executions_tenant_updated per tenant, each stopping at its first row."""
+        changed = (
+            select(Execution.id)
+            .where(Execution.tenant_id == Tenant.id, Execution.updated_at >= since)
+            .limit(1)
+            .lateral("changed")
+        )
+        found = select(Tenant.id).join(changed, text("true")).limit(1)
+        return bool(await self.session.scalar(select(found.exists())))
+
     async def rebuild(self, first: date, end: date, tenant_id: uuid.UUID | None = None) -> int:
         """Rebuild the days [first, end) of one tenant (or all) in both rollups, one statement
         each for the deletes and the inserts (the first refresh of a database rolls up every

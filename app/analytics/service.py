@@ -18,6 +18,7 @@ from app.analytics.rollup_repository import (
     day_start,
     whole_days,
 )
+from app.analytics.sla_rollup import SlaRollupRefresh
 from app.analytics.stats_repository import CALENDAR, Figures, StatsRepository, StatsScope
 from app.analytics.usage_repository import RunFigures, StepFigures, UsageRepository
 from app.errors import NotFound, ValidationFailed
@@ -337,7 +338,8 @@ class RollupRefresh:
     complete_until: date | None = None
     days: int = 0  # tenant-days (or all tenants' days) rebuilt
     rows: int = 0
-    estimates: int = 0  # template_cost_estimates rows written
+    estimates: int = 0  # template_cost_estimates rows written (0 when kept)
+    estimates_kept: bool = False  # nothing changed since the last refresh: not recomputed
     started: datetime | None = None  # the moment it describes (refreshed_from)
 
 
@@ -352,7 +354,8 @@ class RollupService:
     async def refresh(self) -> RollupRefresh:
         """Roll up the days completed since the last refresh (the first: every day before
         today, UTC), rebuild the earlier days of executions changed since the last one
-        began (less CHANGE_MARGIN), then recompute the templates' cost estimates."""
+        began (less CHANGE_MARGIN), then recompute the templates' cost estimates (unless
+        nothing changed: no day added, no execution changed since the last refresh)."""
         if not await self.repo.lock():
             return RollupRefresh(skipped=True)
         started = await self.repo.now()
@@ -372,9 +375,24 @@ class RollupService:
             for tenant_id, day in await self.repo.changed_days(since, state.complete_until):
                 rows += await self.repo.rebuild(day, day + timedelta(days=1), tenant_id)
                 days += 1
-        # Template.costEstimate's table, from the rollup just made current (its pairs).
-        estimates = await ForecastService(self.session).refresh_cost_estimates(started, today)
+        # Template.costEstimate's table, from the rollup just made current (its pairs); kept
+        # when no execution changed since the last refresh and no day was added (the
+        # estimates would be the same: it was most of an idle refresh's time).
+        kept = (
+            state is not None
+            and days == 0
+            and not await self.repo.changed_since(state.refreshed_from - CHANGE_MARGIN)
+        )
+        estimates = 0
+        if not kept:
+            estimates = await ForecastService(self.session).refresh_cost_estimates(started, today)
+        rows += await SlaRollupRefresh(self.session).refresh(started, today)
         await self.repo.save_state(today, started)
         return RollupRefresh(
-            complete_until=today, days=days, rows=rows, estimates=estimates, started=started
+            complete_until=today,
+            days=days,
+            rows=rows,
+            estimates=estimates,
+            estimates_kept=kept,
+            started=started,
         )

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.analytics.service import checked_window
-from app.analytics.sla_repository import RunStats, SlaReportRepository
+from app.analytics.service import MAX_SPAN, checked_window
+from app.analytics.sla_repository import RunStats
+from app.analytics.sla_rollup import SlaFigures
 from app.errors import Forbidden, ValidationFailed
 from app.models import Execution, Template, TemplateSla
 from app.models.base import utcnow
@@ -30,10 +31,9 @@ from app.tenants.service import Principal
 
 # Templates in one report (by name); a tenant with more asks per template (templateId).
 MAX_REPORT_TEMPLATES = 100
-# The report reads every run of the window (bench/sla.py, 1M runs of one tenant: 31 days
-# ~130 ms, 366 days ~1 s of PostgreSQL time). Its counts add up, so a longer period is the
-# sum of monthly reports.
-MAX_REPORT_SPAN = timedelta(days=31)
+# As every analytics window: whole days come from the SLA rollup (app/analytics/sla_rollup.py;
+# bench/sla.py measures 366 days at 1M runs of one tenant).
+MAX_REPORT_SPAN = MAX_SPAN
 MAX_RATE_BREACHES = 50
 
 
@@ -88,7 +88,7 @@ def _admin_only(principal: Principal) -> None:
 class SlaReportService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.repo = SlaReportRepository(session)
+        self.figures = SlaFigures(session)
         self.sla = SlaRepository(session)
 
     async def set_override(
@@ -134,15 +134,13 @@ class SlaReportService:
         """Per template with a target in force (or the one asked for, which the tenant must be
         able to read), the tenant's runs created in [since, until); at most
         MAX_REPORT_TEMPLATES, by name. Another tenant's runs never count."""
-        since, until = checked_window(
-            since, until, MAX_REPORT_SPAN, ": ask month by month and add the counts up"
-        )
+        since, until = checked_window(since, until, MAX_REPORT_SPAN)
         now = utcnow()
         if template_id is not None:
             await TemplateService(self.session).get(tenant_id, template_id)
         stats = {
             s.template_id: s
-            for s in await self.repo.run_stats(tenant_id, since, until, now, template_id)
+            for s in await self.figures.run_stats(tenant_id, since, until, now, template_id)
         }
         overrides = {o.template_id: o for o in await self.sla.overrides(tenant_id)}
         wanted = [template_id] if template_id is not None else [*stats, *overrides]
@@ -171,7 +169,7 @@ class SlaReportService:
         limit = check_first(first)
         cursor = decode_cursor(after, "datetime", "uuid")
         before = (datetime.fromisoformat(cursor[0]), uuid.UUID(cursor[1])) if cursor else None
-        rows = await self.repo.breached_runs(
+        rows = await self.figures.breached_runs(
             tenant_id,
             report.template.id,
             report.since,

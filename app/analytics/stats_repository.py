@@ -35,14 +35,11 @@ from sqlalchemy import (
     String,
     and_,
     cast,
-    column,
     func,
     literal,
     or_,
     select,
-    text,
     union_all,
-    values,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,6 +60,18 @@ PERCENTILES = (0.5, 0.95, 0.99)
 # The planner's cost of a random page read for a statement with paramsContains (see figures).
 RANDOM_PAGE_COST = 1.1
 CALENDAR = {"DAY": ("day", timedelta(days=1)), "WEEK": ("week", timedelta(days=7))}
+
+
+# For the rest of the transaction, in one round trip (docs/library-notes.md):
+# - jit off: these statements pass jit_above_cost, and compiling them took longer than
+#   running them here;
+# - custom plans: asyncpg prepares each statement once per connection, and from its sixth
+#   execution PostgreSQL may switch to a generic plan (one for any window), which it did for
+#   tenantComparison over 90 days: 215-245 ms a statement against 120-145 ms custom.
+LOCAL_SETTINGS = select(
+    func.set_config("jit", "off", True),
+    func.set_config("plan_cache_mode", "force_custom_plan", True),
+)
 
 
 @dataclass(frozen=True)
@@ -88,23 +97,25 @@ def merged(spans: list[tuple[T, T]]) -> list[tuple[T, T]]:
 
 
 def _periods(ranges: list[Period], bound: Any = None) -> Any:
-    """The ranges as a VALUES list to join the rows read to their periods; with `bound`
-    Date, as UTC days (the rollup's): [lo's day, hi's day) and `back` in whole days."""
+    """The ranges as a relation (period, back, lo, hi) to join the rows read to their periods;
+    with `bound` Date, as UTC days (the rollup's): [lo's day, hi's day) and `back` in whole
+    days. A UNION ALL of one-row SELECTs of bound values, not VALUES: SQLAlchemy caches no
+    statement that holds a VALUES list (`values().data()`), so each request compiled the whole
+    statement again (about 20 ms here; docs/library-notes.md)."""
+    names = ("period", "back", "lo", "hi")
     if bound is Date:
-        return values(
-            column("period", String),
-            column("back", Integer),
-            column("lo", Date),
-            column("hi", Date),
-            name="periods",
-        ).data([(r.period, r.back.days, r.lo.date(), r.hi.date()) for r in ranges])
-    return values(
-        column("period", String),
-        column("back", Interval),
-        column("lo", DateTime(timezone=True)),
-        column("hi", DateTime(timezone=True)),
-        name="periods",
-    ).data([(r.period, r.back, r.lo, r.hi) for r in ranges])
+        types: tuple[Any, ...] = (String, Integer, Date, Date)
+        rows: list[tuple[Any, ...]] = [
+            (r.period, r.back.days, r.lo.date(), r.hi.date()) for r in ranges
+        ]
+    else:
+        types = (String, Interval, DateTime(timezone=True), DateTime(timezone=True))
+        rows = [(r.period, r.back, r.lo, r.hi) for r in ranges]
+    selects = [
+        select(*(literal(v, t).label(n) for v, t, n in zip(row, types, names, strict=True)))
+        for row in rows
+    ]
+    return (selects[0] if len(selects) == 1 else union_all(*selects)).subquery("periods")
 
 
 @dataclass(frozen=True)
@@ -218,20 +229,16 @@ class StatsRepository:
             parts.append(self._from_rows(scope, raw))
         union = union_all(*parts).subquery("parts")
         query = self._folded(union)
-        # These statements pass jit_above_cost, and compiling them took longer than running
-        # them here (docs/library-notes.md).
-        await self.session.execute(text("SET LOCAL jit = off"))
-        # A plan for these values: asyncpg prepares the statement, and from its sixth run on a
-        # connection PostgreSQL may switch to a generic plan, made blind to the window and the
-        # filter (a broad paramsContains went from 0.7 s to 2.3 s here on its sixth repeat).
-        await self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        await self.session.execute(LOCAL_SETTINGS)
         if scope.params_contains is not None:
             # A broad paramsContains reads the tenant's window through the GIN matches AND the
             # (tenant, created) range: a quarter of the heap pages the GIN matches alone cost
             # (those hold every tenant's matches). The default cost of a random page (4, a
             # spinning disk's) keeps PostgreSQL on the GIN alone; 1.1 is the usual setting for
             # SSDs and cached tables (docs/analytics.md, "Speed at scale").
-            await self.session.execute(text(f"SET LOCAL random_page_cost = {RANDOM_PAGE_COST}"))
+            await self.session.execute(
+                select(func.set_config("random_page_cost", str(RANDOM_PAGE_COST), True))
+            )
         out = {}
         for r in (await self.session.execute(query)).mappings():
             p50, p95, p99 = (

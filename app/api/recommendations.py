@@ -13,11 +13,10 @@ from typing import Annotated, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from app.analytics.model_comparison import ModelComparison, RateBasis
 from app.analytics.recommendations import (
     BudgetBasis,
     CacheBasis,
-    ModelComparison,
-    RateBasis,
     Recommendation,
     RecommendationService,
 )
@@ -93,9 +92,32 @@ class AiModelComparison:
         description="Pooled two-proportion z of 'the cheaper model passes less often'; the "
         "suggestion needs z < 1.645 (no significant drop at one-sided alpha 0.05)."
     )
+    non_inferiority_z: float = strawberry.field(
+        description="z of 'the cheaper model passes maxPassRateDrop less often, or worse' "
+        "(Agresti-Caffo adjusted rates); large is evidence it is not that much worse."
+    )
+    p_value: float = strawberry.field(
+        description="One-sided p-value of that non-inferiority test, uncorrected."
+    )
+    adjusted_p_value: float = strawberry.field(
+        description="The p-value corrected for the comparisons made in this request "
+        "(`correction`); a suggestion needs it <= familyAlpha."
+    )
+    comparisons: int = strawberry.field(
+        description="(task, most used model, cheaper model) pairs tested in this request: the "
+        "family the correction covers."
+    )
+    correction: str = strawberry.field(
+        description="The multiple-comparison correction: HOLM (Holm-Bonferroni step-down)."
+    )
+    family_alpha: float = strawberry.field(
+        description="Chance, over all the comparisons, of suggesting any model worse by "
+        "maxPassRateDrop or more: at most this."
+    )
     min_calls: int = strawberry.field(description="Calls each model needs to be compared.")
     max_pass_rate_drop: float = strawberry.field(
-        description="How far below the current rate the cheaper one's observed rate may be."
+        description="The non-inferiority margin: how far below the current rate the cheaper "
+        "one's may be (observed, and by the test)."
     )
 
     @classmethod
@@ -104,6 +126,12 @@ class AiModelComparison:
             current=AiModelPassRate.build(c.current),
             cheaper=AiModelPassRate.build(c.cheaper),
             z=c.z,
+            non_inferiority_z=c.non_inferiority_z,
+            p_value=c.p_value,
+            adjusted_p_value=c.adjusted_p_value,
+            comparisons=c.comparisons,
+            correction=c.correction,
+            family_alpha=c.family_alpha,
             min_calls=c.min_calls,
             max_pass_rate_drop=c.max_pass_rate_drop,
         )

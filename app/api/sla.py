@@ -205,8 +205,7 @@ class SlaQuery:
     @strawberry.field(
         description=f"Your tenant's runs created in [from, to) against their templates' SLAs: "
         f"per template with targets in force (at most {MAX_REPORT_TEMPLATES}, by name), or "
-        f"only templateId's. The window spans at most {MAX_REPORT_SPAN.days} days (counts add "
-        "up: sum monthly reports for longer periods)."
+        f"only templateId's. The window spans at most {MAX_REPORT_SPAN.days} days."
     )
     async def sla_report(
         self,

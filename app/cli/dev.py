@@ -9,6 +9,12 @@ worker is always a process of its own, with a minimal environment), until Ctrl-C
 or a role's exit, and stops every child it started. It publishes its URLs in
 `<state dir>/services.json` so other `wfs` commands run from the same directory use these
 services.
+
+Start-up order (docs/performance.md, "wfs dev start"): the role processes are spawned first,
+before this module's heavier imports (hence the imports inside functions below), so their
+imports overlap everything else; the plugin manifests are read once, here, beside the
+embedded services' start, and handed to the roles (app/plugins/registry.py: `use_read`); the
+model check runs once the banner is out, which says its lines follow.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import click
 import structlog
 
-from app.ai.model_check import check_models
-from app.ai.providers import build_providers
+from app.cli.dev_banner import BannerModelCheck, banner
 from app.cli.dev_roles import (
     IN_PROCESS,
     ROLES,
@@ -35,13 +41,9 @@ from app.cli.dev_roles import (
     start_processes,
     stop_processes,
 )
-from app.db import make_engine, make_sessionmaker
 from app.embedded.process import listens_on
-from app.migrate import upgrade
 from app.plugins.api import installed_entry_points
-from app.seed import seed_demo_tenants, seed_templates
 from app.settings import Settings, remove_services_file, write_services_file
-from app.temporal import SEARCH_ATTRIBUTES, connect, register_search_attributes
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +52,7 @@ def _start_embedded(settings: Settings) -> tuple[Settings, list[Any]]:
     """Start what is not configured, in parallel; returns updated settings and started servers."""
     from app.embedded import EmbeddedPostgres, EmbeddedTemporal, EmbeddedValkey
     from app.embedded.mail import DevMailSink, listening
+    from app.temporal import SEARCH_ATTRIBUTES
 
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,7 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
     processes: 1 runs the API and both workers in this process; more runs them in child
     processes (app/cli/dev_roles.py) that this one supervises.
     """
-    t0 = time.monotonic()
+    t0 = _process_start()
     if "worker_graceful_shutdown_seconds" not in settings.model_fields_set:
         # Ctrl-C should not wait production's 60 s for a running activity (the children are
         # killed after 15 s anyway); WORKER_GRACEFUL_SHUTDOWN_SECONDS still wins when set.
@@ -147,7 +150,7 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         # plugin code (in sandboxes it starts) and must not hold the service's secrets.
         children = start_processes(processes, wake, plugins)
         offsets = health_offsets(processes, plugins)
-        settings, started = _start_embedded(settings)
+        settings, started, manifests = _start_services(settings)
         if fake_llm:
             settings = _start_fake_llm(settings, started)
         write_services_file(
@@ -160,15 +163,18 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
             },
         )
         assert settings.database_url
+        from app.migrate import upgrade
+
         upgrade(settings.database_url)
         # What `wfs migrate` does for Temporal (workers only check); the embedded server has
         # them from its start, a configured TEMPORAL_ADDRESS may not.
         asyncio.run(_register_search_attributes(settings))
         if interrupted:
             return 130
+        start = Start(t0, offsets, manifests)
         if processes > 1:
-            return _supervise(settings, children, t0, interrupted, wake, offsets)
-        return asyncio.run(_serve(settings, t0, interrupted, children, offsets))
+            return _supervise(settings, children, start, interrupted, wake)
+        return asyncio.run(_serve(settings, start, interrupted, children))
     except Exception as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
@@ -181,73 +187,93 @@ def run_dev(settings: Settings, *, fake_llm: bool = False, processes: int = 3) -
         click.echo("wfs dev stopped", err=True)
 
 
+def _process_start() -> float:
+    """When this process started, on the time.monotonic() clock: the banner's "ready (N s)"
+    counts the `wfs` command's own imports too (before, it began at run_dev, after them)."""
+    import psutil
+
+    return time.monotonic() - max(0.0, time.time() - psutil.Process().create_time())
+
+
+def _start_services(
+    settings: Settings,
+) -> tuple[Settings, list[Any], dict[str, dict[str, Any] | str]]:
+    """The embedded services, and beside them the plugin manifests: read (a sandbox process
+    each) and checked once, here; returns the settings, the started servers and what was read
+    of each manifest, for the role processes."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        plugins = pool.submit(_read_plugins, settings)
+        settings, started = _start_embedded(settings)
+        try:
+            return settings, started, plugins.result()
+        except Exception:
+            _stop_all(started)
+            raise
+
+
+def _read_plugins(settings: Settings) -> dict[str, dict[str, Any] | str]:
+    from app.plugins.registry import activate  # its imports too run beside the services' start
+
+    return activate(settings).read
+
+
 async def _register_search_attributes(settings: Settings) -> None:
+    from app.temporal import connect, register_search_attributes
+
     added = await register_search_attributes(await connect(settings))
     if added:
         log.info("dev.search_attributes_added", names=added)
 
 
-async def _seed(settings: Settings) -> tuple[dict[str, str], list[str]]:
-    """Standard templates and demo tenants, and the model check; returns the demo keys and the
-    check's banner lines."""
+@dataclass(frozen=True)
+class Start:
+    """What the start hands on to the serving part: when it began, each process's health
+    port offset, and the plugin manifests read here."""
+
+    t0: float
+    offsets: dict[str, int]
+    manifests: dict[str, dict[str, Any] | str]
+
+
+async def _seed(settings: Settings) -> dict[str, str]:
+    """Standard templates and demo tenants; returns the demo keys."""
+    from app.db import make_engine, make_sessionmaker
+    from app.seed import seed_demo_tenants, seed_templates
+
     assert settings.database_url
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     await seed_templates(sessions, settings)
     keys = await seed_demo_tenants(sessions, settings.state_dir, settings)
     await engine.dispose()
-    return keys, await _model_check_lines(settings)
-
-
-async def _model_check_lines(settings: Settings) -> list[str]:
-    """What the banner says about the catalogue's models that the providers do not list."""
-    providers = build_providers(settings)
-    try:
-        result = await check_models(providers, settings.catalog(), timeout=5)
-    finally:
-        for provider in providers.values():
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                await close()
-    lines = [
-        f"  AI models    {p.provider}: model list failed ({p.error})"
-        for p in result.providers
-        if p.error
-    ]
-    missing = result.missing()
-    if missing:
-        lines.append(f"  AI models    not offered by the provider: {', '.join(missing)}")
-        lines.append("               (calls fail over; fix AI_CATALOG, see docs/ai.md)")
-    elif result.providers and not lines:
-        lines.append(
-            f"  AI models    all {sum(len(p.configured) for p in result.providers)}"
-            f" catalogue models listed (catalogue of {settings.catalog().as_of})"
-        )
-    return lines
+    return keys
 
 
 def _supervise(
     settings: Settings,
     children: list[RoleProcess],
-    t0: float,
+    start: Start,
     interrupted: list[int],
     wake: threading.Event,
-    offsets: dict[str, int],
 ) -> int:
-    """Start the children, seed meanwhile, print the banner once the API listens, then wait
-    for a signal (exit 0) or a child's exit (reported, exit 1)."""
+    """Start the children, seed meanwhile, print the banner once the API listens (and the
+    model check's lines once they are in), then wait for a signal (exit 0) or a child's exit
+    (reported, exit 1)."""
     for child in children:
-        child.start(settings, offsets[child.name])
-    keys, checked = asyncio.run(_seed(settings))
-    api, announced = children[0], False
+        child.start(settings, start.offsets[child.name], start.manifests)
+    keys = asyncio.run(_seed(settings))
+    api, check, printed = children[0], None, False
     while not interrupted:
         wake.clear()
         if _report_dead(children):
             return 1
-        if not announced and listens_on(api.pid, settings.api_port):
-            _banner(settings, keys, time.monotonic() - t0, children, checked)
-            announced = True
-        wake.wait(None if announced else 0.05)
+        if check is None and listens_on(api.pid, settings.api_port):
+            banner(settings, keys, time.monotonic() - start.t0, children)
+            check = BannerModelCheck(settings, wake)
+        elif check is not None and check.finished() and not printed:
+            click.echo(check.report())
+            printed = True
+        wake.wait(None if check is not None else 0.05)
     return 0
 
 
@@ -273,17 +299,13 @@ async def _watch(children: list[RoleProcess], stop: asyncio.Event) -> bool:
 
 
 async def _serve(
-    settings: Settings,
-    t0: float,
-    interrupted: list[int],
-    children: list[RoleProcess],
-    offsets: dict[str, int],
+    settings: Settings, start: Start, interrupted: list[int], children: list[RoleProcess]
 ) -> int:
     """All roles but the plugins' workers in this process (`--processes 1`); those are the
     `children` (started here), supervised beside the roles."""
     for child in children:
-        child.start(settings, offsets[child.name])
-    keys, checked = await _seed(settings)
+        child.start(settings, start.offsets[child.name], start.manifests)
+    keys = await _seed(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -291,78 +313,23 @@ async def _serve(
     if interrupted:
         stop.set()
     ready = asyncio.Event()
-    own = role_settings(settings, ROLES, offsets[IN_PROCESS])
+    following: asyncio.Task[None] | None = None
+    own = role_settings(settings, ROLES, start.offsets[IN_PROCESS])
     serving = asyncio.create_task(serve_roles(own, ROLES, stop, ready))
     watching = asyncio.create_task(_watch(children, stop))
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait([ready_wait, serving], return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()
     if ready.is_set():
-        _banner(settings, keys, time.monotonic() - t0, children, checked)
+        banner(settings, keys, time.monotonic() - start.t0, children)
+        following = asyncio.create_task(_follow_up(BannerModelCheck(settings)))
     await serving  # until a signal, or a role fails (raised: exit 1)
     stop.set()
+    if following is not None:
+        following.cancel()
     return 1 if await watching else 0
 
 
-def _files_line(settings: Settings) -> str:
-    if settings.storage_backend == "s3":
-        where = settings.s3_endpoint_url or "AWS"
-        return f"s3://{settings.s3_bucket}/{settings.s3_prefix}<tenant id>/ at {where}"
-    return f"{settings.files_root} (one folder per tenant, each with samples/)"
-
-
-def _ai_line(settings: Settings) -> str:
-    providers = [
-        f"{name} ({url or 'api'})"
-        for name, key, url in (
-            ("openai", settings.openai_api_key, settings.openai_base_url),
-            ("anthropic", settings.anthropic_api_key, settings.anthropic_base_url),
-        )
-        if key
-    ]
-    return ", ".join(providers) if providers else "baseline only (no keys; try --fake-llm)"
-
-
-def _signed_in_graphiql(base: str, keys: dict[str, str]) -> list[str]:
-    """A GraphiQL link carrying a demo key in its fragment, which never reaches the server (nor
-    its access log); the page moves it into the Authorization header and off the address bar."""
-    for name in ("demo-pro", *keys):
-        if name in keys:
-            return ["", f"GraphiQL signed in as {name}: {base}/graphql#apiKey={keys[name]}"]
-    return []
-
-
-def _banner(
-    settings: Settings,
-    keys: dict[str, str],
-    seconds: float,
-    children: list[RoleProcess],
-    model_check: list[str],
-) -> None:
-    base = f"http://{settings.api_host}:{settings.api_port}"
-    processes = ", ".join(f"{c.name} {c.pid}" for c in children)
-    if not any(c.name == "api" for c in children):  # --processes 1
-        processes = "all other roles in this one" + (f", {processes}" if processes else "")
-    lines = [
-        "",
-        f"workflow-service is ready ({seconds:.1f}s)",
-        f"  GraphiQL     {base}/graphql",
-        f"  WebSocket    {base.replace('http', 'ws', 1)}/graphql (graphql-transport-ws)",
-        f"  Health       {base}/healthz  {base}/readyz  {base}/metrics",
-        f"  Temporal UI  {settings.temporal_ui_url or '(not started: TEMPORAL_ADDRESS is set)'}",
-        f"  AI           {_ai_line(settings)}",
-        *model_check,
-        f"  Mail         SMTP {settings.smtp_host}:{settings.smtp_port}"
-        f" (dev catcher: {settings.state_dir.resolve() / 'mail'}, a Maildir)",
-        f"  Files        {_files_line(settings)}",
-        f"  State        {settings.state_dir.resolve()}",
-        f"  Processes    {processes} (pids; --processes / DEV_PROCESSES)",
-        "",
-        "Demo API keys (send as `Authorization: Bearer <key>`):",
-        *[f"  {name:<17} {key}" for name, key in keys.items()],
-        *_signed_in_graphiql(base, keys),
-        "",
-        "Ctrl-C stops everything.",
-        "",
-    ]
-    click.echo("\n".join(lines))
+async def _follow_up(check: BannerModelCheck) -> None:
+    await asyncio.to_thread(check.wait)
+    click.echo(check.report())

@@ -5,10 +5,12 @@ One Python process runs its event loop on one core: a slow step or a large docum
 worker stalls the API beside it. So `wfs dev` starts each role in its own process (the
 production topology, `wfs api` and `wfs worker`, in miniature) and supervises them:
 
-* A child is `python -m app.cli.dev_roles ROLE...`. It imports the roles' code first and then
-  waits for one line on stdin: the parent's resolved `Settings` as JSON (the embedded services'
-  URLs included). The parent spawns the children before it starts the embedded services, so
-  the children's second of imports overlaps that start instead of following it.
+* A child is `python -m app.cli.dev_roles ROLE...`. It imports its roles' code (only theirs:
+  `import_roles`) first and then waits for two lines on stdin: the parent's resolved
+  `Settings` as JSON (the embedded services' URLs included), then the plugin manifests the
+  parent read (app/plugins/registry.py: `use_read`; the child checks them, it does not read
+  them again). The parent spawns the children before it starts the embedded services, so the
+  children's second of imports overlaps that start instead of following it.
 * The child's stdin stays open as a lifeline: when it closes, the parent is gone (even after a
   SIGKILL), and the child stops as on SIGTERM. Children run in their own session, so a
   terminal's Ctrl-C reaches only the parent, which stops them before the services they use.
@@ -39,7 +41,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from app.plugins.checks import env_prefix
+from app.plugins.api import env_prefix
 from app.settings import Settings
 
 ROLES = ("api", "worker", "ai-worker", "webhook-worker")
@@ -49,7 +51,7 @@ _output_lock = threading.Lock()
 
 # What a plugin worker's process inherits of `wfs dev`'s environment (see the module doc).
 PLUGIN_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-# ...and PLUGIN_<NAME>_* of its own plugin only (app/plugins/checks.py: env_prefix).
+# ...and PLUGIN_<NAME>_* of its own plugin only (app/plugins/api.py: env_prefix).
 PLUGIN_ENV_PREFIXES = ("TEMPORAL_", "WORKER_", "LOG_", "OTEL_")
 # ...but not the collector's credentials: a plugin that declared them in `env` would be
 # handed them by its worker.
@@ -230,13 +232,21 @@ class RoleProcess:
     def returncode(self) -> int | None:
         return self.popen.poll()
 
-    def start(self, settings: Settings, health_offset: int = 0) -> None:
-        """Hand over the settings (only what its roles need: role_settings); the child then
-        starts its roles."""
+    def start(
+        self,
+        settings: Settings,
+        health_offset: int = 0,
+        manifests: dict[str, dict[str, Any] | str] | None = None,
+    ) -> None:
+        """Hand over the settings (only what its roles need: role_settings) and the plugin
+        manifests the parent read (not to a plugin's worker, which reads its own); the child
+        then starts its roles. Past the pipe's buffer (64 KiB: manifests are a few KB, at most
+        2 MB each) the write waits for the child to finish its imports and read."""
         assert self.popen.stdin is not None
+        handed = {} if is_plugin_process(self.roles) else (manifests or {})
         try:
             line = handover(role_settings(settings, self.roles, health_offset))
-            self.popen.stdin.write(line + b"\n")
+            self.popen.stdin.write(line + b"\n" + json.dumps(handed).encode() + b"\n")
             self.popen.stdin.flush()
         except BrokenPipeError:
             pass  # it died already: the relay reports its exit
@@ -297,17 +307,34 @@ async def _serve_child(settings: Settings, roles: Sequence[str]) -> None:
     await serve_roles(settings, roles, stop)
 
 
+def import_roles(roles: Sequence[str]) -> None:
+    """Import the code `roles` run, and only that, before the settings arrive: the imports
+    overlap the parent's start. Only the API's process imports the API (Strawberry and the
+    schema), only the workers' processes the workers; four processes each importing both cost
+    ~2.5 s of CPU more on a 2-core machine (docs/performance.md, "wfs dev start")."""
+    import app.cli.runner  # noqa: F401
+
+    if "api" in roles:
+        import app.api.app  # noqa: F401
+    if any(role != "api" and not role.startswith(PLUGIN_ROLE_PREFIX) for role in roles):
+        import workers.main  # noqa: F401
+    if is_plugin_process(roles):
+        import workers.plugin_worker  # noqa: F401
+
+
 def child_main(roles: Sequence[str]) -> None:
-    import app.cli.runner  # noqa: F401 - the imports overlap the parent's start
-    import workers.main  # noqa: F401
+    import_roles(roles)
     from app import tracing
     from app.cli.process import hard_exit
     from app.log_config import configure
+    from app.plugins.registry import use_read
 
     line = sys.stdin.buffer.readline()
+    manifests = sys.stdin.buffer.readline()
     code = 0
-    if line:  # else the parent ended before it started us
+    if line and manifests:  # else the parent ended before it started us
         settings = Settings.model_validate_json(line)
+        use_read(json.loads(manifests))
         configure(settings.log_level, settings.log_json)
         tracing.configure(settings)  # off unless OTEL_* (inherited from `wfs dev`) asks
         try:

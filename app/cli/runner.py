@@ -16,7 +16,6 @@ import uvicorn
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from app.api.app import create_app
 from app.db import SessionFactory, make_engine, make_sessionmaker
 from app.events.bus import EventBus
 from app.plugins.registry import activate as activate_plugins
@@ -38,6 +37,10 @@ class _Server(uvicorn.Server):
 async def run_api(
     settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
+    # Here, not at the top: a worker process never needs the API (Strawberry and the schema,
+    # ~0.4 s of CPU per process), and `wfs dev` starts four of them at once.
+    from app.api.app import create_app
+
     await asyncio.to_thread(check_storage, settings)
     config = uvicorn.Config(
         create_app(settings),
@@ -109,6 +112,7 @@ async def run_worker(
         asyncio.create_task(dispatch_webhooks(sessions, client, settings, stop)),
         asyncio.create_task(purge_step_records(sessions, settings, stop)),
         asyncio.create_task(evaluate_slas(sessions, bus, settings, stop)),
+        asyncio.create_task(prune_rollup_schedules(client, queue, stop)),
     ]
     try:
         await serve_worker(build_worker(client, queue, sessions, bus, settings), settings, stop)
@@ -126,6 +130,17 @@ async def serve_worker(worker: Worker, settings: Settings, stop: asyncio.Event) 
 
     settle_heap()
     await run_until(worker, stop, health_port=settings.worker_health_port)
+
+
+async def prune_rollup_schedules(client: Client, queue: str, stop: asyncio.Event) -> None:
+    """Hourly, delete other queues' analytics rollup schedules that no worker serves (a
+    renamed queue's): workers/rollup_schedules.py."""
+    from workers.main import PRUNE_INTERVAL_SECONDS
+    from workers.main import prune_rollup_schedules as prune
+
+    await every(
+        PRUNE_INTERVAL_SECONDS, lambda: prune(client, queue), "analytics.rollup_prune", stop
+    )
 
 
 async def admit_queued(

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from app.db import SessionFactory, bound_statement_time
@@ -45,6 +47,7 @@ from app.models.base import utcnow
 from app.models.states import EventType, Status, holds_slot
 from app.notifications.service import NotificationService
 from app.settings import Settings
+from app.sla.retention import purge_breaches
 
 log = structlog.get_logger(__name__)
 PAGE_SIZE = 100
@@ -146,8 +149,10 @@ class Reconciler:
 
     async def run_round(self) -> list[uuid.UUID]:
         """Check up to MAX_PER_ROUND quiet open executions; returns the ids it finished.
-        Also deletes a batch of notifications past their retention (never in its way)."""
+        Also deletes a batch of notifications and one of SLA breaches past their retention
+        (never in its way)."""
         await self.purge_notifications()
+        await self.purge_sla_breaches()
         quiet_since = utcnow() - self.grace
         finished: list[uuid.UUID] = []
         checked = 0
@@ -177,24 +182,33 @@ class Reconciler:
         return finished
 
     async def purge_notifications(self) -> int:
-        """Delete up to PURGE_BATCH notifications older than NOTIFICATION_RETENTION_DAYS.
+        """Delete up to PURGE_BATCH notifications older than NOTIFICATION_RETENTION_DAYS."""
+        days = self.settings.notification_retention_days
+        return await self._purge("notifications", lambda s: NotificationService(s).purge(days))
+
+    async def purge_sla_breaches(self) -> int:
+        """Delete up to a batch of SLA breaches older than SLA_BREACH_RETENTION_DAYS."""
+        days = self.settings.sla_breach_retention_days
+        return await self._purge("sla_breaches", lambda s: purge_breaches(s, days))
+
+    async def _purge(self, what: str, delete: Callable[[AsyncSession], Awaitable[int]]) -> int:
+        """Run one purge batch in its own transaction; returns how many rows went.
 
         Never raises and never waits long: a DELETE slower than the purge timeout (rows locked
-        by another session, a slow disk) is logged and counted (wfs_upkeep_failures_total) and
-        the next round tries again; lost executions must still be finished meanwhile."""
+        by another session, a slow disk) is logged and counted (wfs_upkeep_failures_total, job
+        `<what>.purge`) and the next round tries again; lost executions must still be finished
+        meanwhile."""
         try:
             async with self.sessions() as session:
                 await bound_statement_time(session, self.purge_timeout)
-                deleted = await NotificationService(session).purge(
-                    self.settings.notification_retention_days
-                )
+                deleted = await delete(session)
                 await session.commit()
         except (SQLAlchemyError, OSError) as exc:
-            UPKEEP_FAILURES.labels(job="notifications.purge").inc()
-            log.warning("notifications.purge_failed", error=str(exc))
+            UPKEEP_FAILURES.labels(job=f"{what}.purge").inc()
+            log.warning(f"{what}.purge_failed", error=str(exc))
             return 0
         if deleted:
-            log.info("notifications.purged", count=deleted)
+            log.info(f"{what}.purged", count=deleted)
         return deleted
 
     async def verdict(self, row: OpenExecution) -> Verdict | None:

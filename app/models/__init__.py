@@ -14,6 +14,7 @@ from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
 from app.models.notification import Notification, NotificationCounter
 from app.models.sla import SlaBreach, TemplateSla
+from app.models.sla_rollup import SlaRollup, SlaRollupState
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, PlatformKey, Tenant
 from app.models.tenant_plugin import TenantPlugin
@@ -34,6 +35,8 @@ __all__ = [
     "NotificationCounter",
     "PlatformKey",
     "SlaBreach",
+    "SlaRollup",
+    "SlaRollupState",
     "RollupState",
     "StepAttempt",
     "StepIdempotency",

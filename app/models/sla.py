@@ -58,6 +58,8 @@ class SlaBreach(Base):
         Index("ix_sla_breaches_tenant_template_started", "tenant_id", "template_id", "started_at"),
         # For the executions FK's cascades (the unique one above is partial: unusable there).
         Index("ix_sla_breaches_execution_id", "execution_id"),
+        # For the retention purge's oldest rows (app/sla/retention.py; migration 0024).
+        Index("ix_sla_breaches_started_at", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

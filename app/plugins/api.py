@@ -175,3 +175,10 @@ def load_plugin(name: str) -> Plugin:
             f"plugin {name!r}: entry point name and Plugin.name ({plugin.name!r}) must be the same"
         )
     return plugin
+
+
+def env_prefix(plugin: str) -> str:
+    """The prefix every variable a plugin names (provider key and URL, `env`) must carry:
+    `PLUGIN_<NAME>_`. An allow-list: a deny-list of the service's settings missed every
+    other secret of a worker's environment (AWS_SECRET_ACCESS_KEY, OTEL_EXPORTER_OTLP_HEADERS)."""
+    return f"PLUGIN_{plugin.upper()}_"

@@ -17,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 from app.errors import ValidationFailed
 from app.jsonschemas import instance_problems, json_validator, schema_problems
 from app.plugins.api import NAME_PATTERN, PLUGIN_API_VERSION, plugin_task_queue
+from app.plugins.api import env_prefix as env_prefix  # the contract; checked here
 from app.settings import Settings
 from app.steps import STEP_ACTIVITIES
 from app.templates.schemas import validate_spec
@@ -31,13 +32,6 @@ RESERVED_NAMES = frozenset(
 )
 MAX_TEMPLATES = 50
 MAX_ITEMS = 100  # steps, AI tasks, providers, models, network entries, env names (each)
-
-
-def env_prefix(plugin: str) -> str:
-    """The prefix every variable a plugin names (provider key and URL, `env`) must carry:
-    `PLUGIN_<NAME>_`. An allow-list: a deny-list of the service's settings missed every
-    other secret of a worker's environment (AWS_SECRET_ACCESS_KEY, OTEL_EXPORTER_OTLP_HEADERS)."""
-    return f"PLUGIN_{plugin.upper()}_"
 
 
 def env_name_problem(plugin: str, name: str) -> str | None:

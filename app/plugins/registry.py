@@ -11,6 +11,13 @@ load.
 
 `activate(settings)` loads once per process (plugins change only when installed, and a process
 restarts then); `active()` is what it loaded.
+
+`wfs dev` reads the manifests once, in its own process, and hands what it read
+(`PluginRegistry.read`) to its role processes, which `use_read` it instead of starting a
+sandbox process each for the same answer (four sandboxes importing the plugin at the busiest
+second of the start). A role still checks what it was handed, with the same checks as any
+other reader: nothing it runs is unchecked, and a refusal reads the same everywhere. A process
+that was handed nothing (`wfs api`, `wfs worker`) reads its own.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class PluginRegistry:
     refused: dict[str, list[str]] = field(default_factory=dict)
     # What each loaded plugin registered, to take it back (tests, a refused template).
     registered_steps: dict[str, list[str]] = field(default_factory=dict)
+    # What was read of each manifest, before any check: the data, or why it could not be
+    # read (ManifestError's message). `wfs dev` hands it to its role processes (`use_read`).
+    read: dict[str, dict[str, Any] | str] = field(default_factory=dict)
 
     def templates(self) -> list[dict[str, Any]]:
         return [spec for m in self.loaded.values() for spec in m.templates]
@@ -83,6 +93,7 @@ def load(
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(present)))) as pool:
         answers = list(pool.map(lambda name: _read(read, name), present))
     for name, data in zip(present, answers, strict=True):
+        registry.read[name] = str(data) if isinstance(data, ManifestError) else data
         if isinstance(data, ManifestError):
             registry.refused[name] = [str(data)]
             continue
@@ -162,7 +173,30 @@ def unload(registry: PluginRegistry) -> None:
 
 
 _ACTIVE: PluginRegistry | None = None
+_HANDED: dict[str, dict[str, Any] | str] = {}  # use_read: read by another process
 _LOCK = threading.Lock()
+
+
+def use_read(read: dict[str, dict[str, Any] | str]) -> None:
+    """Take manifests another process read (`PluginRegistry.read`, handed over by `wfs dev`)
+    instead of reading them again; `activate` still checks them. Before `activate`."""
+    _HANDED.clear()
+    _HANDED.update(read)
+
+
+def handed_or_read(timeout: float) -> Reader:
+    """The reader `activate` uses: a manifest handed over (`use_read`) as it was read there (a
+    read that failed fails the same way), else one read here in a sandbox process."""
+
+    def read(name: str) -> dict[str, Any]:
+        handed = _HANDED.get(name)
+        if handed is None:  # not handed over (or not read there): read it here
+            return read_manifest(name, timeout=timeout)
+        if isinstance(handed, str):
+            raise ManifestError(handed)
+        return handed
+
+    return read
 
 
 def activate(settings: Settings) -> PluginRegistry:
@@ -173,7 +207,10 @@ def activate(settings: Settings) -> PluginRegistry:
         if _ACTIVE is None:
             installed = sorted(installed_entry_points())
             _ACTIVE = load(
-                settings.enabled_plugins(installed), installed=installed, settings=settings
+                settings.enabled_plugins(installed),
+                installed=installed,
+                reader=handed_or_read(settings.plugin_manifest_timeout_seconds),
+                settings=settings,
             )
         return _ACTIVE
 

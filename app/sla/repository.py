@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    null,
     or_,
     select,
     text,
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Execution, SlaBreach, Template, TemplateSla, TemplateVersion
 from app.models.states import OPEN, Status
+from app.sla.spec import MAX_DURATION_LIMIT, MAX_MIN_RUNS, MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS
 
 # states.holds_slot as SQL, qualified (joined tables have a `status` too) and with literals, so
 # PostgreSQL proves the partial index ix_executions_started usable in every plan.
@@ -41,12 +43,36 @@ OPEN_RUN = text(
 )
 
 
+def _between(column: Any, low: float, high: float) -> ColumnElement[bool]:
+    return and_(column >= low, column <= high)
+
+
+def override_valid() -> ColumnElement[bool]:
+    """The outer-joined TemplateSla still passes SlaSpec's bounds (override_spec in
+    app/sla/service.py): one that no longer does counts as no target at all, in SQL as in
+    Python (it still replaces the version's block, as the admin asked)."""
+    o = TemplateSla
+    return and_(
+        or_(
+            o.max_duration_seconds.is_(None),
+            and_(o.max_duration_seconds > 0, o.max_duration_seconds <= MAX_DURATION_LIMIT),
+        ),
+        or_(o.min_success_rate.is_(None), _between(o.min_success_rate, 0, 1)),
+        _between(o.window_seconds, MIN_WINDOW_SECONDS, MAX_WINDOW_SECONDS),
+        _between(o.min_runs, 1, MAX_MIN_RUNS),
+        or_(o.max_duration_seconds.is_not(None), o.min_success_rate.is_not(None)),
+    )
+
+
 def max_duration_in_force() -> ColumnElement[Any]:
     """A run's duration target in seconds (NULL: none): its tenant's override for the template
-    when there is one (outer-joined as TemplateSla), else its version's `sla` block (joined as
-    TemplateVersion)."""
+    when there is one (outer-joined as TemplateSla; NULL when it no longer validates), else
+    its version's `sla` block (joined as TemplateVersion)."""
     return case(
-        (TemplateSla.tenant_id.is_not(None), TemplateSla.max_duration_seconds),
+        (
+            TemplateSla.tenant_id.is_not(None),
+            case((override_valid(), TemplateSla.max_duration_seconds), else_=null()),
+        ),
         else_=cast(TemplateVersion.sla["max_duration_seconds"].astext, Float),
     )
 

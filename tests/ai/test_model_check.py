@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from app.ai.fake_llm import FakeLLM, FakeLLMServer
 from app.ai.model_check import check_models, detail, publish_check, read_check
 from app.ai.providers import build_providers
-from app.cli.dev import _model_check_lines
+from app.cli.dev_banner import model_check_lines
 from app.settings import Settings
 
 RETIRED = "gpt-4o"
@@ -98,7 +98,7 @@ async def test_a_failed_listing_is_an_error_not_a_missing_model(
 async def test_wfs_dev_banner_names_missing_models(
     settings: Settings, server: FakeLLMServer, fake: FakeLLM
 ) -> None:
-    lines = await _model_check_lines(pointed(settings, server, STALE))
+    lines = await model_check_lines(pointed(settings, server, STALE))
     assert any(f"openai/{RETIRED}" in line for line in lines)
-    fine = await _model_check_lines(pointed(settings, server, None))
+    fine = await model_check_lines(pointed(settings, server, None))
     assert len(fine) == 1 and "catalogue models listed" in fine[0]

@@ -27,6 +27,7 @@ from app.ai.health import ProviderHealth
 from app.ai.input_hash import deployment_key, fingerprint
 from app.ai.providers import build_providers
 from app.ai.repository import AiRepository
+from app.analytics.recommendation_stats import holm_adjusted, non_inferiority, wilson
 from app.analytics.recommendations import RecommendationReport, RecommendationService
 from app.analytics.recommendations_repository import RecommendationRepository
 from app.errors import ValidationFailed
@@ -104,9 +105,9 @@ async def test_cheaper_model_when_its_pass_rate_matched(sessions: Any, settings:
     tenant, _ = await tenant_id(sessions, "premium")
     mini = {"model": "gpt-6-luna", "cost_usd": Decimal("0.001000")}
     rows = [
-        # summarize: gpt-6.2-sol 38 of 40 valid at 0.01, gpt-6-luna 29 of 30 at 0.001
-        *calls(tenant, 40, T0, passed=38),
-        *calls(tenant, 30, T0 + timedelta(hours=1), passed=29, **mini),
+        # summarize: gpt-6.2-sol 380 of 400 valid at 0.01, gpt-6-luna 290 of 300 at 0.001
+        *calls(tenant, 400, T0, passed=380),
+        *calls(tenant, 300, T0 + timedelta(hours=7), passed=290, **mini),
         # classify_content: the cheaper model's 29 calls are one short of the minimum
         *calls(tenant, 40, T0, task="classify_content"),
         *calls(tenant, 29, T0, task="classify_content", **mini),
@@ -130,16 +131,20 @@ async def test_cheaper_model_when_its_pass_rate_matched(sessions: Any, settings:
     basis = rec.cheaper_model
     assert basis is not None
     current, cheaper = basis.current, basis.cheaper
-    assert (current.model, current.calls, current.passed) == ("gpt-6.2-sol", 40, 38)
-    assert (cheaper.model, cheaper.calls, cheaper.passed) == ("gpt-6-luna", 30, 29)
+    assert (current.model, current.calls, current.passed) == ("gpt-6.2-sol", 400, 380)
+    assert (cheaper.model, cheaper.calls, cheaper.passed) == ("gpt-6-luna", 300, 290)
     assert (current.avg_cost_usd, cheaper.avg_cost_usd) == (Decimal("0.01"), Decimal("0.001"))
-    # Wilson 95%: 29/30 -> (0.8333, 0.9941); 38/40 -> (0.8350, 0.9862) (published tables)
-    assert (round(cheaper.wilson_low, 4), round(cheaper.wilson_high, 4)) == (0.8333, 0.9941)
-    assert (round(current.wilson_low, 4), round(current.wilson_high, 4)) == (0.8350, 0.9862)
-    # pooled p = 67/70; z = (0.95 - 0.96667) / sqrt(p (1 - p) (1/40 + 1/30)) = -0.3407
-    assert round(basis.z, 4) == -0.3407
-    # (0.01 - 0.001) USD a call over gpt-6.2-sol's 40 calls
-    assert rec.savings_usd == Decimal("0.360000")
+    assert (round(cheaper.wilson_low, 4), round(cheaper.wilson_high, 4)) == (0.9397, 0.9818)
+    # pooled p = 670/700; z = (0.95 - 0.96667) / sqrt(p (1 - p) (1/400 + 1/300)) = -1.0774
+    assert round(basis.z, 4) == -1.0774
+    # Agresti-Caffo: 291/302 - 381/402 + 0.05 over sqrt(sum r (1 - r) / (n + 2)) = 4.2539
+    assert round(basis.non_inferiority_z, 4) == 4.2539
+    # Three pairs tested (summarize, extract_entities, generate_text): the smallest p x 3
+    assert basis.comparisons == 3 and basis.correction == "HOLM"
+    assert basis.adjusted_p_value == pytest.approx(3 * basis.p_value)
+    assert basis.p_value == pytest.approx(1.0505e-5, rel=1e-3)
+    # (0.01 - 0.001) USD a call over gpt-6.2-sol's 400 calls
+    assert rec.savings_usd == Decimal("3.600000")
     assert rec.apply_with == "updateAiSettings"
     assert rec.apply_value == {
         "input": {
@@ -155,6 +160,55 @@ async def test_cheaper_model_when_its_pass_rate_matched(sessions: Any, settings:
     # Outside the window, nothing.
     later = (OCTOBER[1], OCTOBER[1] + timedelta(days=30))
     assert (await recommend(sessions, settings, tenant, later)).recommendations == []
+
+
+async def test_cheaper_model_corrects_for_the_comparisons_of_the_request(
+    sessions: Any, settings: Settings
+) -> None:
+    """classify_content's cheaper model alone (one comparison) passes the non-inferiority
+    test (p = 0.029); among three comparisons Holm's correction doubles its p (the second
+    smallest of three) to 0.059 and it is not suggested, while summarize's p stays far below."""
+    mini = {"model": "gpt-6-luna", "cost_usd": Decimal("0.001000")}
+    borderline = [
+        # 95/100 against 96/100: one-sided non-inferiority (5 points) p = 0.0293
+        ("classify_content", 100, 95, 100, 96),
+    ]
+    others = [
+        ("summarize", 400, 380, 300, 290),  # p = 1.05e-5
+        ("generate_text", 40, 40, 30, 27),  # 10 points worse: p = 0.79
+    ]
+
+    async def history(pairs: list[tuple[str, int, int, int, int]]) -> RecommendationReport:
+        tenant, _ = await tenant_id(sessions, "premium")
+        rows = []
+        for task, n1, passed1, n2, passed2 in pairs:
+            rows += calls(tenant, n1, T0, passed=passed1, task=task)
+            rows += calls(tenant, n2, T0 + timedelta(hours=8), passed=passed2, task=task, **mini)
+        await insert(sessions, rows)
+        return await recommend(sessions, settings, tenant, OCTOBER)
+
+    alone = await history(borderline)
+    family = await history(borderline + others)
+    assert kinds(alone) == [("CHEAPER_MODEL", "classify_content")]
+    assert kinds(family) == [("CHEAPER_MODEL", "summarize")]
+    basis = alone.recommendations[0].cheaper_model
+    assert basis is not None and basis.comparisons == 1
+    assert basis.adjusted_p_value == basis.p_value == pytest.approx(0.02929, rel=1e-3)
+    basis = family.recommendations[0].cheaper_model
+    assert basis is not None and basis.comparisons == 3
+    assert basis.adjusted_p_value == pytest.approx(3 * 1.0505e-5, rel=1e-3)
+    assert "Holm's correction over the 3 model comparisons" in family.recommendations[0].summary
+
+
+def test_holm_adjusted_p_values_and_wilson_intervals() -> None:
+    # Holm: sorted p 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, each at least the one before
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.9, 0.6]) == [1.0, 1.0] and holm_adjusted([]) == []
+    # Wilson 95%: 29/30 -> (0.8333, 0.9941); 38/40 -> (0.8350, 0.9862) (published tables)
+    assert [round(x, 4) for x in wilson(29, 30)] == [0.8333, 0.9941]
+    assert [round(x, 4) for x in wilson(38, 40)] == [0.8350, 0.9862]
+    # Rates of 1 keep a variance (Agresti-Caffo): equal perfect records are non-inferior
+    assert non_inferiority((400, 400), (400, 400), 0.05).p_value < 1e-10
 
 
 async def test_cache_ttl_from_repeats_the_ttl_in_force_missed(
@@ -395,8 +449,8 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
     await insert(
         sessions,
         [
-            *calls(tenant, 40, T0, passed=38, cost_usd=Decimal("2.500000")),  # 100 USD
-            *calls(tenant, 30, T0, passed=29, **mini),
+            *calls(tenant, 400, T0, passed=380, cost_usd=Decimal("0.250000")),  # 100 USD
+            *calls(tenant, 300, T0, passed=290, **mini),
             *calls(tenant, 20, T0 + timedelta(days=1), **refused),
         ],
     )
@@ -415,11 +469,14 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
     assert set(by_kind) == {"CHEAPER_MODEL", "BUDGET"}
     cheaper = by_kind["CHEAPER_MODEL"]
     assert cheaper["cheaperModel"]["cheaper"]["model"] == "gpt-6-luna"
-    assert cheaper["estimatedSavingsUsd"] == "99.960000"  # (2.5 - 0.001) x 40
+    assert cheaper["estimatedSavingsUsd"] == "99.600000"  # (0.25 - 0.001) x 400
+    assert cheaper["cheaperModel"]["correction"] == "HOLM"
+    assert cheaper["cheaperModel"]["comparisons"] == 1
+    assert cheaper["cheaperModel"]["adjustedPValue"] <= cheaper["cheaperModel"]["familyAlpha"]
     budget = by_kind["BUDGET"]
-    # 100.03 spent + 20 x (100.03 / 70) = 128.61 -> 129 USD
-    assert budget["budget"]["neededUsd"] == "128.610000"
-    assert budget["applyValue"] == {"limitUsd": "129"} and budget["estimatedSavingsUsd"] is None
+    # 100.3 spent + 20 x (100.3 / 700) = 103.165714 -> 104 USD
+    assert budget["budget"]["neededUsd"] == "103.165714"
+    assert budget["applyValue"] == {"limitUsd": "104"} and budget["estimatedSavingsUsd"] is None
 
     assert (cheaper["applyWith"], budget["applyWith"]) == ("updateAiSettings", "setBudget")
     applied = await q(admin, "UpdateAiSettings", cheaper["applyValue"])
@@ -427,7 +484,7 @@ async def test_over_graphql_applying_a_suggestion_retires_it(server: str, sessio
     assert set(applied["updateAiSettings"]["overrides"]) == {"classify_content", "summarize"}
     assert applied["updateAiSettings"]["overrides"]["classify_content"] == haiku["classify_content"]
     applied = await q(admin, "SetBudget", budget["applyValue"])
-    assert Decimal(applied["setBudget"]["limitUsd"]) == 129
+    assert Decimal(applied["setBudget"]["limitUsd"]) == 104
     report = (await q(viewer, "AiRecommendations", window))["aiRecommendations"]
     assert report["recommendations"] == []
 

@@ -35,7 +35,7 @@ from tests.api.test_files_api import (  # noqa: F401  (run again here, on S3)
 )
 from tests.api.test_forecasts_api import COMPARISON, platform_client, spend, tenant_row
 from tests.conftest import Services, TenantKeys, make_tenant, s3_settings
-from tests.support import GraphQLClient, free_port
+from tests.support import GraphQLClient, own_service
 from tests.workers.test_template_graph import run
 
 EXAMPLES = {t["name"]: t["example_params"] for t in STANDARD_TEMPLATES}
@@ -46,33 +46,15 @@ DAY = datetime(2008, 3, 3, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def files_settings(settings: Settings, s3_endpoint: str, services: Services) -> Settings:
-    own = {
-        **LIMITS,
-        "api_port": free_port(),
-        "temporal_task_queue": f"s3-{uuid.uuid4().hex[:8]}",
-        "ai_task_queue": f"s3-ai-{uuid.uuid4().hex[:8]}",
-    }
-    return s3_settings(settings.model_copy(update=own), s3_endpoint, services.redis_url)
+    return s3_settings(settings.model_copy(update=LIMITS), s3_endpoint, services.redis_url)
 
 
 @pytest.fixture(scope="module")
 async def api(files_settings: Settings) -> AsyncIterator[str]:
     """An API, a worker and an AI worker (the pro tier's enhancement points) on the S3 backend,
     with the small limits of test_files_api."""
-    from app.cli.runner import run_api, run_worker
-
-    stop, ready = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(run_api(files_settings, stop, ready)),
-        asyncio.create_task(run_worker(files_settings, stop)),
-        asyncio.create_task(run_worker(files_settings, stop, files_settings.ai_task_queue)),
-    ]
-    try:
-        await asyncio.wait_for(ready.wait(), 30)
-        yield f"http://127.0.0.1:{files_settings.api_port}"
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
+    async with own_service(files_settings, worker=True, ai_worker=True) as url:
+        yield url
 
 
 async def storage_of(sessions: Any, settings: Settings, keys: TenantKeys) -> S3Storage:

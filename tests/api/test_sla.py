@@ -401,7 +401,7 @@ async def test_bad_targets_windows_and_callers_are_typed_errors(
     now = datetime.now(UTC)
     for bad_window in [
         {"from": now.isoformat(), "to": now.isoformat()},
-        {"from": (now - timedelta(days=32)).isoformat(), "to": now.isoformat()},
+        {"from": (now - timedelta(days=367)).isoformat(), "to": now.isoformat()},
     ]:
         body = await client.raw((OPS / "SlaReport.graphql").read_text(), bad_window)
         assert body["errors"][0]["extensions"]["code"] == "VALIDATION_FAILED", body

@@ -20,6 +20,7 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DBAPIError
 
 from alembic import command
@@ -28,6 +29,8 @@ from tests.cli.test_migration_0009 import blank_db, columns  # noqa: F401 (fixtu
 from tests.cli.test_migration_0017 import wait_for
 
 BEFORE = 100_001  # three backfill batches (0022 BATCH = 50,000)
+# The revision 0022 follows (0021 when written; wherever the chain puts it).
+PREVIOUS = str(ScriptDirectory.from_config(alembic_config("")).get_revision("0022").down_revision)
 RUNS = 300
 COLUMNS = (
     "tenant_id, execution_id, task, provider, model, input_tokens, output_tokens, cost_usd, "
@@ -97,7 +100,7 @@ async def seed(conn: asyncpg.Connection) -> tuple[uuid.UUID, list[uuid.UUID]]:
 async def test_0022_backfill_adds_every_usage_row_once_across_trigger_and_rerun(
     blank_db: str,  # noqa: F811
 ) -> None:
-    await upgrade_async(blank_db, "0021")
+    await upgrade_async(blank_db, PREVIOUS)
     now = datetime.now(UTC)
     conn = await asyncpg.connect(blank_db)
     other = await asyncpg.connect(blank_db)
@@ -145,7 +148,7 @@ async def test_0022_backfill_adds_every_usage_row_once_across_trigger_and_rerun(
         await tx.commit()
         with pytest.raises(DBAPIError, match="cancel"):
             await run
-        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0021"
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == PREVIOUS
         # Stopped half way: the trigger adds what comes now, the re-run the rest up to the
         # boundary, none of the first batch again.
         await conn.execute(INSERT, tenant, used, now, 400_001, 401_000)
@@ -160,7 +163,7 @@ async def test_0022_backfill_adds_every_usage_row_once_across_trigger_and_rerun(
         await assert_added_once(conn)
 
         # Down: the columns and the trigger go; up again: the backfill alone fills them.
-        await asyncio.to_thread(command.downgrade, alembic_config(blank_db), "0021")
+        await asyncio.to_thread(command.downgrade, alembic_config(blank_db), PREVIOUS)
         assert not {"ai_cost_usd", "ai_answered_calls"} & await columns(conn, "executions")
         await conn.execute(INSERT, tenant, used, now, 600_001, 600_100)  # no trigger now
         await upgrade_async(blank_db, "0022")

@@ -318,6 +318,9 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
             "{ viewer { role } }"
         )
         assert viewer["viewer"]["role"] == "VIEWER"
+        # The banner does not wait for the model check: it says so, and the lines follow it.
+        assert "AI models    checking the providers' model lists" in banner
+        await asyncio.to_thread(dev.wait_for, r"^Ctrl-C stops everything\.\n(?:.*\n)*  AI models ")
     finally:
         await asyncio.to_thread(dev.stop, signal.SIGINT)
     assert not (state_dir / "services.json").exists()

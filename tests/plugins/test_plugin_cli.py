@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.cli.main import plugin_table
+from app.cli.catalog import plugin_table
 from app.plugins.registry import activate
 from app.settings import Settings
 from tests.plugins.throwaway import make_plugin

@@ -13,7 +13,7 @@ import pytest
 from app.plugins.api import PluginLoadError
 from app.plugins.checks import parse_manifest
 from app.plugins.manifest import ManifestError, read_manifest
-from app.plugins.registry import PluginRegistry, load, unload
+from app.plugins.registry import PluginRegistry, handed_or_read, load, unload, use_read
 from app.settings import Settings
 from app.steps import PLUGIN_ACTIVITIES, find_activity
 from tests.plugins.throwaway import GOOD_STEP, make_plugin
@@ -255,3 +255,29 @@ def test_a_plugin_names_only_its_own_variables() -> None:
         "env 'PLUGIN_MANIFEST_TIMEOUT_SECONDS': PLUGIN_MANIFEST_TIMEOUT_SECONDS is a setting"
         " of the service, not the plugin's"
     ]
+
+
+def test_a_handed_over_manifest_is_checked_like_one_read_here(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    """`wfs dev` hands its roles the manifests it read (use_read): a role checks them as it
+    checks its own reads, so a bad one is refused there too, and a failed read fails the same.
+    (A throwaway plugin: loading and unloading the example would take its steps away from the
+    session's registry.)"""
+    declared = f'plugin = Plugin(name="handy", version="0.1", steps=[{GOOD_STEP}])'
+    make_plugin(tmp_path, "handy", declared)
+    good = read_manifest("handy", extra_paths=[str(tmp_path)], timeout=30)
+    try:
+        use_read({"handy": good | {"api_version": 99}})
+        refused = load(["handy"], installed=["handy"], reader=handed_or_read(20))
+        loaded.append(refused)
+        assert not refused.loaded and any("API version 99" in p for p in refused.refused["handy"])
+        use_read({"handy": "plugin 'handy': loading took longer than 20 s"})
+        failed = load(["handy"], installed=["handy"], reader=handed_or_read(20))
+        loaded.append(failed)
+        assert failed.refused == {"handy": ["plugin 'handy': loading took longer than 20 s"]}
+        # Handed over, it loads without a read here (a sandbox here could not even find it).
+        use_read({"handy": good})
+        fine = load(["handy"], installed=["handy"], reader=handed_or_read(20))
+        loaded.append(fine)
+        assert list(fine.loaded) == ["handy"] and fine.read == {"handy": good}
+    finally:
+        use_read({})

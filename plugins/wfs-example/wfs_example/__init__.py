@@ -56,8 +56,8 @@ def word_stats(input: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
     }
 
 
-MISBEHAVE_MODES = ["ok", "loop", "sleep", "memory", "crash", "exit", "raise", "network", "secrets", "files"]
-MISBEHAVE_MODES += ["fork_exec"]
+MISBEHAVE_MODES = ["ok", "loop", "sleep", "memory", "crash", "exit", "raise", "network"]
+MISBEHAVE_MODES += ["secrets", "files", "fork_exec"]
 MISBEHAVE_INPUT = {
     "type": "object",
     "properties": {
@@ -90,7 +90,9 @@ def misbehave(input: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
     if mode == "raise":
         raise RuntimeError("the example plugin was told to fail")
     if mode == "network":  # a host:port the plugin did not declare
-        with socket.create_connection((input.get("host", "127.0.0.1"), input.get("port", 5432)), timeout=5):
+        with socket.create_connection(
+            (input.get("host", "127.0.0.1"), input.get("port", 5432)), timeout=5
+        ):
             return {"mode": mode, "connected": True}
     if mode == "secrets":  # what of the service's environment reached the sandbox
         return {"mode": mode, "env": sorted(os.environ)}
@@ -112,7 +114,8 @@ def _unaudited_process(command: str) -> str:
 
     real_sys = subprocess.sys  # type: ignore[attr-defined]
     names = {k: getattr(sys, k) for k in dir(sys) if not k.startswith("__")}
-    subprocess.sys = types.SimpleNamespace(**(names | {"audit": lambda *a: None}))  # type: ignore[attr-defined]
+    quiet = types.SimpleNamespace(**(names | {"audit": lambda *a: None}))
+    subprocess.sys = quiet  # type: ignore[attr-defined,assignment]
     try:
         done = subprocess.run(["/bin/sh", "-c", command], capture_output=True)
     finally:
@@ -206,5 +209,7 @@ plugin = Plugin(
     ai_tasks=[TONE_TASK],
     providers=[LOCAL_PROVIDER],
     templates=[WORD_REPORT],
-    limits=PluginLimits(cpu_seconds=5, memory_mb=256, open_files=64, processes=0, call_timeout_seconds=20),
+    limits=PluginLimits(
+        cpu_seconds=5, memory_mb=256, open_files=64, processes=0, call_timeout_seconds=20
+    ),
 )

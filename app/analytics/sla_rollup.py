@@ -1,0 +1,223 @@
+"""Where `slaReport`'s figures come from, day by day, and the SLA rollup's refresh.
+
+A window [since, until) is read in three parts that never overlap:
+- the whole UTC days the SLA rollup holds (before its `complete_until`), per template and
+  day, when every row of that day was judged against the target in force NOW and no run of
+  it changed since the last refresh began (less CHANGE_MARGIN): the rows' figures (runs that
+  had ended), plus that day's runs still open, read from the rows (few; the rollup holds
+  ended runs only);
+- every other (template, day) of those days, read from the rows: a target changed since
+  (an override set, changed or cleared: the fallback makes it take effect at once), a run
+  ended, retried or added since the day was rolled up;
+- the partial days at the window's edges, and the days not rolled up yet (today), read from
+  the rows.
+The breaches page reads, newest first, only the days that hold breaches (the rollup's counts
+say which) plus the days read from the rows and the open runs, instead of the whole window.
+
+The refresh runs with the analytics rollup's (RollupService.refresh, same transaction and
+lock): days completed since the last refresh, the days of runs changed since it began, and
+every (tenant, template) whose rows no longer match the target in force."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.analytics.rollup_repository import (
+    CHANGE_MARGIN,
+    RollupRepository,
+    day_start,
+    whole_days,
+)
+from app.analytics.sla_repository import RunStats, SlaReportRepository, Span
+from app.analytics.sla_rollup_repository import RolledDay, SlaRollupRepository
+from app.models import Execution
+
+ONE_DAY = timedelta(days=1)
+# Spans per query of the breaches page: its OR of index ranges stays small.
+SPANS_PER_QUERY = 20
+# Past this many spans to read from the rows (days changed here and there across many
+# templates), the whole window is read from the rows instead, as one range.
+MAX_ROW_SPANS = 200
+
+
+@dataclass
+class Plan:
+    """Which runs of a window come from where (the module docstring)."""
+
+    rolled: dict[tuple[uuid.UUID, date], RolledDay] = field(default_factory=dict)
+    from_rows: list[Span] = field(default_factory=list)
+    read_days: set[tuple[uuid.UUID, date]] = field(default_factory=set)  # from the rows
+    days: Span | None = None  # the whole days rolled up: their open runs come from the rows
+
+
+def _day_spans(days: set[tuple[uuid.UUID, date]]) -> list[Span]:
+    """Per template, its days as spans of consecutive days."""
+    spans: list[Span] = []
+    for template_id, day in sorted(days):
+        last = spans[-1] if spans else None
+        if last and last.template_id == template_id and last.hi == day_start(day):
+            spans[-1] = Span(last.lo, day_start(day + ONE_DAY), template_id)
+        else:
+            spans.append(Span(day_start(day), day_start(day + ONE_DAY), template_id))
+    return spans
+
+
+class SlaFigures:
+    def __init__(self, session: AsyncSession) -> None:
+        self.rows = SlaReportRepository(session)
+        self.rollup = SlaRollupRepository(session)
+
+    async def plan(
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime, template_id: uuid.UUID | None
+    ) -> Plan:
+        await self.rollup.custom_plans()
+        state = await self.rollup.state()
+        whole = whole_days(since, until, state.complete_until if state else None)
+        if state is None or whole is None:
+            return Plan(from_rows=[Span(since, until, template_id)])
+        first, end = whole
+        plan = Plan(days=Span(day_start(first), day_start(end), template_id))
+        changed = await self.rollup.changed(
+            tenant_id, state.refreshed_from - CHANGE_MARGIN, first, end, template_id
+        )
+        for template, rolled in await self.rollup.days(tenant_id, first, end, template_id):
+            key = (template, rolled.day)
+            if rolled.in_force and key not in changed:
+                plan.rolled[key] = rolled
+            else:
+                plan.read_days.add(key)
+        plan.read_days |= changed
+        edges = [(since, day_start(first)), (day_start(end), until)]
+        plan.from_rows = [Span(lo, hi, template_id) for lo, hi in edges if lo < hi]
+        plan.from_rows += _day_spans(plan.read_days)
+        if len(plan.from_rows) > MAX_ROW_SPANS:
+            return Plan(from_rows=[Span(since, until, template_id)])
+        return plan
+
+    async def run_stats(
+        self,
+        tenant_id: uuid.UUID,
+        since: datetime,
+        until: datetime,
+        now: datetime,
+        template_id: uuid.UUID | None,
+    ) -> list[RunStats]:
+        """Per template with runs in [since, until): counts and duration verdicts, equal to
+        reading every row. Without `template_id`, only templates with a target in force for
+        some run (an override, or a version with an `sla` block)."""
+        plan = await self.plan(tenant_id, since, until, template_id)
+        totals: dict[uuid.UUID, RunStats] = {}
+
+        def add(stats: RunStats) -> None:
+            known = totals.get(stats.template_id)
+            totals[stats.template_id] = stats if known is None else known + stats
+
+        for rolled in plan.rolled.values():
+            add(rolled.stats)
+        for stats in await self.rows.run_stats(tenant_id, plan.from_rows, now):
+            add(stats)
+        if plan.days is not None:
+            for day, stats in await self.rows.open_run_stats(tenant_id, plan.days, now):
+                if (stats.template_id, day) not in plan.read_days:
+                    add(stats)
+        return [s for s in totals.values() if template_id is not None or s.has_target]
+
+    async def breached_runs(
+        self,
+        tenant_id: uuid.UUID,
+        template_id: uuid.UUID,
+        since: datetime,
+        until: datetime,
+        now: datetime,
+        *,
+        before: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Execution]:
+        """The runs of [since, until) over their duration target, newest first, after the
+        keyset position `before`: the spans that may hold some, newest first, a batch at a
+        time until `limit` are found; and the open runs of the rolled-up days."""
+        plan = await self.plan(tenant_id, since, until, template_id)
+        found = await self._breached_in_spans(tenant_id, template_id, plan, now, before, limit)
+        if plan.days is not None:
+            found += await self.rows.breached_runs(
+                tenant_id,
+                template_id,
+                [plan.days],
+                now,
+                before=before,
+                limit=limit,
+                open_only=True,
+            )
+        unique = {e.id: e for e in found}.values()
+        return sorted(unique, key=lambda e: (e.created_at, e.id), reverse=True)[:limit]
+
+    async def _breached_in_spans(
+        self,
+        tenant_id: uuid.UUID,
+        template_id: uuid.UUID,
+        plan: Plan,
+        now: datetime,
+        before: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Execution]:
+        """The breached runs of the spans read from the rows and of the rolled-up days with
+        breaches (their count known), newest first, `limit` at most."""
+        # A rolled-up day with breaches is a span of its own, its count known: with every run
+        # breaching, the newest day fills the page.
+        spans = [(span, 0) for span in plan.from_rows] + [
+            (Span(day_start(d), day_start(d + ONE_DAY), t), rolled.stats.breached)
+            for (t, d), rolled in plan.rolled.items()
+            if rolled.stats.breached
+        ]
+        spans.sort(key=lambda pair: pair[0].lo, reverse=True)
+        if before is not None:
+            spans = [(s, n) for s, n in spans if s.lo <= before[0]]
+        found: list[Execution] = []
+        while spans and len(found) < limit:
+            batch: list[Span] = []
+            known = 0
+            while spans and known < limit and len(batch) < SPANS_PER_QUERY:
+                span, count = spans.pop(0)
+                batch.append(span)
+                known += count
+            found += await self.rows.breached_runs(
+                tenant_id, template_id, batch, now, before=before, limit=limit - len(found)
+            )
+        return found
+
+
+class SlaRollupRefresh:
+    """The SLA rollup's part of the analytics rollup refresh (the caller holds its lock and
+    commits)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.repo = SlaRollupRepository(session)
+        self.days = RollupRepository(session)
+
+    async def refresh(self, started: datetime, today: date) -> int:
+        """Roll up the days completed since the last refresh (the first: every day before
+        today), the days of runs changed since it began (less CHANGE_MARGIN), then every
+        (tenant, template) judged against a target no longer in force. Returns rows written."""
+        state = await self.repo.state()
+        rows = 0
+        if state is None:
+            first = await self.days.first_day()
+            if first is not None and first < today:
+                rows += await self.repo.rebuild(first, today, started)
+                await self.repo.analyze()
+        else:
+            if state.complete_until < today:
+                rows += await self.repo.rebuild(state.complete_until, today, started)
+            since = state.refreshed_from - CHANGE_MARGIN
+            for tenant_id, day in await self.days.changed_days(since, state.complete_until):
+                rows += await self.repo.rebuild(day, day + ONE_DAY, started, tenant_id=tenant_id)
+        for tenant_id, template_id in await self.repo.stale():
+            rows += await self.repo.rebuild(
+                None, today, started, tenant_id=tenant_id, template_id=template_id
+            )
+        await self.repo.save_state(today, started)
+        return rows
