@@ -202,7 +202,7 @@ class PlanningRepository:
             .subquery("pairs")
         )
         latest = (
-            select(Execution.id, Execution.tenant_id)
+            select(Execution.tenant_id, Execution.ai_cost_usd)
             .join(Tenant, Tenant.id == Execution.tenant_id)
             .where(
                 Execution.template_id == pairs.c.template_id,
@@ -215,11 +215,8 @@ class PlanningRepository:
             .limit(sample)
             .lateral("latest")
         )
-        cost = (
-            select(func.coalesce(func.sum(AiUsage.cost_usd), 0))
-            .where(AiUsage.execution_id == latest.c.id, AiUsage.tenant_id == latest.c.tenant_id)
-            .scalar_subquery()
-        )
+        # The run's AI cost as its row keeps it (alembic 0022); no usage: 0.
+        cost = func.coalesce(latest.c.ai_cost_usd, 0)
         runs = (
             select(pairs.c.template_id, pairs.c.tier, latest.c.tenant_id, cost.label("cost"))
             .select_from(pairs)

@@ -8,11 +8,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, exists, func, select, true
+from sqlalchemy import ColumnElement, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.models import AiUsage, Execution, ExecutionEvent
+from app.models import Execution, ExecutionEvent
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -84,21 +84,8 @@ class ImpactRepository:
         self, tenant_id: uuid.UUID, template_id: uuid.UUID, since: datetime, until: datetime
     ) -> dict[bool, GroupStats]:
         """Stats of the tenant's runs of the template created in [since, until), keyed by
-        whether the run was enhanced; a group without runs is absent. One statement: each run's
-        AI usage is summed in a lateral subquery, then the runs are aggregated per group."""
-        usage = (
-            select(
-                func.coalesce(func.sum(AiUsage.cost_usd), 0).label("cost"),
-                func.coalesce(
-                    func.bool_or(
-                        (AiUsage.provider != "baseline") & AiUsage.fallback_reason.is_(None)
-                    ),
-                    False,
-                ).label("ai"),
-            )
-            .where(AiUsage.execution_id == Execution.id, AiUsage.tenant_id == tenant_id)
-            .lateral("usage")
-        )
+        whether the run was enhanced; a group without runs is absent. One statement over the
+        runs, with the AI figures each row keeps (alembic 0022)."""
         seconds = case(
             (
                 Execution.status.in_(FINISHED),
@@ -109,12 +96,14 @@ class ImpactRepository:
             select(
                 Execution.status,
                 seconds.label("seconds"),
-                usage.c.cost,
+                func.coalesce(Execution.ai_cost_usd, 0).label("cost"),
                 # Runs from before points were recorded: a model answered one of its calls.
-                case((_points_recorded(), _ai_applied()), else_=usage.c.ai).label("enhanced"),
+                case(
+                    (_points_recorded(), _ai_applied()),
+                    else_=func.coalesce(Execution.ai_answered_calls > 0, False),
+                ).label("enhanced"),
             )
             .select_from(Execution)
-            .join(usage, true())
             .where(
                 Execution.tenant_id == tenant_id,
                 Execution.template_id == template_id,

@@ -25,7 +25,6 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Uuid,
-    and_,
     case,
     cast,
     delete,
@@ -34,7 +33,6 @@ from sqlalchemy import (
     literal,
     select,
     text,
-    true,
     tuple_,
     union_all,
 )
@@ -93,26 +91,11 @@ def run_seconds() -> ColumnElement[Any]:
     )
 
 
-def usage_of_run() -> Any:
-    """A LATERAL subquery: the AI cost of the outer query's execution, and whether a model
-    answered one of its calls (not the baseline, not a fallback). Found by execution id
-    (ix_ai_usage_execution_id), one probe per run: PostgreSQL otherwise hashes the whole
-    ai_usage table (a time bound cannot narrow it: a run may take days)."""
-    answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
-    return (
-        select(
-            func.sum(AiUsage.cost_usd).label("cost"),
-            func.bool_or(answered).label("ai"),
-        )
-        .where(AiUsage.execution_id == Execution.id)
-        .lateral("usage")
-    )
-
-
-# AI usage is recorded while its run goes on, so after the run's creation; executionStats
-# reads the usage from this much before the first run's creation, for clocks of the API and
-# AI worker hosts that disagree.
-USAGE_CLOCK_MARGIN = timedelta(hours=1)
+def ran_ai() -> ColumnElement[Any]:
+    """Whether a model answered at least one of the run's AI calls (not the baseline, not a
+    fallback): its answered calls, kept on the row by the ai_usage_run_add trigger (alembic
+    0022); NULL (not counted) for a run without AI usage."""
+    return Execution.ai_answered_calls > 0
 
 
 class RollupRepository:
@@ -295,7 +278,6 @@ class RollupRepository:
         where = [Execution.created_at >= lo, Execution.created_at < hi]
         if tenant_id is not None:
             where.append(Execution.tenant_id == tenant_id)
-        usage = usage_of_run()
         tier = func.coalesce(Execution.tier, literal(UNKNOWN_TIER, String))
         common = (Execution.tenant_id, day, Execution.status, bucket, tier)
         return (
@@ -306,12 +288,11 @@ class RollupRepository:
                 Execution.status,
                 bucket,
                 func.count(),
-                cast(func.count().filter(usage.c.ai), Integer),
-                func.coalesce(func.sum(usage.c.cost), literal(0)),
+                cast(func.count().filter(ran_ai()), Integer),
+                func.coalesce(func.sum(Execution.ai_cost_usd), literal(0)),
                 tier,
             )
             .select_from(Execution)
-            .join(usage, true())
             .where(*where)
             .group_by(func.grouping_sets(tuple_(*common, Execution.template_id), tuple_(*common)))
         )

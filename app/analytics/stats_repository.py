@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -39,26 +39,26 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    true,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.repository import FINISHED
 from app.analytics.rollup_repository import (
-    USAGE_CLOCK_MARGIN,
     RollupRepository,
     day_start,
     duration_bucket,
+    ran_ai,
     run_seconds,
-    usage_of_run,
     whole_days,
 )
-from app.models import AiUsage, Execution, ExecutionRollup, Template, Tenant
+from app.models import Execution, ExecutionRollup, Template, Tenant
 from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION, UNKNOWN_TIER
 
 T = TypeVar("T", date, datetime)
 PERCENTILES = (0.5, 0.95, 0.99)
+# The planner's cost of a random page read for a statement with paramsContains (see figures).
+RANDOM_PAGE_COST = 1.1
 CALENDAR = {"DAY": ("day", timedelta(days=1)), "WEEK": ("week", timedelta(days=7))}
 
 
@@ -147,8 +147,8 @@ class StatsScope:
     params_contains: dict[str, Any] | None = None
     # Whether each key's previous period is read too (tenantComparison asks without).
     previous: bool = True
-    # Whether the runs' AI cost and AI-enhanced count are read (aiCostUsd, aiEnhanced): a probe
-    # of ai_usage per run read from the rows. tenantComparison reads AI spend by day instead.
+    # Whether the runs' AI cost and AI-enhanced count are read (aiCostUsd, aiEnhanced; kept on
+    # each execution row, migration 0022). tenantComparison reads AI spend by day instead.
     run_ai: bool = True
 
     @property
@@ -191,17 +191,6 @@ def _period_columns(ranges: list[Period], p: Any, back_type: Any) -> tuple[Any, 
     return literal(only.period, String), literal(back, back_type)
 
 
-def _usage_by_join(span: tuple[datetime, datetime]) -> bool:
-    """Whether the runs created in `span` are joined to the AI usage recorded since it
-    began (so the planner may read that as one range) rather than probed: when the span
-    covers much of the time since then (a window near now read from the rows, today's
-    part-day). For an edge day of a window long past that range holds far more usage rows
-    than there are runs, and PostgreSQL's estimate of the probes has been seen to pick the
-    range anyway. The figures are the same either way."""
-    lo, hi = span
-    return datetime.now(UTC) - lo <= 2 * (hi - lo) + timedelta(days=1)
-
-
 class StatsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -241,6 +230,15 @@ class StatsRepository:
         union = union_all(*parts).subquery("parts")
         query = self._folded(union)
         await self.session.execute(LOCAL_SETTINGS)
+        if scope.params_contains is not None:
+            # A broad paramsContains reads the tenant's window through the GIN matches AND the
+            # (tenant, created) range: a quarter of the heap pages the GIN matches alone cost
+            # (those hold every tenant's matches). The default cost of a random page (4, a
+            # spinning disk's) keeps PostgreSQL on the GIN alone; 1.1 is the usual setting for
+            # SSDs and cached tables (docs/analytics.md, "Speed at scale").
+            await self.session.execute(
+                select(func.set_config("random_page_cost", str(RANDOM_PAGE_COST), True))
+            )
         out = {}
         for r in (await self.session.execute(query)).mappings():
             p50, p95, p99 = (
@@ -337,20 +335,13 @@ class StatsRepository:
 
     def _from_rows(self, scope: StatsScope, ranges: list[Period]) -> Select[Any]:
         """(period, key, status, bucket) counts from the execution rows created in `ranges`:
-        the rows of their union read once (with their AI usage), each counted in every
+        the rows of their union read once (with their AI figures), each counted in every
         period whose range holds it."""
         spans = merged([(r.lo, r.hi) for r in ranges])
-        if not scope.run_ai:
-            runs: Any = self._runs(scope, spans, None)
-        else:
-            # Spans near now join the usage recorded since they began, the others probe it
-            # run by run (_usage_by_join).
-            joined = [x for x in spans if _usage_by_join(x)]
-            probed = [x for x in spans if not _usage_by_join(x)]
-            parts = [self._runs(scope, x, True) for x in (joined,) if x]
-            parts += [self._runs(scope, x, False) for x in (probed,) if x]
-            runs = parts[0] if len(parts) == 1 else union_all(*parts)
-        e = runs.subquery("runs")
+        # Read once, then joined to the periods: left to itself PostgreSQL pushes the period
+        # bounds into the scan and reads the rows once per period (it underestimates how many
+        # match a broad paramsContains: a nested loop looked cheap).
+        e = self._runs(scope, spans).cte("runs").prefix_with("MATERIALIZED")
         p = _periods(ranges)
         period, back = _period_columns(ranges, p, Interval)
         if scope.group_by in CALENDAR:
@@ -388,12 +379,9 @@ class StatsRepository:
         return query
 
     @staticmethod
-    def _runs(
-        scope: StatsScope, spans: list[tuple[datetime, datetime]], join_usage: bool | None
-    ) -> Select[Any]:
-        """The scope's executions created in `spans` with their bucket, and their AI usage:
-        joined to the usage recorded since the first span began (`join_usage`), probed per
-        run (False) or not read (None: zeros)."""
+    def _runs(scope: StatsScope, spans: list[tuple[datetime, datetime]]) -> Select[Any]:
+        """The scope's executions created in `spans` with their bucket and AI figures (the
+        ones stored on the row; zeros when the scope does not read them)."""
         created = Execution.created_at
         where = [or_(*(and_(created >= a, created < b) for a, b in spans))]
         if scope.tenant_id is not None:
@@ -415,35 +403,11 @@ class StatsRepository:
         if scope.group_by in CALENDAR:
             unit = CALENDAR[scope.group_by][0]
             columns.append(func.date_trunc(unit, Execution.created_at, "UTC").label("base"))
-        runs = select(*columns).select_from(Execution).where(*where)
-        if join_usage:
-            # Each run with its AI usage, the usage recorded since the first run's creation
-            # (less a margin for hosts' clocks): the planner then picks a probe of
-            # ix_ai_usage_execution_id per run (few runs: a selective filter) or one range
-            # of the usage, hashed (many runs), whichever costs less.
-            answered = and_(AiUsage.provider != "baseline", AiUsage.fallback_reason.is_(None))
-            on = [
-                AiUsage.execution_id == Execution.id,
-                AiUsage.at >= spans[0][0] - USAGE_CLOCK_MARGIN,
-            ]
-            if scope.tenant_id is not None:
-                on.append(AiUsage.tenant_id == scope.tenant_id)
-            return (
-                runs.outerjoin(AiUsage, and_(*on))
-                .add_columns(
-                    func.bool_or(answered).label("ai"), func.sum(AiUsage.cost_usd).label("cost")
-                )
-                .group_by(Execution.id)
-            )
-        if join_usage is False:  # a probe per run
-            usage = usage_of_run()
-            return runs.join(usage, true()).add_columns(
-                usage.c.ai.label("ai"), usage.c.cost.label("cost")
-            )
-        # no AI figures read (tenantComparison reads AI spend by day)
-        return runs.add_columns(
-            literal(False).label("ai"), cast(literal(0), Numeric(18, 6)).label("cost")
-        )
+        if scope.run_ai:
+            columns += [ran_ai().label("ai"), Execution.ai_cost_usd.label("cost")]
+        else:
+            columns += [literal(False).label("ai"), cast(literal(0), Numeric(18, 6)).label("cost")]
+        return select(*columns).select_from(Execution).where(*where)
 
     def _from_rollup(self, scope: StatsScope, ranges: list[Period]) -> Select[Any]:
         """The same counts from the rollup's whole days in `ranges` (starts of UTC days):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -11,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -92,6 +94,12 @@ class Execution(UUIDPk, Timestamps, Base):
     # estimate by. NULL for executions created before migration 0019: readers fall back to the
     # tenant's current tier.
     tier: Mapped[str | None] = mapped_column(String(20))
+    # The run's AI usage summed (migration 0022): the cost of its ai_usage rows, and how many of
+    # them a model answered (not the baseline, not a fallback). NULL until its first usage row.
+    # Kept by the ai_usage_run_add trigger on every ai_usage INSERT, never written here: the ORM
+    # updates only the columns it changed, so a recorder holding a stale copy leaves them be.
+    ai_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
+    ai_answered_calls: Mapped[int | None]
 
 
 class ExecutionEvent(Base):
