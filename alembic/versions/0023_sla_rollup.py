@@ -5,7 +5,7 @@ rolls up every past day in its own transaction (1M executions: see docs/analytic
 until then the report reads every day from the executions, as before.
 
 Revision ID: 0023
-Revises: 0021 (re-pointed to 0022 at merge)
+Revises: 0022
 """
 
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0023"
-down_revision = "0021"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

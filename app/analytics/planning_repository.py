@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.plans import plan_for_values
 from app.models import (
     AiUsage,
     Execution,
@@ -237,9 +238,8 @@ class PlanningRepository:
         every = figures(literal(ALL_TENANTS, Uuid))
         own = figures(runs.c.tenant_id, runs.c.tenant_id)
         columns = ["template_id", "tier", "tenant_id", "runs", "p50_usd", "p95_usd"]
-        # Its estimated cost passes jit_above_cost; compiling took longer than the statement
-        # (docs/library-notes.md). SET LOCAL: until the refresh's transaction ends.
-        await self.session.execute(text("SET LOCAL jit = off"))
+        # Its estimated cost passes jit_above_cost; compiling took longer than the statement.
+        await plan_for_values(self.session)
         result = await self.session.execute(
             insert(TemplateCostEstimate).from_select(columns, union_all(every, own))
         )

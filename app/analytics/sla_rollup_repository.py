@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.plans import plan_for_values
 from app.analytics.rollup_repository import day_start
 from app.analytics.sla_repository import (
     ENDED,
@@ -66,7 +67,7 @@ class SlaRollupRepository:
         statements, and after five runs PostgreSQL may switch to a generic plan that cannot
         see which statuses, days or template are asked for (bench/sla.py: the open runs' count
         went from 30 ms to 300-500 ms on its 6th run on a connection)."""
-        await self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        await plan_for_values(self.session, jit=True)
 
     async def save_state(self, complete_until: date, refreshed_from: datetime) -> None:
         state = await self.state()

@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.plans import plan_for_values
 from app.analytics.repository import FINISHED
 from app.analytics.rollup_repository import (
     RollupRepository,
@@ -60,18 +61,6 @@ PERCENTILES = (0.5, 0.95, 0.99)
 # The planner's cost of a random page read for a statement with paramsContains (see figures).
 RANDOM_PAGE_COST = 1.1
 CALENDAR = {"DAY": ("day", timedelta(days=1)), "WEEK": ("week", timedelta(days=7))}
-
-
-# For the rest of the transaction, in one round trip (docs/library-notes.md):
-# - jit off: these statements pass jit_above_cost, and compiling them took longer than
-#   running them here;
-# - custom plans: asyncpg prepares each statement once per connection, and from its sixth
-#   execution PostgreSQL may switch to a generic plan (one for any window), which it did for
-#   tenantComparison over 90 days: 215-245 ms a statement against 120-145 ms custom.
-LOCAL_SETTINGS = select(
-    func.set_config("jit", "off", True),
-    func.set_config("plan_cache_mode", "force_custom_plan", True),
-)
 
 
 @dataclass(frozen=True)
@@ -229,16 +218,13 @@ class StatsRepository:
             parts.append(self._from_rows(scope, raw))
         union = union_all(*parts).subquery("parts")
         query = self._folded(union)
-        await self.session.execute(LOCAL_SETTINGS)
-        if scope.params_contains is not None:
-            # A broad paramsContains reads the tenant's window through the GIN matches AND the
-            # (tenant, created) range: a quarter of the heap pages the GIN matches alone cost
-            # (those hold every tenant's matches). The default cost of a random page (4, a
-            # spinning disk's) keeps PostgreSQL on the GIN alone; 1.1 is the usual setting for
-            # SSDs and cached tables (docs/analytics.md, "Speed at scale").
-            await self.session.execute(
-                select(func.set_config("random_page_cost", str(RANDOM_PAGE_COST), True))
-            )
+        # A broad paramsContains reads the tenant's window through the GIN matches AND the
+        # (tenant, created) range: a quarter of the heap pages the GIN matches alone cost (those
+        # hold every tenant's matches). The default cost of a random page (4, a spinning
+        # disk's) keeps PostgreSQL on the GIN alone; 1.1 is the usual setting for SSDs and
+        # cached tables (docs/analytics.md, "Speed at scale").
+        page_cost = RANDOM_PAGE_COST if scope.params_contains is not None else None
+        await plan_for_values(self.session, random_page_cost=page_cost)
         out = {}
         for r in (await self.session.execute(query)).mappings():
             p50, p95, p99 = (

@@ -18,7 +18,7 @@ TABLES = ("sla_rollup", "sla_rollup_state")
 async def test_0023_adds_the_sla_rollup_tables_and_downgrades(
     blank_db: str,  # noqa: F811
 ) -> None:
-    await upgrade_async(blank_db, "0021")
+    await upgrade_async(blank_db, "0022")
     conn = await asyncpg.connect(blank_db)
     try:
         before = await conn.fetchval(FILE)
@@ -46,7 +46,7 @@ async def test_0023_adds_the_sla_rollup_tables_and_downgrades(
         }
     finally:
         await conn.close()
-    await asyncio.to_thread(command.downgrade, alembic_config(blank_db), "0021")
+    await asyncio.to_thread(command.downgrade, alembic_config(blank_db), "0022")
     conn = await asyncpg.connect(blank_db)
     try:
         for table in TABLES:
