@@ -3,14 +3,16 @@ row (the cost of its ai_usage rows; how many of them a model answered: not the b
 a fallback), so executionStats and the rollup refresh read a run's AI figures from the row
 instead of probing or joining ai_usage per run.
 
-A statement-level trigger (ai_usage_run_add) adds each INSERT's rows to their executions, one
+A statement-level trigger (ai_usage_add_to_run) adds each INSERT's rows to their executions, one
 grouped UPDATE per statement, so every writer keeps them exact (parallel AI steps of one run
 add under the row's lock; a bulk INSERT ... SELECT costs one statement). It locks the
-executions in id order, after the ai_usage_daily_add trigger (0017) upserted its rows (triggers
-fire in name order): every usage insert takes its locks in the same order, and the recorder
-(which locks one execution row FOR NO KEY UPDATE and touches neither rollup) only ever waits,
-so nothing deadlocks. ai_usage rows are never updated in what is summed nor deleted but with
-their execution or tenant (whose rows go too). Usage rows without an execution add nothing.
+executions in id order, before the ai_usage_daily_add trigger (0017) upserts its rows (triggers
+fire in name order, hence the name): every usage insert takes its locks in the same order, the
+recorder (which locks one execution row FOR NO KEY UPDATE and touches neither rollup) only ever
+waits, so nothing deadlocks, and an insert waiting for a run's row holds no daily row that the
+tenant's other inserts need. ai_usage rows are never updated in what is summed nor deleted but
+with their tenant (whose executions go too); a deleted execution's usage rows stay, with
+execution_id set to NULL. Usage rows without an execution add nothing.
 
 Locks and steps, as executions and ai_usage take writes while this runs (each step may find
 itself done by an earlier, failed run):
@@ -40,7 +42,7 @@ down_revision = "0021"
 branch_labels = None
 depends_on = None
 
-TRIGGER = "ai_usage_run_add"
+TRIGGER = "ai_usage_add_to_run"
 PROGRESS = "ai_usage_run_backfill"
 BATCH = 50_000
 

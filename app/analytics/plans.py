@@ -1,5 +1,8 @@
 """How PostgreSQL plans the analytics statements, set for the rest of the caller's transaction
-in one round trip (set_config(..., is_local => true) is SET LOCAL as a function).
+in one round trip (set_config(..., is_local => true) is SET LOCAL as a function). They reach
+no other GraphQL field's statements: every resolver opens its own session and transaction
+(app/api/context.py `session()`); what follows them in the same transaction is the resolver's
+own small lookups, or the rest of the rollup refresh, which wants the same settings.
 
 - Custom plans: asyncpg prepares each statement once per connection, and from a statement's
   sixth run PostgreSQL may switch to a generic plan, one for any values. A generic plan cannot

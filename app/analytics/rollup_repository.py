@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     tuple_,
@@ -93,7 +94,7 @@ def run_seconds() -> ColumnElement[Any]:
 
 def ran_ai() -> ColumnElement[Any]:
     """Whether a model answered at least one of the run's AI calls (not the baseline, not a
-    fallback): its answered calls, kept on the row by the ai_usage_run_add trigger (alembic
+    fallback): its answered calls, kept on the row by the ai_usage_add_to_run trigger (alembic
     0022); NULL (not counted) for a run without AI usage."""
     return Execution.ai_answered_calls > 0
 
@@ -191,8 +192,11 @@ class RollupRepository:
         return [(r.tenant_id, r.day) for r in rows]
 
     async def changed_since(self, since: datetime) -> bool:
-        """Whether any execution (any day) changed at or after `since`: one probe of
-        ix_executions_tenant_updated per tenant, each stopping at its first row."""
+        """Whether any execution (any day) changed at or after `since`, or any AI usage was
+        recorded since then (the ai_usage trigger of 0022 adds to a run's AI figures without
+        touching its updated_at: a call recorded after its run ended changes the run's cost):
+        one probe of ix_executions_tenant_updated per tenant, each stopping at its first row,
+        and one of ix_ai_usage_at."""
         changed = (
             select(Execution.id)
             .where(Execution.tenant_id == Tenant.id, Execution.updated_at >= since)
@@ -200,7 +204,8 @@ class RollupRepository:
             .lateral("changed")
         )
         found = select(Tenant.id).join(changed, text("true")).limit(1)
-        return bool(await self.session.scalar(select(found.exists())))
+        usage = select(AiUsage.id).where(AiUsage.at >= since).limit(1)
+        return bool(await self.session.scalar(select(or_(found.exists(), usage.exists()))))
 
     async def rebuild(self, first: date, end: date, tenant_id: uuid.UUID | None = None) -> int:
         """Rebuild the days [first, end) of one tenant (or all) in both rollups, one statement

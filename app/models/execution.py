@@ -96,7 +96,7 @@ class Execution(UUIDPk, Timestamps, Base):
     tier: Mapped[str | None] = mapped_column(String(20))
     # The run's AI usage summed (migration 0022): the cost of its ai_usage rows, and how many of
     # them a model answered (not the baseline, not a fallback). NULL until its first usage row.
-    # Kept by the ai_usage_run_add trigger on every ai_usage INSERT, never written here: the ORM
+    # Kept by the ai_usage_add_to_run trigger on every ai_usage INSERT, never written here: the ORM
     # updates only the columns it changed, so a recorder holding a stale copy leaves them be.
     ai_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
     ai_answered_calls: Mapped[int | None]

@@ -1,18 +1,20 @@
 """An idle analytics rollup refresh keeps the cost estimates instead of recomputing them (most
 of its time: 377 ms p50 of the bench's refresh), in a database of its own so that no other
 test's executions count as changes: recomputed on the first refresh, kept while no execution
-changed and no day was added, recomputed after a change."""
+changed and no day was added, recomputed after a change, and after AI usage recorded for a run
+that had ended (its cost changes without its updated_at: the 0022 trigger)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import func, select, update
 
 from app.analytics.service import RollupService
 from app.db import make_engine, make_sessionmaker
 from app.migrate import upgrade_async
-from app.models import Execution, TemplateCostEstimate
+from app.models import AiUsage, Execution, TemplateCostEstimate
 from app.seed import seed_templates
 from app.templates.service import TemplateService
 from app.tenants.service import TenantService
@@ -64,5 +66,32 @@ async def test_an_idle_refresh_keeps_the_cost_estimates(blank_db: str) -> None: 
             )
             await s.commit()
         assert await refresh() == (False, rows, rows)  # a run changed: recomputed
+        async with sessions() as s:  # that change long past: kept again
+            await s.execute(
+                update(Execution).where(Execution.id == run.id).values(updated_at=hour_ago)
+            )
+            await s.commit()
+        assert await refresh() == (True, 0, rows)
+        async with sessions() as s:  # a call recorded after its run ended (a late activity)
+            s.add(
+                AiUsage(
+                    tenant_id=tenant.id,
+                    execution_id=run.id,
+                    task="summarize",
+                    provider="openai",
+                    model="gpt-test",
+                    cost_usd=Decimal("1.5"),
+                    outcome="OK",
+                )
+            )
+            await s.commit()
+        assert await refresh() == (False, rows, rows)  # recomputed: the run's cost changed
+        async with sessions() as s:
+            p50 = await s.scalar(
+                select(func.max(TemplateCostEstimate.p50_usd)).where(
+                    TemplateCostEstimate.template_id == run.template_id
+                )
+            )
+        assert p50 == Decimal("1.5")
     finally:
         await engine.dispose()

@@ -1,5 +1,5 @@
 """Each execution keeps its AI usage summed on its row (executions.ai_cost_usd and
-ai_answered_calls, kept by the ai_usage_run_add trigger of migration 0022): after real runs
+ai_answered_calls, kept by the ai_usage_add_to_run trigger of migration 0022): after real runs
 with parallel AI steps, a fan-out point per item and failing providers, the figures equal the
 sums of the run's ai_usage rows, and executionStats (which reads them) reports the same. Under
 concurrent usage inserts of one run while its recorder changes the row, nothing is lost,

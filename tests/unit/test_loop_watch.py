@@ -1,5 +1,5 @@
 """The security tests' stall detector (tests/support.py loop_watch) must see CPU work that holds
-the event loop, whatever the machine's load, and must not call a wait a stall."""
+the event loop, whatever the machine's load, and a wait that blocks it; not an awaited wait."""
 
 import asyncio
 import time
@@ -28,3 +28,11 @@ async def test_waiting_is_not_a_stall() -> None:
         await asyncio.sleep(0.3)
     assert watch.ticks > 10
     assert watch.worst < 0.05, watch
+
+
+async def test_a_long_blocking_wait_on_the_loop_counts_though_it_uses_no_cpu() -> None:
+    async with loop_watch() as watch:
+        await asyncio.sleep(0.02)
+        time.sleep(1.4)  # noqa: ASYNC251 (the point: as a sync socket call without a timeout)
+        await asyncio.sleep(0.02)
+    assert watch.worst >= 0.3, watch
