@@ -256,13 +256,17 @@ def _supervise(
     interrupted: list[int],
     wake: threading.Event,
 ) -> int:
-    """Start the children, seed meanwhile, print the banner once the API listens (and the
-    model check's lines once they are in), then wait for a signal (exit 0) or a child's exit
-    (reported, exit 1)."""
-    for child in children:
+    """Start the workers, seed meanwhile, then the API (so that its /readyz answering means
+    the templates and demo keys are there: scripts wait for it, then read demo-keys.json);
+    print the banner once the API listens (and the model check's lines once they are in),
+    then wait for a signal (exit 0) or a child's exit (reported, exit 1). The API's process
+    was spawned with the others: its imports overlap the seed, only its serving waits."""
+    api, workers = children[0], children[1:]
+    for child in workers:
         child.start(settings, start.offsets[child.name], start.manifests)
     keys = asyncio.run(_seed(settings))
-    api, check, printed = children[0], None, False
+    api.start(settings, start.offsets[api.name], start.manifests)
+    check, printed = None, False
     while not interrupted:
         wake.clear()
         if _report_dead(children):

@@ -4,6 +4,7 @@ clean stop on SIGINT and SIGTERM; a second run reuses the state and its keys."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -142,6 +143,17 @@ def _ours(state_dir: Path) -> list[psutil.Process]:
     return found
 
 
+async def _until_ready(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz not 200 within {timeout} s")
+
+
 async def _exercise(port: int, key: str) -> None:
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
@@ -273,9 +285,15 @@ async def test_wfs_dev_runs_roles_in_separate_processes(state_dir: Path) -> None
     plugin's worker are four child processes with their own pids and prefixed logs; an
     execution completes through them; SIGINT stops them and every embedded server."""
     port = free_port()
-    dev, banner = await asyncio.to_thread(_start, state_dir, port)
+    dev = Dev(state_dir, port)
     try:
+        # Scripts wait for /readyz and then read the demo keys (bench/stack.py does): the API
+        # answering means the seed is done.
+        await _until_ready(port)
+        on_ready = json.loads((state_dir / "demo-keys.json").read_text())
+        banner = await asyncio.to_thread(dev.wait_for, r"^Ctrl-C stops everything")
         keys = _keys(banner)
+        assert on_ready == keys
         assert set(keys) == {"demo-free", "demo-pro", "demo-premium", "demo-enterprise"}
         assert f"http://127.0.0.1:{port}/graphql" in banner
         assert f"http://127.0.0.1:{port}/graphql#apiKey={keys['demo-pro']}" in banner
