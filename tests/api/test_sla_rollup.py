@@ -257,3 +257,33 @@ async def test_an_override_that_no_longer_validates_is_no_target_in_sql_too(
     assert (found.stats.runs, found.stats.measured, found.stats.breached) == (7, 0, 0)
     assert template_id is not None
     await agree(sessions, tenant_id, template_id, now - timedelta(days=3), now)
+
+
+async def test_many_templates_changed_on_a_few_days_still_read_the_other_days_rolled_up(
+    sessions: Any, tenant: TenantKeys
+) -> None:
+    """A run of each of 70 templates changed on 3 days apart since the refresh: 210 (template,
+    day) spans, past MAX_ROW_SPANS. The report over every template reads those 3 days whole
+    from the rows and the 2 others from the rollup, with the same figures as the rows."""
+    names = [await publish(sessions, tenant, TARGETED) for _ in range(70)]
+    async with sessions() as s:
+        tenant_id = (await TenantService(s).get_by_name(tenant.name)).id
+    runs = [await seed(sessions, tenant_id, name, range(1, 6)) for name in names]
+    await rolled_up(sessions)
+    touched = [ids[d * len(DAY_RUNS)] for ids in runs for d in (0, 2, 4)]  # days 1, 3 and 5
+    async with sessions() as s:
+        await s.execute(
+            update(Execution)
+            .where(Execution.id.in_(touched))
+            .values(updated_at=datetime.now(UTC))
+        )
+        await s.commit()
+        template_id = await s.scalar(select(Template.id).where(Template.name == names[0]))
+    assert template_id is not None
+    now = datetime.now(UTC)
+    since = now - timedelta(days=8)
+    assert await agree(sessions, tenant_id, template_id, since, now) == 2
+    async with await snapshot(sessions) as s:
+        plan = await SlaFigures(s).plan(tenant_id, since, now, None)
+    assert len(plan.rolled) == 70 * 2  # days 2 and 4 of every template
+    assert len(plan.from_rows) == 2 + 3  # the edges and the three changed days
