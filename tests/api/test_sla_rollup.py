@@ -273,9 +273,7 @@ async def test_many_templates_changed_on_a_few_days_still_read_the_other_days_ro
     touched = [ids[d * len(DAY_RUNS)] for ids in runs for d in (0, 2, 4)]  # days 1, 3 and 5
     async with sessions() as s:
         await s.execute(
-            update(Execution)
-            .where(Execution.id.in_(touched))
-            .values(updated_at=datetime.now(UTC))
+            update(Execution).where(Execution.id.in_(touched)).values(updated_at=datetime.now(UTC))
         )
         await s.commit()
         template_id = await s.scalar(select(Template.id).where(Template.name == names[0]))
