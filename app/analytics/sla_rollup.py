@@ -236,6 +236,7 @@ class SlaRollupRefresh:
             since = state.refreshed_from - CHANGE_MARGIN
             for tenant_id, day in await self.days.changed_days(since, state.complete_until):
                 rows += await self.repo.rebuild(day, day + ONE_DAY, started, tenant_id=tenant_id)
+        await self.repo.record_all_targets()
         for tenant_id, template_id in await self.repo.stale():
             rows += await self.repo.rebuild(
                 None, today, started, tenant_id=tenant_id, template_id=template_id

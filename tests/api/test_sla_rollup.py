@@ -11,13 +11,14 @@ import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.sla import SlaReportService
 from app.analytics.sla_repository import SlaReportRepository, Span
 from app.analytics.sla_rollup import SlaFigures
-from app.models import Execution, Template, TemplateVersion, Tenant
+from app.analytics.sla_rollup_repository import SlaRollupRepository
+from app.models import Execution, SlaRollupTarget, Template, TemplateVersion, Tenant
 from app.settings import Settings
 from app.sla.spec import SlaSpec
 from app.tenants.service import Principal, TenantService
@@ -285,3 +286,53 @@ async def test_many_templates_changed_on_a_few_days_still_read_the_other_days_ro
         plan = await SlaFigures(s).plan(tenant_id, since, now, None)
     assert len(plan.rolled) == 70 * 2  # days 2 and 4 of every template
     assert len(plan.from_rows) == 2 + 3  # the edges and the three changed days
+
+
+async def test_finding_the_pairs_to_rebuild_does_not_read_the_rollup(
+    sessions: Any, tenant: TenantKeys
+) -> None:
+    """The refresh's search for (tenant, template) pairs judged against a target no longer in
+    force reads the recorded targets, not sla_rollup (its cost would grow with every day
+    rolled up): it answers while another session holds sla_rollup locked, and still finds an
+    override set and one cleared."""
+    targeted = await publish(sessions, tenant, TARGETED)
+    async with sessions() as s:
+        tenant_id = (await TenantService(s).get_by_name(tenant.name)).id
+        template_id = await s.scalar(select(Template.id).where(Template.name == targeted))
+    assert template_id is not None
+    await seed(sessions, tenant_id, targeted, range(1, 3))
+    await rolled_up(sessions)
+    admin = Principal(
+        tenant_id=tenant_id, tenant_name=tenant.name, tier="pro", role="admin", key_id=uuid.uuid4()
+    )
+
+    async def stale_while_locked() -> set[tuple[uuid.UUID, uuid.UUID]]:
+        async with sessions() as holder, sessions() as s:
+            await holder.execute(text("LOCK TABLE sla_rollup IN ACCESS EXCLUSIVE MODE"))
+            await s.execute(text("SET LOCAL lock_timeout = '2s'"))
+            found = set(await SlaRollupRepository(s).stale())
+            await holder.rollback()
+            return found
+
+    assert (tenant_id, template_id) not in await stale_while_locked()
+    # Right after migration 0025 nothing is recorded: the next refresh records every row's.
+    async with sessions() as s:
+        await s.execute(delete(SlaRollupTarget))
+        assert await SlaRollupRepository(s).record_all_targets()
+        assert not await SlaRollupRepository(s).record_all_targets()
+        recorded = await s.scalars(
+            select(SlaRollupTarget.target).where(SlaRollupTarget.template_id == template_id)
+        )
+        assert list(recorded) == [60]
+        await s.commit()
+    for sla in ({"max_duration_seconds": 100}, None):
+        async with sessions() as s:
+            service = SlaReportService(s)
+            if sla is None:
+                await service.clear_override(admin, template_id)
+            else:
+                await service.set_override(admin, template_id, SlaSpec.model_validate(sla))
+            await s.commit()
+        assert (tenant_id, template_id) in await stale_while_locked(), sla
+        await rolled_up(sessions)
+        assert (tenant_id, template_id) not in await stale_while_locked(), sla
