@@ -30,6 +30,7 @@ schedule deleted that way is back within the hour (PRUNE_INTERVAL_SECONDS).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -90,7 +91,12 @@ async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Sett
     try:
         await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
-        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+        # Keeps its state: a schedule an operator paused stays paused through the hourly round.
+        await handle.update(
+            lambda current: ScheduleUpdate(
+                schedule=dataclasses.replace(schedule, state=current.description.schedule.state)
+            )
+        )
 
 
 async def keep_rollup_schedules(client: Client, own_queue: str, settings: Settings) -> list[str]:

@@ -32,6 +32,9 @@ from workers.rollup_schedules import (
     ensure_rollup_schedule,
     prune_rollup_schedules,
 )
+from workers.rollup_schedules import (
+    keep_rollup_schedules as keep_own_and_prune,
+)
 from workers.workflows.rollup import AnalyticsRollupWorkflow
 
 
@@ -128,6 +131,9 @@ async def test_a_workers_own_schedule_deleted_by_someone_is_back_after_its_round
                     await asyncio.sleep(0.2)
         action = described.schedule.action
         assert isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == own
+        await handle.pause(note="by an operator")  # the next rounds keep it paused
+        await keep_own_and_prune(client, own, settings)
+        assert (await handle.describe()).schedule.state.paused
     finally:
         stop.set()
         await rounds
