@@ -6,9 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import structlog
-from temporalio.client import (
-    Client,
-)
+from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
