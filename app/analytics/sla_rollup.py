@@ -225,6 +225,8 @@ class SlaRollupRefresh:
         (tenant, template) judged against a target no longer in force. Returns rows written."""
         state = await self.repo.state()
         rows = 0
+        # First, while the rebuilds below have recorded nothing yet (after migration 0025).
+        await self.repo.record_all_targets()
         if state is None:
             first = await self.days.first_day()
             if first is not None and first < today:
@@ -236,7 +238,6 @@ class SlaRollupRefresh:
             since = state.refreshed_from - CHANGE_MARGIN
             for tenant_id, day in await self.days.changed_days(since, state.complete_until):
                 rows += await self.repo.rebuild(day, day + ONE_DAY, started, tenant_id=tenant_id)
-        await self.repo.record_all_targets()
         for tenant_id, template_id in await self.repo.stale():
             rows += await self.repo.rebuild(
                 None, today, started, tenant_id=tenant_id, template_id=template_id

@@ -295,12 +295,14 @@ async def test_finding_the_pairs_to_rebuild_does_not_read_the_rollup(
     force reads the recorded targets, not sla_rollup (its cost would grow with every day
     rolled up): it answers while another session holds sla_rollup locked, and still finds an
     override set and one cleared."""
-    targeted = await publish(sessions, tenant, TARGETED)
+    targeted, other = [await publish(sessions, tenant, TARGETED) for _ in range(2)]
     async with sessions() as s:
         tenant_id = (await TenantService(s).get_by_name(tenant.name)).id
         template_id = await s.scalar(select(Template.id).where(Template.name == targeted))
-    assert template_id is not None
-    await seed(sessions, tenant_id, targeted, range(1, 3))
+        other_id = await s.scalar(select(Template.id).where(Template.name == other))
+    assert template_id is not None and other_id is not None
+    runs = await seed(sessions, tenant_id, targeted, range(1, 2))
+    await seed(sessions, tenant_id, other, range(2, 3))
     await rolled_up(sessions)
     admin = Principal(
         tenant_id=tenant_id, tenant_name=tenant.name, tier="pro", role="admin", key_id=uuid.uuid4()
@@ -315,16 +317,21 @@ async def test_finding_the_pairs_to_rebuild_does_not_read_the_rollup(
             return found
 
     assert (tenant_id, template_id) not in await stale_while_locked()
-    # Right after migration 0025 nothing is recorded: the next refresh records every row's.
+    # Right after migration 0025 nothing is recorded: the next refresh records every row's,
+    # a day it rebuilds (a run changed) or not.
     async with sessions() as s:
         await s.execute(delete(SlaRollupTarget))
-        assert await SlaRollupRepository(s).record_all_targets()
-        assert not await SlaRollupRepository(s).record_all_targets()
-        recorded = await s.scalars(
-            select(SlaRollupTarget.target).where(SlaRollupTarget.template_id == template_id)
+        await s.execute(
+            update(Execution).where(Execution.id == runs[0]).values(updated_at=datetime.now(UTC))
         )
-        assert list(recorded) == [60]
         await s.commit()
+    await rolled_up(sessions)
+    async with sessions() as s:
+        for template in (template_id, other_id):
+            recorded = await s.scalars(
+                select(SlaRollupTarget.target).where(SlaRollupTarget.template_id == template)
+            )
+            assert list(recorded) == [60], template
     for sla in ({"max_duration_seconds": 100}, None):
         async with sessions() as s:
             service = SlaReportService(s)
