@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import structlog
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-)
-from temporalio.service import RPCError
+from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from app.ai.gateway import AiGateway
-from app.analytics.workflow_io import ROLLUP_WORKFLOW, RollupInput, rollup_schedule_id
 from app.db import SessionFactory
 from app.executions.recorder import Publisher
 from app.plugins.registry import activate as activate_plugins
@@ -34,14 +21,15 @@ from workers.analytics_activities import AnalyticsActivities
 from workers.health import HealthServer
 from workers.log_context import ActivityLogContext
 from workers.rollup_schedules import PRUNE_INTERVAL_SECONDS as PRUNE_INTERVAL_SECONDS
-from workers.rollup_schedules import prune_rollup_schedules as prune_rollup_schedules
+from workers.rollup_schedules import ensure_rollup_schedule as ensure_rollup_schedule
+from workers.rollup_schedules import keep_rollup_schedules as keep_rollup_schedules
 from workers.webhook_activities import WebhookActivities
 from workers.workflows import ForEachBatchWorkflow, TemplateWorkflow, WebhookDeliveryWorkflow
 from workers.workflows.rollup import AnalyticsRollupWorkflow
 
 log = structlog.get_logger(__name__)
-# PRUNE_INTERVAL_SECONDS and prune_rollup_schedules are imported for app/cli/runner.py, the
-# one module of app that may import workers.main.
+# PRUNE_INTERVAL_SECONDS, ensure_rollup_schedule and keep_rollup_schedules are imported for
+# app/cli/runner.py, the one module of app that may import workers.main.
 
 # Modules the workflow sandbox may reuse instead of re-importing on every run; opentelemetry
 # for Temporal's tracing interceptor, which runs inside the sandbox when tracing is on.
@@ -133,45 +121,25 @@ def build_ai_worker(
     )
 
 
-async def run_until(worker: Worker, stop: asyncio.Event, health_port: int | None = None) -> None:
+async def run_until(
+    worker: Worker,
+    stop: asyncio.Event,
+    health_port: int | None = None,
+    polling: asyncio.Event | None = None,
+) -> None:
     """Poll until `stop`, then drain (graceful_shutdown); with health_port, serve the probe
-    endpoints there meanwhile (every interface, like /metrics: the kubelet probes the pod)."""
+    endpoints there meanwhile (every interface, like /metrics: the kubelet probes the pod).
+    `polling` is set once the worker has started polling."""
     health = HealthServer(worker, stop, "0.0.0.0", health_port) if health_port else None
     if health is not None:
         await health.start()
     try:
         async with worker:
             log.info("worker.started", task_queue=worker.task_queue)
+            if polling is not None:
+                polling.set()
             await stop.wait()
         log.info("worker.stopped", task_queue=worker.task_queue)
     finally:
         if health is not None:
             await health.close()
-
-
-async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Settings) -> None:
-    """Create the analytics rollup schedule, or bring it to these settings (interval, task
-    queue): every ANALYTICS_ROLLUP_SECONDS one AnalyticsRollupWorkflow, skipped while the
-    previous one runs. 0 deletes it (for deployments that refresh otherwise)."""
-    schedule_id = rollup_schedule_id(task_queue)
-    handle = client.get_schedule_handle(schedule_id)
-    every = settings.analytics_rollup_seconds
-    if every <= 0:
-        with contextlib.suppress(RPCError):
-            await handle.delete()
-        return
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            ROLLUP_WORKFLOW,
-            RollupInput(),
-            id=schedule_id,
-            task_queue=task_queue,
-            execution_timeout=timedelta(hours=1),
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
-    try:
-        await client.create_schedule(schedule_id, schedule)
-    except ScheduleAlreadyRunningError:
-        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))

@@ -1,7 +1,8 @@
-"""Removing the analytics rollup schedules that no worker serves any more.
+"""The analytics rollup schedules: each worker keeps its own queue's, and removes those that
+no worker serves any more.
 
 Each worker keeps an `analytics-rollup-<task queue>` schedule for its own queue
-(workers/main.py `ensure_rollup_schedule`). It is per queue on purpose: a worker on another
+(`ensure_rollup_schedule`). It is per queue on purpose: a worker on another
 queue (a test's, a second deployment's sharing the namespace, with its own database) must
 neither move nor delete the main queue's schedule, and the queue decides which workers (so
 which database) run a refresh. One schedule per namespace would refresh one deployment only.
@@ -16,31 +17,93 @@ other `analytics-rollup-*` schedules and deletes one when both say nobody serves
 - Temporal lists no poller of workflow tasks on its queue now (DescribeTaskQueue).
 
 A queue whose workers are merely slow or restarting keeps pollers or completes refreshes, and
-a question Temporal did not answer deletes nothing. A deployment that comes back recreates its
-schedule when its workers start. A worker never deletes its own queue's schedule.
+a question Temporal did not answer deletes nothing. A worker never deletes its own queue's
+schedule.
+
+Another deployment's worker may still delete a schedule that is needed: its deployment lost
+Temporal for hours but kept running, or it restarted after an outage and a prune ran between
+its `ensure_rollup_schedule` and its first poll. So the hourly round (`keep_rollup_schedules`)
+first ensures the worker's OWN schedule, and the worker runs a round as soon as it polls: a
+schedule deleted that way is back within the hour (PRUNE_INTERVAL_SECONDS).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Iterable
+from datetime import timedelta
 
 import structlog
 from temporalio.client import (
     Client,
+    Schedule,
     ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
     ScheduleListDescription,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
     WorkflowExecutionStatus,
 )
 from temporalio.service import RPCError
 
-from app.analytics.workflow_io import ROLLUP_SCHEDULE_ID, rollup_schedule_id
+from app.analytics.workflow_io import (
+    ROLLUP_SCHEDULE_ID,
+    ROLLUP_WORKFLOW,
+    RollupInput,
+    rollup_schedule_id,
+)
+from app.settings import Settings
 from app.temporal_queues import TaskQueueInspector
 
 log = structlog.get_logger(__name__)
 
 STALE_ACTIONS = 3  # the latest refreshes that must all have timed out
 PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+async def ensure_rollup_schedule(client: Client, task_queue: str, settings: Settings) -> None:
+    """Create the analytics rollup schedule, or bring it to these settings (interval, task
+    queue): every ANALYTICS_ROLLUP_SECONDS one AnalyticsRollupWorkflow, skipped while the
+    previous one runs. 0 deletes it (for deployments that refresh otherwise)."""
+    schedule_id = rollup_schedule_id(task_queue)
+    handle = client.get_schedule_handle(schedule_id)
+    every = settings.analytics_rollup_seconds
+    if every <= 0:
+        with contextlib.suppress(RPCError):
+            await handle.delete()
+        return
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ROLLUP_WORKFLOW,
+            RollupInput(),
+            id=schedule_id,
+            task_queue=task_queue,
+            execution_timeout=timedelta(hours=1),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        # Keeps its state: a schedule an operator paused stays paused through the hourly round.
+        await handle.update(
+            lambda current: ScheduleUpdate(
+                schedule=dataclasses.replace(schedule, state=current.description.schedule.state)
+            )
+        )
+
+
+async def keep_rollup_schedules(client: Client, own_queue: str, settings: Settings) -> list[str]:
+    """One round: ensure this worker's own schedule (recreated if someone deleted it), then
+    delete the other queues' schedules that nobody serves; returns the deleted ids."""
+    await ensure_rollup_schedule(client, own_queue, settings)
+    return await prune_rollup_schedules(client, own_queue)
 
 
 async def _rollup_schedules(client: Client, own_queue: str) -> list[ScheduleListDescription]:

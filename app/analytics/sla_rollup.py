@@ -8,7 +8,10 @@ A window [since, until) is read in three parts that never overlap:
   ended runs only);
 - every other (template, day) of those days, read from the rows: a target changed since
   (an override set, changed or cleared: the fallback makes it take effect at once), a run
-  ended, retried or added since the day was rolled up;
+  ended, retried or added since the day was rolled up. For every template at once (no
+  `template_id`), when those would be more than MAX_ROW_SPANS spans (many templates changed on
+  a few days), each such day is read whole from the rows instead, every template of it: at
+  most one span per day, and the other days still come from the rollup;
 - the partial days at the window's edges, and the days not rolled up yet (today), read from
   the rows.
 The breaches page reads, newest first, only the days that hold breaches (the rollup's counts
@@ -21,6 +24,7 @@ every (tenant, template) whose rows no longer match the target in force."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -51,19 +55,33 @@ class Plan:
     rolled: dict[tuple[uuid.UUID, date], RolledDay] = field(default_factory=dict)
     from_rows: list[Span] = field(default_factory=list)
     read_days: set[tuple[uuid.UUID, date]] = field(default_factory=set)  # from the rows
+    # Days read whole from the rows, every template of them (see the module docstring).
+    whole_days: set[date] = field(default_factory=set)
     days: Span | None = None  # the whole days rolled up: their open runs come from the rows
 
+    def reads_rows(self, template_id: uuid.UUID, day: date) -> bool:
+        """Whether the template's runs of that day are read from the rows."""
+        return day in self.whole_days or (template_id, day) in self.read_days
 
-def _day_spans(days: set[tuple[uuid.UUID, date]]) -> list[Span]:
-    """Per template, its days as spans of consecutive days."""
+
+def _day_spans(days: Iterable[tuple[uuid.UUID | None, date]]) -> list[Span]:
+    """Per template (None: every template), its days as spans of consecutive days."""
     spans: list[Span] = []
-    for template_id, day in sorted(days):
+    for template_id, day in sorted(days, key=lambda key: (str(key[0]), key[1])):
         last = spans[-1] if spans else None
         if last and last.template_id == template_id and last.hi == day_start(day):
             spans[-1] = Span(last.lo, day_start(day + ONE_DAY), template_id)
         else:
             spans.append(Span(day_start(day), day_start(day + ONE_DAY), template_id))
     return spans
+
+
+def _read_whole_days(plan: Plan) -> list[Span]:
+    """Read every day that has a (template, day) to read from the rows whole, every template
+    of it, instead of template by template: at most one span per day. Returns the spans."""
+    plan.whole_days = {day for _, day in plan.read_days}
+    plan.rolled = {key: r for key, r in plan.rolled.items() if key[1] not in plan.whole_days}
+    return _day_spans({(None, day) for day in plan.whole_days})
 
 
 class SlaFigures:
@@ -93,7 +111,10 @@ class SlaFigures:
         plan.read_days |= changed
         edges = [(since, day_start(first)), (day_start(end), until)]
         plan.from_rows = [Span(lo, hi, template_id) for lo, hi in edges if lo < hi]
-        plan.from_rows += _day_spans(plan.read_days)
+        spans = _day_spans(plan.read_days)
+        if template_id is None and len(plan.from_rows) + len(spans) > MAX_ROW_SPANS:
+            spans = _read_whole_days(plan)
+        plan.from_rows += spans
         if len(plan.from_rows) > MAX_ROW_SPANS:
             return Plan(from_rows=[Span(since, until, template_id)])
         return plan
@@ -122,7 +143,7 @@ class SlaFigures:
             add(stats)
         if plan.days is not None:
             for day, stats in await self.rows.open_run_stats(tenant_id, plan.days, now):
-                if (stats.template_id, day) not in plan.read_days:
+                if not plan.reads_rows(stats.template_id, day):
                     add(stats)
         return [s for s in totals.values() if template_id is not None or s.has_target]
 
@@ -204,6 +225,8 @@ class SlaRollupRefresh:
         (tenant, template) judged against a target no longer in force. Returns rows written."""
         state = await self.repo.state()
         rows = 0
+        # First, while the rebuilds below have recorded nothing yet (after migration 0025).
+        await self.repo.record_all_targets()
         if state is None:
             first = await self.days.first_day()
             if first is not None and first < today:

@@ -5,7 +5,12 @@ what the report reads of it (app/analytics/sla_rollup.py decides which days come
 A row's figures are those of its runs that had ended when it was built, judged against the
 target in force then (`target`, the same SQL as the rows path: max_duration_in_force). The
 report reads a row only while that target is the one in force now, so a row never needs the
-override's history."""
+override's history.
+
+Every rebuild also records, per (tenant, template, version), the targets its rows were judged
+against (`sla_rollup_targets`); the refresh compares that small table, not the whole rollup,
+with the targets in force to find the pairs to rebuild (`stale`), so its cost does not grow
+with the days rolled up. A pair rebuilt whole starts its record afresh."""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, select, text
+from sqlalchemy import and_, case, delete, exists, func, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.plans import plan_for_values
@@ -26,7 +32,14 @@ from app.analytics.sla_repository import (
     has_target,
     seconds_so_far,
 )
-from app.models import Execution, SlaRollup, SlaRollupState, TemplateSla, TemplateVersion
+from app.models import (
+    Execution,
+    SlaRollup,
+    SlaRollupState,
+    SlaRollupTarget,
+    TemplateSla,
+    TemplateVersion,
+)
 from app.models.states import Status
 from app.sla.repository import join_targets, max_duration_in_force
 
@@ -41,18 +54,17 @@ class RolledDay:
     stats: RunStats
 
 
-def _join_rollup_targets(query: Any) -> Any:
-    """`query` over SlaRollup with its version and the tenant's override joined, for the
-    target in force now."""
-    r = SlaRollup
+def _join_rollup_targets(query: Any, r: Any = SlaRollup) -> Any:
+    """`query` over SlaRollup (or SlaRollupTarget) with its version and the tenant's override
+    joined, for the target in force now."""
     return query.join(TemplateVersion, TemplateVersion.id == r.template_version_id).outerjoin(
         TemplateSla,
         and_(TemplateSla.tenant_id == r.tenant_id, TemplateSla.template_id == r.template_id),
     )
 
 
-def _current() -> Any:
-    return SlaRollup.target.is_not_distinct_from(max_duration_in_force())
+def _current(r: Any = SlaRollup) -> Any:
+    return r.target.is_not_distinct_from(max_duration_in_force())
 
 
 class SlaRollupRepository:
@@ -102,10 +114,42 @@ class SlaRollupRepository:
             where.append(r.template_id == template_id)
             runs.append(Execution.template_id == template_id)
         await self.session.execute(delete(r).where(*where))
+        if first is None:  # every day of the scope: its record starts afresh
+            await self._forget_targets(tenant_id, template_id)
         rows = self._rows(runs, built_at)
         columns = [c.name for c in r.__table__.columns]
         result = await self.session.execute(insert(r).from_select(columns, rows))
+        await self._record_targets(where)
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def _forget_targets(
+        self, tenant_id: uuid.UUID | None, template_id: uuid.UUID | None
+    ) -> None:
+        t = SlaRollupTarget
+        where = []
+        if tenant_id is not None:
+            where.append(t.tenant_id == tenant_id)
+        if template_id is not None:
+            where.append(t.template_id == template_id)
+        await self.session.execute(delete(t).where(*where))
+
+    async def _record_targets(self, where: list[Any]) -> None:
+        """Add the targets of the rollup rows matching `where` to sla_rollup_targets."""
+        r, t = SlaRollup, SlaRollupTarget
+        keys = (r.tenant_id, r.template_id, r.template_version_id, r.target)
+        columns = ["tenant_id", "template_id", "template_version_id", "target"]
+        used = select(*keys).where(*where).distinct()
+        await self.session.execute(pg_insert(t).from_select(columns, used).on_conflict_do_nothing())
+
+    async def record_all_targets(self) -> bool:
+        """Once, when sla_rollup_targets is empty and sla_rollup is not (after migration
+        0025): record every row's target. Returns whether it did."""
+        if await self.session.scalar(select(exists().select_from(SlaRollupTarget))):
+            return False
+        if not await self.session.scalar(select(exists().select_from(SlaRollup))):
+            return False
+        await self._record_targets([])
+        return True
 
     @staticmethod
     def _rows(where: list[Any], built_at: datetime) -> Any:
@@ -138,14 +182,15 @@ class SlaRollupRepository:
 
     async def stale(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         """(tenant, template) pairs with rows judged against a target no longer in force (an
-        override set, changed or cleared since): the refresh rebuilds them. Reads the whole
-        (small) table."""
+        override set, changed or cleared since): the refresh rebuilds them. Reads the recorded
+        targets (one row per tenant, template and version), not the rollup."""
+        t = SlaRollupTarget
         query = (
-            _join_rollup_targets(select(SlaRollup.tenant_id, SlaRollup.template_id))
-            .where(~_current())
+            _join_rollup_targets(select(t.tenant_id, t.template_id), t)
+            .where(~_current(t))
             .distinct()
         )
-        return [(t, p) for t, p in await self.session.execute(query)]
+        return [(tenant, template) for tenant, template in await self.session.execute(query)]
 
     async def days(
         self, tenant_id: uuid.UUID, first: date, end: date, template_id: uuid.UUID | None

@@ -106,16 +106,18 @@ async def run_worker(
     await bus.start()
     sessions = make_sessionmaker(engine)
     await ensure_rollup_schedule(client, queue, settings)
+    polling = asyncio.Event()
     upkeep = [
         asyncio.create_task(admit_queued(sessions, client, bus, settings, stop)),
         asyncio.create_task(reconcile_lost(sessions, client, bus, settings, stop)),
         asyncio.create_task(dispatch_webhooks(sessions, client, settings, stop)),
         asyncio.create_task(purge_step_records(sessions, settings, stop)),
         asyncio.create_task(evaluate_slas(sessions, bus, settings, stop)),
-        asyncio.create_task(prune_rollup_schedules(client, queue, stop)),
+        asyncio.create_task(keep_rollup_schedules(client, queue, settings, polling, stop)),
     ]
     try:
-        await serve_worker(build_worker(client, queue, sessions, bus, settings), settings, stop)
+        worker = build_worker(client, queue, sessions, bus, settings)
+        await serve_worker(worker, settings, stop, polling)
     finally:
         stop.set()
         await asyncio.gather(*upkeep)
@@ -123,23 +125,40 @@ async def run_worker(
         await engine.dispose()
 
 
-async def serve_worker(worker: Worker, settings: Settings, stop: asyncio.Event) -> None:
+async def serve_worker(
+    worker: Worker,
+    settings: Settings,
+    stop: asyncio.Event,
+    polling: asyncio.Event | None = None,
+) -> None:
     """Run a built worker until `stop`, with its probe endpoints on WORKER_HEALTH_PORT when
-    set (workers/health.py); on `stop` it drains for WORKER_GRACEFUL_SHUTDOWN_SECONDS."""
+    set (workers/health.py); on `stop` it drains for WORKER_GRACEFUL_SHUTDOWN_SECONDS.
+    `polling` is set once it polls."""
     from workers.main import run_until
 
     settle_heap()
-    await run_until(worker, stop, health_port=settings.worker_health_port)
+    await run_until(worker, stop, health_port=settings.worker_health_port, polling=polling)
 
 
-async def prune_rollup_schedules(client: Client, queue: str, stop: asyncio.Event) -> None:
-    """Hourly, delete other queues' analytics rollup schedules that no worker serves (a
-    renamed queue's): workers/rollup_schedules.py."""
+async def keep_rollup_schedules(
+    client: Client, queue: str, settings: Settings, polling: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Once the worker polls, then hourly: ensure this queue's analytics rollup schedule
+    (another deployment's worker may have deleted it meanwhile), and delete the other queues'
+    that no worker serves (a renamed queue's): workers/rollup_schedules.py."""
     from workers.main import PRUNE_INTERVAL_SECONDS
-    from workers.main import prune_rollup_schedules as prune
+    from workers.main import keep_rollup_schedules as keep
 
+    waiting = asyncio.ensure_future(polling.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    stopping.cancel()
     await every(
-        PRUNE_INTERVAL_SECONDS, lambda: prune(client, queue), "analytics.rollup_prune", stop
+        PRUNE_INTERVAL_SECONDS,
+        lambda: keep(client, queue, settings),
+        "analytics.rollup_schedules",
+        stop,
     )
 
 

@@ -14,7 +14,7 @@ from app.models.execution import Execution, ExecutionEvent
 from app.models.idempotency import StepIdempotency
 from app.models.notification import Notification, NotificationCounter
 from app.models.sla import SlaBreach, TemplateSla
-from app.models.sla_rollup import SlaRollup, SlaRollupState
+from app.models.sla_rollup import SlaRollup, SlaRollupState, SlaRollupTarget
 from app.models.template import Template, TemplateVersion
 from app.models.tenant import ROLES, TIERS, ApiKey, PlatformKey, Tenant
 from app.models.tenant_plugin import TenantPlugin
@@ -37,6 +37,7 @@ __all__ = [
     "SlaBreach",
     "SlaRollup",
     "SlaRollupState",
+    "SlaRollupTarget",
     "RollupState",
     "StepAttempt",
     "StepIdempotency",

@@ -3,8 +3,10 @@ of the oldest each reconciler round, as it does notifications (app/executions/re
 
 What counts as old: a DURATION breach by when it was found (`started_at`); a SUCCESS_RATE breach
 by when its rate recovered (`ended_at`), so a report over the longest window finds every rate
-breach that overlaps it. An open SUCCESS_RATE breach (the rate still below target) is never
-deleted: it is what keeps the next evaluation rounds from notifying again. Both are found
+breach that overlaps it. An open breach is never deleted, as it is what keeps the next
+evaluation rounds from notifying again: a SUCCESS_RATE breach whose rate is still below target,
+and a DURATION breach whose run is still open (RUNNING or PAUSED for longer than the retention:
+deleted, `open_past_target` would find the run again and notify and record it anew). Both are found
 through `ix_sla_breaches_started_at` (a breach ends after it starts, so an old end has an old
 start), in batches, so one round's DELETE stays short however large the backlog.
 """
@@ -13,23 +15,29 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import SlaBreach
+from app.models import Execution, SlaBreach
 from app.models.base import utcnow
+from app.sla.repository import OPEN_RUN
 
 PURGE_BATCH = 5_000
 
 
 async def delete_breaches_before(session: AsyncSession, cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` breach rows that ended before `cutoff` (a DURATION breach ends when
-    it is found); returns how many. Open SUCCESS_RATE rows stay."""
+    it is found); returns how many. Open SUCCESS_RATE rows, and DURATION rows of runs still
+    open, stay."""
+    run_open = exists().where(Execution.id == SlaBreach.execution_id, OPEN_RUN)
     oldest = (
         select(SlaBreach.id)
         .where(
             SlaBreach.started_at < cutoff,
-            or_(SlaBreach.kind == "DURATION", SlaBreach.ended_at < cutoff),
+            or_(
+                and_(SlaBreach.kind == "DURATION", ~run_open),
+                and_(SlaBreach.kind != "DURATION", SlaBreach.ended_at < cutoff),
+            ),
         )
         .limit(limit)
     )

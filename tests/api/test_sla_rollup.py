@@ -11,13 +11,14 @@ import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.sla import SlaReportService
 from app.analytics.sla_repository import SlaReportRepository, Span
 from app.analytics.sla_rollup import SlaFigures
-from app.models import Execution, Template, TemplateVersion, Tenant
+from app.analytics.sla_rollup_repository import SlaRollupRepository
+from app.models import Execution, SlaRollupTarget, Template, TemplateVersion, Tenant
 from app.settings import Settings
 from app.sla.spec import SlaSpec
 from app.tenants.service import Principal, TenantService
@@ -257,3 +258,88 @@ async def test_an_override_that_no_longer_validates_is_no_target_in_sql_too(
     assert (found.stats.runs, found.stats.measured, found.stats.breached) == (7, 0, 0)
     assert template_id is not None
     await agree(sessions, tenant_id, template_id, now - timedelta(days=3), now)
+
+
+async def test_many_templates_changed_on_a_few_days_still_read_the_other_days_rolled_up(
+    sessions: Any, tenant: TenantKeys
+) -> None:
+    """A run of each of 70 templates changed on 3 days apart since the refresh: 210 (template,
+    day) spans, past MAX_ROW_SPANS. The report over every template reads those 3 days whole
+    from the rows and the 2 others from the rollup, with the same figures as the rows."""
+    names = [await publish(sessions, tenant, TARGETED) for _ in range(70)]
+    async with sessions() as s:
+        tenant_id = (await TenantService(s).get_by_name(tenant.name)).id
+    runs = [await seed(sessions, tenant_id, name, range(1, 6)) for name in names]
+    await rolled_up(sessions)
+    touched = [ids[d * len(DAY_RUNS)] for ids in runs for d in (0, 2, 4)]  # days 1, 3 and 5
+    async with sessions() as s:
+        await s.execute(
+            update(Execution).where(Execution.id.in_(touched)).values(updated_at=datetime.now(UTC))
+        )
+        await s.commit()
+        template_id = await s.scalar(select(Template.id).where(Template.name == names[0]))
+    assert template_id is not None
+    now = datetime.now(UTC)
+    since = now - timedelta(days=8)
+    assert await agree(sessions, tenant_id, template_id, since, now) == 2
+    async with await snapshot(sessions) as s:
+        plan = await SlaFigures(s).plan(tenant_id, since, now, None)
+    assert len(plan.rolled) == 70 * 2  # days 2 and 4 of every template
+    assert len(plan.from_rows) == 2 + 3  # the edges and the three changed days
+
+
+async def test_finding_the_pairs_to_rebuild_does_not_read_the_rollup(
+    sessions: Any, tenant: TenantKeys
+) -> None:
+    """The refresh's search for (tenant, template) pairs judged against a target no longer in
+    force reads the recorded targets, not sla_rollup (its cost would grow with every day
+    rolled up): it answers while another session holds sla_rollup locked, and still finds an
+    override set and one cleared."""
+    targeted, other = [await publish(sessions, tenant, TARGETED) for _ in range(2)]
+    async with sessions() as s:
+        tenant_id = (await TenantService(s).get_by_name(tenant.name)).id
+        template_id = await s.scalar(select(Template.id).where(Template.name == targeted))
+        other_id = await s.scalar(select(Template.id).where(Template.name == other))
+    assert template_id is not None and other_id is not None
+    runs = await seed(sessions, tenant_id, targeted, range(1, 2))
+    await seed(sessions, tenant_id, other, range(2, 3))
+    await rolled_up(sessions)
+    admin = Principal(
+        tenant_id=tenant_id, tenant_name=tenant.name, tier="pro", role="admin", key_id=uuid.uuid4()
+    )
+
+    async def stale_while_locked() -> set[tuple[uuid.UUID, uuid.UUID]]:
+        async with sessions() as holder, sessions() as s:
+            await holder.execute(text("LOCK TABLE sla_rollup IN ACCESS EXCLUSIVE MODE"))
+            await s.execute(text("SET LOCAL lock_timeout = '2s'"))
+            found = set(await SlaRollupRepository(s).stale())
+            await holder.rollback()
+            return found
+
+    assert (tenant_id, template_id) not in await stale_while_locked()
+    # Right after migration 0025 nothing is recorded: the next refresh records every row's,
+    # a day it rebuilds (a run changed) or not.
+    async with sessions() as s:
+        await s.execute(delete(SlaRollupTarget))
+        await s.execute(
+            update(Execution).where(Execution.id == runs[0]).values(updated_at=datetime.now(UTC))
+        )
+        await s.commit()
+    await rolled_up(sessions)
+    async with sessions() as s:
+        for template in (template_id, other_id):
+            recorded = await s.scalars(
+                select(SlaRollupTarget.target).where(SlaRollupTarget.template_id == template)
+            )
+            assert list(recorded) == [60], template
+    for sla in ({"max_duration_seconds": 100}, None):
+        async with sessions() as s:
+            service = SlaReportService(s)
+            if sla is None:
+                await service.clear_override(admin, template_id)
+            else:
+                await service.set_override(admin, template_id, SlaSpec.model_validate(sla))
+            await s.commit()
+        assert (tenant_id, template_id) in await stale_while_locked(), sla
+        await rolled_up(sessions)
+        assert (tenant_id, template_id) not in await stale_while_locked(), sla

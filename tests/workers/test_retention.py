@@ -108,10 +108,11 @@ async def test_old_step_records_are_purged_and_a_stuck_purge_gives_up(sessions: 
 
 async def breach_rows(sessions: Any, now: datetime) -> dict[str, int]:
     """Breaches of one run's tenant and template, by name: which ones the retention keeps."""
-    run = await new_execution(sessions)
+    run, still_running = await new_execution(sessions), await new_execution(sessions)
     async with sessions() as session:
         execution = await session.get(Execution, run)
         assert execution is not None
+        execution.status = "COMPLETED"
         days = lambda n: now - timedelta(days=n)  # noqa: E731
         owner = {"tenant_id": execution.tenant_id, "template_id": execution.template_id}
         rate = {"kind": "SUCCESS_RATE", "observed": 0.5, "target": 0.9, "runs": 10}
@@ -123,6 +124,19 @@ async def breach_rows(sessions: Any, now: datetime) -> dict[str, int]:
                 observed=9,
                 target=1,
                 started_at=days(401),
+            ),
+            # Its run still RUNNING after 401 days: deleted, the next round would record it
+            # (and notify) again.
+            "open_run_duration": SlaBreach(
+                **owner,
+                kind="DURATION",
+                execution_id=still_running,
+                observed=9,
+                target=1,
+                started_at=days(401),
+            ),
+            "old_unlinked_duration": SlaBreach(
+                **owner, kind="DURATION", observed=9, target=1, started_at=days(401)
             ),
             "recent_duration": SlaBreach(
                 **owner, kind="DURATION", observed=9, target=1, started_at=days(399)
@@ -168,7 +182,12 @@ async def test_sla_breaches_past_retention_are_purged_by_the_round_and_a_stuck_p
 
     async with asyncio.timeout(120):
         await reconciler.run_round()  # the round's upkeep deletes them
-    assert await surviving(sessions, ids) == {"recent_duration", "ended_recently", "open_rate"}
+    assert await surviving(sessions, ids) == {
+        "open_run_duration",
+        "recent_duration",
+        "ended_recently",
+        "open_rate",
+    }
 
 
 def test_sla_breach_retention_covers_the_longest_report_window() -> None:

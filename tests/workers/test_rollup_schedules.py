@@ -1,13 +1,16 @@
 """Rollup schedules left behind by a renamed task queue are deleted once nobody serves them,
 against the Temporal dev server: a schedule's latest refreshes all timed out AND no worker
-polls its queue. A served queue, a recently renamed one and the worker's own stay."""
+polls its queue. A served queue, a recently renamed one and the worker's own stay. A worker's
+own schedule deleted by someone else comes back with its next round."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 
+import pytest
 from temporalio.client import (
     Client,
     Schedule,
@@ -18,11 +21,20 @@ from temporalio.client import (
     ScheduleState,
     WorkflowExecutionStatus,
 )
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from app.analytics.workflow_io import ROLLUP_WORKFLOW, RollupInput, rollup_schedule_id
+from app.cli.runner import keep_rollup_schedules
 from app.settings import Settings
-from workers.rollup_schedules import STALE_ACTIONS, prune_rollup_schedules
+from workers.rollup_schedules import (
+    STALE_ACTIONS,
+    ensure_rollup_schedule,
+    prune_rollup_schedules,
+)
+from workers.rollup_schedules import (
+    keep_rollup_schedules as keep_own_and_prune,
+)
 from workers.workflows.rollup import AnalyticsRollupWorkflow
 
 
@@ -90,3 +102,40 @@ async def test_schedules_of_queues_nobody_serves_are_deleted(settings: Settings)
     await listed(client, {ids["own"], ids["served"], ids["recent"]})
     for name in ("own", "served", "recent"):
         await client.get_schedule_handle(ids[name]).delete()
+
+
+async def test_a_workers_own_schedule_deleted_by_someone_is_back_after_its_round(
+    settings: Settings,
+) -> None:
+    """Another deployment's worker deleted it (this one was cut off, or between its start-up
+    and its first poll): the round run once the worker polls, then hourly, creates it again."""
+    assert settings.temporal_address and settings.analytics_rollup_seconds > 0
+    client = await Client.connect(settings.temporal_address)
+    own = f"test-own-{uuid.uuid4()}"
+    handle = client.get_schedule_handle(rollup_schedule_id(own))
+    await ensure_rollup_schedule(client, own, settings)  # as the worker does at start-up
+    await handle.delete()  # by another deployment's worker
+    polling, stop = asyncio.Event(), asyncio.Event()
+    rounds = asyncio.create_task(keep_rollup_schedules(client, own, settings, polling, stop))
+    try:
+        await asyncio.sleep(0.5)
+        with pytest.raises(RPCError):  # no round before the worker polls
+            await handle.describe()
+        polling.set()
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    described = await handle.describe()
+                    break
+                except RPCError:
+                    await asyncio.sleep(0.2)
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == own
+        await handle.pause(note="by an operator")  # the next rounds keep it paused
+        await keep_own_and_prune(client, own, settings)
+        assert (await handle.describe()).schedule.state.paused
+    finally:
+        stop.set()
+        await rounds
+        with contextlib.suppress(RPCError):
+            await handle.delete()
