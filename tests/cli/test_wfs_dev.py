@@ -115,10 +115,18 @@ class Dev:
         return self.output
 
 
+def _alive(p: psutil.Process) -> bool:
+    """Running and not a zombie; a process that exits between the two questions is gone."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _assert_gone(family: list[psutil.Process], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in family if _alive(p)]
         if not alive:
             return
         time.sleep(0.2)
