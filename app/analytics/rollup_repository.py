@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -48,6 +48,7 @@ from app.models import (
     Execution,
     ExecutionRollup,
     RollupState,
+    SlaRollupState,
     StepAttempt,
     StepUsageRollup,
     Tenant,
@@ -97,6 +98,25 @@ def ran_ai() -> ColumnElement[Any]:
     fallback): its answered calls, kept on the row by the ai_usage_add_to_run trigger (alembic
     0022); NULL (not counted) for a run without AI usage."""
     return Execution.ai_answered_calls > 0
+
+
+State = TypeVar("State", RollupState, SlaRollupState)
+
+
+async def save_rollup_state(
+    session: AsyncSession,
+    model: type[State],
+    complete_until: date,
+    refreshed_from: datetime,
+) -> None:
+    """Write a rollup's one-row state (id 1: its days before `complete_until` are rolled up,
+    its last refresh began at `refreshed_from`), creating it on the first refresh."""
+    state = await session.get(model, 1)
+    if state is None:
+        session.add(model(id=1, complete_until=complete_until, refreshed_from=refreshed_from))
+    else:
+        state.complete_until, state.refreshed_from = complete_until, refreshed_from
+    await session.flush()
 
 
 class RollupRepository:
@@ -156,14 +176,7 @@ class RollupRepository:
         return value
 
     async def save_state(self, complete_until: date, refreshed_from: datetime) -> None:
-        state = await self.state()
-        if state is None:
-            self.session.add(
-                RollupState(id=1, complete_until=complete_until, refreshed_from=refreshed_from)
-            )
-        else:
-            state.complete_until, state.refreshed_from = complete_until, refreshed_from
-        await self.session.flush()
+        await save_rollup_state(self.session, RollupState, complete_until, refreshed_from)
 
     async def first_day(self) -> date | None:
         """The UTC day of the oldest execution."""

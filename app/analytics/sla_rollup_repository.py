@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.plans import plan_for_values
-from app.analytics.rollup_repository import day_start
+from app.analytics.rollup_repository import day_start, save_rollup_state
 from app.analytics.sla_repository import (
     ENDED,
     RunStats,
@@ -82,12 +82,7 @@ class SlaRollupRepository:
         await plan_for_values(self.session, jit=True)
 
     async def save_state(self, complete_until: date, refreshed_from: datetime) -> None:
-        state = await self.state()
-        if state is None:
-            state = SlaRollupState(id=1)
-            self.session.add(state)
-        state.complete_until, state.refreshed_from = complete_until, refreshed_from
-        await self.session.flush()
+        await save_rollup_state(self.session, SlaRollupState, complete_until, refreshed_from)
 
     async def rebuild(
         self,
