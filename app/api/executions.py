@@ -64,6 +64,9 @@ class Execution(Node):
     template_pk: strawberry.Private[uuid.UUID]
     version_pk: strawberry.Private[uuid.UUID]
     workflow_id: strawberry.Private[str]
+    # The row's summed AI cost (executions.ai_cost_usd, migration 0022), read with the rest of
+    # the row so it is as fresh as status and progress; None until the run's first usage row.
+    ai_cost: strawberry.Private[Decimal | None]
 
     @classmethod
     def from_model(cls, m: ExecutionModel) -> Execution:
@@ -84,6 +87,7 @@ class Execution(Node):
             template_pk=m.template_id,
             version_pk=m.template_version_id,
             workflow_id=m.workflow_id,
+            ai_cost=m.ai_cost_usd,
         )
 
     @strawberry.field(
@@ -139,10 +143,14 @@ class Execution(Node):
         rows = await info.context.loaders.ai_usage.load(self.pk)
         return [AiUsageRecord.from_model(r) for r in rows]
 
-    @strawberry.field(description="What AI cost this execution so far, in USD.")
-    async def ai_cost_usd(self, info: strawberry.Info[Context, None]) -> Decimal:
-        rows = await info.context.loaders.ai_usage.load(self.pk)
-        return usd(sum((r.cost_usd for r in rows), Decimal(0)))
+    @strawberry.field(
+        description="What AI cost this execution so far, in USD: the sum of its aiUsage "
+        "costs, kept on the execution's row."
+    )
+    def ai_cost_usd(self) -> Decimal:
+        """The stored figure (the ai_usage_add_to_run trigger keeps it equal to the sum of the
+        run's ai_usage rows): a page of executions shows it without reading their calls."""
+        return usd(self.ai_cost)
 
     @strawberry.field(
         description="Time, step runs, AI tokens and cost, bytes written, emails sent and HTTP "

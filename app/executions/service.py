@@ -207,6 +207,10 @@ class ExecutionService:
             idempotency_key=key,
             workflow_id=f"exec-{execution_id}",
             tier=principal.tier,
+            # No AI usage yet (the INSERT writes NULL either way). Set, not left unloaded, so
+            # the answer reads them from the object without a load after the session closed.
+            ai_cost_usd=None,
+            ai_answered_calls=None,
         )
         recorder = Recorder(self.session, publisher)
         admission = Admission(self.session, temporal, publisher, settings, recorder)
