@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.models import AiUsage, Execution, ExecutionEvent, Template, TemplateVersion, Tenant
+from app.models import Execution, ExecutionEvent, Template, TemplateVersion, Tenant
 from app.models.states import OPEN, EventType, Status
 
 # states.is_queued and states.holds_slot as SQL.
@@ -211,10 +211,13 @@ class ExecutionRepository:
     ) -> ExecutionEvent | None:
         """Insert the event unless one with its key exists (None then), in one statement.
         The payload gets `cost_usd`: what the execution's AI calls have cost so far, read in
-        the same statement (every event carries it, so a live view shows it grow)."""
+        the same statement (every event carries it, so a live view shows it grow) from the
+        run's row, where the ai_usage trigger keeps the sum (migration 0022): one key lookup,
+        where summing ai_usage read every call of a run (one per recipient in a campaign)
+        for each of its events."""
         cost = (
-            select(func.coalesce(func.sum(AiUsage.cost_usd), 0))
-            .where(AiUsage.execution_id == execution_id)
+            select(func.coalesce(Execution.ai_cost_usd, 0))
+            .where(Execution.id == execution_id)
             .scalar_subquery()
             if with_ai_cost
             else literal(0)
