@@ -2,7 +2,8 @@
 them) is no target in SQL, as in Python (SlaSpec.stored): template_versions.sla is NULL for it
 (migration 0026), so the open-run sweep records no breach, the recorder none at the run's end,
 slaReport shows no target, and the SLA rollup's rows judged against the old target are
-rebuilt by the refresh (docs/analytics.md, "SLAs")."""
+rebuilt by the refresh, and the cap on templates with targets does not count it
+(docs/analytics.md, "SLAs")."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from app.analytics.sla import SlaReportService
 from app.analytics.sla_rollup_repository import SlaRollupRepository
 from app.models import SlaBreach, SlaRollupTarget, Template, TemplateVersion
 from app.settings import Settings
+from app.sla.repository import SlaRepository
 from app.sla.service import Notified, SlaMonitor
 from app.sla.spec import SlaSpec
 from app.sla_limits import MAX_DURATION_LIMIT, MAX_MIN_RUNS, MAX_WINDOW_SECONDS
@@ -241,3 +243,30 @@ async def test_the_rollup_rebuilds_rows_judged_against_a_block_no_longer_valid(
         (found,) = await SlaReportService(s).report(tenant_id, since, now, template_id)
     assert found.target is None
     assert (found.stats.measured, found.stats.breached) == (0, 0) and found.stats.runs > 0
+
+
+async def test_the_targets_cap_counts_no_block_failing_todays_bounds(
+    tenant: TenantKeys, sessions: Any
+) -> None:
+    """The cap on templates with targets counts the tenant's templates whose latest version
+    has a success-rate target: one the round does not evaluate (an invalid block) is not."""
+    name = await publish(sessions, tenant, TARGETED)
+    async with sessions() as s:
+        tenant_id = (await TenantService(s).get_by_name(tenant.name)).id
+        template_id = await s.scalar(select(Template.id).where(Template.name == name))
+
+    async def counted() -> int:
+        async with sessions() as s:
+            return await SlaRepository(s).targets_of_tenant(tenant_id, excluding=uuid.uuid4())
+
+    assert await counted() == 1
+    async with sessions() as s:
+        await s.execute(
+            text(
+                "UPDATE template_versions SET spec = jsonb_set(spec, '{sla,window_seconds}', "
+                "'10') WHERE template_id = :t"
+            ),
+            {"t": template_id},
+        )
+        await s.commit()
+    assert await counted() == 0
