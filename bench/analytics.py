@@ -145,7 +145,8 @@ FROM (
 ) a
 """
 # Every standard template gets SLA targets (template_versions.sla is a generated column of
-# spec -> 'sla': it follows): runs over 300 s from creation to end breach (about half here).
+# spec -> 'sla' within SlaSpec's bounds: it follows): runs over 300 s from creation to end
+# breach (about half here).
 SLA = """{"max_duration_seconds": 300, "min_success_rate": 0.95, "window_seconds": 86400,
     "min_runs": 10}"""
 PRIVATE_TEMPLATES = 13  # with the 7 standard ones: a page of 20 costEstimates

@@ -24,7 +24,7 @@ from app.api.relay import Connection, from_global_id
 from app.api.templates import Template
 from app.models import SlaBreach
 from app.sla.service import Target
-from app.sla.spec import DEFAULT_MIN_RUNS, DEFAULT_WINDOW_SECONDS
+from app.sla_limits import DEFAULT_MIN_RUNS, DEFAULT_WINDOW_SECONDS
 
 
 @strawberry.enum(description="Where the targets in force come from.")

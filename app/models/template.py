@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from app.models.base import Base, Timestamps, UUIDPk, utcnow
+from app.sla_limits import MAX_DURATION_LIMIT, MAX_MIN_RUNS, MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS
 
 VISIBILITIES = ("PRIVATE", "SHARED", "PUBLIC")
 VERSION_STATUSES = ("PUBLISHED", "DEPRECATED")
@@ -46,8 +47,70 @@ SEARCH_VECTOR_SQL = (
 )
 
 
-# jsonb null (a spec dumped without an sla) is SQL NULL here.
-SLA_SQL = "NULLIF(spec -> 'sla', 'null'::jsonb)"
+# template_versions.sla: the spec's `sla` block while it passes SlaSpec's bounds
+# (app/sla_limits.py), else NULL (jsonb null, a spec dumped without an sla, included), so that
+# every SQL reader (the sweep, slaReport, the SLA rollup, the targets cap) finds no target
+# exactly where Python's SlaSpec.stored does. A generated column's expression must be
+# IMMUTABLE, and must never fail (a failing one refuses the row's INSERT or UPDATE): each value
+# is cast only under a CASE that found it a JSON number, and to numeric, which holds any JSON
+# number (float8 fails on 1e400).
+#
+# Where Python and SQL may still differ, on blocks no publish stores (model_dump writes every
+# key, numbers as floats and ints that read back exactly):
+# - a string or boolean value is invalid here; pydantic coerces "60" and true to numbers;
+# - SQL compares the exact decimal, Python its nearest float: a number written with more
+#   digits than a float holds, within a float's rounding of a bound, can land on either side;
+# - a duration must be at least 5e-324 (the smallest positive float): Python reads anything
+#   smaller as 0.0 (invalid), and the readers' float8 cast of it would fail.
+# Changing a bound needs a migration that regenerates the column (app/sla_limits.py).
+_SLA_KEYS = ("max_duration_seconds", "min_success_rate", "window_seconds", "min_runs")
+_SLA = "(spec -> 'sla')"
+_SMALLEST_POSITIVE_FLOAT = "5e-324"
+
+
+def _sla_number(key: str, check: str, *, nullable: bool) -> str:
+    """SQL: the block's `key` is a JSON number passing `check` (over `{n}`, its numeric value),
+    or absent (JSON null too when `nullable`: the two targets are Optional, the window and
+    min_runs only defaulted)."""
+    n = f"({_SLA} ->> '{key}')::numeric"
+    missing = "'null'" if nullable else "'absent'"
+    return (
+        f"CASE COALESCE(jsonb_typeof({_SLA} -> '{key}'), {missing}) "
+        f"WHEN 'number' THEN ({check.format(n=n)}) WHEN {missing} THEN true ELSE false END"
+    )
+
+
+def _sla_valid() -> str:
+    """SQL: the block (a JSON object) passes SlaSpec: no key but the four (extra="forbid"),
+    each bounded as its Field, and at least one target."""
+    keys = ", ".join(f"'{k}'" for k in _SLA_KEYS)
+    integral = "{{n}} = trunc({{n}}) AND {{n}} BETWEEN {} AND {}"
+    return " AND ".join(
+        [
+            f"{_SLA} - ARRAY[{keys}] = '{{}}'::jsonb",
+            _sla_number(
+                "max_duration_seconds",
+                f"{{n}} BETWEEN {_SMALLEST_POSITIVE_FLOAT} AND {MAX_DURATION_LIMIT!r}",
+                nullable=True,
+            ),
+            _sla_number("min_success_rate", "{n} BETWEEN 0 AND 1", nullable=True),
+            _sla_number(
+                "window_seconds",
+                integral.format(MIN_WINDOW_SECONDS, MAX_WINDOW_SECONDS),
+                nullable=False,
+            ),
+            _sla_number("min_runs", integral.format(1, MAX_MIN_RUNS), nullable=False),
+            f"(jsonb_typeof({_SLA} -> 'max_duration_seconds') = 'number' "
+            f"OR jsonb_typeof({_SLA} -> 'min_success_rate') = 'number')",
+        ]
+    )
+
+
+# The outer CASE first: `jsonb - text[]` fails on a scalar, and AND's operands may be
+# evaluated in any order; CASE's are not.
+SLA_SQL = (
+    f"CASE WHEN jsonb_typeof({_SLA}) = 'object' THEN CASE WHEN {_sla_valid()} THEN {_SLA} END END"
+)
 
 
 class Template(UUIDPk, Timestamps, Base):

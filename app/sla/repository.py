@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Execution, SlaBreach, Template, TemplateSla, TemplateVersion
 from app.models.states import OPEN, Status
-from app.sla.spec import MAX_DURATION_LIMIT, MAX_MIN_RUNS, MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS
+from app.sla_limits import MAX_DURATION_LIMIT, MAX_MIN_RUNS, MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS
 
 # states.holds_slot as SQL, qualified (joined tables have a `status` too) and with literals, so
 # PostgreSQL proves the partial index ix_executions_started usable in every plan.
