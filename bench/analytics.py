@@ -244,12 +244,15 @@ async def generate(url: str, n: int) -> dict[str, Any]:
 
 
 async def refresh_rollup(url: str) -> None:
-    """What the analytics rollup schedule does (the first time: every past day)."""
+    """What the analytics rollup schedule does (the first time: every past day, chunk after
+    chunk, each committed)."""
     engine = make_engine(url, pool_size=1)
     try:
-        async with make_sessionmaker(engine)() as session:
-            await RollupService(session).refresh()
-            await session.commit()
+        more = True
+        while more:
+            async with make_sessionmaker(engine)() as session:
+                more = (await RollupService(session).refresh()).more
+                await session.commit()
     finally:
         await engine.dispose()
 
@@ -377,7 +380,7 @@ async def sla_rollup_refresh(s: AsyncSession, facts: dict[str, Any]) -> Any:
     """The SLA rollup's part of that refresh alone (nothing new: the scan for rows judged
     against a target no longer in force), rolled back after."""
     started = await RollupRepository(s).now()
-    return await SlaRollupRefresh(s).refresh(started, started.astimezone(UTC).date())
+    return (await SlaRollupRefresh(s).refresh(started, started.astimezone(UTC).date())).rows
 
 
 QUERIES: list[tuple[str, Call]] = [
