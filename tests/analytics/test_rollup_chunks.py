@@ -179,9 +179,15 @@ async def test_the_activity_stops_at_its_budget_and_the_next_goes_on(
         done = await env.run(stopped.refresh_rollup, RollupInput())  # goes on from there
         assert (done.chunks, done.more) == (1, True)
         assert await states(sessions) == (first + timedelta(days=6),) * 2
+        beats: list[Any] = []
+        env.on_heartbeat = lambda *details: beats.append(details)
         going = AnalyticsActivities(sessions, chunk_days=3)  # the default budget: to the end
         done = await env.run(going.refresh_rollup, RollupInput())
         assert (done.chunks, done.more, done.complete_until) == (2, False, today.isoformat())
+        # A heartbeat after each chunk, with how far the rollup got (liveness beats while
+        # a chunk runs repeat the latest details).
+        reached = [(first + timedelta(days=9)).isoformat(), today.isoformat()]
+        assert [b for b in dict.fromkeys(beats) if b] == [(d,) for d in reached]
         assert await states(sessions) == (today, today)
         async with sessions() as s:  # the last chunk computed the estimates
             assert await s.scalar(select(TemplateCostEstimate.template_id).limit(1)) is not None
