@@ -14,6 +14,7 @@ the partial edge days from the ai_usage rows, as executionStats reads executions
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -58,6 +59,10 @@ from app.models.analytics import ALL_TEMPLATES, DURATION_RATIO, NO_DURATION, UNK
 # Writers set updated_at before they commit; changes this much older than the last refresh's
 # start are looked at again.
 CHANGE_MARGIN = timedelta(minutes=5)
+# A refresh adds at most this many days to a rollup per transaction (its `complete_until`
+# advances after each chunk), so a first fill or a catch-up after an outage commits as it goes
+# instead of one statement over every missing day (which outgrew the activity's timeout).
+ROLLUP_CHUNK_DAYS = 31
 _LOCK = 0x57F5_0A11  # pg advisory lock: one refresh at a time, whoever calls it
 
 
@@ -119,6 +124,16 @@ async def save_rollup_state(
     await session.flush()
 
 
+@dataclass(frozen=True)
+class ChangedDays:
+    """RollupRepository.changed_days(since, before) as one refresh read it: the SLA refresh
+    reuses it when its own state asks the same question."""
+
+    since: datetime
+    before: date
+    days: list[tuple[uuid.UUID, date]]
+
+
 class RollupRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -157,7 +172,9 @@ class RollupRepository:
         return {r.id: (r.name, r.tier) for r in await self.session.execute(query)}
 
     async def lock(self) -> bool:
-        """Take the refresh lock for this transaction; False when another holds it."""
+        """Take the refresh lock for this transaction; False when another holds it. It is
+        transaction-scoped (released at commit): each chunk of a catch-up, a transaction of
+        its own, takes it again and reads the state after it."""
         return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(_LOCK))))
 
     async def state(self) -> RollupState | None:
@@ -178,10 +195,27 @@ class RollupRepository:
     async def save_state(self, complete_until: date, refreshed_from: datetime) -> None:
         await save_rollup_state(self.session, RollupState, complete_until, refreshed_from)
 
-    async def first_day(self) -> date | None:
-        """The UTC day of the oldest execution."""
-        first = await self.session.scalar(select(func.min(Execution.created_at)))
+    async def first_day(self, since: date | None = None) -> date | None:
+        """The UTC day of the oldest execution (created on `since` or later)."""
+        query = select(func.min(Execution.created_at))
+        if since is not None:
+            query = query.where(Execution.created_at >= day_start(since))
+        first = await self.session.scalar(query)
         return first.astimezone(UTC).date() if first is not None else None
+
+    async def next_chunk(
+        self, complete_until: date | None, today: date, chunk_days: int
+    ) -> tuple[date, date] | None:
+        """The days [first, end) a rollup complete before `complete_until` (None: never
+        refreshed: from the oldest execution's day) adds next: up to `chunk_days` days after
+        the first day on or after `first` with executions (days without any cost nothing,
+        so a gap of months adds no chunks), never today; None when nothing is missing."""
+        oldest = await self.first_day(complete_until)
+        first = complete_until if complete_until is not None else oldest
+        if first is None or first >= today:
+            return None
+        busy = max(first, oldest) if oldest is not None else today
+        return first, min(today, busy + timedelta(days=chunk_days))
 
     async def changed_days(self, since: datetime, before: date) -> list[tuple[uuid.UUID, date]]:
         """(tenant, UTC day) of executions created before `before` and changed at or after
@@ -224,8 +258,8 @@ class RollupRepository:
 
     async def rebuild(self, first: date, end: date, tenant_id: uuid.UUID | None = None) -> int:
         """Rebuild the days [first, end) of one tenant (or all) in both rollups, one statement
-        each for the deletes and the inserts (the first refresh of a database rolls up every
-        past day at once); returns the execution_rollup rows written."""
+        each for the deletes and the inserts (a refresh adds at most ROLLUP_CHUNK_DAYS days
+        per transaction); returns the execution_rollup rows written."""
         lo, hi = day_start(first), day_start(end)
         for table in (ExecutionRollup, StepUsageRollup):
             where = [table.day >= first, table.day < end]

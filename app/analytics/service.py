@@ -14,6 +14,8 @@ from app.analytics.forecast import ForecastService
 from app.analytics.repository import GroupStats, ImpactRepository
 from app.analytics.rollup_repository import (
     CHANGE_MARGIN,
+    ROLLUP_CHUNK_DAYS,
+    ChangedDays,
     RollupRepository,
     day_start,
     whole_days,
@@ -332,67 +334,80 @@ def merge_steps(parts: list[StepFigures]) -> list[StepFigures]:
 
 @dataclass(frozen=True)
 class RollupRefresh:
-    """What one refresh did; `skipped` when another refresh held the lock."""
+    """What one refresh (one chunk, one transaction) did; `skipped` when another refresh
+    held the lock; `more` when a rollup still has days to catch up (call again)."""
 
     skipped: bool = False
     complete_until: date | None = None
     days: int = 0  # tenant-days (or all tenants' days) rebuilt
     rows: int = 0
     estimates: int = 0  # template_cost_estimates rows written (0 when kept)
-    estimates_kept: bool = False  # nothing changed since the last refresh: not recomputed
+    estimates_kept: bool = False  # not recomputed: nothing changed, or a catch-up goes on
     started: datetime | None = None  # the moment it describes (refreshed_from)
+    more: bool = False
 
 
 class RollupService:
     """Keeps the daily rollup (app/models/analytics.py) current; the analytics rollup schedule
-    (workers/analytics.py) calls `refresh` every ANALYTICS_ROLLUP_SECONDS. The caller commits."""
+    (workers/analytics.py) calls `refresh` every ANALYTICS_ROLLUP_SECONDS, and again while it
+    answers `more`. The caller commits after each call."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.repo = RollupRepository(session)
 
-    async def refresh(self) -> RollupRefresh:
-        """Roll up the days completed since the last refresh (the first: every day before
-        today, UTC), rebuild the earlier days of executions changed since the last one
-        began (less CHANGE_MARGIN), then recompute the templates' cost estimates (unless
-        nothing changed: no day added, no execution changed since the last refresh)."""
+    async def refresh(self, chunk_days: int = ROLLUP_CHUNK_DAYS) -> RollupRefresh:
+        """One chunk: roll up at most `chunk_days` of the days completed since the last
+        refresh (the first: from the oldest execution's day, up to today, UTC), rebuild the
+        earlier days of executions changed since the last one began (less CHANGE_MARGIN),
+        the SLA rollup's chunk likewise, then recompute the templates' cost estimates
+        (unless nothing changed, or days are still missing: the last chunk does it).
+
+        The state saved (complete_until: the chunk's end, refreshed_from: this transaction's
+        start) is exact for every day before it, so readers stay correct between chunks and
+        the next chunk picks up the changes made meanwhile."""
         if not await self.repo.lock():
             return RollupRefresh(skipped=True)
         started = await self.repo.now()
         today = started.astimezone(UTC).date()
         state = await self.repo.state()
+        chunk = await self.repo.next_chunk(
+            state.complete_until if state is not None else None, today, chunk_days
+        )
+        end = chunk[1] if chunk is not None else today
         days = rows = 0
-        if state is None:
-            first = await self.repo.first_day()
-            if first is not None and first < today:
-                rows += await self.repo.rebuild(first, today)
-                days += (today - first).days
-        else:
-            if state.complete_until < today:
-                rows += await self.repo.rebuild(state.complete_until, today)
-                days += (today - state.complete_until).days
+        if chunk is not None:
+            rows += await self.repo.rebuild(*chunk)
+            days += (end - chunk[0]).days
+        changed = None
+        if state is not None:
             since = state.refreshed_from - CHANGE_MARGIN
-            for tenant_id, day in await self.repo.changed_days(since, state.complete_until):
+            found = await self.repo.changed_days(since, state.complete_until)
+            changed = ChangedDays(since, state.complete_until, found)
+            for tenant_id, day in found:
                 rows += await self.repo.rebuild(day, day + timedelta(days=1), tenant_id)
                 days += 1
+        more = end < today
         # Template.costEstimate's table, from the rollup just made current (its pairs); kept
         # when no execution changed since the last refresh and no day was added (the
-        # estimates would be the same: it was most of an idle refresh's time).
-        kept = (
+        # estimates would be the same: it was most of an idle refresh's time), and while a
+        # catch-up has days left (each chunk would read every run after it instead).
+        kept = more or (
             state is not None
             and days == 0
             and not await self.repo.changed_since(state.refreshed_from - CHANGE_MARGIN)
         )
         estimates = 0
         if not kept:
-            estimates = await ForecastService(self.session).refresh_cost_estimates(started, today)
-        rows += await SlaRollupRefresh(self.session).refresh(started, today)
-        await self.repo.save_state(today, started)
+            estimates = await ForecastService(self.session).refresh_cost_estimates(started, end)
+        sla = await SlaRollupRefresh(self.session).refresh(started, today, chunk_days, changed)
+        await self.repo.save_state(end, started)
         return RollupRefresh(
-            complete_until=today,
+            complete_until=end,
             days=days,
-            rows=rows,
+            rows=rows + sla.rows,
             estimates=estimates,
             estimates_kept=kept,
             started=started,
+            more=more or sla.more,
         )

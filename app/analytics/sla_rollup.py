@@ -18,8 +18,10 @@ The breaches page reads, newest first, only the days that hold breaches (the rol
 say which) plus the days read from the rows and the open runs, instead of the whole window.
 
 The refresh runs with the analytics rollup's (RollupService.refresh, same transaction and
-lock): days completed since the last refresh, the days of runs changed since it began, and
-every (tenant, template) whose rows no longer match the target in force."""
+lock): at most ROLLUP_CHUNK_DAYS of the days completed since the last refresh (a first fill or
+a catch-up goes on in the next transaction, from the `complete_until` saved), the days of runs
+changed since it began, and every (tenant, template) whose rows no longer match the target in
+force."""
 
 from __future__ import annotations
 
@@ -32,13 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.rollup_repository import (
     CHANGE_MARGIN,
+    ROLLUP_CHUNK_DAYS,
+    ChangedDays,
     RollupRepository,
     day_start,
     whole_days,
 )
 from app.analytics.sla_repository import RunStats, SlaReportRepository, Span
 from app.analytics.sla_rollup_repository import RolledDay, SlaRollupRepository
-from app.models import Execution
+from app.models import Execution, SlaRollupState
 
 ONE_DAY = timedelta(days=1)
 # Spans per query of the breaches page: its OR of index ranges stays small.
@@ -211,6 +215,14 @@ class SlaFigures:
         return found
 
 
+@dataclass(frozen=True)
+class SlaChunk:
+    """What one SLA refresh chunk did: rows written, whether days are still missing."""
+
+    rows: int
+    more: bool
+
+
 class SlaRollupRefresh:
     """The SLA rollup's part of the analytics rollup refresh (the caller holds its lock and
     commits)."""
@@ -219,28 +231,54 @@ class SlaRollupRefresh:
         self.repo = SlaRollupRepository(session)
         self.days = RollupRepository(session)
 
-    async def refresh(self, started: datetime, today: date) -> int:
-        """Roll up the days completed since the last refresh (the first: every day before
-        today), the days of runs changed since it began (less CHANGE_MARGIN), then every
-        (tenant, template) judged against a target no longer in force. Returns rows written."""
+    async def refresh(
+        self,
+        started: datetime,
+        today: date,
+        chunk_days: int = ROLLUP_CHUNK_DAYS,
+        changed: ChangedDays | None = None,
+    ) -> SlaChunk:
+        """One chunk: roll up at most `chunk_days` of the days completed since the last
+        refresh (the first: from the oldest execution's day), the days of runs changed since
+        it began (less CHANGE_MARGIN; `changed` when the analytics refresh already read them
+        for the same `since` and days), then every (tenant, template) judged against a target
+        no longer in force. Its state advances to the chunk's end, as the analytics
+        rollup's does (RollupService.refresh)."""
         state = await self.repo.state()
         rows = 0
         # First, while the rebuilds below have recorded nothing yet (after migration 0025).
         await self.repo.record_all_targets()
-        if state is None:
-            first = await self.days.first_day()
-            if first is not None and first < today:
-                rows += await self.repo.rebuild(first, today, started)
+        chunk = await self.days.next_chunk(
+            state.complete_until if state is not None else None, today, chunk_days
+        )
+        end = chunk[1] if chunk is not None else today
+        if chunk is not None:
+            rows += await self.repo.rebuild(*chunk, started)
+            if state is None or end > chunk[0] + ONE_DAY:
+                # A first fill or a catch-up: until autovacuum gets to it, the planner would
+                # take the table for an empty one (a day a refresh adds is a small share).
                 await self.repo.analyze()
-        else:
-            if state.complete_until < today:
-                rows += await self.repo.rebuild(state.complete_until, today, started)
-            since = state.refreshed_from - CHANGE_MARGIN
-            for tenant_id, day in await self.days.changed_days(since, state.complete_until):
+        if state is not None:
+            for tenant_id, day in await self._changed_days(state, changed):
                 rows += await self.repo.rebuild(day, day + ONE_DAY, started, tenant_id=tenant_id)
         for tenant_id, template_id in await self.repo.stale():
             rows += await self.repo.rebuild(
-                None, today, started, tenant_id=tenant_id, template_id=template_id
+                None, end, started, tenant_id=tenant_id, template_id=template_id
             )
-        await self.repo.save_state(today, started)
-        return rows
+        await self.repo.save_state(end, started)
+        return SlaChunk(rows, end < today)
+
+    async def _changed_days(
+        self, state: SlaRollupState, changed: ChangedDays | None
+    ) -> list[tuple[uuid.UUID, date]]:
+        """(tenant, day) of runs changed since the state's refresh began (less CHANGE_MARGIN),
+        created before its complete_until: the analytics refresh's answer when it asked the
+        same (both states move together, unless the SLA rollup is catching up on its own, as
+        after migration 0023), else read here."""
+        since = state.refreshed_from - CHANGE_MARGIN
+        if changed is not None and (changed.since, changed.before) == (
+            since,
+            state.complete_until,
+        ):
+            return changed.days
+        return await self.days.changed_days(since, state.complete_until)
