@@ -93,7 +93,10 @@ def _regenerate(expression: str) -> None:
 
 
 def _build_index() -> None:
-    """Step 2, outside the transaction: the partial index the SLA round reads, CONCURRENTLY."""
+    """Step 2, outside the transaction: the partial index the SLA round reads, CONCURRENTLY;
+    then ANALYZE: the new column has no statistics (a rewrite does not count towards
+    autoanalyze, and this table seldom changes), so the planner would guess most versions
+    have an `sla` and skip the index until autoanalyze happened to run."""
     with op.get_context().autocommit_block():
         invalid = op.get_bind().scalar(
             sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"),
@@ -111,6 +114,7 @@ def _build_index() -> None:
             postgresql_concurrently=True,
             if_not_exists=True,
         )
+        op.execute("ANALYZE template_versions")
 
 
 def upgrade() -> None:

@@ -246,9 +246,10 @@ class PlanningRepository:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def estimates_as_of(self) -> datetime | None:
-        """When the refresh that wrote template_cost_estimates began (None: never)."""
+        """The moment template_cost_estimates describes (None: never computed): not the
+        rollup's refreshed_from, which moves with each chunk of a catch-up."""
         return await self.session.scalar(
-            select(RollupState.refreshed_from).where(RollupState.id == 1)
+            select(RollupState.estimates_from).where(RollupState.id == 1)
         )
 
     async def cost_estimates(

@@ -339,7 +339,7 @@ class RollupRefresh:
 
     skipped: bool = False
     complete_until: date | None = None
-    days: int = 0  # tenant-days (or all tenants' days) rebuilt
+    days: int = 0  # tenant-days (or all tenants' days) rebuilt, a chunk's days without runs too
     rows: int = 0
     estimates: int = 0  # template_cost_estimates rows written (0 when kept)
     estimates_kept: bool = False  # not recomputed: nothing changed, or a catch-up goes on
@@ -361,7 +361,7 @@ class RollupService:
         refresh (the first: from the oldest execution's day, up to today, UTC), rebuild the
         earlier days of executions changed since the last one began (less CHANGE_MARGIN),
         the SLA rollup's chunk likewise, then recompute the templates' cost estimates
-        (unless nothing changed, or days are still missing: the last chunk does it).
+        (unless nothing changed, or either rollup still misses days: the last chunk does it).
 
         The state saved (complete_until: the chunk's end, refreshed_from: this transaction's
         start) is exact for every day before it, so readers stay correct between chunks and
@@ -388,26 +388,31 @@ class RollupService:
                 rows += await self.repo.rebuild(day, day + timedelta(days=1), tenant_id)
                 days += 1
         more = end < today
-        # Template.costEstimate's table, from the rollup just made current (its pairs); kept
-        # when no execution changed since the last refresh and no day was added (the
-        # estimates would be the same: it was most of an idle refresh's time), and while a
-        # catch-up has days left (each chunk would read every run after it instead).
-        kept = more or (
-            state is not None
+        sla = await SlaRollupRefresh(self.session).refresh(started, today, chunk_days, changed)
+        catching_up = more or sla.more
+        # Template.costEstimate's table, from the rollup just made current (its pairs): not
+        # while a catch-up has days left (each chunk would read every run after it; the last
+        # chunk recomputes them), and kept when the last refresh left them current and
+        # nothing changed since (no day added, no execution changed: it was most of an idle
+        # refresh's time). estimates_from says which moment they describe (costEstimate's
+        # asOf); a chunk of a catch-up leaves it.
+        kept = (
+            not catching_up
+            and state is not None
+            and state.estimates_from == state.refreshed_from
             and days == 0
             and not await self.repo.changed_since(state.refreshed_from - CHANGE_MARGIN)
         )
         estimates = 0
-        if not kept:
+        if not (catching_up or kept):
             estimates = await ForecastService(self.session).refresh_cost_estimates(started, end)
-        sla = await SlaRollupRefresh(self.session).refresh(started, today, chunk_days, changed)
-        await self.repo.save_state(end, started)
+        await self.repo.save_state(end, started, estimates_from=None if catching_up else started)
         return RollupRefresh(
             complete_until=end,
             days=days,
             rows=rows + sla.rows,
             estimates=estimates,
-            estimates_kept=kept,
+            estimates_kept=kept or catching_up,
             started=started,
-            more=more or sla.more,
+            more=catching_up,
         )

@@ -58,6 +58,10 @@ class RollupState(Base):
     complete_until: Mapped[date]
     # When the last refresh began: executions changed since are rolled up again next time.
     refreshed_from: Mapped[datetime]
+    # The moment template_cost_estimates describes (alembic 0027): the start of the last
+    # refresh that recomputed them or found them current; a chunk of a catch-up leaves it
+    # (the last chunk recomputes them). NULL: never computed.
+    estimates_from: Mapped[datetime | None]
 
 
 class StepUsageRollup(Base):
@@ -113,8 +117,8 @@ class TemplateCostEstimate(Base):
     template and tier, the AI cost per run over the sample (the latest COMPLETED runs of the
     last 90 days by runs of that tier), as percentiles over the whole sample (tenant_id
     ALL_TENANTS) and over each tenant's own runs in it (one row per tenant of the sample).
-    Replaced as a whole by every analytics rollup refresh; `analytics_rollup_state.
-    refreshed_from` is the moment it describes."""
+    Replaced as a whole by the analytics rollup refresh; `analytics_rollup_state.
+    estimates_from` is the moment it describes."""
 
     __tablename__ = "template_cost_estimates"
 

@@ -60,8 +60,9 @@ SEARCH_VECTOR_SQL = (
 # - a string or boolean value is invalid here; pydantic coerces "60" and true to numbers;
 # - SQL compares the exact decimal, Python its nearest float: a number written with more
 #   digits than a float holds, within a float's rounding of a bound, can land on either side;
-# - a duration must be at least 5e-324 (the smallest positive float): Python reads anything
-#   smaller as 0.0 (invalid), and the readers' float8 cast of it would fail.
+# - a duration must be at least 5e-324 (the smallest positive float; the readers' float8
+#   cast of a smaller one would fail): Python reads one well below it as 0.0 (invalid), but
+#   one within a float's rounding of it (from about 2.5e-324) as 5e-324 (valid).
 # Changing a bound needs a migration that regenerates the column (app/sla_limits.py).
 _SLA_KEYS = ("max_duration_seconds", "min_success_rate", "window_seconds", "min_runs")
 _SLA = "(spec -> 'sla')"

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import delete, event, select, update
 from temporalio.testing import ActivityEnvironment
 
-from app.analytics.service import RollupService, StatsService, stats_scope
+from app.analytics.planning_repository import PlanningRepository
+from app.analytics.service import RollupRefresh, RollupService, StatsService, stats_scope
 from app.analytics.sla import SlaReportService
 from app.analytics.workflow_io import RollupInput
 from app.db import make_engine, make_sessionmaker
@@ -238,5 +239,66 @@ async def test_days_without_runs_add_no_chunks(blank_db: str) -> None:  # noqa: 
         # The next chunk spans the 57 days without runs and the first 3 with runs.
         assert await refresh(sessions, 3)
         assert await states(sessions) == (today - timedelta(days=7),) * 2
+    finally:
+        await engine.dispose()
+
+
+async def chunk(sessions: Any, chunk_days: int) -> RollupRefresh:
+    """One refresh (one chunk, committed), as it went."""
+    async with sessions() as s:
+        done = await RollupService(s).refresh(chunk_days)
+        await s.commit()
+    assert not done.skipped
+    return done
+
+
+async def estimates_as_of(sessions: Any) -> datetime | None:
+    async with sessions() as s:
+        return await PlanningRepository(s).estimates_as_of()
+
+
+async def test_estimates_say_the_moment_they_describe_through_a_catch_up(
+    blank_db: str,  # noqa: F811
+) -> None:
+    """costEstimate's asOf is the moment its estimates describe: none while a first fill goes
+    on (not the latest chunk's start), the last chunk's start once it computed them, moved by
+    an idle refresh that found them current; and a catch-up of the SLA rollup alone leaves the
+    estimates (and their moment) until its last chunk, even with runs changing meanwhile."""
+    engine, sessions, tenant_id, _ = await seeded(blank_db)
+    try:
+        done = await chunk(sessions, 3)
+        assert done.more and await estimates_as_of(sessions) is None
+        while done.more:
+            done = await chunk(sessions, 3)
+        assert done.estimates > 0 and await estimates_as_of(sessions) == done.started
+        async with sessions() as s:  # the runs look quiet, as an interval later
+            await s.execute(update(Execution).values(updated_at=Execution.created_at))
+            await s.commit()
+        idle = await chunk(sessions, 3)
+        assert idle.estimates_kept and idle.estimates == 0
+        assert await estimates_as_of(sessions) == idle.started  # still what they describe
+
+        async with sessions() as s:  # the SLA rollup alone goes back nine days
+            await s.execute(
+                update(SlaRollupState).values(
+                    complete_until=SlaRollupState.complete_until - timedelta(days=9)
+                )
+            )
+            await s.commit()
+        described = idle.started
+        for _ in range(3):
+            async with sessions() as s:  # a run changes during every chunk
+                await s.execute(
+                    update(Execution)
+                    .where(Execution.tenant_id == tenant_id)
+                    .values(updated_at=datetime.now(UTC))
+                )
+                await s.commit()
+            done = await chunk(sessions, 3)
+            if not done.more:
+                break
+            assert done.estimates == 0 and await estimates_as_of(sessions) == described
+        assert not done.more and done.estimates > 0
+        assert await estimates_as_of(sessions) == done.started
     finally:
         await engine.dispose()

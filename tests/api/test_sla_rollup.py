@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.sla import SlaReportService
@@ -121,13 +122,22 @@ async def rolled_up(sessions: Any) -> None:
     """A refresh, then the runs look quiet (changed long ago), as they will an interval
     later: the report may read their days from the rollup."""
     await refresh(sessions)
-    async with sessions() as session:
-        await session.execute(
-            update(Execution)
-            .where(Execution.workflow_id.like("sla-rollup-%"))
-            .values(updated_at=Execution.created_at)
-        )
-        await session.commit()
+    # The seeded queued runs are real to this process's server: its admission claims several
+    # of them in one transaction, which can deadlock with this update of all of them (seen in
+    # CI and in PostgreSQL's log); the one PostgreSQL picks is rolled back, so try again.
+    for attempt in range(5):
+        try:
+            async with sessions() as session:
+                await session.execute(
+                    update(Execution)
+                    .where(Execution.workflow_id.like("sla-rollup-%"))
+                    .values(updated_at=Execution.created_at)
+                )
+                await session.commit()
+            return
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "40P01" or attempt == 4:
+                raise
 
 
 async def snapshot(sessions: Any) -> AsyncSession:

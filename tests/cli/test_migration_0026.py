@@ -88,6 +88,12 @@ async def test_0026_regenerates_sla_for_valid_blocks_only_and_downgrades(
         assert await slas(conn) == [None, None, VALID, None, None, None, None]
         assert await conn.fetch("SELECT id, spec FROM template_versions ORDER BY version") == specs
         assert await index_valid(conn) is True
+        # The new column has statistics (ANALYZE): one of seven versions has an sla.
+        null_frac = await conn.fetchval(
+            "SELECT null_frac FROM pg_stats WHERE tablename = 'template_versions' "
+            "AND attname = 'sla'"
+        )
+        assert null_frac is not None and abs(null_frac - 6 / 7) < 0.01, null_frac
         # A later write is judged on its own: a block made valid gets its column back.
         await conn.execute(
             "UPDATE template_versions SET spec = jsonb_set(spec, '{sla,window_seconds}', "
