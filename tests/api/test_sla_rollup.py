@@ -122,17 +122,23 @@ async def rolled_up(sessions: Any) -> None:
     """A refresh, then the runs look quiet (changed long ago), as they will an interval
     later: the report may read their days from the rollup."""
     await refresh(sessions)
-    # The seeded queued runs are real to this process's server: its admission claims several
-    # of them in one transaction, which can deadlock with this update of all of them (seen in
-    # CI and in PostgreSQL's log); the one PostgreSQL picks is rolled back, so try again.
+    await update_seeded(
+        sessions,
+        update(Execution)
+        .where(Execution.workflow_id.like("sla-rollup-%"))
+        .values(updated_at=Execution.created_at),
+    )
+
+
+async def update_seeded(sessions: Any, statement: Any) -> None:
+    """Run an UPDATE of several seeded runs in a transaction of its own. The seeded queued runs
+    are real to this process's server: its admission claims several of them in one
+    transaction, which can deadlock with such an update (seen in CI and in PostgreSQL's log);
+    the one PostgreSQL picks is rolled back, so try again."""
     for attempt in range(5):
         try:
             async with sessions() as session:
-                await session.execute(
-                    update(Execution)
-                    .where(Execution.workflow_id.like("sla-rollup-%"))
-                    .values(updated_at=Execution.created_at)
-                )
+                await session.execute(statement)
                 await session.commit()
             return
         except DBAPIError as exc:
@@ -282,11 +288,11 @@ async def test_many_templates_changed_on_a_few_days_still_read_the_other_days_ro
     runs = [await seed(sessions, tenant_id, name, range(1, 6)) for name in names]
     await rolled_up(sessions)
     touched = [ids[d * len(DAY_RUNS)] for ids in runs for d in (0, 2, 4)]  # days 1, 3 and 5
+    await update_seeded(
+        sessions,
+        update(Execution).where(Execution.id.in_(touched)).values(updated_at=datetime.now(UTC)),
+    )
     async with sessions() as s:
-        await s.execute(
-            update(Execution).where(Execution.id.in_(touched)).values(updated_at=datetime.now(UTC))
-        )
-        await s.commit()
         template_id = await s.scalar(select(Template.id).where(Template.name == names[0]))
     assert template_id is not None
     now = datetime.now(UTC)
