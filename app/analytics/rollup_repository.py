@@ -117,14 +117,18 @@ async def save_rollup_state(
     model: type[State],
     complete_until: date,
     refreshed_from: datetime,
+    **more: Any,
 ) -> None:
     """Write a rollup's one-row state (id 1: its days before `complete_until` are rolled up,
-    its last refresh began at `refreshed_from`), creating it on the first refresh."""
+    its last refresh began at `refreshed_from`; `more`: other columns of its model), creating
+    it on the first refresh."""
+    values = {"complete_until": complete_until, "refreshed_from": refreshed_from, **more}
     state = await session.get(model, 1)
     if state is None:
-        session.add(model(id=1, complete_until=complete_until, refreshed_from=refreshed_from))
+        session.add(model(id=1, **values))
     else:
-        state.complete_until, state.refreshed_from = complete_until, refreshed_from
+        for name, value in values.items():
+            setattr(state, name, value)
     await session.flush()
 
 
@@ -201,12 +205,8 @@ class RollupRepository:
     ) -> None:
         """The rollup's state; `estimates_from` when the cost estimates were recomputed or
         found current at that moment (None: left as it was, as by a chunk of a catch-up)."""
-        await save_rollup_state(self.session, RollupState, complete_until, refreshed_from)
-        if estimates_from is not None:
-            state = await self.session.get(RollupState, 1)
-            assert state is not None  # just saved
-            state.estimates_from = estimates_from
-            await self.session.flush()
+        more = {"estimates_from": estimates_from} if estimates_from is not None else {}
+        await save_rollup_state(self.session, RollupState, complete_until, refreshed_from, **more)
 
     async def first_day(self, since: date | None = None) -> date | None:
         """The UTC day of the oldest execution (created on `since` or later)."""

@@ -96,13 +96,18 @@ async def contents(sessions: Any) -> dict[str, list[tuple[Any, ...]]]:
     return found
 
 
-async def refresh(sessions: Any, chunk_days: int) -> bool:
-    """One refresh (one chunk, committed); whether days are still missing."""
+async def chunk(sessions: Any, chunk_days: int) -> RollupRefresh:
+    """One refresh (one chunk, committed), as it went."""
     async with sessions() as s:
         done = await RollupService(s).refresh(chunk_days)
         await s.commit()
     assert not done.skipped
-    return done.more
+    return done
+
+
+async def refresh(sessions: Any, chunk_days: int) -> bool:
+    """One refresh (one chunk, committed); whether days are still missing."""
+    return (await chunk(sessions, chunk_days)).more
 
 
 async def test_the_first_fill_goes_chunk_by_chunk_and_ends_as_one_fill(
@@ -241,15 +246,6 @@ async def test_days_without_runs_add_no_chunks(blank_db: str) -> None:  # noqa: 
         assert await states(sessions) == (today - timedelta(days=7),) * 2
     finally:
         await engine.dispose()
-
-
-async def chunk(sessions: Any, chunk_days: int) -> RollupRefresh:
-    """One refresh (one chunk, committed), as it went."""
-    async with sessions() as s:
-        done = await RollupService(s).refresh(chunk_days)
-        await s.commit()
-    assert not done.skipped
-    return done
 
 
 async def estimates_as_of(sessions: Any) -> datetime | None:
