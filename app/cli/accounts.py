@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import day, load_settings, table, with_sessions
-from app.cli.process import hard_exit
+from app.cli.common import answer_from_database, day, table
 from app.tiers import TIERS
 
 
@@ -37,8 +36,7 @@ def tenant_create(name: str, tier: str) -> None:
             await session.commit()
             return f"created tenant {t.name} ({t.tier}) id={t.id}"
 
-    click.echo(with_sessions(load_settings().require("database_url"), create))
-    hard_exit(0)
+    answer_from_database(create)
 
 
 @tenant.command("set-tier")
@@ -60,8 +58,7 @@ def tenant_set_tier(name: str, tier: str) -> None:
             await session.commit()
             return f"tenant {t.name}: tier {previous} -> {t.tier}"
 
-    click.echo(with_sessions(load_settings().require("database_url"), set_tier))
-    hard_exit(0)
+    answer_from_database(set_tier)
 
 
 @tenant.command("verify-sender")
@@ -81,8 +78,7 @@ def tenant_verify_sender(tenant_ref: str, address: str, remove: bool) -> None:
             await session.commit()
             return f"tenant {t.name}: verified senders {', '.join(senders) or '(none)'}"
 
-    click.echo(with_sessions(load_settings().require("database_url"), verify))
-    hard_exit(0)
+    answer_from_database(verify)
 
 
 @tenant.command("suspend")
@@ -100,8 +96,7 @@ def tenant_suspend(name: str, resume: bool) -> None:
             await session.commit()
             return f"tenant {t.name}: {'suspended' if t.suspended_at else 'active'}"
 
-    click.echo(with_sessions(load_settings().require("database_url"), suspend))
-    hard_exit(0)
+    answer_from_database(suspend)
 
 
 @click.group()
@@ -142,8 +137,7 @@ def apikey_create(tenant_name: str, role: str, name: str, expires: str | None) -
             made = f"created {role} key {key.prefix} ({key.id}) for tenant {t.name}{until}"
             return f"{made}\n{plaintext}"
 
-    click.echo(with_sessions(load_settings().require("database_url"), create))
-    hard_exit(0)
+    answer_from_database(create)
 
 
 @apikey.command("list")
@@ -180,8 +174,7 @@ def apikey_list(tenant_name: str) -> None:
             )
         return table(rows) if keys else f"tenant {tenant_name} has no API keys"
 
-    click.echo(with_sessions(load_settings().require("database_url"), listing))
-    hard_exit(0)
+    answer_from_database(listing)
 
 
 @apikey.command("revoke")
@@ -196,8 +189,7 @@ def apikey_revoke(key_id: uuid.UUID) -> None:
             await session.commit()
             return f"revoked key {key.prefix} ({key.id}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
 
-    click.echo(with_sessions(load_settings().require("database_url"), revoke))
-    hard_exit(0)
+    answer_from_database(revoke)
 
 
 @click.group()
@@ -222,8 +214,7 @@ def platform_key_create(name: str) -> None:
             await session.commit()
             return f"created platform key {key.prefix} ({key.id})\n{plaintext}"
 
-    click.echo(with_sessions(load_settings().require("database_url"), create))
-    hard_exit(0)
+    answer_from_database(create)
 
 
 @platform_key.command("list")
@@ -249,8 +240,7 @@ def platform_key_list() -> None:
             )
         return table(rows) if keys else "no platform keys"
 
-    click.echo(with_sessions(load_settings().require("database_url"), listing))
-    hard_exit(0)
+    answer_from_database(listing)
 
 
 @platform_key.command("revoke")
@@ -265,5 +255,4 @@ def platform_key_revoke(key_id: uuid.UUID) -> None:
             await session.commit()
             return f"revoked platform key {key.prefix} ({key.id})"
 
-    click.echo(with_sessions(load_settings().require("database_url"), revoke))
-    hard_exit(0)
+    answer_from_database(revoke)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.cli.common import load_settings, table, with_sessions
+from app.cli.common import answer_from_database, load_settings, table
 from app.cli.process import hard_exit
 
 if TYPE_CHECKING:
@@ -43,8 +43,7 @@ def template_reviews() -> None:
             ]
         return "\n".join(lines) or "no template waits for review"
 
-    click.echo(with_sessions(load_settings().require("database_url"), pending))
-    hard_exit(0)
+    answer_from_database(pending)
 
 
 @template.command("approve")
@@ -63,8 +62,7 @@ def template_approve(template_id: uuid.UUID, version: int) -> None:
             await session.commit()
             return f"template {t.name} ({t.id}): v{version} approved, public v{t.public_version}"
 
-    click.echo(with_sessions(load_settings().require("database_url"), approve))
-    hard_exit(0)
+    answer_from_database(approve)
 
 
 @template.command("reject")
@@ -81,8 +79,7 @@ def template_reject(template_id: uuid.UUID, version: int, reason: str) -> None:
             await session.commit()
             return f"template {t.name} ({t.id}): version {version} rejected"
 
-    click.echo(with_sessions(load_settings().require("database_url"), reject))
-    hard_exit(0)
+    answer_from_database(reject)
 
 
 def _summary(capabilities: Any) -> str:

@@ -81,6 +81,13 @@ def with_sessions(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> An
         hard_exit(1)
 
 
+def answer_from_database(fn: Callable[[Any], Awaitable[str]]) -> None:
+    """A one-shot command's end: print what `fn(sessionmaker)` returns, run against
+    DATABASE_URL, and exit 0 (a DomainError: one line, exit 1)."""
+    click.echo(with_sessions(load_settings().require("database_url"), fn))
+    hard_exit(0)
+
+
 def progress(line: str) -> None:
     click.echo(line, err=True)
 
